@@ -1,0 +1,182 @@
+"""The edgewatch model contract: what one exported ONNX file promises the edge.
+
+Both halves agree on this module and nothing else: the trainer writes it
+(``trainer/export.py``), the edge runtime reads and validates it
+(``edge_runtime/model.py``). It is pure Python (json + dataclasses) so the edge
+can import it without the trainer's stack.
+
+Graph contract
+--------------
+- input  ``window``          float32 ``(batch, W, C)`` in raw sensor units, dynamic batch
+- output ``score``           float32 ``(batch,)``  mean squared reconstruction error, normalised units
+- output ``channel_error``   float32 ``(batch, C)`` per-channel mean squared error, normalised units
+- output ``reconstruction``  float32 ``(batch, W, C)`` in raw units
+
+``score == channel_error.mean(axis=1)`` holds by construction.
+
+Metadata contract
+-----------------
+``metadata_props`` holds one entry, key :data:`METADATA_KEY`, whose value is one
+JSON document (:class:`ModelMetadata`), with ``format_version`` ==
+:data:`FORMAT_VERSION`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+METADATA_KEY = "edgewatch"
+
+INPUT_NAME = "window"
+OUTPUT_SCORE = "score"
+OUTPUT_CHANNEL_ERROR = "channel_error"
+OUTPUT_RECONSTRUCTION = "reconstruction"
+OUTPUT_NAMES = (OUTPUT_SCORE, OUTPUT_CHANNEL_ERROR, OUTPUT_RECONSTRUCTION)
+
+THRESHOLD_METHODS = ("quantile", "pot")
+
+
+class ContractError(ValueError):
+    """The file or document does not satisfy the edgewatch model contract."""
+
+
+@dataclass
+class Threshold:
+    """The calibrated anomaly threshold on the window score.
+
+    ``method`` is ``"quantile"`` or ``"pot"`` (peaks over threshold, SPOT-style);
+    ``params`` are that method's parameters (e.g. ``{"q": 0.999}``);
+    ``validation`` summarises the validation score distribution it was fitted on
+    (``n``, ``mean``, ``std``, ``min``, ``p50``, ``p90``, ``p99``, ``max``).
+    """
+
+    value: float
+    method: str = "quantile"
+    params: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Normalisation:
+    """Per-channel statistics fitted on training data only: ``z = (x - mean) / std``."""
+
+    mean: list[float]
+    std: list[float]
+
+
+@dataclass
+class ModelMetadata:
+    """The JSON document stored in the ONNX file under :data:`METADATA_KEY`."""
+
+    channels: list[str]
+    window: int
+    hop: int
+    threshold: Threshold
+    normalisation: Normalisation
+    model_id: str = ""
+    created: str = ""
+    sample_period_s: float | None = None
+    precision: str = "fp32"
+    architecture: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ModelMetadata:
+        if not isinstance(doc, dict):
+            raise ContractError("metadata is not a JSON object")
+        version = doc.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ContractError(
+                f"unsupported model format_version {version!r} (this edgewatch reads {FORMAT_VERSION})"
+            )
+        try:
+            thr = doc["threshold"]
+            norm = doc["normalisation"]
+            meta = cls(
+                channels=[str(c) for c in doc["channels"]],
+                window=int(doc["window"]),
+                hop=int(doc["hop"]),
+                threshold=Threshold(
+                    value=float(thr["value"]),
+                    method=str(thr.get("method", "quantile")),
+                    params=dict(thr.get("params", {})),
+                    validation=dict(thr.get("validation", {})),
+                ),
+                normalisation=Normalisation(
+                    mean=[float(v) for v in norm["mean"]], std=[float(v) for v in norm["std"]]
+                ),
+                model_id=str(doc.get("model_id", "")),
+                created=str(doc.get("created", "")),
+                sample_period_s=(
+                    None if doc.get("sample_period_s") is None else float(doc["sample_period_s"])
+                ),
+                precision=str(doc.get("precision", "fp32")),
+                architecture=dict(doc.get("architecture", {})),
+                training=dict(doc.get("training", {})),
+                versions={str(k): str(v) for k, v in dict(doc.get("versions", {})).items()},
+                format_version=int(version),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ContractError(f"metadata is missing or has a malformed field: {exc}") from exc
+        meta.validate()
+        return meta
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"metadata is not valid JSON: {exc}") from exc
+        return cls.from_dict(doc)
+
+    def validate(self) -> None:
+        """Raise :class:`ContractError` naming the first field that is wrong."""
+        c = len(self.channels)
+        if c < 1:
+            raise ContractError("channels: at least one channel is required")
+        if len(set(self.channels)) != c:
+            raise ContractError("channels: names must be unique")
+        if self.window < 2:
+            raise ContractError(f"window: must be >= 2, got {self.window}")
+        if not 1 <= self.hop <= self.window:
+            raise ContractError(f"hop: must be in 1..window ({self.window}), got {self.hop}")
+        if not (math.isfinite(self.threshold.value) and self.threshold.value > 0):
+            raise ContractError(f"threshold.value: must be a finite number > 0, got {self.threshold.value}")
+        if self.threshold.method not in THRESHOLD_METHODS:
+            raise ContractError(
+                f"threshold.method: {self.threshold.method!r} is not one of {', '.join(THRESHOLD_METHODS)}"
+            )
+        if len(self.normalisation.mean) != c or len(self.normalisation.std) != c:
+            raise ContractError("normalisation: mean and std need one value per channel")
+        if not all(math.isfinite(v) for v in self.normalisation.mean):
+            raise ContractError("normalisation.mean: values must be finite")
+        if not all(math.isfinite(v) and v > 0 for v in self.normalisation.std):
+            raise ContractError("normalisation.std: values must be finite and > 0")
+        if self.sample_period_s is not None and not self.sample_period_s > 0:
+            raise ContractError("sample_period_s: must be > 0 when given")
+
+
+def metadata_from_props(props: dict[str, str]) -> ModelMetadata:
+    """Read :class:`ModelMetadata` from an ONNX file's ``metadata_props`` mapping.
+
+    Works with ``onnxruntime.InferenceSession.get_modelmeta().custom_metadata_map``
+    as well as with ``{p.key: p.value for p in onnx_model.metadata_props}``.
+    """
+    if METADATA_KEY not in props:
+        raise ContractError(
+            f"not an edgewatch model: no '{METADATA_KEY}' entry in the ONNX metadata_props"
+        )
+    return ModelMetadata.from_json(props[METADATA_KEY])

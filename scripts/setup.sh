@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up edgewatch for development on this machine, idempotently:
+#   - the mosquitto broker binary (apt-get, when missing and we are root),
+#   - a virtualenv in .venv with edgewatch installed editable with the
+#     train, cpu, dev and metrics extras, torch pinned by constraints.txt.
+# A second run with unchanged pyproject.toml/constraints.txt takes a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing mosquitto (apt-get)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+    # Debian starts a system broker on 1883; edgewatch's tests and demo use their own.
+  else
+    echo "[setup] mosquitto is not installed and I cannot install it (need root + apt-get)." >&2
+    echo "[setup] install it with your package manager; the demo falls back to an embedded broker." >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PY" -m venv .venv
+fi
+
+stamp=.venv/.edgewatch-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] installing edgewatch[train,cpu,dev,metrics] into .venv (torch pinned by constraints.txt)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[train,cpu,dev,metrics]"
+  echo "$want" > "$stamp"
+else
+  echo "[setup] .venv is up to date"
+fi
