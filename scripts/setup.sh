@@ -29,7 +29,9 @@ stamp=.venv/.edgewatch-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing edgewatch[train,cpu,dev,metrics] into .venv (torch pinned by constraints.txt)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[train,cpu,dev,metrics]"
+  # (grep drops pip's noise about this machine's optional local index folders)
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[train,cpu,dev,metrics]" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
 else
   echo "[setup] .venv is up to date"
