@@ -1,0 +1,185 @@
+"""`edgewatch-train` through click's CliRunner: the happy path and every user-error path (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge_runtime import synthetic as syn
+from trainer.cli import main
+
+FAST = ["--window", "16", "--hop", "4", "--epochs", "2", "--width", "4", "--latent", "4", "-q"]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def csvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("cli")
+    syn.write_csv(d / "normal.csv", syn.normal_series(800, 3, seed=0), syn.channel_names(3))
+    an = syn.random_anomalies(600, 3, 2, seed=1, min_len=20, max_len=40)
+    x, lab = syn.labelled_series(600, 3, an, seed=0)
+    syn.write_csv(d / "labelled.csv", x, syn.channel_names(3), lab)
+    return {"dir": d, "normal": d / "normal.csv", "labelled": d / "labelled.csv"}
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0]
+
+
+def test_fit_inspect_export_evaluate(runner: CliRunner, csvs, tmp_path: Path) -> None:
+    out, ck = tmp_path / "m.onnx", tmp_path / "m.pt"
+    r = runner.invoke(main, ["fit", str(csvs["normal"]), "--out", str(out), "--checkpoint", str(ck), *FAST])
+    assert r.exit_code == 0, r.output
+    assert "best val loss" in r.stdout and "parameters" in r.stdout and "windows/s" in r.stdout
+    r = runner.invoke(main, ["inspect", str(out)])
+    assert r.exit_code == 0 and "window: float [batch, 16, 3]" in r.stdout and '"window": 16' in r.stdout
+    r = runner.invoke(main, ["export", str(ck), "--out", str(tmp_path / "again.onnx")])
+    assert r.exit_code == 0, r.output
+    report = tmp_path / "eval.json"
+    r = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--model",
+            str(out),
+            "--data",
+            str(csvs["labelled"]),
+            "--report",
+            str(report),
+            "--plot",
+            str(tmp_path / "eval.png"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "window: precision" in r.stdout and "point : precision" in r.stdout
+    doc = json.loads(report.read_text())
+    assert {"window_metrics", "point_metrics", "rules"} <= set(doc)
+    assert (tmp_path / "eval.png").exists()
+
+
+def test_fit_pot_threshold(runner: CliRunner, csvs, tmp_path: Path) -> None:
+    out = tmp_path / "pot.onnx"
+    r = runner.invoke(
+        main,
+        [
+            "fit",
+            str(csvs["normal"]),
+            "--out",
+            str(out),
+            *FAST,
+            "--hop",
+            "1",
+            "--threshold",
+            "pot",
+            "--level",
+            "0.9",
+            "--risk",
+            "0.01",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "(pot " in r.stdout
+
+
+def test_demo_data(runner: CliRunner, tmp_path: Path) -> None:
+    r = runner.invoke(main, ["demo-data", str(tmp_path / "d.csv"), "--steps", "300", "--anomalies", "2"])
+    assert r.exit_code == 0
+    assert (tmp_path / "d.csv").read_text().splitlines()[0].endswith(",anomaly")
+
+
+def test_help_texts(runner: CliRunner) -> None:
+    for cmd in ([], ["fit"], ["evaluate"], ["inspect"], ["export"]):
+        r = runner.invoke(main, [*cmd, "--help"])
+        assert r.exit_code == 0 and "Usage:" in r.stdout
+
+
+def test_error_text_in_numeric_column(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_text("a;b\n1;2\n3;x\n")
+    r = runner.invoke(main, ["fit", str(f), "--out", str(tmp_path / "m.onnx"), *FAST])
+    assert_user_error(r, "bad.csv", "line 3", "'b'", "not a number")
+
+
+def test_error_missing_values(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "gap.csv"
+    f.write_text("a,b\n1,2\n,3\n")
+    r = runner.invoke(main, ["fit", str(f), "--out", str(tmp_path / "m.onnx"), *FAST])
+    assert_user_error(r, "gap.csv", "line 3", "missing value", "--fill")
+
+
+def test_error_too_few_rows(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "short.csv"
+    f.write_text("a\n" + "1\n" * 5)
+    r = runner.invoke(main, ["fit", str(f), "--out", str(tmp_path / "m.onnx"), *FAST])
+    assert_user_error(r, "short.csv", "5 rows", "window of 16")
+
+
+def test_error_channel_mismatch(runner: CliRunner, csvs, tmp_path: Path) -> None:
+    f = tmp_path / "other.csv"
+    syn.write_csv(f, syn.normal_series(100, 2), ["x", "y"])
+    r = runner.invoke(main, ["fit", str(csvs["normal"]), str(f), "--out", str(tmp_path / "m.onnx"), *FAST])
+    assert_user_error(r, "other.csv", "differ from")
+
+
+def test_error_bad_architecture(runner: CliRunner, csvs, tmp_path: Path) -> None:
+    r = runner.invoke(
+        main, ["fit", str(csvs["normal"]), "--out", str(tmp_path / "m.onnx"), *FAST, "--kernel", "4"]
+    )
+    assert_user_error(r, "--kernel must be an odd")
+
+
+def test_error_inspect_not_onnx(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "junk.onnx"
+    f.write_bytes(b"not a model")
+    assert_user_error(runner.invoke(main, ["inspect", str(f)]), "junk.onnx")
+
+
+def test_error_evaluate_without_labels(
+    runner: CliRunner, csvs, demo_model_path: Path, tmp_path: Path
+) -> None:
+    f = tmp_path / "nolabels.csv"
+    syn.write_csv(f, syn.normal_series(100, 4), syn.channel_names(4))
+    r = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "-m",
+            str(demo_model_path),
+            "-d",
+            str(f),
+            "--no-plot",
+            "--report",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert_user_error(r, "nolabels.csv", "no label column")
+
+
+def test_error_evaluate_wrong_channels(
+    runner: CliRunner, csvs, demo_model_path: Path, tmp_path: Path
+) -> None:
+    r = runner.invoke(
+        main, ["evaluate", "-m", str(demo_model_path), "-d", str(csvs["labelled"]), "--no-plot"]
+    )
+    assert_user_error(r, "labelled.csv", "not found")
+
+
+def test_error_bad_checkpoint(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "ck.pt"
+    f.write_bytes(b"garbage")
+    assert_user_error(
+        runner.invoke(main, ["export", str(f), "--out", str(tmp_path / "m.onnx")]), "ck.pt", "checkpoint"
+    )

@@ -1,0 +1,161 @@
+"""Loading CSV/numpy files, their error messages, the time split and normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.data import (
+    DataError,
+    check_lengths,
+    denormalise,
+    fit_normalisation,
+    load_paths,
+    normal_windows,
+    normalise,
+    split_series,
+)
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def test_semicolon_bom_timestamp_and_labels(tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "a.csv",
+        "\ufeffdatetime;p;t;anomaly;changepoint\n"
+        "2020-03-09 10:14:33;1.5;20;0.0;0\n2020-03-09 10:14:34;2.5;21;1.0;1\n2020-03-09 10:14:35;3;22;0;0\n",
+    )
+    (s,) = load_paths([f], exclude=["changepoint"])
+    assert s.channels == ["p", "t"]
+    np.testing.assert_allclose(s.values, [[1.5, 20], [2.5, 21], [3, 22]])
+    assert s.labels.tolist() == [0, 1, 0]
+    assert s.sample_period_s == pytest.approx(1.0)
+
+
+def test_tab_delimiter_and_channel_selection(tmp_path: Path) -> None:
+    f = write(tmp_path / "a.tsv", "timestamp\ta\tb\tc\n0\t1\t2\t3\n1\t4\t5\t6\n")
+    (s,) = load_paths([f], channels=["c", "a"])
+    assert s.channels == ["c", "a"]
+    np.testing.assert_allclose(s.values, [[3, 1], [6, 4]])
+
+
+def test_unnamed_date_column_is_not_a_feature(tmp_path: Path) -> None:
+    f = write(tmp_path / "a.csv", "when,x\n2024-01-01T00:00:00,1\n2024-01-01T00:00:10,2\n")
+    (s,) = load_paths([f])
+    assert s.channels == ["x"] and s.sample_period_s == pytest.approx(10.0)
+
+
+def test_text_in_numeric_column_names_file_line_column(tmp_path: Path) -> None:
+    f = write(tmp_path / "bad.csv", "a,b\n1,2\n3,oops\n")
+    with pytest.raises(DataError, match=r"bad\.csv: line 3, column 'b': not a number: 'oops'") as err:
+        load_paths([f])
+    assert "\n" not in str(err.value)
+
+
+def test_missing_value_refused_without_fill(tmp_path: Path) -> None:
+    f = write(tmp_path / "m.csv", "a,b\n1,2\n,3\n4,5\n")
+    with pytest.raises(DataError, match=r"m\.csv: line 3, column 'a': missing value \(use --fill"):
+        load_paths([f])
+
+
+@pytest.mark.parametrize(("fill", "expected"), [("ffill", 1.0), ("interpolate", 2.5), ("zero", 0.0)])
+def test_missing_value_filled(tmp_path: Path, fill: str, expected: float) -> None:
+    f = write(tmp_path / "m.csv", "a,b\n1,2\n,3\n4,5\n")
+    (s,) = load_paths([f], fill=fill)
+    assert s.values[1, 0] == pytest.approx(expected)
+
+
+def test_leading_gap_ffill_uses_first_value(tmp_path: Path) -> None:
+    f = write(tmp_path / "m.csv", "a\nnan\n\n7\n8\n")
+    (s,) = load_paths([f], fill="ffill")
+    assert s.values[:, 0].tolist() == [7, 7, 8]
+
+
+def test_channel_mismatch_between_files(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.csv", "x,y\n1,2\n")
+    b = write(tmp_path / "b.csv", "x,z\n1,2\n")
+    with pytest.raises(DataError, match=r"b\.csv: channels \[x, z\] differ from .*a\.csv \[x, y\]"):
+        load_paths([a, b])
+
+
+def test_ragged_row_and_unknown_columns(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "a,b\n1,2\n3\n")
+    with pytest.raises(DataError, match="line 3: 1 fields, the header has 2"):
+        load_paths([f])
+    g = write(tmp_path / "g.csv", "a,b\n1,2\n")
+    with pytest.raises(DataError, match="column\\(s\\) c not found"):
+        load_paths([g], channels=["c"])
+
+
+def test_too_few_rows_for_one_window(tmp_path: Path) -> None:
+    f = write(tmp_path / "short.csv", "a\n" + "1\n" * 10)
+    series = load_paths([f])
+    with pytest.raises(DataError, match=r"short\.csv: 10 rows, fewer than one window of 32"):
+        check_lengths(series, 32)
+
+
+def test_folder_npy_and_npz(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.ones((20, 2), np.float32))
+    np.savez(
+        tmp_path / "b.npz",
+        values=np.zeros((30, 2)),
+        labels=np.r_[np.zeros(29), 1],
+        channels=np.array(["ch0", "ch1"]),
+    )
+    a, b = load_paths([tmp_path])
+    assert a.values.shape == (20, 2) and a.labels is None
+    assert b.values.shape == (30, 2) and b.labels.sum() == 1
+
+
+def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_paths([tmp_path / "nope.csv"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no data files"):
+        load_paths([tmp_path / "empty"])
+
+
+def _series(tmp_path: Path, n: int, name: str, labels: bool = False):
+    x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    lab = {"labels": (np.arange(n) == n // 2).astype(np.int8)} if labels else {}
+    np.savez(tmp_path / name, values=x, **lab)
+    return load_paths([tmp_path / name])[0]
+
+
+def test_time_split_is_the_tail_of_each_file(tmp_path: Path) -> None:
+    s1, s2 = _series(tmp_path, 100, "a.npz"), _series(tmp_path, 50, "b.npz")
+    train, val = split_series([s1, s2], 0.2, "time")
+    assert [len(t.values) for t in train] == [80, 40] and [len(v.values) for v in val] == [20, 10]
+    np.testing.assert_array_equal(val[0].values, s1.values[80:])
+    assert train[0].values.max() < val[0].values.min()  # validation is strictly later in time
+
+
+def test_file_split_keeps_whole_files(tmp_path: Path) -> None:
+    files = [_series(tmp_path, 40, f"{i}.npz") for i in range(5)]
+    train, val = split_series(files, 0.4, "file")
+    assert len(train) == 3 and len(val) == 2 and val[-1] is files[-1]
+    with pytest.raises(DataError, match="at least two files"):
+        split_series(files[:1], 0.2, "file")
+
+
+def test_labelled_windows_are_dropped_from_training(tmp_path: Path) -> None:
+    s = _series(tmp_path, 40, "l.npz", labels=True)
+    w = normal_windows([s], 8, 4)
+    # windows containing row 20 (starts 16 and 20, also 12? 12..19 no) are dropped
+    assert len(w) == 9 - 2
+
+
+def test_normalisation_round_trip_and_constant_channel() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal([5.0, -3.0, 7.0], [2.0, 0.5, 0.0], size=(1000, 3)).astype(np.float32)
+    mean, std = fit_normalisation([x[:500], x[500:]])
+    z = normalise(x, mean, std)
+    np.testing.assert_allclose(z[:, :2].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(z[:, :2].std(axis=0), 1, atol=1e-4)
+    assert std[2] == 1.0
+    np.testing.assert_allclose(denormalise(z, mean, std), x, rtol=1e-5, atol=1e-4)

@@ -1,0 +1,151 @@
+"""Export: parity with torch, metadata round trip through a real ONNX file, contract shapes, variants."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edge_runtime.contract import (
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAMES,
+    ModelMetadata,
+    Normalisation,
+    Threshold,
+    metadata_from_props,
+)
+from edge_runtime.synthetic import channel_names, normal_series
+from edge_runtime.windowing_offline import sliding_windows
+from trainer import export as ex
+from trainer.model import AEConfig, ConvAutoencoder
+
+
+def make_meta(c: int, w: int, mean: np.ndarray, std: np.ndarray) -> ModelMetadata:
+    return ModelMetadata(
+        channels=channel_names(c),
+        window=w,
+        hop=w // 4,
+        threshold=Threshold(value=0.5, method="quantile", params={"q": 0.99}, validation={"n": 10.0}),
+        normalisation=Normalisation(mean=[float(v) for v in mean], std=[float(v) for v in std]),
+        sample_period_s=0.5,
+        architecture={"depth": 2},
+        training={"rows": 1000},
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[ex.ExportReport, ConvAutoencoder, np.ndarray]:
+    torch.manual_seed(0)
+    w, c = 30, 3  # 30 is not a multiple of 4: the graph pads and crops
+    ae = ConvAutoencoder(AEConfig(n_channels=c, window=w, width=4, latent=4)).eval()
+    x = normal_series(400, c, seed=2)
+    windows = sliding_windows(x, w, 5)
+    meta = make_meta(c, w, x.mean(axis=0), x.std(axis=0))
+    out = tmp_path_factory.mktemp("export") / "m.onnx"
+    return ex.export_model(ae, meta, out, windows, quantize="int8", fp16=True), ae, windows
+
+
+def test_contract_inputs_outputs_and_dynamic_batch(exported) -> None:
+    rep, _, windows = exported
+    sess = ort.InferenceSession(str(rep.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == [INPUT_NAME]
+    assert sess.get_inputs()[0].shape == ["batch", 30, 3]
+    assert [o.name for o in sess.get_outputs()] == list(OUTPUT_NAMES)
+    for b in (1, 7):
+        score, ce, rec = sess.run(None, {INPUT_NAME: windows[:b]})
+        assert score.shape == (b,) and ce.shape == (b, 3) and rec.shape == (b, 30, 3)
+        np.testing.assert_allclose(score, ce.mean(axis=1), rtol=1e-5)
+
+
+def test_parity_with_torch_and_raw_units(exported) -> None:
+    rep, ae, windows = exported
+    assert max(rep.parity_max_diff.values()) < 1e-3
+    got = ex.run_onnx(rep.path, windows)
+    mean = np.array(rep.meta.normalisation.mean, np.float32)
+    std = np.array(rep.meta.normalisation.std, np.float32)
+    z = torch.from_numpy((windows - mean) / std).transpose(1, 2)
+    with torch.no_grad():
+        r = ae(z)
+    ref_score = torch.mean((r - z) ** 2, dim=(1, 2)).numpy()
+    np.testing.assert_allclose(got["score"], ref_score, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        got["reconstruction"], r.transpose(1, 2).numpy() * std + mean, rtol=1e-4, atol=1e-3
+    )
+
+
+def test_metadata_round_trip_through_the_file(exported) -> None:
+    rep, _, _ = exported
+    model = onnx.load(str(rep.path))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert list(props) == [METADATA_KEY]
+    meta = metadata_from_props(props)
+    assert meta == rep.meta
+    sess = ort.InferenceSession(str(rep.path), providers=["CPUExecutionProvider"])
+    assert metadata_from_props(sess.get_modelmeta().custom_metadata_map) == meta
+    assert meta.sample_period_s == 0.5 and meta.threshold.params == {"q": 0.99}
+    assert (
+        len(meta.model_id) == 16
+        and meta.created
+        and {"torch", "onnx", "onnxruntime", "edgewatch"} <= set(meta.versions)
+    )
+
+
+def test_model_id_is_a_content_hash(exported, tmp_path: Path) -> None:
+    rep, ae, windows = exported
+    again = ex.export_model(ae, replace(rep.meta, model_id="", created=""), tmp_path / "again.onnx", windows)
+    assert again.meta.model_id == rep.meta.model_id
+    other = replace(rep.meta, threshold=replace(rep.meta.threshold, value=0.7), model_id="", created="")
+    assert ex.export_model(ae, other, tmp_path / "other.onnx", windows).meta.model_id != rep.meta.model_id
+
+
+def test_variants_report_drift_and_keep_metadata(exported) -> None:
+    rep, _, _ = exported
+    assert set(rep.variants) == {"int8", "fp16"}
+    for kind, v in rep.variants.items():
+        meta = ex.read_metadata(Path(v["path"]))
+        assert meta.precision == kind and meta.model_id != rep.meta.model_id
+        d = v["score_drift"]
+        assert 0 <= d["max_rel"] < 0.5 and 0 <= d["decision_flips"] <= 1
+
+
+def test_parity_failure_is_loud(monkeypatch, exported, tmp_path: Path) -> None:
+    rep, ae, windows = exported
+    real = ex.run_onnx
+
+    def skewed(path, w, batch=1024):
+        out = real(path, w, batch)
+        out["score"] = out["score"] * 1.01
+        return out
+
+    monkeypatch.setattr(ex, "run_onnx", skewed)
+    with pytest.raises(ex.ExportError, match=r"disagrees with torch .*score max diff"):
+        ex.export_model(ae, replace(rep.meta), tmp_path / "bad.onnx", windows)
+
+
+def test_describe_model_prints_the_contract(exported) -> None:
+    rep, _, _ = exported
+    text = ex.describe_model(rep.path)
+    assert "window: float [batch, 30, 3]" in text
+    assert "reconstruction: float [batch, 30, 3]" in text
+    assert "ai.onnx 18" in text and rep.meta.model_id in text
+
+
+def test_dynamo_exporter_gives_the_same_scores(exported, tmp_path: Path) -> None:
+    rep, ae, windows = exported
+    dyn = ex.export_model(
+        ae, replace(rep.meta, model_id="", created=""), tmp_path / "d.onnx", windows, exporter="dynamo"
+    )
+    np.testing.assert_allclose(
+        ex.run_onnx(dyn.path, windows)["score"], ex.run_onnx(rep.path, windows)["score"], rtol=1e-4
+    )
+    assert ort.InferenceSession(str(dyn.path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape == [
+        "batch",
+        30,
+        3,
+    ]

@@ -1,0 +1,77 @@
+"""Small Python API for other parts of edgewatch (benchmarks, demo, tests).
+
+- :func:`train_and_export`: raw arrays -> trained, calibrated, checked ONNX model.
+- :func:`score_windows`: score raw windows through onnxruntime (the edge path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.contract import OUTPUT_CHANNEL_ERROR, OUTPUT_SCORE, ModelMetadata
+from trainer.data import DataError, Series
+from trainer.export import run_onnx
+from trainer.pipeline import FitOptions, run_fit
+from trainer.train import TrainConfig
+
+_MODEL_KEYS = ("depth", "width", "kernel", "latent")
+_TRAIN_KEYS = ("batch_size", "lr", "patience", "device", "mask", "threads")
+_OTHER_KEYS = ("split", "threshold_params", "threshold_scale", "quantize", "fp16", "checkpoint")
+
+
+def train_and_export(
+    series: list[np.ndarray] | np.ndarray,
+    channels: list[str],
+    out: Path,
+    *,
+    window: int = 64,
+    hop: int | None = None,
+    epochs: int = 30,
+    seed: int = 0,
+    threshold_method: str = "quantile",
+    val_fraction: float = 0.2,
+    denoise: float = 0.0,
+    quiet: bool = True,
+    **model_opts: Any,
+) -> ModelMetadata:
+    """Train on raw series (each (T, C) float) and export one ONNX model to ``out``.
+
+    ``denoise``: std of gaussian input noise during training (normalised units).
+    ``model_opts``: ``depth``, ``width``, ``kernel``, ``latent`` (architecture), ``batch_size``,
+    ``lr``, ``patience``, ``device``, ``mask``, ``threads`` (training), ``split``, ``threshold_params``
+    (e.g. ``{"q": 0.999}``), ``threshold_scale``, ``quantize``, ``fp16``, ``checkpoint``.
+    Returns the metadata stored in the file.
+    """
+    arrays = [series] if isinstance(series, np.ndarray) and series.ndim == 2 else list(series)
+    unknown = set(model_opts) - set(_MODEL_KEYS + _TRAIN_KEYS + _OTHER_KEYS)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    items = []
+    for i, a in enumerate(arrays):
+        a = np.asarray(a, dtype=np.float32)
+        if a.ndim != 2 or a.shape[1] != len(channels):
+            raise DataError(f"series {i}: shape {a.shape} does not match {len(channels)} channels")
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"series {i}: contains non-finite values")
+        items.append(Series(name=f"series[{i}]", values=a, channels=list(channels)))
+    tc = TrainConfig(
+        epochs=epochs, seed=seed, noise=denoise, **{k: model_opts[k] for k in _TRAIN_KEYS if k in model_opts}
+    )
+    opts = FitOptions(
+        window=window,
+        hop=hop,
+        val_fraction=val_fraction,
+        threshold_method=threshold_method,
+        train=tc,
+        **{k: model_opts[k] for k in _MODEL_KEYS + _OTHER_KEYS if k in model_opts},
+    )
+    return run_fit(items, Path(out), opts, progress=not quiet).meta
+
+
+def score_windows(model_path: Path | str, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Score raw windows (N, W, C) with onnxruntime: ``(score (N,), channel_error (N, C))``."""
+    res = run_onnx(Path(model_path), np.asarray(windows, dtype=np.float32))
+    return res[OUTPUT_SCORE], res[OUTPUT_CHANNEL_ERROR]

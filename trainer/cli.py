@@ -1,0 +1,417 @@
+"""``edgewatch-train``: fit, export, inspect, evaluate, demo-data. Thin: parse, call, print.
+
+Every error a user can cause prints one line ``error: ...`` on stderr and exits with 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_runtime.contract import ContractError
+
+log = logging.getLogger(__name__)
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the known user-caused errors into one stderr line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from trainer.data import DataError
+        from trainer.export import ExportError
+        from trainer.model import ModelConfigError
+        from trainer.threshold import ThresholdError
+
+        try:
+            return fn(*args, **kwargs)
+        except (
+            DataError,
+            ContractError,
+            ExportError,
+            ModelConfigError,
+            ThresholdError,
+            ValueError,
+            OSError,
+        ) as exc:
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            click.echo(f"error: {msg}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+_data_options = [
+    click.option(
+        "--label-column",
+        default="anomaly",
+        show_default=True,
+        help="Column with 0/1 anomaly labels; kept out of the features (labelled windows are not trained on).",
+    ),
+    click.option(
+        "--exclude",
+        multiple=True,
+        metavar="NAME",
+        help="Column to keep out of the features (repeatable), e.g. --exclude changepoint.",
+    ),
+    click.option(
+        "--channels", metavar="A,B,...", help="Use only these columns, in this order (comma-separated)."
+    ),
+    click.option(
+        "--fill",
+        type=click.Choice(["ffill", "interpolate", "zero"]),
+        help="Fill missing values instead of refusing them.",
+    ),
+]
+
+
+def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(_data_options):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """Train edgewatch anomaly models and export them as one self-describing ONNX file.
+
+    \b
+    Typical use:
+      edgewatch-train fit data/*.csv --out model.onnx
+      edgewatch-train inspect model.onnx
+      edgewatch-train evaluate --model model.onnx --data labelled.csv
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write."
+)
+@click.option("--window", "-w", default=64, show_default=True, help="Window length W in samples.")
+@click.option(
+    "--hop", type=int, help="Step between training windows; also the edge's default hop.  [default: W/4]"
+)
+@click.option("--epochs", default=30, show_default=True, help="Maximum epochs.")
+@click.option(
+    "--patience", default=5, show_default=True, help="Early stopping: epochs without validation improvement."
+)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option(
+    "--depth", default=2, show_default=True, help="Strided conv levels (each halves the time axis)."
+)
+@click.option(
+    "--width", default=16, show_default=True, help="Channels of the first conv (doubled per level)."
+)
+@click.option("--kernel", default=5, show_default=True, help="Conv kernel size (odd).")
+@click.option("--latent", default=16, show_default=True, help="Size of the latent code.")
+@click.option(
+    "--noise", default=0.0, show_default=True, help="Denoising: gaussian input noise std (normalised units)."
+)
+@click.option("--mask", default=0.0, show_default=True, help="Denoising: fraction of input points masked.")
+@click.option(
+    "--val-fraction", default=0.2, show_default=True, help="Validation share (last part of each file)."
+)
+@click.option(
+    "--split",
+    type=click.Choice(["time", "file"]),
+    default="time",
+    show_default=True,
+    help="time: last fraction of each file; file: the last whole files.",
+)
+@click.option(
+    "--threshold",
+    "threshold_method",
+    type=click.Choice(["quantile", "pot"]),
+    default="quantile",
+    show_default=True,
+    help="Calibration method on validation scores.",
+)
+@click.option("--q", default=0.999, show_default=True, help="quantile: the validation score quantile.")
+@click.option(
+    "--risk", default=1e-3, show_default=True, help="pot: probability of a normal window exceeding it."
+)
+@click.option("--level", default=0.98, show_default=True, help="pot: quantile above which peaks are fitted.")
+@click.option("--threshold-scale", default=1.0, show_default=True, help="Multiply the calibrated threshold.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    help="CPU threads for training (small nets are fastest on 1; 0 = torch default).",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also keep a checkpoint here (for `edgewatch-train export`).",
+)
+@click.option(
+    "--quantize", type=click.Choice(["int8"]), help="Also write <out>.int8.onnx and report its score drift."
+)
+@click.option("--fp16", is_flag=True, help="Also write <out>.fp16.onnx and report its score drift.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@data_options
+@_user_errors
+def fit(
+    data: tuple[Path, ...],
+    out: Path,
+    window: int,
+    hop: int | None,
+    epochs: int,
+    patience: int,
+    batch_size: int,
+    lr: float,
+    depth: int,
+    width: int,
+    kernel: int,
+    latent: int,
+    noise: float,
+    mask: float,
+    val_fraction: float,
+    split: str,
+    threshold_method: str,
+    q: float,
+    risk: float,
+    level: float,
+    threshold_scale: float,
+    device: str,
+    seed: int,
+    threads: int,
+    checkpoint: Path | None,
+    quantize: str | None,
+    fp16: bool,
+    quiet: bool,
+    label_column: str,
+    exclude: tuple[str, ...],
+    channels: str | None,
+    fill: str | None,
+) -> None:
+    """Train on DATA (CSV/.npy/.npz files or folders), calibrate the threshold, export one ONNX model."""
+    from trainer.data import load_paths
+    from trainer.pipeline import FitOptions, run_fit
+    from trainer.train import TrainConfig
+
+    if epochs < 1 or batch_size < 1 or patience < 1:
+        raise ValueError("--epochs, --batch-size and --patience must be >= 1")
+    if not 0 <= mask < 1 or noise < 0:
+        raise ValueError("--mask must be in [0, 1) and --noise >= 0")
+    series = load_paths(data, label_column, exclude, _csv_list(channels), fill)
+    params = {"q": q} if threshold_method == "quantile" else {"risk": risk, "level": level}
+    opts = FitOptions(
+        window=window,
+        hop=hop,
+        depth=depth,
+        width=width,
+        kernel=kernel,
+        latent=latent,
+        val_fraction=val_fraction,
+        split=split,
+        threshold_method=threshold_method,
+        threshold_params=params,
+        threshold_scale=threshold_scale,
+        quantize=quantize,
+        fp16=fp16,
+        checkpoint=checkpoint,
+        train=TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            seed=seed,
+            device=device,
+            noise=noise,
+            mask=mask,
+            threads=threads,
+        ),
+    )
+    res = run_fit(series, out, opts, progress=not quiet)
+    t = res.training.summary()
+    click.echo(
+        f"trained {t['epochs']} epochs (best {t['best_epoch']}), best val loss {t['best_val_loss']:.5f}, "
+        f"{t['seconds']:.1f} s, {t['parameters']} parameters, {t['windows_per_s']:.0f} windows/s on {t['device']}"
+    )
+    thr = res.meta.threshold
+    click.echo(
+        f"threshold {thr.value:.6g} ({thr.method} {json.dumps(thr.params)}) on {thr.validation['n']} validation windows"
+    )
+    diffs = ", ".join(f"{k} {v:.2g}" for k, v in res.export.parity_max_diff.items())
+    click.echo(
+        f"wrote {out} ({res.export.size_bytes} bytes, model_id {res.meta.model_id}); parity ort vs torch max diff: {diffs}"
+    )
+    for _kind, v in res.export.variants.items():
+        d = v["score_drift"]
+        click.echo(
+            f"wrote {v['path']} ({v['size_bytes']} bytes): score drift vs fp32 max rel {d['max_rel']:.3g}, "
+            f"mean rel {d['mean_rel']:.3g}, decision flips {d['decision_flips']:.2%}"
+        )
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write."
+)
+@click.option("--quantize", type=click.Choice(["int8"]), help="Also write <out>.int8.onnx.")
+@click.option("--fp16", is_flag=True, help="Also write <out>.fp16.onnx.")
+@click.option(
+    "--exporter",
+    type=click.Choice(["auto", "torchscript", "dynamo"]),
+    default="auto",
+    show_default=True,
+    help="torch ONNX exporter (auto: TorchScript, falling back to dynamo).",
+)
+@_user_errors
+def export(checkpoint: Path, out: Path, quantize: str | None, fp16: bool, exporter: str) -> None:
+    """Re-export a checkpoint kept by `fit --checkpoint` (same threshold and normalisation)."""
+    from trainer.export import export_model
+    from trainer.pipeline import load_checkpoint
+
+    model, meta, holdout = load_checkpoint(checkpoint)
+    rep = export_model(model, meta, out, holdout, quantize=quantize, fp16=fp16, exporter=exporter)
+    click.echo(
+        f"wrote {out} ({rep.size_bytes} bytes, model_id {rep.meta.model_id}); parity max diff "
+        + ", ".join(f"{k} {v:.2g}" for k, v in rep.parity_max_diff.items())
+    )
+    for v in rep.variants.values():
+        click.echo(f"wrote {v['path']}: score drift {json.dumps(v['score_drift'])}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_user_errors
+def inspect(model: Path) -> None:
+    """Print a model's contract: inputs, outputs, opset, size and metadata."""
+    from trainer.export import describe_model
+
+    try:
+        text = describe_model(model)
+    except ContractError:
+        raise
+    except Exception as exc:  # onnx raises a variety of decode errors for non-ONNX files
+        raise ValueError(f"{model}: not a readable ONNX file ({type(exc).__name__})") from None
+    click.echo(text)
+
+
+@main.command()
+@click.option(
+    "--model", "-m", "model_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--data",
+    "-d",
+    "data",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Labelled CSV/.npz file or folder (repeatable).",
+)
+@click.option("--hop", type=int, default=1, show_default=True, help="Hop between scored windows.")
+@click.option(
+    "--point-rule",
+    type=click.Choice(["min", "causal"]),
+    default="min",
+    show_default=True,
+    help="min: a point is flagged when every window containing it is above the threshold; "
+    "causal: when the latest window ending at or before it is (the edge's view).",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("evaluation.json"),
+    show_default=True,
+    help="JSON report to write.",
+)
+@click.option(
+    "--plot",
+    "png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("evaluation.png"),
+    show_default=True,
+    help="PNG plot to write.",
+)
+@click.option("--no-plot", is_flag=True, help="Skip the plot.")
+@data_options
+@_user_errors
+def evaluate(
+    model_path: Path,
+    data: tuple[Path, ...],
+    hop: int,
+    point_rule: str,
+    report: Path,
+    png: Path,
+    no_plot: bool,
+    label_column: str,
+    exclude: tuple[str, ...],
+    channels: str | None,
+    fill: str | None,
+) -> None:
+    """Score labelled data through onnxruntime and report point- and window-wise metrics."""
+    from trainer import evaluate as ev
+    from trainer.data import load_paths
+    from trainer.export import read_metadata
+
+    if hop < 1:
+        raise ValueError("--hop must be >= 1")
+    meta = read_metadata(model_path)
+    series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, fill)
+    rep = ev.evaluate(model_path, series, hop, point_rule)
+    ev.write_report(rep, report)
+    if not no_plot:
+        ev.plot(model_path, series, png, hop, point_rule)
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    for kind in ("window", "point"):
+        m = rep[f"{kind}_metrics"]
+        click.echo(
+            f"{kind:6s}: precision {fmt(m['precision'])} recall {fmt(m['recall'])} F1 {fmt(m['f1'])} "
+            f"FAR {fmt(m['far'])} MAR {fmt(m['mar'])} ROC-AUC {fmt(m['roc_auc'])} PR-AUC {fmt(m['pr_auc'])} "
+            f"(n={m['n']}, anomalous={m['n_anomalous']})"
+        )
+    click.echo(f"wrote {report}" + ("" if no_plot else f" and {png}"))
+
+
+@main.command("demo-data")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--steps", default=20000, show_default=True)
+@click.option("--channels", "n_channels", default=4, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--anomalies", default=0, show_default=True, help="Inject this many labelled anomalies.")
+@_user_errors
+def demo_data(out: Path, steps: int, n_channels: int, seed: int, anomalies: int) -> None:
+    """Write synthetic sensor data (timestamp, channels[, anomaly]) as CSV."""
+    from edge_runtime import synthetic as syn
+
+    if steps < 1 or n_channels < 1:
+        raise ValueError("--steps and --channels must be >= 1")
+    names = syn.channel_names(n_channels)
+    if anomalies:
+        x, labels = syn.labelled_series(
+            steps, n_channels, syn.random_anomalies(steps, n_channels, anomalies, seed), seed
+        )
+    else:
+        x, labels = syn.normal_series(steps, n_channels, seed), None
+    syn.write_csv(out, x, names, labels)
+    click.echo(f"wrote {out} ({steps} rows, {n_channels} channels, {anomalies} anomalies)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""Files -> arrays: CSV/.npy/.npz loading, channel selection, missing values, time split, normalisation.
+
+Every problem a user can cause raises :class:`DataError` with one line naming the file,
+the line or column, and the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.windowing_offline import window_labels, windows_from_series
+
+log = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz")
+TIMESTAMP_NAMES = ("timestamp", "time", "datetime", "date", "ts", "date_time", "time_stamp")
+FILL_METHODS = ("ffill", "interpolate", "zero")
+_MISSING = {"", "nan", "na", "n/a", "null", "none", "-"}
+
+
+class DataError(ValueError):
+    """Bad input data; the message is one line naming file, line/column and reason."""
+
+
+@dataclass
+class Series:
+    """One input file as arrays.
+
+    ``values``: (T, C) float32 raw units; ``labels``: (T,) int8 or None;
+    ``sample_period_s``: median timestamp step when a timestamp column was found.
+    """
+
+    name: str
+    values: np.ndarray
+    channels: list[str]
+    labels: np.ndarray | None = None
+    sample_period_s: float | None = None
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files given directly, plus the data files inside given folders (sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in DATA_SUFFIXES)
+            if not found:
+                raise DataError(f"{p}: folder holds no data files ({', '.join(DATA_SUFFIXES)})")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    if not out:
+        raise DataError("no data files given")
+    return out
+
+
+def _sniff_delimiter(header: str, path: Path) -> str:
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    if counts[best] == 0:
+        # A single-column file: no delimiter at all.
+        return ","
+    return best
+
+
+def _parse_time(text: str) -> float | None:
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _fill(col: np.ndarray, method: str) -> np.ndarray:
+    """Fill NaNs in ``col`` (T,) by ``method``; raises ValueError when the column is all missing."""
+    missing = np.isnan(col)
+    if not missing.any():
+        return col
+    if missing.all():
+        raise ValueError("column has no values at all")
+    if method == "zero":
+        return np.where(missing, 0.0, col)
+    idx = np.arange(col.size)
+    good = ~missing
+    if method == "interpolate":
+        return np.interp(idx, idx[good], col[good])
+    # ffill, with a backward fill for leading gaps
+    last = np.where(good, idx, 0)
+    np.maximum.accumulate(last, out=last)
+    out = col[last]
+    first = int(np.argmax(good))
+    out[:first] = col[first]
+    return out
+
+
+def read_csv(
+    path: Path,
+    label_column: str | None = "anomaly",
+    exclude: Sequence[str] = (),
+    channels: Sequence[str] | None = None,
+    fill: str | None = None,
+) -> Series:
+    """Read a CSV with a header row (delimiter ``,`` ``;`` or tab, optional UTF-8 BOM)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise DataError(f"{path}: line 1: empty file or missing header row")
+    delim = _sniff_delimiter(lines[0], path)
+    rows = list(csv.reader(lines, delimiter=delim))
+    header = [h.strip() for h in rows[0]]
+    body = [(i + 2, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise DataError(f"{path}: line 1: duplicate column name {dup!r}")
+    for lineno, r in body:
+        if len(r) != len(header):
+            raise DataError(f"{path}: line {lineno}: {len(r)} fields, the header has {len(header)}")
+    if not body:
+        raise DataError(f"{path}: no data rows after the header")
+
+    lower = [h.lower() for h in header]
+    ts_col: int | None = None
+    for i, h in enumerate(lower):
+        if h in TIMESTAMP_NAMES:
+            ts_col = i
+            break
+    if ts_col is None:
+        # An unnamed timestamp: a first column whose first value is a date, not a number.
+        first = body[0][1][0].strip()
+        if not _is_number(first) and _parse_time(first) is not None:
+            ts_col = 0
+
+    lab_col = header.index(label_column) if label_column and label_column in header else None
+    excluded = set(exclude)
+    unknown = [e for e in excluded if e not in header]
+    if unknown:
+        raise DataError(
+            f"{path}: --exclude names unknown column(s) {', '.join(unknown)}; columns: {', '.join(header)}"
+        )
+    feature_idx = [i for i, h in enumerate(header) if i not in (ts_col, lab_col) and h not in excluded]
+    if channels:
+        missing = [c for c in channels if c not in header]
+        if missing:
+            raise DataError(f"{path}: column(s) {', '.join(missing)} not found; columns: {', '.join(header)}")
+        feature_idx = [header.index(c) for c in channels]
+    if not feature_idx:
+        raise DataError(
+            f"{path}: no feature columns left after removing timestamp, label and excluded columns"
+        )
+
+    n = len(body)
+    values = np.empty((n, len(feature_idx)), dtype=np.float64)
+    for j, ci in enumerate(feature_idx):
+        col = values[:, j]
+        for k, (lineno, r) in enumerate(body):
+            cell = r[ci].strip()
+            if cell.lower() in _MISSING:
+                if fill is None:
+                    raise DataError(
+                        f"{path}: line {lineno}, column {header[ci]!r}: missing value "
+                        f"(use --fill {'|'.join(FILL_METHODS)})"
+                    )
+                col[k] = math.nan
+                continue
+            try:
+                v = float(cell)
+            except ValueError:
+                raise DataError(
+                    f"{path}: line {lineno}, column {header[ci]!r}: not a number: {cell!r}"
+                ) from None
+            if not math.isfinite(v):
+                raise DataError(
+                    f"{path}: line {lineno}, column {header[ci]!r}: not a finite number: {cell!r}"
+                )
+            col[k] = v
+        if fill is not None:
+            try:
+                values[:, j] = _fill(col, fill)
+            except ValueError as exc:
+                raise DataError(f"{path}: column {header[ci]!r}: {exc}") from None
+
+    labels = None
+    if lab_col is not None:
+        labels = np.zeros(n, dtype=np.int8)
+        for k, (lineno, r) in enumerate(body):
+            cell = r[lab_col].strip()
+            try:
+                labels[k] = 1 if float(cell) != 0 else 0
+            except ValueError:
+                raise DataError(
+                    f"{path}: line {lineno}, column {header[lab_col]!r}: label must be 0/1, got {cell!r}"
+                ) from None
+
+    period = None
+    if ts_col is not None:
+        times = [_parse_time(r[ts_col]) for _, r in body[:1000]]
+        good = np.array([t for t in times if t is not None])
+        if good.size >= 2:
+            step = float(np.median(np.diff(good)))
+            period = step if step > 0 else None
+    return Series(
+        name=str(path),
+        values=values.astype(np.float32),
+        channels=[header[i] for i in feature_idx],
+        labels=labels,
+        sample_period_s=period,
+    )
+
+
+def _from_array(path: Path, arr: np.ndarray, what: str) -> np.ndarray:
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise DataError(f"{path}: {what} must be 1-D or 2-D (T, C), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"{path}: {what} has non-numeric dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    bad = np.argwhere(~np.isfinite(arr))
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(f"{path}: row {r}, column {c}: missing or non-finite value")
+    return arr.astype(np.float32)
+
+
+def read_numpy(
+    path: Path, label_column: str | None = "anomaly", channels: Sequence[str] | None = None
+) -> Series:
+    """Read ``.npy`` (T, C) or ``.npz`` with ``values`` (or ``x``/``data``), optional ``labels``/``channels``."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: cannot read as numpy: {exc}") from None
+    labels = None
+    names: list[str] | None = None
+    if isinstance(loaded, np.ndarray):
+        values = _from_array(path, loaded, "array")
+    else:
+        with loaded:
+            keys = list(loaded.keys())
+            key = next((k for k in ("values", "x", "data") if k in keys), keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise DataError(f"{path}: npz needs a 'values' array; found {', '.join(keys)}")
+            values = _from_array(path, loaded[key], f"array {key!r}")
+            for lk in ("labels", label_column or "anomaly"):
+                if lk in keys:
+                    labels = (np.asarray(loaded[lk]).reshape(-1) != 0).astype(np.int8)
+                    if labels.size != values.shape[0]:
+                        raise DataError(
+                            f"{path}: {lk!r} has {labels.size} entries, values have {values.shape[0]} rows"
+                        )
+                    break
+            if "channels" in keys:
+                names = [str(c) for c in loaded["channels"]]
+    if names is None:
+        names = [f"ch{i}" for i in range(values.shape[1])]
+    if len(names) != values.shape[1]:
+        raise DataError(f"{path}: {len(names)} channel names for {values.shape[1]} columns")
+    if channels:
+        missing = [c for c in channels if c not in names]
+        if missing:
+            raise DataError(
+                f"{path}: channel(s) {', '.join(missing)} not found; channels: {', '.join(names)}"
+            )
+        idx = [names.index(c) for c in channels]
+        values, names = values[:, idx], list(channels)
+    return Series(name=str(path), values=values, channels=names, labels=labels)
+
+
+def load_paths(
+    paths: Sequence[str | Path],
+    label_column: str | None = "anomaly",
+    exclude: Sequence[str] = (),
+    channels: Sequence[str] | None = None,
+    fill: str | None = None,
+) -> list[Series]:
+    """Load files/folders; all files must end up with the same channels in the same order."""
+    if fill is not None and fill not in FILL_METHODS:
+        raise DataError(f"--fill must be one of {', '.join(FILL_METHODS)}, got {fill!r}")
+    out: list[Series] = []
+    for p in expand_paths(paths):
+        if p.suffix.lower() in (".npy", ".npz"):
+            s = read_numpy(p, label_column, channels)
+        else:
+            s = read_csv(p, label_column, exclude, channels, fill)
+        if out and s.channels != out[0].channels:
+            raise DataError(
+                f"{p}: channels [{', '.join(s.channels)}] differ from {out[0].name} [{', '.join(out[0].channels)}]"
+            )
+        out.append(s)
+    return out
+
+
+def split_series(
+    series: Sequence[Series], val_fraction: float, by: str = "time"
+) -> tuple[list[Series], list[Series]]:
+    """Split by time (the last ``val_fraction`` of each file) or by whole files (the last files)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    if by == "file":
+        if len(series) < 2:
+            raise DataError("--split file needs at least two files")
+        n_val = min(len(series) - 1, max(1, round(len(series) * val_fraction)))
+        return list(series[:-n_val]), list(series[-n_val:])
+    if by != "time":
+        raise DataError(f"--split must be 'time' or 'file', got {by!r}")
+    train, val = [], []
+    for s in series:
+        cut = int(round(s.values.shape[0] * (1.0 - val_fraction)))
+        for part, lo, hi in ((train, 0, cut), (val, cut, s.values.shape[0])):
+            part.append(
+                Series(
+                    name=f"{s.name}[{lo}:{hi}]",
+                    values=s.values[lo:hi],
+                    channels=s.channels,
+                    labels=None if s.labels is None else s.labels[lo:hi],
+                    sample_period_s=s.sample_period_s,
+                )
+            )
+    return train, val
+
+
+def check_lengths(series: Sequence[Series], window: int) -> None:
+    """Raise when a file is too short for one window."""
+    for s in series:
+        if s.values.shape[0] < window:
+            raise DataError(f"{s.name}: {s.values.shape[0]} rows, fewer than one window of {window}")
+
+
+def normal_windows(series: Sequence[Series], window: int, hop: int) -> np.ndarray:
+    """Windows (N, W, C) of each series cut separately; windows touching a labelled point are dropped."""
+    parts = []
+    for s in series:
+        if s.values.shape[0] < window:
+            continue
+        w = windows_from_series([s.values], window, hop)
+        if s.labels is not None:
+            w = w[window_labels(s.labels, window, hop) == 0]
+        parts.append(w)
+    if not parts:
+        return np.zeros((0, window, series[0].values.shape[1] if series else 0), dtype=np.float32)
+    return np.concatenate(parts, axis=0)
+
+
+def fit_normalisation(series: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (C,) float64 over training arrays (T, C); constant channels get std 1."""
+    x = np.concatenate([np.asarray(s, dtype=np.float64) for s in series], axis=0)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    tiny = std <= 1e-6 * np.maximum(1.0, np.abs(mean))
+    if tiny.any():
+        log.warning(
+            "channel(s) %s are constant in the training data; their std is set to 1", np.flatnonzero(tiny)
+        )
+    std = np.where(tiny, 1.0, std)
+    return mean, std
+
+
+def normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(x - mean) / std`` over the last axis (C); float32."""
+    return ((x - mean) / std).astype(np.float32)
+
+
+def denormalise(z: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`normalise`; float32."""
+    return (z * std + mean).astype(np.float32)

@@ -1,0 +1,383 @@
+"""Export: one ONNX graph (normalise -> autoencoder -> score), metadata, self-checks, variants.
+
+The graph takes raw windows ``window`` (B, W, C) float32 and returns ``score`` (B,),
+``channel_error`` (B, C) in normalised units and ``reconstruction`` (B, W, C) in raw units
+(see :mod:`edge_runtime.contract`). The (B, W, C) -> (B, C, W) transpose happens once at the
+input; the network stays in the conv layout.
+
+Every export is checked: ``onnx.checker``, then onnxruntime (CPU) against torch on held-out
+windows; a disagreement beyond ``|ort - torch| <= PARITY_ATOL + PARITY_RTOL * |torch|``
+(score, channel error, reconstruction in normalised units) fails the export with the max difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from edge_runtime.contract import (
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_CHANNEL_ERROR,
+    OUTPUT_NAMES,
+    OUTPUT_RECONSTRUCTION,
+    OUTPUT_SCORE,
+    ModelMetadata,
+    metadata_from_props,
+)
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+PARITY_ATOL = 1e-5
+PARITY_RTOL = 1e-3
+
+
+class ExportError(RuntimeError):
+    """The exported file failed its checks."""
+
+
+class ScoringGraph(nn.Module):
+    """``forward(window)``: (B, W, C) raw -> score (B,), channel_error (B, C), reconstruction (B, W, C) raw."""
+
+    def __init__(self, ae: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.ae = ae
+        self.register_buffer("mean", torch.tensor(np.asarray(mean), dtype=torch.float32).view(1, 1, -1))
+        self.register_buffer("std", torch.tensor(np.asarray(std), dtype=torch.float32).view(1, 1, -1))
+
+    def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = ((window - self.mean) / self.std).transpose(1, 2)  # (B, C, W)
+        r = self.ae(z)  # (B, C, W)
+        channel_error = torch.mean((r - z) ** 2, dim=2)  # (B, C)
+        score = torch.mean(channel_error, dim=1)  # (B,)
+        recon = r.transpose(1, 2) * self.std + self.mean  # (B, W, C)
+        return score, channel_error, recon
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and measured."""
+
+    path: Path
+    meta: ModelMetadata
+    size_bytes: int
+    parity_max_diff: dict[str, float]
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    try:
+        own = importlib_metadata.version("edgewatch")
+    except importlib_metadata.PackageNotFoundError:
+        own = "0+unknown"
+    return {
+        "edgewatch": own,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "opset": str(OPSET),
+    }
+
+
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+def _torch_to_onnx(
+    graph: ScoringGraph, window: int, n_channels: int, path: Path, exporter: str = "auto"
+) -> None:
+    """Trace ``graph`` to ONNX. ``auto``: the TorchScript exporter (fast, ~0.1 s; deprecated in torch 2.9+),
+    falling back to the dynamo exporter (needs onnxscript; several seconds) when it is unavailable."""
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    graph = graph.eval()
+    example = torch.zeros(2, window, n_channels)
+    common = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES), "opset_version": OPSET}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter in ("auto", "torchscript"):
+            try:
+                torch.onnx.export(
+                    graph,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+                    **common,
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - fall back to the other exporter
+                if exporter == "torchscript":
+                    raise ExportError(f"TorchScript ONNX export failed: {exc}") from exc
+                log.info("TorchScript exporter unavailable (%s); using dynamo", exc)
+        batch = torch.export.Dim("batch", min=1)
+        torch.onnx.export(
+            graph, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},), verbose=False, **common
+        )
+
+
+def _fix_output_shapes(model: onnx.ModelProto, window: int, n_channels: int) -> None:
+    """Declare the contract's static output dims (the exporter may leave W symbolic)."""
+    dims = {
+        OUTPUT_SCORE: ["batch"],
+        OUTPUT_CHANNEL_ERROR: ["batch", n_channels],
+        OUTPUT_RECONSTRUCTION: ["batch", window, n_channels],
+    }
+    for vi in [*model.graph.input, *model.graph.output]:
+        want = dims.get(vi.name, ["batch", window, n_channels])
+        shape = vi.type.tensor_type.shape
+        del shape.dim[:]
+        for d in want:
+            dim = shape.dim.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = d
+
+
+def _content_id(model: onnx.ModelProto, meta: ModelMetadata) -> str:
+    h = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
+    core = {k: getattr(meta, k) for k in ("channels", "window", "hop", "precision")}
+    core["threshold"], core["normalisation"] = asdict(meta.threshold), asdict(meta.normalisation)
+    h.update(json.dumps(core, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> ModelMetadata:
+    """Stamp ``meta`` (model_id = content hash, created, versions) into ``model.metadata_props``."""
+    meta = replace(meta, versions={**versions(), **meta.versions})
+    meta.model_id = _content_id(model, meta)
+    meta.created = meta.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta.validate()
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, meta.to_json()
+    return meta
+
+
+def read_metadata(path: Path) -> ModelMetadata:
+    """Read the edgewatch metadata of an ONNX file."""
+    model = onnx.load(str(path), load_external_data=False)
+    return metadata_from_props({p.key: p.value for p in model.metadata_props})
+
+
+def ort_session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(
+    path_or_session: Path | ort.InferenceSession, windows: np.ndarray, batch: int = 1024
+) -> dict[str, np.ndarray]:
+    """Run the model on raw windows (N, W, C); returns the three outputs by name."""
+    sess = (
+        path_or_session if isinstance(path_or_session, ort.InferenceSession) else ort_session(path_or_session)
+    )
+    outs: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
+    x = np.ascontiguousarray(windows, dtype=np.float32)
+    for i in range(0, len(x), batch):
+        res = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x[i : i + batch]})
+        for n, r in zip(OUTPUT_NAMES, res, strict=True):
+            outs[n].append(r)
+    return {n: np.concatenate(v) if v else np.zeros(0, np.float32) for n, v in outs.items()}
+
+
+def _parity(graph: ScoringGraph, path: Path, holdout: np.ndarray) -> dict[str, float]:
+    with torch.no_grad():
+        ref = [t.numpy() for t in graph(torch.from_numpy(holdout))]
+    got = run_onnx(path, holdout)
+    std = graph.std.numpy()
+    mean = graph.mean.numpy()
+    diffs: dict[str, float] = {}
+    worst: list[str] = []
+    for name, r in zip(OUTPUT_NAMES, ref, strict=True):
+        g = got[name]
+        if name == OUTPUT_RECONSTRUCTION:  # compare in normalised units
+            r, g = (r - mean) / std, (g - mean) / std
+        diff = np.abs(g.astype(np.float64) - r)
+        diffs[name] = float(diff.max()) if diff.size else 0.0
+        if np.any(diff > PARITY_ATOL + PARITY_RTOL * np.abs(r)):
+            worst.append(f"{name} max diff {diffs[name]:.3g}")
+    if worst:
+        raise ExportError(
+            f"{path}: onnxruntime disagrees with torch beyond atol {PARITY_ATOL} + rtol {PARITY_RTOL}: "
+            + "; ".join(worst)
+        )
+    return diffs
+
+
+def score_drift(ref: np.ndarray, got: np.ndarray, threshold: float) -> dict[str, float]:
+    """Score drift of a variant's scores ``got`` (N,) against fp32 ``ref`` (N,)."""
+    rel = np.abs(got - ref) / np.maximum(np.abs(ref), 1e-12)
+    flips = np.mean((got > threshold) != (ref > threshold)) if ref.size else 0.0
+    return {
+        "max_abs": float(np.max(np.abs(got - ref))),
+        "max_rel": float(rel.max()),
+        "mean_rel": float(rel.mean()),
+        "decision_flips": float(flips),
+        "n_windows": int(ref.size),
+    }
+
+
+def _quantize_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+
+def _convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 weights and activations inside; the ``window`` input and the outputs stay float32."""
+    from onnx import helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    for init in g.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            arr = onnx.numpy_helper.to_array(init).astype(np.float16)
+            init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT:
+                    a.t.CopyFrom(
+                        onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(a.t).astype(np.float16))
+                    )
+        if node.op_type == "Cast":
+            for a in node.attribute:
+                if a.name == "to" and a.i == onnx.TensorProto.FLOAT:
+                    a.i = onnx.TensorProto.FLOAT16
+    in_name = g.input[0].name
+    cast_in = helper.make_node("Cast", [in_name], [in_name + "_fp16"], to=onnx.TensorProto.FLOAT16)
+    for node in g.node:
+        node.input[:] = [in_name + "_fp16" if i == in_name else i for i in node.input]
+    casts_out = []
+    for out in g.output:
+        for node in g.node:
+            node.output[:] = [out.name + "_fp16" if o == out.name else o for o in node.output]
+            node.input[:] = [out.name + "_fp16" if i == out.name else i for i in node.input]
+        casts_out.append(
+            helper.make_node("Cast", [out.name + "_fp16"], [out.name], to=onnx.TensorProto.FLOAT)
+        )
+    nodes = [cast_in, *g.node, *casts_out]
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    onnx.save(model, str(dst))
+
+
+def export_model(
+    ae: nn.Module,
+    meta: ModelMetadata,
+    out: Path,
+    holdout: np.ndarray,
+    quantize: str | None = None,
+    fp16: bool = False,
+    exporter: str = "auto",
+) -> ExportReport:
+    """Export ``ae`` with ``meta``'s normalisation to ``out``, check it, and write requested variants.
+
+    ``holdout``: raw windows (N, W, C) float32 not used for training, for the parity check.
+    Variants go next to ``out`` as ``<stem>.int8.onnx`` / ``<stem>.fp16.onnx``.
+    ``exporter``: ``auto`` | ``torchscript`` | ``dynamo`` (see :func:`_torch_to_onnx`).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if quantize not in (None, "int8"):
+        raise ExportError(f"--quantize supports only int8, got {quantize!r}")
+    holdout = np.ascontiguousarray(holdout[:512], dtype=np.float32)
+    if holdout.size == 0:
+        raise ExportError("no held-out windows for the parity check")
+    graph = ScoringGraph(
+        ae.eval(), np.array(meta.normalisation.mean), np.array(meta.normalisation.std)
+    ).eval()
+    tmp = out.with_name(out.name + ".tmp")
+    _torch_to_onnx(graph, meta.window, meta.n_channels, tmp, exporter)
+    model = onnx.load(str(tmp))
+    _fix_output_shapes(model, meta.window, meta.n_channels)
+    meta = write_metadata(model, replace(meta, precision="fp32"))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(out))
+    tmp.unlink()
+    diffs = _parity(graph, out, holdout)
+    log.info("exported %s (parity max diff %s)", out, diffs)
+    report = ExportReport(path=out, meta=meta, size_bytes=out.stat().st_size, parity_max_diff=diffs)
+    ref = run_onnx(out, holdout)[OUTPUT_SCORE]
+    for kind, enabled, make in (("int8", quantize == "int8", _quantize_int8), ("fp16", fp16, _convert_fp16)):
+        if not enabled:
+            continue
+        vpath = out.with_name(f"{out.stem}.{kind}.onnx")
+        try:
+            make(out, vpath)
+            vmodel = onnx.load(str(vpath))
+            vmeta = write_metadata(vmodel, replace(meta, precision=kind, model_id="", created=""))
+            onnx.checker.check_model(vmodel)
+            onnx.save(vmodel, str(vpath))
+            got = run_onnx(vpath, holdout)[OUTPUT_SCORE]
+        except Exception as exc:  # noqa: BLE001 - any failure of an optional variant is reported, not fatal
+            raise ExportError(f"{vpath}: {kind} variant failed: {type(exc).__name__}: {exc}") from exc
+        drift = score_drift(ref, got, meta.threshold.value)
+        report.variants[kind] = {
+            "path": str(vpath),
+            "model_id": vmeta.model_id,
+            "size_bytes": vpath.stat().st_size,
+            "score_drift": drift,
+        }
+    return report
+
+
+def describe_model(path: Path) -> str:
+    """Human-readable contract of an ONNX file: inputs, outputs, opset, size, metadata."""
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+
+    def shape(vi: onnx.ValueInfoProto) -> str:
+        t = vi.type.tensor_type
+        dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
+        return f"{onnx.TensorProto.DataType.Name(t.elem_type).lower()} [{', '.join(dims)}]"
+
+    lines = [f"file: {path} ({path.stat().st_size} bytes)"]
+    lines.append(
+        "opset: "
+        + ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
+        + f"; ir_version {model.ir_version}; producer {model.producer_name} {model.producer_version}"
+    )
+    lines.append("inputs:")
+    lines += [f"  {i.name}: {shape(i)}" for i in model.graph.input]
+    lines.append("outputs:")
+    lines += [f"  {o.name}: {shape(o)}" for o in model.graph.output]
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = metadata_from_props(props)
+    lines.append(f"metadata ({METADATA_KEY}):")
+    lines.append(json.dumps(json.loads(meta.to_json()), indent=2, sort_keys=True))
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ExportError",
+    "ExportReport",
+    "OUTPUT_CHANNEL_ERROR",
+    "ScoringGraph",
+    "describe_model",
+    "export_model",
+    "read_metadata",
+    "run_onnx",
+]
