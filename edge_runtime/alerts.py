@@ -1,0 +1,151 @@
+"""The per-device raise/clear state machine with hysteresis, and the alert payload. Pure.
+
+A device in ``normal`` raises after ``raise_after`` consecutive windows with
+``score > threshold``; a ``raised`` device clears after ``clear_after``
+consecutive windows with ``score < clear_ratio * threshold``. Any window in
+between resets the run, so a single noisy window never pages anyone.
+The payload is described by ``edge_runtime/schemas/alert.schema.json``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+SCHEMA_ID = "https://edgewatch.dev/schemas/alert/1"
+
+RAISED = "raised"
+CLEARED = "cleared"
+NORMAL = "normal"
+
+
+@dataclass
+class AlertPolicy:
+    """Hysteresis settings: k windows above to raise, m below ``clear_ratio * threshold`` to clear."""
+
+    raise_after: int = 3
+    clear_after: int = 5
+    clear_ratio: float = 0.8
+    top_channels: int = 3
+
+
+@dataclass
+class DeviceState:
+    state: str = NORMAL
+    above: int = 0
+    below: int = 0
+    seq: int = 0
+    alert_id: str = ""  # id of the last raise: a clear payload refers to it as raised_alert_id
+    since: float = 0.0
+
+
+def top_channels(channel_error: np.ndarray, names: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` channels with the largest share of one window's error. ``channel_error``: (C,)."""
+    ce = np.clip(np.asarray(channel_error, dtype=np.float64), 0.0, None)
+    total = float(ce.sum())
+    order = np.argsort(-ce, kind="stable")[:k]
+    return [
+        {"name": str(names[i]), "share": round(float(ce[i] / total), 4) if total > 0 else 0.0}
+        for i in order
+    ]
+
+
+class AlertTracker:
+    """Alert state of every device; :meth:`update` turns scored windows into alert payloads."""
+
+    def __init__(
+        self,
+        policy: AlertPolicy,
+        instance: str,
+        id_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.instance = instance
+        self.devices: dict[str, DeviceState] = {}
+        self._id = id_factory
+        self._clock = clock
+
+    def update(
+        self,
+        device: str,
+        scores: np.ndarray,
+        channel_error: np.ndarray,
+        t_start: np.ndarray,
+        t_end: np.ndarray,
+        threshold: float,
+        channels: Sequence[str],
+        model_id: str,
+    ) -> list[dict[str, Any]]:
+        """Feed one device's windows in time order. ``scores``: (k,), ``channel_error``: (k, C), ``t_*``: (k,)."""
+        st = self.devices.setdefault(device, DeviceState())
+        p = self.policy
+        clear_level = p.clear_ratio * threshold
+        out: list[dict[str, Any]] = []
+        for i in range(scores.shape[0]):
+            s = float(scores[i])
+            if st.state != RAISED:
+                st.above = st.above + 1 if s > threshold else 0
+                if st.above >= p.raise_after:
+                    st.state, st.above, st.below = RAISED, 0, 0
+                    out.append(self._payload(device, st, RAISED, s, channel_error[i], t_start[i], t_end[i],
+                                             threshold, clear_level, channels, model_id))
+            else:
+                st.below = st.below + 1 if s < clear_level else 0
+                if st.below >= p.clear_after:
+                    st.state, st.above, st.below = CLEARED, 0, 0
+                    out.append(self._payload(device, st, CLEARED, s, channel_error[i], t_start[i], t_end[i],
+                                             threshold, clear_level, channels, model_id))
+        return out
+
+    def _payload(
+        self, device: str, st: DeviceState, state: str, score: float, ce: np.ndarray, t0: float, t1: float,
+        threshold: float, clear_level: float, channels: Sequence[str], model_id: str,
+    ) -> dict[str, Any]:
+        st.seq += 1
+        now = self._clock()
+        st.since = now
+        alert_id = self._id()
+        raised_id = st.alert_id if state == CLEARED else alert_id
+        if state == RAISED:
+            st.alert_id = alert_id
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "alert_id": alert_id,
+            "raised_alert_id": raised_id,
+            "device": device,
+            "state": state,
+            "seq": st.seq,
+            "score": float(score),
+            "threshold": float(threshold),
+            "clear_level": float(clear_level),
+            "window_start": float(t0),
+            "window_end": float(t1),
+            "top_channels": top_channels(ce, channels, self.policy.top_channels),
+            "model_id": model_id,
+            "instance": self.instance,
+            "time": now,
+        }
+
+    def state_payload(self, device: str) -> dict[str, Any]:
+        """The retained ``alerts/{device}/state`` document: is this device in alarm now."""
+        st = self.devices.get(device, DeviceState())
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "device": device,
+            "state": RAISED if st.state == RAISED else CLEARED,
+            "raised_alert_id": st.alert_id or None,
+            "seq": st.seq,
+            "since": st.since or None,
+            "instance": self.instance,
+        }
+
+    def forget(self, device: str) -> DeviceState | None:
+        """Drop a device's state (evicted or expired); returns it so a raised one can be cleared."""
+        return self.devices.pop(device, None)

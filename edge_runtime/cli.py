@@ -1,0 +1,203 @@
+"""``edgewatch``: the edge command line. Thin: parse, call the library, print, exit.
+
+Commands of other modules register in :data:`LAZY_COMMANDS` (``name -> "module:attribute"``,
+the attribute a ``click.Command``); they are imported only when used, so the
+daemon's start-up never pays for (or imports) what ``bench`` or ``demo`` need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import signal
+import sys
+from typing import Any
+
+import click
+
+from edge_runtime import __version__
+from edge_runtime.config import ConfigError, Option, build_config, options
+
+# Other commands, imported on demand. Add a line here when you add a module.
+LAZY_COMMANDS: dict[str, str] = {
+    "simulate": "edge_runtime.simulate:simulate_command",
+    "replay": "edge_runtime.replay:replay_command",
+    "demo": "edge_runtime.demo_cli:demo_command",
+    # "bench": "edge_runtime.bench:command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose extra commands are imported when first used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            try:
+                cmd = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                cmd = _broken_command(name, f"{LAZY_COMMANDS[name]}: {exc}")
+            self.add_command(cmd, name)
+        return super().get_command(ctx, name)
+
+
+def _broken_command(name: str, why: str) -> click.Command:
+    """Stands in for a registered command whose module cannot be imported (say why when used)."""
+
+    def broken(**_: Any) -> None:
+        fail(f"command '{name}' is unavailable: {why}")
+
+    return click.Command(name, callback=broken, help=f"(unavailable: {why})",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
+def fail(message: str) -> None:
+    """One clear line on stderr, exit code 2, no traceback."""
+    click.echo(f"edgewatch: error: {message}", err=True)
+    raise SystemExit(2)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="edgewatch")
+def main() -> None:
+    """edgewatch: score MQTT sensor streams with an exported ONNX model and publish anomaly alerts."""
+
+
+def config_options(fn):
+    """Decorate ``fn`` with one flag per configuration key (see edge_runtime/config.py)."""
+    for o in reversed(options()):
+        if o.flag is None:
+            continue
+        fn = click.option(*_flag_decl(o), **_flag_kwargs(o))(fn)
+    return click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                        help="TOML config file (see deploy/edgewatch.toml); flags override it.")(fn)
+
+
+def _flag_decl(o: Option) -> tuple[str, ...]:
+    if o.type is bool:
+        return (f"--{o.flag}/--no-{o.flag}", o.key)
+    return (f"--{o.flag}", o.key)
+
+
+def _flag_kwargs(o: Option) -> dict[str, Any]:
+    kw: dict[str, Any] = {"default": None, "help": f"[{o.section}.{o.key}] {o.help}"}
+    if o.type is list:
+        kw.update(multiple=True, default=())
+    elif o.choices:
+        kw["type"] = click.Choice(o.choices)
+    elif o.type is not bool:
+        kw["type"] = o.type
+    return kw
+
+
+def config_from_flags(config_file: str | None, flags: dict[str, Any]):
+    overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items() if v is not None and v != ()}
+    try:
+        return build_config(config_file, overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@main.command()
+@config_options
+def run(config_file: str | None, **flags: Any) -> None:
+    """Run the daemon: `edgewatch run --model m.onnx --broker mqtt://127.0.0.1:1883`."""
+    from edge_runtime.daemon import Daemon
+    from edge_runtime.logs import configure_logging
+    from edge_runtime.model import ModelError
+
+    cfg = config_from_flags(config_file, flags)
+    if not cfg.path:
+        fail("model.path: no model given (use --model PATH or [model] path in the config file)")
+    configure_logging(cfg.log_format, cfg.log_level)
+    try:
+        cfg.resolve_password()
+        daemon = Daemon(cfg)
+    except (ModelError, ConfigError) as exc:
+        fail(str(exc))
+    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
+    daemon.start()
+    while not daemon.wait(0.5):
+        pass
+    daemon.stop()
+
+
+@main.command()
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="Broker URL (mqtt:// or mqtts://).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Take broker, TLS, auth and topics from this config.")
+@click.option("--alert-topic", default=None, help="Alert topic template (default alerts/{device}).")
+@click.option("--state/--no-state", default=True, show_default=True, help="Also show the retained per-device states.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "table", "json"]), default="auto", show_default=True,
+              help="auto: a table on a terminal, JSON lines when piped.")
+@click.option("--count", type=int, default=0, help="Exit after this many alerts (0: run until Ctrl-C).")
+@click.option("--timeout", type=float, default=0.0, help="Exit after this many seconds (0: never).")
+def alerts(broker: str, config_file: str | None, alert_topic: str | None, state: bool, fmt: str, count: int,
+           timeout: float) -> None:
+    """Show alerts live as they are published."""
+    from edge_runtime.watch import HEADER, format_row, watch_alerts
+
+    overrides: dict[str, Any] = {} if config_file else {"broker": broker}
+    if alert_topic:
+        overrides["alert_topic"] = alert_topic
+    cfg = config_from_flags(config_file, overrides)
+    table = fmt == "table" or (fmt == "auto" and sys.stdout.isatty())
+    if table:
+        click.echo(HEADER)
+
+    def emit(topic: str, doc: dict[str, Any]) -> None:
+        click.echo(format_row(doc) if table else json.dumps({"topic": topic, **doc}))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        watch_alerts(cfg, emit, include_state=state, count=count, timeout=timeout)
+
+
+@main.command("check-model")
+@click.argument("model_path", type=click.Path(dir_okay=False))
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads.")
+@click.option("--batch", type=int, default=64, show_default=True, help="Random batch size for the latency check.")
+@click.option("--repeats", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def check_model(model_path: str, provider: str, threads: int, batch: int, repeats: int, as_json: bool) -> None:
+    """Load a model, report provider and metadata, and time a random batch."""
+    import numpy as np
+
+    from edge_runtime.model import ModelError, benchmark, load_model
+
+    if batch < 1 or repeats < 1 or threads < 1:
+        fail("--batch, --repeats and --threads must be >= 1")
+    try:
+        m = load_model(model_path, provider, threads)
+    except ModelError as exc:
+        fail(str(exc))
+    times = np.asarray(benchmark(m, batch, repeats)) * 1000.0
+    meta = m.metadata
+    doc = {
+        "path": str(m.path), "model_id": m.model_id, "sha256": m.sha256, "provider": m.provider,
+        "provider_reason": m.provider_reason, "format_version": meta.format_version, "window": meta.window,
+        "hop": meta.hop, "channels": meta.channels, "threshold": meta.threshold.value,
+        "threshold_method": meta.threshold.method, "sample_period_s": meta.sample_period_s,
+        "precision": meta.precision, "batch": batch, "repeats": repeats,
+        "latency_ms_median": round(float(np.median(times)), 4), "latency_ms_min": round(float(times.min()), 4),
+        "windows_per_s": round(batch / (float(np.median(times)) / 1000.0), 1),
+    }
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    click.echo(f"model      {doc['path']}  (id {doc['model_id']}, format v{doc['format_version']}, {doc['precision']})")
+    click.echo(f"provider   {doc['provider']}  ({doc['provider_reason']})")
+    click.echo(f"window     W={meta.window} hop={meta.hop} C={meta.n_channels}: {', '.join(meta.channels)}")
+    click.echo(f"threshold  {meta.threshold.value:.6g} ({meta.threshold.method})")
+    click.echo(f"latency    batch {batch}: median {doc['latency_ms_median']} ms, min {doc['latency_ms_min']} ms "
+               f"over {repeats} runs ({doc['windows_per_s']:.0f} windows/s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

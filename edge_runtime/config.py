@@ -1,0 +1,270 @@
+"""Typed daemon configuration: defaults < TOML file (``--config``) < command-line flags.
+
+Every key is declared once, below, with its TOML section, default, description
+and checks; the CLI flags, ``deploy/edgewatch.toml`` and the README's config
+reference are generated from or tested against :func:`options`. A TOML key
+``[mqtt] keepalive_s`` is the flag ``--keepalive-s`` unless ``flag`` says otherwise.
+The MQTT password has no flag (command lines are visible to every local user):
+use ``password_file``, the ``EDGEWATCH_MQTT_PASSWORD`` environment variable or the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+from edge_runtime.topics import TopicError, TopicRouter, sanitize_id
+
+PASSWORD_ENV = "EDGEWATCH_MQTT_PASSWORD"
+SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "runtime")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+
+def _opt(default: Any, section: str, help: str, *, flag: str | None = None, choices: tuple = (),
+         minimum: float | None = None, secret: bool = False, no_flag: bool = False) -> Any:
+    meta = {"section": section, "help": help, "flag": flag, "choices": choices, "minimum": minimum,
+            "secret": secret, "no_flag": no_flag}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
+
+
+@dataclass
+class Config:
+    """Every daemon setting. See :func:`options` for the documented list."""
+
+    # [model]
+    path: str = _opt("", "model", "Path to the exported edgewatch ONNX model (required).", flag="model")
+    provider: str = _opt("auto", "model", "Execution provider: auto (CUDA if it really loads, else CPU), cpu or cuda (error if unavailable).",
+                         choices=("auto", "cpu", "cuda"))
+    intra_op_threads: int = _opt(1, "model", "onnxruntime intra-op threads (spinning is off, so idle threads use no CPU).", minimum=1)
+    max_model_bytes: int = _opt(256 << 20, "model", "Refuse model files larger than this many bytes.", minimum=1)
+    watch_interval_s: float = _opt(2.0, "model", "Check the model file's mtime/size this often and hot-reload on change; 0 turns watching off (SIGHUP still reloads).", minimum=0)
+    # [mqtt]
+    broker: str = _opt("mqtt://127.0.0.1:1883", "mqtt", "Broker URL: mqtt://host[:1883] or mqtts://host[:8883] for TLS.")
+    client_id: str = _opt("", "mqtt", "MQTT client id; empty means edgewatch-{instance}. Keep it stable: the persistent session is keyed by it.")
+    protocol: str = _opt("3.1.1", "mqtt", "MQTT protocol version: 3.1.1 or 5.", choices=("3.1.1", "5"))
+    keepalive_s: int = _opt(30, "mqtt", "MQTT keepalive in seconds.", minimum=5)
+    persistent_session: bool = _opt(True, "mqtt", "Keep the broker session (clean_session/clean_start false) so QoS 1 sensor data is queued across disconnects.")
+    session_expiry_s: int = _opt(86400, "mqtt", "MQTT 5 session expiry interval in seconds (how long the broker keeps the session while we are away).", minimum=0)
+    username: str = _opt("", "mqtt", "MQTT username (empty: anonymous).")
+    password: str = _opt("", "mqtt", f"MQTT password. Prefer password_file or the {PASSWORD_ENV} environment variable; never logged; no command-line flag.",
+                         secret=True, no_flag=True)
+    password_file: str = _opt("", "mqtt", "File whose first line is the MQTT password (wins over password and the environment).")
+    ca_file: str = _opt("", "mqtt", "CA certificate (PEM) to verify the broker; empty with mqtts:// uses the system CAs. Verification is always on.")
+    cert_file: str = _opt("", "mqtt", "Client certificate (PEM) for mutual TLS.")
+    key_file: str = _opt("", "mqtt", "Client private key (PEM) for mutual TLS.")
+    reconnect_min_s: float = _opt(1.0, "mqtt", "First reconnect delay; doubles up to reconnect_max_s.", minimum=0.1)
+    reconnect_max_s: float = _opt(30.0, "mqtt", "Longest reconnect delay.", minimum=0.1)
+    max_outgoing: int = _opt(10000, "mqtt", "Outgoing messages held while the broker is away; beyond that publishes are dropped and counted (outgoing_full).", minimum=1)
+    # [input]
+    topics: list = _opt(["sensors/{device}/data"], "input", "Input topic templates; the {device} level names the device and becomes '+' in the subscription.", flag="topic")
+    max_payload_bytes: int = _opt(1 << 20, "input", "Reject larger payloads before decoding (oversize).", minimum=16)
+    max_samples_per_message: int = _opt(100_000, "input", "Reject messages with more samples (too_many_samples).", minimum=1)
+    gap_s: float = _opt(0.0, "input", "A time gap larger than this restarts the device's window; 0 means 10 x the model's sample period, or 60 s when the model has none.", minimum=0)
+    max_devices: int = _opt(10000, "input", "Most devices tracked at once; the least recently seen is evicted (devices_evicted).", minimum=1)
+    device_idle_s: float = _opt(3600.0, "input", "Forget a device after this long without data (devices_expired); 0 keeps devices forever.", minimum=0)
+    max_device_id_len: int = _opt(64, "input", "Device ids are sanitised for topics and logs and cut to this length.", minimum=8)
+    # [inference]
+    max_batch: int = _opt(64, "inference", "Most windows per session.run (micro-batch).", minimum=1)
+    max_wait_ms: float = _opt(5.0, "inference", "Longest wait to fill a micro-batch after its first window arrives.", minimum=0)
+    queue_windows: int = _opt(4096, "inference", "Bound of the queue between the MQTT thread and the inference worker, in windows.", minimum=1)
+    queue_policy: str = _opt("drop_oldest", "inference", "What to drop when that queue is full (counted as queue_full).", choices=("drop_oldest", "drop_newest"))
+    # [alerts]
+    raise_after: int = _opt(3, "alerts", "Raise after this many consecutive windows above the threshold.", minimum=1)
+    clear_after: int = _opt(5, "alerts", "Clear after this many consecutive windows below clear_ratio x threshold.", minimum=1)
+    clear_ratio: float = _opt(0.8, "alerts", "Clear level as a fraction of the threshold (hysteresis), in (0, 1].", minimum=0)
+    threshold: float = _opt(0.0, "alerts", "Override the model's calibrated threshold; 0 uses the model's.", minimum=0)
+    top_channels: int = _opt(3, "alerts", "Channels listed in an alert, by share of the window's error.", minimum=1)
+    alert_topic: str = _opt("alerts/{device}", "alerts", "Topic for raise/clear alerts (QoS 1).")
+    state_topic: str = _opt("alerts/{device}/state", "alerts", "Retained per-device state topic (in alarm or not).")
+    publish_scores: bool = _opt(False, "alerts", "Also publish every window's score on score_topic (QoS 0).")
+    score_topic: str = _opt("scores/{device}", "alerts", "Topic for per-window scores when publish_scores is on.")
+    # [runtime]
+    instance: str = _opt("", "runtime", "Name of this daemon in topics and payloads; empty means the host name.")
+    status_topic: str = _opt("edgewatch/{instance}/status", "runtime", "Retained online/offline status topic (offline also as Last Will).")
+    stats_topic: str = _opt("edgewatch/{instance}/stats", "runtime", "Topic for periodic stats.")
+    stats_interval_s: float = _opt(60.0, "runtime", "Publish and log stats this often; 0 turns periodic stats off.", minimum=0)
+    log_format: str = _opt("text", "runtime", "Log format: text (human) or json (one object per line).", choices=("text", "json"))
+    log_level: str = _opt("INFO", "runtime", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_interval_s: float = _opt(10.0, "runtime", "Bad-input log lines: at most one per reason per this many seconds.", minimum=0)
+    homeassistant_discovery: bool = _opt(False, "runtime", "Publish retained Home Assistant MQTT discovery configs: each device appears with an Anomaly binary sensor and an Anomaly score sensor (turns score publishing on).")
+    homeassistant_prefix: str = _opt("homeassistant", "runtime", "Home Assistant's MQTT discovery prefix.")
+    metrics_port: int = _opt(0, "runtime", "Serve the stats counters as Prometheus metrics on http://metrics_addr:metrics_port/metrics; 0 turns it off (needs edgewatch[metrics]).", minimum=0)
+    metrics_addr: str = _opt("127.0.0.1", "runtime", "Address the Prometheus metrics endpoint listens on (0.0.0.0: every interface).")
+
+    # -- derived values ---------------------------------------------------------------
+    @property
+    def instance_name(self) -> str:
+        return sanitize_id(self.instance or socket.gethostname() or "edgewatch", 64)
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.client_id or f"edgewatch-{self.instance_name}"
+
+    def resolve_password(self) -> str | None:
+        """The MQTT password from password_file, config or the environment (in that order)."""
+        if self.password_file:
+            try:
+                lines = Path(self.password_file).read_text().splitlines()
+                return lines[0] if lines else ""
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read {self.password_file}: {exc.strerror}") from None
+        if self.password:
+            return self.password
+        return os.environ.get(PASSWORD_ENV) or None
+
+    def validate(self) -> Config:
+        """Check types, ranges and choices; raise :class:`ConfigError` naming the first bad key."""
+        for f in dataclasses.fields(self):
+            name = f"{f.metadata['section']}.{f.name}"
+            v = getattr(self, f.name)
+            want = _TYPES[f.type]
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+                setattr(self, f.name, v)
+            if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
+                raise ConfigError(f"{name}: expected {want.__name__}, got {type(v).__name__} {v!r}")
+            if want is float and not math.isfinite(v):
+                raise ConfigError(f"{name}: must be finite")
+            if f.metadata["choices"] and v not in f.metadata["choices"]:
+                raise ConfigError(f"{name}: {v!r} is not one of {', '.join(f.metadata['choices'])}")
+            lo = f.metadata["minimum"]
+            if lo is not None and v < lo:
+                raise ConfigError(f"{name}: must be >= {lo}, got {v!r}")
+            if want is list and not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"{name}: expected a list of strings")
+        if not 0 < self.clear_ratio <= 1:
+            raise ConfigError(f"alerts.clear_ratio: must be in (0, 1], got {self.clear_ratio}")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ConfigError("mqtt.reconnect_max_s: must be >= reconnect_min_s")
+        if self.metrics_port > 65535:
+            raise ConfigError(f"runtime.metrics_port: must be <= 65535, got {self.metrics_port}")
+        if not self.homeassistant_prefix or any(c in self.homeassistant_prefix for c in "+#"):
+            raise ConfigError(f"runtime.homeassistant_prefix: {self.homeassistant_prefix!r} must be a topic without wildcards")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("mqtt.cert_file: cert_file and key_file go together")
+        if not self.broker.startswith(("mqtt://", "mqtts://")):
+            raise ConfigError(f"mqtt.broker: {self.broker!r} must start with mqtt:// or mqtts://")
+        try:
+            TopicRouter(self.topics)
+        except TopicError as exc:
+            raise ConfigError(f"input.topics: {exc}") from None
+        for key in ("alert_topic", "state_topic", "score_topic"):
+            t = getattr(self, key)
+            if "{device}" not in t or "+" in t or "#" in t:
+                raise ConfigError(f"alerts.{key}: {t!r} needs '{{device}}' and no wildcards")
+        for key in ("status_topic", "stats_topic"):
+            t = getattr(self, key)
+            if "+" in t or "#" in t or not t:
+                raise ConfigError(f"runtime.{key}: {t!r} must be a topic without wildcards")
+        return self
+
+
+_TYPES: dict[Any, type] = {"str": str, "int": int, "float": float, "bool": bool, "list": list,
+                           str: str, int: int, float: float, bool: bool, list: list}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One documented configuration key."""
+
+    section: str
+    key: str
+    type: type
+    default: Any
+    help: str
+    flag: str | None  # None: not settable from the command line
+    choices: tuple
+    secret: bool
+
+
+def options() -> list[Option]:
+    """Every configuration key, in file order: the single source for flags, docs and the example file."""
+    out = []
+    for f in dataclasses.fields(Config):
+        m = f.metadata
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        flag = None if m["no_flag"] else (m["flag"] or f.name.replace("_", "-"))
+        out.append(Option(m["section"], f.name, _TYPES[f.type], default, m["help"], flag, m["choices"], m["secret"]))
+    return out
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML config into ``{key: value}``; unknown sections/keys are errors naming them."""
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+    by_section = {(o.section, o.key) for o in options()}
+    flat: dict[str, Any] = {}
+    for section, body in doc.items():
+        if section not in SECTIONS or not isinstance(body, dict):
+            raise ConfigError(f"{section}: unknown section (expected one of {', '.join(SECTIONS)})")
+        for key, value in body.items():
+            if (section, key) not in by_section:
+                raise ConfigError(f"{section}.{key}: unknown key")
+            flat[key] = value
+    return flat
+
+
+def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file, then ``overrides`` (flags given on the command line); validated."""
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(load_toml(config_file))
+    for k, v in (overrides or {}).items():
+        if k not in Config.__dataclass_fields__:
+            raise ConfigError(f"{k}: unknown key")
+        values[k] = v
+    return Config(**values).validate()
+
+
+def example_toml() -> str:
+    """An example config with every key at its default and its description as a comment."""
+    lines = ["# edgewatch daemon configuration: every option, at its default.",
+             "# Use with `edgewatch run --config edgewatch.toml`; any key can also be given as a flag."]
+    section = None
+    for o in options():
+        if o.section != section:
+            section = o.section
+            lines += ["", f"[{section}]"]
+        lines.append(f"# {o.help}" + (f"  Flag: --{o.flag}" if o.flag else ""))
+        lines.append(f"{o.key} = {_toml_value(o.default)}")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def reference_markdown() -> str:
+    """The README's config reference table."""
+    rows = ["| key | flag | default | description |", "|---|---|---|---|"]
+    for o in options():
+        flag = f"`--{o.flag}`" if o.flag else "(none)"
+        rows.append(f"| `{o.section}.{o.key}` | {flag} | `{_toml_value(o.default)}` | {o.help} |")
+    return "\n".join(rows) + "\n"

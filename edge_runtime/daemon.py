@@ -1,0 +1,389 @@
+"""Wires the pipeline: MQTT -> decode -> windows -> queue -> inference worker -> alerts -> MQTT.
+
+Threads: paho's network thread runs :class:`Ingest` (decode, window, enqueue;
+never blocks on inference); one :class:`Daemon` worker thread runs one
+``session.run`` per micro-batch and publishes alerts; one housekeeping thread
+publishes stats, expires idle devices and hot-reloads the model (SIGHUP or a
+changed file). :meth:`Daemon.stop` stops input, scores what is queued,
+publishes pending alerts and the offline status, then disconnects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from edge_runtime import __version__
+from edge_runtime.alerts import RAISED, AlertPolicy, AlertTracker
+from edge_runtime.batcher import WindowItem, WindowQueue, stack
+from edge_runtime.config import Config, ConfigError
+from edge_runtime.decode import DecodeError, Decoder
+from edge_runtime.model import EdgeModel, FileSignature, ModelError, load_model
+from edge_runtime.mqtt import MqttLink
+from edge_runtime.stats import RateLimitedLog, Stats
+from edge_runtime.topics import TopicRouter, format_topic, sanitize_id
+from edge_runtime.windows import WindowStore
+
+log = logging.getLogger(__name__)
+
+
+def gap_tolerance(cfg: Config, model: EdgeModel) -> float:
+    """``input.gap_s``, or 10 x the model's sample period, or 60 s."""
+    if cfg.gap_s > 0:
+        return cfg.gap_s
+    sp = model.metadata.sample_period_s
+    return 10.0 * sp if sp else 60.0
+
+
+class Ingest:
+    """The MQTT-thread half: topic -> device, payload -> samples -> windows -> queue. Counts every drop."""
+
+    def __init__(self, cfg: Config, model: EdgeModel, queue: WindowQueue, stats: Stats) -> None:
+        self.cfg = cfg
+        self.router = TopicRouter(cfg.topics)
+        self.queue = queue
+        self.stats = stats
+        self.rl = RateLimitedLog(log, cfg.log_interval_s)
+        self.lock = threading.RLock()  # guards decoder/store against a model swap (re-entered by reload)
+        self.accepting = True
+        self.on_forget: Any = None  # callback(device, reason) for evicted devices
+        self.configure(model, keep_windows=False)
+
+    def configure(self, model: EdgeModel, keep_windows: bool) -> None:
+        """Use ``model``'s channels/window; keep device buffers when W and C are unchanged."""
+        cfg = self.cfg
+        with self.lock:
+            self.decoder = Decoder(model.metadata.channels, cfg.max_payload_bytes, cfg.max_samples_per_message)
+            gap = gap_tolerance(cfg, model)
+            if keep_windows:
+                self.store.retune(model.metadata.hop, gap)
+            else:
+                self.store = WindowStore(model.window, model.metadata.hop, model.n_channels, gap, cfg.max_devices)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One MQTT message (paho network thread)."""
+        st = self.stats
+        st.counts["messages"] += 1
+        raw = self.router.device(topic)
+        if raw is None:
+            st.drop("unknown_topic")
+            self.rl.log(logging.WARNING, "unknown_topic", "topic %r does not fit the input templates", topic[:200])
+            return
+        device = sanitize_id(raw, self.cfg.max_device_id_len)
+        if not self.accepting:
+            st.drop("shutdown")
+            return
+        with self.lock:
+            try:
+                samples = self.decoder.decode(payload, time.time())
+            except DecodeError as exc:
+                st.drop(exc.reason)
+                self.rl.log(logging.WARNING, exc.reason, "device %s: %s", device, exc.detail)
+                return
+            res = self.store.push(device, samples.ts, samples.values, samples.stamped, time.monotonic())
+        st.counts["samples"] += res.accepted
+        if res.out_of_order:
+            st.drop("out_of_order", res.out_of_order)
+            self.rl.log(logging.WARNING, "out_of_order", "device %s: %d sample(s) older than the latest dropped",
+                        device, res.out_of_order)
+        if res.duplicate:
+            st.drop("duplicate", res.duplicate)
+            self.rl.log(logging.WARNING, "duplicate", "device %s: %d duplicate timestamp(s) dropped", device, res.duplicate)
+        if res.gaps:
+            st.counts["gaps"] += res.gaps
+            self.rl.log(logging.INFO, "gap", "device %s: time gap > %.3g s, window restarted", device, self.store.gap_s)
+        for dev in res.evicted:
+            st.counts["devices_evicted"] += 1
+            self.rl.log(logging.WARNING, "device_evicted", "max_devices %d reached: evicted %s", self.cfg.max_devices, dev)
+            if self.on_forget is not None:
+                self.on_forget(dev, "evicted")
+        k = res.windows.shape[0]
+        if k:
+            st.counts["windows_queued"] += k
+            dropped = self.queue.put(WindowItem(device, res.windows, res.t_start, res.t_end, time.monotonic()))
+            if dropped:
+                st.drop("queue_full", dropped)
+                self.rl.log(logging.WARNING, "queue_full", "inference queue full: %d window(s) dropped (%s)",
+                            dropped, self.queue.policy)
+
+
+class Daemon:
+    """The running service. ``start()`` returns once threads run; ``stop()`` shuts down cleanly."""
+
+    def __init__(self, cfg: Config, model: EdgeModel | None = None) -> None:
+        self.cfg = cfg
+        self.instance = cfg.instance_name
+        self.stats = Stats()
+        self.model = model or load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
+        self.queue = WindowQueue(cfg.queue_windows, cfg.queue_policy)
+        self.ingest = Ingest(cfg, self.model, self.queue, self.stats)
+        self.ingest.on_forget = self._forget
+        self.tracker = AlertTracker(
+            AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels), self.instance
+        )
+        self._tracker_lock = threading.Lock()
+        self.status_topic = format_topic(cfg.status_topic, instance=self.instance)
+        self.stats_topic = format_topic(cfg.stats_topic, instance=self.instance)
+        self.discovery = self._make_discovery() if cfg.homeassistant_discovery else None
+        self._discovery_lock = threading.Lock()
+        self.link = MqttLink(cfg, self.ingest.router.filters, self.ingest.handle, self.status_topic,
+                             self._online_doc, self.stats, on_connected=self._on_connected)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._reload_requested = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._batch_buf = np.zeros((cfg.max_batch, self.model.window, self.model.n_channels), np.float32)
+        self._watch_sig: FileSignature | None = self.model.signature
+        self._log_start()
+        self.metrics = self._start_metrics() if cfg.metrics_port else None
+
+    def _start_metrics(self) -> Any:
+        from edge_runtime.metrics_http import MetricsUnavailable, start_metrics_server
+
+        try:
+            return start_metrics_server(self.stats_doc, self.cfg.metrics_port, self.cfg.metrics_addr)
+        except MetricsUnavailable as exc:
+            raise ConfigError(f"runtime.metrics_port: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"runtime.metrics_port: cannot listen on {self.cfg.metrics_addr}:"
+                              f"{self.cfg.metrics_port}: {exc.strerror or exc}") from None
+
+    def _make_discovery(self) -> Any:
+        from edge_runtime.homeassistant import Discovery, DiscoverySettings
+
+        cfg = self.cfg
+        return Discovery(DiscoverySettings(
+            instance=self.instance, prefix=cfg.homeassistant_prefix, state_topic=cfg.state_topic,
+            alert_topic=cfg.alert_topic, score_topic=cfg.score_topic, status_topic=cfg.status_topic,
+            model_id=self.model.model_id,
+        ))
+
+    def _on_connected(self) -> None:
+        """After every (re)connect: retained discovery configs, if Home Assistant discovery is on."""
+        if self.discovery is not None:
+            with self._discovery_lock:
+                msgs = self.discovery.on_connect()
+            for topic, payload in msgs:
+                self.link.publish(topic, payload, qos=1, retain=True)
+
+    def _announce(self, device: str) -> None:
+        if self.discovery is not None:
+            with self._discovery_lock:
+                msgs = self.discovery.on_device(device)
+            for topic, payload in msgs:
+                self.link.publish(topic, payload, qos=1, retain=True)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _log_start(self) -> None:
+        m = self.model
+        log.info("model %s (%s): W=%d C=%d hop=%d threshold=%.6g; provider %s (%s)", m.model_id, m.path,
+                 m.window, m.n_channels, m.metadata.hop, self.threshold, m.provider, m.provider_reason)
+
+    @property
+    def threshold(self) -> float:
+        return self.cfg.threshold or self.model.threshold
+
+    def start(self) -> Daemon:
+        self.link.start()
+        for name, target in (("edgewatch-infer", self._worker), ("edgewatch-housekeeping", self._housekeeping)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def request_stop(self) -> None:
+        """Signal-safe: ask :meth:`wait` to return."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Signal-safe: reload the model file on the housekeeping thread."""
+        self._reload_requested.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stop.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop input, score what is queued, publish pending alerts and offline status, disconnect."""
+        if self._stopped.is_set():
+            return
+        log.info("stopping: %d window(s) pending", len(self.queue))
+        self.ingest.accepting = False
+        self._stop.set()
+        self.queue.close()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self._publish_stats()
+        self.link.close(self._offline_doc("stopped"), timeout=max(0.5, deadline - time.monotonic()))
+        if self.metrics is not None:
+            self.metrics.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    # -- documents ----------------------------------------------------------------------
+    def _online_doc(self) -> dict[str, Any]:
+        m = self.model
+        return {"state": "online", "instance": self.instance, "version": __version__, "model_id": m.model_id,
+                "provider": m.provider, "provider_reason": m.provider_reason, "channels": m.metadata.channels,
+                "window": m.window, "threshold": self.threshold, "time": time.time()}
+
+    def _offline_doc(self, reason: str) -> dict[str, Any]:
+        return {"state": "offline", "instance": self.instance, "reason": reason, "time": time.time()}
+
+    def stats_doc(self) -> dict[str, Any]:
+        return self.stats.snapshot(
+            instance=self.instance, devices_active=len(self.ingest.store), queue_windows=len(self.queue),
+            provider=self.model.provider, model_id=self.model.model_id, connected=self.link.connected.is_set(),
+            time=time.time(),
+        )
+
+    # -- inference worker ---------------------------------------------------------------
+    def _worker(self) -> None:
+        cfg = self.cfg
+        wait_s = cfg.max_wait_ms / 1000.0
+        while True:
+            items = self.queue.get_batch(cfg.max_batch, wait_s, timeout=0.25)
+            if not items:
+                if self._stop.is_set():
+                    return
+                continue
+            try:
+                self._score(items)
+            except Exception:  # keep serving: one failed batch is counted, not fatal
+                n = sum(it.n for it in items)
+                self.stats.drop("inference_error", n)
+                log.exception("inference failed for a batch of %d window(s)", n)
+
+    def _score(self, items: list[WindowItem]) -> None:
+        model = self.model
+        shape = (model.window, model.n_channels)
+        good = [it for it in items if it.windows.shape[1:] == shape]
+        if len(good) < len(items):
+            self.stats.drop("reload", sum(it.n for it in items if it not in good))
+        if not good:
+            return
+        if self._batch_buf.shape[1:] != shape:
+            self._batch_buf = np.zeros((self.cfg.max_batch, *shape), np.float32)
+        batch = stack(good, self._batch_buf)  # (B, W, C)
+        t0 = time.perf_counter()
+        score, ce = model.run(batch)
+        self.stats.record_batch(batch.shape[0], time.perf_counter() - t0)
+        thr = self.cfg.threshold or model.threshold
+        channels = model.metadata.channels
+        off = 0
+        publish_scores = self.cfg.publish_scores or self.discovery is not None
+        for it in good:
+            s, c = score[off : off + it.n], ce[off : off + it.n]
+            off += it.n
+            self._announce(it.device)  # Home Assistant discovery config, once per device
+            with self._tracker_lock:
+                alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, thr, channels, model.model_id)
+                state = self.tracker.state_payload(it.device) if alerts else None
+            for a in alerts:
+                self.stats.counts["alerts_raised" if a["state"] == RAISED else "alerts_cleared"] += 1
+                log.info("alert %s device=%s score=%.4g threshold=%.4g top=%s", a["state"], it.device, a["score"],
+                         thr, ",".join(t["name"] for t in a["top_channels"]))
+                self.link.publish(format_topic(self.cfg.alert_topic, device=it.device), json.dumps(a), qos=1)
+            if state is not None:
+                self.link.publish(format_topic(self.cfg.state_topic, device=it.device), json.dumps(state),
+                                  qos=1, retain=True)
+            if publish_scores:
+                doc = {"device": it.device, "model_id": model.model_id, "threshold": thr,
+                       "window_start": it.t_start.tolist(), "window_end": it.t_end.tolist(), "score": s.tolist()}
+                self.link.publish(format_topic(self.cfg.score_topic, device=it.device), json.dumps(doc), qos=0)
+
+    def _forget(self, device: str, reason: str) -> None:
+        """A device left (evicted/expired): drop its alert state; a raised one gets a retained 'cleared' state."""
+        with self._tracker_lock:
+            st = self.tracker.forget(device)
+        if self.discovery is not None:
+            with self._discovery_lock:
+                msgs = self.discovery.forget(device)
+            for topic, payload in msgs:
+                self.link.publish(topic, payload, qos=1, retain=True)
+        if st is not None and st.state == RAISED:
+            doc = {"schema_version": 1, "device": device, "state": "cleared", "reason": reason,
+                   "raised_alert_id": st.alert_id, "seq": st.seq, "since": time.time(), "instance": self.instance}
+            self.link.publish(format_topic(self.cfg.state_topic, device=device), json.dumps(doc), qos=1, retain=True)
+
+    # -- housekeeping -------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        cfg = self.cfg
+        now = time.monotonic()
+        next_stats = now + cfg.stats_interval_s if cfg.stats_interval_s else float("inf")
+        next_watch = now + cfg.watch_interval_s if cfg.watch_interval_s else float("inf")
+        next_expire = now + min(60.0, cfg.device_idle_s) if cfg.device_idle_s else float("inf")
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self.reload("SIGHUP")
+            if now >= next_watch:
+                next_watch = now + cfg.watch_interval_s
+                self._check_file()
+            if now >= next_expire:
+                next_expire = now + min(60.0, cfg.device_idle_s)
+                self.expire_idle(now)
+            if now >= next_stats:
+                next_stats = now + cfg.stats_interval_s
+                self._publish_stats()
+
+    def expire_idle(self, now: float) -> list[str]:
+        with self.ingest.lock:
+            gone = self.ingest.store.expire(now, self.cfg.device_idle_s)
+        for dev in gone:
+            self.stats.incr("devices_expired")
+            self._forget(dev, "expired")
+        if gone:
+            log.info("%d idle device(s) expired after %.0f s without data", len(gone), self.cfg.device_idle_s)
+        return gone
+
+    def _publish_stats(self) -> None:
+        doc = self.stats_doc()
+        log.info(
+            "stats: messages=%d samples=%d windows=%d alerts=%d/%d drops=%s devices=%d batch=%.1f p50=%s ms p99=%s ms provider=%s",
+            doc["messages"], doc["samples"], doc["windows_scored"], doc["alerts_raised"], doc["alerts_cleared"],
+            doc["drops"] or "{}", doc["devices_active"], doc["batch_size_mean"],
+            "-" if doc["inference_ms_p50"] is None else doc["inference_ms_p50"],
+            "-" if doc["inference_ms_p99"] is None else doc["inference_ms_p99"], doc["provider"],
+        )
+        self.link.publish(self.stats_topic, json.dumps(doc), qos=0)
+
+    def _check_file(self) -> None:
+        try:
+            sig = FileSignature.of(self.model.path)
+        except OSError:
+            return
+        if sig != self._watch_sig:
+            self._watch_sig = sig
+            self.reload("file changed")
+
+    def reload(self, why: str) -> bool:
+        """Load, validate and swap in the model file; on any error keep the old model. True if swapped."""
+        old = self.model
+        try:
+            new = load_model(self.cfg.path, self.cfg.provider, self.cfg.intra_op_threads, self.cfg.max_model_bytes)
+        except ModelError as exc:
+            self.stats.incr("reloads_refused")
+            log.error("model reload (%s) refused, keeping %s: %s", why, old.model_id, exc)
+            return False
+        keep = (new.window, new.n_channels) == (old.window, old.n_channels)
+        with self.ingest.lock:
+            self.model = new
+            self.ingest.configure(new, keep_windows=keep)
+            if not keep:
+                dropped = self.queue.clear()
+                if dropped:
+                    self.stats.drop("reload", dropped)
+        self._watch_sig = new.signature
+        self.stats.incr("reloads")
+        log.info("model reloaded (%s): %s -> %s, W=%d C=%d, device windows %s; provider %s (%s)", why,
+                 old.model_id, new.model_id, new.window, new.n_channels, "kept" if keep else "reset",
+                 new.provider, new.provider_reason)
+        self.link.publish(self.status_topic, json.dumps(self._online_doc()), qos=1, retain=True)
+        return True

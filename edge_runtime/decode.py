@@ -1,0 +1,260 @@
+"""Payload bytes -> ``(timestamps (n,) float64 epoch s, values (n, C) float32)``. Pure.
+
+Accepted payloads (C = number of model channels):
+
+- JSON single sample ``{"ts": 1700000000.1, "values": [v1, ..., vC]}``
+- JSON keyed by channel name ``{"ts": "2024-01-01T00:00:00Z", "Pressure": 1.2, ...}``
+- JSON batch ``{"ts": [t1, ..., tn], "values": [[...], ..., [...]]}`` (the fast path)
+- JSON list of samples ``[{"ts": t1, "values": [...]}, ...]`` (values lists gathered in one array)
+- CSV line(s) ``ts,v1,...,vC`` or ``v1,...,vC`` (no timestamp)
+
+``ts`` is optional (arrival time is used; the result is then *unstamped*), epoch
+seconds or milliseconds (told apart by magnitude: >= 1e11 means ms, >= 1e14 us,
+>= 1e17 ns) or an ISO 8601 string (naive means UTC).
+
+Every rejection raises :class:`DecodeError` with a stable reason code from
+:data:`REASONS`; nothing else escapes :meth:`Decoder.decode`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+REASONS = (
+    "oversize",  # payload larger than max_payload_bytes (checked before decoding)
+    "empty",  # no bytes, or no samples
+    "bad_encoding",  # not UTF-8
+    "malformed_json",  # not parseable JSON (or nested too deep)
+    "bad_structure",  # valid JSON of a shape that is not a supported payload
+    "wrong_channels",  # a sample does not have exactly C values / a named channel is missing
+    "non_numeric",  # a value is not a number (string, bool, null, object)
+    "non_finite",  # NaN or +-inf (also finite JSON numbers beyond float32 range)
+    "bad_timestamp",  # unparseable, non-finite or negative timestamp; ts/values lengths differ
+    "too_many_samples",  # more samples in one message than max_samples
+)
+
+_MS, _US, _NS = 1e11, 1e14, 1e17
+
+
+class DecodeError(ValueError):
+    """A payload was rejected; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Decoded samples. ``ts``: (n,) float64 epoch s; ``values``: (n, C) float32; ``stamped``: ts came from the payload."""
+
+    ts: np.ndarray
+    values: np.ndarray
+    stamped: bool
+
+
+def epoch_seconds(x: np.ndarray) -> np.ndarray:
+    """Scale epoch numbers in s, ms, us or ns to seconds by magnitude. (n,) float64 -> (n,) float64."""
+    a = np.abs(x)
+    scale = np.where(a >= _NS, 1e-9, np.where(a >= _US, 1e-6, np.where(a >= _MS, 1e-3, 1.0)))
+    return x * scale
+
+
+def parse_timestamp(t: Any) -> float:
+    """One timestamp (number, numeric string or ISO 8601 string) -> epoch seconds; raises DecodeError."""
+    if isinstance(t, bool):
+        raise DecodeError("bad_timestamp", f"boolean timestamp {t!r}")
+    if isinstance(t, (int, float)):
+        try:
+            v = float(t)
+        except OverflowError:
+            raise DecodeError("bad_timestamp", "timestamp out of range") from None
+    elif isinstance(t, str):
+        s = t.strip()
+        try:
+            v = float(s)
+        except ValueError:
+            v = _parse_iso(s)
+    else:
+        raise DecodeError("bad_timestamp", f"timestamp of type {type(t).__name__}")
+    if not math.isfinite(v) or v < 0:
+        raise DecodeError("bad_timestamp", f"timestamp {t!r} is not a finite epoch >= 0")
+    return v * 1e-9 if v >= _NS else v * 1e-6 if v >= _US else v * 1e-3 if v >= _MS else v
+
+
+def _parse_iso(s: str) -> float:
+    if len(s) > 64:
+        raise DecodeError("bad_timestamp", "timestamp string too long")
+    try:
+        d = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
+    except ValueError:
+        raise DecodeError("bad_timestamp", f"not a number or ISO 8601 time: {s[:40]!r}") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d.timestamp()
+
+
+def _as_values(rows: Any, n_channels: int) -> np.ndarray:
+    """Nested numeric lists -> (n, C) float32, classifying every failure. ``rows``: list of n lists."""
+    try:
+        arr = np.array(rows)
+    except (ValueError, TypeError):
+        raise DecodeError("wrong_channels", "samples have different numbers of values") from None
+    except OverflowError:
+        raise DecodeError("non_numeric", "integer too large") from None
+    if arr.dtype.kind not in "fiu":
+        if arr.dtype.kind == "O" and arr.ndim != 2:
+            raise DecodeError("wrong_channels", "samples have different numbers of values")
+        raise DecodeError("non_numeric", f"values of kind {arr.dtype.kind!r} (need numbers)")
+    if arr.ndim != 2 or arr.shape[1] != n_channels:
+        got = arr.shape[-1] if arr.ndim >= 1 and arr.size else 0
+        raise DecodeError("wrong_channels", f"expected {n_channels} values per sample, got {got}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DecodeError("non_finite", "NaN, infinity or a value beyond float32 range")
+    return out
+
+
+def _as_timestamps(ts: Any, n: int) -> np.ndarray:
+    """A list of n timestamps -> (n,) float64 epoch s."""
+    if not isinstance(ts, list) or len(ts) != n:
+        raise DecodeError("bad_timestamp", f"'ts' must be a list of {n} timestamps")
+    if all(type(t) in (int, float) for t in ts):
+        try:
+            arr = np.array(ts, dtype=np.float64)
+        except OverflowError:
+            raise DecodeError("bad_timestamp", "timestamp out of range") from None
+        if not np.isfinite(arr).all() or (arr < 0).any():
+            raise DecodeError("bad_timestamp", "timestamps must be finite epochs >= 0")
+        return epoch_seconds(arr)
+    return np.array([parse_timestamp(t) for t in ts], dtype=np.float64)
+
+
+class Decoder:
+    """Decodes payloads for a model with ``channels`` (names, length C).
+
+    ``max_payload_bytes`` is enforced before any parsing; ``max_samples`` bounds one message.
+    """
+
+    def __init__(
+        self, channels: Sequence[str], max_payload_bytes: int = 1 << 20, max_samples: int = 100_000
+    ) -> None:
+        self.channels = list(channels)
+        self.n_channels = len(self.channels)
+        self.max_payload_bytes = max_payload_bytes
+        self.max_samples = max_samples
+        self._channel_set = frozenset(self.channels)
+
+    def decode(self, payload: bytes, arrival: float) -> Samples:
+        """Decode one MQTT payload; ``arrival`` (epoch s) stamps samples without ``ts``."""
+        if len(payload) > self.max_payload_bytes:
+            raise DecodeError("oversize", f"{len(payload)} bytes > max_payload_bytes {self.max_payload_bytes}")
+        body = payload.lstrip()
+        if not body:
+            raise DecodeError("empty", "empty payload")
+        if body[:1] in (b"{", b"["):
+            try:
+                doc = json.loads(body)
+            except UnicodeDecodeError:
+                raise DecodeError("bad_encoding", "payload is not UTF-8") from None
+            except (ValueError, RecursionError) as exc:
+                raise DecodeError("malformed_json", str(exc)[:80]) from None
+            return self._from_json(doc, arrival)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("bad_encoding", "payload is not UTF-8") from None
+        return self._from_csv(text, arrival)
+
+    # -- JSON -------------------------------------------------------------------------
+    def _from_json(self, doc: Any, arrival: float) -> Samples:
+        if isinstance(doc, dict):
+            if "values" in doc:
+                vals = doc["values"]
+                if not isinstance(vals, list):
+                    raise DecodeError("bad_structure", "'values' must be a list")
+                if vals and isinstance(vals[0], list):  # batch
+                    return self._batch(vals, doc.get("ts"), arrival)
+                return self._single(vals, doc.get("ts"), arrival)
+            return self._keyed(doc, arrival)
+        if isinstance(doc, list):
+            if not doc:
+                raise DecodeError("empty", "empty list")
+            if len(doc) > self.max_samples:
+                raise DecodeError("too_many_samples", f"{len(doc)} > max_samples {self.max_samples}")
+            if not all(isinstance(s, dict) for s in doc):
+                raise DecodeError("bad_structure", "a list payload must hold sample objects")
+            if all("values" in s for s in doc):
+                rows = [s["values"] for s in doc]
+                if not all(isinstance(r, list) for r in rows):
+                    raise DecodeError("bad_structure", "'values' must be a list")
+                values = _as_values(rows, self.n_channels)
+            else:
+                values = np.concatenate([self._keyed_values(s) for s in doc])
+            stamps = [s.get("ts") for s in doc]
+            n_none = sum(t is None for t in stamps)
+            if n_none == len(stamps):
+                return Samples(np.full(len(doc), arrival), values, False)
+            if n_none:
+                raise DecodeError("bad_timestamp", "either every sample in a list has 'ts' or none has")
+            return Samples(_as_timestamps(stamps, len(doc)), values, True)
+        raise DecodeError("bad_structure", f"JSON {type(doc).__name__} is not a supported payload")
+
+    def _single(self, vals: list, ts: Any, arrival: float) -> Samples:
+        values = _as_values([vals], self.n_channels)
+        if ts is None:
+            return Samples(np.array([arrival]), values, False)
+        return Samples(np.array([parse_timestamp(ts)]), values, True)
+
+    def _batch(self, rows: list, ts: Any, arrival: float) -> Samples:
+        if len(rows) > self.max_samples:
+            raise DecodeError("too_many_samples", f"{len(rows)} > max_samples {self.max_samples}")
+        values = _as_values(rows, self.n_channels)
+        if ts is None:
+            return Samples(np.full(len(rows), arrival), values, False)
+        return Samples(_as_timestamps(ts, len(rows)), values, True)
+
+    def _keyed_values(self, doc: dict) -> np.ndarray:
+        missing = [c for c in self.channels if c not in doc]
+        if missing:
+            raise DecodeError("wrong_channels", f"missing channel {missing[0][:40]!r}")
+        return _as_values([[doc[c] for c in self.channels]], self.n_channels)
+
+    def _keyed(self, doc: dict, arrival: float) -> Samples:
+        values = self._keyed_values(doc)
+        ts = doc.get("ts")
+        if ts is None:
+            return Samples(np.array([arrival]), values, False)
+        return Samples(np.array([parse_timestamp(ts)]), values, True)
+
+    # -- CSV --------------------------------------------------------------------------
+    def _from_csv(self, text: str, arrival: float) -> Samples:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if len(lines) > self.max_samples:
+            raise DecodeError("too_many_samples", f"{len(lines)} > max_samples {self.max_samples}")
+        c = self.n_channels
+        fields = [ln.split(",") for ln in lines]
+        widths = {len(f) for f in fields}
+        if len(widths) != 1 or widths.pop() not in (c, c + 1):
+            raise DecodeError("wrong_channels", f"CSV lines need {c} values, optionally after a timestamp")
+        stamped = len(fields[0]) == c + 1
+        try:
+            rows = [[float(v) for v in (f[1:] if stamped else f)] for f in fields]
+        except ValueError:
+            raise DecodeError("non_numeric", "a CSV value is not a number") from None
+        values = _as_values(rows, c)
+        if not stamped:
+            return Samples(np.full(len(rows), arrival), values, False)
+        raw = [f[0].strip() for f in fields]
+        if all(not r for r in raw):
+            return Samples(np.full(len(rows), arrival), values, False)
+        return Samples(np.array([parse_timestamp(r) for r in raw], dtype=np.float64), values, True)

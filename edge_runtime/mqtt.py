@@ -1,0 +1,206 @@
+"""The paho-mqtt connection: persistent session, reconnect, TLS, auth, Last Will, publish.
+
+paho-mqtt 2.x with the VERSION2 callback API; MQTT 3.1.1 or 5. Sensor topics are
+subscribed with QoS 1 on a persistent session (a stable client id,
+``clean_session``/``clean_start`` false, MQTT 5 session expiry), so the broker
+queues sensor data across short disconnects. paho's network thread reconnects
+with backoff and resends queued QoS 1 publishes; the outgoing queue is bounded
+(``max_outgoing``) and overflow is counted. The password is never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_runtime.config import Config, ConfigError
+from edge_runtime.stats import RateLimitedLog, Stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` -> address (default ports 1883 / 8883)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"mqtt.broker: {url!r}: {exc}") from None
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"mqtt.broker: {url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+    if parts.username or parts.password:
+        raise ConfigError("mqtt.broker: put credentials in mqtt.username / password_file, not in the URL")
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+def make_client(cfg: Config, client_id: str, persistent: bool) -> paho.Client:
+    """A configured (not yet connected) paho client: protocol, session, auth, TLS, backoff, queue bound."""
+    v5 = cfg.protocol == "5"
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=None if v5 else not persistent,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+    )
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.resolve_password())
+    addr = parse_broker_url(cfg.broker)
+    if addr.tls or cfg.ca_file:
+        try:
+            client.tls_set(
+                ca_certs=cfg.ca_file or None,
+                certfile=cfg.cert_file or None,
+                keyfile=cfg.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt.ca_file/cert_file/key_file: cannot load TLS files: {exc}") from None
+        client.tls_insecure_set(False)
+    client.reconnect_delay_set(min_delay=max(1, round(cfg.reconnect_min_s)), max_delay=max(1, round(cfg.reconnect_max_s)))
+    client.max_queued_messages_set(cfg.max_outgoing)
+    client.max_inflight_messages_set(100)
+    return client
+
+
+class MqttLink:
+    """One connection that subscribes to ``filters`` and publishes alerts, state, status and stats.
+
+    ``on_message(topic, payload)`` runs on paho's network thread and must not block.
+    ``status_topic`` gets a retained ``online`` document on every connect and
+    ``offline`` as the Last Will and on :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        filters: list[str],
+        on_message: Callable[[str, bytes], None],
+        status_topic: str,
+        online_doc: Callable[[], dict],
+        stats: Stats,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.filters = filters
+        self.status_topic = status_topic
+        self._online_doc = online_doc
+        self.stats = stats
+        self.addr = parse_broker_url(cfg.broker)
+        self.connected = threading.Event()
+        self._closing = False
+        self._n_connects = 0
+        self._rl = RateLimitedLog(log, cfg.log_interval_s)
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self.client = make_client(cfg, cfg.mqtt_client_id, cfg.persistent_session)
+        offline = json.dumps({"state": "offline", "instance": cfg.instance_name, "reason": "connection lost"})
+        self.client.will_set(status_topic, offline, qos=1, retain=True)
+        self.client.on_connect = self._handle_connect
+        self.client.on_disconnect = self._handle_disconnect
+        self.client.on_connect_fail = self._handle_connect_fail
+        self.client.on_message = self._handle_message
+
+    def start(self) -> None:
+        """Connect in the background; paho's thread keeps reconnecting with backoff."""
+        props = None
+        kwargs = {}
+        if self.cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s if self.cfg.persistent_session else 0
+            kwargs = {"clean_start": not self.cfg.persistent_session, "properties": props}
+        log.info(
+            "connecting to %s:%d (%s, MQTT %s, client id %s, %s session)",
+            self.addr.host, self.addr.port, "TLS" if self.addr.tls else "plain", self.cfg.protocol,
+            self.cfg.mqtt_client_id, "persistent" if self.cfg.persistent_session else "clean",
+        )
+        self.client.connect_async(self.addr.host, self.addr.port, self.cfg.keepalive_s, **kwargs)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> bool:
+        """Queue one message; False (and counted) when paho's bounded outgoing queue is full."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            self.stats.drop("outgoing_full")
+            self._rl.log(logging.WARNING, "outgoing_full", "outgoing queue full (%d), dropped a message for %s",
+                         self.cfg.max_outgoing, topic)
+            return False
+        if qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            self.stats.drop("not_connected_qos0")
+            return False
+        self.stats.incr("published")
+        return True
+
+    def close(self, offline_doc: dict, timeout: float = 3.0) -> None:
+        """Publish the retained offline status, flush QoS 1 messages (bounded wait) and disconnect."""
+        self._closing = True
+        info = self.client.publish(self.status_topic, json.dumps(offline_doc), qos=1, retain=True)
+        deadline = time.monotonic() + timeout
+        if self.connected.is_set():
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout)
+            while (self.client.want_write() or self._pending()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _pending(self) -> int:
+        return len(self.client._out_messages)  # paho has no public count of unacknowledged QoS 1 messages
+
+    # -- paho callbacks (network thread) -----------------------------------------------
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._rl.log(logging.ERROR, "connect_refused", "broker refused the connection: %s", reason_code)
+            return
+        self._n_connects += 1
+        if self._n_connects > 1:
+            self.stats.incr("reconnects")
+        log.info("connected to %s:%d (session present: %s)", self.addr.host, self.addr.port, flags.session_present)
+        client.subscribe([(f, 1) for f in self.filters])
+        client.publish(self.status_topic, json.dumps(self._online_doc()), qos=1, retain=True)
+        self.connected.set()
+        if self._on_connected is not None:
+            self._on_connected()
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        if was and not self._closing:
+            log.warning("disconnected from broker (%s); reconnecting with backoff", reason_code)
+
+    def _handle_connect_fail(self, client, userdata) -> None:
+        self._rl.log(logging.WARNING, "connect_failed", "cannot reach broker %s:%d; retrying with backoff",
+                     self.addr.host, self.addr.port)
+
+    def _handle_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            self.stats.incr("messages")
+            self.stats.drop("bad_topic")
+            return
+        try:
+            self._on_message(topic, msg.payload)
+        except Exception:  # never let one message kill paho's network thread
+            self.stats.drop("internal_error")
+            self._rl.log(logging.ERROR, "internal_error", "error handling a message on %r", topic[:200])
+            log.debug("message handler error", exc_info=True)

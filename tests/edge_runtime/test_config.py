@@ -1,0 +1,93 @@
+"""Typed config: defaults, TOML, flags, validation naming the key, and the docs generated from it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.config import (
+    PASSWORD_ENV,
+    Config,
+    ConfigError,
+    build_config,
+    example_toml,
+    load_toml,
+    options,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_valid() -> None:
+    cfg = build_config()
+    assert cfg.broker == "mqtt://127.0.0.1:1883" and cfg.topics == ["sensors/{device}/data"]
+    assert cfg.mqtt_client_id == f"edgewatch-{cfg.instance_name}"
+
+
+def test_toml_then_flags(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[mqtt]\nkeepalive_s = 10\nprotocol = "5"\n[alerts]\nraise_after = 7\nclear_ratio = 1\n')
+    cfg = build_config(str(p), {"raise_after": 2})
+    assert (cfg.keepalive_s, cfg.protocol, cfg.raise_after, cfg.clear_ratio) == (10, "5", 2, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[mqtt]\nkeepalive_s = \"x\"\n", "mqtt.keepalive_s"),
+        ("[mqtt]\nkeepalive = 3\n", "mqtt.keepalive"),
+        ("[nope]\na = 1\n", "nope"),
+        ("[model]\nprovider = \"tpu\"\n", "model.provider"),
+        ("[inference]\nmax_batch = 0\n", "inference.max_batch"),
+        ("[alerts]\nclear_ratio = 1.5\n", "alerts.clear_ratio"),
+        ("[alerts]\nalert_topic = \"alerts/#\"\n", "alerts.alert_topic"),
+        ("[input]\ntopics = [\"sensors/data\"]\n", "input.topics"),
+        ("[mqtt]\nbroker = \"http://x\"\n", "mqtt.broker"),
+        ("[mqtt]\npersistent_session = 1\n", "mqtt.persistent_session"),
+        ("[mqtt]\ncert_file = \"c.pem\"\n", "mqtt.cert_file"),
+        ("not toml = = \n", "--config"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        build_config(str(p))
+    assert str(info.value).startswith(key)
+
+
+def test_password_sources(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, "from-env")
+    assert Config().resolve_password() == "from-env"
+    assert Config(password="from-config").resolve_password() == "from-config"
+    f = tmp_path / "pw"
+    f.write_text("from-file\n")
+    assert Config(password="x", password_file=str(f)).resolve_password() == "from-file"
+    assert "from-config" not in repr(Config(password="from-config"))
+
+
+def test_password_has_no_flag() -> None:
+    assert [o.key for o in options() if o.flag is None] == ["password"]
+
+
+def test_example_file_in_deploy_documents_every_key() -> None:
+    text = (ROOT / "deploy" / "edgewatch.toml").read_text()
+    flat = load_toml(ROOT / "deploy" / "edgewatch.toml")
+    assert set(flat) == {o.key for o in options()}
+    for o in options():
+        assert o.help in text, o.key
+    assert build_config(str(ROOT / "deploy" / "edgewatch.toml")) is not None
+
+
+def test_generated_example_parses_to_defaults(tmp_path: Path) -> None:
+    p = tmp_path / "e.toml"
+    p.write_text(example_toml())
+    assert build_config(str(p)) == build_config()
+
+
+def test_readme_reference_lists_every_key() -> None:
+    text = (ROOT / "docs" / "readme" / "30-runtime.md").read_text()
+    for o in options():
+        assert re.search(rf"`{o.section}\.{o.key}`", text), o.key

@@ -1,0 +1,108 @@
+"""Model loading: validation, clear errors, provider choice and the CUDA fallback on a CPU-only build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edge_runtime.contract import METADATA_KEY
+from edge_runtime.model import CUDA, ModelError, load_model, open_session
+from tests.edge_runtime.onnx_models import (
+    build_model,
+    make_metadata,
+    reference_scores,
+    series,
+    sliding_windows,
+    write_foreign_model,
+    write_model,
+)
+
+CPU_ONLY = "CUDAExecutionProvider" not in ort.get_available_providers()
+
+
+def test_loads_and_scores_like_the_reference(tmp_path: Path) -> None:
+    m = load_model(write_model(tmp_path / "m.onnx", threshold=0.5))
+    assert (m.window, m.n_channels, m.threshold, m.model_id) == (16, 4, 0.5, "test-model-1")
+    w = sliding_windows(series(200), 16, 4)
+    score, ce = m.run(w)
+    want_s, want_ce = reference_scores(w, m.metadata)
+    np.testing.assert_allclose(score, want_s, atol=1e-5)
+    np.testing.assert_allclose(ce, want_ce, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b"\x00garbage" * 100), "not a loadable ONNX model"),
+        (lambda p: write_foreign_model(p), "not an edgewatch model"),
+        (lambda p: None, "cannot read model file"),
+    ],
+)
+def test_bad_files_get_clear_errors(tmp_path: Path, make, message: str) -> None:
+    p = tmp_path / "bad.onnx"
+    make(p)
+    with pytest.raises(ModelError, match=message):
+        load_model(p)
+
+
+def _with_props(tmp_path: Path, doc: dict) -> Path:
+    model = build_model(make_metadata())
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(doc)})
+    p = tmp_path / "p.onnx"
+    onnx.save(model, p)
+    return p
+
+
+def test_wrong_format_version_refused(tmp_path: Path) -> None:
+    doc = json.loads(make_metadata().to_json())
+    doc["format_version"] = 99
+    with pytest.raises(ModelError, match="format_version"):
+        load_model(_with_props(tmp_path, doc))
+
+
+def test_metadata_disagreeing_with_graph_shape_refused(tmp_path: Path) -> None:
+    doc = json.loads(make_metadata(window=32).to_json())
+    with pytest.raises(ModelError, match="does not fit"):
+        load_model(_with_props(tmp_path, doc))
+
+
+def test_size_limit(tmp_path: Path) -> None:
+    p = write_model(tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match="max_model_bytes"):
+        load_model(p, max_bytes=100)
+
+
+@pytest.mark.skipif(not CPU_ONLY, reason="needs the CPU-only onnxruntime build")
+def test_auto_falls_back_to_cpu_and_says_why(tmp_path: Path) -> None:
+    m = load_model(write_model(tmp_path / "m.onnx"), provider="auto")
+    assert m.provider == "CPUExecutionProvider"
+    assert "CUDA" in m.provider_reason and "running on CPU" in m.provider_reason
+
+
+@pytest.mark.skipif(not CPU_ONLY, reason="needs the CPU-only onnxruntime build")
+def test_explicit_cuda_unavailable_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="CUDA requested"):
+        load_model(write_model(tmp_path / "m.onnx"), provider="cuda")
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_cuda_listed_but_not_loading_falls_back(tmp_path: Path, monkeypatch) -> None:
+    """onnxruntime-gpu on a machine without CUDA libs: CUDA is listed, the session runs on CPU."""
+    data = build_model(make_metadata()).SerializeToString()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, "CPUExecutionProvider"])
+    sess, got, why = open_session(data, "auto")
+    assert got == "CPUExecutionProvider" and sess.get_providers()[0] == got
+    assert why.startswith("CUDA tried") and why.endswith("running on CPU")
+    with pytest.raises(ModelError, match="CUDA requested but unavailable"):
+        open_session(data, "cuda")
+
+
+def test_unknown_provider(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="provider must be one of"):
+        load_model(write_model(tmp_path / "m.onnx"), provider="tpu")

@@ -1,0 +1,44 @@
+"""The daemon with a model trained and exported by the real trainer (the `demo_model_path` fixture)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_runtime.contract import INPUT_NAME, OUTPUT_SCORE
+from edge_runtime.model import load_model
+from edge_runtime.synthetic import Anomaly, inject, normal_series
+from tests.edge_runtime.mqtt_helpers import Collector, Publisher, idle, running_daemon, wait_until
+from tests.edge_runtime.onnx_models import sliding_windows
+
+
+def test_trained_model_scores_match_offline_and_anomaly_alerts(mosquitto, demo_model_path) -> None:
+    meta = load_model(demo_model_path).metadata
+    W, hop, n = meta.window, meta.hop, 1200
+    normal = normal_series(n, meta.n_channels, seed=0, start=20000)  # the trained profile, unseen stretch
+    x = inject(normal, Anomaly("level_shift", 500, 800, (1,)), seed=1)
+    t0 = 1_700_000_000.0
+    with running_daemon(mosquitto.url, demo_model_path, publish_scores=True) as d:
+        col = Collector(mosquitto.port, ["alerts/+", "scores/#"])
+        pub = Publisher(mosquitto.port)
+        for i in range(0, n, 50):  # batched JSON, the fast path
+            pub.send("sensors/real/data", json.dumps({"ts": [t0 + j for j in range(i, i + 50)],
+                                                       "values": x[i : i + 50].tolist()}))
+        pub.close()
+        wait_until(lambda: d.stats.counts["messages"] >= n // 50, 10, "messages")
+        idle(d)
+        k = (n - W) // hop + 1
+        wait_until(lambda: sum(len(doc["score"]) for _, doc in col.docs("scores/")) >= k, 10, "scores")
+        col.close()
+    ends = [e for _, doc in col.docs("scores/") for e in doc["window_end"]]
+    scores = [s for _, doc in col.docs("scores/") for s in doc["score"]]
+    order = np.argsort(ends)
+    sess = ort.InferenceSession(str(demo_model_path), providers=["CPUExecutionProvider"])
+    offline = sess.run([OUTPUT_SCORE], {INPUT_NAME: sliding_windows(x, W, hop)})[0]
+    np.testing.assert_allclose(np.asarray(scores)[order], offline, atol=1e-5, rtol=1e-5)
+    raised = [a for a in col.alerts() if a["state"] == "raised"]
+    during = [a for a in raised if t0 + 500 <= a["window_end"] < t0 + 800 + W]
+    assert during, raised
+    assert during[0]["top_channels"][0]["name"] == meta.channels[1]
