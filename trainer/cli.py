@@ -413,5 +413,10 @@ def demo_data(out: Path, steps: int, n_channels: int, seed: int, anomalies: int)
     click.echo(f"wrote {out} ({steps} rows, {n_channels} channels, {anomalies} anomalies)")
 
 
+from trainer.benchmark_cli import benchmark  # noqa: E402  (kept last: the group is defined above)
+
+main.add_command(benchmark)
+
+
 if __name__ == "__main__":
     main()
