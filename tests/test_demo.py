@@ -1,0 +1,114 @@
+"""`edgewatch demo` end to end (real trainer, real Mosquitto, real daemon subprocess), and its pure parts."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trainer.demo import DemoError, _Steps, match_alerts
+
+
+def test_short_demo_runs_end_to_end(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "demo", "--devices", "2", "--duration", "24", "--speed", "4",
+           "--anomalies", "1", "--out-dir", str(tmp_path / "runs")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    m = re.search(r"^run folder: (\S+)", out.stdout, re.M)
+    assert m, out.stdout
+    run = Path(m.group(1))
+    assert run.parent == tmp_path / "runs" and run.name.startswith("demo-")
+    for name in ("model.onnx", "evaluation.json", "evaluation.png", "ground_truth.json", "daemon.log",
+                 "alerts.jsonl", "summary.txt", "summary.json", "train.csv", "labelled.csv"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert "mosquitto" in out.stdout  # says which broker it used
+    truth = json.loads((run / "ground_truth.json").read_text())["anomalies"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(truth) == 2
+    assert sorted((a["device"], a["kind"], a["start_ts"]) for a in summary["anomalies"]) == sorted(
+        (g["device"], g["kind"], g["start_ts"]) for g in truth)
+    text = (run / "summary.txt").read_text()
+    for g in truth:
+        assert re.search(rf"^{re.escape(g['device'])}\s+{g['kind']}\s", text, re.M), text
+    # every message the simulator sent was processed by the daemon (2 devices x 24 s x 20 Hz, one sample each)
+    assert summary["daemon_stats"]["messages"] == 2 * 24 * 20
+    assert summary["daemon_stats"]["dropped_total"] == 0
+    assert all(a["detected"] for a in summary["anomalies"]), summary["anomalies"]
+    alerts = [json.loads(line) for line in (run / "alerts.jsonl").read_text().splitlines()]
+    assert [a["state"] for a in alerts].count("cleared") == 2  # each device back to normal after its anomaly
+    report = json.loads((run / "evaluation.json").read_text())
+    assert "window_metrics" in report
+    assert "false alarms:" in out.stdout and "detected" in out.stdout
+
+
+def test_failed_step_is_named_and_exits_non_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainer.api
+    from edge_runtime.demo_cli import demo_command
+
+    def boom(*a, **k):
+        raise ValueError("series 0: contains non-finite values")
+
+    monkeypatch.setattr(trainer.api, "train_and_export", boom)
+    res = CliRunner().invoke(demo_command, ["--out-dir", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "step 'training and exporting the model" in res.output
+    assert "contains non-finite values" in res.output.strip().splitlines()[-1]
+    assert "Traceback" not in res.output
+
+
+def test_steps_wrap_errors_with_the_step_title() -> None:
+    steps = _Steps(lambda *_: None)
+    with pytest.raises(DemoError) as err, steps.step("starting things"):
+        raise OSError("port busy\nmore detail")
+    assert err.value.step == "starting things" and err.value.reason == "more detail"
+
+
+def test_match_alerts_delay_misses_and_false_alarms() -> None:
+    truth = [
+        {"device": "a", "kind": "spike", "start_ts": 10.0, "end_ts": 12.0},
+        {"device": "a", "kind": "drift", "start_ts": 30.0, "end_ts": 32.0},
+        {"device": "b", "kind": "stuck", "start_ts": 10.0, "end_ts": 12.0},
+    ]
+    alerts = [
+        {"device": "a", "state": "raised", "window_end": 10.6, "score": 1.0, "alert_id": "x"},
+        {"device": "a", "state": "cleared", "window_end": 16.0, "score": 0.1},
+        {"device": "b", "state": "raised", "window_end": 25.0, "score": 1.0, "alert_id": "late"},  # too late
+        {"device": "a", "state": "raised", "window_end": 31.0, "score": 1.0, "alert_id": "y"},
+    ]
+    outcomes, false_alarms = match_alerts(truth, alerts, window_s=3.2, slack_s=0.8)
+    got = {(o.device, o.kind): (o.detected, o.delay_s, o.alert_id) for o in outcomes}
+    assert got[("a", "spike")] == (True, pytest.approx(0.6), "x")
+    assert got[("a", "drift")] == (True, pytest.approx(1.0), "y")
+    assert got[("b", "stuck")] == (False, None, None)
+    assert [a["alert_id"] for a in false_alarms] == ["late"]
+
+
+def test_demo_command_does_not_import_trainer() -> None:
+    code = ("import sys, edge_runtime.cli as c, edge_runtime.demo_cli, edge_runtime.simulate, edge_runtime.replay, "
+            "edge_runtime.homeassistant, edge_runtime.metrics_http; "
+            "from click.testing import CliRunner; r = CliRunner().invoke(c.main, ['--help']); assert r.exit_code == 0; "
+            "bad = [m for m in ('torch', 'onnx', 'onnxscript', 'trainer') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_demo_section_commands_parse() -> None:
+    """Every `edgewatch ...` command in docs/readme/10-demo.md parses with the real CLI (options exist)."""
+    import shlex
+
+    from edge_runtime.cli import main
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "readme" / "10-demo.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    lines = [ln.split("#")[0].strip() for b in blocks for ln in b.splitlines()]
+    cmds = [shlex.split(ln) for ln in lines if ln.startswith("edgewatch ")]
+    assert len(cmds) >= 7
+    for argv in cmds:
+        ctx = main.make_context("edgewatch", argv[1:], resilient_parsing=False)
+        sub = main.get_command(ctx, argv[1])
+        assert sub is not None, argv
+        sub.make_context(argv[1], argv[2:])  # raises click.UsageError on an unknown option or bad value

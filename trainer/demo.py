@@ -1,0 +1,485 @@
+"""``edgewatch demo``: the whole job end to end on this machine, in about a minute.
+
+Steps (each prints a line; a failure names its step and exits non-zero):
+
+1. generate normal synthetic training data (``train.csv``)
+2. train and export a model (``model.onnx``, progress visible)
+3. evaluate it with ``edgewatch-train evaluate`` on labelled synthetic data (``evaluation.json/.png``)
+4. start a private MQTT broker on a free port (``mosquitto`` where installed, else an embedded amqtt)
+5. start the daemon (``edgewatch run``) as a subprocess (``daemon.log``)
+6. stream synthetic data with injected anomalies from several devices (``ground_truth.json``),
+   showing alerts as they arrive (``alerts.jsonl``)
+7. stop the daemon and broker (unless ``keep_running``), then print and save the summary
+   (``summary.json``, ``summary.txt``): per anomaly detected or not and the delay; false alarms;
+   what the daemon processed (its final stats).
+
+Lives in the trainer package (it trains); ``edgewatch demo`` imports it lazily so the edge
+runtime never imports trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.simulate import (
+    connect,
+    ground_truth,
+    make_plan,
+    parse_broker,
+    publish_plan,
+    write_ground_truth,
+)
+from edge_runtime.synthetic import channel_names, labelled_series, normal_series, random_anomalies, write_csv
+
+INSTANCE = "demo"
+N_STEPS = 7
+
+
+class DemoError(RuntimeError):
+    """A demo step failed: ``step`` names it, the message says why."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"step '{step}' failed: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+@dataclass
+class DemoOptions:
+    """Demo knobs; the defaults run in about a minute on two cores."""
+
+    devices: int = 4
+    rate: float = 20.0  # samples/s per device
+    duration: float = 60.0  # seconds of data per device
+    speed: float = 2.0  # stream this many times faster than real time
+    anomalies: int = 2  # per device
+    train_steps: int = 8000
+    epochs: int = 15
+    window: int = 64
+    hop: int = 4  # the edge scores a window every hop samples (and training cuts windows this far apart)
+    channels: int = 4
+    seed: int = 0
+    out_dir: Path = Path("runs")
+    keep_running: bool = False
+    batch: int = 1  # samples per message (1: single-sample JSON; >1: JSON batches)
+    broker_kind: str = "auto"  # auto (mosquitto if installed, else amqtt), mosquitto or amqtt
+
+
+@dataclass
+class Outcome:
+    """One injected anomaly and what the daemon made of it."""
+
+    device: str
+    kind: str
+    start_ts: float
+    end_ts: float
+    detected: bool = False
+    delay_s: float | None = None
+    alert_id: str | None = None
+
+
+@dataclass
+class DemoResult:
+    run_dir: Path
+    outcomes: list[Outcome] = field(default_factory=list)
+    false_alarms: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    broker: str = ""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def mosquitto_binary() -> str | None:
+    """The ``mosquitto`` broker binary, if installed (PATH or /usr/sbin)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+
+
+def run_amqtt(port: int) -> None:
+    """Run an embedded amqtt broker on 127.0.0.1:``port`` until terminated (the demo's fallback)."""
+    import asyncio
+
+    from amqtt.broker import Broker
+
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "sys_interval": 0,
+        "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
+        "topic-check": {"enabled": False},
+    }
+
+    async def main() -> None:
+        broker = Broker(config)
+        await broker.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await broker.shutdown()
+
+    asyncio.run(main())
+
+
+class BrokerProcess:
+    """A private broker subprocess on a free loopback port."""
+
+    def __init__(self, run_dir: Path, kind: str = "auto") -> None:
+        self.want = kind
+        self.port = free_port()
+        self.run_dir = run_dir
+        self.proc: subprocess.Popen | None = None
+        self.kind = ""
+        self.log_path = run_dir / "broker.log"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, detach: bool) -> None:
+        binary = mosquitto_binary() if self.want != "amqtt" else None
+        if self.want == "mosquitto" and not binary:
+            raise RuntimeError("the mosquitto binary is not installed (apt-get install mosquitto)")
+        if binary:
+            conf = self.run_dir / "mosquitto.conf"
+            conf.write_text(
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+                f"log_dest file {self.log_path}\nlog_type error\nlog_type warning\nlog_type notice\n"
+            )
+            cmd = [binary, "-c", str(conf)]
+            self.kind = f"mosquitto ({binary})"
+        else:
+            try:
+                import amqtt  # noqa: F401
+            except ImportError:
+                raise RuntimeError(
+                    "no MQTT broker available: install Mosquitto (apt-get install mosquitto) "
+                    "or the embedded fallback (pip install amqtt)"
+                ) from None
+            cmd = [sys.executable, "-c", f"from trainer.demo import run_amqtt; run_amqtt({self.port})"]
+            self.kind = "embedded amqtt broker (Python)" + (" - mosquitto not found" if self.want == "auto" else "")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach)
+        if not wait_port(self.port, 15.0, self.proc):
+            tail = self.log_path.read_text(errors="replace")[-500:] if self.log_path.exists() else ""
+            self.stop()
+            raise RuntimeError(f"{self.kind} did not start listening on port {self.port}: {tail.strip()}")
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+
+def _terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> int | None:
+    if proc is None or proc.poll() is not None:
+        return None if proc is None else proc.returncode
+    proc.terminate()
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+class Watcher:
+    """Subscribes to alerts, status and stats; prints alerts live and appends them to ``alerts.jsonl``."""
+
+    def __init__(self, broker_url: str, run_dir: Path, t0: float, echo: Any) -> None:
+        self.alerts: list[dict[str, Any]] = []
+        self.stats: dict[str, Any] = {}
+        self.status: dict[str, Any] = {}
+        self.online = threading.Event()
+        self.t0 = t0
+        self.echo = echo
+        self._file = open(run_dir / "alerts.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._lock = threading.Lock()
+        self.client = connect(parse_broker(broker_url), "edgewatch-demo-watch")
+        self.client.on_message = self._on_message
+        self.client.subscribe([("alerts/+", 1), (f"edgewatch/{INSTANCE}/status", 1), (f"edgewatch/{INSTANCE}/stats", 0)])
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        try:
+            doc = json.loads(msg.payload)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(doc, dict):
+            return
+        if msg.topic.endswith("/status"):
+            self.status = doc
+            if doc.get("state") == "online":
+                self.online.set()
+        elif msg.topic.endswith("/stats"):
+            self.stats = doc
+        else:
+            with self._lock:
+                self.alerts.append(doc)
+                self._file.write(json.dumps(doc) + "\n")
+                self._file.flush()
+            self.echo(format_alert(doc, self.t0))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._file.close()
+
+
+def format_alert(a: dict[str, Any], t0: float) -> str:
+    """One live line for an alert payload."""
+    top = ", ".join(f"{c['name']} {c['share']:.0%}" for c in a.get("top_channels", [])[:3])
+    when = float(a.get("window_end", t0)) - t0
+    state = str(a.get("state", "?")).upper()
+    return (f"  t={when:6.1f}s  {state:7s} {a.get('device', '?'):8s} score {float(a.get('score', 0)):.4g} "
+            f"(threshold {float(a.get('threshold', 0)):.4g})" + (f"  top: {top}" if top else ""))
+
+
+def match_alerts(
+    truth: list[dict[str, Any]], alerts: list[dict[str, Any]], window_s: float, slack_s: float
+) -> tuple[list[Outcome], list[dict[str, Any]]]:
+    """Match raised alerts to injected anomalies. Pure.
+
+    A raise on the same device whose window end lies in ``[start_ts, end_ts + window_s + slack_s]``
+    detects the anomaly (the earliest such raise gives the delay: window end - anomaly start, in
+    stream time). A raise that detects nothing is a false alarm.
+    """
+    raised = sorted((a for a in alerts if a.get("state") == "raised"), key=lambda a: float(a["window_end"]))
+    used: set[int] = set()
+    outcomes = []
+    for g in sorted(truth, key=lambda g: (g["device"], g["start_ts"])):
+        o = Outcome(g["device"], g["kind"], float(g["start_ts"]), float(g["end_ts"]))
+        hi = o.end_ts + window_s + slack_s
+        for i, a in enumerate(raised):
+            if a["device"] == o.device and o.start_ts <= float(a["window_end"]) <= hi:
+                o.detected, o.delay_s, o.alert_id = True, float(a["window_end"]) - o.start_ts, a.get("alert_id")
+                used.add(i)
+                break
+        outcomes.append(o)
+    false_alarms = [a for i, a in enumerate(raised) if i not in used]
+    return outcomes, false_alarms
+
+
+def summary_text(res: DemoResult, base: float) -> str:
+    """The summary table shown at the end of the demo; times relative to the stream start ``base`` (epoch s)."""
+    lines = [f"{'device':8s} {'anomaly':18s} {'start':>7s} {'length':>7s}  {'detected':8s} {'delay':>7s}"]
+    for o in res.outcomes:
+        delay = f"{o.delay_s:6.2f}s" if o.delay_s is not None else "      -"
+        lines.append(f"{o.device:8s} {o.kind:18s} {o.start_ts - base:6.1f}s {o.end_ts - o.start_ts:6.1f}s  "
+                     f"{'yes' if o.detected else 'NO':8s} {delay}")
+    n_det = sum(o.detected for o in res.outcomes)
+    delays = [o.delay_s for o in res.outcomes if o.delay_s is not None]
+    lines.append("")
+    lines.append(f"detected {n_det}/{len(res.outcomes)} injected anomalies"
+                 + (f"; delay median {float(np.median(delays)):.2f}s, max {max(delays):.2f}s" if delays else ""))
+    lines.append(f"false alarms: {len(res.false_alarms)}"
+                 + "".join(f"\n  {a['device']} at t={float(a['window_end']) - base:.1f}s score {float(a['score']):.4g}"
+                           for a in res.false_alarms))
+    s = res.stats
+    if s:
+        lines.append(
+            f"daemon processed {s.get('messages', 0)} messages, {s.get('samples', 0)} samples, "
+            f"{s.get('windows_scored', 0)} windows in {s.get('batches', 0)} batches "
+            f"(p50 {s.get('inference_ms_p50')} ms, p99 {s.get('inference_ms_p99')} ms per batch, "
+            f"provider {s.get('provider')}); dropped {s.get('dropped_total', 0)}"
+            + (f" {s.get('drops')}" if s.get("drops") else "")
+        )
+    else:
+        lines.append("daemon stats: none received")
+    return "\n".join(lines)
+
+
+class _Steps:
+    """Numbered step lines; turns any exception inside a step into :class:`DemoError`."""
+
+    def __init__(self, echo: Any) -> None:
+        self.n = 0
+        self.echo = echo
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        self.n += 1
+        self.echo(f"[{self.n}/{N_STEPS}] {title}")
+        try:
+            yield
+        except DemoError:
+            raise
+        except Exception as exc:
+            raise DemoError(title, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__) from exc
+
+
+def _python_cmd(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
+    """Run every step; raises :class:`DemoError` naming the failed step. Stops what it started
+    (unless ``opts.keep_running`` and every step succeeded)."""
+    from trainer.api import train_and_export
+
+    steps = _Steps(echo)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(opts.out_dir) / f"demo-{stamp}"
+    k = 1
+    while run_dir.exists():
+        run_dir = Path(opts.out_dir) / f"demo-{stamp}-{k}"
+        k += 1
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise DemoError("creating the run folder", f"{run_dir}: {exc.strerror or exc}") from None
+    echo(f"edgewatch demo: artefacts in {run_dir}")
+    res = DemoResult(run_dir)
+    names = channel_names(opts.channels)
+    model = run_dir / "model.onnx"
+    broker = BrokerProcess(run_dir, opts.broker_kind)
+    daemon: subprocess.Popen | None = None
+    watcher: Watcher | None = None
+    ok = False
+    try:
+        with steps.step(f"generating {opts.train_steps} samples of normal training data ({opts.channels} channels)"):
+            x = normal_series(opts.train_steps, opts.channels, seed=opts.seed, start=5_000_000)
+            write_csv(run_dir / "train.csv", x, names, period_s=1.0 / opts.rate)
+
+        with steps.step(f"training and exporting the model (W={opts.window}, hop={opts.hop}, up to {opts.epochs} epochs)"):
+            t = time.monotonic()
+            meta = train_and_export(
+                [x], names, model, window=opts.window, hop=opts.hop, epochs=opts.epochs, seed=opts.seed,
+                lr=5e-3, quiet=False,
+            )
+            echo(f"      model {meta.model_id}: threshold {meta.threshold.value:.4g} ({meta.threshold.method}), "
+                 f"{time.monotonic() - t:.1f} s -> {model}")
+
+        with steps.step("evaluating it with `edgewatch-train evaluate` on labelled synthetic data"):
+            n_eval = 4000
+            anomalies = random_anomalies(n_eval, opts.channels, 6, seed=opts.seed + 1, min_len=30, max_len=80)
+            xe, labels = labelled_series(n_eval, opts.channels, anomalies, seed=opts.seed)
+            write_csv(run_dir / "labelled.csv", xe, names, labels, period_s=1.0 / opts.rate)
+            cmd = [*_python_cmd("trainer.cli"), "evaluate", "--model", str(model), "--data",
+                   str(run_dir / "labelled.csv"), "--hop", str(opts.hop), "--report",
+                   str(run_dir / "evaluation.json"), "--plot", str(run_dir / "evaluation.png")]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if out.returncode != 0:
+                raise RuntimeError((out.stderr or out.stdout).strip()[-300:] or f"exit code {out.returncode}")
+            for line in out.stdout.strip().splitlines():
+                echo(f"      {line}")
+
+        with steps.step("starting a private MQTT broker"):
+            broker.start(detach=opts.keep_running)
+            res.broker = broker.kind
+            echo(f"      {broker.kind} on {broker.url}")
+
+        with steps.step("starting the daemon (edgewatch run)"):
+            log_path = run_dir / "daemon.log"
+            cmd = [*_python_cmd("edge_runtime.cli"), "run", "--model", str(model), "--broker", broker.url,
+                   "--instance", INSTANCE, "--stats-interval-s", "1", "--no-persistent-session"]
+            with open(log_path, "ab") as log:
+                daemon = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=opts.keep_running)
+            watcher = Watcher(broker.url, run_dir, time.time(), echo)  # t0 set to the stream's start below
+            deadline = time.monotonic() + 60
+            while not watcher.online.wait(0.2):
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                    why = f"exited with code {daemon.returncode}" if daemon.poll() is not None else "not online after 60 s"
+                    raise RuntimeError(f"daemon {why}: {' | '.join(tail)}")
+            echo(f"      online: provider {watcher.status.get('provider')}, log in {log_path}")
+
+        n_devices = opts.devices
+        with steps.step(f"streaming {n_devices} devices x {opts.duration:g} s at {opts.rate:g} Hz "
+                        f"({opts.speed:g}x real time) with {opts.anomalies} anomalies each; alerts as they arrive:"):
+            plan = make_plan(
+                n_devices, opts.rate, opts.duration, n_channels=opts.channels, seed=opts.seed,
+                random_count=opts.anomalies, min_len_s=2.0, max_len_s=4.0,
+                warmup_s=max(6.0, 2.0 * opts.window / opts.rate),
+                gap_s=(opts.window + 10 * opts.hop) / opts.rate + 1.0,  # room to clear before the next
+                # faster than real time, the stream would run ahead of the clock: start it in the past so
+                # its last sample is stamped about when it is sent, and later data (simulate) is not "old"
+                t0=round(time.time() + opts.duration / opts.speed - opts.duration, 3),
+            )
+            watcher.t0 = plan.t0
+            write_ground_truth(run_dir / "ground_truth.json", plan)
+            client = connect(parse_broker(broker.url), "edgewatch-demo-sim")
+            try:
+                sim = publish_plan(client, plan, fmt="single" if opts.batch == 1 else "batch", batch=opts.batch,
+                                   qos=1, realtime=True, speed=opts.speed)
+            finally:
+                client.disconnect()
+                client.loop_stop()
+            # let the daemon catch up: its stats count every message we sent
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and watcher.stats.get("messages", 0) < sim.messages:
+                time.sleep(0.2)
+            time.sleep(1.5)  # a last batch of windows and its alerts
+            echo(f"      published {sim.messages} messages ({sim.samples} samples) in {sim.elapsed_s:.1f} s")
+
+        with steps.step("stopping and summarising" if not opts.keep_running else "summarising (broker and daemon keep running)"):
+            if not opts.keep_running:
+                code = _terminate(daemon)
+                time.sleep(0.5)  # the final stats and offline status published on stop
+                if code not in (0, None):
+                    raise RuntimeError(f"daemon exited with code {code} on SIGTERM (see {run_dir / 'daemon.log'})")
+            res.stats = dict(watcher.stats)
+            window_s = opts.window / opts.rate
+            slack_s = 4 * opts.hop / opts.rate
+            res.outcomes, res.false_alarms = match_alerts(ground_truth(plan), watcher.alerts, window_s, slack_s)
+            text = summary_text(res, plan.t0)
+            (run_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
+            (run_dir / "summary.json").write_text(json.dumps({
+                "broker": res.broker, "model": str(model), "model_id": meta.model_id,
+                "threshold": meta.threshold.value, "options": {k: str(v) for k, v in asdict(opts).items()},
+                "anomalies": [asdict(o) for o in res.outcomes], "false_alarms": res.false_alarms,
+                "daemon_stats": res.stats,
+            }, indent=2) + "\n", encoding="utf-8")
+            echo("")
+            echo(textwrap.indent(text, "  "))
+        ok = True
+    finally:
+        if watcher is not None:
+            watcher.close()
+        if not (ok and opts.keep_running):
+            _terminate(daemon)
+            broker.stop()
+    echo("")
+    echo(f"run folder: {run_dir}  (model.onnx, evaluation.json/.png, ground_truth.json, daemon.log, "
+         "alerts.jsonl, summary.txt/.json)")
+    if opts.keep_running:
+        echo(f"broker ({broker.kind}, pid {broker.proc.pid if broker.proc else '?'}) and daemon "
+             f"(pid {daemon.pid if daemon else '?'}) keep running. Watch the alerts with:")
+        echo(f"  mosquitto_sub -h 127.0.0.1 -p {broker.port} -t 'alerts/#' -v")
+        echo(f"send more data with: edgewatch simulate --broker {broker.url} --prefix more --devices 2 --random 2 "
+             "--duration 60")
+        echo(f"stop them with: kill {daemon.pid if daemon else ''} {broker.proc.pid if broker.proc else ''}")
+    return res
