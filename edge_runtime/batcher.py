@@ -51,6 +51,7 @@ class WindowQueue:
         self._n = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._want = 1  # windows the waiting worker needs before it should be woken (see put)
 
     def __len__(self) -> int:
         return self._n
@@ -81,9 +82,14 @@ class WindowQueue:
                         self._items[0] = old.split(over)[1]
                         self._n -= over
                         dropped += over
+            was_empty = not self._n
             self._items.append(item)
             self._n += item.n
-            self._cond.notify()
+            # Wake the worker only when it can act: the first window arrived, or its batch is full.
+            # (One wake-up per window made the worker take the interpreter lock from the MQTT thread
+            # once per window just to wait again: see benchmarks/PROFILE.md.)
+            if was_empty or self._n >= self._want:
+                self._cond.notify()
         return dropped
 
     def clear(self) -> int:
@@ -108,10 +114,14 @@ class WindowQueue:
             if not self._n:
                 return []
             deadline = time.monotonic() + max_wait_s
-            while self._n < max_batch and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._cond.wait(left):
-                    break
+            self._want = max_batch
+            try:
+                while self._n < max_batch and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._cond.wait(left):
+                        break
+            finally:
+                self._want = 1
             out: list[WindowItem] = []
             room = max_batch
             while self._items and room > 0:

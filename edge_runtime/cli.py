@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import signal
 import sys
 from typing import Any
@@ -17,14 +18,14 @@ from typing import Any
 import click
 
 from edge_runtime import __version__
-from edge_runtime.config import ConfigError, Option, build_config, options
+from edge_runtime.config import ConfigError, Option, build_config, options, secret_file_warnings
 
 # Other commands, imported on demand. Add a line here when you add a module.
 LAZY_COMMANDS: dict[str, str] = {
     "simulate": "edge_runtime.simulate:simulate_command",
     "replay": "edge_runtime.replay:replay_command",
     "demo": "edge_runtime.demo_cli:demo_command",
-    # "bench": "edge_runtime.bench:command",
+    "bench": "edge_runtime.bench:command",
 }
 
 
@@ -114,6 +115,8 @@ def run(config_file: str | None, **flags: Any) -> None:
     if not cfg.path:
         fail("model.path: no model given (use --model PATH or [model] path in the config file)")
     configure_logging(cfg.log_format, cfg.log_level)
+    for warning in secret_file_warnings(cfg, config_file):
+        logging.getLogger("edge_runtime.config").warning(warning)
     try:
         cfg.resolve_password()
         daemon = Daemon(cfg)

@@ -204,6 +204,22 @@ def options() -> list[Option]:
     return out
 
 
+def secret_file_warnings(cfg: Config, config_file: str | os.PathLike | None) -> list[str]:
+    """One warning per file holding a secret (config with a password, password file, TLS key) that any local user can read."""
+    files = [("mqtt.password_file", cfg.password_file), ("mqtt.key_file", cfg.key_file)]
+    if config_file and cfg.password:
+        files.insert(0, ("--config (it holds mqtt.password)", str(config_file)))
+    out = []
+    for what, path in files:
+        try:
+            mode = os.stat(path).st_mode if path else 0
+        except OSError:
+            continue
+        if mode & 0o004:
+            out.append(f"{what}: {path} is world-readable (mode {mode & 0o777:04o}); chmod 600 or 640 it")
+    return out
+
+
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML config into ``{key: value}``; unknown sections/keys are errors naming them."""
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import __version__
-from edge_runtime.alerts import RAISED, AlertPolicy, AlertTracker
+from edge_runtime.alerts import RAISED, AlertPolicy, AlertTracker, DeviceState
 from edge_runtime.batcher import WindowItem, WindowQueue, stack
 from edge_runtime.config import Config, ConfigError
 from edge_runtime.decode import DecodeError, Decoder
@@ -52,6 +52,7 @@ class Ingest:
         self.lock = threading.RLock()  # guards decoder/store against a model swap (re-entered by reload)
         self.accepting = True
         self.on_forget: Any = None  # callback(device, reason) for evicted devices
+        self._ids: dict[str, str] = {}  # input topic -> sanitised device id (bounded: cleared when full)
         self.configure(model, keep_windows=False)
 
     def configure(self, model: EdgeModel, keep_windows: bool) -> None:
@@ -69,12 +70,17 @@ class Ingest:
         """One MQTT message (paho network thread)."""
         st = self.stats
         st.counts["messages"] += 1
-        raw = self.router.device(topic)
-        if raw is None:
-            st.drop("unknown_topic")
-            self.rl.log(logging.WARNING, "unknown_topic", "topic %r does not fit the input templates", topic[:200])
-            return
-        device = sanitize_id(raw, self.cfg.max_device_id_len)
+        device = self._ids.get(topic)
+        if device is None:  # routing and sanitising once per topic, not per message
+            raw = self.router.device(topic)
+            if raw is None:
+                st.drop("unknown_topic")
+                self.rl.log(logging.WARNING, "unknown_topic", "topic %r does not fit the input templates", topic[:200])
+                return
+            device = sanitize_id(raw, self.cfg.max_device_id_len)
+            if len(self._ids) >= 2 * self.cfg.max_devices:
+                self._ids.clear()
+            self._ids[topic] = device
         if not self.accepting:
             st.drop("shutdown")
             return
@@ -132,7 +138,9 @@ class Daemon:
         self.discovery = self._make_discovery() if cfg.homeassistant_discovery else None
         self._discovery_lock = threading.Lock()
         self.link = MqttLink(cfg, self.ingest.router.filters, self.ingest.handle, self.status_topic,
-                             self._online_doc, self.stats, on_connected=self._on_connected)
+                             self._online_doc, self.stats, on_connected=self._on_connected,
+                             state_filter=format_topic(cfg.state_topic, device="+"), on_state=self._adopt)
+        self._adopted: dict[str, float] = {}  # device -> monotonic time it was adopted (guarded by _tracker_lock)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._reload_requested = threading.Event()
@@ -212,6 +220,7 @@ class Daemon:
         if self._stopped.is_set():
             return
         log.info("stopping: %d window(s) pending", len(self.queue))
+        self.link.paused = True  # new sensor messages stay unacknowledged: redelivered after a restart
         self.ingest.accepting = False
         self._stop.set()
         self.queue.close()
@@ -297,6 +306,26 @@ class Daemon:
                        "window_start": it.t_start.tolist(), "window_end": it.t_end.tolist(), "score": s.tolist()}
                 self.link.publish(format_topic(self.cfg.score_topic, device=it.device), json.dumps(doc), qos=0)
 
+    def _adopt(self, topic: str, payload: bytes) -> None:
+        """A retained ``raised`` state of this instance from an earlier run (paho thread): track the
+        device as raised again, so its normal data clears it, or idle expiry does if it stays silent."""
+        try:
+            doc = json.loads(payload)
+            device, seq = doc["device"], int(doc.get("seq") or 0)
+        except (ValueError, TypeError, KeyError):
+            return
+        if (doc.get("instance") != self.instance or doc.get("state") != RAISED or not isinstance(device, str)
+                or topic != format_topic(self.cfg.state_topic, device=device)):
+            return
+        with self._tracker_lock:
+            known = self.tracker.devices.get(device)
+            if known is not None and known.seq > 0:
+                return  # this run already published a newer state for it
+            self.tracker.devices[device] = DeviceState(state=RAISED, seq=seq, alert_id=str(doc.get("raised_alert_id") or ""))
+            self._adopted[device] = time.monotonic()
+        log.info("device %s was left raised by an earlier run: tracked as raised until it clears or expires",
+                 sanitize_id(device, self.cfg.max_device_id_len))
+
     def _forget(self, device: str, reason: str) -> None:
         """A device left (evicted/expired): drop its alert state; a raised one gets a retained 'cleared' state."""
         with self._tracker_lock:
@@ -336,6 +365,14 @@ class Daemon:
     def expire_idle(self, now: float) -> list[str]:
         with self.ingest.lock:
             gone = self.ingest.store.expire(now, self.cfg.device_idle_s)
+            live = self.ingest.store.devices
+            with self._tracker_lock:  # adopted raised devices that never sent data in this run
+                for dev, t in list(self._adopted.items()):
+                    if dev in live or dev not in self.tracker.devices:
+                        del self._adopted[dev]  # sending again (or forgotten): handled like any device
+                    elif now - t >= self.cfg.device_idle_s:
+                        del self._adopted[dev]
+                        gone.append(dev)
         for dev in gone:
             self.stats.incr("devices_expired")
             self._forget(dev, "expired")

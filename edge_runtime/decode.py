@@ -124,6 +124,26 @@ def _as_values(rows: Any, n_channels: int) -> np.ndarray:
     return out
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+_INT_EXACT = 2**53
+
+
+def _row_values(vals: list, n_channels: int) -> np.ndarray:
+    """One sample's values -> (1, C) float32. The common case (C plain numbers within float32 range) is
+    checked in Python without numpy's temporaries; anything else takes :func:`_as_values` (same results)."""
+    if len(vals) == n_channels:
+        for v in vals:
+            tv = type(v)
+            if tv is float:
+                if not -_F32_MAX <= v <= _F32_MAX:  # also False for NaN
+                    break
+            elif tv is not int or not -_INT_EXACT <= v <= _INT_EXACT:
+                break
+        else:
+            return np.array((vals,), dtype=np.float32)
+    return _as_values([vals], n_channels)
+
+
 def _as_timestamps(ts: Any, n: int) -> np.ndarray:
     """A list of n timestamps -> (n,) float64 epoch s."""
     if not isinstance(ts, list) or len(ts) != n:
@@ -210,7 +230,7 @@ class Decoder:
         raise DecodeError("bad_structure", f"JSON {type(doc).__name__} is not a supported payload")
 
     def _single(self, vals: list, ts: Any, arrival: float) -> Samples:
-        values = _as_values([vals], self.n_channels)
+        values = _row_values(vals, self.n_channels)
         if ts is None:
             return Samples(np.array([arrival]), values, False)
         return Samples(np.array([parse_timestamp(ts)]), values, True)
@@ -227,7 +247,7 @@ class Decoder:
         missing = [c for c in self.channels if c not in doc]
         if missing:
             raise DecodeError("wrong_channels", f"missing channel {missing[0][:40]!r}")
-        return _as_values([[doc[c] for c in self.channels]], self.n_channels)
+        return _row_values([doc[c] for c in self.channels], self.n_channels)
 
     def _keyed(self, doc: dict, arrival: float) -> Samples:
         values = self._keyed_values(doc)

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,29 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise ConfigError("mqtt.broker: put credentials in mqtt.username / password_file, not in the URL")
     tls = parts.scheme == "mqtts"
     return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+def describe_connect_error(exc: BaseException | None) -> str:
+    """One line on why a connection attempt failed, naming TLS problems as such."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted (certificate verify failed: {exc.verify_message}); check mqtt.ca_file"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        return f"TLS handshake failed ({reason}); check mqtt.cert_file / key_file and their validity"
+    if exc is None:
+        return "connection failed"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _PahoErrors:
+    """Stands in for paho's logger: keeps the last error line, formats nothing else (hot path)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        if level >= logging.ERROR:
+            self.last = fmt % args
 
 
 def make_client(cfg: Config, client_id: str, persistent: bool) -> paho.Client:
@@ -99,9 +123,17 @@ class MqttLink:
         online_doc: Callable[[], dict],
         stats: Stats,
         on_connected: Callable[[], None] | None = None,
+        state_filter: str | None = None,
+        on_state: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.filters = filters
+        # Retained alert states of earlier runs: subscribed on connect, unsubscribed at SUBACK,
+        # so only the retained copies (sent between the two) reach ``on_state``.
+        self.state_filter = state_filter if on_state is not None else None
+        self._on_state = on_state
+        self._adopt_mid: int | None = None
+        self._adopting = False
         self.status_topic = status_topic
         self._online_doc = online_doc
         self.stats = stats
@@ -113,12 +145,18 @@ class MqttLink:
         self._on_message = on_message
         self._on_connected = on_connected
         self.client = make_client(cfg, cfg.mqtt_client_id, cfg.persistent_session)
+        self.client.manual_ack_set(True)
+        self._paho_errors = _PahoErrors()
+        self.client.logger = self._paho_errors  # type: ignore[assignment]  # duck-typed: paho only calls .log()
+        self.paused = False  # set by the daemon when it stops taking input
         offline = json.dumps({"state": "offline", "instance": cfg.instance_name, "reason": "connection lost"})
         self.client.will_set(status_topic, offline, qos=1, retain=True)
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_connect_fail = self._handle_connect_fail
         self.client.on_message = self._handle_message
+        self.client.on_subscribe = self._handle_subscribe
+        self.client.on_unsubscribe = self._handle_unsubscribe
 
     def start(self) -> None:
         """Connect in the background; paho's thread keeps reconnecting with backoff."""
@@ -176,6 +214,9 @@ class MqttLink:
             self.stats.incr("reconnects")
         log.info("connected to %s:%d (session present: %s)", self.addr.host, self.addr.port, flags.session_present)
         client.subscribe([(f, 1) for f in self.filters])
+        if self.state_filter:
+            self._adopting = True
+            self._adopt_mid = client.subscribe(self.state_filter, 1)[1]
         client.publish(self.status_topic, json.dumps(self._online_doc()), qos=1, retain=True)
         self.connected.set()
         if self._on_connected is not None:
@@ -186,17 +227,51 @@ class MqttLink:
         self.connected.clear()
         if was and not self._closing:
             log.warning("disconnected from broker (%s); reconnecting with backoff", reason_code)
+        elif not self._closing:  # closed before CONNACK: e.g. the broker refused our client certificate
+            why = self._paho_errors.last or str(reason_code)
+            if "SSL" in why:
+                why = f"TLS: {why}; check mqtt.cert_file / key_file and their validity"
+            self._rl.log(logging.WARNING, "connect_failed", "connection to broker %s:%d closed before it was "
+                         "accepted: %s; retrying with backoff", self.addr.host, self.addr.port, why)
+        self._paho_errors.last = ""
+
+    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._adopt_mid:
+            return
+        if any(rc.is_failure for rc in reason_codes):
+            log.warning("cannot read retained alert states on %s (%s; ACL?): devices left raised by an earlier "
+                        "run are not re-adopted", self.state_filter, reason_codes[0])
+        client.unsubscribe(self.state_filter)
+
+    def _handle_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._adopting = False
 
     def _handle_connect_fail(self, client, userdata) -> None:
-        self._rl.log(logging.WARNING, "connect_failed", "cannot reach broker %s:%d; retrying with backoff",
-                     self.addr.host, self.addr.port)
+        # paho calls this from inside its ``except OSError``: the exception tells TLS from network trouble
+        why = describe_connect_error(sys.exc_info()[1])
+        self._rl.log(logging.WARNING, "connect_failed", "cannot connect to broker %s:%d: %s; retrying with backoff",
+                     self.addr.host, self.addr.port, why)
 
     def _handle_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
+        # Acknowledged only once handled (manual ack): a message that arrives while we stop is
+        # left unacknowledged, and the broker redelivers it to this client id's next session.
+        if self.paused:
+            return
+        try:
+            self._dispatch(msg)
+        finally:
+            client.ack(msg.mid, msg.qos)
+
+    def _dispatch(self, msg: paho.MQTTMessage) -> None:
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             self.stats.incr("messages")
             self.stats.drop("bad_topic")
+            return
+        if self._adopting and paho.topic_matches_sub(self.state_filter, topic):
+            if msg.retain:
+                self._on_state(topic, msg.payload)
             return
         try:
             self._on_message(topic, msg.payload)

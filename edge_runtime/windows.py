@@ -49,6 +49,7 @@ class RingWindow:
         self.buf = np.zeros((self.capacity, n_channels), dtype=np.float32)  # (capacity, C)
         self.tbuf = np.zeros(self.capacity, dtype=np.float64)  # (capacity,)
         self._offsets = np.arange(-window, 0)  # (W,)
+        self._no_windows = np.zeros((0, window, n_channels), dtype=np.float32)  # shared empty result (0, W, C)
         self.fill = 0
         self.to_next = window
         self.last_ts = -np.inf
@@ -103,7 +104,7 @@ class RingWindow:
     def _push_one(self, t: float, row: np.ndarray, stamped: bool) -> PushResult:
         """The single-sample fast path of :meth:`push` (same results, no temporary arrays)."""
         W = self.window
-        res = PushResult(np.zeros((0, W, self.n_channels), np.float32), _EMPTY_F, _EMPTY_F)
+        res = PushResult(self._no_windows, _EMPTY_F, _EMPTY_F)
         if stamped and t <= self.last_ts:
             if t == self.last_ts:
                 res.duplicate = 1

@@ -7,6 +7,7 @@ restarts). Never touches the system broker on 1883.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -71,6 +72,9 @@ class MosquittoBroker:
             f"listener {self.port} {self.host}\nallow_anonymous true\n"
         )
         lines = [
+            # As root, mosquitto drops to the `mosquitto` user and then cannot write its log or
+            # persistence file in pytest's 0700 temp folders: stay root (tests only).
+            "user root" if os.geteuid() == 0 and "user " not in extra_config else "",
             "per_listener_settings false",
             listener.rstrip("\n"),
             f"max_queued_messages {max_queued_messages}",
