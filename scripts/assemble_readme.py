@@ -1,12 +1,18 @@
-"""Assemble README.md from docs/readme/*.md sections (kept in order by file name)."""
+"""Assemble README.md from docs/readme/*.md (in file-name order) plus the quick start.
 
+Usage: python3 scripts/assemble_readme.py [--check]   (--check: exit 1 if README.md is stale)
+"""
+
+from __future__ import annotations
+
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = """
 ## Quick start
 
-On a fresh Linux machine with Python 3.11 and pip (root, or Mosquitto already installed):
+On a fresh Linux machine with Python 3.11 and pip (as root, or with Mosquitto already installed):
 
 ```bash
 ./scripts/demo.sh
@@ -16,11 +22,30 @@ On a fresh Linux machine with Python 3.11 and pip (root, or Mosquitto already in
 The first sets everything up (a `.venv` at the repository root with the trainer, the edge runtime and
 the test tools; the `mosquitto` broker via apt-get where it is missing) and runs the end-to-end demo:
 it trains a model, starts a private broker and the daemon, streams simulated sensors with injected
-anomalies, shows the alerts and ends with a detection summary. The second sets everything up and runs
-the test suite (ruff, then pytest; about 10 minutes on 2 cores). Both are idempotent: a second run skips
-the installation. PyTorch is pinned to the CPU wheel through `constraints.txt` for the project's own
-set-up; the package itself leaves torch open (`pip install 'edgewatch[train]'` with the torch you need).
+anomalies, shows the alerts as they arrive and ends with a detection summary. The second sets everything
+up and runs the tests (ruff, then pytest). Both are idempotent: a second run skips the installation.
+The project's own set-up pins PyTorch to the local CPU wheel through `constraints.txt`; the package
+itself leaves torch open (`pip install '.[train]'` with the torch build you need).
 """
-parts = sorted((ROOT / "docs" / "readme").glob("*.md"))
-intro, rest = parts[0].read_text(), [p.read_text() for p in parts[1:]]
-(ROOT / "README.md").write_text(intro.rstrip() + "\n" + QUICK + "\n" + "\n\n".join(r.rstrip() + "\n" for r in rest))
+
+
+def assemble() -> str:
+    parts = sorted((ROOT / "docs" / "readme").glob("*.md"))
+    intro, rest = parts[0].read_text(), [p.read_text().rstrip() + "\n" for p in parts[1:]]
+    return intro.rstrip() + "\n" + QUICK + "\n" + "\n".join(rest)
+
+
+def main() -> int:
+    text = assemble()
+    readme = ROOT / "README.md"
+    if "--check" in sys.argv[1:]:
+        if readme.read_text() != text:
+            print("README.md is stale: run python3 scripts/assemble_readme.py", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -75,3 +75,11 @@ def test_readme_command_parses(line: str, monkeypatch: pytest.MonkeyPatch) -> No
         cmd.make_context(name, list(args), resilient_parsing=True)
     except click.MissingParameter:
         cmd.make_context(name, list(args), resilient_parsing=True)
+
+
+def test_readme_is_assembled_from_its_sections() -> None:
+    """README.md is generated from docs/readme/*.md: edit those, then run scripts/assemble_readme.py."""
+    import runpy
+
+    assemble = runpy.run_path(str(ROOT / "scripts" / "assemble_readme.py"))["assemble"]
+    assert assemble() == README.read_text(), "README.md is stale: run python3 scripts/assemble_readme.py"
