@@ -2,7 +2,8 @@
 
 The network thread :meth:`WindowQueue.put` s windows (never blocks); the worker
 :meth:`WindowQueue.get_batch` es up to ``max_batch`` windows, waiting at most
-``max_wait_s`` after the first one arrives. The bound is in windows; on overflow
+``max_wait_s`` after the first one arrives (``max_wait_s = 0``: opportunistic batching, the worker
+takes whatever is queued at once, so batches grow only while it is busy). The bound is in windows; on overflow
 the oldest windows are dropped (``drop_oldest``, default: the freshest data wins)
 or the new ones are (``drop_newest``), and :meth:`put` returns how many.
 """

@@ -2,7 +2,8 @@
 
 Commands of other modules register in :data:`LAZY_COMMANDS` (``name -> "module:attribute"``,
 the attribute a ``click.Command``); they are imported only when used, so the
-daemon's start-up never pays for (or imports) what ``bench`` or ``demo`` need.
+daemon's start-up never pays for (or imports) what ``bench`` or ``replay`` need. The demo
+trains a model, so it is ``edgewatch-train demo`` (trainer/demo_cli.py), not a command here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from edge_runtime.config import ConfigError, Option, build_config, options, secr
 LAZY_COMMANDS: dict[str, str] = {
     "simulate": "edge_runtime.simulate:simulate_command",
     "replay": "edge_runtime.replay:replay_command",
-    "demo": "edge_runtime.demo_cli:demo_command",
     "bench": "edge_runtime.bench:command",
 }
 
@@ -54,6 +54,11 @@ def _broken_command(name: str, why: str) -> click.Command:
 
     return click.Command(name, callback=broken, help=f"(unavailable: {why})",
                          context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, at most 200 characters."""
+    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 def fail(message: str) -> None:
@@ -109,7 +114,7 @@ def run(config_file: str | None, **flags: Any) -> None:
     """Run the daemon: `edgewatch run --model m.onnx --broker mqtt://127.0.0.1:1883`."""
     from edge_runtime.daemon import Daemon
     from edge_runtime.logs import configure_logging
-    from edge_runtime.model import ModelError
+    from edge_runtime.model import ModelError, load_model
 
     cfg = config_from_flags(config_file, flags)
     if not cfg.path:
@@ -119,9 +124,12 @@ def run(config_file: str | None, **flags: Any) -> None:
         logging.getLogger("edge_runtime.config").warning(warning)
     try:
         cfg.resolve_password()
-        daemon = Daemon(cfg)
+        model = load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
+        daemon = Daemon(cfg, model)
     except (ModelError, ConfigError) as exc:
         fail(str(exc))
+    except Exception as exc:  # an unforeseen model-file failure: still one line, no traceback
+        fail(f"cannot use model {cfg.path}: {type(exc).__name__}: {one_line(exc)}")
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
     if hasattr(signal, "SIGHUP"):
@@ -133,23 +141,22 @@ def run(config_file: str | None, **flags: Any) -> None:
 
 
 @main.command()
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="Broker URL (mqtt:// or mqtts://).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Take broker, TLS, auth and topics from this config.")
+@click.option("--broker", default=None, help="Broker URL (mqtt:// or mqtts://); overrides the config's.  "
+              "[default: mqtt://127.0.0.1:1883]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="Take broker, TLS, auth and topics from this config; flags override it.")
 @click.option("--alert-topic", default=None, help="Alert topic template (default alerts/{device}).")
 @click.option("--state/--no-state", default=True, show_default=True, help="Also show the retained per-device states.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "table", "json"]), default="auto", show_default=True,
               help="auto: a table on a terminal, JSON lines when piped.")
 @click.option("--count", type=int, default=0, help="Exit after this many alerts (0: run until Ctrl-C).")
 @click.option("--timeout", type=float, default=0.0, help="Exit after this many seconds (0: never).")
-def alerts(broker: str, config_file: str | None, alert_topic: str | None, state: bool, fmt: str, count: int,
+def alerts(broker: str | None, config_file: str | None, alert_topic: str | None, state: bool, fmt: str, count: int,
            timeout: float) -> None:
     """Show alerts live as they are published."""
-    from edge_runtime.watch import HEADER, format_row, watch_alerts
+    from edge_runtime.watch import HEADER, WatchError, format_row, watch_alerts
 
-    overrides: dict[str, Any] = {} if config_file else {"broker": broker}
-    if alert_topic:
-        overrides["alert_topic"] = alert_topic
-    cfg = config_from_flags(config_file, overrides)
+    cfg = config_from_flags(config_file, {"broker": broker, "alert_topic": alert_topic})  # None: not given
     table = fmt == "table" or (fmt == "auto" and sys.stdout.isatty())
     if table:
         click.echo(HEADER)
@@ -157,8 +164,14 @@ def alerts(broker: str, config_file: str | None, alert_topic: str | None, state:
     def emit(topic: str, doc: dict[str, Any]) -> None:
         click.echo(format_row(doc) if table else json.dumps({"topic": topic, **doc}))
 
-    with contextlib.suppress(KeyboardInterrupt):
-        watch_alerts(cfg, emit, include_state=state, count=count, timeout=timeout)
+    def notify(line: str) -> None:
+        click.echo(f"edgewatch alerts: {line}", err=True)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            watch_alerts(cfg, emit, include_state=state, count=count, timeout=timeout, notify=notify)
+    except (WatchError, ConfigError) as exc:
+        fail(str(exc))
 
 
 @main.command("check-model")
@@ -180,6 +193,8 @@ def check_model(model_path: str, provider: str, threads: int, batch: int, repeat
         m = load_model(model_path, provider, threads)
     except ModelError as exc:
         fail(str(exc))
+    except Exception as exc:  # an unforeseen model-file failure: still one line, no traceback
+        fail(f"cannot use model {model_path}: {type(exc).__name__}: {one_line(exc)}")
     times = np.asarray(benchmark(m, batch, repeats)) * 1000.0
     meta = m.metadata
     doc = {

@@ -78,10 +78,11 @@ class Config:
     gap_s: float = _opt(0.0, "input", "A time gap larger than this restarts the device's window; 0 means 10 x the model's sample period, or 60 s when the model has none.", minimum=0)
     max_devices: int = _opt(10000, "input", "Most devices tracked at once; the least recently seen is evicted (devices_evicted).", minimum=1)
     device_idle_s: float = _opt(3600.0, "input", "Forget a device after this long without data (devices_expired); 0 keeps devices forever.", minimum=0)
-    max_device_id_len: int = _opt(64, "input", "Device ids are sanitised for topics and logs and cut to this length.", minimum=8)
+    max_device_id_len: int = _opt(64, "input", "Device ids are sanitised for topics and logs and cut to this length.", minimum=16)
     # [inference]
     max_batch: int = _opt(64, "inference", "Most windows per session.run (micro-batch).", minimum=1)
-    max_wait_ms: float = _opt(5.0, "inference", "Longest wait to fill a micro-batch after its first window arrives.", minimum=0)
+    batching: str = _opt("opportunistic", "inference", "How the worker forms micro-batches: opportunistic (an idle worker scores a window at once; windows that arrive while it is busy form the next batch, up to max_batch) or fill (after the first window, wait up to max_wait_ms for max_batch).", choices=("opportunistic", "fill"))
+    max_wait_ms: float = _opt(5.0, "inference", "With batching = fill: longest wait to fill a micro-batch after its first window arrives (opportunistic batching never waits).", minimum=0)
     queue_windows: int = _opt(4096, "inference", "Bound of the queue between the MQTT thread and the inference worker, in windows.", minimum=1)
     queue_policy: str = _opt("drop_oldest", "inference", "What to drop when that queue is full (counted as queue_full).", choices=("drop_oldest", "drop_newest"))
     # [alerts]
@@ -133,19 +134,20 @@ class Config:
         for f in dataclasses.fields(self):
             name = f"{f.metadata['section']}.{f.name}"
             v = getattr(self, f.name)
+            shown = "<redacted>" if f.metadata["secret"] else repr(v)  # a secret's value never reaches a message
             want = _TYPES[f.type]
             if want is float and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
                 setattr(self, f.name, v)
             if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
-                raise ConfigError(f"{name}: expected {want.__name__}, got {type(v).__name__} {v!r}")
+                raise ConfigError(f"{name}: expected {want.__name__}, got {type(v).__name__} {shown}")
             if want is float and not math.isfinite(v):
                 raise ConfigError(f"{name}: must be finite")
             if f.metadata["choices"] and v not in f.metadata["choices"]:
-                raise ConfigError(f"{name}: {v!r} is not one of {', '.join(f.metadata['choices'])}")
+                raise ConfigError(f"{name}: {shown} is not one of {', '.join(f.metadata['choices'])}")
             lo = f.metadata["minimum"]
             if lo is not None and v < lo:
-                raise ConfigError(f"{name}: must be >= {lo}, got {v!r}")
+                raise ConfigError(f"{name}: must be >= {lo}, got {shown}")
             if want is list and not all(isinstance(x, str) for x in v):
                 raise ConfigError(f"{name}: expected a list of strings")
         if not 0 < self.clear_ratio <= 1:

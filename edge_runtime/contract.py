@@ -39,6 +39,9 @@ OUTPUT_NAMES = (OUTPUT_SCORE, OUTPUT_CHANNEL_ERROR, OUTPUT_RECONSTRUCTION)
 
 THRESHOLD_METHODS = ("quantile", "pot")
 
+MAX_WINDOW = 100_000  # samples per window; far above any edge model, low enough to bound buffers
+MAX_CHANNELS = 4_096
+
 
 class ContractError(ValueError):
     """The file or document does not satisfy the edgewatch model contract."""
@@ -129,7 +132,7 @@ class ModelMetadata:
                 versions={str(k): str(v) for k, v in dict(doc.get("versions", {})).items()},
                 format_version=int(version),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf), float(10**400)
             raise ContractError(f"metadata is missing or has a malformed field: {exc}") from exc
         meta.validate()
         return meta
@@ -138,8 +141,8 @@ class ModelMetadata:
     def from_json(cls, text: str) -> ModelMetadata:
         try:
             doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ContractError(f"metadata is not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limit, deep nesting
+            raise ContractError(f"metadata is not valid JSON: {str(exc)[:200]}") from exc
         return cls.from_dict(doc)
 
     def validate(self) -> None:
@@ -147,10 +150,12 @@ class ModelMetadata:
         c = len(self.channels)
         if c < 1:
             raise ContractError("channels: at least one channel is required")
+        if c > MAX_CHANNELS:
+            raise ContractError(f"channels: at most {MAX_CHANNELS} channels, got {c}")
         if len(set(self.channels)) != c:
             raise ContractError("channels: names must be unique")
-        if self.window < 2:
-            raise ContractError(f"window: must be >= 2, got {self.window}")
+        if not 2 <= self.window <= MAX_WINDOW:
+            raise ContractError(f"window: must be in 2..{MAX_WINDOW}, got {self.window}")
         if not 1 <= self.hop <= self.window:
             raise ContractError(f"hop: must be in 1..window ({self.window}), got {self.hop}")
         if not (math.isfinite(self.threshold.value) and self.threshold.value > 0):

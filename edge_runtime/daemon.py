@@ -27,7 +27,7 @@ from edge_runtime.model import EdgeModel, FileSignature, ModelError, load_model
 from edge_runtime.mqtt import MqttLink
 from edge_runtime.stats import RateLimitedLog, Stats
 from edge_runtime.topics import TopicRouter, format_topic, sanitize_id
-from edge_runtime.windows import WindowStore
+from edge_runtime.windows import ACCEPTED, DUPLICATE, GAP, OUT_OF_ORDER, WINDOW, WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,23 @@ class Ingest:
             return
         with self.lock:
             try:
-                samples = self.decoder.decode(payload, time.time())
+                samples = self.decoder.decode_fast(payload, time.time())
             except DecodeError as exc:
                 st.drop(exc.reason)
                 self.rl.log(logging.WARNING, exc.reason, "device %s: %s", device, exc.detail)
                 return
-            res = self.store.push(device, samples.ts, samples.values, samples.stamped, time.monotonic())
+            if type(samples) is tuple:  # one plain sample: straight into the device's ring, no arrays
+                ring, code, evicted = self.store.push_row(device, *samples, time.monotonic())
+                if code == ACCEPTED and not evicted:  # the common case: nothing else to count
+                    st.counts["samples"] += 1
+                    return
+                win = ring.last_window() if code & WINDOW else None
+            else:
+                res = self.store.push(device, samples.ts, samples.values, samples.stamped, time.monotonic())
+                code = 0
+        if code:
+            self._counted_row(device, code, evicted, win)
+            return
         st.counts["samples"] += res.accepted
         if res.out_of_order:
             st.drop("out_of_order", res.out_of_order)
@@ -103,19 +114,47 @@ class Ingest:
         if res.gaps:
             st.counts["gaps"] += res.gaps
             self.rl.log(logging.INFO, "gap", "device %s: time gap > %.3g s, window restarted", device, self.store.gap_s)
-        for dev in res.evicted:
-            st.counts["devices_evicted"] += 1
+        self._evicted(res.evicted)
+        if res.windows.shape[0]:
+            self._enqueue(device, res.windows, res.t_start, res.t_end)
+
+
+    def _counted_row(self, device: str, code: int, evicted: list[str],
+                     win: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
+        """The rest of :meth:`handle` for one fast-path sample (``code``: WindowStore.push_row flags)."""
+        st = self.stats
+        if code & OUT_OF_ORDER:
+            st.drop("out_of_order")
+            self.rl.log(logging.WARNING, "out_of_order", "device %s: %d sample(s) older than the latest dropped",
+                        device, 1)
+        elif code & DUPLICATE:
+            st.drop("duplicate")
+            self.rl.log(logging.WARNING, "duplicate", "device %s: %d duplicate timestamp(s) dropped", device, 1)
+        else:
+            st.counts["samples"] += 1
+        if code & GAP:
+            st.counts["gaps"] += 1
+            self.rl.log(logging.INFO, "gap", "device %s: time gap > %.3g s, window restarted", device, self.store.gap_s)
+        self._evicted(evicted)
+        if win is not None:
+            self._enqueue(device, *win)
+
+    def _evicted(self, evicted: list[str]) -> None:
+        for dev in evicted:
+            self.stats.counts["devices_evicted"] += 1
             self.rl.log(logging.WARNING, "device_evicted", "max_devices %d reached: evicted %s", self.cfg.max_devices, dev)
             if self.on_forget is not None:
                 self.on_forget(dev, "evicted")
-        k = res.windows.shape[0]
-        if k:
-            st.counts["windows_queued"] += k
-            dropped = self.queue.put(WindowItem(device, res.windows, res.t_start, res.t_end, time.monotonic()))
-            if dropped:
-                st.drop("queue_full", dropped)
-                self.rl.log(logging.WARNING, "queue_full", "inference queue full: %d window(s) dropped (%s)",
-                            dropped, self.queue.policy)
+
+    def _enqueue(self, device: str, windows: np.ndarray, t_start: np.ndarray, t_end: np.ndarray) -> None:
+        """Hand (k, W, C) windows to the inference queue; count what the bound drops."""
+        st = self.stats
+        st.counts["windows_queued"] += windows.shape[0]
+        dropped = self.queue.put(WindowItem(device, windows, t_start, t_end, time.monotonic()))
+        if dropped:
+            st.drop("queue_full", dropped)
+            self.rl.log(logging.WARNING, "queue_full", "inference queue full: %d window(s) dropped (%s)",
+                        dropped, self.queue.policy)
 
 
 class Daemon:
@@ -254,7 +293,8 @@ class Daemon:
     # -- inference worker ---------------------------------------------------------------
     def _worker(self) -> None:
         cfg = self.cfg
-        wait_s = cfg.max_wait_ms / 1000.0
+        # opportunistic: take whatever is queued (at least one window) at once; fill: wait up to max_wait_ms
+        wait_s = cfg.max_wait_ms / 1000.0 if cfg.batching == "fill" else 0.0
         while True:
             items = self.queue.get_batch(cfg.max_batch, wait_s, timeout=0.25)
             if not items:
@@ -408,6 +448,12 @@ class Daemon:
         except ModelError as exc:
             self.stats.incr("reloads_refused")
             log.error("model reload (%s) refused, keeping %s: %s", why, old.model_id, exc)
+            return False
+        except Exception as exc:  # an unforeseen failure must not kill the housekeeping thread
+            self.stats.incr("reloads_refused")
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            log.error("model reload (%s) refused, keeping %s: unexpected %s: %s", why, old.model_id,
+                      type(exc).__name__, reason)
             return False
         keep = (new.window, new.n_channels) == (old.window, old.n_channels)
         with self.ingest.lock:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PROVIDERS = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+MAX_PROBE_VALUES = 1 << 22  # W * C of one window: 16 MiB of float32, bounds the test run's allocation
 
 
 class ModelError(RuntimeError):
@@ -195,9 +196,12 @@ def load_model(
     if sig.size > max_bytes:
         raise ModelError(f"model file {p} is {sig.size} bytes, more than max_model_bytes {max_bytes}")
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as fh:  # at most max_bytes + 1: a file growing after the stat cannot slip past
+            data = fh.read(max_bytes + 1)
     except OSError as exc:
         raise ModelError(f"cannot read model file {p}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise ModelError(f"model file {p} grew to more than max_model_bytes {max_bytes} while being read")
     sess, got, why = open_session(data, provider, intra_op_threads)
     try:
         meta = metadata_from_props(dict(sess.get_modelmeta().custom_metadata_map))
@@ -205,6 +209,10 @@ def load_model(
         raise ModelError(f"{p}: {exc}") from None
     _check_io(sess, meta)
     model = EdgeModel(sess, meta, p, got, why, sig, hashlib.sha256(data).hexdigest())
+    if meta.window * meta.n_channels > MAX_PROBE_VALUES:
+        raise ModelError(
+            f"{p}: window {meta.window} x {meta.n_channels} channels is more than {MAX_PROBE_VALUES} values per window"
+        )
     probe = np.zeros((2, meta.window, meta.n_channels), dtype=np.float32)
     for i, m in enumerate(meta.normalisation.mean):
         probe[:, :, i] = m
@@ -216,6 +224,8 @@ def load_model(
         raise ModelError(
             f"{p}: outputs have shapes {score.shape} and {ce.shape}, expected (2,) and (2, {meta.n_channels})"
         )
+    if not (np.isfinite(score).all() and np.isfinite(ce).all()):
+        raise ModelError(f"{p}: test run gave non-finite outputs (NaN or inf) for a window at the training mean")
     return model
 
 

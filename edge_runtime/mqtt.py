@@ -134,6 +134,7 @@ class MqttLink:
         self._on_state = on_state
         self._adopt_mid: int | None = None
         self._adopting = False
+        self._state_topics: dict[str, bool] = {}  # topic -> matches state_filter (see _is_state_topic)
         self.status_topic = status_topic
         self._online_doc = online_doc
         self.stats = stats
@@ -218,11 +219,15 @@ class MqttLink:
             self._adopting = True
             self._adopt_mid = client.subscribe(self.state_filter, 1)[1]
         client.publish(self.status_topic, json.dumps(self._online_doc()), qos=1, retain=True)
+        # paho calls its logger twice per message (received PUBLISH, sent PUBACK); the error lines are only
+        # needed to explain a failed connect, so the logger is off while connected (back on at disconnect).
+        client.logger = None
         self.connected.set()
         if self._on_connected is not None:
             self._on_connected()
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        client.logger = self._paho_errors  # type: ignore[assignment]  # explains the next connect's failure
         was = self.connected.is_set()
         self.connected.clear()
         if was and not self._closing:
@@ -252,30 +257,38 @@ class MqttLink:
         self._rl.log(logging.WARNING, "connect_failed", "cannot connect to broker %s:%d: %s; retrying with backoff",
                      self.addr.host, self.addr.port, why)
 
+    def _is_state_topic(self, topic: str) -> bool:
+        """Does ``topic`` match the retained-state filter? Cached per topic (bounded): paho's
+        ``topic_matches_sub`` builds a matcher per call, and a backlog can arrive while adopting."""
+        hit = self._state_topics.get(topic)
+        if hit is None:
+            if len(self._state_topics) >= 100_000:
+                self._state_topics.clear()
+            hit = self._state_topics[topic] = paho.topic_matches_sub(self.state_filter or "", topic)
+        return hit
+
     def _handle_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
         # Acknowledged only once handled (manual ack): a message that arrives while we stop is
         # left unacknowledged, and the broker redelivers it to this client id's next session.
+        # (The dispatch is inlined here: this runs once per message on paho's thread.)
         if self.paused:
             return
         try:
-            self._dispatch(msg)
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                self.stats.incr("messages")
+                self.stats.drop("bad_topic")
+                return
+            if self._adopting and self._is_state_topic(topic):
+                if msg.retain:
+                    self._on_state(topic, msg.payload)
+                return
+            try:
+                self._on_message(topic, msg.payload)
+            except Exception:  # never let one message kill paho's network thread
+                self.stats.drop("internal_error")
+                self._rl.log(logging.ERROR, "internal_error", "error handling a message on %r", topic[:200])
+                log.debug("message handler error", exc_info=True)
         finally:
             client.ack(msg.mid, msg.qos)
-
-    def _dispatch(self, msg: paho.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            self.stats.incr("messages")
-            self.stats.drop("bad_topic")
-            return
-        if self._adopting and paho.topic_matches_sub(self.state_filter, topic):
-            if msg.retain:
-                self._on_state(topic, msg.payload)
-            return
-        try:
-            self._on_message(topic, msg.payload)
-        except Exception:  # never let one message kill paho's network thread
-            self.stats.drop("internal_error")
-            self._rl.log(logging.ERROR, "internal_error", "error handling a message on %r", topic[:200])
-            log.debug("message handler error", exc_info=True)

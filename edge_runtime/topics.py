@@ -69,13 +69,22 @@ class TopicRouter:
 
 
 def sanitize_id(raw: str, max_len: int = 64) -> str:
-    """A device/instance id safe for an MQTT topic level and a log line (see module docstring)."""
+    """A device/instance id safe for an MQTT topic level and a log line (see module docstring).
+
+    The result is never longer than ``max_len`` (>= 1). A changed id is ``<prefix>-<hash>``
+    with an 8-hex-digit hash, shortened only where ``max_len`` < 10 leaves no room for it.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
     clean = _SAFE.sub("_", raw)
     if clean == raw and 0 < len(raw) <= max_len:
         return raw
-    digest = hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    keep = max(1, max_len - 9)
-    return f"{clean[:keep] or '_'}-{digest}"
+    digest = hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    if max_len < 3:  # no room for "x-h": the hash alone
+        return digest[:max_len]
+    n_hex = min(8, max_len - 2)
+    keep = max_len - 1 - n_hex
+    return f"{clean[:keep] or '_'}-{digest[:n_hex]}"
 
 
 def format_topic(template: str, **fields: str) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -11,7 +14,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from edge_runtime.config import Config
-from edge_runtime.mqtt import make_client, parse_broker_url
+from edge_runtime.mqtt import describe_connect_error, make_client, parse_broker_url
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+class WatchError(Exception):
+    """The first connection to the broker failed (refused, unreachable, login or TLS rejected)."""
 
 HEADER = f"{'time (UTC)':<19}  {'device':<20} {'state':<8} {'score':>10} {'thresh':>10} {'seq':>4}  top channels"
 
@@ -36,48 +47,113 @@ def format_row(doc: dict[str, Any]) -> str:
     )
 
 
+class _Connection:
+    """Tracks the watcher's connection: the first connect's outcome, then disconnects and reconnects.
+
+    paho's callbacks run on its network thread; ``notify(line)`` reports later losses and returns.
+    """
+
+    def __init__(self, where: str, filters: list[tuple[str, int]], notify: Callable[[str], None]) -> None:
+        self.where = where
+        self.filters = filters
+        self.notify = notify
+        self.settled = threading.Event()  # set once the first attempt is accepted or has failed
+        self.failure: str | None = None  # why the first attempt failed
+        self.connected = False
+        self.ever_connected = False
+
+    def on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._failed(f"broker {self.where} refused the connection: {reason_code}")
+            return
+        client.subscribe(self.filters)
+        if self.ever_connected:
+            self.notify(f"reconnected to broker {self.where}")
+        self.connected = self.ever_connected = True
+        self.settled.set()
+
+    def on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected:
+            self.connected = False
+            self.notify(f"lost the connection to broker {self.where} ({reason_code}); reconnecting")
+        elif not self.settled.is_set():
+            self._failed(f"broker {self.where} closed the connection before accepting it ({reason_code})")
+
+    def on_connect_fail(self, client, userdata) -> None:
+        # paho calls this from inside its ``except OSError`` on a failed reconnect
+        self._failed(f"cannot connect to broker {self.where}: {describe_connect_error(sys.exc_info()[1])}")
+
+    def _failed(self, why: str) -> None:
+        if not self.settled.is_set():
+            self.failure = why
+            self.settled.set()
+        else:
+            self.notify(f"{why}; retrying")
+
+
 def watch_alerts(
     cfg: Config,
     emit: Callable[[str, dict[str, Any]], None],
     include_state: bool = True,
     count: int = 0,
     timeout: float = 0.0,
+    notify: Callable[[str], None] | None = None,
 ) -> int:
     """Subscribe to ``cfg.alert_topic`` (and the state topic); call ``emit(topic, doc)`` per message.
 
     Returns after ``count`` alert messages (0: forever) or ``timeout`` seconds (0: none); the number seen.
+    Raises :class:`WatchError` when the first connection fails (refused, unreachable, bad login, TLS,
+    no answer within 10 s); later disconnects go to ``notify(line)`` (default: a log warning) and
+    are retried with backoff.
     """
     inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
     client = make_client(cfg, f"edgewatch-alerts-{uuid.uuid4().hex[:8]}", persistent=False)
     filters = [(cfg.alert_topic.replace("{device}", "+"), 1)]
     if include_state:
         filters.append((cfg.state_topic.replace("{device}", "+"), 1))
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(filters) if not rc.is_failure else None
-    client.on_message = lambda c, u, m: inbox.put((m.topic, m.payload))
     addr = parse_broker_url(cfg.broker)
-    client.connect_async(addr.host, addr.port, cfg.keepalive_s)
-    client.loop_start()
-    deadline = time.monotonic() + timeout if timeout else float("inf")
-    seen = 0
+    conn = _Connection(f"{addr.host}:{addr.port}", filters, notify or log.warning)
+    client.on_connect = conn.on_connect
+    client.on_disconnect = conn.on_disconnect
+    client.on_connect_fail = conn.on_connect_fail
+    client.on_message = lambda c, u, m: inbox.put((m.topic, m.payload))
     try:
-        while not count or seen < count:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                topic, payload = inbox.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                continue
-            try:
-                doc = json.loads(payload)
-            except ValueError:
-                continue
-            if not isinstance(doc, dict):
-                continue
-            emit(topic, doc)
-            if "alert_id" in doc:
-                seen += 1
+        client.connect(addr.host, addr.port, cfg.keepalive_s)  # the TCP (and TLS) part, synchronously
+    except OSError as exc:
+        raise WatchError(f"cannot connect to broker {conn.where}: {describe_connect_error(exc)}") from None
+    client.loop_start()
+    try:
+        if not conn.settled.wait(CONNECT_TIMEOUT_S):
+            conn.failure = f"broker {conn.where} did not answer the connection within {CONNECT_TIMEOUT_S:.0f} s"
+        if conn.failure is not None:
+            raise WatchError(conn.failure)
+        return _consume(inbox, emit, count, timeout)
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _consume(
+    inbox: queue.Queue[tuple[str, bytes]], emit: Callable[[str, dict[str, Any]], None], count: int, timeout: float
+) -> int:
+    """Emit JSON-object messages from ``inbox`` until ``count`` alerts or ``timeout`` s; the alerts seen."""
+    deadline = time.monotonic() + timeout if timeout else float("inf")
+    seen = 0
+    while not count or seen < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            topic, payload = inbox.get(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        emit(topic, doc)
+        if "alert_id" in doc:
+            seen += 1
     return seen

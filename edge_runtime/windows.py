@@ -15,10 +15,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 _EMPTY_F = np.zeros(0, dtype=np.float64)
+_NO_EVICTIONS: list[str] = []  # shared, never mutated: what push_row returns when no device was evicted
+
+# Flags returned by RingWindow.push_row / WindowStore.push_row.
+ACCEPTED, WINDOW, GAP, OUT_OF_ORDER, DUPLICATE = 1, 2, 4, 8, 16
 
 
 @dataclass
@@ -102,36 +107,51 @@ class RingWindow:
         return res
 
     def _push_one(self, t: float, row: np.ndarray, stamped: bool) -> PushResult:
-        """The single-sample fast path of :meth:`push` (same results, no temporary arrays)."""
-        W = self.window
+        """The single-sample path of :meth:`push` (same results, no temporary arrays)."""
         res = PushResult(self._no_windows, _EMPTY_F, _EMPTY_F)
+        code = self.push_row(t, row, stamped)
+        if code & OUT_OF_ORDER:
+            res.out_of_order = 1
+        elif code & DUPLICATE:
+            res.duplicate = 1
+        else:
+            res.accepted = 1
+            res.gaps = 1 if code & GAP else 0
+            if code & WINDOW:
+                res.windows, res.t_start, res.t_end = self.last_window()
+        return res
+
+    def push_row(self, t: float, row: Any, stamped: bool) -> int:
+        """Append one sample (``row``: C numbers, a list or a (C,) array) at epoch ``t``; return flags:
+        ``ACCEPTED`` (plus ``GAP`` if the window restarted, ``WINDOW`` if one became due: see
+        :meth:`last_window`), or ``OUT_OF_ORDER`` / ``DUPLICATE`` (dropped)."""
         if stamped and t <= self.last_ts:
-            if t == self.last_ts:
-                res.duplicate = 1
-            else:
-                res.out_of_order = 1
-            return res
+            return DUPLICATE if t == self.last_ts else OUT_OF_ORDER
+        code = ACCEPTED
         if t - self.last_ts > self.gap_s and self.last_ts != -np.inf:
-            res.gaps = 1
+            code |= GAP
             self.reset()
-        if self.fill == self.capacity:
-            keep = W - 1
-            self.buf[:keep] = self.buf[self.fill - keep : self.fill]
-            self.tbuf[:keep] = self.tbuf[self.fill - keep : self.fill]
-            self.fill = keep
         f = self.fill
+        if f == self.capacity:
+            keep = self.window - 1
+            self.buf[:keep] = self.buf[f - keep : f]
+            self.tbuf[:keep] = self.tbuf[f - keep : f]
+            f = keep
         self.buf[f] = row
         self.tbuf[f] = t
-        self.fill = f = f + 1
-        self.last_ts = max(self.last_ts, t)
-        res.accepted = 1
+        self.fill = f + 1
+        if t > self.last_ts:
+            self.last_ts = t
         self.to_next -= 1
         if self.to_next == 0:
             self.to_next = self.hop
-            res.windows = self.buf[f - W : f][None].copy()  # (1, W, C)
-            res.t_start = self.tbuf[f - W : f - W + 1].copy()
-            res.t_end = self.tbuf[f - 1 : f].copy()
-        return res
+            code |= WINDOW
+        return code
+
+    def last_window(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The window ending at the newest sample: ((1, W, C) float32 copy, t_start (1,), t_end (1,))."""
+        f, W = self.fill, self.window
+        return self.buf[f - W : f][None].copy(), self.tbuf[f - W : f - W + 1].copy(), self.tbuf[f - 1 : f].copy()
 
     def _append(self, ts: np.ndarray, values: np.ndarray, out_w: list, out_s: list, out_e: list) -> None:
         W, i, n = self.window, 0, ts.shape[0]
@@ -186,6 +206,21 @@ class WindowStore:
         res = ring.push(ts, values, stamped)
         res.evicted = evicted
         return res
+
+    def push_row(self, device: str, t: float, row: Any, stamped: bool, now: float) -> tuple[RingWindow, int, list[str]]:
+        """One sample for ``device``: (its ring, :meth:`RingWindow.push_row` flags, devices evicted to make room)."""
+        ring = self.devices.get(device)
+        evicted = _NO_EVICTIONS
+        if ring is None:
+            evicted = []
+            while len(self.devices) >= self.max_devices:
+                evicted.append(self.devices.popitem(last=False)[0])
+            ring = RingWindow(self.window, self.hop, self.n_channels, self.gap_s)
+            self.devices[device] = ring
+        else:
+            self.devices.move_to_end(device)
+        ring.last_seen = now
+        return ring, ring.push_row(t, row, stamped), evicted
 
     def expire(self, now: float, idle_s: float) -> list[str]:
         """Remove devices not seen for ``idle_s`` seconds (monotonic); return their ids."""

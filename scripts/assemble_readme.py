@@ -5,6 +5,7 @@ Usage: python3 scripts/assemble_readme.py [--check]   (--check: exit 1 if README
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ it trains a model, starts a private broker and the daemon, streams simulated sen
 anomalies, shows the alerts as they arrive and ends with a detection summary. The second sets everything
 up and runs the tests (ruff, then pytest). Both are idempotent: a second run skips the installation.
 The project's own set-up pins PyTorch to the local CPU wheel through `constraints.txt`; the package
-itself leaves torch open (`pip install '.[train]'` with the torch build you need).
+itself leaves torch open (`pip install '.[train,cpu]'` with the torch build you need).
 """
 
 
@@ -36,9 +37,12 @@ def assemble() -> str:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description="Assemble README.md from docs/readme/*.md.")
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 if README.md is stale")
+    args = parser.parse_args()
     text = assemble()
     readme = ROOT / "README.md"
-    if "--check" in sys.argv[1:]:
+    if args.check:
         if readme.read_text() != text:
             print("README.md is stale: run python3 scripts/assemble_readme.py", file=sys.stderr)
             return 1

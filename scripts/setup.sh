@@ -25,12 +25,17 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 
+extras="train,cpu,dev,metrics"
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  extras="$extras,broker"   # the demo's embedded fallback broker (amqtt)
+fi
+
 stamp=.venv/.edgewatch-installed
-want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml constraints.txt; echo "$extras") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing edgewatch[train,cpu,dev,metrics] into .venv (torch pinned by constraints.txt)"
+  echo "[setup] installing edgewatch[$extras] into .venv (torch pinned by constraints.txt)"
   # (grep drops pip's noise about this machine's optional local index folders)
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[train,cpu,dev,metrics]" \
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
 else

@@ -1,4 +1,4 @@
-"""`edgewatch demo` end to end (real trainer, real Mosquitto, real daemon subprocess), and its pure parts."""
+"""`edgewatch-train demo` end to end (real trainer, real Mosquitto, real daemon subprocess), and its pure parts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -15,7 +16,7 @@ from trainer.demo import DemoError, _Steps, match_alerts
 
 
 def test_short_demo_runs_end_to_end(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "edge_runtime.cli", "demo", "--devices", "2", "--duration", "24", "--speed", "4",
+    cmd = [sys.executable, "-m", "trainer.cli", "demo", "--devices", "2", "--duration", "24", "--speed", "4",
            "--anomalies", "1", "--out-dir", str(tmp_path / "runs")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -48,7 +49,7 @@ def test_short_demo_runs_end_to_end(tmp_path: Path) -> None:
 
 def test_failed_step_is_named_and_exits_non_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import trainer.api
-    from edge_runtime.demo_cli import demo_command
+    from trainer.demo_cli import demo_command
 
     def boom(*a, **k):
         raise ValueError("series 0: contains non-finite values")
@@ -88,8 +89,17 @@ def test_match_alerts_delay_misses_and_false_alarms() -> None:
     assert [a["alert_id"] for a in false_alarms] == ["late"]
 
 
-def test_demo_command_does_not_import_trainer() -> None:
-    code = ("import sys, edge_runtime.cli as c, edge_runtime.demo_cli, edge_runtime.simulate, edge_runtime.replay, "
+def test_demo_is_a_trainer_command_not_an_edge_one() -> None:
+    from edge_runtime.cli import main as edge_main
+    from trainer.cli import main as train_main
+
+    assert "demo" in train_main.list_commands(click.Context(train_main))
+    assert "demo" not in edge_main.list_commands(click.Context(edge_main))
+    assert not (Path(__file__).resolve().parents[1] / "edge_runtime" / "demo_cli.py").exists()
+
+
+def test_edge_cli_help_does_not_import_trainer() -> None:
+    code = ("import sys, edge_runtime.cli as c, edge_runtime.simulate, edge_runtime.replay, "
             "edge_runtime.homeassistant, edge_runtime.metrics_http; "
             "from click.testing import CliRunner; r = CliRunner().invoke(c.main, ['--help']); assert r.exit_code == 0; "
             "bad = [m for m in ('torch', 'onnx', 'onnxscript', 'trainer') if m in sys.modules]; assert not bad, bad")
@@ -97,18 +107,22 @@ def test_demo_command_does_not_import_trainer() -> None:
 
 
 def test_readme_demo_section_commands_parse() -> None:
-    """Every `edgewatch ...` command in docs/readme/10-demo.md parses with the real CLI (options exist)."""
+    """Every `edgewatch ...` / `edgewatch-train ...` command in docs/readme/10-demo.md parses with the real CLI."""
     import shlex
 
-    from edge_runtime.cli import main
+    from edge_runtime.cli import main as edge_main
+    from trainer.cli import main as train_main
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "readme" / "10-demo.md").read_text()
+    assert not re.search(r"edgewatch demo", text)  # the demo is `edgewatch-train demo`
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     lines = [ln.split("#")[0].strip() for b in blocks for ln in b.splitlines()]
-    cmds = [shlex.split(ln) for ln in lines if ln.startswith("edgewatch ")]
+    cmds = [shlex.split(ln) for ln in lines if ln.startswith(("edgewatch ", "edgewatch-train "))]
     assert len(cmds) >= 7
+    assert ["edgewatch-train", "demo", "--keep-running"] in cmds
     for argv in cmds:
-        ctx = main.make_context("edgewatch", argv[1:], resilient_parsing=False)
+        main = train_main if argv[0] == "edgewatch-train" else edge_main
+        ctx = main.make_context(argv[0], argv[1:], resilient_parsing=False)
         sub = main.get_command(ctx, argv[1])
         assert sub is not None, argv
         sub.make_context(argv[1], argv[2:])  # raises click.UsageError on an unknown option or bad value

@@ -4,7 +4,7 @@ The README cannot drift from the code: a renamed command or option, or a
 bad choice value, fails here. Commands that need files which only exist on
 a user's machine (their CSVs, /etc/edgewatch/...) are checked for command and
 option names only. The quick-start scripts themselves run in CI (.ci/run runs
-the second) and in tests/test_demo.py (the first one's `edgewatch demo`).
+the second) and in tests/test_demo.py (the first one's `edgewatch-train demo`).
 """
 
 from __future__ import annotations

@@ -454,3 +454,94 @@ def plot_file(result: FileResult, path: Path, title: str = "") -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- selection (pure)
+
+#: Count-table layout used by the selection helpers: the last axis is (TP, FP, FN, TN).
+COUNT_FIELDS = ("tp", "fp", "fn", "tn")
+
+
+def rates_of(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(f1, far, mar)`` of count arrays (..., 4) ordered TP, FP, FN, TN; each of shape (...)."""
+    c = np.asarray(counts, dtype=np.float64)
+    tp, fp, fn, tn = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tp / (tp + (fp + fn) / 2), fp / (fp + tn), fn / (fn + tp)
+
+
+def selection_objective(counts: np.ndarray, far_budget: float = 0.08, penalty: float = 2.0) -> np.ndarray:
+    """``F1 - penalty * max(0, FAR - far_budget)`` of pooled count arrays (..., 4); shape (...)."""
+    f1, far, _ = rates_of(counts)
+    return f1 - penalty * np.maximum(0.0, far - far_budget)
+
+
+def choose_config(
+    counts: np.ndarray, files: np.ndarray, far_budget: float = 0.08, penalty: float = 2.0
+) -> int:
+    """Index of the configuration with the best objective on ``files``.
+
+    ``counts`` (J, F, 4): per configuration and file (already pooled over seeds if wanted);
+    ``files``: indices into F. Counts are summed over ``files`` before the objective (pooled, not
+    averaged). Ties go to the lowest index, so the order of the grid decides them.
+    """
+    pooled = np.asarray(counts)[:, np.asarray(files)].sum(axis=1)
+    return int(np.argmax(selection_objective(pooled, far_budget, penalty)))
+
+
+@dataclass
+class SelectionResult:
+    """Outcome of :func:`repeated_two_fold`.
+
+    ``oof`` (R, S, 4): out-of-fold counts per split and seed (both halves pooled);
+    ``choices`` (R, 2): the configuration chosen in each fold; ``halves``: the two file halves per split.
+    """
+
+    oof: np.ndarray
+    choices: np.ndarray
+    halves: list[tuple[np.ndarray, np.ndarray]]
+
+    def rates(self) -> dict[str, dict[str, float]]:
+        """Mean, std, 5 % and 95 % quantile of F1, FAR, MAR over all (split, seed) pairs."""
+        out = {}
+        for name, v in zip(("f1", "far", "mar"), rates_of(self.oof), strict=True):
+            flat = v.ravel()
+            out[name] = {
+                "mean": float(np.mean(flat)),
+                "std": float(np.std(flat)),
+                "q05": float(np.quantile(flat, 0.05)),
+                "q95": float(np.quantile(flat, 0.95)),
+            }
+        return out
+
+
+def repeated_two_fold(
+    counts: np.ndarray, n_splits: int = 50, seed: int = 0, far_budget: float = 0.08, penalty: float = 2.0
+) -> SelectionResult:
+    """Repeated two-fold leave-half-the-files-out selection on a count table.
+
+    ``counts`` (S, J, F, 4): per training seed, configuration and file. For each of ``n_splits``
+    random splits of the F files into halves A (F // 2 files) and B: choose on A with counts pooled
+    over seeds (:func:`choose_config`), score B with that choice per seed; then swap. Labels of a file
+    are used only when it is in the choosing half.
+    """
+    c = np.asarray(counts)
+    if c.ndim != 4 or c.shape[-1] != 4:
+        raise ValueError(f"counts must have shape (seeds, configs, files, 4), got {c.shape}")
+    n_seeds, _, n_files, _ = c.shape
+    if n_files < 2:
+        raise ValueError("need at least 2 files to split")
+    pooled = c.sum(axis=0)
+    rng = np.random.default_rng(seed)
+    oof = np.zeros((n_splits, n_seeds, 4), dtype=np.int64)
+    choices = np.zeros((n_splits, 2), dtype=np.int64)
+    halves = []
+    for r in range(n_splits):
+        perm = rng.permutation(n_files)
+        a, b = np.sort(perm[: n_files // 2]), np.sort(perm[n_files // 2 :])
+        halves.append((a, b))
+        for k, (choose_on, score_on) in enumerate(((a, b), (b, a))):
+            j = choose_config(pooled, choose_on, far_budget, penalty)
+            choices[r, k] = j
+            oof[r] += c[:, j, score_on].sum(axis=1)
+    return SelectionResult(oof, choices, halves)

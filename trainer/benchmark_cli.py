@@ -63,6 +63,13 @@ def benchmark() -> None:
     help="Rows at the start of each file taken as normal for fitting.",
 )
 @click.option(
+    "--val-fraction",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=_DEFAULTS.val_fraction,
+    show_default=True,
+    help="Last fraction of the training rows held out for early stopping and threshold calibration.",
+)
+@click.option(
     "--threshold-method",
     type=click.Choice(["quantile", "pot"]),
     default=_DEFAULTS.threshold_method,
@@ -122,6 +129,7 @@ def skab(
     epochs: int,
     seed: int,
     train_rows: int,
+    val_fraction: float,
     threshold_method: str,
     threshold_q: float,
     pot_level: float,
@@ -145,6 +153,7 @@ def skab(
         train_rows=train_rows,
         epochs=epochs,
         seed=seed,
+        val_fraction=val_fraction,
         denoise=denoise,
         threshold_method=threshold_method,
         threshold_q=threshold_q,

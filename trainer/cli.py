@@ -1,4 +1,4 @@
-"""``edgewatch-train``: fit, export, inspect, evaluate, demo-data. Thin: parse, call, print.
+"""``edgewatch-train``: fit, export, inspect, evaluate, demo-data, demo, benchmark. Thin: parse, call, print.
 
 Every error a user can cause prints one line ``error: ...`` on stderr and exits with 2.
 """
@@ -52,18 +52,20 @@ def _csv_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+_LABEL_HELP = {
+    "fit": "Column with 0/1 anomaly labels; kept out of the features (labelled windows are not trained on). "
+    "A name other than the default must exist in at least one file.",
+    "evaluate": "Column with the 0/1 ground-truth labels the scores are measured against; kept out of the "
+    "features. A name other than the default must exist in at least one file.",
+}
+
 _data_options = [
-    click.option(
-        "--label-column",
-        default="anomaly",
-        show_default=True,
-        help="Column with 0/1 anomaly labels; kept out of the features (labelled windows are not trained on).",
-    ),
     click.option(
         "--exclude",
         multiple=True,
         metavar="NAME",
-        help="Column to keep out of the features (repeatable), e.g. --exclude changepoint.",
+        help="Column to keep out of the features (repeatable; it must exist in at least one file). "
+        "anomaly, changepoint, label and labels never are features unless named in --channels.",
     ),
     click.option(
         "--channels", metavar="A,B,...", help="Use only these columns, in this order (comma-separated)."
@@ -76,10 +78,17 @@ _data_options = [
 ]
 
 
-def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed(_data_options):
-        fn = opt(fn)
-    return fn
+def data_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The data-loading options shared by ``command`` (``fit`` or ``evaluate``), with its own label help."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed(_data_options):
+            fn = opt(fn)
+        return click.option(
+            "--label-column", default="anomaly", show_default=True, help=_LABEL_HELP[command]
+        )(fn)
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -167,7 +176,7 @@ def main(verbose: bool) -> None:
 )
 @click.option("--fp16", is_flag=True, help="Also write <out>.fp16.onnx and report its score drift.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@data_options
+@data_options("fit")
 @_user_errors
 def fit(
     data: tuple[Path, ...],
@@ -281,10 +290,11 @@ def fit(
 def export(checkpoint: Path, out: Path, quantize: str | None, fp16: bool, exporter: str) -> None:
     """Re-export a checkpoint kept by `fit --checkpoint` (same threshold and normalisation)."""
     from trainer.export import export_model
-    from trainer.pipeline import load_checkpoint
+    from trainer.pipeline import load_checkpoint, quiet_quantisation_hints
 
     model, meta, holdout = load_checkpoint(checkpoint)
-    rep = export_model(model, meta, out, holdout, quantize=quantize, fp16=fp16, exporter=exporter)
+    with quiet_quantisation_hints():
+        rep = export_model(model, meta, out, holdout, quantize=quantize, fp16=fp16, exporter=exporter)
     click.echo(
         f"wrote {out} ({rep.size_bytes} bytes, model_id {rep.meta.model_id}); parity max diff "
         + ", ".join(f"{k} {v:.2g}" for k, v in rep.parity_max_diff.items())
@@ -347,7 +357,7 @@ def inspect(model: Path) -> None:
     help="PNG plot to write.",
 )
 @click.option("--no-plot", is_flag=True, help="Skip the plot.")
-@data_options
+@data_options("evaluate")
 @_user_errors
 def evaluate(
     model_path: Path,
@@ -414,8 +424,10 @@ def demo_data(out: Path, steps: int, n_channels: int, seed: int, anomalies: int)
 
 
 from trainer.benchmark_cli import benchmark  # noqa: E402  (kept last: the group is defined above)
+from trainer.demo_cli import demo_command  # noqa: E402
 
 main.add_command(benchmark)
+main.add_command(demo_command)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import csv
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +24,10 @@ DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz")
 TIMESTAMP_NAMES = ("timestamp", "time", "datetime", "date", "ts", "date_time", "time_stamp")
 FILL_METHODS = ("ffill", "interpolate", "zero")
 _MISSING = {"", "nan", "na", "n/a", "null", "none", "-"}
+DEFAULT_LABEL_COLUMN = "anomaly"
+# Label-ish columns never used as features unless asked for with --channels (as edge_runtime/replay.py):
+# SKAB's `changepoint` beside its `anomaly` labels, and the usual names of label columns.
+LABEL_LIKE_COLUMNS = ("anomaly", "changepoint", "label", "labels")
 
 
 class DataError(ValueError):
@@ -35,7 +39,8 @@ class Series:
     """One input file as arrays.
 
     ``values``: (T, C) float32 raw units; ``labels``: (T,) int8 or None;
-    ``sample_period_s``: median timestamp step when a timestamp column was found.
+    ``sample_period_s``: median timestamp step when a timestamp column was found;
+    ``columns``: every column (CSV header) or array name (npz) the file had.
     """
 
     name: str
@@ -43,6 +48,7 @@ class Series:
     channels: list[str]
     labels: np.ndarray | None = None
     sample_period_s: float | None = None
+    columns: list[str] = field(default_factory=list)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -121,7 +127,12 @@ def read_csv(
     channels: Sequence[str] | None = None,
     fill: str | None = None,
 ) -> Series:
-    """Read a CSV with a header row (delimiter ``,`` ``;`` or tab, optional UTF-8 BOM)."""
+    """Read a CSV with a header row (delimiter ``,`` ``;`` or tab, optional UTF-8 BOM).
+
+    The features are the columns other than the timestamp, ``label_column``, the ``exclude`` columns
+    this file has (absent ones are ignored: :func:`load_paths` checks them across files) and the
+    label-ish :data:`LABEL_LIKE_COLUMNS`; ``channels`` picks and orders them explicitly instead.
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -156,12 +167,10 @@ def read_csv(
 
     lab_col = header.index(label_column) if label_column and label_column in header else None
     excluded = set(exclude)
-    unknown = [e for e in excluded if e not in header]
-    if unknown:
-        raise DataError(
-            f"{path}: --exclude names unknown column(s) {', '.join(unknown)}; columns: {', '.join(header)}"
-        )
-    feature_idx = [i for i, h in enumerate(header) if i not in (ts_col, lab_col) and h not in excluded]
+    feature_idx = [
+        i for i, h in enumerate(header)
+        if i not in (ts_col, lab_col) and h not in excluded and h.lower() not in LABEL_LIKE_COLUMNS
+    ]
     if channels:
         missing = [c for c in channels if c not in header]
         if missing:
@@ -228,6 +237,7 @@ def read_csv(
         channels=[header[i] for i in feature_idx],
         labels=labels,
         sample_period_s=period,
+        columns=header,
     )
 
 
@@ -256,6 +266,7 @@ def read_numpy(
         raise DataError(f"{path}: cannot read as numpy: {exc}") from None
     labels = None
     names: list[str] | None = None
+    keys: list[str] = []
     if isinstance(loaded, np.ndarray):
         values = _from_array(path, loaded, "array")
     else:
@@ -287,7 +298,7 @@ def read_numpy(
             )
         idx = [names.index(c) for c in channels]
         values, names = values[:, idx], list(channels)
-    return Series(name=str(path), values=values, channels=names, labels=labels)
+    return Series(name=str(path), values=values, channels=names, labels=labels, columns=[*keys, *names])
 
 
 def load_paths(
@@ -297,11 +308,16 @@ def load_paths(
     channels: Sequence[str] | None = None,
     fill: str | None = None,
 ) -> list[Series]:
-    """Load files/folders; all files must end up with the same channels in the same order."""
+    """Load files/folders; all files must end up with the same channels in the same order.
+
+    A column named by ``exclude``, or a ``label_column`` other than the default, must exist in at
+    least one file (a typo would otherwise silently turn the real label column into a feature).
+    """
     if fill is not None and fill not in FILL_METHODS:
         raise DataError(f"--fill must be one of {', '.join(FILL_METHODS)}, got {fill!r}")
+    files = expand_paths(paths)
     out: list[Series] = []
-    for p in expand_paths(paths):
+    for p in files:
         if p.suffix.lower() in (".npy", ".npz"):
             s = read_numpy(p, label_column, channels)
         else:
@@ -311,6 +327,18 @@ def load_paths(
                 f"{p}: channels [{', '.join(s.channels)}] differ from {out[0].name} [{', '.join(out[0].channels)}]"
             )
         out.append(s)
+    seen = {c for s in out for c in s.columns}
+    where = files[0] if len(files) == 1 else f"{len(files)} files"
+    if label_column and label_column != DEFAULT_LABEL_COLUMN and label_column not in seen:
+        raise DataError(
+            f"--label-column {label_column!r}: no such column in {where}; columns: {', '.join(out[0].columns)}"
+        )
+    unknown = [e for e in dict.fromkeys(exclude) if e not in seen]
+    if unknown:
+        raise DataError(
+            f"--exclude names unknown column(s) {', '.join(unknown)} (in none of {where}); "
+            f"columns: {', '.join(out[0].columns)}"
+        )
     return out
 
 

@@ -1,4 +1,4 @@
-"""``edgewatch demo``: the whole job end to end on this machine, in about a minute.
+"""``edgewatch-train demo``: the whole job end to end on this machine, in about a minute.
 
 Steps (each prints a line; a failure names its step and exits non-zero):
 
@@ -13,8 +13,8 @@ Steps (each prints a line; a failure names its step and exits non-zero):
    (``summary.json``, ``summary.txt``): per anomaly detected or not and the delay; false alarms;
    what the daemon processed (its final stats).
 
-Lives in the trainer package (it trains); ``edgewatch demo`` imports it lazily so the edge
-runtime never imports trainer.
+Lives in the trainer package (it trains) and runs as ``edgewatch-train demo``: the edge runtime
+never imports trainer.
 """
 
 from __future__ import annotations
@@ -360,7 +360,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
         run_dir.mkdir(parents=True)
     except OSError as exc:
         raise DemoError("creating the run folder", f"{run_dir}: {exc.strerror or exc}") from None
-    echo(f"edgewatch demo: artefacts in {run_dir}")
+    echo(f"edgewatch-train demo: artefacts in {run_dir}")
     res = DemoResult(run_dir)
     names = channel_names(opts.channels)
     model = run_dir / "model.onnx"

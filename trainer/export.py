@@ -50,7 +50,7 @@ from edge_runtime.contract import (
 log = logging.getLogger(__name__)
 
 OPSET = 18
-PARITY_ATOL = 1e-4  # normalised units: 1e-4 std is far below any threshold; float32 conv sums differ ~1e-5..1e-4
+PARITY_ATOL = 1e-3  # normalised units: a 1e-3 std difference moves the score by ~1e-6; float32 conv sums differ up to ~1e-4
 PARITY_RTOL = 1e-3
 
 

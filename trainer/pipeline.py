@@ -5,7 +5,9 @@ Used by the CLI (``edgewatch-train fit``) and the Python API (:mod:`trainer.api`
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,32 @@ from trainer.data import (
 )
 from trainer.export import ExportReport, export_model
 from trainer.model import AEConfig, ConvAutoencoder
-from trainer.threshold import calibrate
+from trainer.threshold import calibrate, check_calibration
 from trainer.train import TrainConfig, TrainResult, evaluate_loss, fit
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
+
+
+class _DropQuantisationHint(logging.Filter):
+    """Drops onnxruntime's "Please consider to run pre-processing before quantization" (root logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "consider to run pre-processing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_quantisation_hints() -> Iterator[None]:
+    """While quantising: silence onnxruntime's pre-processing hint, which it logs on the root logger
+    (``WARNING root: ...``) for every model; the hint does not apply to these small conv graphs."""
+    hint = _DropQuantisationHint()
+    root = logging.getLogger()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
 
 
 @dataclass
@@ -112,6 +134,10 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
             f"only {len(val_raw)} validation windows of {w}: the last {opts.val_fraction:.0%} of each file is too "
             "short; use more data, a larger --val-fraction or a smaller --window"
         )
+    # Before training: a calibration these few validation windows cannot support fails (or warns) now.
+    warning = check_calibration(len(val_raw), opts.threshold_method, opts.threshold_params)
+    if warning:
+        log.warning("%s", warning)
     train_arrays = [
         s.values if s.labels is None else s.values[s.labels == 0] for s in train_s if len(s.values)
     ]
@@ -153,7 +179,8 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     )
     if opts.checkpoint is not None:
         save_checkpoint(opts.checkpoint, result.model, meta, val_raw)
-    report = export_model(result.model, meta, out, val_raw, quantize=opts.quantize, fp16=opts.fp16)
+    with quiet_quantisation_hints():
+        report = export_model(result.model, meta, out, val_raw, quantize=opts.quantize, fp16=opts.fp16)
     return FitResult(meta=report.meta, training=result, export=report)
 
 
@@ -186,10 +213,17 @@ def load_checkpoint(path: Path) -> tuple[ConvAutoencoder, ModelMetadata, np.ndar
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a file that is not ours
-        raise DataError(
-            f"{path}: not a readable edgewatch checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
+        # The type only: torch's messages (weights_only's above all) run to a dozen lines.
+        raise DataError(f"{path}: not a readable edgewatch checkpoint ({type(exc).__name__})") from None
     return model.eval(), meta, holdout
 
 
-__all__ = ["FitOptions", "FitResult", "evaluate_loss", "load_checkpoint", "run_fit", "save_checkpoint"]
+__all__ = [
+    "FitOptions",
+    "FitResult",
+    "evaluate_loss",
+    "load_checkpoint",
+    "quiet_quantisation_hints",
+    "run_fit",
+    "save_checkpoint",
+]

@@ -17,6 +17,8 @@ import numpy as np
 
 from edge_runtime.contract import THRESHOLD_METHODS, Threshold
 
+POT_MIN_PEAKS = 10
+
 
 class ThresholdError(ValueError):
     """Calibration impossible with these scores or parameters."""
@@ -43,6 +45,48 @@ def quantile_threshold(scores: np.ndarray, q: float = 0.999) -> float:
     if not 0.0 < q < 1.0:
         raise ThresholdError(f"quantile q must be in (0, 1), got {q}")
     return float(np.quantile(np.asarray(scores, dtype=np.float64), q))
+
+
+def quantile_min_windows(q: float) -> int:
+    """Validation windows needed before the ``q`` quantile is more than the largest score: ``1 / (1 - q)``."""
+    return math.ceil(1.0 / (1.0 - q) - 1e-9)
+
+
+def pot_max_peaks(n: int, level: float) -> int:
+    """The most scores of ``n`` that can lie strictly above their ``level`` quantile (no ties)."""
+    return max(0, n - 1 - math.floor(level * (n - 1) + 1e-9))
+
+
+def check_calibration(n_val: int, method: str, params: dict[str, Any]) -> str | None:
+    """Check before training that ``n_val`` validation windows can calibrate ``method``.
+
+    Raises :class:`ThresholdError` where they cannot (``pot`` with fewer than 10 possible peaks);
+    returns a warning (one line) where they can only poorly (``quantile`` with fewer windows than
+    ``1 / (1 - q)``, where the quantile is just the largest score), else None.
+    """
+    if method == "pot":
+        level = float(params.get("level", 0.98))
+        if not 0.0 < level < 1.0:
+            raise ThresholdError(f"POT level must be in (0, 1), got {level}")
+        peaks = pot_max_peaks(n_val, level)
+        if peaks < POT_MIN_PEAKS:
+            raise ThresholdError(
+                f"POT needs at least {POT_MIN_PEAKS} validation scores above its level {level} quantile; "
+                f"{n_val} validation windows give at most {peaks}: use more validation data, a lower --level, "
+                "or --threshold quantile"
+            )
+    elif method == "quantile":
+        q = float(params.get("q", 0.999))
+        if not 0.0 < q < 1.0:
+            raise ThresholdError(f"quantile q must be in (0, 1), got {q}")
+        needed = quantile_min_windows(q)
+        if n_val < needed:
+            return (
+                f"only {n_val} validation windows: the q={q} quantile is then just the largest validation score; "
+                f"{needed} windows are needed for it to mean more (use more data, a larger --val-fraction, "
+                "a smaller --hop or a lower --q)"
+            )
+    return None
 
 
 def _gpd_loglik(y: np.ndarray, gamma: float, sigma: float) -> float:
@@ -119,9 +163,9 @@ def pot_threshold(
     s = np.asarray(scores, dtype=np.float64)
     t = float(np.quantile(s, level))
     peaks = s[s > t] - t
-    if peaks.size < 10:
+    if peaks.size < POT_MIN_PEAKS:
         raise ThresholdError(
-            f"POT needs at least 10 validation scores above its level {level} quantile, got {peaks.size} "
+            f"POT needs at least {POT_MIN_PEAKS} validation scores above its level {level} quantile, got {peaks.size} "
             f"of {s.size}: use more validation data, a lower level, or the quantile method"
         )
     gamma, sigma = fit_gpd(peaks)

@@ -111,18 +111,24 @@ def ingest(model: str, devices: int, single_samples: int, batch_samples: int, ba
 
 @command.command()
 @model_opt
-@click.option("--rate", type=click.FloatRange(0), default=0.0, help="Sustainable msg/s (0: measure it first).")
+@click.option("--rate", type=click.FloatRange(0), default=0.0,
+              help="Sustainable msg/s (0: search for it live, under the same conditions as the latency runs).")
+@click.option("--hint", type=click.FloatRange(0), default=0.0,
+              help="Upper guide for that search, e.g. the ingest drain rate (0: 20,000 msg/s).")
+@click.option("--batching", type=click.Choice(["opportunistic", "fill"]), default="opportunistic", show_default=True,
+              help="The daemon's inference.batching for these runs.")
 @click.option("--devices", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--seconds", type=click.FloatRange(0.5), default=10.0, show_default=True, help="Seconds per run.")
 @repeats_opt
 @json_opt
-def latency(model: str, rate: float, devices: int, seconds: float, repeats: int, json_out: str | None) -> None:
+def latency(model: str, rate: float, hint: float, batching: str, devices: int, seconds: float, repeats: int,
+            json_out: str | None) -> None:
     """Publish -> result latency p50/p99/p99.9 at 50 % and 90 % of the sustainable rate."""
     from edge_runtime.bench.ingest import bench_latency
     from edge_runtime.bench.report import latency_md
 
     _check_model(model)
-    r = _guard(bench_latency, model, rate or None, (0.5, 0.9), devices, seconds, repeats)
+    r = _guard(bench_latency, model, rate or None, (0.5, 0.9), devices, seconds, repeats, hint, batching=batching)
     _emit(r, latency_md(r), json_out)
 
 
@@ -200,7 +206,8 @@ def all_(model: str, out: str, quick: bool, minutes: float, json_out: str | None
     stage("inference", bench_inference, model, repeats=5, seconds=0.25 if quick else 0.4)
     stage("ingest", bench_ingest, model, 100, 400 if quick else 600, 3000 if quick else 5000, 100, 3)
     rate = (res["ingest"].get("single") or {}).get("daemon_msg_rate", {}).get("median")
-    stage("latency", bench_latency, model, rate, (0.5, 0.9), 100, 6.0 if quick else 10.0, 3)
+    stage("latency", bench_latency, model, None, (0.5, 0.9), 100, 6.0 if quick else 10.0, 3, rate or 0.0)
+    rate = res["latency"].get("sustainable_rate") or rate  # the live sustainable rate, as the latency runs use
     stage("footprint", bench_footprint, model, rate, 1000, minutes, 10.0, 3)
     stage("scaling", bench_scaling, model, (1, 10, 100, 1000, 10_000), (32, 64, 128, 256), (1, 4, 16, 64),
           2 if quick else 3, min_messages=20_000)

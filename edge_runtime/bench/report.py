@@ -64,16 +64,28 @@ def ingest_md(r: dict[str, Any]) -> str:
 def latency_md(r: dict[str, Any]) -> str:
     lines = [f"Publish of the sample that completes a window -> receipt of its result by a subscriber; {r['devices']} devices "
              f"(every tenth with injected anomalies), {r['seconds']} s per run, median of {r['repeats']} runs (± half the range). "
-             f"Sustainable rate {r['sustainable_rate']:,.0f} msg/s ({r['sustainable_rate_source']}); default "
-             f"max_wait_ms {r['max_wait_ms']}.", "",
-             "| load | published msg/s | per-window score p50 ms | p99 ms | p99.9 ms | alert p50 ms | alert p99 ms | windows lost | broker dropped |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Sustainable rate {r['sustainable_rate']:,.0f} msg/s ({r['sustainable_rate_source']}"
+             + (f"; for comparison the ingest benchmark's backlog drain rate, with no publisher running, was "
+                f"{r['drain_rate']:,.0f} msg/s" if r.get("drain_rate") else "") + "); "
+             f"default batching ({r.get('batching', 'fill')}; max_wait_ms {r['max_wait_ms']} applies to batching = fill).",
+             ""]
+    if r.get("search"):
+        lines.append("Search runs: " + "; ".join(
+            f"{t['target_rate']:,.0f} msg/s -> {'keeps up' if t['keeps_up'] else 'does not keep up'} (published "
+            f"{t['achieved_publish_rate']:,.0f}, p99 {t['score_p99_ms'] if t['score_p99_ms'] is not None else '-'} ms, "
+            f"lost {t['windows_lost']}, broker dropped {t['broker_dropped']})" for t in r["search"]) + ".")
+        if not any(t["keeps_up"] for t in r["search"]):
+            lines.append("No searched rate kept up: the lowest bound is used, and the loads below are not at a verified rate.")
+        lines.append("")
+    lines += ["| load | published msg/s | per-window score p50 ms | p99 ms | p99.9 ms | alert p50 ms | alert p99 ms | mean batch | windows lost | broker dropped |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k, v in r.items():
         if not k.startswith("load_"):
             continue
         lines.append(f"| {k[5:]} % | {fmt(v['achieved_publish_rate'])} | {fmt(v['score_ms_p50'], digits=1)} | "
                      f"{fmt(v['score_ms_p99'], digits=1)} | {fmt(v['score_ms_p99.9'], digits=1)} | "
-                     f"{fmt(v['alert_ms_p50'], digits=1)} | {fmt(v['alert_ms_p99'], digits=1)} | {v['windows_lost']} | "
+                     f"{fmt(v['alert_ms_p50'], digits=1)} | {fmt(v['alert_ms_p99'], digits=1)} | "
+                     f"{fmt(v['batch_size_mean'], digits=1) if v.get('batch_size_mean') else '-'} | {v['windows_lost']} | "
                      f"{v['broker_dropped']} |")
     half = r.get("load_50")
     ok = half and half["score_ms_p99"]["median"] is not None and half["score_ms_p99"]["median"] <= 20.0

@@ -66,3 +66,14 @@ def test_stack_into_preallocated_buffer() -> None:
     out = stack([item("a", 2), item("b", 3, 5)], buf)
     assert out.base is buf or out is buf[:5] or np.shares_memory(out, buf)
     assert out[:, 0, 0].tolist() == [0, 1, 5, 6, 7]
+
+
+def test_opportunistic_get_batch_takes_what_is_queued_at_once() -> None:
+    """max_wait_s = 0 (batching = opportunistic): one queued window is a batch; a backlog forms bigger ones."""
+    q = WindowQueue(100)
+    q.put(item("a", 1))
+    assert sum(i.n for i in q.get_batch(64, 0.0, timeout=1.0)) == 1
+    for k in range(5):
+        q.put(item("b", 2, 10 * k))
+    assert sum(i.n for i in q.get_batch(4, 0.0, timeout=1.0)) == 4
+    assert sum(i.n for i in q.get_batch(64, 0.0, timeout=1.0)) == 6

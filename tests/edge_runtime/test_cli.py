@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -11,12 +14,23 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.cli import LAZY_COMMANDS, main
 from edge_runtime.watch import HEADER, format_row
+from tests.broker import free_port
 from tests.edge_runtime.onnx_models import write_foreign_model, write_model
 
 ALERT = {"schema_version": 1, "alert_id": "a1", "raised_alert_id": "a1", "device": "pump-1", "state": "raised",
          "seq": 1, "score": 1.2345, "threshold": 0.5, "clear_level": 0.4, "window_start": 1.7e9,
          "window_end": 1.7e9 + 15, "top_channels": [{"name": "Pressure", "share": 0.8}], "model_id": "m",
          "instance": "gw", "time": 1.7e9 + 16}
+
+
+def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``cond`` every 50 ms until it holds or ``timeout`` seconds pass."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
 
 
 def test_check_model_reports_provider_metadata_latency(tmp_path: Path) -> None:
@@ -76,3 +90,67 @@ def test_alerts_command_prints_json_lines_when_piped(mosquitto) -> None:
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output.strip().splitlines()[0])
     assert doc["topic"] == "alerts/pump-1" and doc["alert_id"] == "a1"
+
+
+def _publish_alert(port: int, doc: dict = ALERT) -> None:
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    pub.publish(f"alerts/{doc['device']}", json.dumps(doc), qos=1, retain=True).wait_for_publish(5)
+    pub.disconnect()
+    pub.loop_stop()
+
+
+def test_alerts_broker_flag_overrides_the_config_file(mosquitto, tmp_path: Path) -> None:
+    _publish_alert(mosquitto.port)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[mqtt]\nbroker = "mqtt://127.0.0.1:{free_port()}"\n')  # nothing listens there
+    res = CliRunner().invoke(main, ["alerts", "--config", str(cfg), "--broker", mosquitto.url, "--count", "1",
+                                    "--timeout", "10"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[0])["alert_id"] == "a1"
+
+
+def test_alerts_on_a_dead_port_is_one_line_exit_2() -> None:
+    port = free_port()
+    res = CliRunner().invoke(main, ["alerts", "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "20"])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot connect to broker 127.0.0.1:{port}" in lines[0], res.stderr
+    assert "Traceback" not in res.output
+
+
+def test_alerts_with_a_refused_login_is_one_line_exit_2(mosquitto_factory) -> None:
+    port = free_port()
+    broker = mosquitto_factory(port=port, listener_config=f"listener {port} 127.0.0.1\nallow_anonymous false\n")
+    broker.start()
+    res = CliRunner().invoke(main, ["alerts", "--broker", broker.url, "--timeout", "20"])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"broker 127.0.0.1:{port} refused the connection" in lines[0], res.stderr
+
+
+def test_alerts_reports_a_lost_connection_and_reconnects(mosquitto) -> None:
+    from edge_runtime.config import build_config
+    from edge_runtime.watch import watch_alerts
+
+    cfg = build_config(None, {"broker": mosquitto.url, "reconnect_min_s": 1, "reconnect_max_s": 1})
+    notes: list[str] = []
+    got: list[dict] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        try:
+            watch_alerts(cfg, lambda t, d: got.append(d), include_state=False, count=1, timeout=30,
+                         notify=notes.append)
+        finally:
+            done.set()
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    assert wait_for(lambda: "edgewatch-alerts" in mosquitto.log_text(), 10)
+    mosquitto.restart(down_s=0.5)
+    assert wait_for(lambda: any("reconnected" in n for n in notes), 15), notes
+    assert any("lost the connection" in n for n in notes), notes
+    _publish_alert(mosquitto.port)
+    assert done.wait(15) and [d["alert_id"] for d in got] == ["a1"]

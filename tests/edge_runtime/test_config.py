@@ -91,3 +91,27 @@ def test_readme_reference_lists_every_key() -> None:
     text = (ROOT / "docs" / "readme" / "30-runtime.md").read_text()
     for o in options():
         assert re.search(rf"`{o.section}\.{o.key}`", text), o.key
+
+
+@pytest.mark.parametrize("toml_value", ["73914562", "true", "[\"73914562\"]", "73914562.5"])
+def test_secret_value_never_in_a_type_error(toml_value: str, tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(f"[mqtt]\npassword = {toml_value}\n")
+    with pytest.raises(ConfigError) as exc:
+        build_config(str(p))
+    msg = str(exc.value)
+    assert msg.startswith("mqtt.password: expected str") and "<redacted>" in msg
+    assert "73914562" not in msg and "True" not in msg
+
+
+def test_non_secret_value_still_shown_in_a_type_error(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[mqtt]\nusername = 73914562\n")
+    with pytest.raises(ConfigError, match=r"mqtt.username: expected str, got int 73914562"):
+        build_config(str(p))
+
+
+def test_max_device_id_len_minimum_leaves_room_for_the_hash() -> None:
+    with pytest.raises(ConfigError, match=r"input.max_device_id_len: must be >= 16, got 8"):
+        build_config(None, {"max_device_id_len": 8})
+    assert build_config(None, {"max_device_id_len": 16}).max_device_id_len == 16

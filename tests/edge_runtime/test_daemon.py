@@ -240,6 +240,13 @@ def test_hot_reload_good_and_bad(mosquitto, tmp_path: Path, caplog) -> None:
     path = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR, model_id="v1"))
     x = series(100, seed=9)
     with running_daemon(mosquitto.url, path, watch_interval_s=0.1) as d:
+        client = d.link.client
+        connected_line = f"as {d.cfg.mqtt_client_id} "
+
+        def daemon_connects() -> int:
+            return sum(connected_line in ln for ln in mosquitto.log_text().splitlines() if "New client" in ln)
+
+        wait_until(lambda: daemon_connects() == 1, 5, "the daemon's connect in the broker log")
         col = Collector(mosquitto.port, ["edgewatch/test/status"])
         pub = Publisher(mosquitto.port)
         for i in range(10):  # 10 of 16 samples buffered: no window yet
@@ -265,6 +272,10 @@ def test_hot_reload_good_and_bad(mosquitto, tmp_path: Path, caplog) -> None:
         pub.flush()
         wait_until(lambda: d.stats.counts["windows_scored"] == 2, 10, "first W=8 window")
         assert d.stats.counts["reloads"] == 2
+        # the reloads swapped the model only: the MQTT connection was kept, never re-made
+        assert d.stats.counts["reconnects"] == 0
+        assert d.link.client is client and d.link.connected.is_set()
+        assert daemon_connects() == 1, mosquitto.log_text()[-2000:]
         pub.close()
         col.close()
     assert "refused, keeping v2" in caplog.text

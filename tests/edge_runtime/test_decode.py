@@ -159,3 +159,51 @@ def test_arbitrary_json_never_escapes(doc) -> None:
     else:
         assert s.values.dtype == np.float32 and np.isfinite(s.values).all()
         assert np.isfinite(s.ts).all() and (s.ts >= 0).all()
+
+
+FAST_CASES = [
+    b'{"ts": 1700000000.5, "values": [1, 2.5, -3]}',
+    b'{"ts": 1700000000500, "values": [1, 2, 3]}',  # ms
+    b'{"values": [1, 2, 3]}',  # unstamped
+    b'  {"ts": "2024-01-01T00:00:00Z", "values": [1, 2, 3]}  \n',
+    b'{"ts": -1, "values": [1, 2, 3]}',
+    b'{"ts": true, "values": [1, 2, 3]}',
+    b'{"ts": 1700000000, "values": [1, 2]}',
+    b'{"ts": 1700000000, "values": [1, "x", 3]}',
+    b'{"ts": 1700000000, "values": [1, NaN, 3]}',
+    b'{"ts": 1700000000, "values": [1, 1e39, 3]}',
+    b'{"ts": 1700000000, "values": [1, true, 3]}',
+    b'{"ts": 1700000000, "values": [1, 2, 3]} x',  # extra data
+    b'{"ts": 1700000000, "values": [1, 2, 3]',  # truncated
+    b'{"ts": 1700000000, "values": [[1, 2, 3]]}',
+    b'{"ts": 1700000000, "a": 1, "b": 2, "c": 3}',
+    b'[{"ts": 1, "values": [1, 2, 3]}]',
+    b'{"ts": 1700000000, "values": [1, 2, 3]}'.decode().encode("utf-16-le"),
+    b'{"ts": 1700000000, "values": [1, 2, \xff]}',
+]
+
+
+@pytest.mark.parametrize("payload", FAST_CASES)
+def test_fast_path_decides_exactly_like_decode(dec: Decoder, payload: bytes) -> None:
+    """decode_fast (the daemon's single-sample path) accepts, rejects and stamps exactly as decode does."""
+    try:
+        want = dec.decode(payload, ARRIVAL)
+    except DecodeError as exc:
+        with pytest.raises(DecodeError) as got:
+            dec.decode_fast(payload, ARRIVAL)
+        assert got.value.reason == exc.reason
+        return
+    fast = dec.decode_fast(payload, ARRIVAL)
+    if isinstance(fast, tuple):
+        t, vals, stamped = fast
+        assert stamped == want.stamped and len(vals) == 3
+        np.testing.assert_array_equal([t], want.ts)
+        np.testing.assert_array_equal(np.array([vals], np.float32), want.values)
+    else:
+        np.testing.assert_array_equal(fast.ts, want.ts)
+        np.testing.assert_array_equal(fast.values, want.values)
+
+
+def test_fast_path_returns_plain_single_samples_without_arrays(dec: Decoder) -> None:
+    assert dec.decode_fast(b'{"ts": 1700000000500, "values": [1, 2.5, 3]}', ARRIVAL) == (1700000000.5, [1, 2.5, 3], True)
+    assert dec.decode_fast(b'{"values": [1, 2, 3]}', ARRIVAL) == (ARRIVAL, [1, 2, 3], False)

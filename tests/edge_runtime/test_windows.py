@@ -120,3 +120,25 @@ def test_retune_keeps_buffers_and_uses_the_new_hop() -> None:
     assert store.push("warm", ts[6:7], x[6:7], True, now=1.0).windows[0, :, 0].tolist() == [3, 4, 5, 6]
     assert store.push("cold", ts[2:3], x[2:3], True, now=1.0).windows.shape[0] == 0
     assert store.push("cold", ts[3:4], x[3:4], True, now=1.0).windows[0, :, 0].tolist() == [0, 1, 2, 3]
+
+
+def test_push_row_matches_push_sample_by_sample() -> None:
+    """The daemon's single-sample path (push_row + last_window) gives push()'s windows and drop counts."""
+    from edge_runtime.windows import ACCEPTED, DUPLICATE, GAP, OUT_OF_ORDER, WINDOW
+
+    ts = np.array([1.0, 2, 3, 3, 2.5, 4, 5, 6, 20, 21, 22, 23, 24, 25, 26, 27, 28], np.float64)
+    x = np.arange(ts.size * 2, dtype=np.float32).reshape(-1, 2)
+    a, b = RingWindow(4, 2, 2, gap_s=5.0, capacity=8), RingWindow(4, 2, 2, gap_s=5.0, capacity=8)
+    for t, row in zip(ts, x, strict=True):
+        want = a.push(np.array([t]), row[None])
+        code = b.push_row(float(t), row.tolist(), True)
+        assert bool(code & OUT_OF_ORDER) == bool(want.out_of_order)
+        assert bool(code & DUPLICATE) == bool(want.duplicate)
+        assert bool(code & ACCEPTED) == bool(want.accepted)
+        assert bool(code & GAP) == bool(want.gaps)
+        assert bool(code & WINDOW) == bool(want.windows.shape[0])
+        if code & WINDOW:
+            w, s, e = b.last_window()
+            np.testing.assert_array_equal(w, want.windows)
+            np.testing.assert_array_equal(s, want.t_start)
+            np.testing.assert_array_equal(e, want.t_end)

@@ -199,16 +199,18 @@ def test_adoption_rules_without_broker(tmp_path: Path) -> None:
     assert cleared["raised_alert_id"] == "r1" and cleared["seq"] == 4
 
 
-@pytest.mark.parametrize("acl", ["shipped", "with_state_read"])
+@pytest.mark.parametrize("acl", ["shipped", "without_state_read"])
 def test_adoption_under_the_production_acl(acl: str, tmp_path: Path) -> None:
-    """Adoption needs the daemon's account to read ``alerts/+/state``. Mosquitto grants the
-    subscription either way but delivers only what the ACL lets it read."""
+    """Adoption needs the daemon's account to read ``alerts/+/state``: the shipped ACL grants it
+    (adopted); without that line Mosquitto grants the subscription but delivers nothing (not adopted)."""
     from tests.deploy.prod_broker import PROD_ACL, free_port, make_password_file, production_broker
     from tests.edge_runtime.mqtt_helpers import running_daemon
 
+    grant = "topic read alerts/+/state\n"
     text = PROD_ACL.read_text()
-    if acl == "with_state_read":
-        text = text.replace("user edgewatch\n", "user edgewatch\ntopic read alerts/+/state\n")
+    assert text.count(grant) == 1, "the shipped ACL should grant the daemon read access to its retained states"
+    if acl == "without_state_read":
+        text = text.replace(grant, "")
     acl_path = tmp_path / "acl"
     acl_path.write_text(text)
     pw = make_password_file(tmp_path / "passwd", {"edgewatch": "pw-1"})
@@ -224,9 +226,10 @@ def test_adoption_under_the_production_acl(acl: str, tmp_path: Path) -> None:
         owner.close()
         model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
         with running_daemon(broker.url, model, instance="acl", username="edgewatch", password="pw-1") as d:
-            time.sleep(0.5)
+            # the broker sends retained copies before it answers the UNSUBSCRIBE sent at the SUBACK,
+            # so once adoption has ended every retained state that the ACL lets through has arrived
+            wait_until(lambda: d.link.connected.is_set() and not d.link._adopting, 10, "adoption finished")
             adopted = "x" in d.tracker.devices
     finally:
         broker.stop()
-    readable = acl == "with_state_read" or "topic read alerts/+/state" in PROD_ACL.read_text()
-    assert adopted == readable
+    assert adopted is (acl == "shipped")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edge_runtime import decode as decode_mod
@@ -193,18 +193,34 @@ def test_parse_timestamp_only_raises_decode_error(ts: object) -> None:
 
 
 def test_max_payload_enforced_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*a, **k):
-        raise AssertionError("json.loads called on an oversize payload")
+    """Counts calls through json.loads and through every parser the Decoder keeps on itself (its fast
+    path's C scanner, stored at construction): none for an oversize payload, and, so that the test
+    cannot pass by missing a new parse path, at least one for a small payload."""
+    calls: list[str] = []
 
-    monkeypatch.setattr(decode_mod.json, "loads", boom)
+    def counted(name: str, fn):
+        def wrapper(*a, **k):
+            calls.append(name)
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(decode_mod.json, "loads", counted("json.loads", decode_mod.json.loads))
+    dec = Decoder(CHANNELS4, max_payload_bytes=4096)
+    parsers = [k for k, v in vars(dec).items() if callable(v)]  # e.g. _scan = JSONDecoder().scan_once
+    for name in parsers:
+        setattr(dec, name, counted(name, getattr(dec, name)))
     big = b'{"values": [' + b"1," * 3000 + b"1]}"
     with pytest.raises(DecodeError) as exc:
-        Decoder(CHANNELS4, max_payload_bytes=4096).decode(big, 0.0)
+        dec.decode(big, 0.0)
     assert exc.value.reason == "oversize"
+    assert calls == [], f"parsed an oversize payload via {calls}"
     big_csv = b"1,2,3,4\n" * 1000
     with pytest.raises(DecodeError) as exc:
-        Decoder(CHANNELS4, max_payload_bytes=4096).decode(big_csv, 0.0)
+        dec.decode(big_csv, 0.0)
     assert exc.value.reason == "oversize"
+    assert calls == []
+    dec.decode(b'{"values": [1, 2, 3, 4]}', 0.0)  # the same patches do see a payload that is parsed
+    assert calls, f"no parse went through json.loads or the Decoder's own parsers {parsers}: the test is blind"
 
 
 # -- topics and device ids ----------------------------------------------------------------
@@ -214,6 +230,8 @@ topics = st.lists(topic_levels, min_size=1, max_size=5).map("/".join)
 
 @SETTINGS
 @given(topics, st.integers(min_value=8, max_value=80))
+@example("sensors/a b/data", 8)  # sanitize_id('a b', 8) once gave 'a-7dbde935' (10 chars)
+@example("sensors/a b/data", 16)  # the config minimum of input.max_device_id_len
 def test_topic_parsing_and_sanitising(topic: str, max_len: int) -> None:
     router = TopicRouter(["sensors/{device}/data", "site/+/{device}"])
     raw = router.device(topic)
@@ -239,6 +257,16 @@ def test_sanitize_unicode_and_control_chars(a: str, b: str) -> None:
         assert not any(ord(ch) < 32 or ord(ch) == 127 for ch in s)
     if a != b and (sa != a or sb != b):  # two different raw ids stay apart (unless hashes collide)
         assert sa != sb or (sa == b or sb == a)
+
+
+@SETTINGS
+@given(st.text(max_size=40), st.integers(min_value=1, max_value=24))
+@example("a b", 8)
+@example("a b", 9)
+@example("a b", 2)
+def test_sanitized_id_never_longer_than_max_len(raw: str, max_len: int) -> None:
+    dev = sanitize_id(raw, max_len)
+    assert SAFE_ID.match(dev) and 1 <= len(dev) <= max_len, (raw, max_len, dev)
 
 
 def test_sanitize_lone_surrogates() -> None:

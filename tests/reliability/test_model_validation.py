@@ -32,6 +32,13 @@ def _meta_props(model: onnx.ModelProto, doc: dict | str) -> onnx.ModelProto:
     return model
 
 
+def _free_window(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make the graph's W dimension symbolic, so any metadata window passes the shape check."""
+    for vi in (model.graph.input[0], *(o for o in model.graph.output if o.name == "reconstruction")):
+        vi.type.tensor_type.shape.dim[1].dim_param = "W"
+    return model
+
+
 def good_doc() -> dict:
     return json.loads(make_metadata(window=16, hop=4).to_json())
 
@@ -71,6 +78,20 @@ def variant(name: str, tmp: Path) -> Path:
         doc["channels"] = doc["channels"][:3]
         doc["normalisation"] = {"mean": [0.0] * 3, "std": [1.0] * 3}
         _save(p, _meta_props(m, doc))
+    elif name == "metadata_window_infinity":  # json.loads gives inf; int(inf) raises OverflowError
+        _save(p, _meta_props(m, json.dumps({**good_doc(), "window": float("inf")})))
+    elif name == "metadata_mean_400_digits":  # float(10**400) raises OverflowError
+        doc = good_doc()
+        doc["normalisation"]["mean"][0] = 10**400
+        _save(p, _meta_props(m, doc))
+    elif name == "metadata_window_huge_free_w":  # the probe (2, W, C) would be a MemoryError
+        _save(p, _meta_props(_free_window(m), {**good_doc(), "window": 10**12}))
+    elif name == "probe_too_big_free_w":  # within the contract, but a 100000 x 64 window is too big to probe
+        meta64 = make_metadata(window=16, hop=4, channels=[f"c{i}" for i in range(64)])
+        doc = {**json.loads(meta64.to_json()), "window": 100_000}
+        _save(p, _meta_props(_free_window(build_model(meta64)), doc))
+    elif name == "nonfinite_outputs":  # the graph divides by a zero std: NaN scores at the training mean
+        _save(p, _meta_props(build_model(make_metadata(window=16, hop=4, std=[0.0] * 4)), good_doc()))
     elif name == "wrong_input_name":
         m.graph.input[0].name = "x"
         for node in m.graph.node:
@@ -100,6 +121,11 @@ BAD = {
     "metadata_nan_threshold": "threshold",
     "metadata_missing_channels": "channels",
     "metadata_window_mismatch": "does not fit",
+    "metadata_window_infinity": "malformed field",
+    "metadata_mean_400_digits": "malformed field",
+    "metadata_window_huge_free_w": "window: must be in 2..",
+    "probe_too_big_free_w": "values per window",
+    "nonfinite_outputs": "non-finite",
     "metadata_channels_mismatch": "does not fit",
     "wrong_input_name": "one input named 'window'",
     "missing_score_output": "'score'",
@@ -135,7 +161,9 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load_model(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["truncated", "foreign_onnx", "metadata_window_mismatch"])
+@pytest.mark.parametrize("name", ["truncated", "foreign_onnx", "metadata_window_mismatch",
+                                  "metadata_window_infinity", "metadata_mean_400_digits",
+                                  "metadata_window_huge_free_w", "nonfinite_outputs"])
 def test_cli_refuses_bad_model_in_one_line(name: str, tmp_path: Path) -> None:
     path = variant(name, tmp_path)
     for cmd in (["run", "--model", str(path), "--broker", "mqtt://127.0.0.1:1"], ["check-model", str(path)]):
@@ -170,3 +198,35 @@ def test_hot_reload_of_every_bad_file_keeps_old_model(tmp_path: Path, caplog) ->
     write_model(path, make_metadata(window=16, hop=4, model_id="good-v2"))
     assert d.reload("fixed") is True and d.model.model_id == "good-v2"
 
+
+
+def test_read_is_bounded_when_the_file_grows_after_the_size_check(tmp_path: Path, monkeypatch) -> None:
+    import edge_runtime.model as model_mod
+
+    path = write_model(tmp_path / "m.onnx", make_metadata())
+    size = path.stat().st_size
+    real_of = model_mod.FileSignature.of
+    # the stat saw a small file; by the time of the read it has grown past the limit
+    monkeypatch.setattr(model_mod.FileSignature, "of", classmethod(lambda cls, p: real_of(p).__class__(0, 10)))
+    with pytest.raises(ModelError, match="max_model_bytes"):
+        load_model(path, "cpu", max_bytes=size - 1)
+    assert load_model(path, "cpu", max_bytes=size).metadata.window == 16
+
+
+def test_unexpected_reload_error_is_a_refusal_not_a_dead_thread(tmp_path: Path, monkeypatch, caplog) -> None:
+    import edge_runtime.daemon as daemon_mod
+
+    path = write_model(tmp_path / "live.onnx", make_metadata(window=16, hop=4, model_id="good-v1"))
+    cfg = build_config(None, {"path": str(path), "instance": "reload-x", "stats_interval_s": 0.0,
+                              "watch_interval_s": 0.0, "provider": "cpu"})
+    d = daemon_mod.Daemon(cfg)
+
+    def explode(*_a, **_k):
+        raise MemoryError("Unable to allocate 32.0 TiB for an array\nsecond line")
+
+    monkeypatch.setattr(daemon_mod, "load_model", explode)
+    assert d.reload("test unexpected") is False
+    assert d.model.model_id == "good-v1"
+    assert d.stats.counts["reloads_refused"] == 1
+    refusals = [r.getMessage() for r in caplog.records if "refused, keeping good-v1" in r.getMessage()]
+    assert len(refusals) == 1 and "MemoryError" in refusals[0] and "\n" not in refusals[0]

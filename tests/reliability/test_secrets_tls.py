@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -147,18 +148,50 @@ def attempts_seen(broker: MosquittoBroker) -> int:
     return text.count("New connection from") + text.count("Client connection from")
 
 
-@pytest.mark.parametrize(("case", "expect"), [
-    ("wrong_ca", r"certificate verify failed|CERTIFICATE_VERIFY_FAILED"),
-    ("expired_client_cert", r"certificate expired|alert|handshake|reset"),
-])
-def test_tls_refused_with_clear_log_and_backoff(case: str, expect: str, mtls_broker: MosquittoBroker, pki: Pki,
+def tls_failure_line(case: str) -> re.Pattern[str]:
+    """The exact log line for a refused TLS connection, built from ``describe_connect_error`` itself.
+
+    wrong CA: the client rejects the broker's certificate in the handshake. Expired client certificate:
+    the broker rejects it; with TLS 1.2 the handshake fails (describe_connect_error's SSLError line),
+    with TLS 1.3 the alert arrives after the client's handshake, as the close before CONNACK."""
+    from edge_runtime.mqtt import describe_connect_error
+
+    host = r"broker 127\.0\.0\.1:\d+"
+    tail = r"; retrying with backoff$"
+    if case == "wrong_ca":
+        err = ssl.SSLCertVerificationError(1, "certificate verify failed")
+        err.verify_message = "VERIFY"
+        why = re.escape(describe_connect_error(err)).replace("VERIFY", r"self[- ]signed certificate in certificate chain")
+        return re.compile(rf"WARNING +edge_runtime\.mqtt: \[connect_failed\] cannot connect to {host}: {why}{tail}", re.M)
+    err = ssl.SSLError(1, "alert")
+    err.reason = "ALERT"
+    expired = r"(?:SSLV3|TLSV1)_ALERT_CERTIFICATE_EXPIRED"
+    handshake = re.escape(describe_connect_error(err)).replace("ALERT", expired)
+    closed = (r"TLS: .*\[SSL: " + expired + r"\] .*certificate expired.*; check mqtt\.cert_file / key_file and "
+              r"their validity")
+    return re.compile(rf"WARNING +edge_runtime\.mqtt: \[connect_failed\] (?:cannot connect to {host}: {handshake}|"
+                      rf"connection to {host} closed before it was accepted: {closed}){tail}", re.M)
+
+
+def test_tls_failure_lines_are_specific() -> None:
+    """The patterns match only their own failure: not the start-up line, not a bare reset, not each other."""
+    startup = "2026-01-01 00:00:00,000 INFO    edge_runtime.mqtt: connecting to 127.0.0.1:1 (TLS, MQTT 3.1.1)"
+    reset = ("2026-01-01 00:00:00,000 WARNING edge_runtime.mqtt: [connect_failed] cannot connect to broker "
+             "127.0.0.1:1: ConnectionResetError: [Errno 104] Connection reset by peer; retrying with backoff")
+    for case in ("wrong_ca", "expired_client_cert"):
+        assert not tls_failure_line(case).search(startup + "\n" + reset)
+
+
+@pytest.mark.parametrize("case", ["wrong_ca", "expired_client_cert"])
+def test_tls_refused_with_clear_log_and_backoff(case: str, mtls_broker: MosquittoBroker, pki: Pki,
                                                 model: Path, tmp_path: Path, figure) -> None:
     ca, cert = (pki.other_ca, pki.client) if case == "wrong_ca" else (pki.ca, pki.expired_client)
+    expect = tls_failure_line(case)
     before = attempts_seen(mtls_broker)
     d = tls_daemon(mtls_broker, model, tmp_path, ca, cert, f"tls-{case}")
     watch_s = 6.0
     try:
-        wait_until(lambda: "TLS" in d.log() and re.search(expect, d.log(), re.I) is not None, 15, "a clear TLS log line")
+        wait_until(lambda: expect.search(d.log()) is not None, 15, f"the {case} TLS failure line")
         time.sleep(watch_s)
         assert d.proc is not None and d.proc.poll() is None  # still alive and retrying: no crash loop
         d.signal(signal.SIGTERM)
@@ -168,6 +201,9 @@ def test_tls_refused_with_clear_log_and_backoff(case: str, expect: str, mtls_bro
     attempts = attempts_seen(mtls_broker) - before
     log = d.log()
     assert "connected to 127.0.0.1" not in log
+    assert expect.search(log), log[-2000:]
+    other = tls_failure_line("expired_client_cert" if case == "wrong_ca" else "wrong_ca")
+    assert not other.search(log), log[-2000:]  # the line names this failure, not the other one
     # backoff 1 s doubling to 2 s: a handful of attempts, not thousands
     assert 1 <= attempts <= 2 + watch_s + 8, attempts
     figure(f"tls_refused_{case}", connected=False, attempts_in_window=attempts, window_s=round(watch_s + 2, 1),

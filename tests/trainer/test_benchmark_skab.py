@@ -16,9 +16,13 @@ from trainer.benchmark import (
     Counts,
     FileResult,
     alarm_states,
+    choose_config,
     find_csvs,
     point_flags,
+    rates_of,
+    repeated_two_fold,
     run_benchmark,
+    selection_objective,
     summarise,
 )
 from trainer.benchmark_cli import benchmark
@@ -177,3 +181,90 @@ def test_anomaly_free_protocol_scores_the_same_rows(tmp_path: Path) -> None:
     n_pf = sum(report["total"][k] for k in ("tp", "fp", "fn", "tn"))
     assert n_af == n_pf == 1145 - 400
     assert results["anomaly-free"][0].threshold != results["per-file"][0].threshold
+
+
+# --------------------------------------------------------------------------- selection on count tables
+
+
+def test_selection_objective_penalises_far_over_budget_only() -> None:
+    # F1 = 80 / (80 + (10 + 20) / 2) = 80 / 95; FAR = 10 / 110 (over 0.08); MAR = 20 / 100.
+    over = np.array([80, 10, 20, 100])
+    f1, far, mar = rates_of(over)
+    assert f1 == pytest.approx(80 / 95) and far == pytest.approx(10 / 110) and mar == pytest.approx(0.2)
+    assert selection_objective(over) == pytest.approx(80 / 95 - 2 * (10 / 110 - 0.08))
+    under = np.array([80, 5, 20, 195])  # FAR 0.025: no penalty
+    assert selection_objective(under) == pytest.approx(80 / (80 + 12.5))
+    # vectorised over leading axes
+    assert selection_objective(np.stack([over, under])).shape == (2,)
+
+
+def _table() -> np.ndarray:
+    """Counts (J=3, F=4, 4): config 0 is best on files 0-1, config 1 on files 2-3, config 2 never."""
+    good, bad, flood = [90, 2, 10, 98], [40, 2, 60, 98], [100, 12, 0, 88]
+    return np.array(
+        [
+            [good, good, bad, bad],
+            [bad, bad, good, good],
+            [flood, flood, flood, flood],  # best F1 (0.943 vs 0.938) but FAR 12 %: the penalty rejects it
+        ]
+    )
+
+
+def test_choose_config_pools_counts_over_the_choosing_files() -> None:
+    t = _table()
+    assert choose_config(t, np.array([0, 1])) == 0
+    assert choose_config(t, np.array([2, 3])) == 1
+    # without the FAR penalty the flooding config would win on F1 alone
+    assert choose_config(t, np.array([0, 1]), penalty=0.0) == 2
+    # pooled, not averaged: config 0 has the better mean per-file F1 (0.83 vs 0.47) thanks to a file
+    # with a single anomalous point; pooled over both files config 1 is far better (0.94 vs 0.67)
+    t2 = np.array([[[1, 0, 0, 100], [50, 0, 50, 100]], [[0, 0, 1, 100], [90, 0, 10, 100]]])
+    assert choose_config(t2, np.array([0, 1])) == 1
+
+
+def test_repeated_two_fold_scores_only_the_held_out_half_with_its_choice() -> None:
+    t = _table()
+    counts = np.stack([t, t + 1])  # two seeds
+    res = repeated_two_fold(counts, n_splits=20, seed=3)
+    assert res.oof.shape == (20, 2, 4) and res.choices.shape == (20, 2)
+    pooled = counts.sum(axis=0)
+    for r, (a, b) in enumerate(res.halves):
+        assert sorted(np.concatenate([a, b]).tolist()) == [0, 1, 2, 3] and len(a) == 2
+        ja, jb = res.choices[r]
+        assert ja == choose_config(pooled, a) and jb == choose_config(pooled, b)
+        for s in range(2):
+            expected = counts[s, ja, b].sum(axis=0) + counts[s, jb, a].sum(axis=0)
+            assert res.oof[r, s].tolist() == expected.tolist()
+    # every point of every file is scored once per split and seed
+    assert (res.oof.sum(axis=-1) == counts[:, 0].sum(axis=(1, 2))).all()
+    # a half of two good-for-0 files never picks the flooding config; mixed halves may (that is right:
+    # pooled over one good and one bad file, config 2 has the best objective)
+    pure = [r for r, (a, _) in enumerate(res.halves) if a.tolist() == [0, 1]]
+    assert pure and all(res.choices[r, 0] == 0 for r in pure)
+    # deterministic for a split seed
+    again = repeated_two_fold(counts, n_splits=20, seed=3)
+    assert (again.oof == res.oof).all() and (again.choices == res.choices).all()
+    rates = res.rates()
+    assert set(rates) == {"f1", "far", "mar"} and 0 < rates["f1"]["mean"] <= 1
+
+
+def test_repeated_two_fold_refuses_a_wrong_shape() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        repeated_two_fold(np.zeros((3, 4, 4)))
+
+
+def test_cli_passes_the_validation_fraction_to_the_benchmark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[BenchmarkConfig] = []
+
+    def fake_run(directory, cfg, protocols, limit):  # noqa: ANN001, ANN202
+        seen.append(cfg)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr("trainer.benchmark_cli.run_benchmark", fake_run)
+    res = CliRunner().invoke(benchmark, ["skab", str(tmp_path), "--val-fraction", "0.3"])
+    assert res.exit_code == 2 and "stop here" in res.output
+    assert seen[0].val_fraction == 0.3
+    res = CliRunner().invoke(benchmark, ["skab", str(tmp_path), "--val-fraction", "1.5"])
+    assert res.exit_code == 2 and len(seen) == 1  # out of range: refused before the run

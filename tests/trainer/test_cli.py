@@ -183,3 +183,47 @@ def test_error_bad_checkpoint(runner: CliRunner, tmp_path: Path) -> None:
     assert_user_error(
         runner.invoke(main, ["export", str(f), "--out", str(tmp_path / "m.onnx")]), "ck.pt", "checkpoint"
     )
+
+
+def test_error_label_column_absent(runner: CliRunner, csvs, tmp_path: Path) -> None:
+    r = runner.invoke(
+        main, ["fit", str(csvs["labelled"]), "--out", str(tmp_path / "m.onnx"), "--label-column", "foo", *FAST]
+    )
+    assert_user_error(r, "--label-column 'foo'", "labelled.csv", "anomaly")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_evaluate_label_column_help_is_its_own(runner: CliRunner) -> None:
+    def label_help(cmd: str) -> str:
+        command = main.get_command(None, cmd)  # type: ignore[arg-type]
+        return next(p.help for p in command.params if p.name == "label_column")
+
+    assert "not trained on" in label_help("fit")
+    assert "not trained on" not in label_help("evaluate") and "ground-truth" in label_help("evaluate")
+
+
+def test_pot_with_too_few_validation_windows_fails_before_training(
+    runner: CliRunner, csvs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.pipeline
+
+    def no_training(*a, **k):
+        raise AssertionError("trained before refusing the POT calibration")
+
+    monkeypatch.setattr(trainer.pipeline, "fit", no_training)
+    r = runner.invoke(
+        main, ["fit", str(csvs["normal"]), "--out", str(tmp_path / "m.onnx"), *FAST, "--threshold", "pot"]
+    )
+    assert_user_error(r, "POT needs at least 10", "validation windows give at most")
+
+
+def test_fit_quantize_does_not_log_the_preprocessing_hint(
+    runner: CliRunner, csvs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "m.onnx"
+    with caplog.at_level("WARNING"):
+        r = runner.invoke(main, ["fit", str(csvs["normal"]), "--out", str(out), *FAST, "--quantize", "int8"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.int8.onnx").is_file()
+    assert not [rec for rec in caplog.records if "pre-processing" in rec.getMessage()]
+    assert "pre-processing" not in r.output

@@ -159,3 +159,47 @@ def test_normalisation_round_trip_and_constant_channel() -> None:
     np.testing.assert_allclose(z[:, :2].std(axis=0), 1, atol=1e-4)
     assert std[2] == 1.0
     np.testing.assert_allclose(denormalise(z, mean, std), x, rtol=1e-5, atol=1e-4)
+
+
+def test_absent_label_column_given_explicitly_is_an_error(tmp_path: Path) -> None:
+    f = write(tmp_path / "a.csv", "x,y,anomaly\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"--label-column 'lable': no such column in .*a\.csv; columns: x, y, anomaly"):
+        load_paths([f], label_column="lable")
+
+
+def test_absent_default_label_column_is_fine(tmp_path: Path) -> None:
+    (s,) = load_paths([write(tmp_path / "a.csv", "x,y\n1,2\n3,4\n")])
+    assert s.channels == ["x", "y"] and s.labels is None
+
+
+def test_label_column_present_in_one_file_of_several_is_fine(tmp_path: Path) -> None:
+    a = write(tmp_path / "free.csv", "x,y\n1,2\n3,4\n")
+    b = write(tmp_path / "lab.csv", "x,y,fault\n1,2,0\n3,4,1\n")
+    sa, sb = load_paths([a, b], label_column="fault")
+    assert sa.labels is None and sb.labels.tolist() == [0, 1]
+    assert sa.channels == sb.channels == ["x", "y"]
+
+
+def test_exclude_absent_from_some_files_is_fine(tmp_path: Path) -> None:
+    """SKAB: anomaly-free.csv has no changepoint column, valve1/13.csv has one; train on both."""
+    free = write(tmp_path / "anomaly-free.csv", "datetime;p;t\n2020-01-01 00:00:00;1;2\n2020-01-01 00:00:01;3;4\n")
+    valve = write(tmp_path / "13.csv", "datetime;p;t;anomaly;changepoint\n"
+                  "2020-01-01 00:00:00;1;2;0;0\n2020-01-01 00:00:01;3;4;1;1\n")
+    a, b = load_paths([free, valve], exclude=["changepoint"])
+    assert a.channels == b.channels == ["p", "t"]
+
+
+def test_exclude_absent_from_every_file_is_an_error(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.csv", "x,y\n1,2\n")
+    b = write(tmp_path / "b.csv", "x,y\n1,2\n")
+    with pytest.raises(DataError, match=r"--exclude names unknown column\(s\) nope \(in none of 2 files\)"):
+        load_paths([a, b], exclude=["nope"])
+
+
+@pytest.mark.parametrize("col", ["changepoint", "label", "Labels"])
+def test_label_like_columns_are_never_features_by_default(tmp_path: Path, col: str) -> None:
+    f = write(tmp_path / "a.csv", f"x,{col},y,anomaly\n1,0,2,0\n3,1,4,1\n")
+    (s,) = load_paths([f])
+    assert s.channels == ["x", "y"] and s.labels.tolist() == [0, 1]
+    (s,) = load_paths([f], channels=["y", col])  # still usable when asked for by name
+    assert s.channels == ["y", col]

@@ -59,3 +59,37 @@ def test_scale_multiplies() -> None:
 def test_refusals(scores: np.ndarray, method: str, params: dict, msg: str) -> None:
     with pytest.raises(ThresholdError, match=msg):
         calibrate(scores, method, **params)
+
+
+def test_quantile_min_windows_is_one_over_one_minus_q() -> None:
+    from trainer.threshold import quantile_min_windows
+
+    assert quantile_min_windows(0.999) == 1000
+    assert quantile_min_windows(0.99) == 100
+    assert quantile_min_windows(0.5) == 2
+
+
+@pytest.mark.parametrize(("n", "level"), [(100, 0.98), (500, 0.98), (501, 0.98), (1000, 0.95), (37, 0.5)])
+def test_pot_max_peaks_matches_the_peaks_of_distinct_scores(n: int, level: float) -> None:
+    from trainer.threshold import pot_max_peaks
+
+    s = np.random.default_rng(n).random(n)
+    assert pot_max_peaks(n, level) == int((s > np.quantile(s, level)).sum())
+
+
+def test_check_calibration_warns_when_quantile_is_just_the_max() -> None:
+    from trainer.threshold import check_calibration
+
+    msg = check_calibration(200, "quantile", {"q": 0.999})
+    assert msg is not None and "200 validation windows" in msg and "1000 windows are needed" in msg
+    assert "\n" not in msg
+    assert check_calibration(1000, "quantile", {"q": 0.999}) is None
+    assert check_calibration(200, "quantile", {"q": 0.99}) is None
+
+
+def test_check_calibration_refuses_pot_with_too_few_windows() -> None:
+    from trainer.threshold import check_calibration
+
+    with pytest.raises(ThresholdError, match=r"POT needs at least 10 .* 400 validation windows give at most 8"):
+        check_calibration(400, "pot", {"level": 0.98})
+    assert check_calibration(600, "pot", {"level": 0.98}) is None

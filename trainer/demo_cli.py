@@ -1,6 +1,8 @@
-"""``edgewatch demo``: the click command only. The demo trains a model, so its orchestration lives
-in :mod:`trainer.demo` and is imported inside the command body: importing this module (e.g. for
-``edgewatch --help``) never imports trainer or torch."""
+"""``edgewatch-train demo``: the click command only; the orchestration lives in :mod:`trainer.demo`.
+
+The demo trains a model, so it is a workstation job and belongs to the trainer CLI, not the edge's
+``edgewatch`` (which never imports trainer or torch).
+"""
 
 from __future__ import annotations
 
@@ -33,20 +35,16 @@ import click
 def demo_command(devices: int, rate: float, duration: float, speed: float, anomalies: int, epochs: int,
                  train_steps: int, batch: int, seed: int, out_dir: Path, broker_kind: str, keep_running: bool) -> None:
     """Train a model, start a broker and the daemon, stream anomalies, show the alerts and a summary."""
-    try:
-        from trainer.demo import DemoError, DemoOptions, run_demo
-    except ImportError as exc:
-        click.echo(f"edgewatch demo: error: the demo trains a model and needs the trainer "
-                   f"(pip install 'edgewatch[train,cpu]'): {exc}", err=True)
-        raise SystemExit(2) from None
+    from trainer.demo import DemoError, DemoOptions, run_demo
+
     opts = DemoOptions(devices=devices, rate=rate, duration=duration, speed=speed, anomalies=anomalies,
                        epochs=epochs, train_steps=train_steps, batch=batch, seed=seed, out_dir=out_dir,
                        broker_kind=broker_kind, keep_running=keep_running)
     try:
         run_demo(opts, echo=click.echo)
     except DemoError as exc:
-        click.echo(f"edgewatch demo: error: {exc}", err=True)
+        click.echo(f"edgewatch-train demo: error: {exc}", err=True)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        click.echo("edgewatch demo: interrupted; stopped what it started", err=True)
+        click.echo("edgewatch-train demo: interrupted; stopped what it started", err=True)
         raise SystemExit(130) from None
