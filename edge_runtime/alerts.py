@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ class DeviceState:
     seq: int = 0
     alert_id: str = ""  # id of the last raise: a clear payload refers to it as raised_alert_id
     since: float = 0.0
+    last: tuple[float, np.ndarray, float, float] | None = None  # last window: score, channel_error (C,), t0, t1
 
 
 def top_channels(channel_error: np.ndarray, names: Sequence[str], k: int) -> list[dict[str, Any]]:
@@ -65,10 +67,14 @@ class AlertTracker:
         instance: str,
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
         clock: Callable[[], float] = time.time,
+        seq_memory: int = 10_000,
     ) -> None:
         self.policy = policy
         self.instance = instance
         self.devices: dict[str, DeviceState] = {}
+        # last seq of devices no longer tracked (LRU, at most seq_memory): seq stays monotonic when they return
+        self.past_seq: OrderedDict[str, int] = OrderedDict()
+        self.seq_memory = seq_memory
         self._id = id_factory
         self._clock = clock
 
@@ -84,7 +90,9 @@ class AlertTracker:
         model_id: str,
     ) -> list[dict[str, Any]]:
         """Feed one device's windows in time order. ``scores``: (k,), ``channel_error``: (k, C), ``t_*``: (k,)."""
-        st = self.devices.setdefault(device, DeviceState())
+        st = self.devices.get(device)
+        if st is None:
+            st = self.devices[device] = DeviceState(seq=self.past_seq.pop(device, 0))
         p = self.policy
         clear_level = p.clear_ratio * threshold
         out: list[dict[str, Any]] = []
@@ -102,11 +110,13 @@ class AlertTracker:
                     st.state, st.above, st.below = CLEARED, 0, 0
                     out.append(self._payload(device, st, CLEARED, s, channel_error[i], t_start[i], t_end[i],
                                              threshold, clear_level, channels, model_id))
+        if scores.shape[0]:
+            st.last = (float(scores[-1]), np.array(channel_error[-1]), float(t_start[-1]), float(t_end[-1]))
         return out
 
     def _payload(
         self, device: str, st: DeviceState, state: str, score: float, ce: np.ndarray, t0: float, t1: float,
-        threshold: float, clear_level: float, channels: Sequence[str], model_id: str,
+        threshold: float, clear_level: float, channels: Sequence[str], model_id: str, reason: str = "",
     ) -> dict[str, Any]:
         st.seq += 1
         now = self._clock()
@@ -115,7 +125,7 @@ class AlertTracker:
         raised_id = st.alert_id if state == CLEARED else alert_id
         if state == RAISED:
             st.alert_id = alert_id
-        return {
+        doc = {
             "schema_version": SCHEMA_VERSION,
             "alert_id": alert_id,
             "raised_alert_id": raised_id,
@@ -132,6 +142,9 @@ class AlertTracker:
             "instance": self.instance,
             "time": now,
         }
+        if reason:
+            doc["reason"] = reason
+        return doc
 
     def state_payload(self, device: str) -> dict[str, Any]:
         """The retained ``alerts/{device}/state`` document: is this device in alarm now."""
@@ -146,6 +159,34 @@ class AlertTracker:
             "instance": self.instance,
         }
 
-    def forget(self, device: str) -> DeviceState | None:
-        """Drop a device's state (evicted or expired); returns it so a raised one can be cleared."""
-        return self.devices.pop(device, None)
+    def remember_seq(self, device: str, seq: int) -> None:
+        """Note the last ``seq`` of an untracked device (forgotten, or read back from a retained state)."""
+        if seq > self.past_seq.get(device, 0):
+            self.past_seq[device] = seq
+        if device in self.past_seq:
+            self.past_seq.move_to_end(device)
+        while len(self.past_seq) > self.seq_memory:
+            self.past_seq.popitem(last=False)
+
+    def forget(
+        self, device: str, reason: str, threshold: float, channels: Sequence[str], model_id: str,
+    ) -> tuple[DeviceState | None, dict[str, Any] | None]:
+        """Drop a device's state (evicted or expired; its seq is remembered). Returns the state and, for a
+        raised device, its ``cleared`` alert with ``reason``; ``score``/``window_*``/``top_channels`` describe
+        its last scored window (score 0, both window times = now, no channels when none was scored)."""
+        st = self.devices.pop(device, None)
+        if st is None:
+            return None, None
+        alert = None
+        if st.state == RAISED:
+            st.state, st.above, st.below = CLEARED, 0, 0
+            if st.last is not None:
+                s, ce, t0, t1 = st.last
+            else:
+                s, ce, t0, t1 = 0.0, np.zeros(len(channels), np.float32), self._clock(), self._clock()
+            alert = self._payload(device, st, CLEARED, s, ce, t0, t1, threshold,
+                                  self.policy.clear_ratio * threshold, channels, model_id, reason)
+            if st.last is None:
+                alert["top_channels"] = []
+        self.remember_seq(device, st.seq)
+        return st, alert

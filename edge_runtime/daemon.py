@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import __version__
-from edge_runtime.alerts import RAISED, AlertPolicy, AlertTracker, DeviceState
+from edge_runtime.alerts import CLEARED, RAISED, AlertPolicy, AlertTracker, DeviceState
 from edge_runtime.batcher import WindowItem, WindowQueue, stack
 from edge_runtime.config import Config, ConfigError
 from edge_runtime.decode import DecodeError, Decoder
@@ -30,6 +30,8 @@ from edge_runtime.topics import TopicRouter, format_topic, sanitize_id
 from edge_runtime.windows import ACCEPTED, DUPLICATE, GAP, OUT_OF_ORDER, WINDOW, WindowStore
 
 log = logging.getLogger(__name__)
+
+MAX_CACHED_TOPIC = 256  # longer input topics are routed per message, not cached (bounds the cache's memory)
 
 
 def gap_tolerance(cfg: Config, model: EdgeModel) -> float:
@@ -52,7 +54,8 @@ class Ingest:
         self.lock = threading.RLock()  # guards decoder/store against a model swap (re-entered by reload)
         self.accepting = True
         self.on_forget: Any = None  # callback(device, reason) for evicted devices
-        self._ids: dict[str, str] = {}  # input topic -> sanitised device id (bounded: cleared when full)
+        # input topic -> sanitised device id; bounded: cleared when full, topics > MAX_CACHED_TOPIC chars not kept
+        self._ids: dict[str, str] = {}
         self.configure(model, keep_windows=False)
 
     def configure(self, model: EdgeModel, keep_windows: bool) -> None:
@@ -78,9 +81,10 @@ class Ingest:
                 self.rl.log(logging.WARNING, "unknown_topic", "topic %r does not fit the input templates", topic[:200])
                 return
             device = sanitize_id(raw, self.cfg.max_device_id_len)
-            if len(self._ids) >= 2 * self.cfg.max_devices:
-                self._ids.clear()
-            self._ids[topic] = device
+            if len(topic) <= MAX_CACHED_TOPIC:
+                if len(self._ids) >= 2 * self.cfg.max_devices:
+                    self._ids.clear()
+                self._ids[topic] = device
         if not self.accepting:
             st.drop("shutdown")
             return
@@ -169,7 +173,8 @@ class Daemon:
         self.ingest = Ingest(cfg, self.model, self.queue, self.stats)
         self.ingest.on_forget = self._forget
         self.tracker = AlertTracker(
-            AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels), self.instance
+            AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels), self.instance,
+            seq_memory=cfg.max_devices,
         )
         self._tracker_lock = threading.Lock()
         self.status_topic = format_topic(cfg.status_topic, instance=self.instance)
@@ -314,6 +319,13 @@ class Daemon:
         good = [it for it in items if it.windows.shape[1:] == shape]
         if len(good) < len(items):
             self.stats.drop("reload", sum(it.n for it in items if it not in good))
+        with self.ingest.lock:  # windows of devices forgotten (evicted/expired) while queued
+            live = self.ingest.store.devices
+            gone = [it for it in good if it.device not in live]
+            if gone:
+                good = [it for it in good if it.device in live]
+        if gone:
+            self.stats.drop("device_gone", sum(it.n for it in gone))
         if not good:
             return
         if self._batch_buf.shape[1:] != shape:
@@ -329,12 +341,17 @@ class Daemon:
         for it in good:
             s, c = score[off : off + it.n], ce[off : off + it.n]
             off += it.n
-            self._announce(it.device)  # Home Assistant discovery config, once per device
-            with self._tracker_lock:
+            # a device forgotten (evicted/expired/reset) since it queued these windows is not tracked again:
+            # the check and the update under both locks, so _forget cannot run in between
+            with self.ingest.lock, self._tracker_lock:
+                if it.device not in self.ingest.store.devices:
+                    continue  # forgotten while its windows were being scored
                 alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, thr, channels, model.model_id)
                 state = self.tracker.state_payload(it.device) if alerts else None
+            self._announce(it.device)  # Home Assistant discovery config, once per device
             for a in alerts:
-                self.stats.counts["alerts_raised" if a["state"] == RAISED else "alerts_cleared"] += 1
+                # locked: _forget counts alerts_cleared on other threads
+                self.stats.incr("alerts_raised" if a["state"] == RAISED else "alerts_cleared")
                 log.info("alert %s device=%s score=%.4g threshold=%.4g top=%s", a["state"], it.device, a["score"],
                          thr, ",".join(t["name"] for t in a["top_channels"]))
                 self.link.publish(format_topic(self.cfg.alert_topic, device=it.device), json.dumps(a), qos=1)
@@ -347,37 +364,50 @@ class Daemon:
                 self.link.publish(format_topic(self.cfg.score_topic, device=it.device), json.dumps(doc), qos=0)
 
     def _adopt(self, topic: str, payload: bytes) -> None:
-        """A retained ``raised`` state of this instance from an earlier run (paho thread): track the
-        device as raised again, so its normal data clears it, or idle expiry does if it stays silent."""
+        """A retained state of this instance from an earlier run (paho thread): a ``raised`` device is
+        tracked as raised again, so its normal data clears it, or idle expiry does if it stays silent;
+        from any state the device's ``seq`` carries on (bounded memory: ``tracker.seq_memory``)."""
         try:
             doc = json.loads(payload)
             device, seq = doc["device"], int(doc.get("seq") or 0)
         except (ValueError, TypeError, KeyError):
             return
-        if (doc.get("instance") != self.instance or doc.get("state") != RAISED or not isinstance(device, str)
-                or topic != format_topic(self.cfg.state_topic, device=device)):
+        if (doc.get("instance") != self.instance or doc.get("state") not in (RAISED, CLEARED)
+                or not isinstance(device, str) or topic != format_topic(self.cfg.state_topic, device=device)):
             return
         with self._tracker_lock:
             known = self.tracker.devices.get(device)
             if known is not None and known.seq > 0:
                 return  # this run already published a newer state for it
+            if doc["state"] == CLEARED:
+                if known is None:
+                    self.tracker.remember_seq(device, seq)
+                else:  # seen in this run, no alert yet: carry on from the earlier run's seq
+                    known.seq = max(known.seq, seq)
+                return
             self.tracker.devices[device] = DeviceState(state=RAISED, seq=seq, alert_id=str(doc.get("raised_alert_id") or ""))
             self._adopted[device] = time.monotonic()
         log.info("device %s was left raised by an earlier run: tracked as raised until it clears or expires",
                  sanitize_id(device, self.cfg.max_device_id_len))
 
     def _forget(self, device: str, reason: str) -> None:
-        """A device left (evicted/expired): drop its alert state; a raised one gets a retained 'cleared' state."""
+        """A device left (evicted/expired/reload): drop its alert state; a raised one gets a ``cleared``
+        alert with ``reason`` (counted in ``alerts_cleared``) and a retained ``cleared`` state."""
+        model = self.model
         with self._tracker_lock:
-            st = self.tracker.forget(device)
+            st, alert = self.tracker.forget(device, reason, self.threshold, model.metadata.channels, model.model_id)
+            self._adopted.pop(device, None)
         if self.discovery is not None:
             with self._discovery_lock:
                 msgs = self.discovery.forget(device)
             for topic, payload in msgs:
                 self.link.publish(topic, payload, qos=1, retain=True)
-        if st is not None and st.state == RAISED:
-            doc = {"schema_version": 1, "device": device, "state": "cleared", "reason": reason,
-                   "raised_alert_id": st.alert_id, "seq": st.seq, "since": time.time(), "instance": self.instance}
+        if st is not None and alert is not None:
+            self.stats.incr("alerts_cleared")
+            log.info("alert cleared device=%s reason=%s", device, reason)
+            self.link.publish(format_topic(self.cfg.alert_topic, device=device), json.dumps(alert), qos=1)
+            doc = {"schema_version": 1, "device": device, "state": CLEARED, "reason": reason,
+                   "raised_alert_id": st.alert_id, "seq": st.seq, "since": st.since, "instance": self.instance}
             self.link.publish(format_topic(self.cfg.state_topic, device=device), json.dumps(doc), qos=1, retain=True)
 
     # -- housekeeping -------------------------------------------------------------------
@@ -457,12 +487,15 @@ class Daemon:
             return False
         keep = (new.window, new.n_channels) == (old.window, old.n_channels)
         with self.ingest.lock:
+            dropped_devices = [] if keep else list(self.ingest.store.devices)
             self.model = new
             self.ingest.configure(new, keep_windows=keep)
             if not keep:
                 dropped = self.queue.clear()
                 if dropped:
                     self.stats.drop("reload", dropped)
+        for dev in dropped_devices:  # their windows are gone: a raised one is cleared (reason "reload")
+            self._forget(dev, "reload")
         self._watch_sig = new.signature
         self.stats.incr("reloads")
         log.info("model reloaded (%s): %s -> %s, W=%d C=%d, device windows %s; provider %s (%s)", why,

@@ -11,6 +11,7 @@ Commands:
       windows/s of onnxruntime fp32 (the daemon's session options) and of PyTorch
       eager on the same weights, measured interleaved in this one process, and
       their ratio per batch size.
+  int8 SRC DST          the dynamically quantised int8 variant of an exported model
   fp16 SRC DST          the fp16 variant of an exported model
   plain-layout SRC DST  the same weights exported as the plain ScoringGraph
   untrained W C DST     an untrained conv autoencoder exported with the contract
@@ -92,6 +93,16 @@ def eager_vs_ort(
     }
 
 
+def int8(src: Path, dst: Path) -> dict[str, Any]:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    return {"ok": True, "path": str(dst)}
+
+
 def fp16(src: Path, dst: Path) -> dict[str, Any]:
     from trainer.export import _convert_fp16
 
@@ -137,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--repeats", type=int, default=5)
     e.add_argument("--seconds", type=float, default=0.4)
     e.add_argument("--seed", type=int, default=0)
-    for name in ("fp16", "plain-layout"):
+    for name in ("int8", "fp16", "plain-layout"):
         p = sub.add_parser(name)
         p.add_argument("src", type=Path)
         p.add_argument("dst", type=Path)
@@ -150,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "eager":
             batches = [int(b) for b in a.batches.split(",") if b]
             doc = eager_vs_ort(a.model, a.threads, batches, a.repeats, a.seconds, a.seed)
+        elif a.cmd == "int8":
+            doc = int8(a.src, a.dst)
         elif a.cmd == "fp16":
             doc = fp16(a.src, a.dst)
         elif a.cmd == "plain-layout":

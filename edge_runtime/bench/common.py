@@ -107,3 +107,27 @@ def matmul_peak_gflops(threads: int = 1, n: int = 512, seconds: float = 2.0) -> 
     res = subprocess.run([sys.executable, "-c", _PEAK_CODE, str(n), str(seconds)], capture_output=True,
                          text=True, env=env, timeout=120, check=True)
     return {**summary(json.loads(res.stdout.strip().splitlines()[-1]), 2), "threads": threads, "matrix": n}
+
+
+def trainer_tool(*args: object, timeout: float = 900.0) -> dict[str, Any]:
+    """Run ``python -m trainer.bench_support ARGS`` in a child process and return its JSON answer.
+
+    The parts of a benchmark that need torch, onnx or the trainer (the PyTorch baseline, fp16 and
+    plain-layout variants, untrained models) run there, so this process never imports them.
+    Returns ``{"ok": False, "why": ...}`` where the trainer is not installed or the child fails.
+    """
+    cmd = [sys.executable, "-m", "trainer.bench_support", *map(str, args)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"ok": False, "why": f"trainer tool failed: {type(exc).__name__}"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        err = proc.stderr.strip().splitlines()
+        if any("No module named 'trainer'" in e for e in err):
+            return {"ok": False, "why": "needs the train extra (the trainer is not installed)"}
+        return {"ok": False, "why": f"trainer tool exited {proc.returncode}: {(err or ['no output'])[-1][:160]}"}
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {"ok": False, "why": f"trainer tool gave no JSON: {lines[-1][:160]}"}

@@ -2,9 +2,11 @@
 
 Every engine runs the same random raw windows ``(B, W, C)`` float32 at each batch size, on the same
 number of threads, interleaved repeat by repeat (so load from other processes hits all engines alike).
-The PyTorch baseline rebuilds the trainer's module from the ONNX file's weights and checks that it
-scores like the ONNX graph; it needs the train extra (torch, onnx) and is skipped with a note without it.
-Nothing at import time needs torch, onnx or the trainer.
+The PyTorch baseline rebuilds the trainer's module from the ONNX file's weights, checks that it
+scores like the ONNX graph, and is timed interleaved with ORT fp32 in a child process
+(``python -m trainer.bench_support eager``), which gives the ORT/eager ratio; the int8, fp16 and
+plain-layout variants are made there too. This process never imports torch, onnx or the trainer;
+without the train extra those columns are skipped with a note.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.bench.common import matmul_peak_gflops, summary
+from edge_runtime.bench.common import matmul_peak_gflops, summary, trainer_tool
 from edge_runtime.contract import INPUT_NAME, OUTPUT_CHANNEL_ERROR, OUTPUT_SCORE, ModelMetadata
 from edge_runtime.model import _session_options, load_model
 
@@ -73,76 +75,40 @@ def ort_runner(model_bytes: bytes | str, threads: int, level: str = "all") -> Ru
 def make_variant(kind: str, src: Path, out_dir: Path) -> tuple[Path | None, str]:
     """The int8/fp16 variant of ``src``: the trainer's ``<stem>.<kind>.onnx`` beside it, else made here.
 
-    Making one needs the train extra (onnx; fp16 also the trainer); returns (None, why) without it.
+    Made in a child process (``trainer.bench_support``): both need onnx, which this process never
+    imports; returns (None, why) without the train extra.
     """
     beside = src.with_name(f"{src.stem}.{kind}.onnx")
     if beside.exists():
         return beside, f"{beside.name} (from the trainer)"
     dst = out_dir / f"{src.stem}.{kind}.onnx"
-    try:
-        if kind == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            root, level = logging.getLogger(), logging.getLogger().level
-            root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
-            try:
-                quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
-            finally:
-                root.setLevel(level)
-        else:
-            from trainer.export import _convert_fp16
-
-            _convert_fp16(src, dst)
-    except ImportError as exc:
-        return None, f"skipped: making the {kind} variant needs the train extra ({exc.name} missing)"
-    except Exception as exc:  # noqa: BLE001 - an optional variant that cannot be made is reported, not fatal
-        return None, f"skipped: {kind} variant failed: {type(exc).__name__}: {str(exc)[:120]}"
+    res = trainer_tool(kind, src, dst)  # int8: onnxruntime.quantization (imports onnx); fp16: the trainer
+    if not res.get("ok"):
+        return None, f"skipped: {kind} variant: {res.get('why')}"
     return dst, f"made with {'onnxruntime.quantization.quantize_dynamic' if kind == 'int8' else 'trainer.export'}"
 
 
-def torch_runner(path: Path, threads: int, check: np.ndarray) -> tuple[Runner | None, str]:
-    """PyTorch eager on the same weights: the trainer's ScoringGraph rebuilt from the ONNX file.
+def torch_baseline_rates(path: Path, threads: int, batches: tuple[int, ...], repeats: int, seconds: float,
+                         seed: int) -> dict[str, Any]:
+    """PyTorch eager on the same weights, in a child process (the trainer's ScoringGraph rebuilt from the file).
 
-    Imports torch, onnx and the trainer here, lazily; returns (None, why) where they are absent or the
-    rebuilt module does not score like the ONNX file on ``check`` windows (B, W, C).
+    The child times ORT fp32 and PyTorch eager interleaved, so their ratio is a same-process, same-time
+    comparison; ``{"ok": False, "why": ...}`` where the train extra is absent or the rebuilt module
+    does not score like the ONNX file.
     """
-    try:
-        import torch
-
-        from trainer.export import scoring_graph_from_onnx
-    except ImportError as exc:
-        return None, f"skipped: PyTorch baseline needs the train extra ({exc.name} missing)"
-    torch.set_num_threads(threads)
-    try:
-        graph = scoring_graph_from_onnx(path)
-    except Exception as exc:  # noqa: BLE001 - a file the trainer's module cannot be rebuilt from
-        return None, f"skipped: cannot rebuild the trainer's module from {path.name} ({str(exc)[:120]})"
-
-    def run(x: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return graph(torch.from_numpy(x))
-
-    ref = ort_runner(str(path), threads)(check)[0]
-    diff = float(np.max(np.abs(run(check)[0].numpy() - ref)))
-    if diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
-        return None, f"skipped: rebuilt PyTorch module disagrees with the ONNX file (max score diff {diff:.3g})"
-    return run, (f"torch {torch.__version__} eager (the trainer's ScoringGraph with ConvTranspose1d), "
-                 f"inference_mode, {threads} thread(s); max |score diff| vs ONNX {diff:.2g}")
+    return trainer_tool("eager", path, "--threads", threads, "--batches", ",".join(map(str, batches)),
+                        "--repeats", repeats, "--seconds", seconds, "--seed", seed)
 
 
 def plain_layout(path: Path, out_dir: Path) -> tuple[Path | None, str]:
     """The same weights exported in the plain layout (ScoringGraph as is), for the layout comparison.
 
-    Needs the trainer (torch, onnx), imported lazily; (None, why) without it.
+    Made by the trainer in a child process; (None, why) without the train extra.
     """
-    try:
-        from trainer.export import _torch_to_onnx, scoring_graph_from_onnx
-    except ImportError as exc:
-        return None, f"skipped: needs the train extra ({exc.name} missing)"
-    graph = scoring_graph_from_onnx(path)
     dst = out_dir / "plain.onnx"
-    ae = graph.ae
-    _torch_to_onnx(graph, ae.cfg.window, ae.cfg.n_channels, dst)
+    res = trainer_tool("plain-layout", path, dst)
+    if not res.get("ok"):
+        return None, f"skipped: {res.get('why')}"
     return dst, "the same weights exported as the plain ScoringGraph (input transpose, Div, Pow, ConvTranspose)"
 
 
@@ -202,13 +168,10 @@ def bench_inference(
             notes["ort_fp32_plain_layout"] = why
             if ppath is not None:
                 engines["ort_fp32_plain_layout"] = ort_runner(str(ppath), threads)
+        eager: dict[str, Any] = {"ok": False, "why": "skipped (--no-torch)"}
         if torch_baseline:
-            trun, why = torch_runner(path, threads, windows(16))
-            notes["torch_eager"] = why
-            if trun is not None:
-                engines["torch_eager"] = trun
-        else:
-            notes["torch_eager"] = "skipped (--no-torch)"
+            eager = torch_baseline_rates(path, threads, batches, repeats, seconds, seed)
+        notes["torch_eager"] = eager["note"] if eager.get("ok") else f"skipped: {eager.get('why')}"
         results: dict[str, dict[str, Any]] = {}
         for b in batches:
             x = windows(b)
@@ -220,8 +183,10 @@ def bench_inference(
                 for e in names[r % len(names):] + names[: r % len(names)]:  # rotate the order per repeat
                     rates[e].append(_rate(engines[e], x, seconds))
             row: dict[str, Any] = {e: summary(v) for e, v in rates.items()}
-            if "torch_eager" in rates:
-                ratio = np.asarray(rates["ort_fp32"]) / np.asarray(rates["torch_eager"])
+            if eager.get("ok"):
+                child = eager["rates"][str(b)]
+                row["torch_eager"] = summary(child["torch_eager"])
+                ratio = np.asarray(child["ort_fp32"]) / np.asarray(child["torch_eager"])
                 row["ratio_ort_fp32_vs_torch"] = summary(ratio, 2)
             results[str(b)] = row
     flops = conv_ae_flops(meta)

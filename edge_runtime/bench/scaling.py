@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from edge_runtime.bench.common import summary
+from edge_runtime.bench.common import summary, trainer_tool
 from edge_runtime.bench.ingest import expected_windows
 from edge_runtime.config import build_config
 from edge_runtime.model import EdgeModel, load_model
@@ -74,22 +72,11 @@ def _point(model: EdgeModel, devices: int, samples: int, repeats: int) -> dict[s
 
 
 def export_untrained(window: int, n_channels: int, out_dir: Path) -> Path:
-    """An untrained conv autoencoder exported by the trainer (needs torch/onnx: imported here, lazily)."""
-    import torch
-
-    from edge_runtime.contract import ModelMetadata, Normalisation, Threshold
-    from edge_runtime.synthetic import channel_names
-    from trainer.export import export_model
-    from trainer.model import AEConfig, ConvAutoencoder
-
-    torch.manual_seed(0)
-    cfg = AEConfig(n_channels=n_channels, window=window)
-    meta = ModelMetadata(channels=channel_names(n_channels), window=window, hop=max(1, window // 4),
-                         threshold=Threshold(1.0), normalisation=Normalisation([0.0] * n_channels, [1.0] * n_channels),
-                         sample_period_s=1.0, architecture={"type": "conv1d_autoencoder", **cfg.to_dict()})
+    """An untrained conv autoencoder exported by the trainer in a child process (needs the train extra)."""
     out = out_dir / f"w{window}-c{n_channels}.onnx"
-    holdout = np.random.default_rng(0).standard_normal((32, window, n_channels)).astype(np.float32)
-    export_model(ConvAutoencoder(cfg).eval(), meta, out, holdout)
+    res = trainer_tool("untrained", window, n_channels, out)
+    if not res.get("ok"):
+        raise RuntimeError(res.get("why"))
     return out
 
 
@@ -113,8 +100,8 @@ def bench_scaling(model_path: str, devices: tuple[int, ...] = (1, 10, 100, 1000,
                 m = load_model(export_untrained(w0, c, Path(tmp)), "cpu", 1)
                 samples = max(w0 + 8 * m.metadata.hop, -(-min_messages // axis_devices))
                 out["channels"].append(_point(m, axis_devices, samples, repeats))
-        except ImportError as exc:
-            out["note"] = f"window/channel axes skipped: exporting their models needs the train extra ({exc.name} missing)"
+        except RuntimeError as exc:
+            out["note"] = f"window/channel axes skipped: exporting their models failed: {exc}"
     return out
 
 

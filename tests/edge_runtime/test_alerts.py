@@ -64,3 +64,27 @@ def test_reraise_after_clear() -> None:
 @pytest.mark.parametrize(("ce", "want"), [([0, 0, 0], 0.0), ([2, 2, 0], 0.5)])
 def test_top_channels_shares(ce, want) -> None:
     assert top_channels(np.asarray(ce, np.float32), CH, 1)[0]["share"] == want
+
+
+def test_forget_clears_a_raised_device_and_keeps_its_seq() -> None:
+    t = tracker(k=1)
+    raised = feed(t, [2, 3])[0]
+    st, alert = t.forget("d", "expired", 1.0, CH, "m1")
+    assert st is not None and alert is not None and "d" not in t.devices
+    assert alert["state"] == "cleared" and alert["reason"] == "expired" and alert["seq"] == 2
+    assert alert["raised_alert_id"] == raised["alert_id"] and alert["score"] == 3.0  # the last window
+    assert alert["window_end"] == 10.0 and alert["clear_level"] == 0.5
+    assert "reason" not in raised
+    assert [a["seq"] for a in feed(t, [2])] == [3]  # back again: seq carries on
+
+
+def test_forget_of_a_normal_device_sends_nothing_and_seq_memory_is_bounded() -> None:
+    t = AlertTracker(AlertPolicy(1, 1, 0.5), "gw1", seq_memory=2)
+    for dev in "abc":
+        feed(t, [2], dev)
+        feed(t, [0.1], dev)  # raised then cleared: seq 2, state cleared
+        assert t.forget(dev, "evicted", 1.0, CH, "m1")[1] is None
+    assert dict(t.past_seq) == {"b": 2, "c": 2}
+    t.remember_seq("b", 1)  # an older seq never lowers it
+    assert t.past_seq["b"] == 2 and list(t.past_seq) == ["c", "b"]
+    assert t.forget("nobody", "expired", 1.0, CH, "m1") == (None, None)

@@ -11,9 +11,17 @@ import onnxruntime as ort
 import pytest
 
 from edge_runtime.contract import INPUT_NAME, OUTPUT_SCORE
+from edge_runtime.daemon import Daemon
 from tests.broker import MosquittoBroker
 from tests.edge_runtime import schema_check
-from tests.edge_runtime.mqtt_helpers import Collector, Publisher, idle, running_daemon, wait_until
+from tests.edge_runtime.mqtt_helpers import (
+    Collector,
+    Publisher,
+    daemon_config,
+    idle,
+    running_daemon,
+    wait_until,
+)
 from tests.edge_runtime.onnx_models import (
     CHANNELS4,
     make_metadata,
@@ -342,3 +350,123 @@ def test_eviction_and_idle_expiry_clear_a_raised_state(mosquitto, tmp_path: Path
         assert all(doc["state"] == "cleared" for doc in last.values())
         pub.close()
         col.close()
+
+
+def _recording_daemon(broker_url: str, model: Path, **overrides) -> tuple[Daemon, list[tuple[str, dict]]]:
+    """A daemon that is not started (no threads, no connection): the test drives ingest and scoring and
+    sees every message the daemon would publish."""
+    d = Daemon(daemon_config(broker_url, model, **overrides))
+    sent: list[tuple[str, dict]] = []
+
+    def publish(topic: str, payload, qos: int = 1, retain: bool = False) -> bool:
+        sent.append((topic, json.loads(payload)))
+        return True
+
+    d.link.publish = publish  # type: ignore[method-assign]
+    return d, sent
+
+
+def _feed(d: Daemon, device: str, x: np.ndarray, t0: float = T0) -> None:
+    for i in range(x.shape[0]):
+        d.ingest.handle(f"sensors/{device}/data", json.dumps({"ts": t0 + i, "values": x[i].tolist()}).encode())
+
+
+def _score_queue(d: Daemon) -> None:
+    while items := d.queue.get_batch(d.cfg.max_batch, 0.0, timeout=0.0):
+        d._score(items)
+
+
+def test_windows_of_an_evicted_device_do_not_track_it_again(mosquitto, tmp_path: Path) -> None:
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    d, sent = _recording_daemon(mosquitto.url, model, max_devices=1, device_idle_s=3600.0)
+    _feed(d, "a", _anomalous(40, 5, 0, 40, 1))  # 7 windows queued: enough to raise
+    _feed(d, "b", series(1, seed=6))  # evicts a before its windows are scored
+    queued = d.stats.counts["windows_queued"]
+    _score_queue(d)
+    assert d.tracker.devices == {}
+    assert d.stats.drops["device_gone"] == queued and d.stats.counts["windows_scored"] == 0
+    assert not [t for t, _ in sent if t.startswith("alerts/")]
+    assert d.expire_idle(time.monotonic() + 7200) == ["b"]
+
+
+def test_reset_reload_forgets_every_device_and_clears_raised_ones(mosquitto, tmp_path: Path) -> None:
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    d, sent = _recording_daemon(mosquitto.url, model, device_idle_s=3600.0)
+    _feed(d, "a", _anomalous(40, 5, 0, 40, 1))
+    _feed(d, "n", series(40, seed=7))
+    _score_queue(d)
+    assert d.tracker.devices["a"].state == "raised" and "n" in d.tracker.devices
+    write_model(model, make_metadata(window=2 * W, hop=HOP, threshold=THR))  # W changes: windows reset
+    assert d.reload("test")
+    assert d.tracker.devices == {} and len(d.ingest.store) == 0
+    cleared = [doc for t, doc in sent if t == "alerts/a"][-1]
+    assert cleared["state"] == "cleared" and cleared["reason"] == "reload"
+    assert [doc for t, doc in sent if t == "alerts/a/state"][-1]["reason"] == "reload"
+    assert not [t for t, _ in sent if t.startswith("alerts/n")]
+
+
+def test_evicted_raised_device_gets_a_cleared_alert_and_seq_carries_on(mosquitto, tmp_path: Path) -> None:
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    d, sent = _recording_daemon(mosquitto.url, model, max_devices=1, device_idle_s=3600.0)
+    _feed(d, "a", _anomalous(40, 5, 0, 40, 1))
+    _score_queue(d)
+    raised = [doc for t, doc in sent if t == "alerts/a"]
+    assert [a["state"] for a in raised] == ["raised"] and raised[0]["seq"] == 1
+    _feed(d, "b", series(1, seed=6))  # evicts the raised device
+    alerts = [doc for t, doc in sent if t == "alerts/a"]
+    assert len(alerts) == 2
+    cleared = alerts[1]
+    schema = schema_check.load("alert.schema.json")
+    assert schema_check.errors(cleared, schema) == []
+    assert cleared["state"] == "cleared" and cleared["reason"] == "evicted" and cleared["seq"] == 2
+    assert cleared["raised_alert_id"] == raised[0]["alert_id"] != cleared["alert_id"]
+    assert cleared["window_end"] == T0 + 39  # the last window scored for it
+    assert d.stats.counts["alerts_cleared"] == 1 and d.stats.counts["alerts_raised"] == 1
+    state = [doc for t, doc in sent if t == "alerts/a/state"][-1]
+    assert state["state"] == "cleared" and state["seq"] == 2
+    assert schema_check.errors(state, schema_check.load("state.schema.json")) == []
+    _feed(d, "a", _anomalous(40, 8, 0, 40, 1), T0 + 1000)  # it comes back and raises again
+    _score_queue(d)
+    assert [doc["seq"] for t, doc in sent if t == "alerts/a"] == [1, 2, 3]
+
+
+def test_long_topics_are_not_cached(mosquitto, tmp_path: Path) -> None:
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    d, _ = _recording_daemon(mosquitto.url, model, max_devices=4)
+    x = series(3, seed=1)
+    long_dev = "x" * 5000
+    for i in range(3):
+        for dev in ("short", long_dev):
+            d.ingest.handle(f"sensors/{dev}/data", json.dumps({"ts": T0 + i, "values": x[i].tolist()}).encode())
+    assert d.stats.counts["samples"] == 6 and len(d.ingest.store) == 2
+    assert list(d.ingest._ids) == ["sensors/short/data"]
+
+
+def test_seq_carries_on_across_a_restart_from_a_retained_cleared_state(mosquitto, tmp_path: Path) -> None:
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    loud = _anomalous(W, 4, 0, W, 0)
+    opts = {"raise_after": 1, "clear_after": 1, "instance": "seq"}
+    col = Collector(mosquitto.port, ["alerts/#"])
+    pub = Publisher(mosquitto.port)
+
+    def send(x: np.ndarray, t0: float) -> None:
+        pub.send("sensors/s/data", json.dumps({"ts": [t0 + i for i in range(len(x))], "values": x.tolist()}))
+        pub.flush()
+
+    def last_state() -> dict:
+        return [doc for t, doc in col.docs("alerts/s/state")][-1]
+
+    with running_daemon(mosquitto.url, model, **opts):
+        send(loud, T0)
+        send(series(2 * W, seed=9), T0 + W)
+        wait_until(lambda: col.docs("alerts/s/state") and last_state()["state"] == "cleared", 10, "cleared")
+        idle_seq = last_state()["seq"]
+    assert idle_seq >= 2
+    with running_daemon(mosquitto.url, model, **opts) as d:
+        wait_until(lambda: d.tracker.past_seq.get("s") == idle_seq, 10, "seq read back from the retained state")
+        send(loud, T0 + 1000)
+        wait_until(lambda: d.stats.counts["alerts_raised"] == 1, 10, "raised again")
+    wait_until(lambda: col.alerts()[-1]["seq"] == idle_seq + 1, 10, "seq after the restart")
+    assert [a["seq"] for a in col.alerts()] == list(range(1, idle_seq + 2))
+    pub.close()
+    col.close()

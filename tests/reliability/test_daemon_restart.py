@@ -196,7 +196,9 @@ def test_adoption_rules_without_broker(tmp_path: Path) -> None:
     assert d.stats.counts["devices_expired"] == 1 and "a" not in d.tracker.devices
     topic, cleared = sent[-1]
     assert topic == "alerts/a/state" and cleared["state"] == "cleared" and cleared["reason"] == "expired"
-    assert cleared["raised_alert_id"] == "r1" and cleared["seq"] == 4
+    assert cleared["raised_alert_id"] == "r1" and cleared["seq"] == 5  # the cleared alert's seq
+    alert = [m for tp, m in sent if tp == "alerts/a"][-1]
+    assert alert["state"] == "cleared" and alert["reason"] == "expired" and alert["top_channels"] == []
 
 
 @pytest.mark.parametrize("acl", ["shipped", "without_state_read"])

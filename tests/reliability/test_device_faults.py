@@ -4,6 +4,7 @@ goes silent, one sender that makes up 10,000 device ids."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -101,28 +102,41 @@ def test_silent_device_expires_and_its_alarm_clears(mosquitto, tmp_path: Path, f
 def test_ten_thousand_device_ids_bounded_by_lru(mosquitto, tmp_path: Path, figure) -> None:
     model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
     cap, n_ids = 1000, 10_000
-    with running_daemon(mosquitto.url, model, max_devices=cap, log_interval_s=3600.0) as d:
-        col = Client(mosquitto.port, "col", ("alerts/+/state",), persistent=False)
+    with running_daemon(mosquitto.url, model, max_devices=cap, queue_windows=n_ids, log_interval_s=3600.0) as d:
+        col = Client(mosquitto.port, "col", ("alerts/#",), persistent=False)
         pub = Client(mosquitto.port, "pub", persistent=False)
         send(pub, "victim", anomalous(40, 7))  # raised, then pushed out by the made-up ids
         flushed(pub)
         wait_until(lambda: d.stats.counts["alerts_raised"] == 1, 10, "victim raised")
+        # hold the inference worker, so every made-up id's window is still queued when the id is evicted
+        gate, run = threading.Event(), d.model.run
+        d.model.run = lambda batch: (gate.wait(60), run(batch))[1]
         rss0 = rss_mb()
-        v = [0.1, 0.2, 0.3, 0.4]
-        for i in range(n_ids):
-            pub.publish(f"sensors/fake-{i:05d}/data", json.dumps({"ts": T0 + i, "values": v}))
+        ts = [T0 + j for j in range(W)]
+        vs = [[0.1, 0.2, 0.3, 0.4]] * W
+        for i in range(n_ids):  # W samples each: one window per id
+            pub.publish(f"sensors/fake-{i:05d}/data", json.dumps({"ts": ts, "values": vs}))
             if i % 2000 == 1999:
                 flushed(pub)
         flushed(pub)
         wait_until(lambda: d.stats.counts["messages"] == 40 + n_ids, 30, "all ids received")
         rss1 = rss_mb()
+        gate.set()
+        c = d.stats.counts
+        wait_until(lambda: c["windows_scored"] + d.stats.drops["device_gone"] == c["windows_queued"], 30,
+                   "every queued window scored or dropped")
         assert len(d.ingest.store) == cap
         assert d.stats.counts["devices_evicted"] == n_ids + 1 - cap
         assert "victim" not in d.ingest.store.devices and "fake-09999" in d.ingest.store.devices
         wait_until(lambda: any(doc["state"] == "cleared" for _, doc in col.docs("alerts/victim/state")), 5,
                    "the evicted raised device is cleared")
         assert [doc for _, doc in col.docs("alerts/victim/state")][-1]["reason"] == "evicted"
-        assert len(d.tracker.devices) <= cap
+        wait_until(lambda: len(col.docs("alerts/victim")) >= 4, 5, "the evicted device's cleared alert")
+        cleared = [doc for t, doc in col.docs("alerts/victim") if t == "alerts/victim"][-1]
+        assert cleared["state"] == "cleared" and cleared["reason"] == "evicted" and cleared["seq"] == 2
+        # windows queued for ids evicted before they were scored do not bring them back into the tracker
+        assert d.stats.drops["device_gone"] >= n_ids - cap - d.cfg.max_batch
+        assert len(d.tracker.devices) <= cap and set(d.tracker.devices) <= set(d.ingest.store.devices)
         col.close()
         pub.close()
     # 1000 ring buffers of (2W, C) float32 are ~0.5 MB; allow the allocator generous slack
