@@ -25,10 +25,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 
+# dev includes amqtt, the demo's embedded fallback broker where mosquitto is missing.
 extras="train,cpu,dev,metrics"
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-  extras="$extras,broker"   # the demo's embedded fallback broker (amqtt)
-fi
 
 stamp=.venv/.edgewatch-installed
 want=$( (cat pyproject.toml constraints.txt; echo "$extras") | sha256sum | cut -d' ' -f1)
