@@ -75,6 +75,7 @@ class Config:
     topics: list = _opt(["sensors/{device}/data"], "input", "Input topic templates; the {device} level names the device and becomes '+' in the subscription.", flag="topic")
     max_payload_bytes: int = _opt(1 << 20, "input", "Reject larger payloads before decoding (oversize).", minimum=16)
     max_samples_per_message: int = _opt(100_000, "input", "Reject messages with more samples (too_many_samples).", minimum=1)
+    hop: int = _opt(0, "input", "Score a window every this many samples per device; 0 uses the model's default hop (its metadata). Capped at the model's window.", minimum=0)
     gap_s: float = _opt(0.0, "input", "A time gap larger than this restarts the device's window; 0 means 10 x the model's sample period, or 60 s when the model has none.", minimum=0)
     max_devices: int = _opt(10000, "input", "Most devices tracked at once; the least recently seen is evicted (devices_evicted).", minimum=1)
     device_idle_s: float = _opt(3600.0, "input", "Forget a device after this long without data (devices_expired); 0 keeps devices forever.", minimum=0)

@@ -42,6 +42,11 @@ def gap_tolerance(cfg: Config, model: EdgeModel) -> float:
     return 10.0 * sp if sp else 60.0
 
 
+def scoring_hop(cfg: Config, model: EdgeModel) -> int:
+    """``input.hop`` (capped at the model's window), or the model's default hop when it is 0."""
+    return min(cfg.hop, model.window) if cfg.hop > 0 else model.metadata.hop
+
+
 class Ingest:
     """The MQTT-thread half: topic -> device, payload -> samples -> windows -> queue. Counts every drop."""
 
@@ -65,9 +70,9 @@ class Ingest:
             self.decoder = Decoder(model.metadata.channels, cfg.max_payload_bytes, cfg.max_samples_per_message)
             gap = gap_tolerance(cfg, model)
             if keep_windows:
-                self.store.retune(model.metadata.hop, gap)
+                self.store.retune(scoring_hop(cfg, model), gap)
             else:
-                self.store = WindowStore(model.window, model.metadata.hop, model.n_channels, gap, cfg.max_devices)
+                self.store = WindowStore(model.window, scoring_hop(cfg, model), model.n_channels, gap, cfg.max_devices)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """One MQTT message (paho network thread)."""
@@ -234,7 +239,7 @@ class Daemon:
     def _log_start(self) -> None:
         m = self.model
         log.info("model %s (%s): W=%d C=%d hop=%d threshold=%.6g; provider %s (%s)", m.model_id, m.path,
-                 m.window, m.n_channels, m.metadata.hop, self.threshold, m.provider, m.provider_reason)
+                 m.window, m.n_channels, scoring_hop(self.cfg, m), self.threshold, m.provider, m.provider_reason)
 
     @property
     def threshold(self) -> float:

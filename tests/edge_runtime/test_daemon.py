@@ -470,3 +470,24 @@ def test_seq_carries_on_across_a_restart_from_a_retained_cleared_state(mosquitto
     assert [a["seq"] for a in col.alerts()] == list(range(1, idle_seq + 2))
     pub.close()
     col.close()
+
+
+@pytest.mark.parametrize("hop, expected", [(0, (40 - 8) // 2 + 1), (4, (40 - 8) // 4 + 1), (50, (40 - 8) // 8 + 1)])
+def test_input_hop_overrides_the_models_default_hop(tmp_path: Path, hop: int, expected: int) -> None:
+    """`input.hop` 0 uses the model's hop (2 here); a value scores every `hop` samples, capped at W (8)."""
+    from edge_runtime.batcher import WindowQueue
+    from edge_runtime.config import build_config
+    from edge_runtime.daemon import Ingest, scoring_hop
+    from edge_runtime.model import load_model
+    from edge_runtime.stats import Stats
+    from tests.edge_runtime.onnx_models import make_metadata, write_model
+
+    path = write_model(tmp_path / "m.onnx", make_metadata(window=8, hop=2))
+    cfg = build_config(None, {"path": str(path), "hop": hop})
+    model = load_model(path)
+    assert scoring_hop(cfg, model) == (min(hop, 8) if hop else 2)
+    queue = WindowQueue(1000)
+    ingest = Ingest(cfg, model, queue, Stats())
+    for i in range(40):
+        ingest.handle("sensors/d1/data", json.dumps({"ts": 1000.0 + i, "values": [1.0, 2.0, 3.0, 4.0]}).encode())
+    assert ingest.stats.counts["windows_queued"] == expected
