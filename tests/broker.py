@@ -8,29 +8,14 @@ restarts). Never touches the system broker on 1883.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from edge_runtime.localbroker import free_port, mosquitto_binary, terminate, wait_port
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+__all__ = ["MosquittoBroker", "free_port"]
 
 
 class MosquittoBroker:
@@ -52,9 +37,7 @@ class MosquittoBroker:
         max_queued_messages: int = 100000,
         listener_config: str | None = None,
     ) -> None:
-        binary = shutil.which("mosquitto") or (
-            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-        )
+        binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError(
                 "the mosquitto binary is not installed: run scripts/setup.sh (it installs it) "
@@ -103,21 +86,13 @@ class MosquittoBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        try:
-            wait_port(self.host, self.port, timeout)
-        except TimeoutError:
+        if not wait_port(self.host, self.port, timeout, self.proc):
             self.stop()
-            raise RuntimeError(f"mosquitto did not start: {self.log_text()[-2000:]}") from None
+            raise RuntimeError(f"mosquitto did not start: {self.log_text()[-2000:]}")
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def restart(self, down_s: float = 0.0) -> None:

@@ -22,23 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def _rate(run: Callable[[np.ndarray], Any], x: np.ndarray, seconds: float) -> float:
-    """Windows/s of ``run(x)`` looped for about ``seconds``."""
-    k, t0 = 0, time.perf_counter()
-    while True:
-        run(x)
-        k += 1
-        el = time.perf_counter() - t0
-        if el >= seconds:
-            return x.shape[0] * k / el
 
 
 def eager_vs_ort(
@@ -47,6 +34,7 @@ def eager_vs_ort(
     """Interleaved windows/s of ORT fp32 and PyTorch eager on ``model``'s weights, per batch size."""
     import torch
 
+    from edge_runtime.bench.inference import _rate
     from edge_runtime.model import load_model
     from trainer.export import scoring_graph_from_onnx
 

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -38,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.localbroker import free_port, mosquitto_binary, terminate, wait_port
 from edge_runtime.simulate import (
     connect,
     ground_truth,
@@ -102,33 +100,6 @@ class DemoResult:
     false_alarms: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     broker: str = ""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def mosquitto_binary() -> str | None:
-    """The ``mosquitto`` broker binary, if installed (PATH or /usr/sbin)."""
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
 
 
 def run_amqtt(port: int) -> None:
@@ -196,24 +167,13 @@ class BrokerProcess:
             self.kind = "embedded amqtt broker (Python)" + (" - mosquitto not found" if self.want == "auto" else "")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach)
-        if not wait_port(self.port, 15.0, self.proc):
+        if not wait_port("127.0.0.1", self.port, 15.0, self.proc):
             tail = self.log_path.read_text(errors="replace")[-500:] if self.log_path.exists() else ""
             self.stop()
             raise RuntimeError(f"{self.kind} did not start listening on port {self.port}: {tail.strip()}")
 
     def stop(self) -> None:
-        _terminate(self.proc)
-
-
-def _terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> int | None:
-    if proc is None or proc.poll() is not None:
-        return None if proc is None else proc.returncode
-    proc.terminate()
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
+        terminate(self.proc)
 
 
 class Watcher:
@@ -447,7 +407,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
 
         with steps.step("stopping and summarising" if not opts.keep_running else "summarising (broker and daemon keep running)"):
             if not opts.keep_running:
-                code = _terminate(daemon)
+                code = terminate(daemon)
                 time.sleep(0.5)  # the final stats and offline status published on stop
                 if code not in (0, None):
                     raise RuntimeError(f"daemon exited with code {code} on SIGTERM (see {run_dir / 'daemon.log'})")
@@ -470,7 +430,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
         if watcher is not None:
             watcher.close()
         if not (ok and opts.keep_running):
-            _terminate(daemon)
+            terminate(daemon)
             broker.stop()
     echo("")
     echo(f"run folder: {run_dir}  (model.onnx, evaluation.json/.png, ground_truth.json, daemon.log, "

@@ -6,33 +6,26 @@ the broker drops is a benchmark failure, counted from ``$SYS/broker/publish/mess
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_runtime.localbroker import free_port, mosquitto_binary, terminate, wait_port
 
 
 class BrokerError(RuntimeError):
     """Mosquitto is not installed or did not start."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class BenchBroker:
     """One ``mosquitto`` process (anonymous, loopback, no persistence, ``$SYS`` every second)."""
 
     def __init__(self, max_queued_messages: int = 2_000_000, workdir: Path | None = None) -> None:
-        binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        binary = mosquitto_binary()
         if binary is None:
             raise BrokerError("the mosquitto binary is not installed (apt-get install mosquitto)")
         self.binary = binary
@@ -53,24 +46,13 @@ class BenchBroker:
     def start(self, timeout: float = 10.0) -> BenchBroker:
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
+        if wait_port(self.host, self.port, timeout, self.proc):
+            return self
         self.stop()
         raise BrokerError(f"mosquitto did not start on {self.host}:{self.port}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def __enter__(self) -> BenchBroker:
