@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = """
 ## Quick start
 
-On a fresh Linux machine with Python 3.11 and pip (as root, or with Mosquitto already installed):
+On a fresh Linux machine with Python 3.11 and pip, as root (so the set-up can `apt-get install mosquitto`)
+or with Mosquitto already installed (without it the demo falls back to an embedded broker; the tests
+need the real one):
 
 ```bash
 ./scripts/demo.sh
