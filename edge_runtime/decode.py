@@ -128,19 +128,24 @@ _F32_MAX = float(np.finfo(np.float32).max)
 _INT_EXACT = 2**53
 
 
+def _is_plain_row(vals: list, n_channels: int) -> bool:
+    """True when ``vals`` is C plain numbers within float32 range (checked without numpy temporaries)."""
+    if len(vals) != n_channels:
+        return False
+    for v in vals:
+        tv = type(v)
+        if tv is float:
+            if not -_F32_MAX <= v <= _F32_MAX:  # also False for NaN
+                return False
+        elif tv is not int or not -_INT_EXACT <= v <= _INT_EXACT:
+            return False
+    return True
+
+
 def _row_values(vals: list, n_channels: int) -> np.ndarray:
-    """One sample's values -> (1, C) float32. The common case (C plain numbers within float32 range) is
-    checked in Python without numpy's temporaries; anything else takes :func:`_as_values` (same results)."""
-    if len(vals) == n_channels:
-        for v in vals:
-            tv = type(v)
-            if tv is float:
-                if not -_F32_MAX <= v <= _F32_MAX:  # also False for NaN
-                    break
-            elif tv is not int or not -_INT_EXACT <= v <= _INT_EXACT:
-                break
-        else:
-            return np.array((vals,), dtype=np.float32)
+    """One sample's values -> (1, C) float32; anything but a plain row takes :func:`_as_values` (same results)."""
+    if _is_plain_row(vals, n_channels):
+        return np.array((vals,), dtype=np.float32)
     return _as_values([vals], n_channels)
 
 
@@ -196,22 +201,14 @@ class Decoder:
             doc = self._scan_json(body)
             if type(doc) is dict:
                 vals = doc.get("values")
-                if type(vals) is list and len(vals) == self.n_channels:
-                    for v in vals:
-                        tv = type(v)
-                        if tv is float:
-                            if not -_F32_MAX <= v <= _F32_MAX:  # also False for NaN
-                                break
-                        elif tv is not int or not -_INT_EXACT <= v <= _INT_EXACT:
-                            break
-                    else:
-                        t = doc.get("ts")
-                        if t is None:
-                            return arrival, vals, False
-                        tt = type(t)
-                        if (tt is float or tt is int) and 0 <= t < _NS:  # also False for NaN and inf
-                            return (t * 1e-6 if t >= _US else t * 1e-3 if t >= _MS else float(t)), vals, True
-                        return parse_timestamp(t), vals, True
+                if type(vals) is list and _is_plain_row(vals, self.n_channels):
+                    t = doc.get("ts")
+                    if t is None:
+                        return arrival, vals, False
+                    tt = type(t)
+                    if (tt is float or tt is int) and 0 <= t < _NS:  # also False for NaN and inf
+                        return (t * 1e-6 if t >= _US else t * 1e-3 if t >= _MS else float(t)), vals, True
+                    return parse_timestamp(t), vals, True
             return self._from_json(doc, arrival)
         try:
             text = body.decode("utf-8")

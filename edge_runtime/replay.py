@@ -27,6 +27,7 @@ import numpy as np
 from edge_runtime.simulate import (
     FORMATS,
     SimError,
+    SimResult,
     connect,
     encode_payload,
     fail,
@@ -167,13 +168,6 @@ def pacing_delays(ts: np.ndarray, batch: int, speed: float) -> np.ndarray:
     return (ts[last] - ts[0]) / speed
 
 
-@dataclass
-class ReplayResult:
-    messages: int = 0
-    samples: int = 0
-    elapsed_s: float = 0.0
-
-
 def publish_recording(
     client: Any,
     rec: Recording,
@@ -187,7 +181,7 @@ def publish_recording(
     period_s: float = 1.0,
     restamp: bool = False,
     stop: threading.Event | None = None,
-) -> ReplayResult:
+) -> SimResult:
     """Publish ``rec`` to ``topic`` (connected paho ``client``), paced by its timestamps / ``speed``.
 
     A file without a time column is stamped ``period_s`` apart from now; ``restamp`` shifts the
@@ -204,7 +198,7 @@ def publish_recording(
     else:
         ts = rec.ts - rec.ts[0] + now if restamp else rec.ts
     due = pacing_delays(ts, batch, speed)
-    res = ReplayResult()
+    res = SimResult()
     pending = []
     began = time.monotonic()
     for k in range(due.shape[0]):

@@ -427,7 +427,7 @@ def connect(broker: Broker, client_id: str, timeout: float = 10.0) -> Any:
 
 @dataclass
 class SimResult:
-    """What was published."""
+    """What was published (by the simulator or a replay)."""
 
     messages: int = 0
     samples: int = 0

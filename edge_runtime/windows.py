@@ -191,24 +191,8 @@ class WindowStore:
     def __len__(self) -> int:
         return len(self.devices)
 
-    def push(self, device: str, ts: np.ndarray, values: np.ndarray, stamped: bool, now: float) -> PushResult:
-        """Push samples for ``device`` at monotonic time ``now``; see :meth:`RingWindow.push`."""
-        ring = self.devices.get(device)
-        evicted: list[str] = []
-        if ring is None:
-            while len(self.devices) >= self.max_devices:
-                evicted.append(self.devices.popitem(last=False)[0])
-            ring = RingWindow(self.window, self.hop, self.n_channels, self.gap_s)
-            self.devices[device] = ring
-        else:
-            self.devices.move_to_end(device)
-        ring.last_seen = now
-        res = ring.push(ts, values, stamped)
-        res.evicted = evicted
-        return res
-
-    def push_row(self, device: str, t: float, row: Any, stamped: bool, now: float) -> tuple[RingWindow, int, list[str]]:
-        """One sample for ``device``: (its ring, :meth:`RingWindow.push_row` flags, devices evicted to make room)."""
+    def _ring(self, device: str, now: float) -> tuple[RingWindow, list[str]]:
+        """``device``'s ring, made (evicting the least recently seen at the cap) or marked recently seen."""
         ring = self.devices.get(device)
         evicted = _NO_EVICTIONS
         if ring is None:
@@ -220,6 +204,18 @@ class WindowStore:
         else:
             self.devices.move_to_end(device)
         ring.last_seen = now
+        return ring, evicted
+
+    def push(self, device: str, ts: np.ndarray, values: np.ndarray, stamped: bool, now: float) -> PushResult:
+        """Push samples for ``device`` at monotonic time ``now``; see :meth:`RingWindow.push`."""
+        ring, evicted = self._ring(device, now)
+        res = ring.push(ts, values, stamped)
+        res.evicted = list(evicted)
+        return res
+
+    def push_row(self, device: str, t: float, row: Any, stamped: bool, now: float) -> tuple[RingWindow, int, list[str]]:
+        """One sample for ``device``: (its ring, :meth:`RingWindow.push_row` flags, devices evicted to make room)."""
+        ring, evicted = self._ring(device, now)
         return ring, ring.push_row(t, row, stamped), evicted
 
     def expire(self, now: float, idle_s: float) -> list[str]:

@@ -34,7 +34,7 @@ def eager_vs_ort(
     """Interleaved windows/s of ORT fp32 and PyTorch eager on ``model``'s weights, per batch size."""
     import torch
 
-    from edge_runtime.bench.inference import _rate
+    from edge_runtime.bench.inference import interleaved_rates
     from edge_runtime.model import load_model
     from trainer.export import scoring_graph_from_onnx
 
@@ -59,17 +59,7 @@ def eager_vs_ort(
     if diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
         return {"ok": False, "why": f"rebuilt PyTorch module disagrees with the ONNX file (max score diff {diff:.3g})"}
     engines = {"ort_fp32": edge.run, "torch_eager": eager}
-    out: dict[str, Any] = {}
-    for b in batches:
-        x = windows(b)
-        for run in engines.values():
-            run(x)  # warm up
-        rates: dict[str, list[float]] = {e: [] for e in engines}
-        names = list(engines)
-        for r in range(repeats):
-            for e in names[r % 2:] + names[: r % 2]:  # alternate which goes first
-                rates[e].append(_rate(engines[e], x, seconds))
-        out[str(b)] = rates
+    out = {str(b): interleaved_rates(engines, windows(b), repeats, seconds) for b in batches}
     return {
         "ok": True,
         "rates": out,

@@ -123,6 +123,18 @@ def _rate(run: Runner, x: np.ndarray, seconds: float) -> float:
             return x.shape[0] * k / el
 
 
+def interleaved_rates(engines: dict[str, Runner], x: np.ndarray, repeats: int, seconds: float) -> dict[str, list[float]]:
+    """Windows/s of each engine on ``x`` (B, W, C), ``repeats`` times, rotating which goes first each repeat."""
+    for run in engines.values():
+        run(x)  # warm up
+    rates: dict[str, list[float]] = {e: [] for e in engines}
+    names = list(engines)
+    for r in range(repeats):
+        for e in names[r % len(names):] + names[: r % len(names)]:
+            rates[e].append(_rate(engines[e], x, seconds))
+    return rates
+
+
 def bench_inference(
     model_path: str | Path,
     batches: tuple[int, ...] = BATCHES,
@@ -174,14 +186,7 @@ def bench_inference(
         notes["torch_eager"] = eager["note"] if eager.get("ok") else f"skipped: {eager.get('why')}"
         results: dict[str, dict[str, Any]] = {}
         for b in batches:
-            x = windows(b)
-            for run in engines.values():
-                run(x)  # warm up
-            rates: dict[str, list[float]] = {e: [] for e in engines}
-            names = list(engines)
-            for r in range(repeats):
-                for e in names[r % len(names):] + names[: r % len(names)]:  # rotate the order per repeat
-                    rates[e].append(_rate(engines[e], x, seconds))
+            rates = interleaved_rates(engines, windows(b), repeats, seconds)
             row: dict[str, Any] = {e: summary(v) for e, v in rates.items()}
             if eager.get("ok"):
                 child = eager["rates"][str(b)]
