@@ -93,6 +93,11 @@ class WindowQueue:
                 self._cond.notify()
         return dropped
 
+    def oldest_enqueued(self) -> float | None:
+        """``enqueued`` (time.monotonic) of the oldest queued item; None when empty."""
+        with self._cond:
+            return self._items[0].enqueued if self._items else None
+
     def clear(self) -> int:
         """Drop everything queued; return the number of windows dropped."""
         with self._cond:

@@ -166,6 +166,9 @@ class Ingest:
                         dropped, self.queue.policy)
 
 
+INLINE_SWEEP_S = 0.05  # inline batching: the housekeeping thread scores windows left queued this long
+
+
 class Daemon:
     """The running service. ``start()`` returns once threads run; ``stop()`` shuts down cleanly."""
 
@@ -194,6 +197,8 @@ class Daemon:
         self._stopped = threading.Event()
         self._reload_requested = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._score_lock = threading.Lock()  # one scorer at a time: a device's windows are scored in order
+        self._inline = False
         self._batch_buf = np.zeros((cfg.max_batch, self.model.window, self.model.n_channels), np.float32)
         self._watch_sig: FileSignature | None = self.model.signature
         self._log_start()
@@ -246,8 +251,16 @@ class Daemon:
         return self.cfg.threshold or self.model.threshold
 
     def start(self) -> Daemon:
+        if self.cfg.batching == "inline":
+            self._inline = self.link.set_after_read(self._score_queued)
+            if not self._inline:
+                log.warning("inference.batching = inline needs paho-mqtt 2.x (edge_runtime/mqtt_socket.py); "
+                            "using opportunistic batching on an inference thread")
         self.link.start()
-        for name, target in (("edgewatch-infer", self._worker), ("edgewatch-housekeeping", self._housekeeping)):
+        workers = [("edgewatch-housekeeping", self._housekeeping)]
+        if not self._inline:
+            workers.insert(0, ("edgewatch-infer", self._worker))
+        for name, target in workers:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -276,6 +289,8 @@ class Daemon:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
+        if self._inline:
+            self._score_queued()  # what the last bursts queued (the network thread scores no more: paused)
         self._publish_stats()
         self.link.close(self._offline_doc("stopped"), timeout=max(0.5, deadline - time.monotonic()))
         if self.metrics is not None:
@@ -300,7 +315,27 @@ class Daemon:
             time=time.time(),
         )
 
-    # -- inference worker ---------------------------------------------------------------
+    # -- inference -------------------------------------------------------------------------
+    def _score_queued(self) -> None:
+        """Inline batching (network thread, after each read burst; and at stop): score every queued window
+        in batches of up to max_batch."""
+        if not len(self.queue):
+            return
+        with self._score_lock:
+            while True:
+                items = self.queue.get_batch(self.cfg.max_batch, 0.0, timeout=0.0)
+                if not items:
+                    return
+                self._score_guarded(items)
+
+    def _score_guarded(self, items: list[WindowItem]) -> None:
+        try:
+            self._score(items)
+        except Exception:  # keep serving: one failed batch is counted, not fatal
+            n = sum(it.n for it in items)
+            self.stats.drop("inference_error", n)
+            log.exception("inference failed for a batch of %d window(s)", n)
+
     def _worker(self) -> None:
         cfg = self.cfg
         # opportunistic: take whatever is queued (at least one window) at once; fill: wait up to max_wait_ms
@@ -311,12 +346,7 @@ class Daemon:
                 if self._stop.is_set():
                     return
                 continue
-            try:
-                self._score(items)
-            except Exception:  # keep serving: one failed batch is counted, not fatal
-                n = sum(it.n for it in items)
-                self.stats.drop("inference_error", n)
-                log.exception("inference failed for a batch of %d window(s)", n)
+            self._score_guarded(items)
 
     def _score(self, items: list[WindowItem]) -> None:
         model = self.model
@@ -424,6 +454,10 @@ class Daemon:
         next_expire = now + min(60.0, cfg.device_idle_s) if cfg.device_idle_s else float("inf")
         while not self._stop.wait(0.1):
             now = time.monotonic()
+            if self._inline:  # a safety net: windows queued outside a read burst (none normally) wait <= 0.15 s
+                oldest = self.queue.oldest_enqueued()
+                if oldest is not None and now - oldest > INLINE_SWEEP_S:
+                    self._score_queued()
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self.reload("SIGHUP")

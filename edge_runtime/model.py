@@ -9,8 +9,10 @@ not obtained is a :class:`ModelError`, never a silent fallback.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import io
 import logging
 import os
 import time
@@ -127,6 +129,30 @@ def cuda_load_error() -> str:
     return ""
 
 
+_preloaded = False
+
+
+def preload_cuda_libraries() -> None:
+    """Once per process: ``ort.preload_dlls()``, so CUDA/cuDNN installed as pip packages are found.
+
+    ``pip install 'onnxruntime-gpu[cuda,cudnn]'`` puts them under ``site-packages/nvidia/``, where the
+    dynamic loader does not look. preload_dlls prints its failures: they are captured and logged at
+    DEBUG (the CUDA session's own outcome is what gets reported), and it never raises here.
+    """
+    global _preloaded
+    if _preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _preloaded = True
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - a failed preload leaves CUDA to fail (and be explained) later
+        log.debug("onnxruntime.preload_dlls failed: %s: %s", type(exc).__name__, exc)
+    if buf.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", buf.getvalue().strip())
+
+
 def _create(model_bytes: bytes, providers: list[str], threads: int, quiet: bool) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(
@@ -153,6 +179,7 @@ def open_session(
             raise ModelError(why)
         sess = _create(model_bytes, [CPU], intra_op_threads, False)
         return sess, sess.get_providers()[0], why + ", running on CPU"
+    preload_cuda_libraries()
     sess = _create(model_bytes, [CUDA, CPU], intra_op_threads, provider == "auto")
     got = sess.get_providers()[0]
     if got == CUDA:

@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_runtime.config import Config, ConfigError
+from edge_runtime.mqtt_socket import BufferedClient, buffering_supported
 from edge_runtime.stats import RateLimitedLog, Stats
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class _PahoErrors:
 def make_client(cfg: Config, client_id: str, persistent: bool) -> paho.Client:
     """A configured (not yet connected) paho client: protocol, session, auth, TLS, backoff, queue bound."""
     v5 = cfg.protocol == "5"
-    client = paho.Client(
+    client_class = BufferedClient if buffering_supported() else paho.Client
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=None if v5 else not persistent,
@@ -158,6 +160,14 @@ class MqttLink:
         self.client.on_message = self._handle_message
         self.client.on_subscribe = self._handle_subscribe
         self.client.on_unsubscribe = self._handle_unsubscribe
+
+    def set_after_read(self, hook: Callable[[], None] | None) -> bool:
+        """Run ``hook`` on the network thread after each burst of received packets; False where this paho
+        client cannot (see :mod:`edge_runtime.mqtt_socket`)."""
+        if not isinstance(self.client, BufferedClient):
+            return False
+        self.client.after_read = hook
+        return True
 
     def start(self) -> None:
         """Connect in the background; paho's thread keeps reconnecting with backoff."""

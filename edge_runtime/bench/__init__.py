@@ -1,8 +1,8 @@
 """``edgewatch bench``: reproducible benchmarks with their baselines measured in the same run.
 
-``inference | ingest | latency | footprint | scaling`` each print a Markdown section (and write
-``--json OUT``); ``all`` runs them in order and writes BENCHMARKS.md with the machine, versions
-and date. Nothing here imports torch, onnx or the trainer at import time (the PyTorch baseline
+``inference | cuda | ingest | latency | footprint | scaling`` each print a Markdown section (and write
+``--json OUT``); ``all`` runs them in order (``cuda`` only where a CUDA session can be had) and writes
+BENCHMARKS.md with the machine, versions and date. Nothing here imports torch, onnx or the trainer at import time (the PyTorch baseline
 and the scaling models import them lazily and are skipped with a note where absent).
 """
 
@@ -18,6 +18,8 @@ from typing import Any
 import click
 
 DEFAULT_MODEL = "models/demo.onnx"
+CUDA_REPORT = "benchmarks/CUDA.md"  # `bench cuda --out`, beside BENCHMARKS.md, as measured on a GPU machine
+CUDA_JSON = "benchmarks/cuda.json"
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -65,7 +67,7 @@ repeats_opt = click.option("--repeats", type=click.IntRange(1), default=3, show_
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def command() -> None:
-    """Benchmarks: inference, ingest, latency, footprint, scaling, or all (writes BENCHMARKS.md)."""
+    """Benchmarks: inference, cuda, ingest, latency, footprint, scaling, or all (writes BENCHMARKS.md)."""
 
 
 @command.command()
@@ -86,6 +88,37 @@ def inference(model: str, threads: int, batches: str, repeats: int, seconds: flo
     _check_model(model)
     r = _guard(bench_inference, model, _ints(batches), threads, repeats, seconds, use_torch, variants)
     _emit(r, inference_md(r), json_out)
+
+
+def _command_line() -> str:
+    return "edgewatch bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+
+
+@command.command("cuda")
+@model_opt
+@click.option("--batches", default="1,8,64,256,1024,4096", show_default=True, help="Batch sizes.")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--seconds", type=click.FloatRange(0.01), default=0.4, show_default=True, help="Seconds per repeat and engine.")
+@click.option("--cpu-threads", type=click.IntRange(1), default=None,
+              help="Threads of the all-core CPU baseline (default: every core).")
+@json_opt
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Also write a standalone Markdown report here (e.g. benchmarks/CUDA.md).")
+def cuda_(model: str, batches: str, repeats: int, seconds: float, cpu_threads: int | None, json_out: str | None,
+          out: str | None) -> None:
+    """Windows/s on onnxruntime CUDA (session.run, I/O binding, device-resident) vs the CPU session."""
+    from edge_runtime.bench.common import machine_info
+    from edge_runtime.bench.cuda import bench_cuda
+    from edge_runtime.bench.report import cuda_md, cuda_report_md
+
+    _check_model(model)
+    r = _guard(bench_cuda, model, _ints(batches), repeats, seconds, cpu_threads)
+    r.update(machine=machine_info(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), command=_command_line())
+    md = cuda_md(r)
+    _emit(r, md, json_out)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(cuda_report_md(r, md))
 
 
 @command.command()
@@ -115,7 +148,7 @@ def ingest(model: str, devices: int, single_samples: int, batch_samples: int, ba
               help="Sustainable msg/s (0: search for it live, under the same conditions as the latency runs).")
 @click.option("--hint", type=click.FloatRange(0), default=0.0,
               help="Upper guide for that search, e.g. the ingest drain rate (0: 20,000 msg/s).")
-@click.option("--batching", type=click.Choice(["opportunistic", "fill"]), default="opportunistic", show_default=True,
+@click.option("--batching", type=click.Choice(["inline", "opportunistic", "fill"]), default="inline", show_default=True,
               help="The daemon's inference.batching for these runs.")
 @click.option("--devices", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--seconds", type=click.FloatRange(0.5), default=10.0, show_default=True, help="Seconds per run.")
@@ -185,6 +218,7 @@ def scaling(model: str, devices_list: str, windows_list: str, channels_list: str
 def all_(model: str, out: str, quick: bool, minutes: float, json_out: str | None) -> None:
     """Run every benchmark in order and write BENCHMARKS.md (CPU, versions, date, command)."""
     from edge_runtime.bench.common import machine_info
+    from edge_runtime.bench.cuda import bench_cuda
     from edge_runtime.bench.inference import bench_inference
     from edge_runtime.bench.ingest import bench_footprint, bench_ingest, bench_latency
     from edge_runtime.bench.scaling import bench_scaling, plot_scaling
@@ -192,7 +226,9 @@ def all_(model: str, out: str, quick: bool, minutes: float, json_out: str | None
     _check_model(model)
     t0 = time.time()
     res: dict[str, Any] = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                           "command": "edgewatch bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])}
+                           "command": _command_line()}
+    cuda_report = Path(out).parent / CUDA_REPORT  # where `bench cuda --out` left its report on a GPU machine
+    res["cuda_report"] = CUDA_REPORT if cuda_report.is_file() else None
 
     def stage(name: str, fn, *args: Any, **kw: Any) -> None:
         click.echo(f"{name} ...", err=True)
@@ -204,6 +240,8 @@ def all_(model: str, out: str, quick: bool, minutes: float, json_out: str | None
             Path(json_out).write_text(json.dumps(res, indent=1, default=str) + "\n")
 
     stage("inference", bench_inference, model, repeats=5, seconds=0.25 if quick else 0.4)
+    if cuda_session_available(model):
+        stage("cuda", bench_cuda, model, repeats=5, seconds=0.25 if quick else 0.4)
     stage("ingest", bench_ingest, model, 100, 400 if quick else 600, 3000 if quick else 5000, 100, 3)
     rate = (res["ingest"].get("single") or {}).get("daemon_msg_rate", {}).get("median")
     stage("latency", bench_latency, model, None, (0.5, 0.9), 100, 6.0 if quick else 10.0, 3, rate or 0.0)
@@ -221,21 +259,44 @@ def all_(model: str, out: str, quick: bool, minutes: float, json_out: str | None
     click.echo(text)
 
 
+def cuda_session_available(model: str) -> bool:
+    """Whether ``model`` really gets the CUDA provider here (``auto`` falls back to CPU quietly)."""
+    from edge_runtime.model import CUDA, ModelError, load_model
+
+    try:
+        return load_model(model, "auto", 1).provider == CUDA
+    except ModelError:
+        return False
+
+
+def _cuda_line(res: dict[str, Any]) -> str:
+    if "cuda" in res:
+        return ("CUDA: failed in this run (section 1b)." if "error" in res["cuda"]
+                else "CUDA: measured in this run on the CUDA provider (section 1b).")
+    if res.get("cuda_report"):
+        return (f"CUDA: not measured in this run (no CUDA device here); see [{res['cuda_report']}]({res['cuda_report']}) "
+                "where it was measured on a GPU machine with "
+                f"`edgewatch bench cuda --out {res['cuda_report']} --json {CUDA_JSON}`.")
+    return "CUDA: not measured here (no GPU on this machine), so the CUDA provider's numbers are unverified."
+
+
 def benchmarks_md(res: dict[str, Any], plot: str | None) -> str:
     """The whole BENCHMARKS.md from the results of ``all``."""
     from edge_runtime.bench import report
 
     m = res["machine"]
     vers = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    on_cuda = ["## 1b. Inference on CUDA", "", _section(report.cuda_md, res["cuda"]), ""] if "cuda" in res else []
     return "\n".join([
         "# edgewatch benchmarks", "",
         f"Generated by `{res['command']}` on {res['date']} in {res['seconds']} s. Do not edit by hand: rerun the command.", "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['os']}); Python {m['python']}; {vers}; {m['mosquitto'] or 'mosquitto ?'}.",
-        "CUDA: not measured here (no GPU on this machine), so the CUDA provider's numbers are unverified.", "",
+        _cuda_line(res), "",
         "Every number is the median of several repeats with ± half their range; every goal is a ratio against a "
         "baseline measured in the same run, or an absolute limit stated beside it. The machine is shared, so "
         "absolute rates move between runs; the ratios are what the goals use.", "",
         "## 1. Inference", "", _section(report.inference_md, res["inference"]), "",
+        *on_cuda,
         "## 2. Ingest, end to end (Mosquitto on loopback)", "", _section(report.ingest_md, res["ingest"]), "",
         "## 3. Latency", "", _section(report.latency_md, res["latency"]), "",
         "## 4. Footprint", "", _section(report.footprint_md, res["footprint"]), "",

@@ -34,7 +34,7 @@ class BenchBroker:
         self.conf = self.workdir / "mosquitto.conf"
         self.conf.write_text("\n".join([
             f"listener {self.port} {self.host}", "allow_anonymous true",
-            f"max_queued_messages {max_queued_messages}", "max_queued_bytes 0", "max_inflight_messages 100",
+            f"max_queued_messages {max_queued_messages}", "max_queued_bytes 0", "max_inflight_messages 100", "set_tcp_nodelay true",
             "sys_interval 1", f"log_dest file {self.workdir / 'mosquitto.log'}", "log_type error", "log_type warning",
         ]) + "\n")
         self.proc: subprocess.Popen | None = None

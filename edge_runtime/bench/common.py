@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata as importlib_metadata
 from typing import Any
 
@@ -28,6 +29,18 @@ def summary(values: list[float] | np.ndarray, digits: int = 1) -> dict[str, Any]
     spread = float((a.max() - a.min()) / med * 100.0) if med else 0.0
     return {"median": round(med, digits), "min": round(float(a.min()), digits), "max": round(float(a.max()), digits),
             "spread_pct": round(spread, 1), "n": int(a.size)}
+
+
+def window_maker(meta: Any, seed: int = 0) -> Callable[[int], np.ndarray]:
+    """``windows(b)``: ``b`` random raw windows ``(b, W, C)`` float32 around the model's training mean/std."""
+    rng = np.random.default_rng(seed)
+    mean = np.asarray(meta.normalisation.mean, np.float32)
+    std = np.asarray(meta.normalisation.std, np.float32)
+
+    def windows(b: int) -> np.ndarray:
+        return (mean + std * rng.standard_normal((b, meta.window, meta.n_channels))).astype(np.float32)
+
+    return windows
 
 
 def fmt(s: dict[str, Any] | None, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.bench.common import matmul_peak_gflops, summary, trainer_tool
+from edge_runtime.bench.common import matmul_peak_gflops, summary, trainer_tool, window_maker
 from edge_runtime.contract import INPUT_NAME, OUTPUT_CHANNEL_ERROR, OUTPUT_SCORE, ModelMetadata
 from edge_runtime.model import _session_options, load_model
 
@@ -151,12 +151,7 @@ def bench_inference(
     path = Path(model_path)
     model = load_model(path, "cpu", threads)
     meta = model.metadata
-    rng = np.random.default_rng(seed)
-    mean = np.asarray(meta.normalisation.mean, np.float32)
-    std = np.asarray(meta.normalisation.std, np.float32)
-
-    def windows(b: int) -> np.ndarray:
-        return (mean + std * rng.standard_normal((b, meta.window, meta.n_channels))).astype(np.float32)
+    windows = window_maker(meta, seed)
 
     engines: dict[str, Runner] = {"ort_fp32": model.run}
     notes: dict[str, str] = {"ort_fp32": "the daemon's session: ORT_ENABLE_ALL, spinning off"}

@@ -3,7 +3,9 @@
 Ingest: the broker first queues N messages for a consumer's persistent QoS 1 session (publishers
 flood it while the consumer is away), then the consumer connects and drains them; its rate is
 messages / (last done - first received). The baseline, in the same run and on the same broker, is a
-bare paho subscriber that only counts and ``json.loads`` each message. The daemon's run is complete
+bare paho subscriber that only counts and ``json.loads`` each message (``bare``: paho's stock client,
+the goal's baseline; ``bare_tuned``: the same subscriber on edgewatch's own client,
+:class:`~edge_runtime.mqtt_socket.BufferedClient`, so edgewatch's own cost shows too). The daemon's run is complete
 only when every message is in and every expected window is scored; drops are read from its
 counters and from the broker's ``$SYS/broker/publish/messages/dropped``.
 
@@ -91,14 +93,15 @@ def daemon_config(broker: BenchBroker, model: str, client_id: str, **over: Any) 
 
 def drain_run(broker: BenchBroker, consumer: str, model: str, devices: int, samples: int, channels: int,
               batch: int, window: int, hop: int, tag: str) -> dict[str, Any]:
-    """Queue ``devices x samples`` for a fresh session, then let ``consumer`` (bare|daemon) drain them."""
+    """Queue ``devices x samples`` for a fresh session, then let ``consumer`` (bare|bare_tuned|daemon) drain them."""
     cid = f"bench-{consumer}-{tag}"
     prime_session(broker.host, broker.port, cid)
     n_msgs = devices * -(-samples // batch)
     dropped0 = broker.sys_value() or 0
     publish_all(broker, device_names(devices), samples, channels, batch)
-    if consumer == "bare":
-        res = run_role("bare", {"host": broker.host, "port": broker.port, "client_id": cid, "expect": n_msgs})
+    if consumer in ("bare", "bare_tuned"):
+        res = run_role("bare", {"host": broker.host, "port": broker.port, "client_id": cid, "expect": n_msgs,
+                                "buffered": consumer == "bare_tuned"})
         res["msg_rate"] = res.pop("rate")
         res["sample_rate"] = round(res["msg_rate"] * batch, 1) if res["msg_rate"] else None
         res["complete"] = res["received"] == n_msgs
@@ -117,29 +120,37 @@ def drain_run(broker: BenchBroker, consumer: str, model: str, devices: int, samp
 
 def bench_ingest(model: str, devices: int = 100, single_samples: int = 600, batch_samples: int = 5000,
                  batch_size: int = 100, repeats: int = 3) -> dict[str, Any]:
-    """Drain rates of bare subscriber and daemon on single-sample and batched JSON (medians of repeats)."""
+    """Drain rates of the bare subscribers and the daemon on single-sample and batched JSON (medians of repeats).
+
+    The consumers take turns, in a rotating order each repeat, on the same broker.
+    """
     m = load_model(model, "cpu", 1)
     w, hop, c = m.window, m.metadata.hop, m.n_channels
     out: dict[str, Any] = {"devices": devices, "window": w, "hop": hop, "channels": c, "repeats": repeats}
     with BenchBroker() as broker:
         for fmt, samples, batch in (("single", single_samples, 1), ("batch", batch_samples, batch_size)):
-            runs: dict[str, list[dict[str, Any]]] = {"bare": [], "daemon": []}
+            runs: dict[str, list[dict[str, Any]]] = {"bare": [], "bare_tuned": [], "daemon": []}
+            order = list(runs)
             for r in range(repeats):
-                for consumer in ("bare", "daemon") if r % 2 == 0 else ("daemon", "bare"):
+                for consumer in order[r % 3:] + order[: r % 3]:
                     runs[consumer].append(drain_run(broker, consumer, model, devices, samples, c, batch, w, hop,
                                                     f"{fmt}{r}"))
             bare_r = [x["msg_rate"] or 0.0 for x in runs["bare"]]
+            tuned_r = [x["msg_rate"] or 0.0 for x in runs["bare_tuned"]]
             dmn_r = [x["msg_rate"] or 0.0 for x in runs["daemon"]]
             out[fmt] = {
                 "samples_per_device": samples, "samples_per_message": batch,
                 "messages": devices * -(-samples // batch),
-                "bare_msg_rate": summary(bare_r), "daemon_msg_rate": summary(dmn_r),
+                "bare_msg_rate": summary(bare_r), "bare_tuned_msg_rate": summary(tuned_r),
+                "daemon_msg_rate": summary(dmn_r),
                 "daemon_sample_rate": summary([x["sample_rate"] or 0.0 for x in runs["daemon"]]),
                 "ratio_daemon_vs_bare": summary(np.asarray(dmn_r) / np.maximum(bare_r, 1e-9), 3),
+                "ratio_daemon_vs_bare_tuned": summary(np.asarray(dmn_r) / np.maximum(tuned_r, 1e-9), 3),
+                "ratio_bare_tuned_vs_bare": summary(np.asarray(tuned_r) / np.maximum(bare_r, 1e-9), 3),
                 "windows_lost": int(sum(x["windows_lost"] for x in runs["daemon"])),
                 "daemon_drops": [x["drops"] for x in runs["daemon"]],
-                "broker_dropped": int(sum(x["broker_dropped"] for x in runs["bare"] + runs["daemon"])),
-                "complete": all(x["complete"] for x in runs["bare"] + runs["daemon"]),
+                "broker_dropped": int(sum(x["broker_dropped"] for v in runs.values() for x in v)),
+                "complete": all(x["complete"] for v in runs.values() for x in v),
                 "runs": runs,
             }
     return out
@@ -160,8 +171,9 @@ def _latencies(send_files: list[Path], rec: Path, period: float) -> dict[str, np
 
 
 def latency_run(broker: BenchBroker, model: str, rate: float, devices: int, seconds: float, window: int,
-                hop: int, channels: int, tag: str, **over: Any) -> dict[str, Any]:
-    """Live: daemon + receiver up, then publishers at ``rate`` msg/s for ``seconds``; per-window latencies."""
+                hop: int, channels: int, tag: str, consumer: str = "daemon", **over: Any) -> dict[str, Any]:
+    """Live: ``consumer`` (the daemon, or the no-model ``relay`` baseline) + receiver up, then publishers at
+    ``rate`` msg/s for ``seconds``; per-window latencies."""
     samples = max(window + hop, int(rate * seconds / devices))
     names = device_names(devices)
     anomalous = names[:: max(1, devices // 10)]
@@ -173,9 +185,13 @@ def latency_run(broker: BenchBroker, model: str, rate: float, devices: int, seco
                                        "timeout": seconds * 3 + 30})
         assert recv.stdout is not None
         recv.stdout.readline()  # READY
-        cfg = daemon_config(broker, model, cid, publish_scores=True, **over)
-        dmn = start_role("daemon", {"config": cfg, "expect_messages": devices * samples, "expect_windows": exp_w,
-                                    "timeout": seconds * 3 + 30})
+        if consumer == "relay":
+            dmn = start_role("relay", {"host": broker.host, "port": broker.port, "client_id": cid, "window": window,
+                                       "hop": hop, "expect_messages": devices * samples, "timeout": seconds * 3 + 30})
+        else:
+            cfg = daemon_config(broker, model, cid, publish_scores=True, **over)
+            dmn = start_role("daemon", {"config": cfg, "expect_messages": devices * samples, "expect_windows": exp_w,
+                                        "timeout": seconds * 3 + 30})
         time.sleep(1.5)  # the daemon loads and subscribes
         dropped0 = broker.sys_value() or 0
         pubs = publish_all(broker, names, samples, channels, rate=rate,
@@ -185,12 +201,13 @@ def latency_run(broker: BenchBroker, model: str, rate: float, devices: int, seco
         lat = _latencies([Path(tmp) / f"send.{k}.npz" for k in range(2)], rec, 1.0) if rec.exists() else {}
     sent_rate = sum(p["messages"] for p in pubs) / max(p["seconds"] for p in pubs)
     score = lat.get("score", np.zeros(0))
-    return {"target_rate": round(rate, 1), "achieved_publish_rate": round(sent_rate, 1), "devices": devices,
-            "windows_expected": exp_w, "windows_scored": d["stats"]["windows_scored"], "drops": d["stats"]["drops"],
-            "broker_dropped": (broker.sys_value() or 0) - dropped0, "scores_received": int(score.size),
-            "score_ms": percentiles(score), "alert_ms": percentiles(lat.get("alert", np.zeros(0))),
-            "alerts_received": int(lat.get("alert", np.zeros(0)).size),
-            "batch_size_mean": d["stats"]["batch_size_mean"]}
+    st = d["stats"]
+    return {"consumer": consumer, "target_rate": round(rate, 1), "achieved_publish_rate": round(sent_rate, 1),
+            "devices": devices, "windows_expected": exp_w, "windows_scored": st.get("windows_scored", int(score.size)),
+            "drops": st.get("drops", {}), "broker_dropped": (broker.sys_value() or 0) - dropped0,
+            "scores_received": int(score.size), "score_ms": percentiles(score),
+            "alert_ms": percentiles(lat.get("alert", np.zeros(0))), "alerts_received": int(lat.get("alert", np.zeros(0)).size),
+            "batch_size_mean": st.get("batch_size_mean")}
 
 
 KEEPS_UP_P99_MS = 250.0  # a backlog grows through a run, so its p99 reaches seconds; a daemon that keeps up stays far below
@@ -238,7 +255,7 @@ def bench_latency(model: str, sustainable_rate: float | None = None, loads: tupl
     m = load_model(model, "cpu", 1)
     w, hop, c = m.window, m.metadata.hop, m.n_channels
     out: dict[str, Any] = {"devices": devices, "seconds": seconds, "repeats": repeats, "max_wait_ms": 5.0,
-                           "batching": over.get("batching", "opportunistic")}
+                           "batching": over.get("batching", "inline")}
     with BenchBroker() as broker:
         if not sustainable_rate:
             sustainable_rate, trials = find_sustainable_rate(broker, model, devices, w, hop, c, hint)
@@ -252,15 +269,26 @@ def bench_latency(model: str, sustainable_rate: float | None = None, loads: tupl
             out["drain_rate"] = round(hint, 1)
         out["sustainable_rate"] = round(sustainable_rate, 1)
         for load in loads:
-            runs = [latency_run(broker, model, load * sustainable_rate, devices, seconds, w, hop, c, f"{load}-{r}", **over)
-                    for r in range(repeats)]
-            agg: dict[str, Any] = {"runs": runs}
+            runs: list[dict[str, Any]] = []
+            relays: list[dict[str, Any]] = []
+            for r in range(repeats):  # daemon and relay baseline take turns at the same rate
+                for consumer in ("daemon", "relay") if r % 2 == 0 else ("relay", "daemon"):
+                    (runs if consumer == "daemon" else relays).append(latency_run(
+                        broker, model, load * sustainable_rate, devices, seconds, w, hop, c, f"{load}-{consumer}-{r}",
+                        consumer, **(over if consumer == "daemon" else {})))
+            agg: dict[str, Any] = {"runs": runs, "relay_runs": relays}
             for key in ("score_ms", "alert_ms"):
                 for q in ("p50", "p99", "p99.9"):
                     vals = [x[key][q] for x in runs if x[key][q] is not None]
                     agg[f"{key}_{q}"] = summary(vals, 2)
+            for q in ("p50", "p99", "p99.9"):
+                agg[f"relay_ms_{q}"] = summary([x["score_ms"][q] for x in relays if x["score_ms"][q] is not None], 2)
+                added = [x["score_ms"][q] - y["score_ms"][q] for x, y in zip(runs, relays, strict=True)
+                         if x["score_ms"][q] is not None and y["score_ms"][q] is not None]
+                agg[f"added_ms_{q}"] = summary(added, 2)
             agg["windows_lost"] = int(sum(x["windows_expected"] - x["windows_scored"] for x in runs))
-            agg["broker_dropped"] = int(sum(x["broker_dropped"] for x in runs))
+            agg["relay_windows_lost"] = int(sum(x["windows_expected"] - x["scores_received"] for x in relays))
+            agg["broker_dropped"] = int(sum(x["broker_dropped"] for x in runs + relays))
             agg["achieved_publish_rate"] = summary([x["achieved_publish_rate"] for x in runs])
             agg["batch_size_mean"] = summary([x["batch_size_mean"] or 0.0 for x in runs], 2)
             out[f"load_{int(load * 100)}"] = agg

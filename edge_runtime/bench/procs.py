@@ -2,6 +2,7 @@
 
 Roles: ``publish`` (N devices x S samples, single-sample or batched JSON, flood or paced),
 ``bare`` (the baseline: a paho subscriber that only counts and ``json.loads`` each message),
+``relay`` (the latency baseline: forwards the sample that completes each window at once, no model),
 ``daemon`` (the real :class:`~edge_runtime.daemon.Daemon`, timed until every window is scored) and
 ``receiver`` (records when each score/alert arrives). Each prints one JSON line on stdout at the end.
 Separate processes, so each has its own interpreter lock, like the real deployment.
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_runtime.mqtt_socket import BufferedClient
 
 T0 = 1_700_000_000.0  # epoch of sample 0; sample i of a device has ts T0 + i * period
 
@@ -50,12 +53,20 @@ def series_rows(n: int, n_channels: int, seed: int, anomalous: bool) -> list[str
     return [",".join(f"{v:.5g}" for v in row) for row in x.tolist()]
 
 
-def _client(client_id: str = "", clean: bool = True) -> paho.Client:
-    return paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+def _client(client_id: str = "", clean: bool = True, buffered: bool = False) -> paho.Client:
+    """A paho client; ``buffered``: with edgewatch's read-buffered socket (:mod:`edge_runtime.mqtt_socket`)."""
+    cls = BufferedClient if buffered else paho.Client
+    return cls(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
 
 
 def publish(a: dict[str, Any]) -> dict[str, Any]:
-    """Publish ``samples`` per device for ``devices``, interleaved, QoS 1; paced at ``rate`` msg/s if > 0."""
+    """Publish ``samples`` per device for ``devices``, interleaved, QoS 1; paced at ``rate`` msg/s if > 0.
+
+    One thread, no paho network thread: each ``publish`` writes to the socket at once from this thread,
+    and the waits between messages run paho's loop (reading PUBACKs). So a recorded send time is when
+    the message left, not when a second thread got the interpreter lock to send it (with paho's
+    background thread that hand-off delayed samples by up to the 5 ms switch interval, in bursts).
+    """
     devices: list[str] = a["devices"]
     n, c, batch, period = int(a["samples"]), int(a["channels"]), int(a.get("batch", 1)), float(a.get("period", 1.0))
     anomalous = set(a.get("anomalous", []))
@@ -69,15 +80,14 @@ def publish(a: dict[str, Any]) -> dict[str, Any]:
     client.max_inflight_messages_set(int(a.get("inflight", 100)))
     client.max_queued_messages_set(0)
     client.connect(a["host"], int(a["port"]))
-    client.loop_start()
     rate = float(a.get("rate", 0.0))
     start_at = float(a.get("start_at", 0.0))
     if start_at:
         time.sleep(max(0.0, start_at - time.time()))
     t_start = time.time()
-    info = None
     j = 0
     stop_at = t_start + float(a.get("max_seconds", 0) or 1e18)
+    loop = client.loop
     for si, i in enumerate(steps):
         if time.time() > stop_at:  # paced runs end on time even when the machine cannot keep the pace
             break
@@ -91,23 +101,23 @@ def publish(a: dict[str, Any]) -> dict[str, Any]:
                 vals = "],[".join(r[i : i + k])
                 payload = f'{{"ts":[{ts}],"values":[[{vals}]]}}'
             if rate:
-                wait = t_start + j / rate - time.time()
-                if wait > 0.0005:
-                    time.sleep(wait)
-            while len(client._out_messages) > 50_000:  # back-pressure: paho's 16-bit message ids would collide
-                time.sleep(0.002)
+                due = t_start + j / rate
+                while (wait := due - time.time()) > 0.0002:
+                    loop(wait)  # read acks while waiting for this message's time
+            if len(client._out_messages) > 20_000:  # back-pressure: paho's 16-bit message ids would collide
+                while len(client._out_messages) > 10_000:
+                    loop(0.002)
             if send is not None:
                 send[si, di] = time.time()
-            info = client.publish(topic, payload, qos=1)
+            client.publish(topic, payload, qos=1)  # written now: no network thread
             j += 1
-    if info is not None:
-        info.wait_for_publish(120)
+            if not j & 15:
+                loop(0.0)  # acks in, queued messages out
     deadline = time.monotonic() + 60
     while client._out_messages and time.monotonic() < deadline:  # every QoS 1 publish acknowledged
-        time.sleep(0.01)
+        loop(0.01)
     el = time.time() - t_start
     client.disconnect()
-    client.loop_stop()
     if send is not None:
         np.savez(a["times_out"], send=send, devices=np.array(devices), batch=batch)
     return {"messages": j, "seconds": round(el, 3), "rate": round(j / el, 1) if el else None}
@@ -129,7 +139,7 @@ def bare(a: dict[str, Any]) -> dict[str, Any]:
             state["last"] = time.perf_counter()
             done.set()
 
-    client = _client(a["client_id"], clean=False)
+    client = _client(a["client_id"], clean=False, buffered=bool(a.get("buffered")))
     client.on_message = on_message
     client.on_connect = lambda cl, *x: cl.subscribe(a.get("filter", "sensors/+/data"), 1)
     client.connect(a["host"], int(a["port"]))
@@ -144,6 +154,8 @@ def bare(a: dict[str, Any]) -> dict[str, Any]:
 def daemon(a: dict[str, Any]) -> dict[str, Any]:
     """Run the real daemon until ``expect_messages`` are in and ``expect_windows`` scored (or stalled)."""
     t_proc = time.perf_counter()
+    if os.environ.get("EW_SWITCH"):
+        sys.setswitchinterval(float(os.environ["EW_SWITCH"]))
     from edge_runtime.config import build_config
     from edge_runtime.daemon import Daemon
 
@@ -178,6 +190,41 @@ def daemon(a: dict[str, Any]) -> dict[str, Any]:
     return {"stats": snap, "seconds": round(el, 4), "complete": bool(done), "startup_s": round(t_conn - t_proc, 3),
             "msg_rate": round(snap["messages"] / el, 1) if el else None,
             "sample_rate": round(snap["samples"] / el, 1) if el else None, "rss_mb": rss}
+
+
+def relay(a: dict[str, Any]) -> dict[str, Any]:
+    """The latency baseline: on edgewatch's MQTT client, ``json.loads`` each sample and, for the sample that
+    completes a window (every ``hop`` from sample ``window - 1``), publish ``{"device", "window_end"}`` to
+    ``scores/{device}`` at once, QoS 0 like the daemon's scores. No windows, no model: what the MQTT path
+    and the machine cost, so the daemon's own share of its latency shows."""
+    window, hop, expect = int(a["window"]), int(a["hop"]), int(a["expect_messages"])
+    n = [0]
+    done = threading.Event()
+    loads, dumps = json.loads, json.dumps
+
+    def on_message(client, userdata, msg) -> None:
+        ts = loads(msg.payload)["ts"]
+        i = round(ts - T0)  # period 1 s: sample index
+        if i >= window - 1 and (i - window + 1) % hop == 0:
+            device = msg.topic.split("/")[1]
+            client.publish(f"scores/{device}", dumps({"device": device, "window_end": [ts]}), qos=0)
+        n[0] += 1
+        if n[0] >= expect:
+            done.set()
+
+    client = _client(a["client_id"], clean=True, buffered=True)
+    client.on_message = on_message
+    ready = threading.Event()
+    client.on_connect = lambda cl, *x: cl.subscribe(a.get("filter", "sensors/+/data"), 1)
+    client.on_subscribe = lambda *x: ready.set()
+    client.connect(a["host"], int(a["port"]))
+    client.loop_start()
+    ready.wait(10)
+    done.wait(float(a.get("timeout", 120)))
+    time.sleep(0.2)  # the last forwards leave
+    client.disconnect()
+    client.loop_stop()
+    return {"stats": {"messages": n[0]}}
 
 
 def receiver(a: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +264,7 @@ def receiver(a: dict[str, Any]) -> dict[str, Any]:
     return {"received": len(recs)}
 
 
-ROLES = {"publish": publish, "bare": bare, "daemon": daemon, "receiver": receiver}
+ROLES = {"publish": publish, "bare": bare, "relay": relay, "daemon": daemon, "receiver": receiver}
 
 
 def main(argv: list[str]) -> int:

@@ -33,8 +33,8 @@ def test_summary_reports_median_and_spread() -> None:
 
 
 def test_bench_modules_import_no_torch_onnx_or_trainer() -> None:
-    code = ("import sys, edge_runtime.bench, edge_runtime.bench.inference, edge_runtime.bench.ingest, "
-            "edge_runtime.bench.scaling, edge_runtime.bench.procs, edge_runtime.bench.report; "
+    code = ("import sys, edge_runtime.bench, edge_runtime.bench.inference, edge_runtime.bench.cuda, "
+            "edge_runtime.bench.ingest, edge_runtime.bench.scaling, edge_runtime.bench.procs, edge_runtime.bench.report; "
             "bad = [m for m in ('torch', 'onnx', 'onnxscript', 'trainer') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -77,3 +77,13 @@ def test_opportunistic_get_batch_takes_what_is_queued_at_once() -> None:
         q.put(item("b", 2, 10 * k))
     assert sum(i.n for i in q.get_batch(4, 0.0, timeout=1.0)) == 4
     assert sum(i.n for i in q.get_batch(64, 0.0, timeout=1.0)) == 6
+
+
+def test_oldest_enqueued_is_the_head_of_the_queue() -> None:
+    q = WindowQueue(100)
+    assert q.oldest_enqueued() is None
+    for t in (5.0, 7.0):
+        q.put(WindowItem("d", np.zeros((1, 4, 2), np.float32), np.zeros(1), np.zeros(1), enqueued=t))
+    assert q.oldest_enqueued() == 5.0
+    q.get_batch(1, 0.0)
+    assert q.oldest_enqueued() == 7.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from edge_runtime import model as model_mod
 from edge_runtime.contract import METADATA_KEY
 from edge_runtime.model import CUDA, ModelError, load_model, open_session
 from tests.edge_runtime.onnx_models import (
@@ -91,6 +93,18 @@ def test_explicit_cuda_unavailable_is_an_error(tmp_path: Path) -> None:
         load_model(write_model(tmp_path / "m.onnx"), provider="cuda")
 
 
+def _cuda_really_loads() -> bool:
+    """Does a CUDA session really run here (onnxruntime-gpu, its libraries and a GPU)?"""
+    try:
+        return open_session(build_model(make_metadata()).SerializeToString(), "cuda")[1] == CUDA
+    except ModelError:
+        return False
+
+
+CUDA_REAL = CUDA in ort.get_available_providers() and _cuda_really_loads()
+
+
+@pytest.mark.skipif(CUDA_REAL, reason="CUDA really loads here: the fallback cannot be shown")
 @pytest.mark.filterwarnings("ignore:Specified provider")
 def test_cuda_listed_but_not_loading_falls_back(tmp_path: Path, monkeypatch) -> None:
     """onnxruntime-gpu on a machine without CUDA libs: CUDA is listed, the session runs on CPU."""
@@ -101,6 +115,31 @@ def test_cuda_listed_but_not_loading_falls_back(tmp_path: Path, monkeypatch) -> 
     assert why.startswith("CUDA tried") and why.endswith("running on CPU")
     with pytest.raises(ModelError, match="CUDA requested but unavailable"):
         open_session(data, "cuda")
+
+
+@pytest.mark.skipif(CUDA_REAL, reason="CUDA really loads here: the fallback cannot be shown")
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_preload_dlls_is_quiet_and_cannot_break_the_cpu_fallback(monkeypatch, capsys, caplog) -> None:
+    """preload_dlls runs once before the CUDA session; what it prints and raises goes to the DEBUG log only."""
+    calls: list[int] = []
+
+    def fake_preload() -> None:
+        calls.append(1)
+        print("Failed to load libcudnn.so.9: cannot open shared object file")
+        raise RuntimeError("Invalid parameter of directory=None")
+
+    data = build_model(make_metadata()).SerializeToString()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "preload_dlls", fake_preload, raising=False)
+    monkeypatch.setattr(model_mod, "_preloaded", False)
+    with caplog.at_level(logging.DEBUG, logger="edge_runtime.model"):
+        sess, got, _ = open_session(data, "auto")
+        open_session(data, "auto")
+    assert got == "CPUExecutionProvider" and sess.get_providers()[0] == got
+    assert calls == [1]  # once per process
+    out = capsys.readouterr()
+    assert out.out == "" and "libcudnn" not in out.err
+    assert "libcudnn.so.9" in caplog.text and "Invalid parameter" in caplog.text
 
 
 def test_unknown_provider(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from edge_runtime.contract import INPUT_NAME, OUTPUT_SCORE
 from edge_runtime.model import load_model
@@ -14,13 +16,19 @@ from tests.edge_runtime.mqtt_helpers import Collector, Publisher, idle, running_
 from tests.edge_runtime.onnx_models import sliding_windows
 
 
-def test_trained_model_scores_match_offline_and_anomaly_alerts(mosquitto, demo_model_path) -> None:
+@pytest.mark.parametrize("batching", ["inline", "opportunistic", "fill"])
+def test_trained_model_scores_match_offline_and_anomaly_alerts(mosquitto, demo_model_path, batching: str) -> None:
+    """Every batching mode scores exactly what the offline model does, and alerts on the anomaly."""
     meta = load_model(demo_model_path).metadata
     W, hop, n = meta.window, meta.hop, 1200
     normal = normal_series(n, meta.n_channels, seed=0, start=20000)  # the trained profile, unseen stretch
     x = inject(normal, Anomaly("level_shift", 500, 800, (1,)), seed=1)
     t0 = 1_700_000_000.0
-    with running_daemon(mosquitto.url, demo_model_path, publish_scores=True) as d:
+    scored_on: set[str] = set()
+    with running_daemon(mosquitto.url, demo_model_path, publish_scores=True, batching=batching) as d:
+        run = d.model.run
+        d.model.run = lambda batch: (scored_on.add(threading.current_thread().name), run(batch))[1]
+        threads = {t.name for t in threading.enumerate()}
         col = Collector(mosquitto.port, ["alerts/+", "scores/#"])
         pub = Publisher(mosquitto.port)
         for i in range(0, n, 50):  # batched JSON, the fast path
@@ -32,6 +40,12 @@ def test_trained_model_scores_match_offline_and_anomaly_alerts(mosquitto, demo_m
         k = (n - W) // hop + 1
         wait_until(lambda: sum(len(doc["score"]) for _, doc in col.docs("scores/")) >= k, 10, "scores")
         col.close()
+    if batching == "inline":  # scored on paho's network thread, right after the read; no inference thread
+        assert "edgewatch-infer" not in threads
+        paho_thread = {n for n in scored_on if n.startswith("paho-mqtt-client")}
+        assert paho_thread and scored_on - paho_thread <= {"edgewatch-housekeeping"}, scored_on  # + its safety net
+    else:
+        assert scored_on == {"edgewatch-infer"}
     ends = [e for _, doc in col.docs("scores/") for e in doc["window_end"]]
     scores = [s for _, doc in col.docs("scores/") for s in doc["score"]]
     order = np.argsort(ends)

@@ -102,7 +102,10 @@ def test_silent_device_expires_and_its_alarm_clears(mosquitto, tmp_path: Path, f
 def test_ten_thousand_device_ids_bounded_by_lru(mosquitto, tmp_path: Path, figure) -> None:
     model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
     cap, n_ids = 1000, 10_000
-    with running_daemon(mosquitto.url, model, max_devices=cap, queue_windows=n_ids, log_interval_s=3600.0) as d:
+    # an inference thread (batching = opportunistic) that the test can hold while ids are evicted;
+    # inline batching scores on the network thread, where holding it would stop reception too
+    with running_daemon(mosquitto.url, model, max_devices=cap, queue_windows=n_ids, log_interval_s=3600.0,
+                        batching="opportunistic") as d:
         col = Client(mosquitto.port, "col", ("alerts/#",), persistent=False)
         pub = Client(mosquitto.port, "pub", persistent=False)
         send(pub, "victim", anomalous(40, 7))  # raised, then pushed out by the made-up ids
