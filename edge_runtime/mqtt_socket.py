@@ -11,7 +11,8 @@ if from another thread although the network thread itself queues it.
 - :class:`BufferedSocket` wraps the connected socket, reads up to 64 KiB at a time and serves paho's
   small reads from that buffer; paho's hook for TLS, ``pending()``, tells its loop about buffered bytes.
 - ``loop_read`` goes on while whole packets are buffered (bounded), so a burst of messages costs one
-  ``select`` and one ``recv``; their PUBACKs are written together right after.
+  ``select`` and one ``recv``; their PUBACKs (and whatever ``after_read`` published) are written right
+  after, not after the next read burst as paho's loop would.
 - ``_packet_queue`` skips the wake-up byte when called on the network thread: that thread is not
   waiting in ``select``, and its next loop iteration writes what is queued.
 
@@ -131,6 +132,8 @@ class BufferedClient(paho.Client):
         hook = self.after_read
         if hook is not None:
             hook()
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._out_packet and self._sock is not None:
+            rc = self.loop_write()  # PUBACKs and what the hook published leave now, not after the next read burst
         return rc
 
     def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
