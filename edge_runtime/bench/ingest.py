@@ -189,7 +189,8 @@ def latency_run(broker: BenchBroker, model: str, rate: float, devices: int, seco
             dmn = start_role("relay", {"host": broker.host, "port": broker.port, "client_id": cid, "window": window,
                                        "hop": hop, "expect_messages": devices * samples, "timeout": seconds * 3 + 30})
         else:
-            cfg = daemon_config(broker, model, cid, publish_scores=True, **over)
+            # a clean session: a persistent one would outlive the run and queue (then drop) later runs' data
+            cfg = daemon_config(broker, model, cid, publish_scores=True, persistent_session=False, **over)
             dmn = start_role("daemon", {"config": cfg, "expect_messages": devices * samples, "expect_windows": exp_w,
                                         "timeout": seconds * 3 + 30})
         time.sleep(1.5)  # the daemon loads and subscribes

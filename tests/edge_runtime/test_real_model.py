@@ -25,7 +25,8 @@ def test_trained_model_scores_match_offline_and_anomaly_alerts(mosquitto, demo_m
     x = inject(normal, Anomaly("level_shift", 500, 800, (1,)), seed=1)
     t0 = 1_700_000_000.0
     scored_on: set[str] = set()
-    with running_daemon(mosquitto.url, demo_model_path, publish_scores=True, batching=batching) as d:
+    # CPU: the offline reference is the CPU session, compared at 1e-5 (the CUDA path: test_cuda.py)
+    with running_daemon(mosquitto.url, demo_model_path, publish_scores=True, batching=batching, provider="cpu") as d:
         run = d.model.run
         d.model.run = lambda batch: (scored_on.add(threading.current_thread().name), run(batch))[1]
         threads = {t.name for t in threading.enumerate()}
