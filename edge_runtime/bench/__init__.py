@@ -301,9 +301,9 @@ def report_(results: str, out: str, plot: str | None) -> None:
         fail(f"{results} is not a results file of `edgewatch bench all --json`: {exc}")
     for stage in STAGES:
         res.setdefault(stage, {"error": "not run (the run ended before this stage)"})
-    res.setdefault("seconds", "?")
-    if "rendered_by" not in res:
-        res["rendered_by"] = "edgewatch bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    res.setdefault("seconds", "? (cut short)")
+    res["rendered_by"] = " ".join(["edgewatch bench report", shlex.quote(results), "--out", shlex.quote(out),
+                                   *(["--plot", shlex.quote(plot)] if plot else [])])
     text = benchmarks_md(res, plot)
     Path(out).write_text(text)
     click.echo(text)
@@ -322,6 +322,7 @@ def benchmarks_md(res: dict[str, Any], plot: str | None) -> str:
         + (f" Written from its results file by `{res['rendered_by']}`." if res.get("rendered_by") else ""), "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['os']}); Python {m['python']}; {vers}; {m['mosquitto'] or 'mosquitto ?'}.",
         _cuda_line(res), "",
+        *([f"Notes: {' '.join(res['notes'])}", ""] if res.get("notes") else []),
         "Every number is the median of several repeats with ± half their range; every goal is a ratio against a "
         "baseline measured in the same run, or an absolute limit stated beside it. The machine is shared, so "
         "absolute rates move between runs; the ratios are what the goals use.", "",
