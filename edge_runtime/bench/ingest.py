@@ -192,7 +192,7 @@ def latency_run(broker: BenchBroker, model: str, rate: float, devices: int, seco
             # a clean session: a persistent one would outlive the run and queue (then drop) later runs' data
             cfg = daemon_config(broker, model, cid, publish_scores=True, persistent_session=False, **over)
             dmn = start_role("daemon", {"config": cfg, "expect_messages": devices * samples, "expect_windows": exp_w,
-                                        "timeout": seconds * 3 + 30})
+                                        "timeout": seconds * 3 + 30, "poll_s": 0.1})
         time.sleep(1.5)  # the daemon loads and subscribes
         dropped0 = broker.sys_value() or 0
         pubs = publish_all(broker, names, samples, channels, rate=rate,

@@ -170,8 +170,9 @@ def daemon(a: dict[str, Any]) -> dict[str, Any]:
     first = done = 0.0
     last_change, last_seen = time.perf_counter(), (-1, -1)
     rss = [rss_mb()]
+    poll = float(a.get("poll_s", 0.005))  # latency runs poll slowly: this thread needs the interpreter lock to look
     while time.perf_counter() < deadline:
-        time.sleep(0.005)
+        time.sleep(poll)
         now = time.perf_counter()
         if not first and st["messages"]:
             first = now
