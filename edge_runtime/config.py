@@ -84,7 +84,7 @@ class Config:
     max_batch: int = _opt(64, "inference", "Most windows per session.run (micro-batch).", minimum=1)
     batching: str = _opt("inline", "inference", "How windows are formed into micro-batches and scored: inline (the MQTT network thread scores the windows each burst of messages completed, right after reading the burst: no hand-off between threads, the lowest latency; a slow model delays reading), opportunistic (an inference thread scores a window at once when idle; windows that arrive while it is busy form the next batch, up to max_batch) or fill (that thread waits up to max_wait_ms after the first window for max_batch).", choices=("inline", "opportunistic", "fill"))
     max_wait_ms: float = _opt(5.0, "inference", "With batching = fill: longest wait to fill a micro-batch after its first window arrives (opportunistic batching never waits).", minimum=0)
-    queue_windows: int = _opt(4096, "inference", "Bound of the queue between the MQTT thread and the inference worker, in windows.", minimum=1)
+    queue_windows: int = _opt(4096, "inference", "Bound of the queue of windows waiting to be scored (between a read burst and its scoring, or between the MQTT thread and the inference thread), in windows.", minimum=1)
     queue_policy: str = _opt("drop_oldest", "inference", "What to drop when that queue is full (counted as queue_full).", choices=("drop_oldest", "drop_newest"))
     # [alerts]
     raise_after: int = _opt(3, "alerts", "Raise after this many consecutive windows above the threshold.", minimum=1)

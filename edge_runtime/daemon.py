@@ -289,8 +289,10 @@ class Daemon:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
-        if self._inline:
-            self._score_queued()  # what the last bursts queued (the network thread scores no more: paused)
+        if self._inline:  # after a burst the network thread may still be scoring: wait for it, then take over
+            with self._score_lock:
+                self.link.set_after_read(None)
+                self._drain_queue()
         self._publish_stats()
         self.link.close(self._offline_doc("stopped"), timeout=max(0.5, deadline - time.monotonic()))
         if self.metrics is not None:
@@ -322,11 +324,15 @@ class Daemon:
         if not len(self.queue):
             return
         with self._score_lock:
-            while True:
-                items = self.queue.get_batch(self.cfg.max_batch, 0.0, timeout=0.0)
-                if not items:
-                    return
-                self._score_guarded(items)
+            self._drain_queue()
+
+    def _drain_queue(self) -> None:
+        """Score everything queued, in order (the caller holds ``_score_lock``)."""
+        while True:
+            items = self.queue.get_batch(self.cfg.max_batch, 0.0, timeout=0.0)
+            if not items:
+                return
+            self._score_guarded(items)
 
     def _score_guarded(self, items: list[WindowItem]) -> None:
         try:

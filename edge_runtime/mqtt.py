@@ -301,4 +301,5 @@ class MqttLink:
                 self._rl.log(logging.ERROR, "internal_error", "error handling a message on %r", topic[:200])
                 log.debug("message handler error", exc_info=True)
         finally:
-            client.ack(msg.mid, msg.qos)
+            if not self.paused:  # paused while handling (a stop): the message may have been refused as
+                client.ack(msg.mid, msg.qos)  # "shutdown"; unacknowledged, the broker redelivers it

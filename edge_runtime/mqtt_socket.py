@@ -10,7 +10,7 @@ if from another thread although the network thread itself queues it.
 
 - :class:`BufferedSocket` wraps the connected socket, reads up to 64 KiB at a time and serves paho's
   small reads from that buffer; paho's hook for TLS, ``pending()``, tells its loop about buffered bytes.
-- ``loop_read`` goes on while whole packets are buffered (bounded), so a burst of messages costs one
+- ``loop_read`` goes on while bytes are buffered (at most MAX_BURST more calls), so a burst of messages costs one
   ``select`` and one ``recv``; their PUBACKs (and whatever ``after_read`` published) are written right
   after, not after the next read burst as paho's loop would.
 - ``_packet_queue`` skips the wake-up byte when called on the network thread: that thread is not
@@ -26,6 +26,7 @@ uses paho's plain client.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -34,8 +35,10 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
+log = logging.getLogger(__name__)
+
 READ_SIZE = 65536
-MAX_BURST = 256  # packets read per loop_read, so pings and writes still get their turn
+MAX_BURST = 256  # extra paho loop_read calls (a packet each, typically) per burst, so pings and writes get their turn
 
 
 class BufferedSocket:
@@ -122,7 +125,8 @@ class BufferedClient(paho.Client):
         return BufferedSocket(sock)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """paho's ``loop_read``, repeated while whole packets are already buffered (at most MAX_BURST)."""
+        """paho's ``loop_read``, repeated while bytes are buffered (at most MAX_BURST more calls), then the
+        ``after_read`` hook, then the queued writes."""
         rc = super().loop_read(max_packets)
         for _ in range(MAX_BURST):
             sock = self._sock
@@ -131,7 +135,10 @@ class BufferedClient(paho.Client):
             rc = super().loop_read(max_packets)
         hook = self.after_read
         if hook is not None:
-            hook()
+            try:
+                hook()
+            except Exception:  # never let the hook end paho's network thread (no more reads or reconnects)
+                log.exception("error in the after-read hook")
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._out_packet and self._sock is not None:
             rc = self.loop_write()  # PUBACKs and what the hook published leave now, not after the next read burst
         return rc

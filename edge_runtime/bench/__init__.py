@@ -133,7 +133,7 @@ def cuda_(model: str, batches: str, repeats: int, seconds: float, cpu_threads: i
 @json_opt
 def ingest(model: str, devices: int, single_samples: int, batch_samples: int, batch_size: int, repeats: int,
            json_out: str | None) -> None:
-    """Daemon vs bare paho subscriber on a real Mosquitto: msg/s, samples/s, windows lost."""
+    """Daemon vs bare subscribers (paho's stock client, edgewatch's client) on a real Mosquitto."""
     from edge_runtime.bench.ingest import bench_ingest
     from edge_runtime.bench.report import ingest_md
 

@@ -130,3 +130,24 @@ def test_client_receives_acks_and_publishes_on_a_real_broker(mosquitto) -> None:
     pub.disconnect()
     pub.loop_stop()
     col.close()
+
+
+def test_a_failing_after_read_hook_does_not_stop_the_network_thread(mosquitto, caplog) -> None:
+    got: list[bytes] = []
+    sub = _subscriber(mosquitto.port, f"hook-{uuid.uuid4().hex[:6]}", got, set(), [])
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    sub.after_read = broken
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    for i in range(50):
+        pub.publish("t/x", f"m{i}".encode(), qos=1)
+    wait_until(lambda: len(got) == 50, 10, "messages after hook failures")
+    assert "error in the after-read hook" in caplog.text
+    assert sub._thread is not None and sub._thread.is_alive()
+    for c in (sub, pub):
+        c.disconnect()
+        c.loop_stop()
