@@ -319,8 +319,8 @@ class Daemon:
 
     # -- inference -------------------------------------------------------------------------
     def _score_queued(self) -> None:
-        """Inline batching (network thread, after each read burst; and at stop): score every queued window
-        in batches of up to max_batch."""
+        """Inline batching (the network thread after each read burst; the housekeeping sweep): score every
+        queued window in batches of up to max_batch."""
         if not len(self.queue):
             return
         with self._score_lock:

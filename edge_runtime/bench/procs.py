@@ -154,8 +154,6 @@ def bare(a: dict[str, Any]) -> dict[str, Any]:
 def daemon(a: dict[str, Any]) -> dict[str, Any]:
     """Run the real daemon until ``expect_messages`` are in and ``expect_windows`` scored (or stalled)."""
     t_proc = time.perf_counter()
-    if os.environ.get("EW_SWITCH"):
-        sys.setswitchinterval(float(os.environ["EW_SWITCH"]))
     from edge_runtime.config import build_config
     from edge_runtime.daemon import Daemon
 
