@@ -18,22 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, Run, hysteresis
+
 SCHEMA_VERSION = 1
 SCHEMA_ID = "https://edgewatch.dev/schemas/alert/1"
 
 RAISED = "raised"
 CLEARED = "cleared"
 NORMAL = "normal"
-
-
-@dataclass
-class AlertPolicy:
-    """Hysteresis settings: k windows above to raise, m below ``clear_ratio * threshold`` to clear."""
-
-    raise_after: int = 3
-    clear_after: int = 5
-    clear_ratio: float = 0.8
-    top_channels: int = 3
 
 
 @dataclass
@@ -93,23 +85,14 @@ class AlertTracker:
         st = self.devices.get(device)
         if st is None:
             st = self.devices[device] = DeviceState(seq=self.past_seq.pop(device, 0))
-        p = self.policy
-        clear_level = p.clear_ratio * threshold
+        clear_level = self.policy.clear_ratio * threshold
         out: list[dict[str, Any]] = []
-        for i in range(scores.shape[0]):
-            s = float(scores[i])
-            if st.state != RAISED:
-                st.above = st.above + 1 if s > threshold else 0
-                if st.above >= p.raise_after:
-                    st.state, st.above, st.below = RAISED, 0, 0
-                    out.append(self._payload(device, st, RAISED, s, channel_error[i], t_start[i], t_end[i],
-                                             threshold, clear_level, channels, model_id))
-            else:
-                st.below = st.below + 1 if s < clear_level else 0
-                if st.below >= p.clear_after:
-                    st.state, st.above, st.below = CLEARED, 0, 0
-                    out.append(self._payload(device, st, CLEARED, s, channel_error[i], t_start[i], t_end[i],
-                                             threshold, clear_level, channels, model_id))
+        _, events, run = hysteresis(scores, threshold, self.policy, Run(st.state == RAISED, st.above, st.below))
+        for i, kind in events:
+            st.state = RAISED if kind == RAISE else CLEARED
+            out.append(self._payload(device, st, st.state, float(scores[i]), channel_error[i], t_start[i],
+                                     t_end[i], threshold, clear_level, channels, model_id))
+        st.above, st.below = run.above, run.below
         if scores.shape[0]:
             st.last = (float(scores[-1]), np.array(channel_error[-1]), float(t_start[-1]), float(t_end[-1]))
         return out

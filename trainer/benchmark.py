@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.alerts import RAISED, AlertPolicy, AlertTracker
+from edge_runtime.pipeline.hysteresis import AlertPolicy, hysteresis
 from edge_runtime.windowing_offline import sliding_windows
 from trainer.data import DataError, Series, read_csv
 
@@ -126,26 +126,8 @@ def point_flags(window_flags: np.ndarray, n_steps: int, window: int, rule: str =
 
 
 def alarm_states(scores: np.ndarray, threshold: float, policy: AlertPolicy) -> np.ndarray:
-    """Per-window alarm state (N,) bool: the edge runtime's raise/clear hysteresis over ``scores`` (N,).
-
-    Runs :class:`edge_runtime.alerts.AlertTracker` itself, so the benchmark and the edge agree.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    tracker = AlertTracker(policy, instance="benchmark", id_factory=lambda: "", clock=lambda: 0.0)
-    idx = np.arange(s.shape[0], dtype=np.float64)
-    events = tracker.update("d", s, np.zeros((s.shape[0], 1)), idx, idx, threshold, ["score"], "")
-    state = np.zeros(s.shape[0], dtype=bool)
-    raised_at: int | None = None
-    for ev in events:
-        i = int(ev["window_end"])
-        if ev["state"] == RAISED:
-            raised_at = i
-        elif raised_at is not None:
-            state[raised_at:i] = True
-            raised_at = None
-    if raised_at is not None:
-        state[raised_at:] = True
-    return state
+    """Per-window alarm state (N,) bool: the edge runtime's raise/clear hysteresis over ``scores`` (N,)."""
+    return hysteresis(scores, threshold, policy)[0]
 
 
 def decide(

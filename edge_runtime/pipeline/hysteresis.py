@@ -1,0 +1,70 @@
+"""Raise/clear hysteresis over a device's window scores, in time order. Pure.
+
+The one rule the daemon, ``evaluate`` and the benchmarks share: a device that is not raised
+raises after ``raise_after`` consecutive windows with ``score > threshold``; a raised device
+clears after ``clear_after`` consecutive windows with ``score < clear_ratio * threshold``. Any
+window in between resets the run, so one noisy window never pages anyone. A window's decision
+is known at its last sample (causal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RAISE = "raised"
+CLEAR = "cleared"
+
+
+@dataclass
+class AlertPolicy:
+    """Hysteresis settings: k windows above to raise, m below ``clear_ratio * threshold`` to clear."""
+
+    raise_after: int = 3
+    clear_after: int = 5
+    clear_ratio: float = 0.8
+    top_channels: int = 3
+
+
+@dataclass
+class Run:
+    """Where one device stands between calls: raised or not, and the current run lengths."""
+
+    raised: bool = False
+    above: int = 0
+    below: int = 0
+
+
+def hysteresis(
+    scores: np.ndarray, threshold: float, policy: AlertPolicy, run: Run | None = None,
+) -> tuple[np.ndarray, list[tuple[int, str]], Run]:
+    """Alarm state after each window and the transitions.
+
+    ``scores``: (N,) in time order. Returns ``(raised (N,) bool, [(window index, "raised"|"cleared")],
+    the run to pass to the next call)``; ``run`` (not modified) continues an earlier call.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    r = Run() if run is None else Run(run.raised, run.above, run.below)
+    n = s.shape[0]
+    state = np.zeros(n, dtype=bool)
+    events: list[tuple[int, str]] = []
+    if n == 0:
+        return state, events, r
+    above = (s > threshold).tolist()
+    below = (s < policy.clear_ratio * threshold).tolist()
+    raised, up, down = r.raised, r.above, r.below
+    k, m = policy.raise_after, policy.clear_after
+    for i in range(n):
+        if not raised:
+            up = up + 1 if above[i] else 0
+            if up >= k:
+                raised, up, down = True, 0, 0
+                events.append((i, RAISE))
+        else:
+            down = down + 1 if below[i] else 0
+            if down >= m:
+                raised, up, down = False, 0, 0
+                events.append((i, CLEAR))
+        state[i] = raised
+    return state, events, Run(raised, up, down)
