@@ -8,9 +8,9 @@ Accepted payloads (C = number of model channels):
 - JSON list of samples ``[{"ts": t1, "values": [...]}, ...]`` (values lists gathered in one array)
 - CSV line(s) ``ts,v1,...,vC`` or ``v1,...,vC`` (no timestamp)
 
-``ts`` is optional (arrival time is used; the result is then *unstamped*), epoch
-seconds or milliseconds (told apart by magnitude: >= 1e11 means ms, >= 1e14 us,
->= 1e17 ns) or an ISO 8601 string (naive means UTC).
+``ts`` is optional (arrival time is used; the result is then *unstamped*), an epoch
+number in s, ms, us or ns (told apart by magnitude) or an ISO 8601 string (naive means
+UTC): :mod:`edge_runtime.pipeline.timestamps`.
 
 Every rejection raises :class:`DecodeError` with a stable reason code from
 :data:`REASONS`; nothing else escapes :meth:`Decoder.decode`.
@@ -19,13 +19,14 @@ Every rejection raises :class:`DecodeError` with a stable reason code from
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+
+from edge_runtime.pipeline import timestamps
+from edge_runtime.pipeline.timestamps import MS, NS, US, TimestampError
 
 REASONS = (
     "oversize",  # payload larger than max_payload_bytes (checked before decoding)
@@ -40,7 +41,6 @@ REASONS = (
     "too_many_samples",  # more samples in one message than max_samples
 )
 
-_MS, _US, _NS = 1e11, 1e14, 1e17
 
 
 class DecodeError(ValueError):
@@ -61,45 +61,12 @@ class Samples:
     stamped: bool
 
 
-def epoch_seconds(x: np.ndarray) -> np.ndarray:
-    """Scale epoch numbers in s, ms, us or ns to seconds by magnitude. (n,) float64 -> (n,) float64."""
-    a = np.abs(x)
-    scale = np.where(a >= _NS, 1e-9, np.where(a >= _US, 1e-6, np.where(a >= _MS, 1e-3, 1.0)))
-    return x * scale
-
-
 def parse_timestamp(t: Any) -> float:
-    """One timestamp (number, numeric string or ISO 8601 string) -> epoch seconds; raises DecodeError."""
-    if isinstance(t, bool):
-        raise DecodeError("bad_timestamp", f"boolean timestamp {t!r}")
-    if isinstance(t, (int, float)):
-        try:
-            v = float(t)
-        except OverflowError:
-            raise DecodeError("bad_timestamp", "timestamp out of range") from None
-    elif isinstance(t, str):
-        s = t.strip()
-        try:
-            v = float(s)
-        except ValueError:
-            v = _parse_iso(s)
-    else:
-        raise DecodeError("bad_timestamp", f"timestamp of type {type(t).__name__}")
-    if not math.isfinite(v) or v < 0:
-        raise DecodeError("bad_timestamp", f"timestamp {t!r} is not a finite epoch >= 0")
-    return v * 1e-9 if v >= _NS else v * 1e-6 if v >= _US else v * 1e-3 if v >= _MS else v
-
-
-def _parse_iso(s: str) -> float:
-    if len(s) > 64:
-        raise DecodeError("bad_timestamp", "timestamp string too long")
+    """One timestamp -> epoch seconds (:func:`edge_runtime.pipeline.timestamps.parse_timestamp`); raises DecodeError."""
     try:
-        d = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
-    except ValueError:
-        raise DecodeError("bad_timestamp", f"not a number or ISO 8601 time: {s[:40]!r}") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=timezone.utc)
-    return d.timestamp()
+        return timestamps.parse_timestamp(t)
+    except TimestampError as exc:
+        raise DecodeError("bad_timestamp", str(exc)) from None
 
 
 def _as_values(rows: Any, n_channels: int) -> np.ndarray:
@@ -160,7 +127,7 @@ def _as_timestamps(ts: Any, n: int) -> np.ndarray:
             raise DecodeError("bad_timestamp", "timestamp out of range") from None
         if not np.isfinite(arr).all() or (arr < 0).any():
             raise DecodeError("bad_timestamp", "timestamps must be finite epochs >= 0")
-        return epoch_seconds(arr)
+        return timestamps.epoch_seconds(arr)
     return np.array([parse_timestamp(t) for t in ts], dtype=np.float64)
 
 
@@ -206,8 +173,8 @@ class Decoder:
                     if t is None:
                         return arrival, vals, False
                     tt = type(t)
-                    if (tt is float or tt is int) and 0 <= t < _NS:  # also False for NaN and inf
-                        return (t * 1e-6 if t >= _US else t * 1e-3 if t >= _MS else float(t)), vals, True
+                    if (tt is float or tt is int) and 0 <= t < NS:  # also False for NaN and inf
+                        return (t * 1e-6 if t >= US else t * 1e-3 if t >= MS else float(t)), vals, True
                     return parse_timestamp(t), vals, True
             return self._from_json(doc, arrival)
         try:

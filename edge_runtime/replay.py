@@ -1,7 +1,7 @@
 """``edgewatch replay FILE.csv --device NAME``: publish a recording to a sensor topic, paced by its timestamps.
 
 Pure part: :func:`read_recording` parses a CSV (``,`` ``;`` or tab, UTF-8 with or without BOM)
-with a header and one time column (ISO 8601 date-time or epoch seconds/ms) into timestamps and
+with a header and one time column (ISO 8601 date-time or an epoch number in s/ms/us/ns, one unit per column) into timestamps and
 channel values; channels are the numeric columns minus the time and label columns.
 :func:`pacing_delays` gives the wait before each message. I/O part: :func:`publish_recording`.
 
@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
+from edge_runtime.pipeline.timestamps import TimestampError, column_seconds, parse_timestamp
 from edge_runtime.simulate import (
     FORMATS,
     SimError,
@@ -53,20 +53,12 @@ class Recording:
     channels: tuple[str, ...]
 
 
-def _parse_time(cell: str) -> float:
-    """Epoch seconds of an ISO 8601 date-time (naive = UTC) or a number (s; ms when >= 1e11)."""
-    cell = cell.strip()
+def _good_time(cell: str) -> bool:
     try:
-        v = float(cell)
-    except ValueError:
-        s = cell[:-1] + "+00:00" if cell.endswith("Z") else cell
-        dt = datetime.fromisoformat(s)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.timestamp()
-    if not math.isfinite(v):
-        raise ValueError("not finite")
-    return v / 1000.0 if v >= 1e11 else v
+        parse_timestamp(cell)
+    except TimestampError:
+        return False
+    return True
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -129,7 +121,7 @@ def read_recording(
         if not ch_idx:
             raise ReplayError(f"{path}: no numeric channel columns (columns: {', '.join(header)})")
     values = np.empty((len(rows), len(ch_idx)), dtype=np.float32)
-    ts = np.empty(len(rows), dtype=np.float64) if t_idx is not None else None
+    ts: np.ndarray | None = None
     for n, row in enumerate(rows):
         line = n + 2
         if len(row) != len(header):
@@ -144,13 +136,15 @@ def read_recording(
             if not math.isfinite(v):
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: non-finite value {cell!r}")
             values[n, j] = v
-        if ts is not None and t_idx is not None:
-            try:
-                ts[n] = _parse_time(row[t_idx])
-            except ValueError:
-                raise ReplayError(
-                    f"{path}: line {line}, column {header[t_idx]!r}: bad timestamp {row[t_idx]!r}"
-                ) from None
+    if t_idx is not None:
+        cells = [row[t_idx] for row in rows]
+        try:
+            ts = column_seconds(cells)
+        except TimestampError:
+            line = next(n for n, c in enumerate(cells) if not _good_time(c)) + 2
+            raise ReplayError(
+                f"{path}: line {line}, column {header[t_idx]!r}: bad timestamp {cells[line - 2]!r}"
+            ) from None
     if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
         bad = int(np.argmax(np.diff(ts) < 0)) + 3
         raise ReplayError(f"{path}: line {bad}: timestamps go backwards")

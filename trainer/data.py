@@ -11,11 +11,11 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.pipeline.timestamps import TimestampError, column_seconds, parse_timestamp
 from edge_runtime.windowing_offline import window_labels, windows_from_series
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,10 @@ def _sniff_delimiter(header: str, path: Path) -> str:
 
 
 def _parse_time(text: str) -> float | None:
-    text = text.strip()
+    """Epoch seconds of one timestamp cell (edge_runtime.pipeline.timestamps), None when it is not one."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        return parse_timestamp(text)
+    except TimestampError:
         return None
 
 
@@ -226,8 +222,9 @@ def read_csv(
 
     period = None
     if ts_col is not None:
-        times = [_parse_time(r[ts_col]) for _, r in body[:1000]]
-        good = np.array([t for t in times if t is not None])
+        # one unit for the whole column, from its magnitude (an epoch-ms column is not read as seconds)
+        cells = [r[ts_col] for _, r in body[:1000] if _parse_time(r[ts_col]) is not None]
+        good = column_seconds(cells)
         if good.size >= 2:
             step = float(np.median(np.diff(good)))
             period = step if step > 0 else None

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.decode import REASONS, DecodeError, Decoder, epoch_seconds, parse_timestamp
+from edge_runtime.decode import REASONS, DecodeError, Decoder
 
 CH = ["a", "b", "c"]
 ARRIVAL = 1_700_000_500.0
@@ -61,19 +61,6 @@ def test_missing_ts_uses_arrival_time(dec: Decoder) -> None:
     assert not s.stamped and s.ts[0] == ARRIVAL
     b = dec.decode(b'{"values": [[1, 2, 3], [1, 2, 3]]}', ARRIVAL)
     assert not b.stamped and b.ts.tolist() == [ARRIVAL, ARRIVAL]
-
-
-@pytest.mark.parametrize(
-    ("raw", "seconds"),
-    [(1700000000, 1700000000.0), (1700000000123, 1700000000.123), (1700000000123456, 1700000000.123456),
-     ("2024-01-01T00:00:00", 1704067200.0), ("2024-01-01T01:00:00+01:00", 1704067200.0), ("1700000000", 1700000000.0)],
-)
-def test_timestamp_units(raw, seconds) -> None:
-    assert parse_timestamp(raw) == pytest.approx(seconds, abs=1e-6)
-
-
-def test_epoch_seconds_vectorised() -> None:
-    np.testing.assert_allclose(epoch_seconds(np.array([1.7e9, 1.7e12, 1.7e15, 1.7e18])), [1.7e9] * 4)
 
 
 @pytest.mark.parametrize(

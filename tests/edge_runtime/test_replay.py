@@ -46,6 +46,15 @@ def test_reads_comma_csv_with_epoch_ms_and_picks_channels(tmp_path: Path) -> Non
     np.testing.assert_allclose(rec.ts, [1.7e9, 1.7e9 + 0.5])
 
 
+@pytest.mark.parametrize("scale", [1, 10**3, 10**6, 10**9])
+def test_epoch_column_in_s_ms_us_ns(tmp_path: Path, scale: int) -> None:
+    """Microseconds were read as milliseconds (1000x too far apart); every unit now gives 0.25 s steps."""
+    rows = "".join(f"{(1_700_000_000 * 4 + k) * scale // 4},{k}\n" for k in range(3))
+    rec = read_recording(write(tmp_path, "ts,x\n" + rows))
+    assert rec.ts is not None
+    np.testing.assert_allclose(rec.ts, [1.7e9, 1.7e9 + 0.25, 1.7e9 + 0.5])
+
+
 def test_exclude_and_no_time_column(tmp_path: Path) -> None:
     rec = read_recording(write(tmp_path, "x\ty\tid\n1\t2\t7\n3\t4\t8\n"), exclude=("id",))
     assert rec.ts is None and rec.channels == ("x", "y")
