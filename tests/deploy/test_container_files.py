@@ -1,6 +1,6 @@
 """Static checks on deploy/container: the images run as a non-root user, install the edge package
 with exactly one onnxruntime flavour (``.[cpu]`` / ``.[gpu]``) and never torch or the trainer, and the
-build context (.dockerignore) admits only pyproject.toml, README.md and edge_runtime/.
+build context (.dockerignore) admits only pyproject.toml, README.md, LICENSE and edge_runtime/.
 
 The checks are pure functions over the file texts (no docker needed); each is also run on a broken
 variant to prove it can fail.
@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "deploy" / "container"
 DOCKERFILES = {"cpu": CONTAINER / "Dockerfile.cpu", "gpu": CONTAINER / "Dockerfile.cuda"}
-CONTEXT_ALLOWED = {"pyproject.toml", "README.md", "edge_runtime/"}
+CONTEXT_ALLOWED = {"pyproject.toml", "README.md", "LICENSE", "edge_runtime/"}
 HEAVY = re.compile(r"torch|train|onnxscript|\bonnx\b(?!runtime)|onnx_ir", re.I)
 
 
