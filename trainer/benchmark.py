@@ -1,28 +1,25 @@
-"""SKAB-style detection benchmark through edgewatch's own trainer and ONNX scoring (the edge path).
+"""Quality suites through ``fit``'s defaults, the exported ONNX model and the daemon's decisions.
 
-Protocols
----------
-- ``per-file`` (SKAB's published outlier-detection protocol): for each labelled file, fit the
-  normalisation, the model and its threshold on the first ``train_rows`` rows (taken as normal),
-  then score the rest of that file. The threshold is calibrated by the trainer on the last
-  ``val_fraction`` of those rows only; no label is ever used for fitting.
-- ``anomaly-free`` (the edge story): one model trained on the unlabelled CSV(s) found under the
-  data folder (SKAB: ``anomaly-free/anomaly-free.csv``), applied to every labelled file. The same
-  rows are scored as in ``per-file`` (from ``train_rows`` on), so the two totals are comparable.
+SKAB (``edgewatch-train benchmark skab DIR``), SKAB's per-file protocol: for each labelled file,
+fit with the trainer's default options (all channels, nothing chosen per dataset) on its first
+``train_rows`` rows (taken as normal, never their labels) and score the rest. Every hop-1 window of
+the whole file is scored through the edge's model loader; decisions are the daemon's
+(:func:`trainer.evaluate.judge`) and only rows from ``train_rows`` on count. Beside it, on the same
+rows: the PCA T^2+Q monitor of :mod:`trainer.baselines` per point, and the same through the daemon's
+hysteresis. Each unlabelled CSV under DIR (SKAB's anomaly-free recording) is fitted the same way
+and scored on its rest, for the false alarms of a normal run.
 
-Metrics are point-wise (no tolerance window), with TP/FP/FN/TN summed over files:
-``F1 = TP / (TP + (FP + FN) / 2)``, ``FAR = FP / (FP + TN)``, ``MAR = FN / (FN + TP)``.
+Fault kinds (:func:`kind_of`): SKAB's valve1, valve2 and, in ``other/``, leaks (1, 3), rotor
+imbalance (5, 7, 9), water level (11) and cavitation (13); elsewhere the parent folder's name.
 
-Point rule
-----------
-Every window of ``W`` steps is scored (hop 1); window ``i`` covers rows ``i .. i+W-1``. A window is
-flagged when its score is above the model's threshold (optionally through the edge runtime's
-alert hysteresis). A point is then anomalous by one of :data:`POINT_RULES`:
+Leave-one-kind-out (:func:`leave_one_kind_out`): the settings a user may select without refitting
+(a multiplier on the model's threshold, the daemon's ``raise_after``) are chosen on every kind but
+one (objective: pooled F1 - 2 max(0, FAR - 8 %)) and scored on the kind left out; pooling the
+left-out counts gives the estimate.
 
-- ``causal``: the window ending at the point is flagged (what the edge knows at that moment);
-- ``majority``: at least half of the windows covering the point are flagged (looks ``W-1``
-  steps ahead; equivalent to centring the decision on the point);
-- ``all``: every window covering the point is flagged (the rule of SKAB's Conv-AE baseline).
+The synthetic suite (:func:`run_synthetic`) does the same on generated plants: :mod:`edge_runtime.
+tools.synthetic`'s six anomaly kinds at several magnitudes, a plant whose normal level drifts, one
+with a stuck channel, and a 50-channel plant with slow cycles and 500 training rows.
 """
 
 from __future__ import annotations
@@ -32,207 +29,83 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_runtime.pipeline.hysteresis import AlertPolicy, hysteresis
-from edge_runtime.windowing_offline import sliding_windows
+from edge_runtime.contract import ModelMetadata
+from edge_runtime.pipeline.hysteresis import AlertPolicy
+from trainer.baselines import PcaT2Q
 from trainer.data import DataError, Series, read_csv
+from trainer.evaluate import Outcome, alerts_summary, judge, open_model, pooled, window_scores
+from trainer.metrics import Counts, EventCounts
 
 log = logging.getLogger(__name__)
 
-POINT_RULES = ("causal", "majority", "all")
-PROTOCOLS = ("per-file", "anomaly-free")
 SKAB_LABEL_COLUMNS = ("anomaly", "changepoint")
-
-
-# --------------------------------------------------------------------------- metrics (pure)
-
-
-@dataclass(frozen=True)
-class Counts:
-    """Point-wise confusion counts."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
-
-    @classmethod
-    def of(cls, predicted: np.ndarray, labels: np.ndarray) -> Counts:
-        """Counts of ``predicted`` (T,) bool against ``labels`` (T,) 0/1."""
-        p = np.asarray(predicted, dtype=bool)
-        y = np.asarray(labels) != 0
-        if p.shape != y.shape:
-            raise ValueError(f"predictions {p.shape} and labels {y.shape} differ in shape")
-        return cls(int(np.sum(p & y)), int(np.sum(p & ~y)), int(np.sum(~p & y)), int(np.sum(~p & ~y)))
-
-    def rates(self) -> dict[str, Any]:
-        """F1, FAR, MAR (fractions; SKAB's definitions), precision, recall and the counts.
-
-        A rate whose denominator is zero is ``None`` (e.g. FAR of a file with no normal point).
-        """
-
-        def ratio(a: int, b: int) -> float | None:
-            return a / b if b else None
-
-        return {
-            "f1": ratio(self.tp, self.tp + (self.fp + self.fn) / 2),
-            "far": ratio(self.fp, self.fp + self.tn),
-            "mar": ratio(self.fn, self.fn + self.tp),
-            "precision": ratio(self.tp, self.tp + self.fp),
-            "recall": ratio(self.tp, self.tp + self.fn),
-            "tp": self.tp,
-            "fp": self.fp,
-            "fn": self.fn,
-            "tn": self.tn,
-        }
-
-
-# --------------------------------------------------------------------------- decisions (pure)
-
-
-def point_flags(window_flags: np.ndarray, n_steps: int, window: int, rule: str = "majority") -> np.ndarray:
-    """Point decisions (T,) bool from hop-1 window decisions (N,) with ``N = T - W + 1``.
-
-    See the module docstring for the rules. Points no window covers are False.
-    """
-    if rule not in POINT_RULES:
-        raise ValueError(f"point rule must be one of {', '.join(POINT_RULES)}, got {rule!r}")
-    f = np.asarray(window_flags, dtype=bool)
-    n = f.shape[0]
-    if n != max(0, n_steps - window + 1):
-        raise ValueError(f"{n} window decisions do not match {n_steps} steps with window {window} (hop 1)")
-    out = np.zeros(n_steps, dtype=bool)
-    if n == 0:
-        return out
-    if rule == "causal":
-        out[window - 1 :] = f
-        return out
-    t = np.arange(n_steps)
-    lo = np.maximum(0, t - window + 1)  # first window covering t
-    hi = np.minimum(n - 1, t)  # last window covering t
-    csum = np.concatenate([[0], np.cumsum(f)])
-    flagged = csum[hi + 1] - csum[lo]
-    covering = hi - lo + 1
-    return flagged * 2 >= covering if rule == "majority" else flagged == covering
-
-
-def alarm_states(scores: np.ndarray, threshold: float, policy: AlertPolicy) -> np.ndarray:
-    """Per-window alarm state (N,) bool: the edge runtime's raise/clear hysteresis over ``scores`` (N,)."""
-    return hysteresis(scores, threshold, policy)[0]
-
-
-def decide(
-    scores: np.ndarray,
-    threshold: float,
-    n_steps: int,
-    window: int,
-    rule: str = "majority",
-    policy: AlertPolicy | None = None,
-) -> np.ndarray:
-    """Point decisions (T,) from hop-1 window ``scores`` (N,): threshold, optional hysteresis, point rule."""
-    flags = np.asarray(scores) > threshold if policy is None else alarm_states(scores, threshold, policy)
-    return point_flags(flags, n_steps, window, rule)
-
-
-# --------------------------------------------------------------------------- configuration and results
+SKAB_KINDS = {
+    "other/1.csv": "leak",
+    "other/3.csv": "leak",
+    "other/5.csv": "rotor imbalance",
+    "other/7.csv": "rotor imbalance",
+    "other/9.csv": "rotor imbalance",
+    "other/11.csv": "water level",
+    "other/13.csv": "cavitation",
+}
+EDGEWATCH = "edgewatch"
+PCA_POINT = "PCA T2+Q (99 % limits, per point)"
+PCA_HYST = "PCA T2+Q + daemon hysteresis"
+DETECTORS = (EDGEWATCH, PCA_POINT, PCA_HYST)
+POINTWISE = AlertPolicy(raise_after=1, clear_after=1, clear_ratio=1.0)  # a point flagged iff above
 
 
 @dataclass
-class BenchmarkConfig:
-    """How the detector is built and how its window scores become point labels.
+class Protocol:
+    """Protocol settings only; the detector is ``fit``'s defaults plus ``fit_options`` (empty by default).
 
-    The defaults were chosen on SKAB valve1 by repeated leave-half-the-files-out selection
-    (see docs/EVALUATION.md), never with the scored file's own labels.
+    ``hop``: the daemon's scoring hop for decisions (None: each model's own, the daemon's default).
     """
 
-    channels: list[str] | None = field(default_factory=lambda: ["Volume Flow RateRMS"])
-    window: int = 60
     train_rows: int = 400
-    epochs: int = 30
-    seed: int = 0
-    val_fraction: float = 0.2
-    denoise: float = 0.0
-    threshold_method: str = "quantile"
-    threshold_q: float = 0.999
-    threshold_scale: float = 2.0
-    pot_level: float = 0.98
-    point_rule: str = "majority"
-    hysteresis: bool = False
     label_column: str = "anomaly"
+    seed: int = 0
+    hop: int | None = None
+    policy: AlertPolicy = field(default_factory=AlertPolicy)
+    fit_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.point_rule not in POINT_RULES:
-            raise ValueError(f"point rule must be one of {', '.join(POINT_RULES)}, got {self.point_rule!r}")
-        if self.window < 2:
-            raise ValueError(f"window must be >= 2, got {self.window}")
-        if self.train_rows <= self.window:
-            raise ValueError(f"train rows ({self.train_rows}) must exceed the window ({self.window})")
-        if self.threshold_scale <= 0:
-            raise ValueError(f"threshold scale must be > 0, got {self.threshold_scale}")
-        if self.channels is not None and not self.channels:
-            raise ValueError("channels: give at least one, or None for every feature column")
+        if self.train_rows < 2:
+            raise ValueError(f"train rows must be >= 2, got {self.train_rows}")
+        if self.hop is not None and self.hop < 1:
+            raise ValueError(f"hop must be >= 1, got {self.hop}")
 
 
 @dataclass
-class FileResult:
-    """One labelled file scored under one protocol. Arrays: ``scores`` (N,) hop-1 window scores,
-    ``flags`` and ``labels`` (T,) over the whole file; only rows ``>= first_scored`` count."""
+class FileRun:
+    """One file fitted and scored: hop-1 window ``scores`` (T-W+1,), PCA row scores ``pca`` (T,)."""
 
     name: str
-    threshold: float
-    window: int
-    first_scored: int
+    kind: str
+    meta: ModelMetadata
     scores: np.ndarray
-    flags: np.ndarray
-    labels: np.ndarray
-    model_id: str = ""
+    pca: np.ndarray
+    labels: np.ndarray | None
+    first: int
+    period_s: float | None
+    fit_s: float
 
-    @property
-    def counts(self) -> Counts:
-        s = self.first_scored
-        return Counts.of(self.flags[s:], self.labels[s:])
-
-
-def summarise(results: Sequence[FileResult]) -> dict[str, Any]:
-    """``{"total": rates, "files": {name: rates + threshold}}``; totals from counts summed over files."""
-    total = Counts()
-    files: dict[str, Any] = {}
-    for r in results:
-        c = r.counts
-        total = total + c
-        files[r.name] = {**c.rates(), "threshold": r.threshold, "scored_points": c.tp + c.fp + c.fn + c.tn}
-    return {"total": {**total.rates(), "files": len(results)}, "files": files}
-
-
-def format_table(section: dict[str, Any], title: str) -> str:
-    """A plain-text table of a :func:`summarise` section (rates in %)."""
-
-    def pct(v: float | None) -> str:
-        return "   n/a" if v is None else f"{100 * v:6.2f}"
-
-    def f1(v: float | None) -> str:
-        return "  n/a" if v is None else f"{v:5.3f}"
-
-    rows = [
-        title,
-        f"{'file':<28} {'F1':>5} {'FAR %':>6} {'MAR %':>6} {'TP':>5} {'FP':>5} {'FN':>5} {'TN':>5}",
-    ]
-    items = list(section["files"].items()) + [("TOTAL", section["total"])]
-    for name, m in items:
-        rows.append(
-            f"{name[-28:]:<28} {f1(m['f1'])} {pct(m['far'])} {pct(m['mar'])} "
-            f"{m['tp']:5d} {m['fp']:5d} {m['fn']:5d} {m['tn']:5d}"
-        )
-    return "\n".join(rows)
+    def judge(self, detector: str, protocol: Protocol, scale: float = 1.0, raise_after: int | None = None) -> Outcome:
+        """This file's outcome under ``detector``, threshold x ``scale``, the daemon's rule otherwise."""
+        pol = protocol.policy if raise_after is None else AlertPolicy(**{**asdict(protocol.policy), "raise_after": raise_after})
+        w = self.meta.window
+        common = {"first": self.first, "period_s": self.period_s, "tolerance": w - 1, "vus_buffer": 2 * w}
+        if detector == EDGEWATCH:
+            hop = protocol.hop or self.meta.hop
+            return judge(self.name, self.scores, self.labels, self.meta.threshold.value * scale, w, hop, pol, **common)
+        return judge(self.name, self.pca, self.labels, scale, 1, 1, POINTWISE if detector == PCA_POINT else pol, **common)
 
 
 # --------------------------------------------------------------------------- files
@@ -263,267 +136,404 @@ def find_csvs(root: Path, label_column: str = "anomaly") -> tuple[list[Path], li
     return labelled, unlabelled
 
 
-def load(path: Path, cfg: BenchmarkConfig) -> Series:
-    """Read one CSV with the configured channels; SKAB's label columns are never features."""
+def load(path: Path, label_column: str = "anomaly") -> Series:
+    """One CSV with every feature column; SKAB's label columns are never features."""
     header = _header(path)
-    exclude = [c for c in SKAB_LABEL_COLUMNS if c in header and c != cfg.label_column]
-    return read_csv(path, label_column=cfg.label_column, exclude=exclude, channels=cfg.channels)
+    exclude = [c for c in SKAB_LABEL_COLUMNS if c in header and c != label_column]
+    return read_csv(path, label_column=label_column, exclude=exclude)
 
 
-# --------------------------------------------------------------------------- runner
-
-
-def _fit(
-    values: np.ndarray | list[np.ndarray], channels: list[str], out: Path, cfg: BenchmarkConfig
-) -> tuple[float, str]:
-    """Train, calibrate and export one model on raw ``values`` ((T, C) or a list of them): (threshold, id)."""
-    from trainer.api import train_and_export  # torch is imported only when a model is trained
-
-    meta = train_and_export(
-        values,
-        channels,
-        out,
-        window=cfg.window,
-        hop=1,
-        epochs=cfg.epochs,
-        seed=cfg.seed,
-        threshold_method=cfg.threshold_method,
-        val_fraction=cfg.val_fraction,
-        denoise=cfg.denoise,
-        threshold_params={"q": cfg.threshold_q}
-        if cfg.threshold_method == "quantile"
-        else {"level": cfg.pot_level},
-        threshold_scale=cfg.threshold_scale,
-    )
-    return meta.threshold.value, meta.model_id
-
-
-def _score(
-    model: Path, s: Series, threshold: float, model_id: str, name: str, cfg: BenchmarkConfig
-) -> FileResult:
-    from trainer.api import score_windows
-
-    scores, _ = score_windows(model, sliding_windows(s.values, cfg.window, 1))
-    policy = AlertPolicy() if cfg.hysteresis else None
-    flags = decide(scores, threshold, len(s.values), cfg.window, cfg.point_rule, policy)
-    if s.labels is None:
-        raise DataError(f"{s.name}: no {cfg.label_column!r} labels")
-    return FileResult(name, threshold, cfg.window, cfg.train_rows, scores, flags, s.labels, model_id)
-
-
-def _display_name(path: Path, root: Path) -> str:
+def display_name(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
         return path.name
 
 
-def run_per_file(
-    labelled: Sequence[Series], names: Sequence[str], cfg: BenchmarkConfig, workdir: Path
-) -> list[FileResult]:
-    """SKAB's protocol: a model per file, fitted on its first ``train_rows`` rows."""
-    out = []
-    for i, (s, name) in enumerate(zip(labelled, names, strict=True)):
-        model = workdir / f"per-file-{i}.onnx"
-        thr, mid = _fit(s.values[: cfg.train_rows], s.channels, model, cfg)
-        out.append(_score(model, s, thr, mid, name, cfg))
-        log.info("%s: threshold %.4g, %s", name, thr, out[-1].counts)
+def kind_of(name: str) -> str:
+    """Fault kind of a file named relative to the data folder (SKAB's table, else its folder)."""
+    return SKAB_KINDS.get(name, name.rsplit("/", 1)[0] if "/" in name else "all")
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def fit_default(values: np.ndarray, channels: list[str], out: Path, protocol: Protocol) -> ModelMetadata:
+    """``fit`` with its defaults (plus ``protocol.fit_options``) on raw ``values`` (T, C)."""
+    from trainer.api import train_and_export  # torch is imported only when a model is trained
+
+    return train_and_export(values, channels, out, seed=protocol.seed, **protocol.fit_options)
+
+
+def run_file(series: Series, name: str, kind: str, protocol: Protocol, workdir: Path, index: int) -> FileRun:
+    """Fit on the first ``train_rows`` rows, score every hop-1 window through the edge loader, fit PCA."""
+    n = protocol.train_rows
+    if len(series.values) <= n:
+        raise DataError(f"{name}: {len(series.values)} rows, not more than the {n} training rows")
+    model_path = workdir / f"model-{index}.onnx"
+    t0 = time.perf_counter()
+    fit_default(series.values[:n], series.channels, model_path, protocol)
+    fit_s = time.perf_counter() - t0
+    model = open_model(model_path)
+    scores = window_scores(model, series.values)
+    pca = PcaT2Q.fit(series.values[:n]).score(series.values)
+    return FileRun(
+        name, kind, model.metadata, scores, pca, series.labels, n, series.sample_period_s, fit_s
+    )
+
+
+def run_files(
+    series: Sequence[Series], names: Sequence[str], protocol: Protocol, workdir: Path, progress: Callable[[str], None] | None = None
+) -> tuple[list[FileRun], dict[str, str]]:
+    """Every file through :func:`run_file`; a file ``fit`` refuses is listed in the errors, not scored."""
+    runs, errors = [], {}
+    for i, (s, name) in enumerate(zip(series, names, strict=True)):
+        try:
+            runs.append(run_file(s, name, kind_of(name), protocol, workdir, i))
+        except DataError as exc:
+            errors[name] = " ".join(str(exc).split())
+            log.warning("%s: not scored: %s", name, errors[name])
+            continue
+        if progress:
+            r = runs[-1]
+            progress(f"{name}: W {r.meta.window}, hop {r.meta.hop}, threshold {r.meta.threshold.value:.4g}, fit {r.fit_s:.1f} s")
+    return runs, errors
+
+
+def suite_report(runs: Sequence[FileRun], protocol: Protocol) -> dict[str, Any]:
+    """Per detector: ``overall`` and ``kinds`` (pooled) and ``files``; labelled runs only."""
+    kinds = sorted({r.kind for r in runs}, key=lambda k: [r.kind for r in runs].index(k))
+    out: dict[str, Any] = {}
+    for det in DETECTORS:
+        outcomes = [r.judge(det, protocol) for r in runs]
+        out[det] = {
+            "overall": pooled(outcomes),
+            "kinds": {k: pooled([o for o, r in zip(outcomes, runs, strict=True) if r.kind == k]) for k in kinds},
+            "files": {o.name: o.summary() for o in outcomes},
+        }
     return out
 
 
-def run_anomaly_free(
-    normal: Sequence[Series],
-    labelled: Sequence[Series],
-    names: Sequence[str],
-    cfg: BenchmarkConfig,
-    workdir: Path,
-) -> list[FileResult]:
-    """One model trained on the unlabelled (normal) series, applied to every labelled file."""
-    model = workdir / "anomaly-free.onnx"
-    thr, mid = _fit([s.values for s in normal], normal[0].channels, model, cfg)
-    return [_score(model, s, thr, mid, name, cfg) for s, name in zip(labelled, names, strict=True)]
+def normal_report(runs: Sequence[FileRun], protocol: Protocol) -> dict[str, Any]:
+    """Alerts of unlabelled (normal) recordings fitted on their first rows, per detector."""
+    return {
+        det: {r.name: {**alerts_summary([r.judge(det, protocol)]), "threshold": dict(asdict(r.meta.threshold), validation=None)}
+              for r in runs}
+        for det in DETECTORS
+    }
 
 
-def run_benchmark(
+def run_skab(
     root: Path,
-    cfg: BenchmarkConfig | None = None,
-    protocols: Sequence[str] = PROTOCOLS,
+    protocol: Protocol | None = None,
     limit: int | None = None,
+    loko: bool = False,
     workdir: Path | None = None,
-) -> tuple[dict[str, Any], dict[str, list[FileResult]]]:
-    """Run the protocols on every labelled CSV under ``root``: ``(report, results per protocol)``.
-
-    ``limit``: use only the first ``limit`` labelled files (natural order). The report is
-    ``{"total", "files"}`` of the per-file protocol at the top level (SKAB's numbers), the
-    anomaly-free protocol under ``"anomaly_free"``, plus ``"config"``, ``"data"`` and ``"seconds"``.
-    """
-    cfg = cfg or BenchmarkConfig()
-    cfg.validate()
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown:
-        raise ValueError(f"unknown protocol(s) {', '.join(unknown)}; known: {', '.join(PROTOCOLS)}")
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], list[FileRun]]:
+    """The SKAB suite on every CSV under ``root``: ``(report, labelled runs)``."""
+    protocol = protocol or Protocol()
+    protocol.validate()
     root = Path(root)
-    labelled_paths, unlabelled_paths = find_csvs(root, cfg.label_column)
+    labelled_paths, unlabelled_paths = find_csvs(root, protocol.label_column)
     if limit is not None:
         labelled_paths = labelled_paths[:limit]
     if not labelled_paths:
-        raise DataError(f"{root}: no CSV with a {cfg.label_column!r} column found (searched recursively)")
-    labelled = [load(p, cfg) for p in labelled_paths]
-    names = [_display_name(p, root) for p in labelled_paths]
-    for s in labelled:
-        if len(s.values) <= cfg.train_rows + cfg.window:
-            raise DataError(
-                f"{s.name}: {len(s.values)} rows; the protocol needs more than train rows + window "
-                f"({cfg.train_rows} + {cfg.window})"
-            )
+        raise DataError(f"{root}: no CSV with a {protocol.label_column!r} column found (searched recursively)")
     t0 = time.perf_counter()
-    results: dict[str, list[FileResult]] = {}
-    report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp:
         work = Path(workdir) if workdir is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        if "per-file" in protocols:
-            results["per-file"] = run_per_file(labelled, names, cfg, work)
-            report.update(summarise(results["per-file"]))
-        if "anomaly-free" in protocols:
-            if unlabelled_paths:
-                normal = [load(p, cfg) for p in unlabelled_paths]
-                results["anomaly-free"] = run_anomaly_free(normal, labelled, names, cfg, work)
-                report["anomaly_free"] = {
-                    **summarise(results["anomaly-free"]),
-                    "trained_on": [_display_name(p, root) for p in unlabelled_paths],
-                }
-            else:
-                report["anomaly_free"] = {"skipped": f"no unlabelled CSV under {root}"}
-    report["config"] = asdict(cfg)
-    report["data"] = {"root": str(root), "labelled_files": len(labelled), "scored_from_row": cfg.train_rows}
+        names = [display_name(p, root) for p in labelled_paths]
+        runs, errors = run_files([load(p, protocol.label_column) for p in labelled_paths], names, protocol, work, progress)
+        normal_names = [display_name(p, root) for p in unlabelled_paths]
+        normal_series = [load(p, protocol.label_column) for p in unlabelled_paths]
+        (work / "normal").mkdir(exist_ok=True)
+        normal_runs, normal_errors = run_files(normal_series, normal_names, protocol, work / "normal", progress)
+    report: dict[str, Any] = {
+        "protocol": {**asdict(protocol), "policy": asdict(protocol.policy)},
+        "data": {"root": str(root), "labelled_files": len(labelled_paths), "scored_from_row": protocol.train_rows},
+        "detectors": suite_report(runs, protocol) if runs else {},
+        "normal_recordings": normal_report(normal_runs, protocol),
+        "models": {r.name: model_summary(r) for r in runs + normal_runs},
+        "not_scored": {**errors, **normal_errors},
+        "fit_seconds": round(sum(r.fit_s for r in runs + normal_runs), 1),
+    }
+    if loko and runs:
+        report["leave_one_kind_out"] = leave_one_kind_out(runs, protocol)
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    return report, results
+    return report, runs
 
 
-def plot_file(result: FileResult, path: Path, title: str = "") -> None:
-    """PNG of one file: window scores (at each window's last row), threshold, labels and decisions."""
-    import matplotlib
+def model_summary(r: FileRun) -> dict[str, Any]:
+    """What ``fit`` chose for one file (window, hop, threshold, any screening it wrote)."""
+    m = r.meta
+    out = {"model_id": m.model_id, "window": m.window, "hop": m.hop, "threshold": m.threshold.value,
+           "threshold_method": m.threshold.method, "fit_s": round(r.fit_s, 2)}
+    for key in ("screening", "channel_screening", "channels_used", "sizes"):
+        if key in (m.training or {}):
+            out[key] = m.training[key]
+    return out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    t_end = np.arange(result.scores.shape[0]) + result.window - 1
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    lab = result.labels != 0
-    ymax = max(float(np.max(result.scores)), result.threshold) * 1.1
-    ax.fill_between(
-        np.arange(lab.shape[0]), 0, ymax, where=lab, color="tab:red", alpha=0.15, label="labelled anomaly"
+# --------------------------------------------------------------------------- leave one kind out
+
+SCALES = (0.8, 1.0, 1.25, 1.5, 2.0)
+RAISE_AFTER = (1, 3, 5)
+
+
+def selection_objective(c: Counts, far_budget: float = 0.08, penalty: float = 2.0) -> float:
+    """``F1 - penalty * max(0, FAR - far_budget)`` of pooled counts (-inf when undefined)."""
+    r = c.rates()
+    if r["f1"] is None or r["far"] is None:
+        return float("-inf")
+    return r["f1"] - penalty * max(0.0, r["far"] - far_budget)
+
+
+def choose(table: dict[tuple[float, int], list[Counts]], files: Sequence[int]) -> tuple[float, int]:
+    """The candidate with the best objective on ``files`` (counts pooled); ties: the first in grid order."""
+    best, best_v = None, float("-inf")
+    for cand, counts in table.items():
+        pooled_c = sum((counts[i] for i in files), Counts())
+        v = selection_objective(pooled_c)
+        if best is None or v > best_v:
+            best, best_v = cand, v
+    assert best is not None
+    return best
+
+
+def leave_one_kind_out(
+    runs: Sequence[FileRun], protocol: Protocol, scales: Sequence[float] = SCALES, raise_after: Sequence[int] = RAISE_AFTER
+) -> dict[str, Any]:
+    """Choose (threshold multiplier, raise_after) on all kinds but one, score on the one left out."""
+    cands = [(s, k) for s in scales for k in raise_after]
+    outcomes = {c: [r.judge(EDGEWATCH, protocol, c[0], c[1]) for r in runs] for c in cands}
+    table = {c: [o.counts for o in outs] for c, outs in outcomes.items()}
+    kinds = list(dict.fromkeys(r.kind for r in runs))
+    left_counts, left_events, per_kind = Counts(), EventCounts(), {}
+    for k in kinds:
+        inside = [i for i, r in enumerate(runs) if r.kind == k]
+        others = [i for i, r in enumerate(runs) if r.kind != k]
+        if not others:
+            continue
+        c = choose(table, others)
+        got = sum((table[c][i] for i in inside), Counts())
+        ev = sum((outcomes[c][i].events for i in inside), EventCounts())
+        left_counts, left_events = left_counts + got, left_events + ev
+        per_kind[k] = {"chosen": {"threshold_scale": c[0], "raise_after": c[1]}, "files": len(inside),
+                       **got.rates(), **{x: ev.rates()[x] for x in ("events", "detected", "event_recall")}}
+    all_files = list(range(len(runs)))
+    c_all = choose(table, all_files)
+    default = (1.0, protocol.policy.raise_after)
+    in_sample = {
+        f"{c[0]}x threshold, raise after {c[1]}": sum(table[c], Counts()).rates()
+        for c in dict.fromkeys([default, c_all]) if c in table
+    }
+    return {
+        "grid": {"threshold_scale": list(scales), "raise_after": list(raise_after)},
+        "objective": "pooled F1 - 2 * max(0, FAR - 0.08)",
+        "per_kind_left_out": per_kind,
+        "left_out_estimate": {**left_counts.rates(), **left_events.rates()},
+        "chosen_on_all_kinds": {"threshold_scale": c_all[0], "raise_after": c_all[1]},
+        "in_sample": in_sample,
+    }
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _f(v: float | None, pct: bool = False, width: int = 6, digits: int = 3) -> str:
+    if v is None:
+        return "n/a".rjust(width)
+    return f"{100 * v:{width}.1f}" if pct else f"{v:{width}.{digits}f}"
+
+
+TABLE_HEAD = (
+    f"{'':<22} {'files':>5} {'F1':>6} {'allF1':>6} {'FAR%':>6} {'MAR%':>6} {'events':>7} {'alerts':>9} "
+    f"{'dly50s':>6} {'dly90s':>6} {'FA/day':>7} {'ROC':>6} {'PR':>6} {'VUSPR':>6} {'wROC':>6} {'worst':>6}"
+)
+TABLE_NOTE = (
+    "allF1: F1 of flagging every point; events: detected/labelled; alerts: true/raised; dly: detection delay "
+    "median/p90 (s); FA/day: false alerts per day of normal operation; ROC, PR, VUSPR: point scores, mean "
+    "over files; wROC: window ROC-AUC, mean and worst file"
+)
+
+
+def table_row(label: str, m: dict[str, Any]) -> str:
+    """One line of a pooled block (see :data:`TABLE_HEAD`)."""
+    if not m.get("files"):
+        return f"{label[:22]:<22} {0:5d}"
+    return (
+        f"{label[:22]:<22} {m['files']:5d} {_f(m['f1'])} {_f(m['flag_all_f1'])} {_f(m['far'], True)} "
+        f"{_f(m['mar'], True)} {m['detected']:>3}/{m['events']:<3} {m['true_alerts']:>4}/{m['alerts']:<4} "
+        f"{_f(m['delay_median_s'], digits=0)} {_f(m['delay_p90_s'], digits=0)} "
+        f"{_f(m['false_alarms_per_day'], width=7, digits=1)} {_f(m['roc_auc_mean'])} {_f(m['pr_auc_mean'])} "
+        f"{_f(m['vus_pr_mean'])} {_f(m['window_roc_auc_mean'])} {_f(m['window_roc_auc_worst'])}"
     )
-    ax.fill_between(
-        np.arange(lab.shape[0]),
-        0,
-        ymax * 0.04,
-        where=result.flags,
-        color="tab:orange",
-        step="mid",
-        label="flagged point",
-    )
-    ax.plot(t_end, result.scores, lw=1, color="tab:blue", label="window score (at window end)")
-    ax.axhline(result.threshold, color="k", ls="--", lw=1, label=f"threshold {result.threshold:.3g}")
-    ax.axvline(result.first_scored, color="grey", ls=":", lw=1, label="end of training rows")
-    ax.set_yscale("symlog", linthresh=max(result.threshold, 1e-6))
-    ax.set_xlabel("row")
-    ax.set_ylabel("score (MSE, normalised)")
-    ax.set_title(title or result.name)
-    ax.legend(loc="upper left", fontsize=7, ncol=3)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
-# --------------------------------------------------------------------------- selection (pure)
-
-#: Count-table layout used by the selection helpers: the last axis is (TP, FP, FN, TN).
-COUNT_FIELDS = ("tp", "fp", "fn", "tn")
-
-
-def rates_of(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(f1, far, mar)`` of count arrays (..., 4) ordered TP, FP, FN, TN; each of shape (...)."""
-    c = np.asarray(counts, dtype=np.float64)
-    tp, fp, fn, tn = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return tp / (tp + (fp + fn) / 2), fp / (fp + tn), fn / (fn + tp)
-
-
-def selection_objective(counts: np.ndarray, far_budget: float = 0.08, penalty: float = 2.0) -> np.ndarray:
-    """``F1 - penalty * max(0, FAR - far_budget)`` of pooled count arrays (..., 4); shape (...)."""
-    f1, far, _ = rates_of(counts)
-    return f1 - penalty * np.maximum(0.0, far - far_budget)
+def format_suite(detectors: dict[str, Any], title: str) -> str:
+    """Per detector: a row per kind and the overall row."""
+    lines = [title, TABLE_NOTE, TABLE_HEAD]
+    for det, block in detectors.items():
+        lines.append(f"-- {det}")
+        for k, m in block["kinds"].items():
+            lines.append(table_row(k, m))
+        lines.append(table_row("OVERALL", block["overall"]))
+        if det == EDGEWATCH:
+            la = block["overall"]["centred_lookahead"]
+            lines.append(f"{'  look-ahead (centred)':<22} {'':5} {_f(la['f1'])} {'':6} {_f(la['far'], True)} {_f(la['mar'], True)}"
+                         "   (not causal: needs W-1 future samples)")
+    return "\n".join(lines)
 
 
-def choose_config(
-    counts: np.ndarray, files: np.ndarray, far_budget: float = 0.08, penalty: float = 2.0
-) -> int:
-    """Index of the configuration with the best objective on ``files``.
+def format_loko(lk: dict[str, Any]) -> str:
+    lines = [f"leave-one-kind-out over {lk['grid']} (objective {lk['objective']})",
+             f"{'left-out kind':<22} {'chosen':<18} {'F1':>6} {'FAR%':>6} {'MAR%':>6} {'events':>7}"]
+    for k, m in lk["per_kind_left_out"].items():
+        ch = f"x{m['chosen']['threshold_scale']} raise {m['chosen']['raise_after']}"
+        lines.append(f"{k[:22]:<22} {ch:<18} {_f(m['f1'])} {_f(m['far'], True)} {_f(m['mar'], True)} "
+                     f"{m['detected']:>3}/{m['events']:<3}")
+    e = lk["left_out_estimate"]
+    lines.append(f"{'LEFT-OUT ESTIMATE':<22} {'':<18} {_f(e['f1'])} {_f(e['far'], True)} {_f(e['mar'], True)} "
+                 f"{e['detected']:>3}/{e['events']:<3}")
+    for label, m in lk["in_sample"].items():
+        lines.append(f"{'in-sample ' + label:<41} {_f(m['f1'])} {_f(m['far'], True)} {_f(m['mar'], True)}")
+    return "\n".join(lines)
 
-    ``counts`` (J, F, 4): per configuration and file (already pooled over seeds if wanted);
-    ``files``: indices into F. Counts are summed over ``files`` before the objective (pooled, not
-    averaged). Ties go to the lowest index, so the order of the grid decides them.
-    """
-    pooled = np.asarray(counts)[:, np.asarray(files)].sum(axis=1)
-    return int(np.argmax(selection_objective(pooled, far_budget, penalty)))
+
+def format_normal(normal: dict[str, Any]) -> str:
+    lines = []
+    for det, files in normal.items():
+        for name, a in files.items():
+            per_day = "n/a" if a["alerts_per_day"] is None else f"{a['alerts_per_day']:.2f}"
+            lines.append(f"{det[:34]:<34} {name}: {a['alerts']} alerts over {a['scored_points']} points "
+                         f"({per_day} per day), raised {_f(a['raised_fraction'], True).strip()} % of the time")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- synthetic suite
 
 
 @dataclass
-class SelectionResult:
-    """Outcome of :func:`repeated_two_fold`.
+class Plant:
+    """A generated plant: ``channels`` channels, ``train`` normal training rows, then ``test`` rows."""
 
-    ``oof`` (R, S, 4): out-of-fold counts per split and seed (both halves pooled);
-    ``choices`` (R, 2): the configuration chosen in each fold; ``halves``: the two file halves per split.
-    """
-
-    oof: np.ndarray
-    choices: np.ndarray
-    halves: list[tuple[np.ndarray, np.ndarray]]
-
-    def rates(self) -> dict[str, dict[str, float]]:
-        """Mean, std, 5 % and 95 % quantile of F1, FAR, MAR over all (split, seed) pairs."""
-        out = {}
-        for name, v in zip(("f1", "far", "mar"), rates_of(self.oof), strict=True):
-            flat = v.ravel()
-            out[name] = {
-                "mean": float(np.mean(flat)),
-                "std": float(np.std(flat)),
-                "q05": float(np.quantile(flat, 0.05)),
-                "q95": float(np.quantile(flat, 0.95)),
-            }
-        return out
+    name: str
+    channels: int = 4
+    train: int = 2000
+    test: int = 6000
+    drift: float = 0.0  # normal level drift of channel 1, in its std over the whole series
+    stuck: bool = False  # channel 2 constant throughout (a stuck sensor, also in training)
+    slow_cycle: int = 0  # period (samples) of an extra slow cycle shared by every channel; 0: none
 
 
-def repeated_two_fold(
-    counts: np.ndarray, n_splits: int = 50, seed: int = 0, far_budget: float = 0.08, penalty: float = 2.0
-) -> SelectionResult:
-    """Repeated two-fold leave-half-the-files-out selection on a count table.
+PLANTS = (
+    Plant("base"),
+    Plant("drifting normal", drift=4.0),
+    Plant("stuck channel", stuck=True),
+    Plant("50 channels, 500 rows", channels=50, train=500, test=6000, slow_cycle=1500),
+)
+MAGNITUDES = (0.5, 1.0, 2.0)
 
-    ``counts`` (S, J, F, 4): per training seed, configuration and file. For each of ``n_splits``
-    random splits of the F files into halves A (F // 2 files) and B: choose on A with counts pooled
-    over seeds (:func:`choose_config`), score B with that choice per seed; then swap. Labels of a file
-    are used only when it is in the choosing half.
-    """
-    c = np.asarray(counts)
-    if c.ndim != 4 or c.shape[-1] != 4:
-        raise ValueError(f"counts must have shape (seeds, configs, files, 4), got {c.shape}")
-    n_seeds, _, n_files, _ = c.shape
-    if n_files < 2:
-        raise ValueError("need at least 2 files to split")
-    pooled = c.sum(axis=0)
-    rng = np.random.default_rng(seed)
-    oof = np.zeros((n_splits, n_seeds, 4), dtype=np.int64)
-    choices = np.zeros((n_splits, 2), dtype=np.int64)
-    halves = []
-    for r in range(n_splits):
-        perm = rng.permutation(n_files)
-        a, b = np.sort(perm[: n_files // 2]), np.sort(perm[n_files // 2 :])
-        halves.append((a, b))
-        for k, (choose_on, score_on) in enumerate(((a, b), (b, a))):
-            j = choose_config(pooled, choose_on, far_budget, penalty)
-            choices[r, k] = j
-            oof[r] += c[:, j, score_on].sum(axis=1)
-    return SelectionResult(oof, choices, halves)
+
+def plant_normal(p: Plant, seed: int) -> np.ndarray:
+    """Normal data (train + test, C) float32 of plant ``p``."""
+    from edge_runtime.tools.synthetic import normal_series
+
+    n = p.train + p.test
+    x = normal_series(n, p.channels, seed).astype(np.float64)
+    sd = x.std(axis=0)
+    t = np.arange(n)
+    if p.slow_cycle:
+        phase = np.random.default_rng([seed, 17]).uniform(0, 2 * np.pi, p.channels)
+        x += 1.5 * sd * np.sin(2 * np.pi * t[:, None] / p.slow_cycle + phase)
+    if p.drift:
+        x[:, 1 % p.channels] += p.drift * sd[1 % p.channels] * t / n
+    if p.stuck:
+        x[:, 2 % p.channels] = x[0, 2 % p.channels]
+    return x.astype(np.float32)
+
+
+def plant_test(p: Plant, x: np.ndarray, kind: str, magnitude: float, seed: int, count: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` with ``count`` anomalies of ``kind`` in the test rows, each scaled by ``magnitude``: (x, labels)."""
+    from edge_runtime.tools.synthetic import inject, random_anomalies
+
+    avoid = {2 % p.channels} if p.stuck else set()
+    out = x.astype(np.float64).copy()
+    labels = np.zeros(len(x), dtype=np.int8)
+    for i, a in enumerate(random_anomalies(p.test, p.channels, count, seed, 30, 90, kinds=(kind,))):
+        chans = tuple(c for c in a.channels if c not in avoid) or ((a.channels[0] + 1) % p.channels,)
+        a = type(a)(a.kind, a.start + p.train, a.end + p.train, chans)
+        delta = inject(x, a, seed=seed + i).astype(np.float64) - x
+        out += magnitude * delta
+        labels[a.start : a.end] = 1
+    return out.astype(np.float32), labels
+
+
+def run_synthetic(
+    plants: Sequence[Plant] = PLANTS,
+    magnitudes: Sequence[float] = MAGNITUDES,
+    protocol: Protocol | None = None,
+    workdir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One default fit per plant on its training rows; every kind x magnitude scored on a test copy."""
+    from edge_runtime.tools.synthetic import ANOMALY_KINDS, channel_names
+
+    protocol = protocol or Protocol()
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    by_kind: dict[str, dict[str, list[Outcome]]] = {}
+    normal: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="edgewatch-synth-") as tmp:
+        work = Path(workdir) if workdir is not None else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for pi, p in enumerate(plants):
+            proto = replace(protocol, train_rows=p.train)
+            x = plant_normal(p, protocol.seed + pi)
+            names = channel_names(p.channels)
+            base = Series(p.name, x, names, np.zeros(len(x), np.int8), sample_period_s=1.0)
+            try:
+                run = run_file(base, p.name, "normal", proto, work, pi)
+            except DataError as exc:
+                rows.append({"plant": p.name, "error": " ".join(str(exc).split())})
+                continue
+            if progress:
+                progress(f"{p.name}: W {run.meta.window}, hop {run.meta.hop}, fit {run.fit_s:.1f} s")
+            model = open_model(work / f"model-{pi}.onnx")
+            unlabelled = replace(run, labels=None)
+            normal[p.name] = {d: alerts_summary([unlabelled.judge(d, proto)]) for d in DETECTORS}
+            for kind in ANOMALY_KINDS:
+                for mag in magnitudes:
+                    xt, lab = plant_test(p, x, kind, mag, protocol.seed + 100 * pi)
+                    r = FileRun(f"{p.name}/{kind}/x{mag}", kind, run.meta, window_scores(model, xt),
+                                PcaT2Q.fit(xt[: p.train]).score(xt), lab, p.train, 1.0, run.fit_s)
+                    for det in DETECTORS:
+                        o = r.judge(det, proto)
+                        by_kind.setdefault(det, {}).setdefault(kind, []).append(o)
+                        rows.append({"plant": p.name, "kind": kind, "magnitude": mag, "detector": det, **o.summary()})
+    return {
+        "protocol": {**asdict(protocol), "policy": asdict(protocol.policy)},
+        "plants": [asdict(p) for p in plants],
+        "magnitudes": list(magnitudes),
+        "kinds": {det: {k: pooled(v) for k, v in kinds.items()} for det, kinds in by_kind.items()},
+        "overall": {det: pooled([o for v in kinds.values() for o in v]) for det, kinds in by_kind.items()},
+        "normal_runs": normal,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def format_synthetic(rep: dict[str, Any]) -> str:
+    lines = ["Synthetic suite: per anomaly kind, pooled over plants and magnitudes " + str(rep["magnitudes"]), TABLE_NOTE, TABLE_HEAD]
+    for det, kinds in rep["kinds"].items():
+        lines.append(f"-- {det}")
+        for k, m in kinds.items():
+            lines.append(table_row(k, m))
+        lines.append(table_row("OVERALL", rep["overall"][det]))
+    lines.append("normal test rows (no anomaly), alerts per day at 1 s sampling:")
+    for plant, dets in rep["normal_runs"].items():
+        parts = [f"{d.split(' (')[0]}: {a['alerts']} ({_f(a['alerts_per_day'], width=1).strip()}/day)" for d, a in dets.items()]
+        lines.append(f"  {plant:<24} " + "; ".join(parts))
+    return "\n".join(lines)

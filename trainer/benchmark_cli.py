@@ -1,202 +1,176 @@
-"""``edgewatch-train benchmark skab DIR``: the SKAB protocols through the trainer and onnxruntime.
+"""``edgewatch-train benchmark skab DIR`` and ``benchmark synthetic``: quality suites with ``fit``'s defaults.
 
-Thin: parse options, call :func:`trainer.benchmark.run_benchmark`, print the tables, write JSON/PNG.
+Thin: parse options, call :mod:`trainer.benchmark`, print the tables, write JSON.
 Errors a user can cause print one line ``error: ...`` and exit with code 2.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edge_runtime.contract import ContractError
-from trainer.benchmark import POINT_RULES, BenchmarkConfig, format_table, plot_file, run_benchmark
 from trainer.data import DataError
 
-_DEFAULTS = BenchmarkConfig()
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            from trainer.export import ExportError  # torch/onnx stay unimported until a model is trained
+
+            if not isinstance(exc, (DataError, ContractError, ExportError, ValueError, OSError)):
+                raise
+            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _fit_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--fit-option {p!r}: use KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _write(report: dict[str, Any], path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        click.echo(f"report: {path}")
+
+
+_common = [
+    click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here."),
+    click.option("--seed", default=0, show_default=True, help="Training seed (same seed, same numbers)."),
+    click.option(
+        "--hop",
+        type=click.IntRange(min=1),
+        help="The daemon's scoring hop for decisions (its input.hop).  [default: each model's own]",
+    ),
+    click.option(
+        "--fit-option",
+        "fit_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override one of fit's defaults (trainer.api.train_and_export keyword; repeatable). "
+        "The reported numbers are the defaults' only without it.",
+    ),
+    click.option("--quiet", "-q", is_flag=True, help="No per-file progress lines."),
+]
+
+
+def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(_common):
+        fn = opt(fn)
+    return fn
 
 
 @click.group("benchmark")
 def benchmark() -> None:
-    """Measure detection quality on public labelled datasets."""
+    """Measure detection quality with fit's defaults, the ONNX model and the daemon's decisions."""
 
 
 @benchmark.command("skab")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here."
+    "--train-rows", default=400, show_default=True, help="Rows at the start of each file fitted on (taken as normal)."
 )
+@click.option("--label-column", default="anomaly", show_default=True, help="The 0/1 ground-truth column.")
 @click.option(
-    "--plot",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="PNG of one file (scores, threshold, labels) under the per-file protocol.",
-)
-@click.option(
-    "--plot-file",
-    "plot_name",
-    metavar="NAME",
-    help="File to plot (as listed in the table).  [default: the first]",
-)
-@click.option(
-    "--channels",
-    metavar="A,B,...",
-    default=",".join(_DEFAULTS.channels or []),
-    show_default=True,
-    help="Feature columns to model; 'all' for every non-label column.",
-)
-@click.option(
-    "--window", "-w", default=_DEFAULTS.window, show_default=True, help="Window length W in samples."
-)
-@click.option(
-    "--epochs", default=_DEFAULTS.epochs, show_default=True, help="Maximum training epochs per model."
-)
-@click.option(
-    "--seed", default=_DEFAULTS.seed, show_default=True, help="Training seed (same seed, same numbers)."
-)
-@click.option(
-    "--train-rows",
-    default=_DEFAULTS.train_rows,
-    show_default=True,
-    help="Rows at the start of each file taken as normal for fitting.",
-)
-@click.option(
-    "--val-fraction",
-    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-    default=_DEFAULTS.val_fraction,
-    show_default=True,
-    help="Last fraction of the training rows held out for early stopping and threshold calibration.",
-)
-@click.option(
-    "--threshold-method",
-    type=click.Choice(["quantile", "pot"]),
-    default=_DEFAULTS.threshold_method,
-    show_default=True,
-    help="Threshold calibration on the validation part of the training rows.",
-)
-@click.option(
-    "--threshold-q", default=_DEFAULTS.threshold_q, show_default=True, help="Quantile for 'quantile'."
-)
-@click.option(
-    "--pot-level",
-    default=_DEFAULTS.pot_level,
-    show_default=True,
-    help="Level quantile above which 'pot' fits its tail (needs >= 10 validation windows above it).",
-)
-@click.option(
-    "--threshold-scale",
-    default=_DEFAULTS.threshold_scale,
-    show_default=True,
-    help="Multiplier on the calibrated threshold.",
-)
-@click.option(
-    "--denoise",
-    default=_DEFAULTS.denoise,
-    show_default=True,
-    help="Std of the training input noise (denoising AE), normalised units.",
-)
-@click.option(
-    "--point-rule",
-    type=click.Choice(POINT_RULES),
-    default=_DEFAULTS.point_rule,
-    show_default=True,
-    help="How window decisions become point labels.",
-)
-@click.option(
-    "--hysteresis/--no-hysteresis",
-    default=_DEFAULTS.hysteresis,
-    show_default=True,
-    help="Pass window decisions through the edge runtime's alert hysteresis first (edge defaults: raise "
-    "after 3 windows above, clear after 5 below 0.8 x threshold).",
-)
-@click.option(
-    "--protocol",
-    "protocols",
-    type=click.Choice(["per-file", "anomaly-free"]),
-    multiple=True,
-    help="Run only this protocol (repeatable).  [default: both]",
+    "--loko",
+    is_flag=True,
+    help="Also select threshold multiplier and raise_after leaving one fault kind out, and report the left-out estimate.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N labelled files.")
+@common_options
+@_user_errors
 def skab(
     directory: Path,
-    report: Path | None,
-    plot: Path | None,
-    plot_name: str | None,
-    channels: str,
-    window: int,
-    epochs: int,
-    seed: int,
     train_rows: int,
-    val_fraction: float,
-    threshold_method: str,
-    threshold_q: float,
-    pot_level: float,
-    threshold_scale: float,
-    denoise: float,
-    point_rule: str,
-    hysteresis: bool,
-    protocols: tuple[str, ...],
+    label_column: str,
+    loko: bool,
     limit: int | None,
+    report: Path | None,
+    seed: int,
+    hop: int | None,
+    fit_option: tuple[str, ...],
+    quiet: bool,
 ) -> None:
-    """Run SKAB's outlier protocol (and the anomaly-free one) on every labelled CSV under DIRECTORY.
+    """SKAB's per-file protocol on every CSV under DIRECTORY, with PCA T2+Q beside edgewatch.
 
     \b
-    Example:
-      edgewatch-train benchmark skab ../shared/data/skab --report skab.json --plot skab.png
+    Example (the 27 shared files, ~N minutes on 2 cores):
+      edgewatch-train benchmark skab ../shared/data/skab --loko --report skab.json
     """
-    names = [c.strip() for c in channels.split(",") if c.strip()]
-    cfg = BenchmarkConfig(
-        channels=None if names in ([], ["all"]) else names,
-        window=window,
-        train_rows=train_rows,
-        epochs=epochs,
-        seed=seed,
-        val_fraction=val_fraction,
-        denoise=denoise,
-        threshold_method=threshold_method,
-        threshold_q=threshold_q,
-        pot_level=pot_level,
-        threshold_scale=threshold_scale,
-        point_rule=point_rule,
-        hysteresis=hysteresis,
-    )
-    try:
-        result, per_protocol = run_benchmark(directory, cfg, protocols or ("per-file", "anomaly-free"), limit)
-        if "files" in result:
-            click.echo(
-                format_table(
-                    result, f"SKAB protocol: a model per file, fitted on its first {cfg.train_rows} rows"
-                )
-            )
-        af = result.get("anomaly_free")
-        if af and "files" in af:
-            click.echo("")
-            click.echo(
-                format_table(af, "Anomaly-free protocol: one model trained on " + ", ".join(af["trained_on"]))
-            )
-        elif af:
-            click.echo(f"anomaly-free protocol skipped: {af['skipped']}")
-        click.echo(f"\n{result['data']['labelled_files']} labelled files, {result['seconds']:.1f} s")
-        if report is not None:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-            click.echo(f"report: {report}")
-        if plot is not None:
-            runs = per_protocol.get("per-file") or per_protocol.get("anomaly-free") or []
-            chosen = [r for r in runs if plot_name is None or r.name == plot_name]
-            if not chosen:
-                raise DataError(f"--plot-file {plot_name!r} is not one of the scored files")
-            plot_file(chosen[0], plot, f"SKAB {chosen[0].name}: window score vs threshold")
-            click.echo(f"plot: {plot}")
-    except Exception as exc:
-        from trainer.export import ExportError  # torch/onnx stay unimported until a model is trained
+    from trainer import benchmark as bm
 
-        if not isinstance(exc, (DataError, ContractError, ExportError, ValueError, OSError)):
-            raise
-        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-        sys.exit(2)
+    protocol = bm.Protocol(
+        train_rows=train_rows, label_column=label_column, seed=seed, hop=hop, fit_options=_fit_options(fit_option)
+    )
+    progress = None if quiet else (lambda line: click.echo(line, err=True))
+    rep, _ = bm.run_skab(directory, protocol, limit, loko, progress=progress)
+    if rep["detectors"]:
+        click.echo(bm.format_suite(rep["detectors"], f"SKAB per-file protocol: fit defaults on the first {train_rows} rows, "
+                                   "decisions as the daemon makes them"))
+    if rep["normal_recordings"][bm.EDGEWATCH]:
+        click.echo("\nnormal recordings, fitted on their first rows and scored on the rest:")
+        click.echo(bm.format_normal(rep["normal_recordings"]))
+    if "leave_one_kind_out" in rep:
+        click.echo("")
+        click.echo(bm.format_loko(rep["leave_one_kind_out"]))
+    for name, why in rep["not_scored"].items():
+        click.echo(f"not scored: {name}: {why}")
+    click.echo(f"\n{rep['data']['labelled_files']} labelled files, fit {rep['fit_seconds']:.0f} s, total {rep['seconds']:.0f} s")
+    _write(rep, report)
+
+
+@benchmark.command("synthetic")
+@click.option(
+    "--magnitudes",
+    default="0.5,1,2",
+    show_default=True,
+    metavar="A,B,...",
+    help="Anomaly magnitudes relative to the generator's (the signal-to-noise ratios).",
+)
+@click.option("--quick", is_flag=True, help="Only the base plant and the 50-channel plant, magnitude 1 (a smoke run).")
+@common_options
+@_user_errors
+def synthetic(
+    magnitudes: str, quick: bool, report: Path | None, seed: int, hop: int | None, fit_option: tuple[str, ...], quiet: bool
+) -> None:
+    """Generated plants (base, drifting normal, stuck channel, 50 channels) x six anomaly kinds x magnitudes."""
+    from trainer import benchmark as bm
+
+    try:
+        mags = [float(v) for v in magnitudes.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--magnitudes {magnitudes!r}: give numbers separated by commas") from None
+    plants = [bm.PLANTS[0], bm.PLANTS[3]] if quick else list(bm.PLANTS)
+    protocol = bm.Protocol(seed=seed, hop=hop, fit_options=_fit_options(fit_option))
+    progress = None if quiet else (lambda line: click.echo(line, err=True))
+    rep = bm.run_synthetic(plants, [1.0] if quick else mags, protocol, progress=progress)
+    click.echo(bm.format_synthetic(rep))
+    for row in rep["rows"]:
+        if "error" in row:
+            click.echo(f"not scored: {row['plant']}: {row['error']}")
+    click.echo(f"\n{len(plants)} plants, {rep['seconds']:.0f} s")
+    _write(rep, report)
 
 
 if __name__ == "__main__":

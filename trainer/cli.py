@@ -330,16 +330,23 @@ def inspect(model: Path) -> None:
     required=True,
     multiple=True,
     type=click.Path(path_type=Path),
-    help="Labelled CSV/.npz file or folder (repeatable).",
+    help="CSV/.npz file or folder (repeatable); labelled, or normal data for its alerts per day.",
 )
-@click.option("--hop", type=int, default=1, show_default=True, help="Hop between scored windows.")
 @click.option(
-    "--point-rule",
-    type=click.Choice(["min", "causal"]),
-    default="min",
-    show_default=True,
-    help="min: a point is flagged when every window containing it is above the threshold; "
-    "causal: when the latest window ending at or before it is (the edge's view).",
+    "--hop",
+    type=click.IntRange(min=1),
+    help="The daemon's scoring hop (its input.hop).  [default: the model's own, as the daemon]",
+)
+@click.option("--raise-after", type=click.IntRange(min=1), default=3, show_default=True,
+              help="The daemon's alerts.raise_after: consecutive windows above the threshold to raise.")
+@click.option("--clear-after", type=click.IntRange(min=1), default=5, show_default=True,
+              help="The daemon's alerts.clear_after: consecutive windows below clear-ratio x threshold to clear.")
+@click.option("--clear-ratio", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
+              help="The daemon's alerts.clear_ratio.")
+@click.option(
+    "--tolerance",
+    type=click.IntRange(min=0),
+    help="Samples after a labelled anomaly in which an alert still counts as true.  [default: window - 1]",
 )
 @click.option(
     "--report",
@@ -362,8 +369,11 @@ def inspect(model: Path) -> None:
 def evaluate(
     model_path: Path,
     data: tuple[Path, ...],
-    hop: int,
-    point_rule: str,
+    hop: int | None,
+    raise_after: int,
+    clear_after: int,
+    clear_ratio: float,
+    tolerance: int | None,
     report: Path,
     png: Path,
     no_plot: bool,
@@ -372,30 +382,25 @@ def evaluate(
     channels: str | None,
     fill: str | None,
 ) -> None:
-    """Score labelled data through onnxruntime and report point- and window-wise metrics."""
+    """Score data through the edge's model loader; decide as the daemon does; report what an operator sees.
+
+    Labelled data: point-wise F1 (beside the flag-every-point F1), FAR, MAR, event recall and
+    precision, detection delay, false alarms per day, ROC-AUC, PR-AUC, VUS-PR. Unlabelled data:
+    alerts per day.
+    """
+    from edge_runtime.pipeline.hysteresis import AlertPolicy
     from trainer import evaluate as ev
     from trainer.data import load_paths
     from trainer.export import read_metadata
 
-    if hop < 1:
-        raise ValueError("--hop must be >= 1")
     meta = read_metadata(model_path)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, fill)
-    rep = ev.evaluate(model_path, series, hop, point_rule)
+    policy = AlertPolicy(raise_after=raise_after, clear_after=clear_after, clear_ratio=clear_ratio)
+    rep = ev.evaluate(model_path, series, hop, policy, tolerance)
     ev.write_report(rep, report)
     if not no_plot:
-        ev.plot(model_path, series, png, hop, point_rule)
-
-    def fmt(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.3f}"
-
-    for kind in ("window", "point"):
-        m = rep[f"{kind}_metrics"]
-        click.echo(
-            f"{kind:6s}: precision {fmt(m['precision'])} recall {fmt(m['recall'])} F1 {fmt(m['f1'])} "
-            f"FAR {fmt(m['far'])} MAR {fmt(m['mar'])} ROC-AUC {fmt(m['roc_auc'])} PR-AUC {fmt(m['pr_auc'])} "
-            f"(n={m['n']}, anomalous={m['n_anomalous']})"
-        )
+        ev.plot(model_path, series, png, rep)
+    click.echo(ev.format_report(rep))
     click.echo(f"wrote {report}" + ("" if no_plot else f" and {png}"))
 
 

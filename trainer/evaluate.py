@@ -1,254 +1,291 @@
-"""Evaluation through onnxruntime (the edge path): metrics (numpy, by hand), JSON report, PNG plot.
+"""``edgewatch-train evaluate``: a model's decisions on recorded data, as the daemon makes them.
 
-Labelling rules
----------------
-- window-wise: a window is anomalous when any of its points is labelled anomalous;
-  it is flagged when its score is above the model's threshold.
-- point-wise, rule ``min`` (default): a point's score is the lowest score of the windows that
-  contain it, so a point is flagged only when every window covering it is above the threshold.
-  Rule ``causal`` (what a streaming edge can know): the score of the latest window that ends at
-  or before the point. Points without a score (no window covers them / none has ended yet) are left out.
+Scoring goes through the edge's own model loader (:func:`edge_runtime.service.model.load_model`,
+CPU), every hop-1 window of each file. Decisions are the daemon's (:mod:`trainer.decisions`):
+windows scored every ``hop`` samples (default: the model's own scoring hop, as the daemon's
+``input.hop = 0``), the raise/clear hysteresis of the edge, a point flagged while the device is
+raised. Metrics: :mod:`trainer.metrics`. A file without labels is measured by its alerts per day.
+
+Threshold-free metrics score each point by the hop-1 window ending at it (causal). Window
+ROC-AUC ranks the hop-1 windows that lie wholly in the scored rows (a window is anomalous when any
+of its points is labelled).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_runtime.contract import OUTPUT_SCORE, ModelMetadata
-from edge_runtime.windowing_offline import sliding_windows, window_labels, window_starts
+from edge_runtime.pipeline.hysteresis import AlertPolicy
+from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
+from edge_runtime.service.model import EdgeModel, ModelError, load_model
 from trainer.data import DataError, Series
-from trainer.export import ort_session, read_metadata, run_onnx
+from trainer.decisions import Decisions, causal_point_scores, centred_flags, daemon_decisions
+from trainer.metrics import Counts, EventCounts, event_counts, roc_auc, threshold_free
 
 log = logging.getLogger(__name__)
 
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """ROC-AUC via the Mann-Whitney rank statistic (ties get average ranks); None without both classes."""
-    y = np.asarray(labels) != 0
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(s.size, dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < s.size:
-        j = i
-        while j + 1 < s.size and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+SCORE_BATCH = 4096  # windows per onnxruntime call: bounds the memory of one call to B x W x C floats
 
 
-def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """Average precision: sum over distinct thresholds of (recall step) x precision; None without positives."""
-    y = np.asarray(labels) != 0
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos = int(y.sum())
-    if n_pos == 0:
-        return None
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(~y_sorted)
-    last = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]  # last index of each distinct score
-    precision = tp[last] / (tp[last] + fp[last])
-    recall = tp[last] / n_pos
-    steps = np.diff(np.r_[0.0, recall])
-    return float(np.sum(steps * precision))
+def open_model(path: Path) -> EdgeModel:
+    """The edge's validated session on CPU; a file it refuses is a :class:`DataError` (one line)."""
+    try:
+        return load_model(path, provider="cpu")
+    except ModelError as exc:
+        raise DataError(str(exc)) from None
 
 
-def binary_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
-    """Precision, recall, F1, false-alarm rate FP/(FP+TN), missed-alarm rate FN/(FN+TP), counts."""
-    y = np.asarray(labels) != 0
-    p = np.asarray(predicted) != 0
-    tp, fp = int(np.sum(y & p)), int(np.sum(~y & p))
-    fn, tn = int(np.sum(y & ~p)), int(np.sum(~y & ~p))
-
-    def ratio(a: int, b: int) -> float | None:
-        return a / b if b else None
-
-    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    f1 = (
-        (2 * precision * recall / (precision + recall))
-        if precision and recall
-        else (0.0 if tp == 0 and (fp or fn) else None)
-    )
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "far": ratio(fp, fp + tn),
-        "mar": ratio(fn, fn + tp),
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-    }
-
-
-POINT_RULES = ("min", "causal")
-
-
-def point_scores(n_steps: int, window: int, hop: int, scores: np.ndarray, rule: str = "min") -> np.ndarray:
-    """Point scores (T,) from window scores (N,); NaN where no window applies.
-
-    ``min``: the lowest score of the windows containing the point (flagged only when every
-    window covering it is above the threshold; sharp, needs W-1 future samples).
-    ``causal``: the score of the latest window that ends at or before the point (what a streaming
-    edge knows at that moment).
-    """
-    if rule not in POINT_RULES:
-        raise ValueError(f"point rule must be one of {', '.join(POINT_RULES)}, got {rule!r}")
-    starts = window_starts(n_steps, window, hop)
-    out = np.full(n_steps, np.nan)
-    if starts.size == 0:
-        return out
-    if rule == "min":
-        out[:] = np.inf
-        for s0, sc in zip(starts, np.asarray(scores, dtype=np.float64), strict=True):
-            np.minimum(out[s0 : s0 + window], sc, out=out[s0 : s0 + window])
-        out[np.isinf(out)] = np.nan
-        return out
-    t = np.arange(n_steps)
-    k = np.minimum((t - (window - 1)) // hop, starts.size - 1)  # latest window ending at or before t
-    ok = k >= 0
-    out[ok] = np.asarray(scores, dtype=np.float64)[k[ok]]
+def window_scores(model: EdgeModel, values: np.ndarray) -> np.ndarray:
+    """Scores (T-W+1,) of every hop-1 window of raw ``values`` (T, C), in batches."""
+    w = model.window
+    x = np.asarray(values, dtype=np.float32)
+    n = max(0, x.shape[0] - w + 1)
+    out = np.empty(n, dtype=np.float64)
+    for lo in range(0, n, SCORE_BATCH):
+        hi = min(n, lo + SCORE_BATCH)
+        out[lo:hi] = model.run(sliding_windows(x[lo : hi + w - 1], w, 1))[0]
     return out
 
 
 @dataclass
-class FileScores:
-    """Scores of one labelled series: ``window_scores`` (N,), ``window_labels`` (N,), ``point_scores`` (T,)."""
+class Outcome:
+    """One series judged from row ``first`` on. ``scores`` (T-W+1,) hop-1; ``flags`` (T,) daemon's."""
 
-    series: Series
-    window_scores: np.ndarray
-    window_labels: np.ndarray
-    point_scores: np.ndarray
+    name: str
+    first: int
+    scores: np.ndarray
+    decisions: Decisions
+    labels: np.ndarray | None
+    period_s: float | None
+    counts: Counts = field(default_factory=Counts)
+    centred: Counts = field(default_factory=Counts)
+    events: EventCounts = field(default_factory=EventCounts)
+    scores_free: dict[str, Any] = field(default_factory=dict)
+    window_roc_auc: float | None = None
+
+    def alerts(self) -> int:
+        """Raises at or after the first scored row."""
+        return int(np.sum(self.decisions.raises >= self.first))
+
+    def summary(self) -> dict[str, Any]:
+        """Per-file numbers, JSON-ready."""
+        n = len(self.decisions.flags) - self.first
+        out: dict[str, Any] = {"scored_points": n, "alerts": self.alerts()}
+        if self.period_s:
+            out["alerts_per_day"] = self.alerts() / (n * self.period_s / 86400) if n else None
+        if self.labels is not None:
+            out.update(self.counts.rates())
+            out.update(self.events.rates())
+            out.update(self.scores_free)
+            out["window_roc_auc"] = self.window_roc_auc
+        return out
 
 
-def score_series(
-    model_path: Path, series: list[Series], hop: int | None = None, point_rule: str = "min"
-) -> tuple[ModelMetadata, list[FileScores]]:
-    """Score each series' windows through onnxruntime (hop defaults to 1 for a point per step)."""
-    meta = read_metadata(model_path)
-    hop = hop or 1
-    sess = ort_session(model_path)
-    out = []
+def judge(
+    name: str,
+    scores: np.ndarray,
+    labels: np.ndarray | None,
+    threshold: float,
+    window: int,
+    hop: int,
+    policy: AlertPolicy,
+    first: int = 0,
+    period_s: float | None = None,
+    tolerance: int | None = None,
+    vus_buffer: int | None = None,
+) -> Outcome:
+    """Decide on hop-1 window ``scores`` like the daemon and measure rows ``first..`` against ``labels`` (T,).
+
+    ``tolerance`` (samples after a labelled event in which an alert is still true) defaults to W-1,
+    ``vus_buffer`` (VUS's largest buffer) to 2 W.
+    """
+    n_steps = scores.shape[0] + window - 1
+    dec = daemon_decisions(scores, threshold, n_steps, window, hop, policy)
+    out = Outcome(name, first, scores, dec, labels, period_s)
+    if labels is None:
+        return out
+    y = np.asarray(labels)[first:]
+    f = dec.flags[first:]
+    out.counts = Counts.of(f, y)
+    out.centred = Counts.of(centred_flags(scores, threshold, n_steps, window)[first:], y)
+    out.events = event_counts(y, f, window - 1 if tolerance is None else tolerance, period_s)
+    ps = causal_point_scores(scores, n_steps, window)[first:]
+    ok = ~np.isnan(ps)
+    out.scores_free = threshold_free(y[ok], ps[ok], 2 * window if vus_buffer is None else vus_buffer)
+    wl = window_labels(np.asarray(labels), window, 1)[first:]
+    out.window_roc_auc = roc_auc(wl, scores[first:])
+    return out
+
+
+def pooled(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Counts and events summed over the labelled outcomes; threshold-free metrics as mean and worst file."""
+    lab = [o for o in outcomes if o.labels is not None]
+    out: dict[str, Any] = {"files": len(lab)}
+    if not lab:
+        return out
+    c, cc, ev = Counts(), Counts(), EventCounts()
+    for o in lab:
+        c, cc, ev = c + o.counts, cc + o.centred, ev + o.events
+    out.update(c.rates())
+    out.update(ev.rates())
+    out["centred_lookahead"] = cc.rates()
+    for key in ("roc_auc", "pr_auc", "vus_pr", "vus_roc"):
+        vals = [o.scores_free.get(key) for o in lab if o.scores_free.get(key) is not None]
+        out[f"{key}_mean"] = float(np.mean(vals)) if vals else None
+    aucs = [(o.window_roc_auc, o.name) for o in lab if o.window_roc_auc is not None]
+    out["window_roc_auc_mean"] = float(np.mean([a for a, _ in aucs])) if aucs else None
+    out["window_roc_auc_worst"] = min(aucs)[0] if aucs else None
+    out["window_roc_auc_worst_file"] = min(aucs)[1] if aucs else None
+    return out
+
+
+def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Alerts per day (and per 1,000 scored points) over every outcome, labelled or not."""
+    alerts = sum(o.alerts() for o in outcomes)
+    points = sum(len(o.decisions.flags) - o.first for o in outcomes)
+    secs = [(len(o.decisions.flags) - o.first) * o.period_s for o in outcomes if o.period_s]
+    days = sum(secs) / 86400 if len(secs) == len(outcomes) and secs else None
+    return {
+        "alerts": alerts,
+        "scored_points": points,
+        "alerts_per_1000_points": 1000 * alerts / points if points else None,
+        "hours": days * 24 if days else None,
+        "alerts_per_day": alerts / days if days else None,
+        "raised_fraction": float(np.mean(np.concatenate([o.decisions.flags[o.first :] for o in outcomes])))
+        if points
+        else None,
+    }
+
+
+def evaluate(
+    model_path: Path,
+    series: Sequence[Series],
+    hop: int | None = None,
+    policy: AlertPolicy | None = None,
+    tolerance: int | None = None,
+) -> dict[str, Any]:
+    """Decisions and metrics of the model on ``series`` (labelled or not), as a JSON-ready dict."""
+    model = open_model(model_path)
+    meta = model.metadata
+    hop = hop or meta.hop
+    policy = policy or AlertPolicy()
+    outcomes = []
     for s in series:
         if s.channels != meta.channels:
             raise DataError(
                 f"{s.name}: channels [{', '.join(s.channels)}] differ from the model's [{', '.join(meta.channels)}]"
             )
-        if s.labels is None:
-            raise DataError(f"{s.name}: no label column; evaluate needs labelled data (see --label-column)")
         if len(s.values) < meta.window:
             raise DataError(f"{s.name}: {len(s.values)} rows, fewer than one window of {meta.window}")
-        sc = run_onnx(sess, sliding_windows(s.values, meta.window, hop))[OUTPUT_SCORE]
-        out.append(
-            FileScores(
-                s,
-                sc,
-                window_labels(s.labels, meta.window, hop),
-                point_scores(len(s.values), meta.window, hop, sc, point_rule),
-            )
+        sc = window_scores(model, s.values)
+        period = s.sample_period_s or meta.sample_period_s
+        outcomes.append(
+            judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance)
         )
-    return meta, out
-
-
-def evaluate(
-    model_path: Path, series: list[Series], hop: int | None = None, point_rule: str = "min"
-) -> dict[str, Any]:
-    """Point-wise and window-wise metrics at the model's threshold, as a JSON-ready dict."""
-    meta, scored = score_series(model_path, series, hop, point_rule)
-    thr = meta.threshold.value
-    ws = np.concatenate([f.window_scores for f in scored])
-    wl = np.concatenate([f.window_labels for f in scored])
-    ps = np.concatenate([f.point_scores for f in scored])
-    pl = np.concatenate([f.series.labels for f in scored])
-    keep = ~np.isnan(ps)
-    ps, pl = ps[keep], pl[keep]
-
-    def block(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
-        return {
-            **binary_metrics(labels, scores > thr),
-            "roc_auc": roc_auc(labels, scores),
-            "pr_auc": pr_auc(labels, scores),
-            "n": int(labels.size),
-            "n_anomalous": int(np.sum(labels != 0)),
-        }
-
-    return {
+    labelled = [o for o in outcomes if o.labels is not None]
+    report: dict[str, Any] = {
         "model": str(model_path),
-        "model_id": meta.model_id,
-        "threshold": {"value": thr, "method": meta.threshold.method},
+        "model_id": model.model_id,
+        "threshold": {"value": meta.threshold.value, "method": meta.threshold.method, "params": meta.threshold.params},
         "window": meta.window,
-        "hop": hop or 1,
-        "files": [f.series.name for f in scored],
+        "decision_hop": hop,
+        "policy": asdict(policy),
+        "event_tolerance": meta.window - 1 if tolerance is None else tolerance,
+        "files": [s.name for s in series],
         "rules": {
-            "window": "anomalous if any point in the window is labelled; flagged if score > threshold",
-            "point": (
-                "min: lowest score of the windows containing the point"
-                if point_rule == "min"
-                else "causal: score of the latest window ending at or before the point"
-            )
-            + "; points no window covers are excluded",
+            "decisions": f"the daemon's: a window every {hop} samples, raise after {policy.raise_after} above the "
+            f"threshold, clear after {policy.clear_after} below {policy.clear_ratio} x threshold; a point is flagged "
+            "while raised (known at each window's last sample)",
+            "centred_lookahead": "look-ahead rule, for comparison only: >= half the hop-1 windows covering a point above",
+            "point_scores": "the hop-1 window ending at the point (causal)",
         },
-        "unscored_points": int((~keep).sum()),
-        "window_metrics": block(wl, ws),
-        "point_metrics": block(pl, ps),
+        "alerts": alerts_summary(outcomes),
+        "per_file": {o.name: o.summary() for o in outcomes},
     }
+    if labelled:
+        report["daemon"] = pooled(labelled)
+        ws = np.concatenate([o.scores for o in labelled])
+        wl = np.concatenate([window_labels(o.labels, meta.window, 1) for o in labelled])
+        report["window_metrics"] = {
+            **Counts.of(ws > meta.threshold.value, wl).rates(),
+            "roc_auc": roc_auc(wl, ws),
+            "n": int(wl.size),
+            "n_anomalous": int(wl.sum()),
+        }
+    return report
 
 
-def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
-    m = np.r_[False, np.asarray(mask, bool), False]
-    d = np.flatnonzero(np.diff(m.astype(np.int8)))
-    return list(zip(d[::2], d[1::2], strict=True))
+def format_report(rep: dict[str, Any]) -> str:
+    """The lines ``evaluate`` prints."""
+
+    def f(v: float | None, pct: bool = False) -> str:
+        return "n/a" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}")
+
+    a = rep["alerts"]
+    lines = [
+        f"decisions as the daemon makes them: hop {rep['decision_hop']}, raise after {rep['policy']['raise_after']}, "
+        f"clear after {rep['policy']['clear_after']} below {rep['policy']['clear_ratio']} x threshold "
+        f"{rep['threshold']['value']:.4g}",
+        f"alerts: {a['alerts']} over {a['scored_points']} points"
+        + (f" ({a['hours']:.1f} h): {a['alerts_per_day']:.2f} per day" if a["alerts_per_day"] is not None else "")
+        + f", raised {f(a['raised_fraction'], True)} of the time",
+    ]
+    d = rep.get("daemon")
+    if d:
+        lines += [
+            f"point:  F1 {f(d['f1'])} (flag-all F1 {f(d['flag_all_f1'])}) precision {f(d['precision'])} "
+            f"recall {f(d['recall'])} FAR {f(d['far'], True)} MAR {f(d['mar'], True)}",
+            f"events: {d['detected']}/{d['events']} detected, {d['true_alerts']}/{d['alerts']} alerts true, "
+            f"delay median {f(d['delay_median_s'])} s p90 {f(d['delay_p90_s'])} s "
+            f"({f(d['delay_median'])} / {f(d['delay_p90'])} samples), false alarms/day {f(d['false_alarms_per_day'])}",
+            f"scores: ROC-AUC {f(d['roc_auc_mean'])} PR-AUC {f(d['pr_auc_mean'])} VUS-PR {f(d['vus_pr_mean'])} "
+            f"window ROC-AUC {f(d['window_roc_auc_mean'])} (worst {f(d['window_roc_auc_worst'])})",
+            f"look-ahead (centred, not what the edge can do): F1 {f(d['centred_lookahead']['f1'])} "
+            f"FAR {f(d['centred_lookahead']['far'], True)} MAR {f(d['centred_lookahead']['mar'], True)}",
+        ]
+    return "\n".join(lines)
 
 
-def plot(
-    model_path: Path,
-    series: list[Series],
-    png: Path,
-    hop: int | None = None,
-    point_rule: str = "min",
-    max_files: int = 4,
-) -> None:
-    """PNG: per file, the signals (labelled spans shaded) and the point score vs the threshold."""
+def plot(model_path: Path, series: Sequence[Series], png: Path, rep: dict[str, Any], max_files: int = 4) -> None:
+    """PNG: per file, the signals (labelled spans shaded) and the causal point score, threshold, raised spans."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    meta, scored = score_series(model_path, series[:max_files], hop, point_rule)
-    n = len(scored)
-    fig, axes = plt.subplots(2 * n, 1, figsize=(12, 4.5 * n), sharex=False, squeeze=False)
-    for k, f in enumerate(scored):
+    from trainer.metrics import segments
+
+    model = open_model(model_path)
+    meta = model.metadata
+    chosen = list(series)[:max_files]
+    fig, axes = plt.subplots(2 * len(chosen), 1, figsize=(12, 4.5 * len(chosen)), squeeze=False)
+    policy = AlertPolicy(**rep["policy"])
+    for k, s in enumerate(chosen):
         ax_sig, ax_sc = axes[2 * k, 0], axes[2 * k + 1, 0]
-        z = (f.series.values - np.array(meta.normalisation.mean)) / np.array(meta.normalisation.std)
-        for c, name in enumerate(f.series.channels):
+        sc = window_scores(model, s.values)
+        dec = daemon_decisions(sc, meta.threshold.value, len(s.values), meta.window, rep["decision_hop"], policy)
+        z = (s.values - np.array(meta.normalisation.mean)) / np.array(meta.normalisation.std)
+        for c, name in enumerate(s.channels):
             ax_sig.plot(z[:, c], lw=0.6, label=name)
-        ax_sc.plot(f.point_scores, lw=0.7, color="k", label="score")
-        ax_sc.axhline(
-            meta.threshold.value, color="r", ls="--", lw=1, label=f"threshold ({meta.threshold.method})"
-        )
-        for lo, hi in _spans(f.series.labels != 0):
+        ax_sc.plot(causal_point_scores(sc, len(s.values), meta.window), lw=0.7, color="k", label="score")
+        ax_sc.axhline(meta.threshold.value, color="r", ls="--", lw=1, label="threshold")
+        spans = [] if s.labels is None else segments(s.labels != 0)
+        for lo, hi in spans:
             for ax in (ax_sig, ax_sc):
                 ax.axvspan(lo, hi, color="orange", alpha=0.25, lw=0)
-        ax_sig.set_title(
-            f"{Path(f.series.name).name}: signals (normalised), labelled anomalies shaded", fontsize=9
-        )
-        ax_sig.legend(loc="upper right", fontsize=7, ncol=min(4, len(f.series.channels)))
+        for lo, hi in segments(dec.flags):
+            ax_sc.axvspan(lo, hi, ymin=0, ymax=0.05, color="tab:red", lw=0)
+        ax_sig.set_title(f"{Path(s.name).name}: signals (normalised), labelled anomalies shaded", fontsize=9)
+        ax_sig.legend(loc="upper right", fontsize=7, ncol=min(4, len(s.channels)))
         ax_sc.set_yscale("log")
-        ax_sc.set_title("anomaly score vs threshold", fontsize=9)
+        ax_sc.set_title("score of the window ending at each point; red bar: device raised (daemon's rule)", fontsize=9)
         ax_sc.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)

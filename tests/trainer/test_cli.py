@@ -64,9 +64,9 @@ def test_fit_inspect_export_evaluate(runner: CliRunner, csvs, tmp_path: Path) ->
         ],
     )
     assert r.exit_code == 0, r.output
-    assert "window: precision" in r.stdout and "point : precision" in r.stdout
+    assert "point:  F1" in r.stdout and "flag-all F1" in r.stdout and "events:" in r.stdout
     doc = json.loads(report.read_text())
-    assert {"window_metrics", "point_metrics", "rules"} <= set(doc)
+    assert {"window_metrics", "daemon", "alerts", "rules"} <= set(doc)
     assert (tmp_path / "eval.png").exists()
 
 
@@ -147,7 +147,7 @@ def test_error_inspect_not_onnx(runner: CliRunner, tmp_path: Path) -> None:
     assert_user_error(runner.invoke(main, ["inspect", str(f)]), "junk.onnx")
 
 
-def test_error_evaluate_without_labels(
+def test_evaluate_without_labels_reports_alerts_per_day(
     runner: CliRunner, csvs, demo_model_path: Path, tmp_path: Path
 ) -> None:
     f = tmp_path / "nolabels.csv"
@@ -165,7 +165,9 @@ def test_error_evaluate_without_labels(
             str(tmp_path / "r.json"),
         ],
     )
-    assert_user_error(r, "nolabels.csv", "no label column")
+    assert r.exit_code == 0, r.output
+    assert "alerts:" in r.stdout and "per day" in r.stdout
+    assert "daemon" not in json.loads((tmp_path / "r.json").read_text())
 
 
 def test_error_evaluate_wrong_channels(

@@ -1,4 +1,4 @@
-"""Metrics against hand-computed cases, point-score rules, the report and plot through onnxruntime."""
+"""evaluate through the edge's model loader: labelled report, unlabelled alerts per day, plot, refusals."""
 
 from __future__ import annotations
 
@@ -8,65 +8,67 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime import synthetic as syn
+from edge_runtime.pipeline.hysteresis import AlertPolicy
+from edge_runtime.tools import synthetic as syn
 from trainer import evaluate as ev
-from trainer.data import Series
+from trainer.data import DataError, Series
+from trainer.decisions import daemon_decisions
 
 
-def test_binary_metrics_hand_computed() -> None:
-    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
-    p = np.array([1, 1, 0, 1, 0, 0, 0, 0])
-    m = ev.binary_metrics(y, p)  # tp 2, fn 1, fp 1, tn 4
-    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (2, 1, 1, 4)
-    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
-    assert m["f1"] == pytest.approx(2 / 3)
-    assert m["far"] == pytest.approx(1 / 5) and m["mar"] == pytest.approx(1 / 3)
+def test_judge_measures_only_rows_from_first_on() -> None:
+    scores = np.r_[np.full(10, 5.0), np.zeros(37)]  # W=4: 47 windows, 50 rows; an alert over rows 5..
+    labels = np.zeros(50, np.int8)
+    o = ev.judge("f", scores, labels, 1.0, 4, 1, AlertPolicy(), first=20, period_s=1.0)
+    assert o.counts.n == 30 and o.counts.fp == 0  # the early alert (cleared by row 17) is before row 20
+    assert o.alerts() == 0
+    o = ev.judge("f", scores, labels, 1.0, 4, 1, AlertPolicy(), first=0, period_s=1.0)
+    assert o.alerts() == 1 and o.counts.fp > 0
 
 
-def test_binary_metrics_degenerate() -> None:
-    m = ev.binary_metrics(np.zeros(4), np.zeros(4))
-    assert m["precision"] is None and m["recall"] is None and m["far"] == 0.0
-    assert ev.binary_metrics(np.array([1, 0]), np.array([0, 1]))["f1"] == 0.0
-
-
-def test_roc_auc_hand_computed_with_ties() -> None:
-    y = np.array([0, 0, 1, 1])
-    assert ev.roc_auc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
-    assert ev.roc_auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
-    assert ev.roc_auc(y, np.array([0.1, 0.2, 0.3, 0.4])) == pytest.approx(1.0)
-    assert ev.roc_auc(np.zeros(3), np.arange(3.0)) is None
-
-
-def test_pr_auc_hand_computed() -> None:
-    # ranking: 0.9 (pos), 0.8 (neg), 0.7 (pos): AP = 0.5 * 1 + 0.5 * 2/3
-    y = np.array([1, 0, 1])
-    assert ev.pr_auc(y, np.array([0.9, 0.8, 0.7])) == pytest.approx(0.5 + 1 / 3)
-    assert ev.pr_auc(np.array([1, 1, 0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(1.0)
-    assert ev.pr_auc(np.zeros(3), np.arange(3.0)) is None
-
-
-def test_point_scores_rules() -> None:
-    # T=10, W=4, hop=2: windows start 0, 2, 4, 6
-    scores = np.array([1.0, 5.0, 2.0, 3.0])
-    mn = ev.point_scores(10, 4, 2, scores, "min")
-    assert mn.tolist() == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3]
-    causal = ev.point_scores(10, 4, 2, scores, "causal")
-    assert np.isnan(causal[:3]).all()
-    assert causal[3:].tolist() == [1, 1, 5, 5, 2, 2, 3]
-    with pytest.raises(ValueError):
-        ev.point_scores(10, 4, 2, scores, "max")
-
-
-def test_evaluate_report_and_plot(demo_model_path: Path, tmp_path: Path) -> None:
-    an = syn.random_anomalies(1500, 4, 3, seed=2, min_len=30, max_len=60)
-    x, labels = syn.labelled_series(1500, 4, an, seed=0)
-    series = [Series("synthetic", x, syn.channel_names(4), labels)]
-    rep = ev.evaluate(demo_model_path, series, hop=2)
-    wm, pm = rep["window_metrics"], rep["point_metrics"]
-    assert wm["n_anomalous"] > 0 and pm["n_anomalous"] == int(labels.sum())
-    assert wm["roc_auc"] > 0.9 and pm["roc_auc"] > 0.9
-    assert wm["far"] < 0.05
+def test_evaluate_labelled_report_and_plot(demo_model_path: Path, tmp_path: Path) -> None:
+    an = syn.random_anomalies(3000, 4, 5, seed=2, min_len=40, max_len=80)
+    x, labels = syn.labelled_series(3000, 4, an, seed=0)
+    series = [Series("synthetic", x, syn.channel_names(4), labels, sample_period_s=1.0)]
+    rep = ev.evaluate(demo_model_path, series)
+    d = rep["daemon"]
+    assert d["events"] == 5 and d["detected"] >= 3
+    assert d["roc_auc_mean"] > 0.8 and d["vus_pr_mean"] is not None
+    assert d["flag_all_f1"] == pytest.approx(2 * labels.mean() / (1 + labels.mean()))
+    assert rep["decision_hop"] == ev.open_model(demo_model_path).metadata.hop  # the daemon's default
+    # the report's decisions are the daemon's, recomputed here from the same scores
+    model = ev.open_model(demo_model_path)
+    sc = ev.window_scores(model, x)
+    dec = daemon_decisions(sc, model.threshold, len(x), model.window, rep["decision_hop"], AlertPolicy())
+    assert d["tp"] == int(np.sum(dec.flags & (labels == 1)))
+    assert rep["alerts"]["alerts"] == len(dec.raises)
     ev.write_report(rep, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["model_id"] == rep["model_id"]
-    ev.plot(demo_model_path, series, tmp_path / "r.png", hop=2)
+    ev.plot(demo_model_path, series, tmp_path / "r.png", rep)
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert "flag-all F1" in ev.format_report(rep)
+
+
+def test_evaluate_unlabelled_normal_data_reports_alerts_per_day(demo_model_path: Path) -> None:
+    x = syn.normal_series(4000, 4, seed=5)
+    rep = ev.evaluate(demo_model_path, [Series("normal", x, syn.channel_names(4), None, sample_period_s=2.0)])
+    a = rep["alerts"]
+    assert "daemon" not in rep and a["scored_points"] == 4000
+    assert a["hours"] == pytest.approx(4000 * 2 / 3600)
+    assert a["alerts_per_day"] == pytest.approx(a["alerts"] / (4000 * 2 / 86400))
+    assert "per day" in ev.format_report(rep)
+
+
+def test_window_scores_in_batches_equal_one_call(demo_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ev.open_model(demo_model_path)
+    x = syn.normal_series(300, 4, seed=1)
+    whole = ev.window_scores(model, x)
+    monkeypatch.setattr(ev, "SCORE_BATCH", 7)
+    np.testing.assert_allclose(ev.window_scores(model, x), whole, rtol=1e-6)
+    assert whole.shape == (300 - model.window + 1,)
+
+
+def test_a_file_the_edge_refuses_is_one_data_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(DataError, match="not a loadable ONNX model"):
+        ev.open_model(bad)

@@ -1,0 +1,83 @@
+"""Window scores -> point and alert decisions, as the daemon makes them. Pure.
+
+The daemon scores a window every ``hop`` samples once ``W`` have arrived (window ``k`` covers
+samples ``k*hop .. k*hop+W-1``), runs the raise/clear hysteresis of
+:mod:`edge_runtime.pipeline.hysteresis` over those scores, and a window's decision is known at its
+last sample. So a point ``t`` is flagged while the device is raised after the latest window ending
+at or before ``t`` (causal); points before the first window ends are never flagged.
+
+``centred_flags`` is the look-ahead rule kept for comparison only (a point is flagged when at least
+half of the hop-1 windows covering it are above the threshold: it needs ``W-1`` future samples).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, hysteresis
+
+
+@dataclass
+class Decisions:
+    """``flags`` (T,) bool: raised at each point; ``raises`` (K,) sample index of each raise."""
+
+    flags: np.ndarray
+    raises: np.ndarray
+
+
+def latest_window(n_steps: int, window: int, hop: int, n_windows: int) -> np.ndarray:
+    """Index (T,) of the latest window ending at or before each point, -1 before the first."""
+    t = np.arange(n_steps)
+    k = np.minimum((t - (window - 1)) // hop, n_windows - 1)
+    return np.where(t >= window - 1, k, -1)
+
+
+def daemon_decisions(
+    scores: np.ndarray,
+    threshold: float,
+    n_steps: int,
+    window: int,
+    hop: int = 1,
+    policy: AlertPolicy | None = None,
+) -> Decisions:
+    """The daemon's decisions from hop-1 window ``scores`` (T-W+1,), scored every ``hop`` samples.
+
+    ``policy`` None: the daemon's defaults (:class:`AlertPolicy`).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape[0] != max(0, n_steps - window + 1):
+        raise ValueError(f"{s.shape[0]} window scores do not match {n_steps} steps with window {window} (hop 1)")
+    if hop < 1:
+        raise ValueError(f"hop must be >= 1, got {hop}")
+    sub = s[::hop]  # the windows the daemon scores
+    raised, events, _ = hysteresis(sub, threshold, policy or AlertPolicy())
+    k = latest_window(n_steps, window, hop, sub.shape[0])
+    flags = np.zeros(n_steps, dtype=bool)
+    ok = k >= 0
+    flags[ok] = raised[k[ok]]
+    raises = np.array([i * hop + window - 1 for i, state in events if state == RAISE], dtype=np.int64)
+    return Decisions(flags, raises)
+
+
+def causal_point_scores(scores: np.ndarray, n_steps: int, window: int) -> np.ndarray:
+    """Point scores (T,): the hop-1 window ending at the point; NaN for the first ``W-1`` points."""
+    s = np.asarray(scores, dtype=np.float64)
+    out = np.full(n_steps, np.nan)
+    out[window - 1 : window - 1 + s.shape[0]] = s
+    return out
+
+
+def centred_flags(scores: np.ndarray, threshold: float, n_steps: int, window: int) -> np.ndarray:
+    """Look-ahead rule (T,): at least half of the hop-1 windows covering a point are above ``threshold``."""
+    f = np.asarray(scores) > threshold
+    n = f.shape[0]
+    out = np.zeros(n_steps, dtype=bool)
+    if n == 0:
+        return out
+    t = np.arange(n_steps)
+    lo = np.maximum(0, t - window + 1)
+    hi = np.minimum(n - 1, t)
+    csum = np.r_[0, np.cumsum(f)]
+    return (csum[hi + 1] - csum[lo]) * 2 >= hi - lo + 1
