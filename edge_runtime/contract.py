@@ -2,17 +2,23 @@
 
 Both halves agree on this module and nothing else: the trainer writes it
 (``trainer/export.py``), the edge runtime reads and validates it
-(``edge_runtime/model.py``). It is pure Python (json + dataclasses) so the edge
+(``edge_runtime/service/model.py``). It is pure Python (json + dataclasses) so the edge
 can import it without the trainer's stack.
 
 Graph contract
 --------------
 - input  ``window``          float32 ``(batch, W, C)`` in raw sensor units, dynamic batch
-- output ``score``           float32 ``(batch,)``  mean squared reconstruction error, normalised units
-- output ``channel_error``   float32 ``(batch, C)`` per-channel mean squared error, normalised units
+- output ``score``           float32 ``(batch,)``  the window's anomaly score (about 1 on normal data)
+- output ``channel_error``   float32 ``(batch, C)`` each channel's departure relative to its own normal
+  level (format 2: ``scoring`` in the metadata says how; screened-out channels are 0)
 - output ``reconstruction``  float32 ``(batch, W, C)`` in raw units
 
-``score == channel_error.mean(axis=1)`` holds by construction.
+``score == channel_error.mean(axis=1)`` holds by construction, so ``top_channels`` (the largest
+``channel_error``) names the channel that departs from its own normal behaviour most.
+
+Format versions: 2 (current) adds ``scoring`` (channel weights, the reason for each, the per-channel
+references) and ``preprocessing`` (fill, normalisation); 1 (score = mean squared error in normalised
+units) still loads: the edge needs nothing that changed.
 
 Metadata contract
 -----------------
@@ -28,7 +34,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)  # 1: before channel screening; the edge reads both the same way
 METADATA_KEY = "edgewatch"
 
 INPUT_NAME = "window"
@@ -37,7 +44,7 @@ OUTPUT_CHANNEL_ERROR = "channel_error"
 OUTPUT_RECONSTRUCTION = "reconstruction"
 OUTPUT_NAMES = (OUTPUT_SCORE, OUTPUT_CHANNEL_ERROR, OUTPUT_RECONSTRUCTION)
 
-THRESHOLD_METHODS = ("quantile", "pot")
+THRESHOLD_METHODS = ("quantile", "pot", "lognormal")
 
 MAX_WINDOW = 100_000  # samples per window; far above any edge model, low enough to bound buffers
 MAX_CHANNELS = 4_096
@@ -51,7 +58,8 @@ class ContractError(ValueError):
 class Threshold:
     """The calibrated anomaly threshold on the window score.
 
-    ``method`` is ``"quantile"`` or ``"pot"`` (peaks over threshold, SPOT-style);
+    ``method`` is ``"quantile"``, ``"pot"`` (peaks over threshold, SPOT-style) or ``"lognormal"``
+    (a log-normal tail fitted to the validation scores, times a margin);
     ``params`` are that method's parameters (e.g. ``{"q": 0.999}``);
     ``validation`` summarises the validation score distribution it was fitted on
     (``n``, ``mean``, ``std``, ``min``, ``p50``, ``p90``, ``p99``, ``max``).
@@ -87,6 +95,8 @@ class ModelMetadata:
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    scoring: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -101,9 +111,11 @@ class ModelMetadata:
         if not isinstance(doc, dict):
             raise ContractError("metadata is not a JSON object")
         version = doc.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMAT_VERSIONS:
             raise ContractError(
-                f"unsupported model format_version {version!r} (this edgewatch reads {FORMAT_VERSION})"
+                f"unsupported model format_version {version!r} (this edgewatch reads "
+                f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}): re-export it with this edgewatch's "
+                "`edgewatch-train fit` (or `edgewatch-train export CHECKPOINT`)"
             )
         try:
             thr = doc["threshold"]
@@ -130,6 +142,8 @@ class ModelMetadata:
                 architecture=dict(doc.get("architecture", {})),
                 training=dict(doc.get("training", {})),
                 versions={str(k): str(v) for k, v in dict(doc.get("versions", {})).items()},
+                scoring=dict(doc.get("scoring", {})),
+                preprocessing=dict(doc.get("preprocessing", {})),
                 format_version=int(version),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf), float(10**400)

@@ -18,8 +18,9 @@ from trainer.pipeline import FitOptions, run_fit
 from trainer.train import TrainConfig
 
 _MODEL_KEYS = ("depth", "width", "kernel", "latent")
-_TRAIN_KEYS = ("batch_size", "lr", "patience", "device", "mask", "threads")
-_OTHER_KEYS = ("split", "threshold_params", "threshold_scale", "quantize", "fp16", "checkpoint")
+_TRAIN_KEYS = ("batch_size", "lr", "patience", "device", "mask", "threads", "min_delta", "max_windows_per_epoch")
+_OTHER_KEYS = ("split", "threshold_params", "threshold_scale", "quantize", "fp16", "checkpoint",
+               "false_alarm_budget", "drift_limit", "force", "calibrate")
 
 
 def train_and_export(
@@ -27,36 +28,34 @@ def train_and_export(
     channels: list[str],
     out: Path,
     *,
-    window: int = 64,
+    window: int | None = None,
     hop: int | None = None,
-    epochs: int = 30,
+    epochs: int = TrainConfig.epochs,
     seed: int = 0,
-    threshold_method: str = "quantile",
+    threshold_method: str = "lognormal",
     val_fraction: float = 0.2,
     denoise: float = 0.0,
     quiet: bool = True,
     **model_opts: Any,
 ) -> ModelMetadata:
-    """Train on raw series (each (T, C) float) and export one ONNX model to ``out``.
+    """Train on raw series (each (T, C) float) and export one ONNX model to ``out``; the defaults are ``fit``'s.
 
+    ``window``/``hop`` and the model sizes left out are chosen from the data (:mod:`trainer.sizes`);
+    ``epochs`` is a cap (training stops when it converges).
     ``denoise``: std of gaussian input noise during training (normalised units).
     ``model_opts``: ``depth``, ``width``, ``kernel``, ``latent`` (architecture), ``batch_size``,
     ``lr``, ``patience``, ``device``, ``mask``, ``threads`` (training), ``split``, ``threshold_params``
-    (e.g. ``{"q": 0.999}``), ``threshold_scale``, ``quantize``, ``fp16``, ``checkpoint``.
+    (e.g. ``{"q": 0.999}``), ``threshold_scale`` (the margin), ``false_alarm_budget`` (per window),
+    ``drift_limit``, ``force``, ``calibrate`` (a list of normal (T, C) arrays), ``quantize``, ``fp16``, ``checkpoint``.
     Returns the metadata stored in the file.
     """
     arrays = [series] if isinstance(series, np.ndarray) and series.ndim == 2 else list(series)
     unknown = set(model_opts) - set(_MODEL_KEYS + _TRAIN_KEYS + _OTHER_KEYS)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    items = []
-    for i, a in enumerate(arrays):
-        a = np.asarray(a, dtype=np.float32)
-        if a.ndim != 2 or a.shape[1] != len(channels):
-            raise DataError(f"series {i}: shape {a.shape} does not match {len(channels)} channels")
-        if not np.all(np.isfinite(a)):
-            raise DataError(f"series {i}: contains non-finite values")
-        items.append(Series(name=f"series[{i}]", values=a, channels=list(channels)))
+    items = _as_series(arrays, channels, "series")
+    if "calibrate" in model_opts:
+        model_opts = {**model_opts, "calibrate": _as_series(list(model_opts["calibrate"]), channels, "calibrate")}
     tc = TrainConfig(
         epochs=epochs, seed=seed, noise=denoise, **{k: model_opts[k] for k in _TRAIN_KEYS if k in model_opts}
     )
@@ -69,6 +68,18 @@ def train_and_export(
         **{k: model_opts[k] for k in _MODEL_KEYS + _OTHER_KEYS if k in model_opts},
     )
     return run_fit(items, Path(out), opts, progress=not quiet).meta
+
+
+def _as_series(arrays: list[np.ndarray], channels: list[str], what: str) -> list[Series]:
+    items = []
+    for i, a in enumerate(arrays):
+        a = np.asarray(a, dtype=np.float32)
+        if a.ndim != 2 or a.shape[1] != len(channels):
+            raise DataError(f"{what} {i}: shape {a.shape} does not match {len(channels)} channels")
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"{what} {i}: contains non-finite values")
+        items.append(Series(name=f"{what}[{i}]", values=a, channels=list(channels)))
+    return items
 
 
 def score_windows(model_path: Path | str, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

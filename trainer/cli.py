@@ -91,7 +91,25 @@ def data_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return decorate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Modules only the `train` extra installs; without them a command says how to get them (exit 2).
+TRAIN_MODULES = frozenset({"torch", "onnx", "onnxscript", "onnx_ir", "matplotlib"})
+
+
+class _TrainGroup(click.Group):
+    """The command group; a command that needs the missing `train` extra prints one line and exits 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in TRAIN_MODULES:
+                raise
+            click.echo(f"error: this command needs the train extra (module '{exc.name}' is missing): "
+                       "pip install 'edgewatch[train,cpu]' (in a source tree: pip install '.[train,cpu]')", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_TrainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """Train edgewatch anomaly models and export them as one self-describing ONNX file.
@@ -112,24 +130,22 @@ def main(verbose: bool) -> None:
 @click.option(
     "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write."
 )
-@click.option("--window", "-w", default=64, show_default=True, help="Window length W in samples.")
+@click.option("--window", "-w", type=int, help="Window length W in samples.  [default: from the data, 8..64]")
 @click.option(
-    "--hop", type=int, help="Step between training windows; also the edge's default hop.  [default: W/4]"
+    "--hop", type=int, help="Step between training windows; also the edge's default hop.  [default: from the data; edge W/4]"
 )
-@click.option("--epochs", default=30, show_default=True, help="Maximum epochs.")
+@click.option("--epochs", default=300, show_default=True, help="Epoch cap; training stops earlier when it converges.")
 @click.option(
-    "--patience", default=5, show_default=True, help="Early stopping: epochs without validation improvement."
+    "--patience", default=10, show_default=True,
+    help="Converged: validation loss improved by less than --min-delta in this many epochs.",
 )
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--min-delta", default=0.005, show_default=True, help="Relative improvement that counts as progress.")
+@click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option(
-    "--depth", default=2, show_default=True, help="Strided conv levels (each halves the time axis)."
-)
-@click.option(
-    "--width", default=16, show_default=True, help="Channels of the first conv (doubled per level)."
-)
+@click.option("--depth", type=int, help="Strided conv levels (each halves the time axis).  [default: 2; 1 for W < 16]")
+@click.option("--width", type=int, help="Channels of the first conv (doubled per level).  [default: 16]")
 @click.option("--kernel", default=5, show_default=True, help="Conv kernel size (odd).")
-@click.option("--latent", default=16, show_default=True, help="Size of the latent code.")
+@click.option("--latent", type=int, help="Size of the latent code.  [default: channels, in 4..16]")
 @click.option(
     "--noise", default=0.0, show_default=True, help="Denoising: gaussian input noise std (normalised units)."
 )
@@ -145,19 +161,40 @@ def main(verbose: bool) -> None:
     help="time: last fraction of each file; file: the last whole files.",
 )
 @click.option(
+    "--false-alarms",
+    "false_alarms",
+    default=1.0,
+    show_default=True,
+    help="False-alarm budget: normal hop-1 windows above the threshold per 1,000, before --margin.",
+)
+@click.option(
+    "--margin", type=float,
+    help="Multiply the calibrated threshold: headroom for normal data that departs from the calibration period.  "
+    "[default: 3 for lognormal (chosen by leave-one-fault-kind-out), else 1]",
+)
+@click.option(
+    "--calibrate", "calibrate_paths", multiple=True, type=click.Path(path_type=Path),
+    help="Separate normal recording(s) to calibrate the threshold on instead of the validation part (repeatable).",
+)
+@click.option(
+    "--drift-limit", default=0.6, show_default=True,
+    help="Screen out a channel whose level moves more than this many training std between the training and "
+    "validation parts.",
+)
+@click.option("--force", is_flag=True, help="Fit even when there is too little data to calibrate honestly.")
+@click.option(
     "--threshold",
     "threshold_method",
-    type=click.Choice(["quantile", "pot"]),
-    default="quantile",
+    type=click.Choice(["lognormal", "quantile", "pot"]),
+    default="lognormal",
     show_default=True,
-    help="Calibration method on validation scores.",
+    help="Calibration method on held-out normal scores (lognormal: a tail fit to the budget).",
 )
 @click.option("--q", default=0.999, show_default=True, help="quantile: the validation score quantile.")
 @click.option(
     "--risk", default=1e-3, show_default=True, help="pot: probability of a normal window exceeding it."
 )
 @click.option("--level", default=0.98, show_default=True, help="pot: quantile above which peaks are fitted.")
-@click.option("--threshold-scale", default=1.0, show_default=True, help="Multiply the calibrated threshold.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
@@ -181,25 +218,30 @@ def main(verbose: bool) -> None:
 def fit(
     data: tuple[Path, ...],
     out: Path,
-    window: int,
+    window: int | None,
     hop: int | None,
     epochs: int,
     patience: int,
+    min_delta: float,
     batch_size: int,
     lr: float,
-    depth: int,
-    width: int,
+    depth: int | None,
+    width: int | None,
     kernel: int,
-    latent: int,
+    latent: int | None,
     noise: float,
     mask: float,
     val_fraction: float,
     split: str,
+    false_alarms: float,
+    margin: float | None,
+    calibrate_paths: tuple[Path, ...],
+    drift_limit: float,
+    force: bool,
     threshold_method: str,
     q: float,
     risk: float,
     level: float,
-    threshold_scale: float,
     device: str,
     seed: int,
     threads: int,
@@ -212,7 +254,11 @@ def fit(
     channels: str | None,
     fill: str | None,
 ) -> None:
-    """Train on DATA (CSV/.npy/.npz files or folders), calibrate the threshold, export one ONNX model."""
+    """Train on DATA (CSV/.npy/.npz files or folders), calibrate the threshold, export one ONNX model.
+
+    With no size options, the window, hops and model size are chosen from the data; channels that
+    are constant or drift in the training data are screened out of the score (each with its reason).
+    """
     from trainer.data import load_paths
     from trainer.pipeline import FitOptions, run_fit
     from trainer.train import TrainConfig
@@ -221,8 +267,12 @@ def fit(
         raise ValueError("--epochs, --batch-size and --patience must be >= 1")
     if not 0 <= mask < 1 or noise < 0:
         raise ValueError("--mask must be in [0, 1) and --noise >= 0")
+    if not 0 < false_alarms < 1000:
+        raise ValueError(f"--false-alarms must be in (0, 1000) per 1,000 windows, got {false_alarms}")
     series = load_paths(data, label_column, exclude, _csv_list(channels), fill)
-    params = {"q": q} if threshold_method == "quantile" else {"risk": risk, "level": level}
+    cal = load_paths(calibrate_paths, label_column, exclude, series[0].channels, fill) if calibrate_paths else []
+    params = {"q": q} if threshold_method == "quantile" else (
+        {"risk": risk, "level": level} if threshold_method == "pot" else {})
     opts = FitOptions(
         window=window,
         hop=hop,
@@ -234,7 +284,12 @@ def fit(
         split=split,
         threshold_method=threshold_method,
         threshold_params=params,
-        threshold_scale=threshold_scale,
+        threshold_scale=margin,
+        false_alarm_budget=false_alarms / 1000.0,
+        drift_limit=drift_limit,
+        calibrate=cal,
+        force=force,
+        fill=fill,
         quantize=quantize,
         fp16=fp16,
         checkpoint=checkpoint,
@@ -243,6 +298,7 @@ def fit(
             batch_size=batch_size,
             lr=lr,
             patience=patience,
+            min_delta=min_delta,
             seed=seed,
             device=device,
             noise=noise,
@@ -251,25 +307,49 @@ def fit(
         ),
     )
     res = run_fit(series, out, opts, progress=not quiet)
+    click.echo(fit_report(res))
+
+
+def fit_report(res: Any) -> str:
+    """What ``fit`` chose, screened, trained, calibrated and wrote (pure formatting of a FitResult)."""
+    from trainer.screening import format_screen
+
+    lines = ["sizes:"] + [f"  {n}" for n in (res.sizes.notes if res.sizes else [])]
+    kept = sum(s.kept for s in res.screen)
+    lines.append(f"channels: {kept} of {len(res.screen)} in the score")
+    lines.append(format_screen(res.screen))
     t = res.training.summary()
-    click.echo(
+    lines.append(
         f"trained {t['epochs']} epochs (best {t['best_epoch']}), best val loss {t['best_val_loss']:.5f}, "
         f"{t['seconds']:.1f} s, {t['parameters']} parameters, {t['windows_per_s']:.0f} windows/s on {t['device']}"
     )
+    lines.append(f"  {t['stop_reason']}")
     thr = res.meta.threshold
-    click.echo(
-        f"threshold {thr.value:.6g} ({thr.method} {json.dumps(thr.params)}) on {thr.validation['n']} validation windows"
+    params = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in thr.params.items()}
+    lines.append(f"threshold {thr.value:.6g} ({thr.method} {json.dumps(params)})")
+    fa = res.false_alarms
+
+    def per_k(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3g}"
+
+    lines.append(
+        f"false alarms per 1,000 normal hop-1 windows: budget {per_k(fa.get('budget_per_1000'))}, expected "
+        f"{per_k(fa.get('expected_per_1000'))} (tail fit, after the margin), measured "
+        f"{per_k(fa.get('validation_per_1000'))} on {fa.get('validation_windows')} held-out validation windows "
+        f"({fa.get('validation_alerts')} alerts under the daemon's hysteresis); calibrated on {fa.get('calibrated_on')}"
     )
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in res.export.parity_max_diff.items())
-    click.echo(
-        f"wrote {out} ({res.export.size_bytes} bytes, model_id {res.meta.model_id}); parity ort vs torch max diff: {diffs}"
+    lines.append(
+        f"wrote {res.export.path} ({res.export.size_bytes} bytes, model_id {res.meta.model_id}); "
+        f"parity ort vs torch max diff: {diffs}"
     )
-    for _kind, v in res.export.variants.items():
+    for v in res.export.variants.values():
         d = v["score_drift"]
-        click.echo(
+        lines.append(
             f"wrote {v['path']} ({v['size_bytes']} bytes): score drift vs fp32 max rel {d['max_rel']:.3g}, "
             f"mean rel {d['mean_rel']:.3g}, decision flips {d['decision_flips']:.2%}"
         )
+    return "\n".join(lines)
 
 
 @main.command()
@@ -413,7 +493,7 @@ def evaluate(
 @_user_errors
 def demo_data(out: Path, steps: int, n_channels: int, seed: int, anomalies: int) -> None:
     """Write synthetic sensor data (timestamp, channels[, anomaly]) as CSV."""
-    from edge_runtime import synthetic as syn
+    from edge_runtime.tools import synthetic as syn
 
     if steps < 1 or n_channels < 1:
         raise ValueError("--steps and --channels must be >= 1")

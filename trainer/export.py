@@ -1,16 +1,16 @@
-"""Export: one ONNX graph (normalise -> autoencoder -> score), metadata, self-checks, variants.
+"""Export: one ONNX graph (normalise -> autoencoder -> relative channel errors -> score), metadata, checks.
 
 The graph takes raw windows ``window`` (B, W, C) float32 and returns ``score`` (B,),
-``channel_error`` (B, C) in normalised units and ``reconstruction`` (B, W, C) in raw units
-(see :mod:`edge_runtime.contract`). The (B, W, C) -> (B, C, W) transpose happens once at the
-input; the network stays in the conv layout.
+``channel_error`` (B, C) (each channel's departure relative to its own normal error, see
+:class:`ScoringGraph`) and ``reconstruction`` (B, W, C) in raw units (see :mod:`edge_runtime.contract`).
+Its per-channel constants (:class:`ScoreStats`) are also written into the metadata (``scoring``).
 
-The file holds :class:`ExportGraph`, the same function as :class:`ScoringGraph` laid out for
-onnxruntime: normalisation broadcast along W in the conv layout (a multiply by 1/std), ``d * d``
-instead of ``Pow``, and every stride-2 ``ConvTranspose1d`` as one ``Conv1d`` to 2x channels plus an
-interleave (:class:`SubPixelConvTranspose1d`), which onnxruntime's CPU kernels run ~1.5x faster at
-batch 64-256 (benchmarks/PROFILE.md). :func:`scoring_graph_from_onnx` rebuilds the trainer's module
-from a file of either layout (the PyTorch baseline of ``edgewatch bench inference``).
+There is one forward (:meth:`ScoringGraph.forward` around the autoencoder's own ``forward``); the
+file holds it with the autoencoder in :func:`fast_layout`: every stride-2 ``ConvTranspose1d`` as one
+``Conv1d`` to 2x channels plus an interleave (:class:`SubPixelConvTranspose1d`), which onnxruntime's
+CPU kernels run ~1.5x faster at batch 64-256 (benchmarks/PROFILE.md), and constants multiplied (no
+``Div``/``Pow``). :func:`scoring_graph_from_onnx` rebuilds the plain module from a file of either layout
+(the PyTorch baseline of ``edgewatch bench inference``).
 
 Every export is checked: ``onnx.checker``, then onnxruntime (CPU) against torch on held-out
 windows; a disagreement beyond ``|ort - torch| <= PARITY_ATOL + PARITY_RTOL * |torch|``
@@ -19,6 +19,7 @@ windows; a disagreement beyond ``|ort - torch| <= PARITY_ATOL + PARITY_RTOL * |t
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -56,24 +57,6 @@ PARITY_RTOL = 1e-3
 
 class ExportError(RuntimeError):
     """The exported file failed its checks."""
-
-
-class ScoringGraph(nn.Module):
-    """``forward(window)``: (B, W, C) raw -> score (B,), channel_error (B, C), reconstruction (B, W, C) raw."""
-
-    def __init__(self, ae: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
-        super().__init__()
-        self.ae = ae
-        self.register_buffer("mean", torch.tensor(np.asarray(mean), dtype=torch.float32).view(1, 1, -1))
-        self.register_buffer("std", torch.tensor(np.asarray(std), dtype=torch.float32).view(1, 1, -1))
-
-    def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        z = ((window - self.mean) / self.std).transpose(1, 2)  # (B, C, W)
-        r = self.ae(z)  # (B, C, W)
-        channel_error = torch.mean((r - z) ** 2, dim=2)  # (B, C)
-        score = torch.mean(channel_error, dim=1)  # (B,)
-        recon = r.transpose(1, 2) * self.std + self.mean  # (B, W, C)
-        return score, channel_error, recon
 
 
 class SubPixelConvTranspose1d(nn.Module):
@@ -121,82 +104,141 @@ class SubPixelConvTranspose1d(nn.Module):
         return y.view(-1, self.c_out, 2, n).transpose(2, 3).reshape(-1, self.c_out, 2 * n)
 
 
-class ExportGraph(nn.Module):
-    """What the ONNX file holds: :class:`ScoringGraph`'s function in onnxruntime's fast layout.
+@dataclass
+class ScoreStats:
+    """Per-channel constants of the score, all (C,) and fitted on normal data only.
 
-    ``forward(window)``: (B, W, C) raw -> score (B,), channel_error (B, C), reconstruction (B, W, C) raw.
-    Needs the trainer's :class:`~trainer.model.ConvAutoencoder` with stride-2 transposed convolutions
-    (see :meth:`applies`); anything else is exported as :class:`ScoringGraph`.
+    ``mean``/``std``: normalisation ``z = (x - mean) / std``. ``ae_ref``: the channel's mean squared
+    reconstruction error on validation windows; ``level_scale``: the std of a training window's mean
+    of ``z``; ``level_ref``: the validation mean of ``(mean_W(z) / level_scale) ** 2``. ``weight``:
+    ``C / n_kept`` for a channel kept by screening, 0 for one screened out.
     """
 
-    def __init__(self, ae: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    mean: np.ndarray
+    std: np.ndarray
+    ae_ref: np.ndarray
+    level_scale: np.ndarray
+    level_ref: np.ndarray
+    weight: np.ndarray
+
+    @classmethod
+    def identity(cls, mean: np.ndarray, std: np.ndarray) -> ScoreStats:
+        """Every reference 1, every weight 1 (before the references are measured)."""
+        one = np.ones(len(mean))
+        return cls(np.asarray(mean), np.asarray(std), one, one, one, one)
+
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, b)`` (C,): ``channel_error = a * mse + b * mean_W(z) ** 2``."""
+        a = 0.5 * self.weight / self.ae_ref
+        b = 0.5 * self.weight / (self.level_scale**2 * self.level_ref)
+        return a, b
+
+
+def fast_layout(ae: nn.Module) -> nn.Module:
+    """A copy of ``ae`` whose stride-2 ``ConvTranspose1d`` are :class:`SubPixelConvTranspose1d` (same function)."""
+    fast = copy.deepcopy(ae)
+    fast.decoder = nn.Sequential(
+        *[SubPixelConvTranspose1d(m) if isinstance(m, nn.ConvTranspose1d) else m for m in ae.decoder]
+    )
+    length = ae.code_len
+    for m in fast.decoder:
+        if isinstance(m, SubPixelConvTranspose1d):
+            m.length, length = length, 2 * length
+    return fast
+
+
+def supports_fast_layout(ae: nn.Module) -> bool:
+    from trainer.model import ConvAutoencoder
+
+    return isinstance(ae, ConvAutoencoder) and all(
+        SubPixelConvTranspose1d.supports(m) for m in ae.decoder if isinstance(m, nn.ConvTranspose1d)
+    )
+
+
+class ScoringGraph(nn.Module):
+    """``forward(window)``: (B, W, C) raw -> score (B,), channel_error (B, C), reconstruction (B, W, C) raw.
+
+    ``channel_error[c] = weight_c / 2 * (mse_c / ae_ref_c + (mean_W(z_c) / level_scale_c) ** 2 / level_ref_c)``:
+    the channel's reconstruction error and its level, each relative to its own normal value (about 1
+    on normal data), so channels of any scale or noise compare; ``score = mean_C(channel_error)``.
+    ``fast``: the autoencoder in :func:`fast_layout` (what the file holds); the function is the same.
+    The autoencoder's own ``forward`` is the only network forward; constants are multiplied (no Div/Pow).
+    """
+
+    def __init__(self, ae: nn.Module, stats: ScoreStats, fast: bool = False) -> None:
         super().__init__()
-        self.ae = ae
-        self.decoder = nn.Sequential(
-            *[SubPixelConvTranspose1d(m) if isinstance(m, nn.ConvTranspose1d) else m for m in ae.decoder]
-        )
-        length = ae.code_len
-        for m in self.decoder:
-            if isinstance(m, SubPixelConvTranspose1d):
-                m.length, length = length, 2 * length
-        mean_t = torch.tensor(np.asarray(mean), dtype=torch.float32).view(1, -1, 1)
-        std_t = torch.tensor(np.asarray(std), dtype=torch.float32).view(1, -1, 1)
-        self.register_buffer("mean_c", mean_t)  # (1, C, 1)
-        self.register_buffer("std_c", std_t)
-        self.register_buffer("inv_std_c", 1.0 / std_t)
+        self.ae = fast_layout(ae) if fast else ae
+        self.stats = stats
 
-    @staticmethod
-    def applies(ae: nn.Module) -> bool:
-        from trainer.model import ConvAutoencoder
+        def col(v: np.ndarray) -> torch.Tensor:
+            return torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float32).view(1, -1, 1)
 
-        return isinstance(ae, ConvAutoencoder) and all(
-            SubPixelConvTranspose1d.supports(m) for m in ae.decoder if isinstance(m, nn.ConvTranspose1d)
-        )
+        a, b = stats.coefficients()
+        self.register_buffer("mean_c", col(stats.mean))  # (1, C, 1)
+        self.register_buffer("std_c", col(stats.std))
+        self.register_buffer("inv_std_c", col(1.0 / np.asarray(stats.std, dtype=np.float64)))
+        self.register_buffer("ae_coef", col(a).view(1, -1))  # (1, C)
+        self.register_buffer("level_coef", col(b).view(1, -1))
 
     def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ae = self.ae
         z = (window.transpose(1, 2) - self.mean_c) * self.inv_std_c  # (B, C, W)
-        w = ae.cfg.window
-        extra = ae.cfg.padded_window - w
-        h = ae.encoder(nn.functional.pad(z, (0, extra)) if extra else z)  # (B, F, W'/2**d)
-        h = ae.from_latent(ae.to_latent(h.flatten(1))).view(-1, ae.feat, ae.code_len)
-        r = ae.head(self.decoder(h))  # (B, C, W')
-        if extra:
-            r = r[:, :, :w]
+        r = self.ae(z)  # (B, C, W)
         d = r - z
-        channel_error = torch.mean(d * d, dim=2)  # (B, C)
+        level = torch.mean(z, dim=2)  # (B, C)
+        channel_error = torch.mean(d * d, dim=2) * self.ae_coef + level * level * self.level_coef  # (B, C)
         score = torch.mean(channel_error, dim=1)  # (B,)
         recon = (r * self.std_c + self.mean_c).transpose(1, 2)  # (B, W, C)
         return score, channel_error, recon
 
 
+def stats_from_metadata(meta: ModelMetadata) -> ScoreStats:
+    """The :class:`ScoreStats` a format-2 file's metadata describes."""
+    sc = meta.scoring
+    try:
+        return ScoreStats(
+            mean=np.array(meta.normalisation.mean),
+            std=np.array(meta.normalisation.std),
+            ae_ref=np.array(sc["ae_ref"], dtype=np.float64),
+            level_scale=np.array(sc["level_scale"], dtype=np.float64),
+            level_ref=np.array(sc["level_ref"], dtype=np.float64),
+            weight=np.array(sc["weight"], dtype=np.float64),
+        )
+    except KeyError as exc:
+        raise ExportError(
+            f"model format {meta.format_version} has no scoring.{exc.args[0]}: re-export it with `edgewatch-train fit`"
+        ) from None
+
+
 def scoring_graph_from_onnx(path: Path) -> ScoringGraph:
-    """The trainer's :class:`ScoringGraph` with the weights of an exported file (either layout)."""
+    """The trainer's plain :class:`ScoringGraph` with the weights of an exported file (either layout)."""
     from trainer.model import AEConfig, ConvAutoencoder
 
     meta = read_metadata(Path(path))
+    stats = stats_from_metadata(meta)
     a = meta.architecture
     ae = ConvAutoencoder(AEConfig(n_channels=meta.n_channels, window=meta.window, depth=int(a["depth"]),
                                   width=int(a["width"]), kernel=int(a["kernel"]), latent=int(a["latent"]))).eval()
-    mean, std = np.array(meta.normalisation.mean), np.array(meta.normalisation.std)
     weights = {i.name: torch.from_numpy(onnx.numpy_helper.to_array(i).copy())
                for i in onnx.load(str(path)).graph.initializer}
-    if not any(k.startswith("decoder.") for k in weights):  # plain layout: the module's own names
-        ae.load_state_dict({k[3:]: v for k, v in weights.items() if k.startswith("ae.")}, strict=True)
-        return ScoringGraph(ae, mean, std).eval()
-    fast = ExportGraph(ae, mean, std)
-    own = {k: v for k, v in weights.items() if k.startswith(("ae.", "decoder."))}
-    missing = [k for k, _ in fast.named_parameters() if k not in own and not k.startswith("ae.decoder.")]
+    own = {k[3:]: v for k, v in weights.items() if k.startswith("ae.")}
+    plain = {k: tuple(v.shape) for k, v in ae.state_dict().items()}
+    if all(k in own and tuple(own[k].shape) == s for k, s in plain.items()):
+        ae.load_state_dict({k: own[k] for k in plain}, strict=True)
+        return ScoringGraph(ae, stats).eval()
+    fast = fast_layout(ae)
+    names = [k for k, _ in fast.named_parameters()]
+    missing = [k for k in names if k not in own]
     if missing:
         raise ExportError(f"{path}: weights missing from the file: {', '.join(missing[:4])}")
-    fast.load_state_dict(own, strict=False)
+    fast.load_state_dict({k: own[k] for k in names}, strict=False)
+    ae.load_state_dict({k: v for k, v in fast.state_dict().items() if not k.startswith("decoder.")}, strict=False)
     for ct, sp in zip(ae.decoder, fast.decoder, strict=True):
         if isinstance(sp, SubPixelConvTranspose1d):
             w, b = sp.convtranspose_weight()
             with torch.no_grad():
                 ct.weight.copy_(w)
                 ct.bias.copy_(b)
-    return ScoringGraph(ae, mean, std).eval()
+    return ScoringGraph(ae, stats).eval()
 
 
 @dataclass
@@ -285,6 +327,7 @@ def _content_id(model: onnx.ModelProto, meta: ModelMetadata) -> str:
     h = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
     core = {k: getattr(meta, k) for k in ("channels", "window", "hop", "precision")}
     core["threshold"], core["normalisation"] = asdict(meta.threshold), asdict(meta.normalisation)
+    core["scoring"] = meta.scoring
     h.update(json.dumps(core, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -333,8 +376,8 @@ def _parity(graph: ScoringGraph, path: Path, holdout: np.ndarray) -> dict[str, f
     with torch.no_grad():
         ref = [t.numpy() for t in graph(torch.from_numpy(holdout))]
     got = run_onnx(path, holdout)
-    std = graph.std.numpy()
-    mean = graph.mean.numpy()
+    std = graph.std_c.numpy().reshape(1, 1, -1)
+    mean = graph.mean_c.numpy().reshape(1, 1, -1)
     diffs: dict[str, float] = {}
     worst: list[str] = []
     for name, r in zip(OUTPUT_NAMES, ref, strict=True):
@@ -423,7 +466,7 @@ def export_model(
     fp16: bool = False,
     exporter: str = "auto",
 ) -> ExportReport:
-    """Export ``ae`` with ``meta``'s normalisation to ``out``, check it, and write requested variants.
+    """Export ``ae`` with ``meta``'s normalisation and scoring constants to ``out``, check it, and write requested variants.
 
     ``holdout``: raw windows (N, W, C) float32 not used for training, for the parity check.
     Variants go next to ``out`` as ``<stem>.int8.onnx`` / ``<stem>.fp16.onnx``.
@@ -436,12 +479,10 @@ def export_model(
     holdout = np.ascontiguousarray(holdout[:512], dtype=np.float32)
     if holdout.size == 0:
         raise ExportError("no held-out windows for the parity check")
-    graph = ScoringGraph(
-        ae.eval(), np.array(meta.normalisation.mean), np.array(meta.normalisation.std)
-    ).eval()
+    stats = stats_from_metadata(meta)
+    graph = ScoringGraph(ae.eval(), stats).eval()
     tmp = out.with_name(out.name + ".tmp")
-    layout = ExportGraph(graph.ae, graph.mean.view(-1).numpy(), graph.std.view(-1).numpy()).eval() if (
-        ExportGraph.applies(graph.ae)) else graph
+    layout = ScoringGraph(graph.ae, stats, fast=True).eval() if supports_fast_layout(graph.ae) else graph
     _torch_to_onnx(layout, meta.window, meta.n_channels, tmp, exporter)  # checked against ``graph`` below
     model = onnx.load(str(tmp))
     _fix_output_shapes(model, meta.window, meta.n_channels)
@@ -498,6 +539,16 @@ def describe_model(path: Path) -> str:
     lines += [f"  {o.name}: {shape(o)}" for o in model.graph.output]
     props = {p.key: p.value for p in model.metadata_props}
     meta = metadata_from_props(props)
+    lines.append(f"format_version: {meta.format_version}; window {meta.window}, hop {meta.hop}, "
+                 f"threshold {meta.threshold.value:.6g} ({meta.threshold.method})")
+    screening = meta.scoring.get("screening", [])
+    if screening:
+        from trainer.screening import format_screen
+
+        lines.append(f"channels ({sum(bool(s['kept']) for s in screening)} of {len(screening)} in the score):")
+        lines.append(format_screen(screening))
+    else:
+        lines.append("channels: no screening recorded (format 1: every channel in the score)")
     lines.append(f"metadata ({METADATA_KEY}):")
     lines.append(json.dumps(json.loads(meta.to_json()), indent=2, sort_keys=True))
     return "\n".join(lines)
@@ -507,8 +558,10 @@ __all__ = [
     "ExportError",
     "ExportReport",
     "OUTPUT_CHANNEL_ERROR",
-    "ExportGraph",
+    "ScoreStats",
     "ScoringGraph",
+    "fast_layout",
+    "stats_from_metadata",
     "SubPixelConvTranspose1d",
     "scoring_graph_from_onnx",
     "describe_model",

@@ -1,4 +1,8 @@
-"""fit = split -> windows -> normalise -> train -> calibrate -> export, on loaded :class:`Series`.
+"""fit = split -> sizes -> screen channels -> train -> per-channel references -> calibrate -> export.
+
+On loaded :class:`Series`. The threshold is calibrated on hop-1 normal windows held out from
+training (the last ``val_fraction`` of each file, or ``--calibrate`` recordings) to a false-alarm
+budget (:data:`DEFAULT_BUDGET` per window) times a margin (:data:`DEFAULT_MARGIN`).
 
 Used by the CLI (``edgewatch-train fit``) and the Python API (:mod:`trainer.api`).
 """
@@ -7,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_runtime.contract import ModelMetadata, Normalisation
+from edge_runtime.contract import ModelMetadata, Normalisation, Threshold
+from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, hysteresis
+from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
 from trainer.data import (
     DataError,
     Series,
@@ -25,9 +31,11 @@ from trainer.data import (
     normalise,
     split_series,
 )
-from trainer.export import ExportReport, export_model
+from trainer.export import ExportReport, ScoreStats, ScoringGraph, export_model
 from trainer.model import AEConfig, ConvAutoencoder
-from trainer.threshold import calibrate, check_calibration
+from trainer.screening import DRIFT_LIMIT, ChannelScreen, note_high_error, screen_channels, weights
+from trainer.sizes import Sizes, choose_sizes, missing_data
+from trainer.threshold import calibrate, check_calibration, expected_exceedance
 from trainer.train import TrainConfig, TrainResult, evaluate_loss, fit
 
 log = logging.getLogger(__name__)
@@ -55,21 +63,37 @@ def quiet_quantisation_hints() -> Iterator[None]:
         root.removeFilter(hint)
 
 
+DEFAULT_MARGIN = 3.0  # lognormal threshold margin; chosen by leave-one-fault-kind-out on SKAB (docs/EVALUATION.md)
+DEFAULT_BUDGET = 1e-3  # false-alarm budget: windows above the threshold per normal hop-1 window (1 per 1,000)
+MAX_CALIBRATION_WINDOWS = 200_000
+
+
 @dataclass
 class FitOptions:
-    """Everything ``fit`` needs besides the data. ``hop`` None means ``window // 4``."""
+    """Everything ``fit`` needs besides the data. ``None`` sizes are chosen from the data (:mod:`trainer.sizes`).
 
-    window: int = 64
+    ``hop``: the training and edge hop when given. ``false_alarm_budget``: the fraction of normal hop-1
+    windows the threshold lets through before ``threshold_scale`` (the margin; default
+    :data:`DEFAULT_MARGIN` for ``lognormal``, 1 otherwise). ``calibrate``: separate normal recordings
+    the threshold is calibrated on instead of the validation part. ``force``: fit even with too little data.
+    """
+
+    window: int | None = None
     hop: int | None = None
-    depth: int = 2
-    width: int = 16
+    depth: int | None = None
+    width: int | None = None
     kernel: int = 5
-    latent: int = 16
+    latent: int | None = None
     val_fraction: float = 0.2
     split: str = "time"
-    threshold_method: str = "quantile"
+    threshold_method: str = "lognormal"
     threshold_params: dict[str, float] = field(default_factory=dict)
-    threshold_scale: float = 1.0
+    threshold_scale: float | None = None
+    false_alarm_budget: float = DEFAULT_BUDGET
+    drift_limit: float = DRIFT_LIMIT
+    calibrate: list[Series] = field(default_factory=list)
+    force: bool = False
+    fill: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     quantize: str | None = None
     fp16: bool = False
@@ -77,16 +101,20 @@ class FitOptions:
 
     @property
     def effective_hop(self) -> int:
-        return self.hop if self.hop is not None else max(1, self.window // 4)
+        """The hop given, else W/4 (for a given window)."""
+        return self.hop if self.hop is not None else max(1, (self.window or 64) // 4)
 
 
 @dataclass
 class FitResult:
-    """The exported model's metadata, training result and export report."""
+    """The exported model's metadata, training result, export report and what ``fit`` chose."""
 
     meta: ModelMetadata
     training: TrainResult
     export: ExportReport
+    screen: list[ChannelScreen] = field(default_factory=list)
+    sizes: Sizes | None = None
+    false_alarms: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -94,94 +122,203 @@ class FitResult:
             "model_id": self.meta.model_id,
             "threshold": {"value": self.meta.threshold.value, "method": self.meta.threshold.method},
             "training": self.training.summary(),
+            "false_alarms": self.false_alarms,
             "parity_max_diff": self.export.parity_max_diff,
             "size_bytes": self.export.size_bytes,
             "variants": self.export.variants,
         }
 
 
+def iter_normal_windows(series: Sequence[Series], window: int, hop: int = 1, chunk: int = 4096) -> Iterator[np.ndarray]:
+    """Windows (n, W, C) of each series in chunks of at most ``chunk``; labelled windows dropped (bounded memory)."""
+    for s in series:
+        n = s.values.shape[0] - window + 1
+        for lo in range(0, max(n, 0), chunk * hop):
+            hi = min(n, lo + chunk * hop)
+            w = sliding_windows(s.values[lo : hi + window - 1], window, hop)
+            if s.labels is not None:
+                w = w[window_labels(s.labels[lo : hi + window - 1], window, hop) == 0]
+            if len(w):
+                yield w
+
+
 @torch.no_grad()
-def window_scores(model: ConvAutoencoder, windows: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """Scores (N,) of normalised windows (N, W, C) through the torch model (calibration only)."""
-    out = []
-    model.eval()
-    for i in range(0, len(windows), batch):
-        z = torch.from_numpy(windows[i : i + batch]).transpose(1, 2)
-        out.append(torch.mean((model(z) - z) ** 2, dim=(1, 2)).numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+def window_terms(ae: ConvAutoencoder, windows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(mse (N, C), mean_W(z) (N, C))`` of raw windows (N, W, C): the score's two raw terms."""
+    graph = ScoringGraph(ae.eval(), ScoreStats.identity(mean, std)).eval()
+    z = (torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).transpose(1, 2) - graph.mean_c) * graph.inv_std_c
+    d = ae(z) - z
+    return torch.mean(d * d, dim=2).numpy(), torch.mean(z, dim=2).numpy()
+
+
+def terms_of(ae: ConvAutoencoder, chunks: Iterator[np.ndarray], mean: np.ndarray, std: np.ndarray,
+             limit: int = MAX_CALIBRATION_WINDOWS) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """:func:`window_terms` over chunks of windows, at most ``limit`` windows; ``(mse, level, chunk sizes)``."""
+    mse, level, sizes, n = [], [], [], 0
+    for w in chunks:
+        m, lv = window_terms(ae, w[: limit - n], mean, std)
+        mse.append(m)
+        level.append(lv)
+        sizes.append(len(m))
+        n += len(m)
+        if n >= limit:
+            break
+    if not mse:
+        c = len(mean)
+        return np.zeros((0, c)), np.zeros((0, c)), []
+    return np.concatenate(mse), np.concatenate(level), sizes
+
+
+def scores_of(stats: ScoreStats, mse: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """The graph's ``score`` (N,) from its raw terms (N, C) (numpy; the same function as the graph)."""
+    a, b = stats.coefficients()
+    return (mse * a + level**2 * b).mean(axis=1)
+
+
+def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], val_s: list[Series]) -> Sizes:
+    sizes = choose_sizes([len(s.values) for s in train_s], [len(s.values) for s in val_s], len(series[0].channels),
+                         opts.window, opts.hop, opts.depth, opts.width, opts.latent)
+    w = sizes.window
+    if w < 2:
+        raise DataError(f"--window must be >= 2, got {w}")
+    if not 1 <= sizes.edge_hop <= w:
+        raise DataError(f"--hop must be in 1..window ({w}), got {sizes.edge_hop}")
+    check_lengths(series, w)
+    problem = missing_data([len(s.values) for s in train_s], [len(s.values) for s in val_s], w)
+    if problem and not opts.force:
+        raise DataError(problem)
+    if problem:
+        log.warning("--force: %s", problem)
+        sizes.notes.append(f"forced: {problem}")
+    return sizes
 
 
 def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = False) -> FitResult:
-    """Train on ``series`` (all with the same channels), calibrate on validation, export to ``out``."""
+    """Screen channels, train on ``series`` (same channels), calibrate on held-out normal windows, export to ``out``."""
     if not series:
         raise DataError("no data")
-    w, hop = opts.window, opts.effective_hop
-    if w < 2:
-        raise DataError(f"--window must be >= 2, got {w}")
-    if not 1 <= hop <= w:
-        raise DataError(f"--hop must be in 1..window ({w}), got {hop}")
-    check_lengths(series, w)
     channels = series[0].channels
     train_s, val_s = split_series(series, opts.val_fraction, opts.split)
-    train_raw = normal_windows(train_s, w, hop)
-    val_raw = normal_windows(val_s, w, hop)
+    sizes = _fit_sizes(series, opts, train_s, val_s)
+    w = sizes.window
+    train_raw = normal_windows(train_s, w, sizes.train_hop)
     if len(train_raw) < 2:
-        raise DataError(
-            f"only {len(train_raw)} training windows of {w} with hop {hop}: need more data or a smaller window"
-        )
-    if len(val_raw) < 2:
-        raise DataError(
-            f"only {len(val_raw)} validation windows of {w}: the last {opts.val_fraction:.0%} of each file is too "
-            "short; use more data, a larger --val-fraction or a smaller --window"
-        )
-    # Before training: a calibration these few validation windows cannot support fails (or warns) now.
-    warning = check_calibration(len(val_raw), opts.threshold_method, opts.threshold_params)
-    if warning:
-        log.warning("%s", warning)
-    train_arrays = [
-        s.values if s.labels is None else s.values[s.labels == 0] for s in train_s if len(s.values)
-    ]
+        raise DataError(f"only {len(train_raw)} training windows of {w}: need more data or a smaller window")
+    if opts.threshold_method != "lognormal":
+        warning = check_calibration(
+            sum(max(0, len(s.values) - w + 1) for s in (opts.calibrate or val_s)),
+            opts.threshold_method, opts.threshold_params)
+        if warning:
+            log.warning("%s", warning)
+    train_arrays = [s.values if s.labels is None else s.values[s.labels == 0] for s in train_s if len(s.values)]
+    val_arrays = [s.values if s.labels is None else s.values[s.labels == 0] for s in val_s]
+    screen = screen_channels(train_arrays, val_arrays, channels, opts.drift_limit)
+    try:
+        weight = weights(screen)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     mean, std = fit_normalisation(train_arrays)
-    cfg = AEConfig(
-        n_channels=len(channels),
-        window=w,
-        depth=opts.depth,
-        width=opts.width,
-        kernel=opts.kernel,
-        latent=opts.latent,
-    )
+    cfg = AEConfig(n_channels=len(channels), window=w, depth=sizes.depth, width=sizes.width,
+                   kernel=opts.kernel, latent=sizes.latent)
     cfg.validate()
-    train_n, val_n = normalise(train_raw, mean, std), normalise(val_raw, mean, std)
-    result = fit(cfg, train_n, val_n, opts.train, progress=progress)
-    val_scores = window_scores(result.model, val_n)
-    threshold = calibrate(val_scores, opts.threshold_method, opts.threshold_scale, **opts.threshold_params)
+    train_n = normalise(train_raw, mean, std)
+    val_sample = next(iter_normal_windows(val_s, w, 1, chunk=opts.train.max_windows_per_epoch), None)
+    if val_sample is None:
+        raise DataError(f"no validation windows of {w}: the last {opts.val_fraction:.0%} of each file is too short")
+    result = fit(cfg, train_n, normalise(val_sample, mean, std), opts.train, progress=progress)
+    ae = result.model
+    # Per-channel references on held-out normal windows at hop 1: each channel scored against its own normal.
+    level_train = train_n.mean(axis=1)  # (N, C)
+    level_scale = np.maximum(level_train.std(axis=0), 0.05)
+    mse_v, lvl_v, val_sizes = terms_of(ae, iter_normal_windows(val_s, w, 1), mean, std)
+    ae_ref = np.maximum(mse_v.mean(axis=0), 1e-2)
+    level_ref = np.maximum(((lvl_v / level_scale) ** 2).mean(axis=0), 1.0)
+    note_high_error(screen, ae_ref)
+    stats = ScoreStats(mean=mean, std=std, ae_ref=ae_ref, level_scale=level_scale, level_ref=level_ref, weight=weight)
+    val_scores = scores_of(stats, mse_v, lvl_v)
+    if opts.calibrate:
+        check_lengths(opts.calibrate, w)
+        mse_c, lvl_c, cal_sizes = terms_of(ae, iter_normal_windows(opts.calibrate, w, 1), mean, std)
+        cal_scores, cal_from = scores_of(stats, mse_c, lvl_c), f"{len(opts.calibrate)} --calibrate file(s)"
+    else:
+        cal_scores, cal_sizes, cal_from = val_scores, val_sizes, "the validation part"
+    scale = opts.threshold_scale if opts.threshold_scale is not None else (
+        DEFAULT_MARGIN if opts.threshold_method == "lognormal" else 1.0)
+    params = dict(opts.threshold_params)
+    if opts.threshold_method == "lognormal":
+        params.setdefault("budget", opts.false_alarm_budget)
+    threshold = calibrate(cal_scores, opts.threshold_method, scale, **params)
+    false_alarms = false_alarm_report(threshold, cal_scores, cal_sizes, val_scores, val_sizes, cal_from,
+                                      params.get("budget"))
     periods = [s.sample_period_s for s in series if s.sample_period_s]
     meta = ModelMetadata(
         channels=list(channels),
         window=w,
-        hop=hop,
+        hop=sizes.edge_hop,
         threshold=threshold,
         normalisation=Normalisation(mean=[float(v) for v in mean], std=[float(v) for v in std]),
         sample_period_s=float(np.median(periods)) if periods else None,
         architecture={"type": "conv1d_autoencoder", **cfg.to_dict(), "parameters": result.n_params},
+        scoring={
+            "method": "relative: weight / 2 * (mse / ae_ref + (mean_W(z) / level_scale) ** 2 / level_ref)",
+            "weight": [float(v) for v in weight],
+            "ae_ref": [float(v) for v in ae_ref],
+            "level_scale": [float(v) for v in level_scale],
+            "level_ref": [float(v) for v in level_ref],
+            "drift_limit": opts.drift_limit,
+            "screening": [s.to_dict() for s in screen],
+        },
+        preprocessing={
+            "fill": opts.fill,
+            "normalisation": "mean/std of the training part's normal rows; std 1 for a constant channel",
+            "split": opts.split,
+            "val_fraction": opts.val_fraction,
+        },
         training={
             "files": [s.name for s in series],
             "rows": int(sum(len(s.values) for s in series)),
             "train_windows": int(len(train_raw)),
-            "val_windows": int(len(val_raw)),
+            "train_hop": sizes.train_hop,
+            "val_windows": int(len(mse_v)),
             "split": opts.split,
             "val_fraction": opts.val_fraction,
+            "sizes": sizes.notes,
+            "false_alarms": false_alarms,
             "channel_min": [float(v) for v in np.min([s.values.min(axis=0) for s in series], axis=0)],
             "channel_max": [float(v) for v in np.max([s.values.max(axis=0) for s in series], axis=0)],
             "config": {k: v for k, v in asdict(opts.train).items() if k != "device"},
             **result.summary(),
         },
     )
+    holdout = val_sample[:512]
     if opts.checkpoint is not None:
-        save_checkpoint(opts.checkpoint, result.model, meta, val_raw)
+        save_checkpoint(opts.checkpoint, ae, meta, holdout)
     with quiet_quantisation_hints():
-        report = export_model(result.model, meta, out, val_raw, quantize=opts.quantize, fp16=opts.fp16)
-    return FitResult(meta=report.meta, training=result, export=report)
+        report = export_model(ae, meta, out, holdout, quantize=opts.quantize, fp16=opts.fp16)
+    return FitResult(meta=report.meta, training=result, export=report, screen=screen, sizes=sizes,
+                     false_alarms=false_alarms)
+
+
+def false_alarm_report(threshold: Threshold, cal_scores: np.ndarray, cal_sizes: list[int], val_scores: np.ndarray,
+                       val_sizes: list[int], cal_from: str, budget: float | None) -> dict[str, Any]:
+    """Expected vs measured false alarms per 1,000 hop-1 windows, and alerts under the daemon's hysteresis."""
+    def alerts(scores: np.ndarray, sizes: list[int]) -> int:
+        n, i = 0, 0
+        for k in sizes:  # each chunk is part of one file: close enough for a count of raises
+            n += sum(1 for _, e in hysteresis(scores[i : i + k], threshold.value, AlertPolicy())[1] if e == RAISE)
+            i += k
+        return n
+
+    expected = expected_exceedance(threshold)
+    return {
+        "calibrated_on": cal_from,
+        "budget_per_1000": None if budget is None else 1000 * budget,
+        "expected_per_1000": None if expected is None else 1000 * expected,
+        "calibration_per_1000": 1000 * float(np.mean(cal_scores > threshold.value)) if len(cal_scores) else None,
+        "validation_per_1000": 1000 * float(np.mean(val_scores > threshold.value)) if len(val_scores) else None,
+        "validation_windows": int(len(val_scores)),
+        "validation_alerts": alerts(val_scores, val_sizes),
+    }
 
 
 def save_checkpoint(path: Path, model: ConvAutoencoder, meta: ModelMetadata, holdout: np.ndarray) -> None:

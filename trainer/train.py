@@ -1,4 +1,9 @@
-"""The training loop: Adam, early stopping on validation loss, best state kept, seeded.
+"""The training loop: Adam, early stopping when validation loss plateaus, best state kept, seeded.
+
+Training stops when the validation loss has not improved by more than ``min_delta`` (relative)
+for ``patience`` epochs (converged); ``epochs`` is only a cap, and a run it stops while still
+improving says so (``stop_reason``). Each epoch sees at most ``max_windows_per_epoch`` windows drawn
+at random, so an epoch's cost stays bounded on long recordings.
 
 Inputs are normalised windows (N, W, C) float32; the loss is the mean squared error
 between the (optionally corrupted) input's reconstruction and the clean window.
@@ -27,10 +32,12 @@ class TrainConfig:
     """Training options. ``noise``: std of gaussian input noise (normalised units);
     ``mask``: fraction of input points zeroed (= set to the channel mean); both keep a clean target."""
 
-    epochs: int = 30
-    batch_size: int = 64
+    epochs: int = 300
+    batch_size: int = 32
     lr: float = 1e-3
-    patience: int = 5
+    patience: int = 10
+    min_delta: float = 0.005
+    max_windows_per_epoch: int = 20_000
     seed: int = 0
     device: str = "auto"
     noise: float = 0.0
@@ -51,6 +58,8 @@ class TrainResult:
     n_params: int = 0
     windows_per_s: float = 0.0
     device: str = "cpu"
+    stop_reason: str = ""
+    converged: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -62,6 +71,8 @@ class TrainResult:
             "parameters": self.n_params,
             "windows_per_s": round(self.windows_per_s, 1),
             "device": self.device,
+            "stop_reason": self.stop_reason,
+            "converged": self.converged,
         }
 
 
@@ -126,12 +137,13 @@ def _fit(
     train_t = torch.from_numpy(np.ascontiguousarray(train)).to(device).transpose(1, 2)  # (N, C, W)
     best_state = copy.deepcopy(model.state_dict())
     bad_epochs = 0
-    n_batches = -(-len(train) // tc.batch_size)
+    per_epoch = min(len(train), max(tc.batch_size, tc.max_windows_per_epoch))
+    n_batches = -(-per_epoch // tc.batch_size)
     t0 = time.perf_counter()
     seen = 0
     for epoch in range(1, tc.epochs + 1):
         model.train()
-        order = torch.from_numpy(rng.permutation(len(train))).to(device)
+        order = torch.from_numpy(rng.permutation(len(train))[:per_epoch]).to(device)
         running = 0.0
         for b in range(n_batches):
             idx = order[b * tc.batch_size : (b + 1) * tc.batch_size]
@@ -144,25 +156,36 @@ def _fit(
             running += loss.item() * len(idx)
             seen += len(idx)
             if progress and (b % 10 == 0 or b == n_batches - 1):
-                done_n = min(len(train), (b + 1) * tc.batch_size)
-                bar = "#" * int(20 * done_n / len(train))
+                done_n = min(per_epoch, (b + 1) * tc.batch_size)
+                bar = "#" * int(20 * done_n / per_epoch)
                 sys.stderr.write(f"\repoch {epoch:3d}/{tc.epochs} [{bar:<20}] loss {running / done_n:.5f}")
-        train_loss = running / len(train)
+        train_loss = running / per_epoch
         val_loss = evaluate_loss(model, val, device=str(device))
         res.train_loss.append(train_loss)
         res.val_loss.append(val_loss)
         if progress:
             sys.stderr.write(f"  val {val_loss:.5f}\n")
         log.debug("epoch %d train %.6f val %.6f", epoch, train_loss, val_loss)
-        if val_loss < res.best_val_loss - 1e-7:
+        improved = val_loss < res.best_val_loss * (1.0 - tc.min_delta)
+        if val_loss < res.best_val_loss:
             res.best_val_loss, res.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= tc.patience:
-                log.info("early stop at epoch %d (best %d)", epoch, res.best_epoch)
-                break
+        bad_epochs = 0 if improved else bad_epochs + 1
+        if bad_epochs >= tc.patience:
+            res.converged = True
+            res.stop_reason = (
+                f"converged: validation loss improved by less than {tc.min_delta:.1%} in {tc.patience} epochs "
+                f"(stopped at epoch {epoch}, best {res.best_epoch})"
+            )
+            break
+    if not res.converged:
+        recent = res.val_loss[-tc.patience - 1] if len(res.val_loss) > tc.patience else res.val_loss[0]
+        res.stop_reason = (
+            f"stopped by the epoch cap {tc.epochs} while still improving (validation loss {recent:.4g} -> "
+            f"{res.val_loss[-1]:.4g} over the last {min(tc.patience, len(res.val_loss) - 1)} epochs): "
+            "raise --epochs"
+        )
+    log.info("%s", res.stop_reason)
     res.seconds = time.perf_counter() - t0
     res.windows_per_s = seen / res.seconds if res.seconds > 0 else 0.0
     model.load_state_dict(best_state)

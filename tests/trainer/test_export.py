@@ -20,8 +20,8 @@ from edge_runtime.contract import (
     Threshold,
     metadata_from_props,
 )
-from edge_runtime.synthetic import channel_names, normal_series
-from edge_runtime.windowing_offline import sliding_windows
+from edge_runtime.pipeline.windowing_offline import sliding_windows
+from edge_runtime.tools.synthetic import channel_names, normal_series
 from trainer import export as ex
 from trainer.model import AEConfig, ConvAutoencoder
 
@@ -36,6 +36,7 @@ def make_meta(c: int, w: int, mean: np.ndarray, std: np.ndarray) -> ModelMetadat
         sample_period_s=0.5,
         architecture={"depth": 2},
         training={"rows": 1000},
+        scoring={"weight": [1.0] * c, "ae_ref": [0.5] * c, "level_scale": [0.3] * c, "level_ref": [2.0] * c},
     )
 
 
@@ -72,8 +73,12 @@ def test_parity_with_torch_and_raw_units(exported) -> None:
     z = torch.from_numpy((windows - mean) / std).transpose(1, 2)
     with torch.no_grad():
         r = ae(z)
-    ref_score = torch.mean((r - z) ** 2, dim=(1, 2)).numpy()
-    np.testing.assert_allclose(got["score"], ref_score, rtol=1e-4, atol=1e-6)
+    sc = {k: np.array(v) for k, v in rep.meta.scoring.items()}
+    mse = torch.mean((r - z) ** 2, dim=2).numpy()  # (N, C)
+    level = z.mean(dim=2).numpy()
+    ref_ce = sc["weight"] / 2 * (mse / sc["ae_ref"] + (level / sc["level_scale"]) ** 2 / sc["level_ref"])
+    np.testing.assert_allclose(got["channel_error"], ref_ce, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["score"], ref_ce.mean(axis=1), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(
         got["reconstruction"], r.transpose(1, 2).numpy() * std + mean, rtol=1e-4, atol=1e-3
     )

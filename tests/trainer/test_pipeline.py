@@ -35,7 +35,7 @@ def series(rows: int) -> list[Series]:
 def test_pot_with_too_few_validation_windows_fails_before_training(tmp_path: Path) -> None:
     opts = FitOptions(window=16, hop=4, threshold_method="pot", threshold_params={"risk": 1e-3, "level": 0.98})
     with pytest.raises(ThresholdError, match="POT needs at least 10") as err:
-        run_fit(series(2000), tmp_path / "m.onnx", opts)  # 400 val rows -> 97 windows -> at most 1 peak
+        run_fit(series(2000), tmp_path / "m.onnx", opts)  # 400 val rows -> 385 hop-1 windows -> at most 7 peaks
     assert "\n" not in str(err.value)
 
 
@@ -48,16 +48,16 @@ def test_pot_with_enough_validation_windows_goes_on_to_train(tmp_path: Path) -> 
 
 @pytest.mark.usefixtures("no_training")
 def test_few_validation_windows_for_q_warn_before_training(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    opts = FitOptions(window=16, hop=4, threshold_params={"q": 0.999})
+    opts = FitOptions(window=16, hop=4, threshold_method="quantile", threshold_params={"q": 0.999})
     with caplog.at_level(logging.WARNING, logger="trainer.pipeline"), pytest.raises(Trained):
         run_fit(series(2000), tmp_path / "m.onnx", opts)
     (rec,) = [r for r in caplog.records if "validation windows" in r.getMessage()]
-    assert "only 97 validation windows" in rec.getMessage() and "1000 windows are needed" in rec.getMessage()
+    assert "only 385 validation windows" in rec.getMessage() and "1000 windows are needed" in rec.getMessage()
 
 
 @pytest.mark.usefixtures("no_training")
 def test_enough_validation_windows_for_q_do_not_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    opts = FitOptions(window=16, hop=4, threshold_params={"q": 0.9})
+    opts = FitOptions(window=16, hop=4, threshold_method="quantile", threshold_params={"q": 0.9})
     with caplog.at_level(logging.WARNING, logger="trainer.pipeline"), pytest.raises(Trained):
         run_fit(series(2000), tmp_path / "m.onnx", opts)
     assert not [r for r in caplog.records if "validation windows" in r.getMessage()]

@@ -1,0 +1,92 @@
+"""Sizes that adapt to the data: window, hops and model size when the user sets none (pure).
+
+- window ``W``: a power of two near ``rows / 20`` of the shortest training part, in 8..64, so
+  that even a few hundred rows give a few hundred training windows and enough hop-1 validation
+  windows to calibrate on; long recordings get W = 64.
+- training hop: 1 until the training part holds more than :data:`MAX_TRAIN_WINDOWS` windows, then
+  the hop that keeps about that many (memory stays bounded: at most ``MAX_TRAIN_WINDOWS * W * C``
+  floats); the edge's default hop is ``W / 4``.
+- model: depth 2 (1 for W < 16), width 16, latent ``clamp(C, 4, 16)``.
+
+Too little data to calibrate honestly (fewer than :data:`MIN_TRAIN_WINDOWS` training or
+:data:`MIN_VAL_WINDOWS` hop-1 validation windows) is an error unless forced.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+MIN_TRAIN_WINDOWS = 100
+MIN_VAL_WINDOWS = 50
+MAX_TRAIN_WINDOWS = 50_000
+ROWS_PER_WINDOW = 20
+
+
+@dataclass
+class Sizes:
+    """What ``fit`` uses, and one line per choice it made (``notes``)."""
+
+    window: int
+    train_hop: int
+    edge_hop: int
+    depth: int
+    width: int
+    latent: int
+    notes: list[str] = field(default_factory=list)
+
+
+def count_windows(rows: Sequence[int], window: int, hop: int = 1) -> int:
+    """Windows of ``window`` at ``hop`` in files of ``rows`` samples each (none crosses a file)."""
+    return sum((r - window) // hop + 1 for r in rows if r >= window)
+
+
+def choose_sizes(
+    train_rows: Sequence[int],
+    val_rows: Sequence[int],
+    n_channels: int,
+    window: int | None = None,
+    hop: int | None = None,
+    depth: int | None = None,
+    width: int | None = None,
+    latent: int | None = None,
+) -> Sizes:
+    """Sizes for training parts of ``train_rows`` and validation parts of ``val_rows`` samples per file."""
+    notes = []
+    shortest = min(train_rows) if train_rows else 0
+    if window is None:
+        window = int(min(64, max(8, 2 ** math.floor(math.log2(max(shortest, 1) / ROWS_PER_WINDOW + 1e-9)))))
+        notes.append(f"window {window}: about 1/{ROWS_PER_WINDOW} of the shortest training part ({shortest} rows), "
+                     "a power of two in 8..64")
+    if hop is None:
+        total = count_windows(train_rows, window)
+        train_hop = max(1, math.ceil(total / MAX_TRAIN_WINDOWS))
+        edge_hop = max(1, window // 4)
+        notes.append(f"training hop {train_hop} ({count_windows(train_rows, window, train_hop)} training windows"
+                     f"{'' if train_hop == 1 else f', at most {MAX_TRAIN_WINDOWS}'}); edge hop {edge_hop} (W/4)")
+    else:
+        train_hop = edge_hop = hop
+    if depth is None:
+        depth = 2 if window >= 16 else 1
+        notes.append(f"depth {depth} ({'W >= 16' if depth == 2 else 'W < 16'})")
+    if width is None:
+        width = 16
+    if latent is None:
+        latent = int(min(16, max(4, n_channels)))
+        notes.append(f"latent {latent}: the channel count clamped to 4..16")
+    return Sizes(window, train_hop, edge_hop, depth, width, latent, notes)
+
+
+def missing_data(train_rows: Sequence[int], val_rows: Sequence[int], window: int) -> str | None:
+    """Why these parts are too small to train and calibrate honestly at ``window`` (one line), or None."""
+    n_train, n_val = count_windows(train_rows, window), count_windows(val_rows, window)
+    problems = []
+    if n_train < MIN_TRAIN_WINDOWS:
+        problems.append(f"{n_train} training windows (need {MIN_TRAIN_WINDOWS})")
+    if n_val < MIN_VAL_WINDOWS:
+        problems.append(f"{n_val} hop-1 validation windows (need {MIN_VAL_WINDOWS} to calibrate the threshold)")
+    if not problems:
+        return None
+    return (f"too little normal data for window {window}: {' and '.join(problems)}; give more rows, a smaller "
+            "--window, or --force to fit anyway")
