@@ -1,0 +1,55 @@
+"""Channel screening: constant and drifting channels out with their reason, weights, high-error notes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer.screening import format_screen, note_high_error, screen_channels, weights
+
+
+def parts(rng: np.random.Generator, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Train (300, 3) and val (80, 3): noise, a constant channel, a channel whose level moves by ``shift`` std."""
+    def block(n: int, level: float) -> np.ndarray:
+        return np.stack([rng.normal(size=n), np.full(n, 7.0), rng.normal(level, 1.0, size=n)], axis=1)
+
+    return block(300, 0.0), block(80, shift)
+
+
+def test_constant_and_drifting_channels_are_screened_out_with_reasons() -> None:
+    train, val = parts(np.random.default_rng(0), shift=2.0)
+    screen = screen_channels([train], [val], ["noise", "stuck", "temp"], drift_limit=0.6)
+    assert [s.kept for s in screen] == [True, False, False]
+    assert "constant in training (value 7)" in screen[1].reason
+    assert "drifts" in screen[2].reason and screen[2].drift == pytest.approx(2.0, abs=0.3)
+    np.testing.assert_allclose(weights(screen), [3.0, 0.0, 0.0])
+    text = format_screen(screen)
+    assert "+ noise: kept" in text and "- stuck: constant" in text and "- temp: drifts" in text
+
+
+def test_a_small_level_change_keeps_the_channel() -> None:
+    train, val = parts(np.random.default_rng(1), shift=0.0)
+    screen = screen_channels([train], [val], ["a", "b", "c"])
+    assert [s.kept for s in screen] == [True, False, True]
+    np.testing.assert_allclose(weights(screen), [1.5, 0.0, 1.5])
+
+
+def test_when_every_channel_drifts_all_are_kept_and_say_so() -> None:
+    rng = np.random.default_rng(2)
+    train, val = rng.normal(size=(300, 2)), rng.normal(3.0, 1.0, size=(80, 2))
+    screen = screen_channels([train], [val], ["a", "b"])
+    assert all(s.kept for s in screen) and all("every channel drifts" in s.reason for s in screen)
+
+
+def test_all_constant_has_nothing_to_learn() -> None:
+    screen = screen_channels([np.ones((50, 2))], [np.ones((10, 2))], ["a", "b"])
+    with pytest.raises(ValueError, match="constant"):
+        weights(screen)
+
+
+def test_high_normal_error_is_noted() -> None:
+    rng = np.random.default_rng(3)
+    train, val = rng.normal(size=(300, 3)), rng.normal(size=(80, 3))
+    screen = screen_channels([train], [val], ["a", "b", "c"])
+    note_high_error(screen, np.array([0.1, 0.1, 0.9]))
+    assert "9.0x the median" in screen[2].reason and "median" not in screen[0].reason

@@ -1,0 +1,33 @@
+"""Sizes chosen from the data, and the refusal when there is too little to calibrate honestly."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.sizes import MAX_TRAIN_WINDOWS, choose_sizes, count_windows, missing_data
+
+
+@pytest.mark.parametrize(("rows", "window"), [(160, 8), (320, 16), (400, 16), (1000, 32), (8000, 64), (2_000_000, 64)])
+def test_window_follows_the_training_rows(rows: int, window: int) -> None:
+    s = choose_sizes([rows], [rows // 4], 8)
+    assert s.window == window and s.edge_hop == max(1, window // 4)
+    assert s.depth == (2 if window >= 16 else 1) and s.latent == 8
+    assert any(f"window {window}" in n for n in s.notes)
+
+
+def test_long_data_gets_a_training_hop_that_bounds_the_windows() -> None:
+    s = choose_sizes([1_600_000], [400_000], 12)
+    assert s.train_hop > 1 and count_windows([1_600_000], s.window, s.train_hop) <= MAX_TRAIN_WINDOWS
+
+
+def test_given_sizes_are_kept() -> None:
+    s = choose_sizes([320], [80], 52, window=24, hop=3, depth=1, width=8, latent=5)
+    assert (s.window, s.train_hop, s.edge_hop, s.depth, s.width, s.latent) == (24, 3, 3, 1, 8, 5)
+    assert choose_sizes([320], [80], 52).latent == 16
+
+
+def test_too_little_data_says_what_is_missing() -> None:
+    assert missing_data([320], [80], 16) is None
+    msg = missing_data([90], [30], 16)
+    assert msg is not None and "75 training windows (need 100)" in msg and "15 hop-1 validation windows" in msg
+    assert "--force" in msg
