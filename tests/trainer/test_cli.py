@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime import synthetic as syn
+from edge_runtime.tools import synthetic as syn
 from trainer.cli import main
 
 FAST = ["--window", "16", "--hop", "4", "--epochs", "2", "--width", "4", "--latent", "4", "-q"]
@@ -229,3 +229,39 @@ def test_fit_quantize_does_not_log_the_preprocessing_hint(
     assert (tmp_path / "m.int8.onnx").is_file()
     assert not [rec for rec in caplog.records if "pre-processing" in rec.getMessage()]
     assert "pre-processing" not in r.output
+
+
+def test_fit_defaults_print_sizes_screening_and_false_alarms(runner: CliRunner, tmp_path: Path) -> None:
+    x = syn.normal_series(600, 3, seed=0)
+    x[:, 1] = 5.0  # a stuck channel
+    f = tmp_path / "plant.csv"
+    syn.write_csv(f, x, syn.channel_names(3))
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--epochs", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "window 16: about 1/20 of the shortest training part (480 rows)" in r.stdout
+    assert f"- {syn.channel_names(3)[1]}: constant in training" in r.stdout
+    assert "stopped by the epoch cap 3 while still improving" in r.stdout
+    assert "false alarms per 1,000 normal hop-1 windows: budget 1," in r.stdout
+    r = runner.invoke(main, ["inspect", str(out)])
+    assert r.exit_code == 0 and "channels (2 of 3 in the score):" in r.stdout and "format_version: 2" in r.stdout
+
+
+def test_too_little_data_exits_2_unless_forced(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "short.csv"
+    syn.write_csv(f, syn.normal_series(150, 2, seed=0), syn.channel_names(2))
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--epochs", "2", "-q"])
+    assert_user_error(r, "too little normal data for window 8", "hop-1 validation windows", "--force")
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--epochs", "2", "-q", "--force"])
+    assert r.exit_code == 0, r.output
+    assert "forced: too little normal data" in r.stdout
+
+
+def test_calibrate_on_separate_recordings(runner: CliRunner, csvs, tmp_path: Path) -> None:
+    cal = tmp_path / "cal.csv"
+    syn.write_csv(cal, syn.normal_series(600, 3, seed=5), syn.channel_names(3))
+    r = runner.invoke(main, ["fit", str(csvs["normal"]), "--out", str(tmp_path / "m.onnx"), "--calibrate", str(cal),
+                             "--epochs", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "calibrated on 1 --calibrate file(s)" in r.stdout

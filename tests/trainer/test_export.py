@@ -154,3 +154,17 @@ def test_dynamo_exporter_gives_the_same_scores(exported, tmp_path: Path) -> None
         30,
         3,
     ]
+
+
+def test_format_1_metadata_still_loads_and_a_future_one_says_how_to_re_export(exported) -> None:
+    import json
+
+    from edge_runtime.contract import ContractError
+
+    rep, _, _ = exported
+    doc = json.loads(rep.meta.to_json())
+    old = {k: v for k, v in doc.items() if k not in ("scoring", "preprocessing")} | {"format_version": 1}
+    meta = ModelMetadata.from_dict(old)
+    assert meta.format_version == 1 and meta.scoring == {} and meta.threshold.value == rep.meta.threshold.value
+    with pytest.raises(ContractError, match="re-export it with"):
+        ModelMetadata.from_dict({**doc, "format_version": 3})

@@ -93,3 +93,29 @@ def test_check_calibration_refuses_pot_with_too_few_windows() -> None:
     with pytest.raises(ThresholdError, match=r"POT needs at least 10 .* 400 validation windows give at most 8"):
         check_calibration(400, "pot", {"level": 0.98})
     assert check_calibration(600, "pot", {"level": 0.98}) is None
+
+
+def test_lognormal_tail_matches_a_lognormal_sample() -> None:
+    from statistics import NormalDist
+
+    from trainer.threshold import expected_exceedance
+
+    rng = np.random.default_rng(0)
+    scores = np.exp(rng.normal(0.0, 0.5, size=400))
+    thr = calibrate(scores, "lognormal", budget=1e-2)
+    assert thr.params["tail"] == "lognormal"
+    assert thr.value == pytest.approx(np.exp(0.5 * NormalDist().inv_cdf(0.99)), rel=0.1)
+    assert expected_exceedance(thr) == pytest.approx(1e-2, rel=1e-6)
+    wide = calibrate(scores, "lognormal", scale=3.0, budget=1e-2)
+    assert wide.value == pytest.approx(3 * thr.value) and expected_exceedance(wide) < 1e-4
+
+
+def test_lognormal_uses_the_empirical_quantile_with_enough_windows() -> None:
+    scores = np.exp(np.random.default_rng(1).normal(size=20_000))
+    thr = calibrate(scores, "lognormal", budget=1e-3)
+    assert thr.params["tail"] == "empirical" and thr.value == pytest.approx(np.quantile(scores, 0.999))
+
+
+def test_lognormal_refuses_a_bad_budget() -> None:
+    with pytest.raises(ThresholdError, match="budget"):
+        calibrate(np.ones(10), "lognormal", budget=2.0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from edge_runtime.synthetic import normal_series
-from edge_runtime.windowing_offline import sliding_windows
+from edge_runtime.pipeline.windowing_offline import sliding_windows
+from edge_runtime.tools.synthetic import normal_series
 from trainer.data import fit_normalisation, normalise
 from trainer.model import AEConfig
 from trainer.train import TrainConfig, corrupt, fit, resolve_device
@@ -71,3 +71,17 @@ def test_device_choice() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_stop_reason_says_converged_or_capped() -> None:
+    tr, va = windows()
+    capped = fit(CFG, tr, va, TrainConfig(epochs=2, lr=1e-3, patience=5))
+    assert not capped.converged and "epoch cap 2 while still improving" in capped.stop_reason
+    flat = fit(CFG, tr, va, TrainConfig(epochs=50, lr=5.0, patience=2))
+    assert flat.converged and flat.stop_reason.startswith("converged") and len(flat.val_loss) < 50
+
+
+def test_epochs_see_at_most_max_windows() -> None:
+    tr, va = windows()
+    res = fit(CFG, tr, va, TrainConfig(epochs=1, batch_size=8, max_windows_per_epoch=16))
+    assert res.summary()["epochs"] == 1 and res.windows_per_s > 0
