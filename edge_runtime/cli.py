@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -19,13 +20,31 @@ from typing import Any
 import click
 
 from edge_runtime import __version__
-from edge_runtime.config import ConfigError, Option, build_config, options, secret_file_warnings
+from edge_runtime.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    Option,
+    build_config,
+    default_config_file,
+    options,
+    secret_file_warnings,
+)
+
+# Exit codes (sysexits.h), so a service manager can tell "fix me" from "retry me":
+EXIT_USAGE = 2  # bad command line, and other errors a user can cause (e.g. `alerts` cannot reach the broker)
+EXIT_DATAERR = 65  # EX_DATAERR: the model file is missing, unreadable or not a usable edgewatch model
+EXIT_CONFIG = 78  # EX_CONFIG: a configuration value (file, EDGEWATCH_* variable or flag) is wrong or missing
+EPILOG = f"""\b
+Exit codes: 0 ok (also a clean stop on SIGTERM), 1 unexpected error, {EXIT_USAGE} usage,
+{EXIT_DATAERR} model unusable (EX_DATAERR), {EXIT_CONFIG} configuration error (EX_CONFIG).
+Configuration: flag > EDGEWATCH_<SECTION>_<KEY> variable > config file > default;
+the file is --config, else ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH} when it exists."""
 
 # Other commands, imported on demand. Add a line here when you add a module.
 LAZY_COMMANDS: dict[str, str] = {
-    "simulate": "edge_runtime.simulate:simulate_command",
-    "replay": "edge_runtime.replay:replay_command",
-    "bench": "edge_runtime.bench:command",
+    "simulate": "edge_runtime.tools.simulate:simulate_command",
+    "replay": "edge_runtime.tools.replay:replay_command",
 }
 
 
@@ -61,13 +80,14 @@ def one_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
-def fail(message: str) -> None:
-    """One clear line on stderr, exit code 2, no traceback."""
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    """One clear line on stderr, exit ``code``, no traceback."""
     click.echo(f"edgewatch: error: {message}", err=True)
-    raise SystemExit(2)
+    raise SystemExit(code)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=LazyGroup, epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="edgewatch")
 def main() -> None:
     """edgewatch: score MQTT sensor streams with an exported ONNX model and publish anomaly alerts."""
@@ -80,7 +100,8 @@ def config_options(fn):
             continue
         fn = click.option(*_flag_decl(o), **_flag_kwargs(o))(fn)
     return click.option("--config", "config_file", type=click.Path(dir_okay=False),
-                        help="TOML config file (see deploy/edgewatch.toml); flags override it.")(fn)
+                        help=f"TOML config file (see deploy/edgewatch.toml); default ${CONFIG_ENV}, else "
+                        f"{DEFAULT_CONFIG_PATH} when it exists. EDGEWATCH_* variables and flags override it.")(fn)
 
 
 def _flag_decl(o: Option) -> tuple[str, ...]:
@@ -101,35 +122,44 @@ def _flag_kwargs(o: Option) -> dict[str, Any]:
 
 
 def config_from_flags(config_file: str | None, flags: dict[str, Any]):
+    """The validated config from the file (``config_file`` or the default), the environment and the given flags."""
     overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items() if v is not None and v != ()}
     try:
-        return build_config(config_file, overrides)
+        return build_config(config_file or default_config_file(os.environ), overrides, os.environ)
     except ConfigError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_CONFIG)
 
 
-@main.command()
+@main.command(epilog=EPILOG)
 @config_options
 def run(config_file: str | None, **flags: Any) -> None:
     """Run the daemon: `edgewatch run --model m.onnx --broker mqtt://127.0.0.1:1883`."""
+    config_file = config_file or default_config_file(os.environ)
+    cfg = config_from_flags(config_file, flags)
+    if not cfg.path:
+        where = f"edit [model] path in {config_file}" if config_file else "give --model PATH"
+        fail(f"model.path: no model given: {where} (or set EDGEWATCH_MODEL_PATH)", EXIT_CONFIG)
+    # Imported once the configuration is known good: a config error costs no onnxruntime import.
     from edge_runtime.daemon import Daemon
     from edge_runtime.logs import configure_logging
     from edge_runtime.model import ModelError, load_model
 
-    cfg = config_from_flags(config_file, flags)
-    if not cfg.path:
-        fail("model.path: no model given (use --model PATH or [model] path in the config file)")
     configure_logging(cfg.log_format, cfg.log_level)
     for warning in secret_file_warnings(cfg, config_file):
         logging.getLogger("edge_runtime.config").warning(warning)
     try:
         cfg.resolve_password()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    try:
         model = load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
         daemon = Daemon(cfg, model)
-    except (ModelError, ConfigError) as exc:
-        fail(str(exc))
+    except ModelError as exc:
+        fail(str(exc), EXIT_DATAERR)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
     except Exception as exc:  # an unforeseen model-file failure: still one line, no traceback
-        fail(f"cannot use model {cfg.path}: {type(exc).__name__}: {one_line(exc)}")
+        fail(f"cannot use model {cfg.path}: {type(exc).__name__}: {one_line(exc)}", EXIT_DATAERR)
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
     if hasattr(signal, "SIGHUP"):
@@ -174,6 +204,12 @@ def alerts(broker: str | None, config_file: str | None, alert_topic: str | None,
         fail(str(exc))
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
+def bench() -> None:
+    """Moved: the benchmarks are development tools, `edgewatch-lab bench` in a source checkout."""
+    fail("the benchmarks moved to `edgewatch-lab bench` (a source checkout: scripts/setup.sh installs it)")
+
+
 @main.command("check-model")
 @click.argument("model_path", type=click.Path(dir_okay=False))
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -192,9 +228,9 @@ def check_model(model_path: str, provider: str, threads: int, batch: int, repeat
     try:
         m = load_model(model_path, provider, threads)
     except ModelError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_DATAERR)
     except Exception as exc:  # an unforeseen model-file failure: still one line, no traceback
-        fail(f"cannot use model {model_path}: {type(exc).__name__}: {one_line(exc)}")
+        fail(f"cannot use model {model_path}: {type(exc).__name__}: {one_line(exc)}", EXIT_DATAERR)
     times = np.asarray(benchmark(m, batch, repeats)) * 1000.0
     meta = m.metadata
     doc = {

@@ -1,9 +1,11 @@
-"""Typed daemon configuration: defaults < TOML file (``--config``) < command-line flags.
+"""Typed daemon configuration: defaults < TOML file < ``EDGEWATCH_*`` environment < command-line flags.
 
 Every key is declared once, below, with its TOML section, default, description
-and checks; the CLI flags, ``deploy/edgewatch.toml`` and the README's config
-reference are generated from or tested against :func:`options`. A TOML key
-``[mqtt] keepalive_s`` is the flag ``--keepalive-s`` unless ``flag`` says otherwise.
+and checks; the CLI flags, the environment variables, ``deploy/edgewatch.toml`` and
+the README's config reference are generated from or tested against :func:`options`.
+A TOML key ``[mqtt] keepalive_s`` is the flag ``--keepalive-s`` (unless ``flag`` says
+otherwise) and the variable ``EDGEWATCH_MQTT_KEEPALIVE_S``. The file is ``--config``,
+else ``$EDGEWATCH_CONFIG``, else :data:`DEFAULT_CONFIG_PATH` when it exists.
 The MQTT password has no flag (command lines are visible to every local user):
 use ``password_file``, the ``EDGEWATCH_MQTT_PASSWORD`` environment variable or the file.
 """
@@ -15,6 +17,7 @@ import math
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 from edge_runtime.topics import TopicError, TopicRouter, sanitize_id
 
 PASSWORD_ENV = "EDGEWATCH_MQTT_PASSWORD"
+CONFIG_ENV = "EDGEWATCH_CONFIG"  # the config file to read; set it empty to read none
+DEFAULT_CONFIG_PATH = "/etc/edgewatch/edgewatch.toml"  # read when present and nothing else is named
 SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "runtime")
 
 
@@ -195,6 +200,11 @@ class Option:
     choices: tuple
     secret: bool
 
+    @property
+    def env(self) -> str:
+        """Its environment variable: ``EDGEWATCH_<SECTION>_<KEY>``."""
+        return f"EDGEWATCH_{self.section}_{self.key}".upper()
+
 
 def options() -> list[Option]:
     """Every configuration key, in file order: the single source for flags, docs and the example file."""
@@ -244,11 +254,64 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
     return flat
 
 
-def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the TOML file, then ``overrides`` (flags given on the command line); validated."""
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _env_value(o: Option, raw: str) -> Any:
+    """One variable's text as the option's type: numbers, true/false/1/0/yes/no/on/off, lists as a TOML array
+    (``["a", "b"]``) or comma-separated."""
+    text = raw.strip()
+    try:
+        if o.type is bool:
+            if text.lower() not in _TRUE + _FALSE:
+                raise ValueError(f"expected one of {'/'.join(_TRUE + _FALSE)}")
+            return text.lower() in _TRUE
+        if o.type is int:
+            return int(text)
+        if o.type is float:
+            return float(text)
+        if o.type is list:
+            if text.startswith("["):
+                return tomllib.loads(f"v = {text}")["v"]
+            return [part.strip() for part in text.split(",") if part.strip()]
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        shown = "<redacted>" if o.secret else repr(raw)
+        raise ConfigError(f"{o.section}.{o.key}: {o.env}={shown} is not a valid {o.type.__name__} ({exc})") from None
+    return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``{key: value}`` from the ``EDGEWATCH_<SECTION>_<KEY>`` variables in ``environ``. A variable that starts with
+    a section's prefix but names no option (a typo) is an error naming it; other ``EDGEWATCH_*`` names are ignored."""
+    by_env = {o.env: o for o in options()}
+    prefixes = tuple(f"EDGEWATCH_{s.upper()}_" for s in SECTIONS)
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name in by_env:
+            o = by_env[name]
+            out[o.key] = _env_value(o, raw)
+        elif name.startswith(prefixes):
+            raise ConfigError(f"{name}: unknown environment variable (no such option; see deploy/edgewatch.toml)")
+    return out
+
+
+def default_config_file(environ: Mapping[str, str], default: str = DEFAULT_CONFIG_PATH) -> str | None:
+    """The config file to read when ``--config`` is not given: ``$EDGEWATCH_CONFIG`` (empty: none), else
+    ``default`` when it exists, else none."""
+    if CONFIG_ENV in environ:
+        return environ[CONFIG_ENV] or None
+    return default if os.path.isfile(default) else None
+
+
+def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None,
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file, then the ``EDGEWATCH_*`` variables of ``environ`` (none when ``None``), then
+    ``overrides`` (flags given on the command line); validated."""
     values: dict[str, Any] = {}
     if config_file:
         values.update(load_toml(config_file))
+    if environ is not None:
+        values.update(env_overrides(environ))
     for k, v in (overrides or {}).items():
         if k not in Config.__dataclass_fields__:
             raise ConfigError(f"{k}: unknown key")
@@ -256,18 +319,31 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
     return Config(**values).validate()
 
 
+EXAMPLE_HEADER = f"""\
+# edgewatch daemon configuration: every option, at its default.
+# `edgewatch run` reads {DEFAULT_CONFIG_PATH} when it exists (or --config FILE, or ${CONFIG_ENV}).
+# Precedence: command-line flag > EDGEWATCH_<SECTION>_<KEY> environment variable > this file > default.
+# Unknown keys and bad values stop the daemon at start with a message naming the key (exit code 78).
+# Keep secrets out of this file: set mqtt.password_file or the {PASSWORD_ENV} environment variable.
+# Generated from edge_runtime/config.py (the single place each option is documented); a test checks they agree:
+#   python3 -c 'from edge_runtime.config import example_toml; print(example_toml(), end="")' > deploy/edgewatch.toml
+"""
+EDIT_ME = {"path": "EDIT THIS: the daemon refuses to start until model.path names your model file."}
+
+
 def example_toml() -> str:
-    """An example config with every key at its default and its description as a comment."""
-    lines = ["# edgewatch daemon configuration: every option, at its default.",
-             "# Use with `edgewatch run --config edgewatch.toml`; any key can also be given as a flag."]
+    """``deploy/edgewatch.toml``: every key at its default, its description, flag and variable as comments."""
+    lines = [EXAMPLE_HEADER.rstrip("\n")]
     section = None
     for o in options():
         if o.section != section:
             section = o.section
             lines += ["", f"[{section}]"]
-        lines.append(f"# {o.help}" + (f"  Flag: --{o.flag}" if o.flag else ""))
+        if o.key in EDIT_ME:
+            lines.append(f"# {EDIT_ME[o.key]}")
+        lines.append(f"# {o.help}" + (f"  Flag: --{o.flag}" if o.flag else "") + f"  Env: {o.env}")
         lines.append(f"{o.key} = {_toml_value(o.default)}")
-    return "\n".join(lines).lstrip("\n") + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def _toml_value(v: Any) -> str:
@@ -282,8 +358,8 @@ def _toml_value(v: Any) -> str:
 
 def reference_markdown() -> str:
     """The README's config reference table."""
-    rows = ["| key | flag | default | description |", "|---|---|---|---|"]
+    rows = ["| key | flag | environment | default | description |", "|---|---|---|---|---|"]
     for o in options():
         flag = f"`--{o.flag}`" if o.flag else "(none)"
-        rows.append(f"| `{o.section}.{o.key}` | {flag} | `{_toml_value(o.default)}` | {o.help} |")
+        rows.append(f"| `{o.section}.{o.key}` | {flag} | `{o.env}` | `{_toml_value(o.default)}` | {o.help} |")
     return "\n".join(rows) + "\n"

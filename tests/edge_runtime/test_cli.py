@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.cli import LAZY_COMMANDS, main
+from edge_runtime.tools.localbroker import free_port
 from edge_runtime.watch import HEADER, format_row
-from tests.broker import free_port
 from tests.edge_runtime.onnx_models import write_foreign_model, write_model
 
 ALERT = {"schema_version": 1, "alert_id": "a1", "raised_alert_id": "a1", "device": "pump-1", "state": "raised",
@@ -43,24 +43,26 @@ def test_check_model_reports_provider_metadata_latency(tmp_path: Path) -> None:
     assert doc["model_id"] == "test-model-1" and doc["windows_per_s"] > 0 and doc["channels"][1] == "Pressure"
 
 
-def test_check_model_on_foreign_file_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_check_model_on_foreign_file_is_one_line_exit_65(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["check-model", str(write_foreign_model(tmp_path / "f.onnx"))])
-    assert res.exit_code == 2
+    assert res.exit_code == 65  # EX_DATAERR
     assert res.output.strip().count("\n") == 0 and "not an edgewatch model" in res.output
 
 
 def test_run_errors_name_the_problem(tmp_path: Path) -> None:
-    r = CliRunner()
+    r = CliRunner(env={"EDGEWATCH_CONFIG": ""})  # 78 EX_CONFIG for configuration, 65 EX_DATAERR for the model
     res = r.invoke(main, ["run"])
-    assert res.exit_code == 2 and "model.path" in res.output
+    assert res.exit_code == 78 and "model.path" in res.output
     bad = tmp_path / "c.toml"
     bad.write_text("[mqtt]\nkeepalive_s = -1\n")
     res = r.invoke(main, ["run", "--config", str(bad), "--model", "x.onnx"])
-    assert res.exit_code == 2 and "mqtt.keepalive_s: must be >= 5" in res.output
+    assert res.exit_code == 78 and "mqtt.keepalive_s: must be >= 5" in res.output
     res = r.invoke(main, ["run", "--model", str(tmp_path / "missing.onnx")])
-    assert res.exit_code == 2 and "cannot read model file" in res.output
+    assert res.exit_code == 65 and "cannot read model file" in res.output
     res = r.invoke(main, ["run", "--model", "m.onnx", "--topic", "bad/topic"])
-    assert res.exit_code == 2 and "input.topics" in res.output
+    assert res.exit_code == 78 and "input.topics" in res.output
+    res = r.invoke(main, ["run", "--bogus-flag"])
+    assert res.exit_code == 2 and "--bogus-flag" in res.output
 
 
 def test_help_lists_registered_commands_and_hides_no_password_flag() -> None:

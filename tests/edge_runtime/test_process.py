@@ -84,11 +84,11 @@ def test_sigkill_leaves_offline_by_last_will(mosquitto, tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not CPU_ONLY, reason="needs the CPU-only onnxruntime build")
-def test_explicit_cuda_on_cpu_only_build_exits_2_with_one_line(tmp_path: Path) -> None:
+def test_explicit_cuda_on_cpu_only_build_exits_65_with_one_line(tmp_path: Path) -> None:
     model = write_model(tmp_path / "m.onnx")
     proc = edgewatch("run", "--model", str(model), "--provider", "cuda")
     out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 2
+    assert proc.returncode == 65  # EX_DATAERR: the model cannot run as asked
     assert "CUDA requested" in out and "Traceback" not in out
 
 

@@ -169,7 +169,7 @@ def test_cli_refuses_bad_model_in_one_line(name: str, tmp_path: Path) -> None:
     for cmd in (["run", "--model", str(path), "--broker", "mqtt://127.0.0.1:1"], ["check-model", str(path)]):
         r = subprocess.run([sys.executable, "-m", "edge_runtime.cli", *cmd], cwd=ROOT, capture_output=True,
                            text=True, timeout=60)
-        assert r.returncode == 2, r.stderr
+        assert r.returncode == 65, r.stderr
         assert "Traceback" not in r.stderr
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("edgewatch: error:"), r.stderr
