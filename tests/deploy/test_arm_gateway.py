@@ -57,7 +57,7 @@ def wheelhouse() -> Path:
 INSIDE = r"""
 set -e
 echo "{\"machine\": \"$(uname -m)\", \"interfaces\": \"$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')\"}"
-sh /work/deploy/offline/install.sh /wheelhouse /opt/edgewatch >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 3; }
+/work/deploy/offline/install.sh /wheelhouse /opt/edgewatch >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 3; }
 /opt/edgewatch/bin/edgewatch check-model /work/models/demo.onnx --json --batch 64 --repeats 20
 /opt/edgewatch/bin/edgewatch check-model /work/models/demo.onnx --json --batch 1 --repeats 50
 /opt/edgewatch/bin/python -c 'import json, sys, pathlib; d = pathlib.Path(sys.prefix);
