@@ -55,6 +55,7 @@ SKAB_KINDS = {
     "other/11.csv": "water level",
     "other/13.csv": "cavitation",
 }
+KIND_ORDER = ("valve1", "valve2", "leak", "rotor imbalance", "water level", "cavitation")
 EDGEWATCH = "edgewatch"
 PCA_POINT = "PCA T2+Q (99 % limits, per point)"
 PCA_HYST = "PCA T2+Q + daemon hysteresis"
@@ -150,6 +151,11 @@ def display_name(path: Path, root: Path) -> str:
         return path.name
 
 
+def kind_key(kind: str) -> tuple[int, str]:
+    """Sort key: SKAB's kinds in :data:`KIND_ORDER`, then any other by name."""
+    return (KIND_ORDER.index(kind), "") if kind in KIND_ORDER else (len(KIND_ORDER), kind)
+
+
 def kind_of(name: str) -> str:
     """Fault kind of a file named relative to the data folder (SKAB's table, else its folder)."""
     return SKAB_KINDS.get(name, name.rsplit("/", 1)[0] if "/" in name else "all")
@@ -202,7 +208,7 @@ def run_files(
 
 def suite_report(runs: Sequence[FileRun], protocol: Protocol) -> dict[str, Any]:
     """Per detector: ``overall`` and ``kinds`` (pooled) and ``files``; labelled runs only."""
-    kinds = sorted({r.kind for r in runs}, key=lambda k: [r.kind for r in runs].index(k))
+    kinds = sorted({r.kind for r in runs}, key=kind_key)
     out: dict[str, Any] = {}
     for det in DETECTORS:
         outcomes = [r.judge(det, protocol) for r in runs]
@@ -215,12 +221,18 @@ def suite_report(runs: Sequence[FileRun], protocol: Protocol) -> dict[str, Any]:
 
 
 def normal_report(runs: Sequence[FileRun], protocol: Protocol) -> dict[str, Any]:
-    """Alerts of unlabelled (normal) recordings fitted on their first rows, per detector."""
-    return {
-        det: {r.name: {**alerts_summary([r.judge(det, protocol)]), "threshold": dict(asdict(r.meta.threshold), validation=None)}
-              for r in runs}
-        for det in DETECTORS
-    }
+    """Alerts of unlabelled (normal) recordings fitted on their first rows, per detector, and the
+    false-alarm budget each edgewatch model was calibrated to (windows above per 1,000)."""
+    out: dict[str, Any] = {}
+    for det in DETECTORS:
+        out[det] = {}
+        for r in runs:
+            a = alerts_summary([r.judge(det, protocol)])
+            if det == EDGEWATCH:
+                budget = r.meta.threshold.params.get("budget")
+                a["budget_per_1000"] = None if budget is None else 1000 * float(budget)
+            out[det][r.name] = a
+    return out
 
 
 def run_skab(
@@ -270,7 +282,7 @@ def model_summary(r: FileRun) -> dict[str, Any]:
     m = r.meta
     out = {"model_id": m.model_id, "window": m.window, "hop": m.hop, "threshold": m.threshold.value,
            "threshold_method": m.threshold.method, "fit_s": round(r.fit_s, 2)}
-    for key in ("screening", "channel_screening", "channels_used", "sizes"):
+    for key in ("screening", "sizes", "false_alarms"):
         if key in (m.training or {}):
             out[key] = m.training[key]
     return out
@@ -309,7 +321,7 @@ def leave_one_kind_out(
     cands = [(s, k) for s in scales for k in raise_after]
     outcomes = {c: [r.judge(EDGEWATCH, protocol, c[0], c[1]) for r in runs] for c in cands}
     table = {c: [o.counts for o in outs] for c, outs in outcomes.items()}
-    kinds = list(dict.fromkeys(r.kind for r in runs))
+    kinds = sorted({r.kind for r in runs}, key=kind_key)
     left_counts, left_events, per_kind = Counts(), EventCounts(), {}
     for k in kinds:
         inside = [i for i, r in enumerate(runs) if r.kind == k]
@@ -348,10 +360,15 @@ def _f(v: float | None, pct: bool = False, width: int = 6, digits: int = 3) -> s
     return f"{100 * v:{width}.1f}" if pct else f"{v:{width}.{digits}f}"
 
 
-TABLE_HEAD = (
-    f"{'':<22} {'files':>5} {'F1':>6} {'allF1':>6} {'FAR%':>6} {'MAR%':>6} {'events':>7} {'alerts':>9} "
-    f"{'dly50s':>6} {'dly90s':>6} {'FA/day':>7} {'ROC':>6} {'PR':>6} {'VUSPR':>6} {'wROC':>6} {'worst':>6}"
+#: Table columns: (short name for the terminal, width, markdown name).
+COLUMNS = (
+    ("files", 5, "files"), ("F1", 6, "F1"), ("allF1", 6, "flag-all F1"), ("FAR%", 6, "FAR %"),
+    ("MAR%", 6, "MAR %"), ("events", 7, "events detected"), ("alerts", 9, "alerts true"),
+    ("dly50s", 6, "delay median s"), ("dly90s", 6, "delay p90 s"), ("FA/day", 7, "false alarms / day"),
+    ("ROC", 6, "ROC-AUC"), ("PR", 6, "PR-AUC"), ("VUSPR", 6, "VUS-PR"), ("wROC", 6, "window ROC-AUC"),
+    ("worst", 6, "worst window ROC-AUC"),
 )
+TABLE_HEAD = f"{'':<22} " + " ".join(f"{c:>{w}}" for c, w, _ in COLUMNS)
 TABLE_NOTE = (
     "allF1: F1 of flagging every point; events: detected/labelled; alerts: true/raised; dly: detection delay "
     "median/p90 (s); FA/day: false alerts per day of normal operation; ROC, PR, VUSPR: point scores, mean "
@@ -359,17 +376,24 @@ TABLE_NOTE = (
 )
 
 
+def row_cells(m: dict[str, Any]) -> list[str]:
+    """The cells of one pooled block, in :data:`COLUMNS` order."""
+
+    def v(x: float | None, pct: bool = False, digits: int = 3) -> str:
+        return _f(x, pct, 1, digits).strip()
+
+    return [
+        str(m["files"]), v(m["f1"]), v(m["flag_all_f1"]), v(m["far"], True), v(m["mar"], True),
+        f"{m['detected']}/{m['events']}", f"{m['true_alerts']}/{m['alerts']}", v(m["delay_median_s"], digits=0),
+        v(m["delay_p90_s"], digits=0), v(m["false_alarms_per_day"], digits=1), v(m["roc_auc_mean"]),
+        v(m["pr_auc_mean"]), v(m["vus_pr_mean"]), v(m["window_roc_auc_mean"]), v(m["window_roc_auc_worst"]),
+    ]
+
+
 def table_row(label: str, m: dict[str, Any]) -> str:
-    """One line of a pooled block (see :data:`TABLE_HEAD`)."""
-    if not m.get("files"):
-        return f"{label[:22]:<22} {0:5d}"
-    return (
-        f"{label[:22]:<22} {m['files']:5d} {_f(m['f1'])} {_f(m['flag_all_f1'])} {_f(m['far'], True)} "
-        f"{_f(m['mar'], True)} {m['detected']:>3}/{m['events']:<3} {m['true_alerts']:>4}/{m['alerts']:<4} "
-        f"{_f(m['delay_median_s'], digits=0)} {_f(m['delay_p90_s'], digits=0)} "
-        f"{_f(m['false_alarms_per_day'], width=7, digits=1)} {_f(m['roc_auc_mean'])} {_f(m['pr_auc_mean'])} "
-        f"{_f(m['vus_pr_mean'])} {_f(m['window_roc_auc_mean'])} {_f(m['window_roc_auc_worst'])}"
-    )
+    """One terminal line of a pooled block (see :data:`TABLE_HEAD`)."""
+    cells = row_cells(m) if m.get("files") else ["0"]
+    return f"{label[:22]:<22} " + " ".join(f"{c:>{w}}" for c, (_, w, _) in zip(cells, COLUMNS, strict=False))
 
 
 def format_suite(detectors: dict[str, Any], title: str) -> str:
@@ -407,8 +431,13 @@ def format_normal(normal: dict[str, Any]) -> str:
     for det, files in normal.items():
         for name, a in files.items():
             per_day = "n/a" if a["alerts_per_day"] is None else f"{a['alerts_per_day']:.2f}"
-            lines.append(f"{det[:34]:<34} {name}: {a['alerts']} alerts over {a['scored_points']} points "
-                         f"({per_day} per day), raised {_f(a['raised_fraction'], True).strip()} % of the time")
+            budget = a.get("budget_per_1000")
+            above = "n/a" if a["windows_above_per_1000"] is None else f"{a['windows_above_per_1000']:.1f}"
+            lines.append(
+                f"{det[:34]:<34} {name}: {a['alerts']} alerts over {a['scored_points']} points ({per_day} per day), "
+                f"raised {_f(a['raised_fraction'], True).strip()} % of the time, {above} windows above per 1,000"
+                + ("" if budget is None else f" (budget {budget:g})")
+            )
     return "\n".join(lines)
 
 
@@ -471,6 +500,9 @@ def plant_test(p: Plant, x: np.ndarray, kind: str, magnitude: float, seed: int, 
     return out.astype(np.float32), labels
 
 
+GROUPS = ("kind", "plant", "magnitude")
+
+
 def run_synthetic(
     plants: Sequence[Plant] = PLANTS,
     magnitudes: Sequence[float] = MAGNITUDES,
@@ -478,62 +510,111 @@ def run_synthetic(
     workdir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """One default fit per plant on its training rows; every kind x magnitude scored on a test copy."""
+    """One default fit per plant on its training rows; every kind x magnitude scored on a test copy.
+
+    The report pools outcomes by each of :data:`GROUPS` (``by[group][detector][value]``) and overall;
+    ``normal_recordings`` are each plant's test rows without any anomaly.
+    """
     from edge_runtime.tools.synthetic import ANOMALY_KINDS, channel_names
 
     protocol = protocol or Protocol()
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    by_kind: dict[str, dict[str, list[Outcome]]] = {}
-    normal: dict[str, Any] = {}
+    tagged: list[tuple[dict[str, Any], str, Outcome]] = []
+    normal_runs: list[FileRun] = []
+    errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="edgewatch-synth-") as tmp:
         work = Path(workdir) if workdir is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for pi, p in enumerate(plants):
             proto = replace(protocol, train_rows=p.train)
             x = plant_normal(p, protocol.seed + pi)
-            names = channel_names(p.channels)
-            base = Series(p.name, x, names, np.zeros(len(x), np.int8), sample_period_s=1.0)
+            base = Series(p.name, x, channel_names(p.channels), None, sample_period_s=1.0)
             try:
                 run = run_file(base, p.name, "normal", proto, work, pi)
             except DataError as exc:
-                rows.append({"plant": p.name, "error": " ".join(str(exc).split())})
+                errors[p.name] = " ".join(str(exc).split())
                 continue
             if progress:
                 progress(f"{p.name}: W {run.meta.window}, hop {run.meta.hop}, fit {run.fit_s:.1f} s")
+            normal_runs.append(run)
             model = open_model(work / f"model-{pi}.onnx")
-            unlabelled = replace(run, labels=None)
-            normal[p.name] = {d: alerts_summary([unlabelled.judge(d, proto)]) for d in DETECTORS}
             for kind in ANOMALY_KINDS:
                 for mag in magnitudes:
                     xt, lab = plant_test(p, x, kind, mag, protocol.seed + 100 * pi)
                     r = FileRun(f"{p.name}/{kind}/x{mag}", kind, run.meta, window_scores(model, xt),
                                 PcaT2Q.fit(xt[: p.train]).score(xt), lab, p.train, 1.0, run.fit_s)
+                    tags = {"plant": p.name, "kind": kind, "magnitude": mag}
                     for det in DETECTORS:
                         o = r.judge(det, proto)
-                        by_kind.setdefault(det, {}).setdefault(kind, []).append(o)
-                        rows.append({"plant": p.name, "kind": kind, "magnitude": mag, "detector": det, **o.summary()})
+                        tagged.append((tags, det, o))
+                        rows.append({**tags, "detector": det, **o.summary()})
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    for g in GROUPS:
+        by[g] = {}
+        for det in DETECTORS:
+            values = list(dict.fromkeys(t[g] for t, d, _ in tagged if d == det))
+            by[g][det] = {str(v): pooled([o for t, d, o in tagged if d == det and t[g] == v]) for v in values}
     return {
         "protocol": {**asdict(protocol), "policy": asdict(protocol.policy)},
         "plants": [asdict(p) for p in plants],
         "magnitudes": list(magnitudes),
-        "kinds": {det: {k: pooled(v) for k, v in kinds.items()} for det, kinds in by_kind.items()},
-        "overall": {det: pooled([o for v in kinds.values() for o in v]) for det, kinds in by_kind.items()},
-        "normal_runs": normal,
+        "by": by,
+        "overall": {det: pooled([o for _, d, o in tagged if d == det]) for det in DETECTORS},
+        "normal_recordings": normal_report(normal_runs, protocol),
+        "models": {r.name: model_summary(r) for r in normal_runs},
+        "not_scored": errors,
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
 
 def format_synthetic(rep: dict[str, Any]) -> str:
-    lines = ["Synthetic suite: per anomaly kind, pooled over plants and magnitudes " + str(rep["magnitudes"]), TABLE_NOTE, TABLE_HEAD]
-    for det, kinds in rep["kinds"].items():
-        lines.append(f"-- {det}")
-        for k, m in kinds.items():
-            lines.append(table_row(k, m))
-        lines.append(table_row("OVERALL", rep["overall"][det]))
-    lines.append("normal test rows (no anomaly), alerts per day at 1 s sampling:")
-    for plant, dets in rep["normal_runs"].items():
-        parts = [f"{d.split(' (')[0]}: {a['alerts']} ({_f(a['alerts_per_day'], width=1).strip()}/day)" for d, a in dets.items()]
-        lines.append(f"  {plant:<24} " + "; ".join(parts))
+    lines = [f"Synthetic suite: magnitudes {rep['magnitudes']} x the generator's; decisions as the daemon makes them",
+             TABLE_NOTE, TABLE_HEAD]
+    for g in GROUPS:
+        for det, values in rep["by"][g].items():
+            lines.append(f"-- {det}, by {g}")
+            lines += [table_row(v, m) for v, m in values.items()]
+            if g == GROUPS[-1]:
+                lines.append(table_row("OVERALL", rep["overall"][det]))
+    lines.append("\nnormal test rows of each plant (no anomaly, 1 s sampling):")
+    lines.append(format_normal(rep["normal_recordings"]))
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- markdown (docs/EVALUATION.md)
+
+
+MD_HEAD = "| | " + " | ".join(md for _, _, md in COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS)
+
+
+def md_row(label: str, m: dict[str, Any]) -> str:
+    """One markdown row of a pooled block."""
+    cells = row_cells(m) if m.get("files") else ["0"] + [""] * (len(COLUMNS) - 1)
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def markdown(kinds_by_detector: dict[str, dict[str, Any]], overall: dict[str, Any], order: bool = True) -> str:
+    """Markdown tables: per detector, a row per kind (SKAB's order when ``order``) and the overall row."""
+    out = []
+    for det, kinds in kinds_by_detector.items():
+        out += [f"**{det}**", "", MD_HEAD]
+        out += [md_row(k, kinds[k]) for k in (sorted(kinds, key=kind_key) if order else kinds)]
+        out += [md_row("**all**", overall[det]), ""]
+    return "\n".join(out)
+
+
+def skab_markdown(rep: dict[str, Any]) -> str:
+    """The SKAB report's tables as markdown."""
+    d = rep["detectors"]
+    return markdown({k: d[k]["kinds"] for k in DETECTORS if k in d}, {k: d[k]["overall"] for k in DETECTORS if k in d})
+
+
+def synthetic_markdown(rep: dict[str, Any]) -> str:
+    """The synthetic report's tables as markdown: by kind, by plant, by magnitude."""
+    out = []
+    for g in GROUPS:
+        by = rep["by"][g]
+        out += [f"By {g}:", "", markdown({k: by[k] for k in DETECTORS if k in by}, rep["overall"], order=False)]
+    return "\n".join(out)

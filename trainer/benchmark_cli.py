@@ -55,8 +55,18 @@ def _write(report: dict[str, Any], path: Path | None) -> None:
         click.echo(f"report: {path}")
 
 
+def _write_markdown(text: str, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+        click.echo(f"markdown: {path}")
+
+
 _common = [
     click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here."),
+    click.option(
+        "--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write the tables as markdown here."
+    ),
     click.option("--seed", default=0, show_default=True, help="Training seed (same seed, same numbers)."),
     click.option(
         "--hop",
@@ -107,6 +117,7 @@ def skab(
     loko: bool,
     limit: int | None,
     report: Path | None,
+    markdown: Path | None,
     seed: int,
     hop: int | None,
     fit_option: tuple[str, ...],
@@ -138,6 +149,7 @@ def skab(
         click.echo(f"not scored: {name}: {why}")
     click.echo(f"\n{rep['data']['labelled_files']} labelled files, fit {rep['fit_seconds']:.0f} s, total {rep['seconds']:.0f} s")
     _write(rep, report)
+    _write_markdown(bm.skab_markdown(rep), markdown)
 
 
 @benchmark.command("synthetic")
@@ -152,7 +164,14 @@ def skab(
 @common_options
 @_user_errors
 def synthetic(
-    magnitudes: str, quick: bool, report: Path | None, seed: int, hop: int | None, fit_option: tuple[str, ...], quiet: bool
+    magnitudes: str,
+    quick: bool,
+    report: Path | None,
+    markdown: Path | None,
+    seed: int,
+    hop: int | None,
+    fit_option: tuple[str, ...],
+    quiet: bool,
 ) -> None:
     """Generated plants (base, drifting normal, stuck channel, 50 channels) x six anomaly kinds x magnitudes."""
     from trainer import benchmark as bm
@@ -166,11 +185,11 @@ def synthetic(
     progress = None if quiet else (lambda line: click.echo(line, err=True))
     rep = bm.run_synthetic(plants, [1.0] if quick else mags, protocol, progress=progress)
     click.echo(bm.format_synthetic(rep))
-    for row in rep["rows"]:
-        if "error" in row:
-            click.echo(f"not scored: {row['plant']}: {row['error']}")
+    for name, why in rep["not_scored"].items():
+        click.echo(f"not scored: {name}: {why}")
     click.echo(f"\n{len(plants)} plants, {rep['seconds']:.0f} s")
     _write(rep, report)
+    _write_markdown(bm.synthetic_markdown(rep), markdown)
 
 
 if __name__ == "__main__":

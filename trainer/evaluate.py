@@ -64,6 +64,7 @@ class Outcome:
     decisions: Decisions
     labels: np.ndarray | None
     period_s: float | None
+    threshold: float = float("inf")
     counts: Counts = field(default_factory=Counts)
     centred: Counts = field(default_factory=Counts)
     events: EventCounts = field(default_factory=EventCounts)
@@ -108,7 +109,7 @@ def judge(
     """
     n_steps = scores.shape[0] + window - 1
     dec = daemon_decisions(scores, threshold, n_steps, window, hop, policy)
-    out = Outcome(name, first, scores, dec, labels, period_s)
+    out = Outcome(name, first, scores, dec, labels, period_s, threshold)
     if labels is None:
         return out
     y = np.asarray(labels)[first:]
@@ -147,11 +148,14 @@ def pooled(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 
 def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
-    """Alerts per day (and per 1,000 scored points) over every outcome, labelled or not."""
+    """Alerts per day (and per 1,000 scored points) over every outcome, labelled or not, and the
+    hop-1 windows above the threshold per 1,000 (what a per-window false-alarm budget promises)."""
     alerts = sum(o.alerts() for o in outcomes)
     points = sum(len(o.decisions.flags) - o.first for o in outcomes)
     secs = [(len(o.decisions.flags) - o.first) * o.period_s for o in outcomes if o.period_s]
     days = sum(secs) / 86400 if len(secs) == len(outcomes) and secs else None
+    above = [o.scores[o.first :] > o.threshold for o in outcomes]  # hop-1 windows wholly in the scored rows
+    n_windows = sum(a.size for a in above)
     return {
         "alerts": alerts,
         "scored_points": points,
@@ -161,6 +165,7 @@ def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "raised_fraction": float(np.mean(np.concatenate([o.decisions.flags[o.first :] for o in outcomes])))
         if points
         else None,
+        "windows_above_per_1000": 1000 * sum(int(a.sum()) for a in above) / n_windows if n_windows else None,
     }
 
 
