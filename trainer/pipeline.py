@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from trainer.data import (
 from trainer.export import ExportReport, ScoreStats, ScoringGraph, export_model
 from trainer.model import AEConfig, ConvAutoencoder
 from trainer.screening import DRIFT_LIMIT, ChannelScreen, note_high_error, screen_channels, weights
-from trainer.sizes import Sizes, choose_sizes, missing_data
+from trainer.sizes import Sizes, choose_sizes, count_windows, missing_data
 from trainer.threshold import calibrate, check_calibration, expected_exceedance
 from trainer.train import TrainConfig, TrainResult, evaluate_loss, fit
 
@@ -222,8 +223,10 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
                    kernel=opts.kernel, latent=sizes.latent)
     cfg.validate()
     train_n = normalise(train_raw, mean, std)
-    val_sample = next(iter_normal_windows(val_s, w, 1, chunk=opts.train.max_windows_per_epoch), None)
-    if val_sample is None:
+    # Early stopping watches at most max_windows_per_epoch validation windows, spread over every file.
+    n_val = count_windows([len(s.values) for s in val_s], w)
+    val_sample = normal_windows(val_s, w, max(1, math.ceil(n_val / opts.train.max_windows_per_epoch)))
+    if not len(val_sample):
         raise DataError(f"no validation windows of {w}: the last {opts.val_fraction:.0%} of each file is too short")
     result = fit(cfg, train_n, normalise(val_sample, mean, std), opts.train, progress=progress)
     ae = result.model

@@ -37,7 +37,7 @@ class TrainConfig:
     lr: float = 1e-3
     patience: int = 10
     min_delta: float = 0.005
-    max_windows_per_epoch: int = 20_000
+    max_windows_per_epoch: int = 4096
     seed: int = 0
     device: str = "auto"
     noise: float = 0.0
