@@ -242,8 +242,13 @@ def run_skab(
     loko: bool = False,
     workdir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    fit_grid: dict[str, Sequence[Any]] | None = None,
 ) -> tuple[dict[str, Any], list[FileRun]]:
-    """The SKAB suite on every CSV under ``root``: ``(report, labelled runs)``."""
+    """The SKAB suite on every CSV under ``root``: ``(report, labelled runs)``.
+
+    ``loko``: add :func:`leave_one_kind_out`; ``fit_grid`` (option -> values) adds every combination
+    of those fit options as candidates (each refits every labelled file: the cost multiplies).
+    """
     protocol = protocol or Protocol()
     protocol.validate()
     root = Path(root)
@@ -257,7 +262,17 @@ def run_skab(
         work = Path(workdir) if workdir is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         names = [display_name(p, root) for p in labelled_paths]
-        runs, errors = run_files([load(p, protocol.label_column) for p in labelled_paths], names, protocol, work, progress)
+        labelled = [load(p, protocol.label_column) for p in labelled_paths]
+        runs, errors = run_files(labelled, names, protocol, work, progress)
+        alternatives: dict[str, list[FileRun]] = {}
+        for i, (lab, opts) in enumerate(fit_grid_options(fit_grid).items() if loko and fit_grid else []):
+            (work / f"grid-{i}").mkdir(exist_ok=True)
+            alt = replace(protocol, fit_options={**protocol.fit_options, **opts})
+            alt_runs, alt_errors = run_files(labelled, names, alt, work / f"grid-{i}", progress)
+            if alt_errors:  # a candidate some file cannot be fitted with is no candidate
+                log.warning("fit candidate %s dropped: %s", lab, "; ".join(f"{k}: {v}" for k, v in alt_errors.items()))
+                continue
+            alternatives[lab] = [r for r in alt_runs if r.name in {x.name for x in runs}]
         normal_names = [display_name(p, root) for p in unlabelled_paths]
         normal_series = [load(p, protocol.label_column) for p in unlabelled_paths]
         (work / "normal").mkdir(exist_ok=True)
@@ -272,7 +287,7 @@ def run_skab(
         "fit_seconds": round(sum(r.fit_s for r in runs + normal_runs), 1),
     }
     if loko and runs:
-        report["leave_one_kind_out"] = leave_one_kind_out(runs, protocol)
+        report["leave_one_kind_out"] = leave_one_kind_out(runs, protocol, alternatives=alternatives)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report, runs
 
@@ -314,13 +329,29 @@ def choose(table: dict[tuple[float, int], list[Counts]], files: Sequence[int]) -
     return best
 
 
+DEFAULTS_LABEL = "fit defaults"
+
+
 def leave_one_kind_out(
-    runs: Sequence[FileRun], protocol: Protocol, scales: Sequence[float] = SCALES, raise_after: Sequence[int] = RAISE_AFTER
+    runs: Sequence[FileRun],
+    protocol: Protocol,
+    scales: Sequence[float] = SCALES,
+    raise_after: Sequence[int] = RAISE_AFTER,
+    alternatives: dict[str, Sequence[FileRun]] | None = None,
 ) -> dict[str, Any]:
-    """Choose (threshold multiplier, raise_after) on all kinds but one, score on the one left out."""
-    cands = [(s, k) for s in scales for k in raise_after]
-    outcomes = {c: [r.judge(EDGEWATCH, protocol, c[0], c[1]) for r in runs] for c in cands}
+    """Choose (fit, threshold multiplier, raise_after) on all kinds but one, score on the one left out.
+
+    ``runs``: the files fitted with the defaults; ``alternatives``: the same files fitted with other
+    fit options (label -> runs, in the same order), each one more candidate model per file.
+    """
+    fits = {DEFAULTS_LABEL: list(runs), **{k: list(v) for k, v in (alternatives or {}).items()}}
+    cands = [(f, s, k) for f in fits for s in scales for k in raise_after]
+    outcomes = {c: [r.judge(EDGEWATCH, protocol, c[1], c[2]) for r in fits[c[0]]] for c in cands}
     table = {c: [o.counts for o in outs] for c, outs in outcomes.items()}
+
+    def label(c: tuple[str, float, int]) -> dict[str, Any]:
+        return {"fit": c[0], "threshold_scale": c[1], "raise_after": c[2]}
+
     kinds = sorted({r.kind for r in runs}, key=kind_key)
     left_counts, left_events, per_kind = Counts(), EventCounts(), {}
     for k in kinds:
@@ -332,23 +363,34 @@ def leave_one_kind_out(
         got = sum((table[c][i] for i in inside), Counts())
         ev = sum((outcomes[c][i].events for i in inside), EventCounts())
         left_counts, left_events = left_counts + got, left_events + ev
-        per_kind[k] = {"chosen": {"threshold_scale": c[0], "raise_after": c[1]}, "files": len(inside),
+        per_kind[k] = {"chosen": label(c), "files": len(inside),
                        **got.rates(), **{x: ev.rates()[x] for x in ("events", "detected", "event_recall")}}
-    all_files = list(range(len(runs)))
-    c_all = choose(table, all_files)
-    default = (1.0, protocol.policy.raise_after)
+    c_all = choose(table, list(range(len(runs))))
+    default = (DEFAULTS_LABEL, 1.0, protocol.policy.raise_after)
     in_sample = {
-        f"{c[0]}x threshold, raise after {c[1]}": sum(table[c], Counts()).rates()
+        f"{c[0]}, {c[1]}x threshold, raise after {c[2]}": sum(table[c], Counts()).rates()
         for c in dict.fromkeys([default, c_all]) if c in table
     }
     return {
-        "grid": {"threshold_scale": list(scales), "raise_after": list(raise_after)},
+        "grid": {"fit": list(fits), "threshold_scale": list(scales), "raise_after": list(raise_after)},
         "objective": "pooled F1 - 2 * max(0, FAR - 0.08)",
         "per_kind_left_out": per_kind,
         "left_out_estimate": {**left_counts.rates(), **left_events.rates()},
-        "chosen_on_all_kinds": {"threshold_scale": c_all[0], "raise_after": c_all[1]},
+        "chosen_on_all_kinds": label(c_all),
         "in_sample": in_sample,
     }
+
+
+def fit_grid_options(grid: dict[str, Sequence[Any]]) -> dict[str, dict[str, Any]]:
+    """Every combination of ``grid`` (option -> values) as ``{"k=v, ...": {k: v, ...}}``."""
+    import itertools
+
+    keys = list(grid)
+    out = {}
+    for values in itertools.product(*(grid[k] for k in keys)):
+        opts = dict(zip(keys, values, strict=True))
+        out[", ".join(f"{k}={v}" for k, v in opts.items())] = opts
+    return out
 
 
 # --------------------------------------------------------------------------- tables
@@ -414,15 +456,17 @@ def format_suite(detectors: dict[str, Any], title: str) -> str:
 def format_loko(lk: dict[str, Any]) -> str:
     lines = [f"leave-one-kind-out over {lk['grid']} (objective {lk['objective']})",
              f"{'left-out kind':<22} {'chosen':<18} {'F1':>6} {'FAR%':>6} {'MAR%':>6} {'events':>7}"]
+    width = max([18] + [len(str(m["chosen"]["fit"])) + 18 for m in lk["per_kind_left_out"].values()])
     for k, m in lk["per_kind_left_out"].items():
-        ch = f"x{m['chosen']['threshold_scale']} raise {m['chosen']['raise_after']}"
-        lines.append(f"{k[:22]:<22} {ch:<18} {_f(m['f1'])} {_f(m['far'], True)} {_f(m['mar'], True)} "
+        ch = m["chosen"]
+        ch = ("" if ch["fit"] == DEFAULTS_LABEL else ch["fit"] + " ") + f"x{ch['threshold_scale']} raise {ch['raise_after']}"
+        lines.append(f"{k[:22]:<22} {ch:<{width}} {_f(m['f1'])} {_f(m['far'], True)} {_f(m['mar'], True)} "
                      f"{m['detected']:>3}/{m['events']:<3}")
     e = lk["left_out_estimate"]
-    lines.append(f"{'LEFT-OUT ESTIMATE':<22} {'':<18} {_f(e['f1'])} {_f(e['far'], True)} {_f(e['mar'], True)} "
+    lines.append(f"{'LEFT-OUT ESTIMATE':<22} {'':<{width}} {_f(e['f1'])} {_f(e['far'], True)} {_f(e['mar'], True)} "
                  f"{e['detected']:>3}/{e['events']:<3}")
     for label, m in lk["in_sample"].items():
-        lines.append(f"{'in-sample ' + label:<41} {_f(m['f1'])} {_f(m['far'], True)} {_f(m['mar'], True)}")
+        lines.append(f"{'in-sample ' + label:<{23 + width}} {_f(m['f1'])} {_f(m['far'], True)} {_f(m['mar'], True)}")
     return "\n".join(lines)
 
 

@@ -107,6 +107,14 @@ def benchmark() -> None:
     is_flag=True,
     help="Also select threshold multiplier and raise_after leaving one fault kind out, and report the left-out estimate.",
 )
+@click.option(
+    "--loko-fit",
+    "loko_fit",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="With --loko: also fit every labelled file with these values of a fit option (repeatable; the "
+    "combinations are candidates beside the defaults; each refits all files).",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N labelled files.")
 @common_options
 @_user_errors
@@ -115,6 +123,7 @@ def skab(
     train_rows: int,
     label_column: str,
     loko: bool,
+    loko_fit: tuple[str, ...],
     limit: int | None,
     report: Path | None,
     markdown: Path | None,
@@ -135,7 +144,10 @@ def skab(
         train_rows=train_rows, label_column=label_column, seed=seed, hop=hop, fit_options=_fit_options(fit_option)
     )
     progress = None if quiet else (lambda line: click.echo(line, err=True))
-    rep, _ = bm.run_skab(directory, protocol, limit, loko, progress=progress)
+    grid = {k: [_fit_options((f"{k}={v}",))[k] for v in str(vals).split(",")] for k, vals in _fit_options(loko_fit).items()}
+    if grid and not loko:
+        raise ValueError("--loko-fit needs --loko")
+    rep, _ = bm.run_skab(directory, protocol, limit, loko, progress=progress, fit_grid=grid)
     if rep["detectors"]:
         click.echo(bm.format_suite(rep["detectors"], f"SKAB per-file protocol: fit defaults on the first {train_rows} rows, "
                                    "decisions as the daemon makes them"))

@@ -98,6 +98,15 @@ def test_leave_one_kind_out_chooses_without_the_left_out_kind() -> None:
     assert (est["tp"], est["fp"], est["fn"], est["tn"]) == (left.tp, left.fp, left.fn, left.tn)
 
 
+def test_leave_one_kind_out_takes_other_fits_as_candidates() -> None:
+    runs = [_run("a1", "A", 3.0, 1.3), _run("b1", "B", 1.2, 0.5)]
+    better = [_run("a1", "A", 3.0, 0.5), _run("b1", "B", 3.0, 0.5)]  # the same files, a fit without blips
+    lk = leave_one_kind_out(runs, Protocol(), scales=(1.0,), raise_after=(3,), alternatives={"alt": better})
+    assert lk["per_kind_left_out"]["B"]["chosen"]["fit"] == "alt"  # on A the defaults' blip costs a false alarm
+    assert lk["per_kind_left_out"]["A"]["chosen"]["fit"] == "fit defaults"  # on B both are perfect: grid order
+    assert lk["left_out_estimate"]["detected"] == 2 and lk["grid"]["fit"] == ["fit defaults", "alt"]
+
+
 def test_choose_pools_counts_over_the_choosing_files() -> None:
     table = {
         (1.0, 3): [Counts(tp=10, fp=0, fn=0, tn=10), Counts(tp=0, fp=10, fn=10, tn=0)],
