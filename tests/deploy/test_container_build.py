@@ -50,10 +50,12 @@ def simulate(broker_url: str, *args: str) -> None:
 
 
 def test_cpu_image_runs_the_daemon_online_alerts_and_stops_cleanly(cpu_image: str, mosquitto, tmp_path: Path) -> None:
-    etc = config_dir(tmp_path, f'[model]\npath = "/etc/edgewatch/model.onnx"\n[mqtt]\nbroker = "{mosquitto.url}"\n'
-                               '[runtime]\ninstance = "ctr"\nstats_interval_s = 0\n')
+    # The file gives the model (and a broker that is wrong); -e EDGEWATCH_* variables override and add keys.
+    etc = config_dir(tmp_path, '[model]\npath = "/etc/edgewatch/model.onnx"\n[mqtt]\nbroker = "mqtt://127.0.0.1:1"\n')
     col = Collector(mosquitto.port, ["edgewatch/ctr/status", "alerts/#"])
-    ctr = Container(cpu_image, {etc: "/etc/edgewatch"})
+    ctr = Container(cpu_image, {etc: "/etc/edgewatch"}, env={"EDGEWATCH_MQTT_BROKER": mosquitto.url,
+                                                           "EDGEWATCH_RUNTIME_INSTANCE": "ctr",
+                                                           "EDGEWATCH_RUNTIME_STATS_INTERVAL_S": "0"})
     try:
         assert ctr.argv == ["/opt/edgewatch/bin/edgewatch", "run"]
         assert ctr.daemon_process().uids().real == 10001  # the image's USER, not root
