@@ -18,6 +18,7 @@ from edge_runtime.config import (
     env_overrides,
     example_toml,
     options,
+    reference_markdown,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,3 +120,8 @@ def test_help_documents_the_exit_codes_and_precedence() -> None:
         out = CliRunner().invoke(main, args).output
         assert "65 model unusable (EX_DATAERR), 78 configuration error (EX_CONFIG)" in out
         assert "flag > EDGEWATCH_<SECTION>_<KEY> variable > config file > default" in out
+
+
+def test_readme_configuration_reference_is_the_generated_table() -> None:
+    assert reference_markdown() in (ROOT / "docs" / "readme" / "30-runtime.md").read_text(), (
+        "regenerate the table in docs/readme/30-runtime.md from edge_runtime.config.reference_markdown()")
