@@ -176,6 +176,7 @@ def run_file(series: Series, name: str, kind: str, protocol: Protocol, workdir: 
     n = protocol.train_rows
     if len(series.values) <= n:
         raise DataError(f"{name}: {len(series.values)} rows, not more than the {n} training rows")
+    workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / f"model-{index}.onnx"
     t0 = time.perf_counter()
     fit_default(series.values[:n], series.channels, model_path, protocol)
@@ -235,6 +236,27 @@ def normal_report(runs: Sequence[FileRun], protocol: Protocol) -> dict[str, Any]
     return out
 
 
+NORMAL_FRACTION = 0.5  # a normal recording is also fitted on its first half
+
+
+def run_normal(
+    paths: Sequence[Path], root: Path, protocol: Protocol, workdir: Path, progress: Callable[[str], None] | None
+) -> tuple[list[FileRun], dict[str, str]]:
+    """Each normal recording fitted on its first ``train_rows`` rows (the per-file protocol) and on its
+    first :data:`NORMAL_FRACTION`, scored on the rest."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    runs, errors = [], {}
+    for p in paths:
+        s = load(p, protocol.label_column)
+        name = display_name(p, root)
+        for rows in dict.fromkeys([protocol.train_rows, int(NORMAL_FRACTION * len(s.values))]):
+            got, err = run_files([s], [f"{name} (fit on the first {rows} rows)"], replace(protocol, train_rows=rows),
+                                 workdir / str(rows), progress)
+            runs += got
+            errors.update(err)
+    return runs, errors
+
+
 def run_skab(
     root: Path,
     protocol: Protocol | None = None,
@@ -273,10 +295,7 @@ def run_skab(
                 log.warning("fit candidate %s dropped: %s", lab, "; ".join(f"{k}: {v}" for k, v in alt_errors.items()))
                 continue
             alternatives[lab] = [r for r in alt_runs if r.name in {x.name for x in runs}]
-        normal_names = [display_name(p, root) for p in unlabelled_paths]
-        normal_series = [load(p, protocol.label_column) for p in unlabelled_paths]
-        (work / "normal").mkdir(exist_ok=True)
-        normal_runs, normal_errors = run_files(normal_series, normal_names, protocol, work / "normal", progress)
+        normal_runs, normal_errors = run_normal(unlabelled_paths, root, protocol, work / "normal", progress)
     report: dict[str, Any] = {
         "protocol": {**asdict(protocol), "policy": asdict(protocol.policy)},
         "data": {"root": str(root), "labelled_files": len(labelled_paths), "scored_from_row": protocol.train_rows},
@@ -297,10 +316,55 @@ def model_summary(r: FileRun) -> dict[str, Any]:
     m = r.meta
     out = {"model_id": m.model_id, "window": m.window, "hop": m.hop, "threshold": m.threshold.value,
            "threshold_method": m.threshold.method, "fit_s": round(r.fit_s, 2)}
-    for key in ("screening", "sizes", "false_alarms"):
+    for key in ("sizes", "false_alarms", "epochs", "stop_reason"):
         if key in (m.training or {}):
             out[key] = m.training[key]
+    screen = (m.scoring or {}).get("screening") or []
+    out["screened_out"] = {c["name"]: c.get("reason", "") for c in screen if not c.get("kept", True)}
     return out
+
+
+def plot_run(run: FileRun, protocol: Protocol, path: Path, title: str = "") -> None:
+    """PNG of one file: the score of the window ending at each row vs the threshold, labelled rows,
+    the rows the daemon's rule flags, and the same for the PCA T2+Q baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainer.decisions import causal_point_scores
+    from trainer.metrics import segments
+
+    n = run.pca.shape[0]
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    panels = (
+        (EDGEWATCH, causal_point_scores(run.scores, n, run.meta.window), run.meta.threshold.value),
+        (PCA_HYST, run.pca, 1.0),
+    )
+    for ax, (det, score, thr) in zip(axes, panels, strict=True):
+        o = run.judge(det, protocol)
+        ymax = float(np.nanmax(np.r_[score[run.first :], thr])) * 1.1
+        score = np.where(score > 0, score, np.nan) if det != EDGEWATCH else score
+        if run.labels is not None:
+            for lo, hi in segments(run.labels != 0):
+                ax.axvspan(lo, hi, color="tab:red", alpha=0.15, lw=0)
+        for lo, hi in segments(o.decisions.flags):
+            ax.axvspan(lo, hi, ymin=0, ymax=0.06, color="tab:orange", lw=0)
+        ax.plot(score, lw=0.8, color="tab:blue")
+        ax.axhline(thr, color="k", ls="--", lw=1)
+        ax.axvline(run.first, color="grey", ls=":", lw=1)
+        if det == EDGEWATCH:
+            ax.set_ylim(0, ymax)
+        else:
+            ax.set_yscale("log")
+        ax.set_title(f"{det}: score (blue) vs threshold (dashed); labelled anomaly shaded red; "
+                     "flagged rows (daemon's rule) orange", fontsize=8)
+    axes[-1].set_xlabel(f"row (the first {run.first} are the training rows)")
+    fig.suptitle(title or run.name, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- leave one kind out

@@ -116,6 +116,8 @@ def benchmark() -> None:
     "combinations are candidates beside the defaults; each refits all files).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N labelled files.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="PNG of one file's scores and decisions.")
+@click.option("--plot-file", "plot_name", metavar="NAME", help="File to plot (as in the report).  [default: the first]")
 @common_options
 @_user_errors
 def skab(
@@ -125,6 +127,8 @@ def skab(
     loko: bool,
     loko_fit: tuple[str, ...],
     limit: int | None,
+    plot: Path | None,
+    plot_name: str | None,
     report: Path | None,
     markdown: Path | None,
     seed: int,
@@ -147,7 +151,7 @@ def skab(
     grid = {k: [_fit_options((f"{k}={v}",))[k] for v in str(vals).split(",")] for k, vals in _fit_options(loko_fit).items()}
     if grid and not loko:
         raise ValueError("--loko-fit needs --loko")
-    rep, _ = bm.run_skab(directory, protocol, limit, loko, progress=progress, fit_grid=grid)
+    rep, runs = bm.run_skab(directory, protocol, limit, loko, progress=progress, fit_grid=grid)
     if rep["detectors"]:
         click.echo(bm.format_suite(rep["detectors"], f"SKAB per-file protocol: fit defaults on the first {train_rows} rows, "
                                    "decisions as the daemon makes them"))
@@ -162,6 +166,12 @@ def skab(
     click.echo(f"\n{rep['data']['labelled_files']} labelled files, fit {rep['fit_seconds']:.0f} s, total {rep['seconds']:.0f} s")
     _write(rep, report)
     _write_markdown(bm.skab_markdown(rep), markdown)
+    if plot is not None:
+        chosen = [r for r in runs if plot_name is None or r.name == plot_name]
+        if not chosen:
+            raise ValueError(f"--plot-file {plot_name!r} is not one of the scored files")
+        bm.plot_run(chosen[0], protocol, plot, f"SKAB {chosen[0].name} ({chosen[0].kind}), fit defaults")
+        click.echo(f"plot: {plot}")
 
 
 @benchmark.command("synthetic")
