@@ -140,9 +140,9 @@ def run(config_file: str | None, **flags: Any) -> None:
         where = f"edit [model] path in {config_file}" if config_file else "give --model PATH"
         fail(f"model.path: no model given: {where} (or set EDGEWATCH_MODEL_PATH)", EXIT_CONFIG)
     # Imported once the configuration is known good: a config error costs no onnxruntime import.
-    from edge_runtime.daemon import Daemon
     from edge_runtime.logs import configure_logging
-    from edge_runtime.model import ModelError, load_model
+    from edge_runtime.service.daemon import Daemon
+    from edge_runtime.service.model import ModelError, load_model
 
     configure_logging(cfg.log_format, cfg.log_level)
     for warning in secret_file_warnings(cfg, config_file):
@@ -184,7 +184,7 @@ def run(config_file: str | None, **flags: Any) -> None:
 def alerts(broker: str | None, config_file: str | None, alert_topic: str | None, state: bool, fmt: str, count: int,
            timeout: float) -> None:
     """Show alerts live as they are published."""
-    from edge_runtime.watch import HEADER, WatchError, format_row, watch_alerts
+    from edge_runtime.tools.watch import HEADER, WatchError, format_row, watch_alerts
 
     cfg = config_from_flags(config_file, {"broker": broker, "alert_topic": alert_topic})  # None: not given
     table = fmt == "table" or (fmt == "auto" and sys.stdout.isatty())
@@ -221,7 +221,7 @@ def check_model(model_path: str, provider: str, threads: int, batch: int, repeat
     """Load a model, report provider and metadata, and time a random batch."""
     import numpy as np
 
-    from edge_runtime.model import ModelError, benchmark, load_model
+    from edge_runtime.service.model import ModelError, benchmark, load_model
 
     if batch < 1 or repeats < 1 or threads < 1:
         fail("--batch, --repeats and --threads must be >= 1")

@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from edge_runtime.topics import TopicError, TopicRouter, sanitize_id
+from edge_runtime.pipeline.topics import TopicError, TopicRouter, sanitize_id
 
 PASSWORD_ENV = "EDGEWATCH_MQTT_PASSWORD"
 CONFIG_ENV = "EDGEWATCH_CONFIG"  # the config file to read; set it empty to read none

@@ -2,7 +2,8 @@
 # Set up edgewatch for development on this machine, idempotently:
 #   - the mosquitto broker binary (apt-get, when missing and we are root),
 #   - a virtualenv in .venv with edgewatch installed editable with the
-#     train, cpu, dev and metrics extras, torch pinned by constraints.txt.
+#     train, cpu, dev and metrics extras, torch pinned by constraints.txt,
+#     and the lab (lab/pyproject.toml: `edgewatch-lab`, development only) beside it.
 # A second run with unchanged pyproject.toml/constraints.txt takes a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,11 +30,11 @@ fi
 extras="train,cpu,dev,metrics"
 
 stamp=.venv/.edgewatch-installed
-want=$( (cat pyproject.toml constraints.txt; echo "$extras") | sha256sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml lab/pyproject.toml constraints.txt; echo "$extras") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing edgewatch[$extras] into .venv (torch pinned by constraints.txt)"
   # (grep drops pip's noise about this machine's optional local index folders)
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]" \
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]" -e ./lab \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
 else

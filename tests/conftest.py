@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import MosquittoBroker
+from edge_runtime.tools.localbroker import MosquittoBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 SKAB_DIR = Path(os.environ.get("SKAB_DIR", ROOT.parent / "shared" / "data" / "skab"))

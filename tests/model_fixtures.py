@@ -13,9 +13,9 @@ def train_small_model(out_dir: Path, seed: int = 0, epochs: int = 25) -> Path:
     """Train a tiny autoencoder on synthetic normal data (4 channels, W=32, hop=8); return the .onnx path.
 
     Takes a few seconds on one CPU thread. The model detects the synthetic anomaly kinds of
-    :mod:`edge_runtime.synthetic` well above its threshold.
+    :mod:`edge_runtime.tools.synthetic` well above its threshold.
     """
-    from edge_runtime.synthetic import channel_names, normal_series
+    from edge_runtime.tools.synthetic import channel_names, normal_series
     from trainer.api import train_and_export
 
     out = Path(out_dir) / "small.onnx"

@@ -101,8 +101,8 @@ def test_demo_is_a_trainer_command_not_an_edge_one() -> None:
 
 
 def test_edge_cli_help_does_not_import_trainer() -> None:
-    code = ("import sys, edge_runtime.cli as c, edge_runtime.simulate, edge_runtime.replay, "
-            "edge_runtime.homeassistant, edge_runtime.metrics_http; "
+    code = ("import sys, edge_runtime.cli as c, edge_runtime.tools.simulate, edge_runtime.tools.replay, "
+            "edge_runtime.integrations.homeassistant, edge_runtime.integrations.metrics_http; "
             "from click.testing import CliRunner; r = CliRunner().invoke(c.main, ['--help']); assert r.exit_code == 0; "
             "bad = [m for m in ('torch', 'onnx', 'onnxscript', 'trainer') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""Every `edgewatch` / `edgewatch-train` command in README.md parses against the real CLI.
+"""Every `edgewatch` / `edgewatch-train` / `edgewatch-lab` command in README.md parses against the real CLI.
 
 The README cannot drift from the code: a renamed command or option, or a
 bad choice value, fails here. Commands that need files which only exist on
@@ -17,11 +17,12 @@ import click
 import pytest
 
 from edge_runtime.cli import main as edge_main
+from lab.cli import main as lab_main
 from trainer.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-PROGRAMS = {"edgewatch": edge_main, "edgewatch-train": train_main}
+PROGRAMS = {"edgewatch": edge_main, "edgewatch-train": train_main, "edgewatch-lab": lab_main}
 
 
 def readme_commands() -> list[str]:
@@ -31,8 +32,8 @@ def readme_commands() -> list[str]:
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
             line = line.strip()
-            line = re.sub(r"^(sudo\s+)?(\S*/)?(?=edgewatch(-train)?\s)", "", line)
-            if re.match(r"^edgewatch(-train)?\s", line):
+            line = re.sub(r"^(sudo\s+)?(\S*/)?(?=edgewatch(-train|-lab)?\s)", "", line)
+            if re.match(r"^edgewatch(-train|-lab)?\s", line):
                 line = line.split(" #", 1)[0].strip()
                 line = line.split(" | ", 1)[0].split(" &", 1)[0].split(" > ", 1)[0].strip()
                 cmds.append(line)
@@ -44,6 +45,13 @@ def test_readme_has_commands_for_both_programs() -> None:
     assert any(c.startswith("edgewatch-train ") for c in cmds)
     assert any(c.startswith("edgewatch run") for c in cmds)
     assert len(cmds) >= 10
+
+
+def test_readme_runs_the_benchmarks_from_the_lab() -> None:
+    """`edgewatch bench` moved to `edgewatch-lab bench` (the edge package holds no benchmark code)."""
+    cmds = readme_commands()
+    assert not [c for c in cmds if c.startswith("edgewatch bench")]
+    assert any(c.startswith("edgewatch-lab bench ") for c in cmds)
 
 
 def _resolve(argv: list[str]) -> tuple[click.Command, list[str], str]:

@@ -35,16 +35,28 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.localbroker import free_port, mosquitto_binary, terminate, wait_port
-from edge_runtime.simulate import (
-    connect,
+from edge_runtime.tools.localbroker import (
+    BrokerError,
+    MosquittoBroker,
+    free_port,
+    mosquitto_binary,
+    terminate,
+    wait_port,
+)
+from edge_runtime.tools.simulate import (
+    connect_publisher,
     ground_truth,
     make_plan,
-    parse_broker,
     publish_plan,
     write_ground_truth,
 )
-from edge_runtime.synthetic import channel_names, labelled_series, normal_series, random_anomalies, write_csv
+from edge_runtime.tools.synthetic import (
+    channel_names,
+    labelled_series,
+    normal_series,
+    random_anomalies,
+    write_csv,
+)
 
 INSTANCE = "demo"
 N_STEPS = 7
@@ -135,7 +147,8 @@ class BrokerProcess:
         self.want = kind
         self.port = free_port()
         self.run_dir = run_dir
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | None = None  # the embedded amqtt broker
+        self.mosquitto: MosquittoBroker | None = None
         self.kind = ""
         self.log_path = run_dir / "broker.log"
 
@@ -148,23 +161,23 @@ class BrokerProcess:
         if self.want == "mosquitto" and not binary:
             raise RuntimeError("the mosquitto binary is not installed (apt-get install mosquitto)")
         if binary:
-            conf = self.run_dir / "mosquitto.conf"
-            conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
-                f"log_dest file {self.log_path}\nlog_type error\nlog_type warning\nlog_type notice\n"
-            )
-            cmd = [binary, "-c", str(conf)]
             self.kind = f"mosquitto ({binary})"
-        else:
+            self.mosquitto = MosquittoBroker(self.port, workdir=self.run_dir, log_path=self.log_path,
+                                             log_types=("error", "warning", "notice"), connection_messages=False)
             try:
-                import amqtt  # noqa: F401
-            except ImportError:
-                raise RuntimeError(
-                    "no MQTT broker available: install Mosquitto (apt-get install mosquitto) "
-                    "or the embedded fallback (pip install amqtt)"
-                ) from None
-            cmd = [sys.executable, "-c", f"from trainer.demo import run_amqtt; run_amqtt({self.port})"]
-            self.kind = "embedded amqtt broker (Python)" + (" - mosquitto not found" if self.want == "auto" else "")
+                self.mosquitto.start(timeout=15.0, detach=detach)
+            except BrokerError as exc:
+                raise RuntimeError(str(exc)) from None
+            return
+        try:
+            import amqtt  # noqa: F401
+        except ImportError:
+            raise RuntimeError(
+                "no MQTT broker available: install Mosquitto (apt-get install mosquitto) "
+                "or the embedded fallback (pip install amqtt)"
+            ) from None
+        cmd = [sys.executable, "-c", f"from trainer.demo import run_amqtt; run_amqtt({self.port})"]
+        self.kind = "embedded amqtt broker (Python)" + (" - mosquitto not found" if self.want == "auto" else "")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach)
         if not wait_port("127.0.0.1", self.port, 15.0, self.proc):
@@ -172,7 +185,14 @@ class BrokerProcess:
             self.stop()
             raise RuntimeError(f"{self.kind} did not start listening on port {self.port}: {tail.strip()}")
 
+    @property
+    def pid(self) -> int | None:
+        proc = self.mosquitto.proc if self.mosquitto is not None else self.proc
+        return proc.pid if proc is not None else None
+
     def stop(self) -> None:
+        if self.mosquitto is not None:
+            self.mosquitto.stop()
         terminate(self.proc)
 
 
@@ -188,7 +208,7 @@ class Watcher:
         self.echo = echo
         self._file = open(run_dir / "alerts.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._lock = threading.Lock()
-        self.client = connect(parse_broker(broker_url), "edgewatch-demo-watch")
+        self.client = connect_publisher(broker_url, "edgewatch-demo-watch")
         self.client.on_message = self._on_message
         self.client.subscribe([("alerts/+", 1), (f"edgewatch/{INSTANCE}/status", 1), (f"edgewatch/{INSTANCE}/stats", 0)])
 
@@ -391,7 +411,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
             )
             watcher.t0 = plan.t0
             write_ground_truth(run_dir / "ground_truth.json", plan)
-            client = connect(parse_broker(broker.url), "edgewatch-demo-sim")
+            client = connect_publisher(broker.url, "edgewatch-demo-sim")
             try:
                 sim = publish_plan(client, plan, fmt="single" if opts.batch == 1 else "batch", batch=opts.batch,
                                    qos=1, realtime=True, speed=opts.speed)
@@ -436,10 +456,10 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
     echo(f"run folder: {run_dir}  (model.onnx, evaluation.json/.png, ground_truth.json, daemon.log, "
          "alerts.jsonl, summary.txt/.json)")
     if opts.keep_running:
-        echo(f"broker ({broker.kind}, pid {broker.proc.pid if broker.proc else '?'}) and daemon "
+        echo(f"broker ({broker.kind}, pid {broker.pid or '?'}) and daemon "
              f"(pid {daemon.pid if daemon else '?'}) keep running. Watch the alerts with:")
         echo(f"  mosquitto_sub -h 127.0.0.1 -p {broker.port} -t 'alerts/#' -v")
         echo(f"send more data with: edgewatch simulate --broker {broker.url} --prefix more --devices 2 --random 2 "
              "--duration 60")
-        echo(f"stop them with: kill {daemon.pid if daemon else ''} {broker.proc.pid if broker.proc else ''}")
+        echo(f"stop them with: kill {daemon.pid if daemon else ''} {broker.pid or ''}")
     return res

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime.bench import benchmarks_md, command
-from edge_runtime.bench.common import summary
-from edge_runtime.bench.report import footprint_md, inference_md, ingest_md, latency_md, scaling_md
+from lab.bench import benchmarks_md, command
+from lab.bench.common import summary
+from lab.bench.report import footprint_md, inference_md, ingest_md, latency_md, scaling_md
 
 
 def _run(args: list[str], tmp_path: Path) -> dict:
@@ -33,8 +33,8 @@ def test_summary_reports_median_and_spread() -> None:
 
 
 def test_bench_modules_import_no_torch_onnx_or_trainer() -> None:
-    code = ("import sys, edge_runtime.bench, edge_runtime.bench.inference, edge_runtime.bench.cuda, "
-            "edge_runtime.bench.ingest, edge_runtime.bench.scaling, edge_runtime.bench.procs, edge_runtime.bench.report; "
+    code = ("import sys, lab.bench, lab.bench.inference, lab.bench.cuda, "
+            "lab.bench.ingest, lab.bench.scaling, lab.bench.procs, lab.bench.report; "
             "bad = [m for m in ('torch', 'onnx', 'onnxscript', 'trainer') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -96,7 +96,7 @@ def test_scaling_smoke_scores_every_window_and_plots(demo_model_path: Path, tmp_
 
 
 def test_benchmarks_md_renders_every_section(demo_model_path: Path, tmp_path: Path) -> None:
-    from edge_runtime.bench.common import machine_info
+    from lab.bench.common import machine_info
 
     m = str(demo_model_path)
     res = {

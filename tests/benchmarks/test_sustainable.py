@@ -1,10 +1,10 @@
-"""The live sustainable-rate criterion used by ``edgewatch bench latency``."""
+"""The live sustainable-rate criterion used by ``edgewatch-lab bench latency``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from edge_runtime.bench.ingest import keeps_up
+from lab.bench.ingest import keeps_up
 
 
 def _run(**over: Any) -> dict[str, Any]:

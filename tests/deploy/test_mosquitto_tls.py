@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.broker import MosquittoBroker
+from edge_runtime.tools.localbroker import MosquittoBroker
 from tests.deploy.mqtt_probe import new_client, try_connect
 from tests.deploy.prod_broker import PROD_ACL, PROD_CONF, free_port, make_password_file, production_broker
 

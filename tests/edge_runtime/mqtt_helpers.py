@@ -14,7 +14,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.config import build_config
-from edge_runtime.daemon import Daemon
+from edge_runtime.service.daemon import Daemon
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -111,7 +111,7 @@ def idle(d: Daemon, timeout: float = 20.0, quiet_s: float = 0.3) -> None:
         n = d.stats.counts["messages"]
         if n != seen[0]:
             seen[:] = [n, time.monotonic()]
-        done = len(d.queue) == 0 and (d.stats.counts["windows_scored"] + d.stats.drops["queue_full"]
+        done = len(d.batching) == 0 and (d.stats.counts["windows_scored"] + d.stats.drops["queue_full"]
                                       >= d.stats.counts["windows_queued"])
         return done and time.monotonic() - seen[1] >= quiet_s
 

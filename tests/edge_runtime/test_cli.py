@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.cli import LAZY_COMMANDS, main
 from edge_runtime.tools.localbroker import free_port
-from edge_runtime.watch import HEADER, format_row
+from edge_runtime.tools.watch import HEADER, format_row
 from tests.edge_runtime.onnx_models import write_foreign_model, write_model
 
 ALERT = {"schema_version": 1, "alert_id": "a1", "raised_alert_id": "a1", "device": "pump-1", "state": "raised",
@@ -134,7 +134,7 @@ def test_alerts_with_a_refused_login_is_one_line_exit_2(mosquitto_factory) -> No
 
 def test_alerts_reports_a_lost_connection_and_reconnects(mosquitto) -> None:
     from edge_runtime.config import build_config
-    from edge_runtime.watch import watch_alerts
+    from edge_runtime.tools.watch import watch_alerts
 
     cfg = build_config(None, {"broker": mosquitto.url, "reconnect_min_s": 1, "reconnect_max_s": 1})
     notes: list[str] = []

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.model import CUDA, EdgeModel, ModelError, load_model
-from edge_runtime.synthetic import Anomaly, inject, normal_series
+from edge_runtime.service.model import CUDA, EdgeModel, ModelError, load_model
+from edge_runtime.tools.synthetic import Anomaly, inject, normal_series
 from tests.edge_runtime.mqtt_helpers import Collector, Publisher, idle, running_daemon, wait_until
 from tests.edge_runtime.onnx_models import sliding_windows
 

@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from edge_runtime.contract import INPUT_NAME, OUTPUT_SCORE
-from edge_runtime.model import load_model
-from edge_runtime.synthetic import Anomaly, inject, normal_series
+from edge_runtime.service.model import load_model
+from edge_runtime.tools.synthetic import Anomaly, inject, normal_series
 from tests.edge_runtime.mqtt_helpers import Collector, Publisher, idle, running_daemon, wait_until
 from tests.edge_runtime.onnx_models import sliding_windows
 

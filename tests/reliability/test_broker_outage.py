@@ -67,7 +67,7 @@ class StreamingPublisher(threading.Thread):
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_broker_down_10s_nothing_lost(protocol: str, mosquitto_factory, tmp_path: Path, figure, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="edge_runtime.mqtt")
+    caplog.set_level(logging.INFO, logger="edge_runtime.service.mqtt")
     broker = mosquitto_factory(persistence=True, extra_config=RUN_AS_ME).start()
     model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
     alerts_col = Client(broker.port, "alerts-col", ("alerts/#",))
@@ -158,8 +158,8 @@ def test_outgoing_queue_is_bounded_and_counted(tmp_path: Path) -> None:
     """While the broker is away, alerts wait in paho's queue up to ``max_outgoing``; the rest are
     dropped and counted (``outgoing_full``), never an unbounded pile-up."""
     from edge_runtime.config import build_config
-    from edge_runtime.mqtt import MqttLink
-    from edge_runtime.stats import Stats
+    from edge_runtime.pipeline.stats import Stats
+    from edge_runtime.service.mqtt import MqttLink
 
     cfg = build_config(None, {"path": "unused.onnx", "instance": "q", "max_outgoing": 3,
                               "broker": "mqtt://127.0.0.1:1"})

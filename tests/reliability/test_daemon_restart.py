@@ -169,7 +169,7 @@ def test_adoption_rules_without_broker(tmp_path: Path) -> None:
     """Only a retained 'raised' state of this instance, on its own device's topic, is adopted;
     an adopted device that stays silent is expired (and cleared) after device_idle_s."""
     from edge_runtime.config import build_config
-    from edge_runtime.daemon import Daemon
+    from edge_runtime.service.daemon import Daemon
 
     model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
     d = Daemon(build_config(None, {"path": str(model), "instance": INSTANCE, "device_idle_s": 5.0,
@@ -181,16 +181,16 @@ def test_adoption_rules_without_broker(tmp_path: Path) -> None:
         return json.dumps({"device": "a", "state": "raised", "instance": INSTANCE, "seq": 4,
                            "raised_alert_id": "r1", **kw}).encode()
 
-    d._adopt("alerts/a/state", doc(instance="other"))
-    d._adopt("alerts/a/state", doc(state="cleared"))
-    d._adopt("alerts/b/state", doc())  # topic and device disagree
-    d._adopt("alerts/a/state", b"\xff not json")
-    d._adopt("alerts/a/state", b'["a"]')
+    d.scorer.adopt("alerts/a/state", doc(instance="other"))
+    d.scorer.adopt("alerts/a/state", doc(state="cleared"))
+    d.scorer.adopt("alerts/b/state", doc())  # topic and device disagree
+    d.scorer.adopt("alerts/a/state", b"\xff not json")
+    d.scorer.adopt("alerts/a/state", b'["a"]')
     assert d.tracker.devices == {}
-    d._adopt("alerts/a/state", doc())
+    d.scorer.adopt("alerts/a/state", doc())
     st = d.tracker.devices["a"]
     assert st.state == "raised" and st.seq == 4 and st.alert_id == "r1"
-    t = d._adopted["a"]
+    t = d.scorer.adopted["a"]
     assert d.expire_idle(t + 1.0) == [] and sent == []
     assert d.expire_idle(t + 5.0) == ["a"]
     assert d.stats.counts["devices_expired"] == 1 and "a" not in d.tracker.devices

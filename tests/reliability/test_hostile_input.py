@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from edge_runtime import decode as decode_mod
-from edge_runtime.batcher import WindowQueue
 from edge_runtime.config import build_config
-from edge_runtime.decode import REASONS, DecodeError, Decoder, parse_timestamp
-from edge_runtime.model import load_model
-from edge_runtime.mqtt import MqttLink
-from edge_runtime.stats import Stats
-from edge_runtime.topics import TopicRouter, TopicTemplate, format_topic, sanitize_id
+from edge_runtime.pipeline import decode as decode_mod
+from edge_runtime.pipeline.batcher import WindowBuffer
+from edge_runtime.pipeline.decode import REASONS, DecodeError, Decoder, parse_timestamp
+from edge_runtime.pipeline.stats import Stats
+from edge_runtime.pipeline.topics import TopicRouter, TopicTemplate, format_topic, sanitize_id
+from edge_runtime.service.model import load_model
+from edge_runtime.service.mqtt import MqttLink
 from tests.edge_runtime.onnx_models import CHANNELS4, make_metadata, write_model
 
 C = len(CHANNELS4)
@@ -283,14 +283,14 @@ def test_topic_template_without_device_level_refused(template: str) -> None:
 # -- the MQTT callback: counted, never raised -----------------------------------------------
 @pytest.fixture(scope="module")
 def link_and_stats(tmp_path_factory: pytest.TempPathFactory):
-    from edge_runtime.daemon import Ingest
+    from edge_runtime.service.ingest import Ingest
 
     path = write_model(tmp_path_factory.mktemp("m") / "m.onnx", make_metadata(window=8, hop=2))
     cfg = build_config(None, {"path": str(path), "instance": "hostile", "max_payload_bytes": 4096,
                               "max_samples_per_message": 50, "log_interval_s": 3600.0})
     model = load_model(path)
     stats = Stats()
-    ingest = Ingest(cfg, model, WindowQueue(64), stats)
+    ingest = Ingest(cfg, model, stats, WindowBuffer(64).put)
     link = MqttLink(cfg, ingest.router.filters, ingest.handle, "edgewatch/hostile/status", dict, stats)
     return link, ingest, stats
 

@@ -15,7 +15,7 @@ import pytest
 
 from edge_runtime.config import build_config
 from edge_runtime.contract import METADATA_KEY
-from edge_runtime.model import ModelError, load_model
+from edge_runtime.service.model import ModelError, load_model
 from tests.edge_runtime.onnx_models import build_model, make_metadata, write_foreign_model, write_model
 from tests.reliability.harness import ROOT
 
@@ -176,7 +176,7 @@ def test_cli_refuses_bad_model_in_one_line(name: str, tmp_path: Path) -> None:
 
 
 def test_hot_reload_of_every_bad_file_keeps_old_model(tmp_path: Path, caplog) -> None:
-    from edge_runtime.daemon import Daemon
+    from edge_runtime.service.daemon import Daemon
 
     path = write_model(tmp_path / "live.onnx", make_metadata(window=16, hop=4, model_id="good-v1"))
     cfg = build_config(None, {"path": str(path), "instance": "reload", "stats_interval_s": 0.0,
@@ -201,7 +201,7 @@ def test_hot_reload_of_every_bad_file_keeps_old_model(tmp_path: Path, caplog) ->
 
 
 def test_read_is_bounded_when_the_file_grows_after_the_size_check(tmp_path: Path, monkeypatch) -> None:
-    import edge_runtime.model as model_mod
+    import edge_runtime.service.model as model_mod
 
     path = write_model(tmp_path / "m.onnx", make_metadata())
     size = path.stat().st_size
@@ -214,7 +214,8 @@ def test_read_is_bounded_when_the_file_grows_after_the_size_check(tmp_path: Path
 
 
 def test_unexpected_reload_error_is_a_refusal_not_a_dead_thread(tmp_path: Path, monkeypatch, caplog) -> None:
-    import edge_runtime.daemon as daemon_mod
+    import edge_runtime.service.daemon as daemon_mod
+    import edge_runtime.service.housekeeping as housekeeping_mod
 
     path = write_model(tmp_path / "live.onnx", make_metadata(window=16, hop=4, model_id="good-v1"))
     cfg = build_config(None, {"path": str(path), "instance": "reload-x", "stats_interval_s": 0.0,
@@ -224,7 +225,7 @@ def test_unexpected_reload_error_is_a_refusal_not_a_dead_thread(tmp_path: Path, 
     def explode(*_a, **_k):
         raise MemoryError("Unable to allocate 32.0 TiB for an array\nsecond line")
 
-    monkeypatch.setattr(daemon_mod, "load_model", explode)
+    monkeypatch.setattr(housekeeping_mod, "load_model", explode)
     assert d.reload("test unexpected") is False
     assert d.model.model_id == "good-v1"
     assert d.stats.counts["reloads_refused"] == 1

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import MosquittoBroker, free_port
+from edge_runtime.tools.localbroker import MosquittoBroker, free_port
 from tests.deploy.prod_broker import make_password_file
 from tests.deploy.test_mosquitto_tls import USERS, Pki, make_pki, start_tls_broker
 from tests.edge_runtime.onnx_models import make_metadata, write_model
@@ -154,7 +154,7 @@ def tls_failure_line(case: str) -> re.Pattern[str]:
     wrong CA: the client rejects the broker's certificate in the handshake. Expired client certificate:
     the broker rejects it; with TLS 1.2 the handshake fails (describe_connect_error's SSLError line),
     with TLS 1.3 the alert arrives after the client's handshake, as the close before CONNACK."""
-    from edge_runtime.mqtt import describe_connect_error
+    from edge_runtime.service.mqtt import describe_connect_error
 
     host = r"broker 127\.0\.0\.1:\d+"
     tail = r"; retrying with backoff$"
@@ -162,21 +162,21 @@ def tls_failure_line(case: str) -> re.Pattern[str]:
         err = ssl.SSLCertVerificationError(1, "certificate verify failed")
         err.verify_message = "VERIFY"
         why = re.escape(describe_connect_error(err)).replace("VERIFY", r"self[- ]signed certificate in certificate chain")
-        return re.compile(rf"WARNING +edge_runtime\.mqtt: \[connect_failed\] cannot connect to {host}: {why}{tail}", re.M)
+        return re.compile(rf"WARNING +edge_runtime\.service\.mqtt: \[connect_failed\] cannot connect to {host}: {why}{tail}", re.M)
     err = ssl.SSLError(1, "alert")
     err.reason = "ALERT"
     expired = r"(?:SSLV3|TLSV1)_ALERT_CERTIFICATE_EXPIRED"
     handshake = re.escape(describe_connect_error(err)).replace("ALERT", expired)
     closed = (r"TLS: .*\[SSL: " + expired + r"\] .*certificate expired.*; check mqtt\.cert_file / key_file and "
               r"their validity")
-    return re.compile(rf"WARNING +edge_runtime\.mqtt: \[connect_failed\] (?:cannot connect to {host}: {handshake}|"
+    return re.compile(rf"WARNING +edge_runtime\.service\.mqtt: \[connect_failed\] (?:cannot connect to {host}: {handshake}|"
                       rf"connection to {host} closed before it was accepted: {closed}){tail}", re.M)
 
 
 def test_tls_failure_lines_are_specific() -> None:
     """The patterns match only their own failure: not the start-up line, not a bare reset, not each other."""
-    startup = "2026-01-01 00:00:00,000 INFO    edge_runtime.mqtt: connecting to 127.0.0.1:1 (TLS, MQTT 3.1.1)"
-    reset = ("2026-01-01 00:00:00,000 WARNING edge_runtime.mqtt: [connect_failed] cannot connect to broker "
+    startup = "2026-01-01 00:00:00,000 INFO    edge_runtime.service.mqtt: connecting to 127.0.0.1:1 (TLS, MQTT 3.1.1)"
+    reset = ("2026-01-01 00:00:00,000 WARNING edge_runtime.service.mqtt: [connect_failed] cannot connect to broker "
              "127.0.0.1:1: ConnectionResetError: [Errno 104] Connection reset by peer; retrying with backoff")
     for case in ("wrong_ca", "expired_client_cert"):
         assert not tls_failure_line(case).search(startup + "\n" + reset)

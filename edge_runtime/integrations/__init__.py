@@ -1,0 +1,1 @@
+"""Optional bridges to other systems: Home Assistant MQTT discovery, a Prometheus /metrics endpoint."""

@@ -1,0 +1,317 @@
+"""Payload bytes -> ``(timestamps (n,) float64 epoch s, values (n, C) float32)``. Pure.
+
+Accepted payloads (C = number of model channels):
+
+- JSON single sample ``{"ts": 1700000000.1, "values": [v1, ..., vC]}``
+- JSON keyed by channel name ``{"ts": "2024-01-01T00:00:00Z", "Pressure": 1.2, ...}``
+- JSON batch ``{"ts": [t1, ..., tn], "values": [[...], ..., [...]]}`` (the fast path)
+- JSON list of samples ``[{"ts": t1, "values": [...]}, ...]`` (values lists gathered in one array)
+- CSV line(s) ``ts,v1,...,vC`` or ``v1,...,vC`` (no timestamp)
+
+``ts`` is optional (arrival time is used; the result is then *unstamped*), an epoch
+number in s, ms, us or ns (told apart by magnitude) or an ISO 8601 string (naive means
+UTC): :mod:`edge_runtime.pipeline.timestamps`.
+
+Every rejection raises :class:`DecodeError` with a stable reason code from
+:data:`REASONS`; nothing else escapes :meth:`Decoder.decode`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.pipeline import timestamps
+from edge_runtime.pipeline.timestamps import MS, NS, US, TimestampError
+
+REASONS = (
+    "oversize",  # payload larger than max_payload_bytes (checked before decoding)
+    "empty",  # no bytes, or no samples
+    "bad_encoding",  # not UTF-8
+    "malformed_json",  # not parseable JSON (or nested too deep)
+    "bad_structure",  # valid JSON of a shape that is not a supported payload
+    "wrong_channels",  # a sample does not have exactly C values / a named channel is missing
+    "non_numeric",  # a value is not a number (string, bool, null, object)
+    "non_finite",  # NaN or +-inf (also finite JSON numbers beyond float32 range)
+    "bad_timestamp",  # unparseable, non-finite or negative timestamp; ts/values lengths differ
+    "too_many_samples",  # more samples in one message than max_samples
+)
+
+
+
+FloatArray = npt.NDArray[np.float64]
+F32Array = npt.NDArray[np.float32]
+
+
+class DecodeError(ValueError):
+    """A payload was rejected; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Samples:
+    """Decoded samples: ``ts`` (n,) float64 epoch s, ``values`` (n, C) float32, ``stamped``: ts came from the payload.
+
+    A single plain sample (the common message) is kept as ``t`` (epoch s) and ``row`` (a list of C numbers)
+    without building arrays; ``ts`` and ``values`` are then made on first use. ``row`` is None otherwise.
+    (This is the one cut across decode -> window: the window store writes ``row`` straight into a ring.)
+    """
+
+    __slots__ = ("stamped", "row", "t", "_ts", "_values")
+
+    def __init__(self, ts: FloatArray, values: F32Array, stamped: bool) -> None:
+        self._ts: FloatArray | None = ts
+        self._values: F32Array | None = values
+        self.stamped = stamped
+        self.row: list[float] | None = None
+        self.t = 0.0
+
+    @classmethod
+    def one(cls, t: float, row: list[float], stamped: bool) -> Samples:
+        """One plain sample at epoch ``t``: ``row`` is C numbers within float32 range."""
+        s = cls.__new__(cls)
+        s._ts = s._values = None
+        s.t, s.row, s.stamped = t, row, stamped
+        return s
+
+    @property
+    def ts(self) -> FloatArray:
+        if self._ts is None:
+            self._ts = np.array([self.t], dtype=np.float64)
+        return self._ts
+
+    @property
+    def values(self) -> F32Array:
+        if self._values is None:
+            self._values = np.array((self.row,), dtype=np.float32)
+        return self._values
+
+    def __len__(self) -> int:
+        return 1 if self.row is not None else int(self.ts.shape[0])
+
+    def __repr__(self) -> str:
+        return f"Samples(n={len(self)}, stamped={self.stamped})"
+
+
+def parse_timestamp(t: Any) -> float:
+    """One timestamp -> epoch seconds (:func:`edge_runtime.pipeline.timestamps.parse_timestamp`); raises DecodeError."""
+    try:
+        return timestamps.parse_timestamp(t)
+    except TimestampError as exc:
+        raise DecodeError("bad_timestamp", str(exc)) from None
+
+
+def _as_values(rows: Any, n_channels: int) -> np.ndarray:
+    """Nested numeric lists -> (n, C) float32, classifying every failure. ``rows``: list of n lists."""
+    try:
+        arr = np.array(rows)
+    except (ValueError, TypeError):
+        raise DecodeError("wrong_channels", "samples have different numbers of values") from None
+    except OverflowError:
+        raise DecodeError("non_numeric", "integer too large") from None
+    if arr.dtype.kind not in "fiu":
+        if arr.dtype.kind == "O" and arr.ndim != 2:
+            raise DecodeError("wrong_channels", "samples have different numbers of values")
+        raise DecodeError("non_numeric", f"values of kind {arr.dtype.kind!r} (need numbers)")
+    if arr.ndim != 2 or arr.shape[1] != n_channels:
+        got = arr.shape[-1] if arr.ndim >= 1 and arr.size else 0
+        raise DecodeError("wrong_channels", f"expected {n_channels} values per sample, got {got}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DecodeError("non_finite", "NaN, infinity or a value beyond float32 range")
+    return out
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+_INT_EXACT = 2**53
+
+
+def _is_plain_row(vals: list[Any], n_channels: int) -> bool:
+    """True when ``vals`` is C plain numbers within float32 range (checked without numpy temporaries)."""
+    if len(vals) != n_channels:
+        return False
+    for v in vals:
+        tv = type(v)
+        if tv is float:
+            if not -_F32_MAX <= v <= _F32_MAX:  # also False for NaN
+                return False
+        elif tv is not int or not -_INT_EXACT <= v <= _INT_EXACT:
+            return False
+    return True
+
+
+def _row_values(vals: list[Any], n_channels: int) -> np.ndarray:
+    """One sample's values -> (1, C) float32; anything but a plain row takes :func:`_as_values` (same results)."""
+    if _is_plain_row(vals, n_channels):
+        return np.array((vals,), dtype=np.float32)
+    return _as_values([vals], n_channels)
+
+
+def _as_timestamps(ts: Any, n: int) -> np.ndarray:
+    """A list of n timestamps -> (n,) float64 epoch s."""
+    if not isinstance(ts, list) or len(ts) != n:
+        raise DecodeError("bad_timestamp", f"'ts' must be a list of {n} timestamps")
+    if all(type(t) in (int, float) for t in ts):
+        try:
+            arr = np.array(ts, dtype=np.float64)
+        except OverflowError:
+            raise DecodeError("bad_timestamp", "timestamp out of range") from None
+        if not np.isfinite(arr).all() or (arr < 0).any():
+            raise DecodeError("bad_timestamp", "timestamps must be finite epochs >= 0")
+        return timestamps.epoch_seconds(arr)
+    return np.array([parse_timestamp(t) for t in ts], dtype=np.float64)
+
+
+class Decoder:
+    """Decodes payloads for a model with ``channels`` (names, length C).
+
+    ``max_payload_bytes`` is enforced before any parsing; ``max_samples`` bounds one message.
+    """
+
+    def __init__(
+        self, channels: Sequence[str], max_payload_bytes: int = 1 << 20, max_samples: int = 100_000
+    ) -> None:
+        self.channels = list(channels)
+        self.n_channels = len(self.channels)
+        self.max_payload_bytes = max_payload_bytes
+        self.max_samples = max_samples
+        self._channel_set = frozenset(self.channels)
+        # (str, index) -> (object, end index): the C scanner (``scan_once`` is not in the typeshed stubs)
+        self._scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+    def decode(self, payload: bytes | bytearray, arrival: float) -> Samples:
+        """Decode one MQTT payload; ``arrival`` (epoch s) stamps samples without ``ts``. A plain single sample
+        (``{"ts": number, "values": [C plain numbers]}``, ``ts`` optional) comes back as :meth:`Samples.one`."""
+        if len(payload) > self.max_payload_bytes:
+            raise DecodeError("oversize", f"{len(payload)} bytes > max_payload_bytes {self.max_payload_bytes}")
+        body = payload.lstrip()
+        if not body:
+            raise DecodeError("empty", "empty payload")
+        if body[:1] in (b"{", b"["):
+            doc = self._scan_json(body)
+            if type(doc) is dict:
+                vals = doc.get("values")
+                if type(vals) is list and _is_plain_row(vals, self.n_channels):
+                    t = doc.get("ts")
+                    if t is None:
+                        return Samples.one(arrival, vals, False)
+                    tt = type(t)
+                    if (tt is float or tt is int) and 0 <= t < NS:  # also False for NaN and inf
+                        return Samples.one(t * 1e-6 if t >= US else t * 1e-3 if t >= MS else float(t), vals, True)
+                    return Samples.one(parse_timestamp(t), vals, True)
+            return self._from_json(doc, arrival)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("bad_encoding", "payload is not UTF-8") from None
+        return self._from_csv(text, arrival)
+
+    # -- JSON -------------------------------------------------------------------------
+    def _scan_json(self, body: bytes | bytearray) -> Any:
+        """``json.loads(body)`` for a payload starting with ``{`` or ``[``. Valid UTF-8 JSON goes straight to
+        the C scanner (skipping ``json.loads``' encoding detection and wrappers, ~1.5 us per small message);
+        anything that fails there is re-parsed by ``json.loads`` itself, so errors are exactly as before."""
+        try:
+            text = body.decode()
+            doc, end = self._scan(text, 0)
+            if end == len(text) or not text[end:].strip(" \t\n\r"):
+                return doc
+        except (UnicodeDecodeError, StopIteration, ValueError, RecursionError):
+            pass
+        try:
+            return json.loads(body)
+        except UnicodeDecodeError:
+            raise DecodeError("bad_encoding", "payload is not UTF-8") from None
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError("malformed_json", str(exc)[:80]) from None
+
+    def _from_json(self, doc: Any, arrival: float) -> Samples:
+        if isinstance(doc, dict):
+            if "values" in doc:
+                vals = doc["values"]
+                if not isinstance(vals, list):
+                    raise DecodeError("bad_structure", "'values' must be a list")
+                if vals and isinstance(vals[0], list):  # batch
+                    return self._batch(vals, doc.get("ts"), arrival)
+                return self._single(vals, doc.get("ts"), arrival)
+            return self._keyed(doc, arrival)
+        if isinstance(doc, list):
+            if not doc:
+                raise DecodeError("empty", "empty list")
+            if len(doc) > self.max_samples:
+                raise DecodeError("too_many_samples", f"{len(doc)} > max_samples {self.max_samples}")
+            if not all(isinstance(s, dict) for s in doc):
+                raise DecodeError("bad_structure", "a list payload must hold sample objects")
+            if all("values" in s for s in doc):
+                rows = [s["values"] for s in doc]
+                if not all(isinstance(r, list) for r in rows):
+                    raise DecodeError("bad_structure", "'values' must be a list")
+                values = _as_values(rows, self.n_channels)
+            else:
+                values = np.concatenate([self._keyed_values(s) for s in doc])
+            stamps = [s.get("ts") for s in doc]
+            n_none = sum(t is None for t in stamps)
+            if n_none == len(stamps):
+                return Samples(np.full(len(doc), arrival), values, False)
+            if n_none:
+                raise DecodeError("bad_timestamp", "either every sample in a list has 'ts' or none has")
+            return Samples(_as_timestamps(stamps, len(doc)), values, True)
+        raise DecodeError("bad_structure", f"JSON {type(doc).__name__} is not a supported payload")
+
+    def _single(self, vals: list[Any], ts: Any, arrival: float) -> Samples:
+        values = _row_values(vals, self.n_channels)
+        if ts is None:
+            return Samples(np.array([arrival]), values, False)
+        return Samples(np.array([parse_timestamp(ts)]), values, True)
+
+    def _batch(self, rows: list[Any], ts: Any, arrival: float) -> Samples:
+        if len(rows) > self.max_samples:
+            raise DecodeError("too_many_samples", f"{len(rows)} > max_samples {self.max_samples}")
+        values = _as_values(rows, self.n_channels)
+        if ts is None:
+            return Samples(np.full(len(rows), arrival), values, False)
+        return Samples(_as_timestamps(ts, len(rows)), values, True)
+
+    def _keyed_values(self, doc: dict[str, Any]) -> np.ndarray:
+        missing = [c for c in self.channels if c not in doc]
+        if missing:
+            raise DecodeError("wrong_channels", f"missing channel {missing[0][:40]!r}")
+        return _row_values([doc[c] for c in self.channels], self.n_channels)
+
+    def _keyed(self, doc: dict[str, Any], arrival: float) -> Samples:
+        values = self._keyed_values(doc)
+        ts = doc.get("ts")
+        if ts is None:
+            return Samples(np.array([arrival]), values, False)
+        return Samples(np.array([parse_timestamp(ts)]), values, True)
+
+    # -- CSV --------------------------------------------------------------------------
+    def _from_csv(self, text: str, arrival: float) -> Samples:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if len(lines) > self.max_samples:
+            raise DecodeError("too_many_samples", f"{len(lines)} > max_samples {self.max_samples}")
+        c = self.n_channels
+        fields = [ln.split(",") for ln in lines]
+        widths = {len(f) for f in fields}
+        if len(widths) != 1 or widths.pop() not in (c, c + 1):
+            raise DecodeError("wrong_channels", f"CSV lines need {c} values, optionally after a timestamp")
+        stamped = len(fields[0]) == c + 1
+        try:
+            rows = [[float(v) for v in (f[1:] if stamped else f)] for f in fields]
+        except ValueError:
+            raise DecodeError("non_numeric", "a CSV value is not a number") from None
+        values = _as_values(rows, c)
+        if not stamped:
+            return Samples(np.full(len(rows), arrival), values, False)
+        raw = [f[0].strip() for f in fields]
+        if all(not r for r in raw):
+            return Samples(np.full(len(rows), arrival), values, False)
+        return Samples(np.array([parse_timestamp(r) for r in raw], dtype=np.float64), values, True)

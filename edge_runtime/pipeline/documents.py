@@ -1,0 +1,73 @@
+"""The documents the daemon publishes besides alerts, one builder each, and the outbound message. Pure.
+
+- state (``alerts/{device}/state``, retained): is this device in alarm now; ``edge_runtime/schemas/state.schema.json``
+- status (``edgewatch/{instance}/status``, retained): ``online`` with the model it runs, or ``offline`` (also the
+  Last Will) with a reason
+- score (``edgewatch/{device}/score``, optional): one message per scored item, its windows' scores
+
+The alert payload itself is built by :class:`edge_runtime.pipeline.alerts.AlertTracker`; the stats document by
+:class:`edge_runtime.pipeline.stats.Stats`. Times are given (epoch s), never read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+STATE_SCHEMA_VERSION = 1
+RAISED = "raised"
+CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One MQTT message to publish."""
+
+    topic: str
+    payload: str
+    qos: int = 1
+    retain: bool = False
+
+
+def state_doc(device: str, raised: bool, raised_alert_id: str, seq: int, since: float, instance: str,
+              reason: str = "") -> dict[str, Any]:
+    """The retained state document; ``raised_alert_id`` / ``since`` empty or 0 are ``null``."""
+    doc: dict[str, Any] = {
+        "schema_version": STATE_SCHEMA_VERSION,
+        "device": device,
+        "state": RAISED if raised else CLEARED,
+        "raised_alert_id": raised_alert_id or None,
+        "seq": seq,
+        "since": since or None,
+        "instance": instance,
+    }
+    if reason:
+        doc["reason"] = reason
+    return doc
+
+
+def online_doc(instance: str, version: str, model_id: str, provider: str, provider_reason: str,
+               channels: Sequence[str], window: int, threshold: float, now: float) -> dict[str, Any]:
+    """The retained ``online`` status: what this instance runs."""
+    return {"state": "online", "instance": instance, "version": version, "model_id": model_id,
+            "provider": provider, "provider_reason": provider_reason, "channels": list(channels),
+            "window": window, "threshold": threshold, "time": now}
+
+
+def offline_doc(instance: str, reason: str, now: float | None = None) -> dict[str, Any]:
+    """The retained ``offline`` status; the Last Will (sent by the broker later) has no ``time``."""
+    doc: dict[str, Any] = {"state": "offline", "instance": instance, "reason": reason}
+    if now is not None:
+        doc["time"] = now
+    return doc
+
+
+def score_doc(device: str, model_id: str, threshold: float, t_start: npt.NDArray[np.float64],
+              t_end: npt.NDArray[np.float64], score: npt.NDArray[np.floating[Any]]) -> dict[str, Any]:
+    """Scores of one device's k windows: ``t_start``/``t_end``/``score`` (k,)."""
+    return {"device": device, "model_id": model_id, "threshold": threshold,
+            "window_start": t_start.tolist(), "window_end": t_end.tolist(), "score": score.tolist()}

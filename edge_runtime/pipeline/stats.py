@@ -1,0 +1,124 @@
+"""Runtime counters in one place, and a rate-limited logger for paths bad input can trigger.
+
+Every counter the daemon publishes on ``edgewatch/{instance}/stats`` lives in
+:class:`Stats`. Counters are plain ints bumped from the thread that owns the
+event; ``drops`` is keyed by reason code (the decoder's and the pipeline's).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# Counter names, in the order they appear in the stats payload.
+COUNTERS = (
+    "messages",  # MQTT messages received on sensor topics
+    "samples",  # samples decoded and accepted into a window buffer
+    "windows_queued",  # windows handed to the inference queue
+    "windows_scored",  # windows run through the model
+    "batches",  # session.run calls
+    "alerts_raised",
+    "alerts_cleared",
+    "published",  # messages handed to the MQTT client
+    "reconnects",
+    "reloads",
+    "reloads_refused",
+    "devices_evicted",  # removed to keep max_devices
+    "devices_expired",  # removed after device_idle_s without data
+    "gaps",  # window restarts after a time gap
+)
+
+
+class Stats:
+    """Counters, drops by reason and a ring of recent inference latencies.
+
+    ``latency_ms``: the last ``latency_window`` batch inference times, (n,) float64.
+    """
+
+    def __init__(self, latency_window: int = 2048) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.drops: Counter[str] = Counter()
+        self._lat = np.zeros(latency_window, dtype=np.float64)
+        self._bs = np.zeros(latency_window, dtype=np.int64)
+        self._n_lat = 0
+        self._lock = threading.Lock()
+        self.started = time.time()
+
+    def incr(self, name: str, n: int = 1) -> None:
+        """Thread-safe increment (for counters bumped from several threads, e.g. ``published``).
+
+        Counters owned by one thread (``messages``/``samples`` on the MQTT thread, ``windows_scored``
+        on the worker) are bumped directly on ``counts`` by that thread.
+        """
+        with self._lock:
+            self.counts[name] += n
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` dropped items (messages, samples or windows) for ``reason``."""
+        with self._lock:
+            self.drops[reason] += n
+
+    def record_batch(self, batch_size: int, seconds: float) -> None:
+        i = self._n_lat % self._lat.shape[0]
+        self._lat[i] = seconds * 1000.0
+        self._bs[i] = batch_size
+        self._n_lat += 1
+        self.counts["batches"] += 1
+        self.counts["windows_scored"] += batch_size
+
+    def latency_ms(self) -> np.ndarray:
+        """Recent batch inference times in ms, (n,) float64."""
+        n = min(self._n_lat, self._lat.shape[0])
+        out: np.ndarray = self._lat[:n].copy()
+        return out
+
+    def snapshot(self, **extra: Any) -> dict[str, Any]:
+        """A JSON-ready view of every counter; ``extra`` keys are merged in (provider, devices...)."""
+        lat = self.latency_ms()
+        n = min(self._n_lat, self._bs.shape[0])
+        with self._lock:
+            drops = dict(sorted(self.drops.items()))
+        out: dict[str, Any] = {
+            **self.counts,
+            "drops": drops,
+            "dropped_total": int(sum(drops.values())),
+            "batch_size_mean": round(float(self._bs[:n].mean()), 3) if n else 0.0,
+            "inference_ms_p50": round(float(np.percentile(lat, 50)), 4) if lat.size else None,
+            "inference_ms_p99": round(float(np.percentile(lat, 99)), 4) if lat.size else None,
+            "uptime_s": round(time.time() - self.started, 3),
+        }
+        out.update(extra)
+        return out
+
+
+class RateLimitedLog:
+    """Log at most once per ``interval_s`` per reason; the next line says how many were suppressed."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def log(self, level: int, reason: str, msg: str, *args: Any) -> bool:
+        """Emit ``msg % args`` tagged with ``reason`` unless one was emitted within the interval."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(reason)
+            if last is not None and now - last < self.interval_s:
+                self._suppressed[reason] += 1
+                return False
+            self._last[reason] = now
+            suppressed = self._suppressed.pop(reason, 0)
+        suffix = f" ({suppressed} more '{reason}' suppressed)" if suppressed else ""
+        self.logger.log(level, "[%s] " + msg + suffix, reason, *args)
+        return True

@@ -1,0 +1,179 @@
+"""Wires the daemon: MQTT -> :class:`Ingest` -> batching -> :class:`Scorer` -> :class:`Publisher` -> MQTT.
+
+Threads: paho's network thread runs :class:`Ingest` (decode, window; never blocks on inference) and, with
+``inference.batching = inline`` (the default), the scoring of what each read burst completed
+(:class:`InlineScoring`); otherwise one inference thread scores (:class:`ThreadedScoring`). One
+:class:`Housekeeping` thread publishes stats, expires idle devices and hot-reloads the model (SIGHUP or a
+changed file). :meth:`Daemon.stop` stops input, scores what is queued, publishes pending alerts and the
+offline status, then disconnects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from edge_runtime import __version__
+from edge_runtime.config import Config, ConfigError
+from edge_runtime.pipeline.alerts import AlertTracker
+from edge_runtime.pipeline.documents import Outbound, offline_doc, online_doc
+from edge_runtime.pipeline.hysteresis import AlertPolicy
+from edge_runtime.pipeline.stats import Stats
+from edge_runtime.pipeline.topics import format_topic
+from edge_runtime.service.housekeeping import Housekeeping
+from edge_runtime.service.ingest import Ingest, scoring_hop
+from edge_runtime.service.model import EdgeModel, load_model
+from edge_runtime.service.mqtt import MqttLink
+from edge_runtime.service.paho_buffered import buffering_supported
+from edge_runtime.service.publisher import Publisher
+from edge_runtime.service.scorer import InlineScoring, Scorer, ThreadedScoring
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """The running service. ``start()`` returns once threads run; ``stop()`` shuts down cleanly."""
+
+    def __init__(self, cfg: Config, model: EdgeModel | None = None) -> None:
+        self.cfg = cfg
+        self.instance = cfg.instance_name
+        self.stats = Stats()
+        model = model or load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
+        self.ingest = Ingest(cfg, model, self.stats)
+        self.tracker = AlertTracker(
+            AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels), self.instance,
+            seq_memory=cfg.max_devices,
+        )
+        self.scorer = Scorer(cfg, model, self.ingest, self.tracker, self.stats,
+                             self._make_discovery(model) if cfg.homeassistant_discovery else None)
+        self.publisher = Publisher()
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        inline = cfg.batching == "inline" and buffering_supported()
+        if cfg.batching == "inline" and not inline:
+            log.warning("inference.batching = inline needs paho-mqtt 2.x (edge_runtime/service/paho_buffered.py); "
+                        "using opportunistic batching on an inference thread")
+        self.batching: InlineScoring | ThreadedScoring = (
+            InlineScoring(cfg, self.scorer, self.publisher) if inline
+            else ThreadedScoring(cfg, self.scorer, self.publisher, self._stop))
+        self.ingest.put, self.ingest.policy = self.batching.put, cfg.queue_policy
+        self.ingest.on_forget = self._forget
+        self.status_topic = format_topic(cfg.status_topic, instance=self.instance)
+        self.link = MqttLink(cfg, self.ingest.router.filters, self.ingest.handle, self.status_topic,
+                             self._online_doc, self.stats, on_connected=self._on_connected,
+                             state_filter=format_topic(cfg.state_topic, device="+"), on_state=self.scorer.adopt,
+                             after_read=self.batching.drain if inline else None)
+        self.publisher.link = self.link
+        self.housekeeping = Housekeeping(cfg, self.ingest, self.scorer, self.batching, self.publisher, self.stats,
+                                         self.stats_doc, self._status_message, self._stop)
+        self.housekeeping.stats_topic = format_topic(cfg.stats_topic, instance=self.instance)
+        self._threads: list[threading.Thread] = []
+        self._log_start()
+        self.metrics = self._start_metrics() if cfg.metrics_port else None
+
+    @property
+    def model(self) -> EdgeModel:
+        return self.scorer.model
+
+    @property
+    def threshold(self) -> float:
+        return self.scorer.threshold
+
+    def _start_metrics(self) -> Any:
+        from edge_runtime.integrations.metrics_http import MetricsUnavailable, start_metrics_server
+
+        try:
+            return start_metrics_server(self.stats_doc, self.cfg.metrics_port, self.cfg.metrics_addr)
+        except MetricsUnavailable as exc:
+            raise ConfigError(f"runtime.metrics_port: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"runtime.metrics_port: cannot listen on {self.cfg.metrics_addr}:"
+                              f"{self.cfg.metrics_port}: {exc.strerror or exc}") from None
+
+    def _make_discovery(self, model: EdgeModel) -> Any:
+        from edge_runtime.integrations.homeassistant import Discovery, DiscoverySettings
+
+        cfg = self.cfg
+        return Discovery(DiscoverySettings(
+            instance=self.instance, prefix=cfg.homeassistant_prefix, state_topic=cfg.state_topic,
+            alert_topic=cfg.alert_topic, score_topic=cfg.score_topic, status_topic=cfg.status_topic,
+            model_id=model.model_id,
+        ))
+
+    def _on_connected(self) -> None:
+        self.publisher.send(self.scorer.on_connect_messages())
+
+    def _forget(self, device: str, reason: str) -> None:
+        self.publisher.send(self.scorer.forget(device, reason))
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _log_start(self) -> None:
+        m = self.model
+        log.info("model %s (%s): W=%d C=%d hop=%d threshold=%.6g; provider %s (%s)", m.model_id, m.path,
+                 m.window, m.n_channels, scoring_hop(self.cfg, m), self.threshold, m.provider, m.provider_reason)
+
+    def start(self) -> Daemon:
+        self.link.start()
+        self._threads = self.batching.start()
+        t = threading.Thread(target=self.housekeeping.run, name="edgewatch-housekeeping", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def request_stop(self) -> None:
+        """Signal-safe: ask :meth:`wait` to return."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Signal-safe: reload the model file on the housekeeping thread."""
+        self.housekeeping.reload_requested.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stop.wait(timeout)
+
+    def reload(self, why: str) -> bool:
+        """Load, validate and swap in the model file; on any error keep the old model. True if swapped."""
+        return self.housekeeping.reload(why)
+
+    def expire_idle(self, now: float) -> list[str]:
+        return self.housekeeping.expire_idle(now)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop input, score what is queued, publish pending alerts and offline status, disconnect."""
+        if self._stopped.is_set():
+            return
+        log.info("stopping: %d window(s) pending", len(self.batching))
+        self.link.paused = True  # new sensor messages stay unacknowledged: redelivered after a restart
+        self.ingest.accepting = False
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        self.link.detach_after_read()  # inline: a burst being scored finishes; the rest is scored here
+        self.batching.stop(deadline - time.monotonic())
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self.housekeeping.publish_stats()
+        self.link.close(offline_doc(self.instance, "stopped", time.time()),
+                        timeout=max(0.5, deadline - time.monotonic()))
+        if self.metrics is not None:
+            self.metrics.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    # -- documents ----------------------------------------------------------------------
+    def _online_doc(self) -> dict[str, Any]:
+        m = self.model
+        return online_doc(self.instance, __version__, m.model_id, m.provider, m.provider_reason,
+                          m.metadata.channels, m.window, self.threshold, time.time())
+
+    def _status_message(self) -> Outbound:
+        return Outbound(self.status_topic, json.dumps(self._online_doc()), qos=1, retain=True)
+
+    def stats_doc(self) -> dict[str, Any]:
+        return self.stats.snapshot(
+            instance=self.instance, devices_active=len(self.ingest.store), queue_windows=len(self.batching),
+            provider=self.model.provider, model_id=self.model.model_id, connected=self.link.connected.is_set(),
+            time=time.time(),
+        )

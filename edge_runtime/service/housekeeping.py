@@ -1,0 +1,139 @@
+"""The housekeeping thread: the stats tick, idle-device expiry, the model file watch and reload, the inline sweep.
+
+A model reload (SIGHUP or a changed file) loads and validates the new file first and keeps the old
+model on any error; windows are kept when W and C are unchanged, else every device restarts (a raised
+one gets a ``cleared`` alert with reason ``reload``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from edge_runtime.config import Config
+from edge_runtime.pipeline.documents import Outbound
+from edge_runtime.pipeline.stats import Stats
+from edge_runtime.service.ingest import Ingest
+from edge_runtime.service.model import FileSignature, ModelError, load_model
+from edge_runtime.service.publisher import Publisher
+from edge_runtime.service.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+class Batching(Protocol):
+    def sweep(self, now: float) -> None: ...
+    def clear(self) -> int: ...
+
+
+class Housekeeping:
+    """Periodic work off the hot path; :meth:`run` is the thread's loop (until ``stop`` is set)."""
+
+    def __init__(self, cfg: Config, ingest: Ingest, scorer: Scorer, batching: Batching, publisher: Publisher,
+                 stats: Stats, stats_doc: Callable[[], dict[str, Any]], status: Callable[[], Outbound],
+                 stop: threading.Event) -> None:
+        self.cfg = cfg
+        self.ingest = ingest
+        self.scorer = scorer
+        self.batching = batching
+        self.publisher = publisher
+        self.stats = stats
+        self.stats_doc = stats_doc
+        self.status = status  # the retained online status message (after a reload)
+        self.stats_topic = ""  # set by the daemon
+        self._stop = stop
+        self.reload_requested = threading.Event()
+        self._watch_sig: FileSignature | None = scorer.model.signature
+
+    def run(self) -> None:
+        cfg = self.cfg
+        now = time.monotonic()
+        next_stats = now + cfg.stats_interval_s if cfg.stats_interval_s else float("inf")
+        next_watch = now + cfg.watch_interval_s if cfg.watch_interval_s else float("inf")
+        next_expire = now + min(60.0, cfg.device_idle_s) if cfg.device_idle_s else float("inf")
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            self.batching.sweep(now)
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload("SIGHUP")
+            if now >= next_watch:
+                next_watch = now + cfg.watch_interval_s
+                self.check_file()
+            if now >= next_expire:
+                next_expire = now + min(60.0, cfg.device_idle_s)
+                self.expire_idle(now)
+            if now >= next_stats:
+                next_stats = now + cfg.stats_interval_s
+                self.publish_stats()
+
+    def expire_idle(self, now: float) -> list[str]:
+        """Forget devices without data for ``device_idle_s`` (and adopted raised ones that never sent any)."""
+        with self.ingest.lock:
+            gone = self.ingest.store.expire(now, self.cfg.device_idle_s)
+            gone += self.scorer.expire_adopted(now, self.cfg.device_idle_s)
+        for dev in gone:
+            self.stats.incr("devices_expired")
+            self.publisher.send(self.scorer.forget(dev, "expired"))
+        if gone:
+            log.info("%d idle device(s) expired after %.0f s without data", len(gone), self.cfg.device_idle_s)
+        return gone
+
+    def publish_stats(self) -> None:
+        doc = self.stats_doc()
+        log.info(
+            "stats: messages=%d samples=%d windows=%d alerts=%d/%d drops=%s devices=%d batch=%.1f p50=%s ms p99=%s ms provider=%s",
+            doc["messages"], doc["samples"], doc["windows_scored"], doc["alerts_raised"], doc["alerts_cleared"],
+            doc["drops"] or "{}", doc["devices_active"], doc["batch_size_mean"],
+            "-" if doc["inference_ms_p50"] is None else doc["inference_ms_p50"],
+            "-" if doc["inference_ms_p99"] is None else doc["inference_ms_p99"], doc["provider"],
+        )
+        self.publisher.send([Outbound(self.stats_topic, json.dumps(doc), qos=0)])
+
+    def check_file(self) -> None:
+        try:
+            sig = FileSignature.of(self.scorer.model.path)
+        except OSError:
+            return
+        if sig != self._watch_sig:
+            self._watch_sig = sig
+            self.reload("file changed")
+
+    def reload(self, why: str) -> bool:
+        """Load, validate and swap in the model file; on any error keep the old model. True if swapped."""
+        cfg = self.cfg
+        old = self.scorer.model
+        try:
+            new = load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
+        except ModelError as exc:
+            self.stats.incr("reloads_refused")
+            log.error("model reload (%s) refused, keeping %s: %s", why, old.model_id, exc)
+            return False
+        except Exception as exc:  # an unforeseen failure must not kill the housekeeping thread
+            self.stats.incr("reloads_refused")
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            log.error("model reload (%s) refused, keeping %s: unexpected %s: %s", why, old.model_id,
+                      type(exc).__name__, reason)
+            return False
+        keep = (new.window, new.n_channels) == (old.window, old.n_channels)
+        with self.ingest.lock:
+            dropped_devices = [] if keep else list(self.ingest.store.devices)
+            self.scorer.model = new
+            self.ingest.configure(new, keep_windows=keep)
+            if not keep:
+                dropped = self.batching.clear()
+                if dropped:
+                    self.stats.drop("reload", dropped)
+        for dev in dropped_devices:  # their windows are gone: a raised one is cleared (reason "reload")
+            self.publisher.send(self.scorer.forget(dev, "reload"))
+        self._watch_sig = new.signature
+        self.stats.incr("reloads")
+        log.info("model reloaded (%s): %s -> %s, W=%d C=%d, device windows %s; provider %s (%s)", why,
+                 old.model_id, new.model_id, new.window, new.n_channels, "kept" if keep else "reset",
+                 new.provider, new.provider_reason)
+        self.publisher.send([self.status()])
+        return True

@@ -1,0 +1,141 @@
+"""The network-thread half of the daemon: topic -> device, payload -> samples -> windows -> the batch buffer.
+
+Runs on paho's network thread for every sensor message and never blocks on inference. Every drop is
+counted (:class:`~edge_runtime.pipeline.stats.Stats`) and logged at a bounded rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from edge_runtime.config import Config
+from edge_runtime.pipeline.batcher import WindowItem
+from edge_runtime.pipeline.decode import DecodeError, Decoder
+from edge_runtime.pipeline.stats import RateLimitedLog, Stats
+from edge_runtime.pipeline.topics import TopicRouter, sanitize_id
+from edge_runtime.pipeline.windows import PushResult, WindowStore
+from edge_runtime.service.model import EdgeModel
+
+log = logging.getLogger(__name__)
+
+MAX_CACHED_TOPIC = 256  # longer input topics are routed per message, not cached (bounds the cache's memory)
+
+
+def gap_tolerance(cfg: Config, model: EdgeModel) -> float:
+    """``input.gap_s``, or 10 x the model's sample period, or 60 s."""
+    if cfg.gap_s > 0:
+        return cfg.gap_s
+    sp = model.metadata.sample_period_s
+    return 10.0 * sp if sp else 60.0
+
+
+def scoring_hop(cfg: Config, model: EdgeModel) -> int:
+    """``input.hop`` (capped at the model's window), or the model's default hop when it is 0."""
+    return min(cfg.hop, model.window) if cfg.hop > 0 else model.metadata.hop
+
+
+def _unwired(item: WindowItem) -> int:
+    raise RuntimeError("Ingest.put is not wired to a batch buffer")
+
+
+class Ingest:
+    """Decode and window each message; hand due windows to ``put`` (set by the daemon: a ``WindowBuffer`` or
+    ``WindowQueue``'s ``put``, which returns the windows its bound dropped). ``lock`` guards the decoder,
+    the window store and (inline batching) the buffer against a model swap and the daemon's other threads."""
+
+    def __init__(self, cfg: Config, model: EdgeModel, stats: Stats,
+                 put: Callable[[WindowItem], int] | None = None, policy: str = "") -> None:
+        self.cfg = cfg
+        self.router = TopicRouter(cfg.topics)
+        self.put: Callable[[WindowItem], int] = put or _unwired
+        self.policy = policy or cfg.queue_policy
+        self.stats = stats
+        self.rl = RateLimitedLog(log, cfg.log_interval_s)
+        self.lock = threading.RLock()  # re-entered by reload
+        self.accepting = True
+        self.on_forget: Callable[[str, str], None] | None = None  # callback(device, reason) for evicted devices
+        # input topic -> sanitised device id; bounded: cleared when full, topics > MAX_CACHED_TOPIC chars not kept
+        self._ids: dict[str, str] = {}
+        self.decoder: Decoder
+        self.store: WindowStore
+        self.configure(model, keep_windows=False)
+
+    def configure(self, model: EdgeModel, keep_windows: bool) -> None:
+        """Use ``model``'s channels/window; keep device buffers when W and C are unchanged."""
+        cfg = self.cfg
+        with self.lock:
+            self.decoder = Decoder(model.metadata.channels, cfg.max_payload_bytes, cfg.max_samples_per_message)
+            gap = gap_tolerance(cfg, model)
+            if keep_windows:
+                self.store.retune(scoring_hop(cfg, model), gap)
+            else:
+                self.store = WindowStore(model.window, scoring_hop(cfg, model), model.n_channels, gap, cfg.max_devices)
+
+    def handle(self, topic: str, payload: bytes | bytearray) -> None:
+        """One MQTT message (paho network thread)."""
+        st = self.stats
+        st.counts["messages"] += 1
+        device = self._ids.get(topic)
+        if device is None:  # routing and sanitising once per topic, not per message
+            raw = self.router.device(topic)
+            if raw is None:
+                st.drop("unknown_topic")
+                self.rl.log(logging.WARNING, "unknown_topic", "topic %r does not fit the input templates", topic[:200])
+                return
+            device = sanitize_id(raw, self.cfg.max_device_id_len)
+            if len(topic) <= MAX_CACHED_TOPIC:
+                if len(self._ids) >= 2 * self.cfg.max_devices:
+                    self._ids.clear()
+                self._ids[topic] = device
+        if not self.accepting:
+            st.drop("shutdown")
+            return
+        with self.lock:
+            try:
+                samples = self.decoder.decode(payload, time.time())
+            except DecodeError as exc:
+                st.drop(exc.reason)
+                self.rl.log(logging.WARNING, exc.reason, "device %s: %s", device, exc.detail)
+                return
+            store = self.store
+            res = store.push_samples(device, samples, time.monotonic())
+            if res is store.one_accepted:  # the common case: one sample in, nothing else to count
+                st.counts["samples"] += 1
+                return
+            if res.windows.shape[0]:  # under the lock: a reload's clear of the buffer cannot interleave
+                self._put(device, res.windows, res.t_start, res.t_end)
+        self._count(device, res)
+
+    def _count(self, device: str, res: PushResult) -> None:
+        st = self.stats
+        st.counts["samples"] += res.accepted
+        if res.out_of_order:
+            st.drop("out_of_order", res.out_of_order)
+            self.rl.log(logging.WARNING, "out_of_order", "device %s: %d sample(s) older than the latest dropped",
+                        device, res.out_of_order)
+        if res.duplicate:
+            st.drop("duplicate", res.duplicate)
+            self.rl.log(logging.WARNING, "duplicate", "device %s: %d duplicate timestamp(s) dropped", device, res.duplicate)
+        if res.gaps:
+            st.counts["gaps"] += res.gaps
+            self.rl.log(logging.INFO, "gap", "device %s: time gap > %.3g s, window restarted", device, self.store.gap_s)
+        for dev in res.evicted:
+            st.counts["devices_evicted"] += 1
+            self.rl.log(logging.WARNING, "device_evicted", "max_devices %d reached: evicted %s", self.cfg.max_devices, dev)
+            if self.on_forget is not None:
+                self.on_forget(dev, "evicted")
+
+    def _put(self, device: str, windows: np.ndarray, t_start: np.ndarray, t_end: np.ndarray) -> None:
+        """Hand (k, W, C) windows to the batch buffer; count what its bound drops."""
+        st = self.stats
+        st.counts["windows_queued"] += windows.shape[0]
+        dropped = self.put(WindowItem(device, windows, t_start, t_end, time.monotonic()))
+        if dropped:
+            st.drop("queue_full", dropped)
+            self.rl.log(logging.WARNING, "queue_full", "inference queue full: %d window(s) dropped (%s)",
+                        dropped, self.policy)

@@ -1,0 +1,286 @@
+"""Batches in, outbound messages out: stack -> ``model.run`` -> alert state machine -> documents.
+
+:class:`Scorer` turns a batch of :class:`~edge_runtime.pipeline.batcher.WindowItem` s into
+:class:`~edge_runtime.pipeline.documents.Outbound` messages (alerts, retained states, scores, Home Assistant
+discovery) and owns the :class:`~edge_runtime.pipeline.alerts.AlertTracker` (forgetting devices,
+re-adopting retained states of an earlier run). It publishes nothing itself.
+
+Where batches are scored is the daemon's choice (``inference.batching``):
+
+- :class:`InlineScoring` (``inline``, the fastest): windows wait in a plain
+  :class:`~edge_runtime.pipeline.batcher.WindowBuffer` and are scored on the network thread right after
+  each read burst (the link's ``after_read``); no thread hand-off, no thread-safe queue.
+- :class:`ThreadedScoring` (``opportunistic`` / ``fill``): a
+  :class:`~edge_runtime.service.window_queue.WindowQueue` to one inference thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.config import Config
+from edge_runtime.pipeline.alerts import AlertTracker
+from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
+from edge_runtime.pipeline.documents import RAISED, Outbound, score_doc, state_doc
+from edge_runtime.pipeline.stats import Stats
+from edge_runtime.pipeline.topics import format_topic, sanitize_id
+from edge_runtime.service.ingest import Ingest
+from edge_runtime.service.model import EdgeModel
+from edge_runtime.service.publisher import Publisher
+from edge_runtime.service.window_queue import WindowQueue
+
+log = logging.getLogger(__name__)
+
+INLINE_SWEEP_S = 0.05  # inline batching: the housekeeping thread scores windows left queued this long
+
+
+class Scorer:
+    """Scores batches for the devices ``ingest`` tracks, with ``model`` (swapped by a reload)."""
+
+    def __init__(self, cfg: Config, model: EdgeModel, ingest: Ingest, tracker: AlertTracker, stats: Stats,
+                 discovery: Any = None) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.ingest = ingest
+        self.tracker = tracker
+        self.stats = stats
+        self.discovery = discovery  # edge_runtime.integrations.homeassistant.Discovery, or None
+        self.tracker_lock = threading.Lock()
+        self._discovery_lock = threading.Lock()
+        self.adopted: dict[str, float] = {}  # device -> monotonic time it was adopted (guarded by tracker_lock)
+        self._batch_buf = np.zeros((cfg.max_batch, model.window, model.n_channels), np.float32)
+
+    @property
+    def threshold(self) -> float:
+        return self.cfg.threshold or self.model.threshold
+
+    def score_guarded(self, items: list[WindowItem]) -> list[Outbound]:
+        """:meth:`score`, a failure counted (``inference_error``) and logged, not raised: keep serving."""
+        try:
+            return self.score(items)
+        except Exception:
+            n = sum(it.n for it in items)
+            self.stats.drop("inference_error", n)
+            log.exception("inference failed for a batch of %d window(s)", n)
+            return []
+
+    def score(self, items: list[WindowItem]) -> list[Outbound]:
+        """Run one batch (windows of a reloaded shape or of forgotten devices are dropped and counted)."""
+        model = self.model
+        shape = (model.window, model.n_channels)
+        good = [it for it in items if it.windows.shape[1:] == shape]
+        if len(good) < len(items):
+            self.stats.drop("reload", sum(it.n for it in items if it not in good))
+        with self.ingest.lock:  # windows of devices forgotten (evicted/expired) while queued
+            live = self.ingest.store.devices
+            gone = [it for it in good if it.device not in live]
+            if gone:
+                good = [it for it in good if it.device in live]
+        if gone:
+            self.stats.drop("device_gone", sum(it.n for it in gone))
+        if not good:
+            return []
+        if self._batch_buf.shape[1:] != shape:
+            self._batch_buf = np.zeros((self.cfg.max_batch, *shape), np.float32)
+        batch = stack(good, self._batch_buf)  # (B, W, C)
+        t0 = time.perf_counter()
+        score, ce = model.run(batch)
+        self.stats.record_batch(batch.shape[0], time.perf_counter() - t0)
+        thr = self.threshold
+        channels = model.metadata.channels
+        cfg = self.cfg
+        publish_scores = cfg.publish_scores or self.discovery is not None
+        out: list[Outbound] = []
+        off = 0
+        for it in good:
+            s, c = score[off : off + it.n], ce[off : off + it.n]
+            off += it.n
+            # a device forgotten (evicted/expired/reset) since it queued these windows is not tracked again:
+            # the check and the update under both locks, so forget() cannot run in between
+            with self.ingest.lock, self.tracker_lock:
+                if it.device not in self.ingest.store.devices:
+                    continue  # forgotten while its windows were being scored
+                alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, thr, channels, model.model_id)
+                state = self.tracker.state_payload(it.device) if alerts else None
+            out += self._discovery("on_device", it.device)  # Home Assistant discovery config, once per device
+            for a in alerts:
+                # locked: forget() counts alerts_cleared on other threads
+                self.stats.incr("alerts_raised" if a["state"] == RAISED else "alerts_cleared")
+                log.info("alert %s device=%s score=%.4g threshold=%.4g top=%s", a["state"], it.device, a["score"],
+                         thr, ",".join(t["name"] for t in a["top_channels"]))
+                out.append(Outbound(format_topic(cfg.alert_topic, device=it.device), json.dumps(a), qos=1))
+            if state is not None:
+                out.append(Outbound(format_topic(cfg.state_topic, device=it.device), json.dumps(state),
+                                    qos=1, retain=True))
+            if publish_scores:
+                doc = score_doc(it.device, model.model_id, thr, it.t_start, it.t_end, s)
+                out.append(Outbound(format_topic(cfg.score_topic, device=it.device), json.dumps(doc), qos=0))
+        return out
+
+    def _discovery(self, what: str, device: str) -> list[Outbound]:
+        """Home Assistant discovery messages (retained) for ``device``: ``on_device`` or ``forget``."""
+        if self.discovery is None:
+            return []
+        with self._discovery_lock:
+            msgs = getattr(self.discovery, what)(device)
+        return [Outbound(topic, payload, qos=1, retain=True) for topic, payload in msgs]
+
+    def on_connect_messages(self) -> list[Outbound]:
+        """After every (re)connect: the retained discovery configs, if Home Assistant discovery is on."""
+        if self.discovery is None:
+            return []
+        with self._discovery_lock:
+            msgs = self.discovery.on_connect()
+        return [Outbound(topic, payload, qos=1, retain=True) for topic, payload in msgs]
+
+    def adopt(self, topic: str, payload: bytes | bytearray) -> None:
+        """A retained state of this instance from an earlier run (paho thread): see :meth:`AlertTracker.adopt`;
+        an adopted raised device that never sends data again is expired after ``device_idle_s``."""
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return
+        state_topic = self.cfg.state_topic
+        with self.tracker_lock:
+            device = self.tracker.adopt(doc, topic, lambda dev: format_topic(state_topic, device=dev))
+            if device is not None:
+                self.adopted[device] = time.monotonic()
+        if device is not None:
+            log.info("device %s was left raised by an earlier run: tracked as raised until it clears or expires",
+                     sanitize_id(device, self.cfg.max_device_id_len))
+
+    def expire_adopted(self, now: float, idle_s: float) -> list[str]:
+        """Adopted raised devices that sent nothing for ``idle_s`` (the caller holds the ingest lock)."""
+        gone: list[str] = []
+        live = self.ingest.store.devices
+        with self.tracker_lock:
+            for dev, t in list(self.adopted.items()):
+                if dev in live or dev not in self.tracker.devices:
+                    del self.adopted[dev]  # sending again (or forgotten): handled like any device
+                elif now - t >= idle_s:
+                    del self.adopted[dev]
+                    gone.append(dev)
+        return gone
+
+    def forget(self, device: str, reason: str) -> list[Outbound]:
+        """A device left (evicted/expired/reload): drop its alert state; a raised one gets a ``cleared``
+        alert with ``reason`` (counted in ``alerts_cleared``) and a retained ``cleared`` state."""
+        model = self.model
+        with self.tracker_lock:
+            st, alert = self.tracker.forget(device, reason, self.threshold, model.metadata.channels, model.model_id)
+            self.adopted.pop(device, None)
+        out = self._discovery("forget", device)
+        if st is not None and alert is not None:
+            self.stats.incr("alerts_cleared")
+            log.info("alert cleared device=%s reason=%s", device, reason)
+            cfg = self.cfg
+            out.append(Outbound(format_topic(cfg.alert_topic, device=device), json.dumps(alert), qos=1))
+            doc = state_doc(device, False, st.alert_id, st.seq, st.since, self.tracker.instance, reason)
+            out.append(Outbound(format_topic(cfg.state_topic, device=device), json.dumps(doc), qos=1, retain=True))
+        return out
+
+
+class InlineScoring:
+    """Inline batching: :meth:`put` (network thread, under the ingest lock) fills a plain buffer that
+    :meth:`drain` (the link's ``after_read``, same thread) scores in batches of up to ``max_batch``."""
+
+    def __init__(self, cfg: Config, scorer: Scorer, publisher: Publisher) -> None:
+        self.cfg = cfg
+        self.scorer = scorer
+        self.publisher = publisher
+        self.buffer = WindowBuffer(cfg.queue_windows, cfg.queue_policy)
+        self.put = self.buffer.put
+        self._lock = self.scorer.ingest.lock  # the buffer's guard against the daemon's other threads
+        self._scoring = threading.Lock()  # one scorer at a time: a device's windows are scored in order
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def start(self) -> list[threading.Thread]:
+        return []
+
+    def drain(self) -> None:
+        """Score everything buffered, in order (network thread after a read burst; the sweep; stop)."""
+        if not self.buffer.n:
+            return
+        with self._scoring:
+            while True:
+                with self._lock:
+                    items = self.buffer.take(self.cfg.max_batch)
+                if not items:
+                    return
+                self.publisher.send(self.scorer.score_guarded(items))
+
+    def sweep(self, now: float) -> None:
+        """A safety net (housekeeping thread): windows buffered outside a read burst wait <= ~0.15 s."""
+        with self._lock:
+            oldest = self.buffer.oldest_enqueued()
+        if oldest is not None and now - oldest > INLINE_SWEEP_S:
+            self.drain()
+
+    def clear(self) -> int:
+        with self._lock:
+            return self.buffer.clear()
+
+    def stop(self, timeout: float) -> None:
+        """After the link stopped calling :meth:`drain`: score what is left here."""
+        self.drain()
+
+
+class ThreadedScoring:
+    """``opportunistic`` / ``fill`` batching: a bounded queue to one inference thread."""
+
+    def __init__(self, cfg: Config, scorer: Scorer, publisher: Publisher, stop: threading.Event) -> None:
+        self.cfg = cfg
+        self.scorer = scorer
+        self.publisher = publisher
+        self.queue = WindowQueue(cfg.queue_windows, cfg.queue_policy)
+        self.put = self.queue.put
+        self._stop = stop
+        self._thread: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def start(self) -> list[threading.Thread]:
+        self._thread = threading.Thread(target=self._run, name="edgewatch-infer", daemon=True)
+        self._thread.start()
+        return [self._thread]
+
+    def _run(self) -> None:
+        cfg = self.cfg
+        # opportunistic: take whatever is queued (at least one window) at once; fill: wait up to max_wait_ms
+        wait_s = cfg.max_wait_ms / 1000.0 if cfg.batching == "fill" else 0.0
+        while True:
+            items = self.queue.get_batch(cfg.max_batch, wait_s, timeout=0.25)
+            if not items:
+                if self._stop.is_set():
+                    return
+                continue
+            self.publisher.send(self.scorer.score_guarded(items))
+
+    def drain(self) -> None:
+        """Score everything queued on this thread (tests; the worker does it while running)."""
+        while True:
+            items = self.queue.get_batch(self.cfg.max_batch, 0.0, timeout=0.0)
+            if not items:
+                return
+            self.publisher.send(self.scorer.score_guarded(items))
+
+    def sweep(self, now: float) -> None:
+        pass
+
+    def clear(self) -> int:
+        return self.queue.clear()
+
+    def stop(self, timeout: float) -> None:
+        """Close the queue: the worker scores what is left, then ends (joined up to ``timeout`` s)."""
+        self.queue.close()
+        if self._thread is not None:
+            self._thread.join(max(0.1, timeout))

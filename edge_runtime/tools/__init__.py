@@ -1,0 +1,1 @@
+"""Command-line helpers that ship with the edge: simulate, replay, watch, synthetic data, a local broker."""

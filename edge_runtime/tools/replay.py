@@ -1,0 +1,288 @@
+"""``edgewatch replay FILE.csv --device NAME``: publish a recording to a sensor topic, paced by its timestamps.
+
+Pure part: :func:`read_recording` parses a CSV (``,`` ``;`` or tab, UTF-8 with or without BOM)
+with a header and one time column (ISO 8601 date-time or an epoch number in s/ms/us/ns, one unit per column) into timestamps and
+channel values; channels are the numeric columns minus the time and label columns.
+:func:`pacing_delays` gives the wait before each message. I/O part: :func:`publish_recording`.
+
+No pandas; never imports torch, onnx or trainer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from edge_runtime.pipeline.timestamps import TimestampError, column_seconds, parse_timestamp
+from edge_runtime.tools.simulate import (
+    FORMATS,
+    SimError,
+    SimResult,
+    broker_address,
+    broker_options,
+    connect_publisher,
+    encode_payload,
+    fail,
+    model_channels,
+)
+
+TIME_COLUMNS = ("datetime", "timestamp", "time", "ts", "date")
+DEFAULT_LABELS = ("anomaly", "changepoint", "label", "labels")
+
+
+class ReplayError(SimError):
+    """The recording or an option is unusable (one clear line naming file, line and column)."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A parsed recording: ``ts`` (n,) float64 epoch s (None when the file has no time column),
+    ``values`` (n, C) float32, ``channels`` (C,) names."""
+
+    ts: np.ndarray | None
+    values: np.ndarray
+    channels: tuple[str, ...]
+
+
+def _good_time(cell: str) -> bool:
+    try:
+        parse_timestamp(cell)
+    except TimestampError:
+        return False
+    return True
+
+
+def _sniff_delimiter(header: str) -> str:
+    counts = {d: header.count(d) for d in (";", ",", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        return math.isfinite(float(cell))
+    except ValueError:
+        return False
+
+
+def read_recording(
+    path: Path,
+    *,
+    time_column: str | None = None,
+    label_columns: Sequence[str] = DEFAULT_LABELS,
+    exclude: Sequence[str] = (),
+    channels: Sequence[str] | None = None,
+) -> Recording:
+    """Parse ``path``; ``channels`` picks and orders columns (default: every numeric column left)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ReplayError(f"{path}: not UTF-8 text") from None
+    first = text.split("\n", 1)[0]
+    if not first.strip():
+        raise ReplayError(f"{path}: empty file or empty header line")
+    reader = csv.reader(io.StringIO(text), delimiter=_sniff_delimiter(first))
+    header = [h.strip() for h in next(reader)]
+    rows = [r for r in reader if any(c.strip() for c in r)]
+    if not rows:
+        raise ReplayError(f"{path}: no data rows after the header")
+    lower = [h.lower() for h in header]
+    if len(set(header)) != len(header):
+        raise ReplayError(f"{path}: duplicate column names in the header")
+    if time_column is not None:
+        if time_column not in header:
+            raise ReplayError(f"{path}: no time column {time_column!r} (columns: {', '.join(header)})")
+        t_idx: int | None = header.index(time_column)
+    else:
+        t_idx = next((lower.index(n) for n in TIME_COLUMNS if n in lower), None)
+    skip = {h.lower() for h in (*label_columns, *exclude)}
+    if channels:
+        missing = [c for c in channels if c not in header]
+        if missing:
+            raise ReplayError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header)})")
+        ch_idx = [header.index(c) for c in channels]
+    else:
+        ch_idx = [
+            i for i, h in enumerate(header)
+            if i != t_idx and h.lower() not in skip and i < len(rows[0]) and _is_number(rows[0][i])
+        ]
+        if not ch_idx:
+            raise ReplayError(f"{path}: no numeric channel columns (columns: {', '.join(header)})")
+    values = np.empty((len(rows), len(ch_idx)), dtype=np.float32)
+    ts: np.ndarray | None = None
+    for n, row in enumerate(rows):
+        line = n + 2
+        if len(row) != len(header):
+            raise ReplayError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
+        for j, i in enumerate(ch_idx):
+            cell = row[i].strip()
+            try:
+                v = float(cell)
+            except ValueError:
+                what = "missing value" if not cell else f"non-numeric value {cell!r}"
+                raise ReplayError(f"{path}: line {line}, column {header[i]!r}: {what}") from None
+            if not math.isfinite(v):
+                raise ReplayError(f"{path}: line {line}, column {header[i]!r}: non-finite value {cell!r}")
+            values[n, j] = v
+    if t_idx is not None:
+        cells = [row[t_idx] for row in rows]
+        try:
+            ts = column_seconds(cells)
+        except TimestampError:
+            line = next(n for n, c in enumerate(cells) if not _good_time(c)) + 2
+            raise ReplayError(
+                f"{path}: line {line}, column {header[t_idx]!r}: bad timestamp {cells[line - 2]!r}"
+            ) from None
+    if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
+        bad = int(np.argmax(np.diff(ts) < 0)) + 3
+        raise ReplayError(f"{path}: line {bad}: timestamps go backwards")
+    return Recording(ts, values, tuple(header[i] for i in ch_idx))
+
+
+def pacing_delays(ts: np.ndarray, batch: int, speed: float) -> np.ndarray:
+    """Offsets (m,) in s from the start at which each of the m = ceil(n / batch) messages is due.
+
+    Message k carries samples ``k*batch ..``; it is due when its last sample's time has passed,
+    scaled down by ``speed``.
+    """
+    n = ts.shape[0]
+    last = np.minimum(np.arange(1, math.ceil(n / batch) + 1) * batch, n) - 1
+    return (ts[last] - ts[0]) / speed
+
+
+def publish_recording(
+    client: Any,
+    rec: Recording,
+    topic: str,
+    *,
+    fmt: str = "single",
+    batch: int = 1,
+    qos: int = 1,
+    speed: float = 1.0,
+    fast: bool = False,
+    period_s: float = 1.0,
+    restamp: bool = False,
+    stop: threading.Event | None = None,
+) -> SimResult:
+    """Publish ``rec`` to ``topic`` (connected paho ``client``), paced by its timestamps / ``speed``.
+
+    A file without a time column is stamped ``period_s`` apart from now; ``restamp`` shifts the
+    file's timestamps so the first is now (spacing kept).
+    """
+    if fmt not in FORMATS:
+        raise ReplayError(f"unknown payload format {fmt!r}; use {', '.join(FORMATS)}")
+    if batch < 1 or not speed > 0:
+        raise ReplayError("--batch must be >= 1 and --speed > 0")
+    n = rec.values.shape[0]
+    now = time.time()
+    if rec.ts is None:
+        ts = now + np.arange(n, dtype=np.float64) * period_s
+    else:
+        ts = rec.ts - rec.ts[0] + now if restamp else rec.ts
+    due = pacing_delays(ts, batch, speed)
+    res = SimResult()
+    pending = []
+    began = time.monotonic()
+    for k in range(due.shape[0]):
+        if stop is not None and stop.is_set():
+            break
+        if not fast:
+            delay = began + float(due[k]) - time.monotonic()
+            if delay > 0:
+                if stop is not None:
+                    stop.wait(delay)
+                else:
+                    time.sleep(delay)
+        lo, hi = k * batch, min(n, (k + 1) * batch)
+        for payload in encode_payload(fmt, ts[lo:hi], rec.values[lo:hi], rec.channels):
+            info = client.publish(topic, payload, qos=qos)
+            res.messages += 1
+            if qos:
+                pending.append(info)
+        res.samples += hi - lo
+        if len(pending) > 5000:
+            for info in pending:
+                info.wait_for_publish(timeout=10)
+            pending.clear()
+    for info in pending:
+        info.wait_for_publish(timeout=10)
+    res.elapsed_s = time.monotonic() - began
+    return res
+
+
+@click.command("replay")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--device", required=True, help="Device id: the {device} level of the topic.")
+@broker_options
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Time scale (10 = ten times faster than recorded).")
+@click.option("--fast", is_flag=True, help="As fast as possible (timestamps unchanged).")
+@click.option("--topic", "topic_template", default="sensors/{device}/data", show_default=True,
+              help="Topic template.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="single", show_default=True,
+              help="Payload format.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Samples per message for batch/csv.")
+@click.option("--qos", type=click.IntRange(0, 2), default=1, show_default=True, help="MQTT QoS.")
+@click.option("--time-column", help="Name of the time column (default: datetime/timestamp/time/ts).")
+@click.option("--label-column", "labels", multiple=True, help="Label column(s) kept out of the channels "
+              "(default: anomaly, changepoint, label).")
+@click.option("--exclude", multiple=True, help="More columns kept out of the channels. Repeatable.")
+@click.option("--channels", help="Comma-separated columns to publish, in this order.")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Publish the columns this edgewatch model expects, in its order.")
+@click.option("--period", type=float, default=1.0, show_default=True,
+              help="Sample period, s, for a file without a time column.")
+@click.option("--restamp", is_flag=True, help="Shift timestamps so the first sample is now.")
+def replay_command(
+    file: Path, device: str, broker: str, speed: float, fast: bool, topic_template: str, fmt: str,
+    batch: int, qos: int, time_column: str | None, labels: tuple[str, ...], exclude: tuple[str, ...],
+    channels: str | None, model: Path | None, period: float, restamp: bool, username: str, password_file: str,
+    ca_file: str,
+) -> None:
+    """Replay a CSV recording (e.g. a SKAB file) to sensors/DEVICE/data."""
+    try:
+        broker_address(broker)
+        if "{device}" not in topic_template:
+            raise ReplayError("--topic must contain {device}")
+        if not speed > 0:
+            raise ReplayError("--speed must be > 0")
+        picked = model_channels(model) if model else (
+            [c.strip() for c in channels.split(",") if c.strip()] if channels else None
+        )
+        rec = read_recording(
+            file, time_column=time_column, label_columns=labels or DEFAULT_LABELS, exclude=exclude,
+            channels=picked,
+        )
+        topic = topic_template.replace("{device}", device)
+        click.echo(
+            f"replaying {rec.values.shape[0]} samples x {len(rec.channels)} channels "
+            f"({', '.join(rec.channels)}) to {topic} "
+            + ("as fast as possible" if fast else f"at {speed:g}x"),
+            err=True,
+        )
+        client = connect_publisher(broker, f"edgewatch-replay-{device}", username, password_file, ca_file)
+        try:
+            res = publish_recording(
+                client, rec, topic, fmt=fmt, batch=batch, qos=qos, speed=speed, fast=fast,
+                period_s=period, restamp=restamp,
+            )
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    except SimError as exc:
+        fail("replay", str(exc))
+        return
+    click.echo(f"published {res.messages} messages ({res.samples} samples) in {res.elapsed_s:.1f} s", err=True)

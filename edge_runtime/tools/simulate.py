@@ -1,0 +1,614 @@
+"""``edgewatch simulate``: publish synthetic sensor streams with scheduled anomalies, write ground truth.
+
+Two layers:
+
+- pure planning and generation (:class:`SimPlan`, :func:`make_plan`, :class:`StreamSource`,
+  :func:`encode_payload`, :func:`ground_truth`): which device streams what, where the anomalies
+  are, the bytes of each payload. Deterministic for a seed; no network.
+- the publishing loop (:func:`publish_plan`): one paho client, real-time pacing (or as fast as
+  possible), QoS 0 or 1.
+
+Each device is a stream of :func:`edge_runtime.tools.synthetic.normal_series`. By default every device
+shares one machine profile (the seed) and starts at a different absolute time, so a model trained
+on that profile fits all of them; ``distinct=True`` gives each device its own profile (seed + i).
+Sample ``k`` of a stream has timestamp ``t0 + k / rate``. Anomaly spans are sample indices,
+``end`` exclusive, and are applied once per anomaly (on a context of normal data around it) so
+chunks join exactly whatever the chunk size.
+
+Must not import torch, onnx or trainer.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from edge_runtime.config import PASSWORD_ENV, ConfigError
+from edge_runtime.service.mqtt import (
+    BrokerAddress,
+    ClientOptions,
+    MqttConnectError,
+    connect,
+    parse_broker_url,
+)
+from edge_runtime.tools.synthetic import ANOMALY_KINDS, Anomaly, channel_names, inject, normal_series
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("single", "keyed", "batch", "csv")
+_OFFSET_STRIDE = 10_000_019  # absolute-time distance between devices that share a profile
+_CONTEXT = 2048  # normal samples around an anomaly that set its magnitude (channel std)
+
+
+class SimError(ValueError):
+    """A simulation option is unusable (one clear line for the user)."""
+
+
+def fail(command: str, message: str) -> None:
+    """Print ``edgewatch COMMAND: error: MESSAGE`` on stderr and exit with code 2 (no traceback)."""
+    click.echo(f"edgewatch {command}: error: {message}", err=True)
+    raise click.exceptions.Exit(2)
+
+
+@dataclass(frozen=True)
+class SimDevice:
+    """One simulated device: ``seed`` picks the machine profile, ``offset`` its absolute start time."""
+
+    name: str
+    seed: int
+    offset: int
+    anomalies: tuple[Anomaly, ...] = ()
+
+
+@dataclass(frozen=True)
+class SimPlan:
+    """What to publish: ``n_steps`` samples at ``rate`` Hz for each device, first at epoch ``t0``."""
+
+    devices: tuple[SimDevice, ...]
+    channels: tuple[str, ...]
+    rate: float
+    n_steps: int
+    t0: float
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    def ts(self, index: Any) -> Any:
+        """Timestamp (epoch s) of sample ``index`` (an int, or an index array (n,) -> (n,) float64)."""
+        if isinstance(index, np.ndarray):
+            return self.t0 + index.astype(np.float64) / self.rate
+        return self.t0 + index / self.rate
+
+
+@dataclass(frozen=True)
+class ScheduledAnomaly:
+    """A user-scheduled anomaly: ``device`` (name or ``*``), ``kind``, start and duration in seconds."""
+
+    device: str
+    kind: str
+    start_s: float
+    duration_s: float
+    channels: tuple[str, ...] = ()
+
+
+_SPEC = re.compile(r"^(?P<dev>[^:]+):(?P<kind>[a-z_]+):(?P<start>[0-9.]+):(?P<dur>[0-9.]+)(?::(?P<ch>.+))?$")
+
+
+def parse_anomaly_spec(spec: str) -> ScheduledAnomaly:
+    """Parse ``DEVICE:KIND:START_S:DURATION_S[:CH1,CH2]`` (``DEVICE`` may be ``*``)."""
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise SimError(f"bad anomaly {spec!r}: expected DEVICE:KIND:START_S:DURATION_S[:CHANNELS]")
+    kind = m["kind"]
+    if kind not in ANOMALY_KINDS:
+        raise SimError(f"bad anomaly {spec!r}: kind {kind!r} is not one of {', '.join(ANOMALY_KINDS)}")
+    try:
+        start, dur = float(m["start"]), float(m["dur"])
+    except ValueError:
+        raise SimError(f"bad anomaly {spec!r}: start and duration must be numbers") from None
+    if dur <= 0:
+        raise SimError(f"bad anomaly {spec!r}: duration must be > 0")
+    chans = tuple(c.strip() for c in m["ch"].split(",") if c.strip()) if m["ch"] else ()
+    return ScheduledAnomaly(m["dev"], kind, start, dur, chans)
+
+
+def device_names(n: int, prefix: str = "sim") -> list[str]:
+    """``sim-0, sim-1, ...`` (zero-padded when there are more than 10)."""
+    width = len(str(n - 1)) if n > 10 else 1
+    return [f"{prefix}-{i:0{width}d}" for i in range(n)]
+
+
+def _channel_index(name: str, channels: Sequence[str]) -> int:
+    if name in channels:
+        return list(channels).index(name)
+    if name.isdigit() and int(name) < len(channels):
+        return int(name)
+    raise SimError(f"unknown channel {name!r}; channels are {', '.join(channels)}")
+
+
+def _random_for_device(
+    i: int, n_steps: int, n_channels: int, count: int, seed: int, warmup: int,
+    min_len: int, max_len: int, kinds: Sequence[str], gap: int,
+) -> list[Anomaly]:
+    """``count`` anomalies after ``warmup`` samples, each followed by ``gap`` normal samples
+    (time to clear), kinds rotated per device."""
+    if count <= 0:
+        return []
+    usable = n_steps - warmup
+    slot = usable // count
+    if slot < max_len + gap + 1:
+        raise SimError(
+            f"{count} anomalies of up to {max_len} samples, each followed by {gap} normal samples, do not "
+            f"fit in {usable} samples after the warm-up: lengthen --duration or lower --random"
+        )
+    rng = np.random.default_rng([seed, i, 5151])
+    r = (i * count) % len(kinds)  # devices continue the cycle, so a few devices cover every kind
+    rot = list(kinds[r:]) + list(kinds[:r])
+    out = []
+    for k in range(count):
+        length = int(rng.integers(min_len, max_len + 1))
+        lo = warmup + k * slot
+        start = int(rng.integers(lo, lo + slot - length - gap + 1))
+        kind = rot[k % len(rot)]
+        n_ch = 1 if kind == "correlation_break" or n_channels == 1 else int(rng.integers(1, 3))
+        chans = tuple(sorted(int(c) for c in rng.choice(n_channels, size=n_ch, replace=False)))
+        out.append(Anomaly(kind, start, start + length, chans))
+    return out
+
+
+def make_plan(
+    n_devices: int,
+    rate: float,
+    duration_s: float,
+    *,
+    n_channels: int = 4,
+    channels: Sequence[str] | None = None,
+    seed: int = 0,
+    distinct: bool = False,
+    prefix: str = "sim",
+    scheduled: Sequence[ScheduledAnomaly] = (),
+    random_count: int = 0,
+    kinds: Sequence[str] = ANOMALY_KINDS,
+    min_len_s: float = 2.0,
+    max_len_s: float = 6.0,
+    warmup_s: float = 10.0,
+    gap_s: float | None = None,
+    t0: float | None = None,
+) -> SimPlan:
+    """Build a :class:`SimPlan`: device names, profiles, and anomalies (scheduled and/or random).
+
+    Random anomalies start after ``warmup_s`` and each is followed by at least ``gap_s`` seconds
+    of normal data (default ``max_len_s``) so a detector can clear before the next one.
+    """
+    if n_devices < 1:
+        raise SimError("--devices must be >= 1")
+    if not (math.isfinite(rate) and rate > 0):
+        raise SimError("--rate must be > 0")
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise SimError("--duration must be > 0")
+    names = list(channels) if channels else channel_names(n_channels)
+    if len(set(names)) != len(names):
+        raise SimError("channel names must be unique")
+    c = len(names)
+    n_steps = max(1, round(duration_s * rate))
+    for k in kinds:
+        if k not in ANOMALY_KINDS:
+            raise SimError(f"unknown anomaly kind {k!r}; use {', '.join(ANOMALY_KINDS)}")
+    dev_names = device_names(n_devices, prefix)
+    per_dev: dict[str, list[Anomaly]] = {d: [] for d in dev_names}
+    for s in scheduled:
+        targets = dev_names if s.device == "*" else [s.device]
+        if s.device != "*" and s.device not in per_dev:
+            raise SimError(f"anomaly for unknown device {s.device!r}; devices are {', '.join(dev_names)}")
+        start = round(s.start_s * rate)
+        end = min(n_steps, start + max(1, round(s.duration_s * rate)))
+        if start >= n_steps:
+            raise SimError(f"anomaly {s.kind} at {s.start_s}s starts after the end ({duration_s}s)")
+        if s.channels:
+            chans = tuple(sorted({_channel_index(ch, names) for ch in s.channels}))
+        else:
+            chans = (0,) if s.kind == "correlation_break" or c == 1 else (0, 1)
+        for d in targets:
+            per_dev[d].append(Anomaly(s.kind, start, end, chans))
+    if random_count:
+        min_len, max_len = max(1, round(min_len_s * rate)), max(1, round(max_len_s * rate))
+        if min_len > max_len:
+            raise SimError("--min-len must be <= --max-len")
+        warmup = round(warmup_s * rate)
+        gap = round((max_len_s if gap_s is None else gap_s) * rate)
+        for i, d in enumerate(dev_names):
+            per_dev[d] += _random_for_device(
+                i, n_steps, c, random_count, seed, warmup, min_len, max_len, kinds, gap
+            )
+    devices = []
+    for i, d in enumerate(dev_names):
+        anomalies = tuple(sorted(per_dev[d], key=lambda a: a.start))
+        for a, b in zip(anomalies, anomalies[1:], strict=False):
+            if b.start < a.end:
+                raise SimError(f"anomalies on {d} overlap ({a.kind} and {b.kind})")
+        dseed = seed + i if distinct else seed
+        offset = 0 if distinct else i * _OFFSET_STRIDE
+        devices.append(SimDevice(d, dseed, offset, anomalies))
+    start_time = float(round(time.time(), 3)) if t0 is None else float(t0)
+    return SimPlan(tuple(devices), tuple(names), float(rate), int(n_steps), start_time)
+
+
+def ground_truth(plan: SimPlan) -> list[dict[str, Any]]:
+    """One row per injected anomaly: device, kind, channels, sample span and timestamps (end exclusive)."""
+    rows = []
+    for d in plan.devices:
+        for a in d.anomalies:
+            rows.append(
+                {
+                    "device": d.name,
+                    "kind": a.kind,
+                    "channels": [plan.channels[c] for c in a.channels],
+                    "start_index": a.start,
+                    "end_index": a.end,
+                    "start_ts": round(float(plan.ts(a.start)), 6),
+                    "end_ts": round(float(plan.ts(a.end)), 6),
+                }
+            )
+    return rows
+
+
+def write_ground_truth(path: Path, plan: SimPlan) -> None:
+    """Write :func:`ground_truth` as JSON (``.json``: with the plan's header) or CSV (any other suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = ground_truth(plan)
+    if path.suffix.lower() == ".json":
+        doc = {
+            "rate_hz": plan.rate,
+            "t0": plan.t0,
+            "n_steps": plan.n_steps,
+            "channels": list(plan.channels),
+            "devices": [d.name for d in plan.devices],
+            "anomalies": rows,
+        }
+        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        return
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["device", "kind", "channels", "start_index", "end_index", "start_ts", "end_ts"])
+        for r in rows:
+            w.writerow([r["device"], r["kind"], ";".join(r["channels"]), r["start_index"],
+                        r["end_index"], f"{r['start_ts']:.6f}", f"{r['end_ts']:.6f}"])
+
+
+def read_ground_truth(path: Path) -> list[dict[str, Any]]:
+    """Read back the rows written by :func:`write_ground_truth` (JSON or CSV)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return list(json.loads(path.read_text(encoding="utf-8"))["anomalies"])
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [
+            {
+                "device": r["device"],
+                "kind": r["kind"],
+                "channels": [c for c in r["channels"].split(";") if c],
+                "start_index": int(r["start_index"]),
+                "end_index": int(r["end_index"]),
+                "start_ts": float(r["start_ts"]),
+                "end_ts": float(r["end_ts"]),
+            }
+            for r in csv.DictReader(fh)
+        ]
+
+
+class StreamSource:
+    """Samples of one device: ``chunk(start, n)`` -> values (n, C) float32, anomalies applied.
+
+    Consecutive chunks join exactly: normal data is a pure function of absolute time and each
+    anomaly's values are computed once, on a fixed context of normal data around it.
+    """
+
+    def __init__(self, device: SimDevice, n_channels: int) -> None:
+        self.device = device
+        self.n_channels = n_channels
+        self._segments: dict[int, np.ndarray] = {}
+
+    def _segment(self, k: int) -> np.ndarray:
+        """Values (end-start, C) of anomaly ``k`` with the anomaly applied."""
+        if k not in self._segments:
+            a = self.device.anomalies[k]
+            lo = max(0, a.start - _CONTEXT // 2)
+            hi = a.end + _CONTEXT // 2
+            ctx = normal_series(hi - lo, self.n_channels, self.device.seed, self.device.offset + lo)
+            shifted = Anomaly(a.kind, a.start - lo, a.end - lo, a.channels)
+            self._segments[k] = inject(ctx, shifted, seed=self.device.seed + k)[a.start - lo : a.end - lo]
+        return self._segments[k]
+
+    def chunk(self, start: int, n: int) -> np.ndarray:
+        x = normal_series(n, self.n_channels, self.device.seed, self.device.offset + start)
+        stop = start + n
+        for k, a in enumerate(self.device.anomalies):
+            lo, hi = max(start, a.start), min(stop, a.end)
+            if lo < hi:
+                x[lo - start : hi - start] = self._segment(k)[lo - a.start : hi - a.start]
+        return x
+
+
+def _num(v: float) -> float:
+    return float(f"{v:.7g}")
+
+
+def encode_payload(fmt: str, ts: np.ndarray, values: np.ndarray, channels: Sequence[str]) -> list[bytes]:
+    """Payloads for samples ``ts`` (n,) epoch s, ``values`` (n, C).
+
+    ``single``/``keyed``: one message per sample; ``batch``: one JSON batch; ``csv``: one message of
+    ``ts,v1,...`` lines.
+    """
+    rows = [[_num(v) for v in row] for row in np.asarray(values, dtype=np.float64).tolist()]
+    stamps = [round(float(t), 6) for t in ts]
+    if fmt == "single":
+        return [json.dumps({"ts": t, "values": r}, separators=(",", ":")).encode() for t, r in zip(stamps, rows, strict=True)]
+    if fmt == "keyed":
+        return [
+            json.dumps({"ts": t, **dict(zip(channels, r, strict=True))}, separators=(",", ":")).encode()
+            for t, r in zip(stamps, rows, strict=True)
+        ]
+    if fmt == "batch":
+        return [json.dumps({"ts": stamps, "values": rows}, separators=(",", ":")).encode()]
+    if fmt == "csv":
+        lines = [",".join([f"{t:.6f}", *(repr(v) for v in r)]) for t, r in zip(stamps, rows, strict=True)]
+        return ["\n".join(lines).encode()]
+    raise SimError(f"unknown payload format {fmt!r}; use {', '.join(FORMATS)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Publishing (I/O)
+
+
+def broker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--broker``, ``--username``, ``--password-file``, ``--ca-file`` (simulate, replay)."""
+    fn = click.option("--ca-file", type=click.Path(dir_okay=False), default="",
+                      help="CA certificate (PEM) to verify an mqtts:// broker (default: the system CAs).")(fn)
+    fn = click.option("--password-file", type=click.Path(dir_okay=False), default="",
+                      help=f"File whose first line is the MQTT password (else ${PASSWORD_ENV}).")(fn)
+    fn = click.option("--username", default="", help="MQTT username (credentials never go in the URL).")(fn)
+    return click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True,
+                        help="MQTT broker URL: mqtt://host[:1883] or mqtts://host[:8883].")(fn)
+
+
+def broker_address(url: str) -> BrokerAddress:
+    """:func:`parse_broker_url`, refusing with :class:`SimError` (checked before any work starts)."""
+    try:
+        return parse_broker_url(url)
+    except ConfigError as exc:
+        raise SimError(str(exc)) from None
+
+
+def connect_publisher(broker_url: str, client_id: str, username: str = "", password_file: str = "",
+                      ca_file: str = "", timeout: float = 10.0) -> Any:
+    """A connected paho client (the shared factory, :mod:`edge_runtime.service.mqtt`) with its network loop
+    running, for publishing; raises :class:`SimError` with one line on any failure."""
+    try:
+        password = None
+        if username:
+            password = (Path(password_file).read_text().splitlines() or [""])[0] if password_file \
+                else os.environ.get(PASSWORD_ENV)
+        opts = ClientOptions(client_id=client_id, username=username, password=password, ca_file=ca_file,
+                             buffered=False)
+        return connect(broker_address(broker_url), opts, keepalive=30, timeout=timeout)
+    except OSError as exc:
+        raise SimError(f"--password-file: cannot read {password_file}: {exc.strerror or exc}") from None
+    except (ConfigError, MqttConnectError) as exc:
+        raise SimError(str(exc)) from None
+
+
+@dataclass
+class SimResult:
+    """What was published (by the simulator or a replay)."""
+
+    messages: int = 0
+    samples: int = 0
+    elapsed_s: float = 0.0
+
+
+def publish_plan(
+    client: Any,
+    plan: SimPlan,
+    *,
+    fmt: str = "single",
+    batch: int = 1,
+    qos: int = 1,
+    topic_template: str = "sensors/{device}/data",
+    realtime: bool = True,
+    speed: float = 1.0,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> SimResult:
+    """Publish every device's stream through ``client`` (connected paho client).
+
+    Each tick sends ``batch`` samples per device (one message for ``batch``/``csv``, one per sample
+    otherwise); ticks are paced at ``batch / (rate * speed)`` s unless ``realtime`` is False.
+    Returns after every QoS 1 message is acknowledged (or ``stop`` is set).
+    """
+    if fmt not in FORMATS:
+        raise SimError(f"unknown payload format {fmt!r}; use {', '.join(FORMATS)}")
+    if batch < 1:
+        raise SimError("--batch must be >= 1")
+    if qos not in (0, 1, 2):
+        raise SimError("--qos must be 0, 1 or 2")
+    sources = [StreamSource(d, plan.n_channels) for d in plan.devices]
+    topics = [topic_template.replace("{device}", d.name) for d in plan.devices]
+    tick = batch / (plan.rate * speed)
+    pending: deque[Any] = deque()
+    result = SimResult()
+    began = time.monotonic()
+    chunk = max(batch, 1024 // batch * batch)  # generate in chunks, publish in ticks
+    cache: list[tuple[int, np.ndarray]] = [(-1, np.zeros((0, plan.n_channels)))] * len(sources)
+    k = 0
+    n_ticks = 0
+    while k < plan.n_steps:
+        if stop is not None and stop.is_set():
+            break
+        n = min(batch, plan.n_steps - k)
+        ts = np.asarray(plan.ts(np.arange(k, k + n)))
+        for i, src in enumerate(sources):
+            base, data = cache[i]
+            if base < 0 or k + n > base + data.shape[0] or k < base:
+                base, data = k, src.chunk(k, min(chunk, plan.n_steps - k))
+                cache[i] = (base, data)
+            vals = data[k - base : k - base + n]
+            for payload in encode_payload(fmt, ts, vals, plan.channels):
+                info = client.publish(topics[i], payload, qos=qos)
+                result.messages += 1
+                if qos:
+                    pending.append(info)
+            result.samples += n
+        while len(pending) > 5000:  # bound memory; oldest acks arrive first
+            pending.popleft().wait_for_publish(timeout=10)
+        k += n
+        n_ticks += 1
+        if on_progress is not None:
+            on_progress(k, plan.n_steps)
+        if realtime:
+            delay = began + n_ticks * tick - time.monotonic()
+            if delay > 0:
+                if stop is not None:
+                    stop.wait(delay)
+                else:
+                    time.sleep(delay)
+    for info in pending:
+        if stop is not None and stop.is_set():
+            break
+        info.wait_for_publish(timeout=10)
+    result.elapsed_s = time.monotonic() - began
+    return result
+
+
+def simulate(
+    plan: SimPlan,
+    broker_url: str,
+    *,
+    ground_truth_path: Path | None = None,
+    client_id: str | None = None,
+    login: dict[str, str] | None = None,
+    **publish_opts: Any,
+) -> SimResult:
+    """Write the ground truth (if asked), connect (``login``: username / password_file / ca_file), publish the
+    plan, disconnect."""
+    if ground_truth_path is not None:
+        write_ground_truth(ground_truth_path, plan)
+    login = login or {}
+    client = connect_publisher(broker_url, client_id or f"edgewatch-sim-{id(plan) & 0xFFFFFF:x}",
+                               login.get("username", ""), login.get("password_file", ""), login.get("ca_file", ""))
+    try:
+        return publish_plan(client, plan, **publish_opts)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+
+def model_channels(model: Path) -> list[str]:
+    """Channel names from an edgewatch model's metadata (onnxruntime, imported lazily)."""
+    import onnxruntime as ort
+
+    from edge_runtime.contract import ContractError, metadata_from_props
+
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        return metadata_from_props(sess.get_modelmeta().custom_metadata_map).channels
+    except ContractError as exc:
+        raise SimError(f"{model}: {exc}") from None
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+        raise SimError(f"{model}: cannot load the model: {exc}") from None
+
+
+@click.command("simulate")
+@broker_options
+@click.option("--devices", "n_devices", type=int, default=3, show_default=True, help="Number of devices.")
+@click.option("--rate", type=float, default=10.0, show_default=True, help="Samples per second per device.")
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of data per device.")
+@click.option("--channels", "n_channels", type=int, default=4, show_default=True,
+              help="Number of channels (ignored with --model).")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Take the channel names from this edgewatch model.")
+@click.option("--anomaly", "anomalies", multiple=True, metavar="DEV:KIND:START_S:DUR_S[:CH,..]",
+              help="Schedule an anomaly (DEV may be '*' for every device). Repeatable.")
+@click.option("--random", "random_count", type=int, default=0, show_default=True,
+              help="Random anomalies per device (kinds from --kinds, after --warmup).")
+@click.option("--kinds", default=",".join(ANOMALY_KINDS), show_default=True, help="Kinds for --random.")
+@click.option("--min-len", type=float, default=2.0, show_default=True, help="Shortest random anomaly, s.")
+@click.option("--max-len", type=float, default=6.0, show_default=True, help="Longest random anomaly, s.")
+@click.option("--warmup", type=float, default=10.0, show_default=True,
+              help="Seconds at the start without random anomalies.")
+@click.option("--gap", type=float, help="Seconds of normal data after each random anomaly.  [default: --max-len]")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="single", show_default=True,
+              help="Payload format.")
+@click.option("--batch", type=int, default=1, show_default=True,
+              help="Samples per tick (one message per tick for batch/csv).")
+@click.option("--qos", type=click.IntRange(0, 2), default=1, show_default=True, help="MQTT QoS.")
+@click.option("--topic", "topic_template", default="sensors/{device}/data", show_default=True,
+              help="Topic template.")
+@click.option("--prefix", default="sim", show_default=True, help="Device name prefix.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Profile seed.")
+@click.option("--distinct", is_flag=True, help="Give each device its own machine profile (seed + i).")
+@click.option("--fast", is_flag=True, help="Publish as fast as possible (timestamps unchanged).")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Time scale for pacing (2 = twice real time).")
+@click.option("--ground-truth", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the injected anomalies here (.json or .csv).")
+def simulate_command(
+    broker: str, n_devices: int, rate: float, duration: float, n_channels: int, model: Path | None,
+    anomalies: tuple[str, ...], random_count: int, kinds: str, min_len: float, max_len: float,
+    warmup: float, gap: float | None, fmt: str, batch: int, qos: int, topic_template: str, prefix: str, seed: int,
+    distinct: bool, fast: bool, speed: float, ground_truth: Path | None, username: str, password_file: str,
+    ca_file: str,
+) -> None:
+    """Publish synthetic sensor streams for N devices, with anomalies, and write the ground truth."""
+    try:
+        broker_address(broker)
+        if "{device}" not in topic_template:
+            raise SimError("--topic must contain {device}")
+        if not speed > 0:
+            raise SimError("--speed must be > 0")
+        names = model_channels(model) if model else None
+        plan = make_plan(
+            n_devices, rate, duration, n_channels=n_channels, channels=names, seed=seed,
+            distinct=distinct, prefix=prefix, scheduled=[parse_anomaly_spec(s) for s in anomalies],
+            random_count=random_count, kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+            min_len_s=min_len, max_len_s=max_len, warmup_s=warmup, gap_s=gap,
+        )
+        n_anom = sum(len(d.anomalies) for d in plan.devices)
+        click.echo(
+            f"simulating {len(plan.devices)} devices x {plan.n_steps} samples at {rate:g} Hz "
+            f"({plan.n_channels} channels, {n_anom} anomalies, format {fmt}, QoS {qos}) -> {broker}",
+            err=True,
+        )
+        res = simulate(
+            plan, broker, ground_truth_path=ground_truth, fmt=fmt, batch=batch, qos=qos,
+            topic_template=topic_template, realtime=not fast, speed=speed,
+            login={"username": username, "password_file": password_file, "ca_file": ca_file},
+        )
+    except SimError as exc:
+        fail("simulate", str(exc))
+        return
+    click.echo(
+        f"published {res.messages} messages ({res.samples} samples) in {res.elapsed_s:.1f} s"
+        + (f"; ground truth in {ground_truth}" if ground_truth else ""),
+        err=True,
+    )

@@ -1,0 +1,205 @@
+"""Payload decoding: every format, timestamps, and every rejection reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_runtime.pipeline.decode import REASONS, DecodeError, Decoder
+
+CH = ["a", "b", "c"]
+ARRIVAL = 1_700_000_500.0
+
+
+@pytest.fixture
+def dec() -> Decoder:
+    return Decoder(CH, max_payload_bytes=4096, max_samples=100)
+
+
+def test_single_sample_json(dec: Decoder) -> None:
+    s = dec.decode(b'{"ts": 1700000000.5, "values": [1, 2.5, -3]}', ARRIVAL)
+    assert s.stamped
+    np.testing.assert_array_equal(s.ts, [1700000000.5])
+    assert s.values.dtype == np.float32 and s.values.shape == (1, 3)
+    np.testing.assert_array_equal(s.values, [[1, 2.5, -3]])
+
+
+def test_keyed_by_channel_name_ignores_other_keys(dec: Decoder) -> None:
+    s = dec.decode(b'{"ts": "2024-01-01T00:00:00Z", "c": 3, "a": 1, "b": 2, "device": "x"}', ARRIVAL)
+    np.testing.assert_array_equal(s.values, [[1, 2, 3]])
+    assert s.ts[0] == 1704067200.0
+
+
+def test_json_batch_and_list_of_samples_agree(dec: Decoder) -> None:
+    vals = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    ts = [1700000000000, 1700000001000, 1700000002000]  # ms
+    a = dec.decode(json.dumps({"ts": ts, "values": vals}).encode(), ARRIVAL)
+    b = dec.decode(json.dumps([{"ts": t, "values": v} for t, v in zip(ts, vals, strict=True)]).encode(), ARRIVAL)
+    c = dec.decode(json.dumps([{"ts": t, "a": v[0], "b": v[1], "c": v[2]} for t, v in zip(ts, vals, strict=True)]).encode(), ARRIVAL)
+    for s in (a, b, c):
+        assert s.stamped
+        np.testing.assert_array_equal(s.ts, [1700000000.0, 1700000001.0, 1700000002.0])
+        np.testing.assert_array_equal(s.values, vals)
+
+
+def test_csv_with_and_without_timestamp(dec: Decoder) -> None:
+    s = dec.decode(b"1700000000,1,2,3\n1700000001,4,5,6\n", ARRIVAL)
+    assert s.stamped and s.values.shape == (2, 3)
+    np.testing.assert_array_equal(s.ts, [1700000000, 1700000001])
+    u = dec.decode(b"1,2,3", ARRIVAL)
+    assert not u.stamped and u.ts[0] == ARRIVAL
+    iso = dec.decode(b"2024-01-01T00:00:01+00:00,1,2,3", ARRIVAL)
+    assert iso.ts[0] == 1704067201.0
+
+
+def test_missing_ts_uses_arrival_time(dec: Decoder) -> None:
+    s = dec.decode(b'{"values": [1, 2, 3]}', ARRIVAL)
+    assert not s.stamped and s.ts[0] == ARRIVAL
+    b = dec.decode(b'{"values": [[1, 2, 3], [1, 2, 3]]}', ARRIVAL)
+    assert not b.stamped and b.ts.tolist() == [ARRIVAL, ARRIVAL]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "malformed_json"),
+        (b"[" * 2000 + b"]" * 2000, "malformed_json"),
+        (b'{"values": [1, 2]}', "wrong_channels"),
+        (b'{"values": [[1, 2, 3], [1, 2]]}', "wrong_channels"),
+        (b'{"a": 1, "b": 2}', "wrong_channels"),
+        (b"1,2", "wrong_channels"),
+        (b'{"values": [1, "x", 3]}', "non_numeric"),
+        (b'{"values": [1, null, 3]}', "non_numeric"),
+        (b'{"values": [true, false, true]}', "non_numeric"),
+        (b'{"values": ["1", "2", "3"]}', "non_numeric"),
+        (b"1,abc,3", "non_numeric"),
+        (b'{"values": [1, NaN, 3]}', "non_finite"),
+        (b'{"values": [1, Infinity, 3]}', "non_finite"),
+        (b'{"values": [1, 1e300, 3]}', "non_finite"),
+        (b"nan,1,2,3", "bad_timestamp"),
+        (b"1,2,nan", "non_finite"),
+        (b'{"ts": "yesterday", "values": [1, 2, 3]}', "bad_timestamp"),
+        (b'{"ts": -5, "values": [1, 2, 3]}', "bad_timestamp"),
+        (b'{"ts": true, "values": [1, 2, 3]}', "bad_timestamp"),
+        (b'{"ts": [1, 2], "values": [[1, 2, 3]]}', "bad_timestamp"),
+        (b'[{"ts": 1, "values": [1, 2, 3]}, {"values": [1, 2, 3]}]', "bad_timestamp"),
+        (b'{"values": 5}', "bad_structure"),
+        (b"[1, 2, 3]", "bad_structure"),
+        (b"", "empty"),
+        (b"   ", "empty"),
+        (b"[]", "empty"),
+        (b"\xff\xfe,1,2", "bad_encoding"),
+        (b'{"values": [1, 2, 3], "x": "\xff"}', "bad_encoding"),
+        (b"x" * 5000, "oversize"),
+        (json.dumps({"values": [[1, 2, 3]] * 101}).encode(), "too_many_samples"),
+    ],
+)
+def test_rejections_have_a_reason(dec: Decoder, payload: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        dec.decode(payload, ARRIVAL)
+    assert info.value.reason == reason
+    assert reason in REASONS
+
+
+def test_oversize_checked_before_parsing() -> None:
+    d = Decoder(CH, max_payload_bytes=20)
+    with pytest.raises(DecodeError) as info:
+        d.decode(b'{"values": [1, 2, 3]} ', ARRIVAL)  # valid JSON, 22 bytes
+    assert info.value.reason == "oversize"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_escape(payload: bytes) -> None:
+    d = Decoder(CH, max_payload_bytes=256)
+    try:
+        s = d.decode(payload, ARRIVAL)
+    except DecodeError as exc:
+        assert exc.reason in REASONS
+    else:
+        assert s.values.shape[1] == 3 and np.isfinite(s.values).all() and s.ts.shape[0] == s.values.shape[0]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(["ts", "values", "a", "b", "c"]), kids, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_arbitrary_json_never_escapes(doc) -> None:
+    d = Decoder(CH)
+    try:
+        payload = json.dumps(doc).encode()
+    except ValueError:
+        return
+    try:
+        s = d.decode(payload, ARRIVAL)
+    except DecodeError as exc:
+        assert exc.reason in REASONS
+    else:
+        assert s.values.dtype == np.float32 and np.isfinite(s.values).all()
+        assert np.isfinite(s.ts).all() and (s.ts >= 0).all()
+
+
+FAST_CASES = [
+    b'{"ts": 1700000000.5, "values": [1, 2.5, -3]}',
+    b'{"ts": 1700000000500, "values": [1, 2, 3]}',  # ms
+    b'{"values": [1, 2, 3]}',  # unstamped
+    b'  {"ts": "2024-01-01T00:00:00Z", "values": [1, 2, 3]}  \n',
+    b'{"ts": -1, "values": [1, 2, 3]}',
+    b'{"ts": true, "values": [1, 2, 3]}',
+    b'{"ts": 1700000000, "values": [1, 2]}',
+    b'{"ts": 1700000000, "values": [1, "x", 3]}',
+    b'{"ts": 1700000000, "values": [1, NaN, 3]}',
+    b'{"ts": 1700000000, "values": [1, 1e39, 3]}',
+    b'{"ts": 1700000000, "values": [1, true, 3]}',
+    b'{"ts": 1700000000, "values": [1, 2, 3]} x',  # extra data
+    b'{"ts": 1700000000, "values": [1, 2, 3]',  # truncated
+    b'{"ts": 1700000000, "values": [[1, 2, 3]]}',
+    b'{"ts": 1700000000, "a": 1, "b": 2, "c": 3}',
+    b'[{"ts": 1, "values": [1, 2, 3]}]',
+    b'{"ts": 1700000000, "values": [1, 2, 3]}'.decode().encode("utf-16-le"),
+    b'{"ts": 1700000000, "values": [1, 2, \xff]}',
+]
+
+
+def _outcome(dec: Decoder, payload: bytes) -> tuple[str, list, list, bool] | str:
+    try:
+        s = dec.decode(payload, ARRIVAL)
+    except DecodeError as exc:
+        return exc.reason
+    return "ok", s.ts.tolist(), s.values.tolist(), s.stamped
+
+
+@pytest.mark.parametrize("payload", FAST_CASES)
+def test_fast_path_decides_exactly_like_the_batch_path(dec: Decoder, payload: bytes) -> None:
+    """A single sample (kept as ``Samples.one``, no arrays) is accepted, rejected and stamped exactly as the same
+    sample sent as a one-row batch (the array path) is."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if not (isinstance(doc, dict) and isinstance(doc.get("values"), list) and doc["values"]
+            and not isinstance(doc["values"][0], list)):
+        out = _outcome(dec, payload)  # not a single-sample payload: decoded, or refused for a known reason
+        assert out in REASONS or out[0] == "ok", out
+        return
+    batch = {"values": [doc["values"]], **({"ts": [doc["ts"]]} if "ts" in doc else {})}
+    assert _outcome(dec, payload) == _outcome(dec, json.dumps(batch).encode())
+
+
+def test_fast_path_returns_plain_single_samples_without_arrays(dec: Decoder) -> None:
+    s = dec.decode(b'{"ts": 1700000000500, "values": [1, 2.5, 3]}', ARRIVAL)
+    assert (s.t, s.row, s.stamped, len(s)) == (1700000000.5, [1, 2.5, 3], True, 1)
+    u = dec.decode(b'{"values": [1, 2, 3]}', ARRIVAL)
+    assert (u.t, u.row, u.stamped) == (ARRIVAL, [1, 2, 3], False)
+    np.testing.assert_array_equal(u.values, [[1, 2, 3]])
+    assert u.values.dtype == np.float32 and u.ts.tolist() == [ARRIVAL]
+    assert dec.decode(b'{"ts": [1, 2], "values": [[1, 2, 3], [4, 5, 6]]}', ARRIVAL).row is None

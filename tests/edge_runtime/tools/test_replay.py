@@ -1,0 +1,167 @@
+"""edgewatch replay: CSV parsing and pacing (pure) and replay to a real Mosquitto."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_runtime.pipeline.decode import Decoder
+from edge_runtime.tools.replay import ReplayError, pacing_delays, read_recording, replay_command
+from tests.conftest import SKAB_DIR
+from tests.edge_runtime.mqtt_helpers import Collector, wait_until
+
+SKAB_LIKE = (
+    "datetime;Accelerometer1RMS;Current;Pressure;anomaly;changepoint\n"
+    "2020-03-09 10:14:33;0.0265878;1.3302;0.054711;0.0;0.0\n"
+    "2020-03-09 10:14:34;0.0261697;1.35399;0.382638;0.0;0.0\n"
+    "2020-03-09 10:14:36;0.0270000;1.40000;0.100000;1.0;1.0\n"
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "rec.csv", bom: bool = False) -> Path:
+    p = tmp_path / name
+    p.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return p
+
+
+@pytest.mark.parametrize("bom", [False, True])
+def test_reads_semicolon_csv_with_datetime_and_label_columns(tmp_path: Path, bom: bool) -> None:
+    rec = read_recording(write(tmp_path, SKAB_LIKE, bom=bom))
+    assert rec.channels == ("Accelerometer1RMS", "Current", "Pressure")
+    assert rec.values.shape == (3, 3) and rec.values.dtype == np.float32
+    assert rec.values[1, 1] == pytest.approx(1.35399)
+    assert rec.ts is not None
+    assert rec.ts[0] == pytest.approx(1583748873.0)  # 2020-03-09 10:14:33 UTC
+    np.testing.assert_allclose(np.diff(rec.ts), [1.0, 2.0])
+
+
+def test_reads_comma_csv_with_epoch_ms_and_picks_channels(tmp_path: Path) -> None:
+    text = "timestamp,a,b,c\n1700000000000,1,2,3\n1700000000500,4,5,6\n"
+    rec = read_recording(write(tmp_path, text), channels=["c", "a"], exclude=("b",))
+    assert rec.channels == ("c", "a")
+    np.testing.assert_array_equal(rec.values, [[3, 1], [6, 4]])
+    np.testing.assert_allclose(rec.ts, [1.7e9, 1.7e9 + 0.5])
+
+
+@pytest.mark.parametrize("scale", [1, 10**3, 10**6, 10**9])
+def test_epoch_column_in_s_ms_us_ns(tmp_path: Path, scale: int) -> None:
+    """Microseconds were read as milliseconds (1000x too far apart); every unit now gives 0.25 s steps."""
+    rows = "".join(f"{(1_700_000_000 * 4 + k) * scale // 4},{k}\n" for k in range(3))
+    rec = read_recording(write(tmp_path, "ts,x\n" + rows))
+    assert rec.ts is not None
+    np.testing.assert_allclose(rec.ts, [1.7e9, 1.7e9 + 0.25, 1.7e9 + 0.5])
+
+
+def test_exclude_and_no_time_column(tmp_path: Path) -> None:
+    rec = read_recording(write(tmp_path, "x\ty\tid\n1\t2\t7\n3\t4\t8\n"), exclude=("id",))
+    assert rec.ts is None and rec.channels == ("x", "y")
+
+
+@pytest.mark.parametrize(
+    ("text", "msg"),
+    [
+        ("datetime;a;b\n2020-01-01 00:00:00;1;2\n2020-01-01 00:00:01;x;2\n", "line 3, column 'a': non-numeric value 'x'"),
+        ("datetime;a;b\n2020-01-01 00:00:00;1;2\n2020-01-01 00:00:01;;2\n", "line 3, column 'a': missing value"),
+        ("datetime;a\n2020-01-01 00:00:01;1\n2020-01-01 00:00:00;2\n", "line 3: timestamps go backwards"),
+        ("datetime;a\nyesterday;1\n", "line 2, column 'datetime': bad timestamp"),
+        ("datetime;a;b\n2020-01-01 00:00:00;1\n", "line 2: 2 cells, the header has 3"),
+        ("datetime;a\n", "no data rows"),
+        ("", "empty file"),
+        ("datetime;name\n2020-01-01 00:00:00;pump\n", "no numeric channel columns"),
+    ],
+)
+def test_bad_files_name_line_and_column(tmp_path: Path, text: str, msg: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ReplayError) as err:
+        read_recording(path)
+    assert msg in str(err.value) and str(path) in str(err.value)
+
+
+def test_missing_requested_column(tmp_path: Path) -> None:
+    with pytest.raises(ReplayError, match="no column 'Temperature'"):
+        read_recording(write(tmp_path, SKAB_LIKE), channels=["Temperature"])
+
+
+def test_pacing_scales_with_speed_and_batches() -> None:
+    ts = np.array([0.0, 1.0, 2.0, 4.0, 5.0])
+    np.testing.assert_allclose(pacing_delays(ts, 1, 1.0), [0, 1, 2, 4, 5])
+    np.testing.assert_allclose(pacing_delays(ts, 1, 10.0), [0, 0.1, 0.2, 0.4, 0.5])
+    np.testing.assert_allclose(pacing_delays(ts, 2, 1.0), [1, 4, 5])  # due when a batch's last sample is
+
+
+def test_replay_fast_publishes_every_row_in_order(mosquitto, tmp_path: Path) -> None:
+    path = write(tmp_path, SKAB_LIKE)
+    col = Collector(mosquitto.port, ["sensors/+/data"])
+    try:
+        res = CliRunner().invoke(replay_command, [str(path), "--device", "valve1", "--broker", mosquitto.url, "--fast"])
+        assert res.exit_code == 0, res.output
+        wait_until(lambda: len(col.messages) >= 3, 10, "3 messages")
+        dec = Decoder(["Accelerometer1RMS", "Current", "Pressure"])
+        samples = [dec.decode(p, 0.0) for t, p, _ in col.messages if t == "sensors/valve1/data"]
+        ts = np.concatenate([s.ts for s in samples])
+        np.testing.assert_allclose(ts, read_recording(path).ts)
+        np.testing.assert_allclose(samples[2].values, [[0.027, 1.4, 0.1]], rtol=1e-6)
+    finally:
+        col.close()
+
+
+def test_replay_keyed_batches_with_restamp(mosquitto, tmp_path: Path) -> None:
+    path = write(tmp_path, SKAB_LIKE)
+    col = Collector(mosquitto.port, ["sensors/+/data"])
+    try:
+        res = CliRunner().invoke(replay_command, [str(path), "--device", "v", "--broker", mosquitto.url, "--fast",
+                                                  "--format", "batch", "--batch", "2", "--restamp"])
+        assert res.exit_code == 0, res.output
+        wait_until(lambda: len(col.messages) >= 2, 10, "2 batches")
+        dec = Decoder(["Accelerometer1RMS", "Current", "Pressure"])
+        ts = np.concatenate([dec.decode(p, 0.0).ts for _, p, _ in col.messages])
+        np.testing.assert_allclose(np.diff(ts), [1.0, 2.0], atol=1e-5)
+        assert ts[0] > 1.7e9  # shifted to now
+    finally:
+        col.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["nosuch.csv", "--device", "d"], "cannot read"),
+        (["{bad}", "--device", "d"], "non-numeric value"),
+        (["{good}", "--device", "d", "--speed", "0", "--fast"], "--speed must be > 0"),
+        (["{good}", "--device", "d", "--channels", "Nope"], "no column 'Nope'"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(tmp_path: Path, args: list[str], msg: str) -> None:
+    good = write(tmp_path, SKAB_LIKE, "good.csv")
+    bad = write(tmp_path, "datetime;a\n2020-01-01 00:00:00;1\n2020-01-01 00:00:01;oops\n", "bad.csv")
+    args = [a.replace("{good}", str(good)).replace("{bad}", str(bad)) for a in args]
+    res = CliRunner().invoke(replay_command, [*args, "--broker", "mqtt://127.0.0.1:1"])
+    assert res.exit_code == 2
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("edgewatch replay: error:") and msg in last
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.skab
+@pytest.mark.skipif(not (SKAB_DIR / "valve1" / "0.csv").exists(), reason="SKAB data not present")
+def test_reads_a_real_skab_file() -> None:
+    rec = read_recording(SKAB_DIR / "valve1" / "0.csv")
+    assert len(rec.channels) == 8 and "anomaly" not in rec.channels and "changepoint" not in rec.channels
+    assert rec.ts is not None and np.all(np.diff(rec.ts) >= 0)
+
+
+def test_model_picks_its_channels_and_refuses_a_file_without_them(tmp_path: Path, demo_model_path: Path) -> None:
+    from edge_runtime.tools.simulate import model_channels
+
+    names = model_channels(demo_model_path)
+    text = "timestamp," + ",".join(["extra", *reversed(names)]) + "\n1700000000,9," + ",".join(
+        str(i) for i in range(len(names), 0, -1)) + "\n"
+    rec = read_recording(write(tmp_path, text), channels=names)
+    assert rec.channels == tuple(names)
+    np.testing.assert_array_equal(rec.values[0], np.arange(1, len(names) + 1))
+    res = CliRunner().invoke(replay_command, [str(write(tmp_path, SKAB_LIKE, "skab.csv")), "--device", "d",
+                                              "--model", str(demo_model_path), "--broker", "mqtt://127.0.0.1:1"])
+    assert res.exit_code == 2
+    assert f"no column '{names[0]}'" in res.output.strip().splitlines()[-1]

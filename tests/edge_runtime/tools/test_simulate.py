@@ -1,0 +1,249 @@
+"""edgewatch simulate: planning, generation, payloads, ground truth (pure) and publishing to a real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_runtime.pipeline.decode import Decoder
+from edge_runtime.tools.simulate import (
+    FORMATS,
+    ScheduledAnomaly,
+    SimError,
+    StreamSource,
+    encode_payload,
+    ground_truth,
+    make_plan,
+    parse_anomaly_spec,
+    read_ground_truth,
+    simulate,
+    simulate_command,
+    write_ground_truth,
+)
+from edge_runtime.tools.synthetic import ANOMALY_KINDS, normal_series
+from tests.edge_runtime.mqtt_helpers import Collector, wait_until
+
+# -- parsing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("sim-0:spike:10:2", ScheduledAnomaly("sim-0", "spike", 10.0, 2.0)),
+        ("*:drift:5.5:3", ScheduledAnomaly("*", "drift", 5.5, 3.0)),
+        ("a:stuck:1:1:pressure,current", ScheduledAnomaly("a", "stuck", 1.0, 1.0, ("pressure", "current"))),
+    ],
+)
+def test_parse_anomaly_spec(spec: str, want: ScheduledAnomaly) -> None:
+    assert parse_anomaly_spec(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["sim-0:spike:10", "sim-0:boom:1:1", "sim-0:spike:x:1", "sim-0:spike:1:0", ""])
+def test_parse_anomaly_spec_rejects(spec: str) -> None:
+    with pytest.raises(SimError):
+        parse_anomaly_spec(spec)
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+
+def test_scheduled_anomaly_lands_on_its_samples() -> None:
+    plan = make_plan(2, 10.0, 30.0, scheduled=[parse_anomaly_spec("sim-1:level_shift:5:2:current")], t0=100.0)
+    assert plan.n_steps == 300
+    assert plan.devices[0].anomalies == ()
+    (a,) = plan.devices[1].anomalies
+    assert (a.kind, a.start, a.end, a.channels) == ("level_shift", 50, 70, (3,))
+    (row,) = ground_truth(plan)
+    assert row == {"device": "sim-1", "kind": "level_shift", "channels": ["current"], "start_index": 50,
+                   "end_index": 70, "start_ts": 105.0, "end_ts": 107.0}
+
+
+def test_star_schedules_every_device() -> None:
+    plan = make_plan(3, 10.0, 30.0, scheduled=[parse_anomaly_spec("*:spike:3:1")], t0=0.0)
+    assert [len(d.anomalies) for d in plan.devices] == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "msg"),
+    [
+        ({"scheduled": [ScheduledAnomaly("nope", "spike", 1, 1)]}, "unknown device"),
+        ({"scheduled": [ScheduledAnomaly("sim-0", "spike", 1, 5), ScheduledAnomaly("sim-0", "drift", 3, 1)]},
+         "overlap"),
+        ({"scheduled": [ScheduledAnomaly("sim-0", "spike", 99, 1)]}, "after the end"),
+        ({"scheduled": [ScheduledAnomaly("sim-0", "spike", 1, 1, ("nosuch",))]}, "unknown channel"),
+        ({"random_count": 20}, "do not fit"),
+        ({"kinds": ["spike", "boom"], "random_count": 1}, "unknown anomaly kind"),
+    ],
+)
+def test_make_plan_rejects(kwargs: dict, msg: str) -> None:
+    with pytest.raises(SimError, match=msg):
+        make_plan(2, 10.0, 30.0, t0=0.0, **kwargs)
+
+
+def test_random_anomalies_respect_warmup_gap_and_cover_every_kind() -> None:
+    plan = make_plan(3, 20.0, 120.0, random_count=2, warmup_s=10, min_len_s=2, max_len_s=4, gap_s=6, seed=3, t0=0.0)
+    seen = set()
+    for d in plan.devices:
+        assert len(d.anomalies) == 2
+        assert d.anomalies[0].start >= 200  # warm-up
+        for a, b in zip(d.anomalies, d.anomalies[1:], strict=False):
+            assert b.start - a.end >= 120  # gap to recover
+        for a in d.anomalies:
+            assert 40 <= a.end - a.start <= 80
+            assert a.end <= plan.n_steps
+            seen.add(a.kind)
+    assert seen == set(ANOMALY_KINDS)
+    again = make_plan(3, 20.0, 120.0, random_count=2, warmup_s=10, min_len_s=2, max_len_s=4, gap_s=6, seed=3, t0=0.0)
+    assert again == plan
+
+
+def test_devices_share_a_profile_by_default_and_can_be_distinct() -> None:
+    shared = make_plan(2, 10.0, 10.0, t0=0.0)
+    assert shared.devices[0].seed == shared.devices[1].seed
+    assert shared.devices[0].offset != shared.devices[1].offset
+    distinct = make_plan(2, 10.0, 10.0, t0=0.0, distinct=True)
+    assert distinct.devices[0].seed != distinct.devices[1].seed
+
+
+# -- generation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 500])
+def test_chunks_join_exactly_across_anomalies(chunk: int) -> None:
+    plan = make_plan(1, 10.0, 100.0, scheduled=[parse_anomaly_spec("sim-0:drift:20:10"),
+                                                  parse_anomaly_spec("sim-0:spike:60:5")], t0=0.0)
+    src = StreamSource(plan.devices[0], 4)
+    whole = src.chunk(0, plan.n_steps)
+    parts = np.concatenate([src.chunk(k, min(chunk, plan.n_steps - k)) for k in range(0, plan.n_steps, chunk)])
+    np.testing.assert_array_equal(parts, whole)
+
+
+def test_anomalies_change_only_their_span() -> None:
+    plan = make_plan(1, 10.0, 100.0, scheduled=[parse_anomaly_spec("sim-0:level_shift:20:10:pressure")], t0=0.0)
+    d = plan.devices[0]
+    x = StreamSource(d, 4).chunk(0, plan.n_steps)
+    normal = normal_series(plan.n_steps, 4, d.seed, d.offset)
+    changed = np.any(x != normal, axis=1)
+    assert changed[200:300].all()
+    assert not changed[:200].any() and not changed[300:].any()
+    assert np.all(x[200:300, 1:] == normal[200:300, 1:])  # other channels untouched
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_payloads_decode_to_the_same_samples(fmt: str) -> None:
+    names = ["pressure", "temperature", "vibration"]
+    ts = 1_700_000_000.0 + np.arange(5) * 0.05
+    x = normal_series(5, 3, seed=1)
+    dec = Decoder(names)
+    got_ts, got_x = [], []
+    payloads = encode_payload(fmt, ts, x, names)
+    assert len(payloads) == (5 if fmt in ("single", "keyed") else 1)
+    for p in payloads:
+        s = dec.decode(p, arrival=0.0)
+        assert s.stamped
+        got_ts.append(s.ts)
+        got_x.append(s.values)
+    np.testing.assert_allclose(np.concatenate(got_ts), ts, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate(got_x), x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_ground_truth_round_trip(tmp_path: Path, suffix: str) -> None:
+    plan = make_plan(2, 20.0, 60.0, random_count=2, t0=1_700_000_000.0)
+    path = tmp_path / f"truth{suffix}"
+    write_ground_truth(path, plan)
+    rows = read_ground_truth(path)
+    assert rows == ground_truth(plan)
+    assert len(rows) == 4
+    for r in rows:
+        assert r["start_ts"] == pytest.approx(plan.t0 + r["start_index"] / plan.rate)
+
+
+# -- publishing (real broker) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "batch", "qos"), [("single", 1, 1), ("batch", 10, 1), ("csv", 5, 0)])
+def test_publishes_every_sample_to_each_device_topic(mosquitto, fmt: str, batch: int, qos: int) -> None:
+    plan = make_plan(2, 50.0, 2.0, t0=1_700_000_000.0)  # 100 samples per device
+    col = Collector(mosquitto.port, ["sensors/+/data"])
+    try:
+        res = simulate(plan, mosquitto.url, fmt=fmt, batch=batch, qos=qos, realtime=False)
+        assert res.samples == 200
+        assert res.messages == (200 if fmt == "single" else 200 // batch)
+        wait_until(lambda: len(col.messages) >= res.messages, 10, "all messages")
+        dec = Decoder(list(plan.channels))
+        for d in plan.devices:
+            payloads = [p for t, p, _ in col.messages if t == f"sensors/{d.name}/data"]
+            samples = [dec.decode(p, 0.0) for p in payloads]
+            ts = np.concatenate([s.ts for s in samples])
+            vals = np.concatenate([s.values for s in samples])
+            np.testing.assert_allclose(ts, plan.t0 + np.arange(100) / 50.0, atol=1e-6)
+            np.testing.assert_allclose(vals, StreamSource(d, 4).chunk(0, 100), rtol=1e-6)
+    finally:
+        col.close()
+
+
+def test_cli_publishes_and_writes_ground_truth(mosquitto, tmp_path: Path) -> None:
+    col = Collector(mosquitto.port, ["sensors/#"])
+    truth = tmp_path / "gt.json"
+    try:
+        res = CliRunner().invoke(simulate_command, [
+            "--broker", mosquitto.url, "--devices", "3", "--rate", "20", "--duration", "30", "--fast",
+            "--random", "1", "--warmup", "5", "--format", "batch", "--batch", "20", "--ground-truth", str(truth),
+            "--anomaly", "sim-0:stuck:2:1",
+        ])
+        assert res.exit_code == 0, res.output
+        wait_until(lambda: len(col.messages) >= 3 * 30, 10, "all batches")
+        doc = json.loads(truth.read_text())
+        assert doc["devices"] == ["sim-0", "sim-1", "sim-2"]
+        assert len(doc["anomalies"]) == 4
+        assert {t for t, _, _ in col.messages} == {f"sensors/sim-{i}/data" for i in range(3)}
+    finally:
+        col.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--devices", "0"], "--devices must be >= 1"),
+        (["--anomaly", "sim-0:boom:1:1"], "kind 'boom'"),
+        (["--topic", "sensors/data"], "{device}"),
+        (["--broker", "mqtt://127.0.0.1:1"], "cannot connect"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(args: list[str], msg: str) -> None:
+    res = CliRunner().invoke(simulate_command, ["--duration", "1", "--fast", *args])
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert msg in lines[-1] and lines[-1].startswith("edgewatch simulate: error:")
+    assert "Traceback" not in res.output
+
+
+def test_cli_takes_channel_names_from_a_model(mosquitto, demo_model_path: Path) -> None:
+    from edge_runtime.tools.simulate import model_channels
+
+    names = model_channels(demo_model_path)
+    col = Collector(mosquitto.port, ["sensors/#"])
+    try:
+        res = CliRunner().invoke(simulate_command, ["--broker", mosquitto.url, "--devices", "1", "--rate", "10",
+                                                    "--duration", "1", "--fast", "--format", "keyed",
+                                                    "--model", str(demo_model_path)])
+        assert res.exit_code == 0, res.output
+        wait_until(lambda: len(col.messages) >= 10, 10, "10 samples")
+        doc = json.loads(col.messages[0][1])
+        assert list(doc) == ["ts", *names]
+        assert Decoder(names).decode(col.messages[0][1], 0.0).values.shape == (1, len(names))
+    finally:
+        col.close()
+
+
+def test_cli_refuses_a_file_that_is_not_a_model(tmp_path: Path) -> None:
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"not onnx")
+    res = CliRunner().invoke(simulate_command, ["--model", str(bad), "--duration", "1", "--fast"])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1].startswith(f"edgewatch simulate: error: {bad}:")
