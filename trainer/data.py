@@ -406,11 +406,24 @@ def normal_windows(series: Sequence[Series], window: int, hop: int) -> np.ndarra
     return np.concatenate(parts, axis=0)
 
 
+def column_stats(series: Sequence[np.ndarray], chunk: int = 65_536) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(n, mean, std, min, max)`` per channel (C,) float64 over arrays (T, C), in row chunks (bounded memory)."""
+    arrays = [np.asarray(a) for a in series if len(a)]
+    if not arrays:
+        raise ValueError("no rows")
+    n = sum(len(a) for a in arrays)
+    mean = sum(np.sum(a, axis=0, dtype=np.float64) for a in arrays) / n
+    sq = sum(
+        np.sum((a[i : i + chunk].astype(np.float64) - mean) ** 2, axis=0) for a in arrays for i in range(0, len(a), chunk)
+    )
+    lo = np.min([a.min(axis=0) for a in arrays], axis=0).astype(np.float64)
+    hi = np.max([a.max(axis=0) for a in arrays], axis=0).astype(np.float64)
+    return n, mean, np.sqrt(sq / n), lo, hi
+
+
 def fit_normalisation(series: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (C,) float64 over training arrays (T, C); constant channels get std 1."""
-    x = np.concatenate([np.asarray(s, dtype=np.float64) for s in series], axis=0)
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
+    _, mean, std, _, _ = column_stats(series)
     tiny = std <= 1e-6 * np.maximum(1.0, np.abs(mean))
     if tiny.any():
         log.warning(
@@ -421,8 +434,10 @@ def fit_normalisation(series: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndar
 
 
 def normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(x - mean) / std`` over the last axis (C); float32."""
-    return ((x - mean) / std).astype(np.float32)
+    """``(x - mean) / std`` over the last axis (C); float32 (computed in float32: no float64 copy of ``x``)."""
+    return (np.asarray(x, dtype=np.float32) - np.asarray(mean, np.float32)) * np.asarray(
+        1.0 / np.asarray(std, np.float64), np.float32
+    )
 
 
 def denormalise(z: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

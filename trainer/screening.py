@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from trainer.data import column_stats
+
 DRIFT_LIMIT = 0.6  # training std; chosen by leave-one-fault-kind-out on SKAB (docs/EVALUATION.md)
 HIGH_ERROR_RATIO = 3.0  # a channel's normal error above this many times the median is reported
 
@@ -33,11 +35,6 @@ class ChannelScreen:
         return asdict(self)
 
 
-def _is_constant(x: np.ndarray) -> bool:
-    """``x`` (T,) holds one value (to float32 precision relative to its size)."""
-    return bool(x.size == 0 or np.ptp(x) <= 1e-6 * max(1.0, float(np.abs(x).max())))
-
-
 def screen_channels(
     train: Sequence[np.ndarray], val: Sequence[np.ndarray], channels: Sequence[str], drift_limit: float = DRIFT_LIMIT
 ) -> list[ChannelScreen]:
@@ -46,17 +43,17 @@ def screen_channels(
     Drift is measured per file (each file's validation part against its own training part) and
     the largest is kept. If every non-constant channel drifts, all of them are kept (and say so).
     """
-    xt = np.concatenate([np.asarray(a, dtype=np.float64) for a in train], axis=0)
-    std = xt.std(axis=0)
+    _, _, std, lo, hi = column_stats(train)
+    constant = (hi - lo) <= 1e-6 * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
     drift = np.zeros(len(channels))
     for a, b in zip(train, val, strict=True):
         if len(a) and len(b):
-            d = np.abs(np.asarray(b, np.float64).mean(0) - np.asarray(a, np.float64).mean(0))
+            d = np.abs(np.mean(b, axis=0, dtype=np.float64) - np.mean(a, axis=0, dtype=np.float64))
             drift = np.maximum(drift, d / np.where(std > 0, std, np.inf))
     out = []
     for c, name in enumerate(channels):
-        if _is_constant(xt[:, c]):
-            out.append(ChannelScreen(name, False, f"constant in training (value {xt[0, c]:.6g})", 0.0))
+        if constant[c]:
+            out.append(ChannelScreen(name, False, f"constant in training (value {lo[c]:.6g})", 0.0))
         elif drift[c] > drift_limit:
             out.append(ChannelScreen(
                 name, False, f"drifts: its level moved {drift[c]:.2f} training std between the training "

@@ -6,7 +6,8 @@
 - training hop: 1 until the training part holds more than :data:`MAX_TRAIN_WINDOWS` windows, then
   the hop that keeps about that many (memory stays bounded: at most ``MAX_TRAIN_WINDOWS * W * C``
   floats); the edge's default hop is ``W / 4``.
-- model: depth 2 (1 for W < 16), width 16, latent ``clamp(C, 4, 16)``.
+- model: depth 2 (1 for W < 16), width 16, latent ``clamp(W * C / 16, 4, 16)`` (one code value per
+  16 inputs, as the demo model's 64 x 4 -> 16).
 
 Too little data to calibrate honestly (fewer than :data:`MIN_TRAIN_WINDOWS` training or
 :data:`MIN_VAL_WINDOWS` hop-1 validation windows) is an error unless forced.
@@ -73,8 +74,8 @@ def choose_sizes(
     if width is None:
         width = 16
     if latent is None:
-        latent = int(min(16, max(4, n_channels)))
-        notes.append(f"latent {latent}: the channel count clamped to 4..16")
+        latent = int(min(16, max(4, window * n_channels // 16)))
+        notes.append(f"latent {latent}: W x C / 16 clamped to 4..16")
     return Sizes(window, train_hop, edge_hop, depth, width, latent, notes)
 
 

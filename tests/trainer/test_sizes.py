@@ -11,7 +11,7 @@ from trainer.sizes import MAX_TRAIN_WINDOWS, choose_sizes, count_windows, missin
 def test_window_follows_the_training_rows(rows: int, window: int) -> None:
     s = choose_sizes([rows], [rows // 4], 8)
     assert s.window == window and s.edge_hop == max(1, window // 4)
-    assert s.depth == (2 if window >= 16 else 1) and s.latent == 8
+    assert s.depth == (2 if window >= 16 else 1) and s.latent == min(16, max(4, window * 8 // 16))
     assert any(f"window {window}" in n for n in s.notes)
 
 
