@@ -27,7 +27,11 @@ FloatArray = npt.NDArray[np.float64]
 
 
 class TimestampError(ValueError):
-    """A timestamp that is not a finite epoch >= 0 in a known form."""
+    """A timestamp that is not a finite epoch >= 0 in a known form; ``index``: its position in a column."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 def unit_scale(magnitude: float) -> float:
@@ -101,7 +105,7 @@ def column_seconds(cells: Sequence[object]) -> FloatArray:
     """A column of n timestamps -> (n,) float64 epoch seconds, numbers in ONE unit for the whole column
     (from the magnitude of its largest number), so a column in ms is never part read as seconds.
 
-    Raises TimestampError naming the 0-based index of the first bad cell.
+    Raises TimestampError naming (and with ``index``) the 0-based index of the first bad cell.
     """
     out = np.empty(len(cells), dtype=np.float64)
     numeric = np.zeros(len(cells), dtype=bool)
@@ -110,7 +114,7 @@ def column_seconds(cells: Sequence[object]) -> FloatArray:
             v, numeric[i] = _raw(c)
             out[i] = _check(v, c)
         except TimestampError as exc:
-            raise TimestampError(f"index {i}: {exc}") from None
+            raise TimestampError(f"index {i}: {exc}", i) from None
     if numeric.any():
         out[numeric] *= unit_scale(float(out[numeric].max()))
     return out

@@ -23,7 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
-from edge_runtime.pipeline.timestamps import TimestampError, column_seconds, parse_timestamp
+from edge_runtime.pipeline.timestamps import TimestampError, column_seconds
 from edge_runtime.tools.simulate import (
     FORMATS,
     SimError,
@@ -52,14 +52,6 @@ class Recording:
     ts: np.ndarray | None
     values: np.ndarray
     channels: tuple[str, ...]
-
-
-def _good_time(cell: str) -> bool:
-    try:
-        parse_timestamp(cell)
-    except TimestampError:
-        return False
-    return True
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -141,11 +133,9 @@ def read_recording(
         cells = [row[t_idx] for row in rows]
         try:
             ts = column_seconds(cells)
-        except TimestampError:
-            line = next(n for n, c in enumerate(cells) if not _good_time(c)) + 2
-            raise ReplayError(
-                f"{path}: line {line}, column {header[t_idx]!r}: bad timestamp {cells[line - 2]!r}"
-            ) from None
+        except TimestampError as exc:
+            n = exc.index or 0
+            raise ReplayError(f"{path}: line {n + 2}, column {header[t_idx]!r}: bad timestamp {cells[n]!r}") from None
     if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
         bad = int(np.argmax(np.diff(ts) < 0)) + 3
         raise ReplayError(f"{path}: line {bad}: timestamps go backwards")

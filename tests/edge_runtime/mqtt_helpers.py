@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.config import build_config
 from edge_runtime.service.daemon import Daemon
+from edge_runtime.service.mqtt import BrokerAddress, ClientOptions, make_client
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -26,6 +26,10 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "con
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def _local(port: int) -> BrokerAddress:
+    return BrokerAddress("127.0.0.1", port, False)
+
+
 class Collector:
     """Subscribes to ``filters`` and keeps every (topic, payload, retain) it receives."""
 
@@ -33,7 +37,7 @@ class Collector:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{uuid.uuid4().hex[:6]}")
+        self.client = make_client(_local(port), ClientOptions(client_id=f"collector-{uuid.uuid4().hex[:6]}", buffered=False))
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in filters])
         self.client.on_subscribe = lambda *a: self._ready.set()
         self.client.on_message = self._on_message
@@ -63,9 +67,8 @@ class Publisher:
     """Publishes sensor payloads QoS 1 and waits for the broker's acks."""
 
     def __init__(self, port: int) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}")
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
+        self.client = make_client(_local(port), ClientOptions(client_id=f"pub-{uuid.uuid4().hex[:6]}", buffered=False,
+                                                              max_inflight=1000, max_queued=0))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self._infos: list[paho.MQTTMessageInfo] = []

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_runtime.service.mqtt import BrokerAddress, ClientOptions, make_client
 
 ROOT = Path(__file__).resolve().parents[2]
 # Mosquitto started as root switches to the `mosquitto` user, which cannot write its log or its
@@ -53,12 +54,10 @@ class Client:
         self.session_present: list[bool] = []  # one per CONNACK
         self.filters = filters
         cid = f"{name}-{uuid.uuid4().hex[:6]}"
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=not persistent)
-        if auth:
-            self.client.username_pw_set(*auth)
-        self.client.max_inflight_messages_set(100)
-        self.client.max_queued_messages_set(0)  # unbounded: the test's ground truth must not drop
-        self.client.reconnect_delay_set(1, 1)
+        # max_queued 0, unbounded: the test's ground truth must not drop
+        self.client = make_client(BrokerAddress("127.0.0.1", port, False), ClientOptions(
+            client_id=cid, persistent=persistent, username=auth[0] if auth else "", password=auth[1] if auth else None,
+            reconnect_min_s=1, reconnect_max_s=1, max_queued=0, max_inflight=100, buffered=False))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_subscribe = lambda *a: self.subscribed.set()

@@ -65,6 +65,7 @@ class StreamingPublisher(threading.Thread):
             time.sleep(max(0.0, t_next - time.monotonic()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_broker_down_10s_nothing_lost(protocol: str, mosquitto_factory, tmp_path: Path, figure, caplog) -> None:
     caplog.set_level(logging.INFO, logger="edge_runtime.service.mqtt")

@@ -79,6 +79,7 @@ def retained_state(port: int, device: str) -> dict | None:
     return docs[-1][1] if docs else None
 
 
+@pytest.mark.slow
 def test_sigterm_restart_and_sigkill(mosquitto_factory, tmp_path: Path, figure) -> None:
     broker = mosquitto_factory(persistence=True, extra_config=RUN_AS_ME).start()
     model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.edge_runtime.mqtt_helpers import idle, running_daemon
 from tests.edge_runtime.onnx_models import make_metadata, series, write_model
@@ -99,6 +100,7 @@ def test_silent_device_expires_and_its_alarm_clears(mosquitto, tmp_path: Path, f
     figure("silent_device", idle_s=1.0, expired_after_s=round(expired_s, 2), devices_expired=1, alarm_cleared=True)
 
 
+@pytest.mark.slow
 def test_ten_thousand_device_ids_bounded_by_lru(mosquitto, tmp_path: Path, figure) -> None:
     model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
     cap, n_ids = 1000, 10_000

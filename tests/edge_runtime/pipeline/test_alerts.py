@@ -88,3 +88,46 @@ def test_forget_of_a_normal_device_sends_nothing_and_seq_memory_is_bounded() -> 
     t.remember_seq("b", 1)  # an older seq never lowers it
     assert t.past_seq["b"] == 2 and list(t.past_seq) == ["c", "b"]
     assert t.forget("nobody", "expired", 1.0, CH, "m1") == (None, None)
+
+
+def _topic(device: str) -> str:
+    return f"alerts/{device}/state"
+
+
+def _retained(**kw: object) -> dict:
+    return {"schema_version": 1, "device": "p1", "state": "raised", "seq": 7, "raised_alert_id": "r9",
+            "since": 5.0, "instance": "gw1", **kw}
+
+
+def test_adopt_tracks_a_retained_raised_device_and_clears_it_on_normal_data() -> None:
+    t = tracker()
+    assert t.adopt(_retained(), _topic("p1"), _topic) == "p1"
+    st = t.devices["p1"]
+    assert (st.state, st.seq, st.alert_id) == ("raised", 7, "r9")
+    cleared = feed(t, [0.1, 0.1], dev="p1")
+    assert [a["state"] for a in cleared] == ["cleared"]
+    assert cleared[0]["seq"] == 8 and cleared[0]["raised_alert_id"] == "r9"
+
+
+@pytest.mark.parametrize("doc, topic", [
+    (_retained(instance="other"), _topic("p1")),  # another instance's state
+    (_retained(), _topic("p2")),  # topic and device disagree
+    (_retained(state="weird"), _topic("p1")),
+    (_retained(seq="x"), _topic("p1")),
+    (_retained(device=3), _topic("p1")),
+    (["p1"], _topic("p1")),
+    ("raised", _topic("p1")),
+    ({"state": "raised"}, _topic("p1")),
+])
+def test_adopt_ignores_what_is_not_this_instances_state(doc: object, topic: str) -> None:
+    t = tracker()
+    assert t.adopt(doc, topic, _topic) is None
+    assert t.devices == {} and not t.past_seq
+
+
+def test_adopt_carries_seq_on_from_a_cleared_state_and_never_goes_back() -> None:
+    t = tracker()
+    assert t.adopt(_retained(state="cleared", seq=4), _topic("p1"), _topic) is None
+    assert feed(t, [5, 5, 5], dev="p1")[0]["seq"] == 5  # remembered seq 4: the next alert is 5
+    assert t.adopt(_retained(seq=2), _topic("p1"), _topic) is None  # this run already published seq 5
+    assert t.devices["p1"].seq == 5

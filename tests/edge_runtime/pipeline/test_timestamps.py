@@ -68,5 +68,6 @@ def test_column_seconds_small_numbers_stay_seconds() -> None:
 def test_column_seconds_mixes_iso_and_names_the_bad_index() -> None:
     got = column_seconds(["2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z"])
     np.testing.assert_array_equal(got, [ISO.timestamp(), ISO.timestamp() + 1])
-    with pytest.raises(TimestampError, match="index 2"):
+    with pytest.raises(TimestampError, match="index 2") as err:
         column_seconds(["1", "2", "1_0"])
+    assert err.value.index == 2
