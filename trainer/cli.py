@@ -92,7 +92,7 @@ def data_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., A
 
 
 # Modules only the `train` extra installs; without them a command says how to get them (exit 2).
-TRAIN_MODULES = frozenset({"torch", "onnx", "onnxscript", "onnx_ir", "matplotlib"})
+TRAIN_MODULES = frozenset({"torch", "onnx", "onnxscript", "onnx_ir", "matplotlib", "scipy"})
 
 
 class _TrainGroup(click.Group):
@@ -168,7 +168,7 @@ def main(verbose: bool) -> None:
     help="False-alarm budget: normal hop-1 windows above the threshold per 1,000, before --margin.",
 )
 @click.option(
-    "--margin", type=float,
+    "--margin", "--threshold-scale", "margin", type=float,
     help="Multiply the calibrated threshold: headroom for normal data that departs from the calibration period.  "
     "[default: 3 for lognormal (chosen by leave-one-fault-kind-out), else 1]",
 )
