@@ -145,7 +145,7 @@ def main(verbose: bool) -> None:
 @click.option("--depth", type=int, help="Strided conv levels (each halves the time axis).  [default: 2; 1 for W < 16]")
 @click.option("--width", type=int, help="Channels of the first conv (doubled per level).  [default: 16]")
 @click.option("--kernel", default=5, show_default=True, help="Conv kernel size (odd).")
-@click.option("--latent", type=int, help="Size of the latent code.  [default: channels, in 4..16]")
+@click.option("--latent", type=int, help="Size of the latent code.  [default: W x C / 16, in 4..16]")
 @click.option(
     "--noise", default=0.0, show_default=True, help="Denoising: gaussian input noise std (normalised units)."
 )
