@@ -67,9 +67,9 @@ class Daemon:
                              state_filter=format_topic(cfg.state_topic, device="+"), on_state=self.scorer.adopt,
                              after_read=self.batching.drain if inline else None)
         self.publisher.link = self.link
-        self.housekeeping = Housekeeping(cfg, self.ingest, self.scorer, self.batching, self.publisher, self.stats,
-                                         self.stats_doc, self._status_message, self._stop)
-        self.housekeeping.stats_topic = format_topic(cfg.stats_topic, instance=self.instance)
+        self.housekeeping = Housekeeping(cfg, self.scorer, self.batching, self.publisher, self.stats_doc,
+                                         self._status_message, self._stop,
+                                         stats_topic=format_topic(cfg.stats_topic, instance=self.instance))
         self._threads: list[threading.Thread] = []
         self._log_start()
         self.metrics = self._start_metrics() if cfg.metrics_port else None
@@ -77,10 +77,6 @@ class Daemon:
     @property
     def model(self) -> EdgeModel:
         return self.scorer.model
-
-    @property
-    def threshold(self) -> float:
-        return self.scorer.threshold
 
     def _start_metrics(self) -> Any:
         from edge_runtime.integrations.metrics_http import MetricsUnavailable, start_metrics_server
@@ -113,7 +109,7 @@ class Daemon:
     def _log_start(self) -> None:
         m = self.model
         log.info("model %s (%s): W=%d C=%d hop=%d threshold=%.6g; provider %s (%s)", m.model_id, m.path,
-                 m.window, m.n_channels, scoring_hop(self.cfg, m), self.threshold, m.provider, m.provider_reason)
+                 m.window, m.n_channels, scoring_hop(self.cfg, m), self.scorer.threshold, m.provider, m.provider_reason)
 
     def start(self) -> Daemon:
         self.link.start()
@@ -166,7 +162,7 @@ class Daemon:
     def _online_doc(self) -> dict[str, Any]:
         m = self.model
         return online_doc(self.instance, __version__, m.model_id, m.provider, m.provider_reason,
-                          m.metadata.channels, m.window, self.threshold, time.time())
+                          m.metadata.channels, m.window, self.scorer.threshold, time.time())
 
     def _status_message(self) -> Outbound:
         return Outbound(self.status_topic, json.dumps(self._online_doc()), qos=1, retain=True)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge_runtime.config import Config
@@ -30,24 +31,25 @@ class Batching(Protocol):
     def clear(self) -> int: ...
 
 
+@dataclass(eq=False)
 class Housekeeping:
-    """Periodic work off the hot path; :meth:`run` is the thread's loop (until ``stop`` is set)."""
+    """Periodic work off the hot path; :meth:`run` is the thread's loop (until ``stop`` is set).
+    ``status``: the retained online status message (published after a reload)."""
 
-    def __init__(self, cfg: Config, ingest: Ingest, scorer: Scorer, batching: Batching, publisher: Publisher,
-                 stats: Stats, stats_doc: Callable[[], dict[str, Any]], status: Callable[[], Outbound],
-                 stop: threading.Event) -> None:
-        self.cfg = cfg
-        self.ingest = ingest
-        self.scorer = scorer
-        self.batching = batching
-        self.publisher = publisher
-        self.stats = stats
-        self.stats_doc = stats_doc
-        self.status = status  # the retained online status message (after a reload)
-        self.stats_topic = ""  # set by the daemon
-        self._stop = stop
-        self.reload_requested = threading.Event()
-        self._watch_sig: FileSignature | None = scorer.model.signature
+    cfg: Config
+    scorer: Scorer
+    batching: Batching
+    publisher: Publisher
+    stats_doc: Callable[[], dict[str, Any]]
+    status: Callable[[], Outbound]
+    stop: threading.Event
+    stats_topic: str = ""
+    reload_requested: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.ingest: Ingest = self.scorer.ingest
+        self.stats: Stats = self.scorer.stats
+        self._watch_sig: FileSignature | None = self.scorer.model.signature
 
     def run(self) -> None:
         cfg = self.cfg
@@ -55,7 +57,7 @@ class Housekeeping:
         next_stats = now + cfg.stats_interval_s if cfg.stats_interval_s else float("inf")
         next_watch = now + cfg.watch_interval_s if cfg.watch_interval_s else float("inf")
         next_expire = now + min(60.0, cfg.device_idle_s) if cfg.device_idle_s else float("inf")
-        while not self._stop.wait(0.1):
+        while not self.stop.wait(0.1):
             now = time.monotonic()
             self.batching.sweep(now)
             if self.reload_requested.is_set():

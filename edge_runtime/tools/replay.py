@@ -28,8 +28,8 @@ from edge_runtime.tools.simulate import (
     FORMATS,
     SimError,
     SimResult,
-    broker_address,
     broker_options,
+    check_publish_options,
     connect_publisher,
     encode_payload,
     fail,
@@ -244,11 +244,7 @@ def replay_command(
 ) -> None:
     """Replay a CSV recording (e.g. a SKAB file) to sensors/DEVICE/data."""
     try:
-        broker_address(broker)
-        if "{device}" not in topic_template:
-            raise ReplayError("--topic must contain {device}")
-        if not speed > 0:
-            raise ReplayError("--speed must be > 0")
+        check_publish_options(broker, topic_template, speed)
         picked = model_channels(model) if model else (
             [c.strip() for c in channels.split(",") if c.strip()] if channels else None
         )

@@ -394,6 +394,15 @@ def broker_address(url: str) -> BrokerAddress:
         raise SimError(str(exc)) from None
 
 
+def check_publish_options(broker: str, topic_template: str, speed: float) -> None:
+    """The options simulate and replay share, checked before any work starts (:class:`SimError`)."""
+    broker_address(broker)
+    if "{device}" not in topic_template:
+        raise SimError("--topic must contain {device}")
+    if not speed > 0:
+        raise SimError("--speed must be > 0")
+
+
 def connect_publisher(broker_url: str, client_id: str, username: str = "", password_file: str = "",
                       ca_file: str = "", timeout: float = 10.0) -> Any:
     """A connected paho client (the shared factory, :mod:`edge_runtime.service.mqtt`) with its network loop
@@ -581,11 +590,7 @@ def simulate_command(
 ) -> None:
     """Publish synthetic sensor streams for N devices, with anomalies, and write the ground truth."""
     try:
-        broker_address(broker)
-        if "{device}" not in topic_template:
-            raise SimError("--topic must contain {device}")
-        if not speed > 0:
-            raise SimError("--speed must be > 0")
+        check_publish_options(broker, topic_template, speed)
         names = model_channels(model) if model else None
         plan = make_plan(
             n_devices, rate, duration, n_channels=n_channels, channels=names, seed=seed,

@@ -123,7 +123,7 @@ def test_housekeeping_expires_idle_devices_and_reloads(parts, tmp_path: Path) ->
         status.append(Outbound("edgewatch/gw1/status", '{"state": "online"}', retain=True))
         return status[-1]
 
-    hk = Housekeeping(cfg, ingest, scorer, inline, Publisher(link), stats, stats.snapshot, status_message, stop)
+    hk = Housekeeping(cfg, scorer, inline, Publisher(link), stats.snapshot, status_message, stop)
     _feed(ingest, "d1", series(12))
     last_seen = ingest.store.devices["d1"].last_seen
     assert hk.expire_idle(last_seen + cfg.device_idle_s - 1) == []
