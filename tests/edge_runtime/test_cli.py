@@ -8,11 +8,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import paho.mqtt.client as paho
 from click.testing import CliRunner
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.cli import LAZY_COMMANDS, main
+from edge_runtime.service.mqtt import BrokerAddress, ClientOptions, connect
 from edge_runtime.tools.localbroker import free_port
 from edge_runtime.tools.watch import HEADER, format_row
 from tests.edge_runtime.onnx_models import write_foreign_model, write_model
@@ -81,26 +80,20 @@ def test_format_row_is_a_readable_table_line() -> None:
     assert len(HEADER.split()) >= 6
 
 
-def test_alerts_command_prints_json_lines_when_piped(mosquitto) -> None:
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port)
-    pub.loop_start()
-    pub.publish("alerts/pump-1", json.dumps(ALERT), qos=1, retain=True).wait_for_publish(5)
+def _publish_alert(port: int, doc: dict = ALERT) -> None:
+    """A retained alert, published with the project's client factory."""
+    pub = connect(BrokerAddress("127.0.0.1", port, False), ClientOptions(buffered=False))
+    pub.publish(f"alerts/{doc['device']}", json.dumps(doc), qos=1, retain=True).wait_for_publish(5)
     pub.disconnect()
     pub.loop_stop()
+
+
+def test_alerts_command_prints_json_lines_when_piped(mosquitto) -> None:
+    _publish_alert(mosquitto.port)
     res = CliRunner().invoke(main, ["alerts", "--broker", mosquitto.url, "--count", "1", "--timeout", "10"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output.strip().splitlines()[0])
     assert doc["topic"] == "alerts/pump-1" and doc["alert_id"] == "a1"
-
-
-def _publish_alert(port: int, doc: dict = ALERT) -> None:
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", port)
-    pub.loop_start()
-    pub.publish(f"alerts/{doc['device']}", json.dumps(doc), qos=1, retain=True).wait_for_publish(5)
-    pub.disconnect()
-    pub.loop_stop()
 
 
 def test_alerts_broker_flag_overrides_the_config_file(mosquitto, tmp_path: Path) -> None:
