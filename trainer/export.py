@@ -466,7 +466,7 @@ def export_model(
     fp16: bool = False,
     exporter: str = "auto",
 ) -> ExportReport:
-    """Export ``ae`` with ``meta``'s normalisation and scoring constants to ``out``, check it, and write requested variants.
+    """Export ``ae`` with ``meta``'s normalisation and scoring constants (all 1 when it has none) to ``out``, check it, and write requested variants.
 
     ``holdout``: raw windows (N, W, C) float32 not used for training, for the parity check.
     Variants go next to ``out`` as ``<stem>.int8.onnx`` / ``<stem>.fp16.onnx``.
@@ -479,6 +479,9 @@ def export_model(
     holdout = np.ascontiguousarray(holdout[:512], dtype=np.float32)
     if holdout.size == 0:
         raise ExportError("no held-out windows for the parity check")
+    if not meta.scoring:  # a caller without fitted references (benchmarks' untrained models): every one 1
+        c = meta.n_channels
+        meta = replace(meta, scoring={k: [1.0] * c for k in ("weight", "ae_ref", "level_scale", "level_ref")})
     stats = stats_from_metadata(meta)
     graph = ScoringGraph(ae.eval(), stats).eval()
     tmp = out.with_name(out.name + ".tmp")

@@ -168,3 +168,14 @@ def test_format_1_metadata_still_loads_and_a_future_one_says_how_to_re_export(ex
     assert meta.format_version == 1 and meta.scoring == {} and meta.threshold.value == rep.meta.threshold.value
     with pytest.raises(ContractError, match="re-export it with"):
         ModelMetadata.from_dict({**doc, "format_version": 3})
+
+
+def test_metadata_without_scoring_exports_with_unit_references(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ae = ConvAutoencoder(AEConfig(n_channels=2, window=16, width=4, latent=4)).eval()
+    meta = replace(make_meta(2, 16, np.zeros(2), np.ones(2)), scoring={})
+    windows = np.random.default_rng(0).standard_normal((8, 16, 2)).astype(np.float32)
+    rep = ex.export_model(ae, meta, tmp_path / "u.onnx", windows)
+    assert rep.meta.scoring == {k: [1.0, 1.0] for k in ("weight", "ae_ref", "level_scale", "level_ref")}
+    got = ex.run_onnx(rep.path, windows)
+    np.testing.assert_allclose(got["score"], got["channel_error"].mean(axis=1), rtol=1e-5)
