@@ -64,6 +64,7 @@ class Built:
 def build(dockerfile: str, tag: str, build_args: dict[str, str], timeout: float = 1800) -> Built:
     """``buildah build --isolation chroot`` of ``deploy/container/<dockerfile>`` with the repository as context."""
     args = [a for k, v in build_args.items() for a in ("--build-arg", f"{k}={v}")]
+    run(["buildah", "rmi", "--force", tag], check=False)  # a rebuild leaves no untagged image behind
     t0 = time.monotonic()
     proc = run(["buildah", "build", "--isolation", "chroot", "--layers=false", *args,
                 "-f", str(ROOT / "deploy" / "container" / dockerfile), "-t", tag, str(ROOT)], timeout=timeout)
