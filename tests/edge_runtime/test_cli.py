@@ -149,3 +149,12 @@ def test_alerts_reports_a_lost_connection_and_reconnects(mosquitto) -> None:
     assert any("lost the connection" in n for n in notes), notes
     _publish_alert(mosquitto.port)
     assert done.wait(15) and [d["alert_id"] for d in got] == ["a1"]
+
+
+def test_bench_moved_to_the_lab_is_one_line_exit_2() -> None:
+    """The edge package holds no benchmark code: `edgewatch bench ...` says where it went."""
+    for args in (["bench"], ["bench", "ingest", "--devices", "3"], ["bench", "--help"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2, res.output
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "edgewatch-lab bench" in lines[0]
