@@ -569,7 +569,7 @@ PLANTS = (
     Plant("base"),
     Plant("drifting normal", drift=4.0),
     Plant("stuck channel", stuck=True),
-    Plant("50 channels, 500 rows", channels=50, train=500, test=6000, slow_cycle=1500),
+    Plant("50 channels, 500 rows", channels=50, train=500, test=6000, slow_cycle=300),
 )
 MAGNITUDES = (0.5, 1.0, 2.0)
 

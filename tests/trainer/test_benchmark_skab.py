@@ -131,7 +131,8 @@ def test_cli_runs_the_suite_on_two_files_reproducibly(skab_subset: Path, tmp_pat
     reports = []
     for i in range(2):
         out = tmp_path / f"report{i}.json"
-        res = CliRunner().invoke(benchmark, ["skab", str(skab_subset), "--loko", "--report", str(out), "-q"])
+        extra = ["--plot", str(tmp_path / "p.png"), "--plot-file", "other/5.csv", "--markdown", str(tmp_path / "t.md")]
+        res = CliRunner().invoke(benchmark, ["skab", str(skab_subset), "--loko", "--report", str(out), "-q", *extra[: 6 * i]])
         assert res.exit_code == 0, res.output
         assert "OVERALL" in res.output and "rotor imbalance" in res.output and "PCA T2+Q" in res.output
         assert "LEFT-OUT ESTIMATE" in res.output
@@ -151,3 +152,5 @@ def test_cli_runs_the_suite_on_two_files_reproducibly(skab_subset: Path, tmp_pat
         assert o["tp"] + o["fp"] + o["fn"] + o["tn"] == n_rows - 2 * 400
     assert a["detectors"] == b["detectors"]  # same seed, same numbers
     assert set(a["leave_one_kind_out"]["per_kind_left_out"]) == {"valve1", "rotor imbalance"}
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| rotor imbalance | 1 |" in (tmp_path / "t.md").read_text()
