@@ -143,6 +143,7 @@ def skab(
       edgewatch-train benchmark skab ../shared/data/skab --loko --report skab.json
     """
     from trainer import benchmark as bm
+    from trainer import benchmark_report as tables
 
     protocol = bm.Protocol(
         train_rows=train_rows, label_column=label_column, seed=seed, hop=hop, fit_options=_fit_options(fit_option)
@@ -153,19 +154,19 @@ def skab(
         raise ValueError("--loko-fit needs --loko")
     rep, runs = bm.run_skab(directory, protocol, limit, loko, progress=progress, fit_grid=grid)
     if rep["detectors"]:
-        click.echo(bm.format_suite(rep["detectors"], f"SKAB per-file protocol: fit defaults on the first {train_rows} rows, "
+        click.echo(tables.format_suite(rep["detectors"], f"SKAB per-file protocol: fit defaults on the first {train_rows} rows, "
                                    "decisions as the daemon makes them"))
     if rep["normal_recordings"][bm.EDGEWATCH]:
         click.echo("\nnormal recordings, fitted on their first rows and scored on the rest:")
-        click.echo(bm.format_normal(rep["normal_recordings"]))
+        click.echo(tables.format_normal(rep["normal_recordings"]))
     if "leave_one_kind_out" in rep:
         click.echo("")
-        click.echo(bm.format_loko(rep["leave_one_kind_out"]))
+        click.echo(tables.format_loko(rep["leave_one_kind_out"]))
     for name, why in rep["not_scored"].items():
         click.echo(f"not scored: {name}: {why}")
     click.echo(f"\n{rep['data']['labelled_files']} labelled files, fit {rep['fit_seconds']:.0f} s, total {rep['seconds']:.0f} s")
     _write(rep, report)
-    _write_markdown(bm.skab_markdown(rep), markdown)
+    _write_markdown(tables.skab_markdown(rep), markdown)
     if plot is not None:
         chosen = [r for r in runs if plot_name is None or r.name == plot_name]
         if not chosen:
@@ -197,21 +198,23 @@ def synthetic(
 ) -> None:
     """Generated plants (base, drifting normal, stuck channel, 50 channels) x six anomaly kinds x magnitudes."""
     from trainer import benchmark as bm
+    from trainer import benchmark_report as tables
+    from trainer import benchmark_synthetic as syn
 
     try:
         mags = [float(v) for v in magnitudes.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"--magnitudes {magnitudes!r}: give numbers separated by commas") from None
-    plants = [bm.PLANTS[0], bm.PLANTS[3]] if quick else list(bm.PLANTS)
+    plants = [syn.PLANTS[0], syn.PLANTS[3]] if quick else list(syn.PLANTS)
     protocol = bm.Protocol(seed=seed, hop=hop, fit_options=_fit_options(fit_option))
     progress = None if quiet else (lambda line: click.echo(line, err=True))
-    rep = bm.run_synthetic(plants, [1.0] if quick else mags, protocol, progress=progress)
-    click.echo(bm.format_synthetic(rep))
+    rep = syn.run_synthetic(plants, [1.0] if quick else mags, protocol, progress=progress)
+    click.echo(tables.format_synthetic(rep))
     for name, why in rep["not_scored"].items():
         click.echo(f"not scored: {name}: {why}")
     click.echo(f"\n{len(plants)} plants, {rep['seconds']:.0f} s")
     _write(rep, report)
-    _write_markdown(bm.synthetic_markdown(rep), markdown)
+    _write_markdown(tables.synthetic_markdown(rep), markdown)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from trainer.benchmark import DETECTORS, EDGEWATCH, Plant, plant_normal, plant_test, run_synthetic
+from trainer.benchmark import DETECTORS, EDGEWATCH
 from trainer.benchmark_cli import benchmark
+from trainer.benchmark_synthetic import Plant, plant_normal, plant_test, run_synthetic
 
 
 def test_plants_drift_and_stick_as_described() -> None:
