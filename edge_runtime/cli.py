@@ -34,10 +34,12 @@ from edge_runtime.config import (
 # Exit codes (sysexits.h), so a service manager can tell "fix me" from "retry me":
 EXIT_USAGE = 2  # bad command line, and other errors a user can cause (e.g. `alerts` cannot reach the broker)
 EXIT_DATAERR = 65  # EX_DATAERR: the model file is missing, unreadable or not a usable edgewatch model
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: the daemon cannot go on (its MQTT network thread ended): restart it
 EXIT_CONFIG = 78  # EX_CONFIG: a configuration value (file, EDGEWATCH_* variable or flag) is wrong or missing
 EPILOG = f"""\b
 Exit codes: 0 ok (also a clean stop on SIGTERM), 1 unexpected error, {EXIT_USAGE} usage,
-{EXIT_DATAERR} model unusable (EX_DATAERR), {EXIT_CONFIG} configuration error (EX_CONFIG).
+{EXIT_DATAERR} model unusable (EX_DATAERR), {EXIT_SOFTWARE} internal failure, restart me (EX_SOFTWARE),
+{EXIT_CONFIG} configuration error (EX_CONFIG).
 Configuration: flag > EDGEWATCH_<SECTION>_<KEY> variable > config file > default;
 the file is --config, else ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH} when it exists."""
 
@@ -134,6 +136,11 @@ def config_from_flags(config_file: str | None, flags: dict[str, Any]):
 @config_options
 def run(config_file: str | None, **flags: Any) -> None:
     """Run the daemon: `edgewatch run --model m.onnx --broker mqtt://127.0.0.1:1883`."""
+    # First of all: SIGHUP's default action ends the process, and `systemctl reload` may come right after a
+    # (re)start. Until the daemon exists a SIGHUP is noted only: the model about to be loaded is current.
+    early_hup: list[int] = []
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: early_hup.append(1))
     config_file = config_file or default_config_file(os.environ)
     cfg = config_from_flags(config_file, flags)
     if not cfg.path:
@@ -164,10 +171,15 @@ def run(config_file: str | None, **flags: Any) -> None:
     signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
+    if early_hup:
+        logging.getLogger("edge_runtime.service.daemon").info(
+            "SIGHUP during start-up: the model file was read just now, no reload needed")
     daemon.start()
     while not daemon.wait(0.5):
         pass
     daemon.stop()
+    if daemon.failure:
+        fail(daemon.failure, EXIT_SOFTWARE)
 
 
 @main.command()

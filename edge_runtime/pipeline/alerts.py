@@ -25,6 +25,11 @@ SCHEMA_VERSION = 1
 SCHEMA_ID = "https://edgewatch.dev/schemas/alert/1"
 
 NORMAL = "normal"
+MAX_SEQ = 2**53  # a retained seq at or above this is refused (JSON integers beyond it lose precision)
+
+
+class StateError(ValueError):
+    """A retained state document of this instance that cannot be adopted (malformed)."""
 
 
 @dataclass
@@ -137,25 +142,41 @@ class AlertTracker:
         """Take over a retained state document of an earlier run (read back at connect on ``topic``;
         ``state_topic(device)`` is where this instance publishes it). A ``raised`` device of this instance is
         tracked as raised again, so its normal data clears it; from any state its ``seq`` carries on.
-        Returns the device when it was adopted as raised; None when ``doc`` is not this instance's, is
-        malformed, or this run already published a newer state."""
-        try:
-            device, seq = doc["device"], int(doc.get("seq") or 0)
-        except (ValueError, TypeError, KeyError, AttributeError):
+        Returns the device when it was adopted as raised; None when ``doc`` is another instance's (or for
+        another topic), or this run already published a newer state. Raises :class:`StateError` when ``doc``
+        claims to be this instance's but is malformed (wrong types, a ``seq`` that is not an integer
+        0 <= seq < 2^53, an unknown state)."""
+        if not isinstance(doc, dict):
+            raise StateError(f"a JSON {type(doc).__name__}, not an object")
+        instance = doc.get("instance")
+        if not isinstance(instance, str):
+            raise StateError("'instance' is not a string")
+        if instance != self.instance:
             return None
-        if (doc.get("instance") != self.instance or doc.get("state") not in (RAISED, CLEARED)
-                or not isinstance(device, str) or topic != state_topic(device)):
+        device, seq, state = doc.get("device"), doc.get("seq"), doc.get("state")
+        if not isinstance(device, str) or not device:
+            raise StateError("'device' is not a non-empty string")
+        if seq is None:
+            seq = 0
+        if type(seq) is not int or not 0 <= seq < MAX_SEQ:
+            raise StateError(f"'seq' is not an integer in [0, 2^53): {str(seq)[:40]}")
+        if state not in (RAISED, CLEARED):
+            raise StateError(f"'state' is not raised or cleared: {str(state)[:40]}")
+        alert_id = doc.get("raised_alert_id")
+        if alert_id is not None and not isinstance(alert_id, str):
+            raise StateError("'raised_alert_id' is not a string")
+        if topic != state_topic(device):
             return None
         known = self.devices.get(device)
         if known is not None and known.seq > 0:
             return None  # this run already published a newer state for it
-        if doc["state"] == CLEARED:
+        if state == CLEARED:
             if known is None:
                 self.remember_seq(device, seq)
             else:  # seen in this run, no alert yet: carry on from the earlier run's seq
                 known.seq = max(known.seq, seq)
             return None
-        self.devices[device] = DeviceState(state=RAISED, seq=seq, alert_id=str(doc.get("raised_alert_id") or ""))
+        self.devices[device] = DeviceState(state=RAISED, seq=seq, alert_id=(alert_id or "")[:64])
         return device
 
     def remember_seq(self, device: str, seq: int) -> None:

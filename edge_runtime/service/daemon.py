@@ -69,7 +69,9 @@ class Daemon:
         self.publisher.link = self.link
         self.housekeeping = Housekeeping(cfg, self.scorer, self.batching, self.publisher, self.stats_doc,
                                          self._status_message, self._stop,
-                                         stats_topic=format_topic(cfg.stats_topic, instance=self.instance))
+                                         stats_topic=format_topic(cfg.stats_topic, instance=self.instance),
+                                         link_alive=self.link.network_alive, on_fatal=self._fatal)
+        self.failure = ""  # why the daemon cannot go on (the CLI exits non-zero, so systemd restarts it)
         self._threads: list[threading.Thread] = []
         self._log_start()
         self.metrics = self._start_metrics() if cfg.metrics_port else None
@@ -82,7 +84,7 @@ class Daemon:
         from edge_runtime.integrations.metrics_http import MetricsUnavailable, start_metrics_server
 
         try:
-            return start_metrics_server(self.stats_doc, self.cfg.metrics_port, self.cfg.metrics_addr)
+            return start_metrics_server(self.stats_doc, self.cfg.metrics_port, self.cfg.metrics_addr, stats=self.stats)
         except MetricsUnavailable as exc:
             raise ConfigError(f"runtime.metrics_port: {exc}") from None
         except OSError as exc:
@@ -101,6 +103,11 @@ class Daemon:
 
     def _on_connected(self) -> None:
         self.publisher.send(self.scorer.on_connect_messages())
+
+    def _fatal(self, why: str) -> None:
+        log.critical("%s: stopping (exit code 70, a service manager restarts it)", why)
+        self.failure = why
+        self._stop.set()
 
     def _forget(self, device: str, reason: str) -> None:
         self.publisher.send(self.scorer.forget(device, reason))
@@ -170,6 +177,6 @@ class Daemon:
     def stats_doc(self) -> dict[str, Any]:
         return self.stats.snapshot(
             instance=self.instance, devices_active=len(self.ingest.store), queue_windows=len(self.batching),
-            provider=self.model.provider, model_id=self.model.model_id, connected=self.link.connected.is_set(),
+            provider=self.model.provider, model_id=self.model.model_id, connected=self.link.connected.is_set() and self.link.network_alive(),
             time=time.time(),
         )

@@ -45,6 +45,9 @@ class Housekeeping:
     stop: threading.Event
     stats_topic: str = ""
     reload_requested: threading.Event = field(default_factory=threading.Event)
+    # is the MQTT network thread alive? When it is not, ``on_fatal(why)`` is called and the loop ends
+    link_alive: Callable[[], bool] | None = None
+    on_fatal: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         self.ingest: Ingest = self.scorer.ingest
@@ -59,6 +62,10 @@ class Housekeeping:
         next_expire = now + min(60.0, cfg.device_idle_s) if cfg.device_idle_s else float("inf")
         while not self.stop.wait(0.1):
             now = time.monotonic()
+            if self.link_alive is not None and not self.link_alive():
+                if self.on_fatal is not None:
+                    self.on_fatal("the MQTT network thread has ended: no more input or reconnects")
+                return
             self.batching.sweep(now)
             if self.reload_requested.is_set():
                 self.reload_requested.clear()

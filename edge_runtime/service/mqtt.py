@@ -37,7 +37,12 @@ from paho.mqtt.properties import Properties
 from edge_runtime.config import Config, ConfigError
 from edge_runtime.pipeline.documents import offline_doc
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
-from edge_runtime.service.paho_buffered import BufferedClient, buffering_supported, unacknowledged
+from edge_runtime.service.paho_buffered import (
+    BufferedClient,
+    buffering_supported,
+    network_thread_alive,
+    unacknowledged,
+)
 
 log = logging.getLogger(__name__)
 
@@ -266,12 +271,36 @@ class MqttLink:
         self.paused = False  # set by the daemon when it stops taking input
         self.client.will_set(status_topic, json.dumps(offline_doc(cfg.instance_name, "connection lost")),
                              qos=1, retain=True)
-        self.client.on_connect = self._handle_connect
-        self.client.on_disconnect = self._handle_disconnect
-        self.client.on_connect_fail = self._handle_connect_fail
+        # Every callback behind one guard: paho re-raises a callback's exception on its network thread,
+        # which ends that thread (no more reads, no reconnects). on_message carries its own (hot path).
+        self.client.on_connect = self._guarded("connect", self._handle_connect)
+        self.client.on_disconnect = self._guarded("disconnect", self._handle_disconnect)
+        self.client.on_connect_fail = self._guarded("connect_fail", self._handle_connect_fail)
         self.client.on_message = self._handle_message
-        self.client.on_subscribe = self._handle_subscribe
-        self.client.on_unsubscribe = self._handle_unsubscribe
+        self.client.on_subscribe = self._guarded("subscribe", self._handle_subscribe)
+        self.client.on_unsubscribe = self._guarded("unsubscribe", self._handle_unsubscribe)
+
+    def _guarded(self, name: str, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn`` as a paho callback that never raises: an exception is counted (``internal_error``) and
+        logged at a bounded rate, and paho's network thread carries on."""
+
+        def guarded(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                self._callback_error(name, exc)
+
+        return guarded
+
+    def _callback_error(self, name: str, exc: BaseException) -> None:
+        self.stats.drop("internal_error")
+        self._rl.log(logging.ERROR, "internal_error", "error in the MQTT %s callback (%s: %s); carrying on",
+                     name, type(exc).__name__, str(exc)[:200])
+        log.debug("%s callback error", name, exc_info=True)
+
+    def network_alive(self) -> bool:
+        """False once paho's network thread has ended without :meth:`close` (the daemon then exits non-zero)."""
+        return self._closing or network_thread_alive(self.client)
 
     def detach_after_read(self) -> None:
         """No more ``after_read`` calls (the daemon takes over scoring while it stops)."""
@@ -313,7 +342,7 @@ class MqttLink:
         self._closing = True
         info = self.client.publish(self.status_topic, json.dumps(offline), qos=1, retain=True)
         deadline = time.monotonic() + timeout
-        if self.connected.is_set():
+        if self.connected.is_set() and network_thread_alive(self.client):
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
             while (self.client.want_write() or self._pending()) and time.monotonic() < deadline:
@@ -403,12 +432,9 @@ class MqttLink:
                 if msg.retain and self._on_state is not None:
                     self._on_state(topic, msg.payload)
                 return
-            try:
-                self._on_message(topic, msg.payload)
-            except Exception:  # never let one message kill paho's network thread
-                self.stats.drop("internal_error")
-                self._rl.log(logging.ERROR, "internal_error", "error handling a message on %r", topic[:200])
-                log.debug("message handler error", exc_info=True)
+            self._on_message(topic, msg.payload)
+        except Exception as exc:  # the boundary guard of on_message: one message never ends paho's thread
+            self._callback_error("message", exc)
         finally:
             if not self.paused:  # paused while handling (a stop): the message may have been refused as
                 client.ack(msg.mid, msg.qos)  # "shutdown"; unacknowledged, the broker redelivers it

@@ -114,6 +114,12 @@ def unacknowledged(client: paho.Client) -> int:
     return len(client._out_messages)
 
 
+def network_thread_alive(client: paho.Client) -> bool:
+    """Is ``client``'s network thread (``loop_start``) still running? paho has no public way to ask."""
+    thread = client._thread
+    return thread is not None and thread.is_alive()
+
+
 def buffering_supported() -> bool:
     """Does this paho-mqtt have the internals :class:`BufferedClient` builds on (paho-mqtt 2.x)?"""
     c = paho.Client

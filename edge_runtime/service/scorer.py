@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.config import Config
-from edge_runtime.pipeline.alerts import AlertTracker
+from edge_runtime.pipeline.alerts import AlertTracker, StateError
 from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
 from edge_runtime.pipeline.documents import RAISED, Outbound, score_doc, state_doc
 from edge_runtime.pipeline.stats import Stats
@@ -92,6 +92,9 @@ class Scorer:
         t0 = time.perf_counter()
         score, ce = model.run(batch)
         self.stats.record_batch(batch.shape[0], time.perf_counter() - t0)
+        scored = time.monotonic()
+        for it in good:  # arrival of the completing message (enqueued) to scored: the metrics' histogram
+            self.stats.record_latency(scored - it.enqueued, it.n)
         thr = self.threshold
         channels = model.metadata.channels
         cfg = self.cfg
@@ -142,15 +145,18 @@ class Scorer:
     def adopt(self, topic: str, payload: bytes | bytearray) -> None:
         """A retained state of this instance from an earlier run (paho thread): see :meth:`AlertTracker.adopt`;
         an adopted raised device that never sends data again is expired after ``device_idle_s``."""
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            return
         state_topic = self.cfg.state_topic
-        with self.tracker_lock:
-            device = self.tracker.adopt(doc, topic, lambda dev: format_topic(state_topic, device=dev))
-            if device is not None:
-                self.adopted[device] = time.monotonic()
+        try:
+            doc = json.loads(payload)  # bytes: a bad encoding is a ValueError too
+            with self.tracker_lock:
+                device = self.tracker.adopt(doc, topic, lambda dev: format_topic(state_topic, device=dev))
+                if device is not None:
+                    self.adopted[device] = time.monotonic()
+        except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, or a malformed state
+            self.stats.drop("bad_state")
+            self.ingest.rl.log(logging.WARNING, "bad_state", "retained state on %r refused: %s", topic[:200],
+                               str(exc)[:120] if isinstance(exc, StateError) else f"not JSON ({type(exc).__name__})")
+            return
         if device is not None:
             log.info("device %s was left raised by an earlier run: tracked as raised until it clears or expires",
                      sanitize_id(device, self.cfg.max_device_id_len))

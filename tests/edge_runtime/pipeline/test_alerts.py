@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from edge_runtime.pipeline.alerts import AlertPolicy, AlertTracker, top_channels
+from edge_runtime.pipeline.alerts import AlertPolicy, AlertTracker, StateError, top_channels
 
 CH = ["a", "b", "c"]
 
@@ -112,16 +112,22 @@ def test_adopt_tracks_a_retained_raised_device_and_clears_it_on_normal_data() ->
 @pytest.mark.parametrize("doc, topic", [
     (_retained(instance="other"), _topic("p1")),  # another instance's state
     (_retained(), _topic("p2")),  # topic and device disagree
-    (_retained(state="weird"), _topic("p1")),
-    (_retained(seq="x"), _topic("p1")),
-    (_retained(device=3), _topic("p1")),
-    (["p1"], _topic("p1")),
-    ("raised", _topic("p1")),
-    ({"state": "raised"}, _topic("p1")),
 ])
 def test_adopt_ignores_what_is_not_this_instances_state(doc: object, topic: str) -> None:
     t = tracker()
     assert t.adopt(doc, topic, _topic) is None
+    assert t.devices == {} and not t.past_seq
+
+
+@pytest.mark.parametrize("doc", [
+    _retained(state="weird"), _retained(seq="x"), _retained(seq=float("inf")), _retained(seq=1.5),
+    _retained(seq=True), _retained(seq=-1), _retained(seq=2**53), _retained(seq=10**30), _retained(device=3),
+    _retained(device=""), _retained(raised_alert_id=[1]), _retained(instance=None), {"state": "raised"}, ["p1"], "raised", 7,
+])
+def test_adopt_refuses_a_malformed_state(doc: object) -> None:
+    t = tracker()
+    with pytest.raises(StateError):
+        t.adopt(doc, _topic("p1"), _topic)
     assert t.devices == {} and not t.past_seq
 
 
