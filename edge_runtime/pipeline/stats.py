@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.pipeline.histogram import INFERENCE_BUCKETS_S, LATENCY_BUCKETS_S, Histogram
+
 # Counter names, in the order they appear in the stats payload.
 COUNTERS = (
     "messages",  # MQTT messages received on sensor topics
@@ -49,6 +51,10 @@ class Stats:
         self._n_lat = 0
         self._lock = threading.Lock()
         self.started = time.time()
+        # Prometheus histograms (edge_runtime/integrations/metrics_http.py): seconds per batch, and per window
+        # from the arrival of the message that completed it to its scoring
+        self.inference_seconds = Histogram(INFERENCE_BUCKETS_S)
+        self.window_latency_seconds = Histogram(LATENCY_BUCKETS_S)
 
     def incr(self, name: str, n: int = 1) -> None:
         """Thread-safe increment (for counters bumped from several threads, e.g. ``published``).
@@ -71,6 +77,11 @@ class Stats:
         self._n_lat += 1
         self.counts["batches"] += 1
         self.counts["windows_scored"] += batch_size
+        self.inference_seconds.observe(seconds)
+
+    def record_latency(self, seconds: float, n: int = 1) -> None:
+        """``n`` windows scored ``seconds`` after the message that completed them arrived."""
+        self.window_latency_seconds.observe(seconds, n)
 
     def latency_ms(self) -> np.ndarray:
         """Recent batch inference times in ms, (n,) float64."""
