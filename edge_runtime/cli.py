@@ -38,8 +38,8 @@ EXIT_SOFTWARE = 70  # EX_SOFTWARE: the daemon cannot go on (its MQTT network thr
 EXIT_CONFIG = 78  # EX_CONFIG: a configuration value (file, EDGEWATCH_* variable or flag) is wrong or missing
 EPILOG = f"""\b
 Exit codes: 0 ok (also a clean stop on SIGTERM), 1 unexpected error, {EXIT_USAGE} usage,
-{EXIT_DATAERR} model unusable (EX_DATAERR), {EXIT_SOFTWARE} internal failure, restart me (EX_SOFTWARE),
-{EXIT_CONFIG} configuration error (EX_CONFIG).
+{EXIT_DATAERR} model unusable (EX_DATAERR), {EXIT_CONFIG} configuration error (EX_CONFIG),
+{EXIT_SOFTWARE} the daemon cannot go on, restart it (EX_SOFTWARE).
 Configuration: flag > EDGEWATCH_<SECTION>_<KEY> variable > config file > default;
 the file is --config, else ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH} when it exists."""
 
@@ -47,6 +47,7 @@ the file is --config, else ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH} when it exi
 LAZY_COMMANDS: dict[str, str] = {
     "simulate": "edge_runtime.tools.simulate:simulate_command",
     "replay": "edge_runtime.tools.replay:replay_command",
+    "dashboard": "edge_runtime.integrations.dashboard.server:dashboard_command",
 }
 
 
@@ -188,23 +189,30 @@ def run(config_file: str | None, **flags: Any) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="Take broker, TLS, auth and topics from this config; flags override it.")
 @click.option("--alert-topic", default=None, help="Alert topic template (default alerts/{device}).")
-@click.option("--state/--no-state", default=True, show_default=True, help="Also show the retained per-device states.")
+@click.option("--states/--no-states", "--state/--no-state", "state", default=False, show_default=True,
+              help="Also show the per-device state documents (retained; rows marked 'state').")
 @click.option("--format", "fmt", type=click.Choice(["auto", "table", "json"]), default="auto", show_default=True,
               help="auto: a table on a terminal, JSON lines when piped.")
-@click.option("--count", type=int, default=0, help="Exit after this many alerts (0: run until Ctrl-C).")
+@click.option("--color/--no-color", "colour", default=None,
+              help="Colour raised/cleared in the table.  [default: on a terminal]")
+@click.option("--count", type=int, default=0, help="Exit after printing this many rows (0: run until Ctrl-C).")
 @click.option("--timeout", type=float, default=0.0, help="Exit after this many seconds (0: never).")
-def alerts(broker: str | None, config_file: str | None, alert_topic: str | None, state: bool, fmt: str, count: int,
-           timeout: float) -> None:
-    """Show alerts live as they are published."""
-    from edge_runtime.tools.watch import HEADER, WatchError, format_row, watch_alerts
+def alerts(broker: str | None, config_file: str | None, alert_topic: str | None, state: bool, fmt: str,
+           colour: bool | None, count: int, timeout: float) -> None:
+    """Show alerts live as they are published: one row per alert, stream and receive time in UTC."""
+    from edge_runtime.tools.watch import HEADER, WatchError, format_row, json_line, watch_alerts
 
     cfg = config_from_flags(config_file, {"broker": broker, "alert_topic": alert_topic})  # None: not given
-    table = fmt == "table" or (fmt == "auto" and sys.stdout.isatty())
+    tty = sys.stdout.isatty()
+    table = fmt == "table" or (fmt == "auto" and tty)
+    colour = tty if colour is None else colour
     if table:
         click.echo(HEADER)
 
-    def emit(topic: str, doc: dict[str, Any]) -> None:
-        click.echo(format_row(doc) if table else json.dumps({"topic": topic, **doc}))
+    def emit(topic: str, doc: dict[str, Any], kind: str, received: float, retained: bool) -> None:
+        line = format_row(doc, kind, received, retained, colour) if table else json_line(topic, doc, kind, received,
+                                                                                        retained)
+        click.echo(line, color=colour or None)
 
     def notify(line: str) -> None:
         click.echo(f"edgewatch alerts: {line}", err=True)

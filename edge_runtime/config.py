@@ -91,6 +91,7 @@ class Config:
     max_wait_ms: float = _opt(5.0, "inference", "With batching = fill: longest wait to fill a micro-batch after its first window arrives (opportunistic batching never waits).", minimum=0)
     queue_windows: int = _opt(4096, "inference", "Bound of the queue of windows waiting to be scored (between a read burst and its scoring, or between the MQTT thread and the inference thread), in windows.", minimum=1)
     queue_policy: str = _opt("drop_oldest", "inference", "What to drop when that queue is full (counted as queue_full).", choices=("drop_oldest", "drop_newest"))
+    clip_z: float = _opt(1000.0, "inference", "Values further than this many training standard deviations from the model's training mean are clipped to that bound before scoring (windows_clipped), so a sensor pegged at an error value (float32-max) scores as far out instead of overflowing the model to NaN; 0 turns clipping off. A non-finite score is counted (windows_non_finite) and treated as anomalous either way.", minimum=0)
     # [alerts]
     raise_after: int = _opt(3, "alerts", "Raise after this many consecutive windows above the threshold.", minimum=1)
     clear_after: int = _opt(5, "alerts", "Clear after this many consecutive windows below clear_ratio x threshold.", minimum=1)

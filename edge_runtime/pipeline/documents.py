@@ -11,6 +11,7 @@ The alert payload itself is built by :class:`edge_runtime.pipeline.alerts.AlertT
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,12 @@ import numpy.typing as npt
 STATE_SCHEMA_VERSION = 1
 RAISED = "raised"
 CLEARED = "cleared"
+
+
+def to_json(doc: object) -> str:
+    """Strict JSON, as every published document must be (JavaScript's ``JSON.parse`` and the schemas refuse
+    NaN and Infinity): raises ValueError on a non-finite number instead of writing one."""
+    return json.dumps(doc, allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)

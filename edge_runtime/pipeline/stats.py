@@ -24,6 +24,8 @@ COUNTERS = (
     "samples",  # samples decoded and accepted into a window buffer
     "windows_queued",  # windows handed to the inference queue
     "windows_scored",  # windows run through the model
+    "windows_clipped",  # windows with values beyond inference.clip_z training std devs, clipped before the model
+    "windows_non_finite",  # windows whose score or channel error was NaN/inf: treated as anomalous (float32-max)
     "batches",  # session.run calls
     "alerts_raised",
     "alerts_cleared",

@@ -10,7 +10,6 @@ offline status, then disconnects.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ from typing import Any
 from edge_runtime import __version__
 from edge_runtime.config import Config, ConfigError
 from edge_runtime.pipeline.alerts import AlertTracker
-from edge_runtime.pipeline.documents import Outbound, offline_doc, online_doc
+from edge_runtime.pipeline.documents import Outbound, offline_doc, online_doc, to_json
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.pipeline.topics import format_topic
@@ -172,7 +171,7 @@ class Daemon:
                           m.metadata.channels, m.window, self.scorer.threshold, time.time())
 
     def _status_message(self) -> Outbound:
-        return Outbound(self.status_topic, json.dumps(self._online_doc()), qos=1, retain=True)
+        return Outbound(self.status_topic, to_json(self._online_doc()), qos=1, retain=True)
 
     def stats_doc(self) -> dict[str, Any]:
         return self.stats.snapshot(

@@ -7,7 +7,6 @@ one gets a ``cleared`` alert with reason ``reload``).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge_runtime.config import Config
-from edge_runtime.pipeline.documents import Outbound
+from edge_runtime.pipeline.documents import Outbound, to_json
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.service.ingest import Ingest
 from edge_runtime.service.model import FileSignature, ModelError, load_model
@@ -101,7 +100,7 @@ class Housekeeping:
             "-" if doc["inference_ms_p50"] is None else doc["inference_ms_p50"],
             "-" if doc["inference_ms_p99"] is None else doc["inference_ms_p99"], doc["provider"],
         )
-        self.publisher.send([Outbound(self.stats_topic, json.dumps(doc), qos=0)])
+        self.publisher.send([Outbound(self.stats_topic, to_json(doc), qos=0)])
 
     def check_file(self) -> None:
         try:

@@ -18,7 +18,6 @@ with backoff and resends queued QoS 1 publishes; the outgoing queue is bounded
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import ssl
 import sys
@@ -35,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_runtime.config import Config, ConfigError
-from edge_runtime.pipeline.documents import offline_doc
+from edge_runtime.pipeline.documents import offline_doc, to_json
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.service.paho_buffered import (
     BufferedClient,
@@ -269,7 +268,7 @@ class MqttLink:
         self._paho_errors = _PahoErrors()
         self.client.logger = self._paho_errors  # type: ignore[assignment]  # duck-typed: paho only calls .log()
         self.paused = False  # set by the daemon when it stops taking input
-        self.client.will_set(status_topic, json.dumps(offline_doc(cfg.instance_name, "connection lost")),
+        self.client.will_set(status_topic, to_json(offline_doc(cfg.instance_name, "connection lost")),
                              qos=1, retain=True)
         # Every callback behind one guard: paho re-raises a callback's exception on its network thread,
         # which ends that thread (no more reads, no reconnects). on_message carries its own (hot path).
@@ -340,7 +339,7 @@ class MqttLink:
     def close(self, offline: dict[str, Any], timeout: float = 3.0) -> None:
         """Publish the retained ``offline`` status document, flush QoS 1 messages (bounded wait) and disconnect."""
         self._closing = True
-        info = self.client.publish(self.status_topic, json.dumps(offline), qos=1, retain=True)
+        info = self.client.publish(self.status_topic, to_json(offline), qos=1, retain=True)
         deadline = time.monotonic() + timeout
         if self.connected.is_set() and network_thread_alive(self.client):
             with contextlib.suppress(RuntimeError, ValueError):
@@ -366,7 +365,7 @@ class MqttLink:
         if self.state_filter:
             self._adopting = True
             self._adopt_mid = client.subscribe(self.state_filter, 1)[1]
-        client.publish(self.status_topic, json.dumps(self._online_doc()), qos=1, retain=True)
+        client.publish(self.status_topic, to_json(self._online_doc()), qos=1, retain=True)
         # paho calls its logger twice per message (received PUBLISH, sent PUBACK); the error lines are only
         # needed to explain a failed connect, so the logger is off while connected (back on at disconnect).
         client.logger = None

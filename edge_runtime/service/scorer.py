@@ -27,7 +27,8 @@ import numpy as np
 from edge_runtime.config import Config
 from edge_runtime.pipeline.alerts import AlertTracker, StateError
 from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
-from edge_runtime.pipeline.documents import RAISED, Outbound, score_doc, state_doc
+from edge_runtime.pipeline.documents import RAISED, Outbound, score_doc, state_doc, to_json
+from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.pipeline.topics import format_topic, sanitize_id
 from edge_runtime.service.ingest import Ingest
@@ -55,6 +56,8 @@ class Scorer:
         self._discovery_lock = threading.Lock()
         self.adopted: dict[str, float] = {}  # device -> monotonic time it was adopted (guarded by tracker_lock)
         self._batch_buf = np.zeros((cfg.max_batch, model.window, model.n_channels), np.float32)
+        self._clip_for: EdgeModel | None = None  # the model _clip was computed for
+        self._clip: tuple[np.ndarray, np.ndarray] | None = None  # (lo, hi) (C,) float32, or None: clip_z 0
 
     @property
     def threshold(self) -> float:
@@ -86,18 +89,33 @@ class Scorer:
             self.stats.drop("device_gone", sum(it.n for it in gone))
         if not good:
             return []
+        cfg = self.cfg
         if self._batch_buf.shape[1:] != shape:
             self._batch_buf = np.zeros((self.cfg.max_batch, *shape), np.float32)
         batch = stack(good, self._batch_buf)  # (B, W, C)
+        if self._clip_for is not model:
+            self._clip_for = model
+            norm = model.metadata.normalisation
+            self._clip = clip_bounds(norm.mean, norm.std, cfg.clip_z) if cfg.clip_z > 0 else None
+        if self._clip is not None:
+            clipped = clip_windows(batch, *self._clip)
+            if clipped:
+                self.stats.incr("windows_clipped", clipped)
+                self.ingest.rl.log(logging.WARNING, "clipped", "%d window(s) with values beyond %g training "
+                                   "standard deviations: clipped before scoring", clipped, cfg.clip_z)
         t0 = time.perf_counter()
         score, ce = model.run(batch)
         self.stats.record_batch(batch.shape[0], time.perf_counter() - t0)
+        score, ce, non_finite = saturate_non_finite(score, ce)
+        if non_finite:
+            self.stats.incr("windows_non_finite", non_finite)
+            self.ingest.rl.log(logging.WARNING, "non_finite", "%d window(s) scored NaN or infinite: treated as "
+                               "anomalous (score %g)", non_finite, F32_MAX)
         scored = time.monotonic()
         for it in good:  # arrival of the completing message (enqueued) to scored: the metrics' histogram
             self.stats.record_latency(scored - it.enqueued, it.n)
         thr = self.threshold
         channels = model.metadata.channels
-        cfg = self.cfg
         publish_scores = cfg.publish_scores or self.discovery is not None
         out: list[Outbound] = []
         off = 0
@@ -117,13 +135,13 @@ class Scorer:
                 self.stats.incr("alerts_raised" if a["state"] == RAISED else "alerts_cleared")
                 log.info("alert %s device=%s score=%.4g threshold=%.4g top=%s", a["state"], it.device, a["score"],
                          thr, ",".join(t["name"] for t in a["top_channels"]))
-                out.append(Outbound(format_topic(cfg.alert_topic, device=it.device), json.dumps(a), qos=1))
+                out.append(Outbound(format_topic(cfg.alert_topic, device=it.device), to_json(a), qos=1))
             if state is not None:
-                out.append(Outbound(format_topic(cfg.state_topic, device=it.device), json.dumps(state),
+                out.append(Outbound(format_topic(cfg.state_topic, device=it.device), to_json(state),
                                     qos=1, retain=True))
             if publish_scores:
                 doc = score_doc(it.device, model.model_id, thr, it.t_start, it.t_end, s)
-                out.append(Outbound(format_topic(cfg.score_topic, device=it.device), json.dumps(doc), qos=0))
+                out.append(Outbound(format_topic(cfg.score_topic, device=it.device), to_json(doc), qos=0))
         return out
 
     def _discovery(self, what: str, device: str) -> list[Outbound]:
@@ -186,9 +204,9 @@ class Scorer:
             self.stats.incr("alerts_cleared")
             log.info("alert cleared device=%s reason=%s", device, reason)
             cfg = self.cfg
-            out.append(Outbound(format_topic(cfg.alert_topic, device=device), json.dumps(alert), qos=1))
+            out.append(Outbound(format_topic(cfg.alert_topic, device=device), to_json(alert), qos=1))
             doc = state_doc(device, False, st.alert_id, st.seq, st.since, self.tracker.instance, reason)
-            out.append(Outbound(format_topic(cfg.state_topic, device=device), json.dumps(doc), qos=1, retain=True))
+            out.append(Outbound(format_topic(cfg.state_topic, device=device), to_json(doc), qos=1, retain=True))
         return out
 
 
