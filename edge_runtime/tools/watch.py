@@ -1,4 +1,11 @@
-"""``edgewatch alerts``: subscribe to alert topics and show them (table on a tty, JSON lines when piped)."""
+"""``edgewatch alerts``: subscribe to alert topics and show them (table on a tty, JSON lines when piped).
+
+One row per alert document. The retained per-device state documents (``alerts/{device}/state``) repeat what
+the alerts say, so they are shown only with ``--states``, and then marked ``state`` in the first column.
+Columns: ``stream time`` is the alert's ``window_end`` (the sensor clock; a state has none), ``received``
+the watcher's own clock when the message arrived, both UTC. :class:`Subscription` (one client, its filters,
+reconnect notices, a quiet close) is shared with the dashboard (``edge_runtime.integrations.dashboard``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import json
 import logging
 import queue
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from edge_runtime.config import Config
+from edge_runtime.pipeline.documents import CLEARED, RAISED
 from edge_runtime.service.mqtt import (
     ClientOptions,
     MqttConnectError,
@@ -26,45 +35,107 @@ from edge_runtime.service.mqtt import (
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+ALERT, STATE = "alert", "state"
+# ANSI colours of the state cell on a terminal
+COLOURS = {RAISED: "\x1b[31;1m", CLEARED: "\x1b[32m"}
+RESET = "\x1b[0m"
 
 
 class WatchError(Exception):
     """The first connection to the broker failed (refused, unreachable, login or TLS rejected)."""
 
-HEADER = f"{'time (UTC)':<19}  {'device':<20} {'state':<8} {'score':>10} {'thresh':>10} {'seq':>4}  top channels"
+
+HEADER = (f"{'kind':<5}  {'stream time (UTC)':<19}  {'received (UTC)':<19}  {'device':<20} {'state':<8} "
+          f"{'score':>9} {'thresh':>9} {'seq':>4}  top channels")
 
 
-def _fmt_time(t: Any) -> str:
+def fmt_time(t: Any) -> str:
+    """Epoch seconds as ``YYYY-mm-dd HH:MM:SS`` UTC; ``-`` when absent, ``?`` when not a time."""
+    if t is None:
+        return "-"
     try:
         return datetime.fromtimestamp(float(t), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     except (TypeError, ValueError, OverflowError, OSError):
         return "?"
 
 
-def format_row(doc: dict[str, Any]) -> str:
-    """One alert (or retained state) document as a table row."""
-    top = ", ".join(f"{t.get('name')} {float(t.get('share', 0)):.0%}" for t in doc.get("top_channels", []) if isinstance(t, dict))
-    score = doc.get("score")
-    thr = doc.get("threshold")
-    return (
-        f"{_fmt_time(doc.get('window_end', doc.get('since', doc.get('time')))):<19}  "
-        f"{str(doc.get('device', '?'))[:20]:<20} {str(doc.get('state', '?'))[:8]:<8} "
-        f"{score if score is None else f'{float(score):.4g}'!s:>10} {thr if thr is None else f'{float(thr):.4g}'!s:>10} "
-        f"{doc.get('seq', '')!s:>4}  {top}"
-    )
+def _num(v: Any) -> str:
+    try:
+        return f"{float(v):.4g}"
+    except (TypeError, ValueError):
+        return "-"
 
 
-class _Connection:
-    """The watcher's subscriptions and reconnect notices (paho's network thread; ``notify(line)`` returns)."""
+def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool = False, color: bool = False) -> str:
+    """One alert (``kind`` "alert") or state ("state") document as a table row under :data:`HEADER`."""
+    state = str(doc.get("state", "?"))[:8]
+    cell = f"{state:<8}"
+    if color and state in COLOURS:
+        cell = f"{COLOURS[state]}{cell}{RESET}"
+    if kind == ALERT:
+        stream, score, thr = doc.get("window_end"), _num(doc.get("score")), _num(doc.get("threshold"))
+        tops = doc.get("top_channels")
+        tail = ", ".join(f"{t.get('name')} {_share(t.get('share'))}" for t in tops if isinstance(t, dict)) \
+            if isinstance(tops, list) else ""
+    else:
+        stream, score, thr = None, "-", "-"
+        tail = ("retained, " if retained else "") + f"since {fmt_time(doc.get('since'))} (daemon clock)"
+    return (f"{kind:<5}  {fmt_time(stream):<19}  {fmt_time(received):<19}  {str(doc.get('device', '?'))[:20]:<20} "
+            f"{cell} {score:>9} {thr:>9} {doc.get('seq', '')!s:>4}  {tail}")
 
-    def __init__(self, where: str, filters: list[tuple[str, int]], notify: Callable[[str], None]) -> None:
-        self.where = where
+
+def _share(v: Any) -> str:
+    try:
+        return f"{float(v):.0%}"
+    except (TypeError, ValueError):
+        return "?"
+
+
+def json_line(topic: str, doc: dict[str, Any], kind: str, received: float, retained: bool) -> str:
+    """One message as a JSON line: the document with ``topic``, ``kind``, ``received`` and ``retained`` first."""
+    return json.dumps({"topic": topic, "kind": kind, "received": round(received, 3), "retained": retained, **doc})
+
+
+class Subscription:
+    """One MQTT client subscribed to ``filters``; ``on_message(topic, payload, retained)`` in paho's thread.
+
+    Disconnects after the first connect go to ``notify(line)`` and are retried with backoff; :meth:`close`
+    ends it without a "lost the connection" notice. ``connected`` tells whether the link is up now.
+    """
+
+    def __init__(self, cfg: Config, filters: list[tuple[str, int]],
+                 on_message: Callable[[str, bytes, bool], None], notify: Callable[[str], None],
+                 client_prefix: str = "edgewatch-alerts") -> None:
+        self.addr = parse_broker_url(cfg.broker)
+        self.where = str(self.addr)
         self.filters = filters
         self.notify = notify
         self.connected = False
         self.ever_connected = False
+        self.closing = False
+        self.client = make_client(self.addr, client_options(cfg, f"{client_prefix}-{uuid.uuid4().hex[:8]}",
+                                                            persistent=False))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = lambda c, u, m: on_message(m.topic, m.payload, bool(m.retain))
+        self._keepalive = cfg.keepalive_s
 
-    def on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def start(self) -> Subscription:
+        """Connect (raises :class:`WatchError` with one line when the first connection fails) and run."""
+        try:
+            connect(self.addr, ClientOptions(), self._keepalive, CONNECT_TIMEOUT_S, client=self.client)
+        except MqttConnectError as exc:
+            raise WatchError(str(exc)) from None
+        return self
+
+    def close(self) -> None:
+        self.closing = True
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected = False
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self.notify(f"broker {self.where} refused the connection: {reason_code}; retrying")
             return
@@ -73,74 +144,118 @@ class _Connection:
             self.notify(f"reconnected to broker {self.where}")
         self.connected = self.ever_connected = True
 
-    def on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if self.connected:
-            self.connected = False
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        was, self.connected = self.connected, False
+        if was and not self.closing:
             self.notify(f"lost the connection to broker {self.where} ({reason_code}); reconnecting")
 
-    def on_connect_fail(self, client: Any, userdata: Any) -> None:
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         # paho calls this from inside its ``except OSError`` on a failed reconnect
-        self.notify(f"cannot connect to broker {self.where}: {describe_connect_error(sys.exc_info()[1])}; retrying")
+        if not self.closing:
+            self.notify(f"cannot connect to broker {self.where}: {describe_connect_error(sys.exc_info()[1])}; retrying")
+
+
+def decode_doc(payload: bytes | bytearray) -> tuple[dict[str, Any] | None, str]:
+    """A JSON object document, or None and why not (one short phrase)."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"not JSON ({str(exc)[:60]})"
+    if not isinstance(doc, dict):
+        return None, f"a JSON {type(doc).__name__}, not an object"
+    return doc, ""
+
+
+class SkipLog:
+    """Malformed messages: counted, one notice line per topic filter per ``every_s`` seconds."""
+
+    def __init__(self, notify: Callable[[str], None], every_s: float = 10.0) -> None:
+        self.notify = notify
+        self.every_s = every_s
+        self.count = 0
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def skip(self, topic: str, why: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.count += 1
+            key = topic.split("/", 1)[0]
+            if now - self._last.get(key, -1e18) < self.every_s:
+                return
+            self._last[key] = now
+            n = self.count
+        self.notify(f"skipped a malformed message on {topic}: {why} ({n} skipped so far)")
 
 
 def watch_alerts(
     cfg: Config,
-    emit: Callable[[str, dict[str, Any]], None],
-    include_state: bool = True,
+    emit: Callable[[str, dict[str, Any], str, float, bool], None],
+    include_state: bool = False,
     count: int = 0,
     timeout: float = 0.0,
     notify: Callable[[str], None] | None = None,
 ) -> int:
-    """Subscribe to ``cfg.alert_topic`` (and the state topic); call ``emit(topic, doc)`` per message.
+    """Subscribe to ``cfg.alert_topic`` (and with ``include_state`` the state topic); show each document.
 
-    Returns after ``count`` alert messages (0: forever) or ``timeout`` seconds (0: none); the number seen.
+    ``emit(topic, doc, kind, received, retained)`` is called once per shown document (``kind``: "alert" or
+    "state", ``received`` epoch s). Returns after ``count`` shown documents (0: no limit) or ``timeout``
+    seconds (0: none) with the number shown. Malformed messages are skipped, counted and noted through
+    ``notify(line)`` (default: a log warning), as are later disconnects (retried with backoff).
     Raises :class:`WatchError` when the first connection fails (refused, unreachable, bad login, TLS,
-    no answer within 10 s); later disconnects go to ``notify(line)`` (default: a log warning) and
-    are retried with backoff.
+    no answer within 10 s).
     """
-    inbox: queue.Queue[tuple[str, bytes | bytearray]] = queue.Queue()
-    addr = parse_broker_url(cfg.broker)
-    client = make_client(addr, client_options(cfg, f"edgewatch-alerts-{uuid.uuid4().hex[:8]}", persistent=False))
+    notify = notify or log.warning
+    inbox: queue.Queue[tuple[str, bytes, bool, float]] = queue.Queue()
     filters = [(cfg.alert_topic.replace("{device}", "+"), 1)]
+    state_filter = cfg.state_topic.replace("{device}", "+")
     if include_state:
-        filters.append((cfg.state_topic.replace("{device}", "+"), 1))
-    conn = _Connection(str(addr), filters, notify or log.warning)
-    client.on_connect = conn.on_connect
-    client.on_disconnect = conn.on_disconnect
-    client.on_connect_fail = conn.on_connect_fail
-    client.on_message = lambda c, u, m: inbox.put((m.topic, m.payload))
+        filters.append((state_filter, 1))
+    sub = Subscription(cfg, filters, lambda t, p, r: inbox.put((t, p, r, time.time())), notify).start()
+    skips = SkipLog(notify)
     try:
-        connect(addr, ClientOptions(), cfg.keepalive_s, CONNECT_TIMEOUT_S, client=client)
-    except MqttConnectError as exc:
-        raise WatchError(str(exc)) from None
-    try:
-        return _consume(inbox, emit, count, timeout)
+        return _consume(inbox, emit, count, timeout, _kind_of(cfg.alert_topic, state_filter), skips)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        sub.close()
+        if skips.count:
+            notify(f"{skips.count} malformed message(s) skipped in all")
+
+
+def _kind_of(alert_template: str, state_filter: str) -> Callable[[str], str]:
+    """``topic -> "state" | "alert"`` by the number of levels and the literal levels of the state filter."""
+    levels = state_filter.split("/")
+
+    def kind(topic: str) -> str:
+        parts = topic.split("/")
+        if len(parts) == len(levels) and all(lv in ("+", p) for p, lv in zip(parts, levels, strict=True)) \
+                and len(levels) != len(alert_template.split("/")):
+            return STATE
+        return ALERT
+
+    return kind
 
 
 def _consume(
-    inbox: queue.Queue[tuple[str, bytes | bytearray]], emit: Callable[[str, dict[str, Any]], None], count: int, timeout: float
+    inbox: queue.Queue[tuple[str, bytes, bool, float]], emit: Callable[[str, dict[str, Any], str, float, bool], None],
+    count: int, timeout: float, kind_of: Callable[[str], str], skips: SkipLog,
 ) -> int:
-    """Emit JSON-object messages from ``inbox`` until ``count`` alerts or ``timeout`` s; the alerts seen."""
+    """Emit JSON-object messages from ``inbox`` until ``count`` shown or ``timeout`` s; the number shown."""
     deadline = time.monotonic() + timeout if timeout else float("inf")
-    seen = 0
-    while not count or seen < count:
+    shown = 0
+    while not count or shown < count:
         left = deadline - time.monotonic()
         if left <= 0:
             break
         try:
-            topic, payload = inbox.get(timeout=min(left, 0.5))
+            topic, payload, retained, received = inbox.get(timeout=min(left, 0.5))
         except queue.Empty:
             continue
-        try:
-            doc = json.loads(payload)
-        except ValueError:
+        if not payload:  # an empty retained message deletes a state: nothing to show
             continue
-        if not isinstance(doc, dict):
+        doc, why = decode_doc(payload)
+        if doc is None:
+            skips.skip(topic, why)
             continue
-        emit(topic, doc)
-        if "alert_id" in doc:
-            seen += 1
-    return seen
+        emit(topic, doc, kind_of(topic), received, retained)
+        shown += 1
+    return shown

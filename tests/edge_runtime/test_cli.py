@@ -136,7 +136,7 @@ def test_alerts_reports_a_lost_connection_and_reconnects(mosquitto) -> None:
 
     def watch() -> None:
         try:
-            watch_alerts(cfg, lambda t, d: got.append(d), include_state=False, count=1, timeout=30,
+            watch_alerts(cfg, lambda t, d, *_: got.append(d), include_state=False, count=1, timeout=30,
                          notify=notes.append)
         finally:
             done.set()

@@ -1,10 +1,12 @@
-"""edge_runtime.tools.watch (`edgewatch alerts`): what it emits, when it returns, how the first connect fails.
+"""edge_runtime.tools.watch (`edgewatch alerts`): what it shows, when it returns, how it ends and fails.
 
 Against a real Mosquitto; the published documents are the oracle."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,61 +14,75 @@ import pytest
 
 from edge_runtime.config import build_config
 from edge_runtime.tools.localbroker import free_port
-from edge_runtime.tools.watch import WatchError, format_row, watch_alerts
+from edge_runtime.tools.watch import HEADER, RESET, WatchError, format_row, watch_alerts
 from tests.edge_runtime.mqtt_helpers import Publisher
 
 ALERT = {"alert_id": "a1", "device": "pump-1", "state": "raised", "seq": 1, "score": 2.5, "threshold": 1.0,
-         "window_end": 1.7e9, "top_channels": [{"name": "Pressure", "share": 0.75}]}
-STATE = {"schema_version": 1, "device": "pump-1", "state": "raised", "seq": 1, "since": 1.7e9, "instance": "gw"}
+         "window_end": 1.7e9, "time": 1.8e9, "top_channels": [{"name": "Pressure", "share": 0.75}]}
+STATE = {"schema_version": 1, "device": "pump-1", "state": "raised", "seq": 1, "since": 1.8e9, "instance": "gw"}
 
 
-def _watch(broker_url: str, **kw) -> tuple[threading.Thread, list[tuple[str, dict]], list[int], list[str]]:
-    got: list[tuple[str, dict]] = []
+def _watch(broker_url: str, **kw) -> tuple[threading.Thread, list[tuple], list[int], list[str]]:
+    got: list[tuple] = []
     seen: list[int] = []
     notes: list[str] = []
     cfg = build_config(None, {"broker": broker_url, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0})
 
     def run() -> None:
-        seen.append(watch_alerts(cfg, lambda t, d: got.append((t, d)), notify=notes.append, **kw))
+        seen.append(watch_alerts(cfg, lambda *a: got.append(a), notify=notes.append, **kw))
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t, got, seen, notes
 
 
-def test_emits_alerts_and_retained_states_and_stops_after_count(mosquitto) -> None:
-    pub = Publisher(mosquitto.port)
-    pub.send("alerts/pump-1/state", json.dumps(STATE))  # not retained: only live messages here
-    pub.flush()
-    t, got, seen, _ = _watch(mosquitto.url, count=2, timeout=15)
+def _alerts_cli(url: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", "alerts", "--broker", url, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_alerts_only_by_default_one_row_each_and_malformed_ones_counted(mosquitto) -> None:
+    t, got, seen, notes = _watch(mosquitto.url, count=2, timeout=15)
     time.sleep(0.5)  # subscribed
-    pub.send("alerts/pump-1/state", json.dumps(STATE))
-    pub.send("alerts/pump-1", b"not json")  # skipped
-    pub.send("alerts/pump-1", b"[1, 2]")  # not an object: skipped
+    pub = Publisher(mosquitto.port)
+    pub.send("alerts/pump-1/state", json.dumps(STATE))  # a state: not shown without include_state
+    pub.send("alerts/pump-1", b"not json")
+    pub.send("alerts/pump-1", b"[1, 2]")
     pub.send("alerts/pump-1", json.dumps(ALERT))
     pub.send("alerts/pump-2", json.dumps({**ALERT, "alert_id": "a2", "device": "pump-2"}))
     pub.close()
     t.join(15)
     assert seen == [2]
-    assert [(topic, d.get("alert_id"), d["device"]) for topic, d in got] == [
-        ("alerts/pump-1/state", None, "pump-1"), ("alerts/pump-1", "a1", "pump-1"), ("alerts/pump-2", "a2", "pump-2")]
+    assert [(topic, d["alert_id"], kind, retained) for topic, d, kind, _, retained in got] == [
+        ("alerts/pump-1", "a1", "alert", False), ("alerts/pump-2", "a2", "alert", False)]
+    assert all(abs(received - time.time()) < 20 for *_, received, _ in got)
+    skipped = [n for n in notes if "skipped a malformed message on alerts/pump-1" in n]
+    assert skipped and "not JSON" in skipped[0], notes  # one line per topic root and 10 s, then counted
+    assert notes[-1] == "2 malformed message(s) skipped in all", notes
 
 
-def test_without_states_and_until_the_timeout(mosquitto) -> None:
-    t, got, seen, _ = _watch(mosquitto.url, include_state=False, timeout=1.5)
-    time.sleep(0.5)
+def test_states_are_marked_and_count_counts_the_retained_row(mosquitto) -> None:
     pub = Publisher(mosquitto.port)
-    pub.send("alerts/pump-1/state", json.dumps(STATE))
-    pub.send("alerts/pump-1", json.dumps(ALERT))
+    pub.client.publish("alerts/pump-1/state", json.dumps(STATE), qos=1, retain=True).wait_for_publish(5)
     pub.close()
+    start = time.monotonic()
+    t, got, seen, _ = _watch(mosquitto.url, include_state=True, count=1, timeout=15)
+    t.join(15)
+    assert seen == [1] and time.monotonic() - start < 5  # the retained row is counted: no waiting for more
+    topic, doc, kind, _, retained = got[0]
+    assert (topic, kind, retained, doc["since"]) == ("alerts/pump-1/state", "state", True, 1.8e9)
+
+
+def test_the_timeout_ends_quietly(mosquitto) -> None:
+    t, got, seen, notes = _watch(mosquitto.url, timeout=1.0)
     t.join(10)
-    assert seen == [1] and [topic for topic, _ in got] == ["alerts/pump-1"]
+    assert seen == [0] and got == [] and notes == []  # no "lost the connection ... reconnecting" from our own close
 
 
 def test_first_connect_failure_is_a_watch_error() -> None:
     cfg = build_config(None, {"broker": f"mqtt://127.0.0.1:{free_port()}"})
     with pytest.raises(WatchError, match="cannot connect to broker 127.0.0.1"):
-        watch_alerts(cfg, lambda t, d: None, timeout=5)
+        watch_alerts(cfg, lambda *a: None, timeout=5)
 
 
 def test_a_lost_broker_is_reported_and_the_watch_reconnects(mosquitto) -> None:
@@ -84,6 +100,27 @@ def test_a_lost_broker_is_reported_and_the_watch_reconnects(mosquitto) -> None:
     assert seen == [1] and got[-1][1]["alert_id"] == "a1"
 
 
-def test_format_row_shows_state_documents_too() -> None:
-    row = format_row(STATE)
-    assert "pump-1" in row and "raised" in row and "2023-11-14 22:13:20" in row
+def test_rows_put_stream_and_receive_time_in_their_own_columns() -> None:
+    alert = format_row(ALERT, "alert", 1.9e9)
+    state = format_row(STATE, "state", 1.9e9, retained=True)
+    col = HEADER.index("stream time")
+    rcv = HEADER.index("received")
+    assert alert[col:col + 19] == "2023-11-14 22:13:20"  # window_end, not the daemon's publish time
+    assert alert[rcv:rcv + 19] == state[rcv:rcv + 19] == "2030-03-17 17:46:40"
+    assert state.startswith("state") and state[col:col + 19].strip() == "-"
+    assert "None" not in state and "retained, since 2027-01-15 08:00:00" in state
+    assert "Pressure 75%" in alert and "2.5" in alert
+    assert "\x1b[" not in alert and format_row(ALERT, "alert", 1.9e9, color=True).count(RESET) == 1
+
+
+def test_the_command_piped_prints_json_lines_and_exits_cleanly_on_timeout(mosquitto) -> None:
+    pub = Publisher(mosquitto.port)
+    pub.client.publish("alerts/pump-1/state", json.dumps(STATE), qos=1, retain=True).wait_for_publish(5)
+    pub.close()
+    res = _alerts_cli(mosquitto.url, "--timeout", "1.5", "--states")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    (doc,) = [json.loads(line) for line in res.stdout.splitlines()]
+    assert (doc["kind"], doc["retained"], doc["topic"]) == ("state", True, "alerts/pump-1/state")
+    res = _alerts_cli(mosquitto.url, "--timeout", "1.5", "--format", "table")
+    assert res.returncode == 0 and res.stderr == "" and res.stdout.splitlines() == [HEADER]
+    assert "\x1b[" not in res.stdout  # piped: no colour unless --color
