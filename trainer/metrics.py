@@ -252,7 +252,7 @@ def buffered_labels(labels: np.ndarray, buffer: int) -> np.ndarray:
 
 
 def vus(labels: np.ndarray, scores: np.ndarray, max_buffer: int, n_thresholds: int = 250) -> dict[str, float] | None:
-    """VUS-PR and VUS-ROC (Paparrizos et al., "Volume Under the Surface", VLDB 2022); None without events.
+    """VUS-PR and VUS-ROC (Paparrizos et al., "Volume Under the Surface", VLDB 2022).
 
     The definition of the authors' reference code (``metricor.RangeAUC_volume``): for each buffer
     ``l = 0 .. max_buffer``, labels are softened by :func:`buffered_labels`; at ``n_thresholds``
@@ -262,11 +262,12 @@ def vus(labels: np.ndarray, scores: np.ndarray, max_buffer: int, n_thresholds: i
     predicted and P' the mean of the original and the buffered label mass. Range-PR-AUC is the
     trapezoid of precision over TPR from (0, 1); range-ROC-AUC the trapezoid of TPR over FPR from
     (0, 0) to (1, 1). VUS is the mean over the buffers. The benchmarks use ``max_buffer = 2 W``.
+    None without events or without normal points.
     """
     y = np.asarray(labels) != 0
     s = np.asarray(scores, dtype=np.float64)
-    if not y.any() or y.size == 0:
-        return None
+    if not y.any() or y.all():
+        return None  # without events, or without a normal point, range precision/FPR are undefined
     n = s.size
     desc = -np.sort(-s)
     th_idx = np.linspace(0, n - 1, n_thresholds).astype(int)

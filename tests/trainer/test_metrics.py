@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import mannwhitneyu
 
 from trainer import metrics as m
@@ -148,3 +150,32 @@ def test_vus_of_a_perfect_and_a_useless_score() -> None:
     perfect = m.vus(y, y.astype(float) + np.linspace(0, 1e-3, 500), 0)
     assert perfect["vus_roc"] > 0.99 and perfect["vus_pr"] > 0.95
     assert m.vus(np.zeros(10), np.arange(10.0), 4) is None
+    assert m.vus(np.ones(10), np.arange(10.0), 4) is None  # no normal point: undefined, not NaN
+
+
+_series = st.integers(min_value=2, max_value=60).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.integers(0, 1), min_size=n, max_size=n),
+        st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=n, max_size=n),
+        st.lists(st.booleans(), min_size=n, max_size=n),
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_series)
+def test_metric_invariants(case: tuple[list[int], list[float], list[bool]]) -> None:
+    y, s, f = np.array(case[0]), np.round(np.array(case[1]), 1), np.array(case[2])
+    auc = m.roc_auc(y, s)
+    if auc is not None:
+        assert 0.0 <= auc <= 1.0
+        assert m.roc_auc(y, -s) == pytest.approx(1.0 - auc)  # reversing the ranking mirrors the AUC
+    ap = m.pr_auc(y, s)
+    assert ap is None or 0.0 < ap <= 1.0 + 1e-12
+    ev = m.event_counts(y, f, tolerance=3, period_s=1.0)
+    assert 0 <= ev.detected <= ev.events and 0 <= ev.true_alerts <= ev.alerts
+    assert all(d >= 0 for d in ev.delays) and ev.normal_points == int((y == 0).sum())
+    v = m.vus(y, s, 6)
+    assert v is None or (0.0 <= v["vus_pr"] <= 1.0 + 1e-12 and 0.0 <= v["vus_roc"] <= 1.0 + 1e-12)
+    c = m.Counts.of(f, y)
+    assert c.n == len(y)
