@@ -238,6 +238,20 @@ def normal_report(runs: Sequence[FileRun], protocol: Protocol) -> dict[str, Any]
 NORMAL_FRACTION = 0.5  # a normal recording is also fitted on its first half
 
 
+def load_all(paths: Sequence[Path], root: Path, label_column: str) -> tuple[list[Series], list[str], dict[str, str]]:
+    """``(series, names, errors)``: a file that cannot be read is one line in the errors, not the end of the run."""
+    series, names, errors = [], [], {}
+    for p in paths:
+        name = display_name(p, root)
+        try:
+            series.append(load(p, label_column))
+            names.append(name)
+        except DataError as exc:
+            errors[name] = " ".join(str(exc).split())
+            log.warning("%s: not scored: %s", name, errors[name])
+    return series, names, errors
+
+
 def run_normal(
     paths: Sequence[Path], root: Path, protocol: Protocol, workdir: Path, progress: Callable[[str], None] | None
 ) -> tuple[list[FileRun], dict[str, str]]:
@@ -246,8 +260,13 @@ def run_normal(
     workdir.mkdir(parents=True, exist_ok=True)
     runs, errors = [], {}
     for p in paths:
-        s = load(p, protocol.label_column)
         name = display_name(p, root)
+        try:
+            s = load(p, protocol.label_column)
+        except DataError as exc:
+            errors[name] = " ".join(str(exc).split())
+            log.warning("%s: not scored: %s", name, errors[name])
+            continue
         for rows in dict.fromkeys([protocol.train_rows, int(NORMAL_FRACTION * len(s.values))]):
             got, err = run_files([s], [f"{name} (fit on the first {rows} rows)"], replace(protocol, train_rows=rows),
                                  workdir / str(rows), progress)
@@ -282,9 +301,9 @@ def run_skab(
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp:
         work = Path(workdir) if workdir is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        names = [display_name(p, root) for p in labelled_paths]
-        labelled = [load(p, protocol.label_column) for p in labelled_paths]
-        runs, errors = run_files(labelled, names, protocol, work, progress)
+        labelled, names, errors = load_all(labelled_paths, root, protocol.label_column)
+        runs, fit_errors = run_files(labelled, names, protocol, work, progress)
+        errors.update(fit_errors)
         alternatives: dict[str, list[FileRun]] = {}
         for i, (lab, opts) in enumerate(fit_grid_options(fit_grid).items() if loko and fit_grid else []):
             (work / f"grid-{i}").mkdir(exist_ok=True)

@@ -46,6 +46,15 @@ def test_find_csvs_searches_recursively_in_natural_order(tmp_path: Path) -> None
     assert [p.name for p in unlabelled] == ["free.csv"]
 
 
+def test_an_unreadable_file_is_listed_not_fatal(tmp_path: Path) -> None:
+    from trainer.benchmark import load_all
+
+    _write(tmp_path / "v" / "1.csv", "x;anomaly", 3)
+    (tmp_path / "v" / "2.csv").write_text("x;anomaly\n1;0\nnot-a-number;0\n")
+    series, names, errors = load_all(sorted((tmp_path / "v").glob("*.csv")), tmp_path, "anomaly")
+    assert names == ["v/1.csv"] and list(errors) == ["v/2.csv"] and "2.csv" in errors["v/2.csv"]
+
+
 def test_skab_fault_kinds() -> None:
     assert kind_of("valve1/3.csv") == "valve1" and kind_of("valve2/0.csv") == "valve2"
     assert [kind_of(f"other/{i}.csv") for i in (1, 3, 5, 7, 9, 11, 13)] == [
