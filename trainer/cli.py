@@ -72,8 +72,17 @@ _data_options = [
     ),
     click.option(
         "--fill",
-        type=click.Choice(["ffill", "interpolate", "zero"]),
-        help="Fill missing values instead of refusing them.",
+        type=click.Choice(["ffill", "interpolate", "zero", "none"]),
+        help="Fill missing values instead of refusing them (none: refuse).",
+    ),
+    click.option("--decimal", type=click.Choice([".", ","]), help="Decimal mark of the numbers (, for 37,5).  [default: .]"),
+    click.option(
+        "--encoding", metavar="CODEC",
+        help="Text encoding, e.g. cp1252 or latin-1.  [default: UTF-8, or what a byte-order mark says]",
+    ),
+    click.option(
+        "--timezone", metavar="ZONE",
+        help="IANA time zone of naive timestamps, e.g. Europe/Berlin (DST as replay reads it).  [default: UTC]",
     ),
 ]
 
@@ -253,13 +262,24 @@ def fit(
     exclude: tuple[str, ...],
     channels: str | None,
     fill: str | None,
+    decimal: str | None,
+    encoding: str | None,
+    timezone: str | None,
 ) -> None:
-    """Train on DATA (CSV/.npy/.npz files or folders), calibrate the threshold, export one ONNX model.
+    """Train on DATA (CSV/.xlsx/.parquet/.npy/.npz files or folders), calibrate the threshold, export one ONNX model.
 
     With no size options, the window, hops and model size are chosen from the data; channels that
     are constant or drift in the training data are screened out of the score (each with its reason).
+    How the files were read (fill, decimal, encoding, time zone, excluded columns) is stored in the
+    model; evaluate and replay reuse it.
     """
-    from trainer.data import load_paths
+    from trainer.train import resolve_device
+
+    resolve_device(device)  # before any data is read: a CUDA request on a machine without CUDA fails now
+
+    from dataclasses import replace
+
+    from trainer.data import load_paths, read_options
     from trainer.pipeline import FitOptions, run_fit
     from trainer.train import TrainConfig
 
@@ -269,8 +289,10 @@ def fit(
         raise ValueError("--mask must be in [0, 1) and --noise >= 0")
     if not 0 < false_alarms < 1000:
         raise ValueError(f"--false-alarms must be in (0, 1000) per 1,000 windows, got {false_alarms}")
-    series = load_paths(data, label_column, exclude, _csv_list(channels), fill)
-    cal = load_paths(calibrate_paths, label_column, exclude, series[0].channels, fill) if calibrate_paths else []
+    reading = replace(read_options({}, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone),
+                      progress=not quiet)
+    series = load_paths(data, label_column, exclude, _csv_list(channels), opts=reading)
+    cal = load_paths(calibrate_paths, label_column, exclude, series[0].channels, opts=reading) if calibrate_paths else []
     params = {"q": q} if threshold_method == "quantile" else (
         {"risk": risk, "level": level} if threshold_method == "pot" else {})
     opts = FitOptions(
@@ -289,7 +311,8 @@ def fit(
         drift_limit=drift_limit,
         calibrate=cal,
         force=force,
-        fill=fill,
+        fill=reading.fill,
+        preprocessing={**reading.preprocessing(), "exclude": list(exclude), "label_column": label_column},
         quantize=quantize,
         fp16=fp16,
         checkpoint=checkpoint,
@@ -461,8 +484,13 @@ def evaluate(
     exclude: tuple[str, ...],
     channels: str | None,
     fill: str | None,
+    decimal: str | None,
+    encoding: str | None,
+    timezone: str | None,
 ) -> None:
     """Score data through the edge's model loader; decide as the daemon does; report what an operator sees.
+
+    How files are read (fill, decimal, encoding, time zone) comes from the model unless given here.
 
     Labelled data: point-wise F1 (beside the flag-every-point F1), FAR, MAR, event recall and
     precision, detection delay, false alarms per day, ROC-AUC, PR-AUC, VUS-PR. Unlabelled data:
@@ -470,11 +498,12 @@ def evaluate(
     """
     from edge_runtime.pipeline.hysteresis import AlertPolicy
     from trainer import evaluate as ev
-    from trainer.data import load_paths
+    from trainer.data import load_paths, read_options
     from trainer.export import read_metadata
 
     meta = read_metadata(model_path)
-    series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, fill)
+    reading = read_options(meta.preprocessing, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone)
+    series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)
     policy = AlertPolicy(raise_after=raise_after, clear_after=clear_after, clear_ratio=clear_ratio)
     rep = ev.evaluate(model_path, series, hop, policy, tolerance)
     ev.write_report(rep, report)

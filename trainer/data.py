@@ -1,4 +1,4 @@
-"""Files -> arrays: CSV/.npy/.npz loading, channel selection, missing values, time split, normalisation.
+"""Files -> arrays: CSV/.xlsx/.parquet/.npy/.npz loading (decimal comma, encoding, time zone), channel selection, missing values, time split, normalisation.
 
 Every problem a user can cause raises :class:`DataError` with one line naming the file,
 the line or column, and the reason.
@@ -7,22 +7,37 @@ the line or column, and the reason.
 from __future__ import annotations
 
 import csv
+import importlib
 import logging
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
 import numpy as np
 
-from edge_runtime.pipeline.timestamps import TimestampError, column_seconds, parse_timestamp
+from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, parse_timestamp
 from edge_runtime.pipeline.windowing_offline import window_labels, windows_from_series
+from edge_runtime.tools.textfile import (
+    TextFileError,
+    check_decimal,
+    check_encoding,
+    decode_error,
+    did_you_mean,
+    find_column,
+    looks_like_decimal_comma,
+    number,
+    open_text,
+    zone,
+)
+from trainer.progress import ReadProgress
 
 log = logging.getLogger(__name__)
 
-DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz")
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz", ".xlsx", ".xlsm", ".parquet")
 TIMESTAMP_NAMES = ("timestamp", "time", "datetime", "date", "ts", "date_time", "time_stamp")
 FILL_METHODS = ("ffill", "interpolate", "zero")
 _MISSING = {"", "nan", "na", "n/a", "null", "none", "-"}
@@ -118,64 +133,199 @@ def _fill(col: np.ndarray, method: str) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a file: ``decimal`` mark, ``encoding`` (None: UTF-8 or the BOM's), ``timezone`` of naive
+    timestamps (None: UTC), ``fill`` for missing values; ``progress``: rows/s and bytes on stderr.
+
+    :meth:`preprocessing` is what ``fit`` stores in the model, and ``evaluate`` and ``replay`` reuse.
+    """
+
+    fill: str | None = None
+    decimal: str = "."
+    encoding: str | None = None
+    timezone: str | None = None
+    progress: bool = False
+
+    def check(self) -> ReadOptions:
+        """Self, or DataError naming the bad option."""
+        if self.fill is not None and self.fill not in FILL_METHODS:
+            raise DataError(f"--fill must be one of {', '.join(FILL_METHODS)}, got {self.fill!r}")
+        try:
+            check_decimal(self.decimal)
+            check_encoding(self.encoding)
+            zone(self.timezone)
+        except TextFileError as exc:
+            raise DataError(str(exc)) from None
+        return self
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"fill": self.fill, "decimal": self.decimal, "encoding": self.encoding, "timezone": self.timezone}
+
+
+def read_options(stored: dict[str, Any], **given: Any) -> ReadOptions:
+    """Options from a model's stored ``preprocessing``, each overridden by a ``given`` one that is not None."""
+    keys = ("fill", "decimal", "encoding", "timezone")
+    base = {k: stored[k] for k in keys if stored.get(k) is not None}
+    base.update({k: v for k, v in given.items() if v is not None})
+    if base.get("fill") == "none":
+        base["fill"] = None
+    return ReadOptions(**base).check()
+
+
 def read_csv(
     path: Path,
     label_column: str | None = "anomaly",
     exclude: Sequence[str] = (),
     channels: Sequence[str] | None = None,
     fill: str | None = None,
+    opts: ReadOptions | None = None,
 ) -> Series:
-    """Read a CSV with a header row (delimiter ``,`` ``;`` or tab, optional UTF-8 BOM).
+    """Read a table with a header row: CSV (delimiter ``,`` ``;`` or tab), ``.xlsx`` (first sheet; the
+    ``xlsx`` extra) or ``.parquet`` (the ``parquet`` extra).
 
     The features are the columns other than the timestamp, ``label_column``, the ``exclude`` columns
     this file has (absent ones are ignored: :func:`load_paths` checks them across files) and the
-    label-ish :data:`LABEL_LIKE_COLUMNS`; ``channels`` picks and orders them explicitly instead.
+    label-ish :data:`LABEL_LIKE_COLUMNS`; ``channels`` picks and orders them explicitly instead. Column
+    names match ignoring case when the exact name is absent.
     """
+    opts = opts or ReadOptions(fill=fill)
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        return _read_rows(path, *_xlsx_rows(path), label_column, exclude, channels, opts, "row")
+    if suffix == ".parquet":
+        return _read_rows(path, *_parquet_rows(path), label_column, exclude, channels, opts, "row")
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            return _read_csv_stream(path, fh, label_column, exclude, channels, fill)
+        fh, codec = open_text(path, opts.encoding)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        with fh:
+            first_line = fh.readline()
+            if not first_line.strip():
+                raise DataError(f"{path}: line 1: empty file or missing header row")
+            delim = _sniff_delimiter(first_line, path)
+            header = next(csv.reader([first_line], delimiter=delim))
+            reader = csv.reader(fh, delimiter=delim)
+            rows = ((reader.line_num + 1, r) for r in reader)
+            total = path.stat().st_size
+            raw = fh.buffer
+            return _read_rows(path, header, rows, lambda: (raw.tell(), total), label_column, exclude, channels,
+                              opts, "line")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise DataError(str(decode_error(path, codec, exc))) from None
 
 
-def _cell_value(cell: str, path: Path, lineno: int, column: str, fill: str | None) -> float:
+def _cell_text(v: object) -> str:
+    """A spreadsheet or parquet cell as the text a CSV would hold (dates ISO 8601, None empty)."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, (datetime, date)):
+        return v.isoformat()
+    return str(v)
+
+
+def _need(module: str, extra: str, path: Path) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise DataError(
+            f"{path}: reading {path.suffix} needs {module}: pip install 'edgewatch[{extra}]' "
+            "(or save the sheet as CSV)"
+        ) from None
+
+
+RowSource = tuple[list[str], Iterator[tuple[int, list[str]]], Callable[[], tuple[int, int]]]
+
+
+def _xlsx_rows(path: Path) -> RowSource:
+    """The first sheet's header and rows (as text) through openpyxl (read-only: streamed)."""
+    openpyxl = _need("openpyxl", "xlsx", path)
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - zip, XML and openpyxl's own errors for a file that is not xlsx
+        raise DataError(f"{path}: not a readable .xlsx workbook ({type(exc).__name__})") from None
+    ws = wb.worksheets[0]
+    it = ws.iter_rows(values_only=True)
+    header = [_cell_text(v) for v in next(it, ())]
+    total = ws.max_row or 0
+    done = [1]
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        try:
+            for i, r in enumerate(it, start=2):
+                done[0] = i
+                yield i, [_cell_text(v) for v in r[: len(header)]]
+        finally:
+            wb.close()
+
+    return header, rows(), lambda: (done[0], total)
+
+
+def _parquet_rows(path: Path) -> RowSource:
+    """A parquet file's columns and rows (as text) through pyarrow, one record batch at a time."""
+    _need("pyarrow", "parquet", path)
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a file that is not parquet
+        raise DataError(f"{path}: not a readable parquet file ({type(exc).__name__})") from None
+    header = list(pf.schema_arrow.names)
+    total = pf.metadata.num_rows
+    done = [0]
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        n = 1
+        for batch in pf.iter_batches(batch_size=65_536):
+            cols = [c.to_pylist() for c in batch.columns]
+            for r in zip(*cols, strict=True):
+                n += 1
+                yield n, [_cell_text(v) for v in r]
+            done[0] = n - 1
+    return header, rows(), lambda: (done[0], total)
+
+
+def _cell_value(cell: str, path: Path, lineno: int, column: str, opts: ReadOptions, where: str = "line") -> float:
     """One feature cell as a float; NaN for a missing one when ``fill`` is set (filled later)."""
     try:
-        v = float(cell)
+        v = number(cell, opts.decimal)
         if math.isfinite(v):
             return v
     except ValueError:
         pass
     text = cell.strip()
+    at = f"{path}: {where} {lineno}, column {column!r}"
     if text.lower() in _MISSING:
-        if fill is None:
-            raise DataError(f"{path}: line {lineno}, column {column!r}: missing value (use --fill {'|'.join(FILL_METHODS)})")
+        if opts.fill is None:
+            raise DataError(f"{at}: missing value (use --fill {'|'.join(FILL_METHODS)})")
         return math.nan
     if _is_number(text):
-        raise DataError(f"{path}: line {lineno}, column {column!r}: not a finite number: {text!r}")
-    raise DataError(f"{path}: line {lineno}, column {column!r}: not a number: {text!r}")
+        raise DataError(f"{at}: not a finite number: {text!r}")
+    hint = " (a decimal comma: use --decimal ,)" if opts.decimal == "." and looks_like_decimal_comma(text) else ""
+    raise DataError(f"{at}: not a number: {text!r}{hint}")
 
 
-def _read_csv_stream(
-    path: Path, fh: TextIO, label_column: str | None, exclude: Sequence[str], channels: Sequence[str] | None,
-    fill: str | None,
+def _column(name: str, header: list[str], path: Path, what: str) -> int:
+    i = find_column(name, header)
+    if i is None:
+        raise DataError(f"{path}: {what} {name!r} not found{did_you_mean(name, header)}; columns: {', '.join(header)}")
+    return i
+
+
+def _read_rows(
+    path: Path, header: list[str], rows: Iterator[tuple[int, list[str]]], position: Callable[[], tuple[int, int]],
+    label_column: str | None, exclude: Sequence[str], channels: Sequence[str] | None, opts: ReadOptions, where: str,
 ) -> Series:
-    """:func:`read_csv` over an open file, row by row: memory ~8 bytes per value (2 M x 12 -> ~0.2 GB)."""
-    first_line = fh.readline()
-    if not first_line.strip():
-        raise DataError(f"{path}: line 1: empty file or missing header row")
-    delim = _sniff_delimiter(first_line, path)
-    header = [h.strip() for h in next(csv.reader([first_line], delimiter=delim))]
+    """A header and ``(line, cells)`` rows -> :class:`Series`, row by row: memory ~8 bytes per value
+    (2 M x 12 -> ~0.2 GB). ``position()``: ``(done, total)`` bytes (CSV) or rows, for the progress line."""
+    header = [h.strip() for h in header]
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
-        raise DataError(f"{path}: line 1: duplicate column name {dup!r}")
-    reader = csv.reader(fh, delimiter=delim)
-    first_row: list[str] | None = None
-    for first_row in reader:
-        if any(c.strip() for c in first_row):
-            break
-    else:
-        first_row = None
+        raise DataError(f"{path}: {where} 1: duplicate column name {dup!r}")
+    first_line, first_row = next(((n, r) for n, r in rows if any(c.strip() for c in r)), (0, None))
     if first_row is None:
         raise DataError(f"{path}: no data rows after the header")
 
@@ -186,17 +336,14 @@ def _read_csv_stream(
         first = first_row[0].strip()
         if not _is_number(first) and _parse_time(first) is not None:
             ts_col = 0
-    lab_col = header.index(label_column) if label_column and label_column in header else None
-    excluded = set(exclude)
+    lab_col = find_column(label_column, header) if label_column else None
+    excluded = {e.lower() for e in exclude}
     feature_idx = [
         i for i, h in enumerate(header)
-        if i not in (ts_col, lab_col) and h not in excluded and h.lower() not in LABEL_LIKE_COLUMNS
+        if i not in (ts_col, lab_col) and h.lower() not in excluded and h.lower() not in LABEL_LIKE_COLUMNS
     ]
     if channels:
-        missing = [c for c in channels if c not in header]
-        if missing:
-            raise DataError(f"{path}: column(s) {', '.join(missing)} not found; columns: {', '.join(header)}")
-        feature_idx = [header.index(c) for c in channels]
+        feature_idx = [_column(c, header, path, "column") for c in channels]
     if not feature_idx:
         raise DataError(
             f"{path}: no feature columns left after removing timestamp, label and excluded columns"
@@ -206,48 +353,64 @@ def _read_csv_stream(
     labs = array("b")
     ts_cells: list[str] = []
     names = [header[i] for i in feature_idx]
+    meter = ReadProgress(path.name, where) if opts.progress else None
 
     def take(r: list[str], lineno: int) -> None:
         if len(r) != len(header):
-            raise DataError(f"{path}: line {lineno}: {len(r)} fields, the header has {len(header)}")
-        flat.extend(_cell_value(r[ci], path, lineno, names[j], fill) for j, ci in enumerate(feature_idx))
+            raise DataError(f"{path}: {where} {lineno}: {len(r)} fields, the header has {len(header)}")
+        flat.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(feature_idx))
         if lab_col is not None:
             cell = r[lab_col].strip()
             try:
                 labs.append(1 if float(cell) != 0 else 0)
             except ValueError:
                 raise DataError(
-                    f"{path}: line {lineno}, column {header[lab_col]!r}: label must be 0/1, got {cell!r}"
+                    f"{path}: {where} {lineno}, column {header[lab_col]!r}: label must be 0/1, got {cell!r}"
                 ) from None
         if ts_col is not None and len(ts_cells) < 1000:
             ts_cells.append(r[ts_col])
 
-    take(first_row, reader.line_num + 1)
-    for r in reader:
-        if any(c.strip() for c in r):
-            take(r, reader.line_num + 1)
+    n = 1
+    try:
+        take(first_row, first_line)
+        for lineno, r in rows:
+            if any(c.strip() for c in r):
+                take(r, lineno)
+                n += 1
+                if meter is not None and n % 8192 == 0:
+                    meter.update(n, *position())
+    except DataError as exc:
+        # a mistyped --exclude leaves its (text) column in: say so beside the cell that failed
+        unmatched = [e for e in exclude if find_column(e, header) is None and did_you_mean(e, header)]
+        if not unmatched:
+            raise
+        raise DataError(f"{exc}; --exclude {unmatched[0]!r} matches no column here"
+                        f"{did_you_mean(unmatched[0], header)}") from None
+    if meter is not None:
+        meter.done(n, *position())
     values = np.frombuffer(flat, dtype=np.float64).reshape(-1, len(feature_idx))
-    if fill is not None:
+    if opts.fill is not None:
         values = values.copy()
         for j, name in enumerate(names):
             try:
-                values[:, j] = _fill(values[:, j], fill)
+                values[:, j] = _fill(values[:, j], opts.fill)
             except ValueError as exc:
                 raise DataError(f"{path}: column {name!r}: {exc}") from None
     labels = np.frombuffer(labs, dtype=np.int8).copy() if lab_col is not None else None
 
     period = None
     if ts_col is not None:
-        # one unit for the whole column, from its magnitude (an epoch-ms column is not read as seconds)
+        # one unit for the whole column, from its magnitude (an epoch-ms column is not read as seconds);
+        # naive date-times in --timezone, across DST as replay reads them
         cells = [c for c in ts_cells if _parse_time(c) is not None]
-        good = column_seconds(cells)
+        good = local_column_seconds(cells, zone(opts.timezone))
         if good.size >= 2:
             step = float(np.median(np.diff(good)))
             period = step if step > 0 else None
     return Series(
         name=str(path),
         values=values.astype(np.float32),
-        channels=[header[i] for i in feature_idx],
+        channels=list(channels) if channels else names,
         labels=labels,
         sample_period_s=period,
         columns=header,
@@ -320,36 +483,39 @@ def load_paths(
     exclude: Sequence[str] = (),
     channels: Sequence[str] | None = None,
     fill: str | None = None,
+    opts: ReadOptions | None = None,
 ) -> list[Series]:
     """Load files/folders; all files must end up with the same channels in the same order.
 
     A column named by ``exclude``, or a ``label_column`` other than the default, must exist in at
-    least one file (a typo would otherwise silently turn the real label column into a feature).
+    least one file, ignoring case (a typo would otherwise silently turn the real label column into a
+    feature); a miss names the closest column. ``opts`` (decimal, encoding, time zone, fill) wins over ``fill``.
     """
-    if fill is not None and fill not in FILL_METHODS:
-        raise DataError(f"--fill must be one of {', '.join(FILL_METHODS)}, got {fill!r}")
+    opts = (opts or ReadOptions(fill=fill)).check()
     files = expand_paths(paths)
     out: list[Series] = []
     for p in files:
         if p.suffix.lower() in (".npy", ".npz"):
             s = read_numpy(p, label_column, channels)
         else:
-            s = read_csv(p, label_column, exclude, channels, fill)
+            s = read_csv(p, label_column, exclude, channels, opts=opts)
         if out and s.channels != out[0].channels:
             raise DataError(
                 f"{p}: channels [{', '.join(s.channels)}] differ from {out[0].name} [{', '.join(out[0].channels)}]"
             )
         out.append(s)
-    seen = {c for s in out for c in s.columns}
+    seen = list(dict.fromkeys(c for s in out for c in s.columns))
     where = files[0] if len(files) == 1 else f"{len(files)} files"
-    if label_column and label_column != DEFAULT_LABEL_COLUMN and label_column not in seen:
+    if label_column and label_column != DEFAULT_LABEL_COLUMN and find_column(label_column, seen) is None:
         raise DataError(
-            f"--label-column {label_column!r}: no such column in {where}; columns: {', '.join(out[0].columns)}"
+            f"--label-column {label_column!r}: no such column in {where}{did_you_mean(label_column, seen)}; "
+            f"columns: {', '.join(out[0].columns)}"
         )
-    unknown = [e for e in dict.fromkeys(exclude) if e not in seen]
+    unknown = [e for e in dict.fromkeys(exclude) if find_column(e, seen) is None]
     if unknown:
+        hints = "".join(did_you_mean(e, seen) for e in unknown)
         raise DataError(
-            f"--exclude names unknown column(s) {', '.join(unknown)} (in none of {where}); "
+            f"--exclude names unknown column(s) {', '.join(unknown)} (in none of {where}){hints}; "
             f"columns: {', '.join(out[0].columns)}"
         )
     return out
@@ -421,13 +587,18 @@ def column_stats(series: Sequence[np.ndarray], chunk: int = 65_536) -> tuple[int
     return n, mean, np.sqrt(sq / n), lo, hi
 
 
-def fit_normalisation(series: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (C,) float64 over training arrays (T, C); constant channels get std 1."""
+def fit_normalisation(
+    series: Sequence[np.ndarray], names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (C,) float64 over training arrays (T, C); constant channels get std 1
+    (a warning names them: ``names`` (C,), else their indices)."""
     _, mean, std, _, _ = column_stats(series)
     tiny = std <= 1e-6 * np.maximum(1.0, np.abs(mean))
     if tiny.any():
+        which = [names[i] if names else f"#{i}" for i in np.flatnonzero(tiny)]
         log.warning(
-            "channel(s) %s are constant in the training data; their std is set to 1", np.flatnonzero(tiny)
+            "%s %s constant in the training data; std set to 1",
+            ", ".join(map(repr, which)), "is" if len(which) == 1 else "are",
         )
     std = np.where(tiny, 1.0, std)
     return mean, std

@@ -95,6 +95,7 @@ class FitOptions:
     calibrate: list[Series] = field(default_factory=list)
     force: bool = False
     fill: str | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # how the files were read (trainer.data.ReadOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
     quantize: str | None = None
     fp16: bool = False
@@ -218,7 +219,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         weight = weights(screen)
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    mean, std = fit_normalisation(train_arrays)
+    mean, std = fit_normalisation(train_arrays, channels)
     cfg = AEConfig(n_channels=len(channels), window=w, depth=sizes.depth, width=sizes.width,
                    kernel=opts.kernel, latent=sizes.latent)
     cfg.validate()
@@ -272,6 +273,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
             "screening": [s.to_dict() for s in screen],
         },
         preprocessing={
+            **opts.preprocessing,
             "fill": opts.fill,
             "normalisation": "mean/std of the training part's normal rows; std 1 for a constant channel",
             "split": opts.split,

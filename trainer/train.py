@@ -2,7 +2,8 @@
 
 Training stops when the validation loss has not improved by more than ``min_delta`` (relative)
 for ``patience`` epochs (converged); ``epochs`` is only a cap, and a run it stops while still
-improving says so (``stop_reason``). Each epoch sees at most ``max_windows_per_epoch`` windows drawn
+improving says so (``stop_reason``). With ``progress`` each epoch shows its time left and the
+run's, as a range from the earliest a plateau can stop it to the epoch cap. Each epoch sees at most ``max_windows_per_epoch`` windows drawn
 at random, so an epoch's cost stays bounded on long recordings.
 
 Inputs are normalised windows (N, W, C) float32; the loss is the mean squared error
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from trainer.model import AEConfig, ConvAutoencoder, count_parameters
+from trainer.progress import epoch_line
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ def _fit(
     seen = 0
     for epoch in range(1, tc.epochs + 1):
         model.train()
+        t_epoch = time.perf_counter()
         order = torch.from_numpy(rng.permutation(len(train))[:per_epoch]).to(device)
         running = 0.0
         for b in range(n_batches):
@@ -157,8 +160,10 @@ def _fit(
             seen += len(idx)
             if progress and (b % 10 == 0 or b == n_batches - 1):
                 done_n = min(per_epoch, (b + 1) * tc.batch_size)
-                bar = "#" * int(20 * done_n / per_epoch)
-                sys.stderr.write(f"\repoch {epoch:3d}/{tc.epochs} [{bar:<20}] loss {running / done_n:.5f}")
+                now = time.perf_counter()
+                sys.stderr.write("\r" + epoch_line(
+                    epoch, tc.epochs, done_n, per_epoch, running / done_n, now - t_epoch,
+                    (t_epoch - t0) / (epoch - 1) if epoch > 1 else now - t_epoch, max(0, tc.patience - bad_epochs - 1)))
         train_loss = running / per_epoch
         val_loss = evaluate_loss(model, val, device=str(device))
         res.train_loss.append(train_loss)

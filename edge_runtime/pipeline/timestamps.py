@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 
 import numpy as np
 import numpy.typing as npt
@@ -118,3 +118,32 @@ def column_seconds(cells: Sequence[object]) -> FloatArray:
     if numeric.any():
         out[numeric] *= unit_scale(float(out[numeric].max()))
     return out
+
+
+def local_column_seconds(cells: Sequence[object], tz: tzinfo | None) -> FloatArray:
+    """:func:`column_seconds` with naive ISO date-times read as wall-clock time in ``tz`` (None: UTC).
+
+    Across a DST fall-back the repeated hour is read as its first occurrence until the column would go
+    backwards, then as its second (``fold=1``); a wall-clock time inside a spring-forward gap is read
+    with the offset before the gap (``zoneinfo``'s ``fold=0``). The trainer and replay both use this.
+    """
+    if tz is None:
+        return column_seconds(cells)
+    aware: list[object] = []
+    prev = -math.inf
+    for c in cells:
+        s = c.strip() if isinstance(c, str) else None
+        if s is None or _number(s) is not None or len(s) > MAX_TEXT:
+            aware.append(c)
+            continue
+        try:
+            d = datetime.fromisoformat(s)
+        except ValueError:
+            aware.append(c)  # column_seconds names it
+            continue
+        if d.tzinfo is None:
+            first = d.replace(tzinfo=tz)
+            d = first.replace(fold=1) if first.timestamp() < prev < first.replace(fold=1).timestamp() + 1 else first
+        prev = d.timestamp()
+        aware.append(d.isoformat())
+    return column_seconds(aware)

@@ -1,6 +1,7 @@
 """``edgewatch replay FILE.csv --device NAME``: publish a recording to a sensor topic, paced by its timestamps.
 
-Pure part: :func:`read_recording` parses a CSV (``,`` ``;`` or tab, UTF-8 with or without BOM)
+Pure part: :func:`read_recording` parses a CSV (``,`` ``;`` or tab; encoding, decimal comma and time zone
+of naive timestamps as the trainer reads them, by default as stored in ``--model``)
 with a header and one time column (ISO 8601 date-time or an epoch number in s/ms/us/ns, one unit per column) into timestamps and
 channel values; channels are the numeric columns minus the time and label columns.
 :func:`pacing_delays` gives the wait before each message. I/O part: :func:`publish_recording`.
@@ -23,7 +24,8 @@ from typing import Any
 import click
 import numpy as np
 
-from edge_runtime.pipeline.timestamps import TimestampError, column_seconds
+from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds
+from edge_runtime.tools import textfile
 from edge_runtime.tools.simulate import (
     FORMATS,
     SimError,
@@ -33,7 +35,7 @@ from edge_runtime.tools.simulate import (
     connect_publisher,
     encode_payload,
     fail,
-    model_channels,
+    model_metadata,
 )
 
 TIME_COLUMNS = ("datetime", "timestamp", "time", "ts", "date")
@@ -60,9 +62,9 @@ def _sniff_delimiter(header: str) -> str:
     return best if counts[best] else ","
 
 
-def _is_number(cell: str) -> bool:
+def _is_number(cell: str, decimal: str = ".") -> bool:
     try:
-        return math.isfinite(float(cell))
+        return math.isfinite(textfile.number(cell, decimal))
     except ValueError:
         return False
 
@@ -74,15 +76,26 @@ def read_recording(
     label_columns: Sequence[str] = DEFAULT_LABELS,
     exclude: Sequence[str] = (),
     channels: Sequence[str] | None = None,
+    decimal: str = ".",
+    encoding: str | None = None,
+    timezone: str | None = None,
 ) -> Recording:
-    """Parse ``path``; ``channels`` picks and orders columns (default: every numeric column left)."""
+    """Parse ``path``; ``channels`` picks and orders columns (default: every numeric column left), matched
+    ignoring case when the exact name is absent. ``decimal``, ``encoding`` (None: UTF-8 or the BOM's) and
+    ``timezone`` of naive timestamps (None: UTC) are read as the trainer reads them (:mod:`.textfile`)."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        textfile.check_decimal(decimal)
+        tz = textfile.zone(timezone)
+        fh, codec = textfile.open_text(path, textfile.check_encoding(encoding))
+        with fh:
+            text = fh.read()
     except OSError as exc:
         raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ReplayError(f"{path}: not UTF-8 text") from None
+    except textfile.TextFileError as exc:
+        raise ReplayError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ReplayError(str(textfile.decode_error(path, codec, exc))) from None
     first = text.split("\n", 1)[0]
     if not first.strip():
         raise ReplayError(f"{path}: empty file or empty header line")
@@ -95,21 +108,23 @@ def read_recording(
     if len(set(header)) != len(header):
         raise ReplayError(f"{path}: duplicate column names in the header")
     if time_column is not None:
-        if time_column not in header:
-            raise ReplayError(f"{path}: no time column {time_column!r} (columns: {', '.join(header)})")
-        t_idx: int | None = header.index(time_column)
+        t_idx: int | None = textfile.find_column(time_column, header)
+        if t_idx is None:
+            raise ReplayError(f"{path}: no time column {time_column!r}{textfile.did_you_mean(time_column, header)} "
+                              f"(columns: {', '.join(header)})")
     else:
         t_idx = next((lower.index(n) for n in TIME_COLUMNS if n in lower), None)
     skip = {h.lower() for h in (*label_columns, *exclude)}
     if channels:
-        missing = [c for c in channels if c not in header]
+        missing = [c for c in channels if textfile.find_column(c, header) is None]
         if missing:
-            raise ReplayError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header)})")
-        ch_idx = [header.index(c) for c in channels]
+            raise ReplayError(f"{path}: no column {missing[0]!r}{textfile.did_you_mean(missing[0], header)} "
+                              f"(columns: {', '.join(header)})")
+        ch_idx = [textfile.find_column(c, header) or 0 for c in channels]
     else:
         ch_idx = [
             i for i, h in enumerate(header)
-            if i != t_idx and h.lower() not in skip and i < len(rows[0]) and _is_number(rows[0][i])
+            if i != t_idx and h.lower() not in skip and i < len(rows[0]) and _is_number(rows[0][i], decimal)
         ]
         if not ch_idx:
             raise ReplayError(f"{path}: no numeric channel columns (columns: {', '.join(header)})")
@@ -122,9 +137,11 @@ def read_recording(
         for j, i in enumerate(ch_idx):
             cell = row[i].strip()
             try:
-                v = float(cell)
+                v = textfile.number(cell, decimal)
             except ValueError:
                 what = "missing value" if not cell else f"non-numeric value {cell!r}"
+                if decimal == "." and textfile.looks_like_decimal_comma(cell):
+                    what += " (a decimal comma: use --decimal ,)"
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: {what}") from None
             if not math.isfinite(v):
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: non-finite value {cell!r}")
@@ -132,7 +149,7 @@ def read_recording(
     if t_idx is not None:
         cells = [row[t_idx] for row in rows]
         try:
-            ts = column_seconds(cells)
+            ts = local_column_seconds(cells, tz)
         except TimestampError as exc:
             n = exc.index or 0
             raise ReplayError(f"{path}: line {n + 2}, column {header[t_idx]!r}: bad timestamp {cells[n]!r}") from None
@@ -236,21 +253,30 @@ def publish_recording(
 @click.option("--period", type=float, default=1.0, show_default=True,
               help="Sample period, s, for a file without a time column.")
 @click.option("--restamp", is_flag=True, help="Shift timestamps so the first sample is now.")
+@click.option("--decimal", type=click.Choice([".", ","]), help="Decimal mark (, for 37,5).  [default: the "
+              "--model's, else .]")
+@click.option("--encoding", metavar="CODEC", help="Text encoding, e.g. cp1252.  [default: the --model's, else "
+              "UTF-8 or what a byte-order mark says]")
+@click.option("--timezone", metavar="ZONE", help="IANA time zone of naive timestamps, e.g. Europe/Berlin.  "
+              "[default: the --model's, else UTC]")
 def replay_command(
     file: Path, device: str, broker: str, speed: float, fast: bool, topic_template: str, fmt: str,
     batch: int, qos: int, time_column: str | None, labels: tuple[str, ...], exclude: tuple[str, ...],
-    channels: str | None, model: Path | None, period: float, restamp: bool, username: str, password_file: str,
-    ca_file: str,
+    channels: str | None, model: Path | None, period: float, restamp: bool, decimal: str | None,
+    encoding: str | None, timezone: str | None, username: str, password_file: str, ca_file: str,
 ) -> None:
     """Replay a CSV recording (e.g. a SKAB file) to sensors/DEVICE/data."""
     try:
         check_publish_options(broker, topic_template, speed)
-        picked = model_channels(model) if model else (
+        meta = model_metadata(model) if model else None
+        picked = meta.channels if meta else (
             [c.strip() for c in channels.split(",") if c.strip()] if channels else None
         )
+        stored = meta.preprocessing if meta else {}  # how the model's training files were read
         rec = read_recording(
             file, time_column=time_column, label_columns=labels or DEFAULT_LABELS, exclude=exclude,
-            channels=picked,
+            channels=picked, decimal=decimal or stored.get("decimal") or ".",
+            encoding=encoding or stored.get("encoding"), timezone=timezone or stored.get("timezone"),
         )
         topic = topic_template.replace("{device}", device)
         click.echo(

@@ -38,6 +38,7 @@ import click
 import numpy as np
 
 from edge_runtime.config import PASSWORD_ENV, ConfigError
+from edge_runtime.contract import ModelMetadata
 from edge_runtime.service.mqtt import (
     BrokerAddress,
     ClientOptions,
@@ -532,6 +533,11 @@ def simulate(
 
 def model_channels(model: Path) -> list[str]:
     """Channel names from an edgewatch model's metadata (onnxruntime, imported lazily)."""
+    return model_metadata(model).channels
+
+
+def model_metadata(model: Path) -> ModelMetadata:
+    """An edgewatch model's metadata (onnxruntime, imported lazily); SimError for an unusable file."""
     import onnxruntime as ort
 
     from edge_runtime.contract import ContractError, metadata_from_props
@@ -540,7 +546,7 @@ def model_channels(model: Path) -> list[str]:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-        return metadata_from_props(sess.get_modelmeta().custom_metadata_map).channels
+        return metadata_from_props(sess.get_modelmeta().custom_metadata_map)
     except ContractError as exc:
         raise SimError(f"{model}: {exc}") from None
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable files

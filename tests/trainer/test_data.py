@@ -88,7 +88,7 @@ def test_ragged_row_and_unknown_columns(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="line 3: 1 fields, the header has 2"):
         load_paths([f])
     g = write(tmp_path / "g.csv", "a,b\n1,2\n")
-    with pytest.raises(DataError, match="column\\(s\\) c not found"):
+    with pytest.raises(DataError, match="column 'c' not found"):
         load_paths([g], channels=["c"])
 
 

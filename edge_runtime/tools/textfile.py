@@ -1,0 +1,132 @@
+"""What plants' exported text files need before a CSV reader sees them: encoding, decimal comma, time zone.
+
+Shared by the trainer's reader (``trainer/data.py``) and ``edgewatch replay``, so both read a file the
+same way. ``encoding`` None means UTF-8, or what a byte-order mark says (UTF-8, UTF-16 or UTF-32);
+a file that does not decode gets one line naming the first bad byte, its line and an encoding to try.
+
+No pandas; never imports torch, onnx or trainer.
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+import io
+from datetime import tzinfo
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DECIMALS = (".", ",")
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+class TextFileError(ValueError):
+    """An unusable encoding, decimal or time zone option, or a file that does not decode (one line)."""
+
+
+def check_encoding(name: str | None) -> str | None:
+    """``name`` when Python knows the codec (None passes); raises TextFileError otherwise."""
+    if name is None:
+        return None
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise TextFileError(f"--encoding {name!r}: unknown encoding (e.g. utf-8, cp1252, latin-1, utf-16)") from None
+    return name
+
+
+def check_decimal(mark: str) -> str:
+    """``.`` or ``,``; raises TextFileError otherwise."""
+    if mark not in DECIMALS:
+        raise TextFileError(f"--decimal must be '.' or ',', got {mark!r}")
+    return mark
+
+
+def zone(name: str | None) -> tzinfo | None:
+    """The IANA time zone ``name`` (``Europe/Berlin``) naive timestamps are in; None: UTC."""
+    if name is None or name.upper() == "UTC":
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise TextFileError(f"--timezone {name!r}: unknown time zone (an IANA name such as Europe/Berlin)") from None
+
+
+def detect_encoding(head: bytes, encoding: str | None) -> str:
+    """The codec to read a file starting with ``head``: a BOM's, else ``encoding``, else UTF-8."""
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return name
+    return encoding or "utf-8"
+
+
+def decode_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> TextFileError:
+    """One line for a file that is not ``encoding`` text: the first bad byte, its line, what to try."""
+    line, byte, shown = _first_bad_byte(path, encoding)
+    where = f"line {line}, " if line else ""
+    what = f"byte 0x{byte:02x}" if byte is not None else exc.reason
+    if shown:
+        what += f" ({shown!r} in cp1252)"
+    hint = "try --encoding cp1252 (Windows export) or latin-1" if encoding.startswith("utf") else "check --encoding"
+    return TextFileError(f"{path}: not {encoding} text ({where}{what}): {hint}")
+
+
+def _first_bad_byte(path: Path, encoding: str) -> tuple[int | None, int | None, str]:
+    """(1-based line, byte value, that byte in cp1252) of the first byte ``encoding`` cannot decode."""
+    dec = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 16):
+            try:
+                line += dec.decode(chunk).count("\n")
+            except UnicodeDecodeError as exc:
+                ok = chunk[: exc.start]
+                line += ok.count(b"\n")  # lines in the good part of this chunk (a single-byte-safe count)
+                b = chunk[exc.start]
+                try:
+                    shown = bytes([b]).decode("cp1252")
+                except UnicodeDecodeError:
+                    shown = ""
+                return line, b, shown
+    return None, None, ""
+
+
+def open_text(path: Path, encoding: str | None = None) -> tuple[TextIO, str]:
+    """``(text stream, codec)`` for ``path`` (BOM detected, newline='' for csv); the caller closes it."""
+    raw = path.open("rb")
+    head = raw.peek(4)[:4]
+    codec = detect_encoding(head, encoding)
+    return io.TextIOWrapper(raw, encoding=codec, newline=""), codec
+
+
+def number(cell: str, decimal: str = ".") -> float:
+    """A cell as a float with ``decimal`` as the decimal mark (``"37,51"`` with ``,``); raises ValueError."""
+    return float(cell.replace(",", ".") if decimal == "," else cell)
+
+
+def looks_like_decimal_comma(cell: str) -> bool:
+    """``"37,510"`` or ``"-0,5"``: a number written with a decimal comma."""
+    head, sep, tail = cell.strip().lstrip("+-").partition(",")
+    return bool(sep) and head.isdigit() and tail.isdigit()
+
+
+def find_column(name: str, header: list[str]) -> int | None:
+    """Index of ``name`` in ``header``: the exact name, else the one name equal to it ignoring case."""
+    if name in header:
+        return header.index(name)
+    low = [h.lower() for h in header]
+    return low.index(name.lower()) if low.count(name.lower()) == 1 else None
+
+
+def did_you_mean(name: str, header: list[str]) -> str:
+    """`` (did you mean 'Temp'?)`` for the closest column name, or ``""``."""
+    low = [h.lower() for h in header]
+    close = difflib.get_close_matches(name.lower(), low, n=1, cutoff=0.6)
+    return f" (did you mean {header[low.index(close[0])]!r}?)" if close else ""

@@ -1,0 +1,162 @@
+"""The files plants export: decimal comma, encodings (BOM, cp1252), .xlsx/.parquet, naive local time across
+DST, column names in any case, warnings that name columns; trainer and replay read them the same way."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from edge_runtime.pipeline.timestamps import local_column_seconds
+from edge_runtime.tools.replay import ReplayError, read_recording
+from trainer.data import DataError, ReadOptions, fit_normalisation, load_paths, read_options
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_decimal_comma_refused_with_a_hint_then_read(tmp_path: Path) -> None:
+    f = write(tmp_path / "p.csv", "Zeit;Druck;Temp\n2026-01-01 00:00:00;37,510;-0,5\n2026-01-01 00:00:01;37,6;1\n")
+    with pytest.raises(DataError, match=r"line 2, column 'Druck': not a number: '37,510' \(a decimal comma: use --decimal ,\)"):
+        load_paths([f])
+    (s,) = load_paths([f], opts=ReadOptions(decimal=","))
+    assert s.channels == ["Druck", "Temp"]
+    np.testing.assert_allclose(s.values, [[37.51, -0.5], [37.6, 1.0]], rtol=1e-6)
+
+
+def test_cp1252_header_gets_a_one_line_hint_and_reads_with_encoding(tmp_path: Path) -> None:
+    f = write(tmp_path / "w.csv", "time;T °C;p\n0;20,5;1\n1;21;1,5\n", encoding="cp1252")
+    with pytest.raises(DataError) as err:
+        load_paths([f], opts=ReadOptions(decimal=","))
+    msg = str(err.value)
+    assert "\n" not in msg and "not utf-8 text (line 1, byte 0xb0 ('°' in cp1252))" in msg
+    assert "--encoding cp1252" in msg
+    (s,) = load_paths([f], opts=ReadOptions(decimal=",", encoding="cp1252"))
+    assert s.channels == ["T °C", "p"]
+
+
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16"])
+def test_byte_order_mark_chooses_the_encoding(tmp_path: Path, codec: str) -> None:
+    f = write(tmp_path / "b.csv", "time,T °C\n0,1\n1,2\n", encoding=codec)
+    (s,) = load_paths([f])
+    assert s.channels == ["T °C"] and s.values[:, 0].tolist() == [1, 2]
+
+
+def test_unknown_options_are_one_line_errors() -> None:
+    with pytest.raises(DataError, match="--encoding 'nope': unknown encoding"):
+        ReadOptions(encoding="nope").check()
+    with pytest.raises(DataError, match="--timezone 'Mars/Base': unknown time zone"):
+        ReadOptions(timezone="Mars/Base").check()
+
+
+def test_xlsx_read_through_openpyxl(tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Timestamp", "Flow", "Status"])
+    t0 = datetime(2026, 3, 1, 8, 0, 0)
+    for i in range(5):
+        ws.append([t0 + timedelta(seconds=10 * i), 1.5 * i, "ok"])
+    f = tmp_path / "plant.xlsx"
+    wb.save(f)
+    (s,) = load_paths([f], exclude=["status"])
+    assert s.channels == ["Flow"] and s.sample_period_s == pytest.approx(10.0)
+    np.testing.assert_allclose(s.values[:, 0], [0, 1.5, 3, 4.5, 6])
+
+
+def test_parquet_read_through_pyarrow(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    t = [datetime(2026, 3, 1) + timedelta(seconds=2 * i) for i in range(4)]
+    f = tmp_path / "plant.parquet"
+    pq.write_table(pa.table({"time": t, "a": [1.0, 2.0, 3.0, 4.0], "anomaly": [0, 0, 1, 0]}), f)
+    (s,) = load_paths([f])
+    assert s.channels == ["a"] and s.labels.tolist() == [0, 0, 1, 0] and s.sample_period_s == pytest.approx(2.0)
+
+
+def test_missing_extra_is_refused_with_the_extra_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def no_openpyxl(name: str, *a: object) -> object:
+        if name == "openpyxl":
+            raise ModuleNotFoundError(name)
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib, "import_module", no_openpyxl)
+    f = tmp_path / "x.xlsx"
+    f.write_bytes(b"PK")
+    with pytest.raises(DataError, match=r"x\.xlsx: reading \.xlsx needs openpyxl: pip install 'edgewatch\[xlsx\]'"):
+        load_paths([f])
+
+
+# Europe/Berlin leaves summer time on 2026-10-25: 03:00 CEST -> 02:00 CET, so 02:00-02:59 happens twice.
+FALL_BACK = [f"2026-10-25 {h}:{m}:00" for h, m in
+             [("01", "30"), ("02", "00"), ("02", "30"), ("02", "00"), ("02", "30"), ("03", "00")]]
+
+
+def test_naive_local_time_across_dst_fall_back_is_monotonic() -> None:
+    t = local_column_seconds(FALL_BACK, BERLIN)
+    assert np.diff(t).tolist() == [1800.0] * 5
+    assert t[0] == datetime(2026, 10, 25, 1, 30, tzinfo=BERLIN).timestamp()
+    assert local_column_seconds(["2026-10-25T02:00:00+00:00"], BERLIN)[0] == datetime(
+        2026, 10, 25, 2, tzinfo=ZoneInfo("UTC")).timestamp()  # explicit offsets are kept
+
+
+def test_trainer_and_replay_read_dst_the_same_way(tmp_path: Path) -> None:
+    f = write(tmp_path / "dst.csv", "time;x\n" + "".join(f"{t};{i},5\n" for i, t in enumerate(FALL_BACK)))
+    with pytest.raises(ReplayError, match="timestamps go backwards"):
+        read_recording(f, decimal=",")  # naive = UTC: the repeated hour goes backwards
+    rec = read_recording(f, decimal=",", timezone="Europe/Berlin")
+    np.testing.assert_array_equal(rec.ts, local_column_seconds(FALL_BACK, BERLIN))
+    (s,) = load_paths([f], opts=ReadOptions(decimal=",", timezone="Europe/Berlin"))
+    assert s.sample_period_s == pytest.approx(1800.0)
+    np.testing.assert_allclose(s.values[:, 0], rec.values[:, 0])
+
+
+def test_replay_hints_at_encoding_and_decimal(tmp_path: Path) -> None:
+    f = write(tmp_path / "w.csv", "time;T °C\n0;20,5\n", encoding="cp1252")
+    with pytest.raises(ReplayError, match=r"not utf-8 text .*--encoding cp1252"):
+        read_recording(f)
+    with pytest.raises(ReplayError, match="use --decimal ,"):
+        read_recording(f, encoding="cp1252", channels=["t °c"])
+    assert read_recording(f, encoding="cp1252", decimal=",").channels == ("T °C",)
+
+
+def test_column_names_match_ignoring_case_and_a_miss_suggests(tmp_path: Path) -> None:
+    f = write(tmp_path / "c.csv", "Time,Temp,Status,Label\n0,1,ok,0\n1,2,ok,1\n")
+    (s,) = load_paths([f], exclude=["status"], label_column="label")
+    assert s.channels == ["Temp"] and s.labels.tolist() == [0, 1]
+    (s,) = load_paths([f], channels=["temp"])
+    assert s.channels == ["temp"]
+    with pytest.raises(DataError, match=r"column 'Tmp' not found \(did you mean 'Temp'\?\)"):
+        load_paths([f], channels=["Tmp"])
+    with pytest.raises(DataError, match=r"not a number: 'ok'; --exclude 'Stats' matches no column here \(did you mean 'Status'\?\)"):
+        load_paths([f], exclude=["Stats"])
+    with pytest.raises(DataError, match=r"--exclude names unknown column\(s\) Labl .*\(did you mean 'Label'\?\)"):
+        load_paths([f], exclude=["Status", "Labl"])
+
+
+def test_constant_channel_warning_names_the_column(caplog: pytest.LogCaptureFixture) -> None:
+    x = np.stack([np.arange(100.0), np.full(100, 7.0)], axis=1)
+    with caplog.at_level(logging.WARNING):
+        _, std = fit_normalisation([x], ["flow", "setpoint"])
+    assert std[1] == 1.0
+    assert "'setpoint' is constant in the training data" in caplog.text and "[1]" not in caplog.text
+
+
+def test_stored_read_options_are_reused_and_overridable() -> None:
+    stored = {"fill": "ffill", "decimal": ",", "encoding": "cp1252", "timezone": "Europe/Berlin", "split": "time"}
+    assert read_options(stored) == ReadOptions(fill="ffill", decimal=",", encoding="cp1252", timezone="Europe/Berlin")
+    assert read_options(stored, decimal=".", fill="none") == ReadOptions(
+        decimal=".", encoding="cp1252", timezone="Europe/Berlin")
+    assert read_options({}).preprocessing() == {"fill": None, "decimal": ".", "encoding": None, "timezone": None}

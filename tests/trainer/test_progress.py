@@ -1,0 +1,33 @@
+"""Progress lines: rates, sizes, time left for a read and an epoch, the run's range up to the epoch cap."""
+
+from __future__ import annotations
+
+import io
+
+from trainer.progress import ReadProgress, duration, epoch_line, read_line
+
+
+def test_duration() -> None:
+    assert [duration(s) for s in (4.4, 65, 3720)] == ["4 s", "1 min 05 s", "1 h 02 min"]
+
+
+def test_read_line_has_rate_bytes_and_time_left() -> None:
+    line = read_line("a.csv", 1_000_000, 4.0, 100_000_000, 200_000_000, "line")
+    assert line == "reading a.csv: 1,000,000 rows, 250,000 rows/s, 100 of 200 MB, 4 s left"
+    assert read_line("a.xlsx", 500, 1.0, 500, 2000, "row").endswith("row 500 of 2,000, 3 s left")
+
+
+def test_epoch_line_gives_the_epoch_and_the_run_range() -> None:
+    # half an epoch in 10 s, epochs of 20 s so far, at least 4 more epochs (patience), cap 10
+    line = epoch_line(3, 10, 50, 100, 0.1234, 10.0, 20.0, 4)
+    assert "epoch   3/10 [##########          ] loss 0.12340, epoch 10 s left" in line
+    assert line.endswith("run 1 min 30 s to 2 min 30 s left")
+
+
+def test_read_progress_ends_with_one_full_line() -> None:
+    out = io.StringIO()
+    meter = ReadProgress("b.csv", "line", out, every_s=0.0)
+    meter.update(10, 50, 100)
+    meter.done(20, 90, 100)
+    assert out.getvalue().count("\n") == 1 and "reading b.csv: 20 rows" in out.getvalue()
+    assert "0.0 of 0.0 MB" in out.getvalue()
