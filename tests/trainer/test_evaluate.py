@@ -48,9 +48,12 @@ def test_evaluate_labelled_report_and_plot(demo_model_path: Path, tmp_path: Path
     assert "flag-all F1" in ev.format_report(rep)
 
 
-def test_evaluate_unlabelled_normal_data_reports_alerts_per_day(demo_model_path: Path) -> None:
+def test_evaluate_unlabelled_normal_data_reports_alerts_per_day(demo_model_path: Path, tmp_path: Path) -> None:
     x = syn.normal_series(4000, 4, seed=5)
-    rep = ev.evaluate(demo_model_path, [Series("normal", x, syn.channel_names(4), None, sample_period_s=2.0)])
+    series = [Series("normal", x, syn.channel_names(4), None, sample_period_s=2.0)]
+    rep = ev.evaluate(demo_model_path, series)
+    ev.plot(demo_model_path, series, tmp_path / "n.png", rep)
+    assert (tmp_path / "n.png").stat().st_size > 0
     a = rep["alerts"]
     assert "daemon" not in rep and a["scored_points"] == 4000
     assert a["hours"] == pytest.approx(4000 * 2 / 3600)
