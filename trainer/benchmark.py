@@ -13,8 +13,8 @@ Fault kinds (:func:`kind_of`): SKAB's valve1, valve2 and, in ``other/``, leaks (
 imbalance (5, 7, 9), water level (11) and cavitation (13); elsewhere the parent folder's name.
 
 Leave-one-kind-out (:func:`leave_one_kind_out`): the settings a user may select without refitting
-(a multiplier on the model's threshold, the daemon's ``raise_after``) are chosen on every kind but
-one (objective: pooled F1 - 2 max(0, FAR - 8 %)) and scored on the kind left out; pooling the
+(a multiplier on the model's threshold, the daemon's ``raise_after``), and with ``fit_grid`` other
+values of ``fit``'s options (each a refit of every file), are chosen on every kind but one (objective: pooled F1 - 2 max(0, FAR - 8 %)) and scored on the kind left out; pooling the
 left-out counts gives the estimate.
 
 The synthetic suite is :mod:`trainer.benchmark_synthetic`; tables and markdown
