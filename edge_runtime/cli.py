@@ -48,6 +48,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "simulate": "edge_runtime.tools.simulate:simulate_command",
     "replay": "edge_runtime.tools.replay:replay_command",
     "dashboard": "edge_runtime.integrations.dashboard.server:dashboard_command",
+    "homeassistant": "edge_runtime.integrations.homeassistant_cli:homeassistant_command",
 }
 
 

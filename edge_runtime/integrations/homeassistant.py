@@ -1,30 +1,38 @@
-"""Home Assistant MQTT discovery payloads for the devices a daemon monitors. Pure.
+"""Home Assistant MQTT device discovery for the devices a daemon monitors. Pure (the clock is given).
 
-Follows Home Assistant's single-component discovery conventions
-(https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery):
+Follows Home Assistant's device-based discovery (https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery):
+one retained JSON config per device on ``<prefix>/device/<object_id>/config`` with ``device`` (``dev``),
+``origin`` (``o``, required there) and its entities under ``components`` (``cmps``, each with its platform
+``p``); an empty retained payload on that topic removes the device and its entities.
 
-- topic ``<discovery_prefix>/<component>/<node_id>/<object_id>/config``, ids from ``[a-zA-Z0-9_-]``;
-- payloads are JSON objects, published **retained** (so Home Assistant finds them after a restart);
-  an empty retained payload on the same topic removes the entity.
+Per monitored device (one Home Assistant *device*, linked ``via_device`` to the daemon's own):
 
-Per monitored device (one Home Assistant *device*, linked ``via_device`` to the daemon):
+- ``binary_sensor`` "Anomaly", ``device_class: problem``, fed by the retained ``alerts/{device}/state``
+  document (``value_json.state``: ``raised`` = on, ``cleared`` = off); its attributes are that same retained
+  document (``since``, ``raised_alert_id``, ``seq``, ``reason``), so they survive a Home Assistant restart;
+- ``sensor`` "Anomaly score", ``state_class: measurement``, fed by ``scores/{device}`` (the latest of
+  ``value_json.score``), with ``expire_after`` = the staleness limit: no score for that long -> unavailable.
 
-- ``binary_sensor`` "Anomaly", ``device_class: problem``, fed by the retained
-  ``alerts/{device}/state`` document (``value_json.state``: ``raised`` = on, ``cleared`` = off),
-  attributes from the last alert on ``alerts/{device}``;
-- ``sensor`` "Anomaly score", ``state_class: measurement``, fed by ``scores/{device}``
-  (the latest of ``value_json.score``; the daemon publishes scores when discovery is on).
+Availability (``availability_mode: all``): the daemon's retained status ``edgewatch/{instance}/status``
+(``value_json.state`` online/offline) *and* the device's own retained availability
+``<status topic>/<device>`` (``online``/``offline``). The daemon marks a device ``offline`` when it has sent
+nothing for the staleness limit (:meth:`Discovery.sweep`) or is forgotten (idle past ``device_idle_s``,
+evicted, reset by a reload): Home Assistant shows it *unavailable*, never a stale "no problem", and keeps the
+user's names, areas and automations. A device is deleted only on an explicit request
+(``edgewatch homeassistant remove``); ``edgewatch homeassistant cleanup`` removes orphaned retained configs.
+Discovery is sent again when Home Assistant announces itself online on ``<prefix>/status``.
 
-Both are *unavailable* while the daemon's retained status ``edgewatch/{instance}/status`` says
-``offline`` (``value_json.state``). The daemon itself appears as a device with a ``connectivity``
-binary sensor on that status topic.
+Ids (topic levels, ``unique_id``) use ``[a-zA-Z0-9_-]`` and are injective (:func:`ha_id`): ``pump.1`` and
+``pump_1`` are two devices, and removing one leaves the other.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_runtime import __version__
@@ -32,22 +40,41 @@ from edge_runtime.pipeline.topics import format_topic
 
 DEFAULT_PREFIX = "homeassistant"
 MANUFACTURER = "edgewatch"
-PAYLOAD_AVAILABLE = "online"  # the daemon's status document: {"state": "online", ...}
+ORIGIN_URL = "https://github.com/edgewatch/edgewatch"
+PAYLOAD_AVAILABLE = "online"  # the daemon's status document: {"state": "online", ...}; a device's availability
 PAYLOAD_NOT_AVAILABLE = "offline"  # ... and {"state": "offline", ...} (clean stop and Last Will)
 STATE_ON = "raised"
 STATE_OFF = "cleared"
-_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+HA_ONLINE = b"online"  # Home Assistant's birth message on <prefix>/status
+RESEND_DEBOUNCE_S = 5.0  # a birth message this soon after a full send (e.g. retained, at connect) is not answered
+_PLAIN = re.compile(r"[a-zA-Z0-9-][a-zA-Z0-9_-]*")
+_LITERAL = re.compile(r"[a-zA-Z0-9-]")
 
 
 def ha_id(raw: str) -> str:
-    """An id made of ``[a-zA-Z0-9_-]`` only, as discovery topic levels and unique ids need."""
-    out = _BAD.sub("_", raw)
-    return out or "_"
+    """An injective id made of ``[a-zA-Z0-9_-]``, as discovery topic levels and unique ids need.
+
+    An id already made of those characters (and not starting with ``_``) is kept as it is; any other gets a
+    leading ``_`` and every character outside ``[a-zA-Z0-9-]`` (``_`` included) as ``_`` + two hex digits per
+    UTF-8 byte: ``pump.1`` -> ``_pump_2e1``, ``pump_1`` -> ``pump_1``, ``_x`` -> ``__5fx``. The two forms
+    cannot meet (only the second starts with ``_``) and the escape is prefix-free, so distinct ids stay distinct.
+    """
+    if _PLAIN.fullmatch(raw):
+        return raw
+    out = ["_"]
+    for ch in raw:
+        if _LITERAL.fullmatch(ch):
+            out.append(ch)
+        else:
+            out.extend(f"_{b:02x}" for b in ch.encode("utf-8", "surrogatepass"))
+    return "".join(out)
 
 
 @dataclass(frozen=True)
 class DiscoverySettings:
-    """What the discovery payloads point at: the daemon's topic templates and identity."""
+    """What the discovery payloads point at: the daemon's topic templates and identity.
+
+    ``stale_s``: a device silent this long is unavailable (its score sensor's ``expire_after`` too)."""
 
     instance: str
     prefix: str = DEFAULT_PREFIX
@@ -57,10 +84,7 @@ class DiscoverySettings:
     status_topic: str = "edgewatch/{instance}/status"
     model_id: str = ""
     sw_version: str = __version__
-
-    @property
-    def node_id(self) -> str:
-        return ha_id(f"edgewatch_{self.instance}")
+    stale_s: float = 600.0
 
     @property
     def status(self) -> str:
@@ -70,30 +94,40 @@ class DiscoverySettings:
     def gateway_identifier(self) -> str:
         return f"edgewatch_{ha_id(self.instance)}"
 
+    @property
+    def birth_topic(self) -> str:
+        """Home Assistant's own status topic (``online`` when it starts)."""
+        return f"{self.prefix}/status"
 
-def config_topic(prefix: str, component: str, node_id: str, object_id: str) -> str:
-    """``<prefix>/<component>/<node_id>/<object_id>/config``."""
-    return f"{prefix}/{component}/{node_id}/{object_id}/config"
+
+def device_topic(prefix: str, object_id: str) -> str:
+    """``<prefix>/device/<object_id>/config``."""
+    return f"{prefix}/device/{object_id}/config"
+
+
+def device_object_id(device: str, s: DiscoverySettings) -> str:
+    return f"{s.gateway_identifier}_{ha_id(device)}"
+
+
+def availability_topic(device: str, s: DiscoverySettings) -> str:
+    """The device's retained ``online``/``offline`` availability, published by the daemon."""
+    return f"{s.status}/{device}"
 
 
 def _origin(s: DiscoverySettings) -> dict[str, str]:
-    return {"name": "edgewatch", "sw_version": s.sw_version}
+    return {"name": "edgewatch", "sw_version": s.sw_version, "support_url": ORIGIN_URL}
 
 
-def _availability(s: DiscoverySettings) -> dict[str, str]:
-    return {
-        "availability_topic": s.status,
-        "availability_template": "{{ value_json.state }}",
-        "payload_available": PAYLOAD_AVAILABLE,
-        "payload_not_available": PAYLOAD_NOT_AVAILABLE,
-    }
+def _daemon_availability(s: DiscoverySettings) -> dict[str, str]:
+    return {"topic": s.status, "value_template": "{{ value_json.state }}",
+            "payload_available": PAYLOAD_AVAILABLE, "payload_not_available": PAYLOAD_NOT_AVAILABLE}
 
 
 def device_block(device: str, s: DiscoverySettings) -> dict[str, Any]:
     """The ``device`` mapping of a monitored device (grouped under the daemon by ``via_device``)."""
     model = "edgewatch anomaly monitor" + (f" (model {s.model_id[:12]})" if s.model_id else "")
     return {
-        "identifiers": [f"{s.gateway_identifier}_{ha_id(device)}"],
+        "identifiers": [device_object_id(device, s)],
         "name": device,
         "manufacturer": MANUFACTURER,
         "model": model,
@@ -102,44 +136,50 @@ def device_block(device: str, s: DiscoverySettings) -> dict[str, Any]:
     }
 
 
-def device_configs(device: str, s: DiscoverySettings) -> list[tuple[str, dict[str, Any]]]:
-    """``(topic, payload)`` of the two entities of one monitored device (publish retained)."""
-    dev = ha_id(device)
-    base = f"{s.gateway_identifier}_{dev}"
-    block = device_block(device, s)
-    binary = {
-        "name": "Anomaly",
-        "unique_id": f"{base}_anomaly",
-        "device_class": "problem",
-        "state_topic": format_topic(s.state_topic, device=device),
-        "value_template": "{{ value_json.state }}",
-        "payload_on": STATE_ON,
-        "payload_off": STATE_OFF,
-        "json_attributes_topic": format_topic(s.alert_topic, device=device),
+def device_config(device: str, s: DiscoverySettings) -> tuple[str, dict[str, Any]]:
+    """``(topic, payload)`` of one monitored device: both entities in one device-based config (retained)."""
+    base = device_object_id(device, s)
+    state = format_topic(s.state_topic, device=device)
+    components = {
+        "anomaly": {
+            "platform": "binary_sensor",
+            "name": "Anomaly",
+            "unique_id": f"{base}_anomaly",
+            "device_class": "problem",
+            "state_topic": state,
+            "value_template": "{{ value_json.state }}",
+            "payload_on": STATE_ON,
+            "payload_off": STATE_OFF,
+            "json_attributes_topic": state,  # retained: the attributes are back after a Home Assistant restart
+        },
+        "anomaly_score": {
+            "platform": "sensor",
+            "name": "Anomaly score",
+            "unique_id": f"{base}_anomaly_score",
+            "state_topic": format_topic(s.score_topic, device=device),
+            "value_template": "{{ value_json.score | last }}",  # the daemon sends a list: the latest window's
+            "state_class": "measurement",
+            "suggested_display_precision": 4,
+            "icon": "mdi:chart-bell-curve",
+            "expire_after": max(1, round(s.stale_s)),
+        },
+    }
+    payload = {
+        "device": device_block(device, s),
+        "origin": _origin(s),
+        "components": components,
         "qos": 1,
-        **_availability(s),
-        "device": block,
-        "origin": _origin(s),
+        "availability": [
+            _daemon_availability(s),
+            {"topic": availability_topic(device, s), "payload_available": PAYLOAD_AVAILABLE,
+             "payload_not_available": PAYLOAD_NOT_AVAILABLE},
+        ],
+        "availability_mode": "all",
     }
-    score = {
-        "name": "Anomaly score",
-        "unique_id": f"{base}_anomaly_score",
-        "state_topic": format_topic(s.score_topic, device=device),
-        "value_template": "{{ value_json.score | last }}",  # the daemon sends a list: the latest window's
-        "state_class": "measurement",
-        "suggested_display_precision": 4,
-        "icon": "mdi:chart-bell-curve",
-        **_availability(s),
-        "device": block,
-        "origin": _origin(s),
-    }
-    return [
-        (config_topic(s.prefix, "binary_sensor", s.node_id, f"{dev}_anomaly"), binary),
-        (config_topic(s.prefix, "sensor", s.node_id, f"{dev}_anomaly_score"), score),
-    ]
+    return device_topic(s.prefix, base), payload
 
 
-def gateway_configs(s: DiscoverySettings) -> list[tuple[str, dict[str, Any]]]:
+def gateway_config(s: DiscoverySettings) -> tuple[str, dict[str, Any]]:
     """``(topic, payload)`` of the daemon's own device: a connectivity sensor on its status topic."""
     block = {
         "identifiers": [s.gateway_identifier],
@@ -149,6 +189,7 @@ def gateway_configs(s: DiscoverySettings) -> list[tuple[str, dict[str, Any]]]:
         "sw_version": s.sw_version,
     }
     status = {
+        "platform": "binary_sensor",
         "name": "Status",
         "unique_id": f"{s.gateway_identifier}_status",
         "device_class": "connectivity",
@@ -157,15 +198,9 @@ def gateway_configs(s: DiscoverySettings) -> list[tuple[str, dict[str, Any]]]:
         "value_template": "{{ value_json.state }}",
         "payload_on": PAYLOAD_AVAILABLE,
         "payload_off": PAYLOAD_NOT_AVAILABLE,
-        "device": block,
-        "origin": _origin(s),
     }
-    return [(config_topic(s.prefix, "binary_sensor", s.node_id, "status"), status)]
-
-
-def removal_topics(device: str, s: DiscoverySettings) -> list[str]:
-    """Config topics to clear (empty retained payload) when a device is forgotten."""
-    return [t for t, _ in device_configs(device, s)]
+    payload = {"device": block, "origin": _origin(s), "components": {"status": status}, "qos": 1}
+    return device_topic(s.prefix, s.gateway_identifier), payload
 
 
 def encode(payload: dict[str, Any]) -> bytes:
@@ -173,32 +208,140 @@ def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
+@dataclass
 class Discovery:
-    """Which discovery messages are due: the gateway's once per connection, each device's once.
+    """Which discovery messages are due, as ``(topic, payload)`` to publish retained.
 
-    :meth:`on_connect` returns everything again (retained messages may have been cleared);
-    :meth:`on_device` returns a new device's messages the first time it is seen.
+    :meth:`on_device` (every scored item): a new or stale device's config and ``online``;
+    :meth:`sweep`: ``offline`` for devices silent past ``stale_s``; :meth:`forget`: ``offline`` (the config
+    stays: Home Assistant keeps the entities); :meth:`remove`: the explicit deletion; :meth:`on_connect` and
+    :meth:`on_birth` (Home Assistant came online): everything again.
     """
 
-    def __init__(self, settings: DiscoverySettings) -> None:
-        self.settings = settings
-        self.devices: set[str] = set()
+    settings: DiscoverySettings
+    clock: Callable[[], float] = time.monotonic
+    devices: set[str] = field(default_factory=set)
+    last_seen: dict[str, float] = field(default_factory=dict)  # device -> when its last window was scored
+    stale: set[str] = field(default_factory=set)
+    _last_full: float = float("-inf")
+    _next_sweep: float = float("-inf")
 
-    def on_connect(self) -> list[tuple[str, bytes]]:
-        msgs = gateway_configs(self.settings)
+    def _device_msgs(self, device: str) -> list[tuple[str, bytes]]:
+        topic, payload = device_config(device, self.settings)
+        return [(topic, encode(payload)), (availability_topic(device, self.settings), PAYLOAD_AVAILABLE.encode())]
+
+    def on_connect(self, now: float | None = None) -> list[tuple[str, bytes]]:
+        self._last_full = self.clock() if now is None else now
+        topic, payload = gateway_config(self.settings)
+        msgs = [(topic, encode(payload))]
         for d in sorted(self.devices):
-            msgs += device_configs(d, self.settings)
-        return [(t, encode(p)) for t, p in msgs]
+            msgs += self._device_msgs(d)[:1]
+            online = d not in self.stale
+            msgs.append((availability_topic(d, self.settings), (PAYLOAD_AVAILABLE if online else PAYLOAD_NOT_AVAILABLE).encode()))
+        return msgs
 
-    def on_device(self, device: str) -> list[tuple[str, bytes]]:
-        if device in self.devices:
+    def on_birth(self, payload: bytes, now: float | None = None) -> list[tuple[str, bytes]]:
+        """Home Assistant's ``<prefix>/status``: on ``online`` (not just after a full send) everything again."""
+        now = self.clock() if now is None else now
+        if bytes(payload).strip() != HA_ONLINE or now - self._last_full < RESEND_DEBOUNCE_S:
             return []
+        return self.on_connect(now)
+
+    def on_device(self, device: str, now: float | None = None) -> list[tuple[str, bytes]]:
+        self.last_seen[device] = self.clock() if now is None else now
+        if device in self.devices and device not in self.stale:
+            return []
+        self.stale.discard(device)
         self.devices.add(device)
-        return [(t, encode(p)) for t, p in device_configs(device, self.settings)]
+        return self._device_msgs(device)
+
+    def sweep(self, now: float | None = None) -> list[tuple[str, bytes]]:
+        """``offline`` for the devices silent past ``stale_s`` (scans at most every ``stale_s`` / 10)."""
+        now = self.clock() if now is None else now
+        if now < self._next_sweep:
+            return []
+        limit = self.settings.stale_s
+        self._next_sweep = now + max(0.5, limit / 10)
+        out = []
+        for d, t in self.last_seen.items():
+            if d not in self.stale and now - t >= limit:
+                self.stale.add(d)
+                out.append((availability_topic(d, self.settings), PAYLOAD_NOT_AVAILABLE.encode()))
+        return out
 
     def forget(self, device: str) -> list[tuple[str, bytes]]:
-        """Empty retained payloads that remove a forgotten device's entities."""
+        """A device the daemon forgot (idle, evicted, reload): unavailable, its entities kept."""
         if device not in self.devices:
             return []
         self.devices.discard(device)
-        return [(t, b"") for t in removal_topics(device, self.settings)]
+        self.last_seen.pop(device, None)
+        self.stale.discard(device)
+        return [(availability_topic(device, self.settings), PAYLOAD_NOT_AVAILABLE.encode())]
+
+    def remove(self, device: str) -> list[tuple[str, bytes]]:
+        """The explicit deletion: empty retained config and availability (Home Assistant drops the device)."""
+        self.devices.discard(device)
+        self.last_seen.pop(device, None)
+        self.stale.discard(device)
+        return [(device_topic(self.settings.prefix, device_object_id(device, self.settings)), b""),
+                (availability_topic(device, self.settings), b"")]
+
+
+def stale_limit_s(sample_period_s: float | None, hop: int, device_idle_s: float) -> float:
+    """The staleness limit: 10 hops of the model's sample period (at least 60 s; 600 s without a sample
+    period), never past ``device_idle_s`` (when that is on)."""
+    limit = max(60.0, 10.0 * hop * sample_period_s) if sample_period_s else 600.0
+    return min(limit, device_idle_s) if device_idle_s > 0 else limit
+
+
+def _legacy_node_id(instance: str) -> str:
+    """The node id of edgewatch's earlier single-component configs (``<prefix>/<component>/<node>/<obj>/config``)."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", f"edgewatch_{instance}") or "_"
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def orphaned_configs(retained: dict[str, bytes], s: DiscoverySettings, everything: bool = False) -> list[str]:
+    """Retained discovery topics of this instance to clear, from a ``topic -> payload`` view of the broker:
+
+    - configs in the earlier single-component layout (replaced by the device-based one);
+    - device configs (``via_device`` this daemon) whose device availability is not ``online``
+      (idle, evicted, or never heard of since), or all of them with ``everything``.
+    The daemon's own device config is kept. Sorted."""
+    legacy = _legacy_node_id(s.instance)
+    out: list[str] = []
+    for topic, payload in retained.items():
+        parts = topic.split("/")
+        if not payload or parts[0] != s.prefix or parts[-1] != "config":
+            continue
+        doc = _json_object(payload)
+        if doc is None:
+            continue
+        origin = doc.get("origin") or doc.get("o") or {}
+        if not isinstance(origin, dict) or origin.get("name") != "edgewatch":
+            continue
+        if len(parts) == 5 and parts[1] != "device" and parts[2] == legacy:
+            out.append(topic)
+            continue
+        if len(parts) != 4 or parts[1] != "device":
+            continue
+        block = doc.get("device") or {}
+        if not isinstance(block, dict) or block.get("via_device") != s.gateway_identifier:
+            continue  # another instance's device, or this daemon's own
+        avail = [str(a.get("topic")) for a in doc.get("availability") or [] if isinstance(a, dict)]
+        online = any(retained.get(t) == PAYLOAD_AVAILABLE.encode() for t in avail[1:])
+        if everything or not online:
+            out.append(topic)
+    return sorted(out)
+
+
+def availability_of(config_payload: bytes) -> list[str]:
+    """The per-device availability topics a device config names (cleared with it)."""
+    doc = _json_object(config_payload) or {}
+    return [a["topic"] for a in (doc.get("availability") or [])[1:] if isinstance(a, dict) and "topic" in a]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edge_runtime import __version__
@@ -61,7 +62,12 @@ class Daemon:
         self.ingest.put, self.ingest.policy = self.batching.put, cfg.queue_policy
         self.ingest.on_forget = self._forget
         self.status_topic = format_topic(cfg.status_topic, instance=self.instance)
-        self.link = MqttLink(cfg, self.ingest.router.filters, self.ingest.handle, self.status_topic,
+        filters = self.ingest.router.filters
+        on_message: Callable[[str, bytes | bytearray], None] = self.ingest.handle
+        if self.scorer.discovery is not None:  # Home Assistant's birth message: discovery again
+            birth = self.scorer.discovery.settings.birth_topic
+            filters, on_message = [*filters, birth], self._with_birth(birth, on_message)
+        self.link = MqttLink(cfg, filters, on_message, self.status_topic,
                              self._online_doc, self.stats, on_connected=self._on_connected,
                              state_filter=format_topic(cfg.state_topic, device="+"), on_state=self.scorer.adopt,
                              after_read=self.batching.drain if inline else None)
@@ -91,14 +97,25 @@ class Daemon:
                               f"{self.cfg.metrics_port}: {exc.strerror or exc}") from None
 
     def _make_discovery(self, model: EdgeModel) -> Any:
-        from edge_runtime.integrations.homeassistant import Discovery, DiscoverySettings
+        from edge_runtime.integrations.homeassistant import Discovery, DiscoverySettings, stale_limit_s
 
         cfg = self.cfg
         return Discovery(DiscoverySettings(
             instance=self.instance, prefix=cfg.homeassistant_prefix, state_topic=cfg.state_topic,
             alert_topic=cfg.alert_topic, score_topic=cfg.score_topic, status_topic=cfg.status_topic,
             model_id=model.model_id,
+            stale_s=stale_limit_s(model.metadata.sample_period_s, scoring_hop(cfg, model), cfg.device_idle_s),
         ))
+
+    def _with_birth(self, birth: str, handle: Callable[[str, bytes | bytearray], None]
+                    ) -> Callable[[str, bytes | bytearray], None]:
+        """``handle``, but Home Assistant's ``birth`` topic answered with the discovery configs (network thread)."""
+        def route(topic: str, payload: bytes | bytearray) -> None:
+            if topic == birth:
+                self.publisher.send(self.scorer.discovery_event("on_birth", bytes(payload)))
+            else:
+                handle(topic, payload)
+        return route
 
     def _on_connected(self) -> None:
         self.publisher.send(self.scorer.on_connect_messages())

@@ -66,6 +66,7 @@ class Housekeeping:
                     self.on_fatal("the MQTT network thread has ended: no more input or reconnects")
                 return
             self.batching.sweep(now)
+            self.publisher.send(self.scorer.discovery_event("sweep", now))  # Home Assistant: stale -> unavailable
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload("SIGHUP")

@@ -146,18 +146,19 @@ class Scorer:
 
     def _discovery(self, what: str, device: str) -> list[Outbound]:
         """Home Assistant discovery messages (retained) for ``device``: ``on_device`` or ``forget``."""
-        if self.discovery is None:
-            return []
-        with self._discovery_lock:
-            msgs = getattr(self.discovery, what)(device)
-        return [Outbound(topic, payload, qos=1, retain=True) for topic, payload in msgs]
+        return self.discovery_event(what, device)
 
     def on_connect_messages(self) -> list[Outbound]:
         """After every (re)connect: the retained discovery configs, if Home Assistant discovery is on."""
+        return self.discovery_event("on_connect")
+
+    def discovery_event(self, what: str, *args: Any) -> list[Outbound]:
+        """The retained messages of ``Discovery.<what>(*args)`` (edge_runtime/integrations/homeassistant.py:
+        on_device, forget, on_connect, on_birth, sweep); none when Home Assistant discovery is off."""
         if self.discovery is None:
             return []
         with self._discovery_lock:
-            msgs = self.discovery.on_connect()
+            msgs = getattr(self.discovery, what)(*args)
         return [Outbound(topic, payload, qos=1, retain=True) for topic, payload in msgs]
 
     def adopt(self, topic: str, payload: bytes | bytearray) -> None:

@@ -1,4 +1,4 @@
-"""Home Assistant MQTT discovery payloads, field by field, and against what the daemon really publishes."""
+"""Home Assistant MQTT device discovery payloads, field by field, and against what the daemon really publishes."""
 
 from __future__ import annotations
 
@@ -11,17 +11,19 @@ from edge_runtime import __version__
 from edge_runtime.integrations.homeassistant import (
     Discovery,
     DiscoverySettings,
-    config_topic,
-    device_configs,
+    availability_topic,
+    device_config,
+    device_topic,
     encode,
-    gateway_configs,
+    gateway_config,
     ha_id,
+    stale_limit_s,
 )
 
 jinja2 = pytest.importorskip("jinja2")  # Home Assistant templates are Jinja2
 
 ID = re.compile(r"^[a-zA-Z0-9_-]+$")
-S = DiscoverySettings(instance="gw1", model_id="a19673aa145d9665e", sw_version="9.9.9")
+S = DiscoverySettings(instance="gw1", model_id="a19673aa145d9665e", sw_version="9.9.9", stale_s=120.0)
 
 
 def render(template: str, doc: dict) -> str:
@@ -29,60 +31,72 @@ def render(template: str, doc: dict) -> str:
     return jinja2.Environment().from_string(template).render(value_json=doc, value=json.dumps(doc)).strip()
 
 
-def by_component(device: str = "pump-1") -> dict[str, tuple[str, dict]]:
-    return {t.split("/")[1]: (t, p) for t, p in device_configs(device, S)}
+def components(device: str = "pump-1") -> dict[str, dict]:
+    return device_config(device, S)[1]["components"]
 
 
-def test_topics_follow_prefix_component_node_object_config() -> None:
-    cfg = by_component()
-    assert cfg["binary_sensor"][0] == "homeassistant/binary_sensor/edgewatch_gw1/pump-1_anomaly/config"
-    assert cfg["sensor"][0] == "homeassistant/sensor/edgewatch_gw1/pump-1_anomaly_score/config"
-    assert config_topic("ha", "sensor", "n", "o") == "ha/sensor/n/o/config"
+def test_one_device_based_config_per_device() -> None:
+    topic, p = device_config("pump-1", S)
+    assert topic == "homeassistant/device/edgewatch_gw1_pump-1/config"
+    assert device_topic("ha", "x") == "ha/device/x/config"
+    assert set(p) == {"device", "origin", "components", "qos", "availability", "availability_mode"}
+    assert p["origin"] == {"name": "edgewatch", "sw_version": "9.9.9", "support_url": p["origin"]["support_url"]}
+    assert {k: c["platform"] for k, c in p["components"].items()} == {"anomaly": "binary_sensor",
+                                                                        "anomaly_score": "sensor"}
     custom = DiscoverySettings(instance="gw1", prefix="custom")
-    assert all(t.startswith("custom/") for t, _ in device_configs("x", custom))
+    assert device_config("x", custom)[0].startswith("custom/device/")
 
 
-@pytest.mark.parametrize("device", ["pump-1", "line.3:a@b", "x y/#+", "ünï"])
-def test_node_and_object_ids_use_only_allowed_characters(device: str) -> None:
-    for topic, payload in [*device_configs(device, S), *gateway_configs(S)]:
-        prefix, component, node, obj, last = topic.split("/")
-        assert (prefix, last) == ("homeassistant", "config")
-        assert component in ("binary_sensor", "sensor")
-        assert ID.match(node) and ID.match(obj), topic
-        assert ID.match(payload["unique_id"])
+@pytest.mark.parametrize("device", ["pump-1", "line.3:a@b", "x y/#+", "ünï", "_x", ""])
+def test_object_and_unique_ids_use_only_allowed_characters(device: str) -> None:
+    for topic, payload in [device_config(device, S), gateway_config(S)]:
+        prefix, kind, obj, last = topic.split("/")
+        assert (prefix, kind, last) == ("homeassistant", "device", "config")
+        assert ID.match(obj), topic
+        for c in payload["components"].values():
+            assert ID.match(c["unique_id"])
+
+
+def test_ids_are_injective_and_plain_ids_unchanged() -> None:
+    assert ha_id("pump_1") == "pump_1" and ha_id("pump-1") == "pump-1"
+    assert ha_id("pump.1") == "_pump_2e1" and ha_id("_x") == "__5fx"
+    ids = ["pump.1", "pump_1", "pump:1", "pump@1", "pump 1", "_pump_2e1", "pump_2e1", "", "_"]
+    assert len({ha_id(i) for i in ids}) == len(ids)
 
 
 def test_anomaly_binary_sensor_fields() -> None:
-    _, p = by_component()["binary_sensor"]
+    p = components()["anomaly"]
     assert p["name"] == "Anomaly"
     assert p["unique_id"] == "edgewatch_gw1_pump-1_anomaly"
     assert p["device_class"] == "problem"
     assert p["state_topic"] == "alerts/pump-1/state"
     assert p["value_template"] == "{{ value_json.state }}"
     assert (p["payload_on"], p["payload_off"]) == ("raised", "cleared")
-    assert p["json_attributes_topic"] == "alerts/pump-1"
-    assert p["qos"] == 1
-    assert p["availability_topic"] == "edgewatch/gw1/status"
-    assert p["availability_template"] == "{{ value_json.state }}"
-    assert (p["payload_available"], p["payload_not_available"]) == ("online", "offline")
-    assert p["origin"] == {"name": "edgewatch", "sw_version": "9.9.9"}
+    assert p["json_attributes_topic"] == "alerts/pump-1/state"  # retained: attributes survive a restart
 
 
 def test_anomaly_score_sensor_fields() -> None:
-    _, p = by_component()["sensor"]
+    p = components()["anomaly_score"]
     assert p["name"] == "Anomaly score"
     assert p["unique_id"] == "edgewatch_gw1_pump-1_anomaly_score"
     assert p["state_topic"] == "scores/pump-1"
     assert p["state_class"] == "measurement"
+    assert p["expire_after"] == 120  # no score for the staleness limit: unavailable
     assert "device_class" not in p and "unit_of_measurement" not in p  # a unitless score
-    assert p["availability_topic"] == "edgewatch/gw1/status"
-    assert (p["payload_available"], p["payload_not_available"]) == ("online", "offline")
+
+
+def test_availability_needs_the_daemon_and_the_device() -> None:
+    p = device_config("pump-1", S)[1]
+    assert p["availability_mode"] == "all"
+    daemon, device = p["availability"]
+    assert daemon["topic"] == "edgewatch/gw1/status" and daemon["value_template"] == "{{ value_json.state }}"
+    assert device["topic"] == availability_topic("pump-1", S) == "edgewatch/gw1/status/pump-1"
+    for a in (daemon, device):
+        assert (a["payload_available"], a["payload_not_available"]) == ("online", "offline")
 
 
 def test_device_block_groups_entities_under_the_daemon() -> None:
-    cfg = by_component()
-    block = cfg["binary_sensor"][1]["device"]
-    assert cfg["sensor"][1]["device"] == block  # both entities on one Home Assistant device
+    block = device_config("pump-1", S)[1]["device"]
     assert block == {
         "identifiers": ["edgewatch_gw1_pump-1"],
         "name": "pump-1",
@@ -91,62 +105,115 @@ def test_device_block_groups_entities_under_the_daemon() -> None:
         "sw_version": "9.9.9",
         "via_device": "edgewatch_gw1",
     }
-    (_, gw), = gateway_configs(S)
+    _, gw = gateway_config(S)
     assert gw["device"]["identifiers"] == [block["via_device"]]  # via_device names a device that exists
     assert "via_device" not in gw["device"]
 
 
 def test_gateway_connectivity_sensor_reads_the_status_topic() -> None:
-    (topic, p), = gateway_configs(S)
-    assert topic == "homeassistant/binary_sensor/edgewatch_gw1/status/config"
-    assert p["device_class"] == "connectivity"
-    assert p["entity_category"] == "diagnostic"
-    assert p["state_topic"] == "edgewatch/gw1/status"
-    assert (p["payload_on"], p["payload_off"]) == ("online", "offline")
-    assert "availability_topic" not in p  # it *is* the availability
+    topic, p = gateway_config(S)
+    assert topic == "homeassistant/device/edgewatch_gw1/config"
+    (c,) = p["components"].values()
+    assert c["platform"] == "binary_sensor" and c["device_class"] == "connectivity"
+    assert c["entity_category"] == "diagnostic"
+    assert c["state_topic"] == "edgewatch/gw1/status"
+    assert (c["payload_on"], c["payload_off"]) == ("online", "offline")
+    assert "availability" not in p  # it *is* the availability
 
 
 def test_templates_render_the_daemon_payloads() -> None:
-    b = by_component()["binary_sensor"][1]
-    s = by_component()["sensor"][1]
+    b, s = components()["anomaly"], components()["anomaly_score"]
+    avail = device_config("pump-1", S)[1]["availability"][0]
     assert render(b["value_template"], {"device": "pump-1", "state": "raised", "seq": 3}) == b["payload_on"]
     assert render(b["value_template"], {"device": "pump-1", "state": "cleared", "seq": 4}) == b["payload_off"]
     assert render(s["value_template"], {"score": [0.01, 0.5], "threshold": 0.3}) == "0.5"
-    assert render(b["availability_template"], {"state": "online", "version": "x"}) == b["payload_available"]
-    assert render(b["availability_template"], {"state": "offline", "reason": "x"}) == b["payload_not_available"]
+    assert render(avail["value_template"], {"state": "online", "version": "x"}) == "online"
+    assert render(avail["value_template"], {"state": "offline", "reason": "x"}) == "offline"
 
 
 def test_custom_topic_templates_are_followed() -> None:
     s = DiscoverySettings(instance="i", state_topic="plant/{device}/alarm", alert_topic="plant/{device}/alerts",
                           score_topic="plant/{device}/score", status_topic="plant/daemons/{instance}")
-    cfg = {t.split("/")[1]: p for t, p in device_configs("d", s)}
-    assert cfg["binary_sensor"]["state_topic"] == "plant/d/alarm"
-    assert cfg["binary_sensor"]["json_attributes_topic"] == "plant/d/alerts"
-    assert cfg["sensor"]["state_topic"] == "plant/d/score"
-    assert cfg["sensor"]["availability_topic"] == "plant/daemons/i"
+    p = device_config("d", s)[1]
+    assert p["components"]["anomaly"]["state_topic"] == "plant/d/alarm"
+    assert p["components"]["anomaly_score"]["state_topic"] == "plant/d/score"
+    assert [a["topic"] for a in p["availability"]] == ["plant/daemons/i", "plant/daemons/i/d"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
 
 
 def test_discovery_announces_each_device_once_and_everything_on_connect() -> None:
-    d = Discovery(S)
-    assert [t for t, _ in d.on_connect()] == ["homeassistant/binary_sensor/edgewatch_gw1/status/config"]
+    clock = Clock()
+    d = Discovery(S, clock=clock)
+    assert [t for t, _ in d.on_connect()] == ["homeassistant/device/edgewatch_gw1/config"]
     first = d.on_device("a")
-    assert len(first) == 2 and all(json.loads(p)["device"]["name"] == "a" for _, p in first)
+    assert [(t, p[:1]) for t, p in first] == [("homeassistant/device/edgewatch_gw1_a/config", b"{"),
+                                              ("edgewatch/gw1/status/a", b"o")]
+    assert first[1][1] == b"online"
     assert d.on_device("a") == []
-    assert len(d.on_connect()) == 3
-    gone = d.forget("a")
-    assert [p for _, p in gone] == [b"", b""]  # empty retained payload removes an entity
-    assert d.on_device("a") == first
+    assert len(d.on_connect()) == 3  # gateway, a's config, a's availability
+
+
+def test_a_silent_device_becomes_unavailable_and_comes_back() -> None:
+    clock = Clock()
+    d = Discovery(S, clock=clock)
+    d.on_device("a")
+    d.on_device("b")
+    clock.t += 60
+    d.on_device("b")
+    assert d.sweep() == []  # a: 60 s of 120
+    clock.t += 61
+    assert d.sweep() == [("edgewatch/gw1/status/a", b"offline")]
+    assert d.sweep() == []  # said once
+    assert ("edgewatch/gw1/status/a", b"offline") in d.on_connect()  # a reconnect repeats the truth
+    back = d.on_device("a")
+    assert back[1] == ("edgewatch/gw1/status/a", b"online") and back[0][0].endswith("edgewatch_gw1_a/config")
+
+
+def test_a_forgotten_device_is_unavailable_not_deleted_and_removal_is_explicit() -> None:
+    d = Discovery(S, clock=Clock())
+    d.on_device("a")
+    assert d.forget("a") == [("edgewatch/gw1/status/a", b"offline")]  # the config (and HA's entities) stay
+    assert d.forget("a") == []
+    assert d.remove("a") == [("homeassistant/device/edgewatch_gw1_a/config", b""), ("edgewatch/gw1/status/a", b"")]
+    assert len(d.on_device("a")) == 2
+
+
+def test_birth_message_resends_unless_just_sent() -> None:
+    clock = Clock()
+    d = Discovery(S, clock=clock)
+    d.on_device("a")
+    d.on_connect()
+    assert d.on_birth(b"online") == []  # right after a connect's full send (a retained birth message)
+    clock.t += 10
+    assert d.on_birth(b"offline") == []
+    again = d.on_birth(b"online")
+    assert [t for t, _ in again] == ["homeassistant/device/edgewatch_gw1/config",
+                                     "homeassistant/device/edgewatch_gw1_a/config", "edgewatch/gw1/status/a"]
+
+
+def test_staleness_limit() -> None:
+    assert stale_limit_s(0.1, 16, 3600) == 60.0  # 10 hops of 1.6 s: the 60 s floor
+    assert stale_limit_s(1.0, 32, 3600) == 320.0
+    assert stale_limit_s(None, 16, 3600) == 600.0
+    assert stale_limit_s(None, 16, 300) == 300.0  # never past device_idle_s
+    assert stale_limit_s(None, 16, 0) == 600.0
 
 
 def test_encoded_payloads_are_json_objects() -> None:
-    for _, p in [*device_configs("x", S), *gateway_configs(S)]:
+    for _, p in [device_config("x", S), gateway_config(S)]:
         assert isinstance(json.loads(encode(p)), dict)
 
 
 def test_defaults() -> None:
     s = DiscoverySettings(instance="h")
-    assert s.prefix == "homeassistant" and s.sw_version == __version__
-    assert ha_id("a/b+c") == "a_b_c"
+    assert s.prefix == "homeassistant" and s.sw_version == __version__ and s.birth_topic == "homeassistant/status"
 
 
 # -- against the real daemon and a real Mosquitto -------------------------------------------------
@@ -164,9 +231,14 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
     def docs(topic: str) -> list[dict]:
         return [json.loads(p) for t, p, _ in list(col.messages) if t == topic and p]
 
+    def raw(topic: str) -> list[bytes]:
+        return [p for t, p, _ in list(col.messages) if t == topic]
+
+    gw_topic = "homeassistant/device/edgewatch_gw1/config"
+    dev_topic = "homeassistant/device/edgewatch_gw1_pump-1/config"
     try:
         with running_daemon(mosquitto.url, demo_model_path, homeassistant_discovery=True, instance="gw1") as d:
-            wait_until(lambda: docs("homeassistant/binary_sensor/edgewatch_gw1/status/config"), 10, "gateway config")
+            wait_until(lambda: docs(gw_topic), 10, "gateway config")
             x = normal_series(400, 4, seed=0)
             x = inject(x, Anomaly("level_shift", 200, 400, (0, 1)))
             ts = 1_700_000_000.0 + np.arange(400) * 0.1
@@ -174,29 +246,113 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
                 pub.send("sensors/pump-1/data", json.dumps({"ts": ts[lo:lo + 50].tolist(),
                                                             "values": x[lo:lo + 50].tolist()}))
             pub.flush()
-            bs_topic = "homeassistant/binary_sensor/edgewatch_gw1/pump-1_anomaly/config"
-            sn_topic = "homeassistant/sensor/edgewatch_gw1/pump-1_anomaly_score/config"
-            wait_until(lambda: docs(bs_topic) and docs(sn_topic), 10, "device configs")
+            wait_until(lambda: docs(dev_topic), 10, "device config")
             wait_until(lambda: docs("alerts/pump-1/state"), 20, "a raised state")
-            binary, score = docs(bs_topic)[-1], docs(sn_topic)[-1]
-            assert binary["state_topic"] == "alerts/pump-1/state"
-            assert render(binary["value_template"], docs("alerts/pump-1/state")[-1]) == binary["payload_on"]
+            cfg = docs(dev_topic)[-1]
+            binary, score = cfg["components"]["anomaly"], cfg["components"]["anomaly_score"]
+            state = docs("alerts/pump-1/state")[-1]
+            assert render(binary["value_template"], state) == binary["payload_on"]
+            assert isinstance(state, dict)  # json_attributes_topic: a JSON object is the attributes
             scores = docs("scores/pump-1")
             assert scores, "discovery turns score publishing on"
             assert float(render(score["value_template"], scores[-1])) == pytest.approx(scores[-1]["score"][-1])
+            daemon_av, device_av = cfg["availability"]
             online = docs("edgewatch/gw1/status")[-1]
-            assert render(binary["availability_template"], online) == binary["payload_available"]
+            assert render(daemon_av["value_template"], online) == daemon_av["payload_available"]
+            assert raw(device_av["topic"])[-1] == device_av["payload_available"].encode()
             assert d.scorer.discovery is not None and d.scorer.discovery.devices == {"pump-1"}
+            # Home Assistant restarts: its birth message brings every config again
+            n = len(raw(dev_topic))
+            d.scorer.discovery._last_full = float("-inf")  # past the debounce of the connect's own send
+            pub.send("homeassistant/status", b"online")
+            pub.flush()
+            wait_until(lambda: len(raw(dev_topic)) > n, 10, "discovery re-sent on homeassistant/status online")
+            # the device goes silent past the staleness limit: unavailable, the config stays
+            d.scorer.discovery.last_seen["pump-1"] -= 10_000
+            d.scorer.discovery._next_sweep = float("-inf")
+            wait_until(lambda: raw(device_av["topic"])[-1] == b"offline", 5, "stale device unavailable")
+            assert raw(dev_topic)[-1] != b""
         wait_until(lambda: docs("edgewatch/gw1/status")[-1]["state"] != "online", 10, "offline status")
         offline = docs("edgewatch/gw1/status")[-1]
-        assert render(binary["availability_template"], offline) == binary["payload_not_available"]
+        assert render(daemon_av["value_template"], offline) == daemon_av["payload_not_available"]
         # configs are retained: a subscriber arriving later (Home Assistant after a restart) gets them
-        late = Collector(mosquitto.port, ["homeassistant/#"])
+        late = Collector(mosquitto.port, ["homeassistant/#", "alerts/+/state"])
         try:
-            wait_until(lambda: len(late.messages) >= 3, 10, "retained configs")
+            wait_until(lambda: len(late.messages) >= 3, 10, "retained configs and state")
             assert all(retain for _, _, retain in late.messages)
+            assert {t for t, _, _ in late.messages} >= {gw_topic, dev_topic, "alerts/pump-1/state"}
         finally:
             late.close()
     finally:
         pub.close()
         col.close()
+
+
+def test_orphaned_configs_are_the_legacy_layout_and_devices_not_online() -> None:
+    from edge_runtime.integrations.homeassistant import orphaned_configs
+
+    def cfg(device: str, s: DiscoverySettings = S) -> tuple[str, bytes]:
+        t, p = device_config(device, s)
+        return t, encode(p)
+
+    other = DiscoverySettings(instance="gw2")
+    legacy = "homeassistant/binary_sensor/edgewatch_gw1/pump-1_anomaly/config"
+    retained = dict([cfg("on"), cfg("off"), cfg("never"), cfg("x", other), (gateway_config(S)[0], encode(gateway_config(S)[1]))])
+    retained[legacy] = json.dumps({"name": "Anomaly", "origin": {"name": "edgewatch"}}).encode()
+    retained["homeassistant/sensor/someone_else/t/config"] = b'{"name": "t"}'
+    retained[availability_topic("on", S)] = b"online"
+    retained[availability_topic("off", S)] = b"offline"
+    retained["homeassistant/device/broken/config"] = b"[[[not json"
+    off, never = cfg("off")[0], cfg("never")[0]
+    assert orphaned_configs(retained, S) == sorted([legacy, off, never])
+    assert orphaned_configs(retained, S, everything=True) == sorted([legacy, off, never, cfg("on")[0]])
+
+
+def test_cleanup_and_remove_commands_on_a_real_broker(mosquitto, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from edge_runtime.cli import main
+    from tests.edge_runtime.mqtt_helpers import Collector, Publisher, wait_until
+
+    pub = Publisher(mosquitto.port)
+    legacy = "homeassistant/binary_sensor/edgewatch_gw1/old_anomaly/config"
+    live_t, live_p = device_config("live", S)
+    idle_t, idle_p = device_config("idle", S)
+    for t, p in [(legacy, json.dumps({"origin": {"name": "edgewatch"}}).encode()), (live_t, encode(live_p)),
+                 (idle_t, encode(idle_p)), (availability_topic("live", S), b"online"),
+                 (availability_topic("idle", S), b"offline")]:
+        pub.client.publish(t, p, qos=1, retain=True).wait_for_publish(5)
+    conf = tmp_path / "edgewatch.toml"
+    conf.write_text('[runtime]\ninstance = "gw1"\n')
+    col = Collector(mosquitto.port, ["homeassistant/#", "edgewatch/#"])
+
+    def retained_now() -> dict[str, bytes]:
+        late = Collector(mosquitto.port, ["homeassistant/#", "edgewatch/#"])
+        try:
+            import time
+            time.sleep(0.5)
+            return {t: p for t, p, r in late.messages if r}
+        finally:
+            late.close()
+
+    try:
+        args = ["--config", str(conf), "--broker", mosquitto.url]
+        dry = CliRunner().invoke(main, ["homeassistant", "cleanup", "--dry-run", *args])
+        assert dry.exit_code == 0, dry.output
+        assert f"would remove {legacy}" in dry.output and f"would remove {idle_t}" in dry.output
+        assert live_t not in dry.output
+        assert set(retained_now()) >= {legacy, idle_t}  # a dry run changes nothing
+        res = CliRunner().invoke(main, ["homeassistant", "cleanup", *args])
+        assert res.exit_code == 0, res.output
+        assert "2 orphaned config(s) removed" in res.output
+        now = retained_now()
+        assert legacy not in now and idle_t not in now and availability_topic("idle", S) not in now
+        assert now[live_t] == encode(live_p)  # kept, and sent again for Home Assistant
+        wait_until(lambda: sum(t == live_t for t, _, _ in col.messages) >= 2, 5, "the kept config re-sent")
+        res = CliRunner().invoke(main, ["homeassistant", "remove", "live", *args])
+        assert res.exit_code == 0, res.output
+        now = retained_now()
+        assert live_t not in now and availability_topic("live", S) not in now
+    finally:
+        col.close()
+        pub.close()
