@@ -230,10 +230,11 @@ def evaluate(
 def format_report(rep: dict[str, Any]) -> str:
     """The lines ``evaluate`` prints."""
 
-    def f(v: float | None, pct: bool = False) -> str:
-        return "n/a" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}")
+    def f(v: float | None, pct: bool = False, digits: int = 3) -> str:
+        return "n/a" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.{digits}f}")
 
     a = rep["alerts"]
+    budget = rep["threshold"]["params"].get("budget")
     lines = [
         f"decisions as the daemon makes them: hop {rep['decision_hop']}, raise after {rep['policy']['raise_after']}, "
         f"clear after {rep['policy']['clear_after']} below {rep['policy']['clear_ratio']} x threshold "
@@ -243,13 +244,19 @@ def format_report(rep: dict[str, Any]) -> str:
         + f", raised {f(a['raised_fraction'], True)} of the time",
     ]
     d = rep.get("daemon")
+    if not d:  # normal data: what the calibration promised
+        lines.append(
+            f"windows above the threshold: {f(a['windows_above_per_1000'], digits=1)} per 1,000"
+            + ("" if budget is None else f" (the model was calibrated to {1000 * float(budget):g} per 1,000)")
+        )
     if d:
         lines += [
             f"point:  F1 {f(d['f1'])} (flag-all F1 {f(d['flag_all_f1'])}) precision {f(d['precision'])} "
             f"recall {f(d['recall'])} FAR {f(d['far'], True)} MAR {f(d['mar'], True)}",
             f"events: {d['detected']}/{d['events']} detected, {d['true_alerts']}/{d['alerts']} alerts true, "
-            f"delay median {f(d['delay_median_s'])} s p90 {f(d['delay_p90_s'])} s "
-            f"({f(d['delay_median'])} / {f(d['delay_p90'])} samples), false alarms/day {f(d['false_alarms_per_day'])}",
+            f"delay median {f(d['delay_median_s'], digits=0)} s p90 {f(d['delay_p90_s'], digits=0)} s "
+            f"({f(d['delay_median'], digits=0)} / {f(d['delay_p90'], digits=0)} samples), "
+            f"false alarms/day {f(d['false_alarms_per_day'], digits=1)}",
             f"scores: ROC-AUC {f(d['roc_auc_mean'])} PR-AUC {f(d['pr_auc_mean'])} VUS-PR {f(d['vus_pr_mean'])} "
             f"window ROC-AUC {f(d['window_roc_auc_mean'])} (worst {f(d['window_roc_auc_worst'])})",
             f"look-ahead (centred, not what the edge can do): F1 {f(d['centred_lookahead']['f1'])} "
