@@ -21,6 +21,17 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   fi
 fi
 
+# The dashboard's browser tests drive Debian's headless chromium through its chromedriver (they skip without).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium and chromium-driver (apt-get) for the dashboard's browser tests"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+      || echo "[setup] chromium could not be installed: the dashboard's browser tests will skip" >&2
+  else
+    echo "[setup] chromium/chromedriver missing (need root + apt-get): the dashboard's browser tests will skip" >&2
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
   "$PY" -m venv .venv

@@ -118,7 +118,7 @@ class Subscription:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_message = lambda c, u, m: on_message(m.topic, m.payload, bool(m.retain))
+        self.client.on_message = lambda c, u, m: on_message(m.topic, bytes(m.payload), bool(m.retain))
         self._keepalive = cfg.keepalive_s
 
     def start(self) -> Subscription:
@@ -140,9 +140,10 @@ class Subscription:
             self.notify(f"broker {self.where} refused the connection: {reason_code}; retrying")
             return
         client.subscribe(self.filters)
-        if self.ever_connected:
-            self.notify(f"reconnected to broker {self.where}")
+        again = self.ever_connected
         self.connected = self.ever_connected = True
+        if again:
+            self.notify(f"reconnected to broker {self.where}")
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was, self.connected = self.connected, False
