@@ -32,7 +32,7 @@ from edge_runtime.pipeline.topics import TopicError, TopicRouter, sanitize_id
 PASSWORD_ENV = "EDGEWATCH_MQTT_PASSWORD"
 CONFIG_ENV = "EDGEWATCH_CONFIG"  # the config file to read; set it empty to read none
 DEFAULT_CONFIG_PATH = "/etc/edgewatch/edgewatch.toml"  # read when present and nothing else is named
-SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "runtime")
+SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "runtime", "topics")
 
 
 class ConfigError(ValueError):
@@ -82,6 +82,8 @@ class Config:
     max_samples_per_message: int = _opt(100_000, "input", "Reject messages with more samples (too_many_samples).", minimum=1)
     hop: int = _opt(0, "input", "Score a window every this many samples per device; 0 uses the model's default hop (its metadata). Capped at the model's window.", minimum=0)
     gap_s: float = _opt(0.0, "input", "A time gap larger than this restarts the device's window; 0 means 10 x the model's sample period, or 60 s when the model has none.", minimum=0)
+    max_future_s: float = _opt(300.0, "input", "Refuse a message with a timestamp more than this many seconds after its arrival (future): one sample from a wrong clock must not make every later sample look out of order; 0 turns the check off.", minimum=0)
+    clock_reset_after: int = _opt(20, "input", "A device whose timestamps stay behind its latest one for this many samples in a row (a clock that restarted, e.g. from 0 after a reboot) is reset: its window restarts on the new clock (clock_resets).", minimum=1)
     max_devices: int = _opt(10000, "input", "Most devices tracked at once; the least recently seen is evicted (devices_evicted).", minimum=1)
     device_idle_s: float = _opt(3600.0, "input", "Forget a device after this long without data (devices_expired); 0 keeps devices forever.", minimum=0)
     max_device_id_len: int = _opt(64, "input", "Device ids are sanitised for topics and logs and cut to this length.", minimum=16)
@@ -114,6 +116,8 @@ class Config:
     homeassistant_prefix: str = _opt("homeassistant", "runtime", "Home Assistant's MQTT discovery prefix.")
     metrics_port: int = _opt(0, "runtime", "Serve the stats counters as Prometheus metrics on http://metrics_addr:metrics_port/metrics; 0 turns it off (needs edgewatch[metrics]).", minimum=0)
     metrics_addr: str = _opt("127.0.0.1", "runtime", "Address the Prometheus metrics endpoint listens on (0.0.0.0: every interface).")
+    # [topics]
+    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, status and stats topics), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
 
     # -- derived values ---------------------------------------------------------------
     @property
@@ -317,7 +321,22 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
         if k not in Config.__dataclass_fields__:
             raise ConfigError(f"{k}: unknown key")
         values[k] = v
-    return Config(**values).validate()
+    return with_topic_prefix(Config(**values).validate())
+
+
+PREFIXED_TOPICS = ("alert_topic", "state_topic", "score_topic", "status_topic", "stats_topic")
+
+
+def with_topic_prefix(cfg: Config) -> Config:
+    """``cfg`` with ``topics.prefix`` put in front of every topic; the result's prefix is empty (applied once)."""
+    p = cfg.prefix.strip("/")
+    if not cfg.prefix:
+        return cfg
+    if not p or any(c in p for c in "+#"):
+        raise ConfigError(f"topics.prefix: {cfg.prefix!r} must be a topic level (or levels) without wildcards")
+    changed: dict[str, Any] = {k: f"{p}/{getattr(cfg, k)}" for k in PREFIXED_TOPICS}
+    changed["topics"] = [f"{p}/{t}" for t in cfg.topics]
+    return dataclasses.replace(cfg, prefix="", **changed).validate()
 
 
 EXAMPLE_HEADER = f"""\

@@ -38,6 +38,7 @@ REASONS = (
     "non_numeric",  # a value is not a number (string, bool, null, object)
     "non_finite",  # NaN or +-inf (also finite JSON numbers beyond float32 range)
     "bad_timestamp",  # unparseable, non-finite or negative timestamp; ts/values lengths differ
+    "future",  # a timestamp more than max_future_s after the arrival time (a wrong clock)
     "too_many_samples",  # more samples in one message than max_samples
 )
 
@@ -116,6 +117,12 @@ def _as_values(rows: Any, n_channels: int) -> np.ndarray:
         raise DecodeError("wrong_channels", "samples have different numbers of values") from None
     except OverflowError:
         raise DecodeError("non_numeric", "integer too large") from None
+    if arr.dtype.kind == "O" and arr.ndim == 2 and all(type(v) is int for v in arr.flat if type(v) is not float):
+        # integers beyond int64 (10**30): read as the float they are, like the literal 1e30
+        try:
+            arr = np.array(rows, dtype=np.float64)
+        except OverflowError:
+            raise DecodeError("non_finite", "a value beyond float32 range") from None
     if arr.dtype.kind not in "fiu":
         if arr.dtype.kind == "O" and arr.ndim != 2:
             raise DecodeError("wrong_channels", "samples have different numbers of values")
@@ -173,13 +180,16 @@ def _as_timestamps(ts: Any, n: int) -> np.ndarray:
 class Decoder:
     """Decodes payloads for a model with ``channels`` (names, length C).
 
-    ``max_payload_bytes`` is enforced before any parsing; ``max_samples`` bounds one message.
+    ``max_payload_bytes`` is enforced before any parsing; ``max_samples`` bounds one message; a message with a
+    timestamp more than ``max_future_s`` after its arrival is refused as ``future`` (0: no limit).
     """
 
     def __init__(
-        self, channels: Sequence[str], max_payload_bytes: int = 1 << 20, max_samples: int = 100_000
+        self, channels: Sequence[str], max_payload_bytes: int = 1 << 20, max_samples: int = 100_000,
+        max_future_s: float = 300.0,
     ) -> None:
         self.channels = list(channels)
+        self.max_future_s = max_future_s if max_future_s > 0 else float("inf")
         self.n_channels = len(self.channels)
         self.max_payload_bytes = max_payload_bytes
         self.max_samples = max_samples
@@ -205,14 +215,28 @@ class Decoder:
                         return Samples.one(arrival, vals, False)
                     tt = type(t)
                     if (tt is float or tt is int) and 0 <= t < NS:  # also False for NaN and inf
-                        return Samples.one(t * 1e-6 if t >= US else t * 1e-3 if t >= MS else float(t), vals, True)
-                    return Samples.one(parse_timestamp(t), vals, True)
-            return self._from_json(doc, arrival)
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DecodeError("bad_encoding", "payload is not UTF-8") from None
-        return self._from_csv(text, arrival)
+                        t = t * 1e-6 if t >= US else t * 1e-3 if t >= MS else float(t)
+                    else:
+                        t = parse_timestamp(t)
+                    if t > arrival + self.max_future_s:
+                        raise self._future(t, arrival)
+                    return Samples.one(t, vals, True)
+            samples = self._from_json(doc, arrival)
+        else:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DecodeError("bad_encoding", "payload is not UTF-8") from None
+            samples = self._from_csv(text, arrival)
+        if samples.stamped:
+            latest = float(samples.ts.max())
+            if latest > arrival + self.max_future_s:
+                raise self._future(latest, arrival)
+        return samples
+
+    def _future(self, t: float, arrival: float) -> DecodeError:
+        return DecodeError("future", f"timestamp {t:.0f} is {t - arrival:.0f} s after arrival "
+                           f"(more than max_future_s {self.max_future_s:g})")
 
     # -- JSON -------------------------------------------------------------------------
     def _scan_json(self, body: bytes | bytearray) -> Any:
@@ -295,6 +319,8 @@ class Decoder:
 
     # -- CSV --------------------------------------------------------------------------
     def _from_csv(self, text: str, arrival: float) -> Samples:
+        if "_" in text:  # Python's float() reads "1_7e9" as 1.7e10; no number has underscores
+            raise DecodeError("non_numeric", "an underscore in a CSV number")
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if len(lines) > self.max_samples:
             raise DecodeError("too_many_samples", f"{len(lines)} > max_samples {self.max_samples}")

@@ -36,6 +36,7 @@ COUNTERS = (
     "devices_evicted",  # removed to keep max_devices
     "devices_expired",  # removed after device_idle_s without data
     "gaps",  # window restarts after a time gap
+    "clock_resets",  # devices whose clock jumped back for good (clock_reset_after samples): window restarted
 )
 
 

@@ -8,7 +8,10 @@ Timestamps are checked per sample: a stamped sample whose time is not strictly
 after the device's latest one is dropped (``out_of_order`` or ``duplicate``); a
 jump larger than ``gap_s`` restarts the window (the buffered samples are
 discarded, so no window is ever stitched across a gap). Unstamped samples
-(arrival time) skip the ordering check but not the gap check.
+(arrival time) skip the ordering check but not the gap check. A device whose
+samples stay behind its latest one for ``clock_reset_after`` samples in a row
+(a clock that restarted) is reset: its window restarts on the new clock.
+A device's ``last_seen`` (idle expiry, LRU eviction) moves only when a sample is accepted.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ _EMPTY_F = np.zeros(0, dtype=np.float64)
 _NO_EVICTIONS: list[str] = []  # shared, never mutated: what push_row returns when no device was evicted
 
 # Flags returned by RingWindow.push_row (decoded into a PushResult by RingWindow.row_result).
-ACCEPTED, WINDOW, GAP, OUT_OF_ORDER, DUPLICATE = 1, 2, 4, 8, 16
+ACCEPTED, WINDOW, GAP, OUT_OF_ORDER, DUPLICATE, CLOCK_RESET = 1, 2, 4, 8, 16, 32
 
 
 @dataclass
@@ -39,13 +42,15 @@ class PushResult:
     out_of_order: int = 0
     duplicate: int = 0
     gaps: int = 0
+    clock_resets: int = 0
     evicted: list[str] = field(default_factory=list)
 
 
 class RingWindow:
     """The window state of one device."""
 
-    def __init__(self, window: int, hop: int, n_channels: int, gap_s: float, capacity: int = 0) -> None:
+    def __init__(self, window: int, hop: int, n_channels: int, gap_s: float, capacity: int = 0,
+                 clock_reset_after: int = 20) -> None:
         if window < 2 or not 1 <= hop <= window:
             raise ValueError(f"bad window/hop {window}/{hop}")
         self.window = window
@@ -61,11 +66,19 @@ class RingWindow:
         self.to_next = window
         self.last_ts = -np.inf
         self.last_seen = 0.0
+        self.clock_reset_after = clock_reset_after
+        self.behind = 0  # stamped samples in a row older than last_ts
 
     def reset(self) -> None:
         """Forget buffered samples (after a gap): the next window needs W fresh samples."""
         self.fill = 0
         self.to_next = self.window
+
+    def restart_clock(self) -> None:
+        """Forget buffered samples and the latest timestamp (the device's clock went back for good)."""
+        self.reset()
+        self.last_ts = -np.inf
+        self.behind = 0
 
     def push(self, ts: np.ndarray, values: np.ndarray, stamped: bool = True) -> PushResult:
         """Append samples ``ts`` (n,) / ``values`` (n, C); return the windows that became due."""
@@ -78,7 +91,16 @@ class RingWindow:
             if not keep.all():
                 ooo = int((ts < prev).sum())
                 dup = int((ts == prev).sum())
+                if not keep.any() and ooo:
+                    self.behind += ooo
+                    if self.behind >= self.clock_reset_after:  # the clock went back for good: start again
+                        self.restart_clock()
+                        res = self.push(ts, values, stamped)
+                        res.clock_resets += 1
+                        return res
                 ts, values = ts[keep], values[keep]
+            if keep.any():
+                self.behind = 0
         n = ts.shape[0]
         out_w: list[np.ndarray] = []
         out_s: list[np.ndarray] = []
@@ -87,8 +109,8 @@ class RingWindow:
         if n:
             diffs = np.diff(ts, prepend=self.last_ts)
             cuts = np.flatnonzero(diffs > self.gap_s)
-            if cuts.size and cuts[0] == 0 and not np.isfinite(self.last_ts):
-                cuts = cuts[1:]  # the very first sample of a device is not a gap
+            if cuts.size and cuts[0] == 0 and (self.fill == 0 or not np.isfinite(self.last_ts)):
+                cuts = cuts[1:]  # nothing buffered (the device's first sample, a restarted clock): not a gap
             bounds = sorted({0, *cuts.tolist(), n})
             for a, b in zip(bounds[:-1], bounds[1:], strict=True):
                 if a in cuts:
@@ -122,18 +144,27 @@ class RingWindow:
         else:
             res.accepted = 1
             res.gaps = 1 if code & GAP else 0
+            res.clock_resets = 1 if code & CLOCK_RESET else 0
             if code & WINDOW:
                 res.windows, res.t_start, res.t_end = self.last_window()
         return res
 
     def push_row(self, t: float, row: Any, stamped: bool) -> int:
         """Append one sample (``row``: C numbers, a list or a (C,) array) at epoch ``t``; return flags:
-        ``ACCEPTED`` (plus ``GAP`` if the window restarted, ``WINDOW`` if one became due: see
-        :meth:`last_window`), or ``OUT_OF_ORDER`` / ``DUPLICATE`` (dropped)."""
-        if stamped and t <= self.last_ts:
-            return DUPLICATE if t == self.last_ts else OUT_OF_ORDER
+        ``ACCEPTED`` (plus ``GAP`` if the window restarted, ``CLOCK_RESET`` if the clock went back for good,
+        ``WINDOW`` if one became due: see :meth:`last_window`), or ``OUT_OF_ORDER`` / ``DUPLICATE`` (dropped)."""
         code = ACCEPTED
-        if t - self.last_ts > self.gap_s and self.last_ts != -np.inf:
+        if stamped and t <= self.last_ts:
+            if t == self.last_ts:
+                return DUPLICATE
+            self.behind += 1
+            if self.behind < self.clock_reset_after:
+                return OUT_OF_ORDER
+            self.restart_clock()
+            code = ACCEPTED | CLOCK_RESET
+        elif self.behind:
+            self.behind = 0
+        if t - self.last_ts > self.gap_s and self.fill:
             code |= GAP
             self.reset()
         f = self.fill
@@ -185,38 +216,58 @@ class RingWindow:
 
 
 class WindowStore:
-    """Windows of every device, bounded by ``max_devices`` (least recently used evicted)."""
+    """Windows of every device, bounded by ``max_devices`` (least recently seen evicted).
+
+    ``last_ts``: the latest timestamp of devices a previous store tracked (after a reload that changed W or
+    C), so a sample they send again is still a duplicate."""
 
     def __init__(
-        self, window: int, hop: int, n_channels: int, gap_s: float, max_devices: int = 10_000
+        self, window: int, hop: int, n_channels: int, gap_s: float, max_devices: int = 10_000,
+        clock_reset_after: int = 20, last_ts: dict[str, float] | None = None,
     ) -> None:
         self.window, self.hop, self.n_channels, self.gap_s = window, hop, n_channels, gap_s
         self.max_devices = max_devices
+        self.clock_reset_after = clock_reset_after
         self.devices: OrderedDict[str, RingWindow] = OrderedDict()
+        self._carried = dict(last_ts or {})
         self.one_accepted = PushResult(np.zeros((0, window, n_channels), np.float32), _EMPTY_F, _EMPTY_F, accepted=1)
 
     def __len__(self) -> int:
         return len(self.devices)
 
+    def last_timestamps(self) -> dict[str, float]:
+        """Each device's latest timestamp (for the store that replaces this one)."""
+        out = {dev: ring.last_ts for dev, ring in self.devices.items() if np.isfinite(ring.last_ts)}
+        return {**self._carried, **out}
+
     def _ring(self, device: str, now: float) -> tuple[RingWindow, list[str]]:
-        """``device``'s ring, made (evicting the least recently seen at the cap) or marked recently seen."""
+        """``device``'s ring, made (evicting the least recently seen at the cap) if it has none."""
         ring = self.devices.get(device)
         evicted = _NO_EVICTIONS
         if ring is None:
             evicted = []
             while len(self.devices) >= self.max_devices:
                 evicted.append(self.devices.popitem(last=False)[0])
-            ring = RingWindow(self.window, self.hop, self.n_channels, self.gap_s)
+            ring = RingWindow(self.window, self.hop, self.n_channels, self.gap_s,
+                              clock_reset_after=self.clock_reset_after)
+            if self._carried:
+                ring.last_ts = self._carried.pop(device, -np.inf)
+            ring.last_seen = now
             self.devices[device] = ring
-        else:
-            self.devices.move_to_end(device)
-        ring.last_seen = now
         return ring, evicted
+
+    def _seen(self, device: str, ring: RingWindow, now: float) -> None:
+        """A sample of ``device`` was accepted: it is the most recently seen (dropped ones do not count)."""
+        if ring.last_seen != now:
+            ring.last_seen = now
+            self.devices.move_to_end(device)
 
     def push(self, device: str, ts: np.ndarray, values: np.ndarray, stamped: bool, now: float) -> PushResult:
         """Push samples for ``device`` at monotonic time ``now``; see :meth:`RingWindow.push`."""
         ring, evicted = self._ring(device, now)
         res = ring.push(ts, values, stamped)
+        if res.accepted:
+            self._seen(device, ring, now)
         res.evicted = list(evicted)
         return res
 
@@ -227,11 +278,15 @@ class WindowStore:
         ring, evicted = self._ring(device, now)
         if samples.row is not None:
             code = ring.push_row(samples.t, samples.row, samples.stamped)
-            if code == ACCEPTED and evicted is _NO_EVICTIONS:
-                return self.one_accepted
+            if code & ACCEPTED:
+                self._seen(device, ring, now)
+                if code == ACCEPTED and evicted is _NO_EVICTIONS:
+                    return self.one_accepted
             res = ring.row_result(code)
         else:
             res = ring.push(samples.ts, samples.values, samples.stamped)
+            if res.accepted:
+                self._seen(device, ring, now)
         if evicted:
             res.evicted = list(evicted)
         return res

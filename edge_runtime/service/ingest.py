@@ -69,12 +69,17 @@ class Ingest:
         """Use ``model``'s channels/window; keep device buffers when W and C are unchanged."""
         cfg = self.cfg
         with self.lock:
-            self.decoder = Decoder(model.metadata.channels, cfg.max_payload_bytes, cfg.max_samples_per_message)
+            self.decoder = Decoder(model.metadata.channels, cfg.max_payload_bytes, cfg.max_samples_per_message,
+                                   cfg.max_future_s)
             gap = gap_tolerance(cfg, model)
             if keep_windows:
                 self.store.retune(scoring_hop(cfg, model), gap)
             else:
-                self.store = WindowStore(model.window, scoring_hop(cfg, model), model.n_channels, gap, cfg.max_devices)
+                # a W/C change restarts every window, but each device's latest timestamp carries over: a sample
+                # sent again after the reload is still a duplicate
+                carried = self.store.last_timestamps() if hasattr(self, "store") else None
+                self.store = WindowStore(model.window, scoring_hop(cfg, model), model.n_channels, gap, cfg.max_devices,
+                                         clock_reset_after=cfg.clock_reset_after, last_ts=carried)
 
     def handle(self, topic: str, payload: bytes | bytearray) -> None:
         """One MQTT message (paho network thread)."""
@@ -121,6 +126,10 @@ class Ingest:
         if res.duplicate:
             st.drop("duplicate", res.duplicate)
             self.rl.log(logging.WARNING, "duplicate", "device %s: %d duplicate timestamp(s) dropped", device, res.duplicate)
+        if res.clock_resets:
+            st.counts["clock_resets"] += res.clock_resets
+            self.rl.log(logging.WARNING, "clock_reset", "device %s: clock went back for %d samples in a row: "
+                        "window restarted on the new clock", device, self.cfg.clock_reset_after)
         if res.gaps:
             st.counts["gaps"] += res.gaps
             self.rl.log(logging.INFO, "gap", "device %s: time gap > %.3g s, window restarted", device, self.store.gap_s)

@@ -35,7 +35,7 @@ def strict_loads(payload: bytes) -> Any:
 def assert_all_strict(col: Collector) -> int:
     with col._lock:
         msgs = list(col.messages)
-    for topic, payload, _ in msgs:
+    for _topic, payload, _ in msgs:
         if payload:
             strict_loads(payload)  # raises on NaN / Infinity
     return len(msgs)

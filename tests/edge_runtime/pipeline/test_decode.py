@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from edge_runtime.pipeline.decode import REASONS, DecodeError, Decoder
 
 CH = ["a", "b", "c"]
-ARRIVAL = 1_700_000_500.0
+ARRIVAL = 1_800_000_000.0  # after every timestamp used here (a later one is refused as future)
 
 
 @pytest.fixture
