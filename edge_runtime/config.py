@@ -85,6 +85,7 @@ class Config:
     max_future_s: float = _opt(300.0, "input", "Refuse a message with a timestamp more than this many seconds after its arrival (future): one sample from a wrong clock must not make every later sample look out of order; 0 turns the check off.", minimum=0)
     clock_reset_after: int = _opt(20, "input", "A device whose timestamps stay behind its latest one for this many samples in a row (a clock that restarted, e.g. from 0 after a reboot) is reset: its window restarts on the new clock (clock_resets).", minimum=1)
     max_devices: int = _opt(10000, "input", "Most devices tracked at once; the least recently seen is evicted (devices_evicted).", minimum=1)
+    device_memory_mb: float = _opt(256.0, "input", "Memory budget of the devices' window buffers (each costs about 2W x C x 4 + 2W x 8 bytes for a model of window W and C channels): caps the devices kept below max_devices when the model is large (logged at start; devices_evicted beyond it).", minimum=1)
     device_idle_s: float = _opt(3600.0, "input", "Forget a device after this long without data (devices_expired); 0 keeps devices forever.", minimum=0)
     max_device_id_len: int = _opt(64, "input", "Device ids are sanitised for topics and logs and cut to this length.", minimum=16)
     # [inference]

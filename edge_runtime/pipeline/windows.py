@@ -215,6 +215,19 @@ class RingWindow:
             i += k
 
 
+DEVICE_OVERHEAD_BYTES = 2048  # a device's Python objects besides its buffers (ring, ids, alert state), measured ~1.5 KB
+
+
+def device_bytes(window: int, n_channels: int) -> int:
+    """Memory one device's window state costs: a (2W, C) float32 ring, (2W,) float64 times, objects."""
+    return 2 * window * (4 * n_channels + 8) + DEVICE_OVERHEAD_BYTES
+
+
+def devices_within(budget_bytes: float, window: int, n_channels: int, max_devices: int) -> int:
+    """The most devices whose window state fits ``budget_bytes`` (at least 1, at most ``max_devices``)."""
+    return max(1, min(max_devices, int(budget_bytes // device_bytes(window, n_channels))))
+
+
 class WindowStore:
     """Windows of every device, bounded by ``max_devices`` (least recently seen evicted).
 

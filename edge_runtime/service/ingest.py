@@ -18,7 +18,7 @@ from edge_runtime.pipeline.batcher import WindowItem
 from edge_runtime.pipeline.decode import DecodeError, Decoder
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import TopicRouter, sanitize_id
-from edge_runtime.pipeline.windows import PushResult, WindowStore
+from edge_runtime.pipeline.windows import PushResult, WindowStore, device_bytes, devices_within
 from edge_runtime.service.model import EdgeModel
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,19 @@ class Ingest:
                 # a W/C change restarts every window, but each device's latest timestamp carries over: a sample
                 # sent again after the reload is still a duplicate
                 carried = self.store.last_timestamps() if hasattr(self, "store") else None
-                self.store = WindowStore(model.window, scoring_hop(cfg, model), model.n_channels, gap, cfg.max_devices,
-                                         clock_reset_after=cfg.clock_reset_after, last_ts=carried)
+                self.store = WindowStore(model.window, scoring_hop(cfg, model), model.n_channels, gap,
+                                         self.device_cap(model), clock_reset_after=cfg.clock_reset_after,
+                                         last_ts=carried)
+
+    def device_cap(self, model: EdgeModel) -> int:
+        """``max_devices``, lowered so the devices' buffers fit ``device_memory_mb`` for this model's W and C."""
+        cfg = self.cfg
+        cap = devices_within(cfg.device_memory_mb * 2**20, model.window, model.n_channels, cfg.max_devices)
+        if cap < cfg.max_devices:
+            log.warning("input.device_memory_mb %g with W=%d C=%d (%d bytes a device): at most %d devices kept "
+                        "(max_devices %d)", cfg.device_memory_mb, model.window, model.n_channels,
+                        device_bytes(model.window, model.n_channels), cap, cfg.max_devices)
+        return cap
 
     def handle(self, topic: str, payload: bytes | bytearray) -> None:
         """One MQTT message (paho network thread)."""
@@ -135,7 +146,8 @@ class Ingest:
             self.rl.log(logging.INFO, "gap", "device %s: time gap > %.3g s, window restarted", device, self.store.gap_s)
         for dev in res.evicted:
             st.counts["devices_evicted"] += 1
-            self.rl.log(logging.WARNING, "device_evicted", "max_devices %d reached: evicted %s", self.cfg.max_devices, dev)
+            self.rl.log(logging.WARNING, "device_evicted", "%d devices (max_devices / device_memory_mb) reached: "
+                        "evicted %s", self.store.max_devices, dev)
             if self.on_forget is not None:
                 self.on_forget(dev, "evicted")
 
