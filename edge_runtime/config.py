@@ -2,7 +2,7 @@
 
 Every key is declared once, below, with its TOML section, default, description
 and checks; the CLI flags, the environment variables, ``deploy/edgewatch.toml`` and
-the README's config reference are generated from or tested against :func:`options`.
+docs/CONFIGURATION.md's reference are generated from or tested against :func:`options`.
 A TOML key ``[mqtt] keepalive_s`` is the flag ``--keepalive-s`` (unless ``flag`` says
 otherwise) and the variable ``EDGEWATCH_MQTT_KEEPALIVE_S``. The file is ``--config``,
 else ``$EDGEWATCH_CONFIG``, else :data:`DEFAULT_CONFIG_PATH` when it exists.
@@ -378,7 +378,7 @@ def _toml_value(v: Any) -> str:
 
 
 def reference_markdown() -> str:
-    """The README's config reference table."""
+    """The configuration reference table (docs/CONFIGURATION.md)."""
     rows = ["| key | flag | environment | default | description |", "|---|---|---|---|---|"]
     for o in options():
         flag = f"`--{o.flag}`" if o.flag else "(none)"

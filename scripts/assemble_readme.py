@@ -13,21 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = """
 ## Quick start
 
-On a fresh Linux machine with Python 3.11 and pip, as root (so the set-up can `apt-get install mosquitto`)
-or with Mosquitto already installed (without it the demo falls back to an embedded broker; the tests
-need the real one):
+On Linux with Python 3.11, as root (so the set-up can `apt-get install mosquitto`) or with Mosquitto
+already installed:
 
 ```bash
-./scripts/demo.sh
-./scripts/test.sh
+./scripts/demo.sh     # set up .venv, then train, serve and detect end to end (about a minute)
+./scripts/test.sh     # set up, then ruff and the tests
 ```
 
-The first sets everything up (a `.venv` at the repository root with the trainer, the edge runtime and
-the test tools; the `mosquitto` broker via apt-get where it is missing) and runs the end-to-end demo:
-it trains a model, starts a private broker and the daemon, streams simulated sensors with injected
-anomalies, shows the alerts as they arrive and ends with a detection summary. The second sets everything
-up and runs the tests (ruff, then pytest). Both are idempotent: a second run skips the installation.
-The project's own set-up pins PyTorch to the local CPU wheel through `constraints.txt`; the package
+Both are idempotent. The set-up pins PyTorch to the local CPU wheel (`constraints.txt`); the package
 itself leaves torch open (`pip install '.[train,cpu]'` with the torch build you need).
 """
 

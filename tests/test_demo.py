@@ -109,13 +109,14 @@ def test_edge_cli_help_does_not_import_trainer() -> None:
 
 
 def test_readme_demo_section_commands_parse() -> None:
-    """Every `edgewatch ...` / `edgewatch-train ...` command in docs/readme/10-demo.md parses with the real CLI."""
+    """Every `edgewatch ...` / `edgewatch-train ...` command in docs/readme/10-demo.md and docs/TOOLS.md parses."""
     import shlex
 
     from edge_runtime.cli import main as edge_main
     from trainer.cli import main as train_main
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "readme" / "10-demo.md").read_text()
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "readme" / "10-demo.md").read_text() + (docs / "TOOLS.md").read_text()
     assert not re.search(r"edgewatch demo", text)  # the demo is `edgewatch-train demo`
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     lines = [ln.split("#")[0].strip() for b in blocks for ln in b.splitlines()]

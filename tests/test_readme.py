@@ -1,4 +1,5 @@
-"""Every `edgewatch` / `edgewatch-train` / `edgewatch-lab` command in README.md parses against the real CLI.
+"""Every `edgewatch` / `edgewatch-train` / `edgewatch-lab` command in README.md and docs/*.md parses against the
+real CLI, every relative link in them points at a file that exists, and README.md stays short.
 
 The README cannot drift from the code: a renamed command or option, or a
 bad choice value, fails here. Commands that need files which only exist on
@@ -22,11 +23,12 @@ from trainer.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 PROGRAMS = {"edgewatch": edge_main, "edgewatch-train": train_main, "edgewatch-lab": lab_main}
 
 
-def readme_commands() -> list[str]:
-    text = README.read_text()
+def readme_commands(text: str | None = None) -> list[str]:
+    text = README.read_text() if text is None else text
     cmds: list[str] = []
     for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", text, re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
@@ -67,7 +69,11 @@ def _resolve(argv: list[str]) -> tuple[click.Command, list[str], str]:
     return cmd, args, name
 
 
-@pytest.mark.parametrize("line", readme_commands())
+def docs_commands() -> list[str]:
+    return list(dict.fromkeys(c for p in DOCS for c in readme_commands(p.read_text())))
+
+
+@pytest.mark.parametrize("line", readme_commands() + [c for c in docs_commands() if c not in readme_commands()])
 def test_readme_command_parses(line: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     argv = shlex.split(line)
@@ -91,3 +97,21 @@ def test_readme_is_assembled_from_its_sections() -> None:
 
     assemble = runpy.run_path(str(ROOT / "scripts" / "assemble_readme.py"))["assemble"]
     assert assemble() == README.read_text(), "README.md is stale: run python3 scripts/assemble_readme.py"
+
+
+def test_readme_is_short_and_has_no_benchmark_log() -> None:
+    """A newcomer's page: under ~250 lines; the benchmark log lives in BENCHMARKS.md only."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 260, len(text.splitlines())
+    for phrase in ("this pass", "earlier runs", "this session"):
+        assert phrase not in text
+
+
+@pytest.mark.parametrize("path", [README, *DOCS], ids=lambda p: p.name)
+def test_relative_links_point_at_files(path: Path) -> None:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"(https?:|mailto:|#)", target):
+            continue
+        assert (path.parent / target.split("#")[0]).exists(), f"{path.name}: broken link {target}"
+

@@ -123,5 +123,5 @@ def test_help_documents_the_exit_codes_and_precedence() -> None:
 
 
 def test_readme_configuration_reference_is_the_generated_table() -> None:
-    assert reference_markdown() in (ROOT / "docs" / "readme" / "30-runtime.md").read_text(), (
-        "regenerate the table in docs/readme/30-runtime.md from edge_runtime.config.reference_markdown()")
+    assert reference_markdown() in (ROOT / "docs" / "CONFIGURATION.md").read_text(), (
+        "regenerate the table in docs/CONFIGURATION.md from edge_runtime.config.reference_markdown()")
