@@ -75,7 +75,7 @@ class Config:
     key_file: str = _opt("", "mqtt", "Client private key (PEM) for mutual TLS.")
     reconnect_min_s: float = _opt(1.0, "mqtt", "First reconnect delay; doubles up to reconnect_max_s.", minimum=0.1)
     reconnect_max_s: float = _opt(30.0, "mqtt", "Longest reconnect delay.", minimum=0.1)
-    max_outgoing: int = _opt(10000, "mqtt", "Outgoing messages held while the broker is away; beyond that publishes are dropped and counted (outgoing_full).", minimum=1)
+    max_outgoing: int = _opt(10000, "mqtt", "Outgoing QoS 1 messages held while the broker is away or slow. Alerts and states refused beyond it (outgoing_full) wait in the daemon and are retried in order (publish_retried; up to as many again, then critical_lost); discovery, scores and stats may fill only half of it (discovery is paced, never dropped below 100,000 held).", minimum=1)
     # [input]
     topics: list = _opt(["sensors/{device}/data"], "input", "Input topic templates; the {device} level names the device and becomes '+' in the subscription.", flag="topic")
     max_payload_bytes: int = _opt(1 << 20, "input", "Reject larger payloads before decoding (oversize).", minimum=16)
@@ -88,6 +88,7 @@ class Config:
     device_memory_mb: float = _opt(256.0, "input", "Memory budget of the devices' window buffers (each costs about 2W x C x 4 + 2W x 8 bytes for a model of window W and C channels): caps the devices kept below max_devices when the model is large (logged at start; devices_evicted beyond it).", minimum=1)
     device_idle_s: float = _opt(3600.0, "input", "Forget a device after this long without data (devices_expired); 0 keeps devices forever.", minimum=0)
     max_device_id_len: int = _opt(64, "input", "Device ids are sanitised for topics and logs and cut to this length.", minimum=16)
+    sparkplug_groups: list = _opt([], "input", "Sparkplug B groups to read as well (spBv1.0/<group>/DBIRTH|DDATA|DDEATH/<node>/<device>, NBIRTH/NDEATH; metrics named as the model's channels; device id <group>:<node>:<device>); empty: off. Needs edgewatch[sparkplug].", flag="sparkplug-group")
     # [inference]
     max_batch: int = _opt(64, "inference", "Most windows per session.run (micro-batch).", minimum=1)
     batching: str = _opt("inline", "inference", "How windows are formed into micro-batches and scored: inline (the MQTT network thread scores the windows each burst of messages completed, right after reading the burst: no hand-off between threads, the lowest latency; a slow model delays reading), opportunistic (an inference thread scores a window at once when idle; windows that arrive while it is busy form the next batch, up to max_batch) or fill (that thread waits up to max_wait_ms after the first window for max_batch).", choices=("inline", "opportunistic", "fill"))

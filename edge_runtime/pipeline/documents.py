@@ -38,6 +38,7 @@ class Outbound:
     payload: str
     qos: int = 1
     retain: bool = False
+    bulk: bool = False  # lower priority (discovery, scores, stats): never takes an alert's place in the queue
 
 
 def state_doc(device: str, raised: bool, raised_alert_id: str, seq: int, since: float, instance: str,

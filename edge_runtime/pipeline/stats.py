@@ -30,6 +30,7 @@ COUNTERS = (
     "alerts_raised",
     "alerts_cleared",
     "published",  # messages handed to the MQTT client
+    "publish_retried",  # critical messages (alerts, states) sent on a retry after the outgoing queue was full
     "reconnects",
     "reloads",
     "reloads_refused",

@@ -49,7 +49,7 @@ class Daemon:
         )
         self.scorer = Scorer(cfg, model, self.ingest, self.tracker, self.stats,
                              self._make_discovery(model) if cfg.homeassistant_discovery else None)
-        self.publisher = Publisher()
+        self.publisher = Publisher(stats=self.stats, max_retry=cfg.max_outgoing)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         inline = cfg.batching == "inline" and buffering_supported()
@@ -67,6 +67,9 @@ class Daemon:
         if self.scorer.discovery is not None:  # Home Assistant's birth message: discovery again
             birth = self.scorer.discovery.settings.birth_topic
             filters, on_message = [*filters, birth], self._with_birth(birth, on_message)
+        self.sparkplug = self._make_sparkplug() if cfg.sparkplug_groups else None
+        if self.sparkplug is not None:  # Sparkplug B input beside the JSON/CSV topics
+            filters, on_message = [*filters, *self.sparkplug.filters], self.sparkplug.route(on_message)
         self.link = MqttLink(cfg, filters, on_message, self.status_topic,
                              self._online_doc, self.stats, on_connected=self._on_connected,
                              state_filter=format_topic(cfg.state_topic, device="+"), on_state=self.scorer.adopt,
@@ -106,6 +109,23 @@ class Daemon:
             model_id=model.model_id,
             stale_s=stale_limit_s(model.metadata.sample_period_s, scoring_hop(cfg, model), cfg.device_idle_s),
         ))
+
+    def _make_sparkplug(self) -> Any:
+        from edge_runtime.integrations.sparkplug.source import SparkplugSource, SparkplugUnavailable
+
+        cfg = self.cfg
+        try:
+            return SparkplugSource(cfg.sparkplug_groups, lambda: self.model.metadata.channels, self.stats,
+                                   self.ingest.handle_samples, self._device_offline, self.publisher.send,
+                                   cfg.max_devices, cfg.max_device_id_len, cfg.max_payload_bytes, cfg.log_interval_s)
+        except SparkplugUnavailable as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _device_offline(self, device: str) -> None:
+        """A Sparkplug B DDEATH/NDEATH: forget the device now (a raised one is cleared, reason ``offline``)."""
+        with self.ingest.lock:
+            self.ingest.store.devices.pop(device, None)
+        self._forget(device, "offline")
 
     def _with_birth(self, birth: str, handle: Callable[[str, bytes | bytearray], None]
                     ) -> Callable[[str, bytes | bytearray], None]:
@@ -173,6 +193,9 @@ class Daemon:
         self.batching.stop(deadline - time.monotonic())
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
+        while len(self.publisher) and time.monotonic() < deadline - 0.5:  # held alerts/states, paced discovery
+            if not self.publisher.pace():
+                time.sleep(0.02)
         self.housekeeping.publish_stats()
         self.link.close(offline_doc(self.instance, "stopped", time.time()),
                         timeout=max(0.5, deadline - time.monotonic()))

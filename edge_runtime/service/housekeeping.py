@@ -66,6 +66,7 @@ class Housekeeping:
                     self.on_fatal("the MQTT network thread has ended: no more input or reconnects")
                 return
             self.batching.sweep(now)
+            self.publisher.pace()  # retry held alerts/states, send paced discovery
             self.publisher.send(self.scorer.discovery_event("sweep", now))  # Home Assistant: stale -> unavailable
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
@@ -101,7 +102,7 @@ class Housekeeping:
             "-" if doc["inference_ms_p50"] is None else doc["inference_ms_p50"],
             "-" if doc["inference_ms_p99"] is None else doc["inference_ms_p99"], doc["provider"],
         )
-        self.publisher.send([Outbound(self.stats_topic, to_json(doc), qos=0)])
+        self.publisher.send([Outbound(self.stats_topic, to_json(doc), qos=0, bulk=True)])
 
     def check_file(self) -> None:
         try:

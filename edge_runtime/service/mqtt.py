@@ -259,6 +259,7 @@ class MqttLink:
         self._n_connects = 0
         self._rl = RateLimitedLog(log, cfg.log_interval_s)
         self._on_message = on_message
+        self._bulk_limit = max(1, cfg.max_outgoing // 2)  # bulk traffic leaves half the queue to alerts and states
         self._on_connected = on_connected
         self.client = client = make_client(self.addr, client_options(cfg, cfg.mqtt_client_id, cfg.persistent_session))
         self.inline = after_read is not None and isinstance(client, BufferedClient)
@@ -322,13 +323,19 @@ class MqttLink:
         self.client.connect_async(self.addr.host, self.addr.port, self.cfg.keepalive_s, **kwargs)
         self.client.loop_start()
 
-    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> bool:
-        """Queue one message; False (and counted) when paho's bounded outgoing queue is full."""
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False,
+                bulk: bool = False) -> bool:
+        """Queue one message; False when paho's bounded outgoing queue is full, or for ``bulk`` (lower
+        priority: discovery, scores, stats) already half full. The caller (the publisher) retries or counts."""
+        if bulk and qos and unacknowledged(self.client) >= self._bulk_limit:
+            return False
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            if bulk:
+                return False
             self.stats.drop("outgoing_full")
-            self._rl.log(logging.WARNING, "outgoing_full", "outgoing queue full (%d), dropped a message for %s",
-                         self.cfg.max_outgoing, topic)
+            self._rl.log(logging.WARNING, "outgoing_full", "outgoing queue full (%d): a message for %s waits "
+                         "for a retry", self.cfg.max_outgoing, topic)
             return False
         if qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
             self.stats.drop("not_connected_qos0")

@@ -1,26 +1,108 @@
-"""The one caller of the link's publish: outbound messages go out here, in order."""
+"""The one caller of the link's publish: outbound messages go out here, in order of priority.
+
+Two classes of traffic share the link's bounded outgoing queue (``max_outgoing``):
+
+- critical (alerts, retained states, status): sent at once. One that finds the queue full is kept and
+  retried by :meth:`Publisher.pace` (the housekeeping tick), in order, with a newer retained message
+  replacing an older one for the same topic; while any wait, later critical messages queue behind them.
+  Only past ``max_retry`` waiting messages is the oldest dropped (``critical_lost``).
+- bulk (:attr:`Outbound.bulk`: Home Assistant discovery, scores, stats): may fill only half the queue
+  (the link refuses the rest), so it never takes an alert's place. Retained bulk messages (discovery) are
+  paced: held here and sent by :meth:`pace` as the queue has room (at most ``bulk_per_pace`` a tick);
+  beyond ``max_paced`` held the oldest is dropped (``discovery_dropped``).
+"""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Protocol
 
 from edge_runtime.pipeline.documents import Outbound
+from edge_runtime.pipeline.stats import Stats
 
 
 class Link(Protocol):
-    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> bool: ...
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False,
+                bulk: bool = False) -> bool: ...
 
 
 class Publisher:
     """Sends :class:`Outbound` messages through ``link`` (an :class:`~edge_runtime.service.mqtt.MqttLink`; paho's
     bounded queue and the drop counters are there). The daemon attaches the link once it is built."""
 
-    def __init__(self, link: Link | None = None) -> None:
+    def __init__(self, link: Link | None = None, stats: Stats | None = None, max_retry: int = 10_000,
+                 max_paced: int = 100_000, bulk_per_pace: int = 200) -> None:
         self.link = link
+        self.stats = stats or Stats()
+        self.max_retry, self.max_paced, self.bulk_per_pace = max_retry, max_paced, bulk_per_pace
+        self._lock = threading.Lock()
+        self._retry: OrderedDict[object, Outbound] = OrderedDict()  # topic (retained) or a unique key -> message
+        self._paced: deque[Outbound] = deque()
+        self._n = 0
+
+    def __len__(self) -> int:
+        """Messages held here (waiting for a retry or paced)."""
+        return len(self._retry) + len(self._paced)
 
     def send(self, messages: Iterable[Outbound]) -> int:
-        """Queue every message; the number paho accepted."""
+        """Send (or hold) every message; the number the link accepted now."""
         link = self.link
         assert link is not None, "Publisher.send before the daemon attached its link"
-        return sum(link.publish(m.topic, m.payload, m.qos, m.retain) for m in messages)
+        sent = 0
+        for m in messages:
+            if m.bulk:
+                if m.retain:
+                    self._hold_paced(m)
+                else:
+                    sent += link.publish(m.topic, m.payload, m.qos, m.retain, bulk=True)
+            elif self._retry:
+                with self._lock:
+                    self._hold_retry(m)
+            elif link.publish(m.topic, m.payload, m.qos, m.retain):
+                sent += 1
+            else:
+                with self._lock:
+                    self._hold_retry(m)
+        return sent
+
+    def pace(self) -> int:
+        """Retry held critical messages in order, then send paced bulk ones while the link has room
+        (housekeeping thread, every tick); the number sent."""
+        link = self.link
+        if link is None:
+            return 0
+        sent = 0
+        with self._lock:
+            while self._retry:
+                key, m = next(iter(self._retry.items()))
+                if not link.publish(m.topic, m.payload, m.qos, m.retain):
+                    return sent
+                del self._retry[key]
+                self.stats.incr("publish_retried")
+                sent += 1
+            for _ in range(self.bulk_per_pace):
+                if not self._paced:
+                    break
+                m = self._paced[0]
+                if not link.publish(m.topic, m.payload, m.qos, m.retain, bulk=True):
+                    break
+                self._paced.popleft()
+                sent += 1
+        return sent
+
+    def _hold_retry(self, m: Outbound) -> None:  # under self._lock
+        self._n += 1
+        key: object = m.topic if m.retain else self._n
+        self._retry[key] = m  # a newer retained message for the topic replaces the older one in its place
+        if len(self._retry) > self.max_retry:
+            self._retry.popitem(last=False)
+            self.stats.drop("critical_lost")
+
+    def _hold_paced(self, m: Outbound) -> None:
+        with self._lock:
+            self._paced.append(m)
+            if len(self._paced) > self.max_paced:
+                self._paced.popleft()
+                self.stats.drop("discovery_dropped")

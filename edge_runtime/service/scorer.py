@@ -141,7 +141,8 @@ class Scorer:
                                     qos=1, retain=True))
             if publish_scores:
                 doc = score_doc(it.device, model.model_id, thr, it.t_start, it.t_end, s)
-                out.append(Outbound(format_topic(cfg.score_topic, device=it.device), to_json(doc), qos=0))
+                out.append(Outbound(format_topic(cfg.score_topic, device=it.device), to_json(doc), qos=0,
+                                    bulk=True))
         return out
 
     def _discovery(self, what: str, device: str) -> list[Outbound]:
@@ -159,7 +160,7 @@ class Scorer:
             return []
         with self._discovery_lock:
             msgs = getattr(self.discovery, what)(*args)
-        return [Outbound(topic, payload, qos=1, retain=True) for topic, payload in msgs]
+        return [Outbound(topic, payload, qos=1, retain=True, bulk=True) for topic, payload in msgs]
 
     def adopt(self, topic: str, payload: bytes | bytearray) -> None:
         """A retained state of this instance from an earlier run (paho thread): see :meth:`AlertTracker.adopt`;

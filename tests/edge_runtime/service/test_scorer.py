@@ -38,7 +38,8 @@ class FakeLink:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict, int, bool]] = []
 
-    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> bool:
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False,
+                bulk: bool = False) -> bool:
         self.sent.append((topic, json.loads(payload), qos, retain))
         return True
 

@@ -1,0 +1,79 @@
+"""Issue 20 item 4: alerts and states are never dropped for lower-priority traffic. A burst of new devices
+with Home Assistant discovery on produced more retained configs than ``max_outgoing``: configs, and an
+alert in the same burst, were dropped as ``outgoing_full``. Now discovery is paced (held back, sent as
+the broker acknowledges), bulk traffic (discovery, scores, stats) may fill only half the outgoing queue, and
+an alert or state that still finds the queue full is kept and retried.
+
+Real Mosquitto, an in-process daemon, a really exported ONNX file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.pipeline.documents import Outbound
+from edge_runtime.pipeline.stats import Stats
+from edge_runtime.service.publisher import Publisher as OutboundPublisher
+from tests.edge_runtime.mqtt_helpers import Collector, Publisher, idle, running_daemon, wait_until
+from tests.edge_runtime.onnx_models import make_metadata, series, write_model
+
+W, HOP, T0 = 16, 4, 1_700_000_000.0
+
+
+def test_a_discovery_burst_does_not_cost_an_alert(mosquitto, tmp_path: Path, figure) -> None:
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=0.5))
+    n_devices = 400
+    col = Collector(mosquitto.port, ["alerts/#", "homeassistant/#"])
+    with running_daemon(mosquitto.url, model, homeassistant_discovery=True, max_outgoing=100,
+                        log_interval_s=3600.0) as d:
+        pub = Publisher(mosquitto.port)
+        x = series(W * 2, seed=4)
+        ts = [T0 + i for i in range(W * 2)]
+        for i in range(n_devices):  # one batch message per device: 2W samples -> W/HOP + 1 windows each
+            pub.send(f"sensors/d{i}/data", json.dumps({"ts": ts, "values": x.tolist()}))
+        bad = x.copy()
+        bad[:, 1] += 4.0 * np.random.default_rng(1).standard_normal(W * 2).astype(np.float32)
+        pub.send("sensors/anomalous/data", json.dumps({"ts": ts, "values": bad.tolist()}))
+        pub.close()
+        wait_until(lambda: d.stats.counts["samples"] >= (n_devices + 1) * W * 2, 30, "samples in")
+        idle(d)
+        wait_until(lambda: any(a["device"] == "anomalous" for a in col.alerts()), 20, "the alert delivered")
+        wait_until(lambda: any(t == "alerts/anomalous/state" for t, _ in col.docs("alerts/")), 10, "its state")
+        configs = lambda: {t for t, _, _ in list(col.messages) if t.startswith("homeassistant/")}  # noqa: E731
+        wait_until(lambda: len(configs()) >= n_devices + 1, 60, "every device's discovery config")
+        drops = dict(d.stats.drops)
+    figure("discovery_burst", devices=n_devices + 1, max_outgoing=100, discovery_configs=len(configs()),
+           outgoing_full=drops.get("outgoing_full", 0))
+    assert "outgoing_full" not in drops, drops
+    col.close()
+
+
+class FullLink:
+    """A link whose queue refuses every critical message until ``open``."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.sent: list[str] = []
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False,
+                bulk: bool = False) -> bool:
+        if not self.open:
+            return False
+        self.sent.append(topic)
+        return True
+
+
+def test_an_alert_that_finds_the_queue_full_is_retried_in_order() -> None:
+    link, stats = FullLink(), Stats()
+    p = OutboundPublisher(link, stats)
+    p.send([Outbound("alerts/a", "{}"), Outbound("alerts/a/state", '{"s":1}', retain=True)])
+    p.send([Outbound("alerts/a/state", '{"s":2}', retain=True), Outbound("alerts/b", "{}")])
+    assert link.sent == [] and stats.counts["publish_retried"] == 0
+    p.pace()
+    assert link.sent == []
+    link.open = True
+    p.pace()
+    assert link.sent == ["alerts/a", "alerts/a/state", "alerts/b"]  # the newer state replaced the older
+    assert stats.counts["publish_retried"] == 3 and not stats.drops
