@@ -18,7 +18,7 @@ from edge_runtime.config import Config
 from edge_runtime.pipeline.documents import Outbound, to_json
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.service.ingest import Ingest
-from edge_runtime.service.model import FileSignature, ModelError, load_model
+from edge_runtime.service.model import FileSignature, ModelError, file_sha256, load_model
 from edge_runtime.service.publisher import Publisher
 from edge_runtime.service.scorer import Scorer
 
@@ -111,6 +111,13 @@ class Housekeeping:
             return
         if sig != self._watch_sig:
             self._watch_sig = sig
+            try:
+                digest = file_sha256(self.scorer.model.path, self.cfg.max_model_bytes)
+            except OSError:
+                return
+            if digest == self.scorer.model.sha256:
+                log.debug("model file %s touched or replaced by the same content: not reloaded", self.scorer.model.path)
+                return
             self.reload("file changed")
 
     def reload(self, why: str) -> bool:

@@ -45,15 +45,33 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class FileSignature:
-    """What tells a changed model file: modification time and size."""
+    """What tells a possibly changed model file (through a symlink: its target): device, inode, modification
+    and change times, size. A change is confirmed by the content hash (:func:`file_sha256`)."""
 
     mtime_ns: int
     size: int
+    dev: int = 0
+    ino: int = 0
+    ctime_ns: int = 0
 
     @classmethod
     def of(cls, path: Path) -> FileSignature:
         st = os.stat(path)
-        return cls(st.st_mtime_ns, st.st_size)
+        return cls(st.st_mtime_ns, st.st_size, st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
+def file_sha256(path: Path, max_bytes: int) -> str:
+    """SHA-256 of the file's first ``max_bytes + 1`` bytes (a file that big is refused by the loader anyway)."""
+    h = hashlib.sha256()
+    left = max_bytes + 1
+    with open(path, "rb") as fh:
+        while left > 0:
+            chunk = fh.read(min(1 << 20, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
 
 
 class EdgeModel:
