@@ -109,7 +109,7 @@ class FleetView:
     """Gateways, devices, open alerts and the alert log, versioned; thread-safe (one lock)."""
 
     def __init__(self, topics: Topics | None = None, history_s: float = 300.0, bucket_s: float = 0.5,
-                 max_devices: int = 10_000, on_skip: Callable[[str, str], None] | None = None) -> None:
+                 max_devices: int = 2_000, on_skip: Callable[[str, str], None] | None = None) -> None:
         self.topics = topics or Topics()
         self._matchers = self.topics.matchers()
         self.history_s = history_s

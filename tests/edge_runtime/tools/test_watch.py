@@ -4,6 +4,7 @@ Against a real Mosquitto; the published documents are the oracle."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -124,3 +125,28 @@ def test_the_command_piped_prints_json_lines_and_exits_cleanly_on_timeout(mosqui
     res = _alerts_cli(mosquitto.url, "--timeout", "1.5", "--format", "table")
     assert res.returncode == 0 and res.stderr == "" and res.stdout.splitlines() == [HEADER]
     assert "\x1b[" not in res.stdout  # piped: no colour unless --color
+    res = _alerts_cli(mosquitto.url, "--timeout", "1.5", "--format", "table", "--states", "--color")
+    (row,) = res.stdout.splitlines()[1:]
+    assert row.startswith("state") and "\x1b[31;1mraised" in row  # raised in red when asked (a terminal's default)
+
+
+def test_on_a_terminal_the_table_is_coloured_by_default(mosquitto) -> None:
+    import os
+    import pty
+
+    pub = Publisher(mosquitto.port)
+    pub.client.publish("alerts/pump-1/state", json.dumps({**STATE, "state": "cleared"}), qos=1,
+                       retain=True).wait_for_publish(5)
+    pub.close()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "alerts", "--broker", mosquitto.url,
+                             "--states", "--count", "1", "--timeout", "10"], stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    assert proc.wait(20) == 0
+    out = b""
+    with contextlib.suppress(OSError):  # EIO once the child's side is closed and read empty
+        while chunk := os.read(master, 4096):
+            out += chunk
+    os.close(master)
+    text = out.decode()
+    assert text.splitlines()[0].strip() == HEADER.strip() and "\x1b[32mcleared" in text, text
