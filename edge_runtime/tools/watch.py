@@ -162,6 +162,8 @@ def decode_doc(payload: bytes | bytearray) -> tuple[dict[str, Any] | None, str]:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         return None, f"not JSON ({str(exc)[:60]})"
+    except RecursionError:  # e.g. 100,000 nested '[': it must not end paho's network thread
+        return None, "not JSON (nested too deep)"
     if not isinstance(doc, dict):
         return None, f"a JSON {type(doc).__name__}, not an object"
     return doc, ""
