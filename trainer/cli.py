@@ -502,7 +502,8 @@ def evaluate(
     from trainer.export import read_metadata
 
     meta = read_metadata(model_path)
-    reading = read_options(meta.preprocessing, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone)
+    reading = read_options(meta.preprocessing, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
+                           keep_time=not no_plot)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)
     policy = AlertPolicy(raise_after=raise_after, clear_after=clear_after, clear_ratio=clear_ratio)
     rep = ev.evaluate(model_path, series, hop, policy, tolerance)

@@ -57,7 +57,8 @@ class Series:
 
     ``values``: (T, C) float32 raw units; ``labels``: (T,) int8 or None;
     ``sample_period_s``: median timestamp step when a timestamp column was found;
-    ``columns``: every column (CSV header) or array name (npz) the file had.
+    ``columns``: every column (CSV header) or array name (npz) the file had; ``ts``: (T,) float64 epoch s
+    of every row, read only when asked for (:attr:`ReadOptions.keep_time`).
     """
 
     name: str
@@ -66,6 +67,7 @@ class Series:
     labels: np.ndarray | None = None
     sample_period_s: float | None = None
     columns: list[str] = field(default_factory=list)
+    ts: np.ndarray | None = None
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -136,7 +138,8 @@ def _fill(col: np.ndarray, method: str) -> np.ndarray:
 @dataclass(frozen=True)
 class ReadOptions:
     """How to read a file: ``decimal`` mark, ``encoding`` (None: UTF-8 or the BOM's), ``timezone`` of naive
-    timestamps (None: UTC), ``fill`` for missing values; ``progress``: rows/s and bytes on stderr.
+    timestamps (None: UTC), ``fill`` for missing values; ``progress``: rows/s and bytes on stderr;
+    ``keep_time``: keep every row's timestamp (``Series.ts``; the plot's time axis).
 
     :meth:`preprocessing` is what ``fit`` stores in the model, and ``evaluate`` and ``replay`` reuse.
     """
@@ -146,6 +149,7 @@ class ReadOptions:
     encoding: str | None = None
     timezone: str | None = None
     progress: bool = False
+    keep_time: bool = False
 
     def check(self) -> ReadOptions:
         """Self, or DataError naming the bad option."""
@@ -367,7 +371,7 @@ def _read_rows(
                 raise DataError(
                     f"{path}: {where} {lineno}, column {header[lab_col]!r}: label must be 0/1, got {cell!r}"
                 ) from None
-        if ts_col is not None and len(ts_cells) < 1000:
+        if ts_col is not None and (opts.keep_time or len(ts_cells) < 1000):
             ts_cells.append(r[ts_col])
 
     n = 1
@@ -398,12 +402,18 @@ def _read_rows(
                 raise DataError(f"{path}: column {name!r}: {exc}") from None
     labels = np.frombuffer(labs, dtype=np.int8).copy() if lab_col is not None else None
 
-    period = None
+    period, ts = None, None
     if ts_col is not None:
         # one unit for the whole column, from its magnitude (an epoch-ms column is not read as seconds);
         # naive date-times in --timezone, across DST as replay reads them
-        cells = [c for c in ts_cells if _parse_time(c) is not None]
-        good = local_column_seconds(cells, zone(opts.timezone))
+        tz = zone(opts.timezone)
+        cells = [c for c in ts_cells[:1000] if _parse_time(c) is not None]
+        good = local_column_seconds(cells, tz)
+        if opts.keep_time:
+            try:
+                ts = local_column_seconds(ts_cells, tz)
+            except TimestampError as exc:
+                log.warning("%s: column %r: %s; the plot uses the sample index", path, header[ts_col], exc)
         if good.size >= 2:
             step = float(np.median(np.diff(good)))
             period = step if step > 0 else None
@@ -414,6 +424,7 @@ def _read_rows(
         labels=labels,
         sample_period_s=period,
         columns=header,
+        ts=ts,
     )
 
 

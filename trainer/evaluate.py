@@ -266,43 +266,11 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def plot(model_path: Path, series: Sequence[Series], png: Path, rep: dict[str, Any], max_files: int = 4) -> None:
-    """PNG: per file, the signals (labelled spans shaded) and the causal point score, threshold, raised spans."""
-    import matplotlib
+    """PNG: per file, the top channels over time and the score against the threshold, raises and clears
+    marked (:mod:`trainer.plots`)."""
+    from trainer.plots import plot_evaluation
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from trainer.metrics import segments
-
-    model = open_model(model_path)
-    meta = model.metadata
-    chosen = list(series)[:max_files]
-    fig, axes = plt.subplots(2 * len(chosen), 1, figsize=(12, 4.5 * len(chosen)), squeeze=False)
-    policy = AlertPolicy(**rep["policy"])
-    for k, s in enumerate(chosen):
-        ax_sig, ax_sc = axes[2 * k, 0], axes[2 * k + 1, 0]
-        sc = window_scores(model, s.values)
-        dec = daemon_decisions(sc, meta.threshold.value, len(s.values), meta.window, rep["decision_hop"], policy)
-        z = (s.values - np.array(meta.normalisation.mean)) / np.array(meta.normalisation.std)
-        for c, name in enumerate(s.channels):
-            ax_sig.plot(z[:, c], lw=0.6, label=name)
-        ax_sc.plot(causal_point_scores(sc, len(s.values), meta.window), lw=0.7, color="k", label="score")
-        ax_sc.axhline(meta.threshold.value, color="r", ls="--", lw=1, label="threshold")
-        spans = [] if s.labels is None else segments(s.labels != 0)
-        for lo, hi in spans:
-            for ax in (ax_sig, ax_sc):
-                ax.axvspan(lo, hi, color="orange", alpha=0.25, lw=0)
-        for lo, hi in segments(dec.flags):
-            ax_sc.axvspan(lo, hi, ymin=0, ymax=0.05, color="tab:red", lw=0)
-        ax_sig.set_title(f"{Path(s.name).name}: signals (normalised), labelled anomalies shaded", fontsize=9)
-        ax_sig.legend(loc="upper right", fontsize=7, ncol=min(4, len(s.channels)))
-        ax_sc.set_yscale("log")
-        ax_sc.set_title("score of the window ending at each point; red bar: device raised (daemon's rule)", fontsize=9)
-        ax_sc.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    plot_evaluation(model_path, series, png, rep, max_files)
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:
