@@ -47,6 +47,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # (grep drops pip's noise about this machine's optional local index folders)
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]" -e ./lab \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  # The Sparkplug B tests publish with pysparkplug's payload classes; it declares paho-mqtt<2 for its own
+  # client (unused here), which edgewatch's paho pin excludes: installed without its dependencies.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "pysparkplug==0.6.1" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
 else
   echo "[setup] .venv is up to date"

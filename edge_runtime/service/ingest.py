@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_runtime.config import Config
 from edge_runtime.pipeline.batcher import WindowItem
-from edge_runtime.pipeline.decode import DecodeError, Decoder
+from edge_runtime.pipeline.decode import DecodeError, Decoder, Samples
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import TopicRouter, sanitize_id
 from edge_runtime.pipeline.windows import PushResult, WindowStore, device_bytes, devices_within
@@ -124,6 +124,17 @@ class Ingest:
                 st.counts["samples"] += 1
                 return
             if res.windows.shape[0]:  # under the lock: a reload's clear of the buffer cannot interleave
+                self._put(device, res.windows, res.t_start, res.t_end)
+        self._count(device, res)
+
+    def handle_samples(self, device: str, samples: Samples) -> None:
+        """Samples a source decoded itself (Sparkplug B; it counted the message): windowed like a message's."""
+        if not self.accepting:
+            self.stats.drop("shutdown", len(samples))
+            return
+        with self.lock:
+            res = self.store.push_samples(device, samples, time.monotonic())
+            if res.windows.shape[0]:
                 self._put(device, res.windows, res.t_start, res.t_end)
         self._count(device, res)
 
