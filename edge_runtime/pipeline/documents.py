@@ -59,11 +59,28 @@ def state_doc(device: str, raised: bool, raised_alert_id: str, seq: int, since: 
 
 
 def online_doc(instance: str, version: str, model_id: str, provider: str, provider_reason: str,
-               channels: Sequence[str], window: int, threshold: float, now: float) -> dict[str, Any]:
-    """The retained ``online`` status: what this instance runs."""
-    return {"state": "online", "instance": instance, "version": version, "model_id": model_id,
-            "provider": provider, "provider_reason": provider_reason, "channels": list(channels),
-            "window": window, "threshold": threshold, "time": now}
+               channels: Sequence[str], window: int, threshold: float, now: float, owner: str = "") -> dict[str, Any]:
+    """The retained ``online`` status: what this instance runs; ``owner`` (host:pid:run) tells two daemons
+    that share an instance name apart."""
+    doc: dict[str, Any] = {"state": "online", "instance": instance, "version": version, "model_id": model_id,
+                           "provider": provider, "provider_reason": provider_reason, "channels": list(channels),
+                           "window": window, "threshold": threshold, "time": now}
+    if owner:
+        doc["owner"] = owner
+    return doc
+
+
+def foreign_online(doc: Any, owner: str, since: float) -> str:
+    """The owner of ``doc`` when it is an ``online`` status published at or after ``since`` (epoch s) by an
+    owner other than ``owner`` (another daemon under the same instance name); else ''."""
+    if not isinstance(doc, dict) or doc.get("state") != "online":
+        return ""
+    other, t = doc.get("owner"), doc.get("time")
+    if not isinstance(other, str) or not other or other == owner:
+        return ""
+    if type(t) not in (int, float) or not t >= since:
+        return ""
+    return other[:200]
 
 
 def offline_doc(instance: str, reason: str, now: float | None = None) -> dict[str, Any]:

@@ -37,6 +37,7 @@ COUNTERS = (
     "devices_evicted",  # removed to keep max_devices
     "devices_expired",  # removed after device_idle_s without data
     "gaps",  # window restarts after a time gap
+    "instance_conflicts",  # online statuses of this instance name from another daemon (a clone)
     "clock_resets",  # devices whose clock jumped back for good (clock_reset_after samples): window restarted
 )
 

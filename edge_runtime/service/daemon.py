@@ -10,18 +10,22 @@ offline status, then disconnects.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.config import Config, ConfigError
 from edge_runtime.pipeline.alerts import AlertTracker
-from edge_runtime.pipeline.documents import Outbound, offline_doc, online_doc, to_json
+from edge_runtime.pipeline.documents import Outbound, foreign_online, offline_doc, online_doc, to_json
 from edge_runtime.pipeline.hysteresis import AlertPolicy
-from edge_runtime.pipeline.stats import Stats
+from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import format_topic
 from edge_runtime.service.housekeeping import Housekeeping
 from edge_runtime.service.ingest import Ingest, scoring_hop
@@ -40,6 +44,8 @@ class Daemon:
     def __init__(self, cfg: Config, model: EdgeModel | None = None) -> None:
         self.cfg = cfg
         self.instance = cfg.instance_name
+        self.owner = f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # in the online status
+        self.started = time.time()
         self.stats = Stats()
         model = model or load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
         self.ingest = Ingest(cfg, model, self.stats)
@@ -73,12 +79,13 @@ class Daemon:
         self.link = MqttLink(cfg, filters, on_message, self.status_topic,
                              self._online_doc, self.stats, on_connected=self._on_connected,
                              state_filter=format_topic(cfg.state_topic, device="+"), on_state=self.scorer.adopt,
-                             after_read=self.batching.drain if inline else None)
+                             after_read=self.batching.drain if inline else None, on_status=self._on_status)
         self.publisher.link = self.link
         self.housekeeping = Housekeeping(cfg, self.scorer, self.batching, self.publisher, self.stats_doc,
                                          self._status_message, self._stop,
                                          stats_topic=format_topic(cfg.stats_topic, instance=self.instance),
                                          link_alive=self.link.network_alive, on_fatal=self._fatal)
+        self._rl = RateLimitedLog(log, 10.0)
         self.failure = ""  # why the daemon cannot go on (the CLI exits non-zero, so systemd restarts it)
         self._threads: list[threading.Thread] = []
         self._log_start()
@@ -139,6 +146,21 @@ class Daemon:
 
     def _on_connected(self) -> None:
         self.publisher.send(self.scorer.on_connect_messages())
+
+    def _on_status(self, payload: bytes) -> None:
+        """Our status topic read back (network thread): another daemon's ``online`` means a name clash.
+        Warned about loudly (ERROR, ``instance_conflicts``), not refused: a fleet cloned from one image would
+        otherwise go dark at once; give each gateway its own ``runtime.instance``."""
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError):
+            return
+        other = foreign_online(doc, self.owner, self.started)
+        if other:
+            self.stats.incr("instance_conflicts")
+            self._rl.log(logging.ERROR, "instance_conflict", "another edgewatch (%s) runs with the same instance name "
+                         "%r on this broker: the two take each other's MQTT session and split the data; give each "
+                         "gateway its own runtime.instance (this one is %s)", other, self.instance, self.owner)
 
     def _fatal(self, why: str) -> None:
         log.critical("%s: stopping (exit code 70, a service manager restarts it)", why)
@@ -208,7 +230,7 @@ class Daemon:
     def _online_doc(self) -> dict[str, Any]:
         m = self.model
         return online_doc(self.instance, __version__, m.model_id, m.provider, m.provider_reason,
-                          m.metadata.channels, m.window, self.scorer.threshold, time.time())
+                          m.metadata.channels, m.window, self.scorer.threshold, time.time(), self.owner)
 
     def _status_message(self) -> Outbound:
         return Outbound(self.status_topic, to_json(self._online_doc()), qos=1, retain=True)

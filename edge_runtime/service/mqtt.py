@@ -240,8 +240,10 @@ class MqttLink:
         state_filter: str | None = None,
         on_state: Callable[[str, bytes | bytearray], None] | None = None,
         after_read: Callable[[], None] | None = None,
+        on_status: Callable[[bytes], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._on_status = on_status  # our own status topic, read back (another daemon under our name?)
         self.filters = filters
         # Retained alert states of earlier runs: subscribed on connect, unsubscribed at SUBACK,
         # so only the retained copies (sent between the two) reach ``on_state``.
@@ -368,7 +370,7 @@ class MqttLink:
         if self._n_connects > 1:
             self.stats.incr("reconnects")
         log.info("connected to %s:%d (session present: %s)", self.addr.host, self.addr.port, flags.session_present)
-        client.subscribe([(f, 1) for f in self.filters])
+        client.subscribe([(f, 1) for f in self.filters] + ([(self.status_topic, 1)] if self._on_status else []))
         if self.state_filter:
             self._adopting = True
             self._adopt_mid = client.subscribe(self.state_filter, 1)[1]
@@ -433,6 +435,10 @@ class MqttLink:
             except UnicodeDecodeError:
                 self.stats.incr("messages")
                 self.stats.drop("bad_topic")
+                return
+            if topic == self.status_topic:
+                if self._on_status is not None:
+                    self._on_status(msg.payload)
                 return
             if self._adopting and self._is_state_topic(topic):
                 if msg.retain and self._on_state is not None:
