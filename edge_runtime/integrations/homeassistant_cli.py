@@ -70,14 +70,14 @@ def homeassistant_command() -> None:
 
 
 def _session(config_file: str | None, broker: str | None):
-    from edge_runtime.cli import EXIT_CONFIG, config_from_flags, fail
+    from edge_runtime.cli import config_from_flags, fail
 
     cfg = config_from_flags(config_file, {"broker": broker})
     opts = client_options(cfg, f"edgewatch-ha-{uuid.uuid4().hex[:8]}", persistent=False)
     try:
         client = connect(parse_broker_url(cfg.broker), opts)
     except MqttConnectError as exc:
-        fail(str(exc), EXIT_CONFIG)
+        fail(str(exc))  # as `edgewatch alerts` does
     return cfg, client
 
 
