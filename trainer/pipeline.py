@@ -34,6 +34,7 @@ from trainer.data import (
 )
 from trainer.export import ExportReport, ScoreStats, ScoringGraph, export_model
 from trainer.model import AEConfig, ConvAutoencoder
+from trainer.progress import stage
 from trainer.screening import DRIFT_LIMIT, ChannelScreen, note_high_error, screen_channels, weights
 from trainer.sizes import Sizes, choose_sizes, count_windows, missing_data
 from trainer.threshold import calibrate, check_calibration, expected_exceedance
@@ -203,6 +204,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     train_s, val_s = split_series(series, opts.val_fraction, opts.split)
     sizes = _fit_sizes(series, opts, train_s, val_s)
     w = sizes.window
+    stage(f"preparing: windows of {w} (training hop {sizes.train_hop}), channel screening, normalisation", progress)
     train_raw = normal_windows(train_s, w, sizes.train_hop)
     if len(train_raw) < 2:
         raise DataError(f"only {len(train_raw)} training windows of {w}: need more data or a smaller window")
@@ -231,6 +233,8 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         raise DataError(f"no validation windows of {w}: the last {opts.val_fraction:.0%} of each file is too short")
     result = fit(cfg, train_n, normalise(val_sample, mean, std), opts.train, progress=progress)
     ae = result.model
+    n_held = min(MAX_CALIBRATION_WINDOWS, count_windows([len(s.values) for s in val_s], w))
+    stage(f"scoring {n_held:,} held-out hop-1 windows: per-channel references and the threshold", progress)
     # Per-channel references on held-out normal windows at hop 1: each channel scored against its own normal.
     level_train = train_n.mean(axis=1)  # (N, C)
     level_scale = np.maximum(level_train.std(axis=0), 0.05)
@@ -298,6 +302,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     holdout = val_sample[:512]
     if opts.checkpoint is not None:
         save_checkpoint(opts.checkpoint, ae, meta, holdout)
+    stage(f"exporting {out} and checking it against torch with onnxruntime", progress)
     with quiet_quantisation_hints():
         report = export_model(ae, meta, out, holdout, quantize=opts.quantize, fp16=opts.fp16)
     return FitResult(meta=report.meta, training=result, export=report, screen=screen, sizes=sizes,

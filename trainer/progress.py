@@ -38,7 +38,8 @@ class ReadProgress:
     def __init__(self, name: str, unit: str, stream: TextIO | None = None, every_s: float = 1.0) -> None:
         self.name, self.unit, self.every_s = name, unit, every_s
         self.stream = stream or sys.stderr
-        self.t0 = self.last = time.perf_counter()
+        self.t0 = time.perf_counter()
+        self.last = self.t0 - every_s  # the first update shows at once
 
     def update(self, rows: int, done: int, total: int) -> None:
         now = time.perf_counter()
@@ -52,6 +53,12 @@ class ReadProgress:
         self.stream.write("\r" + read_line(self.name, rows, seconds, total, total, self.unit)
                           + f" in {duration(seconds)}\n")
         self.stream.flush()
+
+
+def stage(text: str, on: bool, stream: TextIO | None = None) -> None:
+    """One line saying what a long step without its own progress is doing (when ``on``)."""
+    if on:
+        (stream or sys.stderr).write(text + "\n")
 
 
 def epoch_line(epoch: int, epochs: int, done: int, total: int, loss: float, epoch_s: float, mean_epoch_s: float,
