@@ -221,9 +221,30 @@ class InlineScoring:
         self.scorer = scorer
         self.publisher = publisher
         self.buffer = WindowBuffer(cfg.queue_windows, cfg.queue_policy)
-        self.put = self.buffer.put
         self._lock = self.scorer.ingest.lock  # the buffer's guard against the daemon's other threads
         self._scoring = threading.Lock()  # one scorer at a time: a device's windows are scored in order
+
+    def put(self, item: WindowItem) -> int:
+        """Buffer ``item`` (network thread, under the ingest lock); the windows the bound dropped.
+
+        Back-pressure: when ``item`` would overflow the buffer, what it holds is scored first, right here (the
+        network thread reads nothing meanwhile, so the broker holds the next messages) instead of dropping
+        whole windows. Only while the housekeeping sweep is scoring (rare) does the queue policy drop."""
+        buf = self.buffer
+        if buf.n + item.n > buf.max_windows and self._scoring.acquire(blocking=False):
+            try:
+                self._score_buffered()
+                while item.n > buf.max_windows:  # one message with more windows than the buffer holds
+                    head, item = item.split(buf.max_windows)
+                    buf.put(head)
+                    self._score_buffered()
+            finally:
+                self._scoring.release()
+        return buf.put(item)
+
+    def _score_buffered(self) -> None:
+        while self.buffer.n:
+            self.publisher.send(self.scorer.score_guarded(self.buffer.take(self.cfg.max_batch)))
 
     def __len__(self) -> int:
         return len(self.buffer)

@@ -28,6 +28,8 @@ from edge_runtime.pipeline.timestamps import TimestampError, local_column_second
 from edge_runtime.tools import textfile
 from edge_runtime.tools.simulate import (
     FORMATS,
+    MAX_INFLIGHT,
+    InFlight,
     SimError,
     SimResult,
     broker_options,
@@ -183,11 +185,13 @@ def publish_recording(
     period_s: float = 1.0,
     restamp: bool = False,
     stop: threading.Event | None = None,
+    max_inflight: int = MAX_INFLIGHT,
 ) -> SimResult:
     """Publish ``rec`` to ``topic`` (connected paho ``client``), paced by its timestamps / ``speed``.
 
     A file without a time column is stamped ``period_s`` apart from now; ``restamp`` shifts the
-    file's timestamps so the first is now (spacing kept).
+    file's timestamps so the first is now (spacing kept). At most ``max_inflight`` QoS 1 messages are
+    unacknowledged at once; the result counts those the broker acknowledged.
     """
     if fmt not in FORMATS:
         raise ReplayError(f"unknown payload format {fmt!r}; use {', '.join(FORMATS)}")
@@ -200,8 +204,8 @@ def publish_recording(
     else:
         ts = rec.ts - rec.ts[0] + now if restamp else rec.ts
     due = pacing_delays(ts, batch, speed)
-    res = SimResult()
-    pending = []
+    res = SimResult(qos=qos)
+    inflight = InFlight(res, max_inflight, stop)
     began = time.monotonic()
     for k in range(due.shape[0]):
         if stop is not None and stop.is_set():
@@ -218,14 +222,9 @@ def publish_recording(
             info = client.publish(topic, payload, qos=qos)
             res.messages += 1
             if qos:
-                pending.append(info)
+                inflight.add(info)  # waits while max_inflight are unacknowledged
         res.samples += hi - lo
-        if len(pending) > 5000:
-            for info in pending:
-                info.wait_for_publish(timeout=10)
-            pending.clear()
-    for info in pending:
-        info.wait_for_publish(timeout=10)
+    inflight.finish()
     res.elapsed_s = time.monotonic() - began
     return res
 
@@ -297,4 +296,4 @@ def replay_command(
     except SimError as exc:
         fail("replay", str(exc))
         return
-    click.echo(f"published {res.messages} messages ({res.samples} samples) in {res.elapsed_s:.1f} s", err=True)
+    click.echo(res.summary(), err=True)

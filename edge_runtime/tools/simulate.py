@@ -422,13 +422,59 @@ def connect_publisher(broker_url: str, client_id: str, username: str = "", passw
         raise SimError(str(exc)) from None
 
 
+MAX_INFLIGHT = 100  # QoS 1 messages a simulator or replay keeps unacknowledged at most
+
+
 @dataclass
 class SimResult:
-    """What was published (by the simulator or a replay)."""
+    """What was published (by the simulator or a replay); ``acknowledged``: QoS 1/2 messages the broker
+    acknowledged (0 at QoS 0); ``max_unacknowledged``: the most that were outstanding at once."""
 
     messages: int = 0
     samples: int = 0
     elapsed_s: float = 0.0
+    qos: int = 1
+    acknowledged: int = 0
+    max_unacknowledged: int = 0
+
+    def summary(self) -> str:
+        """The final line: what was published and what the broker acknowledged."""
+        line = f"published {self.messages} messages ({self.samples} samples) in {self.elapsed_s:.1f} s"
+        if not self.qos:
+            return line + "; QoS 0: the broker acknowledges nothing, losses are not known here"
+        missing = self.messages - self.acknowledged
+        line += f"; {self.acknowledged} acknowledged by the broker"
+        return line + (f", {missing} NOT acknowledged" if missing else "")
+
+
+class InFlight:
+    """QoS 1/2 publishes not acknowledged yet, at most ``limit``: a publisher waits for the broker instead of
+    outrunning it, and counts what it acknowledged into ``result``."""
+
+    def __init__(self, result: SimResult, limit: int = MAX_INFLIGHT, stop: threading.Event | None = None) -> None:
+        self.result, self.limit, self.stop = result, max(1, limit), stop
+        self.pending: deque[Any] = deque()
+
+    def add(self, info: Any) -> None:
+        self.pending.append(info)
+        if len(self.pending) > self.result.max_unacknowledged:
+            self.result.max_unacknowledged = len(self.pending)
+        while len(self.pending) >= self.limit and not (self.stop is not None and self.stop.is_set()):
+            self._wait_oldest()
+
+    def finish(self) -> None:
+        """Wait for every outstanding acknowledgement (10 s each at most; not after ``stop``)."""
+        while self.pending and not (self.stop is not None and self.stop.is_set()):
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        info = self.pending.popleft()
+        try:
+            info.wait_for_publish(timeout=10)
+        except (RuntimeError, ValueError):  # refused by the client (queue full, not connected)
+            return
+        if info.is_published():
+            self.result.acknowledged += 1
 
 
 def publish_plan(
@@ -443,8 +489,10 @@ def publish_plan(
     speed: float = 1.0,
     stop: threading.Event | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    max_inflight: int = MAX_INFLIGHT,
 ) -> SimResult:
-    """Publish every device's stream through ``client`` (connected paho client).
+    """Publish every device's stream through ``client`` (connected paho client); at most ``max_inflight``
+    QoS 1 messages unacknowledged (the result counts the acknowledged ones).
 
     Each tick sends ``batch`` samples per device (one message for ``batch``/``csv``, one per sample
     otherwise); ticks are paced at ``batch / (rate * speed)`` s unless ``realtime`` is False.
@@ -459,8 +507,8 @@ def publish_plan(
     sources = [StreamSource(d, plan.n_channels) for d in plan.devices]
     topics = [topic_template.replace("{device}", d.name) for d in plan.devices]
     tick = batch / (plan.rate * speed)
-    pending: deque[Any] = deque()
-    result = SimResult()
+    result = SimResult(qos=qos)
+    inflight = InFlight(result, max_inflight, stop)
     began = time.monotonic()
     chunk = max(batch, 1024 // batch * batch)  # generate in chunks, publish in ticks
     cache: list[tuple[int, np.ndarray]] = [(-1, np.zeros((0, plan.n_channels)))] * len(sources)
@@ -481,10 +529,8 @@ def publish_plan(
                 info = client.publish(topics[i], payload, qos=qos)
                 result.messages += 1
                 if qos:
-                    pending.append(info)
+                    inflight.add(info)  # waits while max_inflight are unacknowledged
             result.samples += n
-        while len(pending) > 5000:  # bound memory; oldest acks arrive first
-            pending.popleft().wait_for_publish(timeout=10)
         k += n
         n_ticks += 1
         if on_progress is not None:
@@ -496,10 +542,7 @@ def publish_plan(
                     stop.wait(delay)
                 else:
                     time.sleep(delay)
-    for info in pending:
-        if stop is not None and stop.is_set():
-            break
-        info.wait_for_publish(timeout=10)
+    inflight.finish()
     result.elapsed_s = time.monotonic() - began
     return result
 
@@ -619,7 +662,6 @@ def simulate_command(
         fail("simulate", str(exc))
         return
     click.echo(
-        f"published {res.messages} messages ({res.samples} samples) in {res.elapsed_s:.1f} s"
-        + (f"; ground truth in {ground_truth}" if ground_truth else ""),
+        res.summary() + (f"; ground truth in {ground_truth}" if ground_truth else ""),
         err=True,
     )

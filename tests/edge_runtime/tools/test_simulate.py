@@ -138,7 +138,7 @@ def test_payloads_decode_to_the_same_samples(fmt: str) -> None:
     names = ["pressure", "temperature", "vibration"]
     ts = 1_700_000_000.0 + np.arange(5) * 0.05
     x = normal_series(5, 3, seed=1)
-    dec = Decoder(names)
+    dec = Decoder(names, max_future_s=0)  # arrival 0 below
     got_ts, got_x = [], []
     payloads = encode_payload(fmt, ts, x, names)
     assert len(payloads) == (5 if fmt in ("single", "keyed") else 1)
@@ -175,7 +175,7 @@ def test_publishes_every_sample_to_each_device_topic(mosquitto, fmt: str, batch:
         assert res.samples == 200
         assert res.messages == (200 if fmt == "single" else 200 // batch)
         wait_until(lambda: len(col.messages) >= res.messages, 10, "all messages")
-        dec = Decoder(list(plan.channels))
+        dec = Decoder(list(plan.channels), max_future_s=0)  # arrival 0 below
         for d in plan.devices:
             payloads = [p for t, p, _ in col.messages if t == f"sensors/{d.name}/data"]
             samples = [dec.decode(p, 0.0) for p in payloads]
@@ -236,7 +236,7 @@ def test_cli_takes_channel_names_from_a_model(mosquitto, demo_model_path: Path) 
         wait_until(lambda: len(col.messages) >= 10, 10, "10 samples")
         doc = json.loads(col.messages[0][1])
         assert list(doc) == ["ts", *names]
-        assert Decoder(names).decode(col.messages[0][1], 0.0).values.shape == (1, len(names))
+        assert Decoder(names, max_future_s=0).decode(col.messages[0][1], 0.0).values.shape == (1, len(names))
     finally:
         col.close()
 
