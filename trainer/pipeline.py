@@ -34,7 +34,7 @@ from trainer.data import (
 )
 from trainer.export import ExportReport, ScoreStats, ScoringGraph, export_model
 from trainer.model import AEConfig, ConvAutoencoder
-from trainer.progress import stage
+from trainer.progress import counted, stage
 from trainer.screening import DRIFT_LIMIT, ChannelScreen, note_high_error, screen_channels, weights
 from trainer.sizes import Sizes, choose_sizes, count_windows, missing_data
 from trainer.threshold import calibrate, check_calibration, expected_exceedance
@@ -238,7 +238,8 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     # Per-channel references on held-out normal windows at hop 1: each channel scored against its own normal.
     level_train = train_n.mean(axis=1)  # (N, C)
     level_scale = np.maximum(level_train.std(axis=0), 0.05)
-    mse_v, lvl_v, val_sizes = terms_of(ae, iter_normal_windows(val_s, w, 1), mean, std)
+    mse_v, lvl_v, val_sizes = terms_of(
+        ae, counted(iter_normal_windows(val_s, w, 1), n_held, "scored", progress), mean, std)
     ae_ref = np.maximum(mse_v.mean(axis=0), 1e-2)
     level_ref = np.maximum(((lvl_v / level_scale) ** 2).mean(axis=0), 1.0)
     note_high_error(screen, ae_ref)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from typing import TextIO
+
+import numpy as np
 
 
 def duration(seconds: float) -> str:
@@ -59,6 +62,28 @@ def stage(text: str, on: bool, stream: TextIO | None = None) -> None:
     """One line saying what a long step without its own progress is doing (when ``on``)."""
     if on:
         (stream or sys.stderr).write(text + "\n")
+
+
+def counted(chunks: Iterable[np.ndarray], total: int, what: str, on: bool,
+            stream: TextIO | None = None, every_s: float = 1.0) -> Iterator[np.ndarray]:
+    """``chunks`` (arrays of n windows each) passed through, with at most one ``what: n of total`` line a
+    second and the time left (when ``on``); a final newline when any line was written."""
+    out = stream or sys.stderr
+    t0 = last = time.perf_counter()
+    n, wrote = 0, False
+    try:
+        for c in chunks:
+            yield c  # the consumer may stop early (a window limit): the finally still ends the line
+            n += len(c)
+            now = time.perf_counter()
+            if on and now - last >= every_s:
+                last, wrote = now, True
+                left = duration((now - t0) * max(total - n, 0) / n) if n else "?"
+                out.write(f"\r{what}: {min(n, total):,} of {total:,} windows, {left} left")
+                out.flush()
+    finally:
+        if wrote:
+            out.write("\n")
 
 
 def epoch_line(epoch: int, epochs: int, done: int, total: int, loss: float, epoch_s: float, mean_epoch_s: float,

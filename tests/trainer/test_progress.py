@@ -31,3 +31,17 @@ def test_read_progress_ends_with_one_full_line() -> None:
     meter.done(20, 90, 100)
     assert out.getvalue().count("\n") == 1 and "reading b.csv: 20 rows" in out.getvalue()
     assert "0.0 of 0.0 MB" in out.getvalue()
+
+
+def test_counted_passes_chunks_through_and_reports() -> None:
+    import numpy as np
+
+    from trainer.progress import counted
+
+    out = io.StringIO()
+    chunks = [np.zeros((4, 2)), np.zeros((6, 2))]
+    got = list(counted(iter(chunks), 10, "scored", True, out, every_s=0.0))
+    assert [len(c) for c in got] == [4, 6]
+    assert out.getvalue().endswith("\rscored: 10 of 10 windows, 0 s left\n")
+    quiet = io.StringIO()
+    assert len(list(counted(iter(chunks), 10, "scored", False, quiet, every_s=0.0))) == 2 and quiet.getvalue() == ""
