@@ -78,7 +78,7 @@ def foreign_online(doc: Any, owner: str, since: float) -> str:
     other, t = doc.get("owner"), doc.get("time")
     if not isinstance(other, str) or not other or other == owner:
         return ""
-    if type(t) not in (int, float) or not t >= since:
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not t >= since:
         return ""
     return other[:200]
 

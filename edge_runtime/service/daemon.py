@@ -147,7 +147,7 @@ class Daemon:
     def _on_connected(self) -> None:
         self.publisher.send(self.scorer.on_connect_messages())
 
-    def _on_status(self, payload: bytes) -> None:
+    def _on_status(self, payload: bytes | bytearray) -> None:
         """Our status topic read back (network thread): another daemon's ``online`` means a name clash.
         Warned about loudly (ERROR, ``instance_conflicts``), not refused: a fleet cloned from one image would
         otherwise go dark at once; give each gateway its own ``runtime.instance``."""

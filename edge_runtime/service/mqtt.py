@@ -240,7 +240,7 @@ class MqttLink:
         state_filter: str | None = None,
         on_state: Callable[[str, bytes | bytearray], None] | None = None,
         after_read: Callable[[], None] | None = None,
-        on_status: Callable[[bytes], None] | None = None,
+        on_status: Callable[[bytes | bytearray], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self._on_status = on_status  # our own status topic, read back (another daemon under our name?)
