@@ -87,8 +87,8 @@ def test_generated_example_parses_to_defaults(tmp_path: Path) -> None:
     assert build_config(str(p)) == build_config()
 
 
-def test_readme_reference_lists_every_key() -> None:
-    text = (ROOT / "docs" / "readme" / "30-runtime.md").read_text()
+def test_configuration_reference_lists_every_key() -> None:
+    text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
     for o in options():
         assert re.search(rf"`{o.section}\.{o.key}`", text), o.key
 
