@@ -75,3 +75,25 @@ def test_a_daemon_whose_network_thread_is_gone_stops_with_a_failure(mosquitto, m
         assert d.wait(5.0), "the daemon noticed that its network thread is gone"
         assert "network thread" in d.failure
         assert d.stats_doc()["connected"] is False
+
+
+def test_edgewatch_run_exits_70_when_the_network_thread_is_gone(mosquitto, model: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from edge_runtime.cli import EXIT_SOFTWARE, main
+    from edge_runtime.service.daemon import Daemon
+
+    start = Daemon.start
+
+    def start_then_lose_the_thread(self: Daemon) -> Daemon:
+        start(self)
+        wait_until(self.link.connected.is_set, 10, "connected")
+        self.link.client.loop_stop()  # as an exception escaping a callback would end it
+        return self
+
+    monkeypatch.setattr(Daemon, "start", start_then_lose_the_thread)
+    res = CliRunner().invoke(main, ["run", "--model", str(model), "--broker", mosquitto.url, "--instance", "z",
+                                    "--stats-interval-s", "0"])
+    assert res.exit_code == EXIT_SOFTWARE == 70, res.output
+    assert "network thread" in res.output
