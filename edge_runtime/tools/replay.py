@@ -86,6 +86,8 @@ def read_recording(
     ignoring case when the exact name is absent. ``decimal``, ``encoding`` (None: UTF-8 or the BOM's) and
     ``timezone`` of naive timestamps (None: UTC) are read as the trainer reads them (:mod:`.textfile`)."""
     path = Path(path)
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".parquet"):
+        raise ReplayError(f"{path}: replay reads CSV; save it as CSV first ({path.suffix} is read by edgewatch-train)")
     try:
         textfile.check_decimal(decimal)
         tz = textfile.zone(timezone)

@@ -130,6 +130,8 @@ def test_replay_hints_at_encoding_and_decimal(tmp_path: Path) -> None:
     with pytest.raises(ReplayError, match="use --decimal ,"):
         read_recording(f, encoding="cp1252", channels=["t °c"])
     assert read_recording(f, encoding="cp1252", decimal=",").channels == ("T °C",)
+    with pytest.raises(ReplayError, match=r"x\.xlsx: replay reads CSV; save it as CSV first"):
+        read_recording(tmp_path / "x.xlsx")
 
 
 def test_column_names_match_ignoring_case_and_a_miss_suggests(tmp_path: Path) -> None:
