@@ -114,6 +114,7 @@ def test_rows_put_stream_and_receive_time_in_their_own_columns() -> None:
     assert "\x1b[" not in alert and format_row(ALERT, "alert", 1.9e9, color=True).count(RESET) == 1
 
 
+@pytest.mark.slow  # three runs of the command, 1.5 s each plus start-up
 def test_the_command_piped_prints_json_lines_and_exits_cleanly_on_timeout(mosquitto) -> None:
     pub = Publisher(mosquitto.port)
     pub.client.publish("alerts/pump-1/state", json.dumps(STATE), qos=1, retain=True).wait_for_publish(5)
