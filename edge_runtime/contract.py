@@ -16,7 +16,9 @@ Graph contract
 ``score == channel_error.mean(axis=1)`` holds by construction, so ``top_channels`` (the largest
 ``channel_error``) names the channel that departs from its own normal behaviour most.
 
-Format versions: 2 (current) adds ``scoring`` (channel weights, the reason for each, the per-channel
+Format versions: 3 (current) scores the window level by a Mahalanobis distance over the kept
+channels (``scoring.level_precision``, ``level_t2_ref``; ``channel_error`` is each channel's share);
+2 adds ``scoring`` (channel weights, the reason for each, the per-channel
 references) and ``preprocessing`` (fill, normalisation); 1 (score = mean squared error in normalised
 units) still loads: the edge needs nothing that changed.
 
@@ -34,8 +36,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)  # 1: before channel screening; the edge reads both the same way
+FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (1, 2, 3)  # 1: before channel screening; 2: per-channel level term; the edge reads all the same way
 METADATA_KEY = "edgewatch"
 
 INPUT_NAME = "window"

@@ -106,20 +106,27 @@ class SubPixelConvTranspose1d(nn.Module):
 
 @dataclass
 class ScoreStats:
-    """Per-channel constants of the score, all (C,) and fitted on normal data only.
+    """Per-channel constants of the score, fitted on normal data only.
 
-    ``mean``/``std``: normalisation ``z = (x - mean) / std``. ``ae_ref``: the channel's mean squared
-    reconstruction error on validation windows; ``level_scale``: the std of a training window's mean
-    of ``z``; ``level_ref``: the validation mean of ``(mean_W(z) / level_scale) ** 2``. ``weight``:
-    ``C / n_kept`` for a channel kept by screening, 0 for one screened out.
+    ``mean``/``std`` (C,): normalisation ``z = (x - mean) / std``. ``ae_ref`` (C,): the channel's mean
+    squared reconstruction error on validation windows. ``weight`` (C,): ``C / n_kept`` for a channel
+    kept by screening, 0 for one screened out. The level term, on ``l = mean_W(z)`` (C,):
+
+    - format 3: ``level_precision`` (C, C), the shrunk inverse covariance of the training windows'
+      levels over the kept channels (:mod:`trainer.covariance`), and ``level_t2_ref``, the validation
+      mean of ``l^T P l / n_kept`` (at least 1): the term is ``l^T P l / (n_kept level_t2_ref)``;
+    - format 2: ``level_scale`` (C,), the std of a training window's level, and ``level_ref`` (C,), the
+      validation mean of ``(l / level_scale) ** 2``: each channel's own term, no cross terms.
     """
 
     mean: np.ndarray
     std: np.ndarray
     ae_ref: np.ndarray
-    level_scale: np.ndarray
-    level_ref: np.ndarray
+    level_scale: np.ndarray | None
+    level_ref: np.ndarray | None
     weight: np.ndarray
+    level_precision: np.ndarray | None = None
+    level_t2_ref: float = 1.0
 
     @classmethod
     def identity(cls, mean: np.ndarray, std: np.ndarray) -> ScoreStats:
@@ -128,10 +135,14 @@ class ScoreStats:
         return cls(np.asarray(mean), np.asarray(std), one, one, one, one)
 
     def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(a, b)`` (C,): ``channel_error = a * mse + b * mean_W(z) ** 2``."""
-        a = 0.5 * self.weight / self.ae_ref
-        b = 0.5 * self.weight / (self.level_scale**2 * self.level_ref)
-        return a, b
+        """``(a (C,), Q (C, C))``: ``channel_error = a * mse + l * (Q l)``, ``score = mean_C(channel_error)``."""
+        w = np.asarray(self.weight, dtype=np.float64)
+        a = 0.5 * w / self.ae_ref
+        if self.level_precision is not None:
+            q = 0.5 * w.max() * np.asarray(self.level_precision, dtype=np.float64) / self.level_t2_ref
+        else:
+            q = np.diag(0.5 * w / (np.asarray(self.level_scale) ** 2 * np.asarray(self.level_ref)))
+        return a, q
 
 
 def fast_layout(ae: nn.Module) -> nn.Module:
@@ -158,9 +169,10 @@ def supports_fast_layout(ae: nn.Module) -> bool:
 class ScoringGraph(nn.Module):
     """``forward(window)``: (B, W, C) raw -> score (B,), channel_error (B, C), reconstruction (B, W, C) raw.
 
-    ``channel_error[c] = weight_c / 2 * (mse_c / ae_ref_c + (mean_W(z_c) / level_scale_c) ** 2 / level_ref_c)``:
-    the channel's reconstruction error and its level, each relative to its own normal value (about 1
-    on normal data), so channels of any scale or noise compare; ``score = mean_C(channel_error)``.
+    ``channel_error[c] = weight_c / 2 * mse_c / ae_ref_c + l_c * (Q l)_c`` with ``l = mean_W(z)``: the
+    channel's reconstruction error relative to its own normal, plus its share of the window level's
+    Mahalanobis distance (:class:`ScoreStats`; about 1 on normal data, a share may be negative), so
+    channels of any scale or noise compare; ``score = mean_C(channel_error)``.
     ``fast``: the autoencoder in :func:`fast_layout` (what the file holds); the function is the same.
     The autoencoder's own ``forward`` is the only network forward; constants are multiplied (no Div/Pow).
     """
@@ -178,30 +190,39 @@ class ScoringGraph(nn.Module):
         self.register_buffer("std_c", col(stats.std))
         self.register_buffer("inv_std_c", col(1.0 / np.asarray(stats.std, dtype=np.float64)))
         self.register_buffer("ae_coef", col(a).view(1, -1))  # (1, C)
-        self.register_buffer("level_coef", col(b).view(1, -1))
+        self.register_buffer("level_q", torch.tensor(b, dtype=torch.float32))  # (C, C) symmetric
 
     def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = (window.transpose(1, 2) - self.mean_c) * self.inv_std_c  # (B, C, W)
         r = self.ae(z)  # (B, C, W)
         d = r - z
         level = torch.mean(z, dim=2)  # (B, C)
-        channel_error = torch.mean(d * d, dim=2) * self.ae_coef + level * level * self.level_coef  # (B, C)
+        channel_error = torch.mean(d * d, dim=2) * self.ae_coef + level * torch.matmul(level, self.level_q)  # (B, C)
         score = torch.mean(channel_error, dim=1)  # (B,)
         recon = (r * self.std_c + self.mean_c).transpose(1, 2)  # (B, W, C)
         return score, channel_error, recon
 
 
 def stats_from_metadata(meta: ModelMetadata) -> ScoreStats:
-    """The :class:`ScoreStats` a format-2 file's metadata describes."""
+    """The :class:`ScoreStats` a format-2 or format-3 file's metadata describes."""
     sc = meta.scoring
+
+    def vec(key: str) -> np.ndarray | None:
+        return np.array(sc[key], dtype=np.float64) if key in sc else None
+
     try:
+        if "level_precision" in sc:
+            level = {"level_scale": None, "level_ref": None, "level_precision": vec("level_precision"),
+                     "level_t2_ref": float(sc["level_t2_ref"])}
+        else:
+            level = {"level_scale": np.array(sc["level_scale"], dtype=np.float64),
+                     "level_ref": np.array(sc["level_ref"], dtype=np.float64)}
         return ScoreStats(
             mean=np.array(meta.normalisation.mean),
             std=np.array(meta.normalisation.std),
             ae_ref=np.array(sc["ae_ref"], dtype=np.float64),
-            level_scale=np.array(sc["level_scale"], dtype=np.float64),
-            level_ref=np.array(sc["level_ref"], dtype=np.float64),
             weight=np.array(sc["weight"], dtype=np.float64),
+            **level,
         )
     except KeyError as exc:
         raise ExportError(

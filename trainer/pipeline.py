@@ -23,6 +23,7 @@ import torch
 from edge_runtime.contract import ModelMetadata, Normalisation, Threshold
 from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, hysteresis
 from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
+from trainer.covariance import LEVEL_SHRINKAGE, level_precision, mahalanobis
 from trainer.data import (
     DataError,
     Series,
@@ -174,8 +175,8 @@ def terms_of(ae: ConvAutoencoder, chunks: Iterator[np.ndarray], mean: np.ndarray
 
 def scores_of(stats: ScoreStats, mse: np.ndarray, level: np.ndarray) -> np.ndarray:
     """The graph's ``score`` (N,) from its raw terms (N, C) (numpy; the same function as the graph)."""
-    a, b = stats.coefficients()
-    return (mse * a + level**2 * b).mean(axis=1)
+    a, q = stats.coefficients()
+    return (mse * a + level * (level @ q)).mean(axis=1)
 
 
 def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], val_s: list[Series]) -> Sizes:
@@ -236,14 +237,15 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     n_held = min(MAX_CALIBRATION_WINDOWS, count_windows([len(s.values) for s in val_s], w))
     stage(f"scoring {n_held:,} held-out hop-1 windows: per-channel references and the threshold", progress)
     # Per-channel references on held-out normal windows at hop 1: each channel scored against its own normal.
-    level_train = train_n.mean(axis=1)  # (N, C)
-    level_scale = np.maximum(level_train.std(axis=0), 0.05)
     mse_v, lvl_v, val_sizes = terms_of(
         ae, counted(iter_normal_windows(val_s, w, 1), n_held, "scored", progress), mean, std)
     ae_ref = np.maximum(mse_v.mean(axis=0), 1e-2)
-    level_ref = np.maximum(((lvl_v / level_scale) ** 2).mean(axis=0), 1.0)
     note_high_error(screen, ae_ref)
-    stats = ScoreStats(mean=mean, std=std, ae_ref=ae_ref, level_scale=level_scale, level_ref=level_ref, weight=weight)
+    kept = weight > 0
+    precision = level_precision(train_n.mean(axis=1), kept)  # (C, C) over the training windows' levels
+    level_t2_ref = max(float(mahalanobis(lvl_v, precision).mean()) / int(kept.sum()), 1.0)
+    stats = ScoreStats(mean=mean, std=std, ae_ref=ae_ref, level_scale=None, level_ref=None, weight=weight,
+                       level_precision=precision, level_t2_ref=level_t2_ref)
     val_scores = scores_of(stats, mse_v, lvl_v)
     if opts.calibrate:
         check_lengths(opts.calibrate, w)
@@ -269,11 +271,13 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         sample_period_s=float(np.median(periods)) if periods else None,
         architecture={"type": "conv1d_autoencoder", **cfg.to_dict(), "parameters": result.n_params},
         scoring={
-            "method": "relative: weight / 2 * (mse / ae_ref + (mean_W(z) / level_scale) ** 2 / level_ref)",
+            "method": "relative: 0.5 * mean_kept(mse / ae_ref) + 0.5 * l^T P l / (n_kept * level_t2_ref), "
+                      "l = mean_W(z); channel_error = each channel's share",
             "weight": [float(v) for v in weight],
             "ae_ref": [float(v) for v in ae_ref],
-            "level_scale": [float(v) for v in level_scale],
-            "level_ref": [float(v) for v in level_ref],
+            "level_precision": [[float(v) for v in row] for row in precision],
+            "level_t2_ref": level_t2_ref,
+            "level_shrinkage": LEVEL_SHRINKAGE,
             "drift_limit": opts.drift_limit,
             "screening": [s.to_dict() for s in screen],
         },

@@ -167,7 +167,32 @@ def test_format_1_metadata_still_loads_and_a_future_one_says_how_to_re_export(ex
     meta = ModelMetadata.from_dict(old)
     assert meta.format_version == 1 and meta.scoring == {} and meta.threshold.value == rep.meta.threshold.value
     with pytest.raises(ContractError, match="re-export it with"):
-        ModelMetadata.from_dict({**doc, "format_version": 3})
+        ModelMetadata.from_dict({**doc, "format_version": 4})
+
+
+def test_format_3_level_term_is_the_mahalanobis_distance_and_channel_shares_sum_to_the_score(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    w, c = 16, 3
+    ae = ConvAutoencoder(AEConfig(n_channels=c, window=w, width=4, latent=4)).eval()
+    x = normal_series(300, c, seed=3)
+    windows = sliding_windows(x, w, 3)
+    p = np.array([[4.0, -3.0, 0.0], [-3.0, 4.0, 0.0], [0.0, 0.0, 0.0]])  # channel 2 screened out
+    meta = replace(make_meta(c, w, x.mean(axis=0), x.std(axis=0)), architecture=ae.cfg.to_dict(), scoring={
+        "weight": [1.5, 1.5, 0.0], "ae_ref": [0.5, 0.25, 1.0], "level_precision": p.tolist(), "level_t2_ref": 2.0})
+    rep = ex.export_model(ae, meta, tmp_path / "m3.onnx", windows)
+    got = ex.run_onnx(rep.path, windows)
+    z = torch.from_numpy((windows - x.mean(axis=0)) / x.std(axis=0)).float().transpose(1, 2)
+    with torch.no_grad():
+        mse = torch.mean((ae(z) - z) ** 2, dim=2).numpy().astype(np.float64)
+    level = z.mean(dim=2).numpy().astype(np.float64)
+    t2 = np.einsum("nc,cd,nd->n", level, p, level)
+    want = 0.5 * (mse[:, :2] / [0.5, 0.25]).mean(axis=1) + 0.5 * t2 / (2 * 2.0)
+    np.testing.assert_allclose(got["score"], want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["score"], got["channel_error"].mean(axis=1), rtol=1e-5, atol=1e-7)
+    assert np.all(got["channel_error"][:, 2] == 0)
+    back = ex.scoring_graph_from_onnx(rep.path)
+    with torch.no_grad():
+        np.testing.assert_allclose(back(torch.from_numpy(windows))[0].numpy(), got["score"], rtol=1e-4, atol=1e-6)
 
 
 def test_metadata_without_scoring_exports_with_unit_references(tmp_path: Path) -> None:
