@@ -38,6 +38,7 @@ from edge_runtime.tools.simulate import (
     encode_payload,
     fail,
     model_metadata,
+    stream_start,
 )
 
 TIME_COLUMNS = ("datetime", "timestamp", "time", "ts", "date")
@@ -192,7 +193,8 @@ def publish_recording(
     """Publish ``rec`` to ``topic`` (connected paho ``client``), paced by its timestamps / ``speed``.
 
     A file without a time column is stamped ``period_s`` apart from now; ``restamp`` shifts the
-    file's timestamps so the first is now (spacing kept). At most ``max_inflight`` QoS 1 messages are
+    file's timestamps so the first is now (spacing kept). Either way, sent faster than real time the stream
+    starts earlier, so that no sample is stamped ahead of the clock (:func:`stream_start`). At most ``max_inflight`` QoS 1 messages are
     unacknowledged at once; the result counts those the broker acknowledged.
     """
     if fmt not in FORMATS:
@@ -202,9 +204,12 @@ def publish_recording(
     n = rec.values.shape[0]
     now = time.time()
     if rec.ts is None:
-        ts = now + np.arange(n, dtype=np.float64) * period_s
+        ts = stream_start(now, (n - 1) * period_s, 0.0 if fast else speed) + np.arange(n, dtype=np.float64) * period_s
     else:
-        ts = rec.ts - rec.ts[0] + now if restamp else rec.ts
+        # restamped: spacing kept, never ahead of the clock when sent faster than recorded (the daemon refuses
+        # timestamps beyond input.max_future_s): the first at now at real time, earlier the faster
+        ts = rec.ts - rec.ts[0] + stream_start(now, float(rec.ts[-1] - rec.ts[0]), 0.0 if fast else speed) \
+            if restamp else rec.ts
     due = pacing_delays(ts, batch, speed)
     res = SimResult(qos=qos)
     inflight = InFlight(res, max_inflight, stop)
@@ -253,7 +258,8 @@ def publish_recording(
               help="Publish the columns this edgewatch model expects, in its order.")
 @click.option("--period", type=float, default=1.0, show_default=True,
               help="Sample period, s, for a file without a time column.")
-@click.option("--restamp", is_flag=True, help="Shift timestamps so the first sample is now.")
+@click.option("--restamp", is_flag=True, help="Shift timestamps so the first sample is now (earlier with --speed "
+              "or --fast, so that none is ahead of the clock).")
 @click.option("--decimal", type=click.Choice([".", ","]), help="Decimal mark (, for 37,5).  [default: the "
               "--model's, else .]")
 @click.option("--encoding", metavar="CODEC", help="Text encoding, e.g. cp1252.  [default: the --model's, else "

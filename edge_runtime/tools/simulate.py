@@ -422,6 +422,14 @@ def connect_publisher(broker_url: str, client_id: str, username: str = "", passw
         raise SimError(str(exc)) from None
 
 
+def stream_start(now: float, duration_s: float, speed: float) -> float:
+    """Epoch of a stream's first sample so that, published at ``speed`` x real time (0: as fast as possible),
+    its samples are never stamped ahead of the wall clock (the daemon refuses timestamps more than
+    ``input.max_future_s`` after arrival): ``now`` at real time, earlier the faster it goes."""
+    ahead = duration_s if speed <= 0 else max(0.0, duration_s - duration_s / speed)
+    return round(now - ahead, 3)
+
+
 MAX_INFLIGHT = 100  # QoS 1 messages a simulator or replay keeps unacknowledged at most
 
 
@@ -625,9 +633,11 @@ def model_metadata(model: Path) -> ModelMetadata:
 @click.option("--prefix", default="sim", show_default=True, help="Device name prefix.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Profile seed.")
 @click.option("--distinct", is_flag=True, help="Give each device its own machine profile (seed + i).")
-@click.option("--fast", is_flag=True, help="Publish as fast as possible (timestamps unchanged).")
+@click.option("--fast", is_flag=True, help="Publish as fast as possible (the stream then ends about now: its "
+              "timestamps are never ahead of the clock).")
 @click.option("--speed", type=float, default=1.0, show_default=True,
-              help="Time scale for pacing (2 = twice real time).")
+              help="Time scale for pacing (2 = twice real time; the stream starts early enough not to run ahead "
+              "of the clock).")
 @click.option("--ground-truth", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the injected anomalies here (.json or .csv).")
 def simulate_command(
@@ -646,6 +656,7 @@ def simulate_command(
             distinct=distinct, prefix=prefix, scheduled=[parse_anomaly_spec(s) for s in anomalies],
             random_count=random_count, kinds=[k.strip() for k in kinds.split(",") if k.strip()],
             min_len_s=min_len, max_len_s=max_len, warmup_s=warmup, gap_s=gap,
+            t0=stream_start(time.time(), duration, 0.0 if fast else speed),
         )
         n_anom = sum(len(d.anomalies) for d in plan.devices)
         click.echo(

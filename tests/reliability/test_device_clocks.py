@@ -160,3 +160,15 @@ def test_duplicates_are_still_detected_after_a_reload_that_changes_w(model: Path
     assert stats.drops["duplicate"] == 1 and stats.drops["out_of_order"] == 1
     _one(ing, "dup", t + 20)
     assert stats.counts["samples"] == 21 and stats.counts["gaps"] == 0
+
+
+def test_simulated_and_replayed_streams_never_run_ahead_of_the_clock() -> None:
+    from edge_runtime.tools.simulate import stream_start
+
+    now, duration = 1_800_000_000.0, 600.0
+    assert stream_start(now, duration, 1.0) == now  # real time: starts now, each sample stamped as sent
+    for speed in (0.0, 2.0, 10.0, 1000.0):  # 0: --fast
+        t0 = stream_start(now, duration, speed)
+        sent_last = now + (duration / speed if speed else 0.0)  # wall time the last sample leaves
+        assert t0 + duration <= sent_last + 1e-6
+        assert sent_last - (t0 + duration) < 300.0  # and not far behind it either
