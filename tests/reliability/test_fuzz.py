@@ -136,5 +136,6 @@ def test_fuzz_short(daemon) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_fuzz_100k_messages(daemon, figure) -> None:
     _fuzz(daemon, 2000, figure)  # 100,000 messages
