@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -189,6 +190,14 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         except BaseException:
             self._slots.release()
             raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (broken pipe, reset) is routine: one debug line, no traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("metrics http: %s: %s", client_address, exc)
+        else:
+            log.warning("metrics http: error answering %s: %s: %s", client_address, type(exc).__name__, exc)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

@@ -63,3 +63,20 @@ def test_idle_clients_time_out_and_scrapes_work_again() -> None:
         for s in socks:
             s.close()
         server.close()
+
+
+def test_a_client_that_leaves_mid_answer_is_no_traceback(capsys) -> None:
+    stats = Stats()
+    server = start_metrics_server(stats.snapshot, 0)
+    try:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            s.close()
+        time.sleep(0.5)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
+        assert "edgewatch_messages_total" in text
+    finally:
+        server.close()
+    assert "Traceback" not in capsys.readouterr().err
