@@ -124,7 +124,8 @@ class Daemon:
         try:
             return SparkplugSource(cfg.sparkplug_groups, lambda: self.model.metadata.channels, self.stats,
                                    self.ingest.handle_samples, self._device_offline, self.publisher.send,
-                                   cfg.max_devices, cfg.max_device_id_len, cfg.max_payload_bytes, cfg.log_interval_s)
+                                   cfg.max_devices, cfg.max_device_id_len, cfg.max_payload_bytes, cfg.log_interval_s,
+                                   cfg.max_future_s)
         except SparkplugUnavailable as exc:
             raise ConfigError(str(exc)) from None
 

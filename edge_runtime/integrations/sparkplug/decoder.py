@@ -14,7 +14,8 @@ Sparkplug B protobuf ``Payload`` (``sparkplug_b_pb2``, generated from ``sparkplu
 - NBIRTH resets the node's devices (their DBIRTHs follow).
 
 The daemon's device id is ``{group}:{edge_node}:{device}``. Every refusal is a :class:`Event` with a reason
-(``sparkplug_malformed``, ``sparkplug_unknown_device``, ``sparkplug_unknown_alias``, ``sparkplug_bad_value``),
+(``sparkplug_malformed``, ``sparkplug_unknown_device``, ``sparkplug_unknown_alias``, ``sparkplug_bad_value``,
+``future``),
 for the daemon's drop counters.
 """
 
@@ -130,10 +131,13 @@ class SparkplugDecoder:
     """The state of the Sparkplug devices seen (their DBIRTH), turned into :class:`Event` s per message.
 
     ``channels``: the model's channel names, in order (C). At most ``max_devices`` device states are kept
-    (the oldest dropped; its next DDATA asks for a rebirth)."""
+    (the oldest dropped; its next DDATA asks for a rebirth). A metric stamped more than ``max_future_s``
+    after arrival is refused as ``future``, like the JSON decoder's (0: no limit)."""
 
-    def __init__(self, channels: list[str], max_devices: int = 10_000, rebirth_interval_s: float = 10.0) -> None:
+    def __init__(self, channels: list[str], max_devices: int = 10_000, rebirth_interval_s: float = 10.0,
+                 max_future_s: float = 300.0) -> None:
         self.channels = list(channels)
+        self.max_future_ms = max_future_s * 1000 if max_future_s > 0 else math.inf
         self._index = {name: i for i, name in enumerate(self.channels)}
         self.max_devices = max_devices
         self.rebirth_interval_s = rebirth_interval_s
@@ -201,7 +205,8 @@ class SparkplugDecoder:
             return [Event("drop", reason="sparkplug_unknown_device", n=len(p.metrics),
                           detail=f"DDATA from {dev} before its DBIRTH"), *self._rebirth(t, now)]
         events: list[Event] = []
-        unknown = bad = 0
+        unknown = bad = future = 0
+        latest_ms = now * 1000 + self.max_future_ms
         default_ms = p.timestamp if p.HasField("timestamp") else int(now * 1000)
         updates: dict[int, list[tuple[int, float]]] = {}  # timestamp ms -> [(channel, value)]
         for m in p.metrics:
@@ -218,8 +223,11 @@ class SparkplugDecoder:
             except ValueError:
                 bad += 1
                 continue
-            if v is not None:
-                updates.setdefault(m.timestamp if m.HasField("timestamp") else default_ms, []).append((ch, v))
+            ms = m.timestamp if m.HasField("timestamp") else default_ms
+            if ms > latest_ms:
+                future += 1
+            elif v is not None:
+                updates.setdefault(ms, []).append((ch, v))
         if unknown:
             events.append(Event("drop", reason="sparkplug_unknown_alias", n=unknown,
                                 detail=f"{dev}: {unknown} metric(s) with an alias its DBIRTH did not announce"))
@@ -227,6 +235,9 @@ class SparkplugDecoder:
         if bad:
             events.append(Event("drop", reason="sparkplug_bad_value", n=bad,
                                 detail=f"{dev}: {bad} value(s) NaN, infinite or beyond float32 range"))
+        if future:
+            events.append(Event("drop", reason="future", n=future,
+                                detail=f"{dev}: {future} value(s) stamped beyond max_future_s after arrival"))
         ts: list[float] = []
         rows: list[list[float]] = []
         for ms in sorted(updates):

@@ -32,7 +32,8 @@ class SparkplugSource:
     def __init__(self, groups: list[str], channels: Callable[[], list[str]], stats: Stats,
                  push: Callable[[str, Samples], None], offline: Callable[[str], None],
                  send: Callable[[list[Outbound]], object], max_devices: int = 10_000,
-                 max_device_id_len: int = 64, max_payload_bytes: int = 1 << 20, log_interval_s: float = 10.0) -> None:
+                 max_device_id_len: int = 64, max_payload_bytes: int = 1 << 20, log_interval_s: float = 10.0,
+                 max_future_s: float = 300.0) -> None:
         try:
             from edge_runtime.integrations.sparkplug.decoder import NAMESPACE, SparkplugDecoder
         except ImportError as exc:
@@ -43,7 +44,7 @@ class SparkplugSource:
         self.namespace = NAMESPACE + "/"
         self.channels = channels  # the current model's (a reload may change them)
         self._channels = channels()
-        self.decoder = SparkplugDecoder(self._channels, max_devices)
+        self.decoder = SparkplugDecoder(self._channels, max_devices, max_future_s=max_future_s)
         self.stats = stats
         self.push, self.offline, self.send = push, offline, send
         self.max_device_id_len = max_device_id_len

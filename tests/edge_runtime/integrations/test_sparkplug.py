@@ -68,7 +68,7 @@ def test_topics() -> None:
 
 
 def test_birth_then_data_by_alias_maps_metrics_to_channels_by_name() -> None:
-    d = SparkplugDecoder(CH)
+    d = SparkplugDecoder(CH, max_future_s=0)  # arrival times below are small numbers: no future check
     (ev,) = d.handle(TOPIC.format("DBIRTH"), birth(), 0.0)  # the birth's values are the first sample
     assert (ev.kind, ev.device) == ("data", "plant:node1:pump")
     assert ev.samples.values.tolist() == [[1.0, 2.0, 3.0]] and ev.samples.ts.tolist() == [T0 / 1000]
@@ -78,7 +78,7 @@ def test_birth_then_data_by_alias_maps_metrics_to_channels_by_name() -> None:
 
 
 def test_one_sample_per_metric_timestamp_in_order() -> None:
-    d = SparkplugDecoder(CH)
+    d = SparkplugDecoder(CH, max_future_s=0)  # arrival times below are small numbers: no future check
     d.handle(TOPIC.format("DBIRTH"), birth(), 0.0)
     ms = (spb.Metric(timestamp=T0 + 300, name=None, alias=1, datatype=DT.DOUBLE, value=30.0),
           spb.Metric(timestamp=T0 + 200, name=None, alias=1, datatype=DT.DOUBLE, value=20.0),
@@ -89,7 +89,7 @@ def test_one_sample_per_metric_timestamp_in_order() -> None:
 
 
 def test_no_sample_until_every_channel_has_a_value() -> None:
-    d = SparkplugDecoder(CH)
+    d = SparkplugDecoder(CH, max_future_s=0)  # arrival times below are small numbers: no future check
     b = spb.DBirth(timestamp=T0, seq=0, metrics=(
         spb.Metric(timestamp=T0, name="temp", alias=1, datatype=DT.FLOAT, value=1.0),
         spb.Metric(timestamp=T0, name="flow", alias=2, datatype=DT.FLOAT, value=None, is_null=True),
@@ -100,7 +100,7 @@ def test_no_sample_until_every_channel_has_a_value() -> None:
 
 
 def test_unknown_alias_and_unknown_device_ask_for_a_rebirth_rate_limited() -> None:
-    d = SparkplugDecoder(CH, rebirth_interval_s=10)
+    d = SparkplugDecoder(CH, rebirth_interval_s=10, max_future_s=0)
     evs = d.handle(TOPIC.format("DDATA"), data(T0, {1: 1.0}), 100.0)  # no DBIRTH seen (we started late)
     assert [e.kind for e in evs] == ["drop", "rebirth"] and evs[0].reason == "sparkplug_unknown_device"
     ncmd = pb.Payload.FromString(evs[1].payload)
@@ -116,7 +116,7 @@ def test_unknown_alias_and_unknown_device_ask_for_a_rebirth_rate_limited() -> No
 
 
 def test_death_means_offline() -> None:
-    d = SparkplugDecoder(CH)
+    d = SparkplugDecoder(CH, max_future_s=0)  # arrival times below are small numbers: no future check
     d.handle(TOPIC.format("DBIRTH"), birth(), 0.0)
     d.handle("spBv1.0/plant/DBIRTH/node1/fan", birth(), 0.0)
     d.handle("spBv1.0/plant/DBIRTH/node2/fan", birth(), 0.0)
@@ -143,7 +143,7 @@ def test_numeric_datatypes(dt, value, want) -> None:
 
 
 def test_bad_values_and_garbage_are_counted_not_raised() -> None:
-    d = SparkplugDecoder(CH)
+    d = SparkplugDecoder(CH, max_future_s=0)  # arrival times below are small numbers: no future check
     d.handle(TOPIC.format("DBIRTH"), birth(), 0.0)
     for bad in (math.nan, math.inf, 1e300):
         evs = d.handle(TOPIC.format("DDATA"), data(T0 + 5, {1: bad}), 0.0)
@@ -156,7 +156,7 @@ def test_bad_values_and_garbage_are_counted_not_raised() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_give_events_never_an_exception(payload: bytes) -> None:
-    d = SparkplugDecoder(CH)
+    d = SparkplugDecoder(CH, max_future_s=0)  # arrival times below are small numbers: no future check
     d.handle(TOPIC.format("DBIRTH"), birth(), 0.0)
     for kind in ("DBIRTH", "DDATA", "DDEATH"):
         for ev in d.handle(TOPIC.format(kind), payload, 0.0):
@@ -172,7 +172,7 @@ _f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 @given(st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from([1, 2, 3]), _f32), min_size=1, max_size=20))
 def test_decoded_rows_replay_the_updates(updates: list[tuple[int, int, float]]) -> None:
     """Against a plain model of Sparkplug's report-by-exception: last value per channel, per timestamp."""
-    d = SparkplugDecoder(CH)
+    d = SparkplugDecoder(CH, max_future_s=0)  # arrival times below are small numbers: no future check
     d.handle(TOPIC.format("DBIRTH"), birth((0.0, 0.0, 0.0)), 0.0)
     p = pb.Payload(timestamp=T0, seq=1)
     for off, alias, v in updates:
@@ -260,3 +260,13 @@ def test_daemon_reads_sparkplug_raises_asks_rebirth_and_goes_offline(mosquitto, 
     finally:
         col.close()
         pub.close()
+
+
+def test_a_far_future_timestamp_is_refused_like_the_json_decoders() -> None:
+    d = SparkplugDecoder(CH, max_future_s=300)
+    now = T0 / 1000
+    d.handle(TOPIC.format("DBIRTH"), birth(), now)
+    evs = d.handle(TOPIC.format("DDATA"), data(T0 + 20 * 365 * 86400 * 1000, {1: 9.0}), now)
+    assert [(e.kind, e.reason) for e in evs] == [("drop", "future")]
+    (ev,) = d.handle(TOPIC.format("DDATA"), data(T0 + 1000, {1: 9.0}), now)  # the device is not blinded
+    assert ev.samples.values.tolist() == [[9.0, 2.0, 3.0]]
