@@ -164,4 +164,7 @@ def test_model_picks_its_channels_and_refuses_a_file_without_them(tmp_path: Path
     res = CliRunner().invoke(replay_command, [str(write(tmp_path, SKAB_LIKE, "skab.csv")), "--device", "d",
                                               "--model", str(demo_model_path), "--broker", "mqtt://127.0.0.1:1"])
     assert res.exit_code == 2
-    assert f"no column '{names[0]}'" in res.output.strip().splitlines()[-1]
+    # names match ignoring case ('pressure' is the file's 'Pressure'): the first one missing is named
+    header = {h.lower() for h in SKAB_LIKE.splitlines()[0].split(";")}
+    missing = next(n for n in names if n.lower() not in header)
+    assert f"no column '{missing}'" in res.output.strip().splitlines()[-1]
