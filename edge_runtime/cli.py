@@ -15,11 +15,11 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from edge_runtime import __version__
+from edge_runtime import __version__, clierror
 from edge_runtime.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_PATH,
@@ -84,10 +84,9 @@ def one_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> None:
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """One clear line on stderr, exit ``code``, no traceback."""
-    click.echo(f"edgewatch: error: {message}", err=True)
-    raise SystemExit(code)
+    clierror.fail(message, code, prog="edgewatch")
 
 
 @click.group(cls=LazyGroup, epilog=EPILOG,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from edge_runtime.clierror import fail
 from edge_runtime.contract import ContractError
 from trainer.data import DataError
 
@@ -29,8 +29,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
             if not isinstance(exc, (DataError, ContractError, ExportError, ValueError, OSError)):
                 raise
-            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-            sys.exit(2)
+            fail(str(exc), prog="edgewatch-train benchmark")
 
     return wrapper
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from edge_runtime.clierror import fail
 from edge_runtime.contract import ContractError
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             ValueError,
             OSError,
         ) as exc:
-            msg = " ".join(str(exc).split()) or type(exc).__name__
-            click.echo(f"error: {msg}", err=True)
-            sys.exit(2)
+            fail(str(exc) or type(exc).__name__, prog="edgewatch-train")
 
     return wrapper
 
@@ -113,9 +111,8 @@ class _TrainGroup(click.Group):
         except ModuleNotFoundError as exc:
             if (exc.name or "").split(".")[0] not in TRAIN_MODULES:
                 raise
-            click.echo(f"error: this command needs the train extra (module '{exc.name}' is missing): "
-                       "pip install 'edgewatch[train,cpu]' (in a source tree: pip install '.[train,cpu]')", err=True)
-            sys.exit(2)
+            fail(f"this command needs the train extra (module '{exc.name}' is missing): "
+                 "pip install 'edgewatch[train,cpu]' (in a source tree: pip install '.[train,cpu]')", prog="edgewatch-train")
 
 
 @click.group(cls=_TrainGroup, context_settings={"help_option_names": ["-h", "--help"]})

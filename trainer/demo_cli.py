@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from edge_runtime.clierror import fail
+
 
 @click.command("demo")
 @click.option("--devices", type=click.IntRange(1, 50), default=4, show_default=True, help="Simulated devices.")
@@ -43,8 +45,7 @@ def demo_command(devices: int, rate: float, duration: float, speed: float, anoma
     try:
         run_demo(opts, echo=click.echo)
     except DemoError as exc:
-        click.echo(f"edgewatch-train demo: error: {exc}", err=True)
-        raise SystemExit(1) from None
+        fail(str(exc), 1, prog="edgewatch-train demo")
     except KeyboardInterrupt:
         click.echo("edgewatch-train demo: interrupted; stopped what it started", err=True)
         raise SystemExit(130) from None

@@ -32,11 +32,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import numpy as np
 
+from edge_runtime.clierror import fail as _fail
 from edge_runtime.config import PASSWORD_ENV, ConfigError
 from edge_runtime.contract import ModelMetadata
 from edge_runtime.service.mqtt import (
@@ -59,10 +60,9 @@ class SimError(ValueError):
     """A simulation option is unusable (one clear line for the user)."""
 
 
-def fail(command: str, message: str) -> None:
+def fail(command: str, message: str) -> NoReturn:
     """Print ``edgewatch COMMAND: error: MESSAGE`` on stderr and exit with code 2 (no traceback)."""
-    click.echo(f"edgewatch {command}: error: {message}", err=True)
-    raise click.exceptions.Exit(2)
+    _fail(message, 2, prog=f"edgewatch {command}")
 
 
 @dataclass(frozen=True)

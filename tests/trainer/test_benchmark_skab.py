@@ -67,7 +67,7 @@ def test_cli_without_labelled_files_exits_2_with_one_line(tmp_path: Path) -> Non
     _write(tmp_path / "free.csv", "x;y", 3)
     res = CliRunner().invoke(benchmark, ["skab", str(tmp_path)])
     assert res.exit_code == 2
-    assert res.output.strip().startswith("error:") and "anomaly" in res.output
+    assert res.output.strip().startswith("edgewatch-train benchmark: error:") and "anomaly" in res.output
     assert len(res.output.strip().splitlines()) == 1
 
 

@@ -33,7 +33,7 @@ def assert_user_error(result, *fragments: str) -> None:
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
+    assert lines[0].startswith("edgewatch-train: error: ")
     assert "Traceback" not in result.output
     for f in fragments:
         assert f in lines[0]
