@@ -1,7 +1,8 @@
 """The network-thread half of the daemon: topic -> device, payload -> samples -> windows -> the batch buffer.
 
-Runs on paho's network thread for every sensor message and never blocks on inference. Every drop is
-counted (:class:`~edge_runtime.pipeline.stats.Stats`) and logged at a bounded rate.
+Runs on paho's network thread for every sensor message. It blocks on inference only to apply back-pressure
+when the batch buffer is full (``settle``, outside the lock). Every drop is counted
+(:class:`~edge_runtime.pipeline.stats.Stats`) and logged at a bounded rate.
 """
 
 from __future__ import annotations
@@ -45,14 +46,17 @@ def _unwired(item: WindowItem) -> int:
 
 class Ingest:
     """Decode and window each message; hand due windows to ``put`` (set by the daemon: a ``WindowBuffer`` or
-    ``WindowQueue``'s ``put``, which returns the windows its bound dropped). ``lock`` guards the decoder,
-    the window store and (inline batching) the buffer against a model swap and the daemon's other threads."""
+    ``WindowQueue``'s ``put``, which returns the windows its bound dropped) and, after each put with the
+    lock released, to ``settle`` when set (threaded batching: wait for room to place what ``put`` held; returns
+    the windows dropped all the same). ``lock`` guards the decoder, the window store and (inline batching) the
+    buffer against a model swap and the daemon's other threads."""
 
     def __init__(self, cfg: Config, model: EdgeModel, stats: Stats,
                  put: Callable[[WindowItem], int] | None = None, policy: str = "") -> None:
         self.cfg = cfg
         self.router = TopicRouter(cfg.topics)
         self.put: Callable[[WindowItem], int] = put or _unwired
+        self.settle: Callable[[], int] | None = None
         self.policy = policy or cfg.queue_policy
         self.stats = stats
         self.rl = RateLimitedLog(log, cfg.log_interval_s)
@@ -125,6 +129,8 @@ class Ingest:
                 return
             if res.windows.shape[0]:  # under the lock: a reload's clear of the buffer cannot interleave
                 self._put(device, res.windows, res.t_start, res.t_end)
+        if self.settle is not None and res.windows.shape[0]:
+            self._dropped(self.settle())
         self._count(device, res)
 
     def handle_samples(self, device: str, samples: Samples) -> None:
@@ -136,6 +142,8 @@ class Ingest:
             res = self.store.push_samples(device, samples, time.monotonic())
             if res.windows.shape[0]:
                 self._put(device, res.windows, res.t_start, res.t_end)
+        if self.settle is not None and res.windows.shape[0]:
+            self._dropped(self.settle())
         self._count(device, res)
 
     def _count(self, device: str, res: PushResult) -> None:
@@ -164,10 +172,11 @@ class Ingest:
 
     def _put(self, device: str, windows: np.ndarray, t_start: np.ndarray, t_end: np.ndarray) -> None:
         """Hand (k, W, C) windows to the batch buffer; count what its bound drops."""
-        st = self.stats
-        st.counts["windows_queued"] += windows.shape[0]
-        dropped = self.put(WindowItem(device, windows, t_start, t_end, time.monotonic()))
+        self.stats.counts["windows_queued"] += windows.shape[0]
+        self._dropped(self.put(WindowItem(device, windows, t_start, t_end, time.monotonic())))
+
+    def _dropped(self, dropped: int) -> None:
         if dropped:
-            st.drop("queue_full", dropped)
+            self.stats.drop("queue_full", dropped)
             self.rl.log(logging.WARNING, "queue_full", "inference queue full: %d window(s) dropped (%s)",
                         dropped, self.policy)

@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -281,19 +282,69 @@ class InlineScoring:
 
 
 class ThreadedScoring:
-    """``opportunistic`` / ``fill`` batching: a bounded queue to one inference thread."""
+    """``opportunistic`` / ``fill`` batching: a bounded queue to one inference thread.
+
+    Back-pressure: :meth:`put` (network thread, under the ingest lock) never drops; windows that do not fit
+    are held, and :meth:`settle` (the same thread, after the ingest lock is released, so the worker can
+    score meanwhile) waits for the worker to make room before placing them. The network thread reads and
+    acknowledges nothing while it waits, so the broker holds the next messages. Only when the worker takes no
+    batch for half the MQTT keepalive (stalled, or one batch slower than that) does the queue policy drop
+    (``queue_full``), so the broker link stays up; windows held when the queue closes (stop) are counted
+    as ``shutdown``. One worker takes batches in queue order, so a device's windows are scored in order."""
 
     def __init__(self, cfg: Config, scorer: Scorer, publisher: Publisher, stop: threading.Event) -> None:
         self.cfg = cfg
         self.scorer = scorer
         self.publisher = publisher
         self.queue = WindowQueue(cfg.queue_windows, cfg.queue_policy)
-        self.put = self.queue.put
         self._stop = stop
         self._thread: threading.Thread | None = None
+        self._held: deque[WindowItem] = deque()  # windows put() could not place yet, in arrival order
+        self._settling = threading.Lock()  # one settle() at a time (a second producer waits its turn)
+        self.wait_s = cfg.keepalive_s / 2.0  # longest wait for room without the worker taking a batch
+        self._stalled_at = -1  # queue.taken when a wait for room last timed out (no waiting until it moves)
+
+    def put(self, item: WindowItem) -> int:
+        """Queue ``item``, or hold what does not fit for :meth:`settle` (never drops: returns 0)."""
+        if self._held:  # behind windows still held: keep the order
+            self._held.append(item)
+            return 0
+        rest = self.queue.offer(item)
+        if rest is not None:
+            self._held.append(rest)
+        return 0
+
+    def settle(self) -> int:
+        """Place the held windows, waiting for room (network thread, outside the ingest lock); return the
+        windows the queue policy dropped because the worker made no room in time."""
+        if not self._held:  # the common case: everything fitted
+            return 0
+        dropped = 0
+        q = self.queue
+        with self._settling:
+            while self._held:
+                item = self._held[0]
+                if q.taken == self._stalled_at or not q.wait_room(self.wait_s):
+                    self._held.popleft()
+                    if q.closed:  # stopping: the message is not acknowledged, the broker redelivers it
+                        self.scorer.stats.drop("shutdown", item.n)
+                        continue
+                    if q.taken != self._stalled_at:
+                        self._stalled_at = q.taken
+                        self.scorer.ingest.rl.log(logging.WARNING, "inference_stalled", "the inference thread "
+                                                  "took no batch for %.1f s: windows that do not fit the queue "
+                                                  "are dropped (%s) until it does", self.wait_s, q.policy)
+                    dropped += q.put(item)
+                    continue
+                rest = q.offer(item)
+                if rest is None:
+                    self._held.popleft()
+                else:
+                    self._held[0] = rest
+        return dropped
 
     def __len__(self) -> int:
-        return len(self.queue)
+        return len(self.queue) + sum(it.n for it in list(self._held))
 
     def start(self) -> list[threading.Thread]:
         self._thread = threading.Thread(target=self._run, name="edgewatch-infer", daemon=True)

@@ -81,3 +81,26 @@ def test_oldest_enqueued_is_the_head_of_the_queue() -> None:
     assert q.oldest_enqueued() == 5.0
     q.get_batch(1, 0.0)
     assert q.oldest_enqueued() == 7.0
+
+
+def test_offer_places_what_fits_and_wait_room_wakes_on_a_take() -> None:
+    q = WindowQueue(5)
+    assert q.offer(item("a", 3)) is None
+    rest = q.offer(item("a", 4, 3))  # 2 fit, 2 handed back, nothing dropped
+    assert rest is not None and rest.n == 2 and rest.t_end.tolist() == [5.0, 6.0] and len(q) == 5
+    assert q.offer(rest) is rest and q.wait_room(0.05) is False  # full: nothing taken in time
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(q.wait_room(5.0)))
+    waiter.start()
+    assert [i.n for i in q.get_batch(4, 0.0, 0.0)] == [3, 1]
+    waiter.join(5.0)
+    assert woke == [True] and q.offer(rest) is None and len(q) == 3
+    q.close()
+    assert q.wait_room(5.0) is False  # closed: no waiting
+
+
+def test_fill_does_not_wait_on_a_full_queue() -> None:
+    q = WindowQueue(4)
+    q.put(item("a", 4))
+    got = q.get_batch(64, max_wait_s=5.0, timeout=0.0)  # nothing more can come: taken at once
+    assert sum(i.n for i in got) == 4
