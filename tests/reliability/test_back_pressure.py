@@ -114,7 +114,7 @@ def test_a_stalled_inference_thread_costs_windows_counted_not_a_stalled_network_
                              log_interval_s=3600.0))  # not started: nothing takes batches from the queue
     batching = d.batching
     assert isinstance(batching, ThreadedScoring)
-    batching.wait_s = 0.3
+    batching.wait_s = 0.6
     x = series(300, seed=8)
     took = []
     for k in range(3):
@@ -122,7 +122,7 @@ def test_a_stalled_inference_thread_costs_windows_counted_not_a_stalled_network_
         d.ingest.handle("sensors/s/data", json.dumps({"ts": [T0 + 100 * k + i for i in range(100)],
                                                       "values": x[100 * k : 100 * k + 100].tolist()}).encode())
         took.append(time.monotonic() - t0)
-    assert took[0] >= 0.3 and max(took[1:]) < 0.2  # waited once, then reads on
+    assert took[0] >= 0.55 and max(took[1:]) < 0.3  # waited once, then reads on
     batching.drain()
     c, drops = d.stats.counts, d.stats.drops
     assert c["windows_queued"] == 300 - W + 1 and c["windows_scored"] == 8
