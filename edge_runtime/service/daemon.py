@@ -66,8 +66,7 @@ class Daemon:
             InlineScoring(cfg, self.scorer, self.publisher) if inline
             else ThreadedScoring(cfg, self.scorer, self.publisher, self._stop))
         self.ingest.put, self.ingest.policy = self.batching.put, cfg.queue_policy
-        if isinstance(self.batching, ThreadedScoring):  # back-pressure: wait for room outside the ingest lock
-            self.ingest.settle = self.batching.settle
+        self.ingest.settle = self.batching.settle  # back-pressure: wait for room outside the ingest lock
         self.ingest.on_forget = self._forget
         self.status_topic = format_topic(cfg.status_topic, instance=self.instance)
         filters = self.ingest.router.filters

@@ -224,24 +224,50 @@ class InlineScoring:
         self.buffer = WindowBuffer(cfg.queue_windows, cfg.queue_policy)
         self._lock = self.scorer.ingest.lock  # the buffer's guard against the daemon's other threads
         self._scoring = threading.Lock()  # one scorer at a time: a device's windows are scored in order
+        self._held: list[WindowItem] = []  # put while the sweep was scoring; placed by settle (network thread)
 
     def put(self, item: WindowItem) -> int:
         """Buffer ``item`` (network thread, under the ingest lock); the windows the bound dropped.
 
         Back-pressure: when ``item`` would overflow the buffer, what it holds is scored first, right here (the
         network thread reads nothing meanwhile, so the broker holds the next messages) instead of dropping
-        whole windows. Only while the housekeeping sweep is scoring (rare) does the queue policy drop."""
+        whole windows. While the housekeeping sweep is scoring (rare; it needs the ingest lock), the item is held
+        and :meth:`settle` places it once that lock is free: the network thread waits, nothing is dropped."""
         buf = self.buffer
-        if buf.n + item.n > buf.max_windows and self._scoring.acquire(blocking=False):
+        if self._held or buf.n + item.n > buf.max_windows:
+            if self._held or not self._scoring.acquire(blocking=False):
+                # the housekeeping sweep is scoring and needs the ingest lock we hold: keep the item (in order)
+                # for :meth:`settle`, which places it once the lock is free instead of dropping it
+                self._held.append(item)
+                return 0
             try:
-                self._score_buffered()
-                while item.n > buf.max_windows:  # one message with more windows than the buffer holds
-                    head, item = item.split(buf.max_windows)
-                    buf.put(head)
-                    self._score_buffered()
+                return self._place(item)
             finally:
                 self._scoring.release()
         return buf.put(item)
+
+    def _place(self, item: WindowItem) -> int:
+        """Score what the buffer holds until ``item`` fits, then buffer it (scoring lock and ingest lock held)."""
+        buf = self.buffer
+        if buf.n + item.n > buf.max_windows:
+            self._score_buffered()
+        while item.n > buf.max_windows:  # one message with more windows than the buffer holds
+            head, item = item.split(buf.max_windows)
+            buf.put(head)
+            self._score_buffered()
+        return buf.put(item)
+
+    def settle(self) -> int:
+        """Network thread, after the ingest lock is released: place what :meth:`put` held while the sweep
+        scored (waiting for the sweep; lock order scoring -> ingest, as in :meth:`drain`). Windows dropped."""
+        if not self._held:
+            return 0
+        dropped = 0
+        with self._scoring, self._lock:
+            held, self._held = self._held, []
+            for it in held:
+                dropped += self._place(it)
+        return dropped
 
     def _score_buffered(self) -> None:
         while self.buffer.n:
@@ -278,6 +304,7 @@ class InlineScoring:
 
     def stop(self, timeout: float) -> None:
         """After the link stopped calling :meth:`drain`: score what is left here."""
+        self.settle()
         self.drain()
 
 

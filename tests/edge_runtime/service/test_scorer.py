@@ -156,3 +156,37 @@ def test_threaded_scoring_scores_on_its_own_thread(parts) -> None:
     threaded.stop(5.0)
     assert stats.counts["windows_scored"] == len(sliding_windows(series(40), W, HOP))
     assert set(names) == {"edgewatch-infer"}
+
+
+def test_inline_overflow_while_the_sweep_scores_is_held_then_placed_not_dropped(parts, tmp_path: Path) -> None:
+    """A message that overflows the buffer while another thread (the housekeeping sweep) holds the scoring lock
+    is held, and ``settle`` (after the ingest lock is released) places and scores it: no window is dropped."""
+    path = write_model(tmp_path / "small.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    cfg = build_config(None, {"path": str(path), "instance": "gw1", "publish_scores": True, "queue_windows": 4})
+    model = load_model(path)
+    stats = Stats()
+    ingest = Ingest(cfg, model, stats)
+    scorer = Scorer(cfg, model, ingest, AlertTracker(AlertPolicy(), "gw1"), stats)
+    inline = InlineScoring(cfg, scorer, Publisher(FakeLink()))
+    ingest.put, ingest.settle = inline.put, inline.settle
+    x = series(60)
+    want = len(sliding_windows(x, W, HOP))
+    assert want > 4
+    sweeping = threading.Event()
+    done = threading.Event()
+
+    def sweep() -> None:  # holds the scoring lock as InlineScoring.drain does from the housekeeping thread
+        with inline._scoring:
+            sweeping.set()
+            done.wait(0.3)
+
+    th = threading.Thread(target=sweep)
+    th.start()
+    sweeping.wait(5)
+    ingest.handle("sensors/d1/data", json.dumps({"ts": [1_700_000_000.0 + i for i in range(60)],
+                                                 "values": x.tolist()}).encode())
+    done.set()
+    th.join()
+    inline.drain()
+    assert stats.drops.get("queue_full", 0) == 0
+    assert stats.counts["windows_scored"] == want
