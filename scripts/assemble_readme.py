@@ -18,7 +18,7 @@ already installed:
 
 ```bash
 ./scripts/demo.sh     # set up .venv, then train, serve and detect end to end (about a minute)
-./scripts/test.sh     # set up, then ruff and the tests
+./scripts/test.sh     # set up, then ruff, mypy and the tests
 ```
 
 Both are idempotent. The set-up pins PyTorch to the local CPU wheel (`constraints.txt`); the package
