@@ -27,6 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from edge_runtime.pipeline.pin import Pin
 from edge_runtime.pipeline.topics import TopicError, TopicRouter, sanitize_id
 
 PASSWORD_ENV = "EDGEWATCH_MQTT_PASSWORD"
@@ -59,6 +60,9 @@ class Config:
     intra_op_threads: int = _opt(1, "model", "onnxruntime intra-op threads (spinning is off, so idle threads use no CPU).", minimum=1)
     max_model_bytes: int = _opt(256 << 20, "model", "Refuse model files larger than this many bytes.", minimum=1)
     watch_interval_s: float = _opt(2.0, "model", "Check the model file's mtime/size this often and hot-reload on change; 0 turns watching off (SIGHUP still reloads).", minimum=0)
+    channels: list = _opt([], "model", "Pin: the channel names (in order) every model this gateway runs must have; a model at start, a reload or a rollout with other channels is refused (counted in pin_refused and reloads_refused, reported in the status document) and the old model keeps serving. Empty: any channels.", flag="pin-channel")
+    window: int = _opt(0, "model", "Pin: the window W every model must have; 0: any.", flag="pin-window", minimum=0)
+    family: str = _opt("", "model", "Pin: the model family every model must have (its metadata's architecture.type, e.g. conv1d_autoencoder); empty: any.", flag="pin-family")
     # [mqtt]
     broker: str = _opt("mqtt://127.0.0.1:1883", "mqtt", "Broker URL: mqtt://host[:1883] or mqtts://host[:8883] for TLS.")
     client_id: str = _opt("", "mqtt", "MQTT client id; empty means edgewatch-{instance}. Keep it stable: the persistent session is keyed by it.")
@@ -130,6 +134,11 @@ class Config:
     def mqtt_client_id(self) -> str:
         return self.client_id or f"edgewatch-{self.instance_name}"
 
+    @property
+    def pin(self) -> Pin:
+        """The model pin (``[model] channels``, ``window``, ``family``)."""
+        return Pin(tuple(self.channels), self.window, self.family)
+
     def resolve_password(self) -> str | None:
         """The MQTT password from password_file, config or the environment (in that order)."""
         if self.password_file:
@@ -163,6 +172,8 @@ class Config:
                 raise ConfigError(f"{name}: must be >= {lo}, got {shown}")
             if want is list and not all(isinstance(x, str) for x in v):
                 raise ConfigError(f"{name}: expected a list of strings")
+        if len(set(self.channels)) != len(self.channels):
+            raise ConfigError("model.channels: names must be unique")
         if not 0 < self.clear_ratio <= 1:
             raise ConfigError(f"alerts.clear_ratio: must be in (0, 1], got {self.clear_ratio}")
         if self.reconnect_max_s < self.reconnect_min_s:

@@ -34,6 +34,7 @@ COUNTERS = (
     "reconnects",
     "reloads",
     "reloads_refused",
+    "pin_refused",  # models refused because they break the pin (model.channels / window / family): kept serving the old one
     "devices_evicted",  # removed to keep max_devices
     "devices_expired",  # removed after device_idle_s without data
     "gaps",  # window restarts after a time gap

@@ -29,7 +29,7 @@ from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import format_topic
 from edge_runtime.service.housekeeping import Housekeeping
 from edge_runtime.service.ingest import Ingest, scoring_hop
-from edge_runtime.service.model import EdgeModel, load_model
+from edge_runtime.service.model import EdgeModel, check_pin, load_model
 from edge_runtime.service.mqtt import MqttLink
 from edge_runtime.service.paho_buffered import buffering_supported
 from edge_runtime.service.publisher import Publisher
@@ -48,6 +48,7 @@ class Daemon:
         self.started = time.time()
         self.stats = Stats()
         model = model or load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
+        check_pin(model, cfg.pin)  # a model that breaks the pin does not start (the CLI: exit 65)
         self.ingest = Ingest(cfg, model, self.stats)
         self.tracker = AlertTracker(
             AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels), self.instance,
@@ -231,8 +232,12 @@ class Daemon:
     # -- documents ----------------------------------------------------------------------
     def _online_doc(self) -> dict[str, Any]:
         m = self.model
-        return online_doc(self.instance, __version__, m.model_id, m.provider, m.provider_reason,
-                          m.metadata.channels, m.window, self.scorer.threshold, time.time(), self.owner)
+        doc = online_doc(self.instance, __version__, m.model_id, m.provider, m.provider_reason,
+                         m.metadata.channels, m.window, self.scorer.threshold, time.time(), self.owner)
+        hk = getattr(self, "housekeeping", None)  # None while the link is being built
+        if hk is not None and hk.last_refused is not None:
+            doc["last_refused"] = hk.last_refused
+        return doc
 
     def _status_message(self) -> Outbound:
         return Outbound(self.status_topic, to_json(self._online_doc()), qos=1, retain=True)

@@ -1,7 +1,8 @@
 """The housekeeping thread: the stats tick, idle-device expiry, the model file watch and reload, the inline sweep.
 
-A model reload (SIGHUP or a changed file) loads and validates the new file first and keeps the old
-model on any error; windows are kept when W and C are unchanged, else every device restarts (a raised
+A model reload (SIGHUP or a changed file) loads and validates the new file first (contract, test run, the
+pin) and keeps the old model on any error (counted, logged, reported in the status document's
+``last_refused``); windows are kept when W and C are unchanged, else every device restarts (a raised
 one gets a ``cleared`` alert with reason ``reload``).
 """
 
@@ -12,13 +13,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from edge_runtime.config import Config
 from edge_runtime.pipeline.documents import Outbound, to_json
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.service.ingest import Ingest
-from edge_runtime.service.model import FileSignature, ModelError, file_sha256, load_model
+from edge_runtime.service.model import (
+    EdgeModel,
+    FileSignature,
+    ModelError,
+    PinError,
+    check_pin,
+    file_sha256,
+    load_model,
+)
 from edge_runtime.service.publisher import Publisher
 from edge_runtime.service.scorer import Scorer
 
@@ -51,7 +61,11 @@ class Housekeeping:
     def __post_init__(self) -> None:
         self.ingest: Ingest = self.scorer.ingest
         self.stats: Stats = self.scorer.stats
-        self._watch_sig: FileSignature | None = self.scorer.model.signature
+        # the configured model file (a rollout may serve a staged file meanwhile; a change of this one reloads it)
+        self._watched_path: Path = Path(self.cfg.path) if self.cfg.path else self.scorer.model.path
+        self._watch_sig: FileSignature | None = (
+            self.scorer.model.signature if self._watched_path == self.scorer.model.path else self._stat_watched())
+        self.last_refused: dict[str, Any] | None = None  # the last model refused: what, reason, time
 
     def run(self) -> None:
         cfg = self.cfg
@@ -104,38 +118,55 @@ class Housekeeping:
         )
         self.publisher.send([Outbound(self.stats_topic, to_json(doc), qos=0, bulk=True)])
 
-    def check_file(self) -> None:
+    def _stat_watched(self) -> FileSignature | None:
         try:
-            sig = FileSignature.of(self.scorer.model.path)
+            return FileSignature.of(self._watched_path)
         except OSError:
+            return None
+
+    def check_file(self) -> None:
+        sig = self._stat_watched()
+        if sig is None:
             return
         if sig != self._watch_sig:
             self._watch_sig = sig
             try:
-                digest = file_sha256(self.scorer.model.path, self.cfg.max_model_bytes)
+                digest = file_sha256(self._watched_path, self.cfg.max_model_bytes)
             except OSError:
                 return
             if digest == self.scorer.model.sha256:
-                log.debug("model file %s touched or replaced by the same content: not reloaded", self.scorer.model.path)
+                log.debug("model file %s touched or replaced by the same content: not reloaded", self._watched_path)
                 return
             self.reload("file changed")
 
     def reload(self, why: str) -> bool:
         """Load, validate and swap in the model file; on any error keep the old model. True if swapped."""
         cfg = self.cfg
-        old = self.scorer.model
         try:
             new = load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
-        except ModelError as exc:
-            self.stats.incr("reloads_refused")
-            log.error("model reload (%s) refused, keeping %s: %s", why, old.model_id, exc)
+            check_pin(new, cfg.pin)
+        except Exception as exc:  # an unforeseen failure must not kill the housekeeping thread either
+            self.refuse(f"model reload ({why})", exc)
             return False
-        except Exception as exc:  # an unforeseen failure must not kill the housekeeping thread
-            self.stats.incr("reloads_refused")
-            reason = (str(exc).strip().splitlines() or [""])[0][:200]
-            log.error("model reload (%s) refused, keeping %s: unexpected %s: %s", why, old.model_id,
-                      type(exc).__name__, reason)
-            return False
+        self.swap(new, f"reloaded ({why})")
+        return True
+
+    def refuse(self, what: str, exc: BaseException) -> None:
+        """Count and log a model refused by ``what``; the status document reports it (``last_refused``)."""
+        old = self.scorer.model
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        if not isinstance(exc, ModelError):
+            reason = f"unexpected {type(exc).__name__}: {reason}"
+        self.stats.incr("reloads_refused")
+        if isinstance(exc, PinError):
+            self.stats.incr("pin_refused")
+        log.error("%s refused, keeping %s: %s", what, old.model_id, reason)
+        self.last_refused = {"what": what, "reason": reason, "time": time.time()}
+        self.publisher.send([self.status()])
+
+    def swap(self, new: EdgeModel, why: str) -> None:
+        """Serve ``new`` from now on (validated by the caller); device windows kept when W and C are unchanged."""
+        old = self.scorer.model
         keep = (new.window, new.n_channels) == (old.window, old.n_channels)
         with self.ingest.lock:
             dropped_devices = [] if keep else list(self.ingest.store.devices)
@@ -147,10 +178,10 @@ class Housekeeping:
                     self.stats.drop("reload", dropped)
         for dev in dropped_devices:  # their windows are gone: a raised one is cleared (reason "reload")
             self.publisher.send(self.scorer.forget(dev, "reload"))
-        self._watch_sig = new.signature
+        if new.path == old.path or new.path == self._watched_path:
+            self._watch_sig = new.signature
         self.stats.incr("reloads")
-        log.info("model reloaded (%s): %s -> %s, W=%d C=%d, device windows %s; provider %s (%s)", why,
+        log.info("model %s: %s -> %s, W=%d C=%d, device windows %s; provider %s (%s)", why,
                  old.model_id, new.model_id, new.window, new.n_channels, "kept" if keep else "reset",
                  new.provider, new.provider_reason)
         self.publisher.send([self.status()])
-        return True

@@ -30,6 +30,7 @@ from edge_runtime.contract import (
     ModelMetadata,
     metadata_from_props,
 )
+from edge_runtime.pipeline.pin import Pin, model_family, pin_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,18 @@ def load_model(
     if not (np.isfinite(score).all() and np.isfinite(ce).all()):
         raise ModelError(f"{p}: test run gave non-finite outputs (NaN or inf) for a window at the training mean")
     return model
+
+
+class PinError(ModelError):
+    """The model is valid but breaks the gateway's pin (``[model] channels``, ``window``, ``family``)."""
+
+
+def check_pin(model: EdgeModel, pin: Pin) -> None:
+    """Raise :class:`PinError` (one line naming the difference) when ``model`` does not fit ``pin``."""
+    meta = model.metadata
+    why = pin_mismatch(pin, meta.channels, meta.window, model_family(meta.architecture))
+    if why:
+        raise PinError(f"{model.path} (model {model.model_id}): {why}")
 
 
 def benchmark(model: EdgeModel, batch: int = 64, repeats: int = 20, seed: int = 0) -> list[float]:

@@ -185,7 +185,7 @@ def test_hot_reload_of_every_bad_file_keeps_old_model(tmp_path: Path, caplog) ->
     x = np.random.default_rng(0).standard_normal((3, 16, 4)).astype(np.float32)
     before, _ = d.model.run(x)
     published: list[str] = []
-    d.link.publish = lambda topic, payload, qos=1, retain=False: published.append(topic) or True  # no broker here
+    d.link.publish = lambda topic, payload, qos=1, retain=False: published.append(payload) or True  # no broker here
     for i, name in enumerate(sorted(BAD)):
         variant(name, tmp_path).replace(path)
         assert d.reload(f"test {name}") is False
@@ -193,7 +193,9 @@ def test_hot_reload_of_every_bad_file_keeps_old_model(tmp_path: Path, caplog) ->
         assert d.stats.counts["reloads_refused"] == i + 1
         after, _ = d.model.run(x)
         np.testing.assert_array_equal(after, before)
-    assert published == []  # no status change announced for a refused model
+    # each refusal is reported in the retained status (last_refused), which still names the old model
+    docs = [json.loads(p) for p in published]
+    assert len(docs) == len(BAD) and all(doc["model_id"] == "good-v1" and doc["last_refused"] for doc in docs)
     assert caplog.text.count("refused, keeping good-v1") == len(BAD)
     write_model(path, make_metadata(window=16, hop=4, model_id="good-v2"))
     assert d.reload("fixed") is True and d.model.model_id == "good-v2"
