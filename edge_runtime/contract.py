@@ -22,6 +22,28 @@ channels (``scoring.level_precision``, ``level_t2_ref``; ``channel_error`` is ea
 references) and ``preprocessing`` (fill, normalisation); 1 (score = mean squared error in normalised
 units) still loads: the edge needs nothing that changed.
 
+Sensor health (``health``, optional)
+------------------------------------
+One JSON object, written by ``fit`` (:func:`edge_runtime.pipeline.health.learn_limits`); absent or empty in
+older models, where the edge checks only the config's limits and fills with its default::
+
+    {"fill": {"method": "ffill", "limit_samples": N},   # a missing value carried forward N samples, then missing
+     "stale_after_s": S,                                 # the device sends nothing this long: stale
+     "channels": {NAME: {"min": a, "max": b, "margin": m,  # out_of_range outside [a - m, b + m]
+                         "flat_tol": t, "max_flat_samples": k,  # stuck: |step| <= t more than k samples in a row
+                         "longest_flat_samples": r}}}   # (information) the longest flat run in training
+
+Masked scoring: while channels are missing, stuck or out of range, the edge replaces their samples in the
+window by the training mean (``normalisation.mean``) before the model runs, and the process score is
+``sum(channel_error[healthy]) / C * n_kept / n_kept_healthy`` (``n_kept``: channels with a
+``scoring.weight`` > 0, all in format 1), i.e. the mean share of the healthy kept channels, in the units of
+``score`` (:func:`edge_runtime.pipeline.health.renormalised_score`). For format 3's Mahalanobis level term
+this means: an excluded channel sits at its mean, so its level ``l_j`` is 0 and drops out of every cross
+term ``l_c (P l)_c``; the healthy channels' level term is ``l_H^T P_HH l_H``, their distance with the
+excluded channel held at its mean (conditional on it, not the marginal distance over H), rescaled by
+``n_kept / n_kept_healthy`` like the reconstruction term. The threshold is unchanged. Past
+``health.degraded_share`` of the kept channels excluded, a device is ``degraded`` and not scored.
+
 Metadata contract
 -----------------
 ``metadata_props`` holds one entry, key :data:`METADATA_KEY`, whose value is one
@@ -35,6 +57,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from edge_runtime.pipeline.health import HealthError, check_document
 
 FORMAT_VERSION = 3
 READABLE_FORMAT_VERSIONS = (1, 2, 3)  # 1: before channel screening; 2: per-channel level term; the edge reads all the same way
@@ -99,6 +123,7 @@ class ModelMetadata:
     versions: dict[str, str] = field(default_factory=dict)
     scoring: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)  # sensor-health limits and fill (module docstring)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -146,6 +171,7 @@ class ModelMetadata:
                 versions={str(k): str(v) for k, v in dict(doc.get("versions", {})).items()},
                 scoring=dict(doc.get("scoring", {})),
                 preprocessing=dict(doc.get("preprocessing", {})),
+                health=_health_field(doc.get("health")),
                 format_version=int(version),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf), float(10**400)
@@ -188,6 +214,19 @@ class ModelMetadata:
             raise ContractError("normalisation.std: values must be finite and > 0")
         if self.sample_period_s is not None and not self.sample_period_s > 0:
             raise ContractError("sample_period_s: must be > 0 when given")
+        try:
+            check_document(self.health, self.channels)
+        except HealthError as exc:
+            raise ContractError(str(exc)) from None
+
+
+def _health_field(doc: Any) -> dict[str, Any]:
+    """The ``health`` field as stored: absent or null is empty; anything but an object is refused."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ContractError("health: must be a JSON object")
+    return dict(doc)
 
 
 def metadata_from_props(props: dict[str, str]) -> ModelMetadata:

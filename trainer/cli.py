@@ -332,6 +332,7 @@ def fit(
 
 def fit_report(res: Any) -> str:
     """What ``fit`` chose, screened, trained, calibrated and wrote (pure formatting of a FitResult)."""
+    from edge_runtime.pipeline.health import describe as describe_health
     from trainer.screening import format_screen
 
     lines = ["sizes:"] + [f"  {n}" for n in (res.sizes.notes if res.sizes else [])]
@@ -358,6 +359,7 @@ def fit_report(res: Any) -> str:
         f"{per_k(fa.get('validation_per_1000'))} on {fa.get('validation_windows')} held-out validation windows "
         f"({fa.get('validation_alerts')} alerts under the daemon's hysteresis); calibrated on {fa.get('calibrated_on')}"
     )
+    lines += describe_health(res.meta.health)
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in res.export.parity_max_diff.items())
     lines.append(
         f"wrote {res.export.path} ({res.export.size_bytes} bytes, model_id {res.meta.model_id}); "

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.pipeline.health import FILL_METHODS, fill_column
 from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, parse_timestamp
 from edge_runtime.pipeline.windowing_offline import window_labels, windows_from_series
 from edge_runtime.tools.textfile import (
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz", ".xlsx", ".xlsm", ".parquet")
 TIMESTAMP_NAMES = ("timestamp", "time", "datetime", "date", "ts", "date_time", "time_stamp")
-FILL_METHODS = ("ffill", "interpolate", "zero")
 _MISSING = {"", "nan", "na", "n/a", "null", "none", "-"}
 DEFAULT_LABEL_COLUMN = "anomaly"
 # Label-ish columns never used as features unless asked for with --channels (as edge_runtime/tools/replay.py):
@@ -111,28 +111,6 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _fill(col: np.ndarray, method: str) -> np.ndarray:
-    """Fill NaNs in ``col`` (T,) by ``method``; raises ValueError when the column is all missing."""
-    missing = np.isnan(col)
-    if not missing.any():
-        return col
-    if missing.all():
-        raise ValueError("column has no values at all")
-    if method == "zero":
-        return np.where(missing, 0.0, col)
-    idx = np.arange(col.size)
-    good = ~missing
-    if method == "interpolate":
-        return np.interp(idx, idx[good], col[good])
-    # ffill, with a backward fill for leading gaps
-    last = np.where(good, idx, 0)
-    np.maximum.accumulate(last, out=last)
-    out = col[last]
-    first = int(np.argmax(good))
-    out[:first] = col[first]
-    return out
 
 
 @dataclass(frozen=True)
@@ -397,7 +375,7 @@ def _read_rows(
         values = values.copy()
         for j, name in enumerate(names):
             try:
-                values[:, j] = _fill(values[:, j], opts.fill)
+                values[:, j] = fill_column(values[:, j], opts.fill)
             except ValueError as exc:
                 raise DataError(f"{path}: column {name!r}: {exc}") from None
     labels = np.frombuffer(labs, dtype=np.int8).copy() if lab_col is not None else None

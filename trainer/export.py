@@ -47,6 +47,7 @@ from edge_runtime.contract import (
     ModelMetadata,
     metadata_from_props,
 )
+from edge_runtime.pipeline.health import describe as describe_health
 
 log = logging.getLogger(__name__)
 
@@ -573,6 +574,7 @@ def describe_model(path: Path) -> str:
         lines.append(format_screen(screening))
     else:
         lines.append("channels: no screening recorded (format 1: every channel in the score)")
+    lines += describe_health(meta.health)
     lines.append(f"metadata ({METADATA_KEY}):")
     lines.append(json.dumps(json.loads(meta.to_json()), indent=2, sort_keys=True))
     return "\n".join(lines)

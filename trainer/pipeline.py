@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from edge_runtime.contract import ModelMetadata, Normalisation, Threshold
+from edge_runtime.pipeline.health import learn_limits
 from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, hysteresis
 from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
 from trainer.covariance import LEVEL_SHRINKAGE, level_precision, mahalanobis
@@ -131,6 +132,20 @@ class FitResult:
             "size_bytes": self.export.size_bytes,
             "variants": self.export.variants,
         }
+
+
+def normal_segments(series: Sequence[Series]) -> list[np.ndarray]:
+    """Each series' runs of consecutive normal (label 0 or unlabelled) rows, (n_i, C) each: the sensor-health
+    limits are learned on them (a flat run never joined across an anomaly or a file boundary)."""
+    out: list[np.ndarray] = []
+    for s in series:
+        if s.labels is None:
+            out.append(s.values)
+            continue
+        normal = np.concatenate(([False], s.labels == 0, [False]))
+        edges = np.flatnonzero(np.diff(normal.astype(np.int8)))
+        out += [s.values[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    return [v for v in out if len(v)]
 
 
 def iter_normal_windows(series: Sequence[Series], window: int, hop: int = 1, chunk: int = 4096) -> Iterator[np.ndarray]:
@@ -304,6 +319,8 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
             **result.summary(),
         },
     )
+    segments = normal_segments(series)
+    meta.health = learn_limits(segments, meta.sample_period_s, channels) if segments else {}
     holdout = val_sample[:512]
     if opts.checkpoint is not None:
         save_checkpoint(opts.checkpoint, ae, meta, holdout)

@@ -47,6 +47,9 @@ def test_every_readable_format_version_loads(version: int) -> None:
     ({"normalisation": {"mean": [0.0] * 4, "std": [1.0, 0.0, 1.0, 1.0]}}, "normalisation.std"),
     ({"sample_period_s": 0}, "sample_period_s"),
     ({"window": "sixteen"}, "malformed"),
+    ({"health": [1]}, "health"),
+    ({"health": {"fill": {"method": "interpolate"}}}, "health.fill.method"),
+    ({"health": {"channels": {"nope": {"min": 0.0}}}}, "health.channels"),
 ])
 def test_validation_names_the_first_bad_field(change: dict, field: str) -> None:
     doc = {**json.loads(make_metadata().to_json()), **change}
@@ -77,3 +80,27 @@ def test_an_exported_model_carries_the_contract(demo_model_path) -> None:
     assert sess.get_inputs()[0].shape[1:] == [meta.window, meta.n_channels]  # (batch, W, C)
     assert [o.name for o in sess.get_outputs()] == list(OUTPUT_NAMES)
     assert meta.n_channels == len(meta.normalisation.mean) and meta.threshold.value > 0
+
+
+def test_health_is_optional_and_kept_on_a_round_trip() -> None:
+    doc = json.loads(make_metadata().to_json())
+    del doc["health"]  # a model exported before sensor health
+    assert ModelMetadata.from_dict(doc).health == {}
+    assert ModelMetadata.from_dict({**doc, "health": None}).health == {}
+    health = {"fill": {"method": "ffill", "limit_samples": 3}, "stale_after_s": 5.0,
+              "channels": {doc["channels"][0]: {"min": 0.0, "max": 1.0, "margin": 0.1, "flat_tol": 0.0,
+                                                "max_flat_samples": 12}}}
+    meta = ModelMetadata.from_dict({**doc, "health": health})
+    assert ModelMetadata.from_json(meta.to_json()).health == health
+
+
+def test_an_exported_model_carries_learned_health_limits(demo_model_path) -> None:
+    """fit learns every channel's range and stuck limit and the edge fill, and stores them in the file."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(demo_model_path), providers=["CPUExecutionProvider"])
+    meta = metadata_from_props(sess.get_modelmeta().custom_metadata_map)
+    assert set(meta.health["channels"]) == set(meta.channels)
+    assert meta.health["fill"]["method"] == "ffill" and meta.health["stale_after_s"] > 0
+    for lim in meta.health["channels"].values():
+        assert lim["min"] < lim["max"] and lim["margin"] > 0 and lim["max_flat_samples"] >= 10

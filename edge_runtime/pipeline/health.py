@@ -1,0 +1,347 @@
+"""Per-channel sensor health: the fill of missing values, the limits learned at training, the checks. Pure.
+
+One implementation for the trainer (``fit`` learns the limits with :func:`learn_limits` and stores them in
+the model's ``health`` field, :mod:`edge_runtime.contract`), ``replay`` (:func:`fill_block`) and the daemon
+(:class:`ChannelHealth`, one per device, fed every sample it receives, in order).
+
+A channel of a device is, after each sample (codes in :data:`STATES`):
+
+- ``missing``: no value (null, NaN, absent from a keyed message) for more than ``fill.limit_samples``
+  samples in a row; up to that many its last value is carried forward (``ffill``), afterwards its last
+  good value stays in the window (the scorer excludes the channel), or the training mean when it never had one;
+- ``out_of_range``: outside ``[min - margin, max + margin]`` (the range seen in training, or the config's);
+- ``stuck``: flat (``|x_t - x_{t-1}| <= flat_tol``) for more than ``max_flat_samples`` samples in a row,
+  longer than the channel is ever flat in the normal running data (0: not checked);
+- ``ok`` otherwise. A missing value takes precedence over out_of_range, that over stuck.
+
+``stale`` is a device state (the device sends nothing for longer than ``stale_after_s``), told by
+:func:`is_stale` from times the caller gives. Shapes: ``values`` (n, C) float, one row per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+OK, MISSING, STALE, STUCK, OUT_OF_RANGE = 0, 1, 2, 3, 4
+STATES = ("ok", "missing", "stale", "stuck", "out_of_range")  # index = code
+FAULTS = STATES[1:]
+EXCLUDED = (MISSING, STUCK, OUT_OF_RANGE)  # a channel in one of these is left out of the process score
+
+FILL_METHODS = ("ffill", "interpolate", "zero")  # offline (trainer, replay); the edge carries forward (ffill)
+EDGE_FILL = "ffill"
+DEFAULT_FILL_LIMIT = 5  # samples a missing value is carried forward at the edge before the channel is missing
+DEFAULT_MARGIN = 0.1  # of the training range, on each side
+MIN_FLAT_SAMPLES = 10  # the shortest stuck limit learned
+FLAT_FACTOR = 1.5  # the stuck limit is this times the longest flat run seen in training
+FLAT_OFF_SHARE = 0.5  # a channel flat for more than this share of training (a set point) is not checked
+STALE_PERIODS = 10.0  # stale after this many sample periods without data
+DEFAULT_STALE_S = 60.0  # ... or this when the model has no sample period
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+AnyFloat = npt.NDArray[np.floating[Any]]
+
+
+class HealthError(ValueError):
+    """A health document or override that cannot be used (names the field)."""
+
+
+# -- fill (offline) ------------------------------------------------------------------------------------
+def fill_column(col: AnyFloat, method: str) -> F64:
+    """Fill NaNs in ``col`` (T,) by ``method`` (:data:`FILL_METHODS`; ``ffill`` back-fills a leading gap);
+    raises ValueError when the column is all missing."""
+    x: F64 = np.asarray(col, dtype=np.float64)
+    missing = np.isnan(x)
+    if not missing.any():
+        return x
+    if missing.all():
+        raise ValueError("column has no values at all")
+    if method not in FILL_METHODS:
+        raise ValueError(f"fill method must be one of {', '.join(FILL_METHODS)}, got {method!r}")
+    if method == "zero":
+        zeroed: F64 = np.where(missing, 0.0, x)
+        return zeroed
+    idx = np.arange(x.size)
+    good = ~missing
+    if method == "interpolate":
+        out: F64 = np.interp(idx, idx[good], x[good])
+        return out
+    last = np.where(good, idx, 0)
+    np.maximum.accumulate(last, out=last)
+    filled: F64 = x[last]
+    first = int(np.argmax(good))
+    filled[:first] = x[first]
+    return filled
+
+
+def fill_block(values: AnyFloat, method: str) -> F64:
+    """:func:`fill_column` over every column of ``values`` (n, C); ValueError names the first empty column."""
+    out: F64 = np.array(values, dtype=np.float64)
+    for j in range(out.shape[1]):
+        try:
+            out[:, j] = fill_column(out[:, j], method)
+        except ValueError as exc:
+            raise ValueError(f"column {j}: {exc}") from None
+    return out
+
+
+# -- learning ------------------------------------------------------------------------------------------
+def _runs_from(flags: npt.NDArray[np.bool_], carry: I64) -> I64:
+    """Per sample, how many samples in a row (ending there) have ``flags`` (n, C) set; ``carry`` (C,) is the
+    run ending just before the block."""
+    n = flags.shape[0]
+    idx = np.arange(n, dtype=np.int64)[:, None]
+    last_reset = np.where(flags, np.int64(-1), idx)
+    np.maximum.accumulate(last_reset, axis=0, out=last_reset)
+    runs: I64 = np.where(last_reset < 0, carry[None, :] + idx + 1, idx - last_reset)
+    return runs
+
+
+def longest_flat(values: AnyFloat, flat_tol: AnyFloat) -> I64:
+    """The longest run of flat steps (``|diff| <= flat_tol``) of each column of ``values`` (n, C): (C,)."""
+    x = np.asarray(values, dtype=np.float64)
+    c = x.shape[1]
+    if x.shape[0] < 2:
+        return np.zeros(c, dtype=np.int64)
+    flat = np.abs(np.diff(x, axis=0)) <= np.asarray(flat_tol, dtype=np.float64)[None, :]
+    longest: I64 = _runs_from(flat, np.zeros(c, dtype=np.int64)).max(axis=0)
+    return longest
+
+
+def learn_limits(
+    values: AnyFloat | Sequence[AnyFloat], sample_period_s: float | None, channels: Sequence[str],
+    margin: float = DEFAULT_MARGIN, fill_limit: int = DEFAULT_FILL_LIMIT,
+) -> dict[str, Any]:
+    """The model's ``health`` document from normal running data ``values`` (n, C), or a sequence of such
+    blocks (separate files: flat runs are not joined across them).
+
+    Per channel: the physical range seen (``min``/``max``) with ``margin`` x the range on each side; a
+    flat tolerance (1e-6 x the channel's scale); the stuck limit ``max_flat_samples`` (1.5 x the longest
+    run of flat samples, at least :data:`MIN_FLAT_SAMPLES`; 0, not checked, for a channel flat more than half
+    the time); ``stale_after_s`` from the sample period; the edge fill (ffill up to ``fill_limit`` samples)."""
+    blocks = [np.asarray(values, dtype=np.float64)] if isinstance(values, np.ndarray) else [
+        np.asarray(b, dtype=np.float64) for b in values]
+    blocks = [b for b in blocks if b.ndim == 2 and b.shape[0]]
+    c = len(channels)
+    if not blocks or any(b.shape[1] != c for b in blocks):
+        raise HealthError(f"learn_limits needs (n, {c}) blocks of values")
+    lo = np.min([np.nanmin(b, axis=0) for b in blocks], axis=0)
+    hi = np.max([np.nanmax(b, axis=0) for b in blocks], axis=0)
+    scale = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), 1.0)
+    tol = 1e-6 * scale
+    span = hi - lo
+    pad = np.where(span > 0, margin * span, margin * scale)
+    longest = np.max([longest_flat(b, tol) for b in blocks], axis=0)
+    n_steps = sum(max(b.shape[0] - 1, 0) for b in blocks)
+    flat_steps = np.sum([(np.abs(np.diff(b, axis=0)) <= tol).sum(axis=0) for b in blocks], axis=0)
+    off = (flat_steps > FLAT_OFF_SHARE * max(n_steps, 1)) | (n_steps == 0)
+    limit = np.where(off, 0, np.maximum(MIN_FLAT_SAMPLES, np.ceil(FLAT_FACTOR * longest))).astype(np.int64)
+    stale = STALE_PERIODS * sample_period_s if sample_period_s else DEFAULT_STALE_S
+    return {
+        "fill": {"method": EDGE_FILL, "limit_samples": int(fill_limit)},
+        "stale_after_s": float(stale),
+        "channels": {
+            str(name): {"min": float(lo[j]), "max": float(hi[j]), "margin": float(pad[j]),
+                        "flat_tol": float(tol[j]), "max_flat_samples": int(limit[j]),
+                        "longest_flat_samples": int(longest[j])}
+            for j, name in enumerate(channels)
+        },
+    }
+
+
+def check_document(health: Mapping[str, Any], channels: Sequence[str]) -> None:
+    """Raise :class:`HealthError` naming the first malformed field of a model's ``health`` document."""
+    if not isinstance(health, Mapping):
+        raise HealthError("health: must be a JSON object")
+    if not health:
+        return
+    fill = health.get("fill", {})
+    if not isinstance(fill, Mapping) or fill.get("method", EDGE_FILL) not in (EDGE_FILL, "none"):
+        raise HealthError("health.fill.method: must be 'ffill' or 'none'")
+    lim = fill.get("limit_samples", DEFAULT_FILL_LIMIT)
+    if type(lim) is not int or lim < 0:
+        raise HealthError("health.fill.limit_samples: must be an integer >= 0")
+    stale = health.get("stale_after_s")
+    if stale is not None and not (_is_num(stale) and stale > 0):
+        raise HealthError("health.stale_after_s: must be a number > 0")
+    per = health.get("channels", {})
+    if not isinstance(per, Mapping):
+        raise HealthError("health.channels: must be an object keyed by channel name")
+    known = set(channels)
+    for name, lim_c in per.items():
+        if name not in known:
+            raise HealthError(f"health.channels: {str(name)[:40]!r} is not one of the model's channels")
+        if not isinstance(lim_c, Mapping):
+            raise HealthError(f"health.channels.{name}: must be an object")
+        for key in ("min", "max", "margin", "flat_tol"):
+            if key in lim_c and not _is_num(lim_c[key]):
+                raise HealthError(f"health.channels.{name}.{key}: must be a finite number")
+        if "min" in lim_c and "max" in lim_c and lim_c["min"] > lim_c["max"]:
+            raise HealthError(f"health.channels.{name}: min > max")
+        for key in ("margin", "flat_tol"):
+            if key in lim_c and lim_c[key] < 0:
+                raise HealthError(f"health.channels.{name}.{key}: must be >= 0")
+        k = lim_c.get("max_flat_samples", 0)
+        if type(k) is not int or k < 0:
+            raise HealthError(f"health.channels.{name}.max_flat_samples: must be an integer >= 0")
+
+
+def describe(health: Mapping[str, Any]) -> list[str]:
+    """Lines for ``fit`` and ``inspect``: the fill, the stale limit and each channel's range and stuck limit."""
+    if not health:
+        return ["sensor health: no limits stored (an older model): the edge checks only the config's limits"]
+    fill = health.get("fill", {})
+    lines = [f"sensor health: fill {fill.get('method', EDGE_FILL)} up to {fill.get('limit_samples', DEFAULT_FILL_LIMIT)}"
+             f" samples, stale after {health.get('stale_after_s', DEFAULT_STALE_S):g} s"]
+    for name, lim in health.get("channels", {}).items():
+        k = int(lim.get("max_flat_samples", 0))
+        stuck = f"stuck after {k} flat samples (longest in training {lim.get('longest_flat_samples', '?')})" if k \
+            else "stuck not checked (flat most of the time in training)"
+        lines.append(f"  {name}: range {lim.get('min', -math.inf):.6g} .. {lim.get('max', math.inf):.6g} "
+                     f"+- {lim.get('margin', 0.0):.3g}; {stuck}")
+    return lines
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# -- limits as arrays ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HealthLimits:
+    """The checks' limits as (C,) arrays: the allowed range ``lo``..``hi`` (margin applied; +-inf: none),
+    ``flat_tol``, ``max_flat`` (0: not checked), the fill limit in samples, the stale limit in s and
+    ``neutral`` (the training mean: the value of a channel that never had one)."""
+
+    lo: F64
+    hi: F64
+    flat_tol: F64
+    max_flat: I64
+    fill_limit: int
+    stale_after_s: float
+    neutral: F64
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.lo.shape[0])
+
+    @classmethod
+    def build(
+        cls, health: Mapping[str, Any], channels: Sequence[str], neutral: Sequence[float],
+        sample_period_s: float | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        fill_limit: int | None = None, stale_after_s: float | None = None,
+    ) -> HealthLimits:
+        """Limits from a model's ``health`` document (empty: no range or stuck check, the default fill),
+        with the config's per-channel ``overrides`` (same keys as the document's channels, plus
+        ``fill_limit``), fill limit and stale limit (None: the model's) on top."""
+        check_document(health, channels)
+        c = len(channels)
+        lo, hi = np.full(c, -np.inf), np.full(c, np.inf)
+        tol, max_flat = np.zeros(c), np.zeros(c, dtype=np.int64)
+        per = dict(health.get("channels", {}))
+        for name, o in (overrides or {}).items():
+            if name not in channels:
+                raise HealthError(f"health.channels: {name[:40]!r} is not one of the model's channels")
+            per[name] = {**per.get(name, {}), **o}
+        for j, name in enumerate(channels):
+            lim = per.get(name, {})
+            m = float(lim.get("margin", 0.0))
+            if "min" in lim:
+                lo[j] = float(lim["min"]) - m
+            if "max" in lim:
+                hi[j] = float(lim["max"]) + m
+            tol[j] = float(lim.get("flat_tol", 0.0))
+            max_flat[j] = int(lim.get("max_flat_samples", 0))
+        fill = health.get("fill", {})
+        stored = 0 if fill.get("method") == "none" else int(fill.get("limit_samples", DEFAULT_FILL_LIMIT))
+        default_stale = STALE_PERIODS * sample_period_s if sample_period_s else DEFAULT_STALE_S
+        return cls(lo, hi, tol, max_flat, stored if fill_limit is None else int(fill_limit),
+                   float(stale_after_s or health.get("stale_after_s") or default_stale),
+                   np.asarray(neutral, dtype=np.float64).copy())
+
+
+# -- the checks ----------------------------------------------------------------------------------------
+class ChannelHealth:
+    """One device's channel states, updated incrementally over the samples it receives, in order."""
+
+    __slots__ = ("limits", "prev", "flat_run", "miss_run", "codes")
+
+    def __init__(self, limits: HealthLimits) -> None:
+        c = limits.n_channels
+        self.limits = limits
+        self.prev = np.full(c, np.nan)  # (C,) the last value after the fill (NaN: never had one)
+        self.flat_run = np.zeros(c, dtype=np.int64)  # (C,) flat samples in a row ending at prev
+        self.miss_run = np.zeros(c, dtype=np.int64)  # (C,) missing samples in a row ending at prev
+        self.codes: U8 = np.zeros(c, dtype=np.uint8)  # (C,) the state after the last sample
+
+    def update(self, values: npt.NDArray[np.float32]) -> U8:
+        """Check (and fill, in place) ``values`` (n, C) float32, NaN where a value is missing; return the
+        state codes (n, C) uint8 after each sample (:data:`STATES`). Missing values are carried forward
+        (the last value), then the last good one stays; a channel that never had one gets ``neutral``."""
+        lim = self.limits
+        n = values.shape[0]
+        x = values.astype(np.float64)
+        miss = np.isnan(x)
+        any_miss = bool(miss.any())
+        if any_miss:
+            miss_run = _runs_from(miss, self.miss_run)
+            idx = np.arange(n, dtype=np.int64)[:, None]
+            last_good = np.where(miss, np.int64(-1), idx)
+            np.maximum.accumulate(last_good, axis=0, out=last_good)
+            carried = np.where(np.isnan(self.prev), lim.neutral, self.prev)
+            from_block = np.take_along_axis(x, np.maximum(last_good, 0), axis=0)
+            x = np.where(miss, np.where(last_good < 0, carried[None, :], from_block), x)
+            values[miss] = x[miss]
+            self.miss_run = miss_run[-1].copy()
+        else:
+            miss_run = None
+            self.miss_run[:] = 0
+        prev = np.where(np.isnan(self.prev), x[0], self.prev)
+        steps = np.abs(np.diff(x, axis=0, prepend=prev[None, :]))
+        flat = steps <= lim.flat_tol[None, :]
+        flat_run = _runs_from(flat, self.flat_run)
+        stuck = (flat_run > lim.max_flat[None, :]) & (lim.max_flat[None, :] > 0)
+        oor = (x < lim.lo[None, :]) | (x > lim.hi[None, :])
+        codes = np.where(oor, np.uint8(OUT_OF_RANGE), np.where(stuck, np.uint8(STUCK), np.uint8(OK)))
+        if miss_run is not None:
+            # a carried value (the last one) is checked as that value; past the fill limit the channel is missing
+            codes = np.where(miss & (miss_run > lim.fill_limit), np.uint8(MISSING), codes)
+        out: U8 = codes.astype(np.uint8)
+        self.prev = x[-1].copy()
+        self.flat_run = flat_run[-1].copy()
+        self.codes = out[-1].copy()
+        return out
+
+    def excluded(self) -> npt.NDArray[np.bool_]:
+        """(C,) True where the channel is missing, stuck or out of range now."""
+        c = self.codes
+        mask: npt.NDArray[np.bool_] = (c == MISSING) | (c == STUCK) | (c == OUT_OF_RANGE)
+        return mask
+
+
+def is_stale(now: float, last_sample: float, limits: HealthLimits) -> bool:
+    """True when a device's last sample (``last_sample``, same clock as ``now``) is older than the stale limit."""
+    return now - last_sample > limits.stale_after_s
+
+
+def renormalised_score(channel_error: AnyFloat, excluded: npt.NDArray[np.bool_],
+                       weight: AnyFloat | None = None) -> npt.NDArray[np.float64]:
+    """The process score without the ``excluded`` channels: ``channel_error`` (k, C), ``excluded`` (k, C) or
+    (C,), ``weight`` (C,) the model's channel weights (0: screened out; None: all kept). Returns (k,):
+    ``sum(channel_error over healthy channels) / C * n_kept / n_kept_healthy`` (the model's ``score`` when
+    nothing is excluded; 0 when no kept channel is healthy). See :mod:`edge_runtime.contract`."""
+    ce = np.asarray(channel_error, dtype=np.float64)
+    healthy = ~np.broadcast_to(excluded, ce.shape)
+    kept = np.ones(ce.shape[1], dtype=bool) if weight is None else np.asarray(weight) > 0
+    n_kept = max(int(kept.sum()), 1)
+    n_ok = (healthy & kept[None, :]).sum(axis=1)
+    total = np.where(healthy, ce, 0.0).sum(axis=1)
+    out: npt.NDArray[np.float64] = np.where(n_ok > 0, total / ce.shape[1] * n_kept / np.maximum(n_ok, 1), 0.0)
+    return out

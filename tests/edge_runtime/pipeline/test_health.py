@@ -1,0 +1,167 @@
+"""Per-channel sensor health: fill, learned limits, incremental checks, masked score (pure)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.pipeline.health import (
+    MISSING,
+    OK,
+    OUT_OF_RANGE,
+    STUCK,
+    ChannelHealth,
+    HealthError,
+    HealthLimits,
+    check_document,
+    describe,
+    fill_block,
+    fill_column,
+    is_stale,
+    learn_limits,
+    longest_flat,
+    renormalised_score,
+)
+
+CH = ["a", "b", "c"]
+
+
+def _normal(n: int = 600, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([np.sin(np.arange(n) / 10.0) * 5 + 20, rng.normal(3.0, 0.5, n), rng.normal(0, 1, n)])
+    if n > 104:
+        x[100:104, 0] = x[99, 0]  # flat for 4 steps in normal running
+    return x
+
+
+def _limits(health: dict | None = None, **kw) -> HealthLimits:
+    return HealthLimits.build(learn_limits(_normal(), 10.0, CH) if health is None else health, CH,
+                              [20.0, 3.0, 0.0], 10.0, **kw)
+
+
+@pytest.mark.parametrize(("method", "expected"), [
+    ("ffill", [1.0, 1.0, 1.0, 4.0, 4.0]),
+    ("zero", [0.0, 1.0, 0.0, 4.0, 0.0]),
+    ("interpolate", [1.0, 1.0, 2.5, 4.0, 4.0]),
+])
+def test_fill_column_methods(method: str, expected: list[float]) -> None:
+    assert fill_column(np.array([np.nan, 1.0, np.nan, 4.0, np.nan]), method).tolist() == expected
+
+
+def test_fill_refuses_an_empty_column_and_names_it() -> None:
+    with pytest.raises(ValueError, match="column 1: column has no values"):
+        fill_block(np.array([[1.0, np.nan], [2.0, np.nan]]), "ffill")
+
+
+def test_learn_limits_range_margin_flat_and_stale() -> None:
+    x = _normal()
+    h = learn_limits(x, 10.0, CH)
+    a = h["channels"]["a"]
+    assert a["min"] == pytest.approx(x[:, 0].min()) and a["max"] == pytest.approx(x[:, 0].max())
+    assert a["margin"] == pytest.approx(0.1 * (a["max"] - a["min"]))
+    assert a["longest_flat_samples"] == 4 and a["max_flat_samples"] == 10  # 1.5 x 4 < the minimum 10
+    assert h["stale_after_s"] == 100.0 and h["fill"] == {"method": "ffill", "limit_samples": 5}
+    check_document(h, CH)
+
+
+def test_learn_limits_turns_stuck_off_for_a_set_point_and_does_not_join_blocks() -> None:
+    x = _normal()
+    x[:, 2] = 7.0  # a constant set point: flat all the time
+    h = learn_limits([x[:300], x[300:]], None, CH)
+    assert h["channels"]["c"]["max_flat_samples"] == 0
+    assert h["stale_after_s"] == 60.0
+    assert longest_flat(np.array([[1.0], [1.0], [2.0], [2.0], [2.0]]), np.zeros(1)).tolist() == [2]
+
+
+@pytest.mark.parametrize(("doc", "match"), [
+    ({"fill": {"method": "linear"}}, "fill.method"),
+    ({"fill": {"limit_samples": -1}}, "limit_samples"),
+    ({"stale_after_s": 0}, "stale_after_s"),
+    ({"channels": {"zz": {}}}, "not one of the model's channels"),
+    ({"channels": {"a": {"min": 2, "max": 1}}}, "min > max"),
+    ({"channels": {"a": {"max_flat_samples": 1.5}}}, "max_flat_samples"),
+    ({"channels": {"a": {"margin": float("nan")}}}, "margin"),
+])
+def test_check_document_names_the_bad_field(doc: dict, match: str) -> None:
+    with pytest.raises(HealthError, match=match):
+        check_document(doc, CH)
+
+
+def _run(lim: HealthLimits, rows: np.ndarray, chunk: int) -> np.ndarray:
+    h = ChannelHealth(lim)
+    return np.concatenate([h.update(rows[i:i + chunk].astype(np.float32)) for i in range(0, len(rows), chunk)])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_a_frozen_channel_is_stuck_after_its_limit_whatever_the_message_size(chunk: int) -> None:
+    x = _normal(400, seed=1)
+    x[200:, 1] = x[200, 1]
+    codes = _run(_limits(), x, chunk)
+    assert (codes[:, [0, 2]] == OK).all()
+    first = int(np.argmax(codes[:, 1] == STUCK))
+    assert first == 211  # flat steps from sample 201 on; stuck once more than 10 in a row (the 11th)
+    assert (codes[first:, 1] == STUCK).all() and (codes[:first, 1] == OK).all()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_missing_values_are_carried_forward_up_to_the_limit_then_missing(chunk: int) -> None:
+    x = _normal(60, seed=2)
+    x[20:32, 2] = np.nan  # 12 missing: 5 carried, then missing
+    lim = _limits()
+    h = ChannelHealth(lim)
+    rows = x.astype(np.float32)
+    codes = np.concatenate([h.update(rows[i:i + chunk]) for i in range(0, len(rows), chunk)])
+    assert not np.isnan(rows).any()  # filled in place
+    assert (rows[20:32, 2] == np.float32(x[19, 2])).all()  # the last good value
+    assert (codes[20:25, 2] == OK).all() and (codes[25:32, 2] == MISSING).all() and (codes[32:, 2] == OK).all()
+    assert (codes[:, :2] == OK).all()
+
+
+def test_a_channel_that_never_had_a_value_gets_the_neutral_value_and_is_missing_after_the_limit() -> None:
+    h = ChannelHealth(_limits(fill_limit=0))
+    rows = np.array([[20.0, np.nan, 0.1]], dtype=np.float32)
+    assert h.update(rows).tolist() == [[OK, MISSING, OK]]
+    assert rows[0, 1] == 3.0 and h.excluded().tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize(("value", "code"), [(20.0, OK), (25.5, OK), (40.0, OUT_OF_RANGE), (-100.0, OUT_OF_RANGE)])
+def test_out_of_range_outside_the_learned_range_and_margin(value: float, code: int) -> None:
+    h = ChannelHealth(_limits())
+    assert h.update(np.array([[value, 3.0, 0.0]], np.float32))[0, 0] == code
+
+
+def test_config_overrides_win_over_learned_limits_and_unknown_channels_are_refused() -> None:
+    lim = _limits(overrides={"a": {"max": 21.0, "margin": 0.0}, "b": {"max_flat_samples": 0}})
+    assert lim.hi[0] == 21.0 and lim.max_flat[1] == 0 and lim.lo[0] < 20
+    with pytest.raises(HealthError, match="zz"):
+        _limits(overrides={"zz": {"max": 1.0}})
+
+
+def test_an_empty_document_checks_nothing_but_the_fill() -> None:
+    lim = _limits({})
+    h = ChannelHealth(lim)
+    x = np.full((50, 3), 5.0, np.float32)
+    assert (h.update(x) == OK).all()  # no range, no stuck check without limits
+    assert lim.fill_limit == 5 and lim.stale_after_s == 100.0
+
+
+def test_stale_uses_the_limit() -> None:
+    lim = _limits()
+    assert not is_stale(100.0, 0.5, lim) and is_stale(100.6, 0.5, lim)
+
+
+def test_renormalised_score_is_the_score_when_nothing_is_excluded_and_drops_the_excluded_share() -> None:
+    ce = np.array([[1.0, 1.0, 4.0, 0.0], [0.5, 1.5, 1.0, 0.0]])
+    weight = np.array([1.0, 1.0, 1.0, 0.0])  # the last channel is screened out
+    none = np.zeros(4, bool)
+    assert renormalised_score(ce, none, weight).tolist() == pytest.approx(ce.mean(axis=1).tolist())
+    ex = np.array([False, False, True, False])
+    # (1 + 1) / 4 * 3 / 2 = 0.75: the kept healthy channels' mean share, in the score's units
+    assert renormalised_score(ce, ex, weight).tolist() == pytest.approx([0.75, 0.75])
+    assert renormalised_score(ce, np.ones(4, bool), weight).tolist() == [0.0, 0.0]
+
+
+def test_describe_lists_every_channel() -> None:
+    lines = describe(learn_limits(_normal(), 10.0, CH))
+    assert lines[0].startswith("sensor health: fill ffill up to 5") and len(lines) == 4
+    assert "no limits stored" in describe({})[0]
