@@ -27,6 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from edge_runtime.pipeline.calibration import CalibrationError, parse_warmup
 from edge_runtime.pipeline.pin import Pin
 from edge_runtime.pipeline.topics import TopicError, TopicRouter, sanitize_id
 
@@ -93,6 +94,9 @@ class Config:
     device_idle_s: float = _opt(3600.0, "input", "Forget a device after this long without data (devices_expired); 0 keeps devices forever.", minimum=0)
     max_device_id_len: int = _opt(64, "input", "Device ids are sanitised for topics and logs and cut to this length.", minimum=16)
     sparkplug_groups: list = _opt([], "input", "Sparkplug B groups to read as well (the DBIRTH, DDATA, DDEATH, NBIRTH and NDEATH topics under spBv1.0/<group>/; metrics named as the model's channels; device id <group>:<node>:<device>); empty: off. Needs edgewatch[sparkplug].", flag="sparkplug-group")
+    warmup: str = _opt("", "input", "Calibration on site: a new device is scored but raises nothing until this warm-up on its own data is done: a number of samples (2000) or a duration in the device's time (90s, 30m, 2h, 1d); its threshold is then fitted to the model's false-alarm budget (state document, /metrics; kept in runtime.state_dir). A warm-up whose scores grow, or that would set the threshold beyond warmup_max_factor x the model's, is extended, then refused (the model's threshold is kept); stopped-machine windows are not learnt. Empty: off (the model's threshold).")
+    warmup_offsets: bool = _opt(False, "input", "With a warm-up: its first half learns each channel's level offset against the model's training mean, subtracted from the device's samples before scoring (a machine at another operating point); the second half learns the threshold.")
+    warmup_max_factor: float = _opt(10.0, "input", "A warm-up that would set a device's threshold above this many times the model's looks anomalous against the model: extended up to 3 times, then refused.", minimum=1)
     # [inference]
     max_batch: int = _opt(64, "inference", "Most windows per session.run (micro-batch).", minimum=1)
     batching: str = _opt("inline", "inference", "How windows are formed into micro-batches and scored: inline (the MQTT network thread scores the windows each burst of messages completed, right after reading the burst: no hand-off between threads, the lowest latency; a slow model delays reading), opportunistic (an inference thread scores a window at once when idle; windows that arrive while it is busy form the next batch, up to max_batch) or fill (that thread waits up to max_wait_ms after the first window for max_batch).", choices=("inline", "opportunistic", "fill"))
@@ -110,6 +114,13 @@ class Config:
     state_topic: str = _opt("alerts/{device}/state", "alerts", "Retained per-device state topic (in alarm or not).")
     publish_scores: bool = _opt(False, "alerts", "Also publish every window's score on score_topic (QoS 0).")
     score_topic: str = _opt("scores/{device}", "alerts", "Topic for per-window scores when publish_scores is on.")
+    feedback_margin: float = _opt(0.05, "alerts", "A false-alarm verdict raises the device's threshold to the alert's peak score x (1 + this), so the same episode raises nothing again.", minimum=0)
+    feedback_max_factor: float = _opt(3.0, "alerts", "Feedback never raises a device's threshold above this many times its base threshold (warm-up or model).", minimum=1)
+    feedback_half_life_s: float = _opt(604800.0, "alerts", "A feedback raise decays back to the base threshold with this half-life in seconds (default 7 days); 0: it never decays.", minimum=0)
+    drift_window: int = _opt(500, "alerts", "Drift notices: every this many windows a device's 90 % score quantile is compared with its calibration's (warm-up, or the model's validation scores); 0 turns drift notices off. They never change a threshold.", minimum=0)
+    drift_ratio: float = _opt(1.5, "alerts", "A drift: that ratio above this (or below its inverse) in drift_sustain checks in a row.", minimum=1)
+    drift_sustain: int = _opt(3, "alerts", "Consecutive out-of-bounds checks before a drift notice.", minimum=1)
+    drift_topic: str = _opt("alerts/{device}/drift", "alerts", "Topic of drift notices (QoS 1; the numbers and a suggestion).")
     # [runtime]
     instance: str = _opt("", "runtime", "Name of this daemon in topics and payloads; empty means the host name.")
     status_topic: str = _opt("edgewatch/{instance}/status", "runtime", "Retained online/offline status topic (offline also as Last Will).")
@@ -122,8 +133,12 @@ class Config:
     homeassistant_prefix: str = _opt("homeassistant", "runtime", "Home Assistant's MQTT discovery prefix.")
     metrics_port: int = _opt(0, "runtime", "Serve the stats counters as Prometheus metrics on http://metrics_addr:metrics_port/metrics; 0 turns it off (needs edgewatch[metrics]).", minimum=0)
     metrics_addr: str = _opt("127.0.0.1", "runtime", "Address the Prometheus metrics endpoint listens on (0.0.0.0: every interface).")
+    commands: bool = _opt(False, "runtime", "Take operator commands (alert feedback, recalibrate) on command_topic and reply on reply_topic. Only an operator account may write that topic: grant it in the broker's ACL (deploy/mosquitto/acl).")
+    command_topic: str = _opt("edgewatch/{instance}/command", "runtime", "Topic this daemon takes commands on (JSON, QoS 1), when commands is on.")
+    reply_topic: str = _opt("edgewatch/{instance}/reply", "runtime", "Topic every command's reply (accepted or refused, and why) is published on.")
+    state_dir: str = _opt("", "runtime", "Folder for the per-device calibrations and feedback raises (devices.json, kept across restarts) and the feedback log (feedback.jsonl); empty: kept in memory only.")
     # [topics]
-    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, status and stats topics), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
+    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, drift, status, stats, command and reply topics), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
 
     # -- derived values ---------------------------------------------------------------
     @property
@@ -194,7 +209,13 @@ class Config:
             t = getattr(self, key)
             if "{device}" not in t or "+" in t or "#" in t:
                 raise ConfigError(f"alerts.{key}: {t!r} needs '{{device}}' and no wildcards")
-        for key in ("status_topic", "stats_topic"):
+        if "{device}" not in self.drift_topic or "+" in self.drift_topic or "#" in self.drift_topic:
+            raise ConfigError(f"alerts.drift_topic: {self.drift_topic!r} needs '{{device}}' and no wildcards")
+        try:
+            parse_warmup(self.warmup)
+        except CalibrationError as exc:
+            raise ConfigError(f"input.warmup: {exc}") from None
+        for key in ("status_topic", "stats_topic", "command_topic", "reply_topic"):
             t = getattr(self, key)
             if "+" in t or "#" in t or not t:
                 raise ConfigError(f"runtime.{key}: {t!r} must be a topic without wildcards")
@@ -337,7 +358,8 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
     return with_topic_prefix(Config(**values).validate())
 
 
-PREFIXED_TOPICS = ("alert_topic", "state_topic", "score_topic", "status_topic", "stats_topic")
+PREFIXED_TOPICS = ("alert_topic", "state_topic", "score_topic", "status_topic", "stats_topic", "drift_topic",
+                   "command_topic", "reply_topic")
 
 
 def with_topic_prefix(cfg: Config) -> Config:

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.contract import THRESHOLD_METHODS, Threshold
+from edge_runtime.pipeline.calibration import CalibrationError
+from edge_runtime.pipeline.calibration import lognormal_threshold as _edge_lognormal
 
 POT_MIN_PEAKS = 10
 
@@ -188,19 +190,12 @@ def pot_threshold(
 
 
 def lognormal_threshold(scores: np.ndarray, budget: float = 1e-3) -> tuple[float, dict[str, Any]]:
-    """The score exceeded by a fraction ``budget`` of normal windows, from ``scores`` (N,) > 0."""
-    if not 0.0 < budget < 1.0:
-        raise ThresholdError(f"false-alarm budget must be in (0, 1) per window, got {budget}")
-    s = np.asarray(scores, dtype=np.float64)
-    if np.any(s <= 0):
-        raise ThresholdError("the lognormal tail needs positive scores")
-    logs = np.log(s)
-    mu, sigma = float(logs.mean()), float(max(logs.std(), 1e-6))
-    if s.size >= 10 / budget:
-        value, tail = float(np.quantile(s, 1.0 - budget)), "empirical"
-    else:
-        value, tail = math.exp(mu + NormalDist().inv_cdf(1.0 - budget) * sigma), "lognormal"
-    return value, {"budget": budget, "tail": tail, "log_mean": mu, "log_std": sigma}
+    """The score exceeded by a fraction ``budget`` of normal windows, from ``scores`` (N,) > 0: the edge's
+    fit (edge_runtime/pipeline/calibration.py, shared with the on-site warm-up)."""
+    try:
+        return _edge_lognormal(scores, budget)
+    except CalibrationError as exc:
+        raise ThresholdError(str(exc)) from None
 
 
 def expected_exceedance(threshold: Threshold) -> float | None:

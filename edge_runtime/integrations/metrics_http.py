@@ -15,6 +15,8 @@ Names follow Prometheus conventions (base units, ``_total`` on counters; prefix 
   ``edgewatch_uptime_seconds`` and any other numeric snapshot key; the recent-batch summaries of the stats
   document (``inference_ms_p50``/``p99``, ``batch_size_mean``) are left out: Prometheus computes them from the
   histogram and the counters (``histogram_quantile``, ``rate(windows_scored_total) / rate(batches_total)``)
+- ``edgewatch_device_threshold{device="..."}``: each device's own threshold where it is not the model's
+  (calibrated by its warm-up or raised by a false-alarm verdict; at most 1,000 devices)
 - ``edgewatch_info{name, provider, model_id} 1`` (``name``: the daemon's instance name; Prometheus' own
   ``instance`` label names the scrape target)
 - ``process_*`` (CPU seconds, resident memory, open fds, start time; Linux ``/proc``) and ``python_*`` from
@@ -54,7 +56,7 @@ _HISTOGRAM_HELP = {
     "inference_duration_seconds": "Model inference time per batch (one session.run), seconds.",
     "window_latency_seconds": "Per window: seconds from the arrival of the message that completed it to its score.",
 }
-_NOT_GAUGES = {"drops", "dropped_total", "time", "inference_ms_p50", "inference_ms_p99", "batch_size_mean"}
+_NOT_GAUGES = {"drops", "dropped_total", "time", "device_thresholds", "inference_ms_p50", "inference_ms_p99", "batch_size_mean"}
 # snapshot key -> label of edgewatch_info ("instance" is Prometheus' own target label: the daemon's name is "name")
 _INFO_LABELS = {"instance": "name", "provider": "provider", "model_id": "model_id", "version": "version"}
 
@@ -119,6 +121,11 @@ def metric_families(snap: dict[str, Any], histograms: dict[str, HistogramSnapsho
         gauges["uptime_seconds" if key == "uptime_s" else key] = v
     for key, v in sorted(gauges.items()):
         fams.append(Family(f"{PREFIX}_{key}", "gauge", _GAUGE_HELP.get(key, f"Stats value '{key}'."), [({}, v)]))
+    per_device = snap.get("device_thresholds")
+    if isinstance(per_device, dict) and per_device:
+        fams.append(Family(f"{PREFIX}_device_threshold", "gauge", "A device's own threshold (warm-up calibration "
+                           "and feedback raise), for devices whose threshold is not the model's.",
+                           [({"device": str(d)}, float(v)) for d, v in sorted(per_device.items())]))
     info = {label: str(snap[k]) for k, label in _INFO_LABELS.items()
             if isinstance(snap.get(k), str | int | float) and not isinstance(snap.get(k), bool)}
     if info:

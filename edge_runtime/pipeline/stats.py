@@ -40,6 +40,14 @@ COUNTERS = (
     "gaps",  # window restarts after a time gap
     "instance_conflicts",  # online statuses of this instance name from another daemon (a clone)
     "clock_resets",  # devices whose clock jumped back for good (clock_reset_after samples): window restarted
+    "calibrations",  # devices whose warm-up set their own threshold (input.warmup)
+    "calibrations_refused",  # warm-ups refused as anomalous against the model (the model's threshold kept)
+    "drift_notices",  # drift notices published (a sustained shift of a device's scores; no threshold changed)
+    "feedback_false_alarms",  # false-alarm verdicts (each raised its device's threshold within the bounds)
+    "feedback_confirmed",  # confirmed-alarm verdicts
+    "feedback_acks",  # acknowledgements
+    "commands_accepted",  # operator commands carried out (runtime.commands)
+    "commands_refused",  # malformed or inapplicable commands, refused with a reply saying why
 )
 
 

@@ -222,6 +222,7 @@ class Daemon:
             if not self.publisher.pace():
                 time.sleep(0.02)
         self.housekeeping.publish_stats()
+        self.scorer.thresholds.save()
         self.link.close(offline_doc(self.instance, "stopped", time.time()),
                         timeout=max(0.5, deadline - time.monotonic()))
         if self.metrics is not None:
@@ -246,5 +247,6 @@ class Daemon:
         return self.stats.snapshot(
             instance=self.instance, devices_active=len(self.ingest.store), queue_windows=len(self.batching),
             provider=self.model.provider, model_id=self.model.model_id, connected=self.link.connected.is_set() and self.link.network_alive(),
-            time=time.time(),
+            time=time.time(), **self.scorer.thresholds.counts(),
+            device_thresholds=self.scorer.thresholds.snapshot(time.time()),
         )

@@ -34,6 +34,8 @@ from edge_runtime.service.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
+SAVE_INTERVAL_S = 5.0  # the per-device thresholds file is written at most this often (and at stop)
+
 
 class Batching(Protocol):
     def sweep(self, now: float) -> None: ...
@@ -73,6 +75,7 @@ class Housekeeping:
         next_stats = now + cfg.stats_interval_s if cfg.stats_interval_s else float("inf")
         next_watch = now + cfg.watch_interval_s if cfg.watch_interval_s else float("inf")
         next_expire = now + min(60.0, cfg.device_idle_s) if cfg.device_idle_s else float("inf")
+        next_save = now + SAVE_INTERVAL_S
         while not self.stop.wait(0.1):
             now = time.monotonic()
             if self.link_alive is not None and not self.link_alive():
@@ -94,6 +97,9 @@ class Housekeeping:
             if now >= next_stats:
                 next_stats = now + cfg.stats_interval_s
                 self.publish_stats()
+            if now >= next_save:  # per-device calibrations and feedback raises, when changed
+                next_save = now + SAVE_INTERVAL_S
+                self.scorer.thresholds.save()
 
     def expire_idle(self, now: float) -> list[str]:
         """Forget devices without data for ``device_idle_s`` (and adopted raised ones that never sent any)."""

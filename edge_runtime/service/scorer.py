@@ -29,9 +29,11 @@ from edge_runtime.config import Config
 from edge_runtime.pipeline.alerts import AlertTracker, StateError
 from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
 from edge_runtime.pipeline.documents import RAISED, Outbound, score_doc, state_doc, to_json
+from edge_runtime.pipeline.drift import drift_doc
 from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.pipeline.topics import format_topic, sanitize_id
+from edge_runtime.service.device_thresholds import DRIFT_Q, DeviceThresholds
 from edge_runtime.service.ingest import Ingest
 from edge_runtime.service.model import EdgeModel
 from edge_runtime.service.publisher import Publisher
@@ -59,6 +61,8 @@ class Scorer:
         self._batch_buf = np.zeros((cfg.max_batch, model.window, model.n_channels), np.float32)
         self._clip_for: EdgeModel | None = None  # the model _clip was computed for
         self._clip: tuple[np.ndarray, np.ndarray] | None = None  # (lo, hi) (C,) float32, or None: clip_z 0
+        # per-device thresholds: warm-up calibration, feedback raises, drift (service/device_thresholds.py)
+        self.thresholds = DeviceThresholds(cfg, model)
 
     @property
     def threshold(self) -> float:
@@ -94,6 +98,11 @@ class Scorer:
         if self._batch_buf.shape[1:] != shape:
             self._batch_buf = np.zeros((self.cfg.max_batch, *shape), np.float32)
         batch = stack(good, self._batch_buf)  # (B, W, C)
+        th = self.thresholds
+        if th.model_id != model.model_id:  # a reload swapped the model: its threshold, new warm-ups
+            th.configure(model)
+        if th.policy.offsets:
+            self._apply_offsets(good, batch)
         if self._clip_for is not model:
             self._clip_for = model
             norm = model.metadata.normalisation
@@ -115,7 +124,7 @@ class Scorer:
         scored = time.monotonic()
         for it in good:  # arrival of the completing message (enqueued) to scored: the metrics' histogram
             self.stats.record_latency(scored - it.enqueued, it.n)
-        thr = self.threshold
+        now = time.time()
         channels = model.metadata.channels
         publish_scores = cfg.publish_scores or self.discovery is not None
         out: list[Outbound] = []
@@ -125,26 +134,87 @@ class Scorer:
             off += it.n
             # a device forgotten (evicted/expired/reset) since it queued these windows is not tracked again:
             # the check and the update under both locks, so forget() cannot run in between
+            drift = None
             with self.ingest.lock, self.tracker_lock:
                 if it.device not in self.ingest.store.devices:
                     continue  # forgotten while its windows were being scored
-                alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, thr, channels, model.model_id)
-                state = self.tracker.state_payload(it.device) if alerts else None
+                dthr, warming = th.before(it.device, now)
+                if warming:  # scored, never alerted, until its warm-up is done
+                    alerts = []
+                    changed = th.warm(it.device, s, it.t_end, it.windows)
+                    state = self._state(it.device, now) if changed else None
+                    if changed:
+                        self._log_calibration(it.device)
+                else:
+                    alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, dthr, channels,
+                                                 model.model_id)
+                    dst = self.tracker.devices.get(it.device)
+                    drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, dthr,
+                                      now)
+                    state = self._state(it.device, now) if alerts else None
             out += self._discovery("on_device", it.device)  # Home Assistant discovery config, once per device
             for a in alerts:
                 # locked: forget() counts alerts_cleared on other threads
                 self.stats.incr("alerts_raised" if a["state"] == RAISED else "alerts_cleared")
                 log.info("alert %s device=%s score=%.4g threshold=%.4g top=%s", a["state"], it.device, a["score"],
-                         thr, ",".join(t["name"] for t in a["top_channels"]))
+                         dthr, ",".join(t["name"] for t in a["top_channels"]))
                 out.append(Outbound(format_topic(cfg.alert_topic, device=it.device), to_json(a), qos=1))
             if state is not None:
                 out.append(Outbound(format_topic(cfg.state_topic, device=it.device), to_json(state),
                                     qos=1, retain=True))
+            if drift is not None:
+                out.append(self._drift(it.device, drift, dthr, now))
             if publish_scores:
-                doc = score_doc(it.device, model.model_id, thr, it.t_start, it.t_end, s)
+                doc = score_doc(it.device, model.model_id, dthr, it.t_start, it.t_end, s)
                 out.append(Outbound(format_topic(cfg.score_topic, device=it.device), to_json(doc), qos=0,
                                     bulk=True))
         return out
+
+    def _apply_offsets(self, items: list[WindowItem], batch: np.ndarray) -> None:
+        """Subtract each device's learnt level offsets (warm-up) from its rows of ``batch`` (B, W, C)."""
+        off = 0
+        for it in items:
+            o = self.thresholds.offsets(it.device)
+            if o is not None:
+                batch[off : off + it.n] -= o
+            off += it.n
+
+    def _state(self, device: str, now: float) -> dict[str, Any]:
+        """The retained state document, with the device's threshold, calibration and feedback raise."""
+        doc = self.tracker.state_payload(device)
+        doc.update(self.thresholds.fields(device, now))
+        return doc
+
+    def state_message(self, device: str) -> Outbound:
+        """The retained state of ``device`` now (after a command changed its threshold)."""
+        with self.tracker_lock:
+            doc = self._state(device, time.time())
+        return Outbound(format_topic(self.cfg.state_topic, device=device), to_json(doc), qos=1, retain=True)
+
+    def _log_calibration(self, device: str) -> None:
+        f = self.thresholds.fields(device, time.time())
+        cal = f.get("calibration") or {}
+        phase = cal.get("phase")
+        if phase == "calibrated":
+            self.stats.incr("calibrations")
+            log.info("device %s calibrated on %d windows of its own data: threshold %.4g (model %.4g)", device,
+                     cal.get("windows", 0), f["threshold_base"], f["threshold_model"])
+        elif phase == "refused":
+            self.stats.incr("calibrations_refused")
+            log.warning("device %s: warm-up refused (%s): scored on the model's threshold %.4g", device,
+                        cal.get("reason", ""), f["threshold_model"])
+        else:
+            log.info("device %s: level offsets learnt (%s); learning its threshold", device, cal.get("offsets"))
+
+    def _drift(self, device: str, due: tuple[str, float, float, float], threshold: float, now: float) -> Outbound:
+        kind, rolling, reference, ratio = due
+        if kind == "drift":
+            self.stats.incr("drift_notices")
+        log.info("drift %s device=%s: 90 %% score quantile %.4g vs calibrated %.4g (x%.3g); threshold unchanged",
+                 kind, device, rolling, reference, ratio)
+        doc = drift_doc(device, kind, DRIFT_Q, rolling, reference, ratio, self.cfg.drift_window, threshold,
+                        self.tracker.instance, now)
+        return Outbound(format_topic(self.cfg.drift_topic, device=device), to_json(doc), qos=1)
 
     def _discovery(self, what: str, device: str) -> list[Outbound]:
         """Home Assistant discovery messages (retained) for ``device``: ``on_device`` or ``forget``."""
@@ -173,6 +243,9 @@ class Scorer:
                 device = self.tracker.adopt(doc, topic, lambda dev: format_topic(state_topic, device=dev))
                 if device is not None:
                     self.adopted[device] = time.monotonic()
+            if doc.get("instance") == self.tracker.instance and topic == format_topic(
+                    state_topic, device=str(doc.get("device"))):
+                self.thresholds.adopt(doc)  # its calibration and feedback raise, when no state file has them
         except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, or a malformed state
             self.stats.drop("bad_state")
             self.ingest.rl.log(logging.WARNING, "bad_state", "retained state on %r refused: %s", topic[:200],

@@ -182,3 +182,12 @@ def test_daemon_refuses_a_busy_metrics_port(mosquitto, demo_model_path) -> None:
         busy = s.getsockname()[1]
         with pytest.raises(ConfigError, match="runtime.metrics_port"):
             Daemon(daemon_config(mosquitto.url, demo_model_path, metrics_port=busy))
+
+
+def test_device_thresholds_are_a_gauge_per_device() -> None:
+    from edge_runtime.integrations.metrics_http import metric_families
+
+    fams = {f.name: f for f in metric_families({"device_thresholds": {"d1": 2.5, "d2": 1.5}})}
+    fam = fams["edgewatch_device_threshold"]
+    assert fam.kind == "gauge" and fam.samples == [({"device": "d1"}, 2.5), ({"device": "d2"}, 1.5)]
+    assert "edgewatch_device_thresholds" not in fams

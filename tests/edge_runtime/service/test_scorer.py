@@ -89,7 +89,8 @@ def test_scorer_raises_an_alert_with_a_retained_state(parts) -> None:
     states = [(doc, qos, retain) for topic, doc, qos, retain in link.sent if topic == "alerts/d1/state"]
     assert [a["state"] for a in alerts] == ["raised"]
     assert states == [({"schema_version": 1, "device": "d1", "state": "raised", "raised_alert_id": alerts[0]["alert_id"],
-                        "seq": 1, "since": alerts[0]["time"], "instance": "gw1"}, 1, True)]
+                        "seq": 1, "since": alerts[0]["time"], "instance": "gw1",
+                        "threshold": 1.0, "threshold_model": 1.0, "threshold_base": 1.0}, 1, True)]
     assert stats.counts["alerts_raised"] == 1
 
 

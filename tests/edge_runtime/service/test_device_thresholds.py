@@ -1,0 +1,151 @@
+"""Per-device thresholds in the scorer: warm-up calibration, a false alarm's raise, persistence. No broker.
+
+A real (tiny) ONNX model whose score is the window's variance in training units
+(tests/edge_runtime/onnx_models.py); messages go through Ingest -> InlineScoring -> Scorer; a fake link records.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.config import build_config
+from edge_runtime.pipeline.alerts import AlertTracker
+from edge_runtime.pipeline.hysteresis import AlertPolicy
+from edge_runtime.pipeline.stats import Stats
+from edge_runtime.service.ingest import Ingest
+from edge_runtime.service.model import load_model
+from edge_runtime.service.publisher import Publisher
+from edge_runtime.service.scorer import InlineScoring, Scorer
+from tests.edge_runtime.onnx_models import make_metadata, series, write_model
+from tests.edge_runtime.schema_check import errors, load
+
+W, HOP, THR = 8, 4, 1.0
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False, bulk: bool = False) -> bool:
+        self.sent.append((topic, json.loads(payload)))
+        return True
+
+    def docs(self, topic: str) -> list[dict]:
+        return [d for t, d in self.sent if t == topic]
+
+
+def make(tmp_path: Path, **over):
+    path = tmp_path / "m.onnx"
+    if not path.exists():
+        write_model(path, make_metadata(window=W, hop=HOP, threshold=THR))
+    cfg = build_config(None, {"path": str(path), "instance": "gw1", "raise_after": 2, "clear_after": 2,
+                              "queue_windows": 100000, **over})
+    model = load_model(path)
+    stats = Stats()
+    ingest = Ingest(cfg, model, stats)
+    tracker = AlertTracker(AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, 2), "gw1")
+    scorer = Scorer(cfg, model, ingest, tracker, stats)
+    link = FakeLink()
+    inline = InlineScoring(cfg, scorer, Publisher(link))
+    ingest.put = inline.put
+
+    def feed(device: str, x: np.ndarray, t0: float) -> None:
+        for i, row in enumerate(x):
+            ingest.handle(f"sensors/{device}/data", json.dumps({"ts": t0 + i, "values": row.tolist()}).encode())
+        inline.drain()
+
+    return scorer, stats, link, feed
+
+
+T0 = 1_700_000_000.0
+NOISY = 5.0  # a site whose signals spread 5x the model's training data: scores ~25x, all above the model's threshold
+
+
+def test_without_a_warmup_a_noisier_site_alarms(tmp_path: Path) -> None:
+    scorer, stats, link, feed = make(tmp_path)
+    feed("d1", NOISY * series(2000, seed=1), T0)
+    assert stats.counts["alerts_raised"] >= 1
+
+
+def test_a_warmup_calibrates_a_noisier_site_and_then_detects_a_fault(tmp_path: Path) -> None:
+    scorer, stats, link, feed = make(tmp_path, warmup="1200")
+    x = NOISY * series(6000, seed=1)
+    feed("d1", x[:1300], T0)
+    assert stats.counts["alerts_raised"] == 0 and stats.counts["calibrations"] == 1
+    state = link.docs("alerts/d1/state")[-1]
+    assert errors(state, load("state.schema.json")) == []
+    cal = state["calibration"]
+    assert cal["phase"] == "calibrated" and cal["windows"] == (1200 - W) // HOP + 1
+    assert state["threshold"] == state["threshold_base"] == cal["threshold"] > 3 * THR
+    feed("d1", x[1300:5000], T0 + 1300)  # more of the same normal data: no alarm
+    assert stats.counts["alerts_raised"] == 0
+    fault = x[5000:].copy()
+    fault[200:] *= 4.0
+    feed("d1", fault, T0 + 5000)
+    assert stats.counts["alerts_raised"] == 1
+    assert link.docs("alerts/d1")[0]["threshold"] == pytest.approx(cal["threshold"])
+
+
+def test_a_warmup_over_a_stopped_machine_waits_for_running_data(tmp_path: Path) -> None:
+    scorer, stats, link, feed = make(tmp_path, warmup="400")
+    feed("d1", np.zeros((1000, 4), np.float32) + 3.0, T0)
+    assert stats.counts["calibrations"] == 0 and scorer.thresholds.before("d1", 0)[1]  # still warming
+    feed("d1", series(500, seed=2), T0 + 1000)
+    assert stats.counts["calibrations"] == 1
+    assert link.docs("alerts/d1/state")[-1]["calibration"]["stopped_windows"] >= 240
+
+
+def test_a_warmup_far_above_the_model_is_refused(tmp_path: Path) -> None:
+    scorer, stats, link, feed = make(tmp_path, warmup="200", warmup_max_factor=5.0)
+    feed("d1", 20.0 * series(2000, seed=3), T0)  # scores ~400x the model's threshold
+    assert stats.counts["calibrations_refused"] == 1 and stats.counts["alerts_raised"] >= 1
+    state = link.docs("alerts/d1/state")[-1]
+    assert state["calibration"]["phase"] == "refused" and state["threshold"] == THR
+
+
+def test_a_false_alarm_raises_the_threshold_above_its_peak_and_the_episode_replayed_raises_nothing(
+        tmp_path: Path) -> None:
+    scorer, stats, link, feed = make(tmp_path)
+    normal = series(3000, seed=4)
+    episode = normal[:400].copy()
+    episode[100:200] *= 4.0  # scores ~1.8: above the model's threshold 1.0
+    feed("d1", episode, T0)
+    raised = link.docs("alerts/d1")
+    assert [a["state"] for a in raised] == ["raised", "cleared"]
+    found = scorer.thresholds.find(raised[0]["alert_id"], "")
+    assert found is not None and found[0] == "d1"
+    dev, ep = found
+    before, after = scorer.thresholds.false_alarm(dev, ep, time.time())
+    assert before == THR and after == pytest.approx(ep.peak * 1.05)
+    feed("d1", episode, T0 + 1000)  # the same episode again
+    assert stats.counts["alerts_raised"] == 1
+    fault = normal[1000:1400].copy()
+    fault[100:] *= 8.0  # a real fault, far above the peak
+    feed("d1", fault, T0 + 2000)
+    assert stats.counts["alerts_raised"] == 2
+
+
+def test_calibrations_and_raises_survive_a_restart_in_the_state_file(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    scorer, stats, link, feed = make(tmp_path, warmup="400", state_dir=str(state_dir))
+    feed("d1", NOISY * series(500, seed=5), T0)
+    thr = scorer.thresholds.threshold("d1", time.time())
+    assert thr > THR and scorer.thresholds.save()
+    again, stats2, link2, feed2 = make(tmp_path, warmup="400", state_dir=str(state_dir))
+    assert again.thresholds.threshold("d1", time.time()) == pytest.approx(thr)
+    feed2("d1", NOISY * series(200, seed=6), T0 + 600)  # no second warm-up: scored at once
+    assert stats2.counts["calibrations"] == 0 and not again.thresholds.before("d1", 0)[1]
+
+
+def test_a_retained_state_restores_a_calibration_without_a_state_file(tmp_path: Path) -> None:
+    scorer, stats, link, feed = make(tmp_path, warmup="400")
+    feed("d1", NOISY * series(500, seed=5), T0)
+    state = link.docs("alerts/d1/state")[-1]
+    again, _, _, _ = make(tmp_path, warmup="400")
+    again.adopt("alerts/d1/state", json.dumps(state).encode())
+    assert again.thresholds.threshold("d1", time.time()) == pytest.approx(state["threshold"])
