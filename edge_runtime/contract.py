@@ -18,7 +18,9 @@ Graph contract
 
 Format versions: 3 (current) scores the window level by a Mahalanobis distance over the kept
 channels (``scoring.level_precision``, ``level_t2_ref``; ``channel_error`` is each channel's share);
-2 adds ``scoring`` (channel weights, the reason for each, the per-channel
+Optional fields read by any format: ``states`` (operating states: the stopped signature or running
+condition and the settling time, :class:`edge_runtime.pipeline.states.StateModel`; absent: every sample is
+running). 2 adds ``scoring`` (channel weights, the reason for each, the per-channel
 references) and ``preprocessing`` (fill, normalisation); 1 (score = mean squared error in normalised
 units) still loads: the edge needs nothing that changed.
 
@@ -59,6 +61,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edge_runtime.pipeline.health import HealthError, check_document
+from edge_runtime.pipeline.states import StateError, StateModel
 
 FORMAT_VERSION = 3
 READABLE_FORMAT_VERSIONS = (1, 2, 3)  # 1: before channel screening; 2: per-channel level term; the edge reads all the same way
@@ -124,6 +127,7 @@ class ModelMetadata:
     scoring: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)  # sensor-health limits and fill (module docstring)
+    states: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -172,6 +176,7 @@ class ModelMetadata:
                 scoring=dict(doc.get("scoring", {})),
                 preprocessing=dict(doc.get("preprocessing", {})),
                 health=_health_field(doc.get("health")),
+                states=None if doc.get("states") is None else doc["states"],
                 format_version=int(version),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf), float(10**400)
@@ -218,6 +223,20 @@ class ModelMetadata:
             check_document(self.health, self.channels)
         except HealthError as exc:
             raise ContractError(str(exc)) from None
+        if self.states is not None:
+            self.state_model()
+
+    def state_model(self) -> StateModel | None:
+        """The ``states`` field as an :class:`edge_runtime.pipeline.states.StateModel` (None when absent);
+        ContractError when it is malformed."""
+        if self.states is None:
+            return None
+        try:
+            model = StateModel.from_dict(self.states)
+            model.validate(self.channels)
+        except StateError as exc:
+            raise ContractError(str(exc)) from None
+        return model
 
 
 def _health_field(doc: Any) -> dict[str, Any]:

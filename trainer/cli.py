@@ -219,6 +219,20 @@ def main(verbose: bool) -> None:
 )
 @click.option("--fp16", is_flag=True, help="Also write <out>.fp16.onnx and report its score drift.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--state-column", metavar="NAME",
+    help="Text column of operating states (e.g. status with RUN/STOP): kept out of the features; with --running, "
+    "fit trains and calibrates on running rows only and learns how the edge tells a stop without the column.",
+)
+@click.option(
+    "--running", "running", multiple=True, metavar="VALUE",
+    help="A --state-column value in which the machine runs (repeatable, case ignored), e.g. --running RUN.",
+)
+@click.option(
+    "--running-when", metavar="CONDITION",
+    help="Running rows by a condition on a channel instead of a state column, e.g. 'motor_speed_rpm>100' "
+    "(> >= < <= == !=); the edge applies the same condition.",
+)
 @data_options("fit")
 @_user_errors
 def fit(
@@ -255,6 +269,9 @@ def fit(
     quantize: str | None,
     fp16: bool,
     quiet: bool,
+    state_column: str | None,
+    running: tuple[str, ...],
+    running_when: str | None,
     label_column: str,
     exclude: tuple[str, ...],
     channels: str | None,
@@ -268,9 +285,13 @@ def fit(
     With no size options, the window, hops and model size are chosen from the data; channels that
     are constant or drift in the training data are screened out of the score (each with its reason).
     How the files were read (fill, decimal, encoding, time zone, excluded columns) is stored in the
-    model; evaluate and replay reuse it.
+    model; evaluate and replay reuse it. With --state-column/--running or --running-when, only the settled
+    running rows are trained on, and the model carries the stopped signature and settling time for the edge.
     """
+    from trainer.operating import StateSpec
     from trainer.train import resolve_device
+
+    spec = StateSpec.of(state_column, running, running_when)
 
     resolve_device(device)  # before any data is read: a CUDA request on a machine without CUDA fails now
 
@@ -287,8 +308,11 @@ def fit(
     if not 0 < false_alarms < 1000:
         raise ValueError(f"--false-alarms must be in (0, 1000) per 1,000 windows, got {false_alarms}")
     reading = replace(read_options({}, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone),
-                      progress=not quiet)
+                      progress=not quiet, state_column=state_column, require_state=bool(state_column))
     series = load_paths(data, label_column, exclude, _csv_list(channels), opts=reading)
+    for s in series if state_column else ():
+        if s.states is None:
+            raise ValueError(f"{s.name}: --state-column {state_column!r} not found; columns: {', '.join(s.columns)}")
     cal = load_paths(calibrate_paths, label_column, exclude, series[0].channels, opts=reading) if calibrate_paths else []
     params = {"q": q} if threshold_method == "quantile" else (
         {"risk": risk, "level": level} if threshold_method == "pot" else {})
@@ -313,6 +337,7 @@ def fit(
         quantize=quantize,
         fp16=fp16,
         checkpoint=checkpoint,
+        states=spec,
         train=TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -348,6 +373,8 @@ def fit_report(res: Any) -> str:
     thr = res.meta.threshold
     params = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in thr.params.items()}
     lines.append(f"threshold {thr.value:.6g} ({thr.method} {json.dumps(params)})")
+    if res.meta.states:
+        lines.append(states_line(res.meta.states))
     fa = res.false_alarms
 
     def per_k(v: float | None) -> str:
@@ -372,6 +399,21 @@ def fit_report(res: Any) -> str:
             f"mean rel {d['mean_rel']:.3g}, decision flips {d['decision_flips']:.2%}"
         )
     return "\n".join(lines)
+
+
+def states_line(doc: dict[str, Any]) -> str:
+    """One line on the learned operating states (pure formatting of the ``states`` metadata)."""
+    ln = doc.get("learned", {})
+    if doc.get("condition"):
+        rule = f"running when {doc['condition']}"
+    elif doc.get("stop_channels"):
+        rule = "stopped when " + ", ".join(
+            f"{c} within {t:.3g} of {v:.4g}"
+            for c, v, t in zip(doc["stop_channels"], doc["stop_level"], doc["stop_tolerance"], strict=True))
+    else:
+        rule = "no stop can be told from the channels: the edge scores every sample"
+    return (f"operating states ({doc.get('source')}): trained on {ln.get('running_rows')} running of {ln.get('rows')} "
+            f"rows, {ln.get('starts')} starts; {rule}; settling {doc.get('settle_samples')} samples after a start")
 
 
 @main.command()

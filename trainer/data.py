@@ -58,7 +58,8 @@ class Series:
     ``values``: (T, C) float32 raw units; ``labels``: (T,) int8 or None;
     ``sample_period_s``: median timestamp step when a timestamp column was found;
     ``columns``: every column (CSV header) or array name (npz) the file had; ``ts``: (T,) float64 epoch s
-    of every row, read only when asked for (:attr:`ReadOptions.keep_time`).
+    of every row, read only when asked for (:attr:`ReadOptions.keep_time`); ``states``: (T,) text of the
+    operating-state column (:attr:`ReadOptions.state_column`) when the file has it.
     """
 
     name: str
@@ -68,6 +69,7 @@ class Series:
     sample_period_s: float | None = None
     columns: list[str] = field(default_factory=list)
     ts: np.ndarray | None = None
+    states: np.ndarray | None = None  # (T,) str: the --state-column's cells, when it was read
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -117,7 +119,8 @@ def _is_number(text: str) -> bool:
 class ReadOptions:
     """How to read a file: ``decimal`` mark, ``encoding`` (None: UTF-8 or the BOM's), ``timezone`` of naive
     timestamps (None: UTC), ``fill`` for missing values; ``progress``: rows/s and bytes on stderr;
-    ``keep_time``: keep every row's timestamp (``Series.ts``; the plot's time axis).
+    ``keep_time``: keep every row's timestamp (``Series.ts``; the plot's time axis); ``state_column``: a text
+    column of operating states (``RUN``/``STOP``), read as text beside the features (``Series.states``).
 
     :meth:`preprocessing` is what ``fit`` stores in the model, and ``evaluate`` and ``replay`` reuse.
     """
@@ -128,6 +131,8 @@ class ReadOptions:
     timezone: str | None = None
     progress: bool = False
     keep_time: bool = False
+    state_column: str | None = None
+    require_state: bool = False  # a file without the state column is an error (fit), else its states are None
 
     def check(self) -> ReadOptions:
         """Self, or DataError naming the bad option."""
@@ -142,12 +147,13 @@ class ReadOptions:
         return self
 
     def preprocessing(self) -> dict[str, Any]:
-        return {"fill": self.fill, "decimal": self.decimal, "encoding": self.encoding, "timezone": self.timezone}
+        return {"fill": self.fill, "decimal": self.decimal, "encoding": self.encoding, "timezone": self.timezone,
+                "state_column": self.state_column}
 
 
 def read_options(stored: dict[str, Any], **given: Any) -> ReadOptions:
     """Options from a model's stored ``preprocessing``, each overridden by a ``given`` one that is not None."""
-    keys = ("fill", "decimal", "encoding", "timezone")
+    keys = ("fill", "decimal", "encoding", "timezone", "state_column")
     base = {k: stored[k] for k in keys if stored.get(k) is not None}
     base.update({k: v for k, v in given.items() if v is not None})
     if base.get("fill") == "none":
@@ -319,10 +325,14 @@ def _read_rows(
         if not _is_number(first) and _parse_time(first) is not None:
             ts_col = 0
     lab_col = find_column(label_column, header) if label_column else None
+    st_col = find_column(opts.state_column, header) if opts.state_column else None
+    if opts.state_column and st_col is None and opts.require_state:
+        raise DataError(f"{path}: --state-column {opts.state_column!r} not found{did_you_mean(opts.state_column, header)}"
+                        f"; columns: {', '.join(header)}")
     excluded = {e.lower() for e in exclude}
     feature_idx = [
         i for i, h in enumerate(header)
-        if i not in (ts_col, lab_col) and h.lower() not in excluded and h.lower() not in LABEL_LIKE_COLUMNS
+        if i not in (ts_col, lab_col, st_col) and h.lower() not in excluded and h.lower() not in LABEL_LIKE_COLUMNS
     ]
     if channels:
         feature_idx = [_column(c, header, path, "column") for c in channels]
@@ -334,6 +344,7 @@ def _read_rows(
     flat = array("d")
     labs = array("b")
     ts_cells: list[str] = []
+    st_cells: list[str] = []
     names = [header[i] for i in feature_idx]
     meter = ReadProgress(path.name, where) if opts.progress else None
 
@@ -349,6 +360,8 @@ def _read_rows(
                 raise DataError(
                     f"{path}: {where} {lineno}, column {header[lab_col]!r}: label must be 0/1, got {cell!r}"
                 ) from None
+        if st_col is not None:
+            st_cells.append(r[st_col].strip())
         if ts_col is not None and (opts.keep_time or len(ts_cells) < 1000):
             ts_cells.append(r[ts_col])
 
@@ -403,6 +416,7 @@ def _read_rows(
         sample_period_s=period,
         columns=header,
         ts=ts,
+        states=np.asarray(st_cells, dtype=str) if st_col is not None else None,
     )
 
 
@@ -534,6 +548,7 @@ def split_series(
                     channels=s.channels,
                     labels=None if s.labels is None else s.labels[lo:hi],
                     sample_period_s=s.sample_period_s,
+                    states=None if s.states is None else s.states[lo:hi],
                 )
             )
     return train, val

@@ -103,6 +103,7 @@ class FitOptions:
     quantize: str | None = None
     fp16: bool = False
     checkpoint: Path | None = None
+    states: Any = None  # trainer.operating.StateSpec: train on running rows only and learn the states
 
     @property
     def effective_hop(self) -> int:
@@ -194,9 +195,11 @@ def scores_of(stats: ScoreStats, mse: np.ndarray, level: np.ndarray) -> np.ndarr
     return (mse * a + level * (level @ q)).mean(axis=1)
 
 
-def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], val_s: list[Series]) -> Sizes:
-    sizes = choose_sizes([len(s.values) for s in train_s], [len(s.values) for s in val_s], len(series[0].channels),
-                         opts.window, opts.hop, opts.depth, opts.width, opts.latent)
+def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], val_s: list[Series],
+               size_rows: tuple[list[int], list[int]] | None = None) -> Sizes:
+    """Sizes from the parts' rows (``size_rows``: the rows to size by instead, e.g. running rows per part)."""
+    tr, va = size_rows or ([len(s.values) for s in train_s], [len(s.values) for s in val_s])
+    sizes = choose_sizes(tr, va, len(series[0].channels), opts.window, opts.hop, opts.depth, opts.width, opts.latent)
     w = sizes.window
     if w < 2:
         raise DataError(f"--window must be >= 2, got {w}")
@@ -218,7 +221,24 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         raise DataError("no data")
     channels = series[0].channels
     train_s, val_s = split_series(series, opts.val_fraction, opts.split)
-    sizes = _fit_sizes(series, opts, train_s, val_s)
+    states, run = None, None
+    if opts.states is not None:  # train and calibrate on the settled running rows only
+        from trainer.operating import running_data
+
+        part_rows = ([len(s.values) for s in train_s], [len(s.values) for s in val_s])
+        run = running_data(opts.states, series, train_s, val_s)
+        states, train_s, val_s = run.model, run.train, run.val
+        sizes = _fit_sizes(series, opts, train_s, val_s, (
+            [sum(len(t.values) for t in train_s) // max(1, len(part_rows[0]))] * len(part_rows[0]),
+            [sum(len(t.values) for t in val_s) // max(1, len(part_rows[1]))] * len(part_rows[1])))
+        w = sizes.window
+        train_s = [t for t in train_s if len(t.values) >= w]
+        val_s = [t for t in val_s if len(t.values) >= w]
+        if not train_s or not val_s:
+            raise DataError(f"no running stretch of {w}+ rows in the {'training' if not train_s else 'validation'} "
+                            "part: give more data or a smaller --window")
+    else:
+        sizes = _fit_sizes(series, opts, train_s, val_s)
     w = sizes.window
     stage(f"preparing: windows of {w} (training hop {sizes.train_hop}), channel screening, normalisation", progress)
     train_raw = normal_windows(train_s, w, sizes.train_hop)
@@ -230,8 +250,11 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
             opts.threshold_method, opts.threshold_params)
         if warning:
             log.warning("%s", warning)
-    train_arrays = [s.values if s.labels is None else s.values[s.labels == 0] for s in train_s if len(s.values)]
-    val_arrays = [s.values if s.labels is None else s.values[s.labels == 0] for s in val_s]
+    if run is not None:  # running rows of each file, paired (the screening measures drift per file)
+        train_arrays, val_arrays = run.screening_arrays()
+    else:
+        train_arrays = [s.values if s.labels is None else s.values[s.labels == 0] for s in train_s if len(s.values)]
+        val_arrays = [s.values if s.labels is None else s.values[s.labels == 0] for s in val_s]
     screen = screen_channels(train_arrays, val_arrays, channels, opts.drift_limit)
     try:
         weight = weights(screen)
@@ -318,6 +341,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
             "config": {k: v for k, v in asdict(opts.train).items() if k != "device"},
             **result.summary(),
         },
+        states=None if states is None else states.to_dict(),
     )
     segments = normal_segments(series)
     meta.health = learn_limits(segments, meta.sample_period_s, channels) if segments else {}

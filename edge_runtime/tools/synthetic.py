@@ -23,6 +23,13 @@ from pathlib import Path
 import numpy as np
 
 ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck", "noise_burst", "correlation_break")
+# Sensor faults: the sensor, not the process, is wrong. ``stuck`` (a process-anomaly kind above for the
+# benchmarks) is a frozen sensor too; ``dead``: the device sends nothing.
+SENSOR_FAULTS = ("freeze", "dropout", "out_of_range", "dead")
+STATE_KINDS = ("stop",)  # the machine stops for the span, then runs up again
+# What a ground-truth row is: a process anomaly, a sensor fault or an operating state.
+KIND_CLASS = {**{k: "process" for k in ANOMALY_KINDS}, "stuck": "sensor", **{k: "sensor" for k in SENSOR_FAULTS},
+              "stop": "state"}
 
 _BASE_NAMES = (
     "pressure",
@@ -49,6 +56,12 @@ _UNITS = {
     "torque": (35.0, 4.0),
     "level": (2.0, 0.3),
 }
+# Off level of a stopped machine per base channel (raw units); channels not listed keep their values,
+# ``temperature`` cools towards ``AMBIENT_C``.
+OFF_LEVELS = {"pressure": 0.0, "vibration": 0.02, "current": 0.0, "flow": 0.0, "rpm": 0.0, "torque": 0.0}
+AMBIENT_C = 20.0
+COOLING_SAMPLES = 400.0  # time constant of the temperature's cooling while stopped and warming after
+OUT_OF_RANGE_STD = 25.0  # an out_of_range fault puts the channel this many normal std beyond its mean
 _NOISE_BLOCK = 1024  # noise is generated per absolute block of this many samples
 _NOISE_REL = 0.12  # channel noise std relative to the periodic signal's spread
 
@@ -178,6 +191,57 @@ def inject(x: np.ndarray, anomaly: Anomaly, seed: int = 0) -> np.ndarray:
             mean = float(x[:, ch].mean())
             x[s:e, ch] = 2 * mean - seg  # mirrored: same marginal spread, broken correlation
     return x
+
+
+def apply_stops(x: np.ndarray, names: Sequence[str], stops: Sequence[tuple[int, int]], settle: int = 20,
+                seed: int = 0) -> np.ndarray:
+    """A copy of ``x`` (T, C) in which the machine stops over each ``(start, end)`` (end exclusive): channels with
+    an :data:`OFF_LEVELS` entry sit at it (with a little noise) and run up over about ``settle`` samples after the
+    stop; ``temperature`` cools towards :data:`AMBIENT_C` and warms again; the others keep their values."""
+    out = np.array(x, dtype=np.float64, copy=True)
+    t = out.shape[0]
+    rng = np.random.default_rng([seed, 2718])
+    std = _channel_std(np.asarray(x, dtype=np.float64))
+    f_off = np.zeros(t)  # 1 while stopped, decaying to 0 over the run-up
+    f_cool = np.zeros(t)  # the temperature's share of the way to ambient
+    for a, b in stops:
+        if not 0 <= a < b <= t:
+            raise ValueError(f"stop {a}..{b} must lie in 0..{t}")
+    for a, b in sorted(stops):
+        k = np.arange(b - a)
+        start_cool = f_cool[a - 1] if a else 0.0
+        f_off[a:b] = 1.0
+        f_cool[a:b] = 1.0 - (1.0 - start_cool) * np.exp(-k / COOLING_SAMPLES)
+        after = np.arange(t - b)
+        tau = max(1.0, settle / 3.0)
+        f_off[b:] = np.maximum(f_off[b:], np.exp(-after / tau) * (after < 6 * tau))
+        f_cool[b:] = np.maximum(f_cool[b:], f_cool[b - 1] * np.exp(-after / (COOLING_SAMPLES / 4)))
+    for c, name in enumerate(names):
+        base = name.split("_")[0]
+        if base in OFF_LEVELS:
+            off = OFF_LEVELS[base] + 0.01 * std[c] * rng.standard_normal(t)
+            out[:, c] = off * f_off + out[:, c] * (1.0 - f_off)
+        elif base == "temperature":
+            out[:, c] = AMBIENT_C * f_cool + out[:, c] * (1.0 - f_cool)
+    return out.astype(np.float32)
+
+
+def sensor_fault(x: np.ndarray, kind: str, start: int, end: int, channels: Sequence[int]) -> np.ndarray:
+    """A copy of ``x`` (T, C) with a sensor fault on ``channels`` over ``start..end-1``: ``freeze`` holds the value
+    before the fault, ``dropout`` is NaN (no value), ``out_of_range`` sits :data:`OUT_OF_RANGE_STD` std beyond
+    the channel's mean. (``dead``, a device that sends nothing, is the simulator's to apply.)"""
+    if kind not in SENSOR_FAULTS or kind == "dead":
+        raise ValueError(f"sensor_fault: {kind!r} is not one of freeze, dropout, out_of_range")
+    out = np.array(x, dtype=np.float32, copy=True)
+    std = _channel_std(np.asarray(x, dtype=np.float64))
+    for c in channels:
+        if kind == "freeze":
+            out[start:end, c] = out[max(0, start - 1), c]
+        elif kind == "dropout":
+            out[start:end, c] = np.nan
+        else:
+            out[start:end, c] = float(np.mean(x[:, c]) + OUT_OF_RANGE_STD * std[c])
+    return out
 
 
 def random_anomalies(

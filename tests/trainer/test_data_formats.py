@@ -161,4 +161,5 @@ def test_stored_read_options_are_reused_and_overridable() -> None:
     assert read_options(stored) == ReadOptions(fill="ffill", decimal=",", encoding="cp1252", timezone="Europe/Berlin")
     assert read_options(stored, decimal=".", fill="none") == ReadOptions(
         decimal=".", encoding="cp1252", timezone="Europe/Berlin")
-    assert read_options({}).preprocessing() == {"fill": None, "decimal": ".", "encoding": None, "timezone": None}
+    assert read_options({}).preprocessing() == {"fill": None, "decimal": ".", "encoding": None, "timezone": None,
+                                                "state_column": None}

@@ -1,0 +1,83 @@
+"""``fit --state-column/--running`` and ``--running-when``: trained on running rows, states learned and stored."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_runtime.tools import synthetic as syn
+from trainer.cli import main
+from trainer.export import read_metadata
+
+FAST = ["--window", "16", "--hop", "4", "--epochs", "2", "--width", "4", "--latent", "4", "-q"]
+STOPS = [(700, 1000), (1700, 1900), (2600, 2900)]
+
+
+def plant_csv(path: Path, rows: int = 3400, status: bool = True) -> np.ndarray:
+    names = syn.channel_names(4)
+    x = syn.apply_stops(syn.normal_series(rows, 4, seed=3), names, STOPS, settle=20)
+    running = np.ones(rows, bool)
+    for a, b in STOPS:
+        running[a:b] = False
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", *names, *(["status"] if status else [])])
+        for i, row in enumerate(x):
+            w.writerow([f"{1_700_000_000 + i}", *(f"{v:.6g}" for v in row),
+                        *(["RUN" if running[i] else "STOP"] if status else [])])
+    return x
+
+
+@pytest.fixture(scope="module")
+def plant(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("states") / "plant.csv"
+    plant_csv(p)
+    return p
+
+
+def test_fit_with_a_text_status_column_trains_on_running_rows_and_stores_the_states(plant: Path, tmp_path: Path):
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(main, ["fit", str(plant), "--out", str(out), "--state-column", "status",
+                                  "--running", "RUN", *FAST])
+    assert r.exit_code == 0, r.output
+    assert "operating states (column status in RUN)" in r.stdout
+    meta = read_metadata(out)
+    assert "status" not in meta.channels  # the text column is no feature
+    st = meta.state_model()
+    assert set(st.stop_channels) == {"pressure", "vibration", "current"}  # the temperature only cools
+    assert st.learned["starts"] == 3 and st.learned["stopped_rows"] == 800
+    assert 10 <= st.settle_samples <= 300
+    # the normalisation is of the running rows only: the stops (pressure ~0) would pull its mean down
+    assert meta.normalisation.mean[0] == pytest.approx(5.0, abs=0.5)
+    assert meta.preprocessing["state_column"] == "status"
+
+
+def test_fit_running_when_uses_the_condition(tmp_path: Path):
+    p = tmp_path / "plain.csv"
+    plant_csv(p, status=False)
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(main, ["fit", str(p), "--out", str(out), "--running-when", "current>6", *FAST])
+    assert r.exit_code == 0, r.output
+    st = read_metadata(out).state_model()
+    assert st.condition == "current>6"
+    assert json.loads(read_metadata(out).to_json())["states"]["source"] == "condition current>6"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--state-column", "status"], "needs --running"),
+    (["--running", "RUN"], "needs --state-column"),
+    (["--state-column", "nope", "--running", "RUN"], "--state-column 'nope' not found"),
+    (["--running-when", "speed is high", "--exclude", "status"], "CHANNEL OP NUMBER"),
+    (["--running-when", "rpm>100", "--exclude", "status"], "'rpm' is not a feature column"),
+    (["--state-column", "status", "--running", "GO"], "no running rows"),
+])
+def test_state_option_errors_are_one_line(plant: Path, tmp_path: Path, args: list[str], fragment: str):
+    r = CliRunner().invoke(main, ["fit", str(plant), "--out", str(tmp_path / "m.onnx"), *args, *FAST])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgewatch-train: error: ") and fragment in lines[0], r.stderr
