@@ -82,3 +82,27 @@ def test_main_writes_labelled_csv(tmp_path) -> None:
     lines = out.read_text().splitlines()
     assert lines[0] == "timestamp,pressure,temperature,vibration,anomaly"
     assert len(lines) == 601
+
+
+def test_stops_sit_at_the_off_level_and_run_up_again():
+    names = syn.channel_names(4)  # pressure, temperature, vibration, current
+    x = syn.normal_series(3000, 4, seed=1)
+    y = syn.apply_stops(x, names, [(1000, 1500)], settle=30)
+    assert np.array_equal(y[:1000], x[:1000])
+    assert np.abs(y[1010:1500, 0]).max() < 0.1  # pressure ~0 while stopped
+    assert y[1499, 1] < x[1499, 1] - 10  # the temperature cooled
+    assert np.allclose(y[1600:, 0], x[1600:, 0], atol=0.05)  # pressure back after the run-up
+    with pytest.raises(ValueError):
+        syn.apply_stops(x, names, [(2900, 3100)])
+
+
+def test_sensor_faults():
+    x = syn.normal_series(500, 3, seed=2)
+    f = syn.sensor_fault(x, "freeze", 100, 200, [1])
+    assert np.all(f[100:200, 1] == x[99, 1]) and np.array_equal(f[:, 0], x[:, 0])
+    assert np.isnan(syn.sensor_fault(x, "dropout", 10, 20, [0])[10:20, 0]).all()
+    far = syn.sensor_fault(x, "out_of_range", 10, 20, [2])[15, 2]
+    assert far > x[:, 2].max() + 10 * x[:, 2].std()
+    assert syn.KIND_CLASS["stuck"] == "sensor" and syn.KIND_CLASS["drift"] == "process"
+    with pytest.raises(ValueError):
+        syn.sensor_fault(x, "dead", 0, 1, [0])
