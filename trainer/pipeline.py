@@ -343,7 +343,9 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         },
         states=None if states is None else states.to_dict(),
     )
-    segments = normal_segments(series)
+    # with operating states: the settled running stretches (a stopped channel's off level and long flat runs
+    # are no sensor's normal; the edge checks health on running samples only)
+    segments = normal_segments([*train_s, *val_s] if states is not None else series)
     meta.health = learn_limits(segments, meta.sample_period_s, channels) if segments else {}
     holdout = val_sample[:512]
     if opts.checkpoint is not None:
