@@ -128,6 +128,7 @@ class ModelMetadata:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)  # sensor-health limits and fill (module docstring)
     states: dict[str, Any] | None = None
+    units: dict[str, str] = field(default_factory=dict)  # channel -> unit (``fit --units``); channels without one absent
     format_version: int = FORMAT_VERSION
 
     @property
@@ -177,6 +178,7 @@ class ModelMetadata:
                 preprocessing=dict(doc.get("preprocessing", {})),
                 health=_health_field(doc.get("health")),
                 states=None if doc.get("states") is None else doc["states"],
+                units={str(k): str(v) for k, v in dict(doc.get("units") or {}).items()},
                 format_version=int(version),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf), float(10**400)
@@ -217,6 +219,11 @@ class ModelMetadata:
             raise ContractError("normalisation.mean: values must be finite")
         if not all(math.isfinite(v) and v > 0 for v in self.normalisation.std):
             raise ContractError("normalisation.std: values must be finite and > 0")
+        unknown = sorted(set(self.units) - set(self.channels))
+        if unknown:
+            raise ContractError(f"units: {unknown[0]!r} is not a channel")
+        if any(len(u) > 32 for u in self.units.values()):
+            raise ContractError("units: at most 32 characters per unit")
         if self.sample_period_s is not None and not self.sample_period_s > 0:
             raise ContractError("sample_period_s: must be > 0 when given")
         try:

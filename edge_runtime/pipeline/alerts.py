@@ -1,31 +1,46 @@
-"""The per-device raise/clear state machine with hysteresis, and the alert payload. Pure.
+"""The per-device raise/update/clear state machine with hysteresis, and the alert payload. Pure.
 
 A device in ``normal`` raises after ``raise_after`` consecutive windows with
 ``score > threshold``; a ``raised`` device clears after ``clear_after``
 consecutive windows with ``score < clear_ratio * threshold``. Any window in
-between resets the run, so a single noisy window never pages anyone.
-The payload is described by ``edge_runtime/schemas/alert.schema.json``.
+between resets the run, so a single noisy window never pages anyone. While raised,
+an ``update`` (``state`` still ``raised``, ``event`` ``update``) is published when the set of
+top channels (those with at least 10 % of the excess error) or the severity changes, at most once per
+``update_interval_s`` of window time, from a window above the threshold.
+Every message's ``alert_id`` is ``{device}:{seq}`` (unique per instance, stable across restarts
+because ``seq`` is read back from the retained state); ``raised_alert_id``, the id of the alert a
+message belongs to, is its raise's ``alert_id`` (parse it with ``rsplit(":", 1)``).
+The payload is described by ``edge_runtime/schemas/alert.schema.json``; what the channels say
+(excess shares, measured against expected) by :mod:`edge_runtime.pipeline.explain`.
 """
 
 from __future__ import annotations
 
+import math
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edge_runtime.pipeline.documents import CLEARED, RAISED, state_doc
+from edge_runtime.pipeline.documents import CLEARED, RAISED, iso_utc, state_doc
+from edge_runtime.pipeline.explain import clear_summary, describe_channels, raise_summary, top_channels
 from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, Run, hysteresis
 
-SCHEMA_VERSION = 1
-SCHEMA_ID = "https://edgewatch.dev/schemas/alert/1"
+__all__ = ["AlertTracker", "DeviceState", "StateError", "severity", "top_channels"]
+
+SCHEMA_VERSION = 2
+SCHEMA_ID = "https://edgewatch.dev/schemas/alert/2"
 
 NORMAL = "normal"
 MAX_SEQ = 2**53  # a retained seq at or above this is refused (JSON integers beyond it lose precision)
+WARNING, CRITICAL = "warning", "critical"
+EV_RAISE, EV_UPDATE, EV_CLEAR = "raise", "update", "clear"
+
+# window index -> (measured (C,), expected (C,)) window means in raw units, for the windows that raise/update
+Detail = Callable[[int], "tuple[np.ndarray, np.ndarray] | None"]
 
 
 class StateError(ValueError):
@@ -41,17 +56,30 @@ class DeviceState:
     alert_id: str = ""  # id of the last raise: a clear payload refers to it as raised_alert_id
     since: float = 0.0
     last: tuple[float, np.ndarray, float, float] | None = None  # last window: score, channel_error (C,), t0, t1
+    run_since: float = 0.0  # window_end of the first window of the current run above the threshold (not raised)
+    anomalous_since: float = 0.0  # that time for the run that raised the alert
+    peak_score: float = 0.0  # highest score while raised (0: unknown, e.g. adopted from an earlier run)
+    peak_time: float = 0.0  # its window_end
+    published_t: float = 0.0  # window_end of the last raise/update
+    published_key: tuple[frozenset[str], str] | None = None  # (top channel names, severity) last published
 
 
-def top_channels(channel_error: np.ndarray, names: Sequence[str], k: int) -> list[dict[str, Any]]:
-    """The ``k`` channels with the largest share of one window's error. ``channel_error``: (C,)."""
-    ce = np.clip(np.asarray(channel_error, dtype=np.float64), 0.0, None)
-    total = float(ce.sum())
-    order = np.argsort(-ce, kind="stable")[:k]
-    return [
-        {"name": str(names[i]), "share": round(float(ce[i] / total), 4) if total > 0 else 0.0}
-        for i in order
-    ]
+def severity(score: float, threshold: float, critical_ratio: float) -> str:
+    """``critical`` when ``score >= critical_ratio * threshold``, else ``warning``."""
+    return CRITICAL if score >= critical_ratio * threshold else WARNING
+
+
+SIGNIFICANT_SHARE = 0.1  # a top channel with less of the excess does not count as a change of channels
+
+
+def _names(tops: list[dict[str, Any]]) -> frozenset[str]:
+    """The top channels that carry a real part of the excess (all of them when none has any)."""
+    big = frozenset(t["name"] for t in tops if t.get("excess_share", 1.0) >= SIGNIFICANT_SHARE)
+    return big or frozenset(t["name"] for t in tops)
+
+
+def default_id(device: str, seq: int) -> str:
+    return f"{device}:{seq}"
 
 
 class AlertTracker:
@@ -61,7 +89,7 @@ class AlertTracker:
         self,
         policy: AlertPolicy,
         instance: str,
-        id_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
+        id_factory: Callable[[str, int], str] = default_id,
         clock: Callable[[], float] = time.time,
         seq_memory: int = 10_000,
     ) -> None:
@@ -84,51 +112,112 @@ class AlertTracker:
         threshold: float,
         channels: Sequence[str],
         model_id: str,
+        *,
+        normal: np.ndarray | None = None,
+        units: Mapping[str, str] | None = None,
+        detail: Detail | None = None,
     ) -> list[dict[str, Any]]:
-        """Feed one device's windows in time order. ``scores``: (k,), ``channel_error``: (k, C), ``t_*``: (k,)."""
+        """Feed one device's windows in time order. ``scores``: (k,), ``channel_error``: (k, C), ``t_*``: (k,).
+
+        ``normal`` (C,): each channel's normal ``channel_error`` (excess shares; see
+        :mod:`edge_runtime.pipeline.explain`); ``units``: channel -> unit; ``detail(i)``: the measured and
+        expected window means (C,) of window ``i``, asked only for the windows that raise or update."""
         st = self.devices.get(device)
         if st is None:
             st = self.devices[device] = DeviceState(seq=self.past_seq.pop(device, 0))
-        clear_level = self.policy.clear_ratio * threshold
+        pol = self.policy
+        clear_level = pol.clear_ratio * threshold
         out: list[dict[str, Any]] = []
-        _, events, run = hysteresis(scores, threshold, self.policy, Run(st.state == RAISED, st.above, st.below))
-        for i, kind in events:
-            st.state = RAISED if kind == RAISE else CLEARED
-            out.append(self._payload(device, st, st.state, float(scores[i]), channel_error[i], t_start[i],
-                                     t_end[i], threshold, clear_level, channels, model_id))
+        raised_after, events, run = hysteresis(scores, threshold, pol, Run(st.state == RAISED, st.above, st.below))
+        ctx = _Context(threshold, clear_level, channels, model_id, normal, units or {}, detail)
+        n = scores.shape[0]
+        ev = dict(events)
+        for i in sorted(set(np.flatnonzero(raised_after).tolist()) | ev.keys()):
+            kind = ev.get(i)
+            s, t1 = float(scores[i]), float(t_end[i])
+            if kind == RAISE:
+                j = i - pol.raise_after + 1
+                st.anomalous_since = float(t_end[j]) if j >= 0 else (st.run_since or t1)
+                st.state, st.peak_score, st.peak_time = RAISED, s, t1
+                out.append(self._payload(device, st, EV_RAISE, i, s, channel_error[i], t_start[i], t1, ctx))
+            elif kind is not None:  # cleared
+                st.state = CLEARED
+                out.append(self._payload(device, st, EV_CLEAR, i, s, channel_error[i], t_start[i], t1, ctx))
+            else:  # a window while raised
+                if s > st.peak_score:
+                    st.peak_score, st.peak_time = s, t1
+                if pol.update_interval_s > 0 and s > threshold and t1 - st.published_t >= pol.update_interval_s:
+                    key = self._key(channel_error[i], s, ctx)
+                    if key != st.published_key:
+                        out.append(self._payload(device, st, EV_UPDATE, i, s, channel_error[i], t_start[i], t1, ctx))
         st.above, st.below = run.above, run.below
-        if scores.shape[0]:
+        if n:
             st.last = (float(scores[-1]), np.array(channel_error[-1]), float(t_start[-1]), float(t_end[-1]))
+            if st.state != RAISED and run.above > 0 and n - run.above >= 0:
+                st.run_since = float(t_end[n - run.above])
         return out
 
+    def _key(self, ce: np.ndarray, score: float, ctx: _Context) -> tuple[frozenset[str], str]:
+        tops = top_channels(ce, ctx.channels, self.policy.top_channels, ctx.normal)
+        return _names(tops), severity(score, ctx.threshold, self.policy.critical_ratio)
+
     def _payload(
-        self, device: str, st: DeviceState, state: str, score: float, ce: np.ndarray, t0: float, t1: float,
-        threshold: float, clear_level: float, channels: Sequence[str], model_id: str, reason: str = "",
+        self, device: str, st: DeviceState, event: str, i: int, score: float, ce: np.ndarray, t0: float,
+        t1: float, ctx: _Context, reason: str = "",
     ) -> dict[str, Any]:
         st.seq += 1
         now = self._clock()
-        st.since = now
-        alert_id = self._id()
-        raised_id = st.alert_id if state == CLEARED else alert_id
-        if state == RAISED:
-            st.alert_id = alert_id
-        doc = {
+        alert_id = self._id(device, st.seq)
+        if event == EV_RAISE:
+            st.alert_id, st.since = alert_id, now
+        elif event == EV_CLEAR:
+            st.since = now
+        pol = self.policy
+        tops = top_channels(ce, ctx.channels, pol.top_channels, ctx.normal)
+        sev = severity(score, ctx.threshold, pol.critical_ratio)
+        doc: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "alert_id": alert_id,
-            "raised_alert_id": raised_id,
+            "raised_alert_id": st.alert_id or alert_id,
             "device": device,
-            "state": state,
+            "state": CLEARED if event == EV_CLEAR else RAISED,
+            "event": event,
             "seq": st.seq,
             "score": float(score),
-            "threshold": float(threshold),
-            "clear_level": float(clear_level),
+            "threshold": float(ctx.threshold),
+            "clear_level": float(ctx.clear_level),
             "window_start": float(t0),
             "window_end": float(t1),
-            "top_channels": top_channels(ce, channels, self.policy.top_channels),
-            "model_id": model_id,
+            "top_channels": tops,
+            "model_id": ctx.model_id,
             "instance": self.instance,
             "time": now,
+            "time_iso": iso_utc(now),
+            "window_start_iso": iso_utc(float(t0)),
+            "window_end_iso": iso_utc(float(t1)),
         }
+        if st.anomalous_since:
+            doc["anomalous_since"] = st.anomalous_since
+            doc["anomalous_since_iso"] = iso_utc(st.anomalous_since)
+        if st.peak_score > 0:
+            doc["peak_score"] = st.peak_score
+            doc["peak_time"] = st.peak_time
+        if event == EV_CLEAR:
+            peak = st.peak_score or float(score)
+            doc["severity"] = severity(peak, ctx.threshold, pol.critical_ratio)  # the alert's worst
+            duration = max(0.0, float(t1) - st.anomalous_since) if st.anomalous_since else 0.0
+            if st.anomalous_since:
+                doc["duration_s"] = duration
+            doc["summary"] = clear_summary(duration, peak, ctx.threshold, reason)
+            st.anomalous_since, st.peak_score, st.peak_time, st.published_key = 0.0, 0.0, 0.0, None
+        else:
+            measured = ctx.detail(i) if ctx.detail is not None else None
+            if measured is not None:
+                tops = doc["top_channels"] = describe_channels(tops, ctx.channels, *measured, ctx.units)
+            doc["severity"] = sev
+            doc["summary"] = raise_summary(tops, sev)
+            st.published_t, st.published_key = float(t1), (_names(tops), sev)
+        doc["score_ratio"] = round(float(score) / ctx.threshold, 4) if ctx.threshold > 0 else 0.0
         if reason:
             doc["reason"] = reason
         return doc
@@ -176,7 +265,10 @@ class AlertTracker:
             else:  # seen in this run, no alert yet: carry on from the earlier run's seq
                 known.seq = max(known.seq, seq)
             return None
-        self.devices[device] = DeviceState(state=RAISED, seq=seq, alert_id=(alert_id or "")[:64])
+        since = doc.get("since")
+        since = float(since) if isinstance(since, (int, float)) and not isinstance(since, bool) else 0.0
+        self.devices[device] = DeviceState(state=RAISED, seq=seq, alert_id=(alert_id or "")[:320],
+                                           anomalous_since=since if math.isfinite(since) else 0.0)
         return device
 
     def remember_seq(self, device: str, seq: int) -> None:
@@ -204,9 +296,22 @@ class AlertTracker:
                 s, ce, t0, t1 = st.last
             else:
                 s, ce, t0, t1 = 0.0, np.zeros(len(channels), np.float32), self._clock(), self._clock()
-            alert = self._payload(device, st, CLEARED, s, ce, t0, t1, threshold,
-                                  self.policy.clear_ratio * threshold, channels, model_id, reason)
+            ctx = _Context(threshold, self.policy.clear_ratio * threshold, channels, model_id, None, {}, None)
+            alert = self._payload(device, st, EV_CLEAR, -1, s, ce, t0, t1, ctx, reason)
             if st.last is None:
                 alert["top_channels"] = []
         self.remember_seq(device, st.seq)
         return st, alert
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What one :meth:`AlertTracker.update` call knows about the model and the windows."""
+
+    threshold: float
+    clear_level: float
+    channels: Sequence[str]
+    model_id: str
+    normal: np.ndarray | None
+    units: Mapping[str, str]
+    detail: Detail | None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,14 @@ import numpy.typing as npt
 STATE_SCHEMA_VERSION = 1
 RAISED = "raised"
 CLEARED = "cleared"
+
+
+def iso_utc(t: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds: ``2026-12-01T12:50:42.123Z`` (``""`` when out of range)."""
+    try:
+        return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return ""
 
 
 def to_json(doc: object) -> str:

@@ -19,12 +19,16 @@ CLEAR = "cleared"
 
 @dataclass
 class AlertPolicy:
-    """Hysteresis settings: k windows above to raise, m below ``clear_ratio * threshold`` to clear."""
+    """Hysteresis settings: k windows above to raise, m below ``clear_ratio * threshold`` to clear; and what
+    an alert says: ``top_channels`` listed, ``critical`` at ``critical_ratio`` x threshold, an update at most
+    once per ``update_interval_s`` of window time (0: no updates)."""
 
     raise_after: int = 3
     clear_after: int = 5
     clear_ratio: float = 0.8
     top_channels: int = 3
+    critical_ratio: float = 2.0
+    update_interval_s: float = 30.0
 
 
 @dataclass

@@ -29,6 +29,7 @@ COUNTERS = (
     "batches",  # session.run calls
     "alerts_raised",
     "alerts_cleared",
+    "alerts_updated",  # updates of a raised alert (its top channels or severity changed)
     "published",  # messages handed to the MQTT client
     "publish_retried",  # critical messages (alerts, states) sent on a retry after the outgoing queue was full
     "reconnects",

@@ -51,7 +51,8 @@ class Daemon:
         check_pin(model, cfg.pin)  # a model that breaks the pin does not start (the CLI: exit 65)
         self.ingest = Ingest(cfg, model, self.stats)
         self.tracker = AlertTracker(
-            AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels), self.instance,
+            AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels, cfg.critical_ratio,
+                        cfg.update_interval_s), self.instance,
             seq_memory=cfg.max_devices,
         )
         self.scorer = Scorer(cfg, model, self.ingest, self.tracker, self.stats,

@@ -177,9 +177,10 @@ class DeviceThresholds:
         with self.lock:
             e = self._entry(device)
             for a in alerts:
-                if a.get("state") == "raised":
+                event = a.get("event") or ("raise" if a.get("state") == "raised" else "clear")
+                if event == "raise":
                     self._open(e, a, now, threshold)
-                elif e.open_episode in e.episodes:
+                elif event == "clear" and e.open_episode in e.episodes:  # an update: the episode goes on
                     e.episodes[e.open_episode].cleared_at = now
                     e.open_episode = ""
             if (raised or alerts) and e.open_episode in e.episodes and scores.shape[0]:

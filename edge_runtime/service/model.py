@@ -25,6 +25,7 @@ import onnxruntime as ort
 from edge_runtime.contract import (
     INPUT_NAME,
     OUTPUT_CHANNEL_ERROR,
+    OUTPUT_RECONSTRUCTION,
     OUTPUT_SCORE,
     ContractError,
     ModelMetadata,
@@ -96,6 +97,7 @@ class EdgeModel:
         self.signature = signature
         self.sha256 = sha256
         self._outputs = [OUTPUT_SCORE, OUTPUT_CHANNEL_ERROR]
+        self.has_reconstruction = OUTPUT_RECONSTRUCTION in {o.name for o in session.get_outputs()}
 
     @property
     def window(self) -> int:
@@ -117,6 +119,14 @@ class EdgeModel:
         """Score a batch. ``windows``: (B, W, C) float32 -> ``score`` (B,), ``channel_error`` (B, C)."""
         score, ce = self.session.run(self._outputs, {INPUT_NAME: windows})
         return score, ce
+
+    def reconstruct(self, windows: np.ndarray) -> np.ndarray | None:
+        """The model's ``reconstruction`` (B, W, C) raw units of ``windows`` (B, W, C), or None when the model
+        has no such output. Asked only for windows that raise or update an alert (it costs a second run)."""
+        if not self.has_reconstruction:
+            return None
+        (recon,) = self.session.run([OUTPUT_RECONSTRUCTION], {INPUT_NAME: windows})
+        return np.asarray(recon)
 
 
 def _session_options(intra_op_threads: int, quiet: bool) -> ort.SessionOptions:

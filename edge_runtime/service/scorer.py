@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from edge_runtime.pipeline.alerts import AlertTracker, StateError
 from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
 from edge_runtime.pipeline.documents import RAISED, Outbound, score_doc, state_doc, to_json
 from edge_runtime.pipeline.drift import drift_doc
+from edge_runtime.pipeline.explain import channel_normals
 from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.pipeline.topics import format_topic, sanitize_id
@@ -42,6 +44,21 @@ from edge_runtime.service.window_queue import WindowQueue
 log = logging.getLogger(__name__)
 
 INLINE_SWEEP_S = 0.05  # inline batching: the housekeeping thread scores windows left queued this long
+
+
+ALERT_COUNTERS = {"raise": "alerts_raised", "update": "alerts_updated", "clear": "alerts_cleared"}
+
+
+def _detail(model: EdgeModel, batch: np.ndarray, off: int) -> Callable[[int], tuple[np.ndarray, np.ndarray] | None]:
+    """Window ``i`` of an item at ``off`` in ``batch`` (B, W, C): its measured and expected (the model's
+    reconstruction) means over the window, (C,) each; None when the model exports no reconstruction."""
+    def detail(i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        w = batch[off + i : off + i + 1]  # (1, W, C)
+        recon = model.reconstruct(w)
+        if recon is None or recon.shape != w.shape:
+            return None
+        return w[0].mean(axis=0, dtype=np.float64), recon[0].mean(axis=0, dtype=np.float64)
+    return detail
 
 
 class Scorer:
@@ -63,6 +80,8 @@ class Scorer:
         self._clip: tuple[np.ndarray, np.ndarray] | None = None  # (lo, hi) (C,) float32, or None: clip_z 0
         # per-device thresholds: warm-up calibration, feedback raises, drift (service/device_thresholds.py)
         self.thresholds = DeviceThresholds(cfg, model)
+        self._normal_for: EdgeModel | None = None  # the model _normal was computed for
+        self._normal = np.zeros(0)  # each channel's normal channel_error (C,): alerts' excess shares
 
     @property
     def threshold(self) -> float:
@@ -125,7 +144,11 @@ class Scorer:
         for it in good:  # arrival of the completing message (enqueued) to scored: the metrics' histogram
             self.stats.record_latency(scored - it.enqueued, it.n)
         now = time.time()
-        channels = model.metadata.channels
+        meta = model.metadata
+        channels = meta.channels
+        if self._normal_for is not model:
+            self._normal_for = model
+            self._normal = channel_normals(meta.scoring, meta.threshold.validation, meta.n_channels)
         publish_scores = cfg.publish_scores or self.discovery is not None
         out: list[Outbound] = []
         off = 0
@@ -147,7 +170,8 @@ class Scorer:
                         self._log_calibration(it.device)
                 else:
                     alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, dthr, channels,
-                                                 model.model_id)
+                                                 model.model_id, normal=self._normal, units=meta.units,
+                                                 detail=_detail(model, batch, off - it.n))
                     dst = self.tracker.devices.get(it.device)
                     drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, dthr,
                                       now)
@@ -155,9 +179,9 @@ class Scorer:
             out += self._discovery("on_device", it.device)  # Home Assistant discovery config, once per device
             for a in alerts:
                 # locked: forget() counts alerts_cleared on other threads
-                self.stats.incr("alerts_raised" if a["state"] == RAISED else "alerts_cleared")
-                log.info("alert %s device=%s score=%.4g threshold=%.4g top=%s", a["state"], it.device, a["score"],
-                         dthr, ",".join(t["name"] for t in a["top_channels"]))
+                self.stats.incr(ALERT_COUNTERS[a["event"]])
+                log.info("alert %s device=%s score=%.4g threshold=%.4g top=%s: %s", a["event"], it.device,
+                         a["score"], dthr, ",".join(t["name"] for t in a["top_channels"]), a["summary"])
                 out.append(Outbound(format_topic(cfg.alert_topic, device=it.device), to_json(a), qos=1))
             if state is not None:
                 out.append(Outbound(format_topic(cfg.state_topic, device=it.device), to_json(state),

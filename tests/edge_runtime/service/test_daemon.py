@@ -97,7 +97,8 @@ def scenario(tmp_path_factory):
     with MosquittoBroker(workdir=tmp / "broker") as broker:
         col = Collector(broker.port, ["alerts/#", "scores/#", "edgewatch/#"])
         with running_daemon(broker.url, model_path, publish_scores=True, raise_after=RAISE_AFTER,
-                            clear_after=CLEAR_AFTER, clear_ratio=CLEAR_RATIO) as d:
+                            clear_after=CLEAR_AFTER, clear_ratio=CLEAR_RATIO,
+                            update_interval_s=0) as d:  # exact raise/clear pairs (updates: test_alert_detail)
             pub = Publisher(broker.port)
             n = publish_scenario(pub)
             wait_until(lambda: d.stats.counts["messages"] >= n, 20, "all messages received")

@@ -1,0 +1,138 @@
+"""What an alert tells a person: which channels, by how much, measured against expected, in which direction. Pure.
+
+``channel_error`` (the model's output, see :mod:`edge_runtime.contract`) is each channel's departure relative to
+its own normal. A channel's **normal** is the ``channel_error`` it has on normal windows: the model's
+``scoring.channel_error_ref`` (its mean over the held-out normal windows, written by ``edgewatch-train fit``),
+else, for older models, the validation mean score spread over the kept channels by their weight (``score`` is
+the mean of ``channel_error``, so that is what each channel adds on a normal window). A channel's **excess** is
+``max(channel_error - normal, 0)``; its ``excess_share`` is its part of the window's total excess, so a channel
+that is noisy in normal windows too no longer outranks the one that departed.
+
+The measured and expected values are window means in raw units: the window's samples and the model's
+``reconstruction`` of them. Direction is ``high`` when the measured mean is above the expected one, else ``low``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def channel_normals(scoring: Mapping[str, Any], validation: Mapping[str, Any], n_channels: int) -> FloatArray:
+    """Each channel's normal ``channel_error`` (C,) from a model's ``scoring`` and ``threshold.validation``."""
+    ref = scoring.get("channel_error_ref")
+    if isinstance(ref, list) and len(ref) == n_channels:
+        out = np.asarray(ref, dtype=np.float64)
+        if np.isfinite(out).all():
+            return np.clip(out, 0.0, None)
+    mean = validation.get("mean")
+    base = float(mean) if isinstance(mean, (int, float)) and math.isfinite(mean) and mean > 0 else 1.0
+    weight = scoring.get("weight")
+    if isinstance(weight, list) and len(weight) == n_channels:
+        w = np.clip(np.asarray(weight, dtype=np.float64), 0.0, None)
+        if np.isfinite(w).all() and w.sum() > 0:
+            spread: FloatArray = base * w * (n_channels / float(w.sum()))
+            return spread
+    return np.full(n_channels, base)
+
+
+def excess(channel_error: npt.ArrayLike, normal: npt.ArrayLike | None) -> FloatArray:
+    """``max(channel_error - normal, 0)``: (C,) or (k, C); ``normal`` None is all zeros."""
+    ce = np.clip(np.asarray(channel_error, dtype=np.float64), 0.0, None)
+    if normal is None:
+        return ce
+    return np.clip(ce - np.asarray(normal, dtype=np.float64), 0.0, None)
+
+
+def top_channels(channel_error: npt.ArrayLike, names: Sequence[str], k: int,
+                 normal: npt.ArrayLike | None = None) -> list[dict[str, Any]]:
+    """The ``k`` channels with the largest excess error of one window, largest first. ``channel_error``: (C,).
+
+    Each entry: ``name``, ``share`` (``channel_error / sum(channel_error)``, as in schema 1) and, with ``normal``,
+    ``excess_share`` (the channel's part of the window's excess; 0 when no channel exceeds its normal)."""
+    ce = np.clip(np.asarray(channel_error, dtype=np.float64), 0.0, None)
+    total = float(ce.sum())
+    ex = excess(ce, normal)
+    ex_total = float(ex.sum())
+    order = np.lexsort((-ce, -ex))[:k]  # by excess, ties (no excess at all) by the raw error
+    out: list[dict[str, Any]] = []
+    for i in order:
+        entry: dict[str, Any] = {"name": str(names[i]), "share": round(float(ce[i] / total), 4) if total > 0 else 0.0}
+        if normal is not None:
+            entry["excess_share"] = round(float(ex[i] / ex_total), 4) if ex_total > 0 else 0.0
+        out.append(entry)
+    return out
+
+
+def describe_channels(tops: list[dict[str, Any]], names: Sequence[str], measured: npt.ArrayLike,
+                      expected: npt.ArrayLike, units: Mapping[str, str]) -> list[dict[str, Any]]:
+    """``tops`` with ``measured``, ``expected`` (window means, raw units: (C,) each), ``direction`` and the
+    channel's ``unit`` where the model knows it. Non-finite values are left out."""
+    index = {str(n): i for i, n in enumerate(names)}
+    m = np.asarray(measured, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    out = []
+    for t in tops:
+        t = dict(t)
+        i = index[t["name"]]
+        if math.isfinite(m[i]) and math.isfinite(e[i]):
+            t["measured"] = _round(m[i])
+            t["expected"] = _round(e[i])
+            t["direction"] = "high" if m[i] > e[i] else "low"
+        unit = units.get(t["name"])
+        if unit:
+            t["unit"] = unit
+        out.append(t)
+    return out
+
+
+def _round(v: float) -> float:
+    """Six significant digits: enough for a person, no float noise in the payload."""
+    return float(f"{v:.6g}")
+
+
+def fmt_value(v: float) -> str:
+    """A value for a person: 3 significant digits (``3.1``, ``4.62``, ``1.2e+04``)."""
+    return f"{v:.3g}"
+
+
+def raise_summary(tops: list[dict[str, Any]], severity: str) -> str:
+    """``discharge_p_bar low: 3.1 bar, expected 4.6``: the first top channel, measured against expected (its
+    excess share when the values are missing); ``critical:`` in front of a critical alert."""
+    if not tops:
+        return f"{severity}: anomalous"
+    t = tops[0]
+    unit = f" {t['unit']}" if t.get("unit") else ""
+    if "measured" in t:
+        text = f"{t['name']} {t['direction']}: {fmt_value(t['measured'])}{unit}, expected {fmt_value(t['expected'])}"
+    else:
+        share = t.get("excess_share", t.get("share", 0.0))
+        text = f"{t['name']}: {100 * float(share):.0f}% of the excess error"
+    if len(tops) > 1:
+        text += f" (also {', '.join(str(x['name']) for x in tops[1:])})"
+    return f"critical: {text}" if severity == "critical" else text
+
+
+def fmt_duration(seconds: float) -> str:
+    """``4m 12s``, ``2h 05m``, ``38s``, ``3d 4h``."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def clear_summary(duration_s: float, peak_score: float, threshold: float, reason: str = "") -> str:
+    """``back to normal after 4m 12s (peak 2.3x threshold)``; with ``reason``: why the daemon let it go."""
+    why = f"no longer tracked ({reason})" if reason else "back to normal"
+    ratio = peak_score / threshold if threshold > 0 else 0.0
+    return f"{why} after {fmt_duration(duration_s)} (peak {ratio:.2g}x threshold)"
