@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 ALERT, STATE = "alert", "state"
 # ANSI colours of the state cell on a terminal
-COLOURS = {RAISED: "\x1b[31;1m", CLEARED: "\x1b[32m"}
+COLOURS = {RAISED: "\x1b[31;1m", CLEARED: "\x1b[32m", "update": "\x1b[33m"}
 RESET = "\x1b[0m"
 
 
@@ -46,7 +46,7 @@ class WatchError(Exception):
 
 
 HEADER = (f"{'kind':<5}  {'stream time (UTC)':<19}  {'received (UTC)':<19}  {'device':<20} {'state':<8} "
-          f"{'score':>9} {'thresh':>9} {'seq':>4}  top channels")
+          f"{'score':>9} {'thresh':>9} {'seq':>4}  summary (or top channels)")
 
 
 def fmt_time(t: Any) -> str:
@@ -69,14 +69,20 @@ def _num(v: Any) -> str:
 def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool = False, color: bool = False) -> str:
     """One alert (``kind`` "alert") or state ("state") document as a table row under :data:`HEADER`."""
     state = str(doc.get("state", "?"))[:8]
+    if kind == ALERT and doc.get("event") == "update":
+        state = "update"  # schema 2: a raised alert whose top channels or severity changed
     cell = f"{state:<8}"
     if color and state in COLOURS:
         cell = f"{COLOURS[state]}{cell}{RESET}"
     if kind == ALERT:
         stream, score, thr = doc.get("window_end"), _num(doc.get("score")), _num(doc.get("threshold"))
         tops = doc.get("top_channels")
-        tail = ", ".join(f"{t.get('name')} {_share(t.get('share'))}" for t in tops if isinstance(t, dict)) \
-            if isinstance(tops, list) else ""
+        summary = doc.get("summary")
+        if isinstance(summary, str) and summary:  # schema 2: the one line a person reads
+            tail = summary.replace("\n", " ")[:200]
+        else:
+            tail = ", ".join(f"{t.get('name')} {_share(t.get('share'))}" for t in tops if isinstance(t, dict)) \
+                if isinstance(tops, list) else ""
     else:
         stream, score, thr = None, "-", "-"
         tail = ("retained, " if retained else "") + f"since {fmt_time(doc.get('since'))} (daemon clock)"
