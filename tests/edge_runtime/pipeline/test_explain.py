@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.pipeline.explain import channel_normals, clear_summary, excess, fmt_duration, raise_summary, top_channels
+from edge_runtime.pipeline.explain import (
+    channel_normals,
+    clear_summary,
+    excess,
+    fmt_duration,
+    raise_summary,
+    top_channels,
+)
 
 
 def test_channel_normals_prefer_the_models_reference_then_spread_the_validation_mean_by_weight() -> None:

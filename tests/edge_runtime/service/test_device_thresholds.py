@@ -48,7 +48,8 @@ def make(tmp_path: Path, **over):
     model = load_model(path)
     stats = Stats()
     ingest = Ingest(cfg, model, stats)
-    tracker = AlertTracker(AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, 2), "gw1")
+    # raise/clear pairs only: updates while raised (schema 2) are tested in test_alerts and test_alert_detail
+    tracker = AlertTracker(AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, 2, update_interval_s=0), "gw1")
     scorer = Scorer(cfg, model, ingest, tracker, stats)
     link = FakeLink()
     inline = InlineScoring(cfg, scorer, Publisher(link))
