@@ -49,6 +49,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "replay": "edge_runtime.tools.replay:replay_command",
     "dashboard": "edge_runtime.integrations.dashboard.server:dashboard_command",
     "homeassistant": "edge_runtime.integrations.homeassistant_cli:homeassistant_command",
+    "feedback": "edge_runtime.tools.feedback:feedback_command",
+    "record": "edge_runtime.tools.record:record_command",
 }
 
 

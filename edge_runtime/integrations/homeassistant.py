@@ -11,7 +11,10 @@ Per monitored device (one Home Assistant *device*, linked ``via_device`` to the 
   document (``value_json.state``: ``raised`` = on, ``cleared`` = off); its attributes are that same retained
   document (``since``, ``raised_alert_id``, ``seq``, ``reason``), so they survive a Home Assistant restart;
 - ``sensor`` "Anomaly score", ``state_class: measurement``, fed by ``scores/{device}`` (the latest of
-  ``value_json.score``), with ``expire_after`` = the staleness limit: no score for that long -> unavailable.
+  ``value_json.score``), with ``expire_after`` = the staleness limit: no score for that long -> unavailable;
+- with ``runtime.commands`` on, a ``select`` "Alert feedback" (false_alarm / confirmed / ack: a verdict on the
+  device's latest alert, sent to the daemon's command topic; give Home Assistant's MQTT account write access
+  to it in the broker's ACL) and a ``sensor`` "Threshold" (the device's own threshold, from its state).
 
 Availability (``availability_mode: all``): the daemon's retained status ``edgewatch/{instance}/status``
 (``value_json.state`` online/offline) *and* the device's own retained availability
@@ -85,6 +88,7 @@ class DiscoverySettings:
     model_id: str = ""
     sw_version: str = __version__
     stale_s: float = 600.0
+    command_topic: str = ""  # runtime.commands on: a feedback select and a threshold sensor per device
 
     @property
     def status(self) -> str:
@@ -164,6 +168,8 @@ def device_config(device: str, s: DiscoverySettings) -> tuple[str, dict[str, Any
             "expire_after": max(1, round(s.stale_s)),
         },
     }
+    if s.command_topic:
+        components.update(feedback_components(device, base, state, s))
     payload = {
         "device": device_block(device, s),
         "origin": _origin(s),
@@ -177,6 +183,41 @@ def device_config(device: str, s: DiscoverySettings) -> tuple[str, dict[str, Any
         "availability_mode": "all",
     }
     return device_topic(s.prefix, base), payload
+
+
+FEEDBACK_OPTIONS = ["false_alarm", "confirmed", "ack"]
+
+
+def feedback_components(device: str, base: str, state_topic: str, s: DiscoverySettings) -> dict[str, Any]:
+    """With commands on: a ``select`` "Alert feedback" that sends a verdict on the device's latest alert to
+    the daemon's command topic (the reply goes to its reply topic), and a ``sensor`` "Threshold" with the
+    device's own threshold from its retained state (warm-up calibration, feedback raise)."""
+    command = ('{"command": "feedback", "device": ' + json.dumps(device)
+               + ', "verdict": "{{ value }}", "source": "homeassistant"}')
+    return {
+        "alert_feedback": {
+            "platform": "select",
+            "name": "Alert feedback",
+            "unique_id": f"{base}_alert_feedback",
+            "command_topic": format_topic(s.command_topic, instance=s.instance),
+            "command_template": command,
+            "options": FEEDBACK_OPTIONS,
+            "optimistic": True,
+            "icon": "mdi:message-alert",
+            "entity_category": "config",
+        },
+        "threshold": {
+            "platform": "sensor",
+            "name": "Threshold",
+            "unique_id": f"{base}_threshold",
+            "state_topic": state_topic,
+            "value_template": "{{ value_json.threshold }}",
+            "state_class": "measurement",
+            "suggested_display_precision": 4,
+            "icon": "mdi:tune-variant",
+            "entity_category": "diagnostic",
+        },
+    }
 
 
 def gateway_config(s: DiscoverySettings) -> tuple[str, dict[str, Any]]:

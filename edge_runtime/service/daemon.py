@@ -27,6 +27,8 @@ from edge_runtime.pipeline.documents import Outbound, foreign_online, offline_do
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import format_topic
+from edge_runtime.service.commands import Commands
+from edge_runtime.service.feedback_store import FeedbackStore
 from edge_runtime.service.housekeeping import Housekeeping
 from edge_runtime.service.ingest import Ingest, scoring_hop
 from edge_runtime.service.model import EdgeModel, check_pin, load_model
@@ -76,6 +78,9 @@ class Daemon:
         if self.scorer.discovery is not None:  # Home Assistant's birth message: discovery again
             birth = self.scorer.discovery.settings.birth_topic
             filters, on_message = [*filters, birth], self._with_birth(birth, on_message)
+        self.commands = self._make_commands() if cfg.commands else None
+        if self.commands is not None:  # operator commands (feedback, recalibrate), each answered
+            filters, on_message = [*filters, self.commands.topic], self.commands.route(on_message)
         self.sparkplug = self._make_sparkplug() if cfg.sparkplug_groups else None
         if self.sparkplug is not None:  # Sparkplug B input beside the JSON/CSV topics
             filters, on_message = [*filters, *self.sparkplug.filters], self.sparkplug.route(on_message)
@@ -118,7 +123,13 @@ class Daemon:
             alert_topic=cfg.alert_topic, score_topic=cfg.score_topic, status_topic=cfg.status_topic,
             model_id=model.model_id,
             stale_s=stale_limit_s(model.metadata.sample_period_s, scoring_hop(cfg, model), cfg.device_idle_s),
+            command_topic=cfg.command_topic if cfg.commands else "",
         ))
+
+    def _make_commands(self) -> Commands:
+        cfg = self.cfg
+        return Commands(cfg.command_topic, cfg.reply_topic, self.instance, self.scorer, self.stats,
+                        FeedbackStore(cfg.state_dir or None), self.publisher.send, cfg.log_interval_s)
 
     def _make_sparkplug(self) -> Any:
         from edge_runtime.integrations.sparkplug.source import SparkplugSource, SparkplugUnavailable

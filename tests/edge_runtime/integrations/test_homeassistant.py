@@ -356,3 +356,22 @@ def test_cleanup_and_remove_commands_on_a_real_broker(mosquitto, tmp_path) -> No
     finally:
         col.close()
         pub.close()
+
+
+def test_with_commands_a_feedback_select_sends_a_command_the_daemon_accepts() -> None:
+    from edge_runtime.pipeline.feedback import parse_command
+    from tests.edge_runtime.schema_check import errors, load
+
+    s = DiscoverySettings(instance="gw1", command_topic="site/edgewatch/{instance}/command")
+    cmps = device_config("line.3:a@b", s)[1]["components"]
+    select, thr = cmps["alert_feedback"], cmps["threshold"]
+    assert select["platform"] == "select" and select["command_topic"] == "site/edgewatch/gw1/command"
+    for option in select["options"]:
+        payload = jinja2.Environment().from_string(select["command_template"]).render(value=option)
+        cmd = parse_command(payload)
+        assert (cmd.command, cmd.device, cmd.verdict, cmd.source) == ("feedback", "line.3:a@b", option, "homeassistant")
+        assert errors(json.loads(payload), load("command.schema.json")) == []
+    state = {"schema_version": 1, "device": "line.3:a@b", "state": "cleared", "seq": 2, "instance": "gw1",
+             "threshold": 1.68, "threshold_model": 1.0, "threshold_base": 1.0}
+    assert float(render(thr["value_template"], state)) == 1.68 and thr["state_topic"] == "alerts/line.3:a@b/state"
+    assert "alert_feedback" not in components()  # commands off: no select

@@ -1,0 +1,136 @@
+"""Operator commands (``runtime.commands``): read on the command topic, carried out, each one answered.
+
+Who may send them is the broker's business: the deploy kit's ACL (deploy/mosquitto/acl) lets only an
+operator account write ``edgewatch/+/command``; a PUBLISH from any other account never reaches the daemon
+(Mosquitto drops it and logs ``Denied PUBLISH``; an MQTT 5 sender gets "not authorized"). What does reach it is
+checked here: a malformed command, an unknown alert or a recalibration with warm-ups off is refused,
+logged (rate-limited) and counted (``commands_refused``); every command gets a reply (accepted or refused,
+and why) on the reply topic (edge_runtime/schemas/reply.schema.json).
+
+- ``feedback``: a verdict on an alert (``false_alarm`` raises the device's threshold, pipeline/feedback.py;
+  ``confirmed`` and ``ack`` are recorded only), written to the feedback log (service/feedback_store.py)
+  with the alert's episode, so labelled data can be exported (``edgewatch feedback export``);
+- ``recalibrate``: start a device's warm-up again (after a drift notice, when its operation changed for good).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from edge_runtime.pipeline.documents import Outbound, to_json
+from edge_runtime.pipeline.feedback import (
+    ACCEPTED,
+    REFUSED,
+    Command,
+    CommandError,
+    parse_command,
+    reply_doc,
+    request_id_of,
+)
+from edge_runtime.pipeline.stats import RateLimitedLog, Stats
+from edge_runtime.pipeline.topics import format_topic
+from edge_runtime.service.feedback_store import FeedbackStore
+from edge_runtime.service.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+_VERDICT_COUNTER = {"false_alarm": "feedback_false_alarms", "confirmed": "feedback_confirmed", "ack": "feedback_acks"}
+
+
+class Commands:
+    """Carries out commands for ``scorer``'s devices; ``send`` publishes the replies and changed states."""
+
+    def __init__(self, command_topic: str, reply_topic: str, instance: str, scorer: Scorer, stats: Stats,
+                 store: FeedbackStore, send: Callable[[list[Outbound]], Any], log_interval_s: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.topic = format_topic(command_topic, instance=instance)
+        self.reply_topic = format_topic(reply_topic, instance=instance)
+        self.instance = instance
+        self.scorer = scorer
+        self.stats = stats
+        self.store = store
+        self.send = send
+        self.clock = clock
+        self._rl = RateLimitedLog(log, log_interval_s)
+
+    def route(self, handle: Callable[[str, bytes | bytearray], None]) -> Callable[[str, bytes | bytearray], None]:
+        """``handle``, with the command topic answered here (network thread)."""
+        topic = self.topic
+
+        def routed(t: str, payload: bytes | bytearray) -> None:
+            if t == topic:
+                self.handle(payload)
+            else:
+                handle(t, payload)
+        return routed
+
+    def handle(self, payload: bytes | bytearray) -> dict[str, Any]:
+        """One command: carried out or refused; its reply is sent and returned."""
+        now = self.clock()
+        try:
+            cmd = parse_command(payload)
+        except CommandError as exc:
+            return self._refuse(request_id_of(payload), "", str(exc), now)
+        if cmd.command == "feedback":
+            return self._feedback(cmd, now)
+        return self._recalibrate(cmd, now)
+
+    def _feedback(self, cmd: Command, now: float) -> dict[str, Any]:
+        th = self.scorer.thresholds
+        found = th.find(cmd.alert_id, cmd.device)
+        if found is None:
+            what = f"alert {cmd.alert_id!r}" if cmd.alert_id else f"an alert of device {cmd.device!r}"
+            return self._refuse(cmd.request_id, cmd.command, f"{what} is unknown to this daemon (it keeps the last "
+                                "alerts of each device it tracks)", now, device=cmd.device or None)
+        device, ep = found
+        before = after = th.threshold(device, now)
+        if cmd.verdict == "false_alarm":
+            before, after = th.false_alarm(device, ep, now)
+        self.stats.incr(_VERDICT_COUNTER[cmd.verdict])
+        record = {"time": now, "iso_time": _iso(now), "instance": self.instance, "device": device,
+                  "alert_id": ep.alert_id, "verdict": cmd.verdict, "note": cmd.note, "source": cmd.source,
+                  "request_id": cmd.request_id, "peak": ep.peak, "alert_threshold": ep.threshold,
+                  "raised_at": ep.raised_at, "cleared_at": ep.cleared_at, "window_start": ep.window_start,
+                  "window_end": ep.window_end, "threshold_before": before, "threshold_after": after,
+                  "model_id": self.scorer.model.model_id}
+        if not self.store.append(record):
+            self.stats.drop("feedback_log_error")
+        if cmd.verdict == "false_alarm":
+            reason = (f"false alarm recorded: threshold {before:.4g} -> {after:.4g} (peak {ep.peak:.4g}; at most "
+                      f"{th.rule.max_factor:g} x the base {th.fields(device, now)['threshold_base']:.4g})")
+        else:
+            reason = f"{cmd.verdict} recorded"
+        log.info("feedback %s on alert %s of device %s (%s): %s", cmd.verdict, ep.alert_id, device,
+                 cmd.source or "-", reason)
+        out = [self.scorer.state_message(device)] if cmd.verdict == "false_alarm" else []
+        return self._accept(cmd, reason, now, out, device=device, alert_id=ep.alert_id, verdict=cmd.verdict,
+                            threshold_before=before, threshold=after)
+
+    def _recalibrate(self, cmd: Command, now: float) -> dict[str, Any]:
+        if not self.scorer.thresholds.recalibrate(cmd.device):
+            return self._refuse(cmd.request_id, cmd.command, "warm-ups are off (input.warmup is empty)", now,
+                                device=cmd.device)
+        log.info("device %s: warm-up started again on request (%s)", cmd.device, cmd.source or "-")
+        return self._accept(cmd, "warm-up started again: the device raises nothing until it is done", now,
+                            [self.scorer.state_message(cmd.device)], device=cmd.device)
+
+    def _accept(self, cmd: Command, reason: str, now: float, out: list[Outbound], **extra: Any) -> dict[str, Any]:
+        self.stats.incr("commands_accepted")
+        doc = reply_doc(self.instance, cmd.request_id, cmd.command, ACCEPTED, reason, now, **extra)
+        self.send([*out, Outbound(self.reply_topic, to_json(doc), qos=1)])
+        return doc
+
+    def _refuse(self, request_id: str, command: str, reason: str, now: float, **extra: Any) -> dict[str, Any]:
+        self.stats.incr("commands_refused")
+        self._rl.log(logging.WARNING, "command_refused", "command %s refused: %s", command or "(unreadable)", reason)
+        doc = reply_doc(self.instance, request_id, command, REFUSED, reason, now, **extra)
+        self.send([Outbound(self.reply_topic, to_json(doc), qos=1)])
+        return doc
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,231 @@
+"""``edgewatch feedback``: a verdict on an alert, sent to the daemon as a command and its reply awaited;
+``edgewatch feedback export``: the feedback log as labelled data for ``edgewatch-train fit`` / ``evaluate``.
+
+    edgewatch feedback ALERT_ID --false-alarm [--note TEXT]      # or --confirmed, --ack
+    edgewatch feedback --device pump-7 --false-alarm             # that device's latest alert
+    edgewatch feedback --recalibrate pump-7                      # start its warm-up again
+    edgewatch feedback export --log /var/lib/edgewatch --data normal.csv --labelled DIR
+
+The command goes to ``runtime.command_topic`` of the daemon named by ``--instance`` (default: this host's
+daemon, as ``runtime.instance``) with the account of ``--username`` / ``--password-file`` (or the config's):
+the broker lets only operator accounts write it (deploy/mosquitto/acl). Exit 0 when the daemon accepted it,
+1 when it refused (the reason printed), 2 when there was no reply.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_runtime import clierror
+from edge_runtime.config import Config, ConfigError
+from edge_runtime.pipeline.topics import format_topic
+from edge_runtime.service.feedback_store import read_records
+from edge_runtime.service.mqtt import (
+    ClientOptions,
+    MqttConnectError,
+    client_options,
+    connect,
+    make_client,
+    parse_broker_url,
+)
+
+PROG = "edgewatch feedback"
+EXIT_REFUSED, EXIT_NO_REPLY = 1, 2
+
+
+class CommandTimeout(RuntimeError):
+    """No reply from the daemon in time."""
+
+
+def send_command(cfg: Config, doc: dict[str, Any], instance: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Publish ``doc`` (a request id added) on ``instance``'s command topic; its reply document."""
+    request_id = doc.setdefault("request_id", uuid.uuid4().hex)
+    reply_topic = format_topic(cfg.reply_topic, instance=instance)
+    command_topic = format_topic(cfg.command_topic, instance=instance)
+    addr = parse_broker_url(cfg.broker)
+    got: list[dict[str, Any]] = []
+    subscribed, answered = threading.Event(), threading.Event()
+    client = make_client(addr, client_options(cfg, f"edgewatch-feedback-{uuid.uuid4().hex[:8]}", persistent=False))
+
+    def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
+        c.subscribe(reply_topic, 1)
+
+    def on_message(c: Any, u: Any, msg: Any) -> None:
+        try:
+            reply = json.loads(msg.payload)
+        except ValueError:
+            return
+        if isinstance(reply, dict) and reply.get("request_id") == request_id:
+            got.append(reply)
+            answered.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = on_message
+    connect(addr, ClientOptions(), cfg.keepalive_s, min(10.0, timeout), client=client)
+    try:
+        if not subscribed.wait(timeout):
+            raise CommandTimeout(f"cannot subscribe to {reply_topic}")
+        client.publish(command_topic, json.dumps(doc), qos=1)
+        if not answered.wait(timeout):
+            raise CommandTimeout(
+                f"no reply on {reply_topic} within {timeout:g} s: is the daemon {instance!r} running with "
+                f"runtime.commands = true, and may this account write {command_topic} (the broker's ACL)?")
+        return got[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def label_rows(times: Iterable[float], records: Iterable[dict[str, Any]], device: str = "") -> list[int | None]:
+    """Per row time: 1 inside a confirmed alert's episode, 0 inside a false alarm's, None elsewhere (the
+    latest verdict on an alert wins; ``device`` keeps only its verdicts)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("verdict") in ("confirmed", "false_alarm") and (not device or r.get("device") == device):
+            latest[str(r.get("alert_id"))] = r
+    spans = [(float(r["window_start"]), float(r["window_end"]), 1 if r["verdict"] == "confirmed" else 0)
+             for r in latest.values() if isinstance(r.get("window_start"), (int, float))
+             and isinstance(r.get("window_end"), (int, float))]
+    out: list[int | None] = []
+    for t in times:
+        label: int | None = None
+        for a, b, v in spans:
+            if a <= t <= b:
+                label = max(v, label or 0)
+        out.append(label)
+    return out
+
+
+def export_labelled(log_path: Path, data: list[Path], out_dir: Path, device: str = "",
+                    time_column: str = "timestamp") -> dict[str, int]:
+    """Write each recording of ``data`` to ``out_dir`` with an ``anomaly`` column from the verdicts (rows of a
+    confirmed alert 1, all others 0: a false alarm's rows are normal operation), and the verdicts to
+    ``out_dir``/verdicts.jsonl. Counts of rows by label."""
+    records = list(read_records(log_path))
+    if not records:
+        raise click.UsageError(f"no verdicts in {log_path}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {"rows": 0, "confirmed_rows": 0, "false_alarm_rows": 0, "verdicts": len(records)}
+    with (out_dir / "verdicts.jsonl").open("w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(rec) + "\n" for rec in records)
+    for path in data:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if not rows or time_column not in rows[0]:
+            raise click.UsageError(f"{path}: no {time_column!r} column (a CSV from `edgewatch record`)")
+        header, body = rows[0], rows[1:]
+        ti = header.index(time_column)
+        try:
+            times = [float(r[ti]) for r in body]
+        except (ValueError, IndexError):
+            raise click.UsageError(f"{path}: {time_column!r} must hold epoch seconds") from None
+        labels = label_rows(times, records, device)
+        keep = [i for i, h in enumerate(header) if h != "anomaly"]
+        with (out_dir / path.name).open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow([header[i] for i in keep] + ["anomaly"])
+            for r, lab in zip(body, labels, strict=True):
+                w.writerow([r[i] for i in keep] + [1 if lab == 1 else 0])
+        counts["rows"] += len(body)
+        counts["confirmed_rows"] += sum(lab == 1 for lab in labels)
+        counts["false_alarm_rows"] += sum(lab == 0 for lab in labels)
+    return counts
+
+
+class _FeedbackGroup(click.Group):
+    """``feedback export ...`` runs the export; anything else is a verdict (``feedback ALERT_ID ...``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["send", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_FeedbackGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def feedback_command() -> None:
+    """Tell the daemon an alert was a false alarm, confirmed, or seen; export verdicts as labelled data.
+
+    \b
+      edgewatch feedback ALERT_ID --false-alarm --note "pump was being cleaned"
+      edgewatch feedback --device pump-7 --confirmed
+      edgewatch feedback --recalibrate pump-7
+      edgewatch feedback export --log /var/lib/edgewatch --data normal.csv --labelled labelled/
+
+    A false alarm raises that device's threshold just above the alert's peak (alerts.feedback_*, at most
+    feedback_max_factor x its base, decaying back); the daemon replies with the new threshold.
+    """
+
+
+@feedback_command.command("send", hidden=True)
+@click.argument("alert_id", required=False, default="")
+@click.option("--false-alarm", "verdict", flag_value="false_alarm", help="The alert was wrong: raise the threshold.")
+@click.option("--confirmed", "verdict", flag_value="confirmed", help="The alert was a real fault.")
+@click.option("--ack", "verdict", flag_value="ack", help="Seen, no verdict.")
+@click.option("--recalibrate", "recalibrate", default="", metavar="DEVICE", help="Start DEVICE's warm-up again.")
+@click.option("--device", default="", help="Without ALERT_ID: that device's latest alert.")
+@click.option("--note", default="", help="Free text kept in the feedback log (500 characters).")
+@click.option("--instance", default="", help="The daemon's runtime.instance (default: the config's, or this host).")
+@click.option("--broker", default=None, help="Broker URL; overrides the config's.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Broker, TLS, auth and topics from here.")
+@click.option("--username", default=None, help="The operator account (overrides mqtt.username).")
+@click.option("--password-file", default=None, help="File whose first line is its password.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the reply.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
+def send(alert_id: str, verdict: str | None, recalibrate: str, device: str, note: str, instance: str,
+         broker: str | None, config_file: str | None, username: str | None, password_file: str | None,
+         timeout: float, as_json: bool) -> None:
+    from edge_runtime.cli import config_from_flags
+
+    if recalibrate:
+        doc: dict[str, Any] = {"command": "recalibrate", "device": recalibrate, "source": "cli"}
+    elif verdict is None:
+        clierror.fail("give a verdict: --false-alarm, --confirmed or --ack (or --recalibrate DEVICE)", 2, prog=PROG)
+    elif not alert_id and not device:
+        clierror.fail("name the alert: ALERT_ID, or --device DEVICE for its latest", 2, prog=PROG)
+    else:
+        doc = {"command": "feedback", "verdict": verdict, "alert_id": alert_id, "device": device, "note": note,
+               "source": "cli"}
+    cfg = config_from_flags(config_file, {"broker": broker, "username": username, "password_file": password_file})
+    try:
+        reply = send_command(cfg, doc, instance or cfg.instance_name, timeout)
+    except (MqttConnectError, ConfigError) as exc:
+        clierror.fail(str(exc), 2, prog=PROG)
+    except CommandTimeout as exc:
+        clierror.fail(str(exc), EXIT_NO_REPLY, prog=PROG)
+    if as_json:
+        click.echo(json.dumps(reply))
+    else:
+        click.echo(f"{reply.get('status')}: {reply.get('reason')}")
+    if reply.get("status") != "accepted":
+        raise SystemExit(EXIT_REFUSED)
+
+
+@feedback_command.command("export")
+@click.option("--log", "log_path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="The feedback log: the daemon's runtime.state_dir, or its feedback.jsonl.")
+@click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              required=True, help="Recordings of the device (CSV from `edgewatch record`); repeatable.")
+@click.option("--labelled", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the labelled CSVs (an `anomaly` column) and verdicts.jsonl.")
+@click.option("--device", default="", help="Only this device's verdicts.")
+def export(log_path: Path, data: tuple[Path, ...], out_dir: Path, device: str) -> None:
+    """Label recordings with the verdicts: rows of confirmed alerts anomaly=1, every other row 0 (a false
+    alarm's rows are normal operation): `edgewatch-train fit DIR` trains on the normal rows (the false
+    alarms included), `edgewatch-train evaluate --data DIR/x.csv` scores the confirmed faults."""
+    try:
+        counts = export_labelled(log_path, list(data), out_dir, device)
+    except click.UsageError as exc:
+        clierror.fail(exc.format_message(), 2, prog=f"{PROG} export")
+    click.echo(f"{counts['rows']} rows written to {out_dir}: {counts['confirmed_rows']} in confirmed alerts "
+               f"(anomaly=1), {counts['false_alarm_rows']} in false alarms (normal); {counts['verdicts']} verdicts")
+
+

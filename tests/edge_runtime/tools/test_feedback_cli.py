@@ -1,0 +1,101 @@
+"""``edgewatch feedback`` and ``edgewatch record`` (edge_runtime/tools/feedback.py, record.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from edge_runtime.cli import main
+from edge_runtime.config import build_config
+from edge_runtime.service.feedback_store import FeedbackStore, read_records
+from edge_runtime.tools.feedback import export_labelled, label_rows
+from edge_runtime.tools.record import record
+from edge_runtime.tools.synthetic import channel_names, write_csv
+from tests.edge_runtime.mqtt_helpers import Publisher
+
+
+def _verdict(alert_id: str, verdict: str, start: float, end: float, device: str = "d1") -> dict:
+    return {"alert_id": alert_id, "verdict": verdict, "device": device, "window_start": start, "window_end": end}
+
+
+def test_rows_are_labelled_by_the_latest_verdict_of_each_alert() -> None:
+    recs = [_verdict("a", "confirmed", 10, 20), _verdict("b", "false_alarm", 30, 40),
+            _verdict("b", "ack", 30, 40), _verdict("c", "false_alarm", 50, 60), _verdict("c", "confirmed", 50, 60),
+            _verdict("x", "confirmed", 0, 100, device="other")]
+    assert label_rows([5, 15, 35, 55, 70], recs, "d1") == [None, 1, 0, 1, None]
+
+
+def test_the_log_rotates_within_its_bound_and_reads_back_in_order(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path, max_bytes=2000)
+    for i in range(100):
+        assert store.append({"i": i, "pad": "x" * 50})
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["feedback.jsonl", "feedback.jsonl.1"]
+    assert all(p.stat().st_size <= 2000 for p in tmp_path.iterdir())
+    got = [r["i"] for r in read_records(tmp_path)]
+    assert got == sorted(got) and got[-1] == 99
+
+
+def test_an_unwritable_log_degrades_not_fails(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    store = FeedbackStore(tmp_path / "blocked" / "sub")
+    assert store.append({"i": 1}) is False and list(store.memory) == [{"i": 1}]
+
+
+def test_export_labels_a_recording_the_trainer_reads(tmp_path: Path) -> None:
+    from trainer.data import read_csv
+
+    names = channel_names(2)
+    x = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+    write_csv(tmp_path / "rec.csv", x, names, t0=1000.0)
+    store = FeedbackStore(tmp_path / "state")
+    store.append(_verdict("a", "confirmed", 1010.0, 1019.0))
+    store.append(_verdict("b", "false_alarm", 1050.0, 1059.0))
+    out = tmp_path / "labelled"
+    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--data",
+                                  str(tmp_path / "rec.csv"), "--labelled", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "10 in confirmed alerts" in r.output and "10 in false alarms" in r.output
+    series = read_csv(out / "rec.csv")
+    assert series.labels is not None and int(series.labels.sum()) == 10 and series.values.shape == (100, 2)
+    assert export_labelled(tmp_path / "state", [tmp_path / "rec.csv"], tmp_path / "o2", device="zz")[
+        "confirmed_rows"] == 0
+
+
+def test_feedback_without_a_verdict_or_a_broker_is_one_line(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["feedback", "abc"])
+    assert r.exit_code == 2 and r.output.strip().startswith("edgewatch feedback: error: give a verdict")
+    r = CliRunner().invoke(main, ["feedback", "--false-alarm"])
+    assert r.exit_code == 2 and "name the alert" in r.output
+    r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--broker", "mqtt://127.0.0.1:1", "--timeout", "2"])
+    assert r.exit_code == 2 and "cannot connect" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_feedback_with_no_daemon_says_so(mosquitto) -> None:
+    r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--broker", mosquitto.url, "--timeout", "1",
+                                  "--instance", "nobody"])
+    assert r.exit_code == 2 and "no reply on edgewatch/nobody/reply" in r.output
+
+
+def test_record_writes_what_the_device_sent(mosquitto, tmp_path: Path) -> None:
+    cfg = build_config(None, {"broker": mosquitto.url})
+    out = tmp_path / "normal.csv"
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(record(cfg, "pump-7", ["a", "b"], out, 20.0, 50)))
+    t.start()
+    time.sleep(0.5)
+    pub = Publisher(mosquitto.port)
+    pub.send("sensors/other/data", json.dumps({"ts": 1.0, "a": 9, "b": 9}))
+    pub.send("sensors/pump-7/data", b"garbage")
+    for i in range(50):
+        pub.send("sensors/pump-7/data", json.dumps({"ts": 1000.0 + i, "a": i, "b": -i}))
+    pub.close()
+    t.join(20)
+    assert result["samples"] == 50 and sum(result["skipped"].values()) == 1
+    lines = out.read_text().splitlines()
+    assert lines[0] == "timestamp,a,b" and lines[1] == "1000.000,0,0" and lines[-1] == "1049.000,49,-49"
