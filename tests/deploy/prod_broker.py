@@ -10,6 +10,8 @@ at /etc.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edge_runtime.tools.localbroker import MosquittoBroker, free_port
@@ -98,4 +100,20 @@ def production_broker(
     return broker
 
 
-__all__ = ["PROD_ACL", "PROD_CONF", "derive_config", "free_port", "make_password_file", "production_broker"]
+@contextmanager
+def kit_broker(tmp: Path, users: dict[str, str], acl_extra: str = "") -> Iterator[int]:
+    """The production config on a free loopback port with the shipped ACL (plus ``acl_extra``) and a password
+    file of ``users``, started; yields the port, stops the broker after."""
+    acl = tmp / "acl"
+    acl.write_text(PROD_ACL.read_text() + acl_extra)
+    files = {"password_file": make_password_file(tmp / "passwd", users), "acl_file": acl}
+    port = free_port()
+    broker = production_broker(tmp / "broker", {1883: port}, files, wait_port=1883)
+    broker.start()
+    try:
+        yield port
+    finally:
+        broker.stop()
+
+
+__all__ = ["kit_broker", "PROD_ACL", "PROD_CONF", "derive_config", "free_port", "make_password_file", "production_broker"]

@@ -19,7 +19,7 @@ import pytest
 from edge_runtime.config import build_config
 from edge_runtime.tools.feedback import send_command
 from tests.deploy.mqtt_probe import new_client, try_connect
-from tests.deploy.prod_broker import PROD_ACL, free_port, make_password_file, production_broker
+from tests.deploy.prod_broker import kit_broker
 from tests.edge_runtime.mqtt_helpers import running_daemon, wait_until
 from tests.edge_runtime.onnx_models import make_metadata, series, write_model
 
@@ -30,15 +30,8 @@ USERS = {"edgewatch": "daemon-secret", "operator": "operator-secret", "pump1": "
 
 @pytest.fixture(scope="module")
 def broker_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    tmp = tmp_path_factory.mktemp("commands-broker")
-    files = {"password_file": make_password_file(tmp / "passwd", USERS), "acl_file": PROD_ACL}
-    port = free_port()
-    broker = production_broker(tmp / "broker", {1883: port}, files, wait_port=1883)
-    broker.start()
-    try:
+    with kit_broker(tmp_path_factory.mktemp("commands-broker"), USERS) as port:
         yield port
-    finally:
-        broker.stop()
 
 
 def _client(port: int, user: str) -> mqtt.Client:

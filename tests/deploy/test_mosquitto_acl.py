@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.deploy.mqtt_probe import Collector, new_client, publish, subscribe, try_connect
-from tests.deploy.prod_broker import PROD_ACL, free_port, make_password_file, production_broker
+from tests.deploy.prod_broker import kit_broker, make_password_file
 
 USERS = {
     "edgewatch": "daemon-secret",
@@ -32,17 +32,8 @@ USERS = {
 
 @pytest.fixture(scope="module")
 def broker_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    tmp = tmp_path_factory.mktemp("acl-broker")
-    acl = tmp / "acl"
-    acl.write_text(PROD_ACL.read_text() + "\n# test only\nuser observer\ntopic readwrite #\n")
-    files = {"password_file": make_password_file(tmp / "passwd", USERS), "acl_file": acl}
-    port = free_port()
-    broker = production_broker(tmp / "broker", {1883: port}, files, wait_port=1883)
-    broker.start()
-    try:
+    with kit_broker(tmp_path_factory.mktemp("acl-broker"), USERS, "\n# test only\nuser observer\ntopic readwrite #\n") as port:
         yield port
-    finally:
-        broker.stop()
 
 
 def connected(port: int, user: str, protocol: int = mqtt.MQTTv5) -> mqtt.Client:
