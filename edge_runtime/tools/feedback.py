@@ -149,6 +149,10 @@ class _FeedbackGroup(click.Group):
             args = ["send", *args]
         return super().parse_args(ctx, args)
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Any other name is an alert id: the verdict command (for tools that walk the command tree)."""
+        return super().get_command(ctx, cmd_name) or super().get_command(ctx, "send")
+
 
 @click.group(cls=_FeedbackGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def feedback_command() -> None:
@@ -162,6 +166,7 @@ def feedback_command() -> None:
 
     A false alarm raises that device's threshold just above the alert's peak (alerts.feedback_*, at most
     feedback_max_factor x its base, decaying back); the daemon replies with the new threshold.
+    The verdict's options (account, broker, instance, timeout): `edgewatch feedback ALERT_ID --help`.
     """
 
 
