@@ -19,7 +19,7 @@ from trainer.train import TrainConfig
 
 _MODEL_KEYS = ("depth", "width", "kernel", "latent")
 _TRAIN_KEYS = ("batch_size", "lr", "patience", "device", "mask", "threads", "min_delta", "max_windows_per_epoch")
-_OTHER_KEYS = ("split", "threshold_params", "threshold_scale", "quantize", "fp16", "checkpoint",
+_OTHER_KEYS = ("units", "split", "threshold_params", "threshold_scale", "quantize", "fp16", "checkpoint",
                "false_alarm_budget", "drift_limit", "force", "calibrate")
 
 
@@ -46,7 +46,8 @@ def train_and_export(
     ``model_opts``: ``depth``, ``width``, ``kernel``, ``latent`` (architecture), ``batch_size``,
     ``lr``, ``patience``, ``device``, ``mask``, ``threads`` (training), ``split``, ``threshold_params``
     (e.g. ``{"q": 0.999}``), ``threshold_scale`` (the margin), ``false_alarm_budget`` (per window),
-    ``drift_limit``, ``force``, ``calibrate`` (a list of normal (T, C) arrays), ``quantize``, ``fp16``, ``checkpoint``.
+    ``drift_limit``, ``force``, ``calibrate`` (a list of normal (T, C) arrays), ``quantize``, ``fp16``, ``checkpoint``,
+    ``units`` ({channel: unit}).
     Returns the metadata stored in the file.
     """
     arrays = [series] if isinstance(series, np.ndarray) and series.ndim == 2 else list(series)

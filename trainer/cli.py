@@ -46,6 +46,23 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def parse_units(value: str | None, channels: list[str]) -> dict[str, str]:
+    """``--units 'Pressure=bar,Temperature=degC'`` as ``{channel: unit}``; a name that is not a channel, a part
+    without ``=`` or a unit over 32 characters is a ValueError naming it."""
+    out: dict[str, str] = {}
+    for part in _csv_list(value) or []:
+        name, eq, unit = part.partition("=")
+        name, unit = name.strip(), unit.strip()
+        if not eq or not name or not unit:
+            raise ValueError(f"--units: {part!r} is not NAME=UNIT")
+        if name not in channels:
+            raise ValueError(f"--units: {name!r} is not a channel (channels: {', '.join(channels)})")
+        if len(unit) > 32:
+            raise ValueError(f"--units: the unit of {name!r} is longer than 32 characters")
+        out[name] = unit
+    return out
+
+
 def _csv_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -218,6 +235,10 @@ def main(verbose: bool) -> None:
     "--quantize", type=click.Choice(["int8"]), help="Also write <out>.int8.onnx and report its score drift."
 )
 @click.option("--fp16", is_flag=True, help="Also write <out>.fp16.onnx and report its score drift.")
+@click.option(
+    "--units", metavar="NAME=UNIT,...",
+    help="Units of channels, stored in the model: the edge's alerts say 'Pressure low: 3.1 bar, expected 4.6'.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option(
     "--state-column", metavar="NAME",
@@ -268,6 +289,7 @@ def fit(
     checkpoint: Path | None,
     quantize: str | None,
     fp16: bool,
+    units: str | None,
     quiet: bool,
     state_column: str | None,
     running: tuple[str, ...],
@@ -314,6 +336,7 @@ def fit(
         if s.states is None:
             raise ValueError(f"{s.name}: --state-column {state_column!r} not found; columns: {', '.join(s.columns)}")
     cal = load_paths(calibrate_paths, label_column, exclude, series[0].channels, opts=reading) if calibrate_paths else []
+    unit_map = parse_units(units, series[0].channels)
     params = {"q": q} if threshold_method == "quantile" else (
         {"risk": risk, "level": level} if threshold_method == "pot" else {})
     opts = FitOptions(
@@ -338,6 +361,7 @@ def fit(
         fp16=fp16,
         checkpoint=checkpoint,
         states=spec,
+        units=unit_map,
         train=TrainConfig(
             epochs=epochs,
             batch_size=batch_size,

@@ -104,6 +104,7 @@ class FitOptions:
     fp16: bool = False
     checkpoint: Path | None = None
     states: Any = None  # trainer.operating.StateSpec: train on running rows only and learn the states
+    units: dict[str, str] = field(default_factory=dict)  # channel -> unit (fit --units), stored in the model
 
     @property
     def effective_hop(self) -> int:
@@ -187,6 +188,14 @@ def terms_of(ae: ConvAutoencoder, chunks: Iterator[np.ndarray], mean: np.ndarray
         c = len(mean)
         return np.zeros((0, c)), np.zeros((0, c)), []
     return np.concatenate(mse), np.concatenate(level), sizes
+
+
+def channel_error_ref(stats: ScoreStats, mse: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """The graph's ``channel_error`` averaged over windows (C,), from their raw terms (N, C)."""
+    if not len(mse):
+        return np.zeros(mse.shape[1])
+    a, q = stats.coefficients()
+    return np.asarray((mse * a + level * (level @ q)).mean(axis=0))
 
 
 def scores_of(stats: ScoreStats, mse: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -313,6 +322,9 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
                       "l = mean_W(z); channel_error = each channel's share",
             "weight": [float(v) for v in weight],
             "ae_ref": [float(v) for v in ae_ref],
+            # each channel's mean channel_error on the held-out normal windows: the edge's "normal" of a channel
+            # (an alert ranks channels by their excess over it: edge_runtime/pipeline/explain.py)
+            "channel_error_ref": [float(v) for v in channel_error_ref(stats, mse_v, lvl_v)],
             "level_precision": [[float(v) for v in row] for row in precision],
             "level_t2_ref": level_t2_ref,
             "level_shrinkage": LEVEL_SHRINKAGE,
@@ -342,6 +354,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
             **result.summary(),
         },
         states=None if states is None else states.to_dict(),
+        units=dict(opts.units),
     )
     # with operating states: the settled running stretches (a stopped channel's off level and long flat runs
     # are no sensor's normal; the edge checks health on running samples only)

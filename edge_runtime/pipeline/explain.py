@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+ALSO_SHARE = 0.1  # a summary names further channels that carry at least this part of the excess
 
 
 def channel_normals(scoring: Mapping[str, Any], validation: Mapping[str, Any], n_channels: int) -> FloatArray:
@@ -104,7 +105,8 @@ def fmt_value(v: float) -> str:
 
 def raise_summary(tops: list[dict[str, Any]], severity: str) -> str:
     """``discharge_p_bar low: 3.1 bar, expected 4.6``: the first top channel, measured against expected (its
-    excess share when the values are missing); ``critical:`` in front of a critical alert."""
+    excess share when the values are missing), then the other top channels with at least 10 % of the excess;
+    ``critical:`` in front of a critical alert."""
     if not tops:
         return f"{severity}: anomalous"
     t = tops[0]
@@ -114,8 +116,9 @@ def raise_summary(tops: list[dict[str, Any]], severity: str) -> str:
     else:
         share = t.get("excess_share", t.get("share", 0.0))
         text = f"{t['name']}: {100 * float(share):.0f}% of the excess error"
-    if len(tops) > 1:
-        text += f" (also {', '.join(str(x['name']) for x in tops[1:])})"
+    also = [str(x["name"]) for x in tops[1:] if x.get("excess_share", 1.0) >= ALSO_SHARE]
+    if also:
+        text += f" (also {', '.join(also)})"
     return f"critical: {text}" if severity == "critical" else text
 
 

@@ -267,3 +267,15 @@ def test_calibrate_on_separate_recordings(runner: CliRunner, csvs, tmp_path: Pat
                              "--epochs", "2", "-q"])
     assert r.exit_code == 0, r.output
     assert "calibrated on 1 --calibrate file(s)" in r.stdout
+
+
+def test_units_parse_and_refuse_what_is_not_a_channel() -> None:
+    import pytest as _pytest
+
+    from trainer.cli import parse_units
+
+    assert parse_units("a=bar, b = degC", ["a", "b", "c"]) == {"a": "bar", "b": "degC"}
+    assert parse_units(None, ["a"]) == {}
+    for bad, msg in (("x=bar", "'x' is not a channel"), ("a", "is not NAME=UNIT"), ("a=" + "u" * 33, "longer")):
+        with _pytest.raises(ValueError, match=msg):
+            parse_units(bad, ["a", "b"])
