@@ -97,6 +97,7 @@ class Config:
     warmup: str = _opt("", "input", "Calibration on site: a new device is scored but raises nothing until this warm-up on its own data is done: a number of samples (2000) or a duration in the device's time (90s, 30m, 2h, 1d); its threshold is then fitted to the model's false-alarm budget (state document, /metrics; kept in runtime.state_dir). A warm-up whose scores grow, or that would set the threshold beyond warmup_max_factor x the model's, is extended, then refused (the model's threshold is kept); stopped-machine windows are not learnt. Empty: off (the model's threshold).")
     warmup_offsets: bool = _opt(False, "input", "With a warm-up: its first half learns each channel's level offset against the model's training mean, subtracted from the device's samples before scoring (a machine at another operating point); the second half learns the threshold.")
     warmup_max_factor: float = _opt(10.0, "input", "A warm-up that would set a device's threshold above this many times the model's looks anomalous against the model: extended up to 3 times, then refused.", minimum=1)
+    operating_states: bool = _opt(True, "input", "Apply the operating states the model learned (fit --state-column/--running or --running-when): a sample matching the stopped signature (or failing the running condition) is not windowed, so a stopped device is not scored and its window restarts when it runs again; the first settle_samples samples after a start are not scored either (samples_stopped, samples_settling). Each device's state is published on alerts.operating_topic. Off, or a model without states: every sample is scored.")
     # [inference]
     max_batch: int = _opt(64, "inference", "Most windows per session.run (micro-batch).", minimum=1)
     batching: str = _opt("inline", "inference", "How windows are formed into micro-batches and scored: inline (the MQTT network thread scores the windows each burst of messages completed, right after reading the burst: no hand-off between threads, the lowest latency; a slow model delays reading), opportunistic (an inference thread scores a window at once when idle; windows that arrive while it is busy form the next batch, up to max_batch) or fill (that thread waits up to max_wait_ms after the first window for max_batch).", choices=("inline", "opportunistic", "fill"))
@@ -123,6 +124,9 @@ class Config:
     drift_ratio: float = _opt(1.5, "alerts", "A drift: that ratio above this (or below its inverse) in drift_sustain checks in a row.", minimum=1)
     drift_sustain: int = _opt(3, "alerts", "Consecutive out-of-bounds checks before a drift notice.", minimum=1)
     drift_topic: str = _opt("alerts/{device}/drift", "alerts", "Topic of drift notices (QoS 1; the numbers and a suggestion).")
+    operating_topic: str = _opt("alerts/{device}/operating", "alerts", "Retained per-device operating state document (running, stopped, settling, out_of_distribution), published when it changes.")
+    ood_windows: int = _opt(0, "alerts", "Out-of-distribution check: the first this many windows of a device after it starts (or runs again after a stop) are held back from the alert logic; when every one scores above ood_factor x the threshold, the device is reported once as out_of_distribution on operating_topic and raises no process alerts (windows_out_of_distribution) until this many windows in a row score below the threshold. Otherwise the held windows are decided as usual (a device's first alert comes up to this many windows later). 0: off.", minimum=0)
+    ood_factor: float = _opt(3.0, "alerts", "A window of a device's start is far out when it scores above this many times the threshold (ood_windows).", minimum=1)
     # [runtime]
     instance: str = _opt("", "runtime", "Name of this daemon in topics and payloads; empty means the host name.")
     status_topic: str = _opt("edgewatch/{instance}/status", "runtime", "Retained online/offline status topic (offline also as Last Will).")
@@ -140,7 +144,7 @@ class Config:
     reply_topic: str = _opt("edgewatch/{instance}/reply", "runtime", "Topic every command's reply (accepted or refused, and why) is published on.")
     state_dir: str = _opt("", "runtime", "Folder for the per-device calibrations and feedback raises (devices.json, kept across restarts) and the feedback log (feedback.jsonl); empty: kept in memory only.")
     # [topics]
-    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, drift, status, stats, command and reply topics), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
+    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, operating, drift, status, stats, command and reply topics), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
 
     # -- derived values ---------------------------------------------------------------
     @property
@@ -207,7 +211,7 @@ class Config:
             TopicRouter(self.topics)
         except TopicError as exc:
             raise ConfigError(f"input.topics: {exc}") from None
-        for key in ("alert_topic", "state_topic", "score_topic"):
+        for key in ("alert_topic", "state_topic", "score_topic", "operating_topic"):
             t = getattr(self, key)
             if "{device}" not in t or "+" in t or "#" in t:
                 raise ConfigError(f"alerts.{key}: {t!r} needs '{{device}}' and no wildcards")
@@ -360,7 +364,7 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
     return with_topic_prefix(Config(**values).validate())
 
 
-PREFIXED_TOPICS = ("alert_topic", "state_topic", "score_topic", "status_topic", "stats_topic", "drift_topic",
+PREFIXED_TOPICS = ("alert_topic", "state_topic", "score_topic", "status_topic", "stats_topic", "operating_topic", "drift_topic",
                    "command_topic", "reply_topic")
 
 

@@ -105,3 +105,14 @@ def score_doc(device: str, model_id: str, threshold: float, t_start: npt.NDArray
     """Scores of one device's k windows: ``t_start``/``t_end``/``score`` (k,)."""
     return {"device": device, "model_id": model_id, "threshold": threshold,
             "window_start": t_start.tolist(), "window_end": t_end.tolist(), "score": score.tolist()}
+
+
+OPERATING_SCHEMA_VERSION = 1
+
+
+def operating_doc(device: str, state: str, since: float, reason: str, instance: str, model_id: str,
+                  now: float) -> dict[str, Any]:
+    """A device's operating state (``operating.schema.json``): ``state`` one of
+    :data:`edge_runtime.pipeline.states.STATES`, ``since`` the device time (epoch s) it began, ``reason`` why."""
+    return {"schema_version": OPERATING_SCHEMA_VERSION, "device": device, "state": state, "since": since,
+            "reason": reason, "scored": state == "running", "instance": instance, "model_id": model_id, "time": now}

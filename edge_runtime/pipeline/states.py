@@ -29,6 +29,7 @@ STOPPED = "stopped"
 SETTLING = "settling"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
 STATES = (RUNNING, STOPPED, SETTLING, OUT_OF_DISTRIBUTION)
+GATE_STATES = (RUNNING, STOPPED, SETTLING)  # StateGate.gate's codes
 
 _OPS = (">=", "<=", "==", "!=", ">", "<")
 _COND = re.compile(r"^\s*(?P<ch>[^<>=!]+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<v>[-+0-9.eE]+)\s*$")
@@ -305,14 +306,19 @@ class StateGate:
 
     def state(self, device: str) -> str:
         st = self.devices.get(device)
-        return RUNNING if st is None else str(st[0])
+        return RUNNING if st is None or st[0] is None else str(st[0])
+
+    def counts(self) -> dict[str, int]:
+        """Devices per state (``devices_stopped``, ``devices_settling``) for the stats."""
+        states = [st[0] for st in self.devices.values()]
+        return {"devices_stopped": states.count(STOPPED), "devices_settling": states.count(SETTLING)}
 
     def _entry(self, device: str) -> list[Any]:
         st = self.devices.get(device)
         if st is None:
             if len(self.devices) >= self.max_devices:
                 del self.devices[next(iter(self.devices))]
-            st = self.devices[device] = [RUNNING, math.inf]
+            st = self.devices[device] = [None, math.inf]  # None: not seen yet (its first state is a change)
         return st
 
     def forget(self, device: str) -> None:
@@ -331,8 +337,9 @@ class StateGate:
         st[0] = new
         return new == RUNNING, changed
 
-    def gate(self, device: str, values: np.ndarray) -> tuple[BoolArray, list[tuple[int, str]]]:
-        """Samples ``values`` (n, C): ``(windowed (n,), [(index, new state), ...])``, vectorised."""
+    def gate(self, device: str, values: np.ndarray) -> tuple[npt.NDArray[np.int64], list[tuple[int, str]]]:
+        """Samples ``values`` (n, C): ``(code (n,), [(index, new state), ...])``, vectorised; ``code`` indexes
+        :data:`GATE_STATES` (0 running: windowed; 1 stopped, 2 settling: not windowed)."""
         st = self._entry(device)
         n = values.shape[0]
         stopped = self.rule.stopped(values)
@@ -341,12 +348,11 @@ class StateGate:
         carry = st[1] if math.isfinite(st[1]) else float(1 << 62)
         since = np.where(last >= 0, idx - last, carry + idx + 1)  # samples since the last stopped one
         code = np.where(stopped, 1, np.where(since > self.settle, 0, 2))  # 0 running, 1 stopped, 2 settling
-        names = (RUNNING, STOPPED, SETTLING)
-        prev = {RUNNING: 0, STOPPED: 1, SETTLING: 2, OUT_OF_DISTRIBUTION: 0}[st[0]]
+        prev = -1 if st[0] is None else GATE_STATES.index(st[0])
         change = np.flatnonzero(np.diff(code, prepend=prev))
-        st[0] = names[int(code[-1])] if n else st[0]
+        st[0] = GATE_STATES[int(code[-1])] if n else st[0]
         st[1] = float(since[-1]) if n and since[-1] < 1 << 61 else (st[1] if not n else math.inf)
-        return code == 0, [(int(i), names[int(code[i])]) for i in change]
+        return code, [(int(i), GATE_STATES[int(code[i])]) for i in change]
 
 
 @dataclass

@@ -49,6 +49,11 @@ COUNTERS = (
     "feedback_acks",  # acknowledgements
     "commands_accepted",  # operator commands carried out (runtime.commands)
     "commands_refused",  # malformed or inapplicable commands, refused with a reply saying why
+    "samples_stopped",  # samples of a stopped machine (the model's operating states): not windowed
+    "samples_settling",  # samples in the settling time after a start: not windowed
+    "state_changes",  # operating state changes published (running, stopped, settling, out_of_distribution)
+    "out_of_distribution",  # devices reported out_of_distribution (alerts.ood_windows)
+    "windows_out_of_distribution",  # windows scored while out of distribution: no process alerts
 )
 
 

@@ -218,6 +218,27 @@ class RingWindow:
 DEVICE_OVERHEAD_BYTES = 2048  # a device's Python objects besides its buffers (ring, ids, alert state), measured ~1.5 KB
 
 
+def merge_results(parts: list[PushResult]) -> PushResult:
+    """One :class:`PushResult` of consecutive pushes of one device (windows in order, counts summed)."""
+    if len(parts) == 1:
+        return parts[0]
+    got = [p for p in parts if p.windows.shape[0]]
+    first = parts[0]
+    res = PushResult(
+        np.concatenate([p.windows for p in got]) if got else first.windows,
+        np.concatenate([p.t_start for p in got]) if got else first.t_start,
+        np.concatenate([p.t_end for p in got]) if got else first.t_end,
+    )
+    for p in parts:
+        res.accepted += p.accepted
+        res.out_of_order += p.out_of_order
+        res.duplicate += p.duplicate
+        res.gaps += p.gaps
+        res.clock_resets += p.clock_resets
+        res.evicted += p.evicted
+    return res
+
+
 def device_bytes(window: int, n_channels: int) -> int:
     """Memory one device's window state costs: a (2W, C) float32 ring, (2W,) float64 times, objects."""
     return 2 * window * (4 * n_channels + 8) + DEVICE_OVERHEAD_BYTES
@@ -300,6 +321,20 @@ class WindowStore:
             res = ring.push(samples.ts, samples.values, samples.stamped)
             if res.accepted:
                 self._seen(device, ring, now)
+        if evicted:
+            res.evicted = list(evicted)
+        return res
+
+    def hold(self, device: str, n: int, t_last: float, stamped: bool, now: float) -> PushResult:
+        """``n`` samples of ``device`` (the latest at epoch ``t_last``) that are not windowed (the machine is
+        stopped or settling, :mod:`edge_runtime.pipeline.states`): its window restarts, its clock and its liveness
+        move on (a later sample is not a gap, the device is not idle)."""
+        ring, evicted = self._ring(device, now)
+        ring.reset()
+        if stamped and t_last > ring.last_ts:
+            ring.last_ts = t_last
+        self._seen(device, ring, now)
+        res = PushResult(ring._no_windows, _EMPTY_F, _EMPTY_F, accepted=n)
         if evicted:
             res.evicted = list(evicted)
         return res

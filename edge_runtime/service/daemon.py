@@ -72,6 +72,7 @@ class Daemon:
         self.ingest.put, self.ingest.policy = self.batching.put, cfg.queue_policy
         self.ingest.settle = self.batching.settle  # back-pressure: wait for room outside the ingest lock
         self.ingest.on_forget = self._forget
+        self.ingest.on_state = self._state_changed
         self.status_topic = format_topic(cfg.status_topic, instance=self.instance)
         filters = self.ingest.router.filters
         on_message: Callable[[str, bytes | bytearray], None] = self.ingest.handle
@@ -182,6 +183,10 @@ class Daemon:
         self.failure = why
         self._stop.set()
 
+    def _state_changed(self, device: str, state: str, since: float, reason: str) -> None:
+        """A device's operating state changed (network thread): publish its retained operating document."""
+        self.publisher.send(self.scorer.state_changed(device, state, since, reason))
+
     def _forget(self, device: str, reason: str) -> None:
         self.publisher.send(self.scorer.forget(device, reason))
 
@@ -255,10 +260,18 @@ class Daemon:
     def _status_message(self) -> Outbound:
         return Outbound(self.status_topic, to_json(self._online_doc()), qos=1, retain=True)
 
+    def _state_counts(self) -> dict[str, int]:
+        """Devices per operating state (gauges): stopped, settling (the model's states), out_of_distribution."""
+        gate = self.ingest.states
+        out = gate.counts() if gate is not None else {}
+        if self.cfg.ood_windows > 0:
+            out["devices_out_of_distribution"] = sum(d.ood for d in list(self.scorer.distribution.devices.values()))
+        return out
+
     def stats_doc(self) -> dict[str, Any]:
         return self.stats.snapshot(
             instance=self.instance, devices_active=len(self.ingest.store), queue_windows=len(self.batching),
             provider=self.model.provider, model_id=self.model.model_id, connected=self.link.connected.is_set() and self.link.network_alive(),
-            time=time.time(), **self.scorer.thresholds.counts(),
+            time=time.time(), **self.scorer.thresholds.counts(), **self._state_counts(),
             device_thresholds=self.scorer.thresholds.snapshot(time.time()),
         )

@@ -17,9 +17,10 @@ import numpy as np
 from edge_runtime.config import Config
 from edge_runtime.pipeline.batcher import WindowItem
 from edge_runtime.pipeline.decode import DecodeError, Decoder, Samples
+from edge_runtime.pipeline.states import SETTLING, STOPPED, StateGate, runs
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import TopicRouter, sanitize_id
-from edge_runtime.pipeline.windows import PushResult, WindowStore, device_bytes, devices_within
+from edge_runtime.pipeline.windows import PushResult, WindowStore, device_bytes, devices_within, merge_results
 from edge_runtime.service.model import EdgeModel
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,28 @@ def gap_tolerance(cfg: Config, model: EdgeModel) -> float:
 def scoring_hop(cfg: Config, model: EdgeModel) -> int:
     """``input.hop`` (capped at the model's window), or the model's default hop when it is 0."""
     return min(cfg.hop, model.window) if cfg.hop > 0 else model.metadata.hop
+
+
+def state_gate(cfg: Config, model: EdgeModel, max_devices: int) -> StateGate | None:
+    """The model's operating states as a :class:`StateGate`, or None (``input.operating_states`` off, a model
+    without states, or one whose states recognise nothing)."""
+    states = model.metadata.state_model() if cfg.operating_states else None
+    if states is None:
+        return None
+    rule = states.rule(model.metadata.channels)
+    return StateGate(rule, states.settle_samples, max_devices) if rule.active else None
+
+
+def gate_reason(gate: StateGate, state: str) -> str:
+    """Why a device is in ``state``, in words (the operating document's ``reason``)."""
+    rule = gate.rule
+    if state == STOPPED:
+        if rule.condition is not None:
+            return f"the running condition {rule.condition.text()} does not hold"
+        return "at the stopped signature (the model's stop_channels within their stop_tolerance)"
+    if state == SETTLING:
+        return f"the first {gate.settle} samples after a start are not scored"
+    return "scored"
 
 
 def _unwired(item: WindowItem) -> int:
@@ -63,6 +86,9 @@ class Ingest:
         self.lock = threading.RLock()  # re-entered by reload
         self.accepting = True
         self.on_forget: Callable[[str, str], None] | None = None  # callback(device, reason) for evicted devices
+        # callback(device, state, since, reason) when a device's operating state changes (under the lock)
+        self.on_state: Callable[[str, str, float, str], None] | None = None
+        self.states: StateGate | None = None  # the model's operating states (input.operating_states)
         # input topic -> sanitised device id; bounded: cleared when full, topics > MAX_CACHED_TOPIC chars not kept
         self._ids: dict[str, str] = {}
         self.decoder: Decoder
@@ -85,6 +111,7 @@ class Ingest:
                 self.store = WindowStore(model.window, scoring_hop(cfg, model), model.n_channels, gap,
                                          self.device_cap(model), clock_reset_after=cfg.clock_reset_after,
                                          last_ts=carried)
+            self.states = state_gate(cfg, model, self.store.max_devices)
 
     def device_cap(self, model: EdgeModel) -> int:
         """``max_devices``, lowered so the devices' buffers fit ``device_memory_mb`` for this model's W and C."""
@@ -123,7 +150,11 @@ class Ingest:
                 self.rl.log(logging.WARNING, exc.reason, "device %s: %s", device, exc.detail)
                 return
             store = self.store
-            res = store.push_samples(device, samples, time.monotonic())
+            gate = self.states
+            if gate is None:
+                res = store.push_samples(device, samples, time.monotonic())
+            else:
+                res = self._gated(gate, device, samples, time.monotonic())
             if res is store.one_accepted:  # the common case: one sample in, nothing else to count
                 st.counts["samples"] += 1
                 return
@@ -139,12 +170,52 @@ class Ingest:
             self.stats.drop("shutdown", len(samples))
             return
         with self.lock:
-            res = self.store.push_samples(device, samples, time.monotonic())
+            gate = self.states
+            if gate is None:
+                res = self.store.push_samples(device, samples, time.monotonic())
+            else:
+                res = self._gated(gate, device, samples, time.monotonic())
             if res.windows.shape[0]:
                 self._put(device, res.windows, res.t_start, res.t_end)
         if self.settle is not None and res.windows.shape[0]:
             self._dropped(self.settle())
         self._count(device, res)
+
+    def _gated(self, gate: StateGate, device: str, samples: Samples, now: float) -> PushResult:
+        """Window only the samples of a running machine (:class:`StateGate`); the others restart the device's
+        window (counted as samples_stopped / samples_settling) and each state change is reported (under the lock)."""
+        store = self.store
+        if samples.row is not None:  # one plain sample: no arrays
+            keep, change = gate.gate_row(device, samples.row)
+            if change is not None:
+                self._state_changed(device, change, samples.t)
+            if keep:
+                return store.push_samples(device, samples, now)
+            self.stats.counts[f"samples_{gate.state(device)}"] += 1
+            return store.hold(device, 1, samples.t, samples.stamped, now)
+        ts, values = samples.ts, samples.values
+        code, changes = gate.gate(device, values)
+        for i, state in changes:
+            self._state_changed(device, state, float(ts[i]))
+        if not code.any():
+            return store.push_samples(device, samples, now)
+        counts = np.bincount(code, minlength=3)
+        self.stats.counts["samples_stopped"] += int(counts[1])
+        self.stats.counts["samples_settling"] += int(counts[2])
+        keep = code == 0
+        parts = sorted([(a, b, True) for a, b in runs(keep)] + [(a, b, False) for a, b in runs(~keep)])
+        return merge_results([
+            store.push(device, ts[a:b], values[a:b], samples.stamped, now) if kept
+            else store.hold(device, b - a, float(ts[b - 1]), samples.stamped, now)
+            for a, b, kept in parts])
+
+    def _state_changed(self, device: str, state: str, since: float) -> None:
+        self.stats.counts["state_changes"] += 1
+        gate = self.states
+        reason = gate_reason(gate, state) if gate is not None else state
+        self.rl.log(logging.INFO, "operating_state", "device %s: %s (%s)", device, state, reason)
+        if self.on_state is not None:
+            self.on_state(device, state, since, reason)
 
     def _count(self, device: str, res: PushResult) -> None:
         st = self.stats
@@ -167,6 +238,8 @@ class Ingest:
             st.counts["devices_evicted"] += 1
             self.rl.log(logging.WARNING, "device_evicted", "%d devices (max_devices / device_memory_mb) reached: "
                         "evicted %s", self.store.max_devices, dev)
+            if self.states is not None:
+                self.states.forget(dev)
             if self.on_forget is not None:
                 self.on_forget(dev, "evicted")
 

@@ -29,10 +29,11 @@ import numpy as np
 from edge_runtime.config import Config
 from edge_runtime.pipeline.alerts import AlertTracker, StateError
 from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
-from edge_runtime.pipeline.documents import RAISED, Outbound, score_doc, state_doc, to_json
+from edge_runtime.pipeline.documents import RAISED, Outbound, operating_doc, score_doc, state_doc, to_json
 from edge_runtime.pipeline.drift import drift_doc
 from edge_runtime.pipeline.explain import channel_normals
 from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
+from edge_runtime.pipeline.states import OUT_OF_DISTRIBUTION, STOPPED, DistributionCheck
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.pipeline.topics import format_topic, sanitize_id
 from edge_runtime.service.device_thresholds import DRIFT_Q, DeviceThresholds
@@ -82,6 +83,8 @@ class Scorer:
         self.thresholds = DeviceThresholds(cfg, model)
         self._normal_for: EdgeModel | None = None  # the model _normal was computed for
         self._normal = np.zeros(0)  # each channel's normal channel_error (C,): alerts' excess shares
+        # out_of_distribution per device (alerts.ood_windows; guarded by the ingest lock: ingest restarts it)
+        self.distribution = DistributionCheck(cfg.ood_windows, cfg.ood_factor, cfg.max_devices)
 
     @property
     def threshold(self) -> float:
@@ -151,10 +154,7 @@ class Scorer:
             self._normal = channel_normals(meta.scoring, meta.threshold.validation, meta.n_channels)
         publish_scores = cfg.publish_scores or self.discovery is not None
         out: list[Outbound] = []
-        off = 0
-        for it in good:
-            s, c = score[off : off + it.n], ce[off : off + it.n]
-            off += it.n
+        for it, s, c in self._in_distribution(good, score, ce, out, now):
             # a device forgotten (evicted/expired/reset) since it queued these windows is not tracked again:
             # the check and the update under both locks, so forget() cannot run in between
             drift = None
@@ -193,6 +193,62 @@ class Scorer:
                 out.append(Outbound(format_topic(cfg.score_topic, device=it.device), to_json(doc), qos=0,
                                     bulk=True))
         return out
+
+    def _in_distribution(self, items: list[WindowItem], score: np.ndarray, ce: np.ndarray, out: list[Outbound],
+                         now: float) -> list[tuple[WindowItem, np.ndarray, np.ndarray]]:
+        """Each item with its scores (k,) and channel errors (k, C), less the windows the out-of-distribution check
+        holds back or drops (``alerts.ood_windows``; held ones come back, in order, once it decides); its state
+        changes appended to ``out``."""
+        parts, off = [], 0
+        for it in items:
+            parts.append((it, score[off : off + it.n], ce[off : off + it.n]))
+            off += it.n
+        check = self.distribution
+        if check.windows <= 0:
+            return parts
+        thr = self.threshold
+        decided: list[tuple[WindowItem, np.ndarray, np.ndarray]] = []
+        with self.ingest.lock:
+            for part in parts:
+                it, s = part[0], part[1]
+                was_out = check.is_out(it.device)
+                slices, change = check.update(it.device, s, thr, part)
+                if was_out or check.is_out(it.device):
+                    self.stats.incr("windows_out_of_distribution", int(len(s)) - sum(b - a for p, a, b in slices
+                                                                                         if p is part))
+                for (pit, ps, pc), a, b in slices:
+                    decided.append((pit if (a, b) == (0, pit.n) else WindowItem(
+                        pit.device, pit.windows[a:b], pit.t_start[a:b], pit.t_end[a:b], pit.enqueued), ps[a:b], pc[a:b]))
+                if change is not None:
+                    out.append(self._distribution_changed(it.device, change, s, float(it.t_end[-1]), thr, now))
+        return decided
+
+    def _distribution_changed(self, device: str, state: str, s: np.ndarray, since: float, thr: float,
+                              now: float) -> Outbound:
+        cfg = self.cfg
+        self.stats.incr("state_changes")
+        if state == OUT_OF_DISTRIBUTION:
+            self.stats.incr("out_of_distribution")
+            reason = (f"the first {cfg.ood_windows} windows after the start all scored above {cfg.ood_factor:g} x the "
+                      f"threshold {thr:.4g} (last {float(s[-1]):.4g}): an operating point far from training; no "
+                      f"process alerts until {cfg.ood_windows} windows in a row score below the threshold")
+            log.warning("device %s: out_of_distribution (%s)", device, reason)
+        else:
+            reason = f"{cfg.ood_windows} windows in a row below the threshold: back in distribution, scored"
+            log.info("device %s: %s", device, reason)
+        return self.operating_message(device, state, since, reason, now)
+
+    def operating_message(self, device: str, state: str, since: float, reason: str, now: float) -> Outbound:
+        """The retained operating state document of ``device`` (operating.schema.json)."""
+        doc = operating_doc(device, state, since, reason, self.tracker.instance, self.model.model_id, now)
+        return Outbound(format_topic(self.cfg.operating_topic, device=device), to_json(doc), qos=1, retain=True)
+
+    def state_changed(self, device: str, state: str, since: float, reason: str) -> list[Outbound]:
+        """Ingest saw ``device`` change operating state (network thread, ingest lock held): after a stop, its next
+        windows are checked for out_of_distribution again."""
+        if state == STOPPED:
+            self.distribution.restart(device)
+        return [self.operating_message(device, state, since, reason, time.time())]
 
     def _apply_offsets(self, items: list[WindowItem], batch: np.ndarray) -> None:
         """Subtract each device's learnt level offsets (warm-up) from its rows of ``batch`` (B, W, C)."""

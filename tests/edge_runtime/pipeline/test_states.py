@@ -87,14 +87,15 @@ def test_gate_stops_settles_and_runs_again_row_by_row_and_in_batches():
             changes_rows.append((i, change))
     kept_batch, changes_batch = [], []
     for lo in range(900, 1600, 64):  # the same samples in messages of 64
-        keep, ch = batch.gate("d", x[lo : min(1600, lo + 64)])
-        kept_batch += keep.tolist()
+        code, ch = batch.gate("d", x[lo : min(1600, lo + 64)])
+        kept_batch += (code == 0).tolist()
         changes_batch += [(lo - 900 + i, s) for i, s in ch]
     assert kept_rows == kept_batch
     assert changes_rows == changes_batch
-    assert [s for _, s in changes_rows] == [STOPPED, SETTLING, RUNNING]
-    assert changes_rows[0][0] == 100  # the stop at sample 1000
-    assert changes_rows[2][0] - changes_rows[1][0] == m.settle_samples
+    assert [s for _, s in changes_rows] == [RUNNING, STOPPED, SETTLING, RUNNING]  # first seen running
+    assert changes_rows[1][0] == 100  # the stop at sample 1000
+    assert changes_rows[3][0] - changes_rows[2][0] == m.settle_samples
+    assert rows.counts() == {"devices_stopped": 0, "devices_settling": 0}
     assert not any(kept_rows[100:500 + m.settle_samples])
 
 
@@ -102,8 +103,8 @@ def test_condition_rule_is_applied_as_given():
     x, running = plant()
     m = learn(x, running, CHANNELS, "condition speed>100", Condition.parse("speed>100"))
     gate = StateGate(m.rule(CHANNELS), 0)
-    keep, _ = gate.gate("d", x)
-    assert np.array_equal(keep, x[:, 0] > 100)
+    code, _ = gate.gate("d", x)
+    assert np.array_equal(code == 0, x[:, 0] > 100)
 
 
 def test_distribution_check_reports_a_device_far_out_once_and_lets_it_back():

@@ -1,0 +1,121 @@
+"""Operating states at the edge, without a broker: Ingest -> InlineScoring/Scorer -> Publisher.
+
+A stopped device is not scored (its window restarts), the settling time after a start is not scored, each state
+change is published retained on alerts/{device}/operating; a device far out at its start is reported once as
+out_of_distribution instead of alerting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.config import build_config
+from edge_runtime.pipeline.alerts import AlertTracker
+from edge_runtime.pipeline.hysteresis import AlertPolicy
+from edge_runtime.pipeline.states import StateModel
+from edge_runtime.pipeline.stats import Stats
+from edge_runtime.service.ingest import Ingest
+from edge_runtime.service.model import load_model
+from edge_runtime.service.publisher import Publisher
+from edge_runtime.service.scorer import InlineScoring, Scorer
+from tests.edge_runtime.onnx_models import make_metadata, series, write_model
+from tests.edge_runtime.schema_check import errors, load
+from tests.edge_runtime.service.test_scorer import FakeLink
+
+W, HOP, SETTLE = 8, 4, 5
+STATES = StateModel("column status in RUN", SETTLE, None, ["Pressure"], [10.0], [1.0])
+
+
+def make_parts(tmp_path: Path, states: bool = True, **overrides):
+    meta = make_metadata(window=W, hop=HOP, threshold=1.0)
+    meta.states = STATES.to_dict() if states else None
+    path = write_model(tmp_path / "m.onnx", meta)
+    cfg = build_config(None, {"path": str(path), "instance": "gw1", "raise_after": 2, "clear_after": 2,
+                              "queue_windows": 1000, **overrides})
+    model = load_model(path)
+    stats = Stats()
+    ingest = Ingest(cfg, model, stats)
+    scorer = Scorer(cfg, model, ingest, AlertTracker(AlertPolicy(2, 2, cfg.clear_ratio, 2), "gw1"), stats)
+    link = FakeLink()
+    publisher = Publisher(link)
+    inline = InlineScoring(cfg, scorer, publisher)
+    ingest.put = inline.put
+    ingest.on_state = lambda dev, state, since, reason: publisher.send(scorer.state_changed(dev, state, since, reason))
+    return stats, ingest, inline, link
+
+
+def plant(stop: tuple[int, int], n: int = 120) -> np.ndarray:
+    x = series(n)
+    x[stop[0] : stop[1], 1] = 10.0 + 0.1 * np.sin(np.arange(stop[1] - stop[0]))  # Pressure at its off level
+    return x
+
+
+def feed(ingest: Ingest, x: np.ndarray, batch: int = 1, device: str = "d1", t0: float = 1_700_000_000.0) -> None:
+    for lo in range(0, len(x), batch):
+        rows = x[lo : lo + batch]
+        doc = ({"ts": t0 + lo, "values": rows[0].tolist()} if batch == 1 else
+               {"ts": [t0 + lo + i for i in range(len(rows))], "values": rows.tolist()})
+        ingest.handle(f"sensors/{device}/data", json.dumps(doc).encode())
+
+
+def operating(link: FakeLink) -> list[dict]:
+    docs = [(doc, retain) for topic, doc, _, retain in link.sent if topic == "alerts/d1/operating"]
+    assert all(retain for _, retain in docs)
+    for doc, _ in docs:
+        assert errors(doc, load("operating.schema.json")) == []
+    return [doc for doc, _ in docs]
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_a_stopped_device_is_not_scored_and_its_windows_restart_after_settling(tmp_path: Path, batch: int) -> None:
+    stats, ingest, inline, link = make_parts(tmp_path)
+    feed(ingest, plant((40, 70)), batch)
+    inline.drain()
+    docs = operating(link)
+    assert [d["state"] for d in docs] == ["running", "stopped", "settling", "running"]
+    assert [d["since"] - 1_700_000_000.0 for d in docs] == [0, 40, 70, 70 + SETTLE]
+    assert [d["scored"] for d in docs] == [True, False, False, True]
+    assert stats.counts["samples_stopped"] == 30 and stats.counts["samples_settling"] == SETTLE
+    assert stats.counts["samples"] == 120 and stats.counts["state_changes"] == 4
+    # windows only inside the running stretches 0..39 and 75..119, none across the stop
+    want = (40 - W) // HOP + 1 + (45 - W) // HOP + 1
+    assert stats.counts["windows_scored"] == want
+    assert not [t for t, *_ in link.sent if t == "alerts/d1"]  # the stop raised nothing
+
+
+def test_states_are_off_by_config(tmp_path: Path) -> None:
+    stats, ingest, inline, link = make_parts(tmp_path, operating_states=False)
+    feed(ingest, plant((40, 70)))
+    inline.drain()
+    assert operating(link) == [] and stats.counts["samples_stopped"] == 0
+
+
+def test_a_device_far_out_at_its_start_is_reported_once_as_out_of_distribution(tmp_path: Path) -> None:
+    stats, ingest, inline, link = make_parts(tmp_path, states=False, ood_windows=4, ood_factor=3.0)
+    x = series(200)
+    x[:100] *= 20.0  # 400x the variance from the start: an operating point far from training
+    x[160:] *= 20.0  # a fault later on, once the device is back in distribution
+    feed(ingest, x)
+    inline.drain()
+    docs = operating(link)
+    assert [d["state"] for d in docs] == ["out_of_distribution", "running"]  # (no states: no stop to tell)
+    assert "far from training" in docs[0]["reason"]
+    alerts = [doc["state"] for t, doc, *_ in link.sent if t == "alerts/d1"]
+    assert alerts == ["raised"]  # only the later fault: nothing while out of distribution
+    raised = next(doc for t, doc, *_ in link.sent if t == "alerts/d1")
+    assert raised["window_end"] >= 1_700_000_000.0 + 160
+    assert stats.counts["out_of_distribution"] == 1 and stats.counts["windows_out_of_distribution"] > 10
+
+
+def test_held_windows_of_a_normal_start_are_decided_as_usual(tmp_path: Path) -> None:
+    stats, ingest, inline, link = make_parts(tmp_path, states=False, ood_windows=4, ood_factor=3.0)
+    x = series(120)
+    x[8:] *= 20.0  # a fault that starts early but not far-out in every one of the first 4 windows
+    feed(ingest, x)
+    inline.drain()
+    assert [doc["state"] for t, doc, *_ in link.sent if t == "alerts/d1"] == ["raised"]
+    assert operating(link) == []
