@@ -154,7 +154,7 @@ class Scorer:
             self._normal = channel_normals(meta.scoring, meta.threshold.validation, meta.n_channels)
         publish_scores = cfg.publish_scores or self.discovery is not None
         out: list[Outbound] = []
-        for it, s, c in self._in_distribution(good, score, ce, out, now):
+        for it, s, c, src, row in self._in_distribution(good, score, ce, batch, out, now):
             # a device forgotten (evicted/expired/reset) since it queued these windows is not tracked again:
             # the check and the update under both locks, so forget() cannot run in between
             drift = None
@@ -171,7 +171,7 @@ class Scorer:
                 else:
                     alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, dthr, channels,
                                                  model.model_id, normal=self._normal, units=meta.units,
-                                                 detail=_detail(model, batch, off - it.n))
+                                                 detail=_detail(model, src, row))
                     dst = self.tracker.devices.get(it.device)
                     drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, dthr,
                                       now)
@@ -194,20 +194,23 @@ class Scorer:
                                     bulk=True))
         return out
 
-    def _in_distribution(self, items: list[WindowItem], score: np.ndarray, ce: np.ndarray, out: list[Outbound],
-                         now: float) -> list[tuple[WindowItem, np.ndarray, np.ndarray]]:
-        """Each item with its scores (k,) and channel errors (k, C), less the windows the out-of-distribution check
-        holds back or drops (``alerts.ood_windows``; held ones come back, in order, once it decides); its state
-        changes appended to ``out``."""
+    def _in_distribution(self, items: list[WindowItem], score: np.ndarray, ce: np.ndarray, batch: np.ndarray,
+                         out: list[Outbound], now: float
+                         ) -> list[tuple[WindowItem, np.ndarray, np.ndarray, np.ndarray, int]]:
+        """Each item with its scores (k,), channel errors (k, C) and where its windows are (``batch`` (B, W, C)
+        and its first row), less the windows the out-of-distribution check holds back or drops
+        (``alerts.ood_windows``; held ones come back in order once it decides, their windows then read from the
+        item); its state changes appended to ``out``."""
         parts, off = [], 0
         for it in items:
-            parts.append((it, score[off : off + it.n], ce[off : off + it.n]))
+            parts.append((it, score[off : off + it.n], ce[off : off + it.n], batch, off))
             off += it.n
         check = self.distribution
         if check.windows <= 0:
             return parts
         thr = self.threshold
-        decided: list[tuple[WindowItem, np.ndarray, np.ndarray]] = []
+        current = {id(p) for p in parts}
+        decided: list[tuple[WindowItem, np.ndarray, np.ndarray, np.ndarray, int]] = []
         with self.ingest.lock:
             for part in parts:
                 it, s = part[0], part[1]
@@ -216,9 +219,12 @@ class Scorer:
                 if was_out or check.is_out(it.device):
                     self.stats.incr("windows_out_of_distribution", int(len(s)) - sum(b - a for p, a, b in slices
                                                                                          if p is part))
-                for (pit, ps, pc), a, b in slices:
-                    decided.append((pit if (a, b) == (0, pit.n) else WindowItem(
-                        pit.device, pit.windows[a:b], pit.t_start[a:b], pit.t_end[a:b], pit.enqueued), ps[a:b], pc[a:b]))
+                for p, a, b in slices:
+                    pit, ps, pc, src, row = p
+                    sub = pit if (a, b) == (0, pit.n) else WindowItem(
+                        pit.device, pit.windows[a:b], pit.t_start[a:b], pit.t_end[a:b], pit.enqueued)
+                    where = (src, row + a) if id(p) in current else (sub.windows, 0)  # held: the batch is gone
+                    decided.append((sub, ps[a:b], pc[a:b], *where))
                 if change is not None:
                     out.append(self._distribution_changed(it.device, change, s, float(it.t_end[-1]), thr, now))
         return decided
