@@ -51,6 +51,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "homeassistant": "edge_runtime.integrations.homeassistant_cli:homeassistant_command",
     "feedback": "edge_runtime.tools.feedback:feedback_command",
     "record": "edge_runtime.tools.record:record_command",
+    "group": "edge_runtime.integrations.nats.cli:group_command",
 }
 
 

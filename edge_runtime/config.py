@@ -34,7 +34,7 @@ from edge_runtime.pipeline.topics import TopicError, TopicRouter, sanitize_id
 PASSWORD_ENV = "EDGEWATCH_MQTT_PASSWORD"
 CONFIG_ENV = "EDGEWATCH_CONFIG"  # the config file to read; set it empty to read none
 DEFAULT_CONFIG_PATH = "/etc/edgewatch/edgewatch.toml"  # read when present and nothing else is named
-SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "runtime", "topics")
+SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "runtime", "topics", "nats")
 
 
 class ConfigError(ValueError):
@@ -82,6 +82,7 @@ class Config:
     reconnect_max_s: float = _opt(30.0, "mqtt", "Longest reconnect delay.", minimum=0.1)
     max_outgoing: int = _opt(10000, "mqtt", "Outgoing QoS 1 messages held while the broker is away or slow. Alerts and states refused beyond it (outgoing_full) wait in the daemon and are retried in order (publish_retried; up to as many again, then critical_lost); discovery, scores and stats may fill only half of it (discovery is paced, never dropped below 100,000 held).", minimum=1)
     # [input]
+    source: str = _opt("mqtt", "input", "Where sensor messages come from: mqtt (the [mqtt] broker, the default) or nats (a JetStream partitioned consumer group, see [nats] and docs/NATS.md; needs edgewatch[nats]). NATS server URLs (nats://host:4222,nats://host2:4222) mean nats with those servers.")
     topics: list = _opt(["sensors/{device}/data"], "input", "Input topic templates; the {device} level names the device and becomes '+' in the subscription.", flag="topic")
     max_payload_bytes: int = _opt(1 << 20, "input", "Reject larger payloads before decoding (oversize).", minimum=16)
     max_samples_per_message: int = _opt(100_000, "input", "Reject messages with more samples (too_many_samples).", minimum=1)
@@ -145,6 +146,20 @@ class Config:
     state_dir: str = _opt("", "runtime", "Folder for the per-device calibrations and feedback raises (devices.json, kept across restarts) and the feedback log (feedback.jsonl); empty: kept in memory only.")
     # [topics]
     prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, operating, drift, status, stats, command and reply topics), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
+    # [nats]
+    servers: str = _opt("nats://127.0.0.1:4222", "nats", "NATS server URLs, comma-separated (nats:// or tls://); the client fails over between them.", flag="nats-servers")
+    group: str = _opt("edgewatch", "nats", "The partitioned consumer group this worker joins (created with `edgewatch group create`); also the instance name in alerts and states, shared by all its workers.", flag="nats-group")
+    worker: str = _opt("", "nats", "This worker's name in the group (unique per process); empty: runtime.instance, or host name and process id.", flag="nats-worker")
+    nats_user: str = _opt("", "nats", "NATS user name (with nats_password_file); empty: no user/password.")
+    nats_password_file: str = _opt("", "nats", "File whose first line is the NATS password.")
+    token_file: str = _opt("", "nats", "File whose first line is a NATS token.", flag="nats-token-file")
+    creds_file: str = _opt("", "nats", "NATS credentials file (JWT and NKey seed, as made by nsc).", flag="nats-creds-file")
+    nkey_file: str = _opt("", "nats", "NKey seed file (NKey authentication without a JWT).", flag="nats-nkey-file")
+    nats_ca_file: str = _opt("", "nats", "CA certificate (PEM) to verify the NATS servers (TLS; tls:// URLs without it use the system CAs).")
+    nats_cert_file: str = _opt("", "nats", "Client certificate (PEM) for mutual TLS to NATS.")
+    nats_key_file: str = _opt("", "nats", "Client private key (PEM) for mutual TLS to NATS.")
+    fetch_batch: int = _opt(256, "nats", "Most messages one pull request of a partition takes; they are scored and then acknowledged together.", flag="nats-fetch-batch", minimum=1)
+    rebuild_s: float = _opt(0.0, "nats", "On taking a partition over, windows are rebuilt from this many seconds of the stream before its first unacknowledged message; 0: 2 x W x the model's sample period, or 300 s when the model has none.", flag="nats-rebuild-s", minimum=0)
 
     # -- derived values ---------------------------------------------------------------
     @property
@@ -207,6 +222,22 @@ class Config:
             raise ConfigError("mqtt.cert_file: cert_file and key_file go together")
         if not self.broker.startswith(("mqtt://", "mqtts://")):
             raise ConfigError(f"mqtt.broker: {self.broker!r} must start with mqtt:// or mqtts://")
+        if self.source.startswith(("nats://", "tls://")):
+            self.servers, self.source = self.source, "nats"
+        if self.source not in ("mqtt", "nats"):
+            raise ConfigError(f"input.source: {self.source!r} is not mqtt, nats or nats:// server URLs")
+        if self.source == "nats":
+            if self.batching != "inline":
+                raise ConfigError("inference.batching: input.source = nats scores on its fetch thread and "
+                                  "acknowledges after scoring: use inline")
+            if len(self.topics) != 1:
+                raise ConfigError("input.topics: input.source = nats reads one input template (its subject)")
+            if not self.group or not all(c.isalnum() or c in "-_" for c in self.group):
+                raise ConfigError(f"nats.group: {self.group!r} must be letters, digits, - and _")
+            if any(not u.strip().startswith(("nats://", "tls://")) for u in self.servers.split(",")):
+                raise ConfigError(f"nats.servers: {self.servers!r} must be nats:// or tls:// URLs, comma-separated")
+        if bool(self.nats_cert_file) != bool(self.nats_key_file):
+            raise ConfigError("nats.nats_cert_file: nats_cert_file and nats_key_file go together")
         try:
             TopicRouter(self.topics)
         except TopicError as exc:

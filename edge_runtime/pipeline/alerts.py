@@ -280,6 +280,12 @@ class AlertTracker:
         while len(self.past_seq) > self.seq_memory:
             self.past_seq.popitem(last=False)
 
+    def release(self, device: str) -> None:
+        """Drop everything known about ``device`` without an alert: another worker of a NATS consumer group
+        owns it now and carries its state on (read back from the group's KV bucket when it returns)."""
+        self.devices.pop(device, None)
+        self.past_seq.pop(device, None)
+
     def forget(
         self, device: str, reason: str, threshold: float, channels: Sequence[str], model_id: str,
     ) -> tuple[DeviceState | None, dict[str, Any] | None]:

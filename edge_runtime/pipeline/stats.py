@@ -54,6 +54,11 @@ COUNTERS = (
     "state_changes",  # operating state changes published (running, stopped, settling, out_of_distribution)
     "out_of_distribution",  # devices reported out_of_distribution (alerts.ood_windows)
     "windows_out_of_distribution",  # windows scored while out of distribution: no process alerts
+    "partitions_taken",  # NATS group: partitions this worker was pinned to (after a start, a failover or a rebalance)
+    "partitions_released",  # NATS group: partitions given up (rebalance, lost pin or lease, stop)
+    "messages_acked",  # NATS: sensor messages acknowledged after their windows were scored
+    "messages_caught_up",  # NATS: unacknowledged messages of a taken-over partition read back from the stream
+    "messages_primed",  # NATS: acknowledged messages read back to rebuild the windows of a taken-over partition
 )
 
 

@@ -36,6 +36,7 @@ from edge_runtime.service.mqtt import MqttLink
 from edge_runtime.service.paho_buffered import buffering_supported
 from edge_runtime.service.publisher import Publisher
 from edge_runtime.service.scorer import InlineScoring, Scorer, ThreadedScoring
+from edge_runtime.service.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,13 @@ class Daemon:
 
     def __init__(self, cfg: Config, model: EdgeModel | None = None) -> None:
         self.cfg = cfg
-        self.instance = cfg.instance_name
+        self.nats = cfg.source == "nats"
+        if self.nats:  # a consumer-group worker: its own status/stats name, the group's name in alerts/states
+            from edge_runtime.integrations.nats.link import worker_name
+
+            self.instance = worker_name(cfg)
+        else:
+            self.instance = cfg.instance_name
         self.owner = f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # in the online status
         self.started = time.time()
         self.stats = Stats()
@@ -54,7 +61,8 @@ class Daemon:
         self.ingest = Ingest(cfg, model, self.stats)
         self.tracker = AlertTracker(
             AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels, cfg.critical_ratio,
-                        cfg.update_interval_s), self.instance,
+                        cfg.update_interval_s),
+            cfg.group if self.nats else self.instance,
             seq_memory=cfg.max_devices,
         )
         self.scorer = Scorer(cfg, model, self.ingest, self.tracker, self.stats,
@@ -62,7 +70,7 @@ class Daemon:
         self.publisher = Publisher(stats=self.stats, max_retry=cfg.max_outgoing)
         self._stop = threading.Event()
         self._stopped = threading.Event()
-        inline = cfg.batching == "inline" and buffering_supported()
+        inline = cfg.batching == "inline" and (self.nats or buffering_supported())
         if cfg.batching == "inline" and not inline:
             log.warning("inference.batching = inline needs paho-mqtt 2.x (edge_runtime/service/paho_buffered.py); "
                         "using opportunistic batching on an inference thread")
@@ -85,10 +93,11 @@ class Daemon:
         self.sparkplug = self._make_sparkplug() if cfg.sparkplug_groups else None
         if self.sparkplug is not None:  # Sparkplug B input beside the JSON/CSV topics
             filters, on_message = [*filters, *self.sparkplug.filters], self.sparkplug.route(on_message)
-        self.link = MqttLink(cfg, filters, on_message, self.status_topic,
-                             self._online_doc, self.stats, on_connected=self._on_connected,
-                             state_filter=format_topic(cfg.state_topic, device="+"), on_state=self.scorer.adopt,
-                             after_read=self.batching.drain if inline else None, on_status=self._on_status)
+        self.link: Source = self._make_nats_link() if self.nats else MqttLink(
+            cfg, filters, on_message, self.status_topic, self._online_doc, self.stats,
+            on_connected=self._on_connected, state_filter=format_topic(cfg.state_topic, device="+"),
+            on_state=self.scorer.adopt, after_read=self.batching.drain if inline else None,
+            on_status=self._on_status)
         self.publisher.link = self.link
         self.housekeeping = Housekeeping(cfg, self.scorer, self.batching, self.publisher, self.stats_doc,
                                          self._status_message, self._stop,
@@ -131,6 +140,30 @@ class Daemon:
         cfg = self.cfg
         return Commands(cfg.command_topic, cfg.reply_topic, self.instance, self.scorer, self.stats,
                         FeedbackStore(cfg.state_dir or None), self.publisher.send, cfg.log_interval_s)
+
+    def _make_nats_link(self) -> Source:
+        """input.source = nats: this daemon is one worker of a JetStream partitioned consumer group."""
+        from edge_runtime.integrations.nats import NatsUnavailable
+        from edge_runtime.integrations.nats.link import NatsLink
+
+        cfg, m = self.cfg, self.model
+        sp = m.metadata.sample_period_s
+        rebuild_s = cfg.rebuild_s or (2.0 * m.window * sp if sp else 300.0)
+        try:
+            return NatsLink(cfg, self.ingest.handle, self.status_topic, self._online_doc, self.stats,
+                            after_read=self.batching.drain, on_state=self.scorer.adopt, prime=self.ingest.prime,
+                            release=self._release, device_of=self.ingest.device_of, instance=cfg.group,
+                            on_connected=self._on_connected, rebuild_s=rebuild_s)
+        except NatsUnavailable as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _release(self, devices: list[str]) -> None:
+        """Devices now owned by another worker of the group: forgotten without an alert."""
+        self.ingest.release(devices)
+        with self.scorer.tracker_lock:
+            for d in devices:
+                self.scorer.tracker.release(d)
+                self.scorer.adopted.pop(d, None)
 
     def _make_sparkplug(self) -> Any:
         from edge_runtime.integrations.sparkplug.source import SparkplugSource, SparkplugUnavailable

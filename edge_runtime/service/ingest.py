@@ -123,8 +123,9 @@ class Ingest:
                         device_bytes(model.window, model.n_channels), cap, cfg.max_devices)
         return cap
 
-    def handle(self, topic: str, payload: bytes | bytearray) -> None:
-        """One MQTT message (paho network thread)."""
+    def handle(self, topic: str, payload: bytes | bytearray, arrival: float | None = None) -> None:
+        """One MQTT message (paho network thread); ``arrival``: when the broker stored it (NATS: the stream's
+        time, so a redelivered message without timestamps gets the same ones), else now."""
         st = self.stats
         st.counts["messages"] += 1
         device = self._ids.get(topic)
@@ -144,7 +145,7 @@ class Ingest:
             return
         with self.lock:
             try:
-                samples = self.decoder.decode(payload, time.time())
+                samples = self.decoder.decode(payload, time.time() if arrival is None else arrival)
             except DecodeError as exc:
                 st.drop(exc.reason)
                 self.rl.log(logging.WARNING, exc.reason, "device %s: %s", device, exc.detail)
@@ -163,6 +164,34 @@ class Ingest:
         if self.settle is not None and res.windows.shape[0]:
             self._dropped(self.settle())
         self._count(device, res)
+
+    def device_of(self, topic: str) -> str | None:
+        """The sanitised device id of an input ``topic`` (None when it fits no template); nothing counted."""
+        device = self._ids.get(topic)
+        if device is None:
+            raw = self.router.device(topic)
+            device = None if raw is None else sanitize_id(raw, self.cfg.max_device_id_len)
+        return device
+
+    def prime(self, topic: str, payload: bytes | bytearray, arrival: float) -> None:
+        """A message read back only to rebuild its device's window (a NATS partition taken over): its samples
+        go into the window store, the windows they complete are not scored (the previous owner did) and
+        nothing is counted; a message that does not decode is skipped (it was counted when first read)."""
+        device = self.device_of(topic)
+        if device is None:
+            return
+        with self.lock:
+            try:
+                samples = self.decoder.decode(payload, arrival)
+            except DecodeError:
+                return
+            self.store.push_samples(device, samples, time.monotonic())
+
+    def release(self, devices: list[str]) -> None:
+        """Forget ``devices``' windows silently (another worker of the group owns them now)."""
+        with self.lock:
+            for d in devices:
+                self.store.devices.pop(d, None)
 
     def handle_samples(self, device: str, samples: Samples) -> None:
         """Samples a source decoded itself (Sparkplug B; it counted the message): windowed like a message's."""

@@ -30,7 +30,7 @@ d.ingest.handle("sensors/x/data", b'{"ts": 1, "values": [1, 2, 3, 4]}')
 benchmark(d.model, batch=4, repeats=1)
 assert CliRunner().invoke(cli.main, ["run", "--help"]).exit_code == 0
 assert CliRunner().invoke(cli.main, ["check-model", sys.argv[1]]).exit_code == 0
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "onnx", "onnxscript", "trainer", "onnx_ir"})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "onnx", "onnxscript", "trainer", "onnx_ir", "nats"})
 print("HEAVY", heavy)
 """
 

@@ -1,0 +1,481 @@
+"""The daemon's link when ``input.source = nats``: one worker of a partitioned consumer group.
+
+One thread runs an asyncio loop with the nats-py connection and these tasks:
+
+- heartbeat: the worker's key in the group's members bucket (expires after ``member_ttl_s``). A worker
+  whose last good heartbeat is older than that has lost its *lease* (paused, cut off): it drops every
+  partition at once, publishes and acknowledges nothing of what it held, and joins again.
+- membership: every second, the live members and the group's configuration -> :func:`~.groups.assign`
+  -> the partitions this worker pulls. A partition assigned away is finished (its batch scored and
+  acknowledged), released and unpinned, so the next owner takes it at once.
+- one puller per owned partition (:class:`~.pull.Puller`): the pin keeps a second worker out. On taking a
+  partition (a new pin id) it reads the stream back: messages up to the consumer's ack floor rebuild the
+  windows (:meth:`Ingest.prime`, ``rebuild_s``), later ones the previous owner never acknowledged are scored
+  (``messages_caught_up``). A device seen for the first time gets its alert state from the retained
+  bucket (:meth:`Scorer.adopt`), so a raised alert is cleared by the new owner and ``seq`` carries on.
+- every batch: decode and window each message (the daemon's :meth:`Ingest.handle`), score (``after_read``),
+  send what scoring produced, then acknowledge the batch's last message (ack policy ``all``).
+
+Outputs go to NATS subjects (topic ``/`` -> ``.``): alerts with a ``Nats-Msg-Id`` of device and ``seq``
+(a stream on the alert subjects drops a duplicate), scores and stats as core messages; retained messages
+(alert states, the status) are put in the group's retained KV bucket and published as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from edge_runtime.config import Config, ConfigError
+from edge_runtime.integrations.nats import admin
+from edge_runtime.integrations.nats.groups import (
+    GroupConfig,
+    GroupError,
+    assign,
+    kv_key,
+    topic_to_subject,
+)
+from edge_runtime.integrations.nats.pull import Puller, StoredMsg
+from edge_runtime.pipeline.documents import to_json
+from edge_runtime.pipeline.stats import RateLimitedLog, Stats
+from edge_runtime.pipeline.topics import format_topic
+
+log = logging.getLogger(__name__)
+
+MEMBERSHIP_POLL_S = 1.0
+
+
+def worker_name(cfg: Config) -> str:
+    """``nats.worker``, else ``runtime.instance``, else host name and process id (letters, digits, - and _)."""
+    raw = cfg.worker or cfg.instance or f"{socket.gethostname()}-{os.getpid()}"
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in raw)[:64]
+
+
+def _first_line(path: str, key: str) -> str:
+    try:
+        with open(path) as fh:
+            return (fh.read().splitlines() or [""])[0]
+    except OSError as exc:
+        raise ConfigError(f"nats.{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def connect_options(cfg: Config, name: str) -> dict[str, Any]:
+    """nats-py ``connect`` keyword arguments from ``[nats]``: servers, auth (user/password, token, creds, NKey),
+    TLS; reconnects for ever."""
+    opts: dict[str, Any] = {
+        "servers": [u.strip() for u in cfg.servers.split(",") if u.strip()], "name": name,
+        "allow_reconnect": True, "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+        "connect_timeout": 3, "ping_interval": 5, "max_outstanding_pings": 2,
+    }
+    if cfg.nats_user:
+        opts["user"] = cfg.nats_user
+        opts["password"] = _first_line(cfg.nats_password_file, "nats_password_file") if cfg.nats_password_file else ""
+    if cfg.token_file:
+        opts["token"] = _first_line(cfg.token_file, "token_file")
+    if cfg.creds_file:
+        opts["user_credentials"] = cfg.creds_file
+    if cfg.nkey_file:
+        opts["nkeys_seed"] = cfg.nkey_file
+    if cfg.nats_ca_file or cfg.nats_cert_file or any(u.startswith("tls://") for u in opts["servers"]):
+        try:
+            ctx = ssl.create_default_context(cafile=cfg.nats_ca_file or None)
+            if cfg.nats_cert_file:
+                ctx.load_cert_chain(cfg.nats_cert_file, cfg.nats_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"nats.nats_ca_file/nats_cert_file/nats_key_file: cannot load TLS files: {exc}") from None
+        opts["tls"] = ctx
+    return opts
+
+
+class NatsLink:
+    """The :class:`~edge_runtime.service.sources.Source` of a consumer-group worker (see the module docstring).
+
+    Callbacks (all run on the link's thread): ``on_message(topic, payload, arrival)`` per sensor message,
+    ``after_read()`` after each batch (scores it), ``on_state(topic, payload)`` with a device's retained state,
+    ``prime(topic, payload, arrival)`` for a message read back to rebuild windows, ``release(devices)`` when
+    devices go to another worker."""
+
+    def __init__(self, cfg: Config, on_message: Callable[..., None], status_topic: str,
+                 online_doc: Callable[[], dict[str, Any]], stats: Stats, *,
+                 after_read: Callable[[], None] | None, on_state: Callable[[str, bytes], None],
+                 prime: Callable[[str, bytes, float], None], release: Callable[[list[str]], None],
+                 device_of: Callable[[str], str | None], instance: str,
+                 on_connected: Callable[[], None] | None = None, rebuild_s: float = 300.0) -> None:
+        from edge_runtime.integrations.nats import require_nats
+
+        require_nats()
+        self.cfg = cfg
+        self.worker = worker_name(cfg)
+        self.instance = instance  # the group's name in alerts and states
+        self.status_topic = status_topic
+        self._online_doc = online_doc
+        self.stats = stats
+        self._on_message, self._after_read, self._on_state = on_message, after_read, on_state
+        self._prime, self._release, self._device_of = prime, release, device_of
+        self._on_connected = on_connected
+        self.rebuild_s = rebuild_s
+        self._opts = connect_options(cfg, self.worker)
+        self.connected = threading.Event()
+        self.paused = False
+        self.failure = ""
+        self._rl = RateLimitedLog(log, cfg.log_interval_s)
+        self._out: deque[tuple[str, bytes, bool, dict[str, str] | None]] = deque()
+        self._max_out = cfg.max_outgoing
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._known: dict[str, int] = {}  # device -> partition, for the devices this worker owns
+        self._pullers: dict[int, Puller] = {}
+        self._lease_ok = 0.0  # monotonic time of the last good heartbeat
+        self.group: GroupConfig | None = None
+        self.nc: Any = None
+        self._offline: dict[str, Any] | None = None
+
+    # -- the Source interface (daemon threads) ------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="edgewatch-nats", daemon=True)
+        self._thread.start()
+
+    def network_alive(self) -> bool:
+        return not self.failure and (self._thread is None or self._thread.is_alive() or self._offline is not None)
+
+    def detach_after_read(self) -> None:
+        self._after_read = None
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False,
+                bulk: bool = False) -> bool:
+        """Queue one message for the link's thread; False when ``max_outgoing`` are waiting (half for bulk)."""
+        limit = self._max_out // 2 if bulk else self._max_out
+        if len(self._out) >= limit:
+            if not bulk:
+                self.stats.drop("outgoing_full")
+            return False
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        headers = self._msg_id(data) if qos and not retain and not bulk else None
+        self._out.append((topic_to_subject(topic), data, retain, headers))
+        self.stats.incr("published")
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and threading.current_thread() is not self._thread:
+            loop.call_soon_threadsafe(wake.set)
+        return True
+
+    def close(self, offline: dict[str, Any], timeout: float = 3.0) -> None:
+        """Finish the batches in hand, send what is queued and the ``offline`` status, unpin, disconnect."""
+        self._offline = offline
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the loop -----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception as exc:  # the thread's boundary: the daemon sees network_alive() False and exits 70
+            self.failure = f"NATS link: {type(exc).__name__}: {str(exc)[:200]}"
+            log.error("%s", self.failure)
+            log.debug("NATS link failure", exc_info=True)
+
+    async def _main(self) -> None:
+        import nats
+
+        self._loop = asyncio.get_running_loop()
+        self._wake, self._stopping = asyncio.Event(), asyncio.Event()
+
+        async def disconnected() -> None:
+            self.connected.clear()
+            self._rl.log(logging.WARNING, "nats_disconnected", "disconnected from NATS; reconnecting")
+
+        async def reconnected() -> None:
+            self.connected.set()
+            self.stats.incr("reconnects")
+            log.info("reconnected to NATS %s", self.nc.connected_url.netloc if self.nc.connected_url else "")
+
+        async def error(exc: Exception) -> None:
+            self._rl.log(logging.WARNING, "nats_error", "NATS: %s: %s", type(exc).__name__, str(exc)[:200])
+
+        while True:
+            try:
+                self.nc = await nats.connect(**self._opts, disconnected_cb=disconnected,
+                                             reconnected_cb=reconnected, error_cb=error)
+                break
+            except Exception as exc:
+                self._rl.log(logging.WARNING, "connect_failed", "cannot connect to NATS %s: %s; retrying",
+                             self.cfg.servers, str(exc)[:200] or type(exc).__name__)
+                if await self._stopped_within(1.0):
+                    return
+        try:
+            self.group = await admin.load_group(self.nc, self.cfg.group)
+        except GroupError as exc:
+            self.failure = str(exc)
+            log.critical("%s", exc)
+            await self.nc.close()
+            return
+        js = self.nc.jetstream()
+        self._members = await js.key_value(self.group.members_bucket)
+        self._retained = await js.key_value(self.group.retained_bucket)
+        self.connected.set()
+        log.info("NATS worker %s of group %s (stream %s, %d partitions) on %s", self.worker, self.group.name,
+                 self.group.stream, self.group.partitions, self.nc.connected_url.netloc)
+        self.publish(self.status_topic, to_json(self._online_doc()), qos=1, retain=True)
+        if self._on_connected is not None:
+            self._on_connected()
+        tasks = [asyncio.create_task(t) for t in (self._heartbeats(), self._membership(), self._flusher())]
+        await self._stopping.wait()
+        await self._shutdown(tasks)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        assert self._stopping is not None
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        for p in list(self._pullers.values()):
+            p.stop()
+        await asyncio.gather(*(p.task for p in self._pullers.values() if p.task), return_exceptions=True)
+        for k in list(self._pullers):
+            await self._give_up(k, unpin=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._offline is not None:
+            self.publish(self.status_topic, to_json(self._offline), qos=1, retain=True)
+        await self._flush()
+        try:
+            await self._members.delete(self.worker)
+            await self.nc.drain()
+        except Exception as exc:
+            log.debug("NATS close: %s", exc)
+
+    # -- membership ---------------------------------------------------------------------
+    def lease_ok(self) -> bool:
+        assert self.group is not None
+        return time.monotonic() - self._lease_ok < self.group.member_ttl_s
+
+    async def _heartbeats(self) -> None:
+        assert self.group is not None
+        body = json.dumps({"worker": self.worker, "host": socket.gethostname(), "pid": os.getpid()}).encode()
+        every = self.group.member_ttl_s / 4
+        while True:
+            sent = time.monotonic()
+            try:
+                await self._members.put(self.worker, body)
+                if not self.lease_ok() and self._lease_ok:
+                    log.warning("lease regained: worker %s is a member again", self.worker)
+                self._lease_ok = sent
+            except Exception as exc:
+                self._rl.log(logging.WARNING, "heartbeat", "heartbeat failed: %s", str(exc)[:200])
+            await asyncio.sleep(every)
+
+    async def _membership(self) -> None:
+        assert self.group is not None
+        while True:
+            try:
+                await self._rebalance()
+            except Exception as exc:
+                self._rl.log(logging.WARNING, "membership", "group membership: %s: %s", type(exc).__name__,
+                             str(exc)[:200])
+            await asyncio.sleep(MEMBERSHIP_POLL_S)
+
+    async def _rebalance(self) -> None:
+        assert self.group is not None
+        if self._lease_ok and not self.lease_ok():  # paused or cut off for longer than a member lives
+            if self._pullers:
+                log.warning("lease lost (no heartbeat for %.1f s): dropping partitions %s unacknowledged",
+                            time.monotonic() - self._lease_ok, sorted(self._pullers))
+            for k in list(self._pullers):
+                await self._give_up(k, unpin=False, wait=False)
+            return
+        if not self._lease_ok:
+            return
+        self.group = await admin.load_group(self.nc, self.group.name)
+        members = await admin.members(self.nc, self.group)
+        mine = set(assign(self.group.partitions, members, self.group.drained).get(self.worker, []))
+        for k in sorted(set(self._pullers) - mine):
+            await self._give_up(k, unpin=True)
+        for k in sorted(mine - set(self._pullers)):
+            p = Puller(self.nc, self.group, k, self.cfg.fetch_batch)
+            self._pullers[k] = p
+            p.task = asyncio.create_task(self._pull_loop(p))
+        if mine != self._last_mine:
+            log.info("worker %s: partitions %s of %d (%d member(s))", self.worker, sorted(mine),
+                     self.group.partitions, len(members))
+            self._last_mine = mine
+
+    _last_mine: set[int] = set()
+
+    async def _give_up(self, k: int, unpin: bool, wait: bool = True) -> None:
+        """Stop pulling partition ``k``: its batch in hand is finished first (``wait``), its devices forgotten
+        silently, and (``unpin``) the pin released so the next owner need not wait for it to time out."""
+        p = self._pullers.pop(k, None)
+        if p is None:
+            return
+        p.stop()
+        if wait and p.task is not None:
+            await asyncio.gather(p.task, return_exceptions=True)
+        elif p.task is not None:
+            p.task.cancel()
+        self._release_partition(k)
+        if unpin and p.pin_id and self.group is not None:
+            try:
+                await admin.unpin(self.nc, self.group, k)
+            except Exception as exc:
+                log.debug("unpin %d: %s", k, exc)
+
+    def _release_partition(self, k: int) -> None:
+        devices = [d for d, p in self._known.items() if p == k]
+        for d in devices:
+            del self._known[d]
+        if devices:
+            self._release(devices)
+        self.stats.incr("partitions_released")
+
+    # -- partitions ---------------------------------------------------------------------
+    async def _pull_loop(self, p: Puller) -> None:
+        await p.open()
+        try:
+            while not p.stopped and not self.paused:
+                batch = await p.fetch()
+                if p.lost_pin:
+                    log.info("partition %d: pin lost (another worker took it over)", p.partition)
+                    self._release_partition(p.partition)
+                    p.lost_pin = False
+                    continue
+                if not batch or p.stopped:
+                    continue
+                if not self.lease_ok():
+                    continue  # ours no more: unacknowledged, redelivered to the partition's next owner
+                if p.gained_pin:
+                    p.gained_pin = False
+                    self.stats.incr("partitions_taken")
+                    self._release_partition(p.partition)
+                    self.stats.counts["partitions_released"] -= 1  # the release above is a reset, not a give-up
+                    await self._take_over(p, batch[0].stream_seq)
+                await self._process(p, batch, ack=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._rl.log(logging.ERROR, "partition", "partition %d: %s: %s", p.partition, type(exc).__name__,
+                         str(exc)[:200])
+            log.debug("partition loop", exc_info=True)
+        finally:
+            await p.close()
+
+    async def _take_over(self, p: Puller, first_seq: int) -> None:
+        """Read partition ``p`` back from the stream up to ``first_seq``: prime windows with what the previous
+        owner acknowledged (from ``rebuild_s`` before its ack floor), score what it did not."""
+        floor = await p.ack_floor()
+        primed = caught = 0
+        async for chunk in p.read_back(floor, first_seq, self.rebuild_s):
+            await self._adopt(p.partition, chunk)
+            for m in chunk:
+                if m.stream_seq <= floor:
+                    self._prime(m.topic, m.data, m.time)
+                    primed += 1
+            rest = [m for m in chunk if m.stream_seq > floor]
+            if rest:
+                caught += len(rest)
+                await self._process(p, rest, ack=False)
+        self.stats.incr("messages_primed", primed)
+        self.stats.incr("messages_caught_up", caught)
+        log.info("partition %d taken over: %d message(s) read back to rebuild windows, %d unacknowledged "
+                 "one(s) scored (ack floor %d, first delivered %d)", p.partition, primed, caught, floor, first_seq)
+
+    async def _adopt(self, k: int, batch: list[StoredMsg]) -> None:
+        """Devices seen for the first time: their retained alert state from the group's bucket."""
+        new: dict[str, str] = {}
+        for m in batch:
+            if m.device is None:
+                m.device = self._device_of(m.topic) or ""
+            if m.device and m.device not in self._known:
+                new[m.device] = m.topic
+        for device in new:
+            self._known[device] = k
+            topic = format_topic(self.cfg.state_topic, device=device)
+            try:
+                entry = await self._retained.get(kv_key(topic_to_subject(topic)))
+            except Exception:
+                continue  # no state yet (or deleted)
+            if entry.value:
+                self._on_state(topic, entry.value)
+        if len(self._known) > 4 * self.cfg.max_devices:
+            self._known = {d: q for d, q in self._known.items() if q in self._pullers}
+
+    async def _process(self, p: Puller, batch: list[StoredMsg], ack: bool) -> None:
+        """Window and score ``batch``, send what it produced, then acknowledge it (its last message, ack all)."""
+        await self._adopt(p.partition, batch)
+        handle = self._on_message
+        for m in batch:
+            try:
+                handle(m.topic, m.data, m.time)
+            except Exception as exc:  # one message never ends the partition
+                self.stats.drop("internal_error")
+                self._rl.log(logging.ERROR, "internal_error", "error handling a NATS message (%s: %s)",
+                             type(exc).__name__, str(exc)[:200])
+        if self._after_read is not None:
+            self._after_read()
+        if not self.lease_ok() or self.paused:  # fenced off meanwhile: publish and acknowledge nothing
+            return
+        await self._flush()
+        if ack:
+            await p.ack(batch[-1])
+            self.stats.incr("messages_acked", len(batch))
+
+    # -- outputs ------------------------------------------------------------------------
+    def _msg_id(self, data: bytes) -> dict[str, str] | None:
+        """An alert's ``Nats-Msg-Id`` (instance, device, seq): the same alert sent twice is stored once."""
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return None
+        if isinstance(doc, dict) and "seq" in doc and "device" in doc and "state" in doc:
+            return {"Nats-Msg-Id": f"{self.instance}:{doc['device']}:{doc['seq']}"}
+        return None
+
+    async def _flusher(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+            self._wake.clear()
+            await self._flush()
+
+    _flushing: asyncio.Lock | None = None
+
+    async def _flush(self) -> None:
+        """Send every queued message; retained ones also into the retained bucket (kept for the next owner)."""
+        if self._flushing is None:
+            self._flushing = asyncio.Lock()
+        async with self._flushing:
+            out = self._out
+            while out:
+                subject, data, retain, headers = out[0]
+                try:
+                    if retain:
+                        await self._retained.put(kv_key(subject), data)
+                    await self.nc.publish(subject, data, headers=headers)
+                except Exception as exc:
+                    self._rl.log(logging.WARNING, "nats_publish", "cannot send to NATS (%s): %d message(s) "
+                                 "wait", str(exc)[:120] or type(exc).__name__, len(out))
+                    return
+                out.popleft()
+            try:
+                await self.nc.flush(timeout=5)
+            except Exception as exc:
+                self._rl.log(logging.WARNING, "nats_publish", "NATS flush: %s", str(exc)[:120] or type(exc).__name__)
+

@@ -1,0 +1,186 @@
+"""Pinned pull requests on one partition's consumer, spoken on nats-py's connection.
+
+nats-py 2.16 has no priority groups, so the request is built here (ADR-42): ``{"batch", "expires",
+"group", "id"}`` on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``. The server pins one client per
+consumer and tags its messages with ``Nats-Pin-Id``; a request with another id gets status 423 (the pin
+moved); a request without an id waits as a stand-by until the pin is free. One request is outstanding at a
+time, so every message and status on the inbox belongs to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from edge_runtime.integrations.nats import admin
+from edge_runtime.integrations.nats.groups import PIN_GROUP, GroupConfig, stored_to_topic
+
+EXPIRES_S = 1.0  # a pull request waits this long for messages (well below the pin's timeout)
+READ_BACK_BATCH = 1000
+
+
+@dataclass
+class StoredMsg:
+    """One sensor message of the stream: its MQTT-style topic, payload, stream time (s) and sequence."""
+
+    topic: str
+    data: bytes
+    time: float
+    stream_seq: int
+    reply: str = ""
+    delivered: int = 1
+    device: str | None = None
+
+
+def from_reply(subject: str, data: bytes, reply: str) -> StoredMsg | None:
+    """A delivered message; its sequence, delivery count and time from the ack subject
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`` (None: not a sensor subject)."""
+    _, topic = stored_to_topic(subject)
+    parts = reply.split(".")
+    if not topic or len(parts) < 9:
+        return None
+    return StoredMsg(topic, data, int(parts[-2]) / 1e9, int(parts[-4]), reply, int(parts[-5]))
+
+
+class Puller:
+    """Fetches batches of partition ``partition`` for one worker; tracks the pin."""
+
+    def __init__(self, nc: Any, group: GroupConfig, partition: int, batch: int) -> None:
+        self.nc, self.group, self.partition, self.batch = nc, group, partition, batch
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{group.stream}.{group.consumer(partition)}"
+        self.pin_id = ""
+        self.gained_pin = False  # set when a batch came with a new pin id (the caller takes the partition over)
+        self.lost_pin = False  # set on a 423: another worker holds the pin now
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._sub: Any = None
+        self._inbox = ""
+
+    async def open(self) -> None:
+        self._inbox = self.nc.new_inbox()
+
+        async def deliver(msg: Any) -> None:
+            self._queue.put_nowait(msg)
+
+        self._sub = await self.nc.subscribe(self._inbox, cb=deliver, pending_msgs_limit=-1, pending_bytes_limit=-1)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    async def fetch(self) -> list[StoredMsg]:
+        """One pull request: up to ``batch`` messages (empty on a timeout); sets :attr:`gained_pin` /
+        :attr:`lost_pin`."""
+        req: dict[str, Any] = {"batch": self.batch, "expires": int(EXPIRES_S * 1e9), "group": PIN_GROUP}
+        if self.pin_id:
+            req["id"] = self.pin_id
+        await self.nc.publish(self.subject, json.dumps(req).encode(), reply=self._inbox)
+        out: list[StoredMsg] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXPIRES_S + 2.0
+        while len(out) < self.batch:
+            try:
+                msg = await asyncio.wait_for(self._queue.get(), max(0.01, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                break  # no status came (server gone?): what arrived is the batch
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status:
+                if status == "423":
+                    self.pin_id, self.lost_pin = "", True
+                    return []
+                if status in ("400", "409") and not out:
+                    await asyncio.sleep(0.2)  # consumer deleted / leader change / bad request: retry later
+                break  # 408 (expired) / 404: the request is over
+            pin = headers.get("Nats-Pin-Id", "")
+            if pin and pin != self.pin_id:
+                self.pin_id, self.gained_pin = pin, True
+            m = from_reply(msg.subject, msg.data, msg.reply)
+            if m is not None:
+                out.append(m)
+        return out
+
+    async def ack(self, last: StoredMsg) -> None:
+        """Acknowledge ``last`` and, ack policy ``all``, everything before it on this consumer."""
+        await self.nc.publish(last.reply, b"+ACK")
+
+    async def ack_floor(self) -> int:
+        info = await admin.api(self.nc, f"CONSUMER.INFO.{self.group.stream}.{self.group.consumer(self.partition)}")
+        return int((info.get("ack_floor") or {}).get("stream_seq") or 0)
+
+    async def read_back(self, floor: int, first_seq: int, rebuild_s: float) -> AsyncIterator[list[StoredMsg]]:
+        """The partition's messages before ``first_seq``, from ``rebuild_s`` before the ack floor's message
+        (all unacknowledged ones after ``floor``): an ephemeral consumer, no acks, deleted afterwards."""
+        if first_seq <= 1:
+            return
+        g = self.group
+        cfg: dict[str, Any] = {"filter_subject": g.partition_filter(self.partition), "ack_policy": "none",
+                               "inactive_threshold": int(30e9), "mem_storage": True, "num_replicas": 1}
+        start = await self._floor_time(floor)
+        if start is None:
+            cfg.update(deliver_policy="by_start_sequence", opt_start_seq=max(1, floor + 1))
+        else:
+            t = start - dt.timedelta(seconds=rebuild_s)
+            cfg.update(deliver_policy="by_start_time", opt_start_time=t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        info = await admin.api(self.nc, f"CONSUMER.CREATE.{g.stream}", {"stream_name": g.stream, "config": cfg})
+        name = info["name"]
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{g.stream}.{name}"
+        inbox = self.nc.new_inbox()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def deliver(msg: Any) -> None:
+            queue.put_nowait(msg)
+
+        sub = await self.nc.subscribe(inbox, cb=deliver, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        try:
+            done = False
+            while not done:
+                await self.nc.publish(subject, json.dumps({"batch": READ_BACK_BATCH, "no_wait": True}).encode(),
+                                      reply=inbox)
+                chunk: list[StoredMsg] = []
+                while True:
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), 5.0)
+                    except asyncio.TimeoutError:
+                        done = True
+                        break
+                    if (msg.headers or {}).get("Status"):
+                        done = True  # 404/408: nothing more right now
+                        break
+                    m = from_reply(msg.subject, msg.data, msg.reply)
+                    if m is None:
+                        continue
+                    if m.stream_seq >= first_seq:
+                        done = True
+                        break
+                    chunk.append(m)
+                    if len(chunk) >= READ_BACK_BATCH:
+                        break
+                if chunk:
+                    yield chunk
+        finally:
+            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await admin.api(self.nc, f"CONSUMER.DELETE.{g.stream}.{name}")
+
+    async def _floor_time(self, floor: int) -> dt.datetime | None:
+        """When the ack floor's message was stored (None: no floor, or it has aged out)."""
+        if floor <= 0:
+            return None
+        try:
+            msg = await self.nc.jetstream().get_msg(self.group.stream, floor)
+        except Exception:
+            return None
+        t = getattr(msg, "time", None)
+        return t if isinstance(t, dt.datetime) else None
