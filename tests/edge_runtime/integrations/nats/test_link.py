@@ -22,7 +22,7 @@ DEVICES = [f"d{i}" for i in range(5)]
 
 def worker(srv: NatsServer, model: Path, group: str, name: str) -> Daemon:
     cfg = build_config(overrides=dict(path=str(model), source=srv.url, group=group, worker=name, hop=1,
-                                      publish_scores=True, stats_interval_s=0))
+                                      publish_scores=True, stats_interval_s=0, update_interval_s=0))
     return Daemon(cfg).start()
 
 
