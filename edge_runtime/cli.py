@@ -52,6 +52,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "feedback": "edge_runtime.tools.feedback:feedback_command",
     "record": "edge_runtime.tools.record:record_command",
     "group": "edge_runtime.integrations.nats.cli:group_command",
+    "fleet": "edge_runtime.tools.fleet:fleet_command",
 }
 
 

@@ -34,7 +34,7 @@ from edge_runtime.pipeline.topics import TopicError, TopicRouter, sanitize_id
 PASSWORD_ENV = "EDGEWATCH_MQTT_PASSWORD"
 CONFIG_ENV = "EDGEWATCH_CONFIG"  # the config file to read; set it empty to read none
 DEFAULT_CONFIG_PATH = "/etc/edgewatch/edgewatch.toml"  # read when present and nothing else is named
-SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "runtime", "topics", "nats")
+SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "runtime", "topics", "nats", "fleet")
 
 
 class ConfigError(ValueError):
@@ -145,7 +145,7 @@ class Config:
     reply_topic: str = _opt("edgewatch/{instance}/reply", "runtime", "Topic every command's reply (accepted or refused, and why) is published on.")
     state_dir: str = _opt("", "runtime", "Folder for the per-device calibrations and feedback raises (devices.json, kept across restarts) and the feedback log (feedback.jsonl); empty: kept in memory only.")
     # [topics]
-    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, operating, drift, status, stats, command and reply topics), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
+    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, operating, drift, status, stats, command, reply, rollout and shadow topics; not fleet.fleet_topic), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
     # [nats]
     servers: str = _opt("nats://127.0.0.1:4222", "nats", "NATS server URLs, comma-separated (nats:// or tls://); the client fails over between them.", flag="nats-servers")
     group: str = _opt("edgewatch", "nats", "The partitioned consumer group this worker joins (created with `edgewatch group create`); also the instance name in alerts and states, shared by all its workers.", flag="nats-group")
@@ -160,6 +160,24 @@ class Config:
     nats_key_file: str = _opt("", "nats", "Client private key (PEM) for mutual TLS to NATS.")
     fetch_batch: int = _opt(256, "nats", "Most messages one pull request of a partition takes; they are scored and then acknowledged together.", flag="nats-fetch-batch", minimum=1)
     rebuild_s: float = _opt(0.0, "nats", "On taking a partition over, windows are rebuilt from this many seconds of the stream before its first unacknowledged message; 0: 2 x W x the model's sample period, or 300 s when the model has none.", flag="nats-rebuild-s", minimum=0)
+    # [fleet]
+    rollout: bool = _opt(False, "fleet", "Take part in model rollout over MQTT (docs/FLEET.md): download models announced for this gateway's target, verify size, SHA-256 and signature, validate them and run them as a shadow beside the live model; promote and roll back on command or by the rules below. Needs edgewatch[fleet] for signatures.")
+    target: str = _opt("", "fleet", "This gateway's place in the fleet, e.g. site1/line1/gw3, matched against a published model's --target pattern; empty: the instance name.")
+    fleet_topic: str = _opt("fleet", "fleet", "Root of the rollout topics (manifests, chunks, commands); not prefixed by topics.prefix. Only the workstation account may write there (deploy/mosquitto/acl).")
+    public_key_file: str = _opt("", "fleet", "Ed25519 public key (PEM, from `edgewatch-train keygen`) that manifests and commands must be signed with.")
+    allow_unsigned: bool = _opt(False, "fleet", "Accept unsigned (or wrongly signed) manifests and commands. Off: they are refused (rollout_refused).")
+    staging_dir: str = _opt("/var/lib/edgewatch/models", "fleet", "Directory for downloads in progress (resumed after a restart), staged models and the rollout state (state.json).")
+    shadow_windows: int = _opt(10000, "fleet", "Shadow a staged model for this many windows (one extra session.run per batch, no alerts published); 0: no window limit.", minimum=0)
+    shadow_s: float = _opt(3600.0, "fleet", "... or this many seconds, whichever comes first; 0: no time limit. Then the comparison is final.", minimum=0)
+    auto_promote: bool = _opt(False, "fleet", "Promote a candidate when its shadow ends and it passes: alerts at most promote_max_ratio x the live model's on the same windows (not applied when live raised none) and at most promote_max_extra_alerts more. Off: promotion is manual (`edgewatch-train promote`).")
+    promote_max_ratio: float = _opt(1.5, "fleet", "Automatic promotion: the candidate's alerts over the live model's, at most.", minimum=0)
+    promote_max_extra_alerts: int = _opt(3, "fleet", "Automatic promotion: extra alerts of the candidate over the live model's, at most.", minimum=0)
+    watch_s: float = _opt(3600.0, "fleet", "After a promotion, watch the new model's alerts this long and roll back automatically when they break the bound below; 0: no automatic rollback.", minimum=0)
+    rollback_max_ratio: float = _opt(2.0, "fleet", "Automatic rollback when the promoted model raises more than this x the alerts the previous model raised in the shadow comparison (scaled to the windows scored since) ...", minimum=0)
+    rollback_max_extra_alerts: int = _opt(5, "fleet", "... or more than this many extra alerts.", minimum=0)
+    max_command_age_s: float = _opt(86400.0, "fleet", "Refuse promote/rollback commands stamped longer ago than this (a replayed old command); each command id is obeyed once.", minimum=1)
+    rollout_topic: str = _opt("edgewatch/{instance}/rollout", "fleet", "Topic for rollout events (downloaded, refused, staged, shadow ended, promoted, rolled back; QoS 1).")
+    shadow_topic: str = _opt("edgewatch/{instance}/shadow", "fleet", "Retained topic for the shadow comparison (published every stats interval while a shadow runs, and when it ends).")
 
     # -- derived values ---------------------------------------------------------------
     @property
@@ -169,6 +187,10 @@ class Config:
     @property
     def mqtt_client_id(self) -> str:
         return self.client_id or f"edgewatch-{self.instance_name}"
+
+    @property
+    def fleet_target(self) -> str:
+        return self.target or self.instance_name
 
     @property
     def pin(self) -> Pin:
@@ -252,10 +274,15 @@ class Config:
             parse_warmup(self.warmup)
         except CalibrationError as exc:
             raise ConfigError(f"input.warmup: {exc}") from None
-        for key in ("status_topic", "stats_topic", "command_topic", "reply_topic"):
+        for key in ("status_topic", "stats_topic", "command_topic", "reply_topic", "rollout_topic", "shadow_topic",
+                    "fleet_topic"):
             t = getattr(self, key)
             if "+" in t or "#" in t or not t:
-                raise ConfigError(f"runtime.{key}: {t!r} must be a topic without wildcards")
+                section = Config.__dataclass_fields__[key].metadata["section"]
+                raise ConfigError(f"{section}.{key}: {t!r} must be a topic without wildcards")
+        if self.rollout and not self.allow_unsigned and not self.public_key_file:
+            raise ConfigError("fleet.public_key_file: fleet.rollout needs the workstation's public key "
+                              "(or fleet.allow_unsigned = true)")
         return self
 
 
@@ -396,7 +423,7 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
 
 
 PREFIXED_TOPICS = ("alert_topic", "state_topic", "score_topic", "status_topic", "stats_topic", "operating_topic", "drift_topic",
-                   "command_topic", "reply_topic")
+                   "command_topic", "reply_topic", "rollout_topic", "shadow_topic")
 
 
 def with_topic_prefix(cfg: Config) -> Config:

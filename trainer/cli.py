@@ -1,4 +1,5 @@
-"""``edgewatch-train``: fit, export, inspect, evaluate, demo-data, demo, benchmark. Thin: parse, call, print.
+"""``edgewatch-train``: fit, export, inspect, evaluate, demo-data, demo, benchmark, and fleet rollout (keygen,
+publish, promote, rollback). Thin: parse, call, print.
 
 Every error a user can cause prints one line ``error: ...`` on stderr and exits with 2.
 """
@@ -605,9 +606,12 @@ def demo_data(out: Path, steps: int, n_channels: int, seed: int, anomalies: int)
 
 from trainer.benchmark_cli import benchmark  # noqa: E402  (kept last: the group is defined above)
 from trainer.demo_cli import demo_command  # noqa: E402
+from trainer.fleet_cli import COMMANDS as FLEET_COMMANDS  # noqa: E402
 
 main.add_command(benchmark)
 main.add_command(demo_command)
+for _cmd in FLEET_COMMANDS:
+    main.add_command(_cmd)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ is known at its last sample (causal).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,17 +50,25 @@ def hysteresis(
     the run to pass to the next call)``; ``run`` (not modified) continues an earlier call.
     """
     s = np.asarray(scores, dtype=np.float64)
-    r = Run() if run is None else Run(run.raised, run.above, run.below)
     n = s.shape[0]
     state = np.zeros(n, dtype=bool)
-    events: list[tuple[int, str]] = []
     if n == 0:
-        return state, events, r
-    above = (s > threshold).tolist()
-    below = (s < policy.clear_ratio * threshold).tolist()
+        return state, [], Run() if run is None else Run(run.raised, run.above, run.below)
+    raised, events, r = advance((s > threshold).tolist(), (s < policy.clear_ratio * threshold).tolist(), policy, run)
+    state[:] = raised
+    return state, events, r
+
+
+def advance(above: Sequence[bool], below: Sequence[bool], policy: AlertPolicy, run: Run | None = None,
+            ) -> tuple[list[bool], list[tuple[int, str]], Run]:
+    """:func:`hysteresis` on precomputed decisions: ``above[i]`` is ``score > threshold``, ``below[i]``
+    ``score < clear_ratio * threshold`` (one comparison for a whole batch of devices, then this per device)."""
+    r = Run() if run is None else run
     raised, up, down = r.raised, r.above, r.below
     k, m = policy.raise_after, policy.clear_after
-    for i in range(n):
+    state: list[bool] = []
+    events: list[tuple[int, str]] = []
+    for i in range(len(above)):
         if not raised:
             up = up + 1 if above[i] else 0
             if up >= k:
@@ -70,5 +79,5 @@ def hysteresis(
             if down >= m:
                 raised, up, down = False, 0, 0
                 events.append((i, CLEAR))
-        state[i] = raised
+        state.append(raised)
     return state, events, Run(raised, up, down)

@@ -10,6 +10,7 @@ offline status, then disconnects.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +42,8 @@ from edge_runtime.service.sources import Source
 
 log = logging.getLogger(__name__)
 
+LAST_SAMPLE_DEVICES = 100  # devices listed with their last sample time in the stats document
+
 
 class Daemon:
     """The running service. ``start()`` returns once threads run; ``stop()`` shuts down cleanly."""
@@ -55,9 +59,15 @@ class Daemon:
             self.instance = cfg.instance_name
         self.owner = f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # in the online status
         self.started = time.time()
+        self._alert_marks: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
         self.stats = Stats()
         model = model or load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
         check_pin(model, cfg.pin)  # a model that breaks the pin does not start (the CLI: exit 65)
+        configured = model
+        if cfg.rollout:  # a model promoted before a restart serves again
+            from edge_runtime.service.rollout import start_model
+
+            model = start_model(cfg, model)
         self.ingest = Ingest(cfg, model, self.stats)
         self.tracker = AlertTracker(
             AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels, cfg.critical_ratio,
@@ -90,6 +100,12 @@ class Daemon:
         self.commands = self._make_commands() if cfg.commands else None
         if self.commands is not None:  # operator commands (feedback, recalibrate), each answered
             filters, on_message = [*filters, self.commands.topic], self.commands.route(on_message)
+        self.rollout: Any = None  # edge_runtime.service.rollout.Rollout when fleet.rollout is on
+        if cfg.rollout:  # manifests and commands; the chunks of a download are subscribed while it runs
+            from edge_runtime.pipeline.manifest import Topics
+
+            fleet = Topics(cfg.fleet_topic)
+            filters, on_message = [*filters, fleet.manifests, fleet.commands], self._with_fleet(on_message)
         self.sparkplug = self._make_sparkplug() if cfg.sparkplug_groups else None
         if self.sparkplug is not None:  # Sparkplug B input beside the JSON/CSV topics
             filters, on_message = [*filters, *self.sparkplug.filters], self.sparkplug.route(on_message)
@@ -103,6 +119,8 @@ class Daemon:
                                          self._status_message, self._stop,
                                          stats_topic=format_topic(cfg.stats_topic, instance=self.instance),
                                          link_alive=self.link.network_alive, on_fatal=self._fatal)
+        if cfg.rollout:
+            self.rollout = self._make_rollout(configured)
         self._rl = RateLimitedLog(log, 10.0)
         self.failure = ""  # why the daemon cannot go on (the CLI exits non-zero, so systemd restarts it)
         self._threads: list[threading.Thread] = []
@@ -176,6 +194,44 @@ class Daemon:
                                    cfg.max_future_s)
         except SparkplugUnavailable as exc:
             raise ConfigError(str(exc)) from None
+
+    def _make_rollout(self, configured: EdgeModel) -> Any:
+        from edge_runtime.service.rollout import Rollout
+        from edge_runtime.service.signing import SigningError
+
+        try:
+            rollout = Rollout(self.cfg, self.scorer, self.publisher, self.stats, self.instance,
+                              self.housekeeping.swap, self._status_message, self._subscribe, self._unsubscribe)
+        except SigningError as exc:
+            raise ConfigError(f"fleet.public_key_file: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"fleet.staging_dir: {self.cfg.staging_dir}: {exc.strerror or exc}") from None
+        self.housekeeping.rollout_tick = rollout.tick
+        rollout.resume(configured)
+        return rollout
+
+    def _with_fleet(self, handle: Callable[[str, bytes | bytearray], None]
+                    ) -> Callable[[str, bytes | bytearray], None]:
+        """``handle``, but topics under ``fleet.fleet_topic`` go to the rollout (network thread)."""
+        root = self.cfg.fleet_topic + "/"
+
+        def route(topic: str, payload: bytes | bytearray) -> None:
+            if topic.startswith(root):
+                if self.rollout is not None:
+                    self.rollout.on_message(topic, payload)
+            else:
+                handle(topic, payload)
+        return route
+
+    def _subscribe(self, topic_filter: str) -> None:
+        """Subscribe (QoS 1) now and on every reconnect."""
+        if topic_filter not in self.link.filters:
+            self.link.filters = [*self.link.filters, topic_filter]
+        self.link.client.subscribe(topic_filter, 1)
+
+    def _unsubscribe(self, topic_filter: str) -> None:
+        self.link.filters = [f for f in self.link.filters if f != topic_filter]
+        self.link.client.unsubscribe(topic_filter)
 
     def _device_offline(self, device: str) -> None:
         """A Sparkplug B DDEATH/NDEATH: forget the device now (a raised one is cleared, reason ``offline``)."""
@@ -288,6 +344,8 @@ class Daemon:
         hk = getattr(self, "housekeeping", None)  # None while the link is being built
         if hk is not None and hk.last_refused is not None:
             doc["last_refused"] = hk.last_refused
+        if getattr(self, "rollout", None) is not None:
+            doc["models"] = self.rollout.models()  # live, shadow, previous, phase
         return doc
 
     def _status_message(self) -> Outbound:
@@ -302,9 +360,21 @@ class Daemon:
         return out
 
     def stats_doc(self) -> dict[str, Any]:
+        now, mono = time.time(), time.monotonic()
+        with self.ingest.lock:  # the most recently seen devices, newest first
+            seen = heapq.nlargest(LAST_SAMPLE_DEVICES, ((r.last_seen, d) for d, r in self.ingest.store.devices.items()))
         return self.stats.snapshot(
             instance=self.instance, devices_active=len(self.ingest.store), queue_windows=len(self.batching),
             provider=self.model.provider, model_id=self.model.model_id, connected=self.link.connected.is_set() and self.link.network_alive(),
-            time=time.time(), **self.scorer.thresholds.counts(), **self._state_counts(),
-            device_thresholds=self.scorer.thresholds.snapshot(time.time()),
+            alerts_raised_1h=self._alerts_last_hour(mono),
+            last_sample={d: round(now - (mono - t), 3) for t, d in seen}, time=now, **self.scorer.thresholds.counts(),
+            **self._state_counts(), device_thresholds=self.scorer.thresholds.snapshot(now),
         )
+
+    def _alerts_last_hour(self, mono: float) -> int:
+        """Alerts raised in the last hour (since start when younger), from counter marks taken per stats call."""
+        marks, n = self._alert_marks, self.stats.counts["alerts_raised"]
+        marks.append((mono, n))
+        while len(marks) > 1 and marks[1][0] <= mono - 3600.0:
+            marks.popleft()
+        return n - (marks[0][1] if marks[0][0] <= mono - 3600.0 else 0)

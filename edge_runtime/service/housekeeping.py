@@ -59,6 +59,7 @@ class Housekeeping:
     # is the MQTT network thread alive? When it is not, ``on_fatal(why)`` is called and the loop ends
     link_alive: Callable[[], bool] | None = None
     on_fatal: Callable[[str], None] | None = None
+    rollout_tick: Callable[[float], None] | None = None  # fleet rollout's work (edge_runtime/service/rollout.py)
 
     def __post_init__(self) -> None:
         self.ingest: Ingest = self.scorer.ingest
@@ -85,6 +86,8 @@ class Housekeeping:
             self.batching.sweep(now)
             self.publisher.pace()  # retry held alerts/states, send paced discovery
             self.publisher.send(self.scorer.discovery_event("sweep", now))  # Home Assistant: stale -> unavailable
+            if self.rollout_tick is not None:
+                self._rollout(now)
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload("SIGHUP")
@@ -100,6 +103,14 @@ class Housekeeping:
             if now >= next_save:  # per-device calibrations and feedback raises, when changed
                 next_save = now + SAVE_INTERVAL_S
                 self.scorer.thresholds.save()
+
+    def _rollout(self, now: float) -> None:
+        assert self.rollout_tick is not None
+        try:
+            self.rollout_tick(now)
+        except Exception as exc:  # a rollout failure must not end the housekeeping thread
+            self.stats.drop("internal_error")
+            log.exception("fleet rollout step failed (%s); carrying on", type(exc).__name__)
 
     def expire_idle(self, now: float) -> list[str]:
         """Forget devices without data for ``device_idle_s`` (and adopted raised ones that never sent any)."""

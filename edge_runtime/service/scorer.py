@@ -85,6 +85,8 @@ class Scorer:
         self._normal = np.zeros(0)  # each channel's normal channel_error (C,): alerts' excess shares
         # out_of_distribution per device (alerts.ood_windows; guarded by the ingest lock: ingest restarts it)
         self.distribution = DistributionCheck(cfg.ood_windows, cfg.ood_factor, cfg.max_devices)
+        # fleet rollout's shadow: (items, batch (B, W, C), live score (B,)) after each live run, or None
+        self.shadow: Callable[[list[WindowItem], np.ndarray, np.ndarray], None] | None = None
 
     @property
     def threshold(self) -> float:
@@ -143,6 +145,9 @@ class Scorer:
             self.stats.incr("windows_non_finite", non_finite)
             self.ingest.rl.log(logging.WARNING, "non_finite", "%d window(s) scored NaN or infinite: treated as "
                                "anomalous (score %g)", non_finite, F32_MAX)
+        shadow = self.shadow
+        if shadow is not None:  # a staged model scores the same batch (edge_runtime/service/rollout.py)
+            shadow(good, batch, score)
         scored = time.monotonic()
         for it in good:  # arrival of the completing message (enqueued) to scored: the metrics' histogram
             self.stats.record_latency(scored - it.enqueued, it.n)

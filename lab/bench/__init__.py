@@ -70,6 +70,26 @@ def command() -> None:
     """Benchmarks: inference, cuda, ingest, latency, footprint, scaling, or all (writes BENCHMARKS.md)."""
 
 
+@command.command("shadow")
+@model_opt
+@click.option("--devices", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--per-device", type=click.IntRange(1), default=400, show_default=True, help="Messages per device.")
+@click.option("--bursts", default="1,256", show_default=True, help="Score after every N messages (comma-separated).")
+@click.option("--hops", default="0,1", show_default=True,
+              help="Scoring hops (input.hop; 0: the model's own, 1: a window per sample).")
+@repeats_opt
+@json_opt
+def shadow(model: str, devices: int, per_device: int, bursts: str, hops: str, repeats: int,
+           json_out: str | None) -> None:
+    """The cost of a staged model shadowing the live one: ingest messages/s with and without, as a ratio."""
+    from lab.bench.shadow import bench_shadow, markdown
+
+    _check_model(model)
+    hop_list = tuple(int(h) for h in hops.split(",") if h.strip())
+    res = _guard(bench_shadow, model, devices, per_device, _ints(bursts), repeats, hop_list)
+    _emit(res, markdown(res), json_out)
+
+
 @command.command()
 @model_opt
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Threads for ORT and PyTorch alike.")
