@@ -104,6 +104,9 @@ class Daemon:
         if cfg.rollout:  # manifests and commands; the chunks of a download are subscribed while it runs
             from edge_runtime.pipeline.manifest import Topics
 
+            if self.nats:
+                raise ConfigError("fleet.rollout: model rollout runs over MQTT; a NATS group worker gets its "
+                                  "model from model.path")
             fleet = Topics(cfg.fleet_topic)
             filters, on_message = [*filters, fleet.manifests, fleet.commands], self._with_fleet(on_message)
         self.sparkplug = self._make_sparkplug() if cfg.sparkplug_groups else None
@@ -224,14 +227,18 @@ class Daemon:
         return route
 
     def _subscribe(self, topic_filter: str) -> None:
-        """Subscribe (QoS 1) now and on every reconnect."""
-        if topic_filter not in self.link.filters:
-            self.link.filters = [*self.link.filters, topic_filter]
-        self.link.client.subscribe(topic_filter, 1)
+        """Subscribe (QoS 1) now and on every reconnect (fleet rollout: MQTT only)."""
+        link = self.link
+        assert isinstance(link, MqttLink)
+        if topic_filter not in link.filters:
+            link.filters = [*link.filters, topic_filter]
+        link.client.subscribe(topic_filter, 1)
 
     def _unsubscribe(self, topic_filter: str) -> None:
-        self.link.filters = [f for f in self.link.filters if f != topic_filter]
-        self.link.client.unsubscribe(topic_filter)
+        link = self.link
+        assert isinstance(link, MqttLink)
+        link.filters = [f for f in link.filters if f != topic_filter]
+        link.client.unsubscribe(topic_filter)
 
     def _device_offline(self, device: str) -> None:
         """A Sparkplug B DDEATH/NDEATH: forget the device now (a raised one is cleared, reason ``offline``)."""
