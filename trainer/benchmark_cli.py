@@ -216,5 +216,59 @@ def synthetic(
     _write_markdown(tables.synthetic_markdown(rep), markdown)
 
 
+@benchmark.command("feedback")
+@click.option("--fault-sd", "fault_sd", default="6,4,3", show_default=True, metavar="A,B,...",
+              help="Real-fault magnitudes (level shift on two channels, in std); the benign episode is 2 std on one.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@click.option("--seed", default=0, show_default=True, help="Machine profile and training seed.")
+@_user_errors
+def feedback(fault_sd: str, report: Path | None, seed: int) -> None:
+    """One false-alarm verdict, then the same stream again: does the episode raise, is the fault later?"""
+    from trainer import benchmark_site as site
+
+    cases = [site.FeedbackCase(fault_sd=float(v)) for v in fault_sd.split(",") if v.strip()]
+    rep = site.run_feedback_suite(cases, seed)
+    for c in rep["cases"]:
+        first, again = c["first_run"], c.get("replay") or {}
+        click.echo(f"fault {c['case']['fault_sd']:g} std: episode alerts {first['episode_alerts']} -> "
+                   f"{again.get('episode_alerts')}, fault delay {first['fault_delay_s']} s -> "
+                   f"{again.get('fault_delay_s')} s (x{c.get('delay_ratio')}), threshold "
+                   f"{(c.get('verdict') or {}).get('threshold_before')} -> {(c.get('verdict') or {}).get('threshold')}: "
+                   f"{'met' if c.get('met') else 'MISSED'}")
+    _write(rep, report)
+
+
+@benchmark.command("transfer")
+@click.option("--skab", "skab_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also SKAB: a model of anomaly-free.csv, a warm-up on the first 400 rows of each other file.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@click.option("--seed", default=0, show_default=True, help="Machine profile and training seed.")
+@_user_errors
+def transfer(skab_dir: Path | None, report: Path | None, seed: int) -> None:
+    """Site transfer: a model of one profile on devices of others, without and with input.warmup."""
+    import tempfile
+
+    from trainer import benchmark_site as site
+
+    shifts = [site.SiteShift(), site.SiteShift(1.0, 1.0), site.SiteShift(1.0, 1.5)]
+    rep: dict[str, Any] = {"synthetic": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = site.profile_model(Path(tmp), seed)
+        for sh in shifts:
+            r = site.run_transfer(Path(tmp), seed=seed, shift=sh, model=model)
+            rep["synthetic"].append(r)
+            click.echo(f"profiles seed+1..4, offset {sh.offset_sd:g} std, spread x{sh.spread:g}: normal windows above "
+                       f"the threshold {r['exceedance_without']:.4f} without warm-up ({r['without_over_budget']:g} x the "
+                       f"budget {r['budget']:g}), {r['exceedance_with']:.4f} with ({r['with_over_budget']:g} x); "
+                       f"faults detected after warm-up {r['faults_detected_with']}/{len(r['devices'])}: "
+                       f"{'met' if r['met'] else 'MISSED'}")
+        if skab_dir is not None:
+            sk = site.run_skab_transfer(skab_dir, Path(tmp), progress=lambda line: click.echo(line, err=True))
+            rep["skab"] = sk
+            click.echo(f"SKAB, {len(sk['files'])} files, model of {sk['model_file']}: without warm-up {sk['without']}, "
+                       f"with a warm-up on the first {sk['warm_rows']} rows {sk['with']} ({sk['refused']} refused)")
+    _write(rep, report)
+
+
 if __name__ == "__main__":
     benchmark()
