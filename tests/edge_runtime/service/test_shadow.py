@@ -157,3 +157,60 @@ def test_automatic_promotion_refuses_a_candidate_raising_too_many_alerts(mosquit
         wait_until(lambda: d.rollout.candidate is None, 5, "candidate dropped")
         assert d.model.model_id == "v1" and d.stats.counts["promotions"] == 0
     col.close()
+
+
+def _retagged(src: Path, out: Path, model_id: str, threshold_factor: float) -> Path:
+    """A copy of an exported model with another model id and threshold (the same graph)."""
+    import onnx
+
+    from edge_runtime.contract import METADATA_KEY
+
+    m = onnx.load(str(src))
+    for p in m.metadata_props:
+        if p.key == METADATA_KEY:
+            meta = json.loads(p.value)
+            meta["model_id"] = model_id
+            meta["threshold"]["value"] *= threshold_factor
+            p.value = json.dumps(meta)
+    onnx.save(m, str(out))
+    return out
+
+
+def test_shadow_of_a_really_exported_model_equals_its_offline_session(mosquitto, tmp_path: Path,
+                                                                      demo_model_path: Path) -> None:
+    from edge_runtime.service.model import load_model
+    from edge_runtime.tools.synthetic import normal_series
+
+    cand = _retagged(demo_model_path, tmp_path / "cand.onnx", "trained-v2", 0.8)
+    live_m, cand_m = load_model(demo_model_path, "cpu"), load_model(cand, "cpu")
+    w, hop = live_m.window, live_m.metadata.hop
+    devices = {f"d{i}": normal_series(300, live_m.n_channels, seed=40 + i).astype(np.float32) for i in range(3)}
+    devices["d0"][150:230, 1] += 4.0 * float(np.std(devices["d0"][:, 1]))  # a fault one of them sees
+    policy = AlertPolicy(3, 5, 0.8)
+    want: dict = {"live": [0, []], "candidate": [0, []]}
+    for x in devices.values():
+        win = sliding_windows(x, w, hop)
+        for k, m in (("live", live_m), ("candidate", cand_m)):
+            s = m.run(win)[0].astype(np.float64)
+            _, ev, _ = hysteresis(s, m.threshold, policy)
+            want[k][0] += sum(e == RAISE for _, e in ev)
+            want[k][1].append(s)
+    n = sum(len(s) for s in want["live"][1])
+    priv, pub = keypair(tmp_path)
+    cfg = fleet_config(mosquitto.url, demo_model_path, tmp_path, "gw-a", "a", pub, shadow_windows=n, shadow_s=0.0)
+    col = Collector(mosquitto.port, ["edgewatch/+/rollout", "edgewatch/+/shadow"])
+    with fleet_daemons(mosquitto.url, [cfg]) as (d,):
+        publish_model(conn(mosquitto.url), cand, "a", priv)
+        wait_event(col, "gw-a", "staged")
+        _send(mosquitto.port, devices)
+        wait_event(col, "gw-a", "shadow_ended", 30)
+        got = [doc for _, doc in col.docs("edgewatch/gw-a/shadow") if doc["final"]][-1]
+    col.close()
+    assert got["windows_compared"] == n and got["model_id"] == "trained-v2"
+    for k in ("live", "candidate"):
+        scores = np.concatenate(want[k][1])
+        assert got[k]["alerts"] == want[k][0], k
+        assert got[k]["windows_above"] == int((scores > got[k]["threshold"]).sum()), k
+        for q, v in got[k]["score_quantiles"].items():
+            assert v == pytest.approx(np.quantile(scores, int(q[1:]) / 100), rel=1e-5), (k, q)
+    assert want["live"][0] >= 1  # the fault raised: the comparison is not of two silent models
