@@ -47,7 +47,16 @@ from edge_runtime.service.mqtt import (
     connect,
     parse_broker_url,
 )
-from edge_runtime.tools.synthetic import ANOMALY_KINDS, Anomaly, channel_names, inject, normal_series
+from edge_runtime.tools.synthetic import (
+    ALL_KINDS,
+    ANOMALY_KINDS,
+    KIND_CLASS,
+    STOP_TAIL,
+    Anomaly,
+    apply,
+    channel_names,
+    normal_series,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +125,8 @@ def parse_anomaly_spec(spec: str) -> ScheduledAnomaly:
     if not m:
         raise SimError(f"bad anomaly {spec!r}: expected DEVICE:KIND:START_S:DURATION_S[:CHANNELS]")
     kind = m["kind"]
-    if kind not in ANOMALY_KINDS:
-        raise SimError(f"bad anomaly {spec!r}: kind {kind!r} is not one of {', '.join(ANOMALY_KINDS)}")
+    if kind not in ALL_KINDS:
+        raise SimError(f"bad anomaly {spec!r}: kind {kind!r} is not one of {', '.join(ALL_KINDS)}")
     try:
         start, dur = float(m["start"]), float(m["dur"])
     except ValueError:
@@ -126,6 +135,23 @@ def parse_anomaly_spec(spec: str) -> ScheduledAnomaly:
         raise SimError(f"bad anomaly {spec!r}: duration must be > 0")
     chans = tuple(c.strip() for c in m["ch"].split(",") if c.strip()) if m["ch"] else ()
     return ScheduledAnomaly(m["dev"], kind, start, dur, chans)
+
+
+def stop_cycle_specs(cycle: str | None, duration_s: float, warmup_s: float) -> list[ScheduledAnomaly]:
+    """``RUN_S:STOP_S`` -> a stop of every device after each ``RUN_S`` of running (from ``warmup_s`` on)."""
+    if not cycle:
+        return []
+    try:
+        run_s, stop_s = (float(v) for v in cycle.split(":"))
+    except ValueError:
+        raise SimError(f"--stop-cycle {cycle!r}: expected RUN_S:STOP_S, e.g. 60:20") from None
+    if not (run_s > 0 and stop_s > 0):
+        raise SimError(f"--stop-cycle {cycle!r}: both durations must be > 0")
+    out, t = [], warmup_s + run_s
+    while t + stop_s <= duration_s:
+        out.append(ScheduledAnomaly("*", "stop", t, stop_s))
+        t += stop_s + run_s
+    return out
 
 
 def device_names(n: int, prefix: str = "sim") -> list[str]:
@@ -208,8 +234,8 @@ def make_plan(
     c = len(names)
     n_steps = max(1, round(duration_s * rate))
     for k in kinds:
-        if k not in ANOMALY_KINDS:
-            raise SimError(f"unknown anomaly kind {k!r}; use {', '.join(ANOMALY_KINDS)}")
+        if k not in ALL_KINDS:
+            raise SimError(f"unknown anomaly kind {k!r}; use {', '.join(ALL_KINDS)}")
     dev_names = device_names(n_devices, prefix)
     per_dev: dict[str, list[Anomaly]] = {d: [] for d in dev_names}
     for s in scheduled:
@@ -242,6 +268,9 @@ def make_plan(
         for a, b in zip(anomalies, anomalies[1:], strict=False):
             if b.start < a.end:
                 raise SimError(f"anomalies on {d} overlap ({a.kind} and {b.kind})")
+            if a.kind == "stop" and b.start < a.end + STOP_TAIL and b.kind != "stop":
+                raise SimError(f"{b.kind} on {d} starts during the run-up after a stop ({STOP_TAIL} samples): "
+                               "schedule it later")
         dseed = seed + i if distinct else seed
         offset = 0 if distinct else i * _OFFSET_STRIDE
         devices.append(SimDevice(d, dseed, offset, anomalies))
@@ -258,6 +287,7 @@ def ground_truth(plan: SimPlan) -> list[dict[str, Any]]:
                 {
                     "device": d.name,
                     "kind": a.kind,
+                    "class": KIND_CLASS[a.kind],
                     "channels": [plan.channels[c] for c in a.channels],
                     "start_index": a.start,
                     "end_index": a.end,
@@ -286,10 +316,10 @@ def write_ground_truth(path: Path, plan: SimPlan) -> None:
         return
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["device", "kind", "channels", "start_index", "end_index", "start_ts", "end_ts"])
+        w.writerow(["device", "kind", "channels", "start_index", "end_index", "start_ts", "end_ts", "class"])
         for r in rows:
             w.writerow([r["device"], r["kind"], ";".join(r["channels"]), r["start_index"],
-                        r["end_index"], f"{r['start_ts']:.6f}", f"{r['end_ts']:.6f}"])
+                        r["end_index"], f"{r['start_ts']:.6f}", f"{r['end_ts']:.6f}", r["class"]])
 
 
 def read_ground_truth(path: Path) -> list[dict[str, Any]]:
@@ -302,6 +332,7 @@ def read_ground_truth(path: Path) -> list[dict[str, Any]]:
             {
                 "device": r["device"],
                 "kind": r["kind"],
+                "class": r.get("class") or KIND_CLASS.get(r["kind"], "process"),
                 "channels": [c for c in r["channels"].split(";") if c],
                 "start_index": int(r["start_index"]),
                 "end_index": int(r["end_index"]),
@@ -313,40 +344,57 @@ def read_ground_truth(path: Path) -> list[dict[str, Any]]:
 
 
 class StreamSource:
-    """Samples of one device: ``chunk(start, n)`` -> values (n, C) float32, anomalies applied.
+    """Samples of one device: ``chunk(start, n)`` -> values (n, C) float32, anomalies applied (NaN: a dropout);
+    ``alive(start, n)`` -> (n,) bool, False while the device is ``dead`` (it sends nothing).
 
     Consecutive chunks join exactly: normal data is a pure function of absolute time and each
-    anomaly's values are computed once, on a fixed context of normal data around it.
+    anomaly's values are computed once, on a fixed context of normal data around it. A stop also
+    changes the :data:`~edge_runtime.tools.synthetic.STOP_TAIL` samples after it (the run-up).
     """
 
-    def __init__(self, device: SimDevice, n_channels: int) -> None:
+    def __init__(self, device: SimDevice, n_channels: int, channels: Sequence[str] | None = None) -> None:
         self.device = device
         self.n_channels = n_channels
+        self.channels = list(channels) if channels else channel_names(n_channels)
         self._segments: dict[int, np.ndarray] = {}
 
+    def _span(self, a: Anomaly) -> tuple[int, int]:
+        """Samples ``[start, end)`` the anomaly changes."""
+        return a.start, a.end + (STOP_TAIL if a.kind == "stop" else 0)
+
     def _segment(self, k: int) -> np.ndarray:
-        """Values (end-start, C) of anomaly ``k`` with the anomaly applied."""
+        """Values (span, C) of anomaly ``k`` with the anomaly applied."""
         if k not in self._segments:
             a = self.device.anomalies[k]
+            s0, s1 = self._span(a)
             lo = max(0, a.start - _CONTEXT // 2)
-            hi = a.end + _CONTEXT // 2
+            hi = s1 + _CONTEXT // 2
             ctx = normal_series(hi - lo, self.n_channels, self.device.seed, self.device.offset + lo)
             shifted = Anomaly(a.kind, a.start - lo, a.end - lo, a.channels)
-            self._segments[k] = inject(ctx, shifted, seed=self.device.seed + k)[a.start - lo : a.end - lo]
+            self._segments[k] = apply(ctx, shifted, self.channels, seed=self.device.seed + k)[s0 - lo : s1 - lo]
         return self._segments[k]
 
     def chunk(self, start: int, n: int) -> np.ndarray:
         x = normal_series(n, self.n_channels, self.device.seed, self.device.offset + start)
         stop = start + n
         for k, a in enumerate(self.device.anomalies):
-            lo, hi = max(start, a.start), min(stop, a.end)
+            s0, s1 = self._span(a)
+            lo, hi = max(start, s0), min(stop, s1)
             if lo < hi:
-                x[lo - start : hi - start] = self._segment(k)[lo - a.start : hi - a.start]
+                x[lo - start : hi - start] = self._segment(k)[lo - s0 : hi - s0]
         return x
 
+    def alive(self, start: int, n: int) -> np.ndarray:
+        out = np.ones(n, dtype=bool)
+        for a in self.device.anomalies:
+            if a.kind == "dead":
+                out[max(0, a.start - start) : max(0, min(n, a.end - start))] = False
+        return out
 
-def _num(v: float) -> float:
-    return float(f"{v:.7g}")
+
+def _num(v: float) -> float | None:
+    """A value as published: 7 significant digits; NaN (a dropout) as null."""
+    return None if v != v else float(f"{v:.7g}")
 
 
 def encode_payload(fmt: str, ts: np.ndarray, values: np.ndarray, channels: Sequence[str]) -> list[bytes]:
@@ -359,15 +407,17 @@ def encode_payload(fmt: str, ts: np.ndarray, values: np.ndarray, channels: Seque
     stamps = [round(float(t), 6) for t in ts]
     if fmt == "single":
         return [json.dumps({"ts": t, "values": r}, separators=(",", ":")).encode() for t, r in zip(stamps, rows, strict=True)]
-    if fmt == "keyed":
+    if fmt == "keyed":  # a missing value (dropout): the channel is left out of the message
         return [
-            json.dumps({"ts": t, **dict(zip(channels, r, strict=True))}, separators=(",", ":")).encode()
+            json.dumps({"ts": t, **{c: v for c, v in zip(channels, r, strict=True) if v is not None}},
+                       separators=(",", ":")).encode()
             for t, r in zip(stamps, rows, strict=True)
         ]
     if fmt == "batch":
         return [json.dumps({"ts": stamps, "values": rows}, separators=(",", ":")).encode()]
     if fmt == "csv":
-        lines = [",".join([f"{t:.6f}", *(repr(v) for v in r)]) for t, r in zip(stamps, rows, strict=True)]
+        lines = [",".join([f"{t:.6f}", *("" if v is None else repr(v) for v in r)])
+                 for t, r in zip(stamps, rows, strict=True)]
         return ["\n".join(lines).encode()]
     raise SimError(f"unknown payload format {fmt!r}; use {', '.join(FORMATS)}")
 
@@ -512,7 +562,7 @@ def publish_plan(
         raise SimError("--batch must be >= 1")
     if qos not in (0, 1, 2):
         raise SimError("--qos must be 0, 1 or 2")
-    sources = [StreamSource(d, plan.n_channels) for d in plan.devices]
+    sources = [StreamSource(d, plan.n_channels, plan.channels) for d in plan.devices]
     topics = [topic_template.replace("{device}", d.name) for d in plan.devices]
     tick = batch / (plan.rate * speed)
     result = SimResult(qos=qos)
@@ -533,12 +583,18 @@ def publish_plan(
                 base, data = k, src.chunk(k, min(chunk, plan.n_steps - k))
                 cache[i] = (base, data)
             vals = data[k - base : k - base + n]
-            for payload in encode_payload(fmt, ts, vals, plan.channels):
+            alive = src.alive(k, n)
+            sent_ts = ts
+            if not alive.all():  # a dead device sends nothing
+                sent_ts, vals = ts[alive], vals[alive]
+                if not len(sent_ts):
+                    continue
+            for payload in encode_payload(fmt, sent_ts, vals, plan.channels):
                 info = client.publish(topics[i], payload, qos=qos)
                 result.messages += 1
                 if qos:
                     inflight.add(info)  # waits while max_inflight are unacknowledged
-            result.samples += n
+            result.samples += len(sent_ts)
         k += n
         n_ticks += 1
         if on_progress is not None:
@@ -614,7 +670,11 @@ def model_metadata(model: Path) -> ModelMetadata:
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Take the channel names from this edgewatch model.")
 @click.option("--anomaly", "anomalies", multiple=True, metavar="DEV:KIND:START_S:DUR_S[:CH,..]",
-              help="Schedule an anomaly (DEV may be '*' for every device). Repeatable.")
+              help="Schedule an anomaly (DEV may be '*' for every device). KIND: a process anomaly "
+              f"({', '.join(ANOMALY_KINDS)}), a sensor fault (freeze, dropout: no value, out_of_range, dead: the "
+              "device sends nothing) or stop (the machine stops, then runs up again). Repeatable.")
+@click.option("--stop-cycle", metavar="RUN_S:STOP_S",
+              help="Every device stops for STOP_S after each RUN_S of running (after --warmup), then runs up again.")
 @click.option("--random", "random_count", type=int, default=0, show_default=True,
               help="Random anomalies per device (kinds from --kinds, after --warmup).")
 @click.option("--kinds", default=",".join(ANOMALY_KINDS), show_default=True, help="Kinds for --random.")
@@ -642,7 +702,7 @@ def model_metadata(model: Path) -> ModelMetadata:
               help="Write the injected anomalies here (.json or .csv).")
 def simulate_command(
     broker: str, n_devices: int, rate: float, duration: float, n_channels: int, model: Path | None,
-    anomalies: tuple[str, ...], random_count: int, kinds: str, min_len: float, max_len: float,
+    anomalies: tuple[str, ...], stop_cycle: str | None, random_count: int, kinds: str, min_len: float, max_len: float,
     warmup: float, gap: float | None, fmt: str, batch: int, qos: int, topic_template: str, prefix: str, seed: int,
     distinct: bool, fast: bool, speed: float, ground_truth: Path | None, username: str, password_file: str,
     ca_file: str,
@@ -653,7 +713,8 @@ def simulate_command(
         names = model_channels(model) if model else None
         plan = make_plan(
             n_devices, rate, duration, n_channels=n_channels, channels=names, seed=seed,
-            distinct=distinct, prefix=prefix, scheduled=[parse_anomaly_spec(s) for s in anomalies],
+            distinct=distinct, prefix=prefix,
+            scheduled=[*map(parse_anomaly_spec, anomalies), *stop_cycle_specs(stop_cycle, duration, warmup)],
             random_count=random_count, kinds=[k.strip() for k in kinds.split(",") if k.strip()],
             min_len_s=min_len, max_len_s=max_len, warmup_s=warmup, gap_s=gap,
             t0=stream_start(time.time(), duration, 0.0 if fast else speed),

@@ -27,6 +27,9 @@ ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck", "noise_burst", "corre
 # benchmarks) is a frozen sensor too; ``dead``: the device sends nothing.
 SENSOR_FAULTS = ("freeze", "dropout", "out_of_range", "dead")
 STATE_KINDS = ("stop",)  # the machine stops for the span, then runs up again
+ALL_KINDS = (*ANOMALY_KINDS, *SENSOR_FAULTS, *STATE_KINDS)
+STOP_SETTLE = 20  # samples a stopped machine takes to run up again (apply_stops' settle)
+STOP_TAIL = 600  # samples after a stop in which the run-up (and the temperature's warming) still shows
 # What a ground-truth row is: a process anomaly, a sensor fault or an operating state.
 KIND_CLASS = {**{k: "process" for k in ANOMALY_KINDS}, "stuck": "sensor", **{k: "sensor" for k in SENSOR_FAULTS},
               "stop": "state"}
@@ -76,8 +79,8 @@ class Anomaly:
     channels: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if self.kind not in ANOMALY_KINDS:
-            raise ValueError(f"unknown anomaly kind {self.kind!r}; use one of {', '.join(ANOMALY_KINDS)}")
+        if self.kind not in ALL_KINDS:
+            raise ValueError(f"unknown anomaly kind {self.kind!r}; use one of {', '.join(ALL_KINDS)}")
         if not 0 <= self.start < self.end:
             raise ValueError(f"anomaly span must satisfy 0 <= start < end, got {self.start}..{self.end}")
         if not self.channels:
@@ -242,6 +245,20 @@ def sensor_fault(x: np.ndarray, kind: str, start: int, end: int, channels: Seque
         else:
             out[start:end, c] = float(np.mean(x[:, c]) + OUT_OF_RANGE_STD * std[c])
     return out
+
+
+def apply(x: np.ndarray, anomaly: Anomaly, names: Sequence[str], seed: int = 0) -> np.ndarray:
+    """A copy of ``x`` (T, C) with ``anomaly`` of any kind (:data:`ALL_KINDS`): a process anomaly (:func:`inject`),
+    a sensor fault (:func:`sensor_fault`; ``dead`` leaves the values: the simulator sends nothing) or a stop
+    (:func:`apply_stops`, :data:`STOP_SETTLE`)."""
+    a = anomaly
+    if a.kind in ANOMALY_KINDS:
+        return inject(x, a, seed=seed)
+    if a.kind == "stop":
+        return apply_stops(x, names, [(a.start, a.end)], settle=STOP_SETTLE, seed=seed)
+    if a.kind == "dead":
+        return np.array(x, dtype=np.float32, copy=True)
+    return sensor_fault(x, a.kind, a.start, a.end, a.channels)
 
 
 def random_anomalies(

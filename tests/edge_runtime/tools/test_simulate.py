@@ -22,6 +22,7 @@ from edge_runtime.tools.simulate import (
     read_ground_truth,
     simulate,
     simulate_command,
+    stop_cycle_specs,
     write_ground_truth,
 )
 from edge_runtime.tools.synthetic import ANOMALY_KINDS, normal_series
@@ -58,7 +59,7 @@ def test_scheduled_anomaly_lands_on_its_samples() -> None:
     (a,) = plan.devices[1].anomalies
     assert (a.kind, a.start, a.end, a.channels) == ("level_shift", 50, 70, (3,))
     (row,) = ground_truth(plan)
-    assert row == {"device": "sim-1", "kind": "level_shift", "channels": ["current"], "start_index": 50,
+    assert row == {"device": "sim-1", "kind": "level_shift", "class": "process", "channels": ["current"], "start_index": 50,
                    "end_index": 70, "start_ts": 105.0, "end_ts": 107.0}
 
 
@@ -247,3 +248,31 @@ def test_cli_refuses_a_file_that_is_not_a_model(tmp_path: Path) -> None:
     res = CliRunner().invoke(simulate_command, ["--model", str(bad), "--duration", "1", "--fast"])
     assert res.exit_code == 2
     assert res.output.strip().splitlines()[-1].startswith(f"edgewatch simulate: error: {bad}:")
+
+
+def test_sensor_faults_stops_and_a_dead_device_with_their_ground_truth() -> None:
+    specs = ["sim-0:freeze:10:5:pressure", "sim-0:dropout:20:2:current", "sim-0:out_of_range:30:2:vibration",
+             "sim-0:dead:40:3", "sim-0:stop:50:10"]
+    plan = make_plan(1, 10.0, 200.0, scheduled=[parse_anomaly_spec(s) for s in specs], t0=0.0)
+    truth = ground_truth(plan)
+    assert [(r["kind"], r["class"]) for r in truth] == [
+        ("freeze", "sensor"), ("dropout", "sensor"), ("out_of_range", "sensor"), ("dead", "sensor"), ("stop", "state")]
+    src = StreamSource(plan.devices[0], plan.n_channels, plan.channels)
+    x = np.concatenate([src.chunk(k, 100) for k in range(0, 2000, 100)])  # chunked: joins exactly
+    whole = src.chunk(0, 2000)
+    np.testing.assert_array_equal(np.isnan(x), np.isnan(whole))
+    np.testing.assert_allclose(np.nan_to_num(x), np.nan_to_num(whole))
+    assert np.all(x[100:150, 0] == x[99, 0])  # frozen pressure
+    assert np.isnan(x[200:220, 3]).all() and not np.isnan(x[:200]).any()
+    assert x[300:320, 2].min() > normal_series(2000, 4)[:, 2].max()  # vibration far out of range
+    assert np.abs(x[505:600, 0]).max() < 0.2  # stopped: pressure at its off level
+    alive = src.alive(0, 2000)
+    assert not alive[400:430].any() and alive[:400].all() and alive[430:].all()
+    single = json.loads(encode_payload("single", np.array([20.0]), x[200:201], plan.channels)[0])
+    assert single["values"][3] is None  # a dropout is a null, the rest of the sample stays
+    keyed = json.loads(encode_payload("keyed", np.array([20.0]), x[200:201], plan.channels)[0])
+    assert "current" not in keyed and "pressure" in keyed
+    assert [s.start_s for s in stop_cycle_specs("30:10", 120.0, 10.0)] == [40.0, 80.0]
+    with pytest.raises(SimError, match="run-up"):
+        make_plan(1, 10.0, 200.0, scheduled=[parse_anomaly_spec("sim-0:stop:50:10"),
+                                             parse_anomaly_spec("sim-0:spike:65:2")], t0=0.0)
