@@ -265,17 +265,29 @@ def make_plan(
     devices = []
     for i, d in enumerate(dev_names):
         anomalies = tuple(sorted(per_dev[d], key=lambda a: a.start))
-        for a, b in zip(anomalies, anomalies[1:], strict=False):
-            if b.start < a.end:
-                raise SimError(f"anomalies on {d} overlap ({a.kind} and {b.kind})")
-            if a.kind == "stop" and b.start < a.end + STOP_TAIL and b.kind != "stop":
-                raise SimError(f"{b.kind} on {d} starts during the run-up after a stop ({STOP_TAIL} samples): "
-                               "schedule it later")
+        check_overlaps(d, anomalies)
         dseed = seed + i if distinct else seed
         offset = 0 if distinct else i * _OFFSET_STRIDE
         devices.append(SimDevice(d, dseed, offset, anomalies))
     start_time = float(round(time.time(), 3)) if t0 is None else float(t0)
     return SimPlan(tuple(devices), tuple(names), float(rate), int(n_steps), start_time)
+
+
+def check_overlaps(device: str, anomalies: Sequence[Anomaly]) -> None:
+    """Anomalies (sorted by start) may overlap only where one is a sensor fault and the other is not (a frozen
+    sensor during a process fault); nothing but a sensor fault or another stop starts in a stop's run-up."""
+    for i, a in enumerate(anomalies):
+        for b in anomalies[i + 1 :]:
+            if b.start >= a.end + STOP_TAIL:
+                break
+            sensor = (KIND_CLASS[a.kind] == "sensor") != (KIND_CLASS[b.kind] == "sensor")
+            if b.start < a.end and not sensor:
+                raise SimError(f"anomalies on {device} overlap ({a.kind} and {b.kind}); only a sensor fault may "
+                               "overlap another kind")
+            if a.kind == "stop" and b.kind not in ("stop", "dead") and KIND_CLASS[b.kind] != "sensor" \
+                    and b.start < a.end + STOP_TAIL:
+                raise SimError(f"{b.kind} on {device} starts during the run-up after a stop ({STOP_TAIL} samples): "
+                               "schedule it later")
 
 
 def ground_truth(plan: SimPlan) -> list[dict[str, Any]]:
@@ -358,6 +370,11 @@ class StreamSource:
         self.channels = list(channels) if channels else channel_names(n_channels)
         self._segments: dict[int, np.ndarray] = {}
 
+    @staticmethod
+    def _shift(a: Anomaly, lo: int, hi: int) -> Anomaly:
+        """``a`` in the indices of a context ``[lo, hi)`` (cut to it)."""
+        return Anomaly(a.kind, max(0, a.start - lo), min(hi - lo, a.end - lo), a.channels)
+
     def _span(self, a: Anomaly) -> tuple[int, int]:
         """Samples ``[start, end)`` the anomaly changes."""
         return a.start, a.end + (STOP_TAIL if a.kind == "stop" else 0)
@@ -370,7 +387,10 @@ class StreamSource:
             lo = max(0, a.start - _CONTEXT // 2)
             hi = s1 + _CONTEXT // 2
             ctx = normal_series(hi - lo, self.n_channels, self.device.seed, self.device.offset + lo)
-            shifted = Anomaly(a.kind, a.start - lo, a.end - lo, a.channels)
+            for j, b in enumerate(self.device.anomalies[:k]):  # an earlier one it overlaps: applied first
+                if b.end > lo and b.start < hi:  # (a stop's run-up alone is not carried into the context)
+                    ctx = apply(ctx, self._shift(b, lo, hi), self.channels, seed=self.device.seed + j)
+            shifted = self._shift(a, lo, hi)
             self._segments[k] = apply(ctx, shifted, self.channels, seed=self.device.seed + k)[s0 - lo : s1 - lo]
         return self._segments[k]
 

@@ -276,3 +276,15 @@ def test_sensor_faults_stops_and_a_dead_device_with_their_ground_truth() -> None
     with pytest.raises(SimError, match="run-up"):
         make_plan(1, 10.0, 200.0, scheduled=[parse_anomaly_spec("sim-0:stop:50:10"),
                                              parse_anomaly_spec("sim-0:spike:65:2")], t0=0.0)
+
+
+def test_a_sensor_fault_may_overlap_a_process_fault_and_both_show() -> None:
+    plan = make_plan(1, 10.0, 100.0, scheduled=[parse_anomaly_spec("sim-0:level_shift:20:10:current"),
+                                                 parse_anomaly_spec("sim-0:freeze:25:10:pressure")], t0=0.0)
+    src = StreamSource(plan.devices[0], plan.n_channels, plan.channels)
+    x, clean = src.chunk(0, 1000), normal_series(1000, 4)
+    assert np.all(x[250:350, 0] == x[249, 0])  # frozen
+    assert np.abs(x[250:300, 3] - clean[250:300, 3]).min() > 1.0  # the level shift still there under the freeze
+    with pytest.raises(SimError, match="overlap"):
+        make_plan(1, 10.0, 100.0, scheduled=[parse_anomaly_spec("sim-0:spike:20:10"),
+                                             parse_anomaly_spec("sim-0:drift:25:10")], t0=0.0)
