@@ -114,6 +114,15 @@ class Config:
     top_channels: int = _opt(3, "alerts", "Channels listed in an alert, by their share of the window's excess error (above each channel's normal error).", minimum=1)
     critical_ratio: float = _opt(2.0, "alerts", "An alert's severity is critical when its window's score is at least this many times the threshold, else warning.", minimum=1)
     update_interval_s: float = _opt(30.0, "alerts", "While raised, publish an update (event update) when the set of top channels or the severity changes, at most once per this many seconds of window time; 0: no updates.", minimum=0)
+    evidence_dir: str = _opt("", "alerts", "Keep the evidence of every alert here (one .npz per alert: raw samples from evidence_margin_s before it to evidence_margin_s after its clear, its windows' per-channel errors, model id and threshold; edgewatch evidence list|show|export). Empty: off.")
+    evidence_max_mb: float = _opt(4.0, "alerts", "The evidence folder's size limit in MiB: the oldest alerts' files are removed past it.", minimum=0.01)
+    evidence_max_age_s: float = _opt(7 * 86400.0, "alerts", "Remove evidence older than this; 0: no age limit.", minimum=0)
+    evidence_margin_s: float = _opt(60.0, "alerts", "Evidence keeps this many seconds (stream time) before an alert became anomalous and after its clear.", minimum=0)
+    evidence_ring_samples: int = _opt(512, "alerts", "Raw samples (and windows) each device keeps in memory for the margin before a raise: bounds memory at about this x (C x 4 + 8) bytes per device.", minimum=1)
+    evidence_max_samples: int = _opt(20000, "alerts", "Most raw samples one alert's evidence keeps (a longer alert keeps its first ones and counts the rest in samples_dropped).", minimum=1)
+    evidence_requests: bool = _opt(False, "alerts", "Answer evidence requests on evidence_request_topic with the alert's file in chunks on evidence_reply_topic/<request_id> (needs evidence_dir). Grant the request topic to operator accounts only in the broker's ACL.")
+    evidence_request_topic: str = _opt("edgewatch/{instance}/evidence/request", "alerts", "Topic this daemon takes evidence requests on ({\"alert_id\": ..., \"request_id\": ...}).")
+    evidence_reply_topic: str = _opt("edgewatch/{instance}/evidence/reply", "alerts", "Evidence replies go to this topic + /<request_id>.")
     alert_topic: str = _opt("alerts/{device}", "alerts", "Topic for raise/clear alerts (QoS 1).")
     state_topic: str = _opt("alerts/{device}/state", "alerts", "Retained per-device state topic (in alarm or not).")
     publish_scores: bool = _opt(False, "alerts", "Also publish every window's score on score_topic (QoS 0).")
@@ -145,7 +154,7 @@ class Config:
     reply_topic: str = _opt("edgewatch/{instance}/reply", "runtime", "Topic every command's reply (accepted or refused, and why) is published on.")
     state_dir: str = _opt("", "runtime", "Folder for the per-device calibrations and feedback raises (devices.json, kept across restarts) and the feedback log (feedback.jsonl); empty: kept in memory only.")
     # [topics]
-    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, operating, drift, status, stats, command, reply, rollout and shadow topics; not fleet.fleet_topic), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
+    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, operating, drift, status, stats, command, reply, rollout, shadow and evidence topics; not fleet.fleet_topic), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
     # [nats]
     servers: str = _opt("nats://127.0.0.1:4222", "nats", "NATS server URLs, comma-separated (nats:// or tls://); the client fails over between them.", flag="nats-servers")
     group: str = _opt("edgewatch", "nats", "The partitioned consumer group this worker joins (created with `edgewatch group create`); also the instance name in alerts and states, shared by all its workers.", flag="nats-group")
@@ -274,8 +283,10 @@ class Config:
             parse_warmup(self.warmup)
         except CalibrationError as exc:
             raise ConfigError(f"input.warmup: {exc}") from None
+        if self.evidence_requests and not self.evidence_dir:
+            raise ConfigError("alerts.evidence_requests: needs alerts.evidence_dir")
         for key in ("status_topic", "stats_topic", "command_topic", "reply_topic", "rollout_topic", "shadow_topic",
-                    "fleet_topic"):
+                    "fleet_topic", "evidence_request_topic", "evidence_reply_topic"):
             t = getattr(self, key)
             if "+" in t or "#" in t or not t:
                 section = Config.__dataclass_fields__[key].metadata["section"]
@@ -423,7 +434,8 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
 
 
 PREFIXED_TOPICS = ("alert_topic", "state_topic", "score_topic", "status_topic", "stats_topic", "operating_topic", "drift_topic",
-                   "command_topic", "reply_topic", "rollout_topic", "shadow_topic")
+                   "command_topic", "reply_topic", "rollout_topic", "shadow_topic",
+                   "evidence_request_topic", "evidence_reply_topic")
 
 
 def with_topic_prefix(cfg: Config) -> Config:

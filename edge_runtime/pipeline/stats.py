@@ -30,6 +30,10 @@ COUNTERS = (
     "alerts_raised",
     "alerts_cleared",
     "alerts_updated",  # updates of a raised alert (its top channels or severity changed)
+    "evidence_written",  # evidence files written (at a raise, and again when the alert's evidence is complete)
+    "evidence_evicted",  # evidence files removed past alerts.evidence_max_mb / evidence_max_age_s
+    "evidence_requests_answered",
+    "evidence_requests_refused",
     "published",  # messages handed to the MQTT client
     "publish_retried",  # critical messages (alerts, states) sent on a retry after the outgoing queue was full
     "reconnects",

@@ -26,10 +26,13 @@ from edge_runtime import __version__
 from edge_runtime.config import Config, ConfigError
 from edge_runtime.pipeline.alerts import AlertTracker
 from edge_runtime.pipeline.documents import Outbound, foreign_online, offline_doc, online_doc, to_json
+from edge_runtime.pipeline.evidence import EvidenceRecorder
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import format_topic
 from edge_runtime.service.commands import Commands
+from edge_runtime.service.evidence_requests import EvidenceRequests
+from edge_runtime.service.evidence_store import Evidence, EvidenceStore
 from edge_runtime.service.feedback_store import FeedbackStore
 from edge_runtime.service.housekeeping import Housekeeping
 from edge_runtime.service.ingest import Ingest, scoring_hop
@@ -109,6 +112,13 @@ class Daemon:
                                   "model from model.path")
             fleet = Topics(cfg.fleet_topic)
             filters, on_message = [*filters, fleet.manifests, fleet.commands], self._with_fleet(on_message)
+        self.evidence = self._make_evidence() if cfg.evidence_dir else None
+        self.scorer.evidence = self.evidence
+        if self.evidence is not None and cfg.evidence_requests:  # an alert's evidence over MQTT, chunked
+            requests = EvidenceRequests(cfg.evidence_request_topic, cfg.evidence_reply_topic, self.instance,
+                                        self.evidence.store, self.stats, self.publisher.send, self.evidence.defer,
+                                        cfg.log_interval_s)
+            filters, on_message = [*filters, requests.topic], requests.route(on_message)
         self.sparkplug = self._make_sparkplug() if cfg.sparkplug_groups else None
         if self.sparkplug is not None:  # Sparkplug B input beside the JSON/CSV topics
             filters, on_message = [*filters, *self.sparkplug.filters], self.sparkplug.route(on_message)
@@ -185,6 +195,15 @@ class Daemon:
             for d in devices:
                 self.scorer.tracker.release(d)
                 self.scorer.adopted.pop(d, None)
+
+    def _make_evidence(self) -> Evidence:
+        cfg = self.cfg
+        store = EvidenceStore(cfg.evidence_dir, int(cfg.evidence_max_mb * (1 << 20)), cfg.evidence_max_age_s,
+                              self.stats, RateLimitedLog(logging.getLogger("edge_runtime.evidence"), cfg.log_interval_s))
+        recorder = EvidenceRecorder(cfg.evidence_margin_s, cfg.evidence_ring_samples, cfg.evidence_max_samples)
+        log.info("evidence: %s (%d alert(s) kept, %.2f of %.2f MiB)", cfg.evidence_dir, len(store.index),
+                 store.total_bytes() / (1 << 20), cfg.evidence_max_mb)
+        return Evidence(store, recorder, self.stats)
 
     def _make_sparkplug(self) -> Any:
         from edge_runtime.integrations.sparkplug.source import SparkplugSource, SparkplugUnavailable
@@ -295,6 +314,8 @@ class Daemon:
     def start(self) -> Daemon:
         self.link.start()
         self._threads = self.batching.start()
+        if self.evidence is not None:
+            self._threads += self.evidence.start()
         t = threading.Thread(target=self.housekeeping.run, name="edgewatch-housekeeping", daemon=True)
         t.start()
         self._threads.append(t)
@@ -329,6 +350,8 @@ class Daemon:
         deadline = time.monotonic() + timeout
         self.link.detach_after_read()  # inline: a burst being scored finishes; the rest is scored here
         self.batching.stop(deadline - time.monotonic())
+        if self.evidence is not None:  # open alerts' evidence written (reason stopped), the writer ended
+            self.evidence.stop(max(0.5, deadline - time.monotonic() - 1.0))
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
         while len(self.publisher) and time.monotonic() < deadline - 0.5:  # held alerts/states, paced discovery

@@ -81,6 +81,7 @@ class Scorer:
         self._clip: tuple[np.ndarray, np.ndarray] | None = None  # (lo, hi) (C,) float32, or None: clip_z 0
         # per-device thresholds: warm-up calibration, feedback raises, drift (service/device_thresholds.py)
         self.thresholds = DeviceThresholds(cfg, model)
+        self.evidence: Any = None  # edge_runtime.service.evidence_store.Evidence when alerts.evidence_dir is set
         self._normal_for: EdgeModel | None = None  # the model _normal was computed for
         self._normal = np.zeros(0)  # each channel's normal channel_error (C,): alerts' excess shares
         # out_of_distribution per device (alerts.ood_windows; guarded by the ingest lock: ingest restarts it)
@@ -181,6 +182,9 @@ class Scorer:
                     drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, dthr,
                                       now)
                     state = self._state(it.device, now) if alerts else None
+                    if self.evidence is not None:  # under the locks: forget() cannot interleave
+                        self.evidence.observe(it.device, it.windows, it.t_start, it.t_end, s, c, alerts,
+                                              model.model_id, dthr, channels, meta.units)
             out += self._discovery("on_device", it.device)  # Home Assistant discovery config, once per device
             for a in alerts:
                 # locked: forget() counts alerts_cleared on other threads
@@ -366,6 +370,8 @@ class Scorer:
         with self.tracker_lock:
             st, alert = self.tracker.forget(device, reason, self.threshold, model.metadata.channels, model.model_id)
             self.adopted.pop(device, None)
+            if self.evidence is not None:
+                self.evidence.forget(device, reason)
         out = self._discovery("forget", device)
         if st is not None and alert is not None:
             self.stats.incr("alerts_cleared")

@@ -1,0 +1,239 @@
+"""What is kept around every alert: raw samples from before the raise to after the clear, and every window's
+errors in between. Pure (times are the stream's, given with the windows).
+
+:class:`EvidenceRecorder` sees each device's scored windows and the alerts they caused. Per device it keeps a
+small bounded ring of recent raw samples and window errors (the pre-raise margin); a raise opens an
+:class:`Episode` with what the ring holds from ``margin_s`` before ``anomalous_since``; its windows are appended
+until ``margin_s`` after the clear, then the episode is finished and handed back (the service writes it).
+
+Raw samples are taken from the windows: each window's samples not covered by the device's previous window.
+A window carries only its first and last timestamps, so the samples' times inside a window are spaced evenly
+between the two (exact for a regularly sampled sensor).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass
+class Episode:
+    """One alert's evidence. ``ts`` (n,) / ``values`` (n, C) raw samples; ``win_end`` (k,), ``win_score`` (k,),
+    ``win_error`` (k, C) its windows' scores and per-channel errors; ``events``: its raise/update/clear alerts
+    (a few fields each)."""
+
+    alert_id: str
+    device: str
+    model_id: str
+    threshold: float
+    channels: list[str]
+    units: dict[str, str]
+    anomalous_since: float
+    raised_end: float  # window_end of the raising window
+    margin_s: float
+    cleared_end: float = 0.0  # window_end of the clearing window (0: still raised)
+    reason: str = ""  # why it was finished early (evicted, expired, reload, stopped, superseded)
+    samples_dropped: int = 0  # samples beyond max_samples, not kept
+    _ts: list[F64] = field(default_factory=list)
+    _values: list[F32] = field(default_factory=list)
+    _win: list[tuple[F64, F64, F32]] = field(default_factory=list)
+    n_samples: int = 0
+    n_windows: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finish_at(self) -> float:
+        """Stream time after which the episode has all it keeps (inf while raised)."""
+        return self.cleared_end + self.margin_s if self.cleared_end else math.inf
+
+    def add(self, ts: F64, values: F32, win_end: F64, win_score: F64, win_error: F32, max_samples: int) -> None:
+        room = max(0, max_samples - self.n_samples)
+        if ts.shape[0] > room:
+            self.samples_dropped += ts.shape[0] - room
+            ts, values = ts[:room], values[:room]
+        if ts.shape[0]:
+            self._ts.append(ts)
+            self._values.append(values)
+            self.n_samples += ts.shape[0]
+        wroom = max(0, max_samples - self.n_windows)
+        if win_end.shape[0] and wroom:
+            k = min(wroom, win_end.shape[0])
+            self._win.append((win_end[:k], win_score[:k], win_error[:k]))
+            self.n_windows += k
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """``ts``, ``values``, ``win_end``, ``win_score``, ``win_error`` (samples after ``finish_at`` cut)."""
+        c = len(self.channels)
+        ts = np.concatenate(self._ts) if self._ts else np.zeros(0)
+        values = np.concatenate(self._values) if self._values else np.zeros((0, c), np.float32)
+        keep = ts <= self.finish_at
+        we = np.concatenate([w[0] for w in self._win]) if self._win else np.zeros(0)
+        ws = np.concatenate([w[1] for w in self._win]) if self._win else np.zeros(0)
+        wc = np.concatenate([w[2] for w in self._win]) if self._win else np.zeros((0, c), np.float32)
+        wkeep = we <= self.finish_at
+        return {"ts": ts[keep], "values": values[keep], "win_end": we[wkeep], "win_score": ws[wkeep],
+                "win_error": wc[wkeep]}
+
+    def meta(self) -> dict[str, Any]:
+        """The JSON part: ids, model, threshold, times, what it holds."""
+        peak = max((float(e.get("score", 0.0)) for e in self.events), default=0.0)
+        return {"alert_id": self.alert_id, "device": self.device, "model_id": self.model_id,
+                "threshold": self.threshold, "channels": list(self.channels), "units": dict(self.units),
+                "anomalous_since": self.anomalous_since, "raised_end": self.raised_end,
+                "cleared_end": self.cleared_end or None, "complete": bool(self.cleared_end) and not self.reason,
+                "reason": self.reason or None, "margin_s": self.margin_s, "samples": self.n_samples,
+                "samples_dropped": self.samples_dropped, "windows": self.n_windows, "peak_score": peak,
+                "events": list(self.events)}
+
+
+EVENT_FIELDS = ("event", "seq", "alert_id", "score", "severity", "window_start", "window_end", "summary",
+                "top_channels", "time", "duration_s", "peak_score", "reason")
+
+
+@dataclass
+class _Device:
+    last_t: float = -math.inf
+    ring: deque[tuple[F64, F32]] = field(default_factory=deque)
+    ring_n: int = 0
+    wring: deque[tuple[F64, F64, F32]] = field(default_factory=deque)
+    wring_n: int = 0
+    episode: Episode | None = None
+
+
+class EvidenceRecorder:
+    """Per-device pre-raise rings and open episodes. ``margin_s``: kept before ``anomalous_since`` and after the
+    clear; ``ring_samples``: samples (and windows) a device's ring holds at most; ``max_samples``: an episode's
+    bound (samples beyond it are counted in ``samples_dropped``)."""
+
+    def __init__(self, margin_s: float = 60.0, ring_samples: int = 512, max_samples: int = 20_000) -> None:
+        self.margin_s = margin_s
+        self.ring_samples = ring_samples
+        self.max_samples = max_samples
+        self.devices: dict[str, _Device] = {}
+        self._frac: dict[int, F64] = {}
+
+    def observe(self, device: str, windows: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
+                scores: np.ndarray, errors: np.ndarray, alerts: Sequence[Mapping[str, Any]], model_id: str,
+                threshold: float, channels: Sequence[str], units: Mapping[str, str]
+                ) -> tuple[list[Episode], list[Episode]]:
+        """One device's scored windows (``windows`` (k, W, C), ``t_*`` / ``scores`` (k,), ``errors`` (k, C)) and
+        the alerts they caused, in time order. Returns ``(opened, finished)`` episodes."""
+        d = self.devices.get(device)
+        if d is None:
+            d = self.devices[device] = _Device()
+        k, w = windows.shape[0], windows.shape[1]
+        if k == 0:
+            return [], []
+        t0 = np.asarray(t_start, np.float64)
+        t1 = np.asarray(t_end, np.float64)
+        prev = np.empty(k)
+        prev[0] = d.last_t
+        prev[1:] = t1[:-1]
+        prev[t1 <= prev] = -math.inf  # the device's clock went back (a reset): the whole window is new
+        frac = self._frac.get(w)
+        if frac is None:
+            frac = self._frac[w] = np.linspace(0.0, 1.0, w)
+        ts = t0[:, None] + (t1 - t0)[:, None] * frac[None, :]  # (k, W)
+        new = ts > prev[:, None]
+        sts, svals = ts[new], np.asarray(windows, np.float32)[new]  # (n,), (n, C)
+        d.last_t = float(t1[-1])
+        wend, wscore = t1, np.asarray(scores, np.float64)
+        werr = np.asarray(errors, np.float32)
+        opened: list[Episode] = []
+        finished: list[Episode] = []
+        if d.episode is not None:
+            d.episode.add(sts, svals, wend, wscore, werr, self.max_samples)
+        self._push(d, sts, svals, wend, wscore, werr)
+        for a in alerts:
+            event = a.get("event") or ("raise" if a.get("state") == "raised" else "clear")
+            ep = d.episode
+            if event == "raise":
+                if ep is not None:  # a new alert while the last one's post-clear margin runs: finish it now
+                    ep.reason = ep.reason if ep.cleared_end else "superseded"
+                    finished.append(ep)
+                ep = d.episode = self._open(d, device, a, model_id, threshold, channels, units)
+                opened.append(ep)
+            elif ep is None:
+                continue  # an alert of an episode this recorder never saw open (adopted after a restart)
+            elif event == "clear":
+                ep.cleared_end = float(a.get("window_end", d.last_t))
+                if a.get("reason"):
+                    ep.reason = str(a["reason"])
+            ep.events.append({f: a[f] for f in EVENT_FIELDS if f in a})
+        ep = d.episode
+        if ep is not None and d.last_t >= ep.finish_at:
+            finished.append(ep)
+            d.episode = None
+        return opened, finished
+
+    def _open(self, d: _Device, device: str, alert: Mapping[str, Any], model_id: str, threshold: float,
+              channels: Sequence[str], units: Mapping[str, str]) -> Episode:
+        since = float(alert.get("anomalous_since") or alert.get("window_end") or d.last_t)
+        ep = Episode(str(alert.get("raised_alert_id") or alert.get("alert_id")), device, model_id, float(threshold),
+                     list(channels), dict(units), since, float(alert.get("window_end", d.last_t)), self.margin_s)
+        lo = since - self.margin_s
+        for ts, vals in d.ring:
+            keep = ts >= lo
+            if keep.any():
+                ep.add(ts[keep], vals[keep], np.zeros(0), np.zeros(0), np.zeros((0, len(channels)), np.float32),
+                       self.max_samples)
+        for we, ws, wc in d.wring:
+            keep = we >= lo
+            if keep.any():
+                ep.add(np.zeros(0), np.zeros((0, len(channels)), np.float32), we[keep], ws[keep], wc[keep],
+                       self.max_samples)
+        return ep
+
+    def _push(self, d: _Device, ts: F64, vals: F32, wend: F64, wscore: F64, werr: F32) -> None:
+        """Into the device's ring, trimmed to its newest ``ring_samples`` rows (so the margin before a raise is
+        ``margin_s`` or what ``ring_samples`` holds, whichever is shorter)."""
+        if ts.shape[0]:
+            d.ring.append((ts.copy(), vals.copy()))
+            d.ring_n += ts.shape[0]
+        d.wring.append((wend.copy(), wscore.copy(), werr.copy()))
+        d.wring_n += wend.shape[0]
+        # bounded by rows only: the margin is counted back from anomalous_since, several windows before a raise
+        d.ring_n = _trim(d.ring, d.ring_n, self.ring_samples, -math.inf)
+        d.wring_n = _trim(d.wring, d.wring_n, self.ring_samples, -math.inf)
+
+    def forget(self, device: str, reason: str) -> Episode | None:
+        """Drop a device's ring; its open episode, finished with ``reason`` (None when it had none)."""
+        d = self.devices.pop(device, None)
+        if d is None or d.episode is None:
+            return None
+        ep = d.episode
+        if not ep.cleared_end:
+            ep.reason, ep.cleared_end = reason, d.last_t
+        return ep
+
+    def open_episodes(self) -> list[Episode]:
+        return [d.episode for d in self.devices.values() if d.episode is not None]
+
+
+def _trim(ring: deque[Any], n: int, most: int, lo: float) -> int:
+    """Drop a ring's oldest rows (chunks of arrays whose first is the time) beyond ``most`` or before ``lo``;
+    the rows left."""
+    while ring:
+        first = ring[0]
+        t = first[0]
+        cut = max(n - most, int(np.searchsorted(t, lo)))  # rows of the first chunk to drop
+        if cut <= 0:
+            break
+        if cut >= t.shape[0]:
+            ring.popleft()
+            n -= t.shape[0]
+            continue
+        ring[0] = tuple(a[cut:] for a in first)
+        n -= cut
+        break
+    return n
