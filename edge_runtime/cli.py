@@ -53,6 +53,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "record": "edge_runtime.tools.record:record_command",
     "group": "edge_runtime.integrations.nats.cli:group_command",
     "fleet": "edge_runtime.tools.fleet:fleet_command",
+    "evidence": "edge_runtime.tools.evidence:evidence_command",
 }
 
 
