@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
-import threading
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -30,6 +28,7 @@ from edge_runtime.config import Config, ConfigError
 from edge_runtime.pipeline.explain import fmt_duration
 from edge_runtime.pipeline.topics import format_topic
 from edge_runtime.service.evidence_store import EvidenceError, EvidenceStore, decode
+from edge_runtime.tools.mqtt_request import NoReply, request
 
 PROG = "edgewatch evidence"
 
@@ -158,64 +157,36 @@ def plot_png(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) ->
     plt.close(fig)
 
 
-class FetchError(RuntimeError):
+class FetchError(NoReply):
     """No (complete) reply from the daemon."""
 
 
 def fetch(cfg: Config, instance: str, alert_id: str, timeout: float = 10.0) -> bytes:
     """Ask ``instance``'s daemon for ``alert_id``'s evidence over MQTT; the ``.npz`` bytes."""
-    from edge_runtime.service.mqtt import (
-        ClientOptions,
-        client_options,
-        connect,
-        make_client,
-        parse_broker_url,
-    )
-
     request_id = uuid.uuid4().hex
     reply_topic = f"{format_topic(cfg.evidence_reply_topic, instance=instance)}/{request_id}"
     request_topic = format_topic(cfg.evidence_request_topic, instance=instance)
-    addr = parse_broker_url(cfg.broker)
     chunks: dict[int, bytes] = {}
     state: dict[str, Any] = {}
-    subscribed, done = threading.Event(), threading.Event()
-    client = make_client(addr, client_options(cfg, f"edgewatch-evidence-{request_id[:8]}", persistent=False))
 
-    def on_message(c: Any, u: Any, msg: Any) -> None:
-        try:
-            doc = json.loads(msg.payload)
-        except ValueError:
-            return
-        if not isinstance(doc, dict):
-            return
+    def on_reply(doc: dict[str, Any]) -> bool:
         if doc.get("status") != "ok":
             state["refused"] = str(doc.get("reason", "refused"))
-            done.set()
-            return
+            return True
         try:
             chunks[int(doc["chunk"])] = base64.b64decode(doc["data"])
             state["chunks"] = int(doc["chunks"])
         except (KeyError, TypeError, ValueError):
-            return
-        if len(chunks) >= state["chunks"]:
-            done.set()
+            return False
+        return len(chunks) >= state["chunks"]
 
-    client.on_connect = lambda c, *a: c.subscribe(reply_topic, 1)
-    client.on_subscribe = lambda *a: subscribed.set()
-    client.on_message = on_message
-    connect(addr, ClientOptions(), cfg.keepalive_s, min(10.0, timeout), client=client)
     try:
-        if not subscribed.wait(timeout):
-            raise FetchError(f"cannot subscribe to {reply_topic}")
-        client.publish(request_topic, json.dumps({"alert_id": alert_id, "request_id": request_id}), qos=1)
-        if not done.wait(timeout):
-            got = f" ({len(chunks)} of {state['chunks']} chunks)" if "chunks" in state else ""
-            raise FetchError(f"no complete reply on {reply_topic} within {timeout:g} s{got}: is the daemon "
-                             f"{instance!r} running with alerts.evidence_requests = true, and may this account "
-                             f"write {request_topic} (the broker's ACL)?")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        request(cfg, request_topic, {"alert_id": alert_id, "request_id": request_id}, reply_topic, on_reply,
+                timeout, "edgewatch-evidence")
+    except NoReply as exc:
+        got = f" ({len(chunks)} of {state['chunks']} chunks)" if "chunks" in state else ""
+        raise FetchError(f"{exc}{got}: is the daemon {instance!r} running with alerts.evidence_requests = true, "
+                         f"and may this account write {request_topic} (the broker's ACL)?") from None
     if "refused" in state:
         raise EvidenceError(state["refused"])
     return b"".join(chunks[i] for i in range(state["chunks"]))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,19 +28,15 @@ from edge_runtime.config import Config, ConfigError
 from edge_runtime.pipeline.topics import format_topic
 from edge_runtime.service.feedback_store import read_records
 from edge_runtime.service.mqtt import (
-    ClientOptions,
     MqttConnectError,
-    client_options,
-    connect,
-    make_client,
-    parse_broker_url,
 )
+from edge_runtime.tools.mqtt_request import NoReply, request
 
 PROG = "edgewatch feedback"
 EXIT_REFUSED, EXIT_NO_REPLY = 1, 2
 
 
-class CommandTimeout(RuntimeError):
+class CommandTimeout(NoReply):
     """No reply from the daemon in time."""
 
 
@@ -50,39 +45,21 @@ def send_command(cfg: Config, doc: dict[str, Any], instance: str, timeout: float
     request_id = doc.setdefault("request_id", uuid.uuid4().hex)
     reply_topic = format_topic(cfg.reply_topic, instance=instance)
     command_topic = format_topic(cfg.command_topic, instance=instance)
-    addr = parse_broker_url(cfg.broker)
     got: list[dict[str, Any]] = []
-    subscribed, answered = threading.Event(), threading.Event()
-    client = make_client(addr, client_options(cfg, f"edgewatch-feedback-{uuid.uuid4().hex[:8]}", persistent=False))
 
-    def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
-        c.subscribe(reply_topic, 1)
+    def on_reply(reply: dict[str, Any]) -> bool:
+        if reply.get("request_id") != request_id:
+            return False
+        got.append(reply)
+        return True
 
-    def on_message(c: Any, u: Any, msg: Any) -> None:
-        try:
-            reply = json.loads(msg.payload)
-        except ValueError:
-            return
-        if isinstance(reply, dict) and reply.get("request_id") == request_id:
-            got.append(reply)
-            answered.set()
-
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *a: subscribed.set()
-    client.on_message = on_message
-    connect(addr, ClientOptions(), cfg.keepalive_s, min(10.0, timeout), client=client)
     try:
-        if not subscribed.wait(timeout):
-            raise CommandTimeout(f"cannot subscribe to {reply_topic}")
-        client.publish(command_topic, json.dumps(doc), qos=1)
-        if not answered.wait(timeout):
-            raise CommandTimeout(
-                f"no reply on {reply_topic} within {timeout:g} s: is the daemon {instance!r} running with "
-                f"runtime.commands = true, and may this account write {command_topic} (the broker's ACL)?")
-        return got[0]
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        request(cfg, command_topic, doc, reply_topic, on_reply, timeout, "edgewatch-feedback")
+    except NoReply as exc:
+        raise CommandTimeout(
+            f"{exc}: is the daemon {instance!r} running with runtime.commands = true, and may this account "
+            f"write {command_topic} (the broker's ACL)?") from None
+    return got[0]
 
 
 def label_rows(times: Iterable[float], records: Iterable[dict[str, Any]], device: str = "") -> list[int | None]:
