@@ -1,6 +1,6 @@
 """``edgewatch-lab bench``: reproducible benchmarks with their baselines measured in the same run.
 
-``inference | cuda | ingest | latency | footprint | scaling`` each print a Markdown section (and write
+``inference | cuda | ingest | latency | footprint | scaling | scale-out`` each print a Markdown section (and write
 ``--json OUT``); ``all`` runs them in order (``cuda`` only where a CUDA session can be had) and writes
 BENCHMARKS.md with the machine, versions and date. Nothing here imports torch, onnx or the trainer at import time (the PyTorch baseline
 and the scaling models import them lazily and are skipped with a note where absent).
@@ -160,6 +160,33 @@ def ingest(model: str, devices: int, single_samples: int, batch_samples: int, ba
     _check_model(model)
     r = _guard(bench_ingest, model, devices, single_samples, batch_samples, batch_size, repeats)
     _emit(r, ingest_md(r), json_out)
+
+
+@command.command("scale-out")
+@model_opt
+@click.option("--workers", default="1,2,4", show_default=True, help="Worker counts of the NATS consumer group.")
+@click.option("--devices", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--samples", type=click.IntRange(1), default=300, show_default=True, help="Samples per device.")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
+              help="Samples per message (1: single-sample JSON).")
+@click.option("--partitions", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--mqtt/--no-mqtt", default=True, help="Also one MQTT daemon on the same messages (needs mosquitto).")
+@json_opt
+def scale_out(model: str, workers: str, devices: int, samples: int, batch_size: int, partitions: int, repeats: int,
+              mqtt: bool, json_out: str | None) -> None:
+    """Messages/s and samples/s of 1, 2, 4 ... NATS consumer-group workers on one machine, and one MQTT daemon."""
+    from edge_runtime.tools.localnats import NatsServerError
+    from lab.bench.scaleout import bench_scaleout, scaleout_md
+
+    _check_model(model)
+    try:
+        r = _guard(bench_scaleout, model, _ints(workers), devices, samples, batch_size, partitions, repeats, mqtt)
+    except NatsServerError as exc:
+        from edge_runtime.cli import fail
+
+        fail(str(exc))
+    _emit(r, scaleout_md(r), json_out)
 
 
 @command.command()

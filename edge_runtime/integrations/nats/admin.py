@@ -6,6 +6,7 @@ with a pinned-client priority group and the unpin request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -155,3 +156,17 @@ async def pinned(nc: Any, cfg: GroupConfig) -> dict[int, dict[str, Any]]:
 async def unpin(nc: Any, cfg: GroupConfig, partition: int) -> None:
     """Release a partition now (its next owner need not wait for the pin to time out)."""
     await api(nc, f"CONSUMER.UNPIN.{cfg.stream}.{cfg.consumer(partition)}", {"group": PIN_GROUP})
+
+
+async def delete_group(nc: Any, name: str) -> None:
+    """Remove group ``name``: its stream (and its consumers), alert stream, buckets and configuration."""
+    cfg = await load_group(nc, name)
+    js = nc.jetstream()
+    for stream in (cfg.stream, f"{cfg.stream}_ALERTS"):
+        with contextlib.suppress(ApiError):  # (no alert stream)
+            await api(nc, f"STREAM.DELETE.{stream}")
+    for bucket in (cfg.members_bucket, cfg.retained_bucket):
+        with contextlib.suppress(Exception):
+            await js.delete_key_value(bucket)
+    kv = await js.key_value(GROUPS_BUCKET)
+    await kv.purge(name)

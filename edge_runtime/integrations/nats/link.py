@@ -226,6 +226,7 @@ class NatsLink:
         js = self.nc.jetstream()
         self._members = await js.key_value(self.group.members_bucket)
         self._retained = await js.key_value(self.group.retained_bucket)
+        self._js = js
         self.connected.set()
         log.info("NATS worker %s of group %s (stream %s, %d partitions) on %s", self.worker, self.group.name,
                  self.group.stream, self.group.partitions, self.nc.connected_url.netloc)
@@ -304,7 +305,11 @@ class NatsLink:
         if not self._lease_ok:
             return
         self.group = await admin.load_group(self.nc, self.group.name)
-        members = await admin.members(self.nc, self.group)
+        seen = set(await admin.members(self.nc, self.group)) | {self.worker}  # our lease is good: we are one
+        # a member missing from one listing is kept for one more poll (a listing can miss a key being
+        # refreshed): no partition moves on a flap; a dead worker is dropped one poll later
+        members = sorted(seen | (self._seen_before - {self.worker}))
+        self._seen_before = seen
         mine = set(assign(self.group.partitions, members, self.group.drained).get(self.worker, []))
         for k in sorted(set(self._pullers) - mine):
             await self._give_up(k, unpin=True)
@@ -318,6 +323,7 @@ class NatsLink:
             self._last_mine = mine
 
     _last_mine: set[int] = set()
+    _seen_before: set[str] = set()
 
     async def _give_up(self, k: int, unpin: bool, wait: bool = True) -> None:
         """Stop pulling partition ``k``: its batch in hand is finished first (``wait``), its devices forgotten
@@ -356,8 +362,8 @@ class NatsLink:
                     self._release_partition(p.partition)
                     p.lost_pin = False
                     continue
-                if not batch or p.stopped:
-                    continue
+                if not batch:
+                    continue  # (a batch that came while stopping is still ours: scored and acknowledged)
                 if not self.lease_ok():
                     continue  # ours no more: unacknowledged, redelivered to the partition's next owner
                 if p.gained_pin:
@@ -429,9 +435,12 @@ class NatsLink:
                              type(exc).__name__, str(exc)[:200])
         if self._after_read is not None:
             self._after_read()
-        if not self.lease_ok() or self.paused:  # fenced off meanwhile: publish and acknowledge nothing
-            return
-        await self._flush()
+        while True:
+            if not self.lease_ok() or self.paused:  # fenced off meanwhile: publish and acknowledge nothing
+                return
+            if await self._flush():
+                break
+            await asyncio.sleep(0.2)  # NATS refused an output (a fail-over): no ack before it is out
         if ack:
             await p.ack(batch[-1])
             self.stats.incr("messages_acked", len(batch))
@@ -457,8 +466,11 @@ class NatsLink:
 
     _flushing: asyncio.Lock | None = None
 
-    async def _flush(self) -> None:
-        """Send every queued message; retained ones also into the retained bucket (kept for the next owner)."""
+    async def _flush(self) -> bool:
+        """Send every queued message, in order; False when NATS refused one (it waits at the head of the
+        queue for the next try). Retained messages also go into the retained bucket (kept for the next owner)
+        and alerts (with a message id) are published through JetStream and confirmed by the stream that
+        keeps them, when there is one: an alert is never lost to a server fail-over."""
         if self._flushing is None:
             self._flushing = asyncio.Lock()
         async with self._flushing:
@@ -468,14 +480,28 @@ class NatsLink:
                 try:
                     if retain:
                         await self._retained.put(kv_key(subject), data)
-                    await self.nc.publish(subject, data, headers=headers)
+                    if headers is not None and self._alert_stream is not False:
+                        try:
+                            await self._js.publish(subject, data, timeout=2, headers=headers)
+                            self._alert_stream = True
+                        except Exception as exc:
+                            if type(exc).__name__ != "NoRespondersError" or self._alert_stream:
+                                raise
+                            self._alert_stream = False  # no stream keeps alerts: plain messages
+                            await self.nc.publish(subject, data, headers=headers)
+                    else:
+                        await self.nc.publish(subject, data, headers=headers)
                 except Exception as exc:
-                    self._rl.log(logging.WARNING, "nats_publish", "cannot send to NATS (%s): %d message(s) "
-                                 "wait", str(exc)[:120] or type(exc).__name__, len(out))
-                    return
+                    self._rl.log(logging.WARNING, "nats_publish", "cannot send to NATS (%s: %s): %d message(s) "
+                                 "wait", type(exc).__name__, str(exc)[:120], len(out))
+                    return False
                 out.popleft()
             try:
                 await self.nc.flush(timeout=5)
             except Exception as exc:
                 self._rl.log(logging.WARNING, "nats_publish", "NATS flush: %s", str(exc)[:120] or type(exc).__name__)
+                return False
+            return True
+
+    _alert_stream: bool | None = None  # does a stream keep the alerts? (None: not known yet)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import nats
@@ -50,6 +52,7 @@ class Watcher:
         self.urls = urls
         self.window_ends: dict[str, list[float]] = defaultdict(list)
         self.alerts: list[dict[str, Any]] = []
+        self.stats: dict[str, dict[str, Any]] = {}  # worker -> its latest stats document
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -66,11 +69,16 @@ class Watcher:
             doc = json.loads(m.data)
             self.window_ends[doc["device"]].extend(doc["window_end"])
 
+        async def stats(m: Any) -> None:
+            doc = json.loads(m.data)
+            self.stats[doc["instance"]] = doc
+
         async def alert(m: Any) -> None:
             self.alerts.append(json.loads(m.data))
 
         await nc.subscribe("scores.*", cb=score, pending_msgs_limit=-1, pending_bytes_limit=-1)
         await nc.subscribe("alerts.*", cb=alert, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        await nc.subscribe("edgewatch.*.stats", cb=stats, pending_msgs_limit=-1, pending_bytes_limit=-1)
         await nc.flush()
         self._ready.set()
         await self._stop.wait()
@@ -92,19 +100,26 @@ class Watcher:
 
 
 def publish(urls: list[str] | str, devices: list[str], start: int, stop: int, rate: float = 0.0,
-            value: float | str | None = None) -> int:
-    """Publish samples ``start..stop-1`` of every device through JetStream (each acknowledged by the
-    stream, so a test knows they are stored); ``rate`` > 0: about that many messages a second."""
+            value: float | str | None | Callable[[str, int], float | str | None] = None,
+            progress: Callable[[int], None] | None = None) -> int:
+    """Publish samples ``start..stop-1`` of every device through JetStream, one step (every device's
+    sample ``i``) at a time, each message stored before the next step (a server that went away: the step
+    again, deduplicated by message id); ``rate`` > 0: about that many messages a second. ``value``: see
+    :func:`sample`, or ``value(device, i)``."""
+
+    def val(d: str, i: int) -> float | str | None:
+        return value(d, i) if callable(value) else value
 
     async def go() -> int:
         nc = await nats.connect(servers=urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
         js = nc.jetstream()
         n = 0
+        t0 = time.monotonic()
         try:
             for i in range(start, stop):
-                for _attempt in range(40):  # a server of the cluster went away: the step again (same ids)
+                for _attempt in range(60):
                     try:
-                        await asyncio.gather(*(js.publish(f"sensors.{d}.data", sample(i, value), timeout=5,
+                        await asyncio.gather(*(js.publish(f"sensors.{d}.data", sample(i, val(d, i)), timeout=5,
                                                           headers={"Nats-Msg-Id": f"{d}:{i}"}) for d in devices))
                         break
                     except Exception:
@@ -112,8 +127,10 @@ def publish(urls: list[str] | str, devices: list[str], start: int, stop: int, ra
                 else:
                     raise AssertionError(f"could not publish step {i}")
                 n += len(devices)
+                if progress is not None:
+                    progress(i + 1)
                 if rate:
-                    await asyncio.sleep(len(devices) / rate)
+                    await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
         finally:
             await nc.close()
         return n
