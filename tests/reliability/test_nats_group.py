@@ -13,6 +13,7 @@ three-node cluster with an R3 stream, one of the three servers killed, a worker 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import math
 import re
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from edge_runtime.integrations.nats.groups import GroupConfig
 from edge_runtime.tools.localnats import NatsServer, nats_server_binary, start_cluster
 from tests.edge_runtime.integrations.nats.natsgroup import Watcher, create_group, publish, stream_alerts
 from tests.edge_runtime.onnx_models import make_metadata, write_model
@@ -148,26 +150,34 @@ def cluster() -> Iterator[list[NatsServer]]:
             s.close()
 
 
-def run_kill_worker(urls: list[str], replicas: int, model: Path, tmp: Path, figure: Any, name: str) -> None:
-    g = create_group(urls, "kill", partitions=6, replicas=replicas, pin_ttl_s=TTL, member_ttl_s=TTL)
+@contextlib.contextmanager
+def flooded_group(urls: list[str], model: Path, tmp: Path, name: str, replicas: int,
+                  n_workers: int) -> Iterator[tuple[GroupConfig, Watcher, list[DaemonProcess], Flood]]:
+    """A group of ``n_workers`` worker processes with a flood of N samples per device under way (60 steps
+    in); everything stopped afterwards. The test injects its fault, then joins the flood."""
+    g = create_group(urls, name, partitions=6, replicas=replicas, pin_ttl_s=TTL, member_ttl_s=TTL)
     watch = Watcher(urls)
-    workers = [start_worker(urls, model, "kill", f"w{i}", tmp) for i in range(3)]
+    workers = [start_worker(urls, model, name, f"w{i}", tmp) for i in range(n_workers)]
     try:
-        wait_until(lambda: len(watch.stats) == 3, 30, "three workers up")
+        wait_until(lambda: len(watch.stats) == n_workers, 30, "the workers up")
         flood = Flood(urls, N, rate=600.0).start()
         wait_until(lambda: flood.step >= 60, 30, "the flood under way")
+        yield g, watch, workers, flood
+    finally:
+        for w in workers:
+            w.stop()
+        watch.close()
+
+
+def run_kill_worker(urls: list[str], replicas: int, model: Path, tmp: Path, figure: Any, name: str) -> None:
+    with flooded_group(urls, model, tmp, "kill", replicas, 3) as (g, watch, workers, flood):
         killed_at = time.time()
         workers[1].signal(signal.SIGKILL)
         flood.join(120)
         settle(watch, N)
         nums = check_outcome(watch, urls, f"{g.stream}_ALERTS", N, figure, name,
-                             failover_s=round(takeover_s(workers[1], [workers[0], workers[2]], killed_at), 2),
-                             )
+                             failover_s=round(takeover_s(workers[1], [workers[0], workers[2]], killed_at), 2))
         assert nums["failover_s"] < FAILOVER_BOUND_S
-    finally:
-        for w in workers:
-            w.stop()
-        watch.close()
 
 
 @pytest.mark.slow
@@ -187,13 +197,7 @@ def test_kill_9_one_of_three_workers_on_a_cluster(cluster: list[NatsServer], mod
 def test_kill_one_of_three_servers_keeps_the_stream(cluster: list[NatsServer], model: Path, tmp_path: Path,
                                                     figure) -> None:
     urls = [s.url for s in cluster]
-    g = create_group(urls, "srv", partitions=6, replicas=3, pin_ttl_s=TTL, member_ttl_s=TTL)
-    watch = Watcher(urls)
-    workers = [start_worker(urls, model, "srv", f"w{i}", tmp_path) for i in range(2)]
-    try:
-        wait_until(lambda: len(watch.stats) == 2, 30, "two workers up")
-        flood = Flood(urls, N, rate=600.0).start()
-        wait_until(lambda: flood.step >= 60, 30, "the flood under way")
+    with flooded_group(urls, model, tmp_path, "srv", 3, 2) as (g, watch, _, flood):
         leader = asyncio.run(stream_leader(urls, g.stream))
         victim = next(s for s in cluster if s.name == leader)  # the stream's leader: a new one must be elected
         victim.kill()
@@ -203,10 +207,6 @@ def test_kill_one_of_three_servers_keeps_the_stream(cluster: list[NatsServer], m
         check_outcome(watch, rest, f"{g.stream}_ALERTS", N, figure, "nats_cluster_kill_server",
                       killed=leader, new_leader=asyncio.run(stream_leader(rest, g.stream)),
                       reconnects=sum(watch.stats[w]["reconnects"] for w in ("w0", "w1")))
-    finally:
-        for w in workers:
-            w.stop()
-        watch.close()
 
 
 @pytest.mark.slow
@@ -214,23 +214,13 @@ def test_kill_one_of_three_servers_keeps_the_stream(cluster: list[NatsServer], m
 def test_a_joining_worker_gets_partitions_and_nothing_is_lost(cluster: list[NatsServer], model: Path,
                                                                tmp_path: Path, figure) -> None:
     urls = [s.url for s in cluster]
-    g = create_group(urls, "join", partitions=6, replicas=3, pin_ttl_s=TTL, member_ttl_s=TTL)
-    watch = Watcher(urls)
-    workers = [start_worker(urls, model, "join", f"w{i}", tmp_path) for i in range(2)]
-    try:
-        wait_until(lambda: len(watch.stats) == 2, 30, "two workers up")
-        flood = Flood(urls, N, rate=600.0).start()
-        wait_until(lambda: flood.step >= 60, 30, "the flood under way")
+    with flooded_group(urls, model, tmp_path, "join", 3, 2) as (g, watch, workers, flood):
         workers.append(start_worker(urls, model, "join", "w2", tmp_path))
         flood.join(180)
         settle(watch, N)
         wait_until(lambda: watch.stats.get("w2", {}).get("partitions_taken", 0) >= 2, 30, "w2 took partitions")
         check_outcome(watch, urls, f"{g.stream}_ALERTS", N, figure, "nats_cluster_join",
                       taken_by_new=watch.stats["w2"]["partitions_taken"])
-    finally:
-        for w in workers:
-            w.stop()
-        watch.close()
 
 
 @pytest.mark.slow
@@ -238,13 +228,7 @@ def test_a_joining_worker_gets_partitions_and_nothing_is_lost(cluster: list[Nats
 def test_a_worker_paused_beyond_the_pin_timeout_does_not_process_twice(cluster: list[NatsServer], model: Path,
                                                                        tmp_path: Path, figure) -> None:
     urls = [s.url for s in cluster]
-    g = create_group(urls, "pause", partitions=6, replicas=3, pin_ttl_s=TTL, member_ttl_s=TTL)
-    watch = Watcher(urls)
-    workers = [start_worker(urls, model, "pause", f"w{i}", tmp_path) for i in range(3)]
-    try:
-        wait_until(lambda: len(watch.stats) == 3, 30, "three workers up")
-        flood = Flood(urls, N, rate=600.0).start()
-        wait_until(lambda: flood.step >= 60, 30, "the flood under way")
+    with flooded_group(urls, model, tmp_path, "pause", 3, 3) as (g, watch, workers, flood):
         paused_at = time.time()
         workers[1].signal(signal.SIGSTOP)
         time.sleep(2 * TTL + 2)
@@ -255,7 +239,3 @@ def test_a_worker_paused_beyond_the_pin_timeout_does_not_process_twice(cluster: 
                              failover_s=round(takeover_s(workers[1], [workers[0], workers[2]], paused_at), 2))
         wait_until(lambda: "lease lost" in workers[1].log(), 10, "the paused worker saw its lease lost")
         assert nums["failover_s"] < FAILOVER_BOUND_S
-    finally:
-        for w in workers:
-            w.stop()
-        watch.close()
