@@ -34,7 +34,7 @@ from tests.edge_runtime.onnx_models import make_metadata, write_model
 from tests.reliability.harness import DaemonProcess, wait_until
 
 W = 16
-N = 400  # samples per device: 12 devices at 600 messages/s, 8 s of flood
+N = 300  # samples per device: 12 devices at 600 messages/s, 6 s of flood
 TTL = 3.0  # the group's pin_ttl_s and member_ttl_s in these tests
 FAILOVER_BOUND_S = 2 * TTL + 8.0  # stated: about member_ttl + 1 s (+ read-back); margins for a busy machine
 DEVICES = [f"dev{i:02d}" for i in range(12)]
