@@ -25,7 +25,9 @@ from edge_runtime.pipeline.topics import TopicError, TopicTemplate
 
 LOG_LENGTH = 500  # alert log entries kept
 ALERT_FIELDS = ("alert_id", "raised_alert_id", "device", "state", "seq", "score", "threshold", "clear_level",
-                "window_start", "window_end", "top_channels", "model_id", "instance", "time")
+                "window_start", "window_end", "top_channels", "model_id", "instance", "time",
+                # schema 2 (edge_runtime/schemas/alert.schema.json): absent from version 1 alerts
+                "event", "severity", "summary", "anomalous_since", "peak_score", "duration_s")
 STATUS_FIELDS = ("state", "instance", "version", "model_id", "provider", "provider_reason", "channels", "window",
                  "threshold", "time", "reason")
 STATS_FIELDS = ("messages", "windows_scored", "dropped_total", "drops", "devices_active", "queue_windows",

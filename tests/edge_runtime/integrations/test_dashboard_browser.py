@@ -100,7 +100,14 @@ def test_an_injected_anomaly_appears_live_with_its_channels(mosquitto, dashboard
         _wait(page, "return !document.querySelector('#device').hidden", 5, "the device page")
         assert page.execute_script("return document.querySelectorAll('#dev-chart svg polyline.score').length") == 1
         assert "%" in _text(page, "#dev-channels tbody")
-        assert "carry no channel values" in _text(page, "#dev-channels-note")
+        # issue 19: measured vs expected of the current alert's top channels (the reconstruction, raw units)
+        assert "current alert" in _text(page, "#dev-channels-note") and "expected" in _text(page, "#dev-channels-note")
+        cells = page.execute_script(
+            "return [...document.querySelectorAll('#dev-channels tbody tr')].map(r => [r.dataset.channel,"
+            " r.querySelector('.measured').textContent, r.querySelector('.expected').textContent,"
+            " r.querySelector('.direction').textContent])")
+        assert cells and all(m != "-" and e != "-" and d in ("high", "low") for _, m, e, d in cells), cells
+        float(cells[0][1].split()[0]), float(cells[0][2].split()[0])  # numbers, as the payload carries them
         _shot(page, tmp_path, "dashboard-device.png")
 
 

@@ -104,7 +104,8 @@ function renderFleet() {
     el("td", {}, devLink(a.device)),
     el("td", { text: a.from_state ? `before start (state since ${utc(a.time, true)})` : utc(a.window_end, true) }),
     el("td", { class: "num", text: a.from_state ? "-" : `${num(a.score)} / ${num(a.threshold)}` }),
-    el("td", {}, a.from_state ? "alert payload not seen (raised before this page's server started)" : tops(a.top_channels)),
+    el("td", {}, a.from_state ? "alert payload not seen (raised before this page's server started)"
+      : el("span", {}, a.summary ? el("div", { class: "summary", text: a.summary }) : null, tops(a.top_channels))),
     el("td", { text: a.instance || "-" }))));
   $("#open-empty").hidden = S.open.length > 0;
   const devs = [...S.devices.values()].sort((a, b) => (b.state === "raised") - (a.state === "raised") || a.name.localeCompare(b.name));
@@ -142,16 +143,22 @@ function renderDevice(name) {
   $("#dev-chart").replaceChildren(d.points.length ? sparkline(d, Math.max(300, $("#dev-chart").clientWidth - 12), 220, true)
     : el("p", { class: "muted", text: "No score documents for this device (the daemon publishes them with alerts.publish_scores = true)." }));
   const mine = S.log.filter((a) => a.device === name);
-  const last = [...mine].reverse().find((a) => Array.isArray(a.top_channels));
+  // the current alert's channels (its latest raise or update), else the last alert's
+  const open = S.open.find((a) => a.device === name && Array.isArray(a.top_channels));
+  const last = open || [...mine].reverse().find((a) => Array.isArray(a.top_channels));
   const chans = last ? last.top_channels : [];
-  const carried = chans.some((c) => c && ("value" in c || "expected" in c));
+  const carried = chans.some((c) => c && ("measured" in c || "value" in c || "expected" in c));
+  const which = open ? "current alert" : "last alert";
   $("#dev-channels-note").textContent = !last
     ? "No alert from this device seen yet, so no channel breakdown: score documents carry one score per window, no channels."
-    : carried ? `Channels of the last alert (window ending ${utc(last.window_end, true)}), values and expected values as the payload carries them.`
-      : `The daemon's payloads carry no channel values or expected values: shown are the top channels of the last alert (window ending ${utc(last.window_end, true)}, ${last.state}) with their share of the reconstruction error.`;
-  fill($("#dev-channels tbody"), chans.filter((c) => c && typeof c === "object").map((c) => el("tr", {},
-    el("td", { text: c.name }), el("td", {}, shareBar(c.share)), el("td", { class: "num", text: num(c.value) }),
-    el("td", { class: "num", text: num(c.expected) }))));
+    : carried ? `Top channels of the ${which} (window ending ${utc(last.window_end, true)}${last.severity ? `, ${last.severity}` : ""}): measured against the value the model expected, window means in raw units.${last.summary ? ` ${last.summary}` : ""}`
+      : `The daemon's payloads carry no channel values or expected values: shown are the top channels of the ${which} (window ending ${utc(last.window_end, true)}, ${last.state}) with their share of the reconstruction error.`;
+  const withUnit = (v, c) => (typeof v === "number" ? `${num(v)}${c.unit ? ` ${c.unit}` : ""}` : "-");
+  fill($("#dev-channels tbody"), chans.filter((c) => c && typeof c === "object").map((c) => el("tr", { "data-channel": c.name },
+    el("td", { text: c.name }), el("td", {}, shareBar(typeof c.excess_share === "number" ? c.excess_share : c.share)),
+    el("td", { class: "num measured", text: withUnit(c.measured ?? c.value, c) }),
+    el("td", { class: "num expected", text: withUnit(c.expected, c) }),
+    el("td", { class: "direction", text: c.direction || "-" }))));
   fill($("#dev-log tbody"), mine.slice(-50).reverse().map(logRow(false)));
 }
 
