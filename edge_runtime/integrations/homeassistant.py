@@ -140,6 +140,16 @@ def device_block(device: str, s: DiscoverySettings) -> dict[str, Any]:
     }
 
 
+# Home Assistant keeps at most 255 characters of a state; the attributes carry what a person acts on
+LAST_ALERT_TEMPLATE = "{{ (value_json.summary | default(value_json.state))[:255] }}"
+LAST_ALERT_ATTRIBUTES = ("{{ {'alert_id': value_json.raised_alert_id | default(value_json.alert_id), "
+                         "'event': value_json.event | default(value_json.state), "
+                         "'severity': value_json.severity | default(none), 'score': value_json.score, "
+                         "'threshold': value_json.threshold, "
+                         "'anomalous_since': value_json.anomalous_since_iso | default(none), "
+                         "'top_channels': value_json.top_channels} | tojson }}")
+
+
 def device_config(device: str, s: DiscoverySettings) -> tuple[str, dict[str, Any]]:
     """``(topic, payload)`` of one monitored device: both entities in one device-based config (retained)."""
     base = device_object_id(device, s)
@@ -166,6 +176,16 @@ def device_config(device: str, s: DiscoverySettings) -> tuple[str, dict[str, Any
             "suggested_display_precision": 4,
             "icon": "mdi:chart-bell-curve",
             "expire_after": max(1, round(s.stale_s)),
+        },
+        "last_alert": {  # alert schema 2: the summary line (schema 1 alerts: their state); not retained
+            "platform": "sensor",
+            "name": "Last alert",
+            "unique_id": f"{base}_last_alert",
+            "state_topic": format_topic(s.alert_topic, device=device),
+            "value_template": LAST_ALERT_TEMPLATE,
+            "json_attributes_topic": format_topic(s.alert_topic, device=device),
+            "json_attributes_template": LAST_ALERT_ATTRIBUTES,
+            "icon": "mdi:alert-circle-outline",
         },
     }
     if s.command_topic:

@@ -42,7 +42,8 @@ def test_one_device_based_config_per_device() -> None:
     assert set(p) == {"device", "origin", "components", "qos", "availability", "availability_mode"}
     assert p["origin"] == {"name": "edgewatch", "sw_version": "9.9.9", "support_url": p["origin"]["support_url"]}
     assert {k: c["platform"] for k, c in p["components"].items()} == {"anomaly": "binary_sensor",
-                                                                        "anomaly_score": "sensor"}
+                                                                        "anomaly_score": "sensor",
+                                                                        "last_alert": "sensor"}
     custom = DiscoverySettings(instance="gw1", prefix="custom")
     assert device_config("x", custom)[0].startswith("custom/device/")
 
@@ -127,6 +128,12 @@ def test_templates_render_the_daemon_payloads() -> None:
     assert render(b["value_template"], {"device": "pump-1", "state": "raised", "seq": 3}) == b["payload_on"]
     assert render(b["value_template"], {"device": "pump-1", "state": "cleared", "seq": 4}) == b["payload_off"]
     assert render(s["value_template"], {"score": [0.01, 0.5], "threshold": 0.3}) == "0.5"
+    last = components()["last_alert"]
+    v1 = {"alert_id": "a1", "raised_alert_id": "a1", "state": "raised", "score": 2.0, "threshold": 1.0,
+          "top_channels": [{"name": "Pressure", "share": 0.7}]}  # a schema 1 alert still renders
+    assert render(last["value_template"], v1) == "raised"
+    assert json.loads(render(last["json_attributes_template"], v1))["severity"] is None
+    assert render(last["value_template"], {**v1, "summary": "x" * 300}) == "x" * 255
     assert render(avail["value_template"], {"state": "online", "version": "x"}) == "online"
     assert render(avail["value_template"], {"state": "offline", "reason": "x"}) == "offline"
 
@@ -253,6 +260,15 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
             state = docs("alerts/pump-1/state")[-1]
             assert render(binary["value_template"], state) == binary["payload_on"]
             assert isinstance(state, dict)  # json_attributes_topic: a JSON object is the attributes
+            # the alert itself (schema 2): the summary line as the state, what to act on as attributes
+            last = cfg["components"]["last_alert"]
+            wait_until(lambda: docs("alerts/pump-1"), 10, "the alert")
+            alert = docs(last["state_topic"])[-1]
+            assert render(last["value_template"], alert) == alert["summary"][:255] and alert["summary"]
+            attrs = json.loads(render(last["json_attributes_template"], alert))
+            assert attrs["alert_id"] == alert["raised_alert_id"] and attrs["severity"] == alert["severity"]
+            assert attrs["top_channels"][0]["name"] == alert["top_channels"][0]["name"]
+            assert "expected" in attrs["top_channels"][0] and attrs["anomalous_since"].endswith("Z")
             scores = docs("scores/pump-1")
             assert scores, "discovery turns score publishing on"
             assert float(render(score["value_template"], scores[-1])) == pytest.approx(scores[-1]["score"][-1])
