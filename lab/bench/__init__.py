@@ -67,7 +67,7 @@ repeats_opt = click.option("--repeats", type=click.IntRange(1), default=3, show_
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def command() -> None:
-    """Benchmarks: inference, cuda, ingest, latency, footprint, scaling, or all (writes BENCHMARKS.md)."""
+    """Benchmarks: inference, cuda, ingest, latency, footprint, scaling, or all (writes BENCHMARKS.md); faults."""
 
 
 @command.command("shadow")
@@ -325,6 +325,25 @@ def _cuda_line(res: dict[str, Any]) -> str:
                 "where it was measured on a GPU machine with "
                 f"`edgewatch-lab bench cuda --out {res['cuda_report']} --json {CUDA_JSON}`.")
     return "CUDA: not measured here (no GPU on this machine), so the CUDA provider's numbers are unverified."
+
+
+@command.command("faults")
+@click.option("--devices", type=click.IntRange(1), default=4, show_default=True, help="Simulated devices.")
+@click.option("--epochs", type=click.IntRange(1), default=15, show_default=True, help="Training epochs of the plant's model.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the model and broker files here.")
+@json_opt
+def faults_(devices: int, epochs: int, seed: int, workdir: str | None, json_out: str | None) -> None:
+    """Sensor faults, stops and process faults on a synthetic plant, through the daemon (issue 14's numbers).
+
+    Fits a model with operating states on a plant that stops, then streams the same devices twice through a
+    private Mosquitto into the daemon: healthy sensors, and frozen, dropped-out, out-of-range channels and a dead
+    device on top. Reports each number against its target (met, missed or not measured).
+    """
+    from lab.bench.faults import faults_md, run_faults
+
+    res = _guard(run_faults, devices, seed, epochs, Path(workdir) if workdir else None)
+    _emit({k: v for k, v in res.items() if k != "kinds"}, faults_md(res), json_out)
 
 
 STAGES = ("inference", "ingest", "latency", "footprint", "scaling")
