@@ -386,6 +386,11 @@ class DistributionCheck:
         d = self.devices.get(device)
         return d is not None and d.ood
 
+    def held(self, device: str) -> int:
+        """Windows of ``device`` held while deciding."""
+        d = self.devices.get(device)
+        return 0 if d is None else sum(b - a for _, a, b in d.held)
+
     def update(self, device: str, scores: np.ndarray, threshold: float, item: Any
                ) -> tuple[list[tuple[Any, int, int]], str | None]:
         n = len(scores)

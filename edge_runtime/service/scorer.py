@@ -223,11 +223,11 @@ class Scorer:
         with self.ingest.lock:
             for part in parts:
                 it, s = part[0], part[1]
-                was_out = check.is_out(it.device)
+                before = check.held(it.device) + len(s)
                 slices, change = check.update(it.device, s, thr, part)
-                if was_out or check.is_out(it.device):
-                    self.stats.incr("windows_out_of_distribution", int(len(s)) - sum(b - a for p, a, b in slices
-                                                                                         if p is part))
+                dropped = before - check.held(it.device) - sum(b - a for _, a, b in slices)
+                if dropped:  # scored while out of distribution (the held start windows included): no alerts
+                    self.stats.incr("windows_out_of_distribution", dropped)
                 for p, a, b in slices:
                     pit, ps, pc, src, row = p
                     sub = pit if (a, b) == (0, pit.n) else WindowItem(

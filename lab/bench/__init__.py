@@ -346,6 +346,25 @@ def faults_(devices: int, epochs: int, seed: int, workdir: str | None, json_out:
     _emit({k: v for k, v in res.items() if k != "kinds"}, faults_md(res), json_out)
 
 
+@command.command("ood")
+@click.option("--skab", "skab_dir", default="../shared/data/skab", show_default=True,
+              type=click.Path(file_okay=False), help="The SKAB data folder (anomaly-free/, valve1/).")
+@click.option("--windows", type=click.IntRange(1), default=10, show_default=True, help="alerts.ood_windows for the check.")
+@click.option("--factor", type=click.FloatRange(1), default=3.0, show_default=True, help="alerts.ood_factor.")
+@json_opt
+def ood_(skab_dir: str, windows: int, factor: float, json_out: str | None) -> None:
+    """SKAB's anomaly-free recording against a model fitted on a valve1 file, through the daemon, with the
+    out-of-distribution check off and on (and another valve1 file, to show its alerts are kept)."""
+    from edge_runtime.cli import fail
+    from lab.bench.faults import run_skab_ood, skab_ood_md
+
+    skab = Path(skab_dir)
+    if not (skab / "anomaly-free" / "anomaly-free.csv").is_file():
+        fail(f"{skab}: no anomaly-free/anomaly-free.csv (SKAB is not in the repository: pass --skab DIR)")
+    res = _guard(run_skab_ood, skab, windows, factor)
+    _emit(res, skab_ood_md(res), json_out)
+
+
 STAGES = ("inference", "ingest", "latency", "footprint", "scaling")
 
 

@@ -322,3 +322,107 @@ def faults_md(r: dict[str, Any]) -> str:
         lines.append(f"| {s['device']} | {s['kind']} | {s['channel'] or '-'} | {'yes' if s['alerted'] else 'no'} | "
                      f"{d} | {lim} |")
     return "\n".join(lines)
+
+
+# -- SKAB: an operating point far from training ---------------------------------------------------------------
+def stream_csv(model: Path, path: Path, device: str, workdir: Path, **overrides: Any) -> dict[str, Any]:
+    """Replay one CSV file (the model's channels, one sample a second, ending now) as ``device`` through a private
+    Mosquitto into the daemon (``overrides``: its config); its process raises, operating documents and stats."""
+    from edge_runtime.config import build_config
+    from edge_runtime.service.daemon import Daemon
+    from edge_runtime.service.model import load_model
+    from edge_runtime.tools.simulate import InFlight, SimResult, connect_publisher, encode_payload
+    from lab.bench.broker import bench_broker
+    from trainer.data import load_paths, read_options
+
+    meta = load_model(model, provider="cpu").metadata
+    s = load_paths([path], opts=read_options(meta.preprocessing), channels=meta.channels)[0]
+    ts = time.time() - len(s.values) + np.arange(len(s.values), dtype=np.float64)
+    broker = bench_broker(workdir=workdir / f"mosquitto-{device}-{len(overrides)}")
+    broker.start(timeout=15.0)
+    try:
+        cfg = build_config(None, {"path": str(model), "broker": broker.url, "instance": "bench-ood",
+                                  "stats_interval_s": 0.0, "watch_interval_s": 0.0, "persistent_session": False,
+                                  **overrides})
+        collector = Collector(broker.url, ["alerts/#"])
+        daemon = Daemon(cfg).start()
+        try:
+            deadline = time.monotonic() + 15
+            while not daemon.link.connected.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            client = connect_publisher(broker.url, "edgewatch-bench-ood-replay")
+            res = SimResult()
+            inflight = InFlight(res)
+            try:
+                for i in range(0, len(ts), 50):  # JSON batches of 50 samples
+                    (payload,) = encode_payload("batch", ts[i : i + 50], s.values[i : i + 50], meta.channels)
+                    inflight.add(client.publish(f"sensors/{device}/data", payload, qos=1))
+                    res.messages += 1
+                inflight.finish()
+            finally:
+                client.disconnect()
+                client.loop_stop()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (daemon.stats.counts["messages"] < res.messages
+                                                   or len(daemon.batching)):
+                time.sleep(0.1)
+            time.sleep(1.0)
+            stats = daemon.stats_doc()
+        finally:
+            daemon.stop()
+            collector.close()
+    finally:
+        broker.stop()
+    run = {"messages": collector.messages, "cfg": cfg}
+    process, _, operating = _alerts(run)
+    return {"file": str(path), "rows": len(s.values), "raises": len(process),
+            "operating": [d["state"] for d in operating],
+            "windows_scored": stats.get("windows_scored"),
+            "windows_out_of_distribution": stats.get("windows_out_of_distribution"),
+            "out_of_distribution": stats.get("out_of_distribution")}
+
+
+def run_skab_ood(skab: Path, ood_windows: int = 10, ood_factor: float = 3.0, train_file: str = "valve1/1.csv",
+                 other_file: str = "valve1/10.csv", epochs: int | None = None, workdir: Path | None = None
+                 ) -> dict[str, Any]:
+    """A model fitted on one valve1 file (``fit``'s defaults); SKAB's anomaly-free recording and another valve1
+    file through the daemon with the out-of-distribution check off and on."""
+    from trainer.data import load_paths
+    from trainer.pipeline import FitOptions, run_fit
+    from trainer.train import TrainConfig
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgewatch-bench-ood-") as tmp:
+        work = Path(workdir) if workdir else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        model = work / "valve1.onnx"
+        train = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
+        meta = run_fit(load_paths([skab / train_file]), model, FitOptions(train=train)).meta
+        on = {"ood_windows": ood_windows, "ood_factor": ood_factor}
+        out = {}
+        for name, f in (("anomaly_free", skab / "anomaly-free" / "anomaly-free.csv"), ("valve1_other", skab / other_file)):
+            out[name] = {"off": stream_csv(model, f, "skab", work), "on": stream_csv(model, f, "skab", work, **on)}
+    return {"model": {"trained_on": train_file, "window": meta.window, "hop": meta.hop,
+                      "threshold": meta.threshold.value}, "ood_windows": ood_windows, "ood_factor": ood_factor,
+            **out, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def skab_ood_md(r: dict[str, Any]) -> str:
+    af, other = r["anomaly_free"], r["valve1_other"]
+    n_ood = af["on"]["operating"].count("out_of_distribution")
+    lines = [
+        f"Model fitted on SKAB {r['model']['trained_on']} (W {r['model']['window']}, hop {r['model']['hop']}); "
+        f"alerts.ood_windows {r['ood_windows']}, ood_factor {r['ood_factor']:g}. {r['seconds']} s.", "",
+        "| recording | check | process raises | operating documents | windows scored | of them out of distribution |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rr in (("anomaly-free.csv", af), (other["off"]["file"].split("/skab/")[-1], other)):
+        for k in ("off", "on"):
+            x = rr[k]
+            lines.append(f"| {name} | {k} | {x['raises']} | {', '.join(x['operating']) or '-'} | "
+                         f"{x['windows_scored']} | {x['windows_out_of_distribution'] or 0} |")
+    lines += ["", f"Target: one out_of_distribution report for the anomaly-free device, not thousands of alerts: "
+              f"{n_ood} report(s), {af['on']['raises']} process raise(s) -> "
+              f"{'met' if n_ood == 1 and af['on']['raises'] == 0 else 'missed'}."]
+    return "\n".join(lines)
