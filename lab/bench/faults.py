@@ -105,28 +105,22 @@ class Collector:
         self.client.loop_stop()
 
 
-def stream(model: Path, n_devices: int, sensor_faults: bool, workdir: Path, seed: int = 0) -> dict[str, Any]:
-    """One run: a private broker, the daemon, the simulator; ground truth, alerts and the daemon's stats."""
+def through_daemon(model: Path, workdir: Path, name: str, publish: Any, **overrides: Any
+                   ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any], Any]:
+    """A private Mosquitto and an in-process daemon on ``model`` (config ``overrides``); ``publish(client)`` sends
+    the data (returns the messages sent); waits until the daemon has read and scored them. ``(messages on
+    alerts/#, the daemon's final stats, its config)``."""
     from edge_runtime.config import build_config
     from edge_runtime.service.daemon import Daemon
-    from edge_runtime.tools.simulate import (
-        connect_publisher,
-        ground_truth,
-        make_plan,
-        parse_anomaly_spec,
-        publish_plan,
-        stream_start,
-    )
+    from edge_runtime.tools.simulate import connect_publisher
     from lab.bench.broker import bench_broker
 
-    plan = make_plan(n_devices, RATE, DURATION_S, channels=CHANNELS, seed=seed,
-                     scheduled=[parse_anomaly_spec(s) for s in schedule(n_devices, sensor_faults)],
-                     t0=stream_start(time.time(), DURATION_S, 0.0))
-    broker = bench_broker(workdir=workdir / f"mosquitto-{int(sensor_faults)}")
+    broker = bench_broker(workdir=workdir / f"mosquitto-{name}")
     broker.start(timeout=15.0)
     try:
         cfg = build_config(None, {"path": str(model), "broker": broker.url, "instance": "bench-faults",
-                                  "stats_interval_s": 0.0, "watch_interval_s": 0.0, "persistent_session": False})
+                                  "stats_interval_s": 0.0, "watch_interval_s": 0.0, "persistent_session": False,
+                                  **overrides})
         topics = ["alerts/#", *(f.replace("{device}", "+") for f in
                                 (getattr(cfg, "sensor_topic", ""), getattr(cfg, "health_topic", "")) if f)]
         collector = Collector(broker.url, sorted(set(topics)))
@@ -136,15 +130,14 @@ def stream(model: Path, n_devices: int, sensor_faults: bool, workdir: Path, seed
             while not daemon.link.connected.is_set() and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.3)
-            client = connect_publisher(broker.url, "edgewatch-bench-faults-sim")
+            client = connect_publisher(broker.url, f"edgewatch-bench-{name}-pub")
             try:
-                sim = publish_plan(client, plan, fmt="single", qos=1, realtime=False)
+                sent = publish(client)
             finally:
                 client.disconnect()
                 client.loop_stop()
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and (daemon.stats.counts["messages"] < sim.messages
-                                                   or len(daemon.batching)):
+            while time.monotonic() < deadline and (daemon.stats.counts["messages"] < sent or len(daemon.batching)):
                 time.sleep(0.1)
             time.sleep(1.0)
             stats = daemon.stats_doc()
@@ -153,9 +146,31 @@ def stream(model: Path, n_devices: int, sensor_faults: bool, workdir: Path, seed
             collector.close()
     finally:
         broker.stop()
+    return collector.messages, {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}, cfg
+
+
+def stream(model: Path, n_devices: int, sensor_faults: bool, workdir: Path, seed: int = 0) -> dict[str, Any]:
+    """One run of the plant through the daemon (:func:`through_daemon`): ground truth, alerts, the daemon's stats."""
+    from edge_runtime.tools.simulate import (
+        ground_truth,
+        make_plan,
+        parse_anomaly_spec,
+        publish_plan,
+        stream_start,
+    )
+
+    plan = make_plan(n_devices, RATE, DURATION_S, channels=CHANNELS, seed=seed,
+                     scheduled=[parse_anomaly_spec(s) for s in schedule(n_devices, sensor_faults)],
+                     t0=stream_start(time.time(), DURATION_S, 0.0))
+    sent: list[int] = []
+
+    def publish(client: Any) -> int:
+        sent.append(publish_plan(client, plan, fmt="single", qos=1, realtime=False).messages)
+        return sent[0]
+
+    messages, stats, cfg = through_daemon(model, workdir, f"plant-{int(sensor_faults)}", publish)
     return {"plan": {"t0": plan.t0, "rate": plan.rate, "n_steps": plan.n_steps, "devices": len(plan.devices)},
-            "truth": ground_truth(plan), "messages": collector.messages, "published": sim.messages,
-            "stats": {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}, "cfg": cfg}
+            "truth": ground_truth(plan), "messages": messages, "published": sent[0], "stats": stats, "cfg": cfg}
 
 
 def _alerts(run: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -326,56 +341,28 @@ def faults_md(r: dict[str, Any]) -> str:
 
 # -- SKAB: an operating point far from training ---------------------------------------------------------------
 def stream_csv(model: Path, path: Path, device: str, workdir: Path, **overrides: Any) -> dict[str, Any]:
-    """Replay one CSV file (the model's channels, one sample a second, ending now) as ``device`` through a private
-    Mosquitto into the daemon (``overrides``: its config); its process raises, operating documents and stats."""
-    from edge_runtime.config import build_config
-    from edge_runtime.service.daemon import Daemon
+    """Replay one CSV file (the model's channels, one sample a second, ending now) as ``device`` through the daemon
+    (:func:`through_daemon`, ``overrides``: its config); its process raises, operating documents and stats."""
     from edge_runtime.service.model import load_model
-    from edge_runtime.tools.simulate import InFlight, SimResult, connect_publisher, encode_payload
-    from lab.bench.broker import bench_broker
+    from edge_runtime.tools.simulate import InFlight, SimResult, encode_payload
     from trainer.data import load_paths, read_options
 
     meta = load_model(model, provider="cpu").metadata
     s = load_paths([path], opts=read_options(meta.preprocessing), channels=meta.channels)[0]
     ts = time.time() - len(s.values) + np.arange(len(s.values), dtype=np.float64)
-    broker = bench_broker(workdir=workdir / f"mosquitto-{device}-{len(overrides)}")
-    broker.start(timeout=15.0)
-    try:
-        cfg = build_config(None, {"path": str(model), "broker": broker.url, "instance": "bench-ood",
-                                  "stats_interval_s": 0.0, "watch_interval_s": 0.0, "persistent_session": False,
-                                  **overrides})
-        collector = Collector(broker.url, ["alerts/#"])
-        daemon = Daemon(cfg).start()
-        try:
-            deadline = time.monotonic() + 15
-            while not daemon.link.connected.is_set() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.3)
-            client = connect_publisher(broker.url, "edgewatch-bench-ood-replay")
-            res = SimResult()
-            inflight = InFlight(res)
-            try:
-                for i in range(0, len(ts), 50):  # JSON batches of 50 samples
-                    (payload,) = encode_payload("batch", ts[i : i + 50], s.values[i : i + 50], meta.channels)
-                    inflight.add(client.publish(f"sensors/{device}/data", payload, qos=1))
-                    res.messages += 1
-                inflight.finish()
-            finally:
-                client.disconnect()
-                client.loop_stop()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and (daemon.stats.counts["messages"] < res.messages
-                                                   or len(daemon.batching)):
-                time.sleep(0.1)
-            time.sleep(1.0)
-            stats = daemon.stats_doc()
-        finally:
-            daemon.stop()
-            collector.close()
-    finally:
-        broker.stop()
-    run = {"messages": collector.messages, "cfg": cfg}
-    process, _, operating = _alerts(run)
+
+    def publish(client: Any) -> int:
+        res = SimResult()
+        inflight = InFlight(res)
+        for i in range(0, len(ts), 50):  # JSON batches of 50 samples
+            (payload,) = encode_payload("batch", ts[i : i + 50], s.values[i : i + 50], meta.channels)
+            inflight.add(client.publish(f"sensors/{device}/data", payload, qos=1))
+            res.messages += 1
+        inflight.finish()
+        return res.messages
+
+    messages, stats, cfg = through_daemon(model, workdir, f"{device}-{len(overrides)}", publish, **overrides)
+    process, _, operating = _alerts({"messages": messages, "cfg": cfg})
     return {"file": str(path), "rows": len(s.values), "raises": len(process),
             "operating": [d["state"] for d in operating],
             "windows_scored": stats.get("windows_scored"),
