@@ -387,8 +387,8 @@ class Rollout:
         self.event("refused", m.model_id, reason=why[:300])
 
     def _stage(self, model: EdgeModel, digest: str, restarted: bool = False) -> None:
-        if self.candidate is not None:
-            self._drop_candidate("superseded by " + model.model_id)
+        old = self.candidate
+        self.scorer.shadow = None
         self.state["shadow"] = {"digest": digest}
         if digest:
             self._remember("done", digest)
@@ -404,14 +404,9 @@ class Rollout:
         self.scorer.shadow = self.observe
         log.info("rollout: %s staged%s, shadowing beside %s", model.model_id, " again after a restart" if
                  restarted else "", self.scorer.model.model_id)
+        if old is not None:  # its file goes (the new candidate is in place: kept)
+            self.event("dropped", old.model_id, reason="superseded by " + model.model_id)
         self.event("staged", model.model_id, shadow_windows=cfg.shadow_windows, shadow_s=cfg.shadow_s)
-
-    def _drop_candidate(self, why: str) -> None:
-        cand = self.candidate
-        self.scorer.shadow = None
-        self.candidate, self.comparison, self.shadow_done = None, None, False
-        if cand is not None:
-            self.event("dropped", cand.model_id, reason=why)
 
     def _comparison_every(self) -> float:
         return self.cfg.stats_interval_s if self.cfg.stats_interval_s > 0 else 10.0
@@ -459,10 +454,9 @@ class Rollout:
                                                     self.cfg.promote_max_extra_alerts):
             self.promote(f"automatic: {rule}")
         else:
-            self.event("rejected", cand.model_id, reason=f"automatic promotion refused: {rule}")
             self.candidate, self.comparison, self.shadow_done = None, None, False
             self.state["shadow"] = None
-            self._save_state()
+            self.event("rejected", cand.model_id, reason=f"automatic promotion refused: {rule}")
 
     def promote(self, why: str) -> bool:
         cand = self.candidate
@@ -558,6 +552,16 @@ class Rollout:
                           and not self.shadow_done else "staged" if self.candidate is not None else
                           "watching" if self.watch is not None else "idle")}
 
+    def _prune(self) -> None:
+        """Delete staged model files that are neither live, previous nor the candidate (bounded disk use)."""
+        keep = {m.path.resolve() for m in (self.scorer.model, self.previous, self.candidate) if m is not None}
+        prev = self.state.get("previous")
+        if isinstance(prev, dict) and prev.get("file"):
+            keep.add(Path(prev["file"]).resolve())
+        for f in self.dir.glob("*.onnx"):
+            if f.resolve() not in keep:
+                f.unlink(missing_ok=True)
+
     def event(self, kind: str, model_id: str, **fields: Any) -> None:
         """Publish one transition (``fleet.rollout_topic``), persist the state and republish the status."""
         doc = {"instance": self.instance, "event": kind, "model_id": model_id, "time": time.time(), **fields,
@@ -566,5 +570,7 @@ class Rollout:
         self.publisher.send([Outbound(self.rollout_topic, to_json(doc), qos=1), self._status()])
         try:
             self._save_state()
+            if kind in ("dropped", "rejected", "promoted", "rolled_back"):
+                self._prune()
         except OSError as exc:
             self._rl.log(logging.ERROR, "rollout_state", "cannot write the rollout state in %s: %s", self.dir, exc)

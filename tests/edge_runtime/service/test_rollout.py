@@ -176,3 +176,22 @@ def test_restarted_daemon_serves_the_promoted_model(mosquitto, tmp_path: Path) -
     d2.link.client.loop_stop()
     col.close()
     np.testing.assert_equal(d2.model.sha256, d.model.sha256)
+
+
+def test_a_newer_model_supersedes_the_staged_one_and_its_file_goes(mosquitto, tmp_path: Path) -> None:
+    live, cand = _models(tmp_path)
+    v3 = write_model(tmp_path / "v3.onnx", make_metadata(model_id="v3", threshold=1.7))
+    priv, pub = keypair(tmp_path)
+    cfg = fleet_config(mosquitto.url, live, tmp_path, "gw-a", "a", pub)
+    col = Collector(mosquitto.port, ["edgewatch/+/rollout"])
+    with fleet_daemons(mosquitto.url, [cfg]) as (d,):
+        publish_model(conn(mosquitto.url), cand, "a", priv, chunk_size=256)
+        wait_event(col, "gw-a", "staged")
+        publish_model(conn(mosquitto.url), v3, "a", priv, chunk_size=256)
+        wait_until(lambda: d.rollout.candidate is not None and d.rollout.candidate.model_id == "v3", 15, "v3 staged")
+        assert wait_event(col, "gw-a", "dropped")["reason"] == "superseded by v3"
+        assert [p.name.split("-")[0] for p in Path(cfg.staging_dir).glob("*.onnx")] == ["v3"]
+        send_command(conn(mosquitto.url), "promote", "v2", "a", priv)  # no longer the staged one
+        assert "not the staged model (v3)" in wait_event(col, "gw-a", "command_refused")["reason"]
+        assert d.model.model_id == "v1"
+    col.close()

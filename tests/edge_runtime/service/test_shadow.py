@@ -156,6 +156,7 @@ def test_automatic_promotion_refuses_a_candidate_raising_too_many_alerts(mosquit
         assert "candidate alerts 5 vs live 0" in rejected["reason"]
         wait_until(lambda: d.rollout.candidate is None, 5, "candidate dropped")
         assert d.model.model_id == "v1" and d.stats.counts["promotions"] == 0
+        assert not list(Path(cfg.staging_dir).glob("*.onnx"))  # the rejected file is gone
     col.close()
 
 
