@@ -98,7 +98,7 @@ def publish(model: Path, target: str, broker: str, username: str, password_file:
 
 
 def _command(action: str) -> click.Command:
-    @click.argument("model_id", required=action == "promote", default="")
+    @(click.argument("model_id") if action == "promote" else click.argument("model_id", required=False, default=""))
     @click.option("--target", required=True, help="Gateways the command is for (the same patterns as publish).")
     @_broker_options
     @_errors
