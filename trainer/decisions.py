@@ -41,10 +41,12 @@ def daemon_decisions(
     window: int,
     hop: int = 1,
     policy: AlertPolicy | None = None,
+    scored: np.ndarray | None = None,
 ) -> Decisions:
     """The daemon's decisions from hop-1 window ``scores`` (T-W+1,), scored every ``hop`` samples.
 
-    ``policy`` None: the daemon's defaults (:class:`AlertPolicy`).
+    ``policy`` None: the daemon's defaults (:class:`AlertPolicy`). ``scored`` (T-W+1,) bool: the windows the
+    daemon scores at all (a stopped or settling machine's are not: the state carries over them); None: all.
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.shape[0] != max(0, n_steps - window + 1):
@@ -52,7 +54,15 @@ def daemon_decisions(
     if hop < 1:
         raise ValueError(f"hop must be >= 1, got {hop}")
     sub = s[::hop]  # the windows the daemon scores
-    raised, events, _ = hysteresis(sub, threshold, policy or AlertPolicy())
+    if scored is not None:
+        m = np.asarray(scored, dtype=bool)[::hop]
+        at = np.flatnonzero(m)
+        r_sub, ev_sub, _ = hysteresis(sub[m], threshold, policy or AlertPolicy())
+        pos = np.cumsum(m) - 1  # the last scored window at or before each
+        raised = np.where(pos >= 0, r_sub[np.maximum(pos, 0)], False) if len(at) else np.zeros(len(sub), bool)
+        events = [(int(at[i]), state) for i, state in ev_sub]
+    else:
+        raised, events, _ = hysteresis(sub, threshold, policy or AlertPolicy())
     k = latest_window(n_steps, window, hop, sub.shape[0])
     flags = np.zeros(n_steps, dtype=bool)
     ok = k >= 0

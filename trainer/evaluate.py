@@ -101,14 +101,16 @@ def judge(
     period_s: float | None = None,
     tolerance: int | None = None,
     vus_buffer: int | None = None,
+    scored: np.ndarray | None = None,
 ) -> Outcome:
     """Decide on hop-1 window ``scores`` like the daemon and measure rows ``first..`` against ``labels`` (T,).
 
     ``tolerance`` (samples after a labelled event in which an alert is still true) defaults to W-1,
-    ``vus_buffer`` (VUS's largest buffer) to 2 W.
+    ``vus_buffer`` (VUS's largest buffer) to 2 W; ``scored`` (T-W+1,) bool: the windows the daemon scores (None: all;
+    :func:`running_windows`).
     """
     n_steps = scores.shape[0] + window - 1
-    dec = daemon_decisions(scores, threshold, n_steps, window, hop, policy)
+    dec = daemon_decisions(scores, threshold, n_steps, window, hop, policy, scored)
     out = Outcome(name, first, scores, dec, labels, period_s, threshold)
     if labels is None:
         return out
@@ -122,6 +124,51 @@ def judge(
     out.scores_free = threshold_free(y[ok], ps[ok], 2 * window if vus_buffer is None else vus_buffer)
     wl = window_labels(np.asarray(labels), window, 1)[first:]
     out.window_roc_auc = roc_auc(wl, scores[first:])
+    return out
+
+
+def running_windows(running: np.ndarray, window: int) -> np.ndarray:
+    """(T-W+1,) True for the hop-1 windows wholly in running rows ``running`` (T,): the ones the daemon scores."""
+    bad = np.concatenate(([0], np.cumsum(~np.asarray(running, dtype=bool))))
+    return np.asarray(bad[window:] - bad[:-window] == 0)
+
+
+def state_rows(meta: Any, s: Series) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """The model's operating states over ``s``'s rows as the daemon recognises them (``code`` (T,): 0 running,
+    1 stopped, 2 settling) and their summary (rows and stretches per state; agreement with the file's state
+    column when it has one); None for a model without states."""
+    from edge_runtime.pipeline.states import GATE_STATES, StateGate, running_from_column, runs
+
+    model = meta.state_model()
+    if model is None or not model.rule(meta.channels).active:
+        return None
+    code, _ = StateGate(model.rule(meta.channels), model.settle_samples).gate(s.name, s.values)
+    out: dict[str, Any] = {name: {"rows": int((code == i).sum()), "stretches": len(runs(code == i))}
+                           for i, name in enumerate(GATE_STATES)}
+    column = meta.preprocessing.get("state_column")
+    if s.states is not None and column:
+        running = model.learned.get("running_values") or []
+        if running:
+            truth = running_from_column(s.states, running)
+            out["agreement_with_column"] = float(np.mean((code != 1) == truth))
+    return code, out
+
+
+def sensor_faults(meta: Any, s: Series) -> dict[str, Any]:
+    """The edge's per-channel health checks over ``s`` (:class:`edge_runtime.pipeline.health.ChannelHealth`):
+    per fault kind and channel, the faulty stretches and rows. Missing values are filled as the edge fills them."""
+    from edge_runtime.pipeline.health import FAULTS, STATES, ChannelHealth, HealthLimits
+    from edge_runtime.pipeline.states import runs
+
+    limits = HealthLimits.build(meta.health or {}, meta.channels, meta.normalisation.mean, meta.sample_period_s)
+    codes = ChannelHealth(limits).update(np.array(s.values, dtype=np.float32))  # (T, C)
+    out: dict[str, Any] = {}
+    for kind in FAULTS:
+        k = STATES.index(kind)
+        per = {ch: {"stretches": len(runs(codes[:, j] == k)), "rows": int((codes[:, j] == k).sum())}
+               for j, ch in enumerate(meta.channels) if (codes[:, j] == k).any()}
+        if per:
+            out[kind] = per
     return out
 
 
@@ -182,6 +229,8 @@ def evaluate(
     hop = hop or meta.hop
     policy = policy or AlertPolicy()
     outcomes = []
+    states: dict[str, Any] = {}  # file -> rows and stretches per operating state
+    sensors: dict[str, Any] = {}  # file -> sensor faults per kind and channel
     for s in series:
         if s.channels != meta.channels:
             raise DataError(
@@ -191,8 +240,17 @@ def evaluate(
             raise DataError(f"{s.name}: {len(s.values)} rows, fewer than one window of {meta.window}")
         sc = window_scores(model, s.values)
         period = s.sample_period_s or meta.sample_period_s
+        st = state_rows(meta, s)
+        scored = None
+        if st is not None:
+            states[s.name] = st[1]
+            scored = running_windows(st[0] == 0, meta.window)
+        faults = sensor_faults(meta, s)
+        if faults:
+            sensors[s.name] = faults
         outcomes.append(
-            judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance)
+            judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance,
+                  scored=scored)
         )
     labelled = [o for o in outcomes if o.labels is not None]
     report: dict[str, Any] = {
@@ -213,6 +271,8 @@ def evaluate(
         },
         "alerts": alerts_summary(outcomes),
         "per_file": {o.name: o.summary() for o in outcomes},
+        "operating_states": states,
+        "sensor_faults": sensors,
     }
     if labelled:
         report["daemon"] = pooled(labelled)
@@ -262,7 +322,33 @@ def format_report(rep: dict[str, Any]) -> str:
             f"look-ahead (centred, not what the edge can do): F1 {f(d['centred_lookahead']['f1'])} "
             f"FAR {f(d['centred_lookahead']['far'], True)} MAR {f(d['centred_lookahead']['mar'], True)}",
         ]
+    lines += conditions_lines(rep)
     return "\n".join(lines)
+
+
+def conditions_lines(rep: dict[str, Any]) -> list[str]:
+    """Operating states and sensor faults, apart from the (process) anomalies above."""
+    lines = []
+    st = rep.get("operating_states") or {}
+    if st:
+        tot = {k: sum(v[k]["rows"] for v in st.values()) for k in ("running", "stopped", "settling")}
+        stops = sum(v["stopped"]["stretches"] for v in st.values())
+        agree = [v["agreement_with_column"] for v in st.values() if "agreement_with_column" in v]
+        lines.append(f"operating states (not scored while stopped or settling): running {tot['running']} rows, "
+                     f"stopped {tot['stopped']} rows in {stops} stops, settling {tot['settling']} rows"
+                     + (f"; agrees with the state column on {100 * float(np.mean(agree)):.1f}% of rows" if agree else ""))
+    sf = rep.get("sensor_faults") or {}
+    if sf:
+        by_kind: dict[str, list[str]] = {}
+        for per in sf.values():
+            for kind, chans in per.items():
+                for ch, v in chans.items():
+                    by_kind.setdefault(kind, []).append(f"{ch} {v['stretches']}x/{v['rows']} rows")
+        lines.append("sensor faults (the edge's health checks; not anomalies): "
+                     + "; ".join(f"{k}: {', '.join(v)}" for k, v in by_kind.items()))
+    else:
+        lines.append("sensor faults (the edge's health checks): none")
+    return lines
 
 
 def plot(model_path: Path, series: Sequence[Series], png: Path, rep: dict[str, Any], max_files: int = 4) -> None:

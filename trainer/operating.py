@@ -88,6 +88,8 @@ def learn_states(spec: StateSpec, series: Sequence[Series]) -> StateModel:
         model = learn_many([s.values for s in series], masks, channels, spec.source(), spec.condition)
     except StateError as exc:
         raise DataError(str(exc)) from None
+    if spec.column:
+        model.learned["running_values"] = list(spec.running)  # evaluate compares with the column
     if not model.stop_channels and model.condition is None and model.learned.get("stopped_rows"):
         log.warning("the stopped rows cannot be told from the channels (every channel's stopped values overlap its "
                     "running ones): the edge will score every sample; use --running-when with a channel that tells")

@@ -81,3 +81,29 @@ def test_state_option_errors_are_one_line(plant: Path, tmp_path: Path, args: lis
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("edgewatch-train: error: ") and fragment in lines[0], r.stderr
+
+
+def test_evaluate_reports_states_and_sensor_faults_apart_and_scores_no_stop(plant: Path, tmp_path: Path):
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(main, ["fit", str(plant), "--out", str(out), "--state-column", "status",
+                                  "--running", "RUN", *FAST])
+    assert r.exit_code == 0, r.output
+    # the same plant, a frozen current sensor in a running stretch
+    test = tmp_path / "test.csv"
+    rows = list(csv.reader(plant.open()))
+    for row in rows[1 + 1200 : 1 + 1500]:
+        row[4] = rows[1200][4]
+    with test.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    rep_path = tmp_path / "e.json"
+    r = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data", str(test), "--no-plot",
+                                  "--report", str(rep_path)])
+    assert r.exit_code == 0, r.output
+    assert "operating states (not scored while stopped or settling)" in r.stdout
+    assert "sensor faults (the edge's health checks; not anomalies): stuck: current" in r.stdout
+    rep = json.loads(rep_path.read_text())
+    (st,) = rep["operating_states"].values()
+    assert st["stopped"]["stretches"] == 3 and st["stopped"]["rows"] >= 780
+    assert st["agreement_with_column"] > 0.98
+    (sf,) = rep["sensor_faults"].values()
+    assert sf["stuck"]["current"]["stretches"] == 1
