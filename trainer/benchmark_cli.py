@@ -217,7 +217,7 @@ def synthetic(
 
 
 @benchmark.command("feedback")
-@click.option("--fault-sd", "fault_sd", default="6,4,3", show_default=True, metavar="A,B,...",
+@click.option("--fault-sd", "fault_sd", default="8,6,4,3", show_default=True, metavar="A,B,...",
               help="Real-fault magnitudes (level shift on two channels, in std); the benign episode is 2 std on one.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
 @click.option("--seed", default=0, show_default=True, help="Machine profile and training seed.")

@@ -61,7 +61,8 @@ class EdgeReplay:
         self.model = model
         self.stats = Stats()
         self.ingest = Ingest(cfg, model, self.stats)
-        tracker = AlertTracker(AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels), "bench")
+        tracker = AlertTracker(AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, cfg.top_channels,
+                                           cfg.critical_ratio, cfg.update_interval_s), "bench")
         self.scorer = Scorer(cfg, model, self.ingest, tracker, self.stats)
         self.link = _Link()
         publisher = Publisher(self.link)
@@ -330,9 +331,13 @@ def run_skab_transfer(root: Path, workdir: Path, warm_rows: int = 400, model_fil
 
 
 def run_feedback_suite(cases: list[FeedbackCase] | None = None, seed: int = 0) -> dict[str, Any]:
-    cases = cases or [FeedbackCase(), FeedbackCase(fault_sd=4.0), FeedbackCase(fault_sd=3.0)]
+    """Every case on one model of profile ``seed`` (a fresh replay each)."""
+    cases = cases or [FeedbackCase(fault_sd=v) for v in (8.0, 6.0, 4.0, 3.0)]
     out = []
-    for c in cases:
-        with tempfile.TemporaryDirectory() as tmp:
-            out.append(run_feedback(c, Path(tmp), seed))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = profile_model(Path(tmp), seed)
+        for i, c in enumerate(cases):
+            work = Path(tmp) / f"case{i}"
+            work.mkdir()
+            out.append(run_feedback(c, work, seed, model=model))
     return {"cases": out}

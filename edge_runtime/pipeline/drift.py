@@ -53,13 +53,18 @@ def observe_scores(st: DriftState, policy: DriftPolicy, scores: npt.NDArray[np.f
     if st.ring.shape[0] != w:
         st.ring, st.pos, st.filled, st.n = np.zeros(w), 0, 0, 0
     out: tuple[str, float, float] | None = None
-    s = np.asarray(scores, dtype=np.float64)
-    start = 0
-    while start < s.shape[0]:
-        take = min(s.shape[0] - start, w - st.n)
-        idx = (st.pos + np.arange(take)) % w
-        st.ring[idx] = s[start:start + take]
-        st.pos, st.filled, st.n = (st.pos + take) % w, min(w, st.filled + take), st.n + take
+    s = scores
+    start, total = 0, s.shape[0]
+    while start < total:  # (a hot path: one call per scored item, usually one window: plain slices, no temporaries)
+        take = min(total - start, w - st.n)
+        pos = st.pos
+        first = min(take, w - pos)
+        st.ring[pos:pos + first] = s[start:start + first]
+        if first < take:
+            st.ring[:take - first] = s[start + first:start + take]
+        st.pos, st.n = (pos + take) % w, st.n + take
+        if st.filled < w:
+            st.filled = min(w, st.filled + take)
         start += take
         if st.n < w:
             continue

@@ -68,6 +68,7 @@ class DeviceEntry:
     drift_reference: float = 0.0
     episodes: OrderedDict[str, Episode] = field(default_factory=OrderedDict)
     open_episode: str = ""  # alert id of the raised episode, if any
+    aliases: dict[str, str] = field(default_factory=dict)  # an update's or clear's alert id -> its raise's
 
 
 class DeviceThresholds:
@@ -180,12 +181,14 @@ class DeviceThresholds:
                 event = a.get("event") or ("raise" if a.get("state") == "raised" else "clear")
                 if event == "raise":
                     self._open(e, a, now, threshold)
-                elif event == "clear" and e.open_episode in e.episodes:  # an update: the episode goes on
-                    e.episodes[e.open_episode].cleared_at = now
-                    e.open_episode = ""
+                elif e.open_episode in e.episodes:  # an update: the episode goes on
+                    e.aliases[str(a.get("alert_id", ""))] = e.open_episode  # a verdict may name any message
+                    if event == "clear":
+                        e.episodes[e.open_episode].cleared_at = now
+                        e.open_episode = ""
             if (raised or alerts) and e.open_episode in e.episodes and scores.shape[0]:
                 ep = e.episodes[e.open_episode]
-                ep.peak = max(ep.peak, float(np.max(scores)))
+                ep.peak = max(ep.peak, max(scores.tolist()))  # (a few windows: cheaper than np.max)
                 ep.window_end = max(ep.window_end, float(t_end[-1]))
             if self.drift_policy.window <= 0 or not scores.shape[0]:
                 return None
@@ -193,7 +196,7 @@ class DeviceThresholds:
                 e.drift_reference = self._reference(e, scores)
                 if e.drift_reference <= 0:
                     return None
-            due = observe_scores(e.drift, self.drift_policy, np.asarray(scores, np.float64), e.drift_reference)
+            due = observe_scores(e.drift, self.drift_policy, scores, e.drift_reference)
             return None if due is None else (due[0], due[1], e.drift_reference, due[2])
 
     def _reference(self, e: DeviceEntry, scores: np.ndarray) -> float:
@@ -211,7 +214,8 @@ class DeviceThresholds:
                                   float(a.get("score", 0.0)), threshold)
         e.open_episode = aid
         while len(e.episodes) > EPISODES_KEPT:
-            e.episodes.popitem(last=False)
+            gone, _ = e.episodes.popitem(last=False)
+            e.aliases = {k: v for k, v in e.aliases.items() if v != gone}
 
     # -- feedback ------------------------------------------------------------------------
     def find(self, alert_id: str, device: str) -> tuple[str, Episode] | None:
@@ -219,7 +223,7 @@ class DeviceThresholds:
         with self.lock:
             if alert_id:
                 for dev, entry in self.devices.items():
-                    ep = entry.episodes.get(alert_id)
+                    ep = entry.episodes.get(entry.aliases.get(alert_id, alert_id))
                     if ep is not None and (not device or device == dev):
                         return dev, ep
                 return None

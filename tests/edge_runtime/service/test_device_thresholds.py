@@ -44,12 +44,13 @@ def make(tmp_path: Path, **over):
     if not path.exists():
         write_model(path, make_metadata(window=W, hop=HOP, threshold=THR))
     cfg = build_config(None, {"path": str(path), "instance": "gw1", "raise_after": 2, "clear_after": 2,
-                              "queue_windows": 100000, **over})
+                              "queue_windows": 100000, "update_interval_s": 0.0, **over})
     model = load_model(path)
     stats = Stats()
     ingest = Ingest(cfg, model, stats)
     # raise/clear pairs only: updates while raised (schema 2) are tested in test_alerts and test_alert_detail
-    tracker = AlertTracker(AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, 2, update_interval_s=0), "gw1")
+    tracker = AlertTracker(AlertPolicy(cfg.raise_after, cfg.clear_after, cfg.clear_ratio, 2,
+                                       update_interval_s=cfg.update_interval_s), "gw1")
     scorer = Scorer(cfg, model, ingest, tracker, stats)
     link = FakeLink()
     inline = InlineScoring(cfg, scorer, Publisher(link))
@@ -150,3 +151,20 @@ def test_a_retained_state_restores_a_calibration_without_a_state_file(tmp_path: 
     again, _, _, _ = make(tmp_path, warmup="400")
     again.adopt("alerts/d1/state", json.dumps(state).encode())
     assert again.thresholds.threshold("d1", time.time()) == pytest.approx(state["threshold"])
+
+
+def test_a_verdict_may_name_any_message_of_the_alert_and_updates_open_no_episode(tmp_path: Path) -> None:
+    scorer, stats, link, feed = make(tmp_path, update_interval_s=1.0)
+    x = series(600, seed=7)
+    x[100:250, :] *= 4.0  # a warning...
+    x[250:400, :] *= 40.0  # ...that turns critical while raised: updates
+    feed("d1", x, T0)
+    msgs = link.docs("alerts/d1")
+    assert "update" in [m.get("event") for m in msgs]
+    raises = [m["alert_id"] for m in msgs if m.get("event") == "raise"]
+    assert list(scorer.thresholds.devices["d1"].episodes) == raises  # one episode per raise, none per update
+    for m in msgs:
+        found = scorer.thresholds.find(m["alert_id"], "")
+        assert found is not None and found[1].alert_id == m["raised_alert_id"]
+    last = scorer.thresholds.devices["d1"].episodes[raises[-1]]
+    assert last.peak >= max(m["score"] for m in msgs if m["raised_alert_id"] == raises[-1])
