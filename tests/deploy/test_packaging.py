@@ -88,7 +88,8 @@ def test_systemd_readme_install_steps_work_from_the_built_wheel(dist: Path, tmp_
     (work / "model.onnx").write_bytes((ROOT / "models" / "demo.onnx").read_bytes())
     lines, skipped = install_lines(README.read_text(), root)
     assert [ln.split()[0] for ln in skipped] == ["python3", "useradd", "systemctl", "journalctl"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEWATCH_", "VIRTUAL_ENV"))}
+    # PYTHONPATH dropped: a source tree on it (with its egg-info) makes the fresh venv's pip think edgewatch is installed
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEWATCH_", "VIRTUAL_ENV", "PYTHONPATH"))}
     for line in lines:
         proc = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=work, env=env, capture_output=True,
                               text=True, timeout=600)
