@@ -5,6 +5,7 @@
     edgewatch feedback --device pump-7 --false-alarm             # that device's latest alert
     edgewatch feedback --recalibrate pump-7                      # start its warm-up again
     edgewatch feedback export --log /var/lib/edgewatch --data normal.csv --labelled DIR
+    edgewatch feedback export --log /var/lib/edgewatch --evidence /var/lib/edgewatch/evidence --labelled DIR
 
 The command goes to ``runtime.command_topic`` of the daemon named by ``--instance`` (default: this host's
 daemon, as ``runtime.instance``) with the account of ``--username`` / ``--password-file`` (or the config's):
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from edge_runtime import clierror
 from edge_runtime.config import Config, ConfigError
@@ -118,6 +120,50 @@ def export_labelled(log_path: Path, data: list[Path], out_dir: Path, device: str
     return counts
 
 
+def export_evidence(log_path: Path, evidence_dir: Path, out_dir: Path, device: str = "") -> dict[str, int]:
+    """For each alert with a confirmed or false-alarm verdict (its latest) whose evidence the daemon kept
+    (``alerts.evidence_dir``): its raw samples as ``out_dir``/<alert id>.csv with an ``anomaly`` column (a
+    confirmed alert's rows from ``anomalous_since`` to its clear 1, the margins 0; a false alarm's rows all 0),
+    and the verdicts to verdicts.jsonl. Counts."""
+    from edge_runtime.service.evidence_store import SUFFIX, EvidenceError, EvidenceStore, file_name
+
+    records = [r for r in read_records(log_path) if not device or r.get("device") == device]
+    if not records:
+        raise click.UsageError(f"no verdicts in {log_path}")
+    latest: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("verdict") in ("confirmed", "false_alarm"):
+            latest[str(r.get("alert_id"))] = r
+    store = EvidenceStore(evidence_dir, max_bytes=1 << 62, max_age_s=0)  # reading: no eviction
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "verdicts.jsonl").open("w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(rec) + "\n" for rec in records)
+    counts = {"alerts": 0, "missing": 0, "rows": 0, "confirmed_rows": 0, "false_alarm_rows": 0}
+    for alert_id, r in latest.items():
+        try:
+            meta, arrays = store.read(alert_id)
+        except EvidenceError:
+            counts["missing"] += 1
+            continue
+        ts, values = arrays["ts"], arrays["values"]
+        if r["verdict"] == "confirmed":
+            start = meta.get("anomalous_since") or r.get("window_start") or -np.inf
+            end = meta.get("cleared_end") or r.get("window_end") or np.inf
+            labels = (ts >= float(start)) & (ts <= float(end))
+        else:
+            labels = np.zeros(ts.shape[0], bool)
+        with (out_dir / (file_name(alert_id)[: -len(SUFFIX)] + ".csv")).open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["timestamp", *meta.get("channels", []), "anomaly"])
+            for t, row, lab in zip(ts.tolist(), values.tolist(), labels.tolist(), strict=True):
+                w.writerow([repr(t), *(f"{v:.7g}" for v in row), int(lab)])
+        counts["alerts"] += 1
+        counts["rows"] += int(ts.shape[0])
+        counts["confirmed_rows" if r["verdict"] == "confirmed" else "false_alarm_rows"] += (
+            int(labels.sum()) if r["verdict"] == "confirmed" else int(ts.shape[0]))
+    return counts
+
+
 class _FeedbackGroup(click.Group):
     """``feedback export ...`` runs the export; anything else is a verdict (``feedback ALERT_ID ...``)."""
 
@@ -195,15 +241,26 @@ def send(alert_id: str, verdict: str | None, recalibrate: str, device: str, note
 @click.option("--log", "log_path", type=click.Path(exists=True, path_type=Path), required=True,
               help="The feedback log: the daemon's runtime.state_dir, or its feedback.jsonl.")
 @click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
-              required=True, help="Recordings of the device (CSV from `edgewatch record`); repeatable.")
+              help="Recordings of the device (CSV from `edgewatch record`); repeatable.")
+@click.option("--evidence", "evidence_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Instead of recordings: the daemon's evidence folder (alerts.evidence_dir): each judged alert's "
+              "own samples, one CSV per alert.")
 @click.option("--labelled", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the labelled CSVs (an `anomaly` column) and verdicts.jsonl.")
 @click.option("--device", default="", help="Only this device's verdicts.")
-def export(log_path: Path, data: tuple[Path, ...], out_dir: Path, device: str) -> None:
+def export(log_path: Path, data: tuple[Path, ...], evidence_dir: Path | None, out_dir: Path, device: str) -> None:
     """Label recordings with the verdicts: rows of confirmed alerts anomaly=1, every other row 0 (a false
     alarm's rows are normal operation): `edgewatch-train fit DIR` trains on the normal rows (the false
     alarms included), `edgewatch-train evaluate --data DIR/x.csv` scores the confirmed faults."""
+    if bool(data) == bool(evidence_dir):
+        clierror.fail("give --data RECORDING.csv (repeatable) or --evidence DIR", 2, prog=f"{PROG} export")
     try:
+        if evidence_dir is not None:
+            ev = export_evidence(log_path, evidence_dir, out_dir, device)
+            click.echo(f"{ev['alerts']} alerts' evidence written to {out_dir} ({ev['rows']} rows: "
+                       f"{ev['confirmed_rows']} in confirmed alerts, {ev['false_alarm_rows']} of false alarms); "
+                       f"{ev['missing']} judged alerts have no evidence kept")
+            return
         counts = export_labelled(log_path, list(data), out_dir, device)
     except click.UsageError as exc:
         clierror.fail(exc.format_message(), 2, prog=f"{PROG} export")

@@ -99,3 +99,31 @@ def test_record_writes_what_the_device_sent(mosquitto, tmp_path: Path) -> None:
     assert result["samples"] == 50 and sum(result["skipped"].values()) == 1
     lines = out.read_text().splitlines()
     assert lines[0] == "timestamp,a,b" and lines[1] == "1000.000,0,0" and lines[-1] == "1049.000,49,-49"
+
+
+def test_export_from_the_evidence_store_labels_each_judged_alert(tmp_path: Path) -> None:
+    from edge_runtime.service.evidence_store import EvidenceStore
+    from trainer.data import read_csv
+
+    store = EvidenceStore(tmp_path / "evidence")
+    ts = 1000.0 + np.arange(60, dtype=np.float64)
+    for aid in ("pump.1:3", "pump.1:9", "pump.1:12"):
+        meta = {"alert_id": aid, "device": "pump.1", "channels": ["a", "b"], "anomalous_since": 1020.0,
+                "cleared_end": 1039.0, "complete": True}
+        arrays = {"ts": ts, "values": np.ones((60, 2), np.float32), "win_end": ts[::10],
+                  "win_score": np.ones(6), "win_error": np.ones((6, 2), np.float32)}
+        assert store.write(meta, arrays)
+    log = FeedbackStore(tmp_path / "state")
+    log.append(_verdict("pump.1:3", "confirmed", 1020.0, 1039.0, "pump.1"))
+    log.append(_verdict("pump.1:9", "false_alarm", 1020.0, 1039.0, "pump.1"))
+    log.append(_verdict("pump.1:77", "confirmed", 0, 1, "pump.1"))  # no evidence kept for it
+    out = tmp_path / "labelled"
+    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
+                                  str(tmp_path / "evidence"), "--labelled", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "2 alerts' evidence" in r.output and "1 judged alerts have no evidence" in r.output
+    confirmed, false_alarm = read_csv(out / "pump.1:3.csv"), read_csv(out / "pump.1:9.csv")
+    assert int(confirmed.labels.sum()) == 20 and int(false_alarm.labels.sum()) == 0
+    assert not (out / "pump.1:12.csv").exists()  # not judged
+    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--labelled", str(out)])
+    assert r.exit_code == 2 and "--data" in r.output
