@@ -168,3 +168,18 @@ def test_a_verdict_may_name_any_message_of_the_alert_and_updates_open_no_episode
         assert found is not None and found[1].alert_id == m["raised_alert_id"]
     last = scorer.thresholds.devices["d1"].episodes[raises[-1]]
     assert last.peak >= max(m["score"] for m in msgs if m["raised_alert_id"] == raises[-1])
+
+
+def test_a_sustained_shift_publishes_a_drift_notice_and_leaves_the_threshold_alone(tmp_path: Path) -> None:
+    scorer, stats, link, feed = make(tmp_path, warmup="800", drift_window=40, drift_sustain=2)
+    x = series(6000, seed=8)
+    feed("d1", x[:1000], T0)  # warm-up, then normal
+    thr = scorer.thresholds.threshold("d1", time.time())
+    assert link.docs("alerts/d1/drift") == []
+    feed("d1", 1.6 * x[1000:2000], T0 + 1000)  # scores ~2.5x the calibrated ones: a drift
+    notices = link.docs("alerts/d1/drift")
+    assert [n["state"] for n in notices] == ["drift"] and stats.counts["drift_notices"] == 1
+    assert errors(notices[0], load("drift.schema.json")) == [] and notices[0]["ratio"] > 1.5
+    assert scorer.thresholds.threshold("d1", time.time()) == thr and notices[0]["threshold"] == pytest.approx(thr)
+    feed("d1", x[2000:3000], T0 + 2000)
+    assert [n["state"] for n in link.docs("alerts/d1/drift")] == ["drift", "returned"]
