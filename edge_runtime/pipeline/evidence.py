@@ -13,6 +13,7 @@ between the two (exact for a regularly sampled sensor).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -44,9 +45,9 @@ class Episode:
     cleared_end: float = 0.0  # window_end of the clearing window (0: still raised)
     reason: str = ""  # why it was finished early (evicted, expired, reload, stopped, superseded)
     samples_dropped: int = 0  # samples beyond max_samples, not kept
-    _ts: list[F64] = field(default_factory=list)
+    _ts: list[Any] = field(default_factory=list)  # (n,) times, or (first, spacing) of a run of rows (made at arrays())
     _values: list[F32] = field(default_factory=list)
-    _win: list[tuple[F64, F64, F32]] = field(default_factory=list)
+    _win: list[tuple[Any, Any, Any]] = field(default_factory=list)
     n_samples: int = 0
     n_windows: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -71,15 +72,40 @@ class Episode:
             self._win.append((win_end[:k], win_score[:k], win_error[:k]))
             self.n_windows += k
 
+    def add_run(self, t: float, dt: float, rows: F32, max_samples: int) -> None:
+        """A run of rows spaced ``dt`` from ``t`` (the hot path: kept as is, times made at :meth:`arrays`)."""
+        room = max(0, max_samples - self.n_samples)
+        if rows.shape[0] > room:
+            self.samples_dropped += rows.shape[0] - room
+            rows = rows[:room]
+        if rows.shape[0]:
+            self._ts.append((t, dt))
+            self._values.append(rows)
+            self.n_samples += rows.shape[0]
+
+    def add_windows(self, win_end: Any, win_score: Any, win_error: Any, max_samples: int) -> None:
+        k = min(max(0, max_samples - self.n_windows), len(win_end))
+        if k:
+            self._win.append((win_end[:k], win_score[:k], win_error[:k]))
+            self.n_windows += k
+
+    def snapshot(self) -> Episode:
+        """A copy that later additions do not change (lists of references copied: cheap), for another thread
+        to turn into :meth:`meta` and :meth:`arrays`."""
+        return dataclasses.replace(self, _ts=list(self._ts), _values=list(self._values), _win=list(self._win),
+                                   events=list(self.events))
+
     def arrays(self) -> dict[str, np.ndarray]:
         """``ts``, ``values``, ``win_end``, ``win_score``, ``win_error`` (samples after ``finish_at`` cut)."""
         c = len(self.channels)
-        ts = np.concatenate(self._ts) if self._ts else np.zeros(0)
+        ts = np.concatenate([t if isinstance(t, np.ndarray) else t[0] + t[1] * np.arange(v.shape[0])
+                             for t, v in zip(self._ts, self._values, strict=True)]) if self._ts else np.zeros(0)
         values = np.concatenate(self._values) if self._values else np.zeros((0, c), np.float32)
         keep = ts <= self.finish_at
-        we = np.concatenate([w[0] for w in self._win]) if self._win else np.zeros(0)
-        ws = np.concatenate([w[1] for w in self._win]) if self._win else np.zeros(0)
-        wc = np.concatenate([w[2] for w in self._win]) if self._win else np.zeros((0, c), np.float32)
+        we = np.concatenate([w[0] for w in self._win]).astype(np.float64) if self._win else np.zeros(0)
+        ws = np.concatenate([w[1] for w in self._win]).astype(np.float64) if self._win else np.zeros(0)
+        wc = (np.concatenate([w[2] for w in self._win]).astype(np.float32) if self._win
+              else np.zeros((0, c), np.float32))
         wkeep = we <= self.finish_at
         return {"ts": ts[keep], "values": values[keep], "win_end": we[wkeep], "win_score": ws[wkeep],
                 "win_error": wc[wkeep]}
@@ -100,10 +126,19 @@ EVENT_FIELDS = ("event", "seq", "alert_id", "score", "severity", "window_start",
                 "top_channels", "time", "duration_s", "peak_score", "reason")
 
 
+# a run of a device's raw samples: (time of the first, spacing, rows (n, C)); times materialised only when kept
+Chunk = tuple[float, float, F32]
+
+
+def _times(chunk: Chunk) -> F64:
+    t, dt, rows = chunk
+    return t + dt * np.arange(rows.shape[0], dtype=np.float64)
+
+
 @dataclass
 class _Device:
     last_t: float = -math.inf
-    ring: deque[tuple[F64, F32]] = field(default_factory=deque)
+    ring: deque[Chunk] = field(default_factory=deque)
     ring_n: int = 0
     wring: deque[tuple[F64, F64, F32]] = field(default_factory=deque)
     wring_n: int = 0
@@ -113,14 +148,16 @@ class _Device:
 class EvidenceRecorder:
     """Per-device pre-raise rings and open episodes. ``margin_s``: kept before ``anomalous_since`` and after the
     clear; ``ring_samples``: samples (and windows) a device's ring holds at most; ``max_samples``: an episode's
-    bound (samples beyond it are counted in ``samples_dropped``)."""
+    bound (samples beyond it are counted in ``samples_dropped``).
+
+    Per scored window (the hot path) it only slices the window's new rows and appends them to a ring: sample
+    times are kept as (first, spacing) and made into arrays when an episode takes them."""
 
     def __init__(self, margin_s: float = 60.0, ring_samples: int = 512, max_samples: int = 20_000) -> None:
         self.margin_s = margin_s
         self.ring_samples = ring_samples
         self.max_samples = max_samples
         self.devices: dict[str, _Device] = {}
-        self._frac: dict[int, F64] = {}
 
     def observe(self, device: str, windows: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
                 scores: np.ndarray, errors: np.ndarray, alerts: Sequence[Mapping[str, Any]], model_id: str,
@@ -131,29 +168,17 @@ class EvidenceRecorder:
         d = self.devices.get(device)
         if d is None:
             d = self.devices[device] = _Device()
-        k, w = windows.shape[0], windows.shape[1]
-        if k == 0:
+        if windows.shape[0] == 0:
             return [], []
-        t0 = np.asarray(t_start, np.float64)
-        t1 = np.asarray(t_end, np.float64)
-        prev = np.empty(k)
-        prev[0] = d.last_t
-        prev[1:] = t1[:-1]
-        prev[t1 <= prev] = -math.inf  # the device's clock went back (a reset): the whole window is new
-        frac = self._frac.get(w)
-        if frac is None:
-            frac = self._frac[w] = np.linspace(0.0, 1.0, w)
-        ts = t0[:, None] + (t1 - t0)[:, None] * frac[None, :]  # (k, W)
-        new = ts > prev[:, None]
-        sts, svals = ts[new], np.asarray(windows, np.float32)[new]  # (n,), (n, C)
-        d.last_t = float(t1[-1])
-        wend, wscore = t1, np.asarray(scores, np.float64)
-        werr = np.asarray(errors, np.float32)
+        chunks = self._new_rows(d, windows, t_start.tolist(), t_end.tolist())
+        wend, wscore, werr = t_end, scores, errors
         opened: list[Episode] = []
         finished: list[Episode] = []
         if d.episode is not None:
-            d.episode.add(sts, svals, wend, wscore, werr, self.max_samples)
-        self._push(d, sts, svals, wend, wscore, werr)
+            for t, dt, rows in chunks:
+                d.episode.add_run(t, dt, rows, self.max_samples)
+            d.episode.add_windows(wend, wscore, werr, self.max_samples)
+        self._push(d, chunks, wend, wscore, werr)
         for a in alerts:
             event = a.get("event") or ("raise" if a.get("state") == "raised" else "clear")
             ep = d.episode
@@ -176,35 +201,70 @@ class EvidenceRecorder:
             d.episode = None
         return opened, finished
 
+    @staticmethod
+    def _new_rows(d: _Device, windows: np.ndarray, t0: list[float], t1: list[float]) -> list[Chunk]:
+        """Each window's rows after the device's last sample (times spaced evenly between its first and last)."""
+        w = windows.shape[1]
+        last = d.last_t
+        out: list[Chunk] = []
+        for i, (a, b) in enumerate(zip(t0, t1, strict=True)):
+            dt = (b - a) / (w - 1) if w > 1 else 0.0
+            if b <= last:  # the device's clock went back (a reset): the whole window is new
+                last = -math.inf
+            # sample j is at a + j dt: new from the first j with a + j dt > last
+            n = w if a > last or dt <= 0 else w - min(w, int((last - a) / dt + 1e-6) + 1)
+            if n > 0:
+                out.append((b - (n - 1) * dt, dt, np.array(windows[i, w - n :], dtype=np.float32)))
+            last = b
+        d.last_t = last
+        return out
+
     def _open(self, d: _Device, device: str, alert: Mapping[str, Any], model_id: str, threshold: float,
               channels: Sequence[str], units: Mapping[str, str]) -> Episode:
         since = float(alert.get("anomalous_since") or alert.get("window_end") or d.last_t)
         ep = Episode(str(alert.get("raised_alert_id") or alert.get("alert_id")), device, model_id, float(threshold),
                      list(channels), dict(units), since, float(alert.get("window_end", d.last_t)), self.margin_s)
         lo = since - self.margin_s
-        for ts, vals in d.ring:
+        c = len(channels)
+        if d.ring:  # the ring as one run of rows, then what is within the margin
+            ts = np.concatenate([_times(ch) for ch in d.ring])
+            rows = np.concatenate([ch[2] for ch in d.ring])
             keep = ts >= lo
-            if keep.any():
-                ep.add(ts[keep], vals[keep], np.zeros(0), np.zeros(0), np.zeros((0, len(channels)), np.float32),
-                       self.max_samples)
-        for we, ws, wc in d.wring:
+            ep.add(ts[keep], rows[keep], np.zeros(0), np.zeros(0), np.zeros((0, c), np.float32), self.max_samples)
+        if d.wring:
+            we, ws, wc = (np.concatenate([np.asarray(w[j]) for w in d.wring]) for j in range(3))
             keep = we >= lo
-            if keep.any():
-                ep.add(np.zeros(0), np.zeros((0, len(channels)), np.float32), we[keep], ws[keep], wc[keep],
-                       self.max_samples)
+            ep.add(np.zeros(0), np.zeros((0, c), np.float32), we[keep].astype(np.float64),
+                   ws[keep].astype(np.float64), wc[keep].astype(np.float32), self.max_samples)
         return ep
 
-    def _push(self, d: _Device, ts: F64, vals: F32, wend: F64, wscore: F64, werr: F32) -> None:
+    def _push(self, d: _Device, chunks: list[Chunk], wend: Any, wscore: Any, werr: Any) -> None:
         """Into the device's ring, trimmed to its newest ``ring_samples`` rows (so the margin before a raise is
         ``margin_s`` or what ``ring_samples`` holds, whichever is shorter)."""
-        if ts.shape[0]:
-            d.ring.append((ts.copy(), vals.copy()))
-            d.ring_n += ts.shape[0]
-        d.wring.append((wend.copy(), wscore.copy(), werr.copy()))
-        d.wring_n += wend.shape[0]
-        # bounded by rows only: the margin is counted back from anomalous_since, several windows before a raise
-        d.ring_n = _trim(d.ring, d.ring_n, self.ring_samples, -math.inf)
-        d.wring_n = _trim(d.wring, d.wring_n, self.ring_samples, -math.inf)
+        most = self.ring_samples
+        for ch in chunks:
+            d.ring.append(ch)
+            d.ring_n += ch[2].shape[0]
+        while d.ring_n > most:
+            t, dt, rows = d.ring[0]
+            cut = d.ring_n - most
+            if cut >= rows.shape[0]:
+                d.ring.popleft()
+                d.ring_n -= rows.shape[0]
+            else:
+                d.ring[0] = (t + cut * dt, dt, rows[cut:])
+                d.ring_n -= cut
+        d.wring.append((wend, wscore, werr))
+        d.wring_n += len(wend)
+        while d.wring_n > most:
+            we, ws, wc = d.wring[0]
+            cut = d.wring_n - most
+            if cut >= len(we):
+                d.wring.popleft()
+                d.wring_n -= len(we)
+            else:
+                d.wring[0] = (we[cut:], ws[cut:], wc[cut:])
+                d.wring_n -= cut
 
     def forget(self, device: str, reason: str) -> Episode | None:
         """Drop a device's ring; its open episode, finished with ``reason`` (None when it had none)."""
@@ -219,21 +279,3 @@ class EvidenceRecorder:
     def open_episodes(self) -> list[Episode]:
         return [d.episode for d in self.devices.values() if d.episode is not None]
 
-
-def _trim(ring: deque[Any], n: int, most: int, lo: float) -> int:
-    """Drop a ring's oldest rows (chunks of arrays whose first is the time) beyond ``most`` or before ``lo``;
-    the rows left."""
-    while ring:
-        first = ring[0]
-        t = first[0]
-        cut = max(n - most, int(np.searchsorted(t, lo)))  # rows of the first chunk to drop
-        if cut <= 0:
-            break
-        if cut >= t.shape[0]:
-            ring.popleft()
-            n -= t.shape[0]
-            continue
-        ring[0] = tuple(a[cut:] for a in first)
-        n -= cut
-        break
-    return n

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.pipeline.evidence import EvidenceRecorder
+from edge_runtime.pipeline.evidence import Episode, EvidenceRecorder
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 
 log = logging.getLogger(__name__)
@@ -243,24 +243,27 @@ class Evidence:
         with self._lock:
             opened, finished = self.recorder.observe(device, windows, t_start, t_end, scores, errors, alerts,
                                                      model_id, threshold, channels, units)
-            snapshots = [(ep.meta(), ep.arrays()) for ep in [*finished, *opened]]
+            if not opened and not finished:  # the hot path: nothing to write
+                return
+            snapshots = [ep.snapshot() for ep in [*finished, *opened]]  # made into files on the writer thread
         for snap in snapshots:
             self._submit(snap)
 
     def forget(self, device: str, reason: str) -> None:
         with self._lock:
             ep = self.recorder.forget(device, reason)
-            snap = None if ep is None else (ep.meta(), ep.arrays())
+            snap = None if ep is None else ep.snapshot()
         if snap is not None:
             self._submit(snap)
 
-    def _submit(self, snap: tuple[dict[str, Any], dict[str, np.ndarray]]) -> None:
+    def _submit(self, snap: Episode | tuple[dict[str, Any], dict[str, np.ndarray]]) -> None:
         try:
             self._q.put_nowait(snap)
         except queue.Full:
             self.stats.drop("evidence_queue_full")
+            alert_id = snap.alert_id if isinstance(snap, Episode) else snap[0].get("alert_id")
             self.store.rl.log(logging.WARNING, "evidence_queue_full", "evidence writer behind: evidence of %s "
-                              "not written", snap[0].get("alert_id"))
+                              "not written", alert_id)
 
     def defer(self, fn: Any) -> bool:
         """Run ``fn()`` on the writer thread (an evidence request); False when its queue is full."""
@@ -276,12 +279,17 @@ class Evidence:
             if item is STOP:
                 return
             try:
-                if callable(item):
-                    item()
-                else:
-                    self.store.write(*item)
+                self._write(item)
             except Exception:  # noqa: BLE001 - a bug here must not end the writer
                 log.exception("writing evidence failed")
+
+    def _write(self, item: Any) -> None:
+        if isinstance(item, Episode):
+            self.store.write(item.meta(), item.arrays())
+        elif callable(item):
+            item()
+        else:
+            self.store.write(*item)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is still open (marked ``stopped``) and what waits, then end the writer."""
@@ -298,7 +306,7 @@ class Evidence:
             while not self._q.empty():
                 item = self._q.get_nowait()
                 if not callable(item):
-                    self.store.write(*item)
+                    self._write(item)
             return
         try:
             self._q.put(STOP, timeout=timeout)

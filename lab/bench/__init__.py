@@ -90,6 +90,22 @@ def shadow(model: str, devices: int, per_device: int, bursts: str, hops: str, re
     _emit(res, markdown(res), json_out)
 
 
+@command.command("evidence")
+@model_opt
+@click.option("--devices", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--per-device", type=click.IntRange(1), default=400, show_default=True, help="Messages per device.")
+@click.option("--bursts", default="1,256", show_default=True, help="Score after every N messages (comma-separated).")
+@repeats_opt
+@json_opt
+def evidence(model: str, devices: int, per_device: int, bursts: str, repeats: int, json_out: str | None) -> None:
+    """The cost of keeping evidence around every alert: ingest messages/s with alerts.evidence_dir off and on."""
+    from lab.bench.evidence import bench_evidence, markdown
+
+    _check_model(model)
+    res = _guard(bench_evidence, model, devices, per_device, _ints(bursts), repeats)
+    _emit(res, markdown(res), json_out)
+
+
 @command.command()
 @model_opt
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Threads for ORT and PyTorch alike.")

@@ -51,7 +51,7 @@ def test_the_ring_and_an_episode_stay_within_their_bounds() -> None:
     r = EvidenceRecorder(margin_s=1e9, ring_samples=50, max_samples=300)
     feed(r, x, range(0, 2000, HOP))
     d = r.devices["d"]
-    assert d.ring_n == 50 and d.wring_n == 50 and sum(len(c[0]) for c in d.ring) == 50
+    assert d.ring_n == 50 and d.wring_n == 50 and sum(len(c[2]) for c in d.ring) == 50
     (ep,), _ = feed(r, x, range(2000, 2002, HOP), [{"event": "raise", "alert_id": "d:1", "window_end": 2003.0,
                                                    "anomalous_since": 2003.0}])
     feed(r, x, range(2002, 4000, HOP))

@@ -122,7 +122,7 @@ def flood(folder: Path, hours: float, max_bytes: int, alert_every_s: float = 4.0
         ev.observe("dev", x, t0, t0 + w - 1, scores, ce, alerts, "m1", 1.0, ["a", "b", "c", "d"], {})
         while ev._q.qsize():
             item = ev._q.get_nowait()
-            store.write(*item)
+            ev._write(item)
         if b0 % (block * 50) == 0:
             rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return store, stats, rss

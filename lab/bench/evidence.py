@@ -1,0 +1,144 @@
+"""Evidence benchmark: what keeping the evidence around every alert costs the daemon's ingest path.
+
+The same JSON messages go through a real, unstarted :class:`~edge_runtime.service.daemon.Daemon` (decode ->
+window -> batch -> ``session.run`` -> alerts; no broker: publishing is a no-op) with ``alerts.evidence_dir``
+off and on (its writer thread running, as in the daemon), interleaved repeat by repeat. A fifth of the devices
+have an anomaly of ``anomaly_s`` samples every ``every_s``, so alerts (and evidence files) keep coming. Also the
+cost of the alerts' measured/expected detail: a single-window ``reconstruct`` call against one batch's
+``session.run``. Reported: messages/s of each and the ratio on/off; evidence files written.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.config import build_config
+from edge_runtime.service.daemon import Daemon
+
+
+def _daemon(model: str, tmp: Path, evidence: bool, hop: int) -> Daemon:
+    over: dict[str, Any] = {"path": model, "hop": hop, "instance": f"bench-{int(evidence)}", "stats_interval_s": 0.0,
+                            "watch_interval_s": 0.0, "provider": "cpu", "raise_after": 2, "clear_after": 2}
+    if evidence:
+        over.update(evidence_dir=str(tmp / "evidence"), evidence_margin_s=30.0)
+    d = Daemon(build_config(None, over))
+    d.link.publish = lambda *a, **k: True  # type: ignore[method-assign]  # no broker: the cost is the edge's
+    if d.evidence is not None:
+        d.evidence.start()
+        ev, inner = d.evidence, d.evidence.observe
+        ev.spent_s = 0.0  # type: ignore[attr-defined]  # seconds inside observe on the ingest thread
+
+        def timed(*a: Any) -> None:
+            t0 = time.perf_counter()
+            inner(*a)
+            ev.spent_s += time.perf_counter() - t0  # type: ignore[attr-defined]
+        ev.observe = timed  # type: ignore[method-assign]
+    return d
+
+
+def _messages(d: Daemon, devices: int, per_device: int, seed: int, every_s: int, anomaly_s: int
+              ) -> list[tuple[str, bytes]]:
+    meta = d.model.metadata
+    rng = np.random.default_rng(seed)
+    mean, std = np.asarray(meta.normalisation.mean), np.asarray(meta.normalisation.std)
+    out = []
+    for i in range(per_device):
+        for dev in range(devices):
+            x = mean + std * rng.standard_normal(meta.n_channels)
+            if dev % 5 == 0 and i % every_s < anomaly_s:
+                x = x + 8 * std  # far out on every channel: raises, then clears
+            out.append((f"sensors/dev{dev}/data", json.dumps({"ts": 1.7e9 + i, "values": x.tolist()}).encode()))
+    return out
+
+
+def _run(d: Daemon, msgs: list[tuple[str, bytes]], burst: int) -> tuple[float, float]:
+    """(messages per wall second, messages per CPU second of this thread: the ingest path's own cost, without
+    the writer thread and the other processes of a shared machine)."""
+    t0, c0 = time.perf_counter(), time.thread_time()
+    handle, drain = d.ingest.handle, d.batching.drain
+    for i, (topic, payload) in enumerate(msgs, 1):
+        handle(topic, payload)
+        if i % burst == 0:
+            drain()
+    drain()
+    return len(msgs) / (time.perf_counter() - t0), len(msgs) / max(1e-9, time.thread_time() - c0)
+
+
+def _detail_cost(d: Daemon, repeats: int = 300) -> dict[str, float]:
+    """Median seconds of one 64-window batch run and of one single-window reconstruct (an alert's detail)."""
+    meta, model = d.model.metadata, d.model
+    rng = np.random.default_rng(0)
+    x = (np.asarray(meta.normalisation.mean) + np.asarray(meta.normalisation.std)
+         * rng.standard_normal((64, meta.window, meta.n_channels))).astype(np.float32)
+
+    def med(fn: Any) -> float:
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts))
+
+    batch, one = med(lambda: model.run(x)), med(lambda: model.reconstruct(x[:1]))
+    return {"batch64_run_us": batch * 1e6, "reconstruct_1_us": one * 1e6, "ratio": one / batch}
+
+
+def bench_evidence(model: str, devices: int = 50, per_device: int = 400, bursts: tuple[int, ...] = (1, 256),
+                   repeats: int = 5, hops: tuple[int, ...] = (0,), every_s: int = 40, anomaly_s: int = 12
+                   ) -> dict[str, Any]:
+    """Messages/s through the ingest path with evidence off and on; their ratio per hop and burst size."""
+    res: dict[str, Any] = {"model": model, "devices": devices, "messages": devices * per_device, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for hop, burst in ((h, b) for h in hops for b in bursts):
+            rates: dict[str, list[float]] = {"off": [], "on": []}
+            cpu: dict[str, list[float]] = {"off": [], "on": []}
+            written = alerts = 0
+            share: list[float] = []
+            for r in range(repeats):
+                for kind in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                    d = _daemon(model, Path(tmp) / f"{kind}{r}{burst}{hop}", kind == "on", hop)
+                    msgs = _messages(d, devices, per_device, r, every_s, anomaly_s)
+                    t_run = time.perf_counter()
+                    wall, own = _run(d, msgs, burst)
+                    t_run = time.perf_counter() - t_run
+                    rates[kind].append(wall)
+                    cpu[kind].append(own)
+                    if d.evidence is not None:
+                        share.append(d.evidence.spent_s / t_run)  # type: ignore[attr-defined]
+                        d.evidence.stop(10.0)
+                        written = d.stats.counts["evidence_written"]
+                        alerts = d.stats.counts["alerts_raised"]
+                        assert written >= alerts > 0, (written, alerts)
+            ratio = [s / x for s, x in zip(rates["on"], rates["off"], strict=True)]
+            cratio = [s / x for s, x in zip(cpu["on"], cpu["off"], strict=True)]
+            res["runs"].append({"hop": hop, "burst": burst, "alerts": alerts, "evidence_written": written,
+                                "off_msg_s": float(np.median(rates["off"])), "on_msg_s": float(np.median(rates["on"])),
+                                "ratio_median": float(np.median(ratio)), "ratio_min": float(min(ratio)),
+                                "ratio_max": float(max(ratio)), "cpu_ratio_median": float(np.median(cratio)),
+                                "cpu_ratio_min": float(min(cratio)), "cpu_ratio_max": float(max(cratio)),
+                                "observe_share": float(np.median(share))})
+        res["detail"] = _detail_cost(_daemon(model, Path(tmp) / "detail", False, 0))
+    return res
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = [f"## Evidence cost ({res['model']}, {res['devices']} devices, {res['messages']} messages)", "",
+             "| hop | scored after every | alerts | evidence files written | evidence off msg/s | on msg/s | wall ratio (median, min-max) | ingest-thread CPU ratio | time in evidence.observe |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for b in res["runs"]:
+        lines.append(f"| {b['hop'] or 'model'} | {b['burst']} message(s) | {b['alerts']} | {b['evidence_written']} | "
+                     f"{b['off_msg_s']:.0f} | {b['on_msg_s']:.0f} | "
+                     f"{b['ratio_median']:.2f} ({b['ratio_min']:.2f}-{b['ratio_max']:.2f}) | "
+                     f"{b['cpu_ratio_median']:.2f} ({b['cpu_ratio_min']:.2f}-{b['cpu_ratio_max']:.2f}) | "
+                     f"{100 * b['observe_share']:.1f} % |")
+    dt = res["detail"]
+    lines += ["", f"An alert's measured/expected detail (one single-window `reconstruct` per raise or update): "
+              f"{dt['reconstruct_1_us']:.0f} us, {dt['ratio']:.2f} x one 64-window batch run ({dt['batch64_run_us']:.0f} us)."]
+    return "\n".join(lines) + "\n"
