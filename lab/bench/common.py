@@ -144,3 +144,47 @@ def trainer_tool(*args: object, timeout: float = 900.0) -> dict[str, Any]:
         return json.loads(lines[-1])
     except json.JSONDecodeError:
         return {"ok": False, "why": f"trainer tool gave no JSON: {lines[-1][:160]}"}
+
+
+def daemon_messages(meta: Any, devices: int, per_device: int, seed: int,
+                    anomaly: Callable[[int, int], bool] | None = None) -> list[tuple[str, bytes]]:
+    """JSON messages for ``devices`` devices, one sample each, 1 s apart, at the model's training mean and std;
+    ``anomaly(device, i)`` True: that sample 8 std off on every channel."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    mean, std = np.asarray(meta.normalisation.mean), np.asarray(meta.normalisation.std)
+    out = []
+    for i in range(per_device):
+        for dev in range(devices):
+            x = mean + std * rng.standard_normal(meta.n_channels)
+            if anomaly is not None and anomaly(dev, i):
+                x = x + 8 * std
+            out.append((f"sensors/dev{dev}/data", json.dumps({"ts": 1.7e9 + i, "values": x.tolist()}).encode()))
+    return out
+
+
+def feed_daemon(d: Any, msgs: list[tuple[str, bytes]], burst: int) -> tuple[float, float]:
+    """Messages through an unstarted daemon's ingest path, scored after every ``burst``: (messages per wall
+    second, messages per CPU second of this thread, which leaves out other threads and processes)."""
+    import time
+
+    t0, c0 = time.perf_counter(), time.thread_time()
+    handle, drain = d.ingest.handle, d.batching.drain
+    for i, (topic, payload) in enumerate(msgs, 1):
+        handle(topic, payload)
+        if i % burst == 0:
+            drain()
+    drain()
+    return len(msgs) / (time.perf_counter() - t0), len(msgs) / max(1e-9, time.thread_time() - c0)
+
+
+def ratios(num: list[float], den: list[float], prefix: str = "ratio") -> dict[str, float]:
+    """``{prefix}_median``, ``_min``, ``_max`` of the pairwise ratios ``num / den``."""
+    r = [a / b for a, b in zip(num, den, strict=True)]
+    return {f"{prefix}_median": float(np.median(r)), f"{prefix}_min": float(min(r)), f"{prefix}_max": float(max(r))}
+
+
+def ratio_cell(b: dict[str, Any], prefix: str = "ratio") -> str:
+    """``0.98 (0.48-2.01)``: a ratio's median and spread."""
+    return f"{b[prefix + '_median']:.2f} ({b[prefix + '_min']:.2f}-{b[prefix + '_max']:.2f})"

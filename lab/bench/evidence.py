@@ -10,7 +10,6 @@ cost of the alerts' measured/expected detail: a single-window ``reconstruct`` ca
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from edge_runtime.config import build_config
 from edge_runtime.service.daemon import Daemon
+from lab.bench.common import daemon_messages, feed_daemon, ratio_cell, ratios
 
 
 def _daemon(model: str, tmp: Path, evidence: bool, hop: int) -> Daemon:
@@ -40,34 +40,6 @@ def _daemon(model: str, tmp: Path, evidence: bool, hop: int) -> Daemon:
             ev.spent_s += time.perf_counter() - t0  # type: ignore[attr-defined]
         ev.observe = timed  # type: ignore[method-assign]
     return d
-
-
-def _messages(d: Daemon, devices: int, per_device: int, seed: int, every_s: int, anomaly_s: int
-              ) -> list[tuple[str, bytes]]:
-    meta = d.model.metadata
-    rng = np.random.default_rng(seed)
-    mean, std = np.asarray(meta.normalisation.mean), np.asarray(meta.normalisation.std)
-    out = []
-    for i in range(per_device):
-        for dev in range(devices):
-            x = mean + std * rng.standard_normal(meta.n_channels)
-            if dev % 5 == 0 and i % every_s < anomaly_s:
-                x = x + 8 * std  # far out on every channel: raises, then clears
-            out.append((f"sensors/dev{dev}/data", json.dumps({"ts": 1.7e9 + i, "values": x.tolist()}).encode()))
-    return out
-
-
-def _run(d: Daemon, msgs: list[tuple[str, bytes]], burst: int) -> tuple[float, float]:
-    """(messages per wall second, messages per CPU second of this thread: the ingest path's own cost, without
-    the writer thread and the other processes of a shared machine)."""
-    t0, c0 = time.perf_counter(), time.thread_time()
-    handle, drain = d.ingest.handle, d.batching.drain
-    for i, (topic, payload) in enumerate(msgs, 1):
-        handle(topic, payload)
-        if i % burst == 0:
-            drain()
-    drain()
-    return len(msgs) / (time.perf_counter() - t0), len(msgs) / max(1e-9, time.thread_time() - c0)
 
 
 def _detail_cost(d: Daemon, repeats: int = 300) -> dict[str, float]:
@@ -104,9 +76,10 @@ def bench_evidence(model: str, devices: int = 50, per_device: int = 400, bursts:
             for r in range(repeats):
                 for kind in ("off", "on") if r % 2 == 0 else ("on", "off"):
                     d = _daemon(model, Path(tmp) / f"{kind}{r}{burst}{hop}", kind == "on", hop)
-                    msgs = _messages(d, devices, per_device, r, every_s, anomaly_s)
+                    msgs = daemon_messages(d.model.metadata, devices, per_device, r,
+                                           lambda dev, i: dev % 5 == 0 and i % every_s < anomaly_s)
                     t_run = time.perf_counter()
-                    wall, own = _run(d, msgs, burst)
+                    wall, own = feed_daemon(d, msgs, burst)
                     t_run = time.perf_counter() - t_run
                     rates[kind].append(wall)
                     cpu[kind].append(own)
@@ -116,13 +89,9 @@ def bench_evidence(model: str, devices: int = 50, per_device: int = 400, bursts:
                         written = d.stats.counts["evidence_written"]
                         alerts = d.stats.counts["alerts_raised"]
                         assert written >= alerts > 0, (written, alerts)
-            ratio = [s / x for s, x in zip(rates["on"], rates["off"], strict=True)]
-            cratio = [s / x for s, x in zip(cpu["on"], cpu["off"], strict=True)]
             res["runs"].append({"hop": hop, "burst": burst, "alerts": alerts, "evidence_written": written,
                                 "off_msg_s": float(np.median(rates["off"])), "on_msg_s": float(np.median(rates["on"])),
-                                "ratio_median": float(np.median(ratio)), "ratio_min": float(min(ratio)),
-                                "ratio_max": float(max(ratio)), "cpu_ratio_median": float(np.median(cratio)),
-                                "cpu_ratio_min": float(min(cratio)), "cpu_ratio_max": float(max(cratio)),
+                                **ratios(rates["on"], rates["off"]), **ratios(cpu["on"], cpu["off"], "cpu_ratio"),
                                 "observe_share": float(np.median(share))})
         res["detail"] = _detail_cost(_daemon(model, Path(tmp) / "detail", False, 0))
     return res
@@ -135,8 +104,7 @@ def markdown(res: dict[str, Any]) -> str:
     for b in res["runs"]:
         lines.append(f"| {b['hop'] or 'model'} | {b['burst']} message(s) | {b['alerts']} | {b['evidence_written']} | "
                      f"{b['off_msg_s']:.0f} | {b['on_msg_s']:.0f} | "
-                     f"{b['ratio_median']:.2f} ({b['ratio_min']:.2f}-{b['ratio_max']:.2f}) | "
-                     f"{b['cpu_ratio_median']:.2f} ({b['cpu_ratio_min']:.2f}-{b['cpu_ratio_max']:.2f}) | "
+                     f"{ratio_cell(b)} | {ratio_cell(b, 'cpu_ratio')} | "
                      f"{100 * b['observe_share']:.1f} % |")
     dt = res["detail"]
     lines += ["", f"An alert's measured/expected detail (one single-window `reconstruct` per raise or update): "

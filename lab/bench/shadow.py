@@ -9,9 +9,7 @@ the worst case). Reported: messages/s of each and the ratio with/without shadow.
 
 from __future__ import annotations
 
-import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 from edge_runtime.config import build_config
 from edge_runtime.service.daemon import Daemon
 from edge_runtime.service.model import load_model
+from lab.bench.common import daemon_messages, feed_daemon, ratio_cell, ratios
 
 
 def _daemon(model: str, tmp: Path, shadow: bool, hop: int) -> Daemon:
@@ -35,26 +34,11 @@ def _daemon(model: str, tmp: Path, shadow: bool, hop: int) -> Daemon:
 
 
 def _messages(d: Daemon, devices: int, per_device: int, seed: int) -> list[tuple[str, bytes]]:
-    meta = d.model.metadata
-    rng = np.random.default_rng(seed)
-    mean, std = np.asarray(meta.normalisation.mean), np.asarray(meta.normalisation.std)
-    out = []
-    for i in range(per_device):
-        for dev in range(devices):
-            x = mean + std * rng.standard_normal(meta.n_channels)
-            out.append((f"sensors/dev{dev}/data", json.dumps({"ts": 1.7e9 + i, "values": x.tolist()}).encode()))
-    return out
+    return daemon_messages(d.model.metadata, devices, per_device, seed)
 
 
 def _run(d: Daemon, msgs: list[tuple[str, bytes]], burst: int) -> float:
-    t0 = time.perf_counter()
-    handle, drain = d.ingest.handle, d.batching.drain
-    for i, (topic, payload) in enumerate(msgs, 1):
-        handle(topic, payload)
-        if i % burst == 0:
-            drain()
-    drain()
-    return len(msgs) / (time.perf_counter() - t0)
+    return feed_daemon(d, msgs, burst)[0]
 
 
 def bench_shadow(model: str, devices: int = 50, per_device: int = 400, bursts: tuple[int, ...] = (1, 256),
@@ -74,11 +58,10 @@ def bench_shadow(model: str, devices: int = 50, per_device: int = 400, bursts: t
                         assert d.stats.counts["shadow_windows"] == d.stats.counts["windows_scored"] > 0
                     windows = d.stats.counts["windows_scored"]
                     batch = d.stats.snapshot()["batch_size_mean"]
-            ratio = [s / x for s, x in zip(rates["shadow"], rates["live"], strict=True)]
-            res["runs"].append({"hop": hop, "burst": burst, "windows": windows, "batch_mean": batch, "live_msg_s": float(np.median(rates["live"])),
-                                    "shadow_msg_s": float(np.median(rates["shadow"])),
-                                    "ratio_median": float(np.median(ratio)), "ratio_min": float(min(ratio)),
-                                    "ratio_max": float(max(ratio))})
+            res["runs"].append({"hop": hop, "burst": burst, "windows": windows, "batch_mean": batch,
+                                "live_msg_s": float(np.median(rates["live"])),
+                                "shadow_msg_s": float(np.median(rates["shadow"])),
+                                **ratios(rates["shadow"], rates["live"])})
     return res
 
 
@@ -89,5 +72,5 @@ def markdown(res: dict[str, Any]) -> str:
     for b in res["runs"]:
         lines.append(f"| {b['hop'] or 'model'} | {b['burst']} message(s) | {b['windows']} | {b['batch_mean']:.1f} | "
                      f"{b['live_msg_s']:.0f} | {b['shadow_msg_s']:.0f} | "
-                     f"{b['ratio_median']:.2f} ({b['ratio_min']:.2f}-{b['ratio_max']:.2f}) |")
+                     f"{ratio_cell(b)} |")
     return "\n".join(lines) + "\n"
