@@ -244,7 +244,8 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
     gw_topic = "homeassistant/device/edgewatch_gw1/config"
     dev_topic = "homeassistant/device/edgewatch_gw1_pump-1/config"
     try:
-        with running_daemon(mosquitto.url, demo_model_path, homeassistant_discovery=True, instance="gw1") as d:
+        with running_daemon(mosquitto.url, demo_model_path, homeassistant_discovery=True, instance="gw1",
+                            commands=True) as d:
             wait_until(lambda: docs(gw_topic), 10, "gateway config")
             x = normal_series(400, 4, seed=0)
             x = inject(x, Anomaly("level_shift", 200, 400, (0, 1)))
@@ -260,6 +261,15 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
             state = docs("alerts/pump-1/state")[-1]
             assert render(binary["value_template"], state) == binary["payload_on"]
             assert isinstance(state, dict)  # json_attributes_topic: a JSON object is the attributes
+            # commands on: the threshold sensor reads the real state; the feedback select's command is accepted
+            thr, select = cfg["components"]["threshold"], cfg["components"]["alert_feedback"]
+            assert float(render(thr["value_template"], state)) == pytest.approx(state["threshold"])
+            command = jinja2.Environment().from_string(select["command_template"]).render(value="ack")
+            pub.send(select["command_topic"], command)
+            pub.flush()
+            wait_until(lambda: docs("edgewatch/gw1/reply"), 10, "the reply to Home Assistant's feedback")
+            reply = docs("edgewatch/gw1/reply")[-1]
+            assert reply["status"] == "accepted" and reply["verdict"] == "ack" and reply["device"] == "pump-1"
             # the alert itself (schema 2): the summary line as the state, what to act on as attributes
             last = cfg["components"]["last_alert"]
             wait_until(lambda: docs("alerts/pump-1"), 10, "the alert")
