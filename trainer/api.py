@@ -36,6 +36,7 @@ def train_and_export(
     val_fraction: float = 0.2,
     denoise: float = 0.0,
     quiet: bool = True,
+    running: list[np.ndarray] | np.ndarray | None = None,
     **model_opts: Any,
 ) -> ModelMetadata:
     """Train on raw series (each (T, C) float) and export one ONNX model to ``out``; the defaults are ``fit``'s.
@@ -47,7 +48,8 @@ def train_and_export(
     ``lr``, ``patience``, ``device``, ``mask``, ``threads`` (training), ``split``, ``threshold_params``
     (e.g. ``{"q": 0.999}``), ``threshold_scale`` (the margin), ``false_alarm_budget`` (per window),
     ``drift_limit``, ``force``, ``calibrate`` (a list of normal (T, C) arrays), ``quantize``, ``fp16``, ``checkpoint``,
-    ``units`` ({channel: unit}).
+    ``units`` ({channel: unit}). ``running``: per series a (T,) bool array, True where the machine runs: fit
+    learns its operating states and trains on the settled running rows only (as ``--state-column``).
     Returns the metadata stored in the file.
     """
     arrays = [series] if isinstance(series, np.ndarray) and series.ndim == 2 else list(series)
@@ -55,6 +57,16 @@ def train_and_export(
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     items = _as_series(arrays, channels, "series")
+    spec = None
+    if running is not None:
+        from trainer.operating import StateSpec
+
+        masks = [running] if isinstance(running, np.ndarray) and running.ndim == 1 else list(running)
+        if len(masks) != len(items) or any(len(m) != len(it.values) for m, it in zip(masks, items, strict=False)):
+            raise DataError("running: one (T,) mask per series, as long as it")
+        for it, m in zip(items, masks, strict=True):
+            it.states = np.where(np.asarray(m, dtype=bool), "RUN", "STOP")
+        spec = StateSpec("running", ("RUN",))
     if "calibrate" in model_opts:
         model_opts = {**model_opts, "calibrate": _as_series(list(model_opts["calibrate"]), channels, "calibrate")}
     tc = TrainConfig(
@@ -66,6 +78,7 @@ def train_and_export(
         val_fraction=val_fraction,
         threshold_method=threshold_method,
         train=tc,
+        states=spec,
         **{k: model_opts[k] for k in _MODEL_KEYS + _OTHER_KEYS if k in model_opts},
     )
     return run_fit(items, Path(out), opts, progress=not quiet).meta

@@ -51,6 +51,9 @@ from edge_runtime.tools.simulate import (
     write_ground_truth,
 )
 from edge_runtime.tools.synthetic import (
+    ANOMALY_KINDS,
+    KIND_CLASS,
+    apply_stops,
     channel_names,
     labelled_series,
     normal_series,
@@ -60,6 +63,25 @@ from edge_runtime.tools.synthetic import (
 
 INSTANCE = "demo"
 N_STEPS = 7
+
+
+FAULT_S = 24.0  # seconds appended to the stream for the stop and the sensor faults
+# (kind, duration s, channel index or None): one of each, devices round-robin, one after another per device
+FAULTS = [("stop", 6.0, None), ("freeze", 8.0, 0), ("dropout", 4.0, 3), ("out_of_range", 3.0, 2), ("dead", 5.0, None)]
+PROCESS_KINDS = tuple(k for k in ANOMALY_KINDS if KIND_CLASS[k] == "process")  # "stuck" is a sensor fault
+TRAIN_STOPS = 3  # stops in the training data (each a tenth of it), so the model learns the stopped state
+SENSOR_KIND = {"freeze": "stuck", "dropout": "missing", "out_of_range": "out_of_range", "dead": "stale"}
+
+
+def fault_specs(devices: list[str], channels: list[str], start_s: float) -> list[str]:
+    """``--anomaly`` specs of :data:`FAULTS` from ``start_s`` on: devices round-robin, 2 s apart on each."""
+    at = dict.fromkeys(devices, start_s + 2.0)
+    out = []
+    for i, (kind, dur, ch) in enumerate(FAULTS):
+        dev = devices[i % len(devices)]
+        out.append(f"{dev}:{kind}:{at[dev]:g}:{dur:g}" + ("" if ch is None else f":{channels[ch % len(channels)]}"))
+        at[dev] += dur + 2.0
+    return out
 
 
 class DemoError(RuntimeError):
@@ -90,6 +112,7 @@ class DemoOptions:
     keep_running: bool = False
     batch: int = 1  # samples per message (1: single-sample JSON; >1: JSON batches)
     broker_kind: str = "auto"  # auto (mosquitto if installed, else amqtt), mosquitto or amqtt
+    faults: bool = True  # after the anomalies: one stop and one of each sensor fault (FAULT_S more seconds)
 
 
 @dataclass
@@ -108,10 +131,12 @@ class Outcome:
 @dataclass
 class DemoResult:
     run_dir: Path
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)  # process anomalies
     false_alarms: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     broker: str = ""
+    sensor: list[Outcome] = field(default_factory=list)  # sensor faults: alerted as sensor faults or not
+    states: list[Outcome] = field(default_factory=list)  # stops: recognised (operating state stopped) or not
 
 
 def run_amqtt(port: int) -> None:
@@ -200,7 +225,9 @@ class Watcher:
     """Subscribes to alerts, status and stats; prints alerts live and appends them to ``alerts.jsonl``."""
 
     def __init__(self, broker_url: str, run_dir: Path, t0: float, echo: Any) -> None:
-        self.alerts: list[dict[str, Any]] = []
+        self.alerts: list[dict[str, Any]] = []  # process alerts (alerts/{device})
+        self.sensor: list[dict[str, Any]] = []  # sensor-fault alerts
+        self.operating: list[dict[str, Any]] = []  # operating state documents
         self.stats: dict[str, Any] = {}
         self.status: dict[str, Any] = {}
         self.online = threading.Event()
@@ -210,7 +237,8 @@ class Watcher:
         self._lock = threading.Lock()
         self.client = connect_publisher(broker_url, "edgewatch-demo-watch")
         self.client.on_message = self._on_message
-        self.client.subscribe([("alerts/+", 1), (f"edgewatch/{INSTANCE}/status", 1), (f"edgewatch/{INSTANCE}/stats", 0)])
+        self.client.subscribe([("alerts/#", 1), ("health/#", 1), (f"edgewatch/{INSTANCE}/status", 1),
+                               (f"edgewatch/{INSTANCE}/stats", 0)])
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         try:
@@ -225,7 +253,17 @@ class Watcher:
                 self.online.set()
         elif msg.topic.endswith("/stats"):
             self.stats = doc
-        else:
+        elif msg.topic == f"alerts/{doc.get('device')}/operating":
+            self.operating.append(doc)
+            if doc.get("state") != "running":
+                self.echo(f"  t={float(doc.get('since', self.t0)) - self.t0:6.1f}s  {str(doc.get('state')).upper():7s} "
+                          f"{doc.get('device', '?'):8s} (operating state: {doc.get('reason', '')})")
+        elif doc.get("kind") in SENSOR_KIND.values() and "channel" in doc:
+            self.sensor.append(doc)
+            if doc.get("state") == "raised":
+                self.echo(f"  t={float(doc.get('at') or self.t0) - self.t0:6.1f}s  SENSOR  {doc.get('device', '?'):8s} "
+                          f"{doc.get('kind')} {doc.get('channel') or '(device)'}")
+        elif msg.topic == f"alerts/{doc.get('device')}":
             with self._lock:
                 self.alerts.append(doc)
                 self._file.write(json.dumps(doc) + "\n")
@@ -272,9 +310,36 @@ def match_alerts(
     return outcomes, false_alarms
 
 
+def match_conditions(truth: list[dict[str, Any]], sensor: list[dict[str, Any]], operating: list[dict[str, Any]],
+                     slack_s: float) -> tuple[list[Outcome], list[Outcome]]:
+    """Sensor faults against the sensor alerts (the kind and channel, raised from the fault's start to
+    ``slack_s`` after its end) and stops against the operating documents (``stopped`` during the stop). Pure."""
+    faults, stops = [], []
+    for g in sorted(truth, key=lambda g: (g["device"], g["start_ts"])):
+        o = Outcome(g["device"], g["kind"], float(g["start_ts"]), float(g["end_ts"]))
+        if g.get("class") == "sensor" and g["kind"] in SENSOR_KIND:
+            ch = None if g["kind"] == "dead" else (g["channels"] or [None])[0]
+            hits = [d for d in sensor if d.get("device") == o.device and d.get("state") == "raised"
+                    and d.get("kind") == SENSOR_KIND[g["kind"]] and (ch is None or d.get("channel") == ch)
+                    and o.start_ts - 1e-6 <= float(d.get("at") or d.get("since") or 0) <= o.end_ts + slack_s]
+            faults.append(o)
+        elif g.get("class") == "state":
+            hits = [d for d in operating if d.get("device") == o.device and d.get("state") == "stopped"
+                    and o.start_ts - 1e-6 <= float(d.get("since", 0)) <= o.end_ts]
+            stops.append(o)
+        else:
+            continue
+        if hits:
+            first = min(hits, key=lambda d: float(d.get("at") or d.get("since") or 0))
+            o.detected, o.alert_id = True, first.get("alert_id")
+            o.delay_s = float(first.get("at") or first.get("since") or 0) - o.start_ts
+    return faults, stops
+
+
 def summary_text(res: DemoResult, base: float) -> str:
     """The summary table shown at the end of the demo; times relative to the stream start ``base`` (epoch s)."""
-    lines = [f"{'device':8s} {'anomaly':18s} {'start':>7s} {'length':>7s}  {'detected':8s} {'delay':>7s}"]
+    lines = ["process anomalies (alerts/{device}):",
+             f"{'device':8s} {'anomaly':18s} {'start':>7s} {'length':>7s}  {'detected':8s} {'delay':>7s}"]
     for o in res.outcomes:
         delay = f"{o.delay_s:6.2f}s" if o.delay_s is not None else "      -"
         lines.append(f"{o.device:8s} {o.kind:18s} {o.start_ts - base:6.1f}s {o.end_ts - o.start_ts:6.1f}s  "
@@ -287,6 +352,16 @@ def summary_text(res: DemoResult, base: float) -> str:
     lines.append(f"false alarms: {len(res.false_alarms)}"
                  + "".join(f"\n  {a['device']} at t={float(a['window_end']) - base:.1f}s score {float(a['score']):.4g}"
                            for a in res.false_alarms))
+    for title, rows, verb in (("sensor faults (sensor alerts, never anomalies):", res.sensor, "alerted"),
+                              ("operating states (not scored while stopped):", res.states, "recognised")):
+        if not rows:
+            continue
+        lines += ["", title, f"{'device':8s} {'fault':18s} {'start':>7s} {'length':>7s}  {verb:10s} {'after':>7s}"]
+        for o in rows:
+            delay = f"{o.delay_s:6.2f}s" if o.delay_s is not None else "      -"
+            lines.append(f"{o.device:8s} {o.kind:18s} {o.start_ts - base:6.1f}s {o.end_ts - o.start_ts:6.1f}s  "
+                         f"{'yes' if o.detected else 'NO':10s} {delay}")
+        lines.append(f"{verb} {sum(o.detected for o in rows)}/{len(rows)}")
     s = res.stats
     if s:
         lines.append(
@@ -320,6 +395,30 @@ class _Steps:
             raise DemoError(title, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__) from exc
 
 
+def demo_plan(opts: DemoOptions, total_s: float) -> Any:
+    """The stream: random process anomalies in the first ``opts.duration`` s, then (``opts.faults``) a stop and
+    one of each sensor fault in the last :data:`FAULT_S` s."""
+    from edge_runtime.tools.simulate import ScheduledAnomaly, parse_anomaly_spec
+
+    first = make_plan(
+        opts.devices, opts.rate, opts.duration, n_channels=opts.channels, seed=opts.seed,
+        random_count=opts.anomalies, min_len_s=2.0, max_len_s=4.0, kinds=PROCESS_KINDS,
+        warmup_s=max(6.0, 2.0 * opts.window / opts.rate),
+        gap_s=(opts.window + 10 * opts.hop) / opts.rate + 1.0,  # room to clear before the next
+        t0=0.0,
+    )
+    names = list(first.channels)
+    scheduled = [ScheduledAnomaly(d.name, a.kind, a.start / opts.rate, (a.end - a.start) / opts.rate,
+                                  tuple(names[c] for c in a.channels)) for d in first.devices for a in d.anomalies]
+    if opts.faults:
+        scheduled += [parse_anomaly_spec(s) for s in
+                      fault_specs([d.name for d in first.devices], names, opts.duration)]
+    # faster than real time, the stream would run ahead of the clock: start it in the past so its last sample
+    # is stamped about when it is sent, and later data (simulate) is not "old"
+    return make_plan(opts.devices, opts.rate, total_s, n_channels=opts.channels, seed=opts.seed, scheduled=scheduled,
+                     t0=round(time.time() + total_s / opts.speed - total_s, 3))
+
+
 def _python_cmd(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
@@ -349,15 +448,24 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
     watcher: Watcher | None = None
     ok = False
     try:
-        with steps.step(f"generating {opts.train_steps} samples of normal training data ({opts.channels} channels)"):
+        with steps.step(f"generating {opts.train_steps} samples of normal training data ({opts.channels} channels"
+                        + (f", {TRAIN_STOPS} stops)" if opts.faults else ")")):
             x = normal_series(opts.train_steps, opts.channels, seed=opts.seed, start=5_000_000)
+            running = np.ones(len(x), dtype=bool)
+            if opts.faults:  # the machine stops now and then: the model learns to tell a stop
+                span = opts.train_steps // (TRAIN_STOPS + 1)
+                stops = [(k * span + span // 2, k * span + span // 2 + opts.train_steps // 10)
+                         for k in range(TRAIN_STOPS)]
+                x = apply_stops(x, names, stops, settle=20, seed=opts.seed)
+                for a, b in stops:
+                    running[a:b] = False
             write_csv(run_dir / "train.csv", x, names, period_s=1.0 / opts.rate)
 
         with steps.step(f"training and exporting the model (W={opts.window}, hop={opts.hop}, up to {opts.epochs} epochs)"):
             t = time.monotonic()
             meta = train_and_export(
                 [x], names, model, window=opts.window, hop=opts.hop, epochs=opts.epochs, seed=opts.seed,
-                lr=5e-3, quiet=False,
+                lr=5e-3, quiet=False, running=[running] if opts.faults else None,
             )
             echo(f"      model {meta.model_id}: threshold {meta.threshold.value:.4g} ({meta.threshold.method}), "
                  f"{time.monotonic() - t:.1f} s -> {model}")
@@ -398,17 +506,12 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
             echo(f"      online: provider {watcher.status.get('provider')}, log in {log_path}")
 
         n_devices = opts.devices
-        with steps.step(f"streaming {n_devices} devices x {opts.duration:g} s at {opts.rate:g} Hz "
-                        f"({opts.speed:g}x real time) with {opts.anomalies} anomalies each; alerts as they arrive:"):
-            plan = make_plan(
-                n_devices, opts.rate, opts.duration, n_channels=opts.channels, seed=opts.seed,
-                random_count=opts.anomalies, min_len_s=2.0, max_len_s=4.0,
-                warmup_s=max(6.0, 2.0 * opts.window / opts.rate),
-                gap_s=(opts.window + 10 * opts.hop) / opts.rate + 1.0,  # room to clear before the next
-                # faster than real time, the stream would run ahead of the clock: start it in the past so
-                # its last sample is stamped about when it is sent, and later data (simulate) is not "old"
-                t0=round(time.time() + opts.duration / opts.speed - opts.duration, 3),
-            )
+        total = opts.duration + (FAULT_S if opts.faults else 0.0)
+        with steps.step(f"streaming {n_devices} devices x {total:g} s at {opts.rate:g} Hz "
+                        f"({opts.speed:g}x real time) with {opts.anomalies} anomalies each"
+                        + (", then a stop and one of each sensor fault (freeze, dropout, out_of_range, dead)"
+                           if opts.faults else "") + "; alerts as they arrive:"):
+            plan = demo_plan(opts, total)
             watcher.t0 = plan.t0
             write_ground_truth(run_dir / "ground_truth.json", plan)
             client = connect_publisher(broker.url, "edgewatch-demo-sim")
@@ -434,14 +537,18 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
             res.stats = dict(watcher.stats)
             window_s = opts.window / opts.rate
             slack_s = 4 * opts.hop / opts.rate
-            res.outcomes, res.false_alarms = match_alerts(ground_truth(plan), watcher.alerts, window_s, slack_s)
+            truth = ground_truth(plan)
+            res.outcomes, res.false_alarms = match_alerts(
+                [g for g in truth if g.get("class", "process") == "process"], watcher.alerts, window_s, slack_s)
+            res.sensor, res.states = match_conditions(truth, watcher.sensor, watcher.operating, 10 * slack_s)
             text = summary_text(res, plan.t0)
             (run_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
             (run_dir / "summary.json").write_text(json.dumps({
                 "broker": res.broker, "model": str(model), "model_id": meta.model_id,
                 "threshold": meta.threshold.value, "options": {k: str(v) for k, v in asdict(opts).items()},
                 "anomalies": [asdict(o) for o in res.outcomes], "false_alarms": res.false_alarms,
-                "daemon_stats": res.stats,
+                "sensor_faults": [asdict(o) for o in res.sensor], "operating_states": [asdict(o) for o in res.states],
+                "published": sim.messages, "daemon_stats": res.stats,
             }, indent=2) + "\n", encoding="utf-8")
             echo("")
             echo(textwrap.indent(text, "  "))

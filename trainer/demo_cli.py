@@ -34,14 +34,19 @@ from edge_runtime.clierror import fail
 @click.option("--broker-kind", type=click.Choice(["auto", "mosquitto", "amqtt"]), default="auto", show_default=True,
               help="Private broker: mosquitto where installed (auto), else the embedded amqtt (pip install amqtt).")
 @click.option("--keep-running", is_flag=True, help="Leave the broker and daemon running at the end.")
+@click.option("--faults/--no-faults", default=True, show_default=True,
+              help="Train on a machine that stops, and end the stream with a stop and one of each sensor fault "
+              "(freeze, dropout, out_of_range, a dead device): 24 s more.")
 def demo_command(devices: int, rate: float, duration: float, speed: float, anomalies: int, epochs: int,
-                 train_steps: int, batch: int, seed: int, out_dir: Path, broker_kind: str, keep_running: bool) -> None:
-    """Train a model, start a broker and the daemon, stream anomalies, show the alerts and a summary."""
+                 train_steps: int, batch: int, seed: int, out_dir: Path, broker_kind: str, keep_running: bool,
+                 faults: bool) -> None:
+    """Train a model, start a broker and the daemon, stream anomalies, a stop and sensor faults, show the alerts
+    and a summary that lists process anomalies, sensor faults and operating states apart."""
     from trainer.demo import DemoError, DemoOptions, run_demo
 
     opts = DemoOptions(devices=devices, rate=rate, duration=duration, speed=speed, anomalies=anomalies,
                        epochs=epochs, train_steps=train_steps, batch=batch, seed=seed, out_dir=out_dir,
-                       broker_kind=broker_kind, keep_running=keep_running)
+                       broker_kind=broker_kind, keep_running=keep_running, faults=faults)
     try:
         run_demo(opts, echo=click.echo)
     except DemoError as exc:
