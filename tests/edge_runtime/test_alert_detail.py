@@ -16,6 +16,7 @@ from tests.edge_runtime import schema_check
 from tests.edge_runtime.mqtt_helpers import Collector, Publisher, idle, running_daemon, wait_until
 
 T0 = 1_700_000_000.0
+pytestmark = pytest.mark.slow  # trains a model, runs the daemon on a real broker
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from tests.edge_runtime.mqtt_helpers import (
 from tests.edge_runtime.onnx_models import make_metadata, series, write_model
 
 W, HOP, T0, MARGIN = 8, 4, 1_700_000_000.0, 20.0
+pytestmark = pytest.mark.slow  # a daemon on a real broker (about 12 s with the CLI and PNG)
 
 
 @pytest.fixture(scope="module")
