@@ -111,6 +111,9 @@ class Commands:
                             threshold_before=before, threshold=after)
 
     def _recalibrate(self, cmd: Command, now: float) -> dict[str, Any]:
+        if cmd.device not in self.scorer.thresholds.devices:
+            return self._refuse(cmd.request_id, cmd.command, f"device {cmd.device!r} is unknown to this daemon", now,
+                                device=cmd.device)
         if not self.scorer.thresholds.recalibrate(cmd.device):
             return self._refuse(cmd.request_id, cmd.command, "warm-ups are off (input.warmup is empty)", now,
                                 device=cmd.device)

@@ -114,16 +114,30 @@ class DeviceThresholds:
         return self.policy.spec.on
 
     # -- per device ----------------------------------------------------------------------
-    def _entry(self, device: str) -> DeviceEntry:  # under self.lock
+    def _entry(self, device: str) -> DeviceEntry:  # under self.lock; least recently used evicted past max_devices
         e = self.devices.get(device)
-        if e is None:
+        if e is not None:
+            self.devices.move_to_end(device)
+        else:
             e = self.devices[device] = DeviceEntry(new_calibration(self.policy))
             saved = self._saved.pop(device, None) if self._saved else None
             if saved is not None:
                 self._restore(e, saved)
             while len(self.devices) > self.cfg.max_devices:
-                self.devices.popitem(last=False)
+                dev, gone = self.devices.popitem(last=False)
+                doc = self._doc(gone)
+                if doc is not None and len(self._saved) < self.cfg.max_devices:
+                    self._saved[dev] = doc  # kept for its return (and in the state file)
         return e
+
+    def _doc(self, e: DeviceEntry) -> dict[str, Any] | None:
+        """What the state file keeps of a device: its finished calibration and its raise (None: nothing)."""
+        d: dict[str, Any] = {"model_id": self.model_id}
+        if e.cal.done and e.cal.phase != OFF:
+            d["calibration"] = e.cal.to_doc()
+        if e.raise_ is not None:
+            d["feedback"] = e.raise_.to_doc()
+        return d if len(d) > 1 else None
 
     def _restore(self, e: DeviceEntry, doc: dict[str, Any]) -> None:
         if doc.get("model_id") == self.model_id and self.policy.spec.on:
@@ -325,12 +339,8 @@ class DeviceThresholds:
             self.dirty = False
             devices: dict[str, Any] = dict(self._saved)
             for dev, e in self.devices.items():
-                d: dict[str, Any] = {"model_id": self.model_id}
-                if e.cal.done and e.cal.phase != OFF:
-                    d["calibration"] = e.cal.to_doc()
-                if e.raise_ is not None:
-                    d["feedback"] = e.raise_.to_doc()
-                if len(d) > 1:
+                d = self._doc(e)
+                if d is not None:
                     devices[dev] = d
         tmp = self.path.with_suffix(".tmp")
         try:

@@ -183,3 +183,29 @@ def test_a_sustained_shift_publishes_a_drift_notice_and_leaves_the_threshold_alo
     assert scorer.thresholds.threshold("d1", time.time()) == thr and notices[0]["threshold"] == pytest.approx(thr)
     feed("d1", x[2000:3000], T0 + 2000)
     assert [n["state"] for n in link.docs("alerts/d1/drift")] == ["drift", "returned"]
+
+
+def test_past_max_devices_the_least_recent_is_evicted_but_its_calibration_kept(tmp_path: Path) -> None:
+    scorer, stats, link, feed = make(tmp_path, warmup="400", max_devices=2)
+    feed("a", NOISY * series(500, seed=1), T0)
+    thr_a = scorer.thresholds.threshold("a", 0.0)
+    feed("b", series(500, seed=2), T0)
+    scorer.thresholds.threshold("b", 0.0)
+    scorer.thresholds.threshold("c", 0.0)  # a third device: "a" (least recent) leaves the table...
+    assert "a" not in scorer.thresholds.devices
+    assert scorer.thresholds.threshold("a", 0.0) == pytest.approx(thr_a)  # ...its calibration comes back with it
+
+
+def test_recalibrating_an_unknown_device_is_refused(tmp_path: Path) -> None:
+    from edge_runtime.service.commands import Commands
+    from edge_runtime.service.feedback_store import FeedbackStore
+
+    scorer, stats, link, feed = make(tmp_path, warmup="400")
+    sent: list = []
+    cmds = Commands("edgewatch/{instance}/command", "edgewatch/{instance}/reply", "gw1", scorer, stats,
+                    FeedbackStore(None), sent.extend)
+    assert "unknown" in cmds.handle(b'{"command": "recalibrate", "device": "nope"}')["reason"]
+    feed("d1", series(500, seed=3), T0)
+    assert cmds.handle(b'{"command": "recalibrate", "device": "d1"}')["status"] == "accepted"
+    assert scorer.thresholds.before("d1", 0.0)[1]  # warming up again
+    assert [m.topic for m in sent][-2:] == ["alerts/d1/state", "edgewatch/gw1/reply"]
