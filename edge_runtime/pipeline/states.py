@@ -71,6 +71,14 @@ class Condition:
     def text(self) -> str:
         return f"{self.channel}{self.op}{self.value:g}"
 
+    def holds_value(self, v: float) -> bool:
+        """:meth:`holds` of one value (NaN: never), without arrays."""
+        c, op = self.value, self.op
+        if v != v:
+            return False
+        return bool(v > c if op == ">" else v >= c if op == ">=" else v < c if op == "<" else v <= c if op == "<="
+                    else v == c if op == "==" else v != c)
+
     def holds(self, column: np.ndarray) -> BoolArray:
         """Where the condition holds over ``column`` (n,) (NaN: never)."""
         v = np.asarray(column, dtype=np.float64)
@@ -191,13 +199,16 @@ class StopRule:
     tol: np.ndarray  # (k,) float64
     condition: Condition | None
     cond_index: int
+    pairs: tuple[tuple[int, float, float], ...] = ()  # (index, level, tol) per stop channel, for one sample
 
     @classmethod
     def of(cls, model: StateModel, channels: Sequence[str]) -> StopRule:
         names = list(channels)
         cond = Condition.parse(model.condition) if model.condition is not None else None
-        return cls(tuple(names.index(c) for c in model.stop_channels), np.asarray(model.stop_level, np.float64),
-                   np.asarray(model.stop_tolerance, np.float64), cond, names.index(cond.channel) if cond else -1)
+        index = tuple(names.index(c) for c in model.stop_channels)
+        return cls(index, np.asarray(model.stop_level, np.float64), np.asarray(model.stop_tolerance, np.float64),
+                   cond, names.index(cond.channel) if cond else -1,
+                   tuple(zip(index, map(float, model.stop_level), map(float, model.stop_tolerance), strict=True)))
 
     @property
     def active(self) -> bool:
@@ -218,13 +229,10 @@ class StopRule:
         """:meth:`stopped` of one sample (a list of C numbers), without arrays."""
         c = self.condition
         if c is not None:
-            return not bool(c.holds(np.asarray([row[self.cond_index]]))[0])
-        if not self.index:
+            return not c.holds_value(row[self.cond_index])
+        if not self.pairs:
             return False
-        for i, lv, tl in zip(self.index, self.level.tolist(), self.tol.tolist(), strict=True):
-            if not abs(row[i] - lv) <= tl:
-                return False
-        return True
+        return all(abs(row[i] - lv) <= tl for i, lv, tl in self.pairs)
 
 
 def learn(values: np.ndarray, running: np.ndarray, channels: Sequence[str], source: str,
@@ -326,7 +334,7 @@ class StateGate:
 
     def gate_row(self, device: str, row: Sequence[float]) -> tuple[bool, str | None]:
         """One sample: ``(windowed, new state or None)``."""
-        st = self._entry(device)
+        st = self.devices.get(device) or self._entry(device)
         if self.rule.stopped_row(row):
             st[1] = 0
             new = STOPPED

@@ -141,3 +141,10 @@ def test_bad_states_document_is_a_contract_error():
     meta.states = {"source": "x", "stop_channels": ["a"], "stop_level": [0.0], "stop_tolerance": [1.0]}
     back = ModelMetadata.from_json(meta.to_json())
     assert back.state_model().stop_channels == ["a"]
+
+
+@pytest.mark.parametrize("text", ["s>1", "s>=1", "s<1", "s<=1", "s==1", "s!=1"])
+def test_one_value_condition_matches_the_vectorised_one(text: str):
+    c = Condition.parse(text)
+    v = np.array([0.0, 1.0, 2.0, np.nan])
+    assert [c.holds_value(float(x)) for x in v] == c.holds(v).tolist()
