@@ -399,7 +399,9 @@ def fit_report(res: Any) -> str:
     params = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in thr.params.items()}
     lines.append(f"threshold {thr.value:.6g} ({thr.method} {json.dumps(params)})")
     if res.meta.states:
-        lines.append(states_line(res.meta.states))
+        from trainer.operating import describe_states
+
+        lines.append(describe_states(res.meta.states))
     fa = res.false_alarms
 
     def per_k(v: float | None) -> str:
@@ -424,21 +426,6 @@ def fit_report(res: Any) -> str:
             f"mean rel {d['mean_rel']:.3g}, decision flips {d['decision_flips']:.2%}"
         )
     return "\n".join(lines)
-
-
-def states_line(doc: dict[str, Any]) -> str:
-    """One line on the learned operating states (pure formatting of the ``states`` metadata)."""
-    ln = doc.get("learned", {})
-    if doc.get("condition"):
-        rule = f"running when {doc['condition']}"
-    elif doc.get("stop_channels"):
-        rule = "stopped when " + ", ".join(
-            f"{c} within {t:.3g} of {v:.4g}"
-            for c, v, t in zip(doc["stop_channels"], doc["stop_level"], doc["stop_tolerance"], strict=True))
-    else:
-        rule = "no stop can be told from the channels: the edge scores every sample"
-    return (f"operating states ({doc.get('source')}): trained on {ln.get('running_rows')} running of {ln.get('rows')} "
-            f"rows, {ln.get('starts')} starts; {rule}; settling {doc.get('settle_samples')} samples after a start")
 
 
 @main.command()

@@ -575,6 +575,10 @@ def describe_model(path: Path) -> str:
     else:
         lines.append("channels: no screening recorded (format 1: every channel in the score)")
     lines += describe_health(meta.health)
+    if meta.states:
+        from trainer.operating import describe_states
+
+        lines.append(describe_states(meta.states))
     lines.append(f"metadata ({METADATA_KEY}):")
     lines.append(json.dumps(json.loads(meta.to_json()), indent=2, sort_keys=True))
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -120,3 +121,18 @@ def running_data(spec: StateSpec, series: Sequence[Series], train_s: Sequence[Se
         raise DataError(f"too few running rows ({spec.source()}): no running stretch of {MIN_STRETCH}+ rows in the "
                         f"{'training' if not train else 'validation'} part")
     return RunningData(model, train, val, (tr_rows, va_rows))
+
+
+def describe_states(doc: dict[str, Any]) -> str:
+    """One line on the learned operating states (pure formatting of the ``states`` metadata)."""
+    ln = doc.get("learned", {})
+    if doc.get("condition"):
+        rule = f"running when {doc['condition']}"
+    elif doc.get("stop_channels"):
+        rule = "stopped when " + ", ".join(
+            f"{c} within {t:.3g} of {v:.4g}"
+            for c, v, t in zip(doc["stop_channels"], doc["stop_level"], doc["stop_tolerance"], strict=True))
+    else:
+        rule = "no stop can be told from the channels: the edge scores every sample"
+    return (f"operating states ({doc.get('source')}): trained on {ln.get('running_rows')} running of {ln.get('rows')} "
+            f"rows, {ln.get('starts')} starts; {rule}; settling {doc.get('settle_samples')} samples after a start")

@@ -46,6 +46,7 @@ def test_fit_with_a_text_status_column_trains_on_running_rows_and_stores_the_sta
                                   "--running", "RUN", *FAST])
     assert r.exit_code == 0, r.output
     assert "operating states (column status in RUN)" in r.stdout
+    assert "operating states (column status in RUN)" in CliRunner().invoke(main, ["inspect", str(out)]).stdout
     meta = read_metadata(out)
     assert "status" not in meta.channels  # the text column is no feature
     st = meta.state_model()
