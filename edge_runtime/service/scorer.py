@@ -50,15 +50,21 @@ INLINE_SWEEP_S = 0.05  # inline batching: the housekeeping thread scores windows
 ALERT_COUNTERS = {"raise": "alerts_raised", "update": "alerts_updated", "clear": "alerts_cleared"}
 
 
-def _detail(model: EdgeModel, batch: np.ndarray, off: int) -> Callable[[int], tuple[np.ndarray, np.ndarray] | None]:
-    """Window ``i`` of an item at ``off`` in ``batch`` (B, W, C): its measured and expected (the model's
-    reconstruction) means over the window, (C,) each; None when the model exports no reconstruction."""
+def _detail(model: EdgeModel, batch: np.ndarray, off: int, raw: np.ndarray, offset: np.ndarray | None
+            ) -> Callable[[int], tuple[np.ndarray, np.ndarray] | None]:
+    """Window ``i`` of an item at ``off`` in ``batch`` (B, W, C, as scored: clipped, the device's warm-up offsets
+    subtracted): its measured mean over the window from ``raw`` (k, W, C, the device's own values) and the
+    model's expected one (its reconstruction's mean, the offsets added back), (C,) each; None when the model
+    exports no reconstruction."""
     def detail(i: int) -> tuple[np.ndarray, np.ndarray] | None:
         w = batch[off + i : off + i + 1]  # (1, W, C)
         recon = model.reconstruct(w)
         if recon is None or recon.shape != w.shape:
             return None
-        return w[0].mean(axis=0, dtype=np.float64), recon[0].mean(axis=0, dtype=np.float64)
+        expected = recon[0].mean(axis=0, dtype=np.float64)
+        if offset is not None:
+            expected = expected + np.asarray(offset, np.float64)
+        return raw[i].mean(axis=0, dtype=np.float64), expected
     return detail
 
 
@@ -177,7 +183,9 @@ class Scorer:
                 else:
                     alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, dthr, channels,
                                                  model.model_id, normal=self._normal, units=meta.units,
-                                                 detail=_detail(model, src, row))
+                                                 detail=_detail(model, src, row, it.windows,
+                                                                # held windows come from the item: no offsets
+                                                                None if src is it.windows else th.offsets(it.device)))
                     dst = self.tracker.devices.get(it.device)
                     drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, dthr,
                                       now)
