@@ -143,3 +143,19 @@ def test_soak_an_hour_of_alerts_every_few_seconds_stays_bounded_on_disk_and_in_m
     assert on_disk <= 256 << 10 and stats.counts["evidence_written"] > 1600 and stats.counts["evidence_evicted"] > 500
     half = len(rss) // 2
     assert rss[-1] - rss[half] < 10, rss  # no growth over the second half of the hour
+
+
+def test_a_stop_writes_the_open_alerts_evidence_marked_incomplete(tmp_path: Path) -> None:
+    stats = Stats()
+    store = EvidenceStore(tmp_path, stats=stats)
+    ev = Evidence(store, EvidenceRecorder(margin_s=5.0), stats)
+    ev.start()
+    w = np.zeros((3, 4, C), np.float32)
+    t0 = np.array([0.0, 2.0, 4.0])
+    raise_ = {"event": "raise", "state": "raised", "alert_id": "d:1", "raised_alert_id": "d:1", "window_end": 7.0,
+              "anomalous_since": 5.0, "score": 2.0}
+    ev.observe("d", w, t0, t0 + 3, np.ones(3), np.ones((3, C)), [raise_], "m1", 1.0, ["a", "b", "c"], {})
+    ev.stop(5.0)
+    meta, arrays = EvidenceStore(tmp_path).read("d:1")
+    assert meta["reason"] == "stopped" and meta["complete"] is False and len(arrays["ts"]) == 8  # 0..7, each once
+    assert stats.counts["evidence_written"] == 2  # at the raise, and at the stop
