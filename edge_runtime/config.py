@@ -34,7 +34,7 @@ from edge_runtime.pipeline.topics import TopicError, TopicRouter, sanitize_id
 PASSWORD_ENV = "EDGEWATCH_MQTT_PASSWORD"
 CONFIG_ENV = "EDGEWATCH_CONFIG"  # the config file to read; set it empty to read none
 DEFAULT_CONFIG_PATH = "/etc/edgewatch/edgewatch.toml"  # read when present and nothing else is named
-SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "runtime", "topics", "nats", "fleet")
+SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "health", "runtime", "topics", "nats", "fleet")
 
 
 class ConfigError(ValueError):
@@ -47,6 +47,8 @@ def _opt(default: Any, section: str, help: str, *, flag: str | None = None, choi
             "secret": secret, "no_flag": no_flag}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta, repr=not secret)
 
 
@@ -137,6 +139,16 @@ class Config:
     operating_topic: str = _opt("alerts/{device}/operating", "alerts", "Retained per-device operating state document (running, stopped, settling, out_of_distribution), published when it changes.")
     ood_windows: int = _opt(0, "alerts", "Out-of-distribution check: the first this many windows of a device after it starts (or runs again after a stop) are held back from the alert logic; when every one scores above ood_factor x the threshold, the device is reported once as out_of_distribution on operating_topic and raises no process alerts (windows_out_of_distribution) until this many windows in a row score below the threshold. Otherwise the held windows are decided as usual (a device's first alert comes up to this many windows later). 0: off.", minimum=0)
     ood_factor: float = _opt(3.0, "alerts", "A window of a device's start is far out when it scores above this many times the threshold (ood_windows).", minimum=1)
+    # [health]
+    sensor_checks: bool = _opt(True, "health", "Per-channel sensor health: a missing value (null, NaN, an absent channel) keeps the rest of its sample and is carried forward up to fill_limit samples; each channel of each device is checked (missing, stuck, out_of_range; the device stale) against the limits stored in the model and channel_limits; a faulty channel is left out of the process score; sensor faults are alerted on sensor_topic. Off: a message with a missing value is refused, as before.")
+    fill_limit: int = _opt(-1, "health", "Samples a missing value is carried forward before the channel counts as missing; -1: the model's (5 for a model without health limits).", minimum=-1)
+    stale_after_s: float = _opt(0.0, "health", "A device that sends nothing for this long is stale (a sensor alert); 0: the model's (10 sample periods, or 60 s).", minimum=0)
+    degraded_share: float = _opt(0.5, "health", "A device with more than this share of its scored channels missing, stuck or out of range is degraded: not scored until enough are healthy again (windows_degraded), in (0, 1].", minimum=0)
+    sensor_raise_after: int = _opt(1, "health", "Raise a sensor alert after this many samples in a row in a fault state (the fault limits already hold the persistence).", minimum=1)
+    sensor_clear_after: int = _opt(5, "health", "Clear it after this many healthy samples in a row.", minimum=1)
+    channel_limits: dict = _opt({}, "health", "Per-channel overrides of the model's learned limits, a table per channel: [health.channel_limits.NAME] with min, max, margin (out_of_range outside [min - margin, max + margin]), flat_tol, max_flat_samples (stuck after that many flat samples in a row; 0: not checked) and fill_limit.", no_flag=True)
+    sensor_topic: str = _opt("health/{device}/alerts", "health", "Topic for sensor-fault alerts (raise/clear per channel and fault kind, QoS 1). Kept apart from alerts/: a sensor fault is never a process anomaly, and consumers of alerts/# see only those.")
+    health_topic: str = _opt("health/{device}", "health", "Retained per-device health document topic (every channel's state, the excluded channels, degraded, stale).")
     # [runtime]
     instance: str = _opt("", "runtime", "Name of this daemon in topics and payloads; empty means the host name.")
     status_topic: str = _opt("edgewatch/{instance}/status", "runtime", "Retained online/offline status topic (offline also as Last Will).")
@@ -154,7 +166,7 @@ class Config:
     reply_topic: str = _opt("edgewatch/{instance}/reply", "runtime", "Topic every command's reply (accepted or refused, and why) is published on.")
     state_dir: str = _opt("", "runtime", "Folder for the per-device calibrations and feedback raises (devices.json, kept across restarts) and the feedback log (feedback.jsonl); empty: kept in memory only.")
     # [topics]
-    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, operating, drift, status, stats, command, reply, rollout, shadow and evidence topics; not fleet.fleet_topic), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
+    prefix: str = _opt("", "topics", "Prepended with a '/' to every topic this daemon reads or writes (input.topics, alert, state, score, operating, drift, sensor, health, status, stats, command, reply, rollout, shadow and evidence topics; not fleet.fleet_topic), whatever their values: 'site-1' turns sensors/{device}/data into site-1/sensors/{device}/data. Empty: no prefix. Home Assistant's discovery prefix stays its own.", flag="topic-prefix")
     # [nats]
     servers: str = _opt("nats://127.0.0.1:4222", "nats", "NATS server URLs, comma-separated (nats:// or tls://); the client fails over between them.", flag="nats-servers")
     group: str = _opt("edgewatch", "nats", "The partitioned consumer group this worker joins (created with `edgewatch group create`); also the instance name in alerts and states, shared by all its workers.", flag="nats-group")
@@ -277,6 +289,13 @@ class Config:
             t = getattr(self, key)
             if "{device}" not in t or "+" in t or "#" in t:
                 raise ConfigError(f"alerts.{key}: {t!r} needs '{{device}}' and no wildcards")
+        if not 0 < self.degraded_share <= 1:
+            raise ConfigError(f"health.degraded_share: must be in (0, 1], got {self.degraded_share}")
+        _check_channel_limits(self.channel_limits)
+        for key in ("sensor_topic", "health_topic"):
+            t = getattr(self, key)
+            if "{device}" not in t or "+" in t or "#" in t:
+                raise ConfigError(f"health.{key}: {t!r} needs '{{device}}' and no wildcards")
         if "{device}" not in self.drift_topic or "+" in self.drift_topic or "#" in self.drift_topic:
             raise ConfigError(f"alerts.drift_topic: {self.drift_topic!r} needs '{{device}}' and no wildcards")
         try:
@@ -297,8 +316,27 @@ class Config:
         return self
 
 
-_TYPES: dict[Any, type] = {"str": str, "int": int, "float": float, "bool": bool, "list": list,
-                           str: str, int: int, float: float, bool: bool, list: list}
+def _check_channel_limits(limits: dict) -> None:
+    """``health.channel_limits``: a table of tables of numbers (names are checked against the model at load)."""
+    for name, lim in limits.items():
+        if not isinstance(lim, dict):
+            raise ConfigError(f"health.channel_limits.{name}: expected a table (min, max, ...)")
+        for k, v in lim.items():
+            if k not in CHANNEL_LIMIT_KEYS:
+                raise ConfigError(f"health.channel_limits.{name}.{k}: unknown key (one of {', '.join(CHANNEL_LIMIT_KEYS)})")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"health.channel_limits.{name}.{k}: expected a finite number, got {v!r}")
+            if k in ("max_flat_samples", "fill_limit") and (v != int(v) or v < 0):
+                raise ConfigError(f"health.channel_limits.{name}.{k}: expected an integer >= 0, got {v!r}")
+            if k in ("margin", "flat_tol") and v < 0:
+                raise ConfigError(f"health.channel_limits.{name}.{k}: must be >= 0, got {v!r}")
+        if "min" in lim and "max" in lim and lim["min"] > lim["max"]:
+            raise ConfigError(f"health.channel_limits.{name}: min > max")
+
+
+_TYPES: dict[Any, type] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
+                           str: str, int: int, float: float, bool: bool, list: list, dict: dict}
+CHANNEL_LIMIT_KEYS = ("min", "max", "margin", "flat_tol", "max_flat_samples", "fill_limit")
 
 
 @dataclass(frozen=True)
@@ -384,6 +422,8 @@ def _env_value(o: Option, raw: str) -> Any:
             return int(text)
         if o.type is float:
             return float(text)
+        if o.type is dict:
+            return tomllib.loads(f"v = {text}")["v"]
         if o.type is list:
             if text.startswith("["):
                 return tomllib.loads(f"v = {text}")["v"]
@@ -435,7 +475,7 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
 
 PREFIXED_TOPICS = ("alert_topic", "state_topic", "score_topic", "status_topic", "stats_topic", "operating_topic", "drift_topic",
                    "command_topic", "reply_topic", "rollout_topic", "shadow_topic",
-                   "evidence_request_topic", "evidence_reply_topic")
+                   "evidence_request_topic", "evidence_reply_topic", "sensor_topic", "health_topic")
 
 
 def with_topic_prefix(cfg: Config) -> Config:
@@ -484,6 +524,8 @@ def _toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 

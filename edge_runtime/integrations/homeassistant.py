@@ -15,6 +15,10 @@ Per monitored device (one Home Assistant *device*, linked ``via_device`` to the 
 - with ``runtime.commands`` on, a ``select`` "Alert feedback" (false_alarm / confirmed / ack: a verdict on the
   device's latest alert, sent to the daemon's command topic; give Home Assistant's MQTT account write access
   to it in the broker's ACL) and a ``sensor`` "Threshold" (the device's own threshold, from its state).
+- with sensor health on (``health_topic`` set), ``binary_sensor`` "Sensor health", ``device_class: problem``,
+  fed by the retained ``health/{device}`` document: on while any channel has a raised sensor fault, the device
+  is degraded or stale; its attributes name the faulty channels (``channels``), each fault (``faults``: channel,
+  kind, since, last good value), the channels left out of the score (``excluded``) and the overall ``state``.
 
 Availability (``availability_mode: all``): the daemon's retained status ``edgewatch/{instance}/status``
 (``value_json.state`` online/offline) *and* the device's own retained availability
@@ -86,6 +90,7 @@ class DiscoverySettings:
     score_topic: str = "scores/{device}"
     status_topic: str = "edgewatch/{instance}/status"
     model_id: str = ""
+    health_topic: str = ""  # the retained health document (sensor health on); empty: no Sensor health entity
     sw_version: str = __version__
     stale_s: float = 600.0
     command_topic: str = ""  # runtime.commands on: a feedback select and a threshold sensor per device
@@ -190,6 +195,8 @@ def device_config(device: str, s: DiscoverySettings) -> tuple[str, dict[str, Any
     }
     if s.command_topic:
         components.update(feedback_components(device, base, state, s))
+    if s.health_topic:
+        components["sensor_health"] = sensor_health_component(device, s)
     payload = {
         "device": device_block(device, s),
         "origin": _origin(s),
@@ -237,6 +244,29 @@ def feedback_components(device: str, base: str, state_topic: str, s: DiscoverySe
             "icon": "mdi:tune-variant",
             "entity_category": "diagnostic",
         },
+    }
+
+
+HEALTH_ATTRIBUTES = ("{{ {'channels': value_json.faults | map(attribute='channel') | select | list, "
+                     "'faults': value_json.faults, 'excluded': value_json.excluded, 'state': value_json.state} "
+                     "| tojson }}")
+
+
+def sensor_health_component(device: str, s: DiscoverySettings) -> dict[str, Any]:
+    """The "Sensor health" problem binary sensor: on unless ``health/{device}`` says ``ok``."""
+    topic = format_topic(s.health_topic, device=device)
+    return {
+        "platform": "binary_sensor",
+        "name": "Sensor health",
+        "unique_id": f"{device_object_id(device, s)}_sensor_health",
+        "device_class": "problem",
+        "state_topic": topic,
+        "value_template": "{{ 'OFF' if value_json.state == 'ok' else 'ON' }}",
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "json_attributes_topic": topic,  # retained, like the anomaly state
+        "json_attributes_template": HEALTH_ATTRIBUTES,
+        "icon": "mdi:thermometer-alert",
     }
 
 

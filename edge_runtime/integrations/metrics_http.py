@@ -9,6 +9,8 @@ Names follow Prometheus conventions (base units, ``_total`` on counters; prefix 
 
 - each counter in :data:`edge_runtime.pipeline.stats.COUNTERS` -> ``edgewatch_<name>_total``
 - ``drops`` by reason -> ``edgewatch_dropped_total{reason="..."}``
+- ``values_missing`` by reason -> ``edgewatch_values_missing_total{reason="..."}``; ``sensor_faults`` by fault
+  kind -> ``edgewatch_sensor_faults_total{kind="..."}``
 - histograms ``edgewatch_inference_duration_seconds`` (one per ``session.run`` batch) and
   ``edgewatch_window_latency_seconds`` (per window: arrival of the message that completed it -> scored)
 - gauges ``edgewatch_connected`` (0/1), ``edgewatch_devices_active``, ``edgewatch_queue_windows``,
@@ -56,7 +58,8 @@ _HISTOGRAM_HELP = {
     "inference_duration_seconds": "Model inference time per batch (one session.run), seconds.",
     "window_latency_seconds": "Per window: seconds from the arrival of the message that completed it to its score.",
 }
-_NOT_GAUGES = {"drops", "dropped_total", "time", "device_thresholds", "inference_ms_p50", "inference_ms_p99", "batch_size_mean"}
+_NOT_GAUGES = {"drops", "dropped_total", "values_missing", "sensor_faults", "time", "device_thresholds",
+               "inference_ms_p50", "inference_ms_p99", "batch_size_mean"}
 # snapshot key -> label of edgewatch_info ("instance" is Prometheus' own target label: the daemon's name is "name")
 _INFO_LABELS = {"instance": "name", "provider": "provider", "model_id": "model_id", "version": "version"}
 
@@ -111,6 +114,10 @@ def metric_families(snap: dict[str, Any], histograms: dict[str, HistogramSnapsho
         f"{PREFIX}_dropped", "counter", "Items dropped, by reason.",
         [({"reason": str(r)}, float(n)) for r, n in sorted(drops.items())],
     ))
+    for key, label, what in (("values_missing", "reason", "Missing sensor values (kept samples), by reason."),
+                             ("sensor_faults", "kind", "Sensor-fault alerts raised, by fault kind.")):
+        fams.append(Family(f"{PREFIX}_{key}", "counter", what,
+                           [({label: str(r)}, float(n)) for r, n in sorted((snap.get(key) or {}).items())]))
     for name, h in sorted((histograms or {}).items()):
         fams.append(_histogram(name, h))
     gauges: dict[str, float] = {}

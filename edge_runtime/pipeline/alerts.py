@@ -116,12 +116,14 @@ class AlertTracker:
         normal: np.ndarray | None = None,
         units: Mapping[str, str] | None = None,
         detail: Detail | None = None,
+        excluded: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
         """Feed one device's windows in time order. ``scores``: (k,), ``channel_error``: (k, C), ``t_*``: (k,).
 
         ``normal`` (C,): each channel's normal ``channel_error`` (excess shares; see
         :mod:`edge_runtime.pipeline.explain`); ``units``: channel -> unit; ``detail(i)``: the measured and
-        expected window means (C,) of window ``i``, asked only for the windows that raise or update."""
+        expected window means (C,) of window ``i``, asked only for the windows that raise or update;
+        ``excluded``: channels left out of these scores (sensor faults), named in the alerts."""
         st = self.devices.get(device)
         if st is None:
             st = self.devices[device] = DeviceState(seq=self.past_seq.pop(device, 0))
@@ -150,6 +152,9 @@ class AlertTracker:
                     key = self._key(channel_error[i], s, ctx)
                     if key != st.published_key:
                         out.append(self._payload(device, st, EV_UPDATE, i, s, channel_error[i], t_start[i], t1, ctx))
+        if excluded:
+            for a in out:
+                a["excluded_channels"] = list(excluded)
         st.above, st.below = run.above, run.below
         if n:
             st.last = (float(scores[-1]), np.array(channel_error[-1]), float(t_start[-1]), float(t_end[-1]))

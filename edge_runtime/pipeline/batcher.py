@@ -23,21 +23,23 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass
 class WindowItem:
-    """Windows of one device from one message. ``windows``: (k, W, C) float32; ``t_start``/``t_end``: (k,)."""
+    """Windows of one device from one message. ``windows``: (k, W, C) float32; ``t_start``/``t_end``: (k,);
+    ``excluded``: (C,) bool, the channels left out of the score (sensor faults), or None."""
 
     device: str
     windows: F32Array
     t_start: FloatArray
     t_end: FloatArray
     enqueued: float = 0.0  # time.monotonic() at put
+    excluded: npt.NDArray[np.bool_] | None = None
 
     @property
     def n(self) -> int:
         return int(self.windows.shape[0])
 
     def split(self, k: int) -> tuple[WindowItem, WindowItem]:
-        a = WindowItem(self.device, self.windows[:k], self.t_start[:k], self.t_end[:k], self.enqueued)
-        b = WindowItem(self.device, self.windows[k:], self.t_start[k:], self.t_end[k:], self.enqueued)
+        a = WindowItem(self.device, self.windows[:k], self.t_start[:k], self.t_end[:k], self.enqueued, self.excluded)
+        b = WindowItem(self.device, self.windows[k:], self.t_start[k:], self.t_end[k:], self.enqueued, self.excluded)
         return a, b
 
 

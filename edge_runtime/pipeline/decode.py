@@ -14,6 +14,11 @@ UTC): :mod:`edge_runtime.pipeline.timestamps`.
 
 Every rejection raises :class:`DecodeError` with a stable reason code from
 :data:`REASONS`; nothing else escapes :meth:`Decoder.decode`.
+
+With ``missing=True`` (sensor health on) a missing value keeps the rest of its sample: ``null``, NaN, an
+infinite or beyond-float32 value, an empty CSV cell or a channel absent from a keyed message becomes NaN
+(:mod:`edge_runtime.pipeline.health` fills it), counted in :attr:`Samples.missing` by reason
+(:data:`MISSING_REASONS`); a message with no value at all is still refused.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ REASONS = (
     "too_many_samples",  # more samples in one message than max_samples
 )
 
-
+MISSING_REASONS = ("null", "nan", "non_finite", "absent", "empty_cell")
 
 FloatArray = npt.NDArray[np.float64]
 F32Array = npt.NDArray[np.float32]
@@ -65,7 +70,7 @@ class Samples:
     (This is the one cut across decode -> window: the window store writes ``row`` straight into a ring.)
     """
 
-    __slots__ = ("stamped", "row", "t", "_ts", "_values")
+    __slots__ = ("stamped", "row", "t", "_ts", "_values", "missing")
 
     def __init__(self, ts: FloatArray, values: F32Array, stamped: bool) -> None:
         self._ts: FloatArray | None = ts
@@ -73,13 +78,14 @@ class Samples:
         self.stamped = stamped
         self.row: list[float] | None = None
         self.t = 0.0
+        self.missing: dict[str, int] | None = None  # values missing (NaN in ``values``) by reason, None: none
 
     @classmethod
     def one(cls, t: float, row: list[float], stamped: bool) -> Samples:
         """One plain sample at epoch ``t``: ``row`` is C numbers within float32 range."""
         s = cls.__new__(cls)
         s._ts = s._values = None
-        s.t, s.row, s.stamped = t, row, stamped
+        s.t, s.row, s.stamped, s.missing = t, row, stamped, None
         return s
 
     @property
@@ -155,11 +161,39 @@ def _is_plain_row(vals: list[Any], n_channels: int) -> bool:
     return True
 
 
-def _row_values(vals: list[Any], n_channels: int) -> np.ndarray:
-    """One sample's values -> (1, C) float32; anything but a plain row takes :func:`_as_values` (same results)."""
-    if _is_plain_row(vals, n_channels):
-        return np.array((vals,), dtype=np.float32)
-    return _as_values([vals], n_channels)
+def _merged(counts: list[dict[str, int] | None]) -> dict[str, int] | None:
+    """Missing-value counts of several samples summed (None when none had any)."""
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in (c or {}).items():
+            out[k] = out.get(k, 0) + v
+    return out or None
+
+
+def _lenient_values(rows: list[Any], n_channels: int) -> tuple[F32Array, dict[str, int]]:
+    """Like :func:`_as_values`, but a missing value (null, NaN, inf, beyond float32) becomes NaN, counted by
+    reason; anything else that is not a number (a string, a bool, an object) still refuses the message."""
+    out = np.empty((len(rows), n_channels), dtype=np.float32)
+    counts: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        if type(r) is not list or len(r) != n_channels:
+            got = len(r) if isinstance(r, list) else 0
+            raise DecodeError("wrong_channels", f"expected {n_channels} values per sample, got {got}")
+        for j, v in enumerate(r):
+            tv = type(v)
+            if v is None:
+                why = "null"
+            elif tv is float or tv is int:
+                fv = float(v) if tv is float or -_INT_EXACT <= v <= _INT_EXACT else float("inf")
+                if -_F32_MAX <= fv <= _F32_MAX:
+                    out[i, j] = fv
+                    continue
+                why = "nan" if fv != fv else "non_finite"
+            else:
+                raise DecodeError("non_numeric", f"a value of type {tv.__name__} (need numbers)")
+            out[i, j] = np.nan
+            counts[why] = counts.get(why, 0) + 1
+    return out, counts
 
 
 def _as_timestamps(ts: Any, n: int) -> np.ndarray:
@@ -186,9 +220,10 @@ class Decoder:
 
     def __init__(
         self, channels: Sequence[str], max_payload_bytes: int = 1 << 20, max_samples: int = 100_000,
-        max_future_s: float = 300.0,
+        max_future_s: float = 300.0, missing: bool = False,
     ) -> None:
         self.channels = list(channels)
+        self.missing = missing  # null/NaN/absent values become NaN instead of refusing the message
         self.max_future_s = max_future_s if max_future_s > 0 else float("inf")
         self.n_channels = len(self.channels)
         self.max_payload_bytes = max_payload_bytes
@@ -238,6 +273,21 @@ class Decoder:
         return DecodeError("future", f"timestamp {t:.0f} is {t - arrival:.0f} s after arrival "
                            f"(more than max_future_s {self.max_future_s:g})")
 
+    def _values(self, rows: list[Any]) -> tuple[F32Array, dict[str, int] | None]:
+        """Rows of numbers -> (n, C) float32; with :attr:`missing`, missing values are NaN and counted."""
+        try:
+            return _as_values(rows, self.n_channels), None
+        except DecodeError as exc:
+            if not self.missing or exc.reason not in ("non_numeric", "non_finite"):
+                raise
+        return _lenient_values(rows, self.n_channels)
+
+    @staticmethod
+    def _samples(ts: FloatArray, values: F32Array, stamped: bool, missing: dict[str, int] | None) -> Samples:
+        s = Samples(ts, values, stamped)
+        s.missing = missing or None
+        return s
+
     # -- JSON -------------------------------------------------------------------------
     def _scan_json(self, body: bytes | bytearray) -> Any:
         """``json.loads(body)`` for a payload starting with ``{`` or ``[``. Valid UTF-8 JSON goes straight to
@@ -278,44 +328,58 @@ class Decoder:
                 rows = [s["values"] for s in doc]
                 if not all(isinstance(r, list) for r in rows):
                     raise DecodeError("bad_structure", "'values' must be a list")
-                values = _as_values(rows, self.n_channels)
+                values, missing = self._values(rows)
             else:
-                values = np.concatenate([self._keyed_values(s) for s in doc])
+                keyed = [self._keyed_values(s) for s in doc]
+                values = np.concatenate([v for v, _ in keyed])
+                missing = _merged([m for _, m in keyed])
             stamps = [s.get("ts") for s in doc]
             n_none = sum(t is None for t in stamps)
             if n_none == len(stamps):
-                return Samples(np.full(len(doc), arrival), values, False)
+                return self._samples(np.full(len(doc), arrival), values, False, missing)
             if n_none:
                 raise DecodeError("bad_timestamp", "either every sample in a list has 'ts' or none has")
-            return Samples(_as_timestamps(stamps, len(doc)), values, True)
+            return self._samples(_as_timestamps(stamps, len(doc)), values, True, missing)
         raise DecodeError("bad_structure", f"JSON {type(doc).__name__} is not a supported payload")
 
     def _single(self, vals: list[Any], ts: Any, arrival: float) -> Samples:
-        values = _row_values(vals, self.n_channels)
+        if _is_plain_row(vals, self.n_channels):
+            values, missing = np.array((vals,), dtype=np.float32), None
+        else:
+            values, missing = self._values([vals])
         if ts is None:
-            return Samples(np.array([arrival]), values, False)
-        return Samples(np.array([parse_timestamp(ts)]), values, True)
+            return self._samples(np.array([arrival]), values, False, missing)
+        return self._samples(np.array([parse_timestamp(ts)]), values, True, missing)
 
     def _batch(self, rows: list[Any], ts: Any, arrival: float) -> Samples:
         if len(rows) > self.max_samples:
             raise DecodeError("too_many_samples", f"{len(rows)} > max_samples {self.max_samples}")
-        values = _as_values(rows, self.n_channels)
+        values, missing = self._values(rows)
         if ts is None:
-            return Samples(np.full(len(rows), arrival), values, False)
-        return Samples(_as_timestamps(ts, len(rows)), values, True)
+            return self._samples(np.full(len(rows), arrival), values, False, missing)
+        return self._samples(_as_timestamps(ts, len(rows)), values, True, missing)
 
-    def _keyed_values(self, doc: dict[str, Any]) -> np.ndarray:
-        missing = [c for c in self.channels if c not in doc]
-        if missing:
-            raise DecodeError("wrong_channels", f"missing channel {missing[0][:40]!r}")
-        return _row_values([doc[c] for c in self.channels], self.n_channels)
+    def _keyed_values(self, doc: dict[str, Any]) -> tuple[F32Array, dict[str, int] | None]:
+        absent = [c for c in self.channels if c not in doc]
+        if absent and (not self.missing or len(absent) == self.n_channels):
+            raise DecodeError("wrong_channels", f"missing channel {absent[0][:40]!r}")
+        row = [doc.get(c) for c in self.channels]
+        if not absent and _is_plain_row(row, self.n_channels):
+            return np.array((row,), dtype=np.float32), None
+        values, missing = self._values([row])
+        if absent and missing is not None:  # an absent channel reads as null: count it as absent
+            missing["null"] -= len(absent)
+            missing["absent"] = len(absent)
+            if not missing["null"]:
+                del missing["null"]
+        return values, missing
 
     def _keyed(self, doc: dict[str, Any], arrival: float) -> Samples:
-        values = self._keyed_values(doc)
+        values, missing = self._keyed_values(doc)
         ts = doc.get("ts")
         if ts is None:
-            return Samples(np.array([arrival]), values, False)
-        return Samples(np.array([parse_timestamp(ts)]), values, True)
+            return self._samples(np.array([arrival]), values, False, missing)
+        return self._samples(np.array([parse_timestamp(ts)]), values, True, missing)
 
     # -- CSV --------------------------------------------------------------------------
     def _from_csv(self, text: str, arrival: float) -> Samples:
@@ -330,14 +394,27 @@ class Decoder:
         if len(widths) != 1 or widths.pop() not in (c, c + 1):
             raise DecodeError("wrong_channels", f"CSV lines need {c} values, optionally after a timestamp")
         stamped = len(fields[0]) == c + 1
+        empty = 0
         try:
             rows = [[float(v) for v in (f[1:] if stamped else f)] for f in fields]
         except ValueError:
-            raise DecodeError("non_numeric", "a CSV value is not a number") from None
-        values = _as_values(rows, c)
+            if not self.missing:
+                raise DecodeError("non_numeric", "a CSV value is not a number") from None
+            cells = [f[1:] if stamped else f for f in fields]
+            empty = sum(not v.strip() for f in cells for v in f)
+            try:
+                rows = [[float(v) if v.strip() else None for v in f] for f in cells]  # type: ignore[misc]
+            except ValueError:
+                raise DecodeError("non_numeric", "a CSV value is not a number") from None
+        values, missing = self._values(rows)
+        if empty and missing is not None:  # an empty cell reads as null
+            missing["null"] -= empty
+            missing["empty_cell"] = empty
+            if not missing["null"]:
+                del missing["null"]
         if not stamped:
-            return Samples(np.full(len(rows), arrival), values, False)
+            return self._samples(np.full(len(rows), arrival), values, False, missing)
         raw = [f[0].strip() for f in fields]
         if all(not r for r in raw):
-            return Samples(np.full(len(rows), arrival), values, False)
-        return Samples(np.array([parse_timestamp(r) for r in raw], dtype=np.float64), values, True)
+            return self._samples(np.full(len(rows), arrival), values, False, missing)
+        return self._samples(np.array([parse_timestamp(r) for r in raw], dtype=np.float64), values, True, missing)

@@ -4,6 +4,10 @@
 - status (``edgewatch/{instance}/status``, retained): ``online`` with the model it runs, or ``offline`` (also the
   Last Will) with a reason
 - score (``edgewatch/{device}/score``, optional): one message per scored item, its windows' scores
+- sensor alert (``health/{device}/alerts``): a channel's sensor fault raised or cleared;
+  ``edge_runtime/schemas/sensor_alert.schema.json``
+- health (``health/{device}``, retained): every channel's state, the excluded channels, degraded, stale;
+  ``edge_runtime/schemas/health.schema.json``
 
 The alert payload itself is built by :class:`edge_runtime.pipeline.alerts.AlertTracker`; the stats document by
 :class:`edge_runtime.pipeline.stats.Stats`. Times are given (epoch s), never read here.
@@ -116,3 +120,39 @@ def operating_doc(device: str, state: str, since: float, reason: str, instance: 
     :data:`edge_runtime.pipeline.states.STATES`, ``since`` the device time (epoch s) it began, ``reason`` why."""
     return {"schema_version": OPERATING_SCHEMA_VERSION, "device": device, "state": state, "since": since,
             "reason": reason, "scored": state == "running", "instance": instance, "model_id": model_id, "time": now}
+SENSOR_SCHEMA_VERSION = 1
+HEALTH_SCHEMA_VERSION = 1
+
+
+def _num_or_none(v: float) -> float | None:
+    return None if v != v else float(v)  # NaN: unknown
+
+
+def sensor_alert_doc(device: str, channel: str | None, kind: str, state: str, alert_id: str, raised_alert_id: str,
+                     seq: int, since: float, at: float, value: float, last_good: float, last_good_time: float,
+                     now: float, model_id: str, instance: str, reason: str = "") -> dict[str, Any]:
+    """A sensor-fault alert: ``channel`` (None: the whole device, ``stale``) in fault ``kind`` since ``since``
+    was ``raised`` or ``cleared`` at the sample stamped ``at``; NaN numbers are ``null``."""
+    doc: dict[str, Any] = {
+        "schema_version": SENSOR_SCHEMA_VERSION, "alert_id": alert_id, "raised_alert_id": raised_alert_id,
+        "device": device, "channel": channel, "kind": kind, "state": state, "seq": seq,
+        "since": _num_or_none(since), "at": _num_or_none(at), "value": _num_or_none(value), "last_good_value": _num_or_none(last_good),
+        "last_good_time": _num_or_none(last_good_time), "model_id": model_id, "instance": instance, "time": now,
+    }
+    if reason:
+        doc["reason"] = reason
+    return doc
+
+
+def health_doc(device: str, channels: Sequence[str], states: Sequence[str], faults: list[dict[str, Any]],
+               excluded: Sequence[str], degraded: bool, stale: bool, now: float, model_id: str,
+               instance: str) -> dict[str, Any]:
+    """The retained per-device health document: ``states`` (C,) each channel's state now, ``faults`` the
+    raised sensor alerts (channel, kind, since, last_good_value), ``excluded`` the channels left out of the score."""
+    overall = "stale" if stale else "degraded" if degraded else "fault" if faults else "ok"
+    return {
+        "schema_version": HEALTH_SCHEMA_VERSION, "device": device, "state": overall,
+        "channels": [{"name": c, "state": st} for c, st in zip(channels, states, strict=True)],
+        "faults": faults, "excluded": list(excluded), "degraded": degraded, "stale": stale,
+        "model_id": model_id, "instance": instance, "time": now,
+    }

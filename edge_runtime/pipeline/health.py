@@ -36,7 +36,7 @@ EXCLUDED = (MISSING, STUCK, OUT_OF_RANGE)  # a channel in one of these is left o
 FILL_METHODS = ("ffill", "interpolate", "zero")  # offline (trainer, replay); the edge carries forward (ffill)
 EDGE_FILL = "ffill"
 DEFAULT_FILL_LIMIT = 5  # samples a missing value is carried forward at the edge before the channel is missing
-DEFAULT_MARGIN = 0.1  # of the training range, on each side
+DEFAULT_MARGIN = 1.0  # x the training range, on each side: a process excursion stays a process anomaly, a gross value is a sensor fault
 MIN_FLAT_SAMPLES = 10  # the shortest stuck limit learned
 FLAT_FACTOR = 1.5  # the stuck limit is this times the longest flat run seen in training
 FLAT_OFF_SHARE = 0.5  # a channel flat for more than this share of training (a set point) is not checked
@@ -217,14 +217,14 @@ def _is_num(v: object) -> bool:
 @dataclass(frozen=True)
 class HealthLimits:
     """The checks' limits as (C,) arrays: the allowed range ``lo``..``hi`` (margin applied; +-inf: none),
-    ``flat_tol``, ``max_flat`` (0: not checked), the fill limit in samples, the stale limit in s and
+    ``flat_tol``, ``max_flat`` (0: not checked), ``fill_limit`` in samples, the stale limit in s and
     ``neutral`` (the training mean: the value of a channel that never had one)."""
 
     lo: F64
     hi: F64
     flat_tol: F64
     max_flat: I64
-    fill_limit: int
+    fill_limit: I64
     stale_after_s: float
     neutral: F64
 
@@ -239,12 +239,15 @@ class HealthLimits:
         fill_limit: int | None = None, stale_after_s: float | None = None,
     ) -> HealthLimits:
         """Limits from a model's ``health`` document (empty: no range or stuck check, the default fill),
-        with the config's per-channel ``overrides`` (same keys as the document's channels, plus
-        ``fill_limit``), fill limit and stale limit (None: the model's) on top."""
+        with the config's fill limit and stale limit (None: the model's) and per-channel ``overrides`` (the
+        document's channel keys, plus ``fill_limit``) on top."""
         check_document(health, channels)
         c = len(channels)
         lo, hi = np.full(c, -np.inf), np.full(c, np.inf)
         tol, max_flat = np.zeros(c), np.zeros(c, dtype=np.int64)
+        fill = health.get("fill", {})
+        stored = 0 if fill.get("method") == "none" else int(fill.get("limit_samples", DEFAULT_FILL_LIMIT))
+        fills = np.full(c, stored if fill_limit is None else int(fill_limit), dtype=np.int64)
         per = dict(health.get("channels", {}))
         for name, o in (overrides or {}).items():
             if name not in channels:
@@ -259,10 +262,10 @@ class HealthLimits:
                 hi[j] = float(lim["max"]) + m
             tol[j] = float(lim.get("flat_tol", 0.0))
             max_flat[j] = int(lim.get("max_flat_samples", 0))
-        fill = health.get("fill", {})
-        stored = 0 if fill.get("method") == "none" else int(fill.get("limit_samples", DEFAULT_FILL_LIMIT))
+            if "fill_limit" in lim:
+                fills[j] = int(lim["fill_limit"])
         default_stale = STALE_PERIODS * sample_period_s if sample_period_s else DEFAULT_STALE_S
-        return cls(lo, hi, tol, max_flat, stored if fill_limit is None else int(fill_limit),
+        return cls(lo, hi, tol, max_flat, fills,
                    float(stale_after_s or health.get("stale_after_s") or default_stale),
                    np.asarray(neutral, dtype=np.float64).copy())
 
@@ -271,7 +274,7 @@ class HealthLimits:
 class ChannelHealth:
     """One device's channel states, updated incrementally over the samples it receives, in order."""
 
-    __slots__ = ("limits", "prev", "flat_run", "miss_run", "codes")
+    __slots__ = ("limits", "prev", "flat_run", "miss_run", "codes", "flat_runs", "miss_runs")
 
     def __init__(self, limits: HealthLimits) -> None:
         c = limits.n_channels
@@ -280,6 +283,8 @@ class ChannelHealth:
         self.flat_run = np.zeros(c, dtype=np.int64)  # (C,) flat samples in a row ending at prev
         self.miss_run = np.zeros(c, dtype=np.int64)  # (C,) missing samples in a row ending at prev
         self.codes: U8 = np.zeros(c, dtype=np.uint8)  # (C,) the state after the last sample
+        self.flat_runs: I64 = np.zeros((0, c), dtype=np.int64)  # (n, C) flat samples in a row, of the last update
+        self.miss_runs: I64 | None = None  # (n, C) missing samples in a row, of the last update (None: none missing)
 
     def update(self, values: npt.NDArray[np.float32]) -> U8:
         """Check (and fill, in place) ``values`` (n, C) float32, NaN where a value is missing; return the
@@ -312,10 +317,12 @@ class ChannelHealth:
         codes = np.where(oor, np.uint8(OUT_OF_RANGE), np.where(stuck, np.uint8(STUCK), np.uint8(OK)))
         if miss_run is not None:
             # a carried value (the last one) is checked as that value; past the fill limit the channel is missing
-            codes = np.where(miss & (miss_run > lim.fill_limit), np.uint8(MISSING), codes)
+            codes = np.where(miss & (miss_run > lim.fill_limit[None, :]), np.uint8(MISSING), codes)
         out: U8 = codes.astype(np.uint8)
         self.prev = x[-1].copy()
         self.flat_run = flat_run[-1].copy()
+        self.flat_runs = flat_run
+        self.miss_runs = miss_run
         self.codes = out[-1].copy()
         return out
 

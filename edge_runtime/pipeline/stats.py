@@ -67,6 +67,11 @@ COUNTERS = (
     "rollout_refused",  # announced models and commands refused (signature, hash, pin, contract, age)
     "promotions",  # staged models made live (command or automatic rule)
     "rollbacks",  # returns to the previous model (command or automatic)
+    "values_filled",  # missing values (null/NaN/absent) carried forward or filled; by reason in values_missing
+    "sensor_alerts_raised",  # sensor-fault alerts raised (by kind in sensor_faults)
+    "sensor_alerts_cleared",
+    "windows_masked",  # windows scored without their faulty channels (health.sensor_checks)
+    "windows_degraded",  # windows not scored: too many faulty channels (health.degraded_share)
 )
 
 
@@ -79,6 +84,8 @@ class Stats:
     def __init__(self, latency_window: int = 2048) -> None:
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.drops: Counter[str] = Counter()
+        self.missing: Counter[str] = Counter()  # missing values by reason (decode's MISSING_REASONS)
+        self.sensor_faults: Counter[str] = Counter()  # sensor alerts raised by fault kind
         self._lat = np.zeros(latency_window, dtype=np.float64)
         self._bs = np.zeros(latency_window, dtype=np.int64)
         self._n_lat = 0
@@ -102,6 +109,11 @@ class Stats:
         """Count ``n`` dropped items (messages, samples or windows) for ``reason``."""
         with self._lock:
             self.drops[reason] += n
+
+    def count_in(self, counter: Counter[str], reasons: dict[str, int]) -> None:
+        """Thread-safe: add ``reasons`` (reason -> n) to ``counter`` (:attr:`missing`, :attr:`sensor_faults`)."""
+        with self._lock:
+            counter.update(reasons)
 
     def record_batch(self, batch_size: int, seconds: float) -> None:
         i = self._n_lat % self._lat.shape[0]
@@ -128,10 +140,14 @@ class Stats:
         n = min(self._n_lat, self._bs.shape[0])
         with self._lock:
             drops = dict(sorted(self.drops.items()))
+            missing = dict(sorted(self.missing.items()))
+            faults = dict(sorted(self.sensor_faults.items()))
         out: dict[str, Any] = {
             **self.counts,
             "drops": drops,
             "dropped_total": int(sum(drops.values())),
+            "values_missing": missing,
+            "sensor_faults": faults,
             "batch_size_mean": round(float(self._bs[:n].mean()), 3) if n else 0.0,
             "inference_ms_p50": round(float(np.percentile(lat, 50)), 4) if lat.size else None,
             "inference_ms_p99": round(float(np.percentile(lat, 99)), 4) if lat.size else None,

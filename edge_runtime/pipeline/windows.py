@@ -12,6 +12,11 @@ discarded, so no window is ever stitched across a gap). Unstamped samples
 samples stay behind its latest one for ``clock_reset_after`` samples in a row
 (a clock that restarted) is reset: its window restarts on the new clock.
 A device's ``last_seen`` (idle expiry, LRU eviction) moves only when a sample is accepted.
+
+Sensor health (:mod:`edge_runtime.pipeline.health`) rides along: a ring keeps the per-device ``health`` state
+its owner gives it and counts the plain rows pushed since the owner last checked them (``unchecked``; the
+rows are the ring's newest); :meth:`WindowStore.push_samples` returns the shared common result only while
+fewer than ``check_every`` rows wait, so the owner checks a device every ``check_every`` samples.
 """
 
 from __future__ import annotations
@@ -68,11 +73,20 @@ class RingWindow:
         self.last_seen = 0.0
         self.clock_reset_after = clock_reset_after
         self.behind = 0  # stamped samples in a row older than last_ts
+        self.health: Any = None  # the owner's per-device health state (edge_runtime.pipeline.health)
+        self.unchecked = 0  # rows pushed by push_row since the owner's last health check (the newest ones)
 
     def reset(self) -> None:
         """Forget buffered samples (after a gap): the next window needs W fresh samples."""
         self.fill = 0
         self.to_next = self.window
+        self.unchecked = 0
+
+    def unchecked_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows pushed since the last health check (``unchecked``, at most ``fill``): ((k, C) view, (k,) ts)."""
+        f = self.fill
+        k = min(self.unchecked, f)
+        return self.buf[f - k : f], self.tbuf[f - k : f]
 
     def restart_clock(self) -> None:
         """Forget buffered samples and the latest timestamp (the device's clock went back for good)."""
@@ -176,6 +190,7 @@ class RingWindow:
         self.buf[f] = row
         self.tbuf[f] = t
         self.fill = f + 1
+        self.unchecked += 1
         if t > self.last_ts:
             self.last_ts = t
         self.to_next -= 1
@@ -265,6 +280,7 @@ class WindowStore:
         self.devices: OrderedDict[str, RingWindow] = OrderedDict()
         self._carried = dict(last_ts or {})
         self.one_accepted = PushResult(np.zeros((0, window, n_channels), np.float32), _EMPTY_F, _EMPTY_F, accepted=1)
+        self.check_every = 1 << 62  # rows a ring may hold unchecked before push_samples stops returning one_accepted
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -273,6 +289,10 @@ class WindowStore:
         """Each device's latest timestamp (for the store that replaces this one)."""
         out = {dev: ring.last_ts for dev, ring in self.devices.items() if np.isfinite(ring.last_ts)}
         return {**self._carried, **out}
+
+    def ring(self, device: str, now: float) -> tuple[RingWindow, list[str]]:
+        """``device``'s ring, made if it has none (returns the devices evicted to make room)."""
+        return self._ring(device, now)
 
     def _ring(self, device: str, now: float) -> tuple[RingWindow, list[str]]:
         """``device``'s ring, made (evicting the least recently seen at the cap) if it has none."""
@@ -314,7 +334,7 @@ class WindowStore:
             code = ring.push_row(samples.t, samples.row, samples.stamped)
             if code & ACCEPTED:
                 self._seen(device, ring, now)
-                if code == ACCEPTED and evicted is _NO_EVICTIONS:
+                if code == ACCEPTED and evicted is _NO_EVICTIONS and ring.unchecked < self.check_every:
                     return self.one_accepted
             res = ring.row_result(code)
         else:

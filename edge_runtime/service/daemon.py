@@ -94,6 +94,7 @@ class Daemon:
         self.ingest.settle = self.batching.settle  # back-pressure: wait for room outside the ingest lock
         self.ingest.on_forget = self._forget
         self.ingest.on_state = self._state_changed
+        self.ingest.send = self.publisher.send  # sensor alerts and health documents
         self.status_topic = format_topic(cfg.status_topic, instance=self.instance)
         filters = self.ingest.router.filters
         on_message: Callable[[str, bytes | bytearray], None] = self.ingest.handle
@@ -162,7 +163,7 @@ class Daemon:
         return Discovery(DiscoverySettings(
             instance=self.instance, prefix=cfg.homeassistant_prefix, state_topic=cfg.state_topic,
             alert_topic=cfg.alert_topic, score_topic=cfg.score_topic, status_topic=cfg.status_topic,
-            model_id=model.model_id,
+            model_id=model.model_id, health_topic=cfg.health_topic if cfg.sensor_checks else "",
             stale_s=stale_limit_s(model.metadata.sample_period_s, scoring_hop(cfg, model), cfg.device_idle_s),
             command_topic=cfg.command_topic if cfg.commands else "",
         ))

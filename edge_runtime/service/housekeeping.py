@@ -35,6 +35,7 @@ from edge_runtime.service.scorer import Scorer
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_S = 5.0  # the per-device thresholds file is written at most this often (and at stop)
+STALE_CHECK_S = 1.0  # how often devices are checked for staleness (health.stale_after_s)
 
 
 class Batching(Protocol):
@@ -77,6 +78,7 @@ class Housekeeping:
         next_watch = now + cfg.watch_interval_s if cfg.watch_interval_s else float("inf")
         next_expire = now + min(60.0, cfg.device_idle_s) if cfg.device_idle_s else float("inf")
         next_save = now + SAVE_INTERVAL_S
+        next_stale = now + STALE_CHECK_S
         while not self.stop.wait(0.1):
             now = time.monotonic()
             if self.link_alive is not None and not self.link_alive():
@@ -94,6 +96,9 @@ class Housekeeping:
             if now >= next_watch:
                 next_watch = now + cfg.watch_interval_s
                 self.check_file()
+            if now >= next_stale:  # sensor health: devices quiet for the stale limit
+                next_stale = now + STALE_CHECK_S
+                self.ingest.check_stale(now)
             if now >= next_expire:
                 next_expire = now + min(60.0, cfg.device_idle_s)
                 self.expire_idle(now)

@@ -17,11 +17,13 @@ import numpy as np
 from edge_runtime.config import Config
 from edge_runtime.pipeline.batcher import WindowItem
 from edge_runtime.pipeline.decode import DecodeError, Decoder, Samples
+from edge_runtime.pipeline.documents import Outbound
 from edge_runtime.pipeline.states import SETTLING, STOPPED, StateGate, runs
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import TopicRouter, sanitize_id
 from edge_runtime.pipeline.windows import PushResult, WindowStore, device_bytes, devices_within, merge_results
 from edge_runtime.service.model import EdgeModel
+from edge_runtime.service.sensor_health import CHECK_EVERY, SensorHealth
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,10 @@ class Ingest:
         # callback(device, state, since, reason) when a device's operating state changes (under the lock)
         self.on_state: Callable[[str, str, float, str], None] | None = None
         self.states: StateGate | None = None  # the model's operating states (input.operating_states)
+        self.send: Callable[[list[Outbound]], object] | None = None  # sensor alerts, health documents (the daemon's)
+        self.health: SensorHealth | None = None
+        if cfg.sensor_checks:
+            self.health = SensorHealth(cfg, model, stats, self.rl, cfg.instance_name)
         # input topic -> sanitised device id; bounded: cleared when full, topics > MAX_CACHED_TOPIC chars not kept
         self._ids: dict[str, str] = {}
         self.decoder: Decoder
@@ -100,7 +106,9 @@ class Ingest:
         cfg = self.cfg
         with self.lock:
             self.decoder = Decoder(model.metadata.channels, cfg.max_payload_bytes, cfg.max_samples_per_message,
-                                   cfg.max_future_s)
+                                   cfg.max_future_s, missing=cfg.sensor_checks)
+            if self.health is not None and hasattr(self, "store"):  # a reload (__init__ configured it already)
+                self.health.configure(model)
             gap = gap_tolerance(cfg, model)
             if keep_windows:
                 self.store.retune(scoring_hop(cfg, model), gap)
@@ -112,6 +120,8 @@ class Ingest:
                                          self.device_cap(model), clock_reset_after=cfg.clock_reset_after,
                                          last_ts=carried)
             self.states = state_gate(cfg, model, self.store.max_devices)
+            if cfg.sensor_checks:
+                self.store.check_every = CHECK_EVERY
 
     def device_cap(self, model: EdgeModel) -> int:
         """``max_devices``, lowered so the devices' buffers fit ``device_memory_mb`` for this model's W and C."""
@@ -153,16 +163,24 @@ class Ingest:
             store = self.store
             gate = self.states
             if gate is None:
-                res = store.push_samples(device, samples, time.monotonic())
+                res = self._push(device, samples, time.monotonic())
             else:
                 res = self._gated(gate, device, samples, time.monotonic())
             if res is store.one_accepted:  # the common case: one sample in, nothing else to count
                 st.counts["samples"] += 1
                 return
+            if self.health is not None and samples.row is not None and res.accepted and device in store.devices:
+                self.health.flush(device, store.devices[device])  # check_every plain rows wait: check them
             if res.windows.shape[0]:  # under the lock: a reload's clear of the buffer cannot interleave
                 self._put(device, res.windows, res.t_start, res.t_end)
+        self._after(device, res)
+
+    def _after(self, device: str, res: PushResult) -> None:
+        """Outside the lock: place held windows, send sensor messages, count."""
         if self.settle is not None and res.windows.shape[0]:
             self._dropped(self.settle())
+        if self.health is not None and self.health.outbox:
+            self._send_health()
         self._count(device, res)
 
     def device_of(self, topic: str) -> str | None:
@@ -185,13 +203,65 @@ class Ingest:
                 samples = self.decoder.decode(payload, arrival)
             except DecodeError:
                 return
-            self.store.push_samples(device, samples, time.monotonic())
+            if self.health is not None and samples.row is None:  # missing values filled: the ring holds no NaN
+                self._push_block(device, samples.ts, samples.values, samples.stamped, time.monotonic())
+            else:
+                self.store.push_samples(device, samples, time.monotonic())
 
     def release(self, devices: list[str]) -> None:
         """Forget ``devices``' windows silently (another worker of the group owns them now)."""
         with self.lock:
             for d in devices:
                 self.store.devices.pop(d, None)
+    def _send_health(self) -> None:
+        with self.lock:
+            out = self.health.take() if self.health is not None else []
+        if out and self.send is not None:
+            self.send(out)
+
+    def _push(self, device: str, samples: Samples, now: float) -> PushResult:
+        """Push decoded samples (under the lock); with sensor health, a message with arrays is checked and
+        filled first (:meth:`_push_block`); plain single samples are checked in blocks later (:meth:`flush`)."""
+        if self.health is None or samples.row is not None:
+            return self.store.push_samples(device, samples, now)
+        self._count_missing(device, samples)
+        return self._push_block(device, samples.ts, samples.values, samples.stamped, now)
+
+    def _count_missing(self, device: str, samples: Samples) -> None:
+        if samples.missing:
+            self.stats.counts["values_filled"] += sum(samples.missing.values())
+            self.stats.count_in(self.stats.missing, samples.missing)
+            self.rl.log(logging.INFO, "missing_value", "device %s: missing value(s) %s: kept the rest of the "
+                        "sample, carried the last value forward", device, samples.missing)
+
+    def _push_block(self, device: str, ts: np.ndarray, values: np.ndarray, stamped: bool, now: float) -> PushResult:
+        """Samples ``ts`` (n,) / ``values`` (n, C) that enter the window ring: checked and filled (in place)
+        by sensor health first when it is on."""
+        h = self.health
+        if h is None:
+            return self.store.push(device, ts, values, stamped, now)
+        ring, evicted = self.store.ring(device, now)
+        h.check_block(device, ring, ts, values)
+        res = self.store.push(device, ts, values, stamped, now)
+        ring.unchecked = 0  # its rows were checked above
+        if evicted:
+            res.evicted = list(evicted) + res.evicted
+        return res
+
+    def check_stale(self, now: float) -> None:
+        """Housekeeping: devices that went quiet for the stale limit raise a ``stale`` sensor alert."""
+        if self.health is None:
+            return
+        with self.lock:
+            self.health.check_stale(now, self.store)
+        self._send_health()
+
+    def forget_health(self, device: str, reason: str) -> list[Outbound]:
+        """A device left: its raised sensor alerts cleared (``reason``); the messages to send."""
+        if self.health is None:
+            return []
+        with self.lock:
+            return self.health.forget(device, reason)
 
     def handle_samples(self, device: str, samples: Samples) -> None:
         """Samples a source decoded itself (Sparkplug B; it counted the message): windowed like a message's."""
@@ -201,14 +271,12 @@ class Ingest:
         with self.lock:
             gate = self.states
             if gate is None:
-                res = self.store.push_samples(device, samples, time.monotonic())
+                res = self._push(device, samples, time.monotonic())
             else:
                 res = self._gated(gate, device, samples, time.monotonic())
             if res.windows.shape[0]:
                 self._put(device, res.windows, res.t_start, res.t_end)
-        if self.settle is not None and res.windows.shape[0]:
-            self._dropped(self.settle())
-        self._count(device, res)
+        self._after(device, res)
 
     def _gated(self, gate: StateGate, device: str, samples: Samples, now: float) -> PushResult:
         """Window only the samples of a running machine (:class:`StateGate`); the others restart the device's
@@ -221,20 +289,25 @@ class Ingest:
             if keep:
                 return store.push_samples(device, samples, now)
             self.stats.counts[f"samples_{gate.state(device)}"] += 1
+            if self.health is not None and device in store.devices:  # the rows waiting in the ring first
+                self.health.flush(device, store.devices[device])
             return store.hold(device, 1, samples.t, samples.stamped, now)
         ts, values = samples.ts, samples.values
         code, changes = gate.gate(device, values)
         for i, state in changes:
             self._state_changed(device, state, float(ts[i]))
         if not code.any():
-            return store.push_samples(device, samples, now)
+            return self._push(device, samples, now)
+        self._count_missing(device, samples)
+        if self.health is not None and device in store.devices:
+            self.health.flush(device, store.devices[device])
         counts = np.bincount(code, minlength=3)
         self.stats.counts["samples_stopped"] += int(counts[1])
         self.stats.counts["samples_settling"] += int(counts[2])
         keep = code == 0
         parts = sorted([(a, b, True) for a, b in runs(keep)] + [(a, b, False) for a, b in runs(~keep)])
         return merge_results([
-            store.push(device, ts[a:b], values[a:b], samples.stamped, now) if kept
+            self._push_block(device, ts[a:b], values[a:b], samples.stamped, now) if kept  # sensor health: running only
             else store.hold(device, b - a, float(ts[b - 1]), samples.stamped, now)
             for a, b, kept in parts])
 
@@ -273,9 +346,16 @@ class Ingest:
                 self.on_forget(dev, "evicted")
 
     def _put(self, device: str, windows: np.ndarray, t_start: np.ndarray, t_end: np.ndarray) -> None:
-        """Hand (k, W, C) windows to the batch buffer; count what its bound drops."""
+        """Hand (k, W, C) windows to the batch buffer (with the channels to leave out of the score); count what
+        its bound drops. A degraded device's windows are counted (``windows_degraded``), not scored."""
+        excluded = None
+        if self.health is not None:
+            excluded, degraded = self.health.window_mask(device, self.store.devices[device])
+            if degraded:
+                self.stats.counts["windows_degraded"] += windows.shape[0]
+                return
         self.stats.counts["windows_queued"] += windows.shape[0]
-        self._dropped(self.put(WindowItem(device, windows, t_start, t_end, time.monotonic())))
+        self._dropped(self.put(WindowItem(device, windows, t_start, t_end, time.monotonic(), excluded)))
 
     def _dropped(self, dropped: int) -> None:
         if dropped:

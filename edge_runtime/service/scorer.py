@@ -33,6 +33,7 @@ from edge_runtime.pipeline.documents import RAISED, Outbound, operating_doc, sco
 from edge_runtime.pipeline.drift import drift_doc
 from edge_runtime.pipeline.explain import channel_normals
 from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
+from edge_runtime.pipeline.health import renormalised_score
 from edge_runtime.pipeline.states import OUT_OF_DISTRIBUTION, STOPPED, DistributionCheck
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.pipeline.topics import format_topic, sanitize_id
@@ -138,6 +139,7 @@ class Scorer:
             self._clip_for = model
             norm = model.metadata.normalisation
             self._clip = clip_bounds(norm.mean, norm.std, cfg.clip_z) if cfg.clip_z > 0 else None
+        masked = self._mask(good, batch, model)
         if self._clip is not None:
             clipped = clip_windows(batch, *self._clip)
             if clipped:
@@ -152,6 +154,8 @@ class Scorer:
             self.stats.incr("windows_non_finite", non_finite)
             self.ingest.rl.log(logging.WARNING, "non_finite", "%d window(s) scored NaN or infinite: treated as "
                                "anomalous (score %g)", non_finite, F32_MAX)
+        if masked:
+            score, ce = self._masked_scores(good, score, ce, model)
         shadow = self.shadow
         if shadow is not None:  # a staged model scores the same batch (edge_runtime/service/rollout.py)
             shadow(good, batch, score)
@@ -185,7 +189,8 @@ class Scorer:
                                                  model.model_id, normal=self._normal, units=meta.units,
                                                  detail=_detail(model, src, row, it.windows,
                                                                 # held windows come from the item: no offsets
-                                                                None if src is it.windows else th.offsets(it.device)))
+                                                                None if src is it.windows else th.offsets(it.device)),
+                                                 excluded=self._excluded_names(it, channels))
                     dst = self.tracker.devices.get(it.device)
                     drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, dthr,
                                       now)
@@ -239,7 +244,7 @@ class Scorer:
                 for p, a, b in slices:
                     pit, ps, pc, src, row = p
                     sub = pit if (a, b) == (0, pit.n) else WindowItem(
-                        pit.device, pit.windows[a:b], pit.t_start[a:b], pit.t_end[a:b], pit.enqueued)
+                        pit.device, pit.windows[a:b], pit.t_start[a:b], pit.t_end[a:b], pit.enqueued, pit.excluded)
                     where = (src, row + a) if id(p) in current else (sub.windows, 0)  # held: the batch is gone
                     decided.append((sub, ps[a:b], pc[a:b], *where))
                 if change is not None:
@@ -318,6 +323,43 @@ class Scorer:
         doc = drift_doc(device, kind, DRIFT_Q, rolling, reference, ratio, self.cfg.drift_window, threshold,
                         self.tracker.instance, now)
         return Outbound(format_topic(self.cfg.drift_topic, device=device), to_json(doc), qos=1)
+    def _mask(self, items: list[WindowItem], batch: np.ndarray, model: EdgeModel) -> int:
+        """Put the training mean in place of each item's excluded channels (so their level is 0 and adds nothing
+        to the Mahalanobis level term); the number of windows masked."""
+        n, off = 0, 0
+        mean: np.ndarray | None = None
+        for it in items:
+            if it.excluded is not None:
+                if mean is None:
+                    mean = np.asarray(model.metadata.normalisation.mean, dtype=np.float32)
+                batch[off : off + it.n, :, it.excluded] = mean[it.excluded]
+                n += it.n
+            off += it.n
+        if n:
+            self.stats.incr("windows_masked", n)
+        return n
+
+    def _masked_scores(self, items: list[WindowItem], score: np.ndarray, ce: np.ndarray,
+                       model: EdgeModel) -> tuple[np.ndarray, np.ndarray]:
+        """Scores renormalised over each item's healthy channels (edge_runtime.contract: masked scoring); the
+        excluded channels' errors set to 0 (never named as top channels)."""
+        score, ce = score.astype(np.float32, copy=True), ce.astype(np.float32, copy=True)
+        weight = model.metadata.scoring.get("weight")
+        w = np.asarray(weight, dtype=np.float64) if weight and len(weight) == model.n_channels else None
+        off = 0
+        for it in items:
+            if it.excluded is not None:
+                sl = slice(off, off + it.n)
+                ce[sl][:, it.excluded] = 0.0
+                score[sl] = renormalised_score(ce[sl], it.excluded, w)
+            off += it.n
+        return score, ce
+
+    @staticmethod
+    def _excluded_names(it: WindowItem, channels: list[str]) -> list[str]:
+        if it.excluded is None:
+            return []
+        return [c for c, e in zip(channels, it.excluded.tolist(), strict=True) if e]
 
     def _discovery(self, what: str, device: str) -> list[Outbound]:
         """Home Assistant discovery messages (retained) for ``device``: ``on_device`` or ``forget``."""
@@ -380,7 +422,7 @@ class Scorer:
             self.adopted.pop(device, None)
             if self.evidence is not None:
                 self.evidence.forget(device, reason)
-        out = self._discovery("forget", device)
+        out = self._discovery("forget", device) + self.ingest.forget_health(device, reason)
         if st is not None and alert is not None:
             self.stats.incr("alerts_cleared")
             log.info("alert cleared device=%s reason=%s", device, reason)

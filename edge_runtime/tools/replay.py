@@ -3,7 +3,10 @@
 Pure part: :func:`read_recording` parses a CSV (``,`` ``;`` or tab; encoding, decimal comma and time zone
 of naive timestamps as the trainer reads them, by default as stored in ``--model``)
 with a header and one time column (ISO 8601 date-time or an epoch number in s/ms/us/ns, one unit per column) into timestamps and
-channel values; channels are the numeric columns minus the time and label columns.
+channel values; channels are the numeric columns minus the time and label columns. Missing cells are refused
+unless a ``fill`` is given: ``ffill``/``interpolate``/``zero`` (:func:`edge_runtime.pipeline.health.fill_block`,
+the trainer's own fill; by default the ``--model``'s stored one) or ``null`` (published as ``null``: the
+daemon's sensor health carries the last value forward and counts the channel missing past its limit).
 :func:`pacing_delays` gives the wait before each message. I/O part: :func:`publish_recording`.
 
 No pandas; never imports torch, onnx or trainer.
@@ -24,6 +27,7 @@ from typing import Any
 import click
 import numpy as np
 
+from edge_runtime.pipeline.health import FILL_METHODS, fill_block
 from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds
 from edge_runtime.tools import textfile
 from edge_runtime.tools.simulate import (
@@ -42,6 +46,7 @@ from edge_runtime.tools.simulate import (
 )
 
 TIME_COLUMNS = ("datetime", "timestamp", "time", "ts", "date")
+REPLAY_FILLS = (*FILL_METHODS, "null")  # null: publish a missing value as null, for the edge to fill
 DEFAULT_LABELS = ("anomaly", "changepoint", "label", "labels")
 
 
@@ -82,10 +87,14 @@ def read_recording(
     decimal: str = ".",
     encoding: str | None = None,
     timezone: str | None = None,
+    fill: str | None = None,
 ) -> Recording:
     """Parse ``path``; ``channels`` picks and orders columns (default: every numeric column left), matched
     ignoring case when the exact name is absent. ``decimal``, ``encoding`` (None: UTF-8 or the BOM's) and
-    ``timezone`` of naive timestamps (None: UTC) are read as the trainer reads them (:mod:`.textfile`)."""
+    ``timezone`` of naive timestamps (None: UTC) are read as the trainer reads them (:mod:`.textfile`);
+    ``fill`` (:data:`REPLAY_FILLS`, None: refuse) what a missing cell becomes."""
+    if fill is not None and fill not in REPLAY_FILLS:
+        raise ReplayError(f"--fill must be one of {', '.join(REPLAY_FILLS)}, got {fill!r}")
     path = Path(path)
     if path.suffix.lower() in (".xlsx", ".xlsm", ".parquet"):
         raise ReplayError(f"{path}: replay reads CSV; save it as CSV first ({path.suffix} is read by edgewatch-train)")
@@ -141,10 +150,14 @@ def read_recording(
             raise ReplayError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
         for j, i in enumerate(ch_idx):
             cell = row[i].strip()
+            if not cell and fill is not None:
+                values[n, j] = np.nan
+                continue
             try:
                 v = textfile.number(cell, decimal)
             except ValueError:
-                what = "missing value" if not cell else f"non-numeric value {cell!r}"
+                what = f"missing value (use --fill {'|'.join(REPLAY_FILLS)})" if not cell \
+                    else f"non-numeric value {cell!r}"
                 if decimal == "." and textfile.looks_like_decimal_comma(cell):
                     what += " (a decimal comma: use --decimal ,)"
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: {what}") from None
@@ -158,6 +171,12 @@ def read_recording(
         except TimestampError as exc:
             n = exc.index or 0
             raise ReplayError(f"{path}: line {n + 2}, column {header[t_idx]!r}: bad timestamp {cells[n]!r}") from None
+    if fill in FILL_METHODS and np.isnan(values).any():
+        try:
+            values = fill_block(values, fill).astype(np.float32)
+        except ValueError as exc:  # "column j: column has no values at all"
+            j = int(str(exc).split()[1].rstrip(":"))
+            raise ReplayError(f"{path}: column {header[ch_idx[j]]!r}: no values at all to fill from") from None
     if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
         bad = int(np.argmax(np.diff(ts) < 0)) + 3
         raise ReplayError(f"{path}: line {bad}: timestamps go backwards")
@@ -266,11 +285,15 @@ def publish_recording(
               "UTF-8 or what a byte-order mark says]")
 @click.option("--timezone", metavar="ZONE", help="IANA time zone of naive timestamps, e.g. Europe/Berlin.  "
               "[default: the --model's, else UTC]")
+@click.option("--fill", type=click.Choice(REPLAY_FILLS), help="What a missing cell becomes: ffill (the last value), "
+              "interpolate, zero (as the trainer fills), or null (sent as null: the daemon carries the last value "
+              "forward and reports the channel missing past its limit).  [default: the --model's fill, else a "
+              "missing cell is an error]")
 def replay_command(
     file: Path, device: str, broker: str, speed: float, fast: bool, topic_template: str, fmt: str,
     batch: int, qos: int, time_column: str | None, labels: tuple[str, ...], exclude: tuple[str, ...],
     channels: str | None, model: Path | None, period: float, restamp: bool, decimal: str | None,
-    encoding: str | None, timezone: str | None, username: str, password_file: str, ca_file: str,
+    encoding: str | None, timezone: str | None, fill: str | None, username: str, password_file: str, ca_file: str,
 ) -> None:
     """Replay a CSV recording (e.g. a SKAB file) to sensors/DEVICE/data."""
     try:
@@ -284,6 +307,7 @@ def replay_command(
             file, time_column=time_column, label_columns=labels or DEFAULT_LABELS, exclude=exclude,
             channels=picked, decimal=decimal or stored.get("decimal") or ".",
             encoding=encoding or stored.get("encoding"), timezone=timezone or stored.get("timezone"),
+            fill=fill or (stored.get("fill") if stored.get("fill") in FILL_METHODS else None),
         )
         topic = topic_template.replace("{device}", device)
         click.echo(

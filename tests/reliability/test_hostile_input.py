@@ -370,4 +370,5 @@ def test_sanitised_alert_topics_end_to_end(mosquitto, tmp_path: Path) -> None:
     assert len(score_topics) == 1
     level = score_topics[0].split("/", 1)[1]
     assert SAFE_ID.match(level) and len(level) <= 64
-    assert all(t.split("/")[0] in ("scores", "alerts", "edgewatch") for t in topics_out)
+    assert all(t.split("/")[0] in ("scores", "alerts", "edgewatch", "health") for t in topics_out)
+    assert all(t.split("/")[1] == level for t in topics_out if t.startswith("health/"))  # the same safe id

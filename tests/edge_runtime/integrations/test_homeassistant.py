@@ -86,6 +86,29 @@ def test_anomaly_score_sensor_fields() -> None:
     assert "device_class" not in p and "unit_of_measurement" not in p  # a unitless score
 
 
+def test_sensor_health_binary_sensor_names_the_faulty_channels() -> None:
+    from dataclasses import replace
+
+    from edge_runtime.pipeline.documents import health_doc
+
+    assert "sensor_health" not in components()  # only with sensor health on
+    p = device_config("pump-1", replace(S, health_topic="health/{device}"))[1]["components"]["sensor_health"]
+    assert p["platform"] == "binary_sensor" and p["device_class"] == "problem" and p["name"] == "Sensor health"
+    assert p["unique_id"] == "edgewatch_gw1_pump-1_sensor_health"
+    assert p["state_topic"] == p["json_attributes_topic"] == "health/pump-1"
+    ok = health_doc("pump-1", ["a", "b"], ["ok", "ok"], [], [], False, False, 1.0, "m", "gw1")
+    bad = health_doc("pump-1", ["a", "b"], ["ok", "stuck"],
+                     [{"channel": "b", "kind": "stuck", "since": 5.0, "last_good_value": 2.5}], ["b"], False, False,
+                     1.0, "m", "gw1")
+    stale = health_doc("pump-1", ["a", "b"], ["ok", "ok"], [{"channel": None, "kind": "stale", "since": 5.0,
+                                                           "last_good_value": None}], [], False, True, 1.0, "m", "gw1")
+    assert render(p["value_template"], ok) == p["payload_off"]
+    assert render(p["value_template"], bad) == render(p["value_template"], stale) == p["payload_on"]
+    attrs = json.loads(render(p["json_attributes_template"], bad))
+    assert attrs["channels"] == ["b"] and attrs["faults"][0]["kind"] == "stuck" and attrs["excluded"] == ["b"]
+    assert json.loads(render(p["json_attributes_template"], stale))["channels"] == []
+
+
 def test_availability_needs_the_daemon_and_the_device() -> None:
     p = device_config("pump-1", S)[1]
     assert p["availability_mode"] == "all"
@@ -232,7 +255,7 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
     from edge_runtime.tools.synthetic import Anomaly, inject, normal_series
     from tests.edge_runtime.mqtt_helpers import Collector, Publisher, running_daemon, wait_until
 
-    col = Collector(mosquitto.port, ["homeassistant/#", "scores/#", "alerts/#", "edgewatch/#"])
+    col = Collector(mosquitto.port, ["homeassistant/#", "scores/#", "alerts/#", "edgewatch/#", "health/#"])
     pub = Publisher(mosquitto.port)
 
     def docs(topic: str) -> list[dict]:
@@ -282,6 +305,10 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
             scores = docs("scores/pump-1")
             assert scores, "discovery turns score publishing on"
             assert float(render(score["value_template"], scores[-1])) == pytest.approx(scores[-1]["score"][-1])
+            health = cfg["components"]["sensor_health"]  # sensor health is on by default
+            hdoc = docs("health/pump-1")[-1]
+            assert render(health["value_template"], hdoc) in (health["payload_on"], health["payload_off"])
+            assert json.loads(render(health["json_attributes_template"], hdoc))["state"] == hdoc["state"]
             daemon_av, device_av = cfg["availability"]
             online = docs("edgewatch/gw1/status")[-1]
             assert render(daemon_av["value_template"], online) == daemon_av["payload_available"]

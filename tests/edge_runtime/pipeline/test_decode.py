@@ -203,3 +203,46 @@ def test_fast_path_returns_plain_single_samples_without_arrays(dec: Decoder) -> 
     np.testing.assert_array_equal(u.values, [[1, 2, 3]])
     assert u.values.dtype == np.float32 and u.ts.tolist() == [ARRIVAL]
     assert dec.decode(b'{"ts": [1, 2], "values": [[1, 2, 3], [4, 5, 6]]}', ARRIVAL).row is None
+
+
+# -- missing values (sensor health on) ------------------------------------------------------------------
+@pytest.fixture
+def lenient() -> Decoder:
+    return Decoder(CH, max_payload_bytes=4096, max_samples=100, missing=True)
+
+
+@pytest.mark.parametrize(("payload", "row", "missing"), [
+    (b'{"ts": 1700000000, "values": [1, null, 3]}', [1, None, 3], {"null": 1}),
+    (b'{"values": [NaN, 2, Infinity]}', [None, 2, None], {"nan": 1, "non_finite": 1}),
+    (b'{"values": [1, 2, 1e300]}', [1, 2, None], {"non_finite": 1}),
+    (b'{"ts": 1700000000, "a": 1.5, "c": 3}', [1.5, None, 3], {"absent": 1}),
+    (b'{"ts": 1700000000, "a": 1.5, "b": null, "c": 3}', [1.5, None, 3], {"null": 1}),
+    (b"1700000000,1,,3", [1, None, 3], {"empty_cell": 1}),
+    (b"1,nan,3", [1, None, 3], {"nan": 1}),
+    (b'{"values": [[1, null, 3], [4, 5, null]]}', None, {"null": 2}),
+    (b'[{"a": 1, "b": 2}, {"a": 1, "b": 2, "c": 3}]', None, {"absent": 1}),
+])
+def test_a_missing_value_keeps_the_rest_of_the_sample(lenient: Decoder, payload: bytes, row: list | None,
+                                                       missing: dict) -> None:
+    s = lenient.decode(payload, ARRIVAL)
+    assert s.missing == missing
+    assert int(np.isnan(s.values).sum()) == sum(missing.values())
+    if row is not None:
+        want = np.array([[np.nan if v is None else v for v in row]], dtype=np.float32)
+        np.testing.assert_array_equal(s.values, want)
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b'{"values": [1, "x", 3]}', "non_numeric"),
+    (b'{"values": [1, null]}', "wrong_channels"),
+    (b'{"ts": 1700000000, "d": 1}', "wrong_channels"),  # no model channel at all: not a sample of this model
+    (b"1,x,3", "non_numeric"),
+])
+def test_what_is_not_a_missing_value_is_still_refused(lenient: Decoder, payload: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as exc:
+        lenient.decode(payload, ARRIVAL)
+    assert exc.value.reason == reason
+
+
+def test_a_plain_sample_has_no_missing_values(lenient: Decoder) -> None:
+    assert lenient.decode(b'{"values": [1, 2, 3]}', ARRIVAL).missing is None

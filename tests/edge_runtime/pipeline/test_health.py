@@ -58,7 +58,7 @@ def test_learn_limits_range_margin_flat_and_stale() -> None:
     h = learn_limits(x, 10.0, CH)
     a = h["channels"]["a"]
     assert a["min"] == pytest.approx(x[:, 0].min()) and a["max"] == pytest.approx(x[:, 0].max())
-    assert a["margin"] == pytest.approx(0.1 * (a["max"] - a["min"]))
+    assert a["margin"] == pytest.approx(1.0 * (a["max"] - a["min"]))
     assert a["longest_flat_samples"] == 4 and a["max_flat_samples"] == 10  # 1.5 x 4 < the minimum 10
     assert h["stale_after_s"] == 100.0 and h["fill"] == {"method": "ffill", "limit_samples": 5}
     check_document(h, CH)
@@ -124,15 +124,16 @@ def test_a_channel_that_never_had_a_value_gets_the_neutral_value_and_is_missing_
     assert rows[0, 1] == 3.0 and h.excluded().tolist() == [False, True, False]
 
 
-@pytest.mark.parametrize(("value", "code"), [(20.0, OK), (25.5, OK), (40.0, OUT_OF_RANGE), (-100.0, OUT_OF_RANGE)])
+@pytest.mark.parametrize(("value", "code"), [(20.0, OK), (34.0, OK), (36.0, OUT_OF_RANGE), (-100.0, OUT_OF_RANGE)])
 def test_out_of_range_outside_the_learned_range_and_margin(value: float, code: int) -> None:
     h = ChannelHealth(_limits())
     assert h.update(np.array([[value, 3.0, 0.0]], np.float32))[0, 0] == code
 
 
 def test_config_overrides_win_over_learned_limits_and_unknown_channels_are_refused() -> None:
-    lim = _limits(overrides={"a": {"max": 21.0, "margin": 0.0}, "b": {"max_flat_samples": 0}})
-    assert lim.hi[0] == 21.0 and lim.max_flat[1] == 0 and lim.lo[0] < 20
+    lim = _limits(overrides={"a": {"max": 21.0, "margin": 0.0}, "b": {"max_flat_samples": 0, "fill_limit": 2}},
+                  fill_limit=7)
+    assert lim.hi[0] == 21.0 and lim.max_flat[1] == 0 and lim.lo[0] < 20 and lim.fill_limit.tolist() == [7, 2, 7]
     with pytest.raises(HealthError, match="zz"):
         _limits(overrides={"zz": {"max": 1.0}})
 
@@ -142,7 +143,7 @@ def test_an_empty_document_checks_nothing_but_the_fill() -> None:
     h = ChannelHealth(lim)
     x = np.full((50, 3), 5.0, np.float32)
     assert (h.update(x) == OK).all()  # no range, no stuck check without limits
-    assert lim.fill_limit == 5 and lim.stale_after_s == 100.0
+    assert lim.fill_limit.tolist() == [5, 5, 5] and lim.stale_after_s == 100.0
 
 
 def test_stale_uses_the_limit() -> None:

@@ -176,8 +176,7 @@ def test_online_status_and_stats(scenario) -> None:
 BAD = [
     (b"{oops", "malformed_json"),
     (b'{"values": [1, 2, 3]}', "wrong_channels"),
-    (b'{"values": [1, NaN, 3, 4]}', "non_finite"),
-    (b'{"values": [1, "a", 3, 4]}', "non_numeric"),
+    (b'{"values": [1, "a", 3, 4]}', "non_numeric"),  # (a NaN or null is a missing value: kept, tests/reliability/test_sensor_health.py)
     (b'{"ts": "soon", "values": [1, 2, 3, 4]}', "bad_timestamp"),
     (b"x" * 3000, "oversize"),
     (b'{"values": 1}', "bad_structure"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,36 @@ def test_model_picks_its_channels_and_refuses_a_file_without_them(tmp_path: Path
     header = {h.lower() for h in SKAB_LIKE.splitlines()[0].split(";")}
     missing = next(n for n in names if n.lower() not in header)
     assert f"no column '{missing}'" in res.output.strip().splitlines()[-1]
+
+
+GAPPY = "datetime;a;b\n2020-01-01 00:00:00;1;2\n2020-01-01 00:00:01;;4\n2020-01-01 00:00:02;3;\n"
+
+
+@pytest.mark.parametrize(("fill", "a", "b"), [
+    ("ffill", [1, 1, 3], [2, 4, 4]),
+    ("zero", [1, 0, 3], [2, 4, 0]),
+    ("interpolate", [1, 2, 3], [2, 4, 4]),
+])
+def test_fill_uses_the_trainers_methods(tmp_path: Path, fill: str, a: list, b: list) -> None:
+    rec = read_recording(write(tmp_path, GAPPY), fill=fill)
+    assert rec.values[:, 0].tolist() == a and rec.values[:, 1].tolist() == b
+
+
+def test_fill_null_publishes_null_for_the_edge_to_fill(tmp_path: Path) -> None:
+    from edge_runtime.tools.simulate import encode_payload
+
+    rec = read_recording(write(tmp_path, GAPPY), fill="null")
+    assert np.isnan(rec.values[1, 0]) and np.isnan(rec.values[2, 1])
+    single = [json.loads(p) for p in encode_payload("single", rec.ts, rec.values, rec.channels)]
+    assert single[1]["values"] == [None, 4.0] and single[2]["values"] == [3.0, None]
+    keyed = json.loads(encode_payload("keyed", rec.ts[:2], rec.values[:2], rec.channels)[1])
+    assert keyed["a"] is None
+    assert encode_payload("csv", rec.ts[1:2], rec.values[1:2], rec.channels)[0].decode().endswith(",,4.0")
+
+
+def test_missing_value_error_names_the_fill_and_an_empty_column_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReplayError, match="use --fill ffill"):
+        read_recording(write(tmp_path, GAPPY))
+    with pytest.raises(ReplayError, match="column 'b': no values at all"):
+        read_recording(write(tmp_path, "datetime;a;b\n2020-01-01 00:00:00;1;\n2020-01-01 00:00:01;2;\n"),
+                       channels=["a", "b"], fill="ffill")

@@ -1,0 +1,199 @@
+"""Sensor health in the ingest path: each device's channel checks, sensor alerts and health documents.
+
+:class:`SensorHealth` is called by :class:`~edge_runtime.service.ingest.Ingest` under its lock (network thread;
+the housekeeping thread for :meth:`SensorHealth.check_stale`). A message with arrays (a batch, or a sample with a
+missing value) is checked and filled before it enters the window ring (:meth:`check_block`); the plain
+single-sample path stays numpy-free per message: its rows are checked as one block every
+:data:`CHECK_EVERY` samples and whenever a window is cut (:meth:`flush`), so the per-sample cost is a share of
+one vectorised update. A window is handed on with the channels to leave out of the score (missing, stuck or
+out of range within its span) or not at all while the device is ``degraded``. Messages to publish (sensor
+alerts, retained health documents) collect in :attr:`SensorHealth.outbox`; the ingest sends them outside its lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.config import Config, ConfigError
+from edge_runtime.pipeline.documents import RAISED, Outbound, to_json
+from edge_runtime.pipeline.health import EXCLUDED, ChannelHealth, HealthError, HealthLimits
+from edge_runtime.pipeline.hysteresis import AlertPolicy
+from edge_runtime.pipeline.sensor_alerts import SensorAlerts
+from edge_runtime.pipeline.stats import RateLimitedLog, Stats
+from edge_runtime.pipeline.topics import format_topic
+from edge_runtime.pipeline.windows import RingWindow, WindowStore
+from edge_runtime.service.model import EdgeModel
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY = 8  # plain single samples checked in blocks of this many (or at each window)
+
+
+class DeviceHealth:
+    """One device's checks and how long ago each channel was last excluded (for the window's mask)."""
+
+    __slots__ = ("checks", "clean", "last_t")
+
+    def __init__(self, limits: HealthLimits, window: int) -> None:
+        self.checks = ChannelHealth(limits)
+        self.clean = np.full(limits.n_channels, window, dtype=np.int64)  # (C,) samples since last excluded
+        self.last_t = float("nan")  # the last sample time checked
+
+
+class SensorHealth:
+    """The daemon's sensor checks for one model (rebuilt by :meth:`configure` on a reload)."""
+
+    def __init__(self, cfg: Config, model: EdgeModel, stats: Stats, rl: RateLimitedLog, instance: str) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.rl = rl
+        self.instance = instance
+        self.outbox: list[Outbound] = []
+        self.configure(model, strict=True)
+
+    def configure(self, model: EdgeModel, strict: bool = False) -> None:
+        """Limits for ``model``: its ``health`` document under the config's overrides. A config override naming
+        a channel the model lacks is a :class:`ConfigError` at start (``strict``), a warning on a reload."""
+        cfg, meta = self.cfg, model.metadata
+        overrides = {k: v for k, v in cfg.channel_limits.items() if k in meta.channels}
+        unknown = sorted(set(cfg.channel_limits) - set(overrides))
+        if unknown:
+            msg = f"health.channel_limits: {unknown[0][:40]!r} is not one of the model's channels ({', '.join(meta.channels)})"
+            if strict:
+                raise ConfigError(msg)
+            log.warning("%s: ignored", msg)
+        try:
+            self.limits = HealthLimits.build(
+                meta.health, meta.channels, meta.normalisation.mean, meta.sample_period_s, overrides,
+                None if cfg.fill_limit < 0 else cfg.fill_limit, cfg.stale_after_s or None)
+        except HealthError as exc:
+            raise ConfigError(str(exc)) from None
+        self.model_id = model.model_id
+        self.period_s = meta.sample_period_s
+        self.window = model.window
+        self.channels = list(meta.channels)
+        weight = meta.scoring.get("weight")
+        self.kept = (np.asarray(weight, dtype=np.float64) > 0) if weight and len(weight) == len(self.channels) \
+            else np.ones(len(self.channels), dtype=bool)
+        old = getattr(self, "alerts", None)
+        if old is None or old.channels != self.channels:  # a reload with the same channels keeps raised alerts
+            self.alerts = SensorAlerts(AlertPolicy(cfg.sensor_raise_after, cfg.sensor_clear_after), self.instance,
+                                       self.channels)
+
+    def _device(self, ring: RingWindow) -> DeviceHealth:
+        dh = ring.health
+        if not isinstance(dh, DeviceHealth) or dh.checks.limits is not self.limits:  # new, or made for the old model
+            dh = ring.health = DeviceHealth(self.limits, self.window)
+        return dh
+
+    # -- checks ------------------------------------------------------------------------------------------
+    def check_block(self, device: str, ring: RingWindow, ts: np.ndarray, values: np.ndarray) -> None:
+        """Before a block enters ``ring``: check the rows waiting there, then ``values`` (n, C) (filled in place)."""
+        self.flush(device, ring)
+        self._check(device, ring, ts, values)
+
+    def flush(self, device: str, ring: RingWindow) -> None:
+        """Check the plain rows pushed into ``ring`` since the last check."""
+        if ring.unchecked:
+            rows, ts = ring.unchecked_rows()
+            ring.unchecked = 0
+            if rows.shape[0]:
+                self._check(device, ring, ts, rows)
+
+    def _check(self, device: str, ring: RingWindow, ts: np.ndarray, values: np.ndarray) -> None:
+        dh = self._device(ring)
+        codes = dh.checks.update(values)  # (n, C)
+        exc = np.isin(codes, EXCLUDED)
+        if exc.any():
+            n = codes.shape[0]
+            last = n - 1 - np.argmax(exc[::-1], axis=0)  # the last excluded sample of each channel
+            dh.clean = np.where(exc.any(axis=0), n - 1 - last, dh.clean + n)
+        else:
+            dh.clean += codes.shape[0]
+        st = self.alerts.devices.get(device)
+        if st is not None and st.stale:
+            self._out_alerts(self.alerts.set_stale(device, False, float(ts[0]), self.model_id))
+        period = self.period_s or self._spacing(dh, ts)
+        dh.last_t = float(ts[-1])
+        self._out_alerts(self.alerts.update(device, ts, codes, values, self.model_id, dh.checks.flat_runs,
+                                            dh.checks.miss_runs, period))
+        self._out_health(device, dh)
+
+    @staticmethod
+    def _spacing(dh: DeviceHealth, ts: np.ndarray) -> float | None:
+        """The device's sample spacing (a model without a sample period): over this block and the one before."""
+        if dh.last_t == dh.last_t and ts[-1] > dh.last_t:
+            return float(ts[-1] - dh.last_t) / len(ts)
+        return float(ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else None
+
+    def window_mask(self, device: str, ring: RingWindow) -> tuple[np.ndarray | None, bool]:
+        """For windows just cut from ``ring``: (the channels to exclude (C,) bool or None, degraded)."""
+        self.flush(device, ring)
+        dh = self._device(ring)
+        excluded = dh.clean < self.window
+        if not excluded.any():
+            if self._degraded(device):
+                self._set_degraded(device, dh, False)
+            return None, False
+        share = float((excluded & self.kept).sum()) / max(int(self.kept.sum()), 1)
+        degraded = share > self.cfg.degraded_share
+        if degraded != self._degraded(device):
+            self._set_degraded(device, dh, degraded)
+        return excluded, degraded
+
+    def _degraded(self, device: str) -> bool:
+        st = self.alerts.devices.get(device)
+        return st is not None and st.degraded
+
+    def _set_degraded(self, device: str, dh: DeviceHealth, degraded: bool) -> None:
+        self.alerts._state(device).degraded = degraded
+        if degraded:
+            self.rl.log(logging.WARNING, "degraded", "device %s: more than %g of its channels faulty: not scored "
+                        "until enough are healthy again", device, self.cfg.degraded_share)
+        self._out_health(device, dh)
+
+    def check_stale(self, now: float, store: WindowStore) -> None:
+        """Devices that sent nothing for the stale limit (``now``: monotonic, as the rings' ``last_seen``)."""
+        limit = self.limits.stale_after_s
+        for device, ring in store.devices.items():
+            if now - ring.last_seen > limit:
+                st = self.alerts.devices.get(device)
+                if st is None or not st.stale:
+                    last = float(ring.last_ts) if np.isfinite(ring.last_ts) else float("nan")
+                    self._out_alerts(self.alerts.set_stale(device, True, last, self.model_id))
+                    self._out_health(device, self._device(ring))
+
+    def forget(self, device: str, reason: str) -> list[Outbound]:
+        """A device left: its raised sensor alerts cleared with ``reason``."""
+        self._out_alerts(self.alerts.forget(device, reason, self.model_id))
+        out, self.outbox = self.outbox, []
+        return out
+
+    def take(self) -> list[Outbound]:
+        """The messages collected since the last call."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    # -- output ------------------------------------------------------------------------------------------
+    def _out_alerts(self, docs: Sequence[dict[str, Any]]) -> None:
+        for a in docs:
+            raised = a["state"] == RAISED
+            self.stats.incr("sensor_alerts_raised" if raised else "sensor_alerts_cleared")
+            if raised:
+                self.stats.count_in(self.stats.sensor_faults, {a["kind"]: 1})
+            log.info("sensor alert %s device=%s channel=%s kind=%s since=%s last_good=%s", a["state"], a["device"],
+                     a["channel"], a["kind"], a["since"], a["last_good_value"])
+            self.outbox.append(Outbound(format_topic(self.cfg.sensor_topic, device=a["device"]), to_json(a), qos=1))
+
+    def _out_health(self, device: str, dh: DeviceHealth) -> None:
+        excluded = [c for c, e in zip(self.channels, dh.clean < self.window, strict=True) if e]
+        doc = self.alerts.health_if_changed(device, excluded, self._degraded(device), self.model_id)
+        if doc is not None:
+            # bulk (paced, never dropped, in order): a burst of new devices' first documents must not take the
+            # place of alerts in the outgoing queue; the sensor alerts themselves are critical
+            self.outbox.append(Outbound(format_topic(self.cfg.health_topic, device=device), to_json(doc), qos=1,
+                                        retain=True, bulk=True))

@@ -1,0 +1,131 @@
+"""Sensor health end to end: a real Mosquitto, a model really trained and exported by the trainer.
+
+A frozen channel, a dropout and an out-of-range value each raise a sensor alert on health/{device}/alerts
+(within 2x the channel's limit), never a process alert; the other channels are still scored; a null in
+one channel keeps the sample; the payloads fit their schemas.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_runtime.contract import metadata_from_props
+from edge_runtime.tools.synthetic import normal_series
+from tests.edge_runtime.mqtt_helpers import Collector, Publisher, idle, running_daemon, wait_until
+from tests.edge_runtime.schema_check import errors, load
+
+T0 = 1_700_000_000.0
+N = 400
+FAULT_AT = 150
+
+
+def _meta(path):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return metadata_from_props(sess.get_modelmeta().custom_metadata_map)
+
+
+def _send(pub: Publisher, device: str, x: np.ndarray, keyed: list[str] | None = None) -> int:
+    for i, row in enumerate(x.tolist()):
+        vals = [None if v != v else v for v in row]  # NaN -> null
+        doc = {"ts": T0 + i, **dict(zip(keyed, vals, strict=True))} if keyed else {"ts": T0 + i, "values": vals}
+        pub.send(f"sensors/{device}/data", json.dumps(doc))
+    return len(x)
+
+
+@pytest.mark.slow
+def test_sensor_faults_are_alerted_apart_and_never_blind_the_device(mosquitto, demo_model_path) -> None:
+    meta = _meta(demo_model_path)
+    health = meta.health["channels"]
+    names = meta.channels
+    x = normal_series(N, len(names), seed=11, start=50_000)  # fresh normal data, not the training part
+    frozen, dropout, spike, clean = x.copy(), x.copy(), x.copy(), x.copy()
+    frozen[FAULT_AT:, 1] = frozen[FAULT_AT, 1]  # a transmitter frozen for the rest of the run
+    dropout[FAULT_AT:FAULT_AT + 40, 2] = np.nan  # 40 samples of null, then back
+    hi = health[names[0]]["max"] + 3 * health[names[0]]["margin"] + 1.0
+    spike[FAULT_AT:FAULT_AT + 30, 0] = hi  # out of range for 30 samples
+    devices = {"frozen": frozen, "dropout": dropout, "spike": spike, "clean": clean}
+    with running_daemon(mosquitto.url, demo_model_path, publish_scores=True) as d:
+        col = Collector(mosquitto.port, ["alerts/#", "scores/#", "health/#"])
+        pub = Publisher(mosquitto.port)
+        sent = sum(_send(pub, dev, v, keyed=names if dev == "dropout" else None) for dev, v in devices.items())
+        pub.flush()
+        wait_until(lambda: d.stats.counts["messages"] >= sent, 30, "all received")
+        idle(d)
+        wait_until(lambda: d.stats.counts["sensor_alerts_raised"] >= 3, 10, "sensor alerts")
+        stats = d.stats_doc()
+        col.close()
+        pub.close()
+
+    assert stats["samples"] == sent and stats["drops"] == {}  # every sample kept, the nulls too
+    assert stats["values_missing"] == {"null": 40} and stats["values_filled"] == 40
+    process = [a for a in col.alerts() if "score" in a]
+    assert process == [], [(a["device"], a["state"], a["top_channels"]) for a in process]
+
+    sensor = [doc for _, doc in col.docs("health/") if "kind" in doc]
+    schema = load("sensor_alert.schema.json")
+    for a in sensor:
+        assert errors(a, schema) == [], a
+    raised = {(a["device"], a["channel"], a["kind"]): a for a in sensor if a["state"] == "raised"}
+    assert set(raised) == {("frozen", names[1], "stuck"), ("dropout", names[2], "missing"),
+                           ("spike", names[0], "out_of_range")}, sorted(raised)
+
+    stuck = raised[("frozen", names[1], "stuck")]
+    limit = health[names[1]]["max_flat_samples"]
+    delay = stuck["at"] - (T0 + FAULT_AT)
+    assert limit < delay <= 2 * limit, (delay, limit)  # the sensor fault within 2x its limit
+    assert stuck["last_good_value"] == pytest.approx(float(frozen[FAULT_AT, 1]), rel=1e-6)  # the value it froze at
+    assert stuck["since"] == pytest.approx(T0 + FAULT_AT)  # dated back to the start of the flat run
+    missing = raised[("dropout", names[2], "missing")]
+    fill = meta.health["fill"]["limit_samples"]
+    # the (fill + 1)th missing sample in a row is missing: dated back to the first one
+    assert missing["since"] == T0 + FAULT_AT and missing["at"] - (T0 + FAULT_AT) == fill
+    assert missing["last_good_value"] == pytest.approx(float(dropout[FAULT_AT - 1, 2]), rel=1e-6)
+    oor = raised[("spike", names[0], "out_of_range")]
+    assert oor["at"] == T0 + FAULT_AT and oor["value"] == pytest.approx(hi)
+    cleared = {(a["device"], a["kind"]) for a in sensor if a["state"] == "cleared"}
+    assert cleared == {("dropout", "missing"), ("spike", "out_of_range")}  # the frozen one stays frozen
+
+    # the other channels are still scored: every device's windows came through, masked while faulty
+    n_windows = (N - meta.window) // meta.hop + 1
+    for dev in devices:
+        got = sum(len(doc["score"]) for _, doc in col.docs(f"scores/{dev}"))
+        assert got == n_windows, (dev, got)
+    assert stats["windows_masked"] > 0 and stats["windows_degraded"] == 0
+
+    # the retained health document: the frozen channel excluded, the fault named
+    last = {t: doc for t, doc in col.docs("health/") if "channels" in doc}
+    h_schema = load("health.schema.json")
+    for doc in last.values():
+        assert errors(doc, h_schema) == [], doc
+    fz = last["health/frozen"]
+    assert fz["state"] == "fault" and fz["excluded"] == [names[1]]
+    assert fz["faults"] == [{"channel": names[1], "kind": "stuck", "since": stuck["since"],
+                             "last_good_value": stuck["last_good_value"]}]
+    assert last["health/clean"]["state"] == "ok" and last["health/dropout"]["faults"] == []
+    assert stats["sensor_faults"] == {"missing": 1, "out_of_range": 1, "stuck": 1}
+
+
+@pytest.mark.slow
+def test_a_device_past_the_degraded_share_is_not_scored(mosquitto, demo_model_path) -> None:
+    names = _meta(demo_model_path).channels
+    x = normal_series(200, len(names), seed=12, start=60_000)
+    x[60:, :3] = np.nan  # three of four channels gone for good
+    with running_daemon(mosquitto.url, demo_model_path, publish_scores=True) as d:
+        col = Collector(mosquitto.port, ["alerts/#", "health/#"])
+        pub = Publisher(mosquitto.port)
+        sent = _send(pub, "dying", x)
+        pub.flush()
+        wait_until(lambda: d.stats.counts["messages"] >= sent, 30, "all received")
+        idle(d)
+        wait_until(lambda: any(doc.get("state") == "degraded" for _, doc in col.docs("health/dying")), 5,
+                   "the degraded health document")
+        stats = d.stats_doc()
+        col.close()
+        pub.close()
+    assert stats["windows_degraded"] > 0 and stats["samples"] == sent
+    assert [a for a in col.alerts() if "score" in a] == []
