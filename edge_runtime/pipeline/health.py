@@ -232,6 +232,12 @@ class HealthLimits:
     def n_channels(self) -> int:
         return int(self.lo.shape[0])
 
+    @property
+    def shortest_flat(self) -> int:
+        """The smallest stuck limit checked (a large number when none is)."""
+        on = self.max_flat[self.max_flat > 0]
+        return int(on.min()) if on.size else 1 << 30
+
     @classmethod
     def build(
         cls, health: Mapping[str, Any], channels: Sequence[str], neutral: Sequence[float],
@@ -274,7 +280,8 @@ class HealthLimits:
 class ChannelHealth:
     """One device's channel states, updated incrementally over the samples it receives, in order."""
 
-    __slots__ = ("limits", "prev", "flat_run", "miss_run", "codes", "flat_runs", "miss_runs")
+    __slots__ = ("limits", "prev", "flat_run", "miss_run", "codes", "flat_runs", "miss_runs", "quiet", "_unchecked",
+                 "_short", "_lo32", "_hi32", "_tol32")
 
     def __init__(self, limits: HealthLimits) -> None:
         c = limits.n_channels
@@ -285,6 +292,29 @@ class ChannelHealth:
         self.codes: U8 = np.zeros(c, dtype=np.uint8)  # (C,) the state after the last sample
         self.flat_runs: I64 = np.zeros((0, c), dtype=np.int64)  # (n, C) flat samples in a row, of the last update
         self.miss_runs: I64 | None = None  # (n, C) missing samples in a row, of the last update (None: none missing)
+        self.quiet = False  # every channel ok, no flat or missing run going on (check_plain's fast path applies)
+        self._unchecked = limits.max_flat == 0  # (C,) channels without a stuck check
+        self._short = limits.shortest_flat
+        with np.errstate(over="ignore"):  # the plain rows are float32: compare them with float32 bounds
+            self._lo32 = limits.lo.astype(np.float32)
+            self._hi32 = limits.hi.astype(np.float32)
+        self._tol32 = limits.flat_tol.astype(np.float32)
+
+    def check_plain(self, values: npt.NDArray[np.float32]) -> U8 | None:
+        """:meth:`update` for rows without a missing value (``values`` (n, C), not modified). None when every
+        channel stays ok (the common case, a few numpy operations on the block's bounds and last step);
+        otherwise the codes of :meth:`update`.
+
+        Exact: while :attr:`quiet`, no flat run is going on, so no channel can get stuck within a block shorter
+        than the shortest stuck limit; a channel that moved on the last step ends with no flat run either."""
+        n = values.shape[0]
+        if self.quiet and n < self._short and not ((values < self._lo32).any() or (values > self._hi32).any()):
+            last = values[-1]
+            before = values[-2] if n > 1 else self.prev.astype(np.float32)
+            if (np.logical_or(np.abs(last - before) > self._tol32, self._unchecked)).all():
+                self.prev = last.astype(np.float64)
+                return None
+        return self.update(values)
 
     def update(self, values: npt.NDArray[np.float32]) -> U8:
         """Check (and fill, in place) ``values`` (n, C) float32, NaN where a value is missing; return the
@@ -324,6 +354,7 @@ class ChannelHealth:
         self.flat_runs = flat_run
         self.miss_runs = miss_run
         self.codes = out[-1].copy()
+        self.quiet = not (self.codes.any() or self.miss_run.any() or (self.flat_run[~self._unchecked]).any())
         return out
 
     def excluded(self) -> npt.NDArray[np.bool_]:

@@ -137,6 +137,8 @@ class SensorAlerts:
             st.last_good[cols] = np.asarray(values, dtype=np.float64)[last[cols], cols]
             st.last_good_t[cols] = ts[last[cols]]
         st.codes = codes[-1].copy()
+        for a in out:
+            a["detected_at"] = float(ts[-1])  # the newest sample checked: when the daemon could tell
         return out
 
     def set_stale(self, device: str, stale: bool, since: float, model_id: str) -> list[dict[str, Any]]:

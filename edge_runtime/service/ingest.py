@@ -23,7 +23,7 @@ from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import TopicRouter, sanitize_id
 from edge_runtime.pipeline.windows import PushResult, WindowStore, device_bytes, devices_within, merge_results
 from edge_runtime.service.model import EdgeModel
-from edge_runtime.service.sensor_health import CHECK_EVERY, SensorHealth
+from edge_runtime.service.sensor_health import SensorHealth
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,10 @@ class Ingest:
                 self.store = WindowStore(model.window, scoring_hop(cfg, model), model.n_channels, gap,
                                          self.device_cap(model), clock_reset_after=cfg.clock_reset_after,
                                          last_ts=carried)
+            if self.health is not None:  # plain rows are checked in blocks of this many (after a reload too)
+                self.store.check_every = self.health.check_every
             self.states = state_gate(cfg, model, self.store.max_devices)
-            if cfg.sensor_checks:
-                self.store.check_every = CHECK_EVERY
+
 
     def device_cap(self, model: EdgeModel) -> int:
         """``max_devices``, lowered so the devices' buffers fit ``device_memory_mb`` for this model's W and C."""

@@ -4,8 +4,9 @@
 the housekeeping thread for :meth:`SensorHealth.check_stale`). A message with arrays (a batch, or a sample with a
 missing value) is checked and filled before it enters the window ring (:meth:`check_block`); the plain
 single-sample path stays numpy-free per message: its rows are checked as one block every
-:data:`CHECK_EVERY` samples and whenever a window is cut (:meth:`flush`), so the per-sample cost is a share of
-one vectorised update. A window is handed on with the channels to leave out of the score (missing, stuck or
+:attr:`SensorHealth.check_every` samples (:data:`CHECK_EVERY`, fewer when a stuck limit is shorter, so a
+fault is reported within its limit of becoming one) and whenever a window is cut (:meth:`flush`); a block of
+healthy rows costs a few numpy operations (:meth:`ChannelHealth.check_plain`), a share of a microsecond a sample. A window is handed on with the channels to leave out of the score (missing, stuck or
 out of range within its span) or not at all while the device is ``degraded``. Messages to publish (sensor
 alerts, retained health documents) collect in :attr:`SensorHealth.outbox`; the ingest sends them outside its lock.
 """
@@ -30,18 +31,20 @@ from edge_runtime.service.model import EdgeModel
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY = 8  # plain single samples checked in blocks of this many (or at each window)
+CHECK_EVERY = 16  # plain single samples checked in blocks of at most this many (or at each window)
+_EXCLUDING = np.isin(np.arange(256), EXCLUDED)  # code -> left out of the score (a lookup, not np.isin per block)
 
 
 class DeviceHealth:
     """One device's checks and how long ago each channel was last excluded (for the window's mask)."""
 
-    __slots__ = ("checks", "clean", "last_t")
+    __slots__ = ("checks", "clean", "last_t", "calm")
 
     def __init__(self, limits: HealthLimits, window: int) -> None:
         self.checks = ChannelHealth(limits)
         self.clean = np.full(limits.n_channels, window, dtype=np.int64)  # (C,) samples since last excluded
         self.last_t = float("nan")  # the last sample time checked
+        self.calm = False  # all ok, nothing raised, excluded, degraded or stale, its document says so
 
 
 class SensorHealth:
@@ -74,6 +77,7 @@ class SensorHealth:
             raise ConfigError(str(exc)) from None
         self.model_id = model.model_id
         self.period_s = meta.sample_period_s
+        self.check_every = max(1, min(CHECK_EVERY, self.limits.shortest_flat))
         self.window = model.window
         self.channels = list(meta.channels)
         weight = meta.scoring.get("weight")
@@ -102,12 +106,18 @@ class SensorHealth:
             rows, ts = ring.unchecked_rows()
             ring.unchecked = 0
             if rows.shape[0]:
-                self._check(device, ring, ts, rows)
+                self._check(device, ring, ts, rows, plain=True)
 
-    def _check(self, device: str, ring: RingWindow, ts: np.ndarray, values: np.ndarray) -> None:
+    def _check(self, device: str, ring: RingWindow, ts: np.ndarray, values: np.ndarray, plain: bool = False) -> None:
         dh = self._device(ring)
-        codes = dh.checks.update(values)  # (n, C)
-        exc = np.isin(codes, EXCLUDED)
+        checks = dh.checks
+        got = checks.check_plain(values) if plain else checks.update(values)  # (n, C), None: all ok
+        if got is None and dh.calm:  # the common case: nothing to say
+            dh.last_t = float(ts[-1])
+            return
+        codes = np.zeros(values.shape, np.uint8) if got is None else got
+        flat_runs, miss_runs = (None, None) if got is None else (checks.flat_runs, checks.miss_runs)
+        exc = _EXCLUDING[codes]
         if exc.any():
             n = codes.shape[0]
             last = n - 1 - np.argmax(exc[::-1], axis=0)  # the last excluded sample of each channel
@@ -119,9 +129,12 @@ class SensorHealth:
             self._out_alerts(self.alerts.set_stale(device, False, float(ts[0]), self.model_id))
         period = self.period_s or self._spacing(dh, ts)
         dh.last_t = float(ts[-1])
-        self._out_alerts(self.alerts.update(device, ts, codes, values, self.model_id, dh.checks.flat_runs,
-                                            dh.checks.miss_runs, period))
+        self._out_alerts(self.alerts.update(device, ts, codes, values, self.model_id, flat_runs, miss_runs,
+                                            period))
         self._out_health(device, dh)
+        st = self.alerts.devices[device]
+        dh.calm = not (codes[-1].any() or st.stale or st.degraded or any(r.raised or r.above for r in st.runs)
+                       or (dh.clean < self.window).any())
 
     @staticmethod
     def _spacing(dh: DeviceHealth, ts: np.ndarray) -> float | None:
@@ -151,6 +164,7 @@ class SensorHealth:
 
     def _set_degraded(self, device: str, dh: DeviceHealth, degraded: bool) -> None:
         self.alerts._state(device).degraded = degraded
+        dh.calm = False
         if degraded:
             self.rl.log(logging.WARNING, "degraded", "device %s: more than %g of its channels faulty: not scored "
                         "until enough are healthy again", device, self.cfg.degraded_share)
@@ -165,7 +179,9 @@ class SensorHealth:
                 if st is None or not st.stale:
                     last = float(ring.last_ts) if np.isfinite(ring.last_ts) else float("nan")
                     self._out_alerts(self.alerts.set_stale(device, True, last, self.model_id))
-                    self._out_health(device, self._device(ring))
+                    dh = self._device(ring)
+                    dh.calm = False
+                    self._out_health(device, dh)
 
     def forget(self, device: str, reason: str) -> list[Outbound]:
         """A device left: its raised sensor alerts cleared with ``reason``."""

@@ -46,8 +46,9 @@ class Gateway:
         since = st.get("time") if isinstance(st.get("time"), (int, float)) else (self.status_received or None)
         models: dict[str, Any] = st["models"] if isinstance(st.get("models"), dict) else {}
         drops = sx.get("drops") if isinstance(sx.get("drops"), dict) else {}
-        faults = sx.get("sensor_faults") if isinstance(sx.get("sensor_faults"), dict) else {
-            k: sx[k] for k in FAULT_KEYS if isinstance(sx.get(k), int) and sx[k]}
+        faults = {k: sx[k] for k in FAULT_KEYS if isinstance(sx.get(k), int) and sx[k]}
+        if isinstance(sx.get("sensor_faults"), dict):  # sensor alerts raised, by kind (sensor health)
+            faults.update({str(k): v for k, v in sx["sensor_faults"].items() if isinstance(v, int) and v})
         last = sx.get("last_sample") if isinstance(sx.get("last_sample"), dict) else {}
         return {
             "gateway": self.instance, "state": state, "since": since,

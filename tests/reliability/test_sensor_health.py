@@ -78,12 +78,15 @@ def test_sensor_faults_are_alerted_apart_and_never_blind_the_device(mosquitto, d
     limit = health[names[1]]["max_flat_samples"]
     delay = stuck["at"] - (T0 + FAULT_AT)
     assert limit < delay <= 2 * limit, (delay, limit)  # the sensor fault within 2x its limit
+    detected = stuck["detected_at"] - (T0 + FAULT_AT)  # when the daemon could tell (checked in blocks)
+    assert delay <= detected <= 2 * limit, (detected, limit)
     assert stuck["last_good_value"] == pytest.approx(float(frozen[FAULT_AT, 1]), rel=1e-6)  # the value it froze at
     assert stuck["since"] == pytest.approx(T0 + FAULT_AT)  # dated back to the start of the flat run
     missing = raised[("dropout", names[2], "missing")]
     fill = meta.health["fill"]["limit_samples"]
     # the (fill + 1)th missing sample in a row is missing: dated back to the first one
     assert missing["since"] == T0 + FAULT_AT and missing["at"] - (T0 + FAULT_AT) == fill
+    assert missing["detected_at"] == missing["at"]  # a null arrives as arrays: checked at once
     assert missing["last_good_value"] == pytest.approx(float(dropout[FAULT_AT - 1, 2]), rel=1e-6)
     oor = raised[("spike", names[0], "out_of_range")]
     assert oor["at"] == T0 + FAULT_AT and oor["value"] == pytest.approx(hi)

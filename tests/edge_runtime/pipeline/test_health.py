@@ -166,3 +166,21 @@ def test_describe_lists_every_channel() -> None:
     lines = describe(learn_limits(_normal(), 10.0, CH))
     assert lines[0].startswith("sensor health: fill ffill up to 5") and len(lines) == 4
     assert "no limits stored" in describe({})[0]
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 9])
+def test_check_plain_fast_path_gives_the_same_states_as_update(chunk: int) -> None:
+    x = _normal(500, seed=3)
+    x[100:130, 1] = x[100, 1]  # stuck
+    x[200:203, 0] = x[200, 0]  # a short flat run: fine
+    x[300:305, 2] = 99.0  # out of range
+    lim = _limits()
+    fast, slow = ChannelHealth(lim), ChannelHealth(lim)
+    got, want = [], []
+    for i in range(0, len(x), chunk):
+        block = x[i:i + chunk].astype(np.float32)
+        c = fast.check_plain(block)
+        got.append(np.zeros(block.shape, np.uint8) if c is None else c)
+        want.append(slow.update(block.copy()))
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(want))
+    assert fast.quiet  # back on the fast path once every channel is ok again

@@ -192,7 +192,7 @@ def test_fill_null_publishes_null_for_the_edge_to_fill(tmp_path: Path) -> None:
     single = [json.loads(p) for p in encode_payload("single", rec.ts, rec.values, rec.channels)]
     assert single[1]["values"] == [None, 4.0] and single[2]["values"] == [3.0, None]
     keyed = json.loads(encode_payload("keyed", rec.ts[:2], rec.values[:2], rec.channels)[1])
-    assert keyed["a"] is None
+    assert "a" not in keyed and keyed["b"] == 4.0  # keyed: a missing channel is left out (absent)
     assert encode_payload("csv", rec.ts[1:2], rec.values[1:2], rec.channels)[0].decode().endswith(",,4.0")
 
 

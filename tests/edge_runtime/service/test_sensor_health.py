@@ -1,0 +1,116 @@
+"""The ingest path's sensor health (service/sensor_health.py) without a broker: stale devices, the window mask,
+degraded devices, config overrides checked against the model, a reload that keeps raised alerts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.config import Config, ConfigError
+from edge_runtime.pipeline.stats import Stats
+from edge_runtime.service.ingest import Ingest
+from edge_runtime.service.model import load_model
+from tests.edge_runtime.onnx_models import make_metadata, write_model
+
+T0 = 1_700_000_000.0
+CH = ["a", "b", "c", "d"]
+
+
+@pytest.fixture
+def model(tmp_path: Path):
+    meta = make_metadata(window=8, hop=4, channels=CH, sample_period_s=1.0)
+    meta.health = {"fill": {"method": "ffill", "limit_samples": 2}, "stale_after_s": 5.0,
+                   "channels": {c: {"min": -5.0, "max": 5.0, "margin": 0.0, "flat_tol": 0.0, "max_flat_samples": 6}
+                                for c in CH}}
+    return load_model(write_model(tmp_path / "m.onnx", meta), provider="cpu")
+
+
+def _ingest(model, **cfg) -> tuple[Ingest, list, list]:
+    sent: list = []
+    put: list = []
+    ing = Ingest(Config(**cfg).validate(), model, Stats())
+    ing.send = sent.extend
+    ing.put = lambda item: put.append(item) or 0
+    return ing, sent, put
+
+
+def _feed(ing: Ingest, device: str, rows: np.ndarray, start: int = 0) -> None:
+    for i, row in enumerate(rows.tolist()):
+        vals = [None if v != v else v for v in row]
+        ing.handle(f"sensors/{device}/data", json.dumps({"ts": T0 + start + i, "values": vals}).encode())
+
+
+def _normal(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 1, (n, len(CH))).clip(-4, 4)
+
+
+def test_a_window_leaves_a_faulty_channel_out_and_a_device_past_the_share_is_degraded(model) -> None:
+    ing, sent, put = _ingest(model)
+    x = _normal(40)
+    x[20:, 1] = np.nan  # b drops out for good
+    _feed(ing, "p", x)
+    masks = [None if it.excluded is None else it.excluded.tolist() for it in put]
+    assert masks[0] is None  # before the dropout
+    assert masks[-1] == [False, True, False, False]  # past the fill limit of 2: b left out
+    kinds = [json.loads(m.payload)["kind"] for m in sent if m.topic == "health/p/alerts"]
+    assert kinds == ["missing"]
+    assert ing.stats.counts["values_filled"] == 20 and ing.stats.missing == {"null": 20}
+    y = _normal(40, seed=1)
+    y[10:, :3] = np.nan  # three of four gone: more than half
+    n_before = len(put)
+    _feed(ing, "q", y)
+    q_put = sum(it.n for it in put[n_before:])
+    assert q_put <= 2  # the windows before the dropout passed the fill limit
+    assert q_put + ing.stats.counts["windows_degraded"] == (40 - 8) // 4 + 1  # the rest: counted, not scored
+    health = [json.loads(m.payload) for m in sent if m.topic == "health/q"]
+    assert health[-1]["state"] == "degraded" and health[-1]["degraded"] is True
+
+
+def test_a_quiet_device_is_stale_once_and_clears_when_it_sends_again(model) -> None:
+    ing, sent, _ = _ingest(model)
+    _feed(ing, "p", _normal(10))
+    ring = ing.store.devices["p"]
+    ing.check_stale(ring.last_seen + 4.0)
+    assert not [m for m in sent if m.topic == "health/p/alerts"]
+    ing.check_stale(ring.last_seen + 6.0)
+    ing.check_stale(ring.last_seen + 7.0)
+    stale = [json.loads(m.payload) for m in sent if m.topic == "health/p/alerts"]
+    assert [(a["kind"], a["state"], a["channel"]) for a in stale] == [("stale", "raised", None)]
+    assert stale[0]["since"] == T0 + 9
+    _feed(ing, "p", _normal(10, seed=2), start=10)
+    again = [json.loads(m.payload) for m in sent if m.topic == "health/p/alerts"]
+    assert [(a["kind"], a["state"]) for a in again] == [("stale", "raised"), ("stale", "cleared")]
+
+
+def test_channel_limits_override_the_model_and_unknown_names_stop_the_start(model) -> None:
+    ing, sent, _ = _ingest(model, channel_limits={"a": {"max": 0.5, "margin": 0.0}})
+    x = _normal(20) * 0.1
+    x[10:, 0] = 1.0  # within the model's range, above the override
+    _feed(ing, "p", x)
+    kinds = [(json.loads(m.payload)["channel"], json.loads(m.payload)["kind"]) for m in sent
+             if m.topic == "health/p/alerts"]
+    assert kinds == [("a", "out_of_range")]
+    with pytest.raises(ConfigError, match="health.channel_limits: 'zz' is not one of the model's channels"):
+        _ingest(model, channel_limits={"zz": {"max": 1.0}})
+
+
+def test_a_reload_with_the_same_channels_keeps_raised_sensor_alerts(model) -> None:
+    ing, sent, _ = _ingest(model)
+    x = _normal(30)
+    x[10:, 2] = 9.0  # out of range
+    _feed(ing, "p", x)
+    assert ing.health is not None and ing.health.alerts.faults("p")[0]["kind"] == "out_of_range"
+    ing.configure(model, keep_windows=True)
+    assert ing.health.alerts.faults("p")[0]["kind"] == "out_of_range"
+
+
+def test_checks_off_restores_the_old_decoding(model) -> None:
+    ing, sent, put = _ingest(model, sensor_checks=False)
+    assert ing.health is None
+    ing.handle("sensors/p/data", b'{"ts": 1700000000, "values": [1, null, 3, 4]}')
+    assert ing.stats.drops == {"non_numeric": 1} and sent == []
+    assert replace(Config(), sensor_checks=False).validate().sensor_checks is False
