@@ -26,6 +26,7 @@ from edge_runtime.service.model import load_model
 from edge_runtime.tools.localnats import NatsServer
 from lab.bench.common import summary
 from lab.bench.ingest import device_names, expected_windows
+from lab.bench.procs import cpu_seconds
 
 PAUSED_TTL_S = 120.0  # the bench group's pin and member timeouts: workers paused while the flood is stored
 
@@ -129,6 +130,9 @@ def group_run(srv: NatsServer, model: str, workers: int, msgs: list[tuple[str, b
         for p in procs:
             p.send_signal(signal.SIGSTOP)
         asyncio.run(_store(srv.url, cfg.stream, msgs))
+        server_pid = srv.proc.pid if srv.proc is not None else 0
+        cpu0 = [cpu_seconds(p.pid) for p in procs], cpu_seconds(server_pid)
+        load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         for p in procs:
             p.send_signal(signal.SIGCONT)
@@ -140,6 +144,8 @@ def group_run(srv: NatsServer, model: str, workers: int, msgs: list[tuple[str, b
                 raise RuntimeError(f"{left} message(s) still not acknowledged after 600 s")
             time.sleep(0.1)
         seconds = time.perf_counter() - t0
+        workers_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0[0], strict=True))
+        server_cpu = cpu_seconds(server_pid) - cpu0[1]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -162,7 +168,12 @@ def group_run(srv: NatsServer, model: str, workers: int, msgs: list[tuple[str, b
 
         asyncio.run(delete())
     return {"workers": workers, "messages": len(msgs), "seconds": round(seconds, 3),
-            "msg_rate": round(len(msgs) / seconds, 1)}
+            "msg_rate": round(len(msgs) / seconds, 1), "load_1min_before": round(load0, 2),
+            # where the time goes: CPU seconds of the workers and of nats-server per 1,000 messages, and the
+            # cores they kept busy (2 cores shared with everything else on this machine)
+            "worker_cpu_ms_per_1k": round(1e6 * workers_cpu / len(msgs), 1),
+            "server_cpu_ms_per_1k": round(1e6 * server_cpu / len(msgs), 1),
+            "cores_busy": round((workers_cpu + server_cpu) / seconds, 2)}
 
 
 def bench_scaleout(model: str, workers: tuple[int, ...] = (1, 2, 4), devices: int = 100, samples: int = 300,
@@ -212,11 +223,14 @@ def scaleout_md(r: dict[str, Any]) -> str:
              f"{r['messages']:,} messages ({r['devices']} devices x {r['samples_per_device']} samples, "
              f"{r['samples_per_message']} per message), {r['partitions']} partitions, {r['cpus']} CPUs; "
              f"drain rates, median of {r['repeats']}.", "",
-             "| consumer | messages/s | samples/s | vs 1 worker |", "|---|---|---|---|"]
+             "| consumer | messages/s | samples/s | vs 1 worker | worker / server CPU ms per 1k msgs | cores busy |",
+             "|---|---|---|---|---|---|"]
     for k, v in r["nats"].items():
+        last = v["runs"][-1]
         lines.append(f"| NATS, {k} worker(s) | {v['msg_rate']['median']:,.0f} | {v['sample_rate']['median']:,.0f} "
-                     f"| {v['speedup']}x |")
+                     f"| {v['speedup']}x | {last['worker_cpu_ms_per_1k']} / {last['server_cpu_ms_per_1k']} "
+                     f"| {last['cores_busy']} |")
     if r.get("mqtt"):
         q = r["mqtt"]
-        lines.append(f"| MQTT, one daemon | {q['msg_rate']['median']:,.0f} | {q['sample_rate']['median']:,.0f} | |")
+        lines.append(f"| MQTT, one daemon | {q['msg_rate']['median']:,.0f} | {q['sample_rate']['median']:,.0f} | | | |")
     return "\n".join(lines) + "\n"

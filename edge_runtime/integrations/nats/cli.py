@@ -45,7 +45,7 @@ def _run(cfg: Config, job: Callable[[Any], Awaitable[T]]) -> T:
 
     async def main() -> T:
         opts = connect_options(cfg, "edgewatch-group")
-        opts.update(allow_reconnect=False, max_reconnect_attempts=0)
+        opts.update(allow_reconnect=False, max_reconnect_attempts=1)  # (0 would retry for ever)
         try:
             nc = await nats.connect(**opts)
         except Exception as exc:

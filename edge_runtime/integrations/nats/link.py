@@ -475,6 +475,8 @@ class NatsLink:
             self._flushing = asyncio.Lock()
         async with self._flushing:
             out = self._out
+            if not out:
+                return True  # nothing to send: no round trip
             while out:
                 subject, data, retain, headers = out[0]
                 try:

@@ -89,11 +89,15 @@ class Puller:
         out: list[StoredMsg] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXPIRES_S + 2.0
+        queue = self._queue
         while len(out) < self.batch:
-            try:
-                msg = await asyncio.wait_for(self._queue.get(), max(0.01, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                break  # no status came (server gone?): what arrived is the batch
+            if queue.empty():  # wait (a task per wait: only when nothing is queued, not per message)
+                try:
+                    msg = await asyncio.wait_for(queue.get(), max(0.01, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    break  # no status came (server gone?): what arrived is the batch
+            else:
+                msg = queue.get_nowait()
             headers = msg.headers or {}
             status = headers.get("Status")
             if status:
