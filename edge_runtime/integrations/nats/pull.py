@@ -4,7 +4,8 @@ nats-py 2.16 has no priority groups, so the request is built here (ADR-42): ``{"
 "group", "id"}`` on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``. The server pins one client per
 consumer and tags its messages with ``Nats-Pin-Id``; a request with another id gets status 423 (the pin
 moved); a request without an id waits as a stand-by until the pin is free. One request is outstanding at a
-time, so every message and status on the inbox belongs to it.
+time (the next one is sent when a batch is full, before it is scored), so every message and status on
+the inbox belongs to it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Puller:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._sub: Any = None
         self._inbox = ""
+        self._outstanding = False  # a pull request sent and not yet over
 
     async def open(self) -> None:
         self._inbox = self.nc.new_inbox()
@@ -79,13 +81,19 @@ class Puller:
     def stop(self) -> None:
         self.stopped = True
 
-    async def fetch(self) -> list[StoredMsg]:
-        """One pull request: up to ``batch`` messages (empty on a timeout); sets :attr:`gained_pin` /
-        :attr:`lost_pin`."""
+    async def _request(self) -> None:
         req: dict[str, Any] = {"batch": self.batch, "expires": int(EXPIRES_S * 1e9), "group": PIN_GROUP}
         if self.pin_id:
             req["id"] = self.pin_id
         await self.nc.publish(self.subject, json.dumps(req).encode(), reply=self._inbox)
+        self._outstanding = True
+
+    async def fetch(self) -> list[StoredMsg]:
+        """Up to ``batch`` messages of one pull request (empty on a timeout); sets :attr:`gained_pin` /
+        :attr:`lost_pin`. A full batch sends the next request at once, so the server delivers it while this
+        one is scored (still one request outstanding at a time: a full request gets no status)."""
+        if not self._outstanding:
+            await self._request()
         out: list[StoredMsg] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXPIRES_S + 2.0
@@ -95,24 +103,29 @@ class Puller:
                 try:
                     msg = await asyncio.wait_for(queue.get(), max(0.01, deadline - loop.time()))
                 except asyncio.TimeoutError:
-                    break  # no status came (server gone?): what arrived is the batch
+                    self._outstanding = False
+                    return out  # no status came (server gone?): what arrived is the batch
             else:
                 msg = queue.get_nowait()
             headers = msg.headers or {}
             status = headers.get("Status")
             if status:
+                self._outstanding = False
                 if status == "423":
                     self.pin_id, self.lost_pin = "", True
                     return []
                 if status in ("400", "409") and not out:
                     await asyncio.sleep(0.2)  # consumer deleted / leader change / bad request: retry later
-                break  # 408 (expired) / 404: the request is over
+                return out  # 408 (expired) / 404: the request is over
             pin = headers.get("Nats-Pin-Id", "")
             if pin and pin != self.pin_id:
                 self.pin_id, self.gained_pin = pin, True
             m = from_reply(msg.subject, msg.data, msg.reply)
             if m is not None:
                 out.append(m)
+        self._outstanding = False
+        if not self.stopped:
+            await self._request()  # prefetch: the next batch comes while this one is scored
         return out
 
     async def ack(self, last: StoredMsg) -> None:
