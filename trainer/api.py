@@ -37,6 +37,7 @@ def train_and_export(
     denoise: float = 0.0,
     quiet: bool = True,
     running: list[np.ndarray] | np.ndarray | None = None,
+    sample_period_s: float | None = None,
     **model_opts: Any,
 ) -> ModelMetadata:
     """Train on raw series (each (T, C) float) and export one ONNX model to ``out``; the defaults are ``fit``'s.
@@ -50,6 +51,7 @@ def train_and_export(
     ``drift_limit``, ``force``, ``calibrate`` (a list of normal (T, C) arrays), ``quantize``, ``fp16``, ``checkpoint``,
     ``units`` ({channel: unit}). ``running``: per series a (T,) bool array, True where the machine runs: fit
     learns its operating states and trains on the settled running rows only (as ``--state-column``).
+    ``sample_period_s``: the series' sample period, stored in the model (the edge's gap and stale limits).
     Returns the metadata stored in the file.
     """
     arrays = [series] if isinstance(series, np.ndarray) and series.ndim == 2 else list(series)
@@ -57,6 +59,8 @@ def train_and_export(
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     items = _as_series(arrays, channels, "series")
+    for it in items:
+        it.sample_period_s = sample_period_s
     spec = None
     if running is not None:
         from trainer.operating import StateSpec

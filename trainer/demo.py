@@ -67,7 +67,8 @@ N_STEPS = 7
 
 FAULT_S = 24.0  # seconds appended to the stream for the stop and the sensor faults
 # (kind, duration s, channel index or None): one of each, devices round-robin, one after another per device
-FAULTS = [("stop", 6.0, None), ("freeze", 8.0, 0), ("dropout", 4.0, 3), ("out_of_range", 3.0, 2), ("dead", 5.0, None)]
+# (the stop last on its device: sensor health checks running samples only, so nothing follows it in its settling)
+FAULTS = [("freeze", 8.0, 0), ("dropout", 4.0, 3), ("out_of_range", 3.0, 2), ("dead", 5.0, None), ("stop", 6.0, None)]
 PROCESS_KINDS = tuple(k for k in ANOMALY_KINDS if KIND_CLASS[k] == "process")  # "stuck" is a sensor fault
 TRAIN_STOPS = 3  # stops in the training data (each a tenth of it), so the model learns the stopped state
 SENSOR_KIND = {"freeze": "stuck", "dropout": "missing", "out_of_range": "out_of_range", "dead": "stale"}
@@ -319,9 +320,10 @@ def match_conditions(truth: list[dict[str, Any]], sensor: list[dict[str, Any]], 
         o = Outcome(g["device"], g["kind"], float(g["start_ts"]), float(g["end_ts"]))
         if g.get("class") == "sensor" and g["kind"] in SENSOR_KIND:
             ch = None if g["kind"] == "dead" else (g["channels"] or [None])[0]
+            lead = slack_s if g["kind"] == "dead" else 1e-6  # stale is stamped with the device's last sample
             hits = [d for d in sensor if d.get("device") == o.device and d.get("state") == "raised"
                     and d.get("kind") == SENSOR_KIND[g["kind"]] and (ch is None or d.get("channel") == ch)
-                    and o.start_ts - 1e-6 <= float(d.get("at") or d.get("since") or 0) <= o.end_ts + slack_s]
+                    and o.start_ts - lead <= float(d.get("at") or d.get("since") or 0) <= o.end_ts + slack_s]
             faults.append(o)
         elif g.get("class") == "state":
             hits = [d for d in operating if d.get("device") == o.device and d.get("state") == "stopped"
@@ -465,7 +467,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
             t = time.monotonic()
             meta = train_and_export(
                 [x], names, model, window=opts.window, hop=opts.hop, epochs=opts.epochs, seed=opts.seed,
-                lr=5e-3, quiet=False, running=[running] if opts.faults else None,
+                lr=5e-3, quiet=False, running=[running] if opts.faults else None, sample_period_s=1.0 / opts.rate,
             )
             echo(f"      model {meta.model_id}: threshold {meta.threshold.value:.4g} ({meta.threshold.method}), "
                  f"{time.monotonic() - t:.1f} s -> {model}")

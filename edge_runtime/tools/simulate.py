@@ -388,7 +388,7 @@ class StreamSource:
             hi = s1 + _CONTEXT // 2
             ctx = normal_series(hi - lo, self.n_channels, self.device.seed, self.device.offset + lo)
             for j, b in enumerate(self.device.anomalies[:k]):  # an earlier one it overlaps: applied first
-                if b.end > lo and b.start < hi:  # (a stop's run-up alone is not carried into the context)
+                if b.start < s1 and self._span(b)[1] > s0:  # only what overlaps it (magnitudes: of normal data)
                     ctx = apply(ctx, self._shift(b, lo, hi), self.channels, seed=self.device.seed + j)
             shifted = self._shift(a, lo, hi)
             self._segments[k] = apply(ctx, shifted, self.channels, seed=self.device.seed + k)[s0 - lo : s1 - lo]

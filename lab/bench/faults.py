@@ -261,7 +261,8 @@ def judge(run: dict[str, Any], meta: Any) -> dict[str, Any]:
         want = SENSOR_KIND[g["kind"]]
         hits = [d for d in sensor if d.get("device") == g["device"] and d.get("kind") == want
                 and d.get("state") == "raised" and (ch is None or d.get("channel") == ch)
-                and d.get("at") is not None and g["start_ts"] - 1e-6 <= float(d["at"]) <= g["end_ts"] + 60.0]
+                and d.get("at") is not None and g["start_ts"] - (2.0 if g["kind"] == "dead" else 1e-6)
+                <= float(d["at"]) <= g["end_ts"] + 60.0]  # stale is stamped with the device's last sample
         limit = sensor_limit_s(meta, g["kind"], ch, run["cfg"])
         delay = min(float(d["at"]) for d in hits) - g["start_ts"] if hits else None
         sensor_rows.append({"device": g["device"], "kind": g["kind"], "channel": ch, "alerted": bool(hits),

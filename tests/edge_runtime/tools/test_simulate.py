@@ -288,3 +288,14 @@ def test_a_sensor_fault_may_overlap_a_process_fault_and_both_show() -> None:
     with pytest.raises(SimError, match="overlap"):
         make_plan(1, 10.0, 100.0, scheduled=[parse_anomaly_spec("sim-0:spike:20:10"),
                                              parse_anomaly_spec("sim-0:drift:25:10")], t0=0.0)
+
+
+def test_a_stop_before_a_process_fault_does_not_change_its_magnitude() -> None:
+    shift = parse_anomaly_spec("sim-0:level_shift:150:10:pressure")
+    alone = make_plan(1, 10.0, 200.0, scheduled=[shift], t0=0.0)
+    after = make_plan(1, 10.0, 200.0, scheduled=[parse_anomaly_spec("sim-0:stop:50:20"), shift], t0=0.0)
+    clean = normal_series(100, 4, 0, 1500)
+    a = StreamSource(alone.devices[0], 4, alone.channels).chunk(1500, 100) - clean
+    b = StreamSource(after.devices[0], 4, after.channels).chunk(1500, 100) - clean
+    np.testing.assert_allclose(np.abs(a), np.abs(b), rtol=1e-4, atol=1e-4)  # (its sign is drawn per anomaly)
+    assert np.abs(b[:, 0]).min() > 0.5
