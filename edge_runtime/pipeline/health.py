@@ -302,17 +302,23 @@ class ChannelHealth:
 
     def check_plain(self, values: npt.NDArray[np.float32]) -> U8 | None:
         """:meth:`update` for rows without a missing value (``values`` (n, C), not modified). None when every
-        channel stays ok (the common case, a few numpy operations on the block's bounds and last step);
-        otherwise the codes of :meth:`update`.
+        channel stays ok (the common case, a few numpy operations on the block's bounds and steps); otherwise
+        the codes of :meth:`update`.
 
         Exact: while :attr:`quiet`, no flat run is going on, so no channel can get stuck within a block shorter
-        than the shortest stuck limit; a channel that moved on the last step ends with no flat run either."""
+        than the shortest stuck limit and one that moved on the last step ends with no flat run; in a longer
+        block, a channel without a single flat step has no run either."""
         n = values.shape[0]
-        if self.quiet and n < self._short and not ((values < self._lo32).any() or (values > self._hi32).any()):
-            last = values[-1]
-            before = values[-2] if n > 1 else self.prev.astype(np.float32)
-            if (np.logical_or(np.abs(last - before) > self._tol32, self._unchecked)).all():
-                self.prev = last.astype(np.float64)
+        if self.quiet and not ((values < self._lo32).any() or (values > self._hi32).any()):
+            if n < self._short:  # too short to get stuck in: only the last step matters
+                last = values[-1]
+                before = values[-2] if n > 1 else self.prev.astype(np.float32)
+                fine = bool(np.logical_or(np.abs(last - before) > self._tol32, self._unchecked).all())
+            else:  # no flat step at all in a checked channel: no run to count
+                flat = np.abs(np.diff(values, axis=0)) <= self._tol32
+                fine = not np.logical_and(flat, ~self._unchecked).any()
+            if fine:
+                self.prev = values[-1].astype(np.float64)
                 return None
         return self.update(values)
 

@@ -226,7 +226,7 @@ class Ingest:
         if self.health is None or samples.row is not None:
             return self.store.push_samples(device, samples, now)
         self._count_missing(device, samples)
-        return self._push_block(device, samples.ts, samples.values, samples.stamped, now)
+        return self._push_block(device, samples.ts, samples.values, samples.stamped, now, samples.missing is None)
 
     def _count_missing(self, device: str, samples: Samples) -> None:
         if samples.missing:
@@ -235,14 +235,15 @@ class Ingest:
             self.rl.log(logging.INFO, "missing_value", "device %s: missing value(s) %s: kept the rest of the "
                         "sample, carried the last value forward", device, samples.missing)
 
-    def _push_block(self, device: str, ts: np.ndarray, values: np.ndarray, stamped: bool, now: float) -> PushResult:
+    def _push_block(self, device: str, ts: np.ndarray, values: np.ndarray, stamped: bool, now: float,
+                    plain: bool = False) -> PushResult:
         """Samples ``ts`` (n,) / ``values`` (n, C) that enter the window ring: checked and filled (in place)
-        by sensor health first when it is on."""
+        by sensor health first when it is on (``plain``: no value is missing)."""
         h = self.health
         if h is None:
             return self.store.push(device, ts, values, stamped, now)
         ring, evicted = self.store.ring(device, now)
-        h.check_block(device, ring, ts, values)
+        h.check_block(device, ring, ts, values, plain)
         res = self.store.push(device, ts, values, stamped, now)
         ring.unchecked = 0  # its rows were checked above
         if evicted:
@@ -308,7 +309,7 @@ class Ingest:
         keep = code == 0
         parts = sorted([(a, b, True) for a, b in runs(keep)] + [(a, b, False) for a, b in runs(~keep)])
         return merge_results([
-            self._push_block(device, ts[a:b], values[a:b], samples.stamped, now) if kept  # sensor health: running only
+            self._push_block(device, ts[a:b], values[a:b], samples.stamped, now, samples.missing is None) if kept  # sensor health: running only
             else store.hold(device, b - a, float(ts[b - 1]), samples.stamped, now)
             for a, b, kept in parts])
 

@@ -95,10 +95,12 @@ class SensorHealth:
         return dh
 
     # -- checks ------------------------------------------------------------------------------------------
-    def check_block(self, device: str, ring: RingWindow, ts: np.ndarray, values: np.ndarray) -> None:
-        """Before a block enters ``ring``: check the rows waiting there, then ``values`` (n, C) (filled in place)."""
+    def check_block(self, device: str, ring: RingWindow, ts: np.ndarray, values: np.ndarray,
+                    plain: bool = False) -> None:
+        """Before a block enters ``ring``: check the rows waiting there, then ``values`` (n, C) (filled in place;
+        ``plain``: it has no missing value)."""
         self.flush(device, ring)
-        self._check(device, ring, ts, values)
+        self._check(device, ring, ts, values, plain)
 
     def flush(self, device: str, ring: RingWindow) -> None:
         """Check the plain rows pushed into ``ring`` since the last check."""
@@ -112,7 +114,7 @@ class SensorHealth:
         dh = self._device(ring)
         checks = dh.checks
         got = checks.check_plain(values) if plain else checks.update(values)  # (n, C), None: all ok
-        if got is None and dh.calm:  # the common case: nothing to say
+        if dh.calm and (got is None or not got.any()):  # the common case: nothing to say
             dh.last_t = float(ts[-1])
             return
         codes = np.zeros(values.shape, np.uint8) if got is None else got

@@ -168,7 +168,7 @@ def test_describe_lists_every_channel() -> None:
     assert "no limits stored" in describe({})[0]
 
 
-@pytest.mark.parametrize("chunk", [1, 5, 9])
+@pytest.mark.parametrize("chunk", [1, 5, 9, 10, 50, 500])
 def test_check_plain_fast_path_gives_the_same_states_as_update(chunk: int) -> None:
     x = _normal(500, seed=3)
     x[100:130, 1] = x[100, 1]  # stuck
