@@ -27,7 +27,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from edge_runtime.pipeline.calibration import CalibrationError, parse_warmup
 from edge_runtime.pipeline.pin import Pin
 from edge_runtime.pipeline.topics import TopicError, TopicRouter, sanitize_id
 
@@ -298,6 +297,10 @@ class Config:
                 raise ConfigError(f"health.{key}: {t!r} needs '{{device}}' and no wildcards")
         if "{device}" not in self.drift_topic or "+" in self.drift_topic or "#" in self.drift_topic:
             raise ConfigError(f"alerts.drift_topic: {self.drift_topic!r} needs '{{device}}' and no wildcards")
+        # imported here: calibration needs numpy, and `edgewatch run` installs its SIGHUP handler before
+        # anything heavy is imported (tests/reliability/test_signals.py)
+        from edge_runtime.pipeline.calibration import CalibrationError, parse_warmup
+
         try:
             parse_warmup(self.warmup)
         except CalibrationError as exc:
