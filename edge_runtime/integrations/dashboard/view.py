@@ -3,7 +3,8 @@
 :class:`FleetView` takes every received message (``ingest(topic, payload, retained, received)``): status and
 stats per gateway (``edgewatch/{instance}/status|stats``), alerts and retained states per device
 (``alerts/{device}``, ``alerts/{device}/state``) and, when the daemon publishes them (``alerts.publish_scores``),
-window scores (``scores/{device}``). Every change bumps a version; :meth:`FleetView.delta` returns what changed
+window scores (``scores/{device}``); sensor health per device (the retained ``health/{device}`` document and
+the sensor-fault alerts on ``health/{device}/alerts``). Every change bumps a version; :meth:`FleetView.delta` returns what changed
 after a version the browser already has (``delta(0)``: everything), so a push carries only new points.
 
 Score history: per device the last ``history_s`` seconds of stream time, at most one point per ``bucket_s``
@@ -33,6 +34,10 @@ STATUS_FIELDS = ("state", "instance", "version", "model_id", "provider", "provid
 STATS_FIELDS = ("messages", "windows_scored", "dropped_total", "drops", "devices_active", "queue_windows",
                 "connected", "provider", "model_id", "inference_ms_p50", "inference_ms_p99", "uptime_s", "time",
                 "alerts_raised", "alerts_cleared")
+HEALTH_STATES = ("ok", "fault", "degraded", "stale")  # edge_runtime/schemas/health.schema.json
+SENSOR_FIELDS = ("alert_id", "raised_alert_id", "channel", "kind", "state", "seq", "since", "at", "value",
+                 "last_good_value", "last_good_time", "detected_at", "reason", "time")
+SENSOR_KEEP = 20  # sensor alerts kept per device
 
 
 def _template(t: str) -> TopicTemplate | None:
@@ -52,13 +57,17 @@ class Topics:
     score: str = "scores/{device}"
     status: str = "edgewatch/{instance}/status"
     stats: str = "edgewatch/{instance}/stats"
+    sensor: str = "health/{device}/alerts"
+    health: str = "health/{device}"
 
     @classmethod
     def from_config(cls, cfg: Config) -> Topics:
-        return cls(cfg.alert_topic, cfg.state_topic, cfg.score_topic, cfg.status_topic, cfg.stats_topic)
+        return cls(cfg.alert_topic, cfg.state_topic, cfg.score_topic, cfg.status_topic, cfg.stats_topic,
+                   cfg.sensor_topic, cfg.health_topic)
 
     def matchers(self) -> list[tuple[str, TopicTemplate]]:
-        out = [(kind, _template(getattr(self, kind))) for kind in ("state", "alert", "score", "status", "stats")]
+        kinds = ("state", "alert", "score", "status", "stats", "sensor", "health")
+        out = [(kind, _template(getattr(self, kind))) for kind in kinds]
         return [(k, m) for k, m in out if m is not None]
 
     def filters(self) -> list[str]:
@@ -92,6 +101,8 @@ class DeviceView:
     instance: str = ""
     model_id: str = ""
     points: deque[list[float]] = field(default_factory=deque)  # [version, t_end, score]
+    health: dict[str, Any] | None = None  # the last health document's fields (None: none seen)
+    sensor_alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=SENSOR_KEEP))
 
     def summary(self, since_v: int) -> dict[str, Any]:
         new = []
@@ -104,7 +115,8 @@ class DeviceView:
         state = "normal" if self.state == "unknown" and self.points else self.state
         return {"name": self.name, "state": state, "score": self.score, "threshold": self.threshold,
                 "last_window_end": self.last_window_end, "last_seen": self.last_seen, "since": self.since,
-                "instance": self.instance, "model_id": self.model_id, "points": new}
+                "instance": self.instance, "model_id": self.model_id, "points": new,
+                "health": self.health, "sensor_alerts": list(self.sensor_alerts)}
 
 
 class FleetView:
@@ -258,6 +270,36 @@ class FleetView:
             dev.score, dev.last_window_end = s, t
         while pts and dev.last_window_end is not None and pts[0][1] < dev.last_window_end - self.history_s:
             pts.popleft()
+        return ""
+
+    def _on_health(self, key: str, doc: dict[str, Any], retained: bool, received: float) -> str:
+        chans, faults, excluded = doc.get("channels"), doc.get("faults"), doc.get("excluded", [])
+        if (doc.get("state") not in HEALTH_STATES or not isinstance(chans, list) or not isinstance(faults, list)
+                or not isinstance(excluded, list)
+                or not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("state"), str)
+                           for c in chans)
+                or not all(isinstance(f, dict) and isinstance(f.get("kind"), str) for f in faults)):
+            return "a health document without state ok/fault/degraded/stale, channels (name, state) and faults"
+        dev = self._device(key)
+        if dev is None:
+            return "too many devices"
+        dev.health = {"state": doc["state"], "channels": [{"name": c["name"], "state": c["state"]} for c in chans],
+                      "faults": [{k: f.get(k) for k in ("channel", "kind", "since", "last_good_value")} for f in faults],
+                      "excluded": [str(x) for x in excluded], "degraded": doc.get("degraded") is True,
+                      "stale": doc.get("stale") is True, "time": _num(doc.get("time")), "received": received,
+                      "retained": retained}
+        dev.last_seen = received
+        dev.instance = str(doc.get("instance", dev.instance))
+        return ""
+
+    def _on_sensor(self, key: str, doc: dict[str, Any], retained: bool, received: float) -> str:
+        if doc.get("state") not in (RAISED, CLEARED) or not isinstance(doc.get("kind"), str):
+            return "a sensor alert without state raised/cleared and a kind"
+        dev = self._device(key)
+        if dev is None:
+            return "too many devices"
+        dev.sensor_alerts.append({**_pick(doc, SENSOR_FIELDS), "received": received})
+        dev.last_seen = received
         return ""
 
     def _on_status(self, key: str, doc: dict[str, Any], retained: bool, received: float) -> str:

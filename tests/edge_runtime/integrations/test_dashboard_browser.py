@@ -81,7 +81,8 @@ def test_an_injected_anomaly_appears_live_with_its_channels(mosquitto, dashboard
         sim = subprocess.run(
             [sys.executable, "-m", "edge_runtime.cli", "simulate", "--broker", mosquitto.url, "--model", str(DEMO),
              "--devices", "3", "--rate", "10", "--duration", "40", "--speed", "8",
-             "--anomaly", "sim-1:level_shift:20:10"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+             "--anomaly", "sim-1:level_shift:20:10", "--anomaly", "sim-2:dropout:15:25"],  # no value to the end
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert sim.returncode == 0, sim.stderr
         row = _wait(page, "return document.querySelector('#open-alerts tr[data-device=\"sim-1\"]')?.innerText",
                     20, "an open alert for sim-1")
@@ -93,6 +94,11 @@ def test_an_injected_anomaly_appears_live_with_its_channels(mosquitto, dashboard
         assert page.execute_script("return document.querySelectorAll('#devices svg polyline.score').length") == 3
         assert page.execute_script("return document.querySelector('#devices tr[data-device=\"sim-1\"] circle.above')")
         assert "raised" in _text(page, "#log tbody")
+        # sensor health from the retained health documents: sim-0 healthy, sim-2's frozen channel stuck
+        assert _text(page, "#devices tr[data-device=\"sim-0\"] td.health") == "ok"
+        cell = _wait(page, "const c = document.querySelector('#devices tr[data-device=\"sim-2\"] td.health');"
+                     " return c && c.innerText.includes('missing') && c.innerText", 10, "sim-2 missing a channel")
+        assert cell.split()[0] in ("fault", "degraded"), cell
         gw = _text(page, "#gateways tr[data-instance=gw1]")
         assert "online" in gw and "CPUExecutionProvider" in gw, gw
         _shot(page, tmp_path, "dashboard-fleet.png")
@@ -109,6 +115,12 @@ def test_an_injected_anomaly_appears_live_with_its_channels(mosquitto, dashboard
         assert cells and all(m != "-" and e != "-" and d in ("high", "low") for _, m, e, d in cells), cells
         float(cells[0][1].split()[0]), float(cells[0][2].split()[0])  # numbers, as the payload carries them
         _shot(page, tmp_path, "dashboard-device.png")
+        # per-channel sensor health on the device page: sim-1 every channel ok, sim-2 its dropped-out ones missing
+        states = "return [...document.querySelectorAll('#dev-health tbody tr')].map(r => r.children[1].innerText)"
+        assert set(page.execute_script(states)) == {"ok"}, page.execute_script(states)
+        page.execute_script("location.hash = '#/device/sim-2'")
+        _wait(page, states + ".includes('missing')", 5, "sim-2's missing channels")
+        assert "missing" in _text(page, "#dev-sensor-log tbody") and "raised" in _text(page, "#dev-sensor-log tbody")
 
 
 def test_the_page_keeps_working_across_a_broker_restart(mosquitto, dashboard, page, tmp_path: Path) -> None:

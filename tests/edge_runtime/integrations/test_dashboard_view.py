@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+from edge_runtime.config import build_config
 from edge_runtime.integrations.dashboard.view import FleetView, Topics
+from edge_runtime.pipeline.documents import health_doc, sensor_alert_doc
 
 ALERT = {"alert_id": "a1", "raised_alert_id": "a1", "device": "pump-1", "state": "raised", "seq": 1, "score": 2.5,
          "threshold": 1.0, "window_end": 100.0, "time": 1000.0, "instance": "gw",
@@ -86,3 +88,43 @@ def test_wait_change_wakes_on_a_new_document() -> None:
     assert v.wait_change(0, 0.01) is False
     v.ingest("alerts/pump-1", _j(ALERT), False, 1.0)
     assert v.wait_change(0, 0.01) is True
+
+
+def _health(faults: list[dict[str, object]], states: list[str]) -> bytes:
+    """A health document as the daemon builds it (edge_runtime.pipeline.documents.health_doc)."""
+    return _j(health_doc("pump-1", ["Pressure", "Temp"], states, faults, [c for c, s in zip(["Pressure", "Temp"],
+              states, strict=True) if s != "ok"], False, False, 50.0, "m", "gw"))
+
+
+def test_health_document_and_sensor_alerts_per_device() -> None:
+    v = Topics()
+    assert "health/+" in v.filters() and "health/+/alerts" in v.filters()
+    view = FleetView()
+    view.ingest("health/pump-1", _health([], ["ok", "ok"]), True, 1.0)
+    (dev,) = view.delta(0, 1.0)["devices"]
+    assert dev["health"]["state"] == "ok" and dev["health"]["retained"] and dev["health"]["faults"] == []
+    fault = {"channel": "Temp", "kind": "stuck", "since": 40.0, "last_good_value": 21.5}
+    view.ingest("health/pump-1/alerts", _j(sensor_alert_doc("pump-1", "Temp", "stuck", "raised", "s1", "s1", 1, 40.0,
+                                                            45.0, 21.5, 21.5, 39.0, 50.0, "m", "gw")), False, 2.0)
+    view.ingest("health/pump-1", _health([fault], ["ok", "stuck"]), True, 2.0)
+    v0 = view.version
+    (dev,) = view.delta(v0 - 2, 2.0)["devices"]
+    assert dev["health"]["state"] == "fault" and dev["health"]["faults"] == [fault]
+    assert [c["state"] for c in dev["health"]["channels"]] == ["ok", "stuck"] and dev["health"]["excluded"] == ["Temp"]
+    (alert,) = dev["sensor_alerts"]
+    assert (alert["channel"], alert["kind"], alert["state"], alert["received"]) == ("Temp", "stuck", "raised", 2.0)
+    assert view.delta(0, 2.0)["open_alerts"] == [] and view.delta(0, 2.0)["log"] == []  # never a process alert
+    assert view.skipped == 0
+
+
+def test_health_topics_from_the_config_and_malformed_health_is_skipped() -> None:
+    cfg = build_config(None, {"prefix": "site-1"})
+    t = Topics.from_config(cfg)
+    assert (t.health, t.sensor) == ("site-1/health/{device}", "site-1/health/{device}/alerts")
+    skipped: list[str] = []
+    v = FleetView(t, on_skip=lambda topic, why: skipped.append(why))
+    for payload in [_j({"state": "ok"}), _j({"state": "bad", "channels": [], "faults": []}),
+                    _j({"state": "ok", "channels": [{"name": 1}], "faults": []}), b"{"]:
+        v.ingest("site-1/health/pump-1", payload, True, 1.0)
+    v.ingest("site-1/health/pump-1/alerts", _j({"state": "raised"}), False, 1.0)  # no kind
+    assert v.skipped == 5 and len(skipped) == 5 and v.delta(0, 1.0)["devices"] == []

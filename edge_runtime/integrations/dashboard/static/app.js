@@ -49,6 +49,13 @@ function tops(list) {
   return span;
 }
 const badge = (text, cls) => el("span", { class: `badge ${cls || text}`, text });
+// sensor health: "ok", or the raised faults (else the channels not ok) with their kind; "-" without a document
+function healthCell(h) {
+  if (!h) return el("span", { class: "muted", text: "-" });
+  const bad = h.faults.length ? h.faults.map((f) => `${f.channel ?? "device"} ${f.kind}`)
+    : h.channels.filter((c) => c.state !== "ok").map((c) => `${c.name} ${c.state}`);
+  return el("span", {}, badge(h.state), bad.length ? ` ${bad.join(", ")}` : null);
+}
 const devLink = (name) => el("a", { href: `#/device/${encodeURIComponent(name)}`, text: name });
 
 // ---- state updates ----
@@ -110,7 +117,8 @@ function renderFleet() {
   $("#open-empty").hidden = S.open.length > 0;
   const devs = [...S.devices.values()].sort((a, b) => (b.state === "raised") - (a.state === "raised") || a.name.localeCompare(b.name));
   fill($("#devices tbody"), devs.map((d) => el("tr", { class: d.state === "raised" ? "raised" : "", "data-device": d.name },
-    el("td", {}, devLink(d.name)), el("td", {}, badge(d.state)), el("td", { class: "num", text: num(d.score) }),
+    el("td", {}, devLink(d.name)), el("td", {}, badge(d.state)), el("td", { class: "health" }, healthCell(d.health)),
+    el("td", { class: "num", text: num(d.score) }),
     el("td", { class: "num", text: num(d.threshold) }), el("td", {}, sparkline(d, 240, 30, false)),
     el("td", { text: age(d.last_seen) }))));
   $("#scores-note").textContent = S.scoresSeen ? "" :
@@ -160,6 +168,26 @@ function renderDevice(name) {
     el("td", { class: "num expected", text: withUnit(c.expected, c) }),
     el("td", { class: "direction", text: c.direction || "-" }))));
   fill($("#dev-log tbody"), mine.slice(-50).reverse().map(logRow(false)));
+  renderHealth(d);
+}
+
+function renderHealth(d) {
+  const h = d.health;
+  $("#dev-health-note").textContent = !h ? "No health document from this device (the daemon publishes one, retained, with health.sensor_checks on)."
+    : `Sensor health ${h.state}${h.degraded ? " (degraded: not scored)" : ""}${h.stale ? " (stale: sends nothing)" : ""}, as of ${utc(h.time, true)}.`;
+  const faults = new Map((h ? h.faults : []).map((f) => [f.channel, f]));
+  const excluded = new Set(h ? h.excluded : []);
+  fill($("#dev-health tbody"), (h ? h.channels : []).map((c) => {
+    const f = faults.get(c.name);
+    return el("tr", { "data-channel": c.name, class: c.state === "ok" ? "" : "raised" }, el("td", { text: c.name }),
+      el("td", {}, badge(c.state, c.state === "ok" ? "ok" : "fault")),
+      el("td", { text: f ? `${f.kind} since ${utc(f.since, true)}` : "-" }),
+      el("td", { class: "num", text: f ? num(f.last_good_value) : "-" }), el("td", { text: excluded.has(c.name) ? "yes" : "-" }));
+  }));
+  fill($("#dev-sensor-log tbody"), (d.sensor_alerts || []).slice().reverse().map((a) => el("tr", { class: a.state },
+    el("td", { text: utc(a.received, true) }), el("td", { text: utc(a.at, true) }), el("td", { text: a.channel ?? "device" }),
+    el("td", { text: a.kind }), el("td", {}, badge(a.state)), el("td", { class: "num", text: num(a.value) }),
+    el("td", { class: "num", text: num(a.last_good_value) }))));
 }
 
 function renderHeader() {
