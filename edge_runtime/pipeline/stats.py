@@ -63,6 +63,7 @@ COUNTERS = (
     "messages_acked",  # NATS: sensor messages acknowledged after their windows were scored
     "messages_caught_up",  # NATS: unacknowledged messages of a taken-over partition read back from the stream
     "messages_primed",  # NATS: acknowledged messages read back to rebuild the windows of a taken-over partition
+    "delivery_gaps",  # NATS: deliveries lost in transit (a server fail-over), read back from the stream
     "shadow_windows",  # windows a staged model scored beside the live one (fleet rollout; nothing published)
     "rollout_refused",  # announced models and commands refused (signature, hash, pin, contract, age)
     "promotions",  # staged models made live (command or automatic rule)

@@ -119,7 +119,7 @@ def start_cluster(n: int = 3, name: str = "edgewatch", timeout: float = 30.0) ->
     try:
         for s in servers:
             s.start(timeout)
-        wait_jetstream([s.url for s in servers], timeout)
+        wait_jetstream([s.url for s in servers], timeout, replicas=n)
     except BaseException:
         for s in servers:
             s.close()
@@ -127,8 +127,9 @@ def start_cluster(n: int = 3, name: str = "edgewatch", timeout: float = 30.0) ->
     return servers
 
 
-def wait_jetstream(urls: list[str], timeout: float = 30.0) -> None:
-    """Until ``$JS.API.INFO`` answers (a cluster has elected its meta leader)."""
+def wait_jetstream(urls: list[str], timeout: float = 30.0, replicas: int = 1) -> None:
+    """Until ``$JS.API.INFO`` answers (a cluster has elected its meta leader) and, ``replicas`` > 1, a stream
+    of that many replicas can be placed (every peer has joined): a probe stream, created and deleted."""
     import asyncio
 
     import nats
@@ -140,7 +141,15 @@ def wait_jetstream(urls: list[str], timeout: float = 30.0) -> None:
             return False
         try:
             msg = await nc.request("$JS.API.INFO", b"", timeout=2)
-            return b'"error"' not in msg.data
+            if b'"error"' in msg.data:
+                return False
+            if replicas > 1:
+                body = b'{"name": "EDGEWATCH_PROBE", "subjects": ["edgewatch.probe"], "num_replicas": %d}' % replicas
+                msg = await nc.request("$JS.API.STREAM.CREATE.EDGEWATCH_PROBE", body, timeout=5)
+                if b'"error"' in msg.data:
+                    return False
+                await nc.request("$JS.API.STREAM.DELETE.EDGEWATCH_PROBE", b"", timeout=5)
+            return True
         except Exception:
             return False
         finally:

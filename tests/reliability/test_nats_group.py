@@ -35,6 +35,7 @@ from tests.reliability.harness import DaemonProcess, wait_until
 
 W = 16
 N = 300  # samples per device: 12 devices at 600 messages/s, 6 s of flood
+LONG = 700  # 14 s: the flood goes on after a worker joins or resumes
 TTL = 3.0  # the group's pin_ttl_s and member_ttl_s in these tests
 FAILOVER_BOUND_S = 2 * TTL + 8.0  # stated: about member_ttl + 1 s (+ read-back); margins for a busy machine
 DEVICES = [f"dev{i:02d}" for i in range(12)]
@@ -113,7 +114,10 @@ async def stream_leader(urls: list[str], stream: str) -> str:
 
 
 def settle(watch: Watcher, n: int) -> None:
-    wait_until(lambda: not watch.missing(DEVICES, n, W), 60, "every window scored")
+    try:
+        wait_until(lambda: not watch.missing(DEVICES, n, W), 60, "every window scored")
+    except AssertionError:
+        raise AssertionError(f"windows never scored, per device: {watch.missing(DEVICES, n, W)}") from None
 
 
 def check_outcome(watch: Watcher, urls: list[str], stream: str, n: int, figure: Any, name: str,
@@ -151,16 +155,16 @@ def cluster() -> Iterator[list[NatsServer]]:
 
 
 @contextlib.contextmanager
-def flooded_group(urls: list[str], model: Path, tmp: Path, name: str, replicas: int,
-                  n_workers: int) -> Iterator[tuple[GroupConfig, Watcher, list[DaemonProcess], Flood]]:
+def flooded_group(urls: list[str], model: Path, tmp: Path, name: str, replicas: int, n_workers: int,
+                  n: int = N) -> Iterator[tuple[GroupConfig, Watcher, list[DaemonProcess], Flood]]:
     """A group of ``n_workers`` worker processes with a flood of N samples per device under way (60 steps
-    in); everything stopped afterwards. The test injects its fault, then joins the flood."""
+    in; ``n`` samples per device); everything stopped afterwards. The test injects its fault, then joins the flood."""
     g = create_group(urls, name, partitions=6, replicas=replicas, pin_ttl_s=TTL, member_ttl_s=TTL)
     watch = Watcher(urls)
     workers = [start_worker(urls, model, name, f"w{i}", tmp) for i in range(n_workers)]
     try:
         wait_until(lambda: len(watch.stats) == n_workers, 30, "the workers up")
-        flood = Flood(urls, N, rate=600.0).start()
+        flood = Flood(urls, n, rate=600.0).start()
         wait_until(lambda: flood.step >= 60, 30, "the flood under way")
         yield g, watch, workers, flood
     finally:
@@ -169,13 +173,14 @@ def flooded_group(urls: list[str], model: Path, tmp: Path, name: str, replicas: 
         watch.close()
 
 
-def run_kill_worker(urls: list[str], replicas: int, model: Path, tmp: Path, figure: Any, name: str) -> None:
-    with flooded_group(urls, model, tmp, "kill", replicas, 3) as (g, watch, workers, flood):
+def run_kill_worker(urls: list[str], replicas: int, model: Path, tmp: Path, figure: Any, name: str,
+                    n: int = N) -> None:
+    with flooded_group(urls, model, tmp, "kill", replicas, 3, n=n) as (g, watch, workers, flood):
         killed_at = time.time()
         workers[1].signal(signal.SIGKILL)
         flood.join(120)
-        settle(watch, N)
-        nums = check_outcome(watch, urls, f"{g.stream}_ALERTS", N, figure, name,
+        settle(watch, n)
+        nums = check_outcome(watch, urls, f"{g.stream}_ALERTS", n, figure, name,
                              failover_s=round(takeover_s(workers[1], [workers[0], workers[2]], killed_at), 2))
         assert nums["failover_s"] < FAILOVER_BOUND_S
 
@@ -189,7 +194,7 @@ def test_kill_9_one_of_three_workers_loses_nothing(single: list[str], model: Pat
 @pytest.mark.nats_cluster
 def test_kill_9_one_of_three_workers_on_a_cluster(cluster: list[NatsServer], model: Path, tmp_path: Path,
                                                    figure) -> None:
-    run_kill_worker([s.url for s in cluster], 3, model, tmp_path, figure, "nats_cluster_kill_worker")
+    run_kill_worker([s.url for s in cluster], 3, model, tmp_path, figure, "nats_cluster_kill_worker", n=LONG)
 
 
 @pytest.mark.slow
@@ -214,12 +219,12 @@ def test_kill_one_of_three_servers_keeps_the_stream(cluster: list[NatsServer], m
 def test_a_joining_worker_gets_partitions_and_nothing_is_lost(cluster: list[NatsServer], model: Path,
                                                                tmp_path: Path, figure) -> None:
     urls = [s.url for s in cluster]
-    with flooded_group(urls, model, tmp_path, "join", 3, 2) as (g, watch, workers, flood):
+    with flooded_group(urls, model, tmp_path, "join", 3, 2, n=LONG) as (g, watch, workers, flood):
         workers.append(start_worker(urls, model, "join", "w2", tmp_path))
         flood.join(180)
-        settle(watch, N)
+        settle(watch, LONG)
         wait_until(lambda: watch.stats.get("w2", {}).get("partitions_taken", 0) >= 2, 30, "w2 took partitions")
-        check_outcome(watch, urls, f"{g.stream}_ALERTS", N, figure, "nats_cluster_join",
+        check_outcome(watch, urls, f"{g.stream}_ALERTS", LONG, figure, "nats_cluster_join",
                       taken_by_new=watch.stats["w2"]["partitions_taken"])
 
 
@@ -228,14 +233,14 @@ def test_a_joining_worker_gets_partitions_and_nothing_is_lost(cluster: list[Nats
 def test_a_worker_paused_beyond_the_pin_timeout_does_not_process_twice(cluster: list[NatsServer], model: Path,
                                                                        tmp_path: Path, figure) -> None:
     urls = [s.url for s in cluster]
-    with flooded_group(urls, model, tmp_path, "pause", 3, 3) as (g, watch, workers, flood):
+    with flooded_group(urls, model, tmp_path, "pause", 3, 3, n=LONG) as (g, watch, workers, flood):
         paused_at = time.time()
         workers[1].signal(signal.SIGSTOP)
         time.sleep(2 * TTL + 2)
         workers[1].signal(signal.SIGCONT)
         flood.join(180)
-        settle(watch, N)
-        nums = check_outcome(watch, urls, f"{g.stream}_ALERTS", N, figure, "nats_cluster_pause",
+        settle(watch, LONG)
+        nums = check_outcome(watch, urls, f"{g.stream}_ALERTS", LONG, figure, "nats_cluster_pause",
                              failover_s=round(takeover_s(workers[1], [workers[0], workers[2]], paused_at), 2))
         wait_until(lambda: "lease lost" in workers[1].log(), 10, "the paused worker saw its lease lost")
         assert nums["failover_s"] < FAILOVER_BOUND_S

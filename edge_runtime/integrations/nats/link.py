@@ -276,8 +276,8 @@ class NatsLink:
             sent = time.monotonic()
             try:
                 await self._members.put(self.worker, body)
-                if not self.lease_ok() and self._lease_ok:
-                    log.warning("lease regained: worker %s is a member again", self.worker)
+                if self._lease_ok and sent - self._lease_ok >= self.group.member_ttl_s:
+                    self._lapse(sent)  # paused or cut off: the others own our partitions by now
                 self._lease_ok = sent
             except Exception as exc:
                 self._rl.log(logging.WARNING, "heartbeat", "heartbeat failed: %s", str(exc)[:200])
@@ -296,11 +296,7 @@ class NatsLink:
     async def _rebalance(self) -> None:
         assert self.group is not None
         if self._lease_ok and not self.lease_ok():  # paused or cut off for longer than a member lives
-            if self._pullers:
-                log.warning("lease lost (no heartbeat for %.1f s): dropping partitions %s unacknowledged",
-                            time.monotonic() - self._lease_ok, sorted(self._pullers))
-            for k in list(self._pullers):
-                await self._give_up(k, unpin=False, wait=False)
+            self._lapse(time.monotonic())
             return
         if not self._lease_ok:
             return
@@ -322,6 +318,23 @@ class NatsLink:
                      self.group.partitions, len(members))
             self._last_mine = mine
 
+    def _lapse(self, now: float) -> None:
+        """The lease ran out (no good heartbeat for ``member_ttl_s``): drop every partition at once, silently,
+        and what the batch in hand produced; nothing of it is published or acknowledged (fenced)."""
+        self.lease_epoch += 1
+        if self._pullers:
+            log.warning("lease lost (no heartbeat for %.1f s): dropping partitions %s unacknowledged",
+                        now - self._lease_ok, sorted(self._pullers))
+        self._out.clear()
+        for k, p in list(self._pullers.items()):
+            p.stop()
+            if p.task is not None and p.task is not asyncio.current_task():
+                p.task.cancel()
+            del self._pullers[k]
+            self._release_partition(k)
+        self._seen_before = set()
+
+    lease_epoch = 0  # bumped when the lease runs out: a batch taken under an older epoch is not ours any more
     _last_mine: set[int] = set()
     _seen_before: set[str] = set()
 
@@ -372,6 +385,19 @@ class NatsLink:
                     self._release_partition(p.partition)
                     self.stats.counts["partitions_released"] -= 1  # the release above is a reset, not a give-up
                     await self._take_over(p, batch[0].stream_seq)
+                    p.last_cseq = batch[0].cseq - 1
+                gap = next((i for i, m in enumerate(batch) if m.cseq != p.last_cseq + 1 + i), None)
+                if gap is not None:
+                    # deliveries lost in transit (a server fail-over): acknowledging past them (ack all) would
+                    # lose them, and their redelivery would come out of order. Score what came before the gap,
+                    # then read the partition back up to the message after it, as a take-over does.
+                    if gap:
+                        await self._process(p, batch[:gap], ack=False)
+                    self.stats.incr("delivery_gaps")
+                    log.warning("partition %d: deliveries %d..%d lost in transit: reading the stream back",
+                                p.partition, p.last_cseq + gap + 1, batch[gap].cseq - 1)
+                    await self._take_over(p, batch[gap].stream_seq)
+                p.last_cseq = batch[-1].cseq
                 await self._process(p, batch, ack=True)
         except asyncio.CancelledError:
             raise
@@ -424,6 +450,7 @@ class NatsLink:
 
     async def _process(self, p: Puller, batch: list[StoredMsg], ack: bool) -> None:
         """Window and score ``batch``, send what it produced, then acknowledge it (its last message, ack all)."""
+        epoch = self.lease_epoch
         await self._adopt(p.partition, batch)
         handle = self._on_message
         for m in batch:
@@ -436,7 +463,9 @@ class NatsLink:
         if self._after_read is not None:
             self._after_read()
         while True:
-            if not self.lease_ok() or self.paused:  # fenced off meanwhile: publish and acknowledge nothing
+            if not self.lease_ok() or self.paused or epoch != self.lease_epoch:
+                if not self.paused:  # fenced off meanwhile: publish and acknowledge nothing of it
+                    self._out.clear()
                 return
             if await self._flush():
                 break

@@ -4,8 +4,7 @@ nats-py 2.16 has no priority groups, so the request is built here (ADR-42): ``{"
 "group", "id"}`` on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``. The server pins one client per
 consumer and tags its messages with ``Nats-Pin-Id``; a request with another id gets status 423 (the pin
 moved); a request without an id waits as a stand-by until the pin is free. One request is outstanding at a
-time (the next one is sent when a batch is full, before it is scored), so every message and status on
-the inbox belongs to it.
+time, so every message and status on the inbox belongs to it.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,9 @@ from edge_runtime.integrations.nats.groups import PIN_GROUP, GroupConfig, stored
 
 EXPIRES_S = 1.0  # a pull request waits this long for messages (well below the pin's timeout)
 READ_BACK_BATCH = 1000
+READ_BACK_TRIES = 5  # empty 2 s answers in a row before a read-back gives up
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +39,7 @@ class StoredMsg:
     reply: str = ""
     delivered: int = 1
     device: str | None = None
+    cseq: int = 0  # the consumer's delivery sequence: consecutive unless a delivery was lost in transit
 
 
 def from_reply(subject: str, data: bytes, reply: str) -> StoredMsg | None:
@@ -45,7 +49,7 @@ def from_reply(subject: str, data: bytes, reply: str) -> StoredMsg | None:
     parts = reply.split(".")
     if not topic or len(parts) < 9:
         return None
-    return StoredMsg(topic, data, int(parts[-2]) / 1e9, int(parts[-4]), reply, int(parts[-5]))
+    return StoredMsg(topic, data, int(parts[-2]) / 1e9, int(parts[-4]), reply, int(parts[-5]), cseq=int(parts[-3]))
 
 
 class Puller:
@@ -62,7 +66,7 @@ class Puller:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._sub: Any = None
         self._inbox = ""
-        self._outstanding = False  # a pull request sent and not yet over
+        self.last_cseq = 0  # the last delivery sequence scored (0: none since the pin was taken)
 
     async def open(self) -> None:
         self._inbox = self.nc.new_inbox()
@@ -81,19 +85,13 @@ class Puller:
     def stop(self) -> None:
         self.stopped = True
 
-    async def _request(self) -> None:
+    async def fetch(self) -> list[StoredMsg]:
+        """One pull request: up to ``batch`` messages (empty on a timeout); sets :attr:`gained_pin` /
+        :attr:`lost_pin`."""
         req: dict[str, Any] = {"batch": self.batch, "expires": int(EXPIRES_S * 1e9), "group": PIN_GROUP}
         if self.pin_id:
             req["id"] = self.pin_id
         await self.nc.publish(self.subject, json.dumps(req).encode(), reply=self._inbox)
-        self._outstanding = True
-
-    async def fetch(self) -> list[StoredMsg]:
-        """Up to ``batch`` messages of one pull request (empty on a timeout); sets :attr:`gained_pin` /
-        :attr:`lost_pin`. A full batch sends the next request at once, so the server delivers it while this
-        one is scored (still one request outstanding at a time: a full request gets no status)."""
-        if not self._outstanding:
-            await self._request()
         out: list[StoredMsg] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXPIRES_S + 2.0
@@ -103,29 +101,24 @@ class Puller:
                 try:
                     msg = await asyncio.wait_for(queue.get(), max(0.01, deadline - loop.time()))
                 except asyncio.TimeoutError:
-                    self._outstanding = False
-                    return out  # no status came (server gone?): what arrived is the batch
+                    break  # no status came (server gone?): what arrived is the batch
             else:
                 msg = queue.get_nowait()
             headers = msg.headers or {}
             status = headers.get("Status")
             if status:
-                self._outstanding = False
                 if status == "423":
                     self.pin_id, self.lost_pin = "", True
                     return []
                 if status in ("400", "409") and not out:
                     await asyncio.sleep(0.2)  # consumer deleted / leader change / bad request: retry later
-                return out  # 408 (expired) / 404: the request is over
+                break  # 408 (expired) / 404: the request is over
             pin = headers.get("Nats-Pin-Id", "")
             if pin and pin != self.pin_id:
                 self.pin_id, self.gained_pin = pin, True
             m = from_reply(msg.subject, msg.data, msg.reply)
             if m is not None:
                 out.append(m)
-        self._outstanding = False
-        if not self.stopped:
-            await self._request()  # prefetch: the next batch comes while this one is scored
         return out
 
     async def ack(self, last: StoredMsg) -> None:
@@ -161,20 +154,20 @@ class Puller:
 
         sub = await self.nc.subscribe(inbox, cb=deliver, pending_msgs_limit=-1, pending_bytes_limit=-1)
         try:
-            done = False
+            # read until the message at first_seq (it is in the stream: it was just delivered), never until the
+            # first empty answer: a new consumer on a cluster may answer "no messages" before it has caught up
+            done, empty = False, 0
             while not done:
-                await self.nc.publish(subject, json.dumps({"batch": READ_BACK_BATCH, "no_wait": True}).encode(),
+                await self.nc.publish(subject, json.dumps({"batch": READ_BACK_BATCH, "expires": int(2e9)}).encode(),
                                       reply=inbox)
                 chunk: list[StoredMsg] = []
                 while True:
                     try:
                         msg = await asyncio.wait_for(queue.get(), 5.0)
                     except asyncio.TimeoutError:
-                        done = True
                         break
                     if (msg.headers or {}).get("Status"):
-                        done = True  # 404/408: nothing more right now
-                        break
+                        break  # this request is over (expired): ask again
                     m = from_reply(msg.subject, msg.data, msg.reply)
                     if m is None:
                         continue
@@ -185,7 +178,14 @@ class Puller:
                     if len(chunk) >= READ_BACK_BATCH:
                         break
                 if chunk:
+                    empty = 0
                     yield chunk
+                elif not done:
+                    empty += 1
+                    if empty >= READ_BACK_TRIES:  # first_seq aged out of the stream (or the server is gone)
+                        log.warning("partition %d: read-back stopped before message %d (not found)",
+                                    self.partition, first_seq)
+                        done = True
         finally:
             await sub.unsubscribe()
             with contextlib.suppress(Exception):
