@@ -37,7 +37,7 @@ def test_malformed_retained_states_are_refused_and_the_daemon_keeps_reading(mosq
         pub.client.publish(f"alerts/x{i}/state", payload, qos=1, retain=True)  # one retained message per topic
     pub.flush()
     with running_daemon(mosquitto.url, model, log_interval_s=3600.0) as d:
-        wait_until(lambda: d.stats.drops["bad_state"] >= len(MALFORMED_STATES), 10, "states refused")
+        wait_until(lambda: d.stats.drops["bad_state"] >= len(MALFORMED_STATES), 30, "states refused")
         x = series(40, seed=3)
         for i in range(40):
             pub.send("sensors/dev1/data", json.dumps({"ts": 1_700_000_000 + i, "values": x[i].tolist()}))
