@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ import click
 from edge_runtime import clierror
 from edge_runtime.config import Config, ConfigError, build_config, default_config_file
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 EXIT_USAGE, EXIT_CONFIG = 2, 78
 
@@ -46,6 +48,11 @@ def _run(cfg: Config, job: Callable[[Any], Awaitable[T]]) -> T:
     async def main() -> T:
         opts = connect_options(cfg, "edgewatch-group")
         opts.update(allow_reconnect=False, max_reconnect_attempts=1)  # (0 would retry for ever)
+
+        async def quiet(exc: Exception) -> None:  # nats-py's default prints a traceback; the failure is one line below
+            log.debug("nats: %s", exc)
+
+        opts["error_cb"] = quiet
         try:
             nc = await nats.connect(**opts)
         except Exception as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from click.testing import CliRunner
 
@@ -46,13 +48,15 @@ def test_worker_name_and_credentials(tmp_path) -> None:
         connect_options(missing, "w")
 
 
-def test_group_command_errors_are_one_line() -> None:
+def test_group_command_errors_are_one_line(caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()
     res = CliRunner().invoke(cli.main, ["group", "status", "g", "--servers", f"nats://127.0.0.1:{port}"],
                              env={"EDGEWATCH_CONFIG": ""})
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgewatch group: error: cannot connect to NATS"), res.output
+    # nats-py's own error callback would log the refused connection with a traceback on stderr
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
     bad = CliRunner().invoke(cli.main, ["group", "create", "a b", "--servers", f"nats://127.0.0.1:{port}"],
                              env={"EDGEWATCH_CONFIG": ""})
     assert bad.exit_code == 2 and "letters, digits" in bad.output
