@@ -567,10 +567,10 @@ class Rollout:
         doc = {"instance": self.instance, "event": kind, "model_id": model_id, "time": time.time(), **fields,
                "models": self.models()}
         log.info("rollout: %s %s%s", kind, model_id, f" ({fields['reason']})" if "reason" in fields else "")
-        self.publisher.send([Outbound(self.rollout_topic, to_json(doc), qos=1), self._status()])
-        try:
+        try:  # state and files first: when the event arrives, a dropped model's file is gone
             self._save_state()
             if kind in ("dropped", "rejected", "promoted", "rolled_back"):
                 self._prune()
         except OSError as exc:
             self._rl.log(logging.ERROR, "rollout_state", "cannot write the rollout state in %s: %s", self.dir, exc)
+        self.publisher.send([Outbound(self.rollout_topic, to_json(doc), qos=1), self._status()])
