@@ -262,7 +262,8 @@ class Watcher:
         elif doc.get("kind") in SENSOR_KIND.values() and "channel" in doc:
             self.sensor.append(doc)
             if doc.get("state") == "raised":
-                self.echo(f"  t={float(doc.get('at') or self.t0) - self.t0:6.1f}s  SENSOR  {doc.get('device', '?'):8s} "
+                when = doc.get("at") or doc.get("since") or self.t0  # a stale device has no sample 'at': its last one
+                self.echo(f"  t={float(when) - self.t0:6.1f}s  SENSOR  {doc.get('device', '?'):8s} "
                           f"{doc.get('kind')} {doc.get('channel') or '(device)'}")
         elif msg.topic == f"alerts/{doc.get('device')}":
             with self._lock:
