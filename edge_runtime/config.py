@@ -142,10 +142,11 @@ class Config:
     sensor_checks: bool = _opt(True, "health", "Per-channel sensor health: a missing value (null, NaN, an absent channel) keeps the rest of its sample and is carried forward up to fill_limit samples; each channel of each device is checked (missing, stuck, out_of_range; the device stale) against the limits stored in the model and channel_limits; a faulty channel is left out of the process score; sensor faults are alerted on sensor_topic. Off: a message with a missing value is refused, as before.")
     fill_limit: int = _opt(-1, "health", "Samples a missing value is carried forward before the channel counts as missing; -1: the model's (5 for a model without health limits).", minimum=-1)
     stale_after_s: float = _opt(0.0, "health", "A device that sends nothing for this long is stale (a sensor alert); 0: the model's (10 sample periods, or 60 s).", minimum=0)
-    degraded_share: float = _opt(0.5, "health", "A device with more than this share of its scored channels missing, stuck or out of range is degraded: not scored until enough are healthy again (windows_degraded), in (0, 1].", minimum=0)
+    range_hold: int = _opt(3, "health", "A channel is out_of_range after this many samples in a row outside its range (a shorter excursion, a process spike, stays in the process score); per channel: channel_limits.NAME.range_hold.", minimum=1)
+    degraded_share: float = _opt(0.5, "health", "A device with more than this share of its scored channels missing, stuck or out of range is degraded: not scored until enough are healthy again (windows_degraded), in (0, 1]. More than this share of all its channels out of range at once: the device is out_of_distribution (an operating point far from training: reported once on operating_topic, not scored, no out_of_range alerts).", minimum=0)
     sensor_raise_after: int = _opt(1, "health", "Raise a sensor alert after this many samples in a row in a fault state (the fault limits already hold the persistence).", minimum=1)
     sensor_clear_after: int = _opt(5, "health", "Clear it after this many healthy samples in a row.", minimum=1)
-    channel_limits: dict = _opt({}, "health", "Per-channel overrides of the model's learned limits, a table per channel: [health.channel_limits.NAME] with min, max, margin (out_of_range outside [min - margin, max + margin]), flat_tol, max_flat_samples (stuck after that many flat samples in a row; 0: not checked) and fill_limit.", no_flag=True)
+    channel_limits: dict = _opt({}, "health", "Per-channel overrides of the model's learned limits, a table per channel: [health.channel_limits.NAME] with min, max, margin (out_of_range outside [min - margin, max + margin]), flat_tol, max_flat_samples (stuck after that many flat samples in a row; 0: not checked), fill_limit and range_hold.", no_flag=True)
     sensor_topic: str = _opt("health/{device}/alerts", "health", "Topic for sensor-fault alerts (raise/clear per channel and fault kind, QoS 1). Kept apart from alerts/: a sensor fault is never a process anomaly, and consumers of alerts/# see only those.")
     health_topic: str = _opt("health/{device}", "health", "Retained per-device health document topic (every channel's state, the excluded channels, degraded, stale).")
     # [runtime]
@@ -329,7 +330,7 @@ def _check_channel_limits(limits: dict) -> None:
                 raise ConfigError(f"health.channel_limits.{name}.{k}: unknown key (one of {', '.join(CHANNEL_LIMIT_KEYS)})")
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ConfigError(f"health.channel_limits.{name}.{k}: expected a finite number, got {v!r}")
-            if k in ("max_flat_samples", "fill_limit") and (v != int(v) or v < 0):
+            if k in ("max_flat_samples", "fill_limit", "range_hold") and (v != int(v) or v < 0):
                 raise ConfigError(f"health.channel_limits.{name}.{k}: expected an integer >= 0, got {v!r}")
             if k in ("margin", "flat_tol") and v < 0:
                 raise ConfigError(f"health.channel_limits.{name}.{k}: must be >= 0, got {v!r}")
@@ -339,7 +340,7 @@ def _check_channel_limits(limits: dict) -> None:
 
 _TYPES: dict[Any, type] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
                            str: str, int: int, float: float, bool: bool, list: list, dict: dict}
-CHANNEL_LIMIT_KEYS = ("min", "max", "margin", "flat_tol", "max_flat_samples", "fill_limit")
+CHANNEL_LIMIT_KEYS = ("min", "max", "margin", "flat_tol", "max_flat_samples", "fill_limit", "range_hold")
 
 
 @dataclass(frozen=True)

@@ -146,13 +146,16 @@ def sensor_alert_doc(device: str, channel: str | None, kind: str, state: str, al
 
 def health_doc(device: str, channels: Sequence[str], states: Sequence[str], faults: list[dict[str, Any]],
                excluded: Sequence[str], degraded: bool, stale: bool, now: float, model_id: str,
-               instance: str) -> dict[str, Any]:
+               instance: str, out_of_distribution: bool = False) -> dict[str, Any]:
     """The retained per-device health document: ``states`` (C,) each channel's state now, ``faults`` the
-    raised sensor alerts (channel, kind, since, last_good_value), ``excluded`` the channels left out of the score."""
-    overall = "stale" if stale else "degraded" if degraded else "fault" if faults else "ok"
+    raised sensor alerts (channel, kind, since, last_good_value), ``excluded`` the channels left out of the score,
+    ``out_of_distribution`` most channels out of range at once (an operating point far from training)."""
+    overall = ("stale" if stale else "out_of_distribution" if out_of_distribution else "degraded" if degraded
+               else "fault" if faults else "ok")
     return {
         "schema_version": HEALTH_SCHEMA_VERSION, "device": device, "state": overall,
         "channels": [{"name": c, "state": st} for c, st in zip(channels, states, strict=True)],
         "faults": faults, "excluded": list(excluded), "degraded": degraded, "stale": stale,
+        "out_of_distribution": out_of_distribution,
         "model_id": model_id, "instance": instance, "time": now,
     }

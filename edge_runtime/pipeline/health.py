@@ -9,7 +9,8 @@ A channel of a device is, after each sample (codes in :data:`STATES`):
 - ``missing``: no value (null, NaN, absent from a keyed message) for more than ``fill.limit_samples``
   samples in a row; up to that many its last value is carried forward (``ffill``), afterwards its last
   good value stays in the window (the scorer excludes the channel), or the training mean when it never had one;
-- ``out_of_range``: outside ``[min - margin, max + margin]`` (the range seen in training, or the config's);
+- ``out_of_range``: outside ``[min - margin, max + margin]`` (the range seen in training, or the config's) for
+  ``range_hold`` samples in a row (a brief excursion, a process spike, stays in the process score);
 - ``stuck``: flat (``|x_t - x_{t-1}| <= flat_tol``) for more than ``max_flat_samples`` samples in a row,
   longer than the channel is ever flat in the normal running data (0: not checked);
 - ``ok`` otherwise. A missing value takes precedence over out_of_range, that over stuck.
@@ -36,6 +37,7 @@ EXCLUDED = (MISSING, STUCK, OUT_OF_RANGE)  # a channel in one of these is left o
 FILL_METHODS = ("ffill", "interpolate", "zero")  # offline (trainer, replay); the edge carries forward (ffill)
 EDGE_FILL = "ffill"
 DEFAULT_FILL_LIMIT = 5  # samples a missing value is carried forward at the edge before the channel is missing
+DEFAULT_RANGE_HOLD = 3  # samples in a row outside the range before a channel is out_of_range
 DEFAULT_MARGIN = 1.0  # x the training range, on each side: a process excursion stays a process anomaly, a gross value is a sensor fault
 MIN_FLAT_SAMPLES = 10  # the shortest stuck limit learned
 FLAT_FACTOR = 1.5  # the stuck limit is this times the longest flat run seen in training
@@ -218,7 +220,8 @@ def _is_num(v: object) -> bool:
 class HealthLimits:
     """The checks' limits as (C,) arrays: the allowed range ``lo``..``hi`` (margin applied; +-inf: none),
     ``flat_tol``, ``max_flat`` (0: not checked), ``fill_limit`` in samples, the stale limit in s and
-    ``neutral`` (the training mean: the value of a channel that never had one)."""
+    ``neutral`` (the training mean: the value of a channel that never had one) and ``range_hold`` (samples in a
+    row outside the range before a channel is out_of_range)."""
 
     lo: F64
     hi: F64
@@ -227,6 +230,7 @@ class HealthLimits:
     fill_limit: I64
     stale_after_s: float
     neutral: F64
+    range_hold: I64
 
     @property
     def n_channels(self) -> int:
@@ -242,11 +246,11 @@ class HealthLimits:
     def build(
         cls, health: Mapping[str, Any], channels: Sequence[str], neutral: Sequence[float],
         sample_period_s: float | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-        fill_limit: int | None = None, stale_after_s: float | None = None,
+        fill_limit: int | None = None, stale_after_s: float | None = None, range_hold: int = DEFAULT_RANGE_HOLD,
     ) -> HealthLimits:
         """Limits from a model's ``health`` document (empty: no range or stuck check, the default fill),
-        with the config's fill limit and stale limit (None: the model's) and per-channel ``overrides`` (the
-        document's channel keys, plus ``fill_limit``) on top."""
+        with the config's fill limit and stale limit (None: the model's), its ``range_hold``, and per-channel
+        ``overrides`` (the document's channel keys, plus ``fill_limit`` and ``range_hold``) on top."""
         check_document(health, channels)
         c = len(channels)
         lo, hi = np.full(c, -np.inf), np.full(c, np.inf)
@@ -254,6 +258,7 @@ class HealthLimits:
         fill = health.get("fill", {})
         stored = 0 if fill.get("method") == "none" else int(fill.get("limit_samples", DEFAULT_FILL_LIMIT))
         fills = np.full(c, stored if fill_limit is None else int(fill_limit), dtype=np.int64)
+        holds = np.full(c, max(1, int(range_hold)), dtype=np.int64)
         per = dict(health.get("channels", {}))
         for name, o in (overrides or {}).items():
             if name not in channels:
@@ -270,18 +275,20 @@ class HealthLimits:
             max_flat[j] = int(lim.get("max_flat_samples", 0))
             if "fill_limit" in lim:
                 fills[j] = int(lim["fill_limit"])
+            if "range_hold" in lim:
+                holds[j] = max(1, int(lim["range_hold"]))
         default_stale = STALE_PERIODS * sample_period_s if sample_period_s else DEFAULT_STALE_S
         return cls(lo, hi, tol, max_flat, fills,
                    float(stale_after_s or health.get("stale_after_s") or default_stale),
-                   np.asarray(neutral, dtype=np.float64).copy())
+                   np.asarray(neutral, dtype=np.float64).copy(), holds)
 
 
 # -- the checks ----------------------------------------------------------------------------------------
 class ChannelHealth:
     """One device's channel states, updated incrementally over the samples it receives, in order."""
 
-    __slots__ = ("limits", "prev", "flat_run", "miss_run", "codes", "flat_runs", "miss_runs", "quiet", "_unchecked",
-                 "_short", "_lo32", "_hi32", "_tol32")
+    __slots__ = ("limits", "prev", "flat_run", "miss_run", "out_run", "codes", "flat_runs", "miss_runs", "out_runs",
+                 "quiet", "_unchecked", "_short", "_lo32", "_hi32", "_tol32")
 
     def __init__(self, limits: HealthLimits) -> None:
         c = limits.n_channels
@@ -289,9 +296,11 @@ class ChannelHealth:
         self.prev = np.full(c, np.nan)  # (C,) the last value after the fill (NaN: never had one)
         self.flat_run = np.zeros(c, dtype=np.int64)  # (C,) flat samples in a row ending at prev
         self.miss_run = np.zeros(c, dtype=np.int64)  # (C,) missing samples in a row ending at prev
+        self.out_run = np.zeros(c, dtype=np.int64)  # (C,) samples in a row outside the range, ending at prev
         self.codes: U8 = np.zeros(c, dtype=np.uint8)  # (C,) the state after the last sample
         self.flat_runs: I64 = np.zeros((0, c), dtype=np.int64)  # (n, C) flat samples in a row, of the last update
         self.miss_runs: I64 | None = None  # (n, C) missing samples in a row, of the last update (None: none missing)
+        self.out_runs: I64 = np.zeros((0, c), dtype=np.int64)  # (n, C) samples in a row outside the range, ditto
         self.quiet = False  # every channel ok, no flat or missing run going on (check_plain's fast path applies)
         self._unchecked = limits.max_flat == 0  # (C,) channels without a stuck check
         self._short = limits.shortest_flat
@@ -349,7 +358,9 @@ class ChannelHealth:
         flat = steps <= lim.flat_tol[None, :]
         flat_run = _runs_from(flat, self.flat_run)
         stuck = (flat_run > lim.max_flat[None, :]) & (lim.max_flat[None, :] > 0)
-        oor = (x < lim.lo[None, :]) | (x > lim.hi[None, :])
+        beyond = (x < lim.lo[None, :]) | (x > lim.hi[None, :])
+        out_run = _runs_from(beyond, self.out_run)
+        oor = out_run >= lim.range_hold[None, :]
         codes = np.where(oor, np.uint8(OUT_OF_RANGE), np.where(stuck, np.uint8(STUCK), np.uint8(OK)))
         if miss_run is not None:
             # a carried value (the last one) is checked as that value; past the fill limit the channel is missing
@@ -358,9 +369,12 @@ class ChannelHealth:
         self.prev = x[-1].copy()
         self.flat_run = flat_run[-1].copy()
         self.flat_runs = flat_run
+        self.out_run = out_run[-1].copy()
+        self.out_runs = out_run
         self.miss_runs = miss_run
         self.codes = out[-1].copy()
-        self.quiet = not (self.codes.any() or self.miss_run.any() or (self.flat_run[~self._unchecked]).any())
+        self.quiet = not (self.codes.any() or self.miss_run.any() or self.out_run.any()
+                          or (self.flat_run[~self._unchecked]).any())
         return out
 
     def excluded(self) -> npt.NDArray[np.bool_]:

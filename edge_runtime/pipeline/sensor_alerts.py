@@ -74,10 +74,12 @@ class SensorAlerts:
 
     def update(self, device: str, ts: F64, codes: npt.NDArray[np.uint8], values: npt.NDArray[np.floating[Any]],
                model_id: str, flat_runs: npt.NDArray[np.int64] | None = None,
-               miss_runs: npt.NDArray[np.int64] | None = None, period_s: float | None = None) -> list[dict[str, Any]]:
+               miss_runs: npt.NDArray[np.int64] | None = None, period_s: float | None = None,
+               out_runs: npt.NDArray[np.int64] | None = None) -> list[dict[str, Any]]:
         """Feed one device's samples in time order: ``ts`` (n,), ``codes`` (n, C), ``values`` (n, C) (filled);
-        the flat and missing run lengths (n, C) (:attr:`ChannelHealth.flat_runs`, ``miss_runs``) and the sample
-        period ``period_s`` date a stuck or missing channel's ``since`` back to the start of its run."""
+        the flat, missing and out-of-range run lengths (n, C) (:attr:`ChannelHealth.flat_runs`, ``miss_runs``,
+        ``out_runs``) and the sample period ``period_s`` date a stuck, missing or out-of-range channel's ``since``
+        back to the start of its run."""
         st = self._state(device)
         n = codes.shape[0]
         if n == 0:
@@ -108,6 +110,14 @@ class SensorAlerts:
                     elif kind == "missing" and miss_runs is not None and period_s:
                         since = float(ts[i]) - float(miss_runs[i, j] - 1) * period_s
                         good, good_t = float(values[i, j]), since - period_s  # the value carried forward
+                    elif kind == "out_of_range" and out_runs is not None:
+                        first = i - int(out_runs[i, j]) + 1  # the run's first sample outside the range (the hold)
+                        if first >= 0:
+                            since = float(ts[first])
+                            if first > 0:
+                                good, good_t = float(values[first - 1, j]), float(ts[first - 1])
+                        elif period_s:
+                            since = float(ts[i]) - float(out_runs[i, j] - 1) * period_s
                     st.kind[j], st.fault_since[j] = kind, since
                     st.alert_id[j] = self._id()
                     out.append(self._doc(device, self.channels[j], st.kind[j], RAISED, st.alert_id[j],
@@ -178,19 +188,35 @@ class SensorAlerts:
         return out
 
     def health_if_changed(self, device: str, excluded: Sequence[str], degraded: bool,
-                          model_id: str) -> dict[str, Any] | None:
-        """The health document of ``device`` when its states, faults, exclusions or degraded flag changed
-        since the last one returned; else None."""
+                          model_id: str, out_of_distribution: bool = False) -> dict[str, Any] | None:
+        """The health document of ``device`` when its states, faults, exclusions, degraded or out-of-distribution
+        flag changed since the last one returned; else None."""
         st = self._state(device)
         st.degraded = degraded
         states = [STATES[int(c)] for c in st.codes]
         faults = self.faults(device)
-        key = (tuple(states), tuple((f["channel"], f["kind"]) for f in faults), tuple(excluded), degraded, st.stale)
+        key = (tuple(states), tuple((f["channel"], f["kind"]) for f in faults), tuple(excluded), degraded, st.stale,
+               out_of_distribution)
         if key == st.published:
             return None
         st.published = key
         return health_doc(device, self.channels, states, faults, excluded, degraded, st.stale, self._clock(),
-                          model_id, self.instance)
+                          model_id, self.instance, out_of_distribution)
+
+    def clear_kind(self, device: str, kind: str, at: float, reason: str, model_id: str) -> list[dict[str, Any]]:
+        """Clear ``device``'s raised alerts of ``kind`` with ``reason`` (the sample at ``at``), their runs reset."""
+        st = self.devices.get(device)
+        if st is None:
+            return []
+        now = self._clock()
+        out = []
+        for j, k in enumerate(st.kind):
+            if k == kind:
+                out.append(self._doc(device, self.channels[j], kind, CLEARED, self._id(), st.alert_id[j], st,
+                                     float(st.fault_since[j]), at, float("nan"), float(st.last_good[j]),
+                                     float(st.last_good_t[j]), now, model_id, reason))
+                st.kind[j], st.runs[j] = "", Run()
+        return out
 
     def forget(self, device: str, reason: str, model_id: str) -> list[dict[str, Any]]:
         """Drop a device (evicted/expired/reload): a ``cleared`` alert with ``reason`` for each raised fault."""

@@ -320,6 +320,8 @@ class Ingest:
         self.rl.log(logging.INFO, "operating_state", "device %s: %s (%s)", device, state, reason)
         if self.on_state is not None:
             self.on_state(device, state, since, reason)
+        if self.health is not None:
+            self.health.state_changed(device, state, self.store.devices.get(device))
 
     def _count(self, device: str, res: PushResult) -> None:
         st = self.stats
@@ -349,12 +351,13 @@ class Ingest:
 
     def _put(self, device: str, windows: np.ndarray, t_start: np.ndarray, t_end: np.ndarray) -> None:
         """Hand (k, W, C) windows to the batch buffer (with the channels to leave out of the score); count what
-        its bound drops. A degraded device's windows are counted (``windows_degraded``), not scored."""
+        its bound drops. The windows of a degraded or out-of-distribution device are counted (``windows_degraded``,
+        ``windows_out_of_distribution``), not scored."""
         excluded = None
         if self.health is not None:
-            excluded, degraded = self.health.window_mask(device, self.store.devices[device])
-            if degraded:
-                self.stats.counts["windows_degraded"] += windows.shape[0]
+            excluded, skip = self.health.window_mask(device, self.store.devices[device])
+            if skip is not None:
+                self.stats.counts[f"windows_{skip}"] += windows.shape[0]
                 return
         self.stats.counts["windows_queued"] += windows.shape[0]
         self._dropped(self.put(WindowItem(device, windows, t_start, t_end, time.monotonic(), excluded)))

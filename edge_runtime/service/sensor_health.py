@@ -7,23 +7,33 @@ single-sample path stays numpy-free per message: its rows are checked as one blo
 :attr:`SensorHealth.check_every` samples (:data:`CHECK_EVERY`, fewer when a stuck limit is shorter, so a
 fault is reported within its limit of becoming one) and whenever a window is cut (:meth:`flush`); a block of
 healthy rows costs a few numpy operations (:meth:`ChannelHealth.check_plain`), a share of a microsecond a sample. A window is handed on with the channels to leave out of the score (missing, stuck or
-out of range within its span) or not at all while the device is ``degraded``. Messages to publish (sensor
-alerts, retained health documents) collect in :attr:`SensorHealth.outbox`; the ingest sends them outside its lock.
+out of range within its span) or not at all while the device is ``degraded`` or ``out_of_distribution``.
+
+Out of distribution: when more than ``health.degraded_share`` of a device's channels (those screened out of the
+score too: they still say where the plant runs) are out of range at once, it is not that many sensors failing together but an operating point far from anything in training
+(another site, another product, a recording of another session). The device is then reported once as
+``out_of_distribution`` (retained, on the operating topic), raises no per-channel ``out_of_range`` alerts (those
+raised are cleared with that reason) and is not scored, until no more than that share is out of range for a
+window's worth of samples in a row (:data:`BACK_IN_WINDOWS` windows). Messages to publish (sensor alerts,
+retained health and operating documents) collect in :attr:`SensorHealth.outbox`; the ingest sends them outside
+its lock.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from edge_runtime.config import Config, ConfigError
-from edge_runtime.pipeline.documents import RAISED, Outbound, to_json
-from edge_runtime.pipeline.health import EXCLUDED, ChannelHealth, HealthError, HealthLimits
+from edge_runtime.pipeline.documents import RAISED, Outbound, operating_doc, to_json
+from edge_runtime.pipeline.health import EXCLUDED, OK, OUT_OF_RANGE, ChannelHealth, HealthError, HealthLimits
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from edge_runtime.pipeline.sensor_alerts import SensorAlerts
+from edge_runtime.pipeline.states import OUT_OF_DISTRIBUTION, RUNNING
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import format_topic
 from edge_runtime.pipeline.windows import RingWindow, WindowStore
@@ -31,6 +41,8 @@ from edge_runtime.service.model import EdgeModel
 
 log = logging.getLogger(__name__)
 
+BACK_IN_WINDOWS = 2  # out_of_distribution ends after this many windows' worth of samples mostly in range
+DEGRADED, OOD = "degraded", OUT_OF_DISTRIBUTION  # why a device's windows are not scored
 CHECK_EVERY = 16  # plain single samples checked in blocks of at most this many (or at each window)
 _EXCLUDING = np.isin(np.arange(256), EXCLUDED)  # code -> left out of the score (a lookup, not np.isin per block)
 
@@ -38,13 +50,16 @@ _EXCLUDING = np.isin(np.arange(256), EXCLUDED)  # code -> left out of the score 
 class DeviceHealth:
     """One device's checks and how long ago each channel was last excluded (for the window's mask)."""
 
-    __slots__ = ("checks", "clean", "last_t", "calm")
+    __slots__ = ("checks", "clean", "last_t", "calm", "ood", "back", "back_since")
 
     def __init__(self, limits: HealthLimits, window: int) -> None:
         self.checks = ChannelHealth(limits)
         self.clean = np.full(limits.n_channels, window, dtype=np.int64)  # (C,) samples since last excluded
         self.last_t = float("nan")  # the last sample time checked
         self.calm = False  # all ok, nothing raised, excluded, degraded or stale, its document says so
+        self.ood = False  # out_of_distribution: most scored channels out of range at once
+        self.back = 0  # while ood: samples in a row with no more than degraded_share out of range
+        self.back_since = float("nan")  # the first of them
 
 
 class SensorHealth:
@@ -72,7 +87,7 @@ class SensorHealth:
         try:
             self.limits = HealthLimits.build(
                 meta.health, meta.channels, meta.normalisation.mean, meta.sample_period_s, overrides,
-                None if cfg.fill_limit < 0 else cfg.fill_limit, cfg.stale_after_s or None)
+                None if cfg.fill_limit < 0 else cfg.fill_limit, cfg.stale_after_s or None, cfg.range_hold)
         except HealthError as exc:
             raise ConfigError(str(exc)) from None
         self.model_id = model.model_id
@@ -118,7 +133,8 @@ class SensorHealth:
             dh.last_t = float(ts[-1])
             return
         codes = np.zeros(values.shape, np.uint8) if got is None else got
-        flat_runs, miss_runs = (None, None) if got is None else (checks.flat_runs, checks.miss_runs)
+        flat_runs, miss_runs, out_runs = (None, None, None) if got is None else (
+            checks.flat_runs, checks.miss_runs, checks.out_runs)
         exc = _EXCLUDING[codes]
         if exc.any():
             n = codes.shape[0]
@@ -131,12 +147,67 @@ class SensorHealth:
             self._out_alerts(self.alerts.set_stale(device, False, float(ts[0]), self.model_id))
         period = self.period_s or self._spacing(dh, ts)
         dh.last_t = float(ts[-1])
-        self._out_alerts(self.alerts.update(device, ts, codes, values, self.model_id, flat_runs, miss_runs,
-                                            period))
+        alerting = self._distribution(device, dh, ts, codes)
+        self._out_alerts(self.alerts.update(device, ts, alerting, values, self.model_id, flat_runs, miss_runs,
+                                            period, out_runs))
         self._out_health(device, dh)
         st = self.alerts.devices[device]
-        dh.calm = not (codes[-1].any() or st.stale or st.degraded or any(r.raised or r.above for r in st.runs)
-                       or (dh.clean < self.window).any())
+        dh.calm = not (codes[-1].any() or st.stale or st.degraded or dh.ood
+                       or any(r.raised or r.above for r in st.runs) or (dh.clean < self.window).any())
+
+    def _distribution(self, device: str, dh: DeviceHealth, ts: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Enter or leave ``out_of_distribution`` over this block (codes (n, C)); the codes to alert on (its
+        ``out_of_range`` left out while the device is, or was in this block, out of distribution)."""
+        if not (dh.ood or (codes == OUT_OF_RANGE).any()):
+            return codes
+        out_now = codes == OUT_OF_RANGE  # every channel: one screened out of the score still says where the plant runs
+        far = out_now.sum(axis=1) > self.cfg.degraded_share * codes.shape[1]
+        was = dh.ood
+        if not was:
+            if not far.any():
+                return codes
+            i = int(np.argmax(far))
+            dh.ood, dh.back = True, 0
+            out = [self.channels[j] for j in np.flatnonzero(out_now[i]).tolist()]
+            reason = (f"{len(out)} of {len(self.channels)} channels outside the range seen in training at once "
+                      f"({', '.join(out)}): an operating point far from training, not failing sensors; not scored "
+                      f"and no out_of_range sensor alerts until no more than {self.cfg.degraded_share:g} of them are "
+                      f"out of range for {BACK_IN_WINDOWS * self.window} samples in a row")
+            self.stats.incr("out_of_distribution")
+            self._operating(device, OOD, float(ts[i]), reason)
+            self._out_alerts(self.alerts.clear_kind(device, "out_of_range", float(ts[i]), OOD, self.model_id))
+            far[:i] = True  # the run back in range counts from the entry on
+        if far.any():
+            last = int(len(far) - 1 - np.argmax(far[::-1]))
+            dh.back = len(far) - 1 - last
+            if dh.back:
+                dh.back_since = float(ts[last + 1])
+        else:
+            if not dh.back:
+                dh.back_since = float(ts[0])
+            dh.back += len(far)
+        if dh.back >= BACK_IN_WINDOWS * self.window:
+            dh.ood = False
+            self._operating(device, RUNNING, dh.back_since, f"back within the range seen in training for "
+                            f"{dh.back} samples: scored again")
+        masked: np.ndarray = np.where(codes == OUT_OF_RANGE, np.uint8(OK), codes)
+        return masked
+
+    def _operating(self, device: str, state: str, since: float, reason: str) -> None:
+        self.stats.incr("state_changes")
+        self.rl.log(logging.WARNING if state == OOD else logging.INFO, f"operating_{state}", "device %s: %s (%s)",
+                    device, state, reason)
+        doc = operating_doc(device, state, since, reason, self.instance, self.model_id, time.time())
+        self.outbox.append(Outbound(format_topic(self.cfg.operating_topic, device=device), to_json(doc), qos=1,
+                                    retain=True))
+
+    def state_changed(self, device: str, state: str, ring: RingWindow | None) -> None:
+        """The operating-state gate reported ``state`` for ``device``: a device that runs again while still out
+        of distribution is reported so again (after the gate's ``running``)."""
+        if state == RUNNING and ring is not None:
+            dh = self._device(ring)
+            if dh.ood:
+                self._operating(device, OOD, dh.last_t, "runs again, still out of distribution")
 
     @staticmethod
     def _spacing(dh: DeviceHealth, ts: np.ndarray) -> float | None:
@@ -145,20 +216,23 @@ class SensorHealth:
             return float(ts[-1] - dh.last_t) / len(ts)
         return float(ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else None
 
-    def window_mask(self, device: str, ring: RingWindow) -> tuple[np.ndarray | None, bool]:
-        """For windows just cut from ``ring``: (the channels to exclude (C,) bool or None, degraded)."""
+    def window_mask(self, device: str, ring: RingWindow) -> tuple[np.ndarray | None, str | None]:
+        """For windows just cut from ``ring``: (the channels to exclude (C,) bool or None, why they are not
+        scored at all: :data:`DEGRADED`, :data:`OOD` or None)."""
         self.flush(device, ring)
         dh = self._device(ring)
+        if dh.ood:
+            return None, OOD
         excluded = dh.clean < self.window
         if not excluded.any():
             if self._degraded(device):
                 self._set_degraded(device, dh, False)
-            return None, False
+            return None, None
         share = float((excluded & self.kept).sum()) / max(int(self.kept.sum()), 1)
         degraded = share > self.cfg.degraded_share
         if degraded != self._degraded(device):
             self._set_degraded(device, dh, degraded)
-        return excluded, degraded
+        return excluded, DEGRADED if degraded else None
 
     def _degraded(self, device: str) -> bool:
         st = self.alerts.devices.get(device)
@@ -209,7 +283,7 @@ class SensorHealth:
 
     def _out_health(self, device: str, dh: DeviceHealth) -> None:
         excluded = [c for c, e in zip(self.channels, dh.clean < self.window, strict=True) if e]
-        doc = self.alerts.health_if_changed(device, excluded, self._degraded(device), self.model_id)
+        doc = self.alerts.health_if_changed(device, excluded, self._degraded(device), self.model_id, dh.ood)
         if doc is not None:
             # bulk (paced, never dropped, in order): a burst of new devices' first documents must not take the
             # place of alerts in the outgoing queue; the sensor alerts themselves are critical

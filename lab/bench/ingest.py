@@ -95,7 +95,8 @@ def daemon_config(broker: MosquittoBroker, model: str, client_id: str, **over: A
 
 def drain_run(broker: MosquittoBroker, consumer: str, model: str, devices: int, samples: int, channels: int,
               batch: int, window: int, hop: int, tag: str) -> dict[str, Any]:
-    """Queue ``devices x samples`` for a fresh session, then let ``consumer`` (bare|bare_tuned|daemon) drain them."""
+    """Queue ``devices x samples`` for a fresh session, then let ``consumer`` (bare|bare_tuned|daemon|
+    daemon_no_checks: the daemon with ``health.sensor_checks`` off) drain them."""
     cid = f"bench-{consumer}-{tag}"
     prime_session(broker.host, broker.port, cid)
     n_msgs = devices * -(-samples // batch)
@@ -109,7 +110,8 @@ def drain_run(broker: MosquittoBroker, consumer: str, model: str, devices: int, 
         res["complete"] = res["received"] == n_msgs
     else:
         exp_w = devices * expected_windows(samples, window, hop)
-        res = run_role("daemon", {"config": daemon_config(broker, model, cid), "expect_messages": n_msgs,
+        over = {"sensor_checks": False} if consumer == "daemon_no_checks" else {}
+        res = run_role("daemon", {"config": daemon_config(broker, model, cid, **over), "expect_messages": n_msgs,
                                   "expect_windows": exp_w})
         s = res["stats"]
         res.update(expected_windows=exp_w, windows_scored=s["windows_scored"], drops=s["drops"])
@@ -124,22 +126,27 @@ def bench_ingest(model: str, devices: int = 100, single_samples: int = 600, batc
                  batch_size: int = 100, repeats: int = 3) -> dict[str, Any]:
     """Drain rates of the bare subscribers and the daemon on single-sample and batched JSON (medians of repeats).
 
-    The consumers take turns, in a rotating order each repeat, on the same broker.
+    The consumers take turns, in a rotating order each repeat, on the same broker. The daemon runs twice, with
+    its sensor-health checks on (the default) and off, for the checks' cost (a model with stored health limits
+    measures the whole cost: one without has no range or stuck check to run).
     """
     m = load_model(model, "cpu", 1)
     w, hop, c = m.window, m.metadata.hop, m.n_channels
     out: dict[str, Any] = {"devices": devices, "window": w, "hop": hop, "channels": c, "repeats": repeats}
     with bench_broker() as broker:
         for fmt, samples, batch in (("single", single_samples, 1), ("batch", batch_samples, batch_size)):
-            runs: dict[str, list[dict[str, Any]]] = {"bare": [], "bare_tuned": [], "daemon": []}
+            runs: dict[str, list[dict[str, Any]]] = {"bare": [], "bare_tuned": [], "daemon": [],
+                                                     "daemon_no_checks": []}
             order = list(runs)
             for r in range(repeats):
-                for consumer in order[r % 3:] + order[: r % 3]:
+                k = r % len(order)
+                for consumer in order[k:] + order[:k]:
                     runs[consumer].append(drain_run(broker, consumer, model, devices, samples, c, batch, w, hop,
                                                     f"{fmt}{r}"))
             bare_r = [x["msg_rate"] or 0.0 for x in runs["bare"]]
             tuned_r = [x["msg_rate"] or 0.0 for x in runs["bare_tuned"]]
             dmn_r = [x["msg_rate"] or 0.0 for x in runs["daemon"]]
+            off_r = [x["msg_rate"] or 0.0 for x in runs["daemon_no_checks"]]
             out[fmt] = {
                 "samples_per_device": samples, "samples_per_message": batch,
                 "messages": devices * -(-samples // batch),
@@ -149,6 +156,10 @@ def bench_ingest(model: str, devices: int = 100, single_samples: int = 600, batc
                 "ratio_daemon_vs_bare": summary(np.asarray(dmn_r) / np.maximum(bare_r, 1e-9), 3),
                 "ratio_daemon_vs_bare_tuned": summary(np.asarray(dmn_r) / np.maximum(tuned_r, 1e-9), 3),
                 "ratio_bare_tuned_vs_bare": summary(np.asarray(tuned_r) / np.maximum(bare_r, 1e-9), 3),
+                "daemon_no_checks_msg_rate": summary(off_r),
+                "ratio_daemon_no_checks_vs_bare": summary(np.asarray(off_r) / np.maximum(bare_r, 1e-9), 3),
+                "ratio_checks_on_vs_off": summary(np.asarray(dmn_r) / np.maximum(off_r, 1e-9), 3),
+                "has_health_limits": bool(m.metadata.health),
                 "windows_lost": int(sum(x["windows_lost"] for x in runs["daemon"])),
                 "daemon_drops": [x["drops"] for x in runs["daemon"]],
                 "broker_dropped": int(sum(x["broker_dropped"] for v in runs.values() for x in v)),

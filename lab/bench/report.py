@@ -67,6 +67,16 @@ def ingest_md(r: dict[str, Any]) -> str:
         lines.append(f"Like for like (the bare subscriber on edgewatch's client): daemon / bare "
                      f"{fmt(s['ratio_daemon_vs_bare_tuned'], 'x', digits=2)} on single-sample payloads; edgewatch's "
                      f"client alone is {fmt(s['ratio_bare_tuned_vs_bare'], 'x', digits=2)} paho's stock client.")
+    for f in ("single", "batch"):
+        x = r.get(f)
+        if x and x.get("ratio_checks_on_vs_off"):
+            lines.append(f"Sensor-health checks ({f}): daemon with checks / without "
+                         f"{fmt(x['ratio_checks_on_vs_off'], 'x', digits=3)}; daemon / bare stock paho "
+                         f"{fmt(x['ratio_daemon_vs_bare'], 'x', digits=3)} with, "
+                         f"{fmt(x['ratio_daemon_no_checks_vs_bare'], 'x', digits=3)} without (goal: the checks drop "
+                         f"the ratio by at most 5 %" + ("" if x.get("has_health_limits") else
+                                                        "; this model stores no health limits: only the fill ran")
+                         + ").")
     return "\n".join(lines)
 
 

@@ -61,7 +61,9 @@ def test_ingest_smoke_loses_nothing(demo_model_path: Path, tmp_path: Path) -> No
         assert x["daemon_drops"] == [{}]
         assert x["runs"]["bare"][0]["received"] == x["messages"]
         assert x["runs"]["daemon"][0]["windows_scored"] == x["runs"]["daemon"][0]["expected_windows"] > 0
-    assert "daemon / bare" in ingest_md(r)
+        off = x["runs"]["daemon_no_checks"][0]
+        assert off["windows_scored"] == off["expected_windows"] > 0 and x["ratio_checks_on_vs_off"]["n"] == 1
+    assert "daemon / bare" in ingest_md(r) and "Sensor-health checks (single)" in ingest_md(r)
 
 
 def test_latency_smoke_matches_results_to_publishes(demo_model_path: Path, tmp_path: Path) -> None:

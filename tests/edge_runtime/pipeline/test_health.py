@@ -126,8 +126,19 @@ def test_a_channel_that_never_had_a_value_gets_the_neutral_value_and_is_missing_
 
 @pytest.mark.parametrize(("value", "code"), [(20.0, OK), (34.0, OK), (36.0, OUT_OF_RANGE), (-100.0, OUT_OF_RANGE)])
 def test_out_of_range_outside_the_learned_range_and_margin(value: float, code: int) -> None:
-    h = ChannelHealth(_limits())
+    h = ChannelHealth(_limits(range_hold=1))
     assert h.update(np.array([[value, 3.0, 0.0]], np.float32))[0, 0] == code
+
+
+def test_out_of_range_only_after_the_hold_a_brief_excursion_stays_in_the_process_score() -> None:
+    h = ChannelHealth(_limits(range_hold=3))
+    spike = np.array([[20.0, 3.0, 0.0], [50.0, 3.0, 0.1], [50.0, 3.0, 0.0], [20.0, 3.0, 0.1]], np.float32)
+    assert h.update(spike)[:, 0].tolist() == [OK, OK, OK, OK]  # two samples out: a process spike, not a fault
+    held = np.array([[50.0, 3.0, 0.0]] * 4, np.float32)
+    assert h.update(held[:2])[:, 0].tolist() == [OK, OK]
+    assert h.update(held[2:])[:, 0].tolist() == [OUT_OF_RANGE, OUT_OF_RANGE]  # the hold counts across blocks
+    assert h.out_runs[:, 0].tolist() == [3, 4]
+    assert h.update(np.array([[20.0, 3.0, 0.1]], np.float32))[0, 0] == OK and h.out_run[0] == 0
 
 
 def test_config_overrides_win_over_learned_limits_and_unknown_channels_are_refused() -> None:

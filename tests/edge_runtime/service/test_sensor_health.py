@@ -114,3 +114,50 @@ def test_checks_off_restores_the_old_decoding(model) -> None:
     ing.handle("sensors/p/data", b'{"ts": 1700000000, "values": [1, null, 3, 4]}')
     assert ing.stats.drops == {"non_numeric": 1} and sent == []
     assert replace(Config(), sensor_checks=False).validate().sensor_checks is False
+
+
+def _topic(sent: list, topic: str) -> list[dict]:
+    return [json.loads(m.payload) for m in sent if m.topic == topic]
+
+
+def test_most_channels_out_of_range_at_once_is_one_out_of_distribution_report_not_sensor_faults(model) -> None:
+    ing, sent, put = _ingest(model)
+    x = _normal(200)
+    x[:, :3] += 20.0  # three of four channels far outside the training range, from the start: another operating point
+    x[120:, :3] -= 20.0  # back where the model was trained
+    x[180:, 3] = 30.0  # then one channel alone leaves the range: a sensor fault again
+    _feed(ing, "p", x)
+    operating = _topic(sent, "alerts/p/operating")
+    assert [d["state"] for d in operating] == ["out_of_distribution", "running"]
+    assert operating[0]["since"] == T0 + 2  # the range hold (3 samples)
+    assert operating[1]["since"] == T0 + 120 and operating[1]["scored"] is True
+    assert "3 of 4 channels outside the range seen in training" in operating[0]["reason"]
+    sensor = [(d["state"], d["kind"], d["channel"]) for d in _topic(sent, "health/p/alerts")]
+    assert sensor == [("raised", "out_of_range", "d")]  # none for a, b, c: they were never failing sensors
+    assert ing.stats.counts["out_of_distribution"] == 1
+    not_scored = ing.stats.counts["windows_out_of_distribution"]
+    assert not_scored >= (120 - 8) // 4 and ing.stats.counts["windows_degraded"] == 0
+    assert sum(it.n for it in put) + not_scored == (200 - 8) // 4 + 1  # the rest scored, d masked at the end
+    health = _topic(sent, "health/p")
+    assert any(h["state"] == "out_of_distribution" and h["out_of_distribution"] for h in health)
+    assert health[-1]["out_of_distribution"] is False
+
+
+def test_a_channel_raised_out_of_range_is_cleared_when_the_device_turns_out_of_distribution(model) -> None:
+    ing, sent, _ = _ingest(model)
+    x = _normal(60)
+    x[10:, 0] += 20.0  # a first, alone: a sensor fault
+    x[30:, 1:3] += 20.0  # then b and c too: the plant is elsewhere
+    _feed(ing, "p", x)
+    sensor = [(d["state"], d["channel"], d.get("reason", "")) for d in _topic(sent, "health/p/alerts")]
+    assert sensor == [("raised", "a", ""), ("cleared", "a", "out_of_distribution")]
+    assert [d["state"] for d in _topic(sent, "alerts/p/operating")] == ["out_of_distribution"]
+
+
+def test_a_spike_shorter_than_the_range_hold_stays_in_the_process_score(model) -> None:
+    ing, sent, put = _ingest(model)
+    x = _normal(40)
+    x[20:22, 2] = 40.0  # two samples far out: a process spike
+    _feed(ing, "p", x)
+    assert not _topic(sent, "health/p/alerts")
+    assert all(it.excluded is None for it in put)  # scored with c, so the process alert can see it
