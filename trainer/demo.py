@@ -233,6 +233,7 @@ class Watcher:
         self.status: dict[str, Any] = {}
         self.online = threading.Event()
         self.t0 = t0
+        self.end_s = float("inf")  # stream seconds: a device stale from then on has just stopped sending
         self.echo = echo
         self._file = open(run_dir / "alerts.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._lock = threading.Lock()
@@ -263,8 +264,10 @@ class Watcher:
             self.sensor.append(doc)
             if doc.get("state") == "raised":
                 when = doc.get("at") or doc.get("since") or self.t0  # a stale device has no sample 'at': its last one
-                self.echo(f"  t={float(when) - self.t0:6.1f}s  SENSOR  {doc.get('device', '?'):8s} "
-                          f"{doc.get('kind')} {doc.get('channel') or '(device)'}")
+                t = float(when) - self.t0
+                ended = " (the stream ended)" if doc.get("kind") == "stale" and t >= self.end_s else ""
+                self.echo(f"  t={t:6.1f}s  SENSOR  {doc.get('device', '?'):8s} "
+                          f"{doc.get('kind')} {doc.get('channel') or '(device)'}{ended}")
         elif msg.topic == f"alerts/{doc.get('device')}":
             with self._lock:
                 self.alerts.append(doc)
@@ -515,7 +518,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
                         + (", then a stop and one of each sensor fault (freeze, dropout, out_of_range, dead)"
                            if opts.faults else "") + "; alerts as they arrive:"):
             plan = demo_plan(opts, total)
-            watcher.t0 = plan.t0
+            watcher.t0, watcher.end_s = plan.t0, total - 2.0 / opts.rate
             write_ground_truth(run_dir / "ground_truth.json", plan)
             client = connect_publisher(broker.url, "edgewatch-demo-sim")
             try:

@@ -386,8 +386,11 @@ class Daemon:
         """Devices per operating state (gauges): stopped, settling (the model's states), out_of_distribution."""
         gate = self.ingest.states
         out = gate.counts() if gate is not None else {}
-        if self.cfg.ood_windows > 0:
-            out["devices_out_of_distribution"] = sum(d.ood for d in list(self.scorer.distribution.devices.values()))
+        health = self.ingest.health
+        if self.cfg.ood_windows > 0 or health is not None:
+            by_score = {k for k, d in list(self.scorer.distribution.devices.items()) if d.ood}
+            by_range = health.out_of_distribution(self.ingest.store) if health is not None else set()
+            out["devices_out_of_distribution"] = len(by_score | by_range)
         return out
 
     def stats_doc(self) -> dict[str, Any]:

@@ -321,7 +321,7 @@ class Ingest:
         if self.on_state is not None:
             self.on_state(device, state, since, reason)
         if self.health is not None:
-            self.health.state_changed(device, state, self.store.devices.get(device))
+            self.health.state_changed(device, state, since, self.store.devices.get(device))
 
     def _count(self, device: str, res: PushResult) -> None:
         st = self.stats

@@ -201,13 +201,14 @@ class SensorHealth:
         self.outbox.append(Outbound(format_topic(self.cfg.operating_topic, device=device), to_json(doc), qos=1,
                                     retain=True))
 
-    def state_changed(self, device: str, state: str, ring: RingWindow | None) -> None:
-        """The operating-state gate reported ``state`` for ``device``: a device that runs again while still out
-        of distribution is reported so again (after the gate's ``running``)."""
+    def state_changed(self, device: str, state: str, since: float, ring: RingWindow | None) -> None:
+        """The operating-state gate reported ``state`` for ``device`` from ``since``: a device that runs again
+        while still out of distribution is reported so again (after the gate's ``running``)."""
         if state == RUNNING and ring is not None:
             dh = self._device(ring)
             if dh.ood:
-                self._operating(device, OOD, dh.last_t, "runs again, still out of distribution")
+                self._operating(device, OOD, since, "runs again, still out of distribution (its channels were "
+                                "out of range when it stopped)")
 
     @staticmethod
     def _spacing(dh: DeviceHealth, ts: np.ndarray) -> float | None:
@@ -258,6 +259,11 @@ class SensorHealth:
                     dh = self._device(ring)
                     dh.calm = False
                     self._out_health(device, dh)
+
+    def out_of_distribution(self, store: WindowStore) -> set[str]:
+        """The devices out of distribution by their ranges now (a gauge; the caller need not hold the lock)."""
+        return {d for d, ring in list(store.devices.items())
+                if isinstance(ring.health, DeviceHealth) and ring.health.ood}
 
     def forget(self, device: str, reason: str) -> list[Outbound]:
         """A device left: its raised sensor alerts cleared with ``reason``."""

@@ -30,9 +30,11 @@ W, HOP, SETTLE = 8, 4, 5
 STATES = StateModel("column status in RUN", SETTLE, None, ["Pressure"], [10.0], [1.0])
 
 
-def make_parts(tmp_path: Path, states: bool = True, **overrides):
+def make_parts(tmp_path: Path, states: bool = True, health: dict | None = None, **overrides):
     meta = make_metadata(window=W, hop=HOP, threshold=1.0)
     meta.states = STATES.to_dict() if states else None
+    if health is not None:
+        meta.health = health
     path = write_model(tmp_path / "m.onnx", meta)
     cfg = build_config(None, {"path": str(path), "instance": "gw1", "raise_after": 2, "clear_after": 2,
                               "queue_windows": 1000, **overrides})
@@ -44,6 +46,7 @@ def make_parts(tmp_path: Path, states: bool = True, **overrides):
     publisher = Publisher(link)
     inline = InlineScoring(cfg, scorer, publisher)
     ingest.put = inline.put
+    ingest.send = publisher.send
     ingest.on_state = lambda dev, state, since, reason: publisher.send(scorer.state_changed(dev, state, since, reason))
     return stats, ingest, inline, link
 
@@ -119,3 +122,22 @@ def test_held_windows_of_a_normal_start_are_decided_as_usual(tmp_path: Path) -> 
     inline.drain()
     assert [doc["event"] for t, doc, *_ in link.sent if t == "alerts/d1" and doc["event"] != "update"] == ["raise"]
     assert operating(link) == []
+
+
+def test_a_device_out_of_range_on_most_channels_is_out_of_distribution_across_a_stop(tmp_path: Path) -> None:
+    ranges = {"fill": {"method": "ffill", "limit_samples": 2}, "channels": {
+        c: {"min": -2.0, "max": 2.0, "margin": 0.0} for c in make_metadata().channels}}
+    stats, ingest, inline, link = make_parts(tmp_path, health=ranges)
+    x = plant((60, 90), n=200)
+    x[:150, [0, 2, 3]] += 5.0  # three of four channels far from training, before and after the stop
+    feed(ingest, x)
+    inline.drain()
+    docs = [(d["state"], d["since"] - 1_700_000_000.0) for d in operating(link)]
+    back = 150  # two windows (16 samples) in range from 150 on: reported running from 150
+    assert docs == [("running", 0), ("out_of_distribution", 2), ("stopped", 60), ("settling", 90),
+                    ("running", 90 + SETTLE), ("out_of_distribution", 90 + SETTLE), ("running", back)]
+    assert stats.counts["out_of_distribution"] == 1  # one episode, reported again when it runs again
+    assert not [t for t, *_ in link.sent if t == "alerts/d1"]  # no process alert
+    assert not [t for t, *_ in link.sent if t == "health/d1/alerts"]  # and no out_of_range sensor alert
+    assert stats.counts["windows_out_of_distribution"] > 0 and stats.counts["windows_degraded"] == 0
+    assert stats.counts["windows_scored"] > 0  # scored again at the end
