@@ -131,6 +131,7 @@ class Config:
     feedback_margin: float = _opt(0.05, "alerts", "A false-alarm verdict raises the device's threshold to the alert's peak score x (1 + this), so the same episode raises nothing again.", minimum=0)
     feedback_max_factor: float = _opt(3.0, "alerts", "Feedback never raises a device's threshold above this many times its base threshold (warm-up or model).", minimum=1)
     feedback_half_life_s: float = _opt(604800.0, "alerts", "A feedback raise decays back to the base threshold with this half-life in seconds (default 7 days); 0: it never decays.", minimum=0)
+    feedback_similarity: float = _opt(0.8, "alerts", "A feedback raise applies only to windows like the false alarm: the cosine similarity of a window's excess-error profile (which channels, high or low) to the false alarm's is at least this; other windows keep the base threshold. 0: the raise applies to every window.", minimum=0)
     drift_window: int = _opt(500, "alerts", "Drift notices: every this many windows a device's 90 % score quantile is compared with its calibration's (warm-up, or the model's validation scores); 0 turns drift notices off. They never change a threshold.", minimum=0)
     drift_ratio: float = _opt(1.5, "alerts", "A drift: that ratio above this (or below its inverse) in drift_sustain checks in a row.", minimum=1)
     drift_sustain: int = _opt(3, "alerts", "Consecutive out-of-bounds checks before a drift notice.", minimum=1)
@@ -255,6 +256,8 @@ class Config:
             raise ConfigError("model.channels: names must be unique")
         if not 0 < self.clear_ratio <= 1:
             raise ConfigError(f"alerts.clear_ratio: must be in (0, 1], got {self.clear_ratio}")
+        if self.feedback_similarity > 1:
+            raise ConfigError(f"alerts.feedback_similarity: must be in [0, 1], got {self.feedback_similarity}")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError("mqtt.reconnect_max_s: must be >= reconnect_min_s")
         if self.metrics_port > 65535:

@@ -218,22 +218,36 @@ def synthetic(
 
 @benchmark.command("feedback")
 @click.option("--fault-sd", "fault_sd", default="8,6,4,3", show_default=True, metavar="A,B,...",
-              help="Real-fault magnitudes (level shift on two channels, in std); the benign episode is 2 std on one.")
+              help="Real-fault magnitudes (a level shift, in std); the benign episode is 2 std on one channel.")
+@click.option("--fault-on", "fault_on", type=click.Choice(["other", "same", "both"]), default="both",
+              show_default=True, help="The fault on two other channels than the episode's, on the episode's "
+              "channel the same way, or each in turn.")
+@click.option("--episode", "episode_kind", type=click.Choice(["level", "noise"]), default="level",
+              show_default=True, help="The benign episode on channel 0: a level shift, or more noise.")
+@click.option("--episode-sd", "episode_sd", default=2.0, show_default=True,
+              help="The episode's size: a level shift of this many std, or (noise) the spread x (1 + this).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
 @click.option("--seed", default=0, show_default=True, help="Machine profile and training seed.")
 @_user_errors
-def feedback(fault_sd: str, report: Path | None, seed: int) -> None:
+def feedback(fault_sd: str, fault_on: str, episode_kind: str, episode_sd: float, report: Path | None,
+             seed: int) -> None:
     """One false-alarm verdict, then the same stream again: does the episode raise, is the fault later?"""
     from trainer import benchmark_site as site
 
-    cases = [site.FeedbackCase(fault_sd=float(v)) for v in fault_sd.split(",") if v.strip()]
+    where = [site.OTHER, site.SAME] if fault_on == "both" else [fault_on]
+    cases = [site.FeedbackCase(episode_sd, float(v), on, episode_kind)
+             for on in where for v in fault_sd.split(",") if v.strip()]
     rep = site.run_feedback_suite(cases, seed)
     for c in rep["cases"]:
-        first, again = c["first_run"], c.get("replay") or {}
-        click.echo(f"fault {c['case']['fault_sd']:g} std: episode alerts {first['episode_alerts']} -> "
-                   f"{again.get('episode_alerts')}, fault delay {first['fault_delay_s']} s -> "
-                   f"{again.get('fault_delay_s')} s (x{c.get('delay_ratio')}), threshold "
-                   f"{(c.get('verdict') or {}).get('threshold_before')} -> {(c.get('verdict') or {}).get('threshold')}: "
+        first, again, v = c["first_run"], c.get("replay") or {}, c.get("verdict") or {}
+        sensors = ""
+        if first.get("sensor_alert_delay_s") is not None or again.get("sensor_alert_delay_s") is not None:
+            sensors = (f", sensor alert {first.get('sensor_alert_delay_s')} s -> "
+                       f"{again.get('sensor_alert_delay_s')} s")
+        click.echo(f"fault {c['case']['fault_sd']:g} std on {c['case']['fault_on']} channel(s): episode alerts "
+                   f"{first['episode_alerts']} -> {again.get('episode_alerts')}, fault delay {first['fault_delay_s']} s "
+                   f"-> {again.get('fault_delay_s')} s (x{c.get('delay_ratio')}){sensors}; threshold "
+                   f"{_g(v.get('threshold_before'))} -> {_g(v.get('threshold'))} for {v.get('applies_to')}: "
                    f"{'met' if c.get('met') else 'MISSED'}")
     _write(rep, report)
 
@@ -272,3 +286,7 @@ def transfer(skab_dir: Path | None, report: Path | None, seed: int) -> None:
 
 if __name__ == "__main__":
     benchmark()
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"

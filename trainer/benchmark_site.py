@@ -5,10 +5,12 @@ window) -> :class:`InlineScoring` -> :class:`Scorer` (onnxruntime, the per-devic
 machine), publishing into a recording link; verdicts go through :class:`Commands` as an operator's would.
 
 - **feedback**: a synthetic stream (:mod:`edge_runtime.tools.synthetic`) with a known benign episode (a
-  moderate level shift on one channel that the model flags: a false alarm) and a real fault (a larger level
-  shift on two channels). Run once, one ``false_alarm`` verdict on the episode's alert, then the same stream
-  again: does the episode raise anything, and how much later is the fault detected? Target: nothing, and at
-  most 10 % more delay.
+  moderate level shift on one channel that the model flags: a false alarm) and a real fault (a level shift
+  on other channels, or on the episode's channel the same way). Run once, one ``false_alarm`` verdict on the
+  episode's alert, then the same stream again: does the episode raise anything, and how much later is the
+  fault detected? Target: nothing, and at most 10 % more delay. A fault beyond the training range is also
+  (and first) reported by the sensor checks (``out_of_range``, its channels then left out of the score):
+  that delay is reported beside the model alert's.
 - **transfer**: a model fitted on one machine profile scores devices of other profiles
   (``edgewatch simulate --distinct``: seed + i), without and with ``input.warmup``: the fraction of normal
   windows above each device's threshold after the warm-up, against the model's false-alarm budget
@@ -68,6 +70,7 @@ class EdgeReplay:
         publisher = Publisher(self.link)
         self.inline = InlineScoring(cfg, self.scorer, publisher)
         self.ingest.put = self.inline.put
+        self.ingest.send = publisher.send  # sensor alerts and health documents
         self.commands = Commands(cfg.command_topic, cfg.reply_topic, "bench", self.scorer, self.stats,
                                  FeedbackStore(state_dir), publisher.send)
 
@@ -82,6 +85,9 @@ class EdgeReplay:
 
     def alerts(self, device: str) -> list[dict[str, Any]]:
         return [d for t, d in self.link.sent if t == f"alerts/{device}"]
+
+    def sensor_alerts(self, device: str) -> list[dict[str, Any]]:
+        return [d for t, d in self.link.sent if t == f"health/{device}/alerts"]
 
     def scores(self, device: str) -> tuple[np.ndarray, np.ndarray]:
         """(window_end (N,), score (N,)) of every window scored for ``device`` (needs publish_scores)."""
@@ -107,10 +113,15 @@ def small_model(out: Path, x: np.ndarray, channels: list[str], seed: int = 0, **
 
 
 # -- feedback ---------------------------------------------------------------------------------------
+OTHER, SAME = "other", "same"  # the fault on other channels than the episode's, or on its channel, same way
+
+
 @dataclass(frozen=True)
 class FeedbackCase:
-    episode_sd: float = 2.0  # the benign episode: a level shift of this many std on channel 0
-    fault_sd: float = 6.0  # the real fault: a level shift of this many std on channels 1 and 2
+    episode_sd: float = 2.0  # the benign episode: a level shift of this many std on channel 0 (or its spread x)
+    fault_sd: float = 6.0  # the real fault: a level shift of this many std
+    fault_on: str = OTHER  # on channels 1 and 2 (other), or on channel 0 upwards like the episode (same)
+    episode_kind: str = "level"  # "level": a level shift; "noise": channel 0's spread x (1 + episode_sd)
     episode_len: int = 300
     fault_len: int = 400
     gap: int = 1500  # normal samples before, between and after
@@ -125,8 +136,13 @@ def feedback_stream(case: FeedbackCase, n_channels: int, seed: int, start: int) 
     x = normal_series(n, n_channels, seed=seed, start=start).astype(np.float64)
     sd = x[:g].std(axis=0)
     e0, f0 = g, 2 * g + case.episode_len
-    x[e0:e0 + case.episode_len, 0] += case.episode_sd * sd[0]
-    x[f0:f0 + case.fault_len, 1:3] += case.fault_sd * sd[1:3]
+    ep = x[e0:e0 + case.episode_len, 0]
+    if case.episode_kind == "noise":
+        x[e0:e0 + case.episode_len, 0] = ep.mean() + (ep - ep.mean()) * (1.0 + case.episode_sd)
+    else:
+        x[e0:e0 + case.episode_len, 0] += case.episode_sd * sd[0]
+    cols = [0] if case.fault_on == SAME else [1, 2]
+    x[f0:f0 + case.fault_len, cols] += case.fault_sd * sd[cols]
     return x.astype(np.float32), e0, f0
 
 
@@ -135,6 +151,15 @@ def _delay(alerts: list[dict[str, Any]], start_t: float, end_t: float) -> float 
     for a in alerts:
         if a["state"] == "raised" and start_t <= a["window_end"] <= end_t:
             return float(a["window_end"] - start_t)
+    return None
+
+
+def _sensor_delay(docs: list[dict[str, Any]], start_t: float, end_t: float) -> float | None:
+    """Seconds from ``start_t`` to the first sensor-fault raise (out_of_range, ...) stamped in [start_t, end_t]."""
+    for d in docs:
+        at = d.get("at")
+        if d.get("state") == "raised" and isinstance(at, (int, float)) and start_t <= at <= end_t:
+            return float(at - start_t)
     return None
 
 
@@ -156,27 +181,31 @@ def run_feedback(case: FeedbackCase, workdir: Path, seed: int = 0, n_channels: i
     x = x[: x.shape[0] - x.shape[0] % hop]  # the replay's windows fall where the first run's did
     n = x.shape[0]
 
-    def run(offset: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None]:
+    def run(offset: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None, float | None]:
         before = len(edge.alerts("d1"))
+        sensors_before = len(edge.sensor_alerts("d1"))
         edge.feed("d1", x, T0 + offset)
         new = edge.alerts("d1")[before:]
         episode = [a for a in new if a["state"] == "raised"
                    and T0 + offset + e0 <= a["window_end"] <= T0 + offset + e0 + case.episode_len + 64]
         others = [a for a in new if a["state"] == "raised" and a not in episode]
-        return episode, others, _delay(new, T0 + offset + f0, T0 + offset + f0 + case.fault_len)
+        f_start, f_end = T0 + offset + f0, T0 + offset + f0 + case.fault_len
+        return (episode, others, _delay(new, f_start, f_end),
+                _sensor_delay(edge.sensor_alerts("d1")[sensors_before:], f_start, f_end))
 
-    ep1, other1, d1 = run(0.0)
+    ep1, other1, d1, s1 = run(0.0)
     report: dict[str, Any] = {"case": case.__dict__, "model_threshold": edge.scorer.thresholds.model_threshold,
                               "first_run": {"episode_alerts": len(ep1), "other_alerts": len(other1),
-                                            "fault_delay_s": d1}}
+                                            "fault_delay_s": d1, "sensor_alert_delay_s": s1}}
     if not ep1:
         report["verdict"] = None
         report["note"] = "the episode raised no alert: no false alarm to give feedback on"
         return report
     reply = edge.verdict(ep1[0]["alert_id"], "false_alarm")
-    ep2, other2, d2 = run(float(n) + 10_000.0)
-    report["verdict"] = {k: reply.get(k) for k in ("status", "reason", "threshold_before", "threshold")}
-    report["replay"] = {"episode_alerts": len(ep2), "other_alerts": len(other2), "fault_delay_s": d2}
+    ep2, other2, d2, s2 = run(float(n) + 10_000.0)
+    report["verdict"] = {k: reply.get(k) for k in ("status", "reason", "threshold_before", "threshold", "applies_to")}
+    report["replay"] = {"episode_alerts": len(ep2), "other_alerts": len(other2), "fault_delay_s": d2,
+                        "sensor_alert_delay_s": s2}
     ok_delay = d1 is not None and d2 is not None and d2 <= 1.1 * d1
     report["delay_ratio"] = round(d2 / d1, 3) if d1 and d2 is not None else None
     report["met"] = bool(len(ep2) == 0 and ok_delay)
@@ -332,7 +361,7 @@ def run_skab_transfer(root: Path, workdir: Path, warm_rows: int = 400, model_fil
 
 def run_feedback_suite(cases: list[FeedbackCase] | None = None, seed: int = 0) -> dict[str, Any]:
     """Every case on one model of profile ``seed`` (a fresh replay each)."""
-    cases = cases or [FeedbackCase(fault_sd=v) for v in (8.0, 6.0, 4.0, 3.0)]
+    cases = cases or [FeedbackCase(fault_sd=v, fault_on=on) for on in (OTHER, SAME) for v in (8.0, 6.0, 4.0, 3.0)]
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         model = profile_model(Path(tmp), seed)

@@ -18,7 +18,9 @@ Names follow Prometheus conventions (base units, ``_total`` on counters; prefix 
   document (``inference_ms_p50``/``p99``, ``batch_size_mean``) are left out: Prometheus computes them from the
   histogram and the counters (``histogram_quantile``, ``rate(windows_scored_total) / rate(batches_total)``)
 - ``edgewatch_device_threshold{device="..."}``: each device's own threshold where it is not the model's
-  (calibrated by its warm-up or raised by a false-alarm verdict; at most 1,000 devices)
+  (calibrated by its warm-up or raised by a false-alarm verdict for every window; at most 1,000 devices), and
+  ``edgewatch_device_threshold_feedback{device="..."}``: the highest threshold its windows like a false alarm
+  get (a verdict raises it for those only, ``alerts.feedback_similarity``)
 - ``edgewatch_info{name, provider, model_id} 1`` (``name``: the daemon's instance name; Prometheus' own
   ``instance`` label names the scrape target)
 - ``process_*`` (CPU seconds, resident memory, open fds, start time; Linux ``/proc``) and ``python_*`` from
@@ -59,6 +61,7 @@ _HISTOGRAM_HELP = {
     "window_latency_seconds": "Per window: seconds from the arrival of the message that completed it to its score.",
 }
 _NOT_GAUGES = {"drops", "dropped_total", "values_missing", "sensor_faults", "time", "device_thresholds",
+               "device_thresholds_feedback",
                "inference_ms_p50", "inference_ms_p99", "batch_size_mean"}
 # snapshot key -> label of edgewatch_info ("instance" is Prometheus' own target label: the daemon's name is "name")
 _INFO_LABELS = {"instance": "name", "provider": "provider", "model_id": "model_id", "version": "version"}
@@ -133,6 +136,11 @@ def metric_families(snap: dict[str, Any], histograms: dict[str, HistogramSnapsho
         fams.append(Family(f"{PREFIX}_device_threshold", "gauge", "A device's own threshold (warm-up calibration "
                            "and feedback raise), for devices whose threshold is not the model's.",
                            [({"device": str(d)}, float(v)) for d, v in sorted(per_device.items())]))
+    raised = snap.get("device_thresholds_feedback")
+    if isinstance(raised, dict) and raised:
+        fams.append(Family(f"{PREFIX}_device_threshold_feedback", "gauge", "The highest threshold a device's "
+                           "windows like a false alarm it was told of get (alerts.feedback_*), for devices with a "
+                           "feedback raise.", [({"device": str(d)}, float(v)) for d, v in sorted(raised.items())]))
     info = {label: str(snap[k]) for k, label in _INFO_LABELS.items()
             if isinstance(snap.get(k), str | int | float) and not isinstance(snap.get(k), bool)}
     if info:

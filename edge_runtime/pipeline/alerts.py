@@ -20,7 +20,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -109,7 +109,7 @@ class AlertTracker:
         channel_error: np.ndarray,
         t_start: np.ndarray,
         t_end: np.ndarray,
-        threshold: float,
+        threshold: float | np.ndarray,
         channels: Sequence[str],
         model_id: str,
         *,
@@ -118,7 +118,8 @@ class AlertTracker:
         detail: Detail | None = None,
         excluded: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
-        """Feed one device's windows in time order. ``scores``: (k,), ``channel_error``: (k, C), ``t_*``: (k,).
+        """Feed one device's windows in time order. ``scores``: (k,), ``channel_error``: (k, C), ``t_*``: (k,);
+        ``threshold``: one for all, or each window's (k,) (a feedback raise for the windows like a false alarm).
 
         ``normal`` (C,): each channel's normal ``channel_error`` (excess shares; see
         :mod:`edge_runtime.pipeline.explain`); ``units``: channel -> unit; ``detail(i)``: the measured and
@@ -128,15 +129,20 @@ class AlertTracker:
         if st is None:
             st = self.devices[device] = DeviceState(seq=self.past_seq.pop(device, 0))
         pol = self.policy
-        clear_level = pol.clear_ratio * threshold
+        n = scores.shape[0]
+        per_window = threshold if isinstance(threshold, np.ndarray) else None
+        first = float(threshold) if per_window is None else float(per_window[0]) if n else 0.0
         out: list[dict[str, Any]] = []
         raised_after, events, run = hysteresis(scores, threshold, pol, Run(st.state == RAISED, st.above, st.below))
-        ctx = _Context(threshold, clear_level, channels, model_id, normal, units or {}, detail)
-        n = scores.shape[0]
+        base_ctx = _Context(first, pol.clear_ratio * first, channels, model_id, normal, units or {}, detail)
         ev = dict(events)
         for i in sorted(set(np.flatnonzero(raised_after).tolist()) | ev.keys()):
             kind = ev.get(i)
             s, t1 = float(scores[i]), float(t_end[i])
+            ctx = base_ctx
+            if per_window is not None:
+                ti = float(per_window[i])
+                ctx = replace(base_ctx, threshold=ti, clear_level=pol.clear_ratio * ti)
             if kind == RAISE:
                 j = i - pol.raise_after + 1
                 st.anomalous_since = float(t_end[j]) if j >= 0 else (st.run_since or t1)
@@ -148,7 +154,7 @@ class AlertTracker:
             else:  # a window while raised
                 if s > st.peak_score:
                     st.peak_score, st.peak_time = s, t1
-                if pol.update_interval_s > 0 and s > threshold and t1 - st.published_t >= pol.update_interval_s:
+                if pol.update_interval_s > 0 and s > ctx.threshold and t1 - st.published_t >= pol.update_interval_s:
                     key = self._key(channel_error[i], s, ctx)
                     if key != st.published_key:
                         out.append(self._payload(device, st, EV_UPDATE, i, s, channel_error[i], t_start[i], t1, ctx))

@@ -4,9 +4,17 @@ The rule (``alerts.feedback_*``): a ``false_alarm`` verdict on an alert whose ep
 raises that device's threshold to ``p x (1 + margin)`` (just above the peak, so the same episode replayed
 raises nothing), never above ``max_factor`` x the device's base threshold (its warm-up calibration, or the
 model's). The raise is kept as a factor over the base and decays back towards 1 with ``half_life_s``
-(``0``: it never decays): ``factor(t) = 1 + (factor - 1) x 0.5 ^ ((t - since) / half_life_s)``. A second
-false alarm takes the larger of the two. ``confirmed`` and ``ack`` change no threshold; every verdict is
-recorded (service/feedback_store.py) and exported as labelled data.
+(``0``: it never decays): ``factor(t) = 1 + (factor - 1) x 0.5 ^ ((t - since) / half_life_s)``.
+
+The raise applies only to windows **like the false alarm** (``similarity`` > 0): the episode's *signature*
+is the sum of its windows' :func:`profiles` (which channels carried the excess error, and which way their
+levels moved), normalised; a later window gets the raised threshold when the cosine similarity of its
+profile to the signature is at least ``similarity``, the base threshold otherwise, so a fault elsewhere
+(other channels, or the same channel the other way) is not delayed. A second false alarm like an earlier
+one (same test) takes the larger factor; one unlike every earlier one is kept beside them (at most
+:data:`MAX_RAISES`). ``similarity`` 0, or a raise without a signature (stored by an older daemon), applies to
+every window. ``confirmed`` and ``ack`` change no threshold; every verdict is recorded
+(service/feedback_store.py) and exported as labelled data.
 
 Commands arrive as JSON on ``runtime.command_topic`` (only an operator account may write it: the broker's
 ACL, deploy/mosquitto/acl); each gets a reply on ``runtime.reply_topic``
@@ -20,12 +28,21 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.pipeline.explain import excess
+
 VERDICTS = ("false_alarm", "confirmed", "ack")
 COMMANDS = ("feedback", "recalibrate")
 REPLY_SCHEMA_VERSION = 1
 ACCEPTED, REFUSED = "accepted", "refused"
 MAX_NOTE = 500
 MAX_ID = 128
+MAX_RAISES = 8  # raises of unlike false alarms a device keeps (past it, the one with the lowest factor now goes)
+DIRECTION_Z = 1.0  # a window mean this many training std off the training mean counts fully as high/low
+DIRECTION_WEIGHT = 0.5  # the signed block's weight in a profile (see profiles)
+SIGNATURE_DIGITS = 4
 
 
 class CommandError(ValueError):
@@ -37,18 +54,27 @@ class FeedbackRule:
     margin: float = 0.05
     max_factor: float = 3.0
     half_life_s: float = 7 * 86400.0
+    similarity: float = 0.8  # a window like a false alarm: cosine of profiles >= this; 0: every window
 
 
 @dataclass
 class ThresholdRaise:
-    """A device's feedback raise: ``factor`` x base at ``since`` (epoch s), decaying."""
+    """A device's feedback raise: ``factor`` x base at ``since`` (epoch s), decaying; for windows whose
+    profile is like ``signature`` ((2C,) unit norm; empty: every window); ``label`` names it for a person."""
 
     factor: float = 1.0
     since: float = 0.0
     false_alarms: int = 0
+    signature: tuple[float, ...] = ()
+    label: str = ""
 
     def to_doc(self) -> dict[str, Any]:
-        return {"factor": round(self.factor, 6), "since": self.since, "false_alarms": self.false_alarms}
+        doc: dict[str, Any] = {"factor": round(self.factor, 6), "since": self.since,
+                               "false_alarms": self.false_alarms}
+        if self.signature:
+            doc["signature"] = list(self.signature)
+            doc["channels"] = self.label
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Any) -> ThresholdRaise | None:
@@ -58,7 +84,63 @@ class ThresholdRaise:
         if not (isinstance(f, (int, float)) and math.isfinite(f) and f >= 1 and isinstance(t, (int, float))
                 and math.isfinite(t) and isinstance(n, int)):
             return None
-        return cls(float(f), float(t), n)
+        sig = doc.get("signature", [])
+        if not (isinstance(sig, list) and len(sig) % 2 == 0
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in sig)):
+            return None
+        if sig and (min(sig[: len(sig) // 2]) < 0 or not any(sig)):
+            return None
+        label = doc.get("channels", "")
+        return cls(float(f), float(t), n, tuple(float(v) for v in sig), label if isinstance(label, str) else "")
+
+
+def profiles(channel_error: npt.ArrayLike, normal: npt.ArrayLike | None, z: npt.ArrayLike) -> np.ndarray:
+    """Each window's excess error and which way it moved the levels: (k, 2C) from ``channel_error`` (k, C),
+    the channels' ``normal`` (C,) and ``z`` (k, C), each window mean's distance from the training mean in
+    training std. The first C: each channel's excess; the second: that excess x ``clip(z / DIRECTION_Z, -1, 1)``
+    x :data:`DIRECTION_WEIGHT` (+ high, - low, ~0 a level that did not move, e.g. more noise). Summed over an
+    episode the signed block of a channel whose level went both ways cancels out; a window the other way than
+    a consistent episode scores a cosine of 0.6 against it (``(1 - w^2) / (1 + w^2)``), one with no direction
+    0.89 (``1 / sqrt(1 + w^2)``)."""
+    ex = excess(channel_error, normal)
+    a = np.clip(np.asarray(z, dtype=np.float64) / DIRECTION_Z, -1.0, 1.0)
+    out: np.ndarray = np.concatenate([ex, DIRECTION_WEIGHT * ex * a], axis=-1)
+    return out
+
+
+def signature_of(profile_sum: npt.ArrayLike) -> tuple[float, ...]:
+    """An episode's signature: the sum of its windows' profiles (2C,), unit norm, rounded; () when empty."""
+    p = np.asarray(profile_sum, dtype=np.float64)
+    norm = float(np.linalg.norm(p))
+    if not math.isfinite(norm) or norm <= 0:
+        return ()
+    return tuple(round(float(v), SIGNATURE_DIGITS) for v in p / norm)
+
+
+def similarity(p: npt.ArrayLike, signature: tuple[float, ...]) -> np.ndarray:
+    """Cosine similarity of profiles ``p`` (k, 2C) to ``signature`` (2C,): (k,) in [-1, 1] (0: no excess)."""
+    pp = np.asarray(p, dtype=np.float64)
+    sig = np.asarray(signature, dtype=np.float64)
+    den = np.linalg.norm(pp, axis=-1) * float(np.linalg.norm(sig))
+    out: np.ndarray = np.divide(pp @ sig, den, out=np.zeros(den.shape), where=den > 0)
+    return out
+
+
+def describe_signature(signature: tuple[float, ...], channels: list[str], k: int = 3, share: float = 0.1) -> str:
+    """``temp_C high, flow low``: the channels (at most ``k``) with ``share`` or more of a signature's
+    excess, largest first, each with its direction where the episode's level moved mostly one way."""
+    sig = np.asarray(signature, dtype=np.float64).reshape(2, -1)  # (2, C): excess, signed
+    per = sig[0]
+    total = float(per.sum())
+    if total <= 0 or sig.shape[1] != len(channels):
+        return ""
+    out = []
+    for i in np.argsort(-per)[:k].tolist():
+        if per[i] < share * total:
+            break
+        d = sig[1, i] / (DIRECTION_WEIGHT * per[i])
+        out.append(f"{channels[i]} high" if d > 0.5 else f"{channels[i]} low" if d < -0.5 else channels[i])
+    return ", ".join(out)
 
 
 def current_factor(rule: FeedbackRule, r: ThresholdRaise | None, now: float) -> float:
@@ -70,11 +152,56 @@ def current_factor(rule: FeedbackRule, r: ThresholdRaise | None, now: float) -> 
 
 
 def after_false_alarm(rule: FeedbackRule, r: ThresholdRaise | None, base: float, peak: float,
-                      now: float) -> ThresholdRaise:
-    """The raise after a false alarm that peaked at ``peak`` on a device of base threshold ``base``."""
+                      now: float, signature: tuple[float, ...] = (), label: str = "") -> ThresholdRaise:
+    """The raise after a false alarm that peaked at ``peak`` on a device of base threshold ``base`` (``r``:
+    the earlier raise it is like, whose signature it keeps)."""
     wanted = min(rule.max_factor, max(1.0, peak * (1.0 + rule.margin) / base))
     factor = max(wanted, current_factor(rule, r, now))
-    return ThresholdRaise(factor, now, (r.false_alarms if r else 0) + 1)
+    if r is not None:
+        signature, label = r.signature, r.label
+    return ThresholdRaise(factor, now, (r.false_alarms if r else 0) + 1, signature, label)
+
+
+def _alike(rule: FeedbackRule, a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    if not a or not b:
+        return not a and not b
+    return len(a) == len(b) and float(similarity(np.asarray([a]), b)[0]) >= rule.similarity
+
+
+def record_false_alarm(rule: FeedbackRule, raises: list[ThresholdRaise], base: float, peak: float, now: float,
+                       signature: tuple[float, ...] = (), label: str = "") -> tuple[list[ThresholdRaise], int]:
+    """A device's raises after a false alarm of ``signature`` (ignored when ``rule.similarity`` is 0): the one
+    like it grows, else a new one joins them. Returns the raises and the index of the one it set."""
+    if rule.similarity <= 0:
+        signature, label = (), ""
+    out = list(raises)
+    for i, r in enumerate(out):
+        if _alike(rule, r.signature, signature):
+            out[i] = after_false_alarm(rule, r, base, peak, now)
+            return out, i
+    out.append(after_false_alarm(rule, None, base, peak, now, signature, label))
+    while len(out) > MAX_RAISES:
+        out.pop(min(range(len(out) - 1), key=lambda j: current_factor(rule, out[j], now)))
+    return out, len(out) - 1
+
+
+def global_factor(rule: FeedbackRule, raises: list[ThresholdRaise], now: float) -> float:
+    """The factor every window gets: the largest of the raises without a signature (1 without any)."""
+    return max((current_factor(rule, r, now) for r in raises if not r.signature), default=1.0)
+
+
+def window_factors(rule: FeedbackRule, raises: list[ThresholdRaise], p: npt.ArrayLike, now: float) -> np.ndarray:
+    """Each window's factor (k,) from its profile ``p`` (k, 2C): the largest of the raises it is like
+    (at least the global factor)."""
+    pp = np.asarray(p, dtype=np.float64)
+    out = np.full(pp.shape[0], global_factor(rule, raises, now))
+    for r in raises:
+        if r.signature and len(r.signature) == pp.shape[-1]:
+            f = current_factor(rule, r, now)
+            if f > 1.0:
+                hit = similarity(pp, r.signature) >= rule.similarity
+                out[hit] = np.maximum(out[hit], f)
+    return out
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,11 @@ class Run:
 
 
 def hysteresis(
-    scores: np.ndarray, threshold: float, policy: AlertPolicy, run: Run | None = None,
+    scores: np.ndarray, threshold: float | np.ndarray, policy: AlertPolicy, run: Run | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, str]], Run]:
     """Alarm state after each window and the transitions.
 
-    ``scores``: (N,) in time order. Returns ``(raised (N,) bool, [(window index, "raised"|"cleared")],
+    ``scores``: (N,) in time order; ``threshold``: one, or each window's (N,). Returns ``(raised (N,) bool, [(window index, "raised"|"cleared")],
     the run to pass to the next call)``; ``run`` (not modified) continues an earlier call.
     """
     s = np.asarray(scores, dtype=np.float64)

@@ -88,8 +88,9 @@ class Commands:
                                 "alerts of each device it tracks)", now, device=cmd.device or None)
         device, ep = found
         before = after = th.threshold(device, now)
+        applies = ""
         if cmd.verdict == "false_alarm":
-            before, after = th.false_alarm(device, ep, now)
+            before, after, applies = th.false_alarm(device, ep, now)
         self.stats.incr(_VERDICT_COUNTER[cmd.verdict])
         record = {"time": now, "iso_time": _iso(now), "instance": self.instance, "device": device,
                   "alert_id": ep.alert_id, "verdict": cmd.verdict, "note": cmd.note, "source": cmd.source,
@@ -97,18 +98,22 @@ class Commands:
                   "raised_at": ep.raised_at, "cleared_at": ep.cleared_at, "window_start": ep.window_start,
                   "window_end": ep.window_end, "threshold_before": before, "threshold_after": after,
                   "model_id": self.scorer.model.model_id}
+        if applies:
+            record["applies_to"] = applies
         if not self.store.append(record):
             self.stats.drop("feedback_log_error")
         if cmd.verdict == "false_alarm":
-            reason = (f"false alarm recorded: threshold {before:.4g} -> {after:.4g} (peak {ep.peak:.4g}; at most "
-                      f"{th.rule.max_factor:g} x the base {th.fields(device, now)['threshold_base']:.4g})")
+            f = th.fields(device, now)
+            reason = (f"false alarm recorded: threshold {before:.4g} -> {after:.4g} for {applies} (peak "
+                      f"{ep.peak:.4g}; at most {th.rule.max_factor:g} x the base {f['threshold_base']:.4g}); "
+                      f"other windows: {f['threshold']:.4g}")
         else:
             reason = f"{cmd.verdict} recorded"
         log.info("feedback %s on alert %s of device %s (%s): %s", cmd.verdict, ep.alert_id, device,
                  cmd.source or "-", reason)
         out = [self.scorer.state_message(device)] if cmd.verdict == "false_alarm" else []
         return self._accept(cmd, reason, now, out, device=device, alert_id=ep.alert_id, verdict=cmd.verdict,
-                            threshold_before=before, threshold=after)
+                            threshold_before=before, threshold=after, applies_to=applies or None)
 
     def _recalibrate(self, cmd: Command, now: float) -> dict[str, Any]:
         if cmd.device not in self.scorer.thresholds.devices:

@@ -403,6 +403,7 @@ class Daemon:
             alerts_raised_1h=self._alerts_last_hour(mono),
             last_sample={d: round(now - (mono - t), 3) for t, d in seen}, time=now, **self.scorer.thresholds.counts(),
             **self._state_counts(), device_thresholds=self.scorer.thresholds.snapshot(now),
+            device_thresholds_feedback=self.scorer.thresholds.feedback_snapshot(now),
         )
 
     def _alerts_last_hour(self, mono: float) -> int:

@@ -1,8 +1,9 @@
 """Per-device thresholds: warm-up calibration, feedback raises, drift, kept across restarts.
 
 :class:`DeviceThresholds` owns, for every device, its :class:`~edge_runtime.pipeline.calibration.Calibration`,
-its feedback :class:`~edge_runtime.pipeline.feedback.ThresholdRaise`, its drift tracker and its recent alert
-episodes (alert id -> peak score, so a false-alarm verdict knows how far to raise). The rules are pure
+its feedback :class:`~edge_runtime.pipeline.feedback.ThresholdRaise` s, its drift tracker and its recent alert
+episodes (alert id -> peak score and signature, so a false-alarm verdict knows how far to raise, and for
+which windows). The rules are pure
 (pipeline/calibration.py, feedback.py, drift.py); this class holds the state behind one lock (the scorer
 and the command handler run on different threads) and persists the finished calibrations and raises:
 to ``runtime.state_dir``/devices.json when set (written by the housekeeping thread when changed), and in
@@ -35,7 +36,18 @@ from edge_runtime.pipeline.calibration import (
     running_mask,
 )
 from edge_runtime.pipeline.drift import DriftPolicy, DriftState, observe_scores, reference_quantile
-from edge_runtime.pipeline.feedback import FeedbackRule, ThresholdRaise, after_false_alarm, current_factor
+from edge_runtime.pipeline.explain import channel_normals
+from edge_runtime.pipeline.feedback import (
+    FeedbackRule,
+    ThresholdRaise,
+    current_factor,
+    describe_signature,
+    global_factor,
+    profiles,
+    record_false_alarm,
+    signature_of,
+    window_factors,
+)
 from edge_runtime.service.ingest import scoring_hop
 from edge_runtime.service.model import EdgeModel
 
@@ -58,25 +70,29 @@ class Episode:
     peak: float
     threshold: float
     cleared_at: float | None = None
+    profile: np.ndarray | None = None  # (2C,) the sum of its windows' profiles (pipeline/feedback.py)
 
 
 @dataclass
 class DeviceEntry:
     cal: Calibration
-    raise_: ThresholdRaise | None = None
+    raises: list[ThresholdRaise] = field(default_factory=list)
     drift: DriftState = field(default_factory=DriftState)
     drift_reference: float = 0.0
     episodes: OrderedDict[str, Episode] = field(default_factory=OrderedDict)
     open_episode: str = ""  # alert id of the raised episode, if any
     aliases: dict[str, str] = field(default_factory=dict)  # an update's or clear's alert id -> its raise's
+    run_profile: np.ndarray | None = None  # (2C,) profiles summed over the current run of windows near the threshold
 
 
 class DeviceThresholds:
-    """Every device's threshold now: ``base x feedback factor``, base = its calibration or the model's."""
+    """Every device's threshold now: ``base x feedback factor``, base = its calibration or the model's; the
+    factor of a window is that of the false alarms it is like (:meth:`for_windows`)."""
 
     def __init__(self, cfg: Config, model: EdgeModel) -> None:
         self.cfg = cfg
-        self.rule = FeedbackRule(cfg.feedback_margin, cfg.feedback_max_factor, cfg.feedback_half_life_s)
+        self.rule = FeedbackRule(cfg.feedback_margin, cfg.feedback_max_factor, cfg.feedback_half_life_s,
+                                 cfg.feedback_similarity)
         self.drift_policy = DriftPolicy(cfg.drift_window, DRIFT_Q, cfg.drift_ratio, cfg.drift_sustain)
         self.path = Path(cfg.state_dir) / STATE_FILE if cfg.state_dir else None
         self.lock = threading.Lock()
@@ -99,6 +115,9 @@ class DeviceThresholds:
             offsets=cfg.warmup_offsets, max_factor=cfg.warmup_max_factor)
         self.train_mean = np.asarray(meta.normalisation.mean, np.float64)
         self.train_std = np.asarray(meta.normalisation.std, np.float64)
+        self._inv_std = 1.0 / np.where(self.train_std > 0, self.train_std, 1.0)
+        self.normal = channel_normals(meta.scoring, thr.validation, meta.n_channels)
+        self.channels = list(meta.channels)
         p90 = thr.validation.get("p90") if isinstance(thr.validation, dict) else None
         self.model_reference = float(p90) if isinstance(p90, (int, float)) and p90 > 0 else 0.0
         with self.lock:
@@ -135,8 +154,8 @@ class DeviceThresholds:
         d: dict[str, Any] = {"model_id": self.model_id}
         if e.cal.done and e.cal.phase != OFF:
             d["calibration"] = e.cal.to_doc()
-        if e.raise_ is not None:
-            d["feedback"] = e.raise_.to_doc()
+        if e.raises:
+            d["feedback"] = self._summary(e, 0.0, with_now=False)
         return d if len(d) > 1 else None
 
     def _restore(self, e: DeviceEntry, doc: dict[str, Any]) -> None:
@@ -144,23 +163,71 @@ class DeviceThresholds:
             cal = Calibration.from_doc(doc.get("calibration"), len(self.train_mean))
             if cal is not None:
                 e.cal = cal
-        r = ThresholdRaise.from_doc(doc.get("feedback"))
-        if r is not None and r.factor > 1:
-            e.raise_ = r
+        fb = doc.get("feedback")
+        listed = fb.get("raises") if isinstance(fb, dict) else None
+        found = [ThresholdRaise.from_doc(r) for r in listed] if isinstance(listed, list) else [
+            ThresholdRaise.from_doc(fb)]  # an older daemon's: one raise, for every window
+        dims = 2 * len(self.train_mean)
+        e.raises = [r for r in found if r is not None and r.factor > 1 and len(r.signature) in (0, dims)]
 
     def base(self, e: DeviceEntry) -> float:
         return e.cal.threshold if e.cal.phase == CALIBRATED and e.cal.threshold else self.model_threshold
 
     def threshold(self, device: str, now: float) -> float:
+        """The device's threshold now for windows unlike every false alarm it was told of."""
         with self.lock:
             e = self._entry(device)
-            return self.base(e) * current_factor(self.rule, e.raise_, now)
+            return self.base(e) * global_factor(self.rule, e.raises, now)
 
     def before(self, device: str, now: float) -> tuple[float, bool]:
-        """The device's threshold now, and whether it is still warming up (scored, never alerted)."""
+        """:meth:`threshold`, and whether the device is still warming up (scored, never alerted)."""
         with self.lock:
             e = self._entry(device)
-            return self.base(e) * current_factor(self.rule, e.raise_, now), not e.cal.done
+            return self.base(e) * global_factor(self.rule, e.raises, now), not e.cal.done
+
+    def _z(self, e: DeviceEntry, windows: np.ndarray) -> np.ndarray:
+        """Each window's channel means (k, C) in training std from the training mean (the device's offsets
+        taken out); ``windows`` (k, W, C) the device's own values."""
+        mean = windows.mean(axis=1, dtype=np.float64) - self.train_mean
+        if e.cal.offsets is not None:
+            mean -= np.asarray(e.cal.offsets, np.float64)
+        z: np.ndarray = mean * self._inv_std
+        return z
+
+    def for_windows(self, device: str, threshold: float, scores: np.ndarray, channel_error: np.ndarray,
+                    windows: np.ndarray, now: float, masked: bool = False) -> float | np.ndarray:
+        """Each window's threshold: ``threshold`` (:meth:`before`'s), raised for the windows like a false alarm
+        of the device (scores (k,), channel_error (k, C), windows (k, W, C) raw). A float (the common case: no
+        such raise, or no window near the threshold), else (k,). Only the windows whose decision the raise can
+        change (score at least ``clear_ratio`` x ``threshold``: *near*) are compared, each by the profile of
+        its run of near windows so far (summed: one window alone is a noisy sample of the episode); the
+        others keep ``threshold``, and so do windows scored with channels left out (``masked``: a sensor fault;
+        the verdict was given on the whole picture)."""
+        with self.lock:
+            e = self.devices.get(device)
+            if e is None or not any(r.signature for r in e.raises):
+                return threshold
+            if masked:
+                e.run_profile = None
+                return threshold
+            near = np.flatnonzero(scores >= self.cfg.clear_ratio * threshold)
+            if not near.shape[0]:
+                e.run_profile = None
+                return threshold
+            p = profiles(channel_error[near], self.normal, self._z(e, windows[near]))
+            run = e.run_profile if e.run_profile is not None and e.run_profile.shape == p.shape[1:] else 0.0 * p[0]
+            last = -1  # a run carried over from the last call goes on when window 0 is near
+            for j, i in enumerate(near.tolist()):
+                if i != last + 1:
+                    run = 0.0 * run  # a window below the near level ended the run
+                run = p[j] = run + p[j]
+                last = i
+            e.run_profile = run if last == scores.shape[0] - 1 else None
+            f = window_factors(self.rule, e.raises, p, now)
+            base = self.base(e)
+        out = np.full(scores.shape[0], threshold)
+        out[near] = np.maximum(threshold, base * f)
+        return out
 
     def offsets(self, device: str) -> np.ndarray | None:
         """The device's learnt level offsets (C,) float32, or None."""
@@ -185,25 +252,35 @@ class DeviceThresholds:
             return changed
 
     def scored(self, device: str, scores: np.ndarray, t_end: np.ndarray,
-               alerts: list[dict[str, Any]], raised: bool, threshold: float, now: float
+               alerts: list[dict[str, Any]], raised: bool, threshold: float | np.ndarray, now: float,
+               channel_error: np.ndarray | None = None, windows: np.ndarray | None = None,
                ) -> tuple[str, float, float, float] | None:
-        """After the alert tracker: note alert episodes and their peaks; feed drift. A drift notice due:
-        ``(kind, rolling, reference, ratio)``."""
+        """After the alert tracker: note alert episodes, their peaks and (from ``channel_error`` (k, C) and
+        ``windows`` (k, W, C) of the windows above ``threshold``) their profiles; feed drift. A drift notice
+        due: ``(kind, rolling, reference, ratio)``."""
         with self.lock:
             e = self._entry(device)
+            ep = e.episodes.get(e.open_episode)  # the episode these windows belong to (one cleared here too)
             for a in alerts:
                 event = a.get("event") or ("raise" if a.get("state") == "raised" else "clear")
                 if event == "raise":
-                    self._open(e, a, now, threshold)
+                    ep = self._open(e, a, now, float(a.get("threshold", np.max(threshold))))
                 elif e.open_episode in e.episodes:  # an update: the episode goes on
                     e.aliases[str(a.get("alert_id", ""))] = e.open_episode  # a verdict may name any message
                     if event == "clear":
-                        e.episodes[e.open_episode].cleared_at = now
+                        done = e.episodes[e.open_episode]
+                        done.cleared_at = now
+                        done.window_end = max(done.window_end, float(a.get("window_end", 0.0)))
                         e.open_episode = ""
-            if (raised or alerts) and e.open_episode in e.episodes and scores.shape[0]:
-                ep = e.episodes[e.open_episode]
+            if (raised or alerts) and ep is not None and scores.shape[0]:
                 ep.peak = max(ep.peak, max(scores.tolist()))  # (a few windows: cheaper than np.max)
-                ep.window_end = max(ep.window_end, float(t_end[-1]))
+                if ep.cleared_at is None:
+                    ep.window_end = max(ep.window_end, float(t_end[-1]))
+                if channel_error is not None and windows is not None:
+                    above = np.flatnonzero(scores > threshold)
+                    if above.shape[0]:
+                        p = profiles(channel_error[above], self.normal, self._z(e, windows[above])).sum(axis=0)
+                        ep.profile = p if ep.profile is None or ep.profile.shape != p.shape else ep.profile + p
             if self.drift_policy.window <= 0 or not scores.shape[0]:
                 return None
             if e.drift_reference <= 0:
@@ -222,14 +299,15 @@ class DeviceThresholds:
             return reference_quantile(scores, DRIFT_Q)
         return self.model_reference
 
-    def _open(self, e: DeviceEntry, a: dict[str, Any], now: float, threshold: float) -> None:
+    def _open(self, e: DeviceEntry, a: dict[str, Any], now: float, threshold: float) -> Episode:
         aid = str(a.get("alert_id", ""))
-        e.episodes[aid] = Episode(aid, now, float(a.get("window_start", 0.0)), float(a.get("window_end", 0.0)),
-                                  float(a.get("score", 0.0)), threshold)
+        ep = e.episodes[aid] = Episode(aid, now, float(a.get("window_start", 0.0)), float(a.get("window_end", 0.0)),
+                                       float(a.get("score", 0.0)), threshold)
         e.open_episode = aid
         while len(e.episodes) > EPISODES_KEPT:
             gone, _ = e.episodes.popitem(last=False)
             e.aliases = {k: v for k, v in e.aliases.items() if v != gone}
+        return ep
 
     # -- feedback ------------------------------------------------------------------------
     def find(self, alert_id: str, device: str) -> tuple[str, Episode] | None:
@@ -246,15 +324,22 @@ class DeviceThresholds:
                 return None
             return device, next(reversed(e.episodes.values()))
 
-    def false_alarm(self, device: str, ep: Episode, now: float) -> tuple[float, float]:
-        """Raise ``device``'s threshold above ``ep``'s peak (bounded); (threshold before, after)."""
+    def false_alarm(self, device: str, ep: Episode, now: float) -> tuple[float, float, str]:
+        """Raise ``device``'s threshold above ``ep``'s peak (bounded) for the windows like ``ep``: (their
+        threshold before, after, which windows: ``"every window"`` or the channels of its signature)."""
+        sig = signature_of(ep.profile) if ep.profile is not None else ()
+        label = describe_signature(sig, self.channels) if sig else ""
         with self.lock:
             e = self._entry(device)
             base = self.base(e)
-            before = base * current_factor(self.rule, e.raise_, now)
-            e.raise_ = after_false_alarm(self.rule, e.raise_, base, ep.peak, now)
+            g = global_factor(self.rule, e.raises, now)
+            old = e.raises
+            e.raises, i = record_false_alarm(self.rule, old, base, ep.peak, now, sig, label)
+            r = e.raises[i]
             self.dirty = True
-            return before, base * current_factor(self.rule, e.raise_, now)
+            before = base * max(g, current_factor(self.rule, old[i], now) if i < len(old) else 1.0)
+            after = base * max(g, current_factor(self.rule, r, now))
+            return before, after, (f"windows like it ({r.label})" if r.signature else "every window")
 
     def recalibrate(self, device: str) -> bool:
         """Start ``device``'s warm-up again (its feedback raise is kept); False when warm-ups are off."""
@@ -271,23 +356,48 @@ class DeviceThresholds:
         """What the device's state document carries about its threshold."""
         with self.lock:
             e = self._entry(device)
-            factor = current_factor(self.rule, e.raise_, now)
-            doc: dict[str, Any] = {"threshold": self.base(e) * factor, "threshold_model": self.model_threshold,
-                                   "threshold_base": self.base(e)}
+            base = self.base(e)
+            doc: dict[str, Any] = {"threshold": base * global_factor(self.rule, e.raises, now),
+                                   "threshold_model": self.model_threshold, "threshold_base": base}
             if e.cal.phase != OFF:
                 doc["calibration"] = {**e.cal.to_doc(), "model_id": self.model_id}
-            if e.raise_ is not None:
-                doc["feedback"] = {**e.raise_.to_doc(), "factor_now": round(factor, 6)}
+            if e.raises:
+                doc["feedback"] = self._summary(e, now)
+                doc["threshold_feedback"] = base * doc["feedback"]["factor_now"]
             return doc
+
+    def _summary(self, e: DeviceEntry, now: float, with_now: bool = True) -> dict[str, Any]:
+        """The device's raises in one document: the largest ``factor`` (and ``factor_now``), the latest
+        ``since``, the false alarms in all, and ``raises``, each with the windows it applies to."""
+        rs = e.raises
+        doc: dict[str, Any] = {"factor": round(max(r.factor for r in rs), 6), "since": max(r.since for r in rs),
+                               "false_alarms": sum(r.false_alarms for r in rs), "raises": [r.to_doc() for r in rs]}
+        if with_now:
+            nows = [current_factor(self.rule, r, now) for r in rs]
+            doc["factor_now"] = round(max(nows), 6)
+            for d, f in zip(doc["raises"], nows, strict=True):
+                d["factor_now"] = round(f, 6)
+        return doc
 
     def snapshot(self, now: float, limit: int = 1000) -> dict[str, float]:
         """Devices whose threshold is not the model's (calibrated or raised): device -> threshold."""
         with self.lock:
             out: dict[str, float] = {}
             for dev, e in self.devices.items():
-                value = self.base(e) * current_factor(self.rule, e.raise_, now)
+                value = self.base(e) * global_factor(self.rule, e.raises, now)
                 if value != self.model_threshold:
                     out[dev] = value
+                    if len(out) >= limit:
+                        break
+            return out
+
+    def feedback_snapshot(self, now: float, limit: int = 1000) -> dict[str, float]:
+        """Devices with a feedback raise: device -> the highest threshold a window like a false alarm gets."""
+        with self.lock:
+            out: dict[str, float] = {}
+            for dev, e in self.devices.items():
+                if e.raises:
+                    out[dev] = self.base(e) * max(current_factor(self.rule, r, now) for r in e.raises)
                     if len(out) >= limit:
                         break
             return out

@@ -184,16 +184,18 @@ class Scorer:
                     state = self._state(it.device, now) if changed else None
                     if changed:
                         self._log_calibration(it.device)
-                else:
-                    alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, dthr, channels,
+                else:  # raised for the windows like a false alarm of the device (pipeline/feedback.py)
+                    wthr = th.for_windows(it.device, dthr, s, c, it.windows, now,
+                                           it.excluded is not None and bool(it.excluded.any()))
+                    alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, wthr, channels,
                                                  model.model_id, normal=self._normal, units=meta.units,
                                                  detail=_detail(model, src, row, it.windows,
                                                                 # held windows come from the item: no offsets
                                                                 None if src is it.windows else th.offsets(it.device)),
                                                  excluded=self._excluded_names(it, channels))
                     dst = self.tracker.devices.get(it.device)
-                    drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, dthr,
-                                      now)
+                    drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, wthr,
+                                      now, c, it.windows)
                     state = self._state(it.device, now) if alerts else None
                     if self.evidence is not None:  # under the locks: forget() cannot interleave
                         self.evidence.observe(it.device, it.windows, it.t_start, it.t_end, s, c, alerts,
@@ -203,7 +205,7 @@ class Scorer:
                 # locked: forget() counts alerts_cleared on other threads
                 self.stats.incr(ALERT_COUNTERS[a["event"]])
                 log.info("alert %s device=%s score=%.4g threshold=%.4g top=%s: %s", a["event"], it.device,
-                         a["score"], dthr, ",".join(t["name"] for t in a["top_channels"]), a["summary"])
+                         a["score"], a["threshold"], ",".join(t["name"] for t in a["top_channels"]), a["summary"])
                 out.append(Outbound(format_topic(cfg.alert_topic, device=it.device), to_json(a), qos=1))
             if state is not None:
                 out.append(Outbound(format_topic(cfg.state_topic, device=it.device), to_json(state),

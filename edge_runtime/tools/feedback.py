@@ -187,8 +187,9 @@ def feedback_command() -> None:
       edgewatch feedback --recalibrate pump-7
       edgewatch feedback export --log /var/lib/edgewatch --data normal.csv --labelled labelled/
 
-    A false alarm raises that device's threshold just above the alert's peak (alerts.feedback_*, at most
-    feedback_max_factor x its base, decaying back); the daemon replies with the new threshold.
+    A false alarm raises that device's threshold just above the alert's peak for the windows like it (same
+    channels, same way: alerts.feedback_*, at most feedback_max_factor x its base, decaying back); the daemon
+    replies with the new threshold and which windows it applies to.
     The verdict's options (account, broker, instance, timeout): `edgewatch feedback ALERT_ID --help`.
     """
 

@@ -55,7 +55,7 @@ def test_only_an_operator_may_command_and_every_command_is_answered(broker_port:
                         commands=True, raise_after=2, clear_after=2, state_dir=str(tmp_path / "state")) as d:
         pump = _client(broker_port, "pump1")
         episode = series(200, seed=4)
-        episode[60:120] *= 4.0  # scores ~1.8 over a threshold of 1.0: one alert
+        episode[60:120, :2] *= 6.0  # scores ~1.6 over a threshold of 1.0: one alert (on channels 0 and 1)
         for i, row in enumerate(episode):
             pump.publish("sensors/pump1/data", json.dumps({"ts": 1.7e9 + i, "values": row.tolist()}), qos=1)
         wait_until(lambda: d.stats.counts["alerts_cleared"] == 1, 20, "the episode raised and cleared")

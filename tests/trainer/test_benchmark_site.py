@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from trainer.benchmark_site import FeedbackCase, SiteShift, run_feedback, run_transfer
 
 
+@pytest.mark.parametrize("fault_sd", [6.0, 3.0])  # 3 std (1.5 x the episode) was x1.42 late before signatures
 def test_after_one_false_alarm_the_episode_replayed_raises_nothing_and_the_fault_is_on_time(
-        tmp_path: Path, demo_model_path: Path) -> None:
-    rep = run_feedback(FeedbackCase(fault_sd=6.0, gap=800), tmp_path, model=demo_model_path)
+        tmp_path: Path, demo_model_path: Path, fault_sd: float) -> None:
+    rep = run_feedback(FeedbackCase(fault_sd=fault_sd, gap=800), tmp_path, model=demo_model_path)
     assert rep["first_run"]["episode_alerts"] >= 1 and rep["first_run"]["fault_delay_s"] is not None
     assert rep["verdict"]["status"] == "accepted" and rep["verdict"]["threshold"] > rep["verdict"]["threshold_before"]
     assert rep["replay"]["episode_alerts"] == 0
+    assert rep["verdict"]["applies_to"].startswith("windows like it (")
     assert rep["delay_ratio"] is not None and rep["delay_ratio"] <= 1.1
     assert rep["met"]
 

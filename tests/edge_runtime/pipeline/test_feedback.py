@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from edge_runtime.pipeline.feedback import (
+    DIRECTION_WEIGHT,
+    MAX_RAISES,
     CommandError,
     FeedbackRule,
     ThresholdRaise,
     after_false_alarm,
     current_factor,
+    describe_signature,
+    global_factor,
     parse_command,
+    profiles,
+    record_false_alarm,
     reply_doc,
     request_id_of,
+    signature_of,
+    similarity,
+    window_factors,
 )
 from tests.edge_runtime.schema_check import errors, load
 
@@ -84,3 +94,55 @@ def test_request_id_survives_a_refusal_and_the_reply_fits_its_schema() -> None:
     assert errors(json.loads(payload), load("command.schema.json")) != []
     ok = {"command": "feedback", "alert_id": "a1", "verdict": "ack"}
     assert errors(ok, load("command.schema.json")) == []
+
+
+def test_a_profile_carries_the_excess_and_which_way_the_level_moved() -> None:
+    ce = np.array([[3.0, 1.0, 1.0], [3.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    p = profiles(ce, normal=np.ones(3), z=np.array([[2.0, 0.0, 0.0], [-0.5, 0.0, 0.0], [5.0, 0.0, 0.0]]))
+    assert p.shape == (3, 6)
+    assert p[0].tolist() == [2.0, 0, 0, 2.0 * DIRECTION_WEIGHT, 0, 0]  # high, fully
+    assert p[1].tolist() == [2.0, 0, 0, -1.0 * DIRECTION_WEIGHT, 0, 0]  # half-way low
+    assert not p[2].any()  # no excess: no profile, whatever the level did
+
+
+def test_similarity_tells_other_channels_and_the_other_direction_apart() -> None:
+    up = signature_of(np.array([1.0, 0.1, 0.0, DIRECTION_WEIGHT, 0.0, 0.0]))
+    same, other, down, flat = ([1.0, 0.1, 0, DIRECTION_WEIGHT, 0, 0], [0.1, 1.0, 0, 0, DIRECTION_WEIGHT, 0],
+                               [1.0, 0.1, 0, -DIRECTION_WEIGHT, 0, 0], [1.0, 0.1, 0, 0, 0, 0])
+    s = similarity(np.array([same, other, down, flat, [0.0] * 6]), up)
+    assert s[0] == pytest.approx(1.0, abs=1e-3) and s[1] < 0.3 and s[4] == 0.0
+    assert s[2] == pytest.approx(0.6, abs=0.02) and s[3] == pytest.approx(0.89, abs=0.02)  # see profiles()
+    assert describe_signature(up, ["p", "t", "v"]) == "p high, t" if up[1] >= 0.1 * sum(up[:3]) else "p high"
+
+
+def test_a_raise_applies_to_windows_like_its_false_alarm_only() -> None:
+    sig = signature_of(np.array([1.0, 0.0, 0.0, 0.5, 0.0, 0.0]))
+    raises, i = record_false_alarm(RULE, [], base=1.0, peak=2.0, now=0.0, signature=sig, label="p high")
+    assert i == 0 and raises[0].signature == sig
+    f = window_factors(RULE, raises, np.array([[2.0, 0, 0, 1.0, 0, 0], [0, 2.0, 0, 0, 1.0, 0]]), 0.0)
+    assert f.tolist() == [pytest.approx(2.1), 1.0]
+    assert global_factor(RULE, raises, 0.0) == 1.0
+    # a second false alarm like it grows that raise; one unlike it is kept beside it
+    raises, i = record_false_alarm(RULE, raises, 1.0, 2.5, 1.0, signature_of(np.array([1.0, 0.05, 0, 0.5, 0, 0])))
+    assert (len(raises), i, raises[0].false_alarms) == (1, 0, 2) and raises[0].factor == pytest.approx(2.625)
+    raises, i = record_false_alarm(RULE, raises, 1.0, 1.5, 2.0, signature_of(np.array([0, 1.0, 0, 0, -0.5, 0])))
+    assert (len(raises), i) == (2, 1)
+    # similarity 0: the old rule, one raise for every window
+    every, _ = record_false_alarm(FeedbackRule(similarity=0.0), [], 1.0, 2.0, 0.0, signature=sig)
+    assert every[0].signature == () and global_factor(RULE, every, 0.0) == pytest.approx(2.1)
+
+
+def test_at_most_max_raises_are_kept() -> None:
+    raises: list[ThresholdRaise] = []
+    for k in range(MAX_RAISES + 2):
+        v = np.zeros(2 * (MAX_RAISES + 2))
+        v[k] = 1.0
+        raises, _ = record_false_alarm(RULE, raises, 1.0, 1.2 + 0.1 * k, float(k), signature_of(v))
+    assert len(raises) == MAX_RAISES and raises[-1].factor == pytest.approx((1.2 + 0.1 * (MAX_RAISES + 1)) * 1.05)
+
+
+def test_signature_documents_round_trip_and_bad_ones_are_refused() -> None:
+    r = ThresholdRaise(1.5, 10.0, 2, (0.8, 0.0, 0.6, 0.0), "a high")
+    assert ThresholdRaise.from_doc(r.to_doc()) == r
+    for sig in ([0.5, 0.5, 0.5], [-1.0, 0.0], [0.0, 0.0], ["x", 1.0], [True, 1.0]):
+        assert ThresholdRaise.from_doc({"factor": 1.5, "since": 0, "signature": sig}) is None

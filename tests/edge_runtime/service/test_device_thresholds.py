@@ -110,26 +110,61 @@ def test_a_warmup_far_above_the_model_is_refused(tmp_path: Path) -> None:
     assert state["calibration"]["phase"] == "refused" and state["threshold"] == THR
 
 
-def test_a_false_alarm_raises_the_threshold_above_its_peak_and_the_episode_replayed_raises_nothing(
-        tmp_path: Path) -> None:
-    scorer, stats, link, feed = make(tmp_path)
-    normal = series(3000, seed=4)
+def _false_alarm_on_channels_0_1(tmp_path: Path, **over):
+    """A device whose episode (channels 0 and 1 at 5x their spread: scores ~1.4, above the model's 1.0) was
+    judged a false alarm; (scorer, stats, link, feed, normal data, the episode, the verdict's result)."""
+    scorer, stats, link, feed = make(tmp_path, **over)
+    normal = series(4000, seed=4)
     episode = normal[:400].copy()
-    episode[100:200] *= 4.0  # scores ~1.8: above the model's threshold 1.0
+    episode[100:200, :2] *= 5.0
     feed("d1", episode, T0)
     raised = link.docs("alerts/d1")
     assert [a["state"] for a in raised] == ["raised", "cleared"]
     found = scorer.thresholds.find(raised[0]["alert_id"], "")
     assert found is not None and found[0] == "d1"
-    dev, ep = found
-    before, after = scorer.thresholds.false_alarm(dev, ep, time.time())
+    return scorer, stats, link, feed, normal, episode, scorer.thresholds.false_alarm(*found, time.time())
+
+
+def test_a_false_alarm_raises_the_threshold_above_its_peak_and_the_episode_replayed_raises_nothing(
+        tmp_path: Path) -> None:
+    scorer, stats, link, feed, normal, episode, (before, after, applies) = _false_alarm_on_channels_0_1(tmp_path)
+    ep = scorer.thresholds.devices["d1"].episodes[link.docs("alerts/d1")[0]["alert_id"]]
     assert before == THR and after == pytest.approx(ep.peak * 1.05)
+    assert applies.startswith("windows like it (") and _named(applies) == {"Accelerometer1RMS", "Pressure"}
     feed("d1", episode, T0 + 1000)  # the same episode again
     assert stats.counts["alerts_raised"] == 1
     fault = normal[1000:1400].copy()
-    fault[100:] *= 8.0  # a real fault, far above the peak
+    fault[100:, :2] *= 12.0  # a real fault on the same channels, far above the peak
     feed("d1", fault, T0 + 2000)
     assert stats.counts["alerts_raised"] == 2
+    state = link.docs("alerts/d1/state")[-1]
+    assert errors(state, load("state.schema.json")) == []
+    assert state["threshold"] == THR and state["threshold_feedback"] == pytest.approx(after, rel=1e-3)
+    assert _named(state["feedback"]["raises"][0]["channels"]) == {"Accelerometer1RMS", "Pressure"}
+
+
+def _named(label: str) -> set[str]:
+    """The channel names of a signature's label (``windows like it (Pressure, Accelerometer1RMS low)``)."""
+    inner = label.split("(", 1)[-1].rstrip(")")
+    return {part.strip().removesuffix(" high").removesuffix(" low") for part in inner.split(",")}
+
+
+@pytest.mark.parametrize(("similarity", "raised"), [(0.8, True), (0.0, False)])
+def test_a_fault_on_other_channels_is_judged_at_the_base_threshold(tmp_path: Path, similarity: float,
+                                                                    raised: bool) -> None:
+    """The raise is for windows like the false alarm: a fault on channels 2 and 3 (scores ~1.4, below the
+    raised threshold) still raises; with feedback_similarity 0 (the raise for every window) it does not."""
+    scorer, stats, link, feed, normal, _, (_, after, applies) = _false_alarm_on_channels_0_1(
+        tmp_path, feedback_similarity=similarity)
+    assert (applies == "every window") if similarity == 0 else _named(applies) == {"Accelerometer1RMS", "Pressure"}
+    fault = normal[2000:2400].copy()
+    fault[100:, 2:] *= 5.0
+    feed("d1", fault, T0 + 3000)
+    new = [a for a in link.docs("alerts/d1")[2:] if a["state"] == "raised"]
+    assert bool(new) == raised
+    if raised:
+        assert new[0]["threshold"] == THR and new[0]["score"] < after
+        assert {t["name"] for t in new[0]["top_channels"][:2]} == {"Temperature", "Volume Flow RateRMS"}
 
 
 def test_calibrations_and_raises_survive_a_restart_in_the_state_file(tmp_path: Path) -> None:
@@ -209,3 +244,29 @@ def test_recalibrating_an_unknown_device_is_refused(tmp_path: Path) -> None:
     assert cmds.handle(b'{"command": "recalibrate", "device": "d1"}')["status"] == "accepted"
     assert scorer.thresholds.before("d1", 0.0)[1]  # warming up again
     assert [m.topic for m in sent][-2:] == ["alerts/d1/state", "edgewatch/gw1/reply"]
+
+
+def test_a_raise_for_windows_like_a_false_alarm_survives_a_restart(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    scorer, stats, link, feed, normal, episode, (_, after, _) = _false_alarm_on_channels_0_1(
+        tmp_path, state_dir=str(state_dir))
+    assert scorer.thresholds.save()
+    kept = json.loads((state_dir / "devices.json").read_text())["devices"]["d1"]["feedback"]["raises"]
+    assert len(kept) == 1 and len(kept[0]["signature"]) == 8
+    retained = scorer.state_message("d1").payload  # what a command's reply publishes
+    for how in ("state file", "retained state"):
+        again, stats2, link2, feed2 = make(tmp_path, state_dir=str(state_dir) if how == "state file" else "")
+        if how == "retained state":
+            again.adopt("alerts/d1/state", retained.encode())
+        feed2("d1", episode, T0 + 5000)  # the forgiven episode: nothing; the raise is for windows like it only
+        assert stats2.counts["alerts_raised"] == 0, how
+        assert again.thresholds.threshold("d1", time.time()) == THR
+        assert again.thresholds.fields("d1", time.time())["threshold_feedback"] == pytest.approx(after, rel=1e-3)
+
+
+def test_an_older_daemons_raise_applies_to_every_window(tmp_path: Path) -> None:
+    state = {"schema_version": 1, "device": "d1", "state": "cleared", "seq": 2, "instance": "gw1",
+             "feedback": {"factor": 2.0, "since": time.time(), "false_alarms": 1, "factor_now": 2.0}}
+    scorer, stats, link, feed = make(tmp_path)
+    scorer.adopt("alerts/d1/state", json.dumps(state).encode())
+    assert scorer.thresholds.threshold("d1", time.time()) == pytest.approx(2.0 * THR, rel=1e-3)
