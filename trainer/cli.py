@@ -238,7 +238,8 @@ def main(verbose: bool) -> None:
 @click.option("--fp16", is_flag=True, help="Also write <out>.fp16.onnx and report its score drift.")
 @click.option(
     "--units", metavar="NAME=UNIT,...",
-    help="Units of channels, stored in the model: the edge's alerts say 'Pressure low: 3.1 bar, expected 4.6'.",
+    help="Units of channels, stored in the model: the edge's alerts say 'Pressure low: 3.1 bar, expected 4.6'. "
+    "A units row under the CSV header (bar, degC, [mm/s]) is read the same way; these win over it.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option(
@@ -320,7 +321,7 @@ def fit(
 
     from dataclasses import replace
 
-    from trainer.data import load_paths, read_options
+    from trainer.data import file_units, load_paths, read_options
     from trainer.pipeline import FitOptions, run_fit
     from trainer.train import TrainConfig
 
@@ -337,7 +338,9 @@ def fit(
         if s.states is None:
             raise ValueError(f"{s.name}: --state-column {state_column!r} not found; columns: {', '.join(s.columns)}")
     cal = load_paths(calibrate_paths, label_column, exclude, series[0].channels, opts=reading) if calibrate_paths else []
-    unit_map = parse_units(units, series[0].channels)
+    given = parse_units(units, series[0].channels)
+    from_rows = file_units(series)
+    unit_map = {c: given.get(c) or from_rows[c] for c in series[0].channels if c in given or c in from_rows}
     params = {"q": q} if threshold_method == "quantile" else (
         {"risk": risk, "level": level} if threshold_method == "pot" else {})
     opts = FitOptions(
@@ -378,6 +381,9 @@ def fit(
     )
     res = run_fit(series, out, opts, progress=not quiet)
     click.echo(fit_report(res))
+    if unit_map:
+        click.echo("units: " + ", ".join(
+            f"{c} {u} ({'--units' if c in given else 'units row'})" for c, u in unit_map.items()))
 
 
 def fit_report(res: Any) -> str:

@@ -34,6 +34,7 @@ from edge_runtime.tools.textfile import (
     open_text,
     zone,
 )
+from edge_runtime.tools.units_row import UnitsRowError, units_row
 from trainer.progress import ReadProgress
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class Series:
     ``sample_period_s``: median timestamp step when a timestamp column was found;
     ``columns``: every column (CSV header) or array name (npz) the file had; ``ts``: (T,) float64 epoch s
     of every row, read only when asked for (:attr:`ReadOptions.keep_time`); ``states``: (T,) text of the
-    operating-state column (:attr:`ReadOptions.state_column`) when the file has it.
+    operating-state column (:attr:`ReadOptions.state_column`) when the file has it; ``units``: channel ->
+    unit from a units row under the header (edge_runtime/tools/units_row.py), when the file has one.
     """
 
     name: str
@@ -70,6 +72,7 @@ class Series:
     columns: list[str] = field(default_factory=list)
     ts: np.ndarray | None = None
     states: np.ndarray | None = None  # (T,) str: the --state-column's cells, when it was read
+    units: dict[str, str] = field(default_factory=dict)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -319,17 +322,31 @@ def _read_rows(
 
     lower = [h.lower() for h in header]
     ts_col: int | None = next((i for i, h in enumerate(lower) if h in TIMESTAMP_NAMES), None)
+    lab_col = find_column(label_column, header) if label_column else None
+    st_col = find_column(opts.state_column, header) if opts.state_column else None
+    excluded = {e.lower() for e in exclude}
+    units: dict[int, str] = {}
+    if len(first_row) == len(header):  # a units row under the header: the units, then the data from the next row
+        cand = [_column(c, header, path, "column") for c in channels] if channels else [
+            i for i, h in enumerate(lower) if i not in (ts_col, lab_col, st_col) and h not in excluded
+            and h not in LABEL_LIKE_COLUMNS]
+        try:
+            found = units_row({header[i]: first_row[i] for i in cand}, opts.decimal)
+        except UnitsRowError as exc:
+            raise DataError(f"{path}: {where} {first_line}: {exc}") from None
+        if found is not None:
+            units = {header.index(c): u for c, u in found.items()}
+            first_line, first_row = next(((n, r) for n, r in rows if any(c.strip() for c in r)), (0, None))
+            if first_row is None:
+                raise DataError(f"{path}: no data rows after the header and its units row")
     if ts_col is None and first_row:
         # An unnamed timestamp: a first column whose first value is a date, not a number.
         first = first_row[0].strip()
         if not _is_number(first) and _parse_time(first) is not None:
             ts_col = 0
-    lab_col = find_column(label_column, header) if label_column else None
-    st_col = find_column(opts.state_column, header) if opts.state_column else None
     if opts.state_column and st_col is None and opts.require_state:
         raise DataError(f"{path}: --state-column {opts.state_column!r} not found{did_you_mean(opts.state_column, header)}"
                         f"; columns: {', '.join(header)}")
-    excluded = {e.lower() for e in exclude}
     feature_idx = [
         i for i, h in enumerate(header)
         if i not in (ts_col, lab_col, st_col) and h.lower() not in excluded and h.lower() not in LABEL_LIKE_COLUMNS
@@ -417,6 +434,8 @@ def _read_rows(
         columns=header,
         ts=ts,
         states=np.asarray(st_cells, dtype=str) if st_col is not None else None,
+        units={c: units[i] for c, i in zip(list(channels) if channels else names, feature_idx, strict=True)
+               if units.get(i)},
     )
 
 
@@ -507,6 +526,7 @@ def load_paths(
                 f"{p}: channels [{', '.join(s.channels)}] differ from {out[0].name} [{', '.join(out[0].channels)}]"
             )
         out.append(s)
+    file_units(out)
     seen = list(dict.fromkeys(c for s in out for c in s.columns))
     where = files[0] if len(files) == 1 else f"{len(files)} files"
     if label_column and label_column != DEFAULT_LABEL_COLUMN and find_column(label_column, seen) is None:
@@ -521,6 +541,19 @@ def load_paths(
             f"--exclude names unknown column(s) {', '.join(unknown)} (in none of {where}){hints}; "
             f"columns: {', '.join(out[0].columns)}"
         )
+    return out
+
+
+def file_units(series: Sequence[Series]) -> dict[str, str]:
+    """The channels' units from the files' units rows (channel -> unit); DataError when two files disagree."""
+    out: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for s in series:
+        for c, u in s.units.items():
+            if c in out and out[c] != u:
+                raise DataError(f"{s.name}: the units row gives {c!r} in {u!r}, {where[c]} in {out[c]!r}")
+            out.setdefault(c, u)
+            where.setdefault(c, s.name)
     return out
 
 

@@ -44,6 +44,7 @@ from edge_runtime.tools.simulate import (
     model_metadata,
     stream_start,
 )
+from edge_runtime.tools.units_row import UnitsRowError, units_row
 
 TIME_COLUMNS = ("datetime", "timestamp", "time", "ts", "date")
 REPLAY_FILLS = (*FILL_METHODS, "null")  # null: publish a missing value as null, for the edge to fill
@@ -129,6 +130,17 @@ def read_recording(
     else:
         t_idx = next((lower.index(n) for n in TIME_COLUMNS if n in lower), None)
     skip = {h.lower() for h in (*label_columns, *exclude)}
+    first_line = 2
+    if len(rows[0]) == len(header):  # a units row under the header (bar, degC, [mm/s]): not data
+        cand = [textfile.find_column(c, header) for c in channels] if channels else [
+            i for i, h in enumerate(header) if i != t_idx and h.lower() not in skip]
+        try:
+            found = units_row({header[i]: rows[0][i] for i in cand if i is not None}, decimal)
+        except UnitsRowError as exc:
+            raise ReplayError(f"{path}: line 2: {exc}") from None
+        below = rows[1] if len(rows) > 1 and len(rows[1]) == len(header) else None
+        if found and below is not None and any(_is_number(below[header.index(c)], decimal) for c in found):
+            rows, first_line = rows[1:], 3  # (channels are told by the first row's numbers: a text column is none)
     if channels:
         missing = [c for c in channels if textfile.find_column(c, header) is None]
         if missing:
@@ -145,7 +157,7 @@ def read_recording(
     values = np.empty((len(rows), len(ch_idx)), dtype=np.float32)
     ts: np.ndarray | None = None
     for n, row in enumerate(rows):
-        line = n + 2
+        line = n + first_line
         if len(row) != len(header):
             raise ReplayError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
         for j, i in enumerate(ch_idx):
@@ -170,7 +182,7 @@ def read_recording(
             ts = local_column_seconds(cells, tz)
         except TimestampError as exc:
             n = exc.index or 0
-            raise ReplayError(f"{path}: line {n + 2}, column {header[t_idx]!r}: bad timestamp {cells[n]!r}") from None
+            raise ReplayError(f"{path}: line {n + first_line}, column {header[t_idx]!r}: bad timestamp {cells[n]!r}") from None
     if fill in FILL_METHODS and np.isnan(values).any():
         try:
             values = fill_block(values, fill).astype(np.float32)
@@ -178,7 +190,7 @@ def read_recording(
             j = int(str(exc).split()[1].rstrip(":"))
             raise ReplayError(f"{path}: column {header[ch_idx[j]]!r}: no values at all to fill from") from None
     if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
-        bad = int(np.argmax(np.diff(ts) < 0)) + 3
+        bad = int(np.argmax(np.diff(ts) < 0)) + first_line + 1
         raise ReplayError(f"{path}: line {bad}: timestamps go backwards")
     return Recording(ts, values, tuple(header[i] for i in ch_idx))
 

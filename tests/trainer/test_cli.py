@@ -279,3 +279,28 @@ def test_units_parse_and_refuse_what_is_not_a_channel() -> None:
     for bad, msg in (("x=bar", "'x' is not a channel"), ("a", "is not NAME=UNIT"), ("a=" + "u" * 33, "longer")):
         with _pytest.raises(ValueError, match=msg):
             parse_units(bad, ["a", "b"])
+
+
+def test_fit_reads_a_units_row_and_units_given_win(runner: CliRunner, tmp_path: Path) -> None:
+    from trainer.export import read_metadata
+
+    names = syn.channel_names(3)
+    plain = tmp_path / "plain.csv"
+    syn.write_csv(plain, syn.normal_series(600, 3, seed=0), names)
+    header, *rows = plain.read_text().splitlines()
+    cells = header.split(",")
+    units = ["" if c not in names else {names[0]: "[bar]", names[1]: "degC", names[2]: "mm/s"}[c] for c in cells]
+    f = tmp_path / "units.csv"
+    f.write_text("\n".join([header, ",".join(units), *rows]) + "\n")
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--units", f"{names[2]}=in/s", *FAST])
+    assert r.exit_code == 0, r.output
+    assert f"units: {names[0]} bar (units row), {names[1]} degC (units row), {names[2]} in/s (--units)" in r.stdout
+    assert read_metadata(out).units == {names[0]: "bar", names[1]: "degC", names[2]: "in/s"}
+    r = runner.invoke(main, ["evaluate", "--model", str(out), "--data", str(f)])
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "bad.csv"
+    messy = [u.replace("degC", "the sensor's unit") for u in units]  # units and a cell that is none
+    bad.write_text("\n".join([header, ",".join(messy), *rows]) + "\n")
+    r = runner.invoke(main, ["fit", str(bad), "--out", str(out), *FAST])
+    assert_user_error(r, "line 2: a units row", f"column '{names[1]}' holds \"the sensor's unit\", not a unit")

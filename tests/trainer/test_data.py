@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,14 @@ import pytest
 
 from trainer.data import (
     DataError,
+    ReadOptions,
     check_lengths,
     denormalise,
     fit_normalisation,
     load_paths,
     normal_windows,
     normalise,
+    read_csv,
     split_series,
 )
 
@@ -203,3 +206,43 @@ def test_label_like_columns_are_never_features_by_default(tmp_path: Path, col: s
     assert s.channels == ["x", "y"] and s.labels.tolist() == [0, 1]
     (s,) = load_paths([f], channels=["y", col])  # still usable when asked for by name
     assert s.channels == ["y", col]
+
+
+def test_a_units_row_under_the_header_gives_the_units_and_the_data_starts_below(tmp_path: Path) -> None:
+    f = tmp_path / "units.csv"
+    f.write_text("timestamp,pressure,temp,flow,anomaly\n,[bar],degC,,\n"
+                 "2026-01-01T00:00:00Z,3.1,60.5,1.0,0\n2026-01-01T00:00:01Z,3.2,60.7,1.1,1\n")
+    s = read_csv(f)
+    assert s.channels == ["pressure", "temp", "flow"] and s.values.shape == (2, 3)
+    assert s.units == {"pressure": "bar", "temp": "degC"} and s.labels.tolist() == [0, 1]
+    assert s.sample_period_s == 1.0
+    g = tmp_path / "plain.csv"
+    g.write_text("pressure,temp\n3.1,60.5\n3.2,60.7\n")
+    assert read_csv(g).units == {}
+
+
+def test_a_units_row_names_channels_as_they_are_asked_for(tmp_path: Path) -> None:
+    f = tmp_path / "u.csv"
+    f.write_text("Pressure;Temp\nbar;°C\n3,1;60,5\n3,2;60,7\n", encoding="utf-8")
+    s = read_csv(f, channels=["temp", "pressure"], opts=ReadOptions(decimal=","))
+    assert s.units == {"temp": "°C", "pressure": "bar"} and s.values[0].tolist() == pytest.approx([60.5, 3.1])
+
+
+@pytest.mark.parametrize(("text", "msg"), [
+    ("p,t\nbar,60.5\n3.1,60.7\n", "line 2, column 'p': not a number: 'bar'"),  # numbers beside: data
+    ("p,t\nbar,the temperature in the tank\n3.1,60.7\n", "line 2: a units row ('p': 'bar'), but column 't'"),
+    ("p,t\nbar,degC\n", "no data rows after the header and its units row"),
+    ("p,t\nbar,degC\n3.1,oops\n", "line 3, column 't': not a number: 'oops'"),
+])
+def test_a_messy_second_row_is_a_clear_error(tmp_path: Path, text: str, msg: str) -> None:
+    f = tmp_path / "m.csv"
+    f.write_text(text)
+    with pytest.raises(DataError, match=re.escape(msg)):
+        read_csv(f)
+
+
+def test_files_whose_units_rows_disagree_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("p,t\nbar,degC\n3.1,60.5\n")
+    (tmp_path / "b.csv").write_text("p,t\npsi,degC\n45,60.5\n")
+    with pytest.raises(DataError, match="the units row gives 'p' in 'psi'"):
+        load_paths([tmp_path])

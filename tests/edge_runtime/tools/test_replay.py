@@ -202,3 +202,14 @@ def test_missing_value_error_names_the_fill_and_an_empty_column_is_refused(tmp_p
     with pytest.raises(ReplayError, match="column 'b': no values at all"):
         read_recording(write(tmp_path, "datetime;a;b\n2020-01-01 00:00:00;1;\n2020-01-01 00:00:01;2;\n"),
                        channels=["a", "b"], fill="ffill")
+
+
+def test_a_units_row_under_the_header_is_skipped(tmp_path: Path) -> None:
+    f = tmp_path / "u.csv"
+    f.write_text("timestamp,pressure,temp,anomaly\n,[bar],degC,\n1700000000,3.1,60.5,0\n1700000001,3.2,60.7,0\n")
+    rec = read_recording(f)
+    assert rec.channels == ("pressure", "temp") and np.allclose(rec.values, [[3.1, 60.5], [3.2, 60.7]])
+    assert rec.ts is not None and rec.ts.tolist() == [1700000000.0, 1700000001.0]
+    f.write_text("timestamp,pressure,temp\n,bar,the temperature in the tank\n1700000000,3.1,60.5\n")
+    with pytest.raises(ReplayError, match="line 2: a units row"):
+        read_recording(f)
