@@ -74,9 +74,10 @@ def ingest_md(r: dict[str, Any]) -> str:
                          f"{fmt(x['ratio_checks_on_vs_off'], 'x', digits=3)}; daemon / bare stock paho "
                          f"{fmt(x['ratio_daemon_vs_bare'], 'x', digits=3)} with, "
                          f"{fmt(x['ratio_daemon_no_checks_vs_bare'], 'x', digits=3)} without (goal: the checks drop "
-                         f"the ratio by at most 5 %" + ("" if x.get("has_health_limits") else
-                                                        "; this model stores no health limits: only the fill ran")
-                         + ").")
+                         f"the ratio by at most 5 %; health limits {r.get('health_limits', 'the model' + chr(39) + 's')})"
+                         + (f"; CPU per message {fmt(x['cpu_us_per_message'], ' us', digits=1)} with, "
+                            f"{fmt(x['cpu_us_per_message_no_checks'], ' us', digits=1)} without"
+                            if x.get("cpu_us_per_message") else "") + ".")
     return "\n".join(lines)
 
 
