@@ -309,6 +309,15 @@ class ChannelHealth:
             self._hi32 = limits.hi.astype(np.float32)
         self._tol32 = limits.flat_tol.astype(np.float32)
 
+    def widen(self, lo: AnyFloat, hi: AnyFloat) -> None:
+        """Widen the allowed range to include ``lo``..``hi`` (C,) (a range learnt on site, margin applied)."""
+        lim = self.limits
+        self.limits = HealthLimits(np.minimum(lim.lo, lo), np.maximum(lim.hi, hi), lim.flat_tol, lim.max_flat,
+                                   lim.fill_limit, lim.stale_after_s, lim.neutral, lim.range_hold)
+        with np.errstate(over="ignore"):
+            self._lo32 = self.limits.lo.astype(np.float32)
+            self._hi32 = self.limits.hi.astype(np.float32)
+
     def check_plain(self, values: npt.NDArray[np.float32]) -> U8 | None:
         """:meth:`update` for rows without a missing value (``values`` (n, C), not modified). None when every
         channel stays ok (the common case, a few numpy operations on the block's bounds and steps); otherwise

@@ -56,8 +56,9 @@ COUNTERS = (
     "samples_stopped",  # samples of a stopped machine (the model's operating states): not windowed
     "samples_settling",  # samples in the settling time after a start: not windowed
     "state_changes",  # operating state changes published (running, stopped, settling, out_of_distribution)
-    "out_of_distribution",  # devices reported out_of_distribution (alerts.ood_windows)
-    "windows_out_of_distribution",  # windows scored while out of distribution: no process alerts
+    "out_of_distribution",  # devices reported out_of_distribution (most channels out of range; alerts.ood_windows)
+    "windows_out_of_distribution",  # windows not scored, or scored without alerts, while out of distribution
+    "ranges_learnt",  # devices whose normal range was learnt on site over their warm-up (input.warmup)
     "partitions_taken",  # NATS group: partitions this worker was pinned to (after a start, a failover or a rebalance)
     "partitions_released",  # NATS group: partitions given up (rebalance, lost pin or lease, stop)
     "messages_acked",  # NATS: sensor messages acknowledged after their windows were scored

@@ -29,8 +29,17 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.config import Config, ConfigError
+from edge_runtime.pipeline.calibration import parse_warmup
 from edge_runtime.pipeline.documents import RAISED, Outbound, operating_doc, to_json
-from edge_runtime.pipeline.health import EXCLUDED, OK, OUT_OF_RANGE, ChannelHealth, HealthError, HealthLimits
+from edge_runtime.pipeline.health import (
+    DEFAULT_MARGIN,
+    EXCLUDED,
+    OK,
+    OUT_OF_RANGE,
+    ChannelHealth,
+    HealthError,
+    HealthLimits,
+)
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from edge_runtime.pipeline.sensor_alerts import SensorAlerts
 from edge_runtime.pipeline.states import OUT_OF_DISTRIBUTION, RUNNING
@@ -50,10 +59,17 @@ _EXCLUDING = np.isin(np.arange(256), EXCLUDED)  # code -> left out of the score 
 class DeviceHealth:
     """One device's checks and how long ago each channel was last excluded (for the window's mask)."""
 
-    __slots__ = ("checks", "clean", "last_t", "calm", "ood", "back", "back_since")
+    __slots__ = ("base", "checks", "clean", "last_t", "calm", "ood", "back", "back_since", "learning", "seen_lo",
+                 "seen_hi", "seen_n", "seen_t0")
 
-    def __init__(self, limits: HealthLimits, window: int) -> None:
+    def __init__(self, limits: HealthLimits, window: int, learning: bool = False) -> None:
+        self.base = limits  # the model's limits this device was set up for (a reload replaces them)
         self.checks = ChannelHealth(limits)
+        self.learning = learning  # input.warmup: the site's own range is being learnt (no range check yet)
+        self.seen_lo = np.full(limits.n_channels, np.inf)  # (C,) the range seen while learning
+        self.seen_hi = np.full(limits.n_channels, -np.inf)
+        self.seen_n = 0
+        self.seen_t0 = float("nan")
         self.clean = np.full(limits.n_channels, window, dtype=np.int64)  # (C,) samples since last excluded
         self.last_t = float("nan")  # the last sample time checked
         self.calm = False  # all ok, nothing raised, excluded, degraded or stale, its document says so
@@ -90,6 +106,7 @@ class SensorHealth:
                 None if cfg.fill_limit < 0 else cfg.fill_limit, cfg.stale_after_s or None, cfg.range_hold)
         except HealthError as exc:
             raise ConfigError(str(exc)) from None
+        self.warmup = parse_warmup(cfg.warmup)  # validated with the config
         self.model_id = model.model_id
         self.period_s = meta.sample_period_s
         self.check_every = max(1, min(CHECK_EVERY, self.limits.shortest_flat))
@@ -105,8 +122,8 @@ class SensorHealth:
 
     def _device(self, ring: RingWindow) -> DeviceHealth:
         dh = ring.health
-        if not isinstance(dh, DeviceHealth) or dh.checks.limits is not self.limits:  # new, or made for the old model
-            dh = ring.health = DeviceHealth(self.limits, self.window)
+        if not isinstance(dh, DeviceHealth) or dh.base is not self.limits:  # new, or made for the old model
+            dh = ring.health = DeviceHealth(self.limits, self.window, self.warmup.on)
         return dh
 
     # -- checks ------------------------------------------------------------------------------------------
@@ -135,6 +152,8 @@ class SensorHealth:
         codes = np.zeros(values.shape, np.uint8) if got is None else got
         flat_runs, miss_runs, out_runs = (None, None, None) if got is None else (
             checks.flat_runs, checks.miss_runs, checks.out_runs)
+        if dh.learning:
+            codes = self._learn_range(device, dh, ts, values, codes)
         exc = _EXCLUDING[codes]
         if exc.any():
             n = codes.shape[0]
@@ -152,8 +171,34 @@ class SensorHealth:
                                             period, out_runs))
         self._out_health(device, dh)
         st = self.alerts.devices[device]
-        dh.calm = not (codes[-1].any() or st.stale or st.degraded or dh.ood
+        dh.calm = not (codes[-1].any() or st.stale or st.degraded or dh.ood or dh.learning
                        or any(r.raised or r.above for r in st.runs) or (dh.clean < self.window).any())
+
+    def _learn_range(self, device: str, dh: DeviceHealth, ts: np.ndarray, values: np.ndarray,
+                     codes: np.ndarray) -> np.ndarray:
+        """``input.warmup``: the device's own normal range is learnt over its warm-up (the samples it states, or
+        its duration in device time) with the training margin rule, then added to the model's; until then its
+        channels are not checked for range (the codes without ``out_of_range``)."""
+        with np.errstate(invalid="ignore"):
+            dh.seen_lo = np.fmin(dh.seen_lo, np.nanmin(values, axis=0))
+            dh.seen_hi = np.fmax(dh.seen_hi, np.nanmax(values, axis=0))
+        if dh.seen_n == 0:
+            dh.seen_t0 = float(ts[0])
+        dh.seen_n += len(ts)
+        spec = self.warmup
+        if (spec.samples and dh.seen_n >= spec.samples) or (spec.seconds and ts[-1] - dh.seen_t0 >= spec.seconds):
+            dh.learning = False
+            span = dh.seen_hi - dh.seen_lo
+            pad = np.where(span > 0, DEFAULT_MARGIN * span, DEFAULT_MARGIN * np.maximum(np.abs(dh.seen_hi), 1.0))
+            before = dh.checks.limits
+            dh.checks.widen(dh.seen_lo - pad, dh.seen_hi + pad)
+            wider = [c for c, a, b in zip(self.channels, dh.checks.limits.lo < before.lo,
+                                          dh.checks.limits.hi > before.hi, strict=True) if a or b]
+            self.stats.incr("ranges_learnt")
+            self.rl.log(logging.INFO, "range_learnt", "device %s: range learnt on site over %d samples of its warm-up"
+                        "%s", device, dh.seen_n, f" (wider than training: {', '.join(wider)})" if wider else "")
+        masked: np.ndarray = np.where(codes == OUT_OF_RANGE, np.uint8(OK), codes)
+        return masked
 
     def _distribution(self, device: str, dh: DeviceHealth, ts: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Enter or leave ``out_of_distribution`` over this block (codes (n, C)); the codes to alert on (its

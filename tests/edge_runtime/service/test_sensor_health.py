@@ -161,3 +161,17 @@ def test_a_spike_shorter_than_the_range_hold_stays_in_the_process_score(model) -
     _feed(ing, "p", x)
     assert not _topic(sent, "health/p/alerts")
     assert all(it.excluded is None for it in put)  # scored with c, so the process alert can see it
+
+
+def test_with_a_warm_up_the_site_range_is_learnt_first_then_checked(model) -> None:
+    ing, sent, put = _ingest(model, warmup="60")
+    x = _normal(200)
+    x[:, :3] += 20.0  # another site: three channels outside the training range, all the time
+    x[150:160, 3] = 500.0  # later a gross value on d, for 10 samples: still a sensor fault
+    _feed(ing, "p", x)
+    assert not _topic(sent, "alerts/p/operating")  # not out_of_distribution: its own range was learnt
+    assert ing.stats.counts["ranges_learnt"] == 1 and ing.stats.counts["windows_out_of_distribution"] == 0
+    sensor = [(d["state"], d["kind"], d["channel"]) for d in _topic(sent, "health/p/alerts")]
+    assert sensor == [("raised", "out_of_range", "d"), ("cleared", "out_of_range", "d")]
+    assert sum(it.n for it in put) == (200 - 8) // 4 + 1  # every window handed on (d masked around its fault)
+    assert ing.stats.counts["windows_degraded"] == 0
