@@ -182,22 +182,31 @@ def ingest(model: str, devices: int, single_samples: int, batch_samples: int, ba
 @model_opt
 @click.option("--workers", default="1,2,4", show_default=True, help="Worker counts of the NATS consumer group.")
 @click.option("--devices", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--samples", type=click.IntRange(1), default=300, show_default=True, help="Samples per device.")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
-              help="Samples per message (1: single-sample JSON).")
+@click.option("--samples", type=click.IntRange(1), default=1000, show_default=True,
+              help="Samples per device of the single-sample flood.")
+@click.option("--batch-samples", type=click.IntRange(1), default=5000, show_default=True,
+              help="Samples per device of the batched flood.")
+@click.option("--batch-size", type=click.IntRange(2), default=50, show_default=True,
+              help="Samples per message of the batched flood.")
+@click.option("--kinds", default="single,batch", show_default=True, help="Flood kinds to run (single, batch).")
 @click.option("--partitions", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--repeats", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--mqtt/--no-mqtt", default=True, help="Also one MQTT daemon on the same messages (needs mosquitto).")
 @json_opt
-def scale_out(model: str, workers: str, devices: int, samples: int, batch_size: int, partitions: int, repeats: int,
-              mqtt: bool, json_out: str | None) -> None:
-    """Messages/s and samples/s of 1, 2, 4 ... NATS consumer-group workers on one machine, and one MQTT daemon."""
+def scale_out(model: str, workers: str, devices: int, samples: int, batch_samples: int, batch_size: int, kinds: str,
+              partitions: int, repeats: int, mqtt: bool, json_out: str | None) -> None:
+    """Messages/s and samples/s of 1, 2, 4 ... NATS consumer-group workers on one machine, and one MQTT daemon,
+    for single-sample and batched floods."""
     from edge_runtime.tools.localnats import NatsServerError
-    from lab.bench.scaleout import bench_scaleout, scaleout_md
+    from lab.bench.scaleout import KINDS, bench_scaleout, scaleout_md
 
     _check_model(model)
+    chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    if not chosen or set(chosen) - set(KINDS):
+        raise click.BadParameter(f"kinds: any of {', '.join(KINDS)}", param_hint="--kinds")
     try:
-        r = _guard(bench_scaleout, model, _ints(workers), devices, samples, batch_size, partitions, repeats, mqtt)
+        r = _guard(bench_scaleout, model, _ints(workers), devices, samples, batch_samples, batch_size, chosen,
+                   partitions, repeats, mqtt)
     except NatsServerError as exc:
         from edge_runtime.cli import fail
 

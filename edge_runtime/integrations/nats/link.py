@@ -368,7 +368,7 @@ class NatsLink:
     async def _pull_loop(self, p: Puller) -> None:
         await p.open()
         try:
-            while not p.stopped and not self.paused:
+            while (not p.stopped or p.requesting) and not self.paused:  # a stopping puller finishes its request
                 batch = await p.fetch()
                 if p.lost_pin:
                     log.info("partition %d: pin lost (another worker took it over)", p.partition)
@@ -431,11 +431,11 @@ class NatsLink:
     async def _adopt(self, k: int, batch: list[StoredMsg]) -> None:
         """Devices seen for the first time: their retained alert state from the group's bucket."""
         new: dict[str, str] = {}
-        for m in batch:
-            if m.device is None:
-                m.device = self._device_of(m.topic) or ""
-            if m.device and m.device not in self._known:
-                new[m.device] = m.topic
+        known = self._known
+        for topic in dict.fromkeys(m.topic for m in batch):  # a partition's batch holds few devices: each looked up once
+            device = self._device_of(topic)
+            if device and device not in known:
+                new[device] = topic
         for device in new:
             self._known[device] = k
             topic = format_topic(self.cfg.state_topic, device=device)

@@ -18,17 +18,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from edge_runtime.integrations.nats import admin
+from edge_runtime.integrations.nats import admin, fastpath
 from edge_runtime.integrations.nats.groups import PIN_GROUP, GroupConfig, stored_to_topic
 
 EXPIRES_S = 1.0  # a pull request waits this long for messages (well below the pin's timeout)
+LINGER_S = 0.02  # a chunk's first message waits at most this long for the rest (the latency at low rates)
 READ_BACK_BATCH = 1000
 READ_BACK_TRIES = 5  # empty 2 s answers in a row before a read-back gives up
+MAX_CACHED_SUBJECTS = 10_000
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class StoredMsg:
     """One sensor message of the stream: its MQTT-style topic, payload, stream time (s) and sequence."""
 
@@ -42,18 +44,29 @@ class StoredMsg:
     cseq: int = 0  # the consumer's delivery sequence: consecutive unless a delivery was lost in transit
 
 
-def from_reply(subject: str, data: bytes, reply: str) -> StoredMsg | None:
+def from_reply(subject: str, data: bytes, reply: str, topics: dict[str, str] | None = None) -> StoredMsg | None:
     """A delivered message; its sequence, delivery count and time from the ack subject
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`` (None: not a sensor subject)."""
-    _, topic = stored_to_topic(subject)
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`` (None: not a sensor subject).
+    ``topics``: a cache of stored subject -> topic (a partition has few devices: parsed once each)."""
+    topic = topics.get(subject) if topics is not None else None
+    if topic is None:
+        _, topic = stored_to_topic(subject)
+        if topics is not None and topic:
+            if len(topics) >= MAX_CACHED_SUBJECTS:
+                topics.clear()
+            topics[subject] = topic
     parts = reply.split(".")
     if not topic or len(parts) < 9:
         return None
-    return StoredMsg(topic, data, int(parts[-2]) / 1e9, int(parts[-4]), reply, int(parts[-5]), cseq=int(parts[-3]))
+    return StoredMsg(topic, data, int(parts[-2]) / 1e9, int(parts[-4]), reply, int(parts[-5]), None, int(parts[-3]))
 
 
 class Puller:
-    """Fetches batches of partition ``partition`` for one worker; tracks the pin."""
+    """Fetches batches of partition ``partition`` for one worker; tracks the pin.
+
+    The inbox's callback parses each delivery into :class:`StoredMsg` and collects it (a status line
+    as its code) in arrival order; :meth:`fetch` is woken once per batch, not once per message (no queue
+    hop per message: this is the worker's hot path)."""
 
     def __init__(self, nc: Any, group: GroupConfig, partition: int, batch: int) -> None:
         self.nc, self.group, self.partition, self.batch = nc, group, partition, batch
@@ -63,21 +76,47 @@ class Puller:
         self.lost_pin = False  # set on a 423: another worker holds the pin now
         self.stopped = False
         self.task: asyncio.Task[None] | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._items: list[StoredMsg | str] = []  # deliveries not yet fetched: messages, and statuses as "408"...
+        self._want = 0  # wake fetch when this many items are in (or a status came)
+        self._open = 0  # deliveries the open pull request may still bring (0: none open)
+        self._open_until = 0.0  # loop time after which it is over even without a status (server gone)
+        self._waiter: asyncio.Future[None] | None = None
+        self._topics: dict[str, str] = {}
         self._sub: Any = None
         self._inbox = ""
         self.last_cseq = 0  # the last delivery sequence scored (0: none since the pin was taken)
 
     async def open(self) -> None:
         self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self._inbox, cb=self._deliver, pending_msgs_limit=-1,
+                                            pending_bytes_limit=-1)
+        fastpath.route(self.nc, self._sub, self._collect)  # else the callback above: slower, the same
 
-        async def deliver(msg: Any) -> None:
-            self._queue.put_nowait(msg)
+    async def _deliver(self, msg: Any) -> None:
+        """nats-py's callback for the inbox (when :mod:`.fastpath` cannot take it)."""
+        headers = msg.headers or {}
+        self._collect(msg.subject, msg.reply, msg.data, headers.get("Status", ""), headers.get("Nats-Pin-Id", ""))
 
-        self._sub = await self.nc.subscribe(self._inbox, cb=deliver, pending_msgs_limit=-1, pending_bytes_limit=-1)
+    def _collect(self, subject: str, reply: str, data: bytes, status: str, pin: str) -> None:
+        """One delivery, in arrival order: collect it, track the pin, wake :meth:`fetch`."""
+        if pin and pin != self.pin_id:
+            self.pin_id, self.gained_pin = pin, True
+        if status:
+            self._open = 0  # the request is over
+            self._items.append(status)
+        else:
+            self._open -= 1
+            m = from_reply(subject, data, reply, self._topics)
+            if m is None:
+                return
+            self._items.append(m)
+        w = self._waiter
+        if w is not None and not w.done() and (status or len(self._items) >= self._want):
+            w.set_result(None)
 
     async def close(self) -> None:
         if self._sub is not None:
+            fastpath.unroute(self.nc, self._sub)
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
@@ -85,40 +124,59 @@ class Puller:
     def stop(self) -> None:
         self.stopped = True
 
+    @property
+    def requesting(self) -> bool:
+        """A pull request is open: it may still deliver messages (a stopping puller finishes it first)."""
+        return self._open > 0 and asyncio.get_running_loop().time() < self._open_until
+
     async def fetch(self) -> list[StoredMsg]:
-        """One pull request: up to ``batch`` messages (empty on a timeout); sets :attr:`gained_pin` /
-        :attr:`lost_pin`."""
-        req: dict[str, Any] = {"batch": self.batch, "expires": int(EXPIRES_S * 1e9), "group": PIN_GROUP}
-        if self.pin_id:
-            req["id"] = self.pin_id
-        await self.nc.publish(self.subject, json.dumps(req).encode(), reply=self._inbox)
-        out: list[StoredMsg] = []
+        """The next chunk: up to ``batch`` messages, as soon as the pull request has delivered them all, or
+        :data:`LINGER_S` after the first one (the request stays open for the next chunk), or the request is
+        over (empty on a timeout); sets :attr:`gained_pin` / :attr:`lost_pin`. A new request is sent only when
+        the last one is over, so every message and status on the inbox belongs to the open one."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + EXPIRES_S + 2.0
-        queue = self._queue
-        while len(out) < self.batch:
-            if queue.empty():  # wait (a task per wait: only when nothing is queued, not per message)
-                try:
-                    msg = await asyncio.wait_for(queue.get(), max(0.01, deadline - loop.time()))
-                except asyncio.TimeoutError:
-                    break  # no status came (server gone?): what arrived is the batch
-            else:
-                msg = queue.get_nowait()
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status:
-                if status == "423":
-                    self.pin_id, self.lost_pin = "", True
-                    return []
-                if status in ("400", "409") and not out:
-                    await asyncio.sleep(0.2)  # consumer deleted / leader change / bad request: retry later
-                break  # 408 (expired) / 404: the request is over
-            pin = headers.get("Nats-Pin-Id", "")
-            if pin and pin != self.pin_id:
-                self.pin_id, self.gained_pin = pin, True
-            m = from_reply(msg.subject, msg.data, msg.reply)
-            if m is not None:
-                out.append(m)
+        if not self.requesting:
+            req: dict[str, Any] = {"batch": self.batch, "expires": int(EXPIRES_S * 1e9), "group": PIN_GROUP}
+            if self.pin_id:
+                req["id"] = self.pin_id
+            self._open, self._open_until = self.batch, loop.time() + EXPIRES_S + 2.0
+            await self.nc.publish(self.subject, json.dumps(req).encode(), reply=self._inbox)
+        out: list[StoredMsg] = []
+        status = ""
+        linger_until = 0.0
+        while True:
+            items = self._items
+            i = 0
+            while i < len(items) and len(out) < self.batch:
+                it = items[i]
+                i += 1
+                if isinstance(it, str):
+                    status = it
+                    break
+                out.append(it)
+            del items[:i]
+            if status or len(out) >= self.batch or (out and self._open <= 0):
+                break  # the request is over, or delivered all it asked for
+            now = loop.time()
+            if out and not linger_until:
+                linger_until = now + LINGER_S
+            left = (linger_until if out else self._open_until) - now
+            if left <= 0:
+                break  # the chunk so far (the request stays open), or no status came (server gone?)
+            self._want = 1 if not out else self.batch - len(out)
+            self._waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(self._waiter, left)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._waiter = None
+        if status == "423":
+            self.pin_id, self.lost_pin = "", True
+            return []
+        if status in ("400", "409") and not out:
+            await asyncio.sleep(0.2)  # consumer deleted / leader change / bad request: retry later
+        # 408 (expired) / 404: the request is over
         return out
 
     async def ack(self, last: StoredMsg) -> None:
