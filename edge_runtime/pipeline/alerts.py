@@ -236,7 +236,8 @@ class AlertTracker:
     def state_payload(self, device: str, reason: str = "") -> dict[str, Any]:
         """The retained ``alerts/{device}/state`` document: is this device in alarm now."""
         st = self.devices.get(device, DeviceState())
-        return state_doc(device, st.state == RAISED, st.alert_id, st.seq, st.since, self.instance, reason)
+        return state_doc(device, st.state == RAISED, st.alert_id, st.seq, st.since, self.instance, reason,
+                         (st.peak_score, st.peak_time, st.anomalous_since))
 
     def adopt(self, doc: Any, topic: str, state_topic: Callable[[str], str]) -> str | None:
         """Take over a retained state document of an earlier run (read back at connect on ``topic``;
@@ -276,10 +277,10 @@ class AlertTracker:
             else:  # seen in this run, no alert yet: carry on from the earlier run's seq
                 known.seq = max(known.seq, seq)
             return None
-        since = doc.get("since")
-        since = float(since) if isinstance(since, (int, float)) and not isinstance(since, bool) else 0.0
+        since, peak, peak_t = (_time(doc.get(k)) for k in ("since", "peak_score", "peak_time"))
         self.devices[device] = DeviceState(state=RAISED, seq=seq, alert_id=(alert_id or "")[:320],
-                                           anomalous_since=since if math.isfinite(since) else 0.0)
+                                           anomalous_since=_time(doc.get("anomalous_since")) or since,
+                                           peak_score=peak, peak_time=peak_t if peak > 0 else 0.0)
         return device
 
     def remember_seq(self, device: str, seq: int) -> None:
@@ -319,6 +320,12 @@ class AlertTracker:
                 alert["top_channels"] = []
         self.remember_seq(device, st.seq)
         return st, alert
+
+
+def _time(v: Any) -> float:
+    """A positive finite number of a retained document (a time, a score), else 0 (unknown)."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return float(v) if ok else 0.0
 
 
 @dataclass(frozen=True)

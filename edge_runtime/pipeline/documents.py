@@ -55,8 +55,9 @@ class Outbound:
 
 
 def state_doc(device: str, raised: bool, raised_alert_id: str, seq: int, since: float, instance: str,
-              reason: str = "") -> dict[str, Any]:
-    """The retained state document; ``raised_alert_id`` / ``since`` empty or 0 are ``null``."""
+              reason: str = "", peak: tuple[float, float, float] | None = None) -> dict[str, Any]:
+    """The retained state document; ``raised_alert_id`` / ``since`` empty or 0 are ``null``; ``peak``
+    (raised: ``(peak_score, peak_time, anomalous_since)``, 0 unknown) so a restart adopts the alert with them."""
     doc: dict[str, Any] = {
         "schema_version": STATE_SCHEMA_VERSION,
         "device": device,
@@ -66,6 +67,10 @@ def state_doc(device: str, raised: bool, raised_alert_id: str, seq: int, since: 
         "since": since or None,
         "instance": instance,
     }
+    if raised and peak is not None:
+        for key, v in zip(("peak_score", "peak_time", "anomalous_since"), peak, strict=True):
+            if v:
+                doc[key] = v
     if reason:
         doc["reason"] = reason
     return doc

@@ -44,6 +44,7 @@ class Episode:
     margin_s: float
     cleared_end: float = 0.0  # window_end of the clearing window (0: still raised)
     reason: str = ""  # why it was finished early (evicted, expired, reload, stopped, superseded)
+    resumed: bool = False  # an alert adopted after a restart: the file on disk holds its start (merged at writing)
     samples_dropped: int = 0  # samples beyond max_samples, not kept
     _ts: list[Any] = field(default_factory=list)  # (n,) times, or (first, spacing) of a run of rows (made at arrays())
     _values: list[F32] = field(default_factory=list)
@@ -119,7 +120,30 @@ class Episode:
                 "cleared_end": self.cleared_end or None, "complete": bool(self.cleared_end) and not self.reason,
                 "reason": self.reason or None, "margin_s": self.margin_s, "samples": self.n_samples,
                 "samples_dropped": self.samples_dropped, "windows": self.n_windows, "peak_score": peak,
-                "events": list(self.events)}
+                "events": list(self.events), **({"resumed": True} if self.resumed else {})}
+
+
+def merge_resumed(old: tuple[Mapping[str, Any], Mapping[str, np.ndarray]],
+                  new: tuple[Mapping[str, Any], Mapping[str, np.ndarray]]
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """An alert's evidence across a restart: the file its raise wrote (``old``: meta, arrays) and what the
+    resumed episode recorded since (``new``), as one (``restarts`` counts the joins). Different channels (another
+    model): ``new`` alone."""
+    (om, oa), (nm, na) = old, new
+    if list(om.get("channels", [])) != list(nm.get("channels", [])):
+        return dict(nm), dict(na)
+    meta = dict(nm)
+    for key in ("anomalous_since", "raised_end", "threshold", "model_id"):
+        if om.get(key) is not None:
+            meta[key] = om[key]
+    for key in ("samples", "samples_dropped", "windows"):
+        meta[key] = int(om.get(key) or 0) + int(nm.get(key) or 0)
+    meta["peak_score"] = max(float(om.get("peak_score") or 0.0), float(nm.get("peak_score") or 0.0))
+    meta["events"] = [*om.get("events", []), *nm.get("events", [])]
+    meta["restarts"] = int(om.get("restarts") or 0) + 1
+    meta["resumed"] = True
+    arrays = {k: np.concatenate([np.asarray(oa[k]), np.asarray(na[k])]) for k in na}
+    return meta, arrays
 
 
 EVENT_FIELDS = ("event", "seq", "alert_id", "score", "severity", "window_start", "window_end", "summary",
@@ -200,6 +224,20 @@ class EvidenceRecorder:
             finished.append(ep)
             d.episode = None
         return opened, finished
+
+    def resume(self, device: str, alert_id: str, anomalous_since: float, model_id: str, threshold: float,
+               channels: Sequence[str], units: Mapping[str, str]) -> Episode | None:
+        """An alert adopted after a restart (still raised): an episode that goes on recording it (``resumed``:
+        the store merges it into the file its raise wrote, if that is still there). None when the device has
+        one open already."""
+        d = self.devices.get(device)
+        if d is None:
+            d = self.devices[device] = _Device()
+        if d.episode is not None:
+            return None
+        d.episode = Episode(alert_id, device, model_id, float(threshold), list(channels), dict(units),
+                            anomalous_since, anomalous_since, self.margin_s, resumed=True)
+        return d.episode
 
     @staticmethod
     def _new_rows(d: _Device, windows: np.ndarray, t0: list[float], t1: list[float]) -> list[Chunk]:

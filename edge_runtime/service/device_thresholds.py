@@ -309,6 +309,18 @@ class DeviceThresholds:
             e.aliases = {k: v for k, v in e.aliases.items() if v != gone}
         return ep
 
+    def adopt_alert(self, device: str, alert_id: str, peak: float, anomalous_since: float, now: float) -> None:
+        """An alert left raised by an earlier run (its retained state): its episode, so a verdict can name it
+        and its peak (and profile) goes on from here."""
+        if not alert_id:
+            return
+        with self.lock:
+            e = self._entry(device)
+            if alert_id not in e.episodes:
+                thr = self.base(e) * global_factor(self.rule, e.raises, now)
+                self._open(e, {"alert_id": alert_id, "window_start": anomalous_since,
+                               "window_end": anomalous_since, "score": peak}, now, thr)
+
     # -- feedback ------------------------------------------------------------------------
     def find(self, alert_id: str, device: str) -> tuple[str, Episode] | None:
         """The episode of ``alert_id`` (or, with only ``device``, that device's latest)."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.pipeline.evidence import Episode, EvidenceRecorder
+from edge_runtime.pipeline.evidence import Episode, EvidenceRecorder, merge_resumed
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,13 @@ class Evidence:
         for snap in snapshots:
             self._submit(snap)
 
+    def resume(self, device: str, alert_id: str, anomalous_since: float, model_id: str, threshold: float,
+               channels: Sequence[str], units: Mapping[str, str]) -> None:
+        """An alert adopted after a restart: recorded on from here and, when written, joined to the file its
+        raise wrote (on the writer thread; a start of its own when that file is gone)."""
+        with self._lock:
+            self.recorder.resume(device, alert_id, anomalous_since, model_id, threshold, channels, units)
+
     def forget(self, device: str, reason: str) -> None:
         with self._lock:
             ep = self.recorder.forget(device, reason)
@@ -284,12 +291,14 @@ class Evidence:
                 log.exception("writing evidence failed")
 
     def _write(self, item: Any) -> None:
-        if isinstance(item, Episode):
-            self.store.write(item.meta(), item.arrays())
-        elif callable(item):
+        if callable(item):
             item()
-        else:
-            self.store.write(*item)
+            return
+        meta, arrays = (item.meta(), item.arrays()) if isinstance(item, Episode) else item
+        if meta.get("resumed") and not meta.get("restarts"):  # its start is in the file its raise wrote
+            with contextlib.suppress(EvidenceError):  # gone (evicted, unreadable): this part alone
+                meta, arrays = merge_resumed(self.store.read(str(meta["alert_id"])), (meta, arrays))
+        self.store.write(meta, arrays)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is still open (marked ``stopped``) and what waits, then end the writer."""

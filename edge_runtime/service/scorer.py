@@ -382,7 +382,9 @@ class Scorer:
 
     def adopt(self, topic: str, payload: bytes | bytearray) -> None:
         """A retained state of this instance from an earlier run (paho thread): see :meth:`AlertTracker.adopt`;
-        an adopted raised device that never sends data again is expired after ``device_idle_s``."""
+        an adopted raised device that never sends data again is expired after ``device_idle_s``. A raised one
+        carries on with its peak (from the state), an episode a verdict can name, and its evidence (continued
+        in the same file, or started here when the store has none)."""
         state_topic = self.cfg.state_topic
         try:
             doc = json.loads(payload)  # bytes: a bad encoding is a ValueError too
@@ -393,6 +395,8 @@ class Scorer:
             if doc.get("instance") == self.tracker.instance and topic == format_topic(
                     state_topic, device=str(doc.get("device"))):
                 self.thresholds.adopt(doc)  # its calibration and feedback raise, when no state file has them
+            if device is not None:
+                self._adopt_alert(device)
         except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, or a malformed state
             self.stats.drop("bad_state")
             self.ingest.rl.log(logging.WARNING, "bad_state", "retained state on %r refused: %s", topic[:200],
@@ -401,6 +405,18 @@ class Scorer:
         if device is not None:
             log.info("device %s was left raised by an earlier run: tracked as raised until it clears or expires",
                      sanitize_id(device, self.cfg.max_device_id_len))
+
+    def _adopt_alert(self, device: str) -> None:
+        model, now = self.model, time.time()
+        with self.tracker_lock:
+            st = self.tracker.devices.get(device)
+            if st is None or st.state != RAISED:
+                return
+            self.thresholds.adopt_alert(device, st.alert_id, st.peak_score, st.anomalous_since, now)
+            if self.evidence is not None:
+                self.evidence.resume(device, st.alert_id, st.anomalous_since, model.model_id,
+                                     self.thresholds.threshold(device, now), model.metadata.channels,
+                                     model.metadata.units)
 
     def expire_adopted(self, now: float, idle_s: float) -> list[str]:
         """Adopted raised devices that sent nothing for ``idle_s`` (the caller holds the ingest lock)."""

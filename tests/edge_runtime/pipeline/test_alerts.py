@@ -109,6 +109,20 @@ def test_adopt_tracks_a_retained_raised_device_and_clears_it_on_normal_data() ->
     assert cleared[0]["seq"] == 8 and cleared[0]["raised_alert_id"] == "r9"
 
 
+def test_an_adopted_alert_carries_its_peak_and_anomalous_since_from_the_state() -> None:
+    t = tracker()
+    t.adopt({**_retained(), "peak_score": 4.5, "peak_time": 120.0, "anomalous_since": 100.0}, _topic("p1"), _topic)
+    st = t.devices["p1"]
+    assert (st.peak_score, st.peak_time, st.anomalous_since) == (4.5, 120.0, 100.0)
+    assert t.state_payload("p1")["peak_score"] == 4.5  # and the next state keeps them for the next restart
+    cleared = feed(t, [0.1, 0.1], dev="p1")
+    assert cleared[0]["peak_score"] == 4.5 and "peak 4.5x threshold" in cleared[0]["summary"]
+    for bad in ("x", float("nan"), True, None, -1.0):  # an unknown or malformed peak: unknown (0), not an error
+        t = tracker()
+        t.adopt({**_retained(), "peak_score": bad, "anomalous_since": bad}, _topic("p1"), _topic)
+        assert t.devices["p1"].peak_score == 0.0 and t.devices["p1"].anomalous_since == _retained()["since"]
+
+
 @pytest.mark.parametrize("doc, topic", [
     (_retained(instance="other"), _topic("p1")),  # another instance's state
     (_retained(), _topic("p2")),  # topic and device disagree

@@ -159,3 +159,38 @@ def test_a_stop_writes_the_open_alerts_evidence_marked_incomplete(tmp_path: Path
     meta, arrays = EvidenceStore(tmp_path).read("d:1")
     assert meta["reason"] == "stopped" and meta["complete"] is False and len(arrays["ts"]) == 8  # 0..7, each once
     assert stats.counts["evidence_written"] == 2  # at the raise, and at the stop
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_an_adopted_alerts_evidence_joins_the_file_its_raise_wrote_or_starts_one(tmp_path: Path, kept: bool) -> None:
+    """After a restart (the alert adopted as raised): its windows and clear go on in the same record; when that
+    file is gone (evicted), what the resumed part holds is written alone."""
+    if kept:
+        stats = Stats()
+        first = Evidence(EvidenceStore(tmp_path, stats=stats), EvidenceRecorder(margin_s=5.0), stats)
+        w = np.zeros((3, 4, C), np.float32)
+        t0 = np.array([0.0, 2.0, 4.0])
+        raise_ = {"event": "raise", "state": "raised", "alert_id": "d:1", "raised_alert_id": "d:1",
+                  "window_end": 7.0, "anomalous_since": 5.0, "score": 2.0}
+        first.observe("d", w, t0, t0 + 3, np.ones(3), np.ones((3, C)), [raise_], "m1", 1.0, ["a", "b", "c"], {})
+        first.stop(5.0)  # samples 0..7, marked stopped
+    stats = Stats()
+    ev = Evidence(EvidenceStore(tmp_path, stats=stats), EvidenceRecorder(margin_s=5.0), stats)
+    ev.resume("d", "d:1", 5.0, "m1", 1.0, ["a", "b", "c"], {})
+    w = np.ones((2, 4, C), np.float32)
+    t0 = np.array([10.0, 12.0])
+    clear = {"event": "clear", "state": "cleared", "alert_id": "d:2", "raised_alert_id": "d:1", "window_end": 15.0,
+             "score": 0.1}
+    ev.observe("d", w, t0, t0 + 3, np.array([3.0, 0.1]), np.ones((2, C)), [clear], "m1", 1.0, ["a", "b", "c"], {})
+    for later in (4.0, 8.0):  # normal windows up to the margin after the clear (20): finished
+        ev.observe("d", w, t0 + later, t0 + later + 3, np.zeros(2), np.zeros((2, C)), [], "m1", 1.0,
+                   ["a", "b", "c"], {})
+    ev.stop(5.0)
+    meta, arrays = EvidenceStore(tmp_path).read("d:1")
+    assert meta["complete"] and meta["resumed"] and meta["cleared_end"] == 15.0
+    if kept:
+        assert meta["restarts"] == 1 and [e["event"] for e in meta["events"]] == ["raise", "clear"]
+        assert arrays["ts"].tolist() == [*range(8), *range(10, 21)] and meta["peak_score"] == 2.0  # the raise's
+    else:
+        assert "restarts" not in meta and [e["event"] for e in meta["events"]] == ["clear"]
+        assert arrays["ts"].tolist() == list(range(10, 21))

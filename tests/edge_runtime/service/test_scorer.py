@@ -88,8 +88,11 @@ def test_scorer_raises_an_alert_with_a_retained_state(parts) -> None:
     alerts = [doc for topic, doc, _, _ in link.sent if topic == "alerts/d1"]
     states = [(doc, qos, retain) for topic, doc, qos, retain in link.sent if topic == "alerts/d1/state"]
     assert [a["state"] for a in alerts] == ["raised"]
+    peak = states[0][0].pop("peak_score"), states[0][0].pop("peak_time")  # the batch's highest, for a restart
+    assert peak[0] >= alerts[0]["score"] and peak[1] >= alerts[0]["window_end"]
     assert states == [({"schema_version": 1, "device": "d1", "state": "raised", "raised_alert_id": alerts[0]["alert_id"],
                         "seq": 1, "since": alerts[0]["time"], "instance": "gw1",
+                        "anomalous_since": alerts[0]["anomalous_since"],
                         "threshold": 1.0, "threshold_model": 1.0, "threshold_base": 1.0}, 1, True)]
     assert stats.counts["alerts_raised"] == 1
 
