@@ -215,10 +215,16 @@ def device_config(device: str, s: DiscoverySettings) -> tuple[str, dict[str, Any
 FEEDBACK_OPTIONS = ["false_alarm", "confirmed", "ack"]
 
 
+THRESHOLD_ATTRIBUTES = ("{{ {'threshold_feedback': value_json.threshold_feedback | default(none), "
+                        "'false_alarm_channels': (value_json.feedback | default({})).raises | default([]) "
+                        "| selectattr('channels', 'defined') | map(attribute='channels') | list} | tojson }}")
+
+
 def feedback_components(device: str, base: str, state_topic: str, s: DiscoverySettings) -> dict[str, Any]:
     """With commands on: a ``select`` "Alert feedback" that sends a verdict on the device's latest alert to
     the daemon's command topic (the reply goes to its reply topic), and a ``sensor`` "Threshold" with the
-    device's own threshold from its retained state (warm-up calibration, feedback raise)."""
+    device's own threshold from its retained state (warm-up calibration; a feedback raise for every window),
+    its attributes the threshold of windows like a false alarm and those false alarms' channels."""
     command = ('{"command": "feedback", "device": ' + json.dumps(device)
                + ', "verdict": "{{ value }}", "source": "homeassistant"}')
     return {
@@ -239,6 +245,8 @@ def feedback_components(device: str, base: str, state_topic: str, s: DiscoverySe
             "unique_id": f"{base}_threshold",
             "state_topic": state_topic,
             "value_template": "{{ value_json.threshold }}",
+            "json_attributes_topic": state_topic,
+            "json_attributes_template": THRESHOLD_ATTRIBUTES,
             "state_class": "measurement",
             "suggested_display_precision": 4,
             "icon": "mdi:tune-variant",

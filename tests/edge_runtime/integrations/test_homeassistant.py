@@ -287,6 +287,7 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
             # commands on: the threshold sensor reads the real state; the feedback select's command is accepted
             thr, select = cfg["components"]["threshold"], cfg["components"]["alert_feedback"]
             assert float(render(thr["value_template"], state)) == pytest.approx(state["threshold"])
+            assert json.loads(render(thr["json_attributes_template"], state))["false_alarm_channels"] == []
             command = jinja2.Environment().from_string(select["command_template"]).render(value="ack")
             pub.send(select["command_topic"], command)
             pub.flush()
@@ -427,4 +428,13 @@ def test_with_commands_a_feedback_select_sends_a_command_the_daemon_accepts() ->
     state = {"schema_version": 1, "device": "line.3:a@b", "state": "cleared", "seq": 2, "instance": "gw1",
              "threshold": 1.68, "threshold_model": 1.0, "threshold_base": 1.0}
     assert float(render(thr["value_template"], state)) == 1.68 and thr["state_topic"] == "alerts/line.3:a@b/state"
+    assert json.loads(render(thr["json_attributes_template"], state)) == {"threshold_feedback": None,
+                                                                          "false_alarm_channels": []}
+    raised = {**state, "threshold": 1.0, "threshold_feedback": 2.1, "feedback": {
+        "factor": 2.1, "factor_now": 2.1, "since": 5.0, "false_alarms": 1, "raises": [
+            {"factor": 2.1, "factor_now": 2.1, "since": 5.0, "false_alarms": 1, "signature": [1.0, 0.0, 0.0, 0.0],
+             "channels": "Pressure high"}, {"factor": 1.2, "since": 1.0, "false_alarms": 1}]}}
+    assert errors(raised, load("state.schema.json")) == []
+    assert json.loads(render(thr["json_attributes_template"], raised)) == {"threshold_feedback": 2.1,
+                                                                           "false_alarm_channels": ["Pressure high"]}
     assert "alert_feedback" not in components()  # commands off: no select
