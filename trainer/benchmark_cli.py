@@ -281,6 +281,11 @@ def transfer(skab_dir: Path | None, report: Path | None, seed: int) -> None:
             rep["skab"] = sk
             click.echo(f"SKAB, {len(sk['files'])} files, model of {sk['model_file']}: without warm-up {sk['without']}, "
                        f"with a warm-up on the first {sk['warm_rows']} rows {sk['with']} ({sk['refused']} refused)")
+            ex = sk["normal_windows_above"]
+            click.echo(f"SKAB, normal windows (every row labelled normal) above the device's threshold after the "
+                       f"warm-up rows, of {sk['normal_windows']:,}: {ex['without']} without warm-up "
+                       f"({sk['without_over_budget']} x the budget {sk['budget']:g}), {ex['with']} with "
+                       f"({sk['with_over_budget']} x): {'met' if sk['met'] else 'missed'} (within 2x the budget)")
     _write(rep, report)
 
 

@@ -331,6 +331,8 @@ def run_skab_transfer(root: Path, workdir: Path, warm_rows: int = 400, model_fil
     if limit:
         labelled = labelled[:limit]
     totals = {"without": dict.fromkeys(("tp", "fp", "fn", "tn"), 0), "with": dict.fromkeys(("tp", "fp", "fn", "tn"), 0)}
+    windows = {"without": [0, 0], "with": [0, 0]}  # normal windows after the warm-up: [above the threshold, all]
+    budget = 1e-3
     files = []
     for path in labelled:
         s = load(path)
@@ -341,22 +343,45 @@ def run_skab_transfer(root: Path, workdir: Path, warm_rows: int = 400, model_fil
         labels = s.labels[warm_rows:].astype(bool)
         row: dict[str, Any] = {"file": str(path.relative_to(root))}
         for name, extra in (("without", {}), ("with", {"warmup": str(warm_rows), "warmup_offsets": offsets})):
-            edge = EdgeReplay(model, hop=1, **extra)
+            edge = EdgeReplay(model, hop=1, publish_scores=True, **extra)
             edge.feed("d", x, T0)
             c = _point(flagged_rows(edge.alerts("d"), t)[warm_rows:], labels)
             for k, v in c.items():
                 totals[name][k] += v
             row[name] = _scores(c)
+            f = edge.scorer.thresholds.fields("d", 0.0)
+            budget = float(edge.model.metadata.threshold.params.get("budget", budget))
+            above, n = normal_exceedance(*edge.scores("d"), float(f["threshold"]), s.labels, edge.model.window,
+                                         warm_rows)
+            windows[name][0] += above
+            windows[name][1] += n
+            row[name]["normal_windows_above"] = round(above / n, 5) if n else None
             if name == "with":
-                f = edge.scorer.thresholds.fields("d", 0.0)
                 row["calibration"] = f.get("calibration", {}).get("phase")
                 row["threshold_over_model"] = round(f["threshold"] / f["threshold_model"], 3)
         files.append(row)
         if progress is not None:
             progress(f"{row['file']}: without {row['without']}, with {row['with']} ({row['calibration']})")
+    exceed = {k: round(a / n, 5) if n else None for k, (a, n) in windows.items()}
     return {"model_file": model_file, "warm_rows": warm_rows, "offsets": offsets, "files": files,
             "without": _scores(totals["without"]), "with": _scores(totals["with"]),
-            "refused": sum(f["calibration"] == "refused" for f in files)}
+            "refused": sum(f["calibration"] == "refused" for f in files), "budget": budget,
+            "normal_windows_above": exceed, "normal_windows": windows["with"][1],
+            "with_over_budget": None if exceed["with"] is None else round(exceed["with"] / budget, 2),
+            "without_over_budget": None if exceed["without"] is None else round(exceed["without"] / budget, 2),
+            "met": exceed["with"] is not None and exceed["with"] <= 2 * budget}
+
+
+def normal_exceedance(window_end: np.ndarray, score: np.ndarray, threshold: float, labels: np.ndarray,
+                      window: int, warm_rows: int) -> tuple[int, int]:
+    """Of the scored windows that end after ``warm_rows`` with every row normal (``labels`` (T,) 0): how many
+    score above ``threshold``, and how many there are (the false-alarm budget's own unit)."""
+    end = np.rint(window_end - T0).astype(np.int64)
+    lab = np.concatenate([[0], np.cumsum(np.asarray(labels, dtype=np.int64) != 0)])
+    ok = (end >= warm_rows) & (end >= window - 1) & (end < len(labels))
+    e = end[ok]
+    normal = lab[e + 1] - lab[e + 1 - window] == 0
+    return int((score[ok][normal] > threshold).sum()), int(normal.sum())
 
 
 def run_feedback_suite(cases: list[FeedbackCase] | None = None, seed: int = 0) -> dict[str, Any]:

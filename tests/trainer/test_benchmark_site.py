@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from trainer.benchmark_site import FeedbackCase, SiteShift, run_feedback, run_transfer
+from trainer.benchmark_site import T0, FeedbackCase, SiteShift, normal_exceedance, run_feedback, run_transfer
 
 
 @pytest.mark.parametrize("fault_sd", [6.0, 3.0])  # 3 std (1.5 x the episode) was x1.42 late before signatures
@@ -32,3 +33,13 @@ def test_a_warmup_brings_another_site_within_twice_the_budget(tmp_path: Path, de
     assert rep["exceedance_with"] <= 2 * rep["budget"] and rep["met"]
     assert all(d["calibration"] == "calibrated" and d["alerts_with"] == 0 for d in rep["devices"])
     assert rep["faults_detected_with"] == 2  # and a real fault after the warm-up is still seen
+
+
+def test_normal_exceedance_counts_only_windows_wholly_normal_after_the_warm_up() -> None:
+    labels = np.zeros(20, dtype=np.int64)
+    labels[12] = 1  # windows of 4 ending at 12..15 hold it
+    ends = T0 + np.arange(3, 20, dtype=np.float64)
+    score = np.where(np.arange(3, 20) % 2 == 0, 5.0, 1.0)  # even ends above a threshold of 2
+    above, n = normal_exceedance(ends, score, 2.0, labels, window=4, warm_rows=6)
+    normal_ends = [e for e in range(6, 20) if not 12 <= e <= 15]  # 6..11 and 16..19
+    assert n == len(normal_ends) and above == sum(e % 2 == 0 for e in normal_ends)
