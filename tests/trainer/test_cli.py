@@ -297,7 +297,7 @@ def test_fit_reads_a_units_row_and_units_given_win(runner: CliRunner, tmp_path: 
     assert r.exit_code == 0, r.output
     assert f"units: {names[0]} bar (units row), {names[1]} degC (units row), {names[2]} in/s (--units)" in r.stdout
     assert read_metadata(out).units == {names[0]: "bar", names[1]: "degC", names[2]: "in/s"}
-    r = runner.invoke(main, ["evaluate", "--model", str(out), "--data", str(f)])
+    r = runner.invoke(main, ["evaluate", "--model", str(out), "--data", str(f), "--report", str(tmp_path / "e.json")])
     assert r.exit_code == 0, r.output
     bad = tmp_path / "bad.csv"
     messy = [u.replace("degC", "the sensor's unit") for u in units]  # units and a cell that is none
