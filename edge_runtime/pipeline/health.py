@@ -288,7 +288,7 @@ class ChannelHealth:
     """One device's channel states, updated incrementally over the samples it receives, in order."""
 
     __slots__ = ("limits", "prev", "flat_run", "miss_run", "out_run", "codes", "flat_runs", "miss_runs", "out_runs",
-                 "quiet", "_unchecked", "_short", "_lo32", "_hi32", "_tol32")
+                 "inside", "inside_before", "quiet", "_unchecked", "_short", "_lo32", "_hi32", "_tol32")
 
     def __init__(self, limits: HealthLimits) -> None:
         c = limits.n_channels
@@ -301,6 +301,8 @@ class ChannelHealth:
         self.flat_runs: I64 = np.zeros((0, c), dtype=np.int64)  # (n, C) flat samples in a row, of the last update
         self.miss_runs: I64 | None = None  # (n, C) missing samples in a row, of the last update (None: none missing)
         self.out_runs: I64 = np.zeros((0, c), dtype=np.int64)  # (n, C) samples in a row outside the range, ditto
+        self.inside = np.full(c, np.nan)  # (C,) the last value inside the range (NaN: none yet)
+        self.inside_before = self.inside  # (C,) the same as it was before the last update
         self.quiet = False  # every channel ok, no flat or missing run going on (check_plain's fast path applies)
         self._unchecked = limits.max_flat == 0  # (C,) channels without a stuck check
         self._short = limits.shortest_flat
@@ -336,7 +338,7 @@ class ChannelHealth:
                 flat = np.abs(np.diff(values, axis=0)) <= self._tol32
                 fine = not np.logical_and(flat, ~self._unchecked).any()
             if fine:
-                self.prev = values[-1].astype(np.float64)
+                self.prev = self.inside = values[-1].astype(np.float64)
                 return None
         return self.update(values)
 
@@ -369,6 +371,11 @@ class ChannelHealth:
         stuck = (flat_run > lim.max_flat[None, :]) & (lim.max_flat[None, :] > 0)
         beyond = (x < lim.lo[None, :]) | (x > lim.hi[None, :])
         out_run = _runs_from(beyond, self.out_run)
+        self.inside_before = self.inside
+        inside = ~beyond
+        if inside.any():
+            last = n - 1 - np.argmax(inside[::-1], axis=0)  # (C,) the last row inside the range
+            self.inside = np.where(inside.any(axis=0), x[last, np.arange(x.shape[1])], self.inside)
         oor = out_run >= lim.range_hold[None, :]
         codes = np.where(oor, np.uint8(OUT_OF_RANGE), np.where(stuck, np.uint8(STUCK), np.uint8(OK)))
         if miss_run is not None:

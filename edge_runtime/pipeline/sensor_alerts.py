@@ -75,11 +75,13 @@ class SensorAlerts:
     def update(self, device: str, ts: F64, codes: npt.NDArray[np.uint8], values: npt.NDArray[np.floating[Any]],
                model_id: str, flat_runs: npt.NDArray[np.int64] | None = None,
                miss_runs: npt.NDArray[np.int64] | None = None, period_s: float | None = None,
-               out_runs: npt.NDArray[np.int64] | None = None) -> list[dict[str, Any]]:
+               out_runs: npt.NDArray[np.int64] | None = None, inside_before: F64 | None = None
+               ) -> list[dict[str, Any]]:
         """Feed one device's samples in time order: ``ts`` (n,), ``codes`` (n, C), ``values`` (n, C) (filled);
         the flat, missing and out-of-range run lengths (n, C) (:attr:`ChannelHealth.flat_runs`, ``miss_runs``,
         ``out_runs``) and the sample period ``period_s`` date a stuck, missing or out-of-range channel's ``since``
-        back to the start of its run."""
+        back to the start of its run; ``inside_before`` (C,) is each channel's last value inside its range before
+        this block (:attr:`ChannelHealth.inside_before`: the last good value of a run that began before it)."""
         st = self._state(device)
         n = codes.shape[0]
         if n == 0:
@@ -114,10 +116,13 @@ class SensorAlerts:
                         first = i - int(out_runs[i, j]) + 1  # the run's first sample outside the range (the hold)
                         if first >= 0:
                             since = float(ts[first])
-                            if first > 0:
-                                good, good_t = float(values[first - 1, j]), float(ts[first - 1])
                         elif period_s:
                             since = float(ts[i]) - float(out_runs[i, j] - 1) * period_s
+                        if first > 0:
+                            good, good_t = float(values[first - 1, j]), float(ts[first - 1])
+                        elif inside_before is not None:  # the run began with this block or before it
+                            good = float(inside_before[j])
+                            good_t = since - period_s if period_s else float("nan")
                     st.kind[j], st.fault_since[j] = kind, since
                     st.alert_id[j] = self._id()
                     out.append(self._doc(device, self.channels[j], st.kind[j], RAISED, st.alert_id[j],

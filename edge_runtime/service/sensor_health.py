@@ -150,8 +150,8 @@ class SensorHealth:
             dh.last_t = float(ts[-1])
             return
         codes = np.zeros(values.shape, np.uint8) if got is None else got
-        flat_runs, miss_runs, out_runs = (None, None, None) if got is None else (
-            checks.flat_runs, checks.miss_runs, checks.out_runs)
+        flat_runs, miss_runs, out_runs, inside = (None, None, None, None) if got is None else (
+            checks.flat_runs, checks.miss_runs, checks.out_runs, checks.inside_before)
         if dh.learning:
             codes = self._learn_range(device, dh, ts, values, codes)
         exc = _EXCLUDING[codes]
@@ -168,7 +168,7 @@ class SensorHealth:
         dh.last_t = float(ts[-1])
         alerting = self._distribution(device, dh, ts, codes)
         self._out_alerts(self.alerts.update(device, ts, alerting, values, self.model_id, flat_runs, miss_runs,
-                                            period, out_runs))
+                                            period, out_runs, inside))
         self._out_health(device, dh)
         st = self.alerts.devices[device]
         dh.calm = not (codes[-1].any() or st.stale or st.degraded or dh.ood or dh.learning

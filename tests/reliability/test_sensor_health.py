@@ -89,7 +89,9 @@ def test_sensor_faults_are_alerted_apart_and_never_blind_the_device(mosquitto, d
     assert missing["detected_at"] == missing["at"]  # a null arrives as arrays: checked at once
     assert missing["last_good_value"] == pytest.approx(float(dropout[FAULT_AT - 1, 2]), rel=1e-6)
     oor = raised[("spike", names[0], "out_of_range")]
-    assert oor["at"] == T0 + FAULT_AT and oor["value"] == pytest.approx(hi)
+    hold = 3  # health.range_hold: out of range after 3 samples in a row outside it, dated back to the first
+    assert oor["at"] == T0 + FAULT_AT + hold - 1 and oor["since"] == T0 + FAULT_AT and oor["value"] == pytest.approx(hi)
+    assert oor["last_good_value"] == pytest.approx(float(spike[FAULT_AT - 1, 0]), rel=1e-6)
     cleared = {(a["device"], a["kind"]) for a in sensor if a["state"] == "cleared"}
     assert cleared == {("dropout", "missing"), ("spike", "out_of_range")}  # the frozen one stays frozen
 

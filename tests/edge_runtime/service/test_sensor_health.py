@@ -134,6 +134,9 @@ def test_most_channels_out_of_range_at_once_is_one_out_of_distribution_report_no
     assert "3 of 4 channels outside the range seen in training" in operating[0]["reason"]
     sensor = [(d["state"], d["kind"], d["channel"]) for d in _topic(sent, "health/p/alerts")]
     assert sensor == [("raised", "out_of_range", "d")]  # none for a, b, c: they were never failing sensors
+    d = _topic(sent, "health/p/alerts")[0]  # dated back to the first sample outside the range (the hold is 3)
+    assert (d["since"], d["at"]) == (T0 + 180, T0 + 182)
+    assert d["last_good_value"] == pytest.approx(x[179, 3]) and d["last_good_time"] == T0 + 179
     assert ing.stats.counts["out_of_distribution"] == 1
     not_scored = ing.stats.counts["windows_out_of_distribution"]
     assert not_scored >= (120 - 8) // 4 and ing.stats.counts["windows_degraded"] == 0
