@@ -13,10 +13,13 @@ Graph contract
   level (format 2: ``scoring`` in the metadata says how; screened-out channels are 0)
 - output ``reconstruction``  float32 ``(batch, W, C)`` in raw units
 
-``score == channel_error.mean(axis=1)`` holds by construction, so ``top_channels`` (the largest
-``channel_error``) names the channel that departs from its own normal behaviour most.
+``score == channel_error.mean(axis=1) ** (1 / p)`` holds by construction (``p = scoring.power``, 1 when
+absent), so ``top_channels`` (the largest ``channel_error``) names the channel that departs from its own
+normal behaviour most.
 
-Format versions: 3 (current) scores the window level by a Mahalanobis distance over the kept
+Format versions: 4 (current) adds ``scoring.power`` p: each kept channel's relative error ``e_c`` enters as
+``channel_error_c = weight_c e_c ** p`` and the score is their power mean (one departing channel is not
+averaged away by the quiet ones); p = 1 is format 3. 3 scores the window level by a Mahalanobis distance over the kept
 channels (``scoring.level_precision``, ``level_t2_ref``; ``channel_error`` is each channel's share);
 Optional fields read by any format: ``states`` (operating states: the stopped signature or running
 condition and the settling time, :class:`edge_runtime.pipeline.states.StateModel`; absent: every sample is
@@ -37,7 +40,7 @@ older models, where the edge checks only the config's limits and fills with its 
 
 Masked scoring: while channels are missing, stuck or out of range, the edge replaces their samples in the
 window by the training mean (``normalisation.mean``) before the model runs, and the process score is
-``sum(channel_error[healthy]) / C * n_kept / n_kept_healthy`` (``n_kept``: channels with a
+``(sum(channel_error[healthy]) / C * n_kept / n_kept_healthy) ** (1 / p)`` (``n_kept``: channels with a
 ``scoring.weight`` > 0, all in format 1), i.e. the mean share of the healthy kept channels, in the units of
 ``score`` (:func:`edge_runtime.pipeline.health.renormalised_score`). For format 3's Mahalanobis level term
 this means: an excluded channel sits at its mean, so its level ``l_j`` is 0 and drops out of every cross
@@ -63,8 +66,8 @@ from typing import Any
 from edge_runtime.pipeline.health import HealthError, check_document
 from edge_runtime.pipeline.states import StateError, StateModel
 
-FORMAT_VERSION = 3
-READABLE_FORMAT_VERSIONS = (1, 2, 3)  # 1: before channel screening; 2: per-channel level term; the edge reads all the same way
+FORMAT_VERSION = 4
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)  # 1: before channel screening; 2: per-channel level term; 4: scoring.power
 METADATA_KEY = "edgewatch"
 
 INPUT_NAME = "window"
@@ -232,6 +235,14 @@ class ModelMetadata:
             raise ContractError(str(exc)) from None
         if self.states is not None:
             self.state_model()
+        self.score_power()
+
+    def score_power(self) -> float:
+        """``scoring.power`` (1 when absent: formats 1-3); ContractError when it is not a number > 0."""
+        p = self.scoring.get("power", 1.0) if isinstance(self.scoring, dict) else 1.0
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (math.isfinite(p) and p > 0):
+            raise ContractError(f"scoring.power: must be a finite number > 0, got {p!r}")
+        return float(p)
 
     def state_model(self) -> StateModel | None:
         """The ``states`` field as an :class:`edge_runtime.pipeline.states.StateModel` (None when absent);

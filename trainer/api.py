@@ -20,7 +20,7 @@ from trainer.train import TrainConfig
 _MODEL_KEYS = ("depth", "width", "kernel", "latent")
 _TRAIN_KEYS = ("batch_size", "lr", "patience", "device", "mask", "threads", "min_delta", "max_windows_per_epoch")
 _OTHER_KEYS = ("units", "split", "threshold_params", "threshold_scale", "quantize", "fp16", "checkpoint",
-               "false_alarm_budget", "drift_limit", "force", "calibrate")
+               "false_alarm_budget", "drift_limit", "score_power", "level_shrinkage", "force", "calibrate")
 
 
 def train_and_export(
@@ -48,7 +48,8 @@ def train_and_export(
     ``model_opts``: ``depth``, ``width``, ``kernel``, ``latent`` (architecture), ``batch_size``,
     ``lr``, ``patience``, ``device``, ``mask``, ``threads`` (training), ``split``, ``threshold_params``
     (e.g. ``{"q": 0.999}``), ``threshold_scale`` (the margin), ``false_alarm_budget`` (per window),
-    ``drift_limit``, ``force``, ``calibrate`` (a list of normal (T, C) arrays), ``quantize``, ``fp16``, ``checkpoint``,
+    ``drift_limit``, ``score_power``, ``level_shrinkage``, ``force``, ``calibrate`` (a list of normal (T, C) arrays),
+    ``quantize``, ``fp16``, ``checkpoint``,
     ``units`` ({channel: unit}). ``running``: per series a (T,) bool array, True where the machine runs: fit
     learns its operating states and trains on the settled running rows only (as ``--state-column``).
     ``sample_period_s``: the series' sample period, stored in the model (the edge's gap and stale limits).

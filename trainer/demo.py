@@ -70,6 +70,10 @@ FAULT_S = 24.0  # seconds appended to the stream for the stop and the sensor fau
 # (the stop last on its device: sensor health checks running samples only, so nothing follows it in its settling)
 FAULTS = [("freeze", 8.0, 0), ("dropout", 4.0, 3), ("out_of_range", 3.0, 2), ("dead", 5.0, None), ("stop", 6.0, None)]
 PROCESS_KINDS = tuple(k for k in ANOMALY_KINDS if KIND_CLASS[k] == "process")  # "stuck" is a sensor fault
+# The demo's threshold margin: fit's margin before model format 4. fit's default is now 3.75 (chosen on SKAB with
+# the power-mean score); the demo's short spike is borderline under either (1.09 x format 3's threshold, about
+# 0.95 x format 4's at 3.75) and is missed at 3.75 (docs/EVALUATION.md, third pass).
+DEMO_MARGIN = 3.0
 TRAIN_STOPS = 3  # stops in the training data (each a tenth of it), so the model learns the stopped state
 SENSOR_KIND = {"freeze": "stuck", "dropout": "missing", "out_of_range": "out_of_range", "dead": "stale"}
 
@@ -472,6 +476,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
             meta = train_and_export(
                 [x], names, model, window=opts.window, hop=opts.hop, epochs=opts.epochs, seed=opts.seed,
                 lr=5e-3, quiet=False, running=[running] if opts.faults else None, sample_period_s=1.0 / opts.rate,
+                threshold_scale=DEMO_MARGIN,
             )
             echo(f"      model {meta.model_id}: threshold {meta.threshold.value:.4g} ({meta.threshold.method}), "
                  f"{time.monotonic() - t:.1f} s -> {model}")

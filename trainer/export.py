@@ -118,6 +118,12 @@ class ScoreStats:
       mean of ``l^T P l / n_kept`` (at least 1): the term is ``l^T P l / (n_kept level_t2_ref)``;
     - format 2: ``level_scale`` (C,), the std of a training window's level, and ``level_ref`` (C,), the
       validation mean of ``(l / level_scale) ** 2``: each channel's own term, no cross terms.
+
+    ``power`` p (format 4; 1 before): with p = 1, ``channel_error`` is each channel's share of the score
+    (format 3); with p != 1, each kept channel's relative error ``e_c = mse_c / (2 ae_ref_c) + l_c (P l)_c /
+    (2 level_t2_ref)`` (clipped at 0) enters as ``channel_error_c = weight_c e_c ** p`` and
+    ``score = mean_C(channel_error) ** (1 / p)``: a power mean over the kept channels, so one channel that
+    departs is not averaged away by the quiet ones.
     """
 
     mean: np.ndarray
@@ -128,6 +134,7 @@ class ScoreStats:
     weight: np.ndarray
     level_precision: np.ndarray | None = None
     level_t2_ref: float = 1.0
+    power: float = 1.0
 
     @classmethod
     def identity(cls, mean: np.ndarray, std: np.ndarray) -> ScoreStats:
@@ -144,6 +151,24 @@ class ScoreStats:
         else:
             q = np.diag(0.5 * w / (np.asarray(self.level_scale) ** 2 * np.asarray(self.level_ref)))
         return a, q
+
+    def relative_coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(a (C,), Q (C, C))`` of the relative error ``e = a * mse + l * (Q l)`` (the p != 1 form: weights apart)."""
+        w = np.asarray(self.weight, dtype=np.float64)
+        a, q = self.coefficients()
+        inv = np.where(w > 0, 1.0 / np.where(w > 0, w, 1.0), 0.0)
+        return a * inv, q / w.max()
+
+    def channel_scores(self, mse: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """numpy ``(channel_error (N, C), score (N,))`` from the raw terms ``mse``, ``level`` (N, C): the graph's function."""
+        if self.power == 1:
+            a, q = self.coefficients()
+            ce = mse * a + level * (level @ q)
+            return ce, ce.mean(axis=1)
+        a, q = self.relative_coefficients()
+        e = np.maximum(mse * a + level * (level @ q), 0.0)
+        ce = np.asarray(self.weight, dtype=np.float64) * e**self.power
+        return ce, ce.mean(axis=1) ** (1.0 / self.power)
 
 
 def fast_layout(ae: nn.Module) -> nn.Module:
@@ -173,9 +198,11 @@ class ScoringGraph(nn.Module):
     ``channel_error[c] = weight_c / 2 * mse_c / ae_ref_c + l_c * (Q l)_c`` with ``l = mean_W(z)``: the
     channel's reconstruction error relative to its own normal, plus its share of the window level's
     Mahalanobis distance (:class:`ScoreStats`; about 1 on normal data, a share may be negative), so
-    channels of any scale or noise compare; ``score = mean_C(channel_error)``.
+    channels of any scale or noise compare; ``score = mean_C(channel_error)``. With ``stats.power`` p != 1
+    (format 4): ``channel_error[c] = weight_c * relu(e_c) ** p`` of that relative error ``e_c`` (weights apart)
+    and ``score = mean_C(channel_error) ** (1 / p)``.
     ``fast``: the autoencoder in :func:`fast_layout` (what the file holds); the function is the same.
-    The autoencoder's own ``forward`` is the only network forward; constants are multiplied (no Div/Pow).
+    The autoencoder's own ``forward`` is the only network forward; constants are multiplied (no Div; Pow only for p != 1).
     """
 
     def __init__(self, ae: nn.Module, stats: ScoreStats, fast: bool = False) -> None:
@@ -186,7 +213,11 @@ class ScoringGraph(nn.Module):
         def col(v: np.ndarray) -> torch.Tensor:
             return torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float32).view(1, -1, 1)
 
-        a, b = stats.coefficients()
+        a, b = stats.coefficients() if stats.power == 1 else stats.relative_coefficients()
+        self.power = float(stats.power)
+        if self.power != 1:  # (a format-3 graph keeps exactly its old constants)
+            self.register_buffer("weight_c", torch.tensor(np.asarray(stats.weight, dtype=np.float64),
+                                                          dtype=torch.float32).view(1, -1))  # (1, C)
         self.register_buffer("mean_c", col(stats.mean))  # (1, C, 1)
         self.register_buffer("std_c", col(stats.std))
         self.register_buffer("inv_std_c", col(1.0 / np.asarray(stats.std, dtype=np.float64)))
@@ -199,13 +230,24 @@ class ScoringGraph(nn.Module):
         d = r - z
         level = torch.mean(z, dim=2)  # (B, C)
         channel_error = torch.mean(d * d, dim=2) * self.ae_coef + level * torch.matmul(level, self.level_q)  # (B, C)
-        score = torch.mean(channel_error, dim=1)  # (B,)
+        if self.power == 1:
+            score = torch.mean(channel_error, dim=1)  # (B,)
+        else:  # a power mean of the kept channels' relative errors (ScoreStats)
+            e = torch.relu(channel_error)
+            if self.power == int(self.power) and self.power <= 4:  # a few Mul: cheaper than Pow on onnxruntime
+                channel_error = e
+                for _ in range(int(self.power) - 1):
+                    channel_error = channel_error * e
+                channel_error = channel_error * self.weight_c
+            else:
+                channel_error = torch.pow(e, self.power) * self.weight_c
+            score = torch.pow(torch.mean(channel_error, dim=1), 1.0 / self.power)
         recon = (r * self.std_c + self.mean_c).transpose(1, 2)  # (B, W, C)
         return score, channel_error, recon
 
 
 def stats_from_metadata(meta: ModelMetadata) -> ScoreStats:
-    """The :class:`ScoreStats` a format-2 or format-3 file's metadata describes."""
+    """The :class:`ScoreStats` a format-2, 3 or 4 file's metadata describes (no ``power``: 1)."""
     sc = meta.scoring
 
     def vec(key: str) -> np.ndarray | None:
@@ -223,6 +265,7 @@ def stats_from_metadata(meta: ModelMetadata) -> ScoreStats:
             std=np.array(meta.normalisation.std),
             ae_ref=np.array(sc["ae_ref"], dtype=np.float64),
             weight=np.array(sc["weight"], dtype=np.float64),
+            power=float(sc.get("power", 1.0)),
             **level,
         )
     except KeyError as exc:

@@ -67,7 +67,8 @@ def quiet_quantisation_hints() -> Iterator[None]:
         root.removeFilter(hint)
 
 
-DEFAULT_MARGIN = 3.0  # lognormal threshold margin; chosen by leave-one-fault-kind-out on SKAB (docs/EVALUATION.md)
+DEFAULT_MARGIN = 3.75  # lognormal threshold margin; chosen by leave-one-fault-kind-out on SKAB (docs/EVALUATION.md)
+DEFAULT_POWER = 3.0  # the score's power mean over channels (trainer.export.ScoreStats); chosen the same way
 DEFAULT_BUDGET = 1e-3  # false-alarm budget: windows above the threshold per normal hop-1 window (1 per 1,000)
 MAX_CALIBRATION_WINDOWS = 200_000
 
@@ -95,6 +96,8 @@ class FitOptions:
     threshold_scale: float | None = None
     false_alarm_budget: float = DEFAULT_BUDGET
     drift_limit: float = DRIFT_LIMIT
+    score_power: float = DEFAULT_POWER
+    level_shrinkage: float = LEVEL_SHRINKAGE
     calibrate: list[Series] = field(default_factory=list)
     force: bool = False
     fill: str | None = None
@@ -194,14 +197,12 @@ def channel_error_ref(stats: ScoreStats, mse: np.ndarray, level: np.ndarray) -> 
     """The graph's ``channel_error`` averaged over windows (C,), from their raw terms (N, C)."""
     if not len(mse):
         return np.zeros(mse.shape[1])
-    a, q = stats.coefficients()
-    return np.asarray((mse * a + level * (level @ q)).mean(axis=0))
+    return np.asarray(stats.channel_scores(mse, level)[0].mean(axis=0))
 
 
 def scores_of(stats: ScoreStats, mse: np.ndarray, level: np.ndarray) -> np.ndarray:
     """The graph's ``score`` (N,) from its raw terms (N, C) (numpy; the same function as the graph)."""
-    a, q = stats.coefficients()
-    return (mse * a + level * (level @ q)).mean(axis=1)
+    return stats.channel_scores(mse, level)[1]
 
 
 def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], val_s: list[Series],
@@ -228,6 +229,10 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     """Screen channels, train on ``series`` (same channels), calibrate on held-out normal windows, export to ``out``."""
     if not series:
         raise DataError("no data")
+    if not (math.isfinite(opts.score_power) and 0.5 <= opts.score_power <= 16):
+        raise DataError(f"score_power must be in 0.5..16, got {opts.score_power}")
+    if not 0.0 <= opts.level_shrinkage <= 1.0:
+        raise DataError(f"level_shrinkage must be in 0..1, got {opts.level_shrinkage}")
     channels = series[0].channels
     train_s, val_s = split_series(series, opts.val_fraction, opts.split)
     states, run = None, None
@@ -289,10 +294,10 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     ae_ref = np.maximum(mse_v.mean(axis=0), 1e-2)
     note_high_error(screen, ae_ref)
     kept = weight > 0
-    precision = level_precision(train_n.mean(axis=1), kept)  # (C, C) over the training windows' levels
+    precision = level_precision(train_n.mean(axis=1), kept, opts.level_shrinkage)  # (C, C): training windows' levels
     level_t2_ref = max(float(mahalanobis(lvl_v, precision).mean()) / int(kept.sum()), 1.0)
     stats = ScoreStats(mean=mean, std=std, ae_ref=ae_ref, level_scale=None, level_ref=None, weight=weight,
-                       level_precision=precision, level_t2_ref=level_t2_ref)
+                       level_precision=precision, level_t2_ref=level_t2_ref, power=opts.score_power)
     val_scores = scores_of(stats, mse_v, lvl_v)
     if opts.calibrate:
         check_lengths(opts.calibrate, w)
@@ -319,7 +324,10 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         architecture={"type": "conv1d_autoencoder", **cfg.to_dict(), "parameters": result.n_params},
         scoring={
             "method": "relative: 0.5 * mean_kept(mse / ae_ref) + 0.5 * l^T P l / (n_kept * level_t2_ref), "
-                      "l = mean_W(z); channel_error = each channel's share",
+                      "l = mean_W(z); channel_error = each channel's share" if opts.score_power == 1 else
+                      "power mean: e_c = max(0, mse_c / (2 ae_ref_c) + l_c (P l)_c / (2 level_t2_ref)), l = mean_W(z); "
+                      "channel_error_c = weight_c e_c^p; score = mean_C(channel_error)^(1/p)",
+            "power": opts.score_power,
             "weight": [float(v) for v in weight],
             "ae_ref": [float(v) for v in ae_ref],
             # each channel's mean channel_error on the held-out normal windows: the edge's "normal" of a channel
@@ -327,7 +335,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
             "channel_error_ref": [float(v) for v in channel_error_ref(stats, mse_v, lvl_v)],
             "level_precision": [[float(v) for v in row] for row in precision],
             "level_t2_ref": level_t2_ref,
-            "level_shrinkage": LEVEL_SHRINKAGE,
+            "level_shrinkage": opts.level_shrinkage,
             "drift_limit": opts.drift_limit,
             "screening": [s.to_dict() for s in screen],
         },

@@ -406,11 +406,12 @@ def is_stale(now: float, last_sample: float, limits: HealthLimits) -> bool:
 
 
 def renormalised_score(channel_error: AnyFloat, excluded: npt.NDArray[np.bool_],
-                       weight: AnyFloat | None = None) -> npt.NDArray[np.float64]:
+                       weight: AnyFloat | None = None, power: float = 1.0) -> npt.NDArray[np.float64]:
     """The process score without the ``excluded`` channels: ``channel_error`` (k, C), ``excluded`` (k, C) or
-    (C,), ``weight`` (C,) the model's channel weights (0: screened out; None: all kept). Returns (k,):
-    ``sum(channel_error over healthy channels) / C * n_kept / n_kept_healthy`` (the model's ``score`` when
-    nothing is excluded; 0 when no kept channel is healthy). See :mod:`edge_runtime.contract`."""
+    (C,), ``weight`` (C,) the model's channel weights (0: screened out; None: all kept), ``power`` the model's
+    ``scoring.power``. Returns (k,): ``(sum(channel_error over healthy channels) / C * n_kept /
+    n_kept_healthy) ** (1 / power)`` (the model's ``score`` when nothing is excluded; 0 when no kept channel is
+    healthy). See :mod:`edge_runtime.contract`."""
     ce = np.asarray(channel_error, dtype=np.float64)
     healthy = ~np.broadcast_to(excluded, ce.shape)
     kept = np.ones(ce.shape[1], dtype=bool) if weight is None else np.asarray(weight) > 0
@@ -418,4 +419,6 @@ def renormalised_score(channel_error: AnyFloat, excluded: npt.NDArray[np.bool_],
     n_ok = (healthy & kept[None, :]).sum(axis=1)
     total = np.where(healthy, ce, 0.0).sum(axis=1)
     out: npt.NDArray[np.float64] = np.where(n_ok > 0, total / ce.shape[1] * n_kept / np.maximum(n_ok, 1), 0.0)
+    if power != 1:
+        out = np.maximum(out, 0.0) ** (1.0 / power)
     return out

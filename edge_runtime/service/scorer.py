@@ -353,7 +353,7 @@ class Scorer:
             if it.excluded is not None:
                 sl = slice(off, off + it.n)
                 ce[sl][:, it.excluded] = 0.0
-                score[sl] = renormalised_score(ce[sl], it.excluded, w)
+                score[sl] = renormalised_score(ce[sl], it.excluded, w, model.metadata.score_power())
             off += it.n
         return score, ce
 

@@ -50,6 +50,8 @@ def test_every_readable_format_version_loads(version: int) -> None:
     ({"health": [1]}, "health"),
     ({"health": {"fill": {"method": "interpolate"}}}, "health.fill.method"),
     ({"health": {"channels": {"nope": {"min": 0.0}}}}, "health.channels"),
+    ({"scoring": {"power": 0}}, "scoring.power"),
+    ({"scoring": {"power": "three"}}, "scoring.power"),
 ])
 def test_validation_names_the_first_bad_field(change: dict, field: str) -> None:
     doc = {**json.loads(make_metadata().to_json()), **change}

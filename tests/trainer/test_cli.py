@@ -246,7 +246,7 @@ def test_fit_defaults_print_sizes_screening_and_false_alarms(runner: CliRunner, 
     assert "stopped by the epoch cap 3 while still improving" in r.stdout
     assert "false alarms per 1,000 normal hop-1 windows: budget 1," in r.stdout
     r = runner.invoke(main, ["inspect", str(out)])
-    assert r.exit_code == 0 and "channels (2 of 3 in the score):" in r.stdout and "format_version: 3" in r.stdout
+    assert r.exit_code == 0 and "channels (2 of 3 in the score):" in r.stdout and "format_version: 4" in r.stdout
 
 
 def test_too_little_data_exits_2_unless_forced(runner: CliRunner, tmp_path: Path) -> None:

@@ -167,7 +167,15 @@ def test_format_1_metadata_still_loads_and_a_future_one_says_how_to_re_export(ex
     meta = ModelMetadata.from_dict(old)
     assert meta.format_version == 1 and meta.scoring == {} and meta.threshold.value == rep.meta.threshold.value
     with pytest.raises(ContractError, match="re-export it with"):
-        ModelMetadata.from_dict({**doc, "format_version": 4})
+        ModelMetadata.from_dict({**doc, "format_version": 5})
+
+
+def _raw_terms(ae: ConvAutoencoder, windows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The score's raw terms of ``windows`` (N, W, C) normalised by ``x``'s mean/std: ``(mse, level)`` (N, C) each."""
+    z = torch.from_numpy((windows - x.mean(axis=0)) / x.std(axis=0)).float().transpose(1, 2)
+    with torch.no_grad():
+        mse = torch.mean((ae(z) - z) ** 2, dim=2).numpy().astype(np.float64)
+    return mse, z.mean(dim=2).numpy().astype(np.float64)
 
 
 def test_format_3_level_term_is_the_mahalanobis_distance_and_channel_shares_sum_to_the_score(tmp_path: Path) -> None:
@@ -181,15 +189,44 @@ def test_format_3_level_term_is_the_mahalanobis_distance_and_channel_shares_sum_
         "weight": [1.5, 1.5, 0.0], "ae_ref": [0.5, 0.25, 1.0], "level_precision": p.tolist(), "level_t2_ref": 2.0})
     rep = ex.export_model(ae, meta, tmp_path / "m3.onnx", windows)
     got = ex.run_onnx(rep.path, windows)
-    z = torch.from_numpy((windows - x.mean(axis=0)) / x.std(axis=0)).float().transpose(1, 2)
-    with torch.no_grad():
-        mse = torch.mean((ae(z) - z) ** 2, dim=2).numpy().astype(np.float64)
-    level = z.mean(dim=2).numpy().astype(np.float64)
+    mse, level = _raw_terms(ae, windows, x)
     t2 = np.einsum("nc,cd,nd->n", level, p, level)
     want = 0.5 * (mse[:, :2] / [0.5, 0.25]).mean(axis=1) + 0.5 * t2 / (2 * 2.0)
     np.testing.assert_allclose(got["score"], want, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got["score"], got["channel_error"].mean(axis=1), rtol=1e-5, atol=1e-7)
     assert np.all(got["channel_error"][:, 2] == 0)
+    back = ex.scoring_graph_from_onnx(rep.path)
+    with torch.no_grad():
+        np.testing.assert_allclose(back(torch.from_numpy(windows))[0].numpy(), got["score"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("power", [3.0, 2.5])  # 3: the Mul form of the graph; 2.5: its Pow form
+def test_format_4_power_mean_over_the_kept_channels_and_its_numpy_twin(tmp_path: Path, power: float) -> None:
+    torch.manual_seed(0)
+    w, c = 16, 3
+    ae = ConvAutoencoder(AEConfig(n_channels=c, window=w, width=4, latent=4)).eval()
+    x = normal_series(300, c, seed=3)
+    windows = sliding_windows(x, w, 3)
+    windows[5:9, :, 0] += 3 * x[:, 0].std()  # one channel departs: a power mean does not average it away
+    p = np.diag([4.0, 2.0, 0.0])  # the diagonal (level_shrinkage 1): every share l_c (P l)_c >= 0
+    scoring = {"weight": [1.5, 1.5, 0.0], "ae_ref": [0.5, 0.25, 1.0], "level_precision": p.tolist(),
+               "level_t2_ref": 2.0, "power": power}
+    meta = replace(make_meta(c, w, x.mean(axis=0), x.std(axis=0)), architecture=ae.cfg.to_dict(), scoring=scoring)
+    rep = ex.export_model(ae, meta, tmp_path / "m4.onnx", windows)
+    got = ex.run_onnx(rep.path, windows)
+    mse, level = _raw_terms(ae, windows, x)
+    e = 0.5 * mse[:, :2] / [0.5, 0.25] + 0.5 * level[:, :2] ** 2 * [4.0, 2.0] / 2.0  # (N, 2): the kept channels
+    want = np.mean(e**power, axis=1) ** (1 / power)
+    np.testing.assert_allclose(got["score"], want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["score"], got["channel_error"].mean(axis=1) ** (1 / power), rtol=1e-4)
+    np.testing.assert_allclose(got["channel_error"][:, :2], 1.5 * e**power, rtol=1e-4, atol=1e-6)
+    assert np.all(got["channel_error"][:, 2] == 0)
+    assert np.all(got["score"][5:9] > e[5:9].mean(axis=1))  # above the plain mean where one channel departs
+    stats = ex.stats_from_metadata(rep.meta)
+    assert stats.power == power
+    ce_np, score_np = stats.channel_scores(mse, level)
+    np.testing.assert_allclose(score_np, got["score"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ce_np, got["channel_error"], rtol=1e-4, atol=1e-6)
     back = ex.scoring_graph_from_onnx(rep.path)
     with torch.no_grad():
         np.testing.assert_allclose(back(torch.from_numpy(windows))[0].numpy(), got["score"], rtol=1e-4, atol=1e-6)

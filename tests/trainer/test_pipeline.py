@@ -71,3 +71,11 @@ def test_non_checkpoint_error_is_one_short_line(tmp_path: Path) -> None:
     msg = str(err.value)
     assert msg.startswith(f"{f}: not a readable edgewatch checkpoint (") and msg.endswith(")")
     assert "\n" not in msg and len(msg) < 200 + len(str(f))
+
+
+@pytest.mark.usefixtures("no_training")
+@pytest.mark.parametrize(("option", "value"), [("score_power", 0.1), ("score_power", float("nan")),
+                                               ("level_shrinkage", 1.5)])
+def test_score_options_out_of_range_are_refused_before_training(tmp_path: Path, option: str, value: float) -> None:
+    with pytest.raises(DataError, match=option):
+        run_fit(series(2000), tmp_path / "m.onnx", FitOptions(window=16, hop=4, **{option: value}))

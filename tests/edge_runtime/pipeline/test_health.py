@@ -173,6 +173,16 @@ def test_renormalised_score_is_the_score_when_nothing_is_excluded_and_drops_the_
     assert renormalised_score(ce, np.ones(4, bool), weight).tolist() == [0.0, 0.0]
 
 
+def test_renormalised_score_with_a_power_mean_takes_the_root_of_the_healthy_mean() -> None:
+    e = np.array([[1.0, 2.0, 0.5, 0.0]])
+    weight = np.array([4 / 3, 4 / 3, 4 / 3, 0.0])
+    ce = weight * e**3  # format 4's channel_error, power 3
+    score = ce.mean(axis=1) ** (1 / 3)
+    assert renormalised_score(ce, np.zeros(4, bool), weight, 3.0).tolist() == pytest.approx(score.tolist())
+    ex = np.array([False, True, False, False])
+    assert renormalised_score(ce, ex, weight, 3.0).tolist() == pytest.approx([((1 + 0.125) / 2) ** (1 / 3)])
+
+
 def test_describe_lists_every_channel() -> None:
     lines = describe(learn_limits(_normal(), 10.0, CH))
     assert lines[0].startswith("sensor health: fill ffill up to 5") and len(lines) == 4
