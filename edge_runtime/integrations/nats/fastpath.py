@@ -3,8 +3,8 @@ access of the worker is in this file).
 
 nats-py hands each message to a subscription through a header parser (a dict per message, for the pin id
 every pinned delivery carries), a ``Msg`` object, a queue and a task that awaits the callback: about a
-fifth of a worker's CPU on single-sample floods (py-spy, docs/NATS.md). A puller's inbox needs two header
-fields and the ack subject, so its messages are taken where the parser dispatches them
+quarter of a worker's network thread on single-sample floods (py-spy, docs/PERFORMANCE.md). A puller's
+inbox needs two header fields and the ack subject, so its messages are taken where the parser dispatches them
 (``Client._process_msg(sid, subject, reply, data, headers)``) and given to a plain function. Every other
 subscription goes the usual way. When the installed nats-py lacks that method (a release that moved it),
 :func:`route` returns False and the puller keeps its ordinary callback: slower, same behaviour.
