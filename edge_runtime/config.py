@@ -121,6 +121,7 @@ class Config:
     evidence_margin_s: float = _opt(60.0, "alerts", "Evidence keeps this many seconds (stream time) before an alert became anomalous and after its clear.", minimum=0)
     evidence_ring_samples: int = _opt(512, "alerts", "Raw samples (and windows) each device keeps in memory for the margin before a raise: bounds memory at about this x (C x 4 + 8) bytes per device.", minimum=1)
     evidence_max_samples: int = _opt(20000, "alerts", "Most raw samples one alert's evidence keeps (a longer alert keeps its first ones and counts the rest in samples_dropped).", minimum=1)
+    evidence_max_expected: int = _opt(16, "alerts", "Most windows whose full reconstruction (the model's expected curve, W x C in the channels' units) one alert's evidence keeps: its raise and first updates (the rest counted in expected_dropped). 0: none.", minimum=0)
     evidence_requests: bool = _opt(False, "alerts", "Answer evidence requests on evidence_request_topic with the alert's file in chunks on evidence_reply_topic/<request_id> (needs evidence_dir). Grant the request topic to operator accounts only in the broker's ACL.")
     evidence_request_topic: str = _opt("edgewatch/{instance}/evidence/request", "alerts", "Topic this daemon takes evidence requests on ({\"alert_id\": ..., \"request_id\": ...}).")
     evidence_reply_topic: str = _opt("edgewatch/{instance}/evidence/reply", "alerts", "Evidence replies go to this topic + /<request_id>.")

@@ -9,6 +9,13 @@ until ``margin_s`` after the clear, then the episode is finished and handed back
 Raw samples are taken from the windows: each window's samples not covered by the device's previous window.
 A window carries only its first and last timestamps, so the samples' times inside a window are spaced evenly
 between the two (exact for a regularly sampled sensor).
+
+The model's expected curve: for the windows that raise or update the alert (reconstructed already for the
+alert's measured/expected detail: no extra inference), their full reconstruction (W, C) in the channels' units,
+at most ``max_expected`` per alert (its raise and first updates; the rest counted in ``expected_dropped``).
+
+Record format (:data:`VERSION`): 1 had no expected curves and no ``version`` in its meta; 2 adds ``exp_start``
+(m,), ``exp_end`` (m,) (each curve's window's first and last sample time) and ``expected`` (m, W, C).
 """
 
 from __future__ import annotations
@@ -26,12 +33,16 @@ import numpy.typing as npt
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 
+VERSION = 2  # the evidence record's format (meta "version"; absent: 1, without expected curves)
+EXPECTED = ("exp_start", "exp_end", "expected")  # the arrays version 2 adds
+
 
 @dataclass
 class Episode:
     """One alert's evidence. ``ts`` (n,) / ``values`` (n, C) raw samples; ``win_end`` (k,), ``win_score`` (k,),
-    ``win_error`` (k, C) its windows' scores and per-channel errors; ``events``: its raise/update/clear alerts
-    (a few fields each)."""
+    ``win_error`` (k, C) its windows' scores and per-channel errors; ``exp_start`` / ``exp_end`` (m,) and
+    ``expected`` (m, W, C): the model's reconstruction of its raise/update windows; ``events``: its
+    raise/update/clear alerts (a few fields each)."""
 
     alert_id: str
     device: str
@@ -46,11 +57,13 @@ class Episode:
     reason: str = ""  # why it was finished early (evicted, expired, reload, stopped, superseded)
     resumed: bool = False  # an alert adopted after a restart: the file on disk holds its start (merged at writing)
     samples_dropped: int = 0  # samples beyond max_samples, not kept
+    expected_dropped: int = 0  # expected curves beyond max_expected, not kept
     _ts: list[Any] = field(default_factory=list)  # (n,) times, or (first, spacing) of a run of rows (made at arrays())
     _values: list[F32] = field(default_factory=list)
     _win: list[tuple[Any, Any, Any]] = field(default_factory=list)
     n_samples: int = 0
     n_windows: int = 0
+    _exp: list[tuple[float, float, F32]] = field(default_factory=list)  # (window start, end, curve (W, C))
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -90,14 +103,22 @@ class Episode:
             self._win.append((win_end[:k], win_score[:k], win_error[:k]))
             self.n_windows += k
 
+    def add_expected(self, t0: float, t1: float, curve: F32, max_expected: int) -> None:
+        """The model's reconstruction ``curve`` (W, C) of the window from ``t0`` to ``t1``."""
+        if len(self._exp) >= max_expected:
+            self.expected_dropped += 1
+        else:
+            self._exp.append((t0, t1, curve))
+
     def snapshot(self) -> Episode:
         """A copy that later additions do not change (lists of references copied: cheap), for another thread
         to turn into :meth:`meta` and :meth:`arrays`."""
         return dataclasses.replace(self, _ts=list(self._ts), _values=list(self._values), _win=list(self._win),
-                                   events=list(self.events))
+                                   _exp=list(self._exp), events=list(self.events))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """``ts``, ``values``, ``win_end``, ``win_score``, ``win_error`` (samples after ``finish_at`` cut)."""
+        """``ts``, ``values``, ``win_end``, ``win_score``, ``win_error`` (samples after ``finish_at`` cut),
+        ``exp_start``, ``exp_end``, ``expected`` (m, W, C; (0, 0, C) without curves)."""
         c = len(self.channels)
         ts = np.concatenate([t if isinstance(t, np.ndarray) else t[0] + t[1] * np.arange(v.shape[0])
                              for t, v in zip(self._ts, self._values, strict=True)]) if self._ts else np.zeros(0)
@@ -108,19 +129,29 @@ class Episode:
         wc = (np.concatenate([w[2] for w in self._win]).astype(np.float32) if self._win
               else np.zeros((0, c), np.float32))
         wkeep = we <= self.finish_at
+        exp = self._exp
         return {"ts": ts[keep], "values": values[keep], "win_end": we[wkeep], "win_score": ws[wkeep],
-                "win_error": wc[wkeep]}
+                "win_error": wc[wkeep],
+                "exp_start": np.array([e[0] for e in exp], np.float64),
+                "exp_end": np.array([e[1] for e in exp], np.float64),
+                "expected": np.stack([e[2] for e in exp]).astype(np.float32) if exp else no_expected(c)}
 
     def meta(self) -> dict[str, Any]:
         """The JSON part: ids, model, threshold, times, what it holds."""
         peak = max((float(e.get("score", 0.0)) for e in self.events), default=0.0)
-        return {"alert_id": self.alert_id, "device": self.device, "model_id": self.model_id,
+        return {"version": VERSION, "alert_id": self.alert_id, "device": self.device, "model_id": self.model_id,
                 "threshold": self.threshold, "channels": list(self.channels), "units": dict(self.units),
                 "anomalous_since": self.anomalous_since, "raised_end": self.raised_end,
                 "cleared_end": self.cleared_end or None, "complete": bool(self.cleared_end) and not self.reason,
                 "reason": self.reason or None, "margin_s": self.margin_s, "samples": self.n_samples,
                 "samples_dropped": self.samples_dropped, "windows": self.n_windows, "peak_score": peak,
+                "expected_windows": len(self._exp), "expected_dropped": self.expected_dropped,
                 "events": list(self.events), **({"resumed": True} if self.resumed else {})}
+
+
+def no_expected(n_channels: int) -> F32:
+    """``expected`` of a record without curves: (0, 0, C)."""
+    return np.zeros((0, 0, n_channels), np.float32)
 
 
 def merge_resumed(old: tuple[Mapping[str, Any], Mapping[str, np.ndarray]],
@@ -136,13 +167,22 @@ def merge_resumed(old: tuple[Mapping[str, Any], Mapping[str, np.ndarray]],
     for key in ("anomalous_since", "raised_end", "threshold", "model_id"):
         if om.get(key) is not None:
             meta[key] = om[key]
-    for key in ("samples", "samples_dropped", "windows"):
+    for key in ("samples", "samples_dropped", "windows", "expected_dropped"):
         meta[key] = int(om.get(key) or 0) + int(nm.get(key) or 0)
     meta["peak_score"] = max(float(om.get("peak_score") or 0.0), float(nm.get("peak_score") or 0.0))
     meta["events"] = [*om.get("events", []), *nm.get("events", [])]
     meta["restarts"] = int(om.get("restarts") or 0) + 1
     meta["resumed"] = True
-    arrays = {k: np.concatenate([np.asarray(oa[k]), np.asarray(na[k])]) for k in na}
+    arrays = {k: np.concatenate([np.asarray(oa[k]), np.asarray(na[k])]) for k in na if k not in EXPECTED}
+    parts = [a for a in (oa, na) if EXPECTED[0] in a and len(a[EXPECTED[0]])]  # an old file has none
+    shapes = {np.asarray(a["expected"]).shape[1:] for a in parts}
+    if len(shapes) > 1:  # another window length: the resumed part's alone
+        parts = [na]
+    empty: dict[str, np.ndarray] = {"exp_start": np.zeros(0), "exp_end": np.zeros(0),
+                                    "expected": no_expected(len(meta.get("channels", [])))}
+    for k in EXPECTED:
+        arrays[k] = np.concatenate([np.asarray(a[k]) for a in parts]) if parts else empty[k]
+    meta["expected_windows"] = int(arrays["exp_start"].shape[0])
     return meta, arrays
 
 
@@ -172,23 +212,28 @@ class _Device:
 class EvidenceRecorder:
     """Per-device pre-raise rings and open episodes. ``margin_s``: kept before ``anomalous_since`` and after the
     clear; ``ring_samples``: samples (and windows) a device's ring holds at most; ``max_samples``: an episode's
-    bound (samples beyond it are counted in ``samples_dropped``).
+    bound (samples beyond it are counted in ``samples_dropped``); ``max_expected``: the expected curves (the model's
+    reconstruction of raise/update windows) an episode keeps (beyond: ``expected_dropped``).
 
     Per scored window (the hot path) it only slices the window's new rows and appends them to a ring: sample
     times are kept as (first, spacing) and made into arrays when an episode takes them."""
 
-    def __init__(self, margin_s: float = 60.0, ring_samples: int = 512, max_samples: int = 20_000) -> None:
+    def __init__(self, margin_s: float = 60.0, ring_samples: int = 512, max_samples: int = 20_000,
+                 max_expected: int = 16) -> None:
         self.margin_s = margin_s
         self.ring_samples = ring_samples
         self.max_samples = max_samples
+        self.max_expected = max_expected
         self.devices: dict[str, _Device] = {}
 
     def observe(self, device: str, windows: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
                 scores: np.ndarray, errors: np.ndarray, alerts: Sequence[Mapping[str, Any]], model_id: str,
-                threshold: float, channels: Sequence[str], units: Mapping[str, str]
-                ) -> tuple[list[Episode], list[Episode]]:
+                threshold: float, channels: Sequence[str], units: Mapping[str, str],
+                expected: Mapping[int, F32] | None = None) -> tuple[list[Episode], list[Episode]]:
         """One device's scored windows (``windows`` (k, W, C), ``t_*`` / ``scores`` (k,), ``errors`` (k, C)) and
-        the alerts they caused, in time order. Returns ``(opened, finished)`` episodes."""
+        the alerts they caused, in time order; ``expected``: window index -> the model's reconstruction (W, C) in
+        the channels' units, for the windows that raised or updated (matched to the alerts by ``window_end``).
+        Returns ``(opened, finished)`` episodes."""
         d = self.devices.get(device)
         if d is None:
             d = self.devices[device] = _Device()
@@ -218,12 +263,24 @@ class EvidenceRecorder:
                 ep.cleared_end = float(a.get("window_end", d.last_t))
                 if a.get("reason"):
                     ep.reason = str(a["reason"])
+            if expected and event != "clear":
+                self._expected(ep, a, expected, t_start, t_end)
             ep.events.append({f: a[f] for f in EVENT_FIELDS if f in a})
         ep = d.episode
         if ep is not None and d.last_t >= ep.finish_at:
             finished.append(ep)
             d.episode = None
         return opened, finished
+
+    def _expected(self, ep: Episode, alert: Mapping[str, Any], expected: Mapping[int, F32], t_start: np.ndarray,
+                  t_end: np.ndarray) -> None:
+        """The curve of the window that made ``alert`` (the one ending at its ``window_end``), into ``ep``."""
+        end = alert.get("window_end")
+        for i, curve in expected.items():
+            if float(t_end[i]) == end:
+                ep.add_expected(float(t_start[i]), float(t_end[i]), np.asarray(curve, np.float32),
+                                self.max_expected)
+                return
 
     def resume(self, device: str, alert_id: str, anomalous_since: float, model_id: str, threshold: float,
                channels: Sequence[str], units: Mapping[str, str]) -> Episode | None:
@@ -262,7 +319,9 @@ class EvidenceRecorder:
         since = float(alert.get("anomalous_since") or alert.get("window_end") or d.last_t)
         ep = Episode(str(alert.get("raised_alert_id") or alert.get("alert_id")), device, model_id, float(threshold),
                      list(channels), dict(units), since, float(alert.get("window_end", d.last_t)), self.margin_s)
-        lo = since - self.margin_s
+        # from the margin before anomalous_since, or the raising window's start if earlier (its expected curve's
+        # samples are all there when the margin is shorter than a window)
+        lo = min(since - self.margin_s, float(alert.get("window_start", math.inf)))
         c = len(channels)
         if d.ring:  # the ring as one run of rows, then what is within the margin
             ts = np.concatenate([_times(ch) for ch in d.ring])

@@ -201,7 +201,8 @@ class Daemon:
         cfg = self.cfg
         store = EvidenceStore(cfg.evidence_dir, int(cfg.evidence_max_mb * (1 << 20)), cfg.evidence_max_age_s,
                               self.stats, RateLimitedLog(logging.getLogger("edge_runtime.evidence"), cfg.log_interval_s))
-        recorder = EvidenceRecorder(cfg.evidence_margin_s, cfg.evidence_ring_samples, cfg.evidence_max_samples)
+        recorder = EvidenceRecorder(cfg.evidence_margin_s, cfg.evidence_ring_samples, cfg.evidence_max_samples,
+                                    cfg.evidence_max_expected)
         log.info("evidence: %s (%d alert(s) kept, %.2f of %.2f MiB)", cfg.evidence_dir, len(store.index),
                  store.total_bytes() / (1 << 20), cfg.evidence_max_mb)
         return Evidence(store, recorder, self.stats)

@@ -12,8 +12,11 @@ thread; a full write queue drops the episode (``evidence_queue_full``). An episo
 came before) and again when finished (margin after the clear), so a crash loses at most the part since the raise.
 
 File layout (``numpy.load``): ``ts`` (n,) epoch s, ``values`` (n, C) raw samples; ``win_end`` (k,), ``win_score``
-(k,), ``win_error`` (k, C) the windows' scores and per-channel errors; ``meta`` a JSON string (alert id, device,
-model id, threshold, channels, units, times, the alert messages' summaries).
+(k,), ``win_error`` (k, C) the windows' scores and per-channel errors; ``exp_start`` / ``exp_end`` (m,) and
+``expected`` (m, W, C) float32: the model's reconstruction (the channels' units) of the windows that raised or
+updated the alert, with each window's first and last sample time; ``meta`` a JSON string (``version``, alert id,
+device, model id, threshold, channels, units, times, the alert messages' summaries). Version 1 files (no
+``version`` in meta, no expected curves) still load: :func:`decode` gives them empty curve arrays.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.pipeline.evidence import Episode, EvidenceRecorder, merge_resumed
+from edge_runtime.pipeline.evidence import EXPECTED, Episode, EvidenceRecorder, merge_resumed, no_expected
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 
 log = logging.getLogger(__name__)
@@ -76,12 +79,16 @@ def decode(data: bytes | os.PathLike[str] | str) -> tuple[dict[str, Any], dict[s
         with np.load(src, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"][()]))
             arrays = {k: z[k] for k in ARRAYS}
+            arrays.update({k: z[k] for k in EXPECTED if k in z.files})
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise ValueError(f"not an evidence file: {str(exc)[:120] or type(exc).__name__}") from None
     except Exception as exc:  # noqa: BLE001 - zipfile.BadZipFile and friends from a damaged file
         raise ValueError(f"not an evidence file: {type(exc).__name__}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("alert_id"), str):
         raise ValueError("not an evidence file: no alert_id in its meta")
+    if "expected" not in arrays:  # version 1: no expected curves
+        arrays.update(exp_start=np.zeros(0), exp_end=np.zeros(0),
+                      expected=no_expected(int(arrays["values"].shape[1]) if arrays["values"].ndim == 2 else 0))
     return meta, arrays
 
 
@@ -239,10 +246,11 @@ class Evidence:
 
     def observe(self, device: str, windows: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
                 scores: np.ndarray, errors: np.ndarray, alerts: Sequence[Mapping[str, Any]], model_id: str,
-                threshold: float, channels: Sequence[str], units: Mapping[str, str]) -> None:
+                threshold: float, channels: Sequence[str], units: Mapping[str, str],
+                expected: Mapping[int, np.ndarray] | None = None) -> None:
         with self._lock:
             opened, finished = self.recorder.observe(device, windows, t_start, t_end, scores, errors, alerts,
-                                                     model_id, threshold, channels, units)
+                                                     model_id, threshold, channels, units, expected)
             if not opened and not finished:  # the hot path: nothing to write
                 return
             snapshots = [ep.snapshot() for ep in [*finished, *opened]]  # made into files on the writer thread

@@ -51,22 +51,32 @@ INLINE_SWEEP_S = 0.05  # inline batching: the housekeeping thread scores windows
 ALERT_COUNTERS = {"raise": "alerts_raised", "update": "alerts_updated", "clear": "alerts_cleared"}
 
 
-def _detail(model: EdgeModel, batch: np.ndarray, off: int, raw: np.ndarray, offset: np.ndarray | None
-            ) -> Callable[[int], tuple[np.ndarray, np.ndarray] | None]:
+class _Detail:
     """Window ``i`` of an item at ``off`` in ``batch`` (B, W, C, as scored: clipped, the device's warm-up offsets
     subtracted): its measured mean over the window from ``raw`` (k, W, C, the device's own values) and the
     model's expected one (its reconstruction's mean, the offsets added back), (C,) each; None when the model
-    exports no reconstruction."""
-    def detail(i: int) -> tuple[np.ndarray, np.ndarray] | None:
-        w = batch[off + i : off + i + 1]  # (1, W, C)
-        recon = model.reconstruct(w)
+    exports no reconstruction. Asked only for the windows that raise or update an alert; each one's whole
+    reconstruction (W, C, offsets added back) is kept in ``curves`` (window index -> curve) for the evidence."""
+
+    __slots__ = ("model", "batch", "off", "raw", "offset", "curves")
+
+    def __init__(self, model: EdgeModel, batch: np.ndarray, off: int, raw: np.ndarray,
+                 offset: np.ndarray | None) -> None:
+        self.model, self.batch, self.off, self.raw, self.offset = model, batch, off, raw, offset
+        self.curves: dict[int, np.ndarray] = {}
+
+    def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        w = self.batch[self.off + i : self.off + i + 1]  # (1, W, C)
+        recon = self.model.reconstruct(w)
         if recon is None or recon.shape != w.shape:
             return None
         expected = recon[0].mean(axis=0, dtype=np.float64)
-        if offset is not None:
-            expected = expected + np.asarray(offset, np.float64)
-        return raw[i].mean(axis=0, dtype=np.float64), expected
-    return detail
+        curve = np.array(recon[0], np.float32)  # (W, C), the channels' units
+        if self.offset is not None:
+            expected = expected + np.asarray(self.offset, np.float64)
+            curve += np.asarray(self.offset, np.float32)
+        self.curves[i] = curve
+        return self.raw[i].mean(axis=0, dtype=np.float64), expected
 
 
 class Scorer:
@@ -187,19 +197,19 @@ class Scorer:
                 else:  # raised for the windows like a false alarm of the device (pipeline/feedback.py)
                     wthr = th.for_windows(it.device, dthr, s, c, it.windows, now,
                                            it.excluded is not None and bool(it.excluded.any()))
+                    detail = _Detail(model, src, row, it.windows,
+                                     # held windows come from the item: no offsets
+                                     None if src is it.windows else th.offsets(it.device))
                     alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, wthr, channels,
                                                  model.model_id, normal=self._normal, units=meta.units,
-                                                 detail=_detail(model, src, row, it.windows,
-                                                                # held windows come from the item: no offsets
-                                                                None if src is it.windows else th.offsets(it.device)),
-                                                 excluded=self._excluded_names(it, channels))
+                                                 detail=detail, excluded=self._excluded_names(it, channels))
                     dst = self.tracker.devices.get(it.device)
                     drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, wthr,
                                       now, c, it.windows)
                     state = self._state(it.device, now) if alerts else None
                     if self.evidence is not None:  # under the locks: forget() cannot interleave
                         self.evidence.observe(it.device, it.windows, it.t_start, it.t_end, s, c, alerts,
-                                              model.model_id, dthr, channels, meta.units)
+                                              model.model_id, dthr, channels, meta.units, detail.curves)
             out += self._discovery("on_device", it.device)  # Home Assistant discovery config, once per device
             for a in alerts:
                 # locked: forget() counts alerts_cleared on other threads

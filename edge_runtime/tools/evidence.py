@@ -3,6 +3,7 @@
     edgewatch evidence list                                  # the alerts kept, oldest first
     edgewatch evidence show pump-1:7 [--png plot.png]        # what it holds; a plot of channels vs expected
     edgewatch evidence export pump-1:7 --out pump-1-7.csv    # raw samples as CSV (--format npz: the file)
+        [--windows w.csv] [--expected e.csv]                 # scored windows; the model's expected curves
     edgewatch evidence fetch pump-1:7 --out pump-1-7.npz     # over MQTT from a daemon (alerts.evidence_requests)
 
 ``list``/``show``/``export`` read the folder (``--dir``, else the config's ``alerts.evidence_dir``) on the
@@ -79,7 +80,8 @@ def show_lines(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[str]
              + ("" if meta.get("complete") else f" ({meta.get('reason') or 'still open'}: incomplete)"),
              f"{len(ts)} samples" + (f" from {_utc(ts[0])} to {_utc(ts[-1])} UTC" if len(ts) else "")
              + f", {len(arrays['win_end'])} windows scored, peak score {float(meta.get('peak_score') or 0):.4g}"
-             + (f"; {meta['samples_dropped']} samples beyond the bound not kept" if meta.get("samples_dropped") else "")]
+             + (f"; {meta['samples_dropped']} samples beyond the bound not kept" if meta.get("samples_dropped") else ""),
+             _expected_line(meta, arrays)]
     for e in meta.get("events") or []:
         lines.append(f"  {_utc(e.get('window_end'))}  {str(e.get('event', '?')):<6}  {e.get('summary', '')}")
     if len(ts):
@@ -90,6 +92,41 @@ def show_lines(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[str]
             lines.append(f"  {name[:14]:<14} {units.get(name, ''):<8} {col.min():>10.4g} {col.mean():>10.4g} "
                          f"{col.max():>10.4g}")
     return lines
+
+
+def _expected_line(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    m = int(arrays["exp_start"].shape[0]) if "exp_start" in arrays else 0
+    if int(meta.get("version") or 1) < 2:
+        return "no expected curves (an evidence file of version 1: the expected values at the raise and updates only)"
+    dropped = int(meta.get("expected_dropped") or 0)
+    return (f"{m} window(s) with the model's expected curve (its reconstruction at the raise and updates)"
+            + (f"; {dropped} more beyond alerts.evidence_max_expected not kept" if dropped else ""))
+
+
+def expected_samples(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The expected curves as samples: each curve's window index (m*W,), sample times (m*W,) spaced evenly
+    from ``exp_start`` to ``exp_end`` (as the raw samples' times are), values (m*W, C)."""
+    exp = arrays.get("expected")
+    if exp is None or exp.shape[0] == 0:
+        c = exp.shape[2] if exp is not None and exp.ndim == 3 else 0
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros((0, c), np.float32)
+    m, w, c = exp.shape
+    frac = np.linspace(0.0, 1.0, w) if w > 1 else np.ones(1)
+    t = arrays["exp_start"][:, None] + (arrays["exp_end"] - arrays["exp_start"])[:, None] * frac[None]
+    return np.repeat(np.arange(m), w), t.reshape(-1), exp.reshape(m * w, c)
+
+
+def write_expected_csv(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> int:
+    """The model's expected curves as CSV (``window`` index, ``window_end``, ``timestamp``, then each channel's
+    ``expected_<channel>`` in its unit), one row per sample of each raise/update window; rows written."""
+    idx, t, v = expected_samples(arrays)
+    ends = arrays["exp_end"].tolist() if "exp_end" in arrays else []
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["window", "window_end", "timestamp", *(f"expected_{c}" for c in meta.get("channels", []))])
+        for k, ts, row in zip(idx.tolist(), t.tolist(), v.tolist(), strict=True):
+            w.writerow([k, repr(ends[k]), repr(ts), *(f"{x:.7g}" for x in row)])
+    return int(t.shape[0])
 
 
 def write_csv(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> int:
@@ -113,9 +150,19 @@ def write_windows_csv(path: Path, meta: dict[str, Any], arrays: dict[str, np.nda
     return int(arrays["win_end"].shape[0])
 
 
+def _expected_means(ax: Any, meta: dict[str, Any], name: str, t0: float) -> None:
+    """Version 1 files: the expected window means of the top channels at the raise and updates."""
+    for e in meta.get("events") or []:
+        for tc in e.get("top_channels") or []:
+            if tc.get("name") == name and "expected" in tc:
+                ax.plot([float(e["window_start"]) - t0, float(e["window_end"]) - t0], [tc["expected"]] * 2,
+                        color="tab:orange", lw=2, label="expected")
+
+
 def plot_png(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """One panel per channel (raw samples, the model's expected values at the raise and updates, the alert's
-    span) and the window scores against the threshold. Raises ImportError without matplotlib."""
+    """One panel per channel (raw samples, the model's expected curve over each raise/update window, or for a
+    version 1 file the expected window means of the top channels; the alert's span) and the window scores
+    against the threshold. Raises ImportError without matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,14 +175,16 @@ def plot_png(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) ->
                              squeeze=False)
     t0 = float(ts[0]) if len(ts) else float(meta.get("anomalous_since") or 0)
     since, end = meta.get("anomalous_since"), meta.get("cleared_end")
+    idx, et, ev = expected_samples(arrays)
     for i, name in enumerate(channels):
         ax = axes[i][0]
         ax.plot(ts - t0, v[:, i], lw=0.8, label="measured")
-        for e in meta.get("events") or []:
-            for tc in e.get("top_channels") or []:
-                if tc.get("name") == name and "expected" in tc:
-                    ax.plot([float(e["window_start"]) - t0, float(e["window_end"]) - t0], [tc["expected"]] * 2,
-                            color="tab:orange", lw=2, label="expected")
+        if len(et):  # the model's reconstruction, window by window (a gap between windows, not a line)
+            for k in range(int(idx[-1]) + 1):
+                sel = idx == k
+                ax.plot(et[sel] - t0, ev[sel, i], color="tab:orange", lw=1.4, label="expected")
+        else:
+            _expected_means(ax, meta, name, t0)
         ax.set_ylabel(f"{name}\n{units.get(name, '')}".strip(), fontsize=8)
         if since:
             ax.axvspan(float(since) - t0, (float(end) if end else float(ts[-1]) if len(ts) else float(since)) - t0,
@@ -204,7 +253,7 @@ def evidence_command() -> None:
     \b
       edgewatch evidence list
       edgewatch evidence show pump-1:7 --png pump-1-7.png
-      edgewatch evidence export pump-1:7 --out pump-1-7.csv [--windows windows.csv]
+      edgewatch evidence export pump-1:7 --out pump-1-7.csv [--windows w.csv] [--expected e.csv]
       edgewatch evidence fetch pump-1:7 --instance gw-1 --out pump-1-7.npz
     """
 
@@ -250,13 +299,17 @@ def show_cmd(alert_id: str, png: Path | None, folder: str | None, config_file: s
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The file to write.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "npz"]), default=None,
-              help="csv: raw samples (timestamp, channels); npz: the evidence file as kept.  [default: from --out]")
+              help="csv: raw samples (timestamp, channels); npz: the evidence file as kept (with the expected "
+                   "curves: exp_start, exp_end, expected).  [default: from --out]")
 @click.option("--windows", "windows", type=click.Path(dir_okay=False, path_type=Path),
               help="With csv: also the scored windows (window_end, score, per-channel errors) to this CSV.")
+@click.option("--expected", "expected", type=click.Path(dir_okay=False, path_type=Path),
+              help="With csv: also the model's expected curves (its reconstruction of the raise/update windows: "
+                   "window, window_end, timestamp, expected_<channel>) to this CSV.")
 @_DIR
 @_CONFIG
-def export_cmd(alert_id: str, out: Path, fmt: str | None, windows: Path | None, folder: str | None,
-               config_file: str | None) -> None:
+def export_cmd(alert_id: str, out: Path, fmt: str | None, windows: Path | None, expected: Path | None,
+               folder: str | None, config_file: str | None) -> None:
     """Write ALERT_ID's evidence to a file a spreadsheet, numpy or `edgewatch-train` reads."""
     fmt = fmt or ("npz" if out.suffix == ".npz" else "csv")
     try:
@@ -273,6 +326,8 @@ def export_cmd(alert_id: str, out: Path, fmt: str | None, windows: Path | None, 
         msg = f"{n} samples written to {out}"
         if windows is not None:
             msg += f", {write_windows_csv(windows, meta, arrays)} windows to {windows}"
+        if expected is not None:
+            msg += f", {write_expected_csv(expected, meta, arrays)} expected samples to {expected}"
     except OSError as exc:
         clierror.fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}", 2, prog=PROG)
     click.echo(msg)

@@ -5,13 +5,15 @@ window -> batch -> ``session.run`` -> alerts; no broker: publishing is a no-op) 
 off and on (its writer thread running, as in the daemon), interleaved repeat by repeat. A fifth of the devices
 have an anomaly of ``anomaly_s`` samples every ``every_s``, so alerts (and evidence files) keep coming. Also the
 cost of the alerts' measured/expected detail: a single-window ``reconstruct`` call against one batch's
-``session.run``. Reported: messages/s of each and the ratio on/off; evidence files written.
+``session.run``. Reported: messages/s of each and the ratio on/off; evidence files written, their mean size and
+the share of it the expected curves take (the ``exp_*``/``expected`` members' compressed bytes).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,20 @@ def _daemon(model: str, tmp: Path, evidence: bool, hop: int) -> Daemon:
             t0 = time.perf_counter()
             inner(*a)
             ev.spent_s += time.perf_counter() - t0  # type: ignore[attr-defined]
-        ev.observe = timed  # type: ignore[method-assign]
+        ev.observe = timed  # type: ignore[method-assign, assignment]
     return d
+
+
+def _file_sizes(d: Daemon) -> tuple[float, float]:
+    """Mean bytes of the evidence files ``d`` kept, and the share the expected curves' members take."""
+    assert d.evidence is not None
+    total = curves = 0
+    files = list(d.evidence.store.index.values())
+    for e in files:
+        total += e.size
+        with zipfile.ZipFile(e.path) as z:
+            curves += sum(i.compress_size for i in z.infolist() if i.filename.startswith(("exp_", "expected")))
+    return (total / len(files) if files else 0.0), (curves / total if total else 0.0)
 
 
 def _detail_cost(d: Daemon, repeats: int = 300) -> dict[str, float]:
@@ -73,6 +87,7 @@ def bench_evidence(model: str, devices: int = 50, per_device: int = 400, bursts:
             cpu: dict[str, list[float]] = {"off": [], "on": []}
             written = alerts = 0
             share: list[float] = []
+            sizes: list[tuple[float, float]] = []
             for r in range(repeats):
                 for kind in ("off", "on") if r % 2 == 0 else ("on", "off"):
                     d = _daemon(model, Path(tmp) / f"{kind}{r}{burst}{hop}", kind == "on", hop)
@@ -86,26 +101,29 @@ def bench_evidence(model: str, devices: int = 50, per_device: int = 400, bursts:
                     if d.evidence is not None:
                         share.append(d.evidence.spent_s / t_run)  # type: ignore[attr-defined]
                         d.evidence.stop(10.0)
+                        sizes.append(_file_sizes(d))
                         written = d.stats.counts["evidence_written"]
                         alerts = d.stats.counts["alerts_raised"]
                         assert written >= alerts > 0, (written, alerts)
             res["runs"].append({"hop": hop, "burst": burst, "alerts": alerts, "evidence_written": written,
                                 "off_msg_s": float(np.median(rates["off"])), "on_msg_s": float(np.median(rates["on"])),
                                 **ratios(rates["on"], rates["off"]), **ratios(cpu["on"], cpu["off"], "cpu_ratio"),
-                                "observe_share": float(np.median(share))})
+                                "observe_share": float(np.median(share)),
+                                "file_bytes": float(np.median([x[0] for x in sizes])),
+                                "curves_share": float(np.median([x[1] for x in sizes]))})
         res["detail"] = _detail_cost(_daemon(model, Path(tmp) / "detail", False, 0))
     return res
 
 
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"## Evidence cost ({res['model']}, {res['devices']} devices, {res['messages']} messages)", "",
-             "| hop | scored after every | alerts | evidence files written | evidence off msg/s | on msg/s | wall ratio (median, min-max) | ingest-thread CPU ratio | time in evidence.observe |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| hop | scored after every | alerts | evidence files written | evidence off msg/s | on msg/s | wall ratio (median, min-max) | ingest-thread CPU ratio | time in evidence.observe | bytes a file (expected curves) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for b in res["runs"]:
         lines.append(f"| {b['hop'] or 'model'} | {b['burst']} message(s) | {b['alerts']} | {b['evidence_written']} | "
                      f"{b['off_msg_s']:.0f} | {b['on_msg_s']:.0f} | "
                      f"{ratio_cell(b)} | {ratio_cell(b, 'cpu_ratio')} | "
-                     f"{100 * b['observe_share']:.1f} % |")
+                     f"{100 * b['observe_share']:.1f} % | {b['file_bytes']:.0f} ({100 * b['curves_share']:.0f} %) |")
     dt = res["detail"]
     lines += ["", f"An alert's measured/expected detail (one single-window `reconstruct` per raise or update): "
               f"{dt['reconstruct_1_us']:.0f} us, {dt['ratio']:.2f} x one 64-window batch run ({dt['batch64_run_us']:.0f} us)."]

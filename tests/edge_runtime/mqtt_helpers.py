@@ -76,6 +76,13 @@ class Publisher:
     def send(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         self._infos.append(self.client.publish(topic, payload, qos=qos))
 
+    def send_series(self, topic: str, x: Any, t0: float, chunk: int) -> int:
+        """``x`` (n, C) as ``{"ts", "values"}`` messages of ``chunk`` samples 1 s apart from ``t0``; how many."""
+        for i in range(0, len(x), chunk):
+            self.send(topic, json.dumps({"ts": [t0 + j for j in range(i, min(i + chunk, len(x)))],
+                                         "values": x[i : i + chunk].tolist()}))
+        return -(-len(x) // chunk)
+
     def flush(self, timeout: float = 20.0) -> None:
         for info in self._infos:
             info.wait_for_publish(timeout)

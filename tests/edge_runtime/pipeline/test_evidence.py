@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.pipeline.evidence import EvidenceRecorder
+from edge_runtime.pipeline.evidence import VERSION, EvidenceRecorder, merge_resumed
 
 W, HOP, C = 4, 2, 2
 
@@ -16,10 +16,11 @@ def windows(x: np.ndarray, t0: float, starts: range):
     return w, ts, ts + W - 1
 
 
-def feed(r: EvidenceRecorder, x: np.ndarray, starts: range, alerts=()):
+def feed(r: EvidenceRecorder, x: np.ndarray, starts: range, alerts=(), expected=None):
     w, t0, t1 = windows(x, 0.0, starts)
     k = len(starts)
-    return r.observe("d", w, t0, t1, np.ones(k), np.ones((k, C)), list(alerts), "m1", 1.0, ["a", "b"], {"a": "bar"})
+    return r.observe("d", w, t0, t1, np.ones(k), np.ones((k, C)), list(alerts), "m1", 1.0, ["a", "b"], {"a": "bar"},
+                     expected)
 
 
 def test_an_episode_holds_every_sample_from_the_margin_before_to_the_margin_after_exactly_once() -> None:
@@ -65,3 +66,42 @@ def test_forget_finishes_an_open_episode_with_its_reason() -> None:
     ep = r.forget("d", "expired")
     assert ep is not None and ep.meta()["reason"] == "expired" and not ep.meta()["complete"]
     assert r.forget("d", "expired") is None and "d" not in r.devices
+
+
+def curve(k: float) -> np.ndarray:
+    return np.full((W, C), k, np.float32) + np.arange(W, dtype=np.float32)[:, None]
+
+
+def test_the_raise_and_update_windows_expected_curves_are_kept_with_their_times_and_bounded() -> None:
+    x = np.zeros((400, 2), np.float32)
+    r = EvidenceRecorder(margin_s=2.0, max_expected=3)
+    raise_ = {"event": "raise", "alert_id": "d:1", "window_end": 13.0, "anomalous_since": 11.0}
+    # windows start 8, 10: the raise is the second (ends 13); a curve of a window without an alert is ignored
+    (ep,), _ = feed(r, x, range(8, 12, HOP), [raise_], {1: curve(1.0), 0: curve(99.0)})
+    for n, start in enumerate(range(12, 20, HOP)):  # four updates, each from its batch's only window
+        feed(r, x, range(start, start + HOP, HOP),
+             [{"event": "update", "alert_id": f"d:{n + 2}", "window_end": start + W - 1.0}], {0: curve(2.0 + n)})
+    feed(r, x, range(20, 22, HOP), [{"event": "clear", "alert_id": "d:9", "window_end": 23.0}], {0: curve(50.0)})
+    _, (done,) = feed(r, x, range(30, 40, HOP))
+    a, m = done.arrays(), done.meta()
+    assert a["expected"].shape == (3, W, C) and a["expected"].dtype == np.float32
+    np.testing.assert_array_equal(a["expected"][:, 0, 0], [1.0, 2.0, 3.0])  # the raise's, then the first updates
+    np.testing.assert_array_equal(a["exp_start"], [10.0, 12.0, 14.0])
+    np.testing.assert_array_equal(a["exp_end"], a["exp_start"] + W - 1)
+    assert m["version"] == VERSION == 2 and m["expected_windows"] == 3 and m["expected_dropped"] == 2
+
+
+def test_a_resumed_alert_joins_a_version_1_file_without_expected_curves() -> None:
+    old_meta = {"alert_id": "d:1", "channels": ["a", "b"], "samples": 2, "windows": 1}  # no version: 1
+    old = {"ts": np.array([1.0, 2.0]), "values": np.zeros((2, C), np.float32), "win_end": np.array([2.0]),
+           "win_score": np.array([2.0]), "win_error": np.zeros((1, C), np.float32)}
+    new_meta = {"version": 2, "alert_id": "d:1", "channels": ["a", "b"], "samples": 1, "windows": 1,
+                "expected_windows": 1}
+    new = {"ts": np.array([3.0]), "values": np.zeros((1, C), np.float32), "win_end": np.array([3.0]),
+           "win_score": np.array([2.0]), "win_error": np.zeros((1, C), np.float32),
+           "exp_start": np.array([0.0]), "exp_end": np.array([3.0]), "expected": curve(7.0)[None]}
+    meta, arrays = merge_resumed((old_meta, old), (new_meta, new))
+    assert meta["version"] == 2 and meta["samples"] == 3 and meta["expected_windows"] == 1
+    assert arrays["ts"].tolist() == [1.0, 2.0, 3.0] and arrays["expected"].shape == (1, W, C)
+    meta, arrays = merge_resumed((new_meta, new), (new_meta, new))  # both with curves: joined
+    assert arrays["expected"].shape == (2, W, C) and arrays["exp_start"].tolist() == [0.0, 0.0]

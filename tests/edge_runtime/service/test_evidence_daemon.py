@@ -5,7 +5,6 @@ over MQTT in chunks (`edgewatch evidence fetch`)."""
 from __future__ import annotations
 
 import builtins
-import json
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +46,9 @@ def _scenario(broker: MosquittoBroker, model: Path, x: np.ndarray, folder: Path)
     with running_daemon(broker.url, model, **over) as d:
         col = Collector(broker.port, ["alerts/+", "edgewatch/test/evidence/reply/#"])
         pub = Publisher(broker.port)
-        for i in range(0, len(x), 20):
-            pub.send("sensors/p1/data", json.dumps({"ts": [T0 + j for j in range(i, i + 20)],
-                                                     "values": x[i : i + 20].tolist()}))
+        n = pub.send_series("sensors/p1/data", x, T0, 20)
         pub.close()
-        wait_until(lambda: d.stats.counts["messages"] >= len(x) // 20, 10, "messages")
+        wait_until(lambda: d.stats.counts["messages"] >= n, 10, "messages")
         idle(d)
         wait_until(lambda: d.stats.counts["evidence_written"] >= 2, 10, "evidence written at raise and complete")
         cfg = daemon_config(broker.url, model, **over)

@@ -197,8 +197,9 @@ def test_inline_overflow_while_the_sweep_scores_is_held_then_placed_not_dropped(
 
 
 def test_the_alert_detail_is_in_the_devices_own_units_with_warm_up_offsets(tmp_path: Path) -> None:
-    """measured: the raw window's mean; expected: the reconstruction of the scored (offset) window, shifted back."""
-    from edge_runtime.service.scorer import _detail
+    """measured: the raw window's mean; expected: the reconstruction of the scored (offset) window, shifted back;
+    the whole shifted reconstruction kept for the evidence."""
+    from edge_runtime.service.scorer import _Detail
 
     model = load_model(write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR)))
     raw = series(W, seed=2)[None] + np.float32(5.0)  # (1, W, C) the device's values
@@ -206,8 +207,11 @@ def test_the_alert_detail_is_in_the_devices_own_units_with_warm_up_offsets(tmp_p
     scored = raw - offset  # what the model saw
     recon = model.reconstruct(scored)
     assert recon is not None
-    measured, expected = _detail(model, scored, 0, raw, offset)(0)
+    detail = _Detail(model, scored, 0, raw, offset)
+    measured, expected = detail(0)
     np.testing.assert_allclose(measured, raw[0].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(expected, recon[0].mean(axis=0) + 5.0, rtol=1e-5)
-    m0, e0 = _detail(model, raw, 0, raw, None)(0)  # no offsets: both from the same window
+    assert list(detail.curves) == [0] and detail.curves[0].dtype == np.float32
+    np.testing.assert_allclose(detail.curves[0], recon[0] + 5.0, rtol=1e-6)
+    m0, e0 = _Detail(model, raw, 0, raw, None)(0)  # no offsets: both from the same window
     np.testing.assert_allclose(m0, measured, rtol=1e-6)
