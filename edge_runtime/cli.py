@@ -107,7 +107,7 @@ def config_options(fn):
         if o.flag is None:
             continue
         fn = click.option(*_flag_decl(o), **_flag_kwargs(o))(fn)
-    return click.option("--config", "config_file", type=click.Path(dir_okay=False),
+    return click.option("--config", "config_file", type=click.Path(),
                         help=f"TOML config file (see deploy/edgewatch.toml); default ${CONFIG_ENV}, else "
                         f"{DEFAULT_CONFIG_PATH} when it exists. EDGEWATCH_* variables and flags override it.")(fn)
 
@@ -191,7 +191,7 @@ def run(config_file: str | None, **flags: Any) -> None:
 @main.command()
 @click.option("--broker", default=None, help="Broker URL (mqtt:// or mqtts://); overrides the config's.  "
               "[default: mqtt://127.0.0.1:1883]")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+@click.option("--config", "config_file", type=click.Path(),
               help="Take broker, TLS, auth and topics from this config; flags override it.")
 @click.option("--alert-topic", default=None, help="Alert topic template (default alerts/{device}).")
 @click.option("--states/--no-states", "--state/--no-state", "state", default=False, show_default=True,

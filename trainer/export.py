@@ -409,9 +409,19 @@ def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> ModelMetadata
     return meta
 
 
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """The ONNX graph in ``path`` (external data not loaded); a file that is not ONNX is an :class:`ExportError`."""
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except OSError:
+        raise
+    except Exception as exc:  # onnx raises protobuf's decode errors (and others) for a file that is not ONNX
+        raise ExportError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+
+
 def read_metadata(path: Path) -> ModelMetadata:
     """Read the edgewatch metadata of an ONNX file."""
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx(path)
     return metadata_from_props({p.key: p.value for p in model.metadata_props})
 
 
@@ -588,7 +598,7 @@ def export_model(
 def describe_model(path: Path) -> str:
     """Human-readable contract of an ONNX file: inputs, outputs, opset, size, metadata."""
     path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx(path)
 
     def shape(vi: onnx.ValueInfoProto) -> str:
         t = vi.type.tensor_type

@@ -81,7 +81,7 @@ def _session(config_file: str | None, broker: str | None):
     return cfg, client
 
 
-_config = click.option("--config", "config_file", type=click.Path(dir_okay=False),
+_config = click.option("--config", "config_file", type=click.Path(),
                        help="The daemon's config (instance, prefix, topics, broker, auth).")
 _broker = click.option("--broker", default=None, help="Broker URL; overrides the config's.")
 

@@ -45,6 +45,10 @@ class ModelError(RuntimeError):
     """The model file cannot be used (missing, too big, not ONNX, not an edgewatch model, no provider)."""
 
 
+class NotOnnxError(ModelError):
+    """onnxruntime cannot load the bytes: not an ONNX file (or a broken one)."""
+
+
 @dataclass(frozen=True)
 class FileSignature:
     """What tells a possibly changed model file (through a symlink: its target): device, inode, modification
@@ -189,7 +193,7 @@ def _create(model_bytes: bytes, providers: list[str], threads: int, quiet: bool)
         )
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"not a loadable ONNX model: {msg}") from None
+        raise NotOnnxError(f"not a loadable ONNX model: {msg}") from None
 
 
 def open_session(
@@ -258,12 +262,17 @@ def load_model(
         raise ModelError(f"cannot read model file {p}: {exc.strerror or exc}") from None
     if len(data) > max_bytes:
         raise ModelError(f"model file {p} grew to more than max_model_bytes {max_bytes} while being read")
-    sess, got, why = open_session(data, provider, intra_op_threads)
+    if not data:
+        raise NotOnnxError(f"{p}: not a loadable ONNX model: the file is empty")
+    try:  # the file's name in front of what is wrong with it (not of a provider's failure)
+        sess, got, why = open_session(data, provider, intra_op_threads)
+    except NotOnnxError as exc:
+        raise NotOnnxError(f"{p}: {exc}") from None
     try:
         meta = metadata_from_props(dict(sess.get_modelmeta().custom_metadata_map))
-    except ContractError as exc:
+        _check_io(sess, meta)
+    except (ContractError, ModelError) as exc:
         raise ModelError(f"{p}: {exc}") from None
-    _check_io(sess, meta)
     model = EdgeModel(sess, meta, p, got, why, sig, hashlib.sha256(data).hexdigest())
     if meta.window * meta.n_channels > MAX_PROBE_VALUES:
         raise ModelError(

@@ -242,7 +242,7 @@ def fetch(cfg: Config, instance: str, alert_id: str, timeout: float = 10.0) -> b
 
 
 _DIR = click.option("--dir", "folder", default=None, help="The evidence folder (default: alerts.evidence_dir).")
-_CONFIG = click.option("--config", "config_file", type=click.Path(dir_okay=False), help="The daemon's config file.")
+_CONFIG = click.option("--config", "config_file", type=click.Path(), help="The daemon's config file.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -204,7 +204,7 @@ def feedback_command() -> None:
 @click.option("--note", default="", help="Free text kept in the feedback log (500 characters).")
 @click.option("--instance", default="", help="The daemon's runtime.instance (default: the config's, or this host).")
 @click.option("--broker", default=None, help="Broker URL; overrides the config's.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Broker, TLS, auth and topics from here.")
+@click.option("--config", "config_file", type=click.Path(), help="Broker, TLS, auth and topics from here.")
 @click.option("--username", default=None, help="The operator account (overrides mqtt.username).")
 @click.option("--password-file", default=None, help="File whose first line is its password.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the reply.")

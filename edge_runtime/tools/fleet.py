@@ -165,7 +165,7 @@ def fleet_command() -> None:
 
 @fleet_command.command("status")
 @click.option("--broker", default=None, help="Broker URL (mqtt:// or mqtts://); overrides the config's.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+@click.option("--config", "config_file", type=click.Path(),
               help="Take broker, TLS, auth and the status/stats topics (and topics.prefix) from this config.")
 @click.option("--json", "as_json_flag", is_flag=True, help="Print one JSON document of every gateway and exit.")
 @click.option("--wait", "wait_s", type=float, default=3.0, show_default=True,

@@ -83,7 +83,7 @@ def record(cfg: Any, device: str, channels: list[str], out: Path, seconds: float
               help="Take the channel names from this model (else --channels, else the config's model).")
 @click.option("--channels", default="", help="Comma-separated channel names, as in the payloads.")
 @click.option("--broker", default=None, help="Broker URL; overrides the config's.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Broker, auth, TLS and input topics.")
+@click.option("--config", "config_file", type=click.Path(), help="Broker, auth, TLS and input topics.")
 def record_command(device: str, duration: str, max_samples: int, out: Path, model_path: str | None, channels: str,
                    broker: str | None, config_file: str | None) -> None:
     """Capture a device's data from the broker to a CSV (timestamp + channels) for `edgewatch-train fit`."""

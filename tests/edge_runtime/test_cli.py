@@ -64,6 +64,27 @@ def test_run_errors_name_the_problem(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--bogus-flag" in res.output
 
 
+def test_a_config_path_that_is_no_file_is_a_config_error_for_every_command(tmp_path: Path) -> None:
+    r = CliRunner(env={"EDGEWATCH_CONFIG": ""})
+    for cmd in (["run"], ["alerts"], ["dashboard"], ["evidence", "list"], ["feedback", "--false-alarm", "a1"],
+                ["fleet", "status"], ["record", "--device", "d", "--out", str(tmp_path / "r.csv")]):
+        for config, why in ((tmp_path, "Is a directory"), (tmp_path / "missing.toml", "No such file")):
+            res = r.invoke(main, [*cmd, "--config", str(config)])
+            assert res.exit_code == 78, (cmd, res.output)
+            assert res.output.strip() == f"edgewatch: error: --config: cannot read {config}: {why}" + (
+                "" if why == "Is a directory" else " or directory"), (cmd, res.output)
+
+
+def test_a_model_file_that_is_not_onnx_is_named_with_exit_65(tmp_path: Path) -> None:
+    for content in (b"", b"hello, I am not a model\n"):
+        model = tmp_path / "notonnx.onnx"
+        model.write_bytes(content)
+        for cmd in (["run", "--model", str(model)], ["check-model", str(model)]):
+            res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, cmd)
+            assert res.exit_code == 65, res.output
+            assert res.output.strip().startswith(f"edgewatch: error: {model}: not a loadable ONNX model"), res.output
+
+
 def test_help_lists_registered_commands_and_hides_no_password_flag() -> None:
     res = CliRunner().invoke(main, ["--help"])
     assert res.exit_code == 0

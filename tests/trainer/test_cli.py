@@ -108,6 +108,17 @@ def test_help_texts(runner: CliRunner) -> None:
         assert r.exit_code == 0 and "Usage:" in r.stdout
 
 
+@pytest.mark.parametrize("content", [b"hello, I am not a model\n", b"\x00garbage" * 50])
+def test_a_model_file_that_is_not_onnx_is_one_line(runner: CliRunner, tmp_path: Path, content: bytes) -> None:
+    model = tmp_path / "notonnx.onnx"
+    model.write_bytes(content)
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n" + "1,2\n" * 40)
+    for args in (["evaluate", "--model", str(model), "--data", str(data), "--report", str(tmp_path / "e.json"),
+                  "--no-plot"], ["inspect", str(model)]):
+        assert_user_error(runner.invoke(main, args), "notonnx.onnx: not a readable ONNX file")
+
+
 def test_error_text_in_numeric_column(runner: CliRunner, tmp_path: Path) -> None:
     f = tmp_path / "bad.csv"
     f.write_text("a;b\n1;2\n3;x\n")
@@ -297,7 +308,8 @@ def test_fit_reads_a_units_row_and_units_given_win(runner: CliRunner, tmp_path: 
     assert r.exit_code == 0, r.output
     assert f"units: {names[0]} bar (units row), {names[1]} degC (units row), {names[2]} in/s (--units)" in r.stdout
     assert read_metadata(out).units == {names[0]: "bar", names[1]: "degC", names[2]: "in/s"}
-    r = runner.invoke(main, ["evaluate", "--model", str(out), "--data", str(f), "--report", str(tmp_path / "e.json")])
+    r = runner.invoke(main, ["evaluate", "--model", str(out), "--data", str(f), "--report", str(tmp_path / "e.json"),
+                             "--no-plot"])
     assert r.exit_code == 0, r.output
     bad = tmp_path / "bad.csv"
     messy = [u.replace("degC", "the sensor's unit") for u in units]  # units and a cell that is none

@@ -184,7 +184,7 @@ class Dashboard:
 @click.command("dashboard")
 @click.option("--broker", default=None, help="Broker URL (mqtt:// or mqtts://); overrides the config's.  "
               "[default: mqtt://127.0.0.1:1883]")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+@click.option("--config", "config_file", type=click.Path(),
               help="Take broker, TLS, auth and topics from this config (the daemon's); flags override it.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="HTTP port (0: any free one, printed).")

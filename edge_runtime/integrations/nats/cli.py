@@ -72,7 +72,7 @@ def _run(cfg: Config, job: Callable[[Any], Awaitable[T]]) -> T:
 
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--servers", default=None, help="NATS server URLs (default: [nats] servers of the config).")(fn)
-    return click.option("--config", "config_file", type=click.Path(dir_okay=False),
+    return click.option("--config", "config_file", type=click.Path(),
                         help="The daemon's TOML config: its [nats] section gives servers and credentials.")(fn)
 
 

@@ -41,15 +41,18 @@ def test_loads_and_scores_like_the_reference(tmp_path: Path) -> None:
     ("make", "message"),
     [
         (lambda p: p.write_bytes(b"\x00garbage" * 100), "not a loadable ONNX model"),
+        (lambda p: p.write_bytes(b""), "not a loadable ONNX model: the file is empty"),
+        (lambda p: p.write_text("hello, I am not a model\n"), "not a loadable ONNX model"),
         (lambda p: write_foreign_model(p), "not an edgewatch model"),
         (lambda p: None, "cannot read model file"),
     ],
 )
-def test_bad_files_get_clear_errors(tmp_path: Path, make, message: str) -> None:
+def test_bad_files_get_clear_errors_naming_the_file(tmp_path: Path, make, message: str) -> None:
     p = tmp_path / "bad.onnx"
     make(p)
-    with pytest.raises(ModelError, match=message):
+    with pytest.raises(ModelError, match=message) as exc:
         load_model(p)
+    assert str(p) in str(exc.value)
 
 
 def _with_props(tmp_path: Path, doc: dict) -> Path:
