@@ -16,7 +16,8 @@ A device's ``last_seen`` (idle expiry, LRU eviction) moves only when a sample is
 Sensor health (:mod:`edge_runtime.pipeline.health`) rides along: a ring keeps the per-device ``health`` state
 its owner gives it and counts the plain rows pushed since the owner last checked them (``unchecked``; the
 rows are the ring's newest); :meth:`WindowStore.push_samples` returns the shared common result only while
-fewer than ``check_every`` rows wait, so the owner checks a device every ``check_every`` samples.
+fewer than the ring's ``check_every`` rows wait (the store's when the ring is made; the owner may change it
+after each check), so the owner checks a device every ``check_every`` samples.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class RingWindow:
         self.behind = 0  # stamped samples in a row older than last_ts
         self.health: Any = None  # the owner's per-device health state (edge_runtime.pipeline.health)
         self.unchecked = 0  # rows pushed by push_row since the owner's last health check (the newest ones)
+        self.check_every = 1 << 62  # unchecked rows after which push_samples hands the owner a check
 
     def reset(self) -> None:
         """Forget buffered samples (after a gap): the next window needs W fresh samples."""
@@ -304,6 +306,7 @@ class WindowStore:
                 evicted.append(self.devices.popitem(last=False)[0])
             ring = RingWindow(self.window, self.hop, self.n_channels, self.gap_s,
                               clock_reset_after=self.clock_reset_after)
+            ring.check_every = self.check_every
             if self._carried:
                 ring.last_ts = self._carried.pop(device, -np.inf)
             ring.last_seen = now
@@ -334,7 +337,7 @@ class WindowStore:
             code = ring.push_row(samples.t, samples.row, samples.stamped)
             if code & ACCEPTED:
                 self._seen(device, ring, now)
-                if code == ACCEPTED and evicted is _NO_EVICTIONS and ring.unchecked < self.check_every:
+                if code == ACCEPTED and evicted is _NO_EVICTIONS and ring.unchecked < ring.check_every:
                     return self.one_accepted
             res = ring.row_result(code)
         else:

@@ -5,7 +5,8 @@ the housekeeping thread for :meth:`SensorHealth.check_stale`). A message with ar
 missing value) is checked and filled before it enters the window ring (:meth:`check_block`); the plain
 single-sample path stays numpy-free per message: its rows are checked as one block every
 :attr:`SensorHealth.check_every` samples (:data:`CHECK_EVERY`, fewer when a stuck limit is shorter, so a
-fault is reported within its limit of becoming one) and whenever a window is cut (:meth:`flush`); a block of
+fault is reported within its limit of becoming one; up to twice as many for a quiet device, which cannot get
+stuck sooner than that limit) and whenever a window is cut (:meth:`flush`); a block of
 healthy rows costs a few numpy operations (:meth:`ChannelHealth.check_plain`), a share of a microsecond a sample. A window is handed on with the channels to leave out of the score (missing, stuck or
 out of range within its span) or not at all while the device is ``degraded`` or ``out_of_distribution``.
 
@@ -110,6 +111,9 @@ class SensorHealth:
         self.model_id = model.model_id
         self.period_s = meta.sample_period_s
         self.check_every = max(1, min(CHECK_EVERY, self.limits.shortest_flat))
+        # a quiet device (no flat run going on) cannot get stuck within shortest_flat rows of its last check, so
+        # rows checked within 2 x shortest_flat - 1 still report a fault within 2x its limit
+        self.quiet_every = max(1, min(CHECK_EVERY, 2 * self.limits.shortest_flat - 1))
         self.window = model.window
         self.channels = list(meta.channels)
         weight = meta.scoring.get("weight")
@@ -146,6 +150,7 @@ class SensorHealth:
         dh = self._device(ring)
         checks = dh.checks
         got = checks.check_plain(values) if plain else checks.update(values)  # (n, C), None: all ok
+        ring.check_every = self.quiet_every if checks.quiet else self.check_every
         if dh.calm and (got is None or not got.any()):  # the common case: nothing to say
             dh.last_t = float(ts[-1])
             return
