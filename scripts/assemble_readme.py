@@ -17,7 +17,7 @@ On Linux with Python 3.11, as root (so the set-up can `apt-get install mosquitto
 already installed:
 
 ```bash
-./scripts/demo.sh     # set up .venv, then train, serve and detect end to end (about a minute)
+./scripts/demo.sh     # set up .venv (minutes, the first time), then train, serve and detect (about a minute)
 ./scripts/test.sh     # set up, then ruff, mypy and the tests
 ```
 

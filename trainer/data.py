@@ -36,6 +36,7 @@ from edge_runtime.tools.textfile import (
 )
 from edge_runtime.tools.units_row import UnitsRowError, units_row
 from trainer.progress import ReadProgress
+from trainer.time_order import TimeOrder, TimeOrderError
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,10 @@ def _cell_value(cell: str, path: Path, lineno: int, column: str, opts: ReadOptio
         return math.nan
     if _is_number(text):
         raise DataError(f"{at}: not a finite number: {text!r}")
-    hint = " (a decimal comma: use --decimal ,)" if opts.decimal == "." and looks_like_decimal_comma(text) else ""
+    if opts.decimal == "." and looks_like_decimal_comma(text):
+        hint = " (a decimal comma: use --decimal ,)"
+    else:  # a text column (a status, a comment): say how to keep it out
+        hint = f" (a text column? keep it out with --exclude {column}, or --state-column {column} for a machine state)"
     raise DataError(f"{at}: not a number: {text!r}{hint}")
 
 
@@ -364,6 +368,7 @@ def _read_rows(
     st_cells: list[str] = []
     names = [header[i] for i in feature_idx]
     meter = ReadProgress(path.name, where) if opts.progress else None
+    order = TimeOrder(zone(opts.timezone)) if ts_col is not None else None
 
     def take(r: list[str], lineno: int) -> None:
         if len(r) != len(header):
@@ -381,6 +386,8 @@ def _read_rows(
             st_cells.append(r[st_col].strip())
         if ts_col is not None and (opts.keep_time or len(ts_cells) < 1000):
             ts_cells.append(r[ts_col])
+        if order is not None:
+            order.add(r[ts_col], lineno)
 
     n = 1
     try:
@@ -391,6 +398,13 @@ def _read_rows(
                 n += 1
                 if meter is not None and n % 8192 == 0:
                     meter.update(n, *position())
+        if order is not None:
+            order.finish()
+    except TimeOrderError as exc:
+        local = "" if opts.timezone or _is_number(exc.cell) else "; naive local times across a DST change: --timezone"
+        raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: timestamps go backwards "
+                        f"({exc.cell.strip()!r} after {exc.before.strip()!r}; the edge drops such samples as "
+                        f"out_of_order): sort the rows by time{local}") from None
     except DataError as exc:
         # a mistyped --exclude leaves its (text) column in: say so beside the cell that failed
         unmatched = [e for e in exclude if find_column(e, header) is None and did_you_mean(e, header)]
@@ -400,6 +414,9 @@ def _read_rows(
                         f"{did_you_mean(unmatched[0], header)}") from None
     if meter is not None:
         meter.done(n, *position())
+    if order is not None and order.duplicates:
+        log.warning("%s: %d row(s) repeat the timestamp of the row before (first at %s %d); the edge drops such "
+                    "samples as duplicate", path, order.duplicates, where, order.first_duplicate)
     values = np.frombuffer(flat, dtype=np.float64).reshape(-1, len(feature_idx))
     if opts.fill is not None:
         values = values.copy()

@@ -126,6 +126,37 @@ def test_error_text_in_numeric_column(runner: CliRunner, tmp_path: Path) -> None
     assert_user_error(r, "bad.csv", "line 3", "'b'", "not a number")
 
 
+def test_a_text_column_says_how_to_keep_it_out(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "status.csv"
+    f.write_text("a,status\n1,RUN\n2,STOP\n")
+    r = runner.invoke(main, ["fit", str(f), "--out", str(tmp_path / "m.onnx"), *FAST])
+    assert_user_error(r, "line 2, column 'status': not a number: 'RUN'", "--exclude status", "--state-column status")
+
+
+def test_timestamps_out_of_order_refused_repeats_counted(runner: CliRunner, tmp_path: Path, caplog) -> None:
+    names = syn.channel_names(2)
+    plain = tmp_path / "plain.csv"
+    syn.write_csv(plain, syn.normal_series(600, 2, seed=0), names)
+    header, *rows = plain.read_text().splitlines()
+    assert header.startswith("timestamp,")
+    r = runner.invoke(main, ["fit", str(plain), "--out", str(tmp_path / "ok.onnx"), *FAST])
+    assert r.exit_code == 0 and "repeat the timestamp" not in caplog.text, r.output
+    swapped = rows.copy()
+    swapped[100], swapped[200] = swapped[200], swapped[100]
+    f = tmp_path / "unsorted.csv"
+    f.write_text("\n".join([header, *swapped]) + "\n")
+    for cmd in (["fit", str(f), "--out", str(tmp_path / "m.onnx"), *FAST],
+                ["evaluate", "--model", str(tmp_path / "ok.onnx"), "--data", str(f), "--no-plot",
+                 "--report", str(tmp_path / "e.json")]):
+        assert_user_error(runner.invoke(main, cmd), "unsorted.csv: line 103, column 'timestamp': timestamps go "
+                          "backwards", "sort the rows by time")
+    dup = tmp_path / "dup.csv"
+    dup.write_text("\n".join([header, *rows[:50], rows[49], *rows[50:]]) + "\n")
+    r = runner.invoke(main, ["fit", str(dup), "--out", str(tmp_path / "m.onnx"), *FAST])
+    assert r.exit_code == 0, r.output
+    assert "dup.csv: 1 row(s) repeat the timestamp of the row before (first at line 52)" in caplog.text
+
+
 def test_error_missing_values(runner: CliRunner, tmp_path: Path) -> None:
     f = tmp_path / "gap.csv"
     f.write_text("a,b\n1,2\n,3\n")

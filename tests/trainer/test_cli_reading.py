@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import torch
@@ -21,10 +23,10 @@ def plant_csv(path: Path, rows: int, labelled: bool) -> Path:
     x = syn.normal_series(rows, 2, seed=1)
     lab = [1 if labelled and 200 <= i < 230 else 0 for i in range(rows)]
     lines = ["Zeit;Druck bar;Temp °C;Status;anomaly"]
-    for i in range(rows):
-        h, m = divmod(90 + i % 60, 60)  # 01:30 .. 02:29, cycled: the clock's repeated hour
-        lines.append(f"2026-10-25 {h:02d}:{m:02d}:00;{x[i, 0]:.4f};{x[i, 1] + (5 if lab[i] else 0):.4f};ok;{lab[i]}"
-                     .replace(".", ","))
+    start = datetime(2026, 10, 24, 23, 30, tzinfo=timezone.utc)  # 01:30 in Berlin, 90 min before the fall-back
+    for i in range(rows):  # a wall clock minute by minute: 02:00 .. 02:59 twice
+        t = (start + timedelta(minutes=i)).astimezone(ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"{t};{x[i, 0]:.4f};{x[i, 1] + (5 if lab[i] else 0):.4f};ok;{lab[i]}".replace(".", ","))
     path.write_bytes(("\n".join(lines) + "\n").encode("cp1252"))
     return path
 

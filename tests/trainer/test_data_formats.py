@@ -142,7 +142,8 @@ def test_column_names_match_ignoring_case_and_a_miss_suggests(tmp_path: Path) ->
     assert s.channels == ["temp"]
     with pytest.raises(DataError, match=r"column 'Tmp' not found \(did you mean 'Temp'\?\)"):
         load_paths([f], channels=["Tmp"])
-    with pytest.raises(DataError, match=r"not a number: 'ok'; --exclude 'Stats' matches no column here \(did you mean 'Status'\?\)"):
+    with pytest.raises(DataError, match=r"not a number: 'ok' \(a text column\? .*\); --exclude 'Stats' matches no "
+                       r"column here \(did you mean 'Status'\?\)"):
         load_paths([f], exclude=["Stats"])
     with pytest.raises(DataError, match=r"--exclude names unknown column\(s\) Labl .*\(did you mean 'Label'\?\)"):
         load_paths([f], exclude=["Status", "Labl"])

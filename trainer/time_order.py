@@ -1,0 +1,74 @@
+"""Is a file's timestamp column in time order? Checked while the rows are read, in bounded memory.
+
+The edge drops a sample whose timestamp is older than (``out_of_order``) or equal to (``duplicate``) its
+device's latest, and ``edgewatch replay`` refuses a file whose timestamps go backwards; a model trained on
+rows out of time order learns dynamics the edge never sees. So ``fit`` and ``evaluate`` refuse a column that
+goes backwards (naming the line) and count the rows that repeat the previous timestamp.
+"""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+
+import numpy as np
+
+from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds
+
+CHUNK = 65_536
+
+
+class TimeOrderError(ValueError):
+    """The timestamps go backwards at ``line``: ``cell`` is earlier than the row before's ``before``."""
+
+    def __init__(self, line: int, cell: str, before: str) -> None:
+        super().__init__(f"line {line}: timestamps go backwards ({cell.strip()!r} after {before.strip()!r})")
+        self.line, self.cell, self.before = line, cell, before
+
+
+class TimeOrder:
+    """Feed ``(cell, line)`` per row with :meth:`add`, then :meth:`finish`.
+
+    The column is read in chunks as :func:`local_column_seconds` reads it (one chunk's last cell opens the
+    next, so a DST fall-back across a chunk boundary reads as it does in one piece). A chunk with a cell that
+    is no timestamp is not checked (the trainer uses timestamps for the sample period only).
+    """
+
+    def __init__(self, tz: tzinfo | None) -> None:
+        self.tz = tz
+        self.cells: list[str] = []
+        self.lines: list[int] = []
+        self.duplicates = 0
+        self.first_duplicate: int | None = None
+
+    def add(self, cell: str, line: int) -> None:
+        self.cells.append(cell)
+        self.lines.append(line)
+        if len(self.cells) >= CHUNK:
+            self._check()
+            self.cells, self.lines = self.cells[-1:], self.lines[-1:]
+
+    def finish(self) -> None:
+        """Check the rest; raises :class:`TimeOrderError` at the first step backwards."""
+        self._check()
+        self.cells, self.lines = [], []
+
+    def _check(self) -> None:
+        if len(self.cells) < 2:
+            return
+        try:  # epoch numbers: their order is that of the numbers, whatever the unit (the fast path)
+            ts = np.asarray(self.cells, dtype=np.float64)
+        except ValueError:
+            try:
+                ts = local_column_seconds(self.cells, self.tz)
+            except TimestampError:
+                return
+        step = np.diff(ts)  # (n - 1,)
+        back = np.flatnonzero(step < 0)
+        if back.size:
+            i = int(back[0]) + 1
+            raise TimeOrderError(self.lines[i], self.cells[i], self.cells[i - 1])
+        same = np.flatnonzero(step == 0)
+        if same.size:
+            self.duplicates += int(same.size)
+            if self.first_duplicate is None:
+                self.first_duplicate = self.lines[int(same[0]) + 1]
