@@ -236,7 +236,7 @@ def bench() -> None:
 
 
 @main.command("check-model")
-@click.argument("model_path", type=click.Path(dir_okay=False))
+@click.argument("model_path", type=click.Path())
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads.")
 @click.option("--batch", type=int, default=64, show_default=True, help="Random batch size for the latency check.")

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from edge_runtime import __version__
 from edge_runtime.clierror import fail
 from edge_runtime.contract import ContractError
 
@@ -134,6 +135,7 @@ class _TrainGroup(click.Group):
 
 
 @click.group(cls=_TrainGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgewatch-train")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """Train edgewatch anomaly models and export them as one self-describing ONNX file.

@@ -37,6 +37,7 @@ from edge_runtime.tools.simulate import (
     SimError,
     SimResult,
     broker_options,
+    check_device_id,
     check_publish_options,
     connect_publisher,
     encode_payload,
@@ -310,6 +311,7 @@ def replay_command(
     """Replay a CSV recording (e.g. a SKAB file) to sensors/DEVICE/data."""
     try:
         check_publish_options(broker, topic_template, speed)
+        check_device_id("--device", device)
         meta = model_metadata(model) if model else None
         picked = meta.channels if meta else (
             [c.strip() for c in channels.split(",") if c.strip()] if channels else None

@@ -474,6 +474,14 @@ def check_publish_options(broker: str, topic_template: str, speed: float) -> Non
         raise SimError("--speed must be > 0")
 
 
+def check_device_id(option: str, device: str) -> None:
+    """A device id must be one topic level the daemon reads back (:class:`SimError` otherwise): ``a/b`` would
+    make the topic deeper than ``sensors/+/data`` (the daemon never sees it); ``+`` and ``#`` cannot be
+    published. Other characters reach the daemon, which sanitises them (``pipeline/topics.py``)."""
+    if not device.strip() or any(c in device for c in "/+#\0"):
+        raise SimError(f"{option} {device!r}: a device id is one topic level: not empty, without / + # or NUL")
+
+
 def connect_publisher(broker_url: str, client_id: str, username: str = "", password_file: str = "",
                       ca_file: str = "", timeout: float = 10.0) -> Any:
     """A connected paho client (the shared factory, :mod:`edge_runtime.service.mqtt`) with its network loop
@@ -730,6 +738,7 @@ def simulate_command(
     """Publish synthetic sensor streams for N devices, with anomalies, and write the ground truth."""
     try:
         check_publish_options(broker, topic_template, speed)
+        check_device_id("--prefix", prefix)
         names = model_channels(model) if model else None
         plan = make_plan(
             n_devices, rate, duration, n_channels=n_channels, channels=names, seed=seed,

@@ -83,6 +83,10 @@ def test_a_model_file_that_is_not_onnx_is_named_with_exit_65(tmp_path: Path) -> 
             res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, cmd)
             assert res.exit_code == 65, res.output
             assert res.output.strip().startswith(f"edgewatch: error: {model}: not a loadable ONNX model"), res.output
+    for cmd in (["run", "--model", str(tmp_path)], ["check-model", str(tmp_path)]):  # a folder, as run says it
+        res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, cmd)
+        assert (res.exit_code, res.output.strip()) == (65, f"edgewatch: error: cannot read model file {tmp_path}: "
+                                                           "Is a directory"), res.output
 
 
 def test_help_lists_registered_commands_and_hides_no_password_flag() -> None:

@@ -102,6 +102,13 @@ def test_demo_data(runner: CliRunner, tmp_path: Path) -> None:
     assert (tmp_path / "d.csv").read_text().splitlines()[0].endswith(",anomaly")
 
 
+def test_version_as_edgewatch_says_it(runner: CliRunner) -> None:
+    from edge_runtime import __version__
+
+    r = runner.invoke(main, ["--version"])
+    assert (r.exit_code, r.stdout.strip()) == (0, f"edgewatch-train, version {__version__}")
+
+
 def test_help_texts(runner: CliRunner) -> None:
     for cmd in ([], ["fit"], ["evaluate"], ["inspect"], ["export"]):
         r = runner.invoke(main, [*cmd, "--help"])

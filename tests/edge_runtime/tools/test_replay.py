@@ -132,6 +132,9 @@ def test_replay_keyed_batches_with_restamp(mosquitto, tmp_path: Path) -> None:
         (["{bad}", "--device", "d"], "non-numeric value"),
         (["{good}", "--device", "d", "--speed", "0", "--fast"], "--speed must be > 0"),
         (["{good}", "--device", "d", "--channels", "Nope"], "no column 'Nope'"),
+        (["{good}", "--device", "a/b", "--fast"], "--device 'a/b': a device id is one topic level"),
+        (["{good}", "--device", "x+", "--fast"], "--device 'x+': a device id is one topic level"),
+        (["{good}", "--device", "", "--fast"], "--device '': a device id is one topic level"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(tmp_path: Path, args: list[str], msg: str) -> None:

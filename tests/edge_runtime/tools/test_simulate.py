@@ -214,6 +214,8 @@ def test_cli_publishes_and_writes_ground_truth(mosquitto, tmp_path: Path) -> Non
         (["--anomaly", "sim-0:boom:1:1"], "kind 'boom'"),
         (["--topic", "sensors/data"], "{device}"),
         (["--broker", "mqtt://127.0.0.1:1"], "cannot connect"),
+        (["--prefix", "line/a"], "--prefix 'line/a': a device id is one topic level"),
+        (["--prefix", "#"], "--prefix '#': a device id is one topic level"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(args: list[str], msg: str) -> None:
