@@ -401,7 +401,9 @@ def _read_rows(
         if order is not None:
             order.finish()
     except TimeOrderError as exc:
-        local = "" if opts.timezone or _is_number(exc.cell) else "; naive local times across a DST change: --timezone"
+        local = "" if _is_number(exc.cell) else (
+            f"; are the times in {opts.timezone}? (a time inside its DST gap does not exist there)" if opts.timezone
+            else "; naive local times across a DST change: --timezone")
         raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: timestamps go backwards "
                         f"({exc.cell.strip()!r} after {exc.before.strip()!r}; the edge drops such samples as "
                         f"out_of_order): sort the rows by time{local}") from None

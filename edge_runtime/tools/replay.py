@@ -28,7 +28,7 @@ import click
 import numpy as np
 
 from edge_runtime.pipeline.health import FILL_METHODS, fill_block
-from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds
+from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, parse_timestamp
 from edge_runtime.tools import textfile
 from edge_runtime.tools.simulate import (
     FORMATS,
@@ -77,6 +77,17 @@ def _is_number(cell: str, decimal: str = ".") -> bool:
         return math.isfinite(textfile.number(cell, decimal))
     except ValueError:
         return False
+
+
+def _is_date(cell: str, decimal: str) -> bool:
+    """A cell that is a date-time, not a number."""
+    if _is_number(cell, decimal):
+        return False
+    try:
+        parse_timestamp(cell.strip())
+    except TimestampError:
+        return False
+    return True
 
 
 def read_recording(
@@ -130,6 +141,8 @@ def read_recording(
                               f"(columns: {', '.join(header)})")
     else:
         t_idx = next((lower.index(n) for n in TIME_COLUMNS if n in lower), None)
+        if t_idx is None and _is_date(next((r[0] for r in rows[:2] if r and r[0].strip()), ""), decimal):
+            t_idx = 0  # an unnamed timestamp (Zeitstempel, horodatage): a first column of dates, as fit reads it
     skip = {h.lower() for h in (*label_columns, *exclude)}
     first_line = 2
     if len(rows[0]) == len(header):  # a units row under the header (bar, degC, [mm/s]): not data

@@ -164,3 +164,18 @@ def test_stored_read_options_are_reused_and_overridable() -> None:
         decimal=".", encoding="cp1252", timezone="Europe/Berlin")
     assert read_options({}).preprocessing() == {"fill": None, "decimal": ".", "encoding": None, "timezone": None,
                                                 "state_column": None}
+
+
+@pytest.mark.parametrize(
+    ("timezone", "hint"),
+    [("Europe/Berlin", "are the times in Europe/Berlin? (a time inside its DST gap does not exist there)"),
+     (None, "naive local times across a DST change: --timezone")],
+)
+def test_times_going_backwards_say_what_to_check(tmp_path: Path, timezone: str | None, hint: str) -> None:
+    # 2026-03-29 02:xx does not exist in Berlin (clocks jump 02:00 -> 03:00): read there, 03:00 is before 02:59
+    rows = "02:58,1\n02:59,2\n03:00,3\n" if timezone else "02:58,1\n02:59,2\n02:00,3\n"
+    f = write(tmp_path / "t.csv", "time,a\n" + "".join(f"2026-03-29 {r}" for r in rows.splitlines(keepends=True)))
+    with pytest.raises(DataError) as exc:
+        load_paths([f], opts=ReadOptions(timezone=timezone))
+    assert "t.csv: line 4, column 'time': timestamps go backwards" in str(exc.value)
+    assert str(exc.value).endswith("sort the rows by time; " + hint)

@@ -56,6 +56,15 @@ def test_epoch_column_in_s_ms_us_ns(tmp_path: Path, scale: int) -> None:
     np.testing.assert_allclose(rec.ts, [1.7e9, 1.7e9 + 0.25, 1.7e9 + 0.5])
 
 
+@pytest.mark.parametrize("units", [False, True])
+def test_an_unnamed_first_column_of_dates_is_the_time_as_fit_reads_it(tmp_path: Path, units: bool) -> None:
+    text = "Zeitstempel;Druck\n" + (";bar\n" if units else "") + "".join(
+        f"2026-03-01 00:{m:02d}:00;{m},5\n" for m in range(3))
+    rec = read_recording(write(tmp_path, text), decimal=",")
+    assert rec.channels == ("Druck",)
+    np.testing.assert_allclose(rec.ts - rec.ts[0], [0, 60, 120])  # a minute apart, not the 1 s --period
+
+
 def test_exclude_and_no_time_column(tmp_path: Path) -> None:
     rec = read_recording(write(tmp_path, "x\ty\tid\n1\t2\t7\n3\t4\t8\n"), exclude=("id",))
     assert rec.ts is None and rec.channels == ("x", "y")
