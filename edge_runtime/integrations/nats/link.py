@@ -496,43 +496,56 @@ class NatsLink:
     _flushing: asyncio.Lock | None = None
 
     async def _flush(self) -> bool:
-        """Send every queued message, in order; False when NATS refused one (it waits at the head of the
-        queue for the next try). Retained messages also go into the retained bucket (kept for the next owner)
-        and alerts (with a message id) are published through JetStream and confirmed by the stream that
-        keeps them, when there is one: an alert is never lost to a server fail-over."""
+        """Send every queued message, in order; False when NATS refused one. A message leaves the queue only
+        once NATS has confirmed it: alerts (with a message id) are published through JetStream and confirmed
+        by the stream that keeps them, when there is one; the others are core messages, confirmed together by
+        a flush (a server that dies with them in its buffers never confirms them: they are sent again after the
+        reconnect, at least once). Retained messages also go into the retained bucket (kept for the next
+        owner). What failed waits at the head of the queue for the next try."""
         if self._flushing is None:
             self._flushing = asyncio.Lock()
         async with self._flushing:
             out = self._out
-            if not out:
-                return True  # nothing to send: no round trip
-            while out:
-                subject, data, retain, headers = out[0]
-                try:
+            sent: list[tuple[str, bytes, bool, dict[str, str] | None]] = []  # core messages not yet confirmed
+            try:
+                while len(sent) < len(out):
+                    item = out[len(sent)]
+                    subject, data, retain, headers = item
                     if retain:
                         await self._retained.put(kv_key(subject), data)
                     if headers is not None and self._alert_stream is not False:
+                        if sent:  # in order: what came before is confirmed first
+                            sent = await self._confirm(sent)
                         try:
                             await self._js.publish(subject, data, timeout=2, headers=headers)
                             self._alert_stream = True
+                            if out and out[0] is item:
+                                out.popleft()
+                            continue
                         except Exception as exc:
                             if type(exc).__name__ != "NoRespondersError" or self._alert_stream:
                                 raise
                             self._alert_stream = False  # no stream keeps alerts: plain messages
-                            await self.nc.publish(subject, data, headers=headers)
-                    else:
-                        await self.nc.publish(subject, data, headers=headers)
-                except Exception as exc:
-                    self._rl.log(logging.WARNING, "nats_publish", "cannot send to NATS (%s: %s): %d message(s) "
-                                 "wait", type(exc).__name__, str(exc)[:120], len(out))
-                    return False
-                out.popleft()
-            try:
-                await self.nc.flush(timeout=5)
+                    await self.nc.publish(subject, data, headers=headers)
+                    sent.append(item)
+                if sent:
+                    await self._confirm(sent)
             except Exception as exc:
-                self._rl.log(logging.WARNING, "nats_publish", "NATS flush: %s", str(exc)[:120] or type(exc).__name__)
+                self._rl.log(logging.WARNING, "nats_publish", "cannot send to NATS (%s: %s): %d message(s) wait",
+                             type(exc).__name__, str(exc)[:120] or type(exc).__name__, len(out))
                 return False
             return True
+
+    async def _confirm(self, sent: list[tuple[str, bytes, bool, dict[str, str] | None]]) -> list[Any]:
+        """Flush (NATS has every message sent before it), then drop ``sent`` from the head of the queue (unless
+        a fence cleared the queue meanwhile); an empty list."""
+        await self.nc.flush(timeout=5)
+        out = self._out
+        for item in sent:
+            if not out or out[0] is not item:
+                break
+            out.popleft()
+        return []
 
     _alert_stream: bool | None = None  # does a stream keep the alerts? (None: not known yet)
 

@@ -6,6 +6,7 @@ Everything talks to real ``nats-server`` processes (edge_runtime/tools/localnats
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -80,8 +81,20 @@ class Watcher:
         await nc.subscribe("alerts.*", cb=alert, pending_msgs_limit=-1, pending_bytes_limit=-1)
         await nc.subscribe("edgewatch.*.stats", cb=stats, pending_msgs_limit=-1, pending_bytes_limit=-1)
         await nc.flush()
+        # on a cluster, also one score subscriber on each server: a score published while the server of the
+        # connection above dies (and until it has reconnected and subscribed again) is missed by it, a gap of
+        # the observer, not of the workers; the others still see it (window ends are kept as sets)
+        per_server = []
+        for url in self.urls if isinstance(self.urls, list) and len(self.urls) > 1 else []:
+            c = await nats.connect(servers=[url], max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+            await c.subscribe("scores.*", cb=score, pending_msgs_limit=-1, pending_bytes_limit=-1)
+            await c.flush()
+            per_server.append(c)
         self._ready.set()
         await self._stop.wait()
+        for c in per_server:
+            with contextlib.suppress(Exception):
+                await c.close()
         await nc.close()
 
     def scored(self) -> int:
