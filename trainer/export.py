@@ -9,7 +9,7 @@ There is one forward (:meth:`ScoringGraph.forward` around the autoencoder's own 
 file holds it with the autoencoder in :func:`fast_layout`: every stride-2 ``ConvTranspose1d`` as one
 ``Conv1d`` to 2x channels plus an interleave (:class:`SubPixelConvTranspose1d`), which onnxruntime's
 CPU kernels run ~1.5x faster at batch 64-256 (benchmarks/PROFILE.md), and constants multiplied (no
-``Div``/``Pow``). :func:`scoring_graph_from_onnx` rebuilds the plain module from a file of either layout
+``Div``; one ``Pow``, a format-4 power mean's root on the (B,) score, the channel powers being ``Mul``). :func:`scoring_graph_from_onnx` rebuilds the plain module from a file of either layout
 (the PyTorch baseline of ``edgewatch-lab bench inference``).
 
 Every export is checked: ``onnx.checker``, then onnxruntime (CPU) against torch on held-out
