@@ -478,8 +478,8 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
                 lr=5e-3, quiet=False, running=[running] if opts.faults else None, sample_period_s=1.0 / opts.rate,
                 threshold_scale=DEMO_MARGIN,
             )
-            echo(f"      model {meta.model_id}: threshold {meta.threshold.value:.4g} ({meta.threshold.method}), "
-                 f"{time.monotonic() - t:.1f} s -> {model}")
+            echo(f"      model {meta.model_id}: threshold {meta.threshold.value:.4g} ({meta.threshold.method}, margin "
+                 f"{DEMO_MARGIN:g}: the demo's own, fit's default is 3.75), {time.monotonic() - t:.1f} s -> {model}")
 
         with steps.step("evaluating it with `edgewatch-train evaluate` on labelled synthetic data"):
             n_eval = 4000
