@@ -437,6 +437,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
     """Run every step; raises :class:`DemoError` naming the failed step. Stops what it started
     (unless ``opts.keep_running`` and every step succeeded)."""
     from trainer.api import train_and_export
+    from trainer.pipeline import DEFAULT_MARGIN
 
     steps = _Steps(echo)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -479,7 +480,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
                 threshold_scale=DEMO_MARGIN,
             )
             echo(f"      model {meta.model_id}: threshold {meta.threshold.value:.4g} ({meta.threshold.method}, margin "
-                 f"{DEMO_MARGIN:g}: the demo's own, fit's default is 3.75), {time.monotonic() - t:.1f} s -> {model}")
+                 f"{DEMO_MARGIN:g}: the demo's own, fit's default is {DEFAULT_MARGIN:g}), {time.monotonic() - t:.1f} s -> {model}")
 
         with steps.step("evaluating it with `edgewatch-train evaluate` on labelled synthetic data"):
             n_eval = 4000
