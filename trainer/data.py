@@ -478,7 +478,14 @@ def read_numpy(
 ) -> Series:
     """Read ``.npy`` (T, C) or ``.npz`` with ``values`` (or ``x``/``data``), optional ``labels``/``channels``."""
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # numpy calls any other file "pickled data"
+            kind = ".npz archive (a zip)" if path.suffix.lower() == ".npz" else ".npy file"
+            raise DataError(f"{path}: not a {kind}: it does not start with numpy's header")
         loaded = np.load(path, allow_pickle=False)
+    except DataError:
+        raise
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: cannot read as numpy: {exc}") from None
     labels = None

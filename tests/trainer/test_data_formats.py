@@ -179,3 +179,14 @@ def test_times_going_backwards_say_what_to_check(tmp_path: Path, timezone: str |
         load_paths([f], opts=ReadOptions(timezone=timezone))
     assert "t.csv: line 4, column 'time': timestamps go backwards" in str(exc.value)
     assert str(exc.value).endswith("sort the rows by time; " + hint)
+
+
+@pytest.mark.parametrize("name", ["fake.npy", "fake.npz"])
+def test_a_file_that_is_not_numpy_says_so(tmp_path: Path, name: str) -> None:
+    f = write(tmp_path / name, "timestamp,a\n1,2\n")
+    with pytest.raises(DataError, match=rf"{name}: not a \.np[yz] .*: it does not start with numpy's header$"):
+        load_paths([f])
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones((20, 2)))
+    (s,) = load_paths([good])
+    assert s.values.shape == (20, 2)
