@@ -138,7 +138,9 @@ class Episode:
 
     def meta(self) -> dict[str, Any]:
         """The JSON part: ids, model, threshold, times, what it holds."""
-        peak = max((float(e.get("score", 0.0)) for e in self.events), default=0.0)
+        # the alert's own peak (a clear's peak_score): a raise's or an update's score is only its score then
+        peak = max((max(float(e.get("score") or 0.0), float(e.get("peak_score") or 0.0)) for e in self.events),
+                   default=0.0)
         return {"version": VERSION, "alert_id": self.alert_id, "device": self.device, "model_id": self.model_id,
                 "threshold": self.threshold, "channels": list(self.channels), "units": dict(self.units),
                 "anomalous_since": self.anomalous_since, "raised_end": self.raised_end,

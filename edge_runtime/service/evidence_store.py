@@ -210,8 +210,8 @@ class EvidenceStore:
     def read_bytes(self, alert_id: str) -> bytes:
         e = self.index.get(alert_id)
         if e is None:
-            raise EvidenceError(f"no evidence for alert {alert_id!r} (kept: the last alerts within "
-                                f"{self.max_bytes} bytes)")
+            raise EvidenceError(f"no evidence for alert {alert_id!r} ({len(self.index)} alert(s) kept; the oldest go "
+                                "past alerts.evidence_max_mb or evidence_max_age_s)")
         try:
             return e.path.read_bytes()
         except OSError as exc:

@@ -51,7 +51,8 @@ def _store(folder: str | None, config_file: str | None) -> EvidenceStore:
         clierror.fail("no evidence folder: give --dir, or set alerts.evidence_dir in the config", 2, prog=PROG)
     p = Path(folder)
     if not p.is_dir():
-        clierror.fail(f"{p}: no such folder (the daemon's alerts.evidence_dir)", 2, prog=PROG)
+        what = "not a folder" if p.exists() else "no such folder"
+        clierror.fail(f"{p}: {what} (the daemon's alerts.evidence_dir)", 2, prog=PROG)
     return EvidenceStore(p, max_bytes=1 << 62, max_age_s=0)  # reading: no eviction here
 
 

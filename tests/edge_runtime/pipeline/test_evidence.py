@@ -47,6 +47,19 @@ def test_an_episode_holds_every_sample_from_the_margin_before_to_the_margin_afte
     assert [e["event"] for e in m["events"]] == ["raise", "clear"]
 
 
+def test_the_peak_is_the_alerts_peak_not_its_raise_score() -> None:
+    x = np.zeros((100, 2), np.float32)
+    r = EvidenceRecorder(margin_s=1.0, ring_samples=100)
+    feed(r, x, range(0, 10, HOP), [{"event": "raise", "alert_id": "d:1", "raised_alert_id": "d:1", "score": 3.0,
+                                    "peak_score": 3.0, "window_end": 13.0, "anomalous_since": 11.0}])
+    clear = {"event": "clear", "alert_id": "d:2", "raised_alert_id": "d:1", "score": 0.1, "peak_score": 9.5,
+             "window_end": 21.0}
+    feed(r, x, range(10, 20, HOP), [clear])
+    _, done = feed(r, x, range(20, 30, HOP))
+    (ep,) = done
+    assert ep.meta()["peak_score"] == 9.5  # the score rose after the raise, with no update published
+
+
 def test_the_ring_and_an_episode_stay_within_their_bounds() -> None:
     x = np.zeros((5000, 2), np.float32)
     r = EvidenceRecorder(margin_s=1e9, ring_samples=50, max_samples=300)

@@ -194,3 +194,24 @@ def test_an_adopted_alerts_evidence_joins_the_file_its_raise_wrote_or_starts_one
     else:
         assert "restarts" not in meta and [e["event"] for e in meta["events"]] == ["clear"]
         assert arrays["ts"].tolist() == list(range(10, 21))
+
+
+def test_an_unknown_alert_says_how_many_are_kept_not_an_internal_limit(tmp_path: Path) -> None:
+    store = EvidenceStore(tmp_path, max_bytes=1 << 62, max_age_s=0)  # as `edgewatch evidence` opens it
+    with pytest.raises(EvidenceError) as exc:
+        store.read_bytes("nope")
+    assert str(exc.value) == ("no evidence for alert 'nope' (0 alert(s) kept; the oldest go past "
+                              "alerts.evidence_max_mb or evidence_max_age_s)")
+
+
+def test_the_evidence_command_on_a_file_says_it_is_not_a_folder(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edge_runtime.cli import main
+
+    f = tmp_path / "x.csv"
+    f.write_text("a\n")
+    for where, what in ((f, "not a folder"), (tmp_path / "none", "no such folder")):
+        res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, ["evidence", "list", "--dir", str(where)])
+        assert (res.exit_code, res.output.strip()) == (2, f"edgewatch evidence: error: {where}: {what} (the "
+                                                          "daemon's alerts.evidence_dir)")
