@@ -68,6 +68,14 @@ class TopicRouter:
         return None
 
 
+def device_level_problem(device: str) -> str | None:
+    """Why ``device`` cannot be the ``{device}`` level of a topic a publisher or recorder names, else None:
+    ``a/b`` makes the topic deeper than ``sensors/+/data`` (the daemon never sees it), ``+``/``#`` are wildcards."""
+    if not device.strip() or any(c in device for c in "/+#\0"):
+        return "a device id is one topic level: not empty, without / + # or NUL"
+    return None
+
+
 def sanitize_id(raw: str, max_len: int = 64) -> str:
     """A device/instance id safe for an MQTT topic level and a log line (see module docstring).
 

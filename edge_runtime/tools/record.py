@@ -26,7 +26,7 @@ from edge_runtime import clierror
 from edge_runtime.config import ConfigError
 from edge_runtime.pipeline.calibration import CalibrationError, parse_warmup
 from edge_runtime.pipeline.decode import DecodeError, Decoder
-from edge_runtime.pipeline.topics import TopicTemplate
+from edge_runtime.pipeline.topics import TopicTemplate, device_level_problem
 
 PROG = "edgewatch record"
 
@@ -51,7 +51,11 @@ def record(cfg: Any, device: str, channels: list[str], out: Path, seconds: float
         raise ConfigError(str(exc)) from None
     deadline = time.monotonic() + seconds if seconds > 0 else float("inf")
     try:
-        with out.open("w", newline="", encoding="utf-8") as fh:
+        try:
+            fh = out.open("w", newline="", encoding="utf-8")
+        except OSError as exc:
+            raise OSError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+        with fh:
             w = csv.writer(fh)
             w.writerow(["timestamp", *channels])
             with contextlib.suppress(KeyboardInterrupt):
@@ -95,6 +99,9 @@ def record_command(device: str, duration: str, max_samples: int, out: Path, mode
         clierror.fail(f"--duration: {exc}", 2, prog=PROG)
     if spec is not None and spec.samples:
         clierror.fail("--duration takes a duration (90s, 30m, 2h); use --samples for a count", 2, prog=PROG)
+    problem = device_level_problem(device)  # a wildcard would mix devices in one file
+    if problem:
+        clierror.fail(f"--device {device!r}: {problem}", 2, prog=PROG)
     cfg = config_from_flags(config_file, {"broker": broker})
     names = [c.strip() for c in channels.split(",") if c.strip()]
     if not names:

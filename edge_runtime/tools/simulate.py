@@ -40,6 +40,7 @@ import numpy as np
 from edge_runtime.clierror import fail as _fail
 from edge_runtime.config import PASSWORD_ENV, ConfigError
 from edge_runtime.contract import ModelMetadata
+from edge_runtime.pipeline.topics import device_level_problem
 from edge_runtime.service.mqtt import (
     BrokerAddress,
     ClientOptions,
@@ -475,11 +476,10 @@ def check_publish_options(broker: str, topic_template: str, speed: float) -> Non
 
 
 def check_device_id(option: str, device: str) -> None:
-    """A device id must be one topic level the daemon reads back (:class:`SimError` otherwise): ``a/b`` would
-    make the topic deeper than ``sensors/+/data`` (the daemon never sees it); ``+`` and ``#`` cannot be
-    published. Other characters reach the daemon, which sanitises them (``pipeline/topics.py``)."""
-    if not device.strip() or any(c in device for c in "/+#\0"):
-        raise SimError(f"{option} {device!r}: a device id is one topic level: not empty, without / + # or NUL")
+    """A device id the daemon reads back from its topic level (:class:`SimError` otherwise)."""
+    problem = device_level_problem(device)
+    if problem:
+        raise SimError(f"{option} {device!r}: {problem}")
 
 
 def connect_publisher(broker_url: str, client_id: str, username: str = "", password_file: str = "",

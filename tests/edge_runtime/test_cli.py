@@ -75,6 +75,19 @@ def test_a_config_path_that_is_no_file_is_a_config_error_for_every_command(tmp_p
                 "" if why == "Is a directory" else " or directory"), (cmd, res.output)
 
 
+def test_record_refuses_a_wildcard_device_and_says_what_it_cannot_write(tmp_path: Path, mosquitto) -> None:
+    r = CliRunner(env={"EDGEWATCH_CONFIG": ""})
+    base = ["record", "--channels", "a,b", "--broker", mosquitto.url, "--duration", "1s"]
+    res = r.invoke(main, [*base, "--device", "line/+", "--out", str(tmp_path / "r.csv")])
+    assert (res.exit_code, res.output.strip()) == (2, "edgewatch record: error: --device 'line/+': a device id is "
+                                                      "one topic level: not empty, without / + # or NUL")
+    out = tmp_path / "missing" / "r.csv"
+    res = r.invoke(main, [*base, "--device", "d", "--out", str(out)])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1] == (f"edgewatch record: error: --out: cannot write {out}: "
+                                                   "No such file or directory")
+
+
 def test_a_model_file_that_is_not_onnx_is_named_with_exit_65(tmp_path: Path) -> None:
     for content in (b"", b"hello, I am not a model\n"):
         model = tmp_path / "notonnx.onnx"

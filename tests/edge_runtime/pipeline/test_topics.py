@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_runtime.pipeline.topics import TopicError, TopicRouter, TopicTemplate, format_topic, sanitize_id
+from edge_runtime.pipeline.topics import (
+    TopicError,
+    TopicRouter,
+    TopicTemplate,
+    device_level_problem,
+    format_topic,
+    sanitize_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -66,3 +73,11 @@ def test_sanitize_property(raw: str) -> None:
 
 def test_format_topic() -> None:
     assert format_topic("edgewatch/{instance}/status", instance="gw1") == "edgewatch/gw1/status"
+
+
+@pytest.mark.parametrize(("device", "ok"), [("pump-7", True), ("Kessel-Süd", True), ("a b", True), ("a/b", False),
+                                             ("x+", False), ("#", False), ("", False), ("  ", False), ("a\0b", False)])
+def test_a_device_level_is_one_level_and_no_wildcard(device: str, ok: bool) -> None:
+    assert (device_level_problem(device) is None) == ok
+    if ok:  # what the daemon would read back from sensors/{device}/data
+        assert TopicTemplate("sensors/{device}/data").device(f"sensors/{device}/data") == device
