@@ -77,7 +77,8 @@ class Series:
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files given directly, plus the data files inside given folders (sorted)."""
+    """Files given directly, plus the data files inside given folders (sorted); a file named twice (itself and
+    through its folder, or a link to it) is read once, with a warning: twice would weigh it double."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -91,7 +92,14 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
             raise DataError(f"{p}: no such file or folder")
     if not out:
         raise DataError("no data files given")
-    return out
+    first: dict[Path, Path] = {}
+    for f in out:
+        key = f.resolve()
+        if key in first:
+            log.warning("%s: the same file as %s, given twice: read once", f, first[key])
+        else:
+            first[key] = f
+    return list(first.values())
 
 
 def _sniff_delimiter(header: str, path: Path) -> str:

@@ -83,7 +83,7 @@ def record(cfg: Any, device: str, channels: list[str], out: Path, seconds: float
 @click.option("--duration", default="", help="How long: 90s, 30m, 2h, 1d (default: until Ctrl-C or --samples).")
 @click.option("--samples", "max_samples", type=int, default=0, help="Stop after this many samples (0: no limit).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="CSV to write.")
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--model", "model_path", type=click.Path(), default=None,
               help="Take the channel names from this model (else --channels, else the config's model).")
 @click.option("--channels", default="", help="Comma-separated channel names, as in the payloads.")
 @click.option("--broker", default=None, help="Broker URL; overrides the config's.")

@@ -96,6 +96,9 @@ def test_a_model_file_that_is_not_onnx_is_named_with_exit_65(tmp_path: Path) -> 
             res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, cmd)
             assert res.exit_code == 65, res.output
             assert res.output.strip().startswith(f"edgewatch: error: {model}: not a loadable ONNX model"), res.output
+    rec = ["record", "--device", "d", "--out", str(tmp_path / "r.csv"), "--model"]
+    res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, [*rec, str(tmp_path / "missing.onnx")])
+    assert res.exit_code == 65 and "cannot read model file" in res.output, res.output
     for cmd in (["run", "--model", str(tmp_path)], ["check-model", str(tmp_path)]):  # a folder, as run says it
         res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, cmd)
         assert (res.exit_code, res.output.strip()) == (65, f"edgewatch: error: cannot read model file {tmp_path}: "

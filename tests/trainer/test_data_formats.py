@@ -190,3 +190,14 @@ def test_a_file_that_is_not_numpy_says_so(tmp_path: Path, name: str) -> None:
     np.save(good, np.ones((20, 2)))
     (s,) = load_paths([good])
     assert s.values.shape == (20, 2)
+
+
+def test_a_file_given_twice_is_read_once_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = tmp_path / "data"
+    d.mkdir()
+    a = write(d / "a.csv", "x\n" + "1\n" * 20)
+    write(d / "b.csv", "x\n" + "2\n" * 20)
+    with caplog.at_level(logging.WARNING):
+        series = load_paths([a, d, str(a)])
+    assert [Path(s.name).name for s in series] == ["a.csv", "b.csv"]
+    assert caplog.text.count("given twice: read once") == 2
