@@ -13,6 +13,7 @@ use ``password_file``, the ``EDGEWATCH_MQTT_PASSWORD`` environment variable or t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import socket
@@ -444,7 +445,8 @@ def _env_value(o: Option, raw: str) -> Any:
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """``{key: value}`` from the ``EDGEWATCH_<SECTION>_<KEY>`` variables in ``environ``. A variable that starts with
-    a section's prefix but names no option (a typo) is an error naming it; other ``EDGEWATCH_*`` names are ignored."""
+    a section's prefix but names no option (a typo) is an error naming it, and so is one a letter or two away
+    from an option's (a misspelt section); other ``EDGEWATCH_*`` names are ignored."""
     by_env = {o.env: o for o in options()}
     prefixes = tuple(f"EDGEWATCH_{s.upper()}_" for s in SECTIONS)
     out: dict[str, Any] = {}
@@ -454,6 +456,10 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             out[o.key] = _env_value(o, raw)
         elif name.startswith(prefixes):
             raise ConfigError(f"{name}: unknown environment variable (no such option; see deploy/edgewatch.toml)")
+        elif name.startswith("EDGEWATCH_") and name not in (CONFIG_ENV, PASSWORD_ENV):
+            near = difflib.get_close_matches(name, by_env, n=1, cutoff=0.9)  # a misspelt section
+            if near:
+                raise ConfigError(f"{name}: unknown environment variable; did you mean {near[0]}?")
     return out
 
 

@@ -322,25 +322,41 @@ class ChannelHealth:
 
     def check_plain(self, values: npt.NDArray[np.float32]) -> U8 | None:
         """:meth:`update` for rows without a missing value (``values`` (n, C), not modified). None when every
-        channel stays ok (the common case, a few numpy operations on the block's bounds and steps); otherwise
+        channel stays ok (the common case: a few numpy operations on the block's bounds and steps); otherwise
         the codes of :meth:`update`.
 
-        Exact: while :attr:`quiet`, no flat run is going on, so no channel can get stuck within a block shorter
-        than the shortest stuck limit and one that moved on the last step ends with no flat run; in a longer
-        block, a channel without a single flat step has no run either."""
+        Exact: while :attr:`quiet` no flat run is going on, so no channel can get stuck within a block shorter
+        than the shortest stuck limit, and one that moved on the last step ends with no flat run. Otherwise, with
+        no fault, missing or out-of-range run going on, a block inside the range only needs its flat runs
+        counted (carried from the last block) against the stuck limits: flat runs of quantised or slow channels
+        then stay on this path instead of a full :meth:`update`."""
         n = values.shape[0]
-        if self.quiet and not ((values < self._lo32).any() or (values > self._hi32).any()):
-            if n < self._short:  # too short to get stuck in: only the last step matters
+        if self.quiet and n < self._short:  # too short to get stuck in: only the last step matters
+            if not ((values < self._lo32).any() or (values > self._hi32).any()):
                 last = values[-1]
                 before = values[-2] if n > 1 else self.prev.astype(np.float32)
-                fine = bool(np.logical_or(np.abs(last - before) > self._tol32, self._unchecked).all())
-            else:  # no flat step at all in a checked channel: no run to count
-                flat = np.abs(np.diff(values, axis=0)) <= self._tol32
-                fine = not np.logical_and(flat, ~self._unchecked).any()
-            if fine:
-                self.prev = self.inside = values[-1].astype(np.float64)
-                return None
-        return self.update(values)
+                if bool(np.logical_or(np.abs(last - before) > self._tol32, self._unchecked).all()):
+                    self.prev = self.inside = values[-1].astype(np.float64)
+                    return None
+            return self.update(values)
+        if self.codes.any() or self.miss_run.any() or self.out_run.any() or np.isnan(self.prev).any():
+            return self.update(values)
+        if (values < self._lo32).any() or (values > self._hi32).any():
+            return self.update(values)
+        lim = self.limits
+        x = values.astype(np.float64)
+        flat = np.abs(x[1:] - x[:-1]) <= lim.flat_tol  # (n - 1, C) the block's own steps
+        first = np.abs(x[0] - self.prev) <= lim.flat_tol  # (C,) the step from the last block
+        if self.quiet and not (flat.any() or first.any()):  # no flat step at all: no run to count
+            self.prev = self.inside = x[-1]
+            return None
+        runs = _runs_from(np.vstack((first, flat)), self.flat_run)
+        if ((runs > lim.max_flat) & ~self._unchecked).any():
+            return self.update(values)
+        self.flat_run = runs[-1].copy()
+        self.prev = self.inside = x[-1]
+        self.quiet = not self.flat_run[~self._unchecked].any()
+        return None
 
     def update(self, values: npt.NDArray[np.float32]) -> U8:
         """Check (and fill, in place) ``values`` (n, C) float32, NaN where a value is missing; return the

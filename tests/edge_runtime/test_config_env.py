@@ -55,6 +55,8 @@ def test_variables_are_parsed_by_the_option_type(name: str, raw: str, key: str, 
         ({"EDGEWATCH_MQTT_PERSISTENT_SESSION": "maybe"}, "mqtt.persistent_session: EDGEWATCH_MQTT_PERSISTENT_SESSION"),
         ({"EDGEWATCH_MQTT_KEEPALIVE_S": "1"}, "mqtt.keepalive_s: must be >= 5"),
         ({"EDGEWATCH_MQTT_BROKR": "mqtt://x"}, "EDGEWATCH_MQTT_BROKR: unknown environment variable"),
+        ({"EDGEWATCH_INFERENC_MAX_BATCH": "64"},
+         "EDGEWATCH_INFERENC_MAX_BATCH: unknown environment variable; did you mean EDGEWATCH_INFERENCE_MAX_BATCH?"),
     ],
 )
 def test_bad_variables_name_the_key_or_variable(env: dict, message: str) -> None:
@@ -125,3 +127,8 @@ def test_help_documents_the_exit_codes_and_precedence() -> None:
 def test_readme_configuration_reference_is_the_generated_table() -> None:
     assert reference_markdown() in (ROOT / "docs" / "CONFIGURATION.md").read_text(), (
         "regenerate the table in docs/CONFIGURATION.md from edge_runtime.config.reference_markdown()")
+
+
+def test_other_edgewatch_variables_far_from_any_option_are_left_alone() -> None:
+    env = {"EDGEWATCH_SCREENSHOTS": "/tmp/x", "EDGEWATCH_FIGURES": "1", "EDGEWATCH_CONFIG": ""}
+    assert build_config(None, None, env) == build_config(None, None, {})
