@@ -129,6 +129,8 @@ class Daemon:
             on_state=self.scorer.adopt, after_read=self.batching.drain if inline else None,
             on_status=self._on_status)
         self.publisher.link = self.link
+        if inline and isinstance(self.link, MqttLink) and isinstance(self.batching, InlineScoring):
+            self.batching.reading = self.link.reading  # the sweep stands back while a burst is read
         self.housekeeping = Housekeeping(cfg, self.scorer, self.batching, self.publisher, self.stats_doc,
                                          self._status_message, self._stop,
                                          stats_topic=format_topic(cfg.stats_topic, instance=self.instance),

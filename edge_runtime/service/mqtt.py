@@ -304,6 +304,10 @@ class MqttLink:
         """False once paho's network thread has ended without :meth:`close` (the daemon then exits non-zero)."""
         return self._closing or network_thread_alive(self.client)
 
+    def reading(self) -> bool:
+        """True while the network thread reads a burst (its ``after_read`` scores what the burst completed)."""
+        return isinstance(self.client, BufferedClient) and self.client.reading
+
     def detach_after_read(self) -> None:
         """No more ``after_read`` calls (the daemon takes over scoring while it stops)."""
         if isinstance(self.client, BufferedClient):

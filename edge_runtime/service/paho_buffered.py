@@ -131,6 +131,7 @@ class BufferedClient(paho.Client):
     """paho's client with a read-buffered connection (TCP, TLS, unix; not websockets) and no self-wake-ups."""
 
     after_read: Callable[[], None] | None = None  # run on the network thread after each read burst
+    reading = False  # a read burst is in progress (the inline sweep stands back meanwhile)
 
     def _create_socket(self) -> Any:  # paho-mqtt 2.x
         sock = super()._create_socket()
@@ -142,12 +143,16 @@ class BufferedClient(paho.Client):
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """paho's ``loop_read``, repeated while bytes are buffered (at most MAX_BURST more calls), then the
         ``after_read`` hook, then the queued writes."""
-        rc = super().loop_read(max_packets)
-        for _ in range(MAX_BURST):
-            sock = self._sock
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or type(sock) is not BufferedSocket or sock.pending() <= 0:
-                break
+        self.reading = True
+        try:
             rc = super().loop_read(max_packets)
+            for _ in range(MAX_BURST):
+                sock = self._sock
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or type(sock) is not BufferedSocket or sock.pending() <= 0:
+                    break
+                rc = super().loop_read(max_packets)
+        finally:
+            self.reading = False
         hook = self.after_read
         if hook is not None:
             try:

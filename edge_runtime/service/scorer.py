@@ -473,6 +473,7 @@ class InlineScoring:
         self._lock = self.scorer.ingest.lock  # the buffer's guard against the daemon's other threads
         self._scoring = threading.Lock()  # one scorer at a time: a device's windows are scored in order
         self._held: list[WindowItem] = []  # put while the sweep was scoring; placed by settle (network thread)
+        self.reading: Callable[[], bool] = lambda: False  # the link reads a burst now (MqttLink.reading)
 
     def put(self, item: WindowItem) -> int:
         """Buffer ``item`` (network thread, under the ingest lock); the windows the bound dropped.
@@ -540,7 +541,11 @@ class InlineScoring:
                 self.publisher.send(self.scorer.score_guarded(items))
 
     def sweep(self, now: float) -> None:
-        """A safety net (housekeeping thread): windows buffered outside a read burst wait <= ~0.15 s."""
+        """A safety net (housekeeping thread): windows buffered outside a read burst wait <= ~0.15 s. While a
+        burst is being read (:attr:`reading`, bounded by the client's burst limit) the burst's own drain will
+        score them: scoring them here meanwhile only makes the two threads contend."""
+        if self.reading():
+            return
         with self._lock:
             oldest = self.buffer.oldest_enqueued()
         if oldest is not None and now - oldest > INLINE_SWEEP_S:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,28 @@ def test_inline_overflow_while_the_sweep_scores_is_held_then_placed_not_dropped(
     inline.drain()
     assert stats.drops.get("queue_full", 0) == 0
     assert stats.counts["windows_scored"] == want
+
+
+def test_the_inline_sweep_stands_back_while_a_burst_is_read_then_scores_what_waits(tmp_path: Path) -> None:
+    path = write_model(tmp_path / "small.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    cfg = build_config(None, {"path": str(path), "instance": "gw1", "publish_scores": True})
+    model = load_model(path)
+    stats = Stats()
+    ingest = Ingest(cfg, model, stats)
+    scorer = Scorer(cfg, model, ingest, AlertTracker(AlertPolicy(), "gw1"), stats)
+    inline = InlineScoring(cfg, scorer, Publisher(FakeLink()))
+    ingest.put, ingest.settle = inline.put, inline.settle
+    x = series(60)
+    ingest.handle("sensors/d1/data", json.dumps({"ts": [1_700_000_000.0 + i for i in range(60)],
+                                                 "values": x.tolist()}).encode())
+    reading = [True]
+    inline.reading = lambda: reading[0]
+    later = time.monotonic() + 10.0  # the buffered windows are long overdue for the sweep
+    inline.sweep(later)
+    assert stats.counts["windows_scored"] == 0 and len(inline) > 0  # the burst's own drain will score them
+    reading[0] = False
+    inline.sweep(later)
+    assert stats.counts["windows_scored"] == len(sliding_windows(x, W, HOP)) and len(inline) == 0
 
 
 def test_the_alert_detail_is_in_the_devices_own_units_with_warm_up_offsets(tmp_path: Path) -> None:
