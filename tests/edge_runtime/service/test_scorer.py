@@ -163,17 +163,23 @@ def test_threaded_scoring_scores_on_its_own_thread(parts) -> None:
     assert set(names) == {"edgewatch-infer"}
 
 
-def test_inline_overflow_while_the_sweep_scores_is_held_then_placed_not_dropped(parts, tmp_path: Path) -> None:
-    """A message that overflows the buffer while another thread (the housekeeping sweep) holds the scoring lock
-    is held, and ``settle`` (after the ingest lock is released) places and scores it: no window is dropped."""
+def _inline_parts(tmp_path: Path, **cfg_over: object) -> tuple[Stats, Ingest, InlineScoring]:
+    """A small model's ingest -> inline scoring, no broker."""
     path = write_model(tmp_path / "small.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
-    cfg = build_config(None, {"path": str(path), "instance": "gw1", "publish_scores": True, "queue_windows": 4})
+    cfg = build_config(None, {"path": str(path), "instance": "gw1", "publish_scores": True, **cfg_over})
     model = load_model(path)
     stats = Stats()
     ingest = Ingest(cfg, model, stats)
     scorer = Scorer(cfg, model, ingest, AlertTracker(AlertPolicy(), "gw1"), stats)
     inline = InlineScoring(cfg, scorer, Publisher(FakeLink()))
     ingest.put, ingest.settle = inline.put, inline.settle
+    return stats, ingest, inline
+
+
+def test_inline_overflow_while_the_sweep_scores_is_held_then_placed_not_dropped(parts, tmp_path: Path) -> None:
+    """A message that overflows the buffer while another thread (the housekeeping sweep) holds the scoring lock
+    is held, and ``settle`` (after the ingest lock is released) places and scores it: no window is dropped."""
+    stats, ingest, inline = _inline_parts(tmp_path, queue_windows=4)
     x = series(60)
     want = len(sliding_windows(x, W, HOP))
     assert want > 4
@@ -198,14 +204,7 @@ def test_inline_overflow_while_the_sweep_scores_is_held_then_placed_not_dropped(
 
 
 def test_the_inline_sweep_stands_back_while_a_burst_is_read_then_scores_what_waits(tmp_path: Path) -> None:
-    path = write_model(tmp_path / "small.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
-    cfg = build_config(None, {"path": str(path), "instance": "gw1", "publish_scores": True})
-    model = load_model(path)
-    stats = Stats()
-    ingest = Ingest(cfg, model, stats)
-    scorer = Scorer(cfg, model, ingest, AlertTracker(AlertPolicy(), "gw1"), stats)
-    inline = InlineScoring(cfg, scorer, Publisher(FakeLink()))
-    ingest.put, ingest.settle = inline.put, inline.settle
+    stats, ingest, inline = _inline_parts(tmp_path)
     x = series(60)
     ingest.handle("sensors/d1/data", json.dumps({"ts": [1_700_000_000.0 + i for i in range(60)],
                                                  "values": x.tolist()}).encode())
