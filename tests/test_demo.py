@@ -12,7 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from trainer.demo import DemoError, _Steps, match_alerts
+from trainer.demo import DemoError, _Steps, match_alerts, match_conditions
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
@@ -94,6 +94,17 @@ def test_match_alerts_delay_misses_and_false_alarms() -> None:
     assert got[("a", "drift")] == (True, pytest.approx(1.0), "y")
     assert got[("b", "stuck")] == (False, None, None)
     assert [a["alert_id"] for a in false_alarms] == ["late"]
+
+
+def test_match_conditions_a_dead_device_is_alerted_without_a_delay_to_show() -> None:
+    truth = [{"device": "a", "kind": "dead", "class": "sensor", "channels": [], "start_ts": 10.0, "end_ts": 15.0},
+             {"device": "b", "kind": "freeze", "class": "sensor", "channels": ["p"], "start_ts": 10.0, "end_ts": 18.0}]
+    sensor = [{"device": "a", "kind": "stale", "channel": None, "state": "raised", "since": 9.95, "at": None},
+              {"device": "b", "kind": "stuck", "channel": "p", "state": "raised", "since": 10.0, "at": 10.5}]
+    faults, _ = match_conditions(truth, sensor, [], slack_s=0.8)
+    got = {o.kind: (o.detected, o.delay_s) for o in faults}
+    assert got["dead"] == (True, None)  # dated at its last sample, before the fault: no honest delay
+    assert got["freeze"] == (True, pytest.approx(0.5))
 
 
 def test_demo_is_a_trainer_command_not_an_edge_one() -> None:

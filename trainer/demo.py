@@ -343,6 +343,8 @@ def match_conditions(truth: list[dict[str, Any]], sensor: list[dict[str, Any]], 
             first = min(hits, key=lambda d: float(d.get("at") or d.get("since") or 0))
             o.detected, o.alert_id = True, first.get("alert_id")
             o.delay_s = float(first.get("at") or first.get("since") or 0) - o.start_ts
+            if g["kind"] == "dead":  # a stale alert is dated at the device's last sample, not when it was told
+                o.delay_s = None
     return faults, stops
 
 
@@ -371,7 +373,9 @@ def summary_text(res: DemoResult, base: float) -> str:
             delay = f"{o.delay_s:6.2f}s" if o.delay_s is not None else "      -"
             lines.append(f"{o.device:8s} {o.kind:18s} {o.start_ts - base:6.1f}s {o.end_ts - o.start_ts:6.1f}s  "
                          f"{'yes' if o.detected else 'NO':10s} {delay}")
-        lines.append(f"{verb} {sum(o.detected for o in rows)}/{len(rows)}")
+        lines.append(f"{verb} {sum(o.detected for o in rows)}/{len(rows)}"
+                     + (" (a dead device's alert is dated at its last sample: no delay to show)"
+                        if any(o.kind == "dead" and o.detected for o in rows) else ""))
     s = res.stats
     if s:
         lines.append(
