@@ -288,7 +288,7 @@ class ChannelHealth:
     """One device's channel states, updated incrementally over the samples it receives, in order."""
 
     __slots__ = ("limits", "prev", "flat_run", "miss_run", "out_run", "codes", "flat_runs", "miss_runs", "out_runs",
-                 "inside", "inside_before", "quiet", "_unchecked", "_short", "_lo32", "_hi32", "_tol32")
+                 "inside", "inside_before", "quiet", "settled", "_unchecked", "_short", "_lo32", "_hi32", "_tol32")
 
     def __init__(self, limits: HealthLimits) -> None:
         c = limits.n_channels
@@ -303,22 +303,24 @@ class ChannelHealth:
         self.out_runs: I64 = np.zeros((0, c), dtype=np.int64)  # (n, C) samples in a row outside the range, ditto
         self.inside = np.full(c, np.nan)  # (C,) the last value inside the range (NaN: none yet)
         self.inside_before = self.inside  # (C,) the same as it was before the last update
-        self.quiet = False  # every channel ok, no flat or missing run going on (check_plain's fast path applies)
+        self.settled = False  # checked once and every channel ok, no missing or out-of-range run going on
+        self.quiet = False  # settled and no flat run going on either (check_plain's cheapest path applies)
         self._unchecked = limits.max_flat == 0  # (C,) channels without a stuck check
         self._short = limits.shortest_flat
-        with np.errstate(over="ignore"):  # the plain rows are float32: compare them with float32 bounds
-            self._lo32 = limits.lo.astype(np.float32)
-            self._hi32 = limits.hi.astype(np.float32)
+        self._set_bounds()
         self._tol32 = limits.flat_tol.astype(np.float32)
+
+    def _set_bounds(self) -> None:
+        with np.errstate(over="ignore"):  # the plain rows are float32: compare them with float32 bounds
+            self._lo32 = self.limits.lo.astype(np.float32)
+            self._hi32 = self.limits.hi.astype(np.float32)
 
     def widen(self, lo: AnyFloat, hi: AnyFloat) -> None:
         """Widen the allowed range to include ``lo``..``hi`` (C,) (a range learnt on site, margin applied)."""
         lim = self.limits
         self.limits = HealthLimits(np.minimum(lim.lo, lo), np.maximum(lim.hi, hi), lim.flat_tol, lim.max_flat,
                                    lim.fill_limit, lim.stale_after_s, lim.neutral, lim.range_hold)
-        with np.errstate(over="ignore"):
-            self._lo32 = self.limits.lo.astype(np.float32)
-            self._hi32 = self.limits.hi.astype(np.float32)
+        self._set_bounds()
 
     def check_plain(self, values: npt.NDArray[np.float32]) -> U8 | None:
         """:meth:`update` for rows without a missing value (``values`` (n, C), not modified). None when every
@@ -339,9 +341,7 @@ class ChannelHealth:
                     self.prev = self.inside = values[-1].astype(np.float64)
                     return None
             return self.update(values)
-        if self.codes.any() or self.miss_run.any() or self.out_run.any() or np.isnan(self.prev).any():
-            return self.update(values)
-        if (values < self._lo32).any() or (values > self._hi32).any():
+        if not self.settled or (values < self._lo32).any() or (values > self._hi32).any():
             return self.update(values)
         lim = self.limits
         x = values.astype(np.float64)
@@ -405,8 +405,8 @@ class ChannelHealth:
         self.out_runs = out_run
         self.miss_runs = miss_run
         self.codes = out[-1].copy()
-        self.quiet = not (self.codes.any() or self.miss_run.any() or self.out_run.any()
-                          or (self.flat_run[~self._unchecked]).any())
+        self.settled = not (self.codes.any() or self.miss_run.any() or self.out_run.any())
+        self.quiet = self.settled and not self.flat_run[~self._unchecked].any()
         return out
 
     def excluded(self) -> npt.NDArray[np.bool_]:

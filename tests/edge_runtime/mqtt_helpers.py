@@ -126,3 +126,12 @@ def idle(d: Daemon, timeout: float = 20.0, quiet_s: float = 0.3) -> None:
         return done and time.monotonic() - seen[1] >= quiet_s
 
     wait_until(settled, timeout, "daemon idle")
+
+
+def stream_and_settle(d: Daemon, port: int, topic: str, x: Any, t0: float, chunk: int) -> None:
+    """Publish ``x`` as :meth:`Publisher.send_series` messages, wait until the daemon has them all, then :func:`idle`."""
+    pub = Publisher(port)
+    n = pub.send_series(topic, x, t0, chunk)
+    pub.close()
+    wait_until(lambda: d.stats.counts["messages"] >= n, 10, "messages")
+    idle(d)

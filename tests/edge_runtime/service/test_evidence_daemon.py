@@ -17,10 +17,9 @@ from edge_runtime.tools.localbroker import MosquittoBroker
 from tests.edge_runtime import schema_check
 from tests.edge_runtime.mqtt_helpers import (
     Collector,
-    Publisher,
     daemon_config,
-    idle,
     running_daemon,
+    stream_and_settle,
     wait_until,
 )
 from tests.edge_runtime.onnx_models import make_metadata, series, write_model
@@ -45,11 +44,7 @@ def _scenario(broker: MosquittoBroker, model: Path, x: np.ndarray, folder: Path)
             "raise_after": 2, "clear_after": 2}
     with running_daemon(broker.url, model, **over) as d:
         col = Collector(broker.port, ["alerts/+", "edgewatch/test/evidence/reply/#"])
-        pub = Publisher(broker.port)
-        n = pub.send_series("sensors/p1/data", x, T0, 20)
-        pub.close()
-        wait_until(lambda: d.stats.counts["messages"] >= n, 10, "messages")
-        idle(d)
+        stream_and_settle(d, broker.port, "sensors/p1/data", x, T0, 20)
         wait_until(lambda: d.stats.counts["evidence_written"] >= 2, 10, "evidence written at raise and complete")
         cfg = daemon_config(broker.url, model, **over)
         fetched = fetch(cfg, "test", "p1:1", timeout=10)

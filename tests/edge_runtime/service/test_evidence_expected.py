@@ -19,7 +19,7 @@ from edge_runtime.service.evidence_store import ARRAYS, EvidenceStore, decode
 from edge_runtime.tools.evidence import evidence_command, expected_samples
 from edge_runtime.tools.localbroker import MosquittoBroker
 from edge_runtime.tools.synthetic import Anomaly, inject, normal_series
-from tests.edge_runtime.mqtt_helpers import Collector, Publisher, idle, running_daemon, wait_until
+from tests.edge_runtime.mqtt_helpers import Collector, running_daemon, stream_and_settle, wait_until
 from tests.model_fixtures import N_CHANNELS, WINDOW
 
 T0, MARGIN, MAX_EXPECTED = 1_700_000_000.0, 20.0, 3
@@ -36,11 +36,7 @@ def run(tmp_path_factory, demo_model_path: Path) -> dict:
             "raise_after": 2, "clear_after": 2, "update_interval_s": 1.0}
     with MosquittoBroker(workdir=tmp / "broker") as broker, running_daemon(broker.url, demo_model_path, **over) as d:
         col = Collector(broker.port, ["alerts/+"])
-        pub = Publisher(broker.port)
-        n = pub.send_series("sensors/p1/data", x, T0, 40)
-        pub.close()
-        wait_until(lambda: d.stats.counts["messages"] >= n, 10, "messages")
-        idle(d)
+        stream_and_settle(d, broker.port, "sensors/p1/data", x, T0, 40)
         wait_until(lambda: d.stats.counts["evidence_written"] >= 2, 10, "evidence written at raise and complete")
         stats = dict(d.stats.counts)
         col.close()
