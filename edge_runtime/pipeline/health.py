@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+_count, _less, _greater, _less_equal = np.count_nonzero, np.less, np.greater, np.less_equal
+
 OK, MISSING, STALE, STUCK, OUT_OF_RANGE = 0, 1, 2, 3, 4
 STATES = ("ok", "missing", "stale", "stuck", "out_of_range")  # index = code
 FAULTS = STATES[1:]
@@ -288,7 +290,8 @@ class ChannelHealth:
     """One device's channel states, updated incrementally over the samples it receives, in order."""
 
     __slots__ = ("limits", "prev", "flat_run", "miss_run", "out_run", "codes", "flat_runs", "miss_runs", "out_runs",
-                 "inside", "inside_before", "quiet", "settled", "_unchecked", "_short", "_lo32", "_hi32", "_tol32")
+                 "inside", "inside_before", "quiet", "settled", "_unchecked", "_short", "_lo32", "_hi32", "_min_flat",
+                 "_tol_checked")
 
     def __init__(self, limits: HealthLimits) -> None:
         c = limits.n_channels
@@ -307,8 +310,11 @@ class ChannelHealth:
         self.quiet = False  # settled and no flat run going on either (check_plain's cheapest path applies)
         self._unchecked = limits.max_flat == 0  # (C,) channels without a stuck check
         self._short = limits.shortest_flat
+        checked = limits.max_flat[limits.max_flat > 0]
+        self._min_flat = int(checked.min()) if checked.size else 1 << 62  # the shortest stuck limit
+        # check_plain counts flat steps of the channels with a stuck check only (-1: never flat)
+        self._tol_checked = np.where(self._unchecked, -1.0, limits.flat_tol)
         self._set_bounds()
-        self._tol32 = limits.flat_tol.astype(np.float32)
 
     def _set_bounds(self) -> None:
         with np.errstate(over="ignore"):  # the plain rows are float32: compare them with float32 bounds
@@ -331,31 +337,38 @@ class ChannelHealth:
         than the shortest stuck limit, and one that moved on the last step ends with no flat run. Otherwise, with
         no fault, missing or out-of-range run going on, a block inside the range only needs its flat runs
         counted (carried from the last block) against the stuck limits: flat runs of quantised or slow channels
-        then stay on this path instead of a full :meth:`update`."""
+        then stay on this path instead of a full :meth:`update`; and when the block has fewer flat steps than
+        the shortest limit less the longest run going on, and every channel moved on its last step, no run can
+        reach a limit and none goes on. Flat runs are counted for the channels with a stuck check only."""
         n = values.shape[0]
+        # np.count_nonzero, not .any(): a reduction costs microseconds on a block this small
+        if _count(_less(values, self._lo32)) or _count(_greater(values, self._hi32)):
+            return self.update(values)
         if self.quiet and n < self._short:  # too short to get stuck in: only the last step matters
-            if not ((values < self._lo32).any() or (values > self._hi32).any()):
-                last = values[-1]
-                before = values[-2] if n > 1 else self.prev.astype(np.float32)
-                if bool(np.logical_or(np.abs(last - before) > self._tol32, self._unchecked).all()):
-                    self.prev = self.inside = values[-1].astype(np.float64)
-                    return None
+            last = values[-1].astype(np.float64)
+            moved = _greater(np.abs(last - (values[-2] if n > 1 else self.prev)), self._tol_checked)
+            if _count(moved) == moved.shape[0]:
+                self.prev = self.inside = last
+                return None
             return self.update(values)
-        if not self.settled or (values < self._lo32).any() or (values > self._hi32).any():
+        if not self.settled:
             return self.update(values)
-        lim = self.limits
-        x = values.astype(np.float64)
-        flat = np.abs(x[1:] - x[:-1]) <= lim.flat_tol  # (n - 1, C) the block's own steps
-        first = np.abs(x[0] - self.prev) <= lim.flat_tol  # (C,) the step from the last block
-        if self.quiet and not (flat.any() or first.any()):  # no flat step at all: no run to count
+        x = np.concatenate((self.prev[None, :], values), dtype=np.float64)  # (n + 1, C) the last block's last row first
+        step = x[1:] - x[:-1]
+        flat = _less_equal(np.abs(step, out=step), self._tol_checked)  # (n, C) each row's step from the one before
+        n_flat = _count(flat)
+        if not n_flat or (n_flat + int(self.flat_run.max()) <= self._min_flat and not _count(flat[-1])):
+            # no run can reach a stuck limit in this block, and every channel moved on its last step
+            self.flat_run[:] = 0
             self.prev = self.inside = x[-1]
+            self.quiet = True
             return None
-        runs = _runs_from(np.vstack((first, flat)), self.flat_run)
-        if ((runs > lim.max_flat) & ~self._unchecked).any():
+        runs = _runs_from(flat, self.flat_run)
+        if _count(runs > self.limits.max_flat):
             return self.update(values)
         self.flat_run = runs[-1].copy()
         self.prev = self.inside = x[-1]
-        self.quiet = not self.flat_run[~self._unchecked].any()
+        self.quiet = not _count(self.flat_run)
         return None
 
     def update(self, values: npt.NDArray[np.float32]) -> U8:

@@ -272,10 +272,12 @@ class SensorHealth:
         scored at all: :data:`DEGRADED`, :data:`OOD` or None)."""
         self.flush(device, ring)
         dh = self._device(ring)
+        if dh.calm:  # checked up to the newest row: nothing excluded, not degraded nor out of distribution
+            return None, None
         if dh.ood:
             return None, OOD
         excluded = dh.clean < self.window
-        if not excluded.any():
+        if not np.count_nonzero(excluded):  # not .any(): microseconds on a (C,) array
             if self._degraded(device):
                 self._set_degraded(device, dh, False)
             return None, None

@@ -205,3 +205,37 @@ def test_check_plain_fast_path_gives_the_same_states_as_update(chunk: int) -> No
         want.append(slow.update(block.copy()))
     np.testing.assert_array_equal(np.concatenate(got), np.concatenate(want))
     assert fast.quiet  # back on the fast path once every channel is ok again
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_check_plain_agrees_with_update_on_quantised_channels_with_runs_near_their_limits(seed: int) -> None:
+    """Quantised channels hold their value for 0-19 samples at a time (stuck limit 6 or 9; some mostly move,
+    with a run just past their limit now and then), one channel has no stuck check, now and then a value leaves the range: blocks of random sizes give the same codes and
+    the same flat runs (of the checked channels) through check_plain as through update."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    cols = []
+    for choices in ([1] * 60 + [2, 7, 8], [1] * 60 + [3, 10, 11], [1, 20], [1] * 6 + [2, 3, 8, 12]):
+        holds = rng.choice(choices, size=n)
+        levels = np.round(np.cumsum(rng.choice([-1.0, 1.0], size=n)) * 0.1 + 10.0, 1)
+        cols.append(np.repeat(levels, holds)[:n])
+    x = np.column_stack(cols)
+    x[rng.integers(0, n, 8), rng.integers(0, 4, 8)] = 1e6  # out of range now and then
+    health = {"fill": {"method": "ffill", "limit_samples": 3}, "stale_after_s": 60, "channels": {
+        f"c{j}": {"min": -1e3, "max": 1e3, "margin": 0.0, "flat_tol": 0.01, "max_flat_samples": k}
+        for j, k in enumerate([6, 9, 0, 6])}}
+    lim = HealthLimits.build(health, [f"c{j}" for j in range(4)], [10.0] * 4, 1.0, range_hold=1)
+    fast, slow = ChannelHealth(lim), ChannelHealth(lim)
+    checked = lim.max_flat > 0
+    i, got, want = 0, [], []
+    while i < n:
+        k = int(rng.choice([1, 2, 4, 5, 8, 16, 40, 100]))
+        block = x[i:i + k].astype(np.float32)
+        c = fast.check_plain(block)
+        got.append(np.zeros(block.shape, np.uint8) if c is None else c)
+        want.append(slow.update(block.copy()))
+        np.testing.assert_array_equal(fast.flat_run[checked], slow.flat_run[checked])
+        i += k
+    codes = np.concatenate(want)
+    assert (codes == STUCK).any() and (codes == OUT_OF_RANGE).any()  # the stream has both
+    np.testing.assert_array_equal(np.concatenate(got), codes)
