@@ -31,15 +31,16 @@ from edge_runtime.config import (
     secret_file_warnings,
 )
 
-# Exit codes (sysexits.h), so a service manager can tell "fix me" from "retry me":
-EXIT_USAGE = 2  # bad command line, and other errors a user can cause (e.g. `alerts` cannot reach the broker)
-EXIT_DATAERR = 65  # EX_DATAERR: the model file is missing, unreadable or not a usable edgewatch model
-EXIT_SOFTWARE = 70  # EX_SOFTWARE: the daemon cannot go on (its MQTT network thread ended): restart it
-EXIT_CONFIG = 78  # EX_CONFIG: a configuration value (file, EDGEWATCH_* variable or flag) is wrong or missing
-EPILOG = f"""\b
-Exit codes: 0 ok (also a clean stop on SIGTERM), 1 unexpected error, {EXIT_USAGE} usage,
-{EXIT_DATAERR} model unusable (EX_DATAERR), {EXIT_CONFIG} configuration error (EX_CONFIG),
-{EXIT_SOFTWARE} the daemon cannot go on, restart it (EX_SOFTWARE).
+# Exit codes: one scheme for every command line, defined in edge_runtime/clierror.py (docs/TOOLS.md#exit-codes).
+EXIT_USAGE = clierror.EXIT_USAGE
+EXIT_DATAERR = clierror.EXIT_DATAERR
+EXIT_NOINPUT = clierror.EXIT_NOINPUT
+EXIT_UNAVAILABLE = clierror.EXIT_UNAVAILABLE
+EXIT_SOFTWARE = clierror.EXIT_SOFTWARE
+EXIT_CONFIG = clierror.EXIT_CONFIG
+EPILOG = f"""{clierror.EPILOG}
+
+\b
 Configuration: flag > EDGEWATCH_<SECTION>_<KEY> variable > config file > default;
 the file is --config, else ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH} when it exists."""
 
@@ -57,7 +58,7 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(clierror.OneLineErrors):
     """A click group whose extra commands are imported when first used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -168,7 +169,7 @@ def run(config_file: str | None, **flags: Any) -> None:
         model = load_model(cfg.path, cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
         daemon = Daemon(cfg, model)
     except ModelError as exc:
-        fail(str(exc), EXIT_DATAERR)
+        fail(str(exc), exc.exit_code)  # 66: no such file; 65: not a usable model
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
     except Exception as exc:  # an unforeseen model-file failure: still one line, no traceback
@@ -226,7 +227,7 @@ def alerts(broker: str | None, config_file: str | None, alert_topic: str | None,
         with contextlib.suppress(KeyboardInterrupt):
             watch_alerts(cfg, emit, include_state=state, count=count, timeout=timeout, notify=notify)
     except (WatchError, ConfigError) as exc:
-        fail(str(exc))
+        fail(str(exc), exc.exit_code)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
@@ -253,7 +254,7 @@ def check_model(model_path: str, provider: str, threads: int, batch: int, repeat
     try:
         m = load_model(model_path, provider, threads)
     except ModelError as exc:
-        fail(str(exc), EXIT_DATAERR)
+        fail(str(exc), exc.exit_code)
     except Exception as exc:  # an unforeseen model-file failure: still one line, no traceback
         fail(f"cannot use model {model_path}: {type(exc).__name__}: {one_line(exc)}", EXIT_DATAERR)
     times = np.asarray(benchmark(m, batch, repeats)) * 1000.0

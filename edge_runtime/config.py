@@ -28,6 +28,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from edge_runtime.clierror import EXIT_CONFIG
 from edge_runtime.pipeline.pin import Pin
 from edge_runtime.pipeline.topics import TopicError, TopicRouter, sanitize_id
 
@@ -39,6 +40,8 @@ SECTIONS = ("model", "mqtt", "input", "inference", "alerts", "health", "runtime"
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key."""
+
+    exit_code = EXIT_CONFIG
 
 
 def _opt(default: Any, section: str, help: str, *, flag: str | None = None, choices: tuple = (),

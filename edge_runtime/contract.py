@@ -63,6 +63,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edge_runtime.clierror import EXIT_DATAERR
 from edge_runtime.pipeline.health import HealthError, check_document
 from edge_runtime.pipeline.states import StateError, StateModel
 
@@ -84,6 +85,8 @@ MAX_CHANNELS = 4_096
 
 class ContractError(ValueError):
     """The file or document does not satisfy the edgewatch model contract."""
+
+    exit_code = EXIT_DATAERR
 
 
 @dataclass

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from edge_runtime import clierror
 from lab.bench import command as bench
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=clierror.OneLineErrors, epilog=clierror.EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main() -> None:
     """edgewatch's lab: benchmarks of the edge (and the trainer's baselines). Development only."""
 

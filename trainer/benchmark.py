@@ -38,7 +38,7 @@ import numpy as np
 from edge_runtime.contract import ModelMetadata
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from trainer.baselines import PcaT2Q
-from trainer.data import DataError, Series, read_csv
+from trainer.data import DataError, Series, no_input, read_csv
 from trainer.evaluate import Outcome, alerts_summary, judge, open_model, pooled, window_scores
 from trainer.metrics import Counts, EventCounts
 
@@ -129,7 +129,7 @@ def find_csvs(root: Path, label_column: str = "anomaly") -> tuple[list[Path], li
     """All CSVs under ``root`` (recursive, natural order) split into ``(labelled, unlabelled)``."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: not a directory")
+        raise no_input(f"{root}: not a directory")
     labelled, unlabelled = [], []
     for p in sorted(root.rglob("*.csv"), key=_natural_key):
         (labelled if label_column in _header(p) else unlabelled).append(p)

@@ -1,49 +1,48 @@
 """``edgewatch-train``: fit, export, inspect, evaluate, demo-data, demo, benchmark, and fleet rollout (keygen,
 publish, promote, rollback). Thin: parse, call, print.
 
-Every error a user can cause prints one line ``error: ...`` on stderr and exits with 2.
+Every error a user can cause prints one line ``edgewatch-train: error: ...`` on stderr and exits with the code of
+edge_runtime/clierror.py (docs/TOOLS.md#exit-codes): 2 usage, 65 bad data or model, 66 no such input, ...
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edge_runtime import __version__
-from edge_runtime.clierror import fail
+from edge_runtime import __version__, clierror
+from edge_runtime.clierror import InputPath, fail
 from edge_runtime.contract import ContractError
 
 log = logging.getLogger(__name__)
 
 
+# The errors a user can cause: (module, class); checked only once raised, so that no check imports torch or onnx.
+USER_ERRORS = (("trainer.export", "ExportError"),)
+
+
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the known user-caused errors into one stderr line and exit code 2."""
+    """Turn the known user-caused errors into one stderr line and their exit code (clierror.code_of)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from trainer.data import DataError
-        from trainer.export import ExportError
-        from trainer.model import ModelConfigError
-        from trainer.threshold import ThresholdError
-
         try:
             return fn(*args, **kwargs)
-        except (
-            DataError,
-            ContractError,
-            ExportError,
-            ModelConfigError,
-            ThresholdError,
-            ValueError,
-            OSError,
-        ) as exc:
-            fail(str(exc) or type(exc).__name__, prog="edgewatch-train")
+        except (ContractError, ValueError, OSError) as exc:  # DataError, ThresholdError, ... are ValueErrors
+            clierror.fail_on(exc, "edgewatch-train")
+        except Exception as exc:
+            known = [getattr(sys.modules.get(m), name, None) for m, name in USER_ERRORS]
+            if not any(isinstance(k, type) and isinstance(exc, k) for k in known):
+                raise
+            clierror.fail_on(exc, "edgewatch-train")
 
     return wrapper
 
@@ -117,12 +116,12 @@ def data_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return decorate
 
 
-# Modules only the `train` extra installs; without them a command says how to get them (exit 2).
+# Modules only the `train` extra installs; without them a command says how to get them (exit 69).
 TRAIN_MODULES = frozenset({"torch", "onnx", "onnxscript", "onnx_ir", "matplotlib", "scipy"})
 
 
-class _TrainGroup(click.Group):
-    """The command group; a command that needs the missing `train` extra prints one line and exits 2."""
+class _TrainGroup(clierror.OneLineErrors):
+    """The command group; a command that needs the missing `train` extra prints one line and exits 69."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -131,10 +130,11 @@ class _TrainGroup(click.Group):
             if (exc.name or "").split(".")[0] not in TRAIN_MODULES:
                 raise
             fail(f"this command needs the train extra (module '{exc.name}' is missing): "
-                 "pip install 'edgewatch[train,cpu]' (in a source tree: pip install '.[train,cpu]')", prog="edgewatch-train")
+                 "pip install 'edgewatch[train,cpu]' (in a source tree: pip install '.[train,cpu]')",
+                 clierror.EXIT_UNAVAILABLE, prog="edgewatch-train")
 
 
-@click.group(cls=_TrainGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_TrainGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=clierror.EPILOG)
 @click.version_option(__version__, prog_name="edgewatch-train")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
@@ -321,17 +321,20 @@ def fit(
     running rows are trained on, and the model carries the stopped signature and settling time for the edge.
     """
     from trainer.operating import StateSpec
-    from trainer.train import resolve_device
 
     spec = StateSpec.of(state_column, running, running_when)
 
-    resolve_device(device)  # before any data is read: a CUDA request on a machine without CUDA fails now
+    # Before any data is read (without importing torch): no train extra, or CUDA asked on a machine without it.
+    if importlib.util.find_spec("torch") is None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+    if device == "cuda":
+        from trainer.train import resolve_device
+
+        resolve_device(device)
 
     from dataclasses import replace
 
     from trainer.data import file_units, load_paths, read_options
-    from trainer.pipeline import FitOptions, run_fit
-    from trainer.train import TrainConfig
 
     if epochs < 1 or batch_size < 1 or patience < 1:
         raise ValueError("--epochs, --batch-size and --patience must be >= 1")
@@ -349,6 +352,9 @@ def fit(
     given = parse_units(units, series[0].channels)
     from_rows = file_units(series)
     unit_map = {c: given.get(c) or from_rows[c] for c in series[0].channels if c in given or c in from_rows}
+    from trainer.pipeline import FitOptions, run_fit  # torch: imported once the data is known good
+    from trainer.train import TrainConfig
+
     params = {"q": q} if threshold_method == "quantile" else (
         {"risk": risk, "level": level} if threshold_method == "pot" else {})
     opts = FitOptions(
@@ -444,7 +450,7 @@ def fit_report(res: Any) -> str:
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("checkpoint", type=InputPath(dir_okay=False, path_type=Path))
 @click.option(
     "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write."
 )
@@ -475,24 +481,32 @@ def export(checkpoint: Path, out: Path, quantize: str | None, fp16: bool, export
 
 
 @main.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model", type=InputPath(dir_okay=False, path_type=Path))
 @_user_errors
 def inspect(model: Path) -> None:
     """Print a model's contract: inputs, outputs, opset, size and metadata."""
-    from trainer.export import describe_model
+    from trainer.export import ExportError, describe_model
 
     try:
         text = describe_model(model)
-    except ContractError:
+    except ContractError as exc:
+        raise _named(exc, model) from None
+    except (ExportError, OSError):
         raise
     except Exception as exc:  # onnx raises a variety of decode errors for non-ONNX files
-        raise ValueError(f"{model}: not a readable ONNX file ({type(exc).__name__})") from None
+        raise clierror.with_code(ValueError(f"{model}: not a readable ONNX file ({type(exc).__name__})"),
+                                 clierror.EXIT_DATAERR) from None
     click.echo(text)
+
+
+def _named(exc: ContractError, path: Path) -> ContractError:
+    """``exc`` with the file named first (the contract's messages are about the document, not the file)."""
+    return exc if str(exc).startswith(str(path)) else ContractError(f"{path}: {exc}")
 
 
 @main.command()
 @click.option(
-    "--model", "-m", "model_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "--model", "-m", "model_path", required=True, type=InputPath(dir_okay=False, path_type=Path)
 )
 @click.option(
     "--data",
@@ -569,7 +583,10 @@ def evaluate(
     from trainer.data import load_paths, read_options
     from trainer.export import read_metadata
 
-    meta = read_metadata(model_path)
+    try:
+        meta = read_metadata(model_path)
+    except ContractError as exc:
+        raise _named(exc, model_path) from None
     reading = read_options(meta.preprocessing, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
                            keep_time=not no_plot)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE
 from edge_runtime.pipeline.health import FILL_METHODS, fill_column
 from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, parse_timestamp
 from edge_runtime.pipeline.windowing_offline import window_labels, windows_from_series
@@ -36,7 +37,7 @@ from edge_runtime.tools.textfile import (
 )
 from edge_runtime.tools.units_row import UnitsRowError, units_row
 from trainer.progress import ReadProgress
-from trainer.time_order import TimeOrder, TimeOrderError
+from trainer.time_order import BadTimestampError, TimeOrder, TimeOrderError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,24 @@ LABEL_LIKE_COLUMNS = ("anomaly", "changepoint", "label", "labels")
 
 
 class DataError(ValueError):
-    """Bad input data; the message is one line naming file, line/column and reason."""
+    """Bad input data; the message is one line naming file, line/column and reason. Exit code: a data error,
+    or ``EXIT_NOINPUT`` for a file that is not there (:func:`no_input`)."""
+
+    exit_code = EXIT_DATAERR
+
+
+def usage_error(message: str) -> DataError:
+    """A :class:`DataError` about the options, not the files (exit code ``EXIT_USAGE``)."""
+    err = DataError(message)
+    err.exit_code = EXIT_USAGE
+    return err
+
+
+def no_input(message: str) -> DataError:
+    """A :class:`DataError` for an input that is not there or cannot be read (exit code ``EXIT_NOINPUT``)."""
+    err = DataError(message)
+    err.exit_code = EXIT_NOINPUT
+    return err
 
 
 @dataclass
@@ -84,12 +102,12 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in DATA_SUFFIXES)
             if not found:
-                raise DataError(f"{p}: folder holds no data files ({', '.join(DATA_SUFFIXES)})")
+                raise no_input(f"{p}: folder holds no data files ({', '.join(DATA_SUFFIXES)})")
             out.extend(found)
         elif p.is_file():
             out.append(p)
         else:
-            raise DataError(f"{p}: no such file or folder")
+            raise no_input(f"{p}: no such file or folder")
     if not out:
         raise DataError("no data files given")
     first: dict[Path, Path] = {}
@@ -198,7 +216,7 @@ def read_csv(
     try:
         fh, codec = open_text(path, opts.encoding)
     except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise no_input(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         with fh:
             first_line = fh.readline()
@@ -408,6 +426,10 @@ def _read_rows(
                     meter.update(n, *position())
         if order is not None:
             order.finish()
+    except BadTimestampError as exc:
+        raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: bad timestamp: {exc.reason}: "
+                        "fix or delete the row (`edgewatch replay` refuses it too; the edge drops such a sample)"
+                        ) from None
     except TimeOrderError as exc:
         local = "" if _is_number(exc.cell) else (
             f"; are the times in {opts.timezone}? (a time inside its DST gap does not exist there)" if opts.timezone

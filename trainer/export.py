@@ -37,6 +37,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from edge_runtime.clierror import EXIT_DATAERR
 from edge_runtime.contract import (
     INPUT_NAME,
     METADATA_KEY,
@@ -58,6 +59,8 @@ PARITY_RTOL = 1e-3
 
 class ExportError(RuntimeError):
     """The exported file failed its checks."""
+
+    exit_code = EXIT_DATAERR
 
 
 class SubPixelConvTranspose1d(nn.Module):

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from edge_runtime.clierror import fail
+from edge_runtime import clierror
+from edge_runtime.clierror import InputPath, fail
 
 PROG = "edgewatch-train"
 
@@ -26,7 +27,8 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except (ValueError, OSError, ModelError, MqttConnectError) as exc:
-            fail(str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__, prog=PROG)
+            message = clierror.os_message(exc) if isinstance(exc, OSError) else str(exc)
+            fail(message.splitlines()[0][:300] if message else type(exc).__name__, clierror.code_of(exc), prog=PROG)
 
     return wrapper
 
@@ -40,7 +42,7 @@ def _broker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ca-file", default="", help="CA certificate (PEM) to verify the broker."),
         click.option("--fleet-topic", default="fleet", show_default=True,
                      help="Root of the rollout topics (the gateways' fleet.fleet_topic)."),
-        click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        click.option("--key", "key_file", type=InputPath(dir_okay=False, path_type=Path),
                      help="Ed25519 private key from `keygen` to sign with. Without it the document is unsigned "
                      "and gateways refuse it unless they set fleet.allow_unsigned."),
     ]
@@ -73,7 +75,7 @@ def keygen(prefix: Path) -> None:
 
 
 @click.command("publish")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model", type=InputPath(dir_okay=False, path_type=Path))
 @click.option("--target", required=True,
               help="Gateways to receive it: a pattern over fleet.target, levels split on '/', shell wildcards per "
               "level, a final '**' for any depth; comma-separated for several ('site1/line1/*', '**').")

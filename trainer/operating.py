@@ -19,7 +19,7 @@ from edge_runtime.pipeline.states import (
     runs,
     settled,
 )
-from trainer.data import DataError, Series
+from trainer.data import DataError, Series, usage_error
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,18 @@ class StateSpec:
 
     @classmethod
     def of(cls, column: str | None, running: Sequence[str], condition: str | None) -> StateSpec | None:
-        """From the CLI's options (None when none is given); DataError for a half-given or mixed one."""
+        """From the CLI's options (None when none is given); DataError (exit code 2) for a half-given or mixed one."""
         if condition and column:
-            raise DataError("--running-when and --state-column exclude each other: give one")
+            raise usage_error("--running-when and --state-column exclude each other: give one")
         if column and not running:
-            raise DataError(f"--state-column {column!r} needs --running VALUE (the state(s) in which the machine runs)")
+            raise usage_error(f"--state-column {column!r} needs --running VALUE (the state(s) in which the machine runs)")
         if running and not column:
-            raise DataError("--running needs --state-column (the column holding the states)")
+            raise usage_error("--running needs --state-column (the column holding the states)")
         if condition:
             try:
                 return cls(condition=Condition.parse(condition))
             except StateError as exc:
-                raise DataError(str(exc)) from None
+                raise usage_error(str(exc)) from None
         return cls(column, tuple(running)) if column else None
 
     def source(self) -> str:

@@ -33,6 +33,7 @@ from trainer.data import (
     normal_windows,
     normalise,
     split_series,
+    usage_error,
 )
 from trainer.export import ExportReport, ScoreStats, ScoringGraph, export_model
 from trainer.model import AEConfig, ConvAutoencoder
@@ -212,9 +213,9 @@ def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], va
     sizes = choose_sizes(tr, va, len(series[0].channels), opts.window, opts.hop, opts.depth, opts.width, opts.latent)
     w = sizes.window
     if w < 2:
-        raise DataError(f"--window must be >= 2, got {w}")
+        raise usage_error(f"--window must be >= 2, got {w}")
     if not 1 <= sizes.edge_hop <= w:
-        raise DataError(f"--hop must be in 1..window ({w}), got {sizes.edge_hop}")
+        raise usage_error(f"--hop must be in 1..window ({w}), got {sizes.edge_hop}")
     check_lengths(series, w)
     problem = missing_data([len(s.values) for s in train_s], [len(s.values) for s in val_s], w)
     if problem and not opts.force:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.clierror import EXIT_DATAERR
 from edge_runtime.contract import THRESHOLD_METHODS, Threshold
 from edge_runtime.pipeline.calibration import CalibrationError
 from edge_runtime.pipeline.calibration import lognormal_threshold as _edge_lognormal
@@ -29,6 +30,8 @@ POT_MIN_PEAKS = 10
 
 class ThresholdError(ValueError):
     """Calibration impossible with these scores or parameters."""
+
+    exit_code = EXIT_DATAERR
 
 
 def score_summary(scores: np.ndarray) -> dict[str, float]:

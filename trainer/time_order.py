@@ -3,7 +3,9 @@
 The edge drops a sample whose timestamp is older than (``out_of_order``) or equal to (``duplicate``) its
 device's latest, and ``edgewatch replay`` refuses a file whose timestamps go backwards; a model trained on
 rows out of time order learns dynamics the edge never sees. So ``fit`` and ``evaluate`` refuse a column that
-goes backwards (naming the line) and count the rows that repeat the previous timestamp.
+goes backwards (naming the line) and count the rows that repeat the previous timestamp. A cell that is no
+timestamp at all is refused as ``replay`` refuses it (the edge drops such a sample, and a row trained on there
+would join two stretches the edge sees apart): :class:`BadTimestampError`, naming the line.
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ class TimeOrderError(ValueError):
         self.line, self.cell, self.before = line, cell, before
 
 
+class BadTimestampError(ValueError):
+    """The cell at ``line`` is not a timestamp (``reason`` says why)."""
+
+    def __init__(self, line: int, cell: str, reason: str) -> None:
+        super().__init__(f"line {line}: bad timestamp {cell.strip()!r}: {reason}")
+        self.line, self.cell, self.reason = line, cell, reason
+
+
 class TimeOrder:
     """Feed ``(cell, line)`` per row with :meth:`add`, then :meth:`finish`.
 
     The column is read in chunks as :func:`local_column_seconds` reads it (one chunk's last cell opens the
-    next, so a DST fall-back across a chunk boundary reads as it does in one piece). A chunk with a cell that
-    is no timestamp is not checked (the trainer uses timestamps for the sample period only).
+    next, so a DST fall-back across a chunk boundary reads as it does in one piece). A cell that is no
+    timestamp raises :class:`BadTimestampError`.
     """
 
     def __init__(self, tz: tzinfo | None) -> None:
@@ -48,20 +58,24 @@ class TimeOrder:
             self.cells, self.lines = self.cells[-1:], self.lines[-1:]
 
     def finish(self) -> None:
-        """Check the rest; raises :class:`TimeOrderError` at the first step backwards."""
+        """Check the rest; raises :class:`TimeOrderError` at the first step backwards, :class:`BadTimestampError`
+        at the first cell that is no timestamp."""
         self._check()
         self.cells, self.lines = [], []
 
     def _check(self) -> None:
-        if len(self.cells) < 2:
+        if not self.cells:
             return
         try:  # epoch numbers: their order is that of the numbers, whatever the unit (the fast path)
             ts = np.asarray(self.cells, dtype=np.float64)
+            if not (np.isfinite(ts).all() and (ts >= 0).all()):
+                raise ValueError("nan, inf or negative: refused (and named) below")
         except ValueError:
             try:
                 ts = local_column_seconds(self.cells, self.tz)
-            except TimestampError:
-                return
+            except TimestampError as exc:
+                i = exc.index or 0
+                raise BadTimestampError(self.lines[i], self.cells[i], exc.reason) from None
         step = np.diff(ts)  # (n - 1,)
         back = np.flatnonzero(step < 0)
         if back.size:

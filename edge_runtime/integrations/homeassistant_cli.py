@@ -77,7 +77,7 @@ def _session(config_file: str | None, broker: str | None):
     try:
         client = connect(parse_broker_url(cfg.broker), opts)
     except MqttConnectError as exc:
-        fail(str(exc))  # as `edgewatch alerts` does
+        fail(str(exc), exc.exit_code)  # as `edgewatch alerts` does
     return cfg, client
 
 

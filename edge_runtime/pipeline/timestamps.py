@@ -32,6 +32,7 @@ class TimestampError(ValueError):
     def __init__(self, message: str, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
+        self.reason = message
 
 
 def unit_scale(magnitude: float) -> float:
@@ -114,7 +115,9 @@ def column_seconds(cells: Sequence[object]) -> FloatArray:
             v, numeric[i] = _raw(c)
             out[i] = _check(v, c)
         except TimestampError as exc:
-            raise TimestampError(f"index {i}: {exc}", i) from None
+            err = TimestampError(f"index {i}: {exc}", i)
+            err.reason = str(exc)
+            raise err from None
     if numeric.any():
         out[numeric] *= unit_scale(float(out[numeric].max()))
     return out

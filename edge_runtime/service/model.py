@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT
 from edge_runtime.contract import (
     INPUT_NAME,
     OUTPUT_CHANNEL_ERROR,
@@ -43,6 +44,14 @@ MAX_PROBE_VALUES = 1 << 22  # W * C of one window: 16 MiB of float32, bounds the
 
 class ModelError(RuntimeError):
     """The model file cannot be used (missing, too big, not ONNX, not an edgewatch model, no provider)."""
+
+    exit_code = EXIT_DATAERR
+
+
+class ModelFileError(ModelError):
+    """The model file is not there or cannot be read."""
+
+    exit_code = EXIT_NOINPUT
 
 
 class NotOnnxError(ModelError):
@@ -252,14 +261,14 @@ def load_model(
     try:
         sig = FileSignature.of(p)
     except OSError as exc:
-        raise ModelError(f"cannot read model file {p}: {exc.strerror or exc}") from None
+        raise ModelFileError(f"cannot read model file {p}: {exc.strerror or exc}") from None
     if sig.size > max_bytes:
         raise ModelError(f"model file {p} is {sig.size} bytes, more than max_model_bytes {max_bytes}")
     try:
         with open(p, "rb") as fh:  # at most max_bytes + 1: a file growing after the stat cannot slip past
             data = fh.read(max_bytes + 1)
     except OSError as exc:
-        raise ModelError(f"cannot read model file {p}: {exc.strerror or exc}") from None
+        raise ModelFileError(f"cannot read model file {p}: {exc.strerror or exc}") from None
     if len(data) > max_bytes:
         raise ModelError(f"model file {p} grew to more than max_model_bytes {max_bytes} while being read")
     if not data:

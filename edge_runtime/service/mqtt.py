@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_runtime.clierror import EXIT_CONFIG, EXIT_UNAVAILABLE
 from edge_runtime.config import Config, ConfigError
 from edge_runtime.pipeline.documents import offline_doc, to_json
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
@@ -61,7 +62,13 @@ class BrokerUrlError(ConfigError):
 
 
 class MqttConnectError(RuntimeError):
-    """The first connection failed (refused, unreachable, bad login, TLS, no answer): one line saying why."""
+    """The first connection failed (refused, unreachable, bad login, TLS, no answer): one line saying why.
+    Exit code: unavailable (retry later), or a configuration error when the broker refused the login."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+LOGIN_REFUSED = (134, 135)  # CONNACK: bad user name or password, not authorized (paho maps 3.1.1's 4, 5 to them)
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
@@ -175,6 +182,7 @@ def connect(addr: BrokerAddress, opts: ClientOptions, keepalive: int = 30, timeo
     client = client or make_client(addr, opts)
     settled = threading.Event()
     failure: list[str] = []
+    refused_login: list[bool] = []  # the broker refused the account: a configuration error, not "retry later"
     # (typed Any: paho types these callbacks as a union over its callback API versions)
     user_connect: Any = client.on_connect
     user_fail: Any = client.on_connect_fail
@@ -188,6 +196,8 @@ def connect(addr: BrokerAddress, opts: ClientOptions, keepalive: int = 30, timeo
         return True
 
     def on_connect(c: paho.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure and getattr(reason, "value", None) in LOGIN_REFUSED:
+            refused_login.append(True)
         if reason.is_failure and (fail(f"broker {addr} refused the connection: {reason}") or user_connect is None):
             return
         if user_connect is not None:
@@ -214,7 +224,10 @@ def connect(addr: BrokerAddress, opts: ClientOptions, keepalive: int = 30, timeo
     if failure:
         client.disconnect()
         client.loop_stop()
-        raise MqttConnectError(failure[0])
+        err = MqttConnectError(failure[0])
+        if refused_login:
+            err.exit_code = EXIT_CONFIG
+        raise err
     return client
 
 

@@ -52,7 +52,7 @@ def _store(folder: str | None, config_file: str | None) -> EvidenceStore:
     p = Path(folder)
     if not p.is_dir():
         what = "not a folder" if p.exists() else "no such folder"
-        clierror.fail(f"{p}: {what} (the daemon's alerts.evidence_dir)", 2, prog=PROG)
+        clierror.fail(f"{p}: {what} (the daemon's alerts.evidence_dir)", clierror.EXIT_NOINPUT, prog=PROG)
     return EvidenceStore(p, max_bytes=1 << 62, max_age_s=0)  # reading: no eviction here
 
 
@@ -290,8 +290,8 @@ def show_cmd(alert_id: str, png: Path | None, folder: str | None, config_file: s
         try:
             plot_png(png, meta, arrays)
         except ImportError:
-            clierror.fail("--png needs matplotlib, which is not installed: pip install 'edgewatch[plot]'", 2,
-                          prog=PROG)
+            clierror.fail("--png needs matplotlib, which is not installed: pip install 'edgewatch[plot]'",
+                          clierror.EXIT_UNAVAILABLE, prog=PROG)
         click.echo(f"plot written to {png}")
 
 
@@ -330,7 +330,7 @@ def export_cmd(alert_id: str, out: Path, fmt: str | None, windows: Path | None, 
         if expected is not None:
             msg += f", {write_expected_csv(expected, meta, arrays)} expected samples to {expected}"
     except OSError as exc:
-        clierror.fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}", 2, prog=PROG)
+        clierror.fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}", clierror.EXIT_IOERR, prog=PROG)
     click.echo(msg)
 
 
@@ -355,10 +355,10 @@ def fetch_cmd(alert_id: str, out: Path, instance: str, broker: str | None, confi
         data = fetch(cfg, instance or cfg.instance_name, alert_id, timeout)
         decode(data)  # a whole, readable file
     except (MqttConnectError, ConfigError, FetchError) as exc:
-        clierror.fail(str(exc), 2, prog=PROG)
+        clierror.fail(str(exc), clierror.code_of(exc), prog=PROG)
     except EvidenceError as exc:
         clierror.fail(f"refused: {exc}", 1, prog=PROG)
     except ValueError as exc:
-        clierror.fail(f"the reply is not an evidence file: {exc}", 1, prog=PROG)
+        clierror.fail(f"the reply is not an evidence file: {exc}", clierror.EXIT_DATAERR, prog=PROG)
     out.write_bytes(data)
     click.echo(f"{out} written ({len(data)} bytes)")

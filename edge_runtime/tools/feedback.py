@@ -35,7 +35,7 @@ from edge_runtime.service.mqtt import (
 from edge_runtime.tools.mqtt_request import NoReply, request
 
 PROG = "edgewatch feedback"
-EXIT_REFUSED, EXIT_NO_REPLY = 1, 2
+EXIT_REFUSED, EXIT_NO_REPLY = clierror.EXIT_FAILURE, clierror.EXIT_UNAVAILABLE
 
 
 class CommandTimeout(NoReply):
@@ -227,7 +227,7 @@ def send(alert_id: str, verdict: str | None, recalibrate: str, device: str, note
     try:
         reply = send_command(cfg, doc, instance or cfg.instance_name, timeout)
     except (MqttConnectError, ConfigError) as exc:
-        clierror.fail(str(exc), 2, prog=PROG)
+        clierror.fail(str(exc), exc.exit_code, prog=PROG)
     except CommandTimeout as exc:
         clierror.fail(str(exc), EXIT_NO_REPLY, prog=PROG)
     if as_json:
@@ -239,11 +239,11 @@ def send(alert_id: str, verdict: str | None, recalibrate: str, device: str, note
 
 
 @feedback_command.command("export")
-@click.option("--log", "log_path", type=click.Path(exists=True, path_type=Path), required=True,
+@click.option("--log", "log_path", type=clierror.InputPath(path_type=Path), required=True,
               help="The feedback log: the daemon's runtime.state_dir, or its feedback.jsonl.")
-@click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+@click.option("--data", "data", type=clierror.InputPath(dir_okay=False, path_type=Path), multiple=True,
               help="Recordings of the device (CSV from `edgewatch record`); repeatable.")
-@click.option("--evidence", "evidence_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--evidence", "evidence_dir", type=clierror.InputPath(file_okay=False, path_type=Path),
               help="Instead of recordings: the daemon's evidence folder (alerts.evidence_dir): each judged alert's "
               "own samples, one CSV per alert.")
 @click.option("--labelled", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -263,8 +263,8 @@ def export(log_path: Path, data: tuple[Path, ...], evidence_dir: Path | None, ou
                        f"{ev['missing']} judged alerts have no evidence kept")
             return
         counts = export_labelled(log_path, list(data), out_dir, device)
-    except click.UsageError as exc:
-        clierror.fail(exc.format_message(), 2, prog=f"{PROG} export")
+    except click.UsageError as exc:  # a log without verdicts, a recording without epoch timestamps
+        clierror.fail(exc.format_message(), clierror.EXIT_DATAERR, prog=f"{PROG} export")
     click.echo(f"{counts['rows']} rows written to {out_dir}: {counts['confirmed_rows']} in confirmed alerts "
                f"(anomaly=1), {counts['false_alarm_rows']} in false alarms (normal); {counts['verdicts']} verdicts")
 

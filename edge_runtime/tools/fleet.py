@@ -186,7 +186,7 @@ def status(broker: str | None, config_file: str | None, as_json_flag: bool, wait
     try:
         view, sub = collect(cfg, wait_s, lambda line: click.echo(f"edgewatch fleet: {line}", err=True))
     except (WatchError, ConfigError) as exc:
-        fail(str(exc), prog="edgewatch")
+        fail(str(exc), exc.exit_code, prog="edgewatch")
     try:
         if as_json_flag:
             now = time.time()

@@ -9,12 +9,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from edge_runtime.clierror import EXIT_UNAVAILABLE
 from edge_runtime.config import Config
 from edge_runtime.service.mqtt import ClientOptions, client_options, connect, make_client, parse_broker_url
 
 
 class NoReply(RuntimeError):
     """No subscription, or no (complete) reply in time; the message says which."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 def request(cfg: Config, request_topic: str, doc: dict[str, Any], reply_topic: str,

@@ -34,7 +34,7 @@ PROG = "edgewatch record"
 def record(cfg: Any, device: str, channels: list[str], out: Path, seconds: float, max_samples: int,
            notify: Any = None) -> dict[str, Any]:
     """Write ``device``'s samples to ``out`` for ``seconds`` (0: no limit) or ``max_samples``; a summary."""
-    from edge_runtime.tools.watch import Subscription, WatchError
+    from edge_runtime.tools.watch import Subscription
 
     topics = [t.replace("{device}", device) for t in cfg.topics]
     for t in cfg.topics:
@@ -45,16 +45,14 @@ def record(cfg: Any, device: str, channels: list[str], out: Path, seconds: float
     n = 0
     sub = Subscription(cfg, [(t, 1) for t in topics], lambda t, p, r: inbox.put(p), notify or (lambda s: None),
                        client_prefix="edgewatch-record")
-    try:
-        sub.start()
-    except WatchError as exc:
-        raise ConfigError(str(exc)) from None
+    sub.start()  # WatchError (exit 69) when the broker cannot be reached
     deadline = time.monotonic() + seconds if seconds > 0 else float("inf")
     try:
         try:
             fh = out.open("w", newline="", encoding="utf-8")
         except OSError as exc:
-            raise OSError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+            raise clierror.with_code(OSError(f"--out: cannot write {out}: {exc.strerror or exc}"),
+                                     clierror.EXIT_IOERR) from None
         with fh:
             w = csv.writer(fh)
             w.writerow(["timestamp", *channels])
@@ -113,12 +111,14 @@ def record_command(device: str, duration: str, max_samples: int, out: Path, mode
         try:
             names = list(load_model(path).metadata.channels)
         except ModelError as exc:
-            clierror.fail(str(exc), 65, prog=PROG)
+            clierror.fail(str(exc), exc.exit_code, prog=PROG)
+    from edge_runtime.tools.watch import WatchError
+
     try:
         summary = record(cfg, device, names, out, spec.seconds if spec else 0.0, max_samples,
                          notify=lambda line: click.echo(f"{PROG}: {line}", err=True))
-    except (ConfigError, OSError) as exc:
-        clierror.fail(str(exc), 2, prog=PROG)
+    except (ConfigError, WatchError, OSError) as exc:
+        clierror.fail(str(exc), clierror.code_of(exc), prog=PROG)
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary["skipped"].items())) or "none"
     click.echo(f"{summary['samples']} samples of {device} written to {out} (skipped messages: {skipped})",
                )

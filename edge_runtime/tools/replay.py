@@ -27,6 +27,7 @@ from typing import Any
 import click
 import numpy as np
 
+from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE, InputPath
 from edge_runtime.pipeline.health import FILL_METHODS, fill_block
 from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, parse_timestamp
 from edge_runtime.tools import textfile
@@ -53,7 +54,10 @@ DEFAULT_LABELS = ("anomaly", "changepoint", "label", "labels")
 
 
 class ReplayError(SimError):
-    """The recording or an option is unusable (one clear line naming file, line and column)."""
+    """The recording or an option is unusable (one clear line naming file, line and column); by default a data
+    error (an option: ``EXIT_USAGE``; a file that is not there: ``EXIT_NOINPUT``)."""
+
+    exit_code = EXIT_DATAERR
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def read_recording(
     ``timezone`` of naive timestamps (None: UTC) are read as the trainer reads them (:mod:`.textfile`);
     ``fill`` (:data:`REPLAY_FILLS`, None: refuse) what a missing cell becomes."""
     if fill is not None and fill not in REPLAY_FILLS:
-        raise ReplayError(f"--fill must be one of {', '.join(REPLAY_FILLS)}, got {fill!r}")
+        raise ReplayError(f"--fill must be one of {', '.join(REPLAY_FILLS)}, got {fill!r}", EXIT_USAGE)
     path = Path(path)
     if path.suffix.lower() in (".xlsx", ".xlsm", ".parquet"):
         raise ReplayError(f"{path}: replay reads CSV; save it as CSV first ({path.suffix} is read by edgewatch-train)")
@@ -118,9 +122,9 @@ def read_recording(
         with fh:
             text = fh.read()
     except OSError as exc:
-        raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}", EXIT_NOINPUT) from None
     except textfile.TextFileError as exc:
-        raise ReplayError(str(exc)) from None
+        raise ReplayError(str(exc), exc.exit_code) from None
     except UnicodeDecodeError as exc:
         raise ReplayError(str(textfile.decode_error(path, codec, exc))) from None
     first = text.split("\n", 1)[0]
@@ -196,7 +200,8 @@ def read_recording(
             ts = local_column_seconds(cells, tz)
         except TimestampError as exc:
             n = exc.index or 0
-            raise ReplayError(f"{path}: line {n + first_line}, column {header[t_idx]!r}: bad timestamp {cells[n]!r}") from None
+            raise ReplayError(f"{path}: line {n + first_line}, column {header[t_idx]!r}: bad timestamp: {exc.reason}: "
+                              "fix or delete the row (`edgewatch-train fit` refuses it too)") from None
     if fill in FILL_METHODS and np.isnan(values).any():
         try:
             values = fill_block(values, fill).astype(np.float32)
@@ -243,9 +248,9 @@ def publish_recording(
     unacknowledged at once; the result counts those the broker acknowledged.
     """
     if fmt not in FORMATS:
-        raise ReplayError(f"unknown payload format {fmt!r}; use {', '.join(FORMATS)}")
+        raise ReplayError(f"unknown payload format {fmt!r}; use {', '.join(FORMATS)}", EXIT_USAGE)
     if batch < 1 or not speed > 0:
-        raise ReplayError("--batch must be >= 1 and --speed > 0")
+        raise ReplayError("--batch must be >= 1 and --speed > 0", EXIT_USAGE)
     n = rec.values.shape[0]
     now = time.time()
     if rec.ts is None:
@@ -299,7 +304,7 @@ def publish_recording(
               "(default: anomaly, changepoint, label).")
 @click.option("--exclude", multiple=True, help="More columns kept out of the channels. Repeatable.")
 @click.option("--channels", help="Comma-separated columns to publish, in this order.")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--model", type=InputPath(dir_okay=False, path_type=Path),
               help="Publish the columns this edgewatch model expects, in its order.")
 @click.option("--period", type=float, default=1.0, show_default=True,
               help="Sample period, s, for a file without a time column.")
@@ -337,13 +342,13 @@ def replay_command(
             fill=fill or (stored.get("fill") if stored.get("fill") in FILL_METHODS else None),
         )
         topic = topic_template.replace("{device}", device)
+        client = connect_publisher(broker, f"edgewatch-replay-{device}", username, password_file, ca_file)
         click.echo(
             f"replaying {rec.values.shape[0]} samples x {len(rec.channels)} channels "
             f"({', '.join(rec.channels)}) to {topic} "
             + ("as fast as possible" if fast else f"at {speed:g}x"),
             err=True,
         )
-        client = connect_publisher(broker, f"edgewatch-replay-{device}", username, password_file, ca_file)
         try:
             res = publish_recording(
                 client, rec, topic, fmt=fmt, batch=batch, qos=qos, speed=speed, fast=fast,
@@ -353,6 +358,6 @@ def replay_command(
             client.disconnect()
             client.loop_stop()
     except SimError as exc:
-        fail("replay", str(exc))
+        fail("replay", str(exc), exc.exit_code)
         return
     click.echo(res.summary(), err=True)

@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 import click
 import numpy as np
 
+from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE, InputPath, code_of
 from edge_runtime.clierror import fail as _fail
 from edge_runtime.config import PASSWORD_ENV, ConfigError
 from edge_runtime.contract import ModelMetadata
@@ -67,12 +68,20 @@ _CONTEXT = 2048  # normal samples around an anomaly that set its magnitude (chan
 
 
 class SimError(ValueError):
-    """A simulation option is unusable (one clear line for the user)."""
+    """A simulation option is unusable (one clear line for the user); ``exit_code`` as edge_runtime/clierror.py
+    has them (default: usage)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
-def fail(command: str, message: str) -> NoReturn:
-    """Print ``edgewatch COMMAND: error: MESSAGE`` on stderr and exit with code 2 (no traceback)."""
-    _fail(message, 2, prog=f"edgewatch {command}")
+def fail(command: str, message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``edgewatch COMMAND: error: MESSAGE`` on stderr and exit with ``code`` (no traceback)."""
+    _fail(message, code, prog=f"edgewatch {command}")
 
 
 @dataclass(frozen=True)
@@ -463,7 +472,7 @@ def broker_address(url: str) -> BrokerAddress:
     try:
         return parse_broker_url(url)
     except ConfigError as exc:
-        raise SimError(str(exc)) from None
+        raise SimError(str(exc), code_of(exc)) from None
 
 
 def check_publish_options(broker: str, topic_template: str, speed: float) -> None:
@@ -495,9 +504,9 @@ def connect_publisher(broker_url: str, client_id: str, username: str = "", passw
                              buffered=False)
         return connect(broker_address(broker_url), opts, keepalive=30, timeout=timeout)
     except OSError as exc:
-        raise SimError(f"--password-file: cannot read {password_file}: {exc.strerror or exc}") from None
+        raise SimError(f"--password-file: cannot read {password_file}: {exc.strerror or exc}", EXIT_NOINPUT) from None
     except (ConfigError, MqttConnectError) as exc:
-        raise SimError(str(exc)) from None
+        raise SimError(str(exc), code_of(exc)) from None
 
 
 def stream_start(now: float, duration_s: float, speed: float) -> float:
@@ -646,16 +655,19 @@ def simulate(
     ground_truth_path: Path | None = None,
     client_id: str | None = None,
     login: dict[str, str] | None = None,
+    on_connected: Callable[[], None] | None = None,
     **publish_opts: Any,
 ) -> SimResult:
-    """Write the ground truth (if asked), connect (``login``: username / password_file / ca_file), publish the
-    plan, disconnect."""
+    """Write the ground truth (if asked), connect (``login``: username / password_file / ca_file), call
+    ``on_connected``, publish the plan, disconnect."""
     if ground_truth_path is not None:
         write_ground_truth(ground_truth_path, plan)
     login = login or {}
     client = connect_publisher(broker_url, client_id or f"edgewatch-sim-{id(plan) & 0xFFFFFF:x}",
                                login.get("username", ""), login.get("password_file", ""), login.get("ca_file", ""))
     try:
+        if on_connected is not None:
+            on_connected()
         return publish_plan(client, plan, **publish_opts)
     finally:
         client.disconnect()
@@ -683,9 +695,9 @@ def model_metadata(model: Path) -> ModelMetadata:
         sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
         return metadata_from_props(sess.get_modelmeta().custom_metadata_map)
     except ContractError as exc:
-        raise SimError(f"{model}: {exc}") from None
+        raise SimError(f"{model}: {exc}", EXIT_DATAERR) from None
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-        raise SimError(f"{model}: cannot load the model: {exc}") from None
+        raise SimError(f"{model}: cannot load the model: {exc}", EXIT_DATAERR) from None
 
 
 @click.command("simulate")
@@ -695,7 +707,7 @@ def model_metadata(model: Path) -> ModelMetadata:
 @click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of data per device.")
 @click.option("--channels", "n_channels", type=int, default=4, show_default=True,
               help="Number of channels (ignored with --model).")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--model", type=InputPath(dir_okay=False, path_type=Path),
               help="Take the channel names from this edgewatch model.")
 @click.option("--anomaly", "anomalies", multiple=True, metavar="DEV:KIND:START_S:DUR_S[:CH,..]",
               help="Schedule an anomaly (DEV may be '*' for every device). KIND: a process anomaly "
@@ -749,18 +761,18 @@ def simulate_command(
             t0=stream_start(time.time(), duration, 0.0 if fast else speed),
         )
         n_anom = sum(len(d.anomalies) for d in plan.devices)
-        click.echo(
-            f"simulating {len(plan.devices)} devices x {plan.n_steps} samples at {rate:g} Hz "
-            f"({plan.n_channels} channels, {n_anom} anomalies, format {fmt}, QoS {qos}) -> {broker}",
-            err=True,
-        )
         res = simulate(
             plan, broker, ground_truth_path=ground_truth, fmt=fmt, batch=batch, qos=qos,
             topic_template=topic_template, realtime=not fast, speed=speed,
             login={"username": username, "password_file": password_file, "ca_file": ca_file},
+            on_connected=lambda: click.echo(  # once connected: a failure is then its one line alone
+                f"simulating {len(plan.devices)} devices x {plan.n_steps} samples at {rate:g} Hz "
+                f"({plan.n_channels} channels, {n_anom} anomalies, format {fmt}, QoS {qos}) -> {broker}",
+                err=True,
+            ),
         )
     except SimError as exc:
-        fail("simulate", str(exc))
+        fail("simulate", str(exc), exc.exit_code)
         return
     click.echo(
         res.summary() + (f"; ground truth in {ground_truth}" if ground_truth else ""),

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from edge_runtime.clierror import EXIT_DATAERR, EXIT_USAGE
+
 DECIMALS = (".", ",")
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -29,6 +31,8 @@ _BOMS = (
 
 class TextFileError(ValueError):
     """An unusable encoding, decimal or time zone option, or a file that does not decode (one line)."""
+
+    exit_code = EXIT_USAGE  # an option; a file that does not decode is EXIT_DATAERR (decode_error)
 
 
 def check_encoding(name: str | None) -> str | None:
@@ -75,7 +79,9 @@ def decode_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> TextFile
     if shown:
         what += f" ({shown!r} in cp1252)"
     hint = "try --encoding cp1252 (Windows export) or latin-1" if encoding.startswith("utf") else "check --encoding"
-    return TextFileError(f"{path}: not {encoding} text ({where}{what}): {hint}")
+    err = TextFileError(f"{path}: not {encoding} text ({where}{what}): {hint}")
+    err.exit_code = EXIT_DATAERR
+    return err
 
 
 def _first_bad_byte(path: Path, encoding: str) -> tuple[int | None, int | None, str]:

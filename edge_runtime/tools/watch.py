@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from edge_runtime.clierror import EXIT_UNAVAILABLE
 from edge_runtime.config import Config
 from edge_runtime.pipeline.documents import CLEARED, RAISED
 from edge_runtime.service.mqtt import (
@@ -43,6 +44,8 @@ RESET = "\x1b[0m"
 
 class WatchError(Exception):
     """The first connection to the broker failed (refused, unreachable, login or TLS rejected)."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 HEADER = (f"{'kind':<5}  {'stream time (UTC)':<19}  {'received (UTC)':<19}  {'device':<20} {'state':<8} "
@@ -132,7 +135,9 @@ class Subscription:
         try:
             connect(self.addr, ClientOptions(), self._keepalive, CONNECT_TIMEOUT_S, client=self.client)
         except MqttConnectError as exc:
-            raise WatchError(str(exc)) from None
+            err = WatchError(str(exc))
+            err.exit_code = exc.exit_code  # 69, or 78 for a refused login
+            raise err from None
         return self
 
     def close(self) -> None:

@@ -17,6 +17,16 @@ from typing import Any
 
 import click
 
+from edge_runtime import clierror
+from edge_runtime.clierror import InputPath
+
+PROG = "edgewatch-lab bench"
+
+
+def fail(message: str, code: int = clierror.EXIT_USAGE) -> Any:
+    """One line ``edgewatch-lab bench: error: ...`` and exit ``code`` (edge_runtime/clierror.py)."""
+    clierror.fail(message, code, prog=PROG)
+
 DEFAULT_MODEL = "models/demo.onnx"
 CUDA_REPORT = "benchmarks/CUDA.md"  # `bench cuda --out`, beside BENCHMARKS.md, as measured on a GPU machine
 CUDA_JSON = "benchmarks/cuda.json"
@@ -33,10 +43,9 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _check_model(model: str) -> None:
-    from edge_runtime.cli import fail
-
     if not Path(model).is_file():
-        fail(f"model file {model} not found (train one: scripts/demo.sh, or pass --model PATH)")
+        fail(f"model file {model} not found (train one: scripts/demo.sh, or pass --model PATH)",
+             clierror.EXIT_NOINPUT)
 
 
 def _emit(result: dict[str, Any], md: str, json_out: str | None) -> None:
@@ -47,15 +56,16 @@ def _emit(result: dict[str, Any], md: str, json_out: str | None) -> None:
 
 
 def _guard(fn, *args: Any, **kw: Any) -> Any:
-    """Run a benchmark; a missing broker or an unusable model is one clear line and exit 2."""
-    from edge_runtime.cli import fail
+    """Run a benchmark; a missing broker (69) or an unusable model (65, 66) is one clear line."""
     from edge_runtime.service.model import ModelError
     from lab.bench.broker import BrokerError
 
     try:
         return fn(*args, **kw)
-    except (BrokerError, ModelError) as exc:
-        fail(str(exc))
+    except ModelError as exc:
+        fail(str(exc), exc.exit_code)
+    except BrokerError as exc:
+        fail(str(exc), clierror.EXIT_UNAVAILABLE)
 
 
 model_opt = click.option("--model", default=DEFAULT_MODEL, show_default=True, type=click.Path(dir_okay=False),
@@ -208,9 +218,7 @@ def scale_out(model: str, workers: str, devices: int, samples: int, batch_sample
         r = _guard(bench_scaleout, model, _ints(workers), devices, samples, batch_samples, batch_size, chosen,
                    partitions, repeats, mqtt)
     except NatsServerError as exc:
-        from edge_runtime.cli import fail
-
-        fail(str(exc))
+        fail(str(exc), clierror.EXIT_UNAVAILABLE)
     _emit(r, scaleout_md(r), json_out)
 
 
@@ -380,12 +388,12 @@ def faults_(devices: int, epochs: int, seed: int, workdir: str | None, json_out:
 def ood_(skab_dir: str, windows: int, factor: float, json_out: str | None) -> None:
     """SKAB's anomaly-free recording against a model fitted on a valve1 file, through the daemon, with the
     out-of-distribution check off and on (and another valve1 file, to show its alerts are kept)."""
-    from edge_runtime.cli import fail
     from lab.bench.faults import run_skab_ood, skab_ood_md
 
     skab = Path(skab_dir)
     if not (skab / "anomaly-free" / "anomaly-free.csv").is_file():
-        fail(f"{skab}: no anomaly-free/anomaly-free.csv (SKAB is not in the repository: pass --skab DIR)")
+        fail(f"{skab}: no anomaly-free/anomaly-free.csv (SKAB is not in the repository: pass --skab DIR)",
+             clierror.EXIT_NOINPUT)
     res = _guard(run_skab_ood, skab, windows, factor)
     _emit(res, skab_ood_md(res), json_out)
 
@@ -394,7 +402,7 @@ STAGES = ("inference", "ingest", "latency", "footprint", "scaling")
 
 
 @command.command("report")
-@click.argument("results", type=click.Path(exists=True, dir_okay=False))
+@click.argument("results", type=InputPath(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The Markdown report to write.")
 @click.option("--plot", default=None, help="The scaling plot to link, relative to --out (none by default).")
 def report_(results: str, out: str, plot: str | None) -> None:
@@ -406,9 +414,7 @@ def report_(results: str, out: str, plot: str | None) -> None:
         res = json.loads(Path(results).read_text())
         res["machine"]["versions"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        from edge_runtime.cli import fail
-
-        fail(f"{results} is not a results file of `edgewatch-lab bench all --json`: {exc}")
+        fail(f"{results} is not a results file of `edgewatch-lab bench all --json`: {exc}", clierror.EXIT_DATAERR)
     for stage in STAGES:
         res.setdefault(stage, {"error": "not run (the run ended before this stage)"})
     res.setdefault("seconds", "? (cut short)")

@@ -41,10 +41,10 @@ def test_committed_gpu_report_is_current() -> None:
     assert by.sub("", r.output).strip() == by.sub("", committed).strip()
 
 
-def test_report_of_something_else_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_report_of_something_else_is_one_line_exit_65(tmp_path: Path) -> None:
     bad = tmp_path / "x.json"
     bad.write_text("{}")
     r = CliRunner().invoke(command, ["report", str(bad), "--out", str(tmp_path / "o.md")])
-    assert r.exit_code == 2
+    assert r.exit_code == 65  # EX_DATAERR
     assert "is not a results file of `edgewatch-lab bench all --json`" in r.output
     assert not (tmp_path / "o.md").exists()

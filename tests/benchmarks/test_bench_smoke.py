@@ -119,7 +119,7 @@ def test_benchmarks_md_renders_every_section(demo_model_path: Path, tmp_path: Pa
     assert res["machine"]["cpu"] in text and "Goals:" in text
 
 
-def test_missing_model_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_missing_model_is_one_line_exit_66(tmp_path: Path) -> None:
     res = CliRunner().invoke(command, ["inference", "--model", str(tmp_path / "nope.onnx")])
-    assert res.exit_code == 2
+    assert res.exit_code == 66  # EX_NOINPUT
     assert "not found" in res.output and "Traceback" not in res.output

@@ -153,11 +153,11 @@ def test_bench_cuda_bookkeeping_on_cpu_stand_ins(monkeypatch) -> None:
 
 @pytest.mark.skipif(not DEMO.is_file(), reason="models/demo.onnx is not in this checkout")
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA session runs here: the refusal cannot be shown")
-def test_bench_cuda_without_cuda_is_one_line_exit_2() -> None:
+def test_bench_cuda_without_cuda_is_one_line_exit_65() -> None:
     res = CliRunner().invoke(command, ["cuda", "--model", str(DEMO)])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 65, res.output  # as `edgewatch run --provider cuda`: the model cannot run as asked
     lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgewatch: error: CUDA requested"), res.output
+    assert len(lines) == 1 and lines[0].startswith("edgewatch-lab bench: error: CUDA requested"), res.output
     assert "Traceback" not in res.output
 
 

@@ -119,7 +119,7 @@ def test_unit_has_hardening_and_service_keys() -> None:
         "AmbientCapabilities": "",
         "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
         "Restart": "on-failure",
-        "RestartPreventExitStatus": "2 65 78",  # edge_runtime.cli's EXIT_USAGE, EXIT_DATAERR, EXIT_CONFIG
+        "RestartPreventExitStatus": "2 65 66 78",  # EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT, EXIT_CONFIG
         "ExecReload": "/bin/kill -HUP $MAINPID",
         "StateDirectory": "edgewatch",
         "LogsDirectory": "edgewatch",
@@ -145,10 +145,10 @@ def test_unit_has_hardening_and_service_keys() -> None:
 
 
 def test_restart_prevention_matches_the_cli_exit_codes() -> None:
-    from edge_runtime.cli import EXIT_CONFIG, EXIT_DATAERR, EXIT_USAGE
+    from edge_runtime.clierror import EXIT_CONFIG, EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE
 
     prevented = {int(c) for c in parse_unit(UNIT.read_text())["Service"]["RestartPreventExitStatus"][-1].split()}
-    assert prevented == {EXIT_USAGE, EXIT_CONFIG, EXIT_DATAERR}  # each needs an operator; a crash (1) restarts
+    assert prevented == {EXIT_USAGE, EXIT_CONFIG, EXIT_DATAERR, EXIT_NOINPUT}  # each needs an operator; a crash (1) restarts
 
 
 def test_gpu_dropin_opens_only_nvidia_devices() -> None:

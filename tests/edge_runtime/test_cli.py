@@ -57,7 +57,7 @@ def test_run_errors_name_the_problem(tmp_path: Path) -> None:
     res = r.invoke(main, ["run", "--config", str(bad), "--model", "x.onnx"])
     assert res.exit_code == 78 and "mqtt.keepalive_s: must be >= 5" in res.output
     res = r.invoke(main, ["run", "--model", str(tmp_path / "missing.onnx")])
-    assert res.exit_code == 65 and "cannot read model file" in res.output
+    assert res.exit_code == 66 and "cannot read model file" in res.output  # EX_NOINPUT
     res = r.invoke(main, ["run", "--model", "m.onnx", "--topic", "bad/topic"])
     assert res.exit_code == 78 and "input.topics" in res.output
     res = r.invoke(main, ["run", "--bogus-flag"])
@@ -83,7 +83,7 @@ def test_record_refuses_a_wildcard_device_and_says_what_it_cannot_write(tmp_path
                                                       "one topic level: not empty, without / + # or NUL")
     out = tmp_path / "missing" / "r.csv"
     res = r.invoke(main, [*base, "--device", "d", "--out", str(out)])
-    assert res.exit_code == 2
+    assert res.exit_code == 74  # EX_IOERR
     assert res.output.strip().splitlines()[-1] == (f"edgewatch record: error: --out: cannot write {out}: "
                                                    "No such file or directory")
 
@@ -98,10 +98,10 @@ def test_a_model_file_that_is_not_onnx_is_named_with_exit_65(tmp_path: Path) -> 
             assert res.output.strip().startswith(f"edgewatch: error: {model}: not a loadable ONNX model"), res.output
     rec = ["record", "--device", "d", "--out", str(tmp_path / "r.csv"), "--model"]
     res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, [*rec, str(tmp_path / "missing.onnx")])
-    assert res.exit_code == 65 and "cannot read model file" in res.output, res.output
+    assert res.exit_code == 66 and "cannot read model file" in res.output, res.output  # EX_NOINPUT
     for cmd in (["run", "--model", str(tmp_path)], ["check-model", str(tmp_path)]):  # a folder, as run says it
         res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, cmd)
-        assert (res.exit_code, res.output.strip()) == (65, f"edgewatch: error: cannot read model file {tmp_path}: "
+        assert (res.exit_code, res.output.strip()) == (66, f"edgewatch: error: cannot read model file {tmp_path}: "
                                                            "Is a directory"), res.output
 
 
@@ -147,21 +147,21 @@ def test_alerts_broker_flag_overrides_the_config_file(mosquitto, tmp_path: Path)
     assert json.loads(res.stdout.strip().splitlines()[0])["alert_id"] == "a1"
 
 
-def test_alerts_on_a_dead_port_is_one_line_exit_2() -> None:
+def test_alerts_on_a_dead_port_is_one_line_exit_69() -> None:
     port = free_port()
     res = CliRunner().invoke(main, ["alerts", "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "20"])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 69, res.output  # EX_UNAVAILABLE: retry later
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot connect to broker 127.0.0.1:{port}" in lines[0], res.stderr
     assert "Traceback" not in res.output
 
 
-def test_alerts_with_a_refused_login_is_one_line_exit_2(mosquitto_factory) -> None:
+def test_alerts_with_a_refused_login_is_one_line_exit_78(mosquitto_factory) -> None:
     port = free_port()
     broker = mosquitto_factory(port=port, listener_config=f"listener {port} 127.0.0.1\nallow_anonymous false\n")
     broker.start()
     res = CliRunner().invoke(main, ["alerts", "--broker", broker.url, "--timeout", "20"])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 78, res.output  # EX_CONFIG: the account is wrong, a retry will not help
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and f"broker 127.0.0.1:{port} refused the connection" in lines[0], res.stderr
 

@@ -63,10 +63,10 @@ def test_skab_fault_kinds() -> None:
     assert kind_of("x.csv") == "all"
 
 
-def test_cli_without_labelled_files_exits_2_with_one_line(tmp_path: Path) -> None:
+def test_cli_without_labelled_files_exits_65_with_one_line(tmp_path: Path) -> None:
     _write(tmp_path / "free.csv", "x;y", 3)
     res = CliRunner().invoke(benchmark, ["skab", str(tmp_path)])
-    assert res.exit_code == 2
+    assert res.exit_code == 65  # EX_DATAERR
     assert res.output.strip().startswith("edgewatch-train benchmark: error:") and "anomaly" in res.output
     assert len(res.output.strip().splitlines()) == 1
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from edge_runtime.clierror import EXIT_DATAERR, EXIT_USAGE
 from edge_runtime.tools import synthetic as syn
 from trainer.cli import main
 
@@ -29,8 +30,8 @@ def csvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"dir": d, "normal": d / "normal.csv", "labelled": d / "labelled.csv"}
 
 
-def assert_user_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
+def assert_user_error(result, *fragments: str, code: int = EXIT_DATAERR) -> None:
+    assert result.exit_code == code, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("edgewatch-train: error: ")
@@ -189,7 +190,7 @@ def test_error_bad_architecture(runner: CliRunner, csvs, tmp_path: Path) -> None
     r = runner.invoke(
         main, ["fit", str(csvs["normal"]), "--out", str(tmp_path / "m.onnx"), *FAST, "--kernel", "4"]
     )
-    assert_user_error(r, "--kernel must be an odd")
+    assert_user_error(r, "--kernel must be an odd", code=EXIT_USAGE)
 
 
 def test_error_inspect_not_onnx(runner: CliRunner, tmp_path: Path) -> None:
@@ -298,7 +299,7 @@ def test_fit_defaults_print_sizes_screening_and_false_alarms(runner: CliRunner, 
     assert r.exit_code == 0 and "channels (2 of 3 in the score):" in r.stdout and "format_version: 4" in r.stdout
 
 
-def test_too_little_data_exits_2_unless_forced(runner: CliRunner, tmp_path: Path) -> None:
+def test_too_little_data_exits_65_unless_forced(runner: CliRunner, tmp_path: Path) -> None:
     f = tmp_path / "short.csv"
     syn.write_csv(f, syn.normal_series(150, 2, seed=0), syn.channel_names(2))
     out = tmp_path / "m.onnx"

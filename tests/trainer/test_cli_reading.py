@@ -50,7 +50,7 @@ def test_fit_stores_reading_options_and_evaluate_reuses_them(tmp_path: Path) -> 
     # a stored option overridden on the command line is used: '.' then refuses the decimal commas
     r = runner.invoke(main, ["evaluate", "-m", str(model), "-d", str(test), "--decimal", ".", "--no-plot",
                              "--report", str(report)])
-    assert r.exit_code == 2 and "use --decimal ," in r.stderr
+    assert r.exit_code == 65 and "use --decimal ," in r.stderr  # EX_DATAERR
 
 
 def test_fit_shows_reading_progress(tmp_path: Path) -> None:

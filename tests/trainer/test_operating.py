@@ -69,17 +69,17 @@ def test_fit_running_when_uses_the_condition(tmp_path: Path):
     assert json.loads(read_metadata(out).to_json())["states"]["source"] == "condition current>6"
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--state-column", "status"], "needs --running"),
-    (["--running", "RUN"], "needs --state-column"),
-    (["--state-column", "nope", "--running", "RUN"], "--state-column 'nope' not found"),
-    (["--running-when", "speed is high", "--exclude", "status"], "CHANNEL OP NUMBER"),
-    (["--running-when", "rpm>100", "--exclude", "status"], "'rpm' is not a feature column"),
-    (["--state-column", "status", "--running", "GO"], "no running rows"),
+@pytest.mark.parametrize("args, fragment, code", [  # 2: the options alone are wrong; 65: the data does not fit them
+    (["--state-column", "status"], "needs --running", 2),
+    (["--running", "RUN"], "needs --state-column", 2),
+    (["--state-column", "nope", "--running", "RUN"], "--state-column 'nope' not found", 65),
+    (["--running-when", "speed is high", "--exclude", "status"], "CHANNEL OP NUMBER", 2),
+    (["--running-when", "rpm>100", "--exclude", "status"], "'rpm' is not a feature column", 65),
+    (["--state-column", "status", "--running", "GO"], "no running rows", 65),
 ])
-def test_state_option_errors_are_one_line(plant: Path, tmp_path: Path, args: list[str], fragment: str):
+def test_state_option_errors_are_one_line(plant: Path, tmp_path: Path, args: list[str], fragment: str, code: int):
     r = CliRunner().invoke(main, ["fit", str(plant), "--out", str(tmp_path / "m.onnx"), *args, *FAST])
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == code, r.output
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("edgewatch-train: error: ") and fragment in lines[0], r.stderr
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from trainer import time_order
-from trainer.time_order import TimeOrder, TimeOrderError
+from trainer.time_order import BadTimestampError, TimeOrder, TimeOrderError
 
 
 def feed(cells: list[str], tz=None) -> TimeOrder:
@@ -57,5 +57,8 @@ def test_a_dst_fall_back_across_a_chunk_boundary_reads_as_in_one_piece(monkeypat
         feed(cells)
 
 
-def test_a_chunk_with_a_cell_that_is_no_timestamp_is_not_judged() -> None:
-    assert feed(["3", "not a time", "1"]).duplicates == 0
+@pytest.mark.parametrize("bad", ["not a time", "", "nan", "-5"])
+def test_a_cell_that_is_no_timestamp_is_refused_naming_its_line(bad: str) -> None:
+    with pytest.raises(BadTimestampError) as info:  # as replay refuses it; it was skipped silently before
+        feed(["3", "4", bad, "5"])
+    assert info.value.line == 4 and info.value.cell == bad and info.value.reason

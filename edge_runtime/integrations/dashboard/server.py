@@ -194,7 +194,7 @@ class Dashboard:
               help="Seconds of score history per device (stream time).")
 def dashboard_command(broker: str | None, config_file: str | None, port: int, bind: str, history_s: float) -> None:
     """Serve a live, read-only web view of gateways, devices, scores and alerts (reads MQTT)."""
-    from edge_runtime.cli import config_from_flags, fail
+    from edge_runtime.cli import EXIT_UNAVAILABLE, config_from_flags, fail
     from edge_runtime.config import ConfigError
 
     logging.basicConfig(level=logging.WARNING, format="edgewatch dashboard: %(message)s", stream=sys.stderr)
@@ -202,14 +202,14 @@ def dashboard_command(broker: str | None, config_file: str | None, port: int, bi
     try:
         dash = Dashboard(cfg, bind, port, history_s)
     except OSError as exc:
-        fail(f"cannot listen on {bind}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {bind}:{port}: {exc.strerror or exc}", EXIT_UNAVAILABLE)
     except ConfigError as exc:
-        fail(str(exc))
+        fail(str(exc), exc.exit_code)
     try:
         dash.start()
     except WatchError as exc:
         dash.server.httpd.server_close()
-        fail(str(exc))
+        fail(str(exc), exc.exit_code)
     click.echo(f"edgewatch dashboard: http://{bind}:{dash.server.port}/ (broker {dash.sub.where}; Ctrl-C stops)",
                err=True)
     stop = threading.Event()

@@ -16,7 +16,7 @@ from edge_runtime.config import Config, ConfigError, build_config, default_confi
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-EXIT_USAGE, EXIT_CONFIG = 2, 78
+EXIT_USAGE, EXIT_CONFIG = clierror.EXIT_USAGE, clierror.EXIT_CONFIG
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> Any:
@@ -38,7 +38,7 @@ def _run(cfg: Config, job: Callable[[Any], Awaitable[T]]) -> T:
     try:
         require_nats()
     except NatsUnavailable as exc:
-        _fail(str(exc))
+        _fail(str(exc), clierror.EXIT_UNAVAILABLE)
     import nats
 
     from edge_runtime.integrations.nats.admin import ApiError
@@ -56,7 +56,8 @@ def _run(cfg: Config, job: Callable[[Any], Awaitable[T]]) -> T:
         try:
             nc = await nats.connect(**opts)
         except Exception as exc:
-            raise GroupError(f"cannot connect to NATS {cfg.servers}: {str(exc) or type(exc).__name__}") from None
+            err = GroupError(f"cannot connect to NATS {cfg.servers}: {str(exc) or type(exc).__name__}")
+            raise clierror.with_code(err, clierror.EXIT_UNAVAILABLE) from None
         try:
             return await job(nc)
         finally:
@@ -65,9 +66,9 @@ def _run(cfg: Config, job: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (GroupError, ApiError, ConfigError) as exc:
-        return _fail(str(exc))
-    except Exception as exc:
-        return _fail(f"{type(exc).__name__}: {str(exc)[:200]}")
+        return _fail(str(exc), clierror.code_of(exc))
+    except Exception as exc:  # nats-py's own errors: no server, timeouts
+        return _fail(f"{type(exc).__name__}: {str(exc)[:200]}", clierror.EXIT_UNAVAILABLE)
 
 
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:

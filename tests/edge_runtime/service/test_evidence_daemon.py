@@ -108,4 +108,4 @@ def test_the_cli_lists_shows_and_exports(run, tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     res = r.invoke(evidence_command, ["show", "p1:1", "--dir", folder, "--png", str(tmp_path / "q.png")])
-    assert res.exit_code == 2 and "--png needs matplotlib" in res.output and "edgewatch[plot]" in res.output
+    assert res.exit_code == 69 and "--png needs matplotlib" in res.output and "edgewatch[plot]" in res.output

@@ -73,13 +73,13 @@ def test_feedback_without_a_verdict_or_a_broker_is_one_line(tmp_path: Path) -> N
     r = CliRunner().invoke(main, ["feedback", "--false-alarm"])
     assert r.exit_code == 2 and "name the alert" in r.output
     r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--broker", "mqtt://127.0.0.1:1", "--timeout", "2"])
-    assert r.exit_code == 2 and "cannot connect" in r.output and len(r.output.strip().splitlines()) == 1
+    assert r.exit_code == 69 and "cannot connect" in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_feedback_with_no_daemon_says_so(mosquitto) -> None:
     r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--broker", mosquitto.url, "--timeout", "1",
                                   "--instance", "nobody"])
-    assert r.exit_code == 2 and "no reply on edgewatch/nobody/reply" in r.output
+    assert r.exit_code == 69 and "no reply on edgewatch/nobody/reply" in r.output  # EX_UNAVAILABLE: retry
 
 
 def test_record_writes_what_the_device_sent(mosquitto, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_cli_json_and_table(mosquitto) -> None:
 
 def test_cli_unreachable_broker_is_one_line() -> None:
     r = CliRunner().invoke(main, ["fleet", "status", "--broker", "mqtt://127.0.0.1:9", "--json"])
-    assert r.exit_code == 2 and "edgewatch: error:" in r.output and len(r.output.strip().splitlines()) == 1
+    assert r.exit_code == 69 and "edgewatch: error:" in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_view_ignores_malformed_and_foreign_topics() -> None:

@@ -135,23 +135,23 @@ def test_replay_keyed_batches_with_restamp(mosquitto, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "msg"),
+    ("args", "msg", "code"),
     [
-        (["nosuch.csv", "--device", "d"], "cannot read"),
-        (["{bad}", "--device", "d"], "non-numeric value"),
-        (["{good}", "--device", "d", "--speed", "0", "--fast"], "--speed must be > 0"),
-        (["{good}", "--device", "d", "--channels", "Nope"], "no column 'Nope'"),
-        (["{good}", "--device", "a/b", "--fast"], "--device 'a/b': a device id is one topic level"),
-        (["{good}", "--device", "x+", "--fast"], "--device 'x+': a device id is one topic level"),
-        (["{good}", "--device", "", "--fast"], "--device '': a device id is one topic level"),
+        (["nosuch.csv", "--device", "d"], "cannot read", 66),
+        (["{bad}", "--device", "d"], "non-numeric value", 65),
+        (["{good}", "--device", "d", "--speed", "0", "--fast"], "--speed must be > 0", 2),
+        (["{good}", "--device", "d", "--channels", "Nope"], "no column 'Nope'", 65),
+        (["{good}", "--device", "a/b", "--fast"], "--device 'a/b': a device id is one topic level", 2),
+        (["{good}", "--device", "x+", "--fast"], "--device 'x+': a device id is one topic level", 2),
+        (["{good}", "--device", "", "--fast"], "--device '': a device id is one topic level", 2),
     ],
 )
-def test_cli_errors_are_one_line_exit_2(tmp_path: Path, args: list[str], msg: str) -> None:
+def test_cli_errors_are_one_line_and_their_exit_code(tmp_path: Path, args: list[str], msg: str, code: int) -> None:
     good = write(tmp_path, SKAB_LIKE, "good.csv")
     bad = write(tmp_path, "datetime;a\n2020-01-01 00:00:00;1\n2020-01-01 00:00:01;oops\n", "bad.csv")
     args = [a.replace("{good}", str(good)).replace("{bad}", str(bad)) for a in args]
     res = CliRunner().invoke(replay_command, [*args, "--broker", "mqtt://127.0.0.1:1"])
-    assert res.exit_code == 2
+    assert res.exit_code == code  # edge_runtime/clierror.py: 2 usage, 65 bad file, 66 no file
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("edgewatch replay: error:") and msg in last
     assert "Traceback" not in res.output
@@ -176,7 +176,7 @@ def test_model_picks_its_channels_and_refuses_a_file_without_them(tmp_path: Path
     np.testing.assert_array_equal(rec.values[0], np.arange(1, len(names) + 1))
     res = CliRunner().invoke(replay_command, [str(write(tmp_path, SKAB_LIKE, "skab.csv")), "--device", "d",
                                               "--model", str(demo_model_path), "--broker", "mqtt://127.0.0.1:1"])
-    assert res.exit_code == 2
+    assert res.exit_code == 65  # EX_DATAERR: the file lacks the model's columns
     # names match ignoring case ('pressure' is the file's 'Pressure'): the first one missing is named
     header = {h.lower() for h in SKAB_LIKE.splitlines()[0].split(";")}
     missing = next(n for n in names if n.lower() not in header)

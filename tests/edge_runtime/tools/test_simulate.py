@@ -208,19 +208,19 @@ def test_cli_publishes_and_writes_ground_truth(mosquitto, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("args", "msg"),
+    ("args", "msg", "code"),
     [
-        (["--devices", "0"], "--devices must be >= 1"),
-        (["--anomaly", "sim-0:boom:1:1"], "kind 'boom'"),
-        (["--topic", "sensors/data"], "{device}"),
-        (["--broker", "mqtt://127.0.0.1:1"], "cannot connect"),
-        (["--prefix", "line/a"], "--prefix 'line/a': a device id is one topic level"),
-        (["--prefix", "#"], "--prefix '#': a device id is one topic level"),
+        (["--devices", "0"], "--devices must be >= 1", 2),
+        (["--anomaly", "sim-0:boom:1:1"], "kind 'boom'", 2),
+        (["--topic", "sensors/data"], "{device}", 2),
+        (["--broker", "mqtt://127.0.0.1:1"], "cannot connect", 69),
+        (["--prefix", "line/a"], "--prefix 'line/a': a device id is one topic level", 2),
+        (["--prefix", "#"], "--prefix '#': a device id is one topic level", 2),
     ],
 )
-def test_cli_errors_are_one_line_exit_2(args: list[str], msg: str) -> None:
+def test_cli_errors_are_one_line_and_their_exit_code(args: list[str], msg: str, code: int) -> None:
     res = CliRunner().invoke(simulate_command, ["--duration", "1", "--fast", *args])
-    assert res.exit_code == 2
+    assert res.exit_code == code  # 2 usage, 69 no broker (edge_runtime/clierror.py)
     lines = res.output.strip().splitlines()
     assert msg in lines[-1] and lines[-1].startswith("edgewatch simulate: error:")
     assert "Traceback" not in res.output
@@ -248,7 +248,7 @@ def test_cli_refuses_a_file_that_is_not_a_model(tmp_path: Path) -> None:
     bad = tmp_path / "m.onnx"
     bad.write_bytes(b"not onnx")
     res = CliRunner().invoke(simulate_command, ["--model", str(bad), "--duration", "1", "--fast"])
-    assert res.exit_code == 2
+    assert res.exit_code == 65  # EX_DATAERR
     assert res.output.strip().splitlines()[-1].startswith(f"edgewatch simulate: error: {bad}:")
 
 

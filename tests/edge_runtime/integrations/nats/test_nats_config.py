@@ -52,7 +52,7 @@ def test_group_command_errors_are_one_line(caplog: pytest.LogCaptureFixture) -> 
     port = free_port()
     res = CliRunner().invoke(cli.main, ["group", "status", "g", "--servers", f"nats://127.0.0.1:{port}"],
                              env={"EDGEWATCH_CONFIG": ""})
-    assert res.exit_code == 2
+    assert res.exit_code == 69  # EX_UNAVAILABLE: no server
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgewatch group: error: cannot connect to NATS"), res.output
     # nats-py's own error callback would log the refused connection with a traceback on stderr
