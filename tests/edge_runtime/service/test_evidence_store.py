@@ -213,5 +213,5 @@ def test_the_evidence_command_on_a_file_says_it_is_not_a_folder(tmp_path: Path) 
     f.write_text("a\n")
     for where, what in ((f, "not a folder"), (tmp_path / "none", "no such folder")):
         res = CliRunner(env={"EDGEWATCH_CONFIG": ""}).invoke(main, ["evidence", "list", "--dir", str(where)])
-        assert (res.exit_code, res.output.strip()) == (2, f"edgewatch evidence: error: {where}: {what} (the "
+        assert (res.exit_code, res.output.strip()) == (66, f"edgewatch evidence: error: {where}: {what} (the "
                                                           "daemon's alerts.evidence_dir)")
