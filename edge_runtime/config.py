@@ -112,7 +112,7 @@ class Config:
     queue_policy: str = _opt("drop_oldest", "inference", "What to drop when that queue is full (counted as queue_full).", choices=("drop_oldest", "drop_newest"))
     clip_z: float = _opt(1000.0, "inference", "Values further than this many training standard deviations from the model's training mean are clipped to that bound before scoring (windows_clipped), so a sensor pegged at an error value (float32-max) scores as far out instead of overflowing the model to NaN; 0 turns clipping off. A non-finite score is counted (windows_non_finite) and treated as anomalous either way.", minimum=0)
     # [alerts]
-    raise_after: int = _opt(3, "alerts", "Raise after this many consecutive windows above the threshold.", minimum=1)
+    raise_after: int = _opt(1, "alerts", "Raise after this many consecutive windows above the threshold (1, chosen leaving one fault kind out on SKAB: the threshold already holds the false-alarm budget; more delays every alert by that many hops).", minimum=1)
     clear_after: int = _opt(5, "alerts", "Clear after this many consecutive windows below clear_ratio x threshold.", minimum=1)
     clear_ratio: float = _opt(0.8, "alerts", "Clear level as a fraction of the threshold (hysteresis), in (0, 1].", minimum=0)
     threshold: float = _opt(0.0, "alerts", "Override the model's calibrated threshold; 0 uses the model's.", minimum=0)

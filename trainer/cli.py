@@ -21,6 +21,7 @@ import click
 from edge_runtime import __version__, clierror
 from edge_runtime.clierror import InputPath, fail
 from edge_runtime.contract import ContractError
+from edge_runtime.pipeline.hysteresis import AlertPolicy
 
 log = logging.getLogger(__name__)
 
@@ -522,9 +523,9 @@ def _named(exc: ContractError, path: Path) -> ContractError:
     type=click.IntRange(min=1),
     help="The daemon's scoring hop (its input.hop).  [default: the model's own, as the daemon]",
 )
-@click.option("--raise-after", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--raise-after", type=click.IntRange(min=1), default=AlertPolicy.raise_after, show_default=True,
               help="The daemon's alerts.raise_after: consecutive windows above the threshold to raise.")
-@click.option("--clear-after", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--clear-after", type=click.IntRange(min=1), default=AlertPolicy.clear_after, show_default=True,
               help="The daemon's alerts.clear_after: consecutive windows below clear-ratio x threshold to clear.")
 @click.option("--clear-ratio", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
               help="The daemon's alerts.clear_ratio.")
@@ -578,7 +579,6 @@ def evaluate(
     precision, detection delay, false alarms per day, ROC-AUC, PR-AUC, VUS-PR. Unlabelled data:
     alerts per day.
     """
-    from edge_runtime.pipeline.hysteresis import AlertPolicy
     from trainer import evaluate as ev
     from trainer.data import load_paths, read_options
     from trainer.export import read_metadata

@@ -24,7 +24,7 @@ class AlertPolicy:
     an alert says: ``top_channels`` listed, ``critical`` at ``critical_ratio`` x threshold, an update at most
     once per ``update_interval_s`` of window time (0: no updates)."""
 
-    raise_after: int = 3
+    raise_after: int = 1
     clear_after: int = 5
     clear_ratio: float = 0.8
     top_channels: int = 3

@@ -151,7 +151,7 @@ class SensorHealth:
         checks = dh.checks
         got = checks.check_plain(values) if plain else checks.update(values)  # (n, C), None: all ok
         ring.check_every = self.quiet_every if checks.quiet else self.check_every
-        if dh.calm and (got is None or not got.any()):  # the common case: nothing to say
+        if dh.calm and (got is None or (checks.settled and not got.any())):  # the common case: nothing to say
             dh.last_t = float(ts[-1])
             return
         codes = np.zeros(values.shape, np.uint8) if got is None else got
@@ -176,7 +176,7 @@ class SensorHealth:
                                             period, out_runs, inside))
         self._out_health(device, dh)
         st = self.alerts.devices[device]
-        dh.calm = not (codes[-1].any() or st.stale or st.degraded or dh.ood or dh.learning
+        dh.calm = not (codes[-1].any() or st.stale or st.degraded or dh.ood or dh.learning or not checks.settled
                        or any(r.raised or r.above for r in st.runs) or (dh.clean < self.window).any())
 
     def _learn_range(self, device: str, dh: DeviceHealth, ts: np.ndarray, values: np.ndarray,
@@ -277,15 +277,19 @@ class SensorHealth:
         if dh.ood:
             return None, OOD
         excluded = dh.clean < self.window
+        # a channel outside its range for fewer than range_hold samples so far is left out of this window too
+        # (not counted as a fault): a run that goes on becomes out_of_range, and one that ends soon was a process
+        # spike, still inside the next windows' span
+        pending = (dh.checks.out_run > 0) & (not dh.learning)  # no range check while the range is learnt
         if not np.count_nonzero(excluded):  # not .any(): microseconds on a (C,) array
             if self._degraded(device):
                 self._set_degraded(device, dh, False)
-            return None, None
+            return (pending, None) if np.count_nonzero(pending) else (None, None)
         share = float((excluded & self.kept).sum()) / max(int(self.kept.sum()), 1)
         degraded = share > self.cfg.degraded_share
         if degraded != self._degraded(device):
             self._set_degraded(device, dh, degraded)
-        return excluded, DEGRADED if degraded else None
+        return excluded | pending, DEGRADED if degraded else None
 
     def _degraded(self, device: str) -> bool:
         st = self.alerts.devices.get(device)

@@ -43,7 +43,7 @@ def test_decisions_match_the_daemons_alert_tracker_fed_in_chunks() -> None:
         hi = min(seen.size, lo + int(rng.integers(1, 9)))
         docs = tracker.update("dev", seen[lo:hi], np.zeros((hi - lo, 2)), ends[lo:hi] * 1.0, ends[lo:hi] * 1.0,
                               1.5, ["a", "b"], "m")
-        raised_at += [int(doc["window_end"]) for doc in docs if doc["state"] == "raised"]
+        raised_at += [int(doc["window_end"]) for doc in docs if doc["event"] == "raise"]  # not its updates
         lo = hi
     assert raised_at and d.raises.tolist() == raised_at
 

@@ -166,6 +166,27 @@ def test_a_spike_shorter_than_the_range_hold_stays_in_the_process_score(model) -
     assert all(it.excluded is None for it in put)  # scored with c, so the process alert can see it
 
 
+def test_a_window_cut_while_a_range_run_is_shorter_than_the_hold_leaves_the_channel_out(model) -> None:
+    """W 8, hop 4: windows end at samples 7, 11, ..., 23, 27. A run out of range that has not yet lasted
+    range_hold (3) samples when a window is cut leaves that channel out of the window: a run that goes on is a
+    sensor fault whose first samples must not raise a process alert, one that ends was a spike, and the next
+    window, which still spans it, is scored with the channel."""
+    ing, sent, put = _ingest(model)
+    x = _normal(40)
+    x[22:24, 2] = 40.0  # a two-sample spike ending at a window's last sample
+    _feed(ing, "p", x)
+    masks = {int(it.t_end[0] - T0): None if it.excluded is None else it.excluded.tolist() for it in put}
+    assert masks[23] == [False, False, True, False] and masks[19] is None and masks[27] is None
+    assert not _topic(sent, "health/p/alerts")  # no sensor fault
+    ing, sent, put = _ingest(model)
+    y = _normal(40)
+    y[22:, 2] = 40.0  # out of range for good: masked from the first window cut during the run on
+    _feed(ing, "q", y)
+    masks = {int(it.t_end[0] - T0): None if it.excluded is None else it.excluded.tolist() for it in put}
+    assert masks[19] is None and all(masks[t] == [False, False, True, False] for t in (23, 27, 31, 35, 39))
+    assert [json.loads(m.payload)["kind"] for m in sent if m.topic == "health/q/alerts"] == ["out_of_range"]
+
+
 def test_with_a_warm_up_the_site_range_is_learnt_first_then_checked(model) -> None:
     ing, sent, put = _ingest(model, warmup="60")
     x = _normal(200)
