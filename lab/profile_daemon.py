@@ -1,6 +1,6 @@
 """Profile the daemon's hot path with py-spy while it drains queued single-sample (or batched) messages.
 
-    .venv/bin/python lab/profile_daemon.py [--messages 40000] [--batch 1] [--out benchmarks/profile.txt]
+    .venv/bin/python lab/profile_daemon.py [--messages 40000] [--batch 1] [--no-checks] [--out benchmarks/profile.txt]
 
 Queues the messages for the daemon's persistent session on a private Mosquitto, then runs the real
 daemon (``lab.bench.procs daemon``) under ``py-spy record --threads --format raw`` until every
@@ -73,6 +73,7 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=40000)
     ap.add_argument("--batch", type=int, default=1, help="samples per message")
     ap.add_argument("--out", default="", help="also keep the raw py-spy output here")
+    ap.add_argument("--no-checks", action="store_true", help="the daemon without its sensor checks (health.sensor_checks off)")
     a = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     m = load_model(a.model, "cpu", 1)
@@ -81,7 +82,8 @@ def main() -> int:
         cid = "bench-profile"
         prime_session(broker.host, broker.port, cid)
         publish_all(broker, device_names(a.devices), samples, m.n_channels, a.batch)
-        args = {"config": daemon_config(broker, a.model, cid), "expect_messages": a.devices * -(-samples // a.batch),
+        over = {"sensor_checks": False} if a.no_checks else {}
+        args = {"config": daemon_config(broker, a.model, cid, **over), "expect_messages": a.devices * -(-samples // a.batch),
                 "expect_windows": a.devices * expected_windows(samples, m.window, m.metadata.hop)}
         raw = Path(a.out or Path(tmp) / "raw.txt")
         res = subprocess.run([spy, "record", "--threads", "--format", "raw", "--rate", "250", "-o", str(raw), "--",
