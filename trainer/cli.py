@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 # The errors a user can cause: (module, class); checked only once raised, so that no check imports torch or onnx.
-USER_ERRORS = (("trainer.export", "ExportError"),)
+USER_ERRORS = (("trainer.model_file", "ExportError"),)
 
 
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -486,7 +486,7 @@ def export(checkpoint: Path, out: Path, quantize: str | None, fp16: bool, export
 @_user_errors
 def inspect(model: Path) -> None:
     """Print a model's contract: inputs, outputs, opset, size and metadata."""
-    from trainer.export import ExportError, describe_model
+    from trainer.model_file import ExportError, describe_model
 
     try:
         text = describe_model(model)

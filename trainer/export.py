@@ -37,7 +37,6 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from edge_runtime.clierror import EXIT_DATAERR
 from edge_runtime.contract import (
     INPUT_NAME,
     METADATA_KEY,
@@ -46,21 +45,14 @@ from edge_runtime.contract import (
     OUTPUT_RECONSTRUCTION,
     OUTPUT_SCORE,
     ModelMetadata,
-    metadata_from_props,
 )
-from edge_runtime.pipeline.health import describe as describe_health
+from trainer.model_file import ExportError, describe_model, read_metadata
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
 PARITY_ATOL = 1e-3  # normalised units: a 1e-3 std difference moves the score by ~1e-6; float32 conv sums differ up to ~1e-4
 PARITY_RTOL = 1e-3
-
-
-class ExportError(RuntimeError):
-    """The exported file failed its checks."""
-
-    exit_code = EXIT_DATAERR
 
 
 class SubPixelConvTranspose1d(nn.Module):
@@ -412,22 +404,6 @@ def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> ModelMetadata
     return meta
 
 
-def load_onnx(path: Path) -> onnx.ModelProto:
-    """The ONNX graph in ``path`` (external data not loaded); a file that is not ONNX is an :class:`ExportError`."""
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except OSError:
-        raise
-    except Exception as exc:  # onnx raises protobuf's decode errors (and others) for a file that is not ONNX
-        raise ExportError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
-
-
-def read_metadata(path: Path) -> ModelMetadata:
-    """Read the edgewatch metadata of an ONNX file."""
-    model = load_onnx(path)
-    return metadata_from_props({p.key: p.value for p in model.metadata_props})
-
-
 def ort_session(path: Path) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -596,48 +572,6 @@ def export_model(
             "score_drift": drift,
         }
     return report
-
-
-def describe_model(path: Path) -> str:
-    """Human-readable contract of an ONNX file: inputs, outputs, opset, size, metadata."""
-    path = Path(path)
-    model = load_onnx(path)
-
-    def shape(vi: onnx.ValueInfoProto) -> str:
-        t = vi.type.tensor_type
-        dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
-        return f"{onnx.TensorProto.DataType.Name(t.elem_type).lower()} [{', '.join(dims)}]"
-
-    lines = [f"file: {path} ({path.stat().st_size} bytes)"]
-    lines.append(
-        "opset: "
-        + ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
-        + f"; ir_version {model.ir_version}; producer {model.producer_name} {model.producer_version}"
-    )
-    lines.append("inputs:")
-    lines += [f"  {i.name}: {shape(i)}" for i in model.graph.input]
-    lines.append("outputs:")
-    lines += [f"  {o.name}: {shape(o)}" for o in model.graph.output]
-    props = {p.key: p.value for p in model.metadata_props}
-    meta = metadata_from_props(props)
-    lines.append(f"format_version: {meta.format_version}; window {meta.window}, hop {meta.hop}, "
-                 f"threshold {meta.threshold.value:.6g} ({meta.threshold.method})")
-    screening = meta.scoring.get("screening", [])
-    if screening:
-        from trainer.screening import format_screen
-
-        lines.append(f"channels ({sum(bool(s['kept']) for s in screening)} of {len(screening)} in the score):")
-        lines.append(format_screen(screening))
-    else:
-        lines.append("channels: no screening recorded (format 1: every channel in the score)")
-    lines += describe_health(meta.health)
-    if meta.states:
-        from trainer.operating import describe_states
-
-        lines.append(describe_states(meta.states))
-    lines.append(f"metadata ({METADATA_KEY}):")
-    lines.append(json.dumps(json.loads(meta.to_json()), indent=2, sort_keys=True))
-    return "\n".join(lines)
 
 
 __all__ = [

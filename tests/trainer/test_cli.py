@@ -355,3 +355,15 @@ def test_fit_reads_a_units_row_and_units_given_win(runner: CliRunner, tmp_path: 
     bad.write_text("\n".join([header, ",".join(messy), *rows]) + "\n")
     r = runner.invoke(main, ["fit", str(bad), "--out", str(out), *FAST])
     assert_user_error(r, "line 2: a units row", f"column '{names[1]}' holds \"the sensor's unit\", not a unit")
+
+
+def test_inspect_reads_a_model_without_importing_torch(demo_model_path: Path) -> None:
+    """inspect needs onnx only (trainer/model_file.py): it must not pay torch's few seconds of import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from trainer.cli import main; "
+            f"r = CliRunner().invoke(main, ['inspect', {str(demo_model_path)!r}]); "
+            "print(r.exit_code, 'torch' in sys.modules, 'format_version' in r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["0", "False", "True"], out.stderr[-2000:]
