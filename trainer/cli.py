@@ -581,7 +581,7 @@ def evaluate(
     """
     from trainer import evaluate as ev
     from trainer.data import load_paths, read_options
-    from trainer.export import read_metadata
+    from trainer.model_file import read_metadata
 
     try:
         meta = read_metadata(model_path)
