@@ -290,7 +290,7 @@ class ChannelHealth:
     """One device's channel states, updated incrementally over the samples it receives, in order."""
 
     __slots__ = ("limits", "prev", "flat_run", "miss_run", "out_run", "codes", "flat_runs", "miss_runs", "out_runs",
-                 "inside", "inside_before", "quiet", "settled", "_unchecked", "_short", "_lo32", "_hi32", "_min_flat",
+                 "inside", "inside_before", "quiet", "settled", "_unchecked", "_short", "_lo32", "_hi32",
                  "_tol_checked")
 
     def __init__(self, limits: HealthLimits) -> None:
@@ -309,9 +309,7 @@ class ChannelHealth:
         self.settled = False  # checked once and every channel ok, no missing or out-of-range run going on
         self.quiet = False  # settled and no flat run going on either (check_plain's cheapest path applies)
         self._unchecked = limits.max_flat == 0  # (C,) channels without a stuck check
-        self._short = limits.shortest_flat
-        checked = limits.max_flat[limits.max_flat > 0]
-        self._min_flat = int(checked.min()) if checked.size else 1 << 62  # the shortest stuck limit
+        self._short = limits.shortest_flat  # the shortest stuck limit checked
         # check_plain counts flat steps of the channels with a stuck check only (-1: never flat)
         self._tol_checked = np.where(self._unchecked, -1.0, limits.flat_tol)
         self._set_bounds()
@@ -357,7 +355,7 @@ class ChannelHealth:
         step = x[1:] - x[:-1]
         flat = _less_equal(np.abs(step, out=step), self._tol_checked)  # (n, C) each row's step from the one before
         n_flat = _count(flat)
-        if not n_flat or (n_flat + int(self.flat_run.max()) <= self._min_flat and not _count(flat[-1])):
+        if not n_flat or (n_flat + int(self.flat_run.max()) <= self._short and not _count(flat[-1])):
             # no run can reach a stuck limit in this block, and every channel moved on its last step
             self.flat_run[:] = 0
             self.prev = self.inside = x[-1]
