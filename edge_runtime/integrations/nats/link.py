@@ -178,6 +178,8 @@ class NatsLink:
             loop.call_soon_threadsafe(stopping.set)
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("NATS link still closing after %.1f s; leaving it to exit with the process", timeout)
 
     # -- the loop -----------------------------------------------------------------------
     def _run(self) -> None:
@@ -193,6 +195,8 @@ class NatsLink:
 
         self._loop = asyncio.get_running_loop()
         self._wake, self._stopping = asyncio.Event(), asyncio.Event()
+        if self._offline is not None:  # close() came before the loop existed: it could not set _stopping
+            self._stopping.set()
 
         async def disconnected() -> None:
             self.connected.clear()
@@ -207,9 +211,21 @@ class NatsLink:
             self._rl.log(logging.WARNING, "nats_error", "NATS: %s: %s", type(exc).__name__, str(exc)[:200])
 
         while True:
+            # nats-py retries a first connect for ever (max_reconnect_attempts -1): race it against close()
+            connecting = asyncio.ensure_future(nats.connect(**self._opts, disconnected_cb=disconnected,
+                                                            reconnected_cb=reconnected, error_cb=error))
+            stop = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not connecting.done():
+                for _ in range(50):  # nats-py swallows a cancel that lands in its own clean-up: repeat it
+                    connecting.cancel()
+                    await asyncio.wait({connecting}, timeout=0.05)
+                    if connecting.done():
+                        break
+                return
             try:
-                self.nc = await nats.connect(**self._opts, disconnected_cb=disconnected,
-                                             reconnected_cb=reconnected, error_cb=error)
+                self.nc = connecting.result()
                 break
             except Exception as exc:
                 self._rl.log(logging.WARNING, "connect_failed", "cannot connect to NATS %s: %s; retrying",

@@ -60,3 +60,24 @@ def test_group_command_errors_are_one_line(caplog: pytest.LogCaptureFixture) -> 
     bad = CliRunner().invoke(cli.main, ["group", "create", "a b", "--servers", f"nats://127.0.0.1:{port}"],
                              env={"EDGEWATCH_CONFIG": ""})
     assert bad.exit_code == 2 and "letters, digits" in bad.output
+
+
+def test_a_worker_stopped_while_no_server_answers_ends_its_link_thread(tmp_path) -> None:
+    """nats-py retries a first connect for ever; stop() must still end the link's thread (at once after start,
+    before its loop exists, and while it is retrying), or it keeps retrying and logging for the process's life."""
+    import threading
+    import time
+
+    from edge_runtime.service.daemon import Daemon
+    from tests.edge_runtime.onnx_models import make_metadata, write_model
+
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=4, hop=1, threshold=0.5))
+    for pause in (0.0, 0.0, 0.3, 1.2):
+        cfg = build_config(overrides=dict(path=str(model), source=f"nats://127.0.0.1:{free_port()}", group="g",
+                                          worker="w"))
+        d = Daemon(cfg).start()
+        time.sleep(pause)
+        d.stop()
+        link = d.link._thread  # type: ignore[attr-defined]
+        assert link is not None and not link.is_alive(), f"link thread alive {pause} s after start"
+    assert not [t for t in threading.enumerate() if t.name == "edgewatch-nats"]
