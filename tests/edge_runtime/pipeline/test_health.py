@@ -189,9 +189,9 @@ def test_describe_lists_every_channel() -> None:
     assert "no limits stored" in describe({})[0]
 
 
-@pytest.mark.parametrize("chunk", [1, 5, 9, 10, 50, 500])
+@pytest.mark.parametrize("chunk", [1, 5, 9, 10, 50, 500, 5000])
 def test_check_plain_fast_path_gives_the_same_states_as_update(chunk: int) -> None:
-    x = _normal(500, seed=3)
+    x = _normal(500 if chunk < 5000 else 9000, seed=3)  # 5000: beyond TILE_ROWS, the bounds broadcast
     x[100:130, 1] = x[100, 1]  # stuck
     x[200:203, 0] = x[200, 0]  # a short flat run: fine
     x[300:305, 2] = 99.0  # out of range
@@ -229,7 +229,7 @@ def test_check_plain_agrees_with_update_on_quantised_channels_with_runs_near_the
     checked = lim.max_flat > 0
     i, got, want = 0, [], []
     while i < n:
-        k = int(rng.choice([1, 2, 4, 5, 8, 16, 40, 100]))
+        k = int(rng.choice([1, 2, 4, 5, 8, 16, 40, 100, 300]))
         block = x[i:i + k].astype(np.float32)
         c = fast.check_plain(block)
         got.append(np.zeros(block.shape, np.uint8) if c is None else c)
@@ -239,3 +239,15 @@ def test_check_plain_agrees_with_update_on_quantised_channels_with_runs_near_the
     codes = np.concatenate(want)
     assert (codes == STUCK).any() and (codes == OUT_OF_RANGE).any()  # the stream has both
     np.testing.assert_array_equal(np.concatenate(got), codes)
+
+
+def test_tiled_bounds_are_shared_rows_that_grow_up_to_their_cap() -> None:
+    from edge_runtime.pipeline.health import TILE_ROWS
+
+    lim = _limits()
+    lo, hi, tol = lim.tiled(10)
+    assert lo.shape == hi.shape == tol.shape == (10, len(CH)) and lo.dtype == np.float32
+    np.testing.assert_array_equal(lo[3], lim.lo.astype(np.float32))
+    np.testing.assert_array_equal(tol[0], np.where(lim.max_flat == 0, -1.0, lim.flat_tol))
+    assert lim.tiled(300)[0].shape == (300, len(CH)) and lim.tiled(10)[0].base is lim.tiled(300)[0].base
+    assert lim.tiled(TILE_ROWS + 1)[0].shape == (len(CH),)  # beyond the cap: one row that broadcasts
