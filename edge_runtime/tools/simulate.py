@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("single", "keyed", "batch", "csv")
 _OFFSET_STRIDE = 10_000_019  # absolute-time distance between devices that share a profile
 _CONTEXT = 2048  # normal samples around an anomaly that set its magnitude (channel std)
+SENSOR_SEED_OFFSET = 1000  # StreamSource: sensor faults draw from seeds apart from the process faults' and stops'
 
 
 class SimError(ValueError):
@@ -379,6 +380,15 @@ class StreamSource:
         self.n_channels = n_channels
         self.channels = list(channels) if channels else channel_names(n_channels)
         self._segments: dict[int, np.ndarray] = {}
+        # each anomaly's random draws (direction, size) are seeded by its place among the anomalies of its own
+        # class (sensor faults apart from the rest): adding sensor faults to a plan leaves its process faults and
+        # stops exactly as they were, so a run with and without them compares the same process
+        self._seeds: list[int] = []
+        counts = [0, 0]
+        for a in device.anomalies:
+            sensor = int(KIND_CLASS.get(a.kind) == "sensor")
+            self._seeds.append(device.seed + sensor * SENSOR_SEED_OFFSET + counts[sensor])
+            counts[sensor] += 1
 
     @staticmethod
     def _shift(a: Anomaly, lo: int, hi: int) -> Anomaly:
@@ -399,9 +409,9 @@ class StreamSource:
             ctx = normal_series(hi - lo, self.n_channels, self.device.seed, self.device.offset + lo)
             for j, b in enumerate(self.device.anomalies[:k]):  # an earlier one it overlaps: applied first
                 if b.start < s1 and self._span(b)[1] > s0:  # only what overlaps it (magnitudes: of normal data)
-                    ctx = apply(ctx, self._shift(b, lo, hi), self.channels, seed=self.device.seed + j)
+                    ctx = apply(ctx, self._shift(b, lo, hi), self.channels, seed=self._seeds[j])
             shifted = self._shift(a, lo, hi)
-            self._segments[k] = apply(ctx, shifted, self.channels, seed=self.device.seed + k)[s0 - lo : s1 - lo]
+            self._segments[k] = apply(ctx, shifted, self.channels, seed=self._seeds[k])[s0 - lo : s1 - lo]
         return self._segments[k]
 
     def chunk(self, start: int, n: int) -> np.ndarray:

@@ -301,3 +301,18 @@ def test_a_stop_before_a_process_fault_does_not_change_its_magnitude() -> None:
     b = StreamSource(after.devices[0], 4, after.channels).chunk(1500, 100) - clean
     np.testing.assert_allclose(np.abs(a), np.abs(b), rtol=1e-4, atol=1e-4)  # (its sign is drawn per anomaly)
     assert np.abs(b[:, 0]).min() > 0.5
+
+
+def test_sensor_faults_added_to_a_plan_leave_its_process_faults_and_stops_as_they_were() -> None:
+    """lab's `bench faults` compares the same plant with healthy and faulty sensors: the process faults (their
+    sign and size are drawn per anomaly) must be the same draws in both."""
+    process = ["sim-0:stop:20:10", "sim-0:level_shift:100:10:current", "sim-0:drift:140:30:pressure"]
+    sensor = ["sim-0:freeze:10:5:temperature", "sim-0:dropout:135:40:vibration", "sim-0:out_of_range:50:2:vibration"]
+    healthy = make_plan(1, 10.0, 200.0, scheduled=[parse_anomaly_spec(s) for s in process], t0=0.0)
+    faulty = make_plan(1, 10.0, 200.0, scheduled=[parse_anomaly_spec(s) for s in process + sensor], t0=0.0)
+    a = StreamSource(healthy.devices[0], 4, healthy.channels).chunk(0, 2000)
+    b = StreamSource(faulty.devices[0], 4, faulty.channels).chunk(0, 2000)
+    touched = np.zeros_like(a, dtype=bool)  # the sensor faults' own samples
+    touched[100:150, 1] = touched[1350:1750, 2] = touched[500:520, 2] = True
+    np.testing.assert_array_equal(a[~touched], b[~touched])
+    assert np.abs(a[1000:1100, 3] - normal_series(2000, 4)[1000:1100, 3]).min() > 0.5  # the level shift is there
