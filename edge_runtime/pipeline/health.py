@@ -238,16 +238,17 @@ class HealthLimits:
     stale_after_s: float
     neutral: F64
     range_hold: I64
+    tile_rows: int = field(default=TILE_ROWS, compare=False)  # tiled(): the most rows kept (0: none, broadcast)
     _tiles: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], F64]] = field(
-        default_factory=list, compare=False, repr=False)
+        default_factory=list, init=False, compare=False, repr=False)
 
     def tiled(self, n: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], F64]:
         """``lo``, ``hi`` as float32 and ``flat_tol`` (-1 where no stuck check) as (n, C) rows, shared by every
         device with these limits: a comparison of an (n, C) block with (C,) bounds broadcasts row by row, 3-4x
-        slower than with bounds of its own shape. Beyond :data:`TILE_ROWS` rows, (C,) rows that broadcast."""
+        slower than with bounds of its own shape. Beyond :attr:`tile_rows` rows, (C,) rows that broadcast."""
         t = self._tiles
-        if not t or (t[0][0].shape[0] < n <= TILE_ROWS):
-            rows = min(max(n, 2 * t[0][0].shape[0] if t else 128), TILE_ROWS)
+        if not t or (t[0][0].shape[0] < n <= self.tile_rows):
+            rows = max(1, min(max(n, 2 * t[0][0].shape[0] if t else 128), self.tile_rows))
             with np.errstate(over="ignore"):  # the plain rows are float32: compare them with float32 bounds
                 lo32, hi32 = self.lo.astype(np.float32), self.hi.astype(np.float32)
             tol = np.where(self.max_flat == 0, -1.0, self.flat_tol)
@@ -342,7 +343,8 @@ class ChannelHealth:
         """Widen the allowed range to include ``lo``..``hi`` (C,) (a range learnt on site, margin applied)."""
         lim = self.limits
         self.limits = HealthLimits(np.minimum(lim.lo, lo), np.maximum(lim.hi, hi), lim.flat_tol, lim.max_flat,
-                                   lim.fill_limit, lim.stale_after_s, lim.neutral, lim.range_hold)
+                                   lim.fill_limit, lim.stale_after_s, lim.neutral, lim.range_hold,
+                                   tile_rows=0)  # this device's own limits: no tiles (memory), bounds broadcast
         self._tiles_n = -1
 
     def check_plain(self, values: npt.NDArray[np.float32]) -> U8 | None:

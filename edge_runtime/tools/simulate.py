@@ -53,6 +53,7 @@ from edge_runtime.tools.synthetic import (
     ALL_KINDS,
     ANOMALY_KINDS,
     KIND_CLASS,
+    SENSOR_FAULTS,
     STOP_TAIL,
     Anomaly,
     apply,
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("single", "keyed", "batch", "csv")
 _OFFSET_STRIDE = 10_000_019  # absolute-time distance between devices that share a profile
 _CONTEXT = 2048  # normal samples around an anomaly that set its magnitude (channel std)
-SENSOR_SEED_OFFSET = 1000  # StreamSource: sensor faults draw from seeds apart from the process faults' and stops'
+SENSOR_SEED_OFFSET = 1 << 20  # StreamSource: sensor faults draw from seeds apart from the process faults' and stops'
 
 
 class SimError(ValueError):
@@ -386,7 +387,7 @@ class StreamSource:
         self._seeds: list[int] = []
         counts = [0, 0]
         for a in device.anomalies:
-            sensor = int(KIND_CLASS.get(a.kind) == "sensor")
+            sensor = int(a.kind in SENSOR_FAULTS)  # not `stuck`: a process-style kind of the default random mix
             self._seeds.append(device.seed + sensor * SENSOR_SEED_OFFSET + counts[sensor])
             counts[sensor] += 1
 

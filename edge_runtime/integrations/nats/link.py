@@ -223,6 +223,10 @@ class NatsLink:
                     await asyncio.wait({connecting}, timeout=0.05)
                     if connecting.done():
                         break
+                # it connected all the same: close that connection (a failure is read, so none goes unretrieved)
+                if connecting.done() and not connecting.cancelled() and connecting.exception() is None:
+                    with contextlib.suppress(Exception):
+                        await connecting.result().close()
                 return
             try:
                 self.nc = connecting.result()

@@ -251,3 +251,19 @@ def test_tiled_bounds_are_shared_rows_that_grow_up_to_their_cap() -> None:
     np.testing.assert_array_equal(tol[0], np.where(lim.max_flat == 0, -1.0, lim.flat_tol))
     assert lim.tiled(300)[0].shape == (300, len(CH)) and lim.tiled(10)[0].base is lim.tiled(300)[0].base
     assert lim.tiled(TILE_ROWS + 1)[0].shape == (len(CH),)  # beyond the cap: one row that broadcasts
+
+
+def test_limits_widened_for_one_device_keep_no_tiles() -> None:
+    """input.warmup widens one device's limits: its own HealthLimits, whose bounds broadcast (no per-device
+    copies of up to TILE_ROWS rows), and its checks still agree with update()."""
+    lim = _limits()
+    fast, slow = ChannelHealth(lim), ChannelHealth(lim)
+    for ch in (fast, slow):
+        ch.widen(lim.lo - 1.0, lim.hi + 1.0)
+    assert fast.limits.tile_rows == 0 and fast.limits.tiled(100)[0].shape == (len(CH),)
+    x = _normal(300, seed=5).astype(np.float32)
+    x[100:130, 1] = x[100, 1]  # stuck
+    got = [fast.check_plain(x[i:i + 50]) for i in range(0, 300, 50)]
+    want = [slow.update(x[i:i + 50].copy()) for i in range(0, 300, 50)]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.zeros_like(w) if g is None else g, w)

@@ -316,3 +316,12 @@ def test_sensor_faults_added_to_a_plan_leave_its_process_faults_and_stops_as_the
     touched[100:150, 1] = touched[1350:1750, 2] = touched[500:520, 2] = True
     np.testing.assert_array_equal(a[~touched], b[~touched])
     assert np.abs(a[1000:1100, 3] - normal_series(2000, 4)[1000:1100, 3]).min() > 0.5  # the level shift is there
+
+
+def test_plans_without_sensor_faults_keep_their_draws() -> None:
+    """Only freeze, dropout, out_of_range and dead draw apart: a random plan of the default kinds (stuck among
+    them) gives each anomaly the seed it always had (the device's seed plus its index), so its samples are
+    those of earlier versions."""
+    plan = make_plan(2, 10.0, 600.0, random_count=8, seed=3, t0=0.0)
+    for d in plan.devices:
+        assert StreamSource(d, 4)._seeds == [d.seed + k for k in range(len(d.anomalies))]
