@@ -52,3 +52,27 @@ def demo_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.model_fixtures import train_small_model
 
     return train_small_model(tmp_path_factory.mktemp("demo-model"))
+
+
+LEAK_GRACE_S = 5.0  # a thread a test started may take this long to end after the test before it counts as leaked
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a thread it started running (a daemon, an MQTT client, a NATS link): a leaked
+    thread keeps logging into, and publishing during, the tests after it, which then fail for no fault of
+    their own. Threads get up to LEAK_GRACE_S to end."""
+    import threading
+    import time
+
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    new = [t for t in threading.enumerate() if t.ident not in before]
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while new and time.monotonic() < deadline:
+        new = [t for t in new if t.is_alive()]
+        if new:
+            time.sleep(0.05)
+    if new:
+        pytest.fail(f"{request.node.nodeid} left thread(s) running: {', '.join(sorted(t.name for t in new))}",
+                    pytrace=False)

@@ -73,8 +73,8 @@ class Publisher:
         self.client.loop_start()
         self._infos: list[paho.MQTTMessageInfo] = []
 
-    def send(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
-        self._infos.append(self.client.publish(topic, payload, qos=qos))
+    def send(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        self._infos.append(self.client.publish(topic, payload, qos=qos, retain=retain))
 
     def send_series(self, topic: str, x: Any, t0: float, chunk: int) -> int:
         """``x`` (n, C) as ``{"ts", "values"}`` messages of ``chunk`` samples 1 s apart from ``t0``; how many."""

@@ -31,8 +31,8 @@ def _simulate(port: int) -> None:
             doc = online_doc(name, "1.0", f"model-{i % 3}", "CPUExecutionProvider", "", ["a"], 16, 0.5, T0 + i)
             doc["models"] = {"live": f"model-{i % 3}", "shadow": "model-9" if i < 5 else None,
                              "previous": None, "phase": "shadow" if i < 5 else "idle"}
-        pub.client.publish(f"edgewatch/{name}/status", to_json(doc), qos=1, retain=True)
-    pub.flush()
+        pub.send(f"edgewatch/{name}/status", to_json(doc), qos=1, retain=True)
+    pub.close()
 
 
 def _stats(port: int) -> None:
@@ -45,7 +45,7 @@ def _stats(port: int) -> None:
         doc = s.snapshot(instance=f"gw-{i:02d}", devices_active=i + 1, alerts_raised_1h=i % 5,
                          last_sample={f"dev{j}": T0 + 100 + j for j in range(i % 3 + 1)}, time=T0)
         pub.send(f"edgewatch/gw-{i:02d}/stats", to_json(doc), qos=0)
-    pub.flush()
+    pub.close()
 
 
 def test_fleet_status_of_50_gateways_and_a_real_daemon(mosquitto, tmp_path: Path) -> None:
