@@ -51,8 +51,10 @@ def units_row(cells: Mapping[str, str], decimal: str = ".") -> dict[str, str] | 
     """``cells`` (column -> text of the first row under the header, channel columns only): ``{column: unit}``
     for the columns that name one when it is a units row; None when it is data (the reader then says what is
     wrong with it, if anything); :class:`UnitsRowError` when it is neither. A cell that reads as a number
-    with ``decimal`` as the decimal mark (``inf`` too) is data."""
-    if any(_parses(v, decimal) for v in cells.values()):
+    with ``decimal`` as the decimal mark (``inf`` too), or with the other one (``5,129`` in a file read with
+    ``.``: the reader then names the decimal comma), is data."""
+    other = "," if decimal == "." else "."
+    if any(_parses(v, decimal) or _parses(v, other) for v in cells.values()):
         return None  # data: a text cell among numbers is the reader's "not a number" (a status column, a typo)
     units = {c: unit_of(v) for c, v in cells.items()}
     named = {c: u for c, u in units.items() if u}

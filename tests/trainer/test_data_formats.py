@@ -32,6 +32,16 @@ def test_decimal_comma_refused_with_a_hint_then_read(tmp_path: Path) -> None:
     np.testing.assert_allclose(s.values, [[37.51, -0.5], [37.6, 1.0]], rtol=1e-6)
 
 
+def test_decimal_commas_beside_a_text_column_are_named_not_taken_for_a_units_row(tmp_path: Path) -> None:
+    """A status word (RUN) beside decimal-comma numbers looked like a units row ('5,129' is no number with '.'):
+    the error must name the decimal comma, then, with --decimal ',', the text column."""
+    f = write(tmp_path / "p.csv", "time;Druck;status\n2026-01-01 00:00:00;5,129;RUN\n2026-01-01 00:00:01;5,2;RUN\n")
+    with pytest.raises(DataError, match=r"line 2, column 'Druck': not a number: '5,129' \(a decimal comma: use --decimal ,\)"):
+        load_paths([f])
+    with pytest.raises(DataError, match=r"column 'status': not a number: 'RUN'"):
+        load_paths([f], opts=ReadOptions(decimal=","))
+
+
 def test_cp1252_header_gets_a_one_line_hint_and_reads_with_encoding(tmp_path: Path) -> None:
     f = write(tmp_path / "w.csv", "time;T °C;p\n0;20,5;1\n1;21;1,5\n", encoding="cp1252")
     with pytest.raises(DataError) as err:

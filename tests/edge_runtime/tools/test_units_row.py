@@ -30,6 +30,8 @@ def test_data_is_no_units_row(cells: dict[str, str]) -> None:
 
 def test_decimal_comma_numbers_are_data() -> None:
     assert units_row({"p": "3,1", "t": "4,2"}, decimal=",") is None
+    assert units_row({"p": "5,129", "status": "RUN"}) is None  # a number with the other mark: data, not units
+    assert units_row({"p": "5.129", "status": "RUN"}, decimal=",") is None
 
 
 @pytest.mark.parametrize(("cells", "why"), [
