@@ -154,14 +154,23 @@ def state_rows(meta: Any, s: Series) -> tuple[np.ndarray, dict[str, Any]] | None
     return code, out
 
 
-def sensor_faults(meta: Any, s: Series) -> dict[str, Any]:
+def sensor_faults(meta: Any, s: Series, running: np.ndarray | None = None) -> dict[str, Any]:
     """The edge's per-channel health checks over ``s`` (:class:`edge_runtime.pipeline.health.ChannelHealth`):
-    per fault kind and channel, the faulty stretches and rows. Missing values are filled as the edge fills them."""
+    per fault kind and channel, the faulty stretches and rows. Missing values are filled as the edge fills them.
+    ``running`` (T,) bool: as the daemon, only the rows of a running machine are checked (a stopped channel at
+    its off level is no sensor fault); the others count as ok."""
     from edge_runtime.pipeline.health import FAULTS, STATES, ChannelHealth, HealthLimits
     from edge_runtime.pipeline.states import runs
 
     limits = HealthLimits.build(meta.health or {}, meta.channels, meta.normalisation.mean, meta.sample_period_s)
-    codes = ChannelHealth(limits).update(np.array(s.values, dtype=np.float32))  # (T, C)
+    values = np.array(s.values, dtype=np.float32)
+    if running is None:
+        codes = ChannelHealth(limits).update(values)  # (T, C)
+    else:
+        keep = np.asarray(running, dtype=bool)
+        codes = np.zeros(values.shape, dtype=np.uint8)
+        if keep.any():
+            codes[keep] = ChannelHealth(limits).update(values[keep])
     out: dict[str, Any] = {}
     for kind in FAULTS:
         k = STATES.index(kind)
@@ -245,7 +254,7 @@ def evaluate(
         if st is not None:
             states[s.name] = st[1]
             scored = running_windows(st[0] == 0, meta.window)
-        faults = sensor_faults(meta, s)
+        faults = sensor_faults(meta, s, None if st is None else st[0] == 0)
         if faults:
             sensors[s.name] = faults
         outcomes.append(

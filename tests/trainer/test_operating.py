@@ -108,3 +108,5 @@ def test_evaluate_reports_states_and_sensor_faults_apart_and_scores_no_stop(plan
     assert st["agreement_with_column"] > 0.98
     (sf,) = rep["sensor_faults"].values()
     assert sf["stuck"]["current"]["stretches"] == 1
+    # as the daemon, only running rows are checked: the stops (channels at their off level, flat) are no fault
+    assert sf == {"stuck": {"current": sf["stuck"]["current"]}}, sf
