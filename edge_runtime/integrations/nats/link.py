@@ -53,6 +53,8 @@ from edge_runtime.pipeline.topics import format_topic
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_POLL_S = 1.0
+SHUTDOWN_S = 5.0  # the most close() spends unpinning, sending the offline status and draining (then it closes)
+DRAIN_S = 2.0  # nats-py's drain_timeout (its default 30 s)
 
 
 def worker_name(cfg: Config) -> str:
@@ -75,7 +77,7 @@ def connect_options(cfg: Config, name: str) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "servers": [u.strip() for u in cfg.servers.split(",") if u.strip()], "name": name,
         "allow_reconnect": True, "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
-        "connect_timeout": 3, "ping_interval": 5, "max_outstanding_pings": 2,
+        "connect_timeout": 3, "ping_interval": 5, "max_outstanding_pings": 2, "drain_timeout": DRAIN_S,
     }
     if cfg.nats_user:
         opts["user"] = cfg.nats_user
@@ -255,7 +257,14 @@ class NatsLink:
             self._on_connected()
         tasks = [asyncio.create_task(t) for t in (self._heartbeats(), self._membership(), self._flusher())]
         await self._stopping.wait()
-        await self._shutdown(tasks)
+        try:  # bounded: a server gone meanwhile would keep nats-py reconnecting (and this thread alive) for ever
+            await asyncio.wait_for(self._shutdown(tasks), SHUTDOWN_S)
+        except asyncio.TimeoutError:
+            log.warning("NATS link: closing took over %.0f s (server unreachable?); closed without the rest", SHUTDOWN_S)
+        finally:
+            if not self.nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
 
     async def _stopped_within(self, seconds: float) -> bool:
         assert self._stopping is not None
