@@ -164,13 +164,10 @@ def sensor_faults(meta: Any, s: Series, running: np.ndarray | None = None) -> di
 
     limits = HealthLimits.build(meta.health or {}, meta.channels, meta.normalisation.mean, meta.sample_period_s)
     values = np.array(s.values, dtype=np.float32)
-    if running is None:
-        codes = ChannelHealth(limits).update(values)  # (T, C)
-    else:
-        keep = np.asarray(running, dtype=bool)
-        codes = np.zeros(values.shape, dtype=np.uint8)
-        if keep.any():
-            codes[keep] = ChannelHealth(limits).update(values[keep])
+    keep = np.ones(len(values), dtype=bool) if running is None else np.asarray(running, dtype=bool)
+    codes = np.zeros(values.shape, dtype=np.uint8)  # (T, C)
+    if keep.any():
+        codes[keep] = ChannelHealth(limits).update(values[keep])
     out: dict[str, Any] = {}
     for kind in FAULTS:
         k = STATES.index(kind)

@@ -334,10 +334,10 @@ class ChannelHealth:
         self.quiet = False  # settled and no flat run going on either (check_plain's cheapest path applies)
         self._unchecked = limits.max_flat == 0  # (C,) channels without a stuck check
         self._short = limits.shortest_flat  # the shortest stuck limit checked
-        # check_plain counts flat steps of the channels with a stuck check only (-1: never flat)
-        self._tol_checked = np.where(self._unchecked, -1.0, limits.flat_tol)
-        self._tiles_n = -1  # the block size of _tiles, this device's last HealthLimits.tiled (its blocks repeat)
+        self._tiles_n = 1  # the block size of _tiles, this device's last HealthLimits.tiled (its blocks repeat)
         self._tiles = limits.tiled(1)
+        # check_plain counts flat steps of the channels with a stuck check only (-1: never flat); tiled's row
+        self._tol_checked = self._tiles[2][0]
 
     def widen(self, lo: AnyFloat, hi: AnyFloat) -> None:
         """Widen the allowed range to include ``lo``..``hi`` (C,) (a range learnt on site, margin applied)."""
