@@ -57,6 +57,23 @@ SHUTDOWN_S = 5.0  # the most close() spends unpinning, sending the offline statu
 DRAIN_S = 2.0  # nats-py's drain_timeout (its default 30 s)
 
 
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """End the link's event loop without waiting on tasks that ignore a cancel (asyncio.run would, for ever):
+    cancel what is left, give it a second, close."""
+    left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in left:
+        t.cancel()
+    if left:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.wait(left, timeout=1.0))
+    for t in left:  # read what ended, so none is reported as never retrieved
+        if t.done() and not t.cancelled():
+            t.exception()
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+
+
 def worker_name(cfg: Config) -> str:
     """``nats.worker``, else ``runtime.instance``, else host name and process id (letters, digits, - and _)."""
     raw = cfg.worker or cfg.instance or f"{socket.gethostname()}-{os.getpid()}"
@@ -185,12 +202,15 @@ class NatsLink:
 
     # -- the loop -----------------------------------------------------------------------
     def _run(self) -> None:
+        loop = asyncio.new_event_loop()
         try:
-            asyncio.run(self._main())
+            loop.run_until_complete(self._main())
         except Exception as exc:  # the thread's boundary: the daemon sees network_alive() False and exits 70
             self.failure = f"NATS link: {type(exc).__name__}: {str(exc)[:200]}"
             log.error("%s", self.failure)
             log.debug("NATS link failure", exc_info=True)
+        finally:
+            _close_loop(loop)
 
     async def _main(self) -> None:
         import nats
@@ -257,14 +277,14 @@ class NatsLink:
             self._on_connected()
         tasks = [asyncio.create_task(t) for t in (self._heartbeats(), self._membership(), self._flusher())]
         await self._stopping.wait()
-        try:  # bounded: a server gone meanwhile would keep nats-py reconnecting (and this thread alive) for ever
-            await asyncio.wait_for(self._shutdown(tasks), SHUTDOWN_S)
-        except asyncio.TimeoutError:
+        # bounded, and not waiting on a cancel (nats-py can swallow one): a server gone meanwhile would keep it
+        # reconnecting, and this thread alive, for ever
+        closing = asyncio.ensure_future(self._shutdown(tasks))
+        if not (await asyncio.wait({closing}, timeout=SHUTDOWN_S))[0]:
             log.warning("NATS link: closing took over %.0f s (server unreachable?); closed without the rest", SHUTDOWN_S)
-        finally:
-            if not self.nc.is_closed:
-                with contextlib.suppress(Exception):
-                    await self.nc.close()
+        if not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait({asyncio.ensure_future(self.nc.close())}, timeout=DRAIN_S)
 
     async def _stopped_within(self, seconds: float) -> bool:
         assert self._stopping is not None
