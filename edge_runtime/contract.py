@@ -17,7 +17,8 @@ Graph contract
 absent), so ``top_channels`` (the largest ``channel_error``) names the channel that departs from its own
 normal behaviour most.
 
-Format versions: 4 (current) adds ``scoring.power`` p: each kept channel's relative error ``e_c`` enters as
+Format versions: 5 is written for a model with the cross-channel term (``scoring.residual_projection``, below)
+and only then, so an edge that would fill a faulty channel by its mean refuses it; 4 (otherwise current) adds ``scoring.power`` p: each kept channel's relative error ``e_c`` enters as
 ``channel_error_c = weight_c e_c ** p`` and the score is their power mean (one departing channel is not
 averaged away by the quiet ones); p = 1 is format 3. 3 scores the window level by a Mahalanobis distance over the kept
 channels (``scoring.level_precision``, ``level_t2_ref``; ``channel_error`` is each channel's share);
@@ -42,11 +43,20 @@ Masked scoring: while channels are missing, stuck or out of range, the edge repl
 window by the training mean (``normalisation.mean``) before the model runs, and the process score is
 ``(sum(channel_error[healthy]) / C * n_kept / n_kept_healthy) ** (1 / p)`` (``n_kept``: channels with a
 ``scoring.weight`` > 0, all in format 1), i.e. the mean share of the healthy kept channels, in the units of
-``score`` (:func:`edge_runtime.pipeline.health.renormalised_score`). For format 3's Mahalanobis level term
+``score`` (:func:`edge_runtime.pipeline.health.renormalised_score`). For a model with the mean fill (formats 1-4), for format 3's Mahalanobis level term
 this means: an excluded channel sits at its mean, so its level ``l_j`` is 0 and drops out of every cross
 term ``l_c (P l)_c``; the healthy channels' level term is ``l_H^T P_HH l_H``, their distance with the
 excluded channel held at its mean (conditional on it, not the marginal distance over H), rescaled by
-``n_kept / n_kept_healthy`` like the reconstruction term. The threshold is unchanged. Past
+``n_kept / n_kept_healthy`` like the reconstruction term. The threshold is unchanged.
+
+The cross-channel term (format 5: ``scoring.residual_projection`` M (C, C), ``residual_coef`` (C,),
+``cross_only`` (C,), always together): each scored channel's share of what the common factors of the member
+channels (those not constant in training) leave unexplained, ``residual_coef_c * mean_W((M z)_c^2)``, is added
+to ``e_c``; a ``cross_only`` channel has that term alone. While channels are excluded, the edge fills them with
+the factors' least-squares estimate from the healthy channels instead of the mean
+(:mod:`edge_runtime.pipeline.factor_fill`), since a channel held at its mean breaks the very pattern the term
+scores; the filled level ``l_j`` is then not 0 and enters the healthy channels' level cross terms through
+``P_hj`` (the estimate the factors give for it, not the mean). Past
 ``health.degraded_share`` of the kept channels excluded, a device is ``degraded`` and not scored.
 
 Metadata contract
@@ -64,11 +74,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edge_runtime.clierror import EXIT_DATAERR
+from edge_runtime.pipeline.factor_fill import residual_projection
 from edge_runtime.pipeline.health import HealthError, check_document
 from edge_runtime.pipeline.states import StateError, StateModel
 
-FORMAT_VERSION = 4
-READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)  # 1: before channel screening; 2: per-channel level term; 4: scoring.power
+FORMAT_VERSION = 4  # what a model without the cross-channel term is written as
+CROSS_CHANNEL_FORMAT_VERSION = 5  # a model with it (an older edge would fill a faulty channel by its mean)
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4, 5)  # 1: before channel screening; 2: per-channel level term; 4: scoring.power
+# 5: the cross-channel term (scoring.residual_projection)
 METADATA_KEY = "edgewatch"
 
 INPUT_NAME = "window"
@@ -239,6 +252,10 @@ class ModelMetadata:
         if self.states is not None:
             self.state_model()
         self.score_power()
+        try:
+            residual_projection(self.scoring, len(self.channels))
+        except ValueError as exc:
+            raise ContractError(str(exc)) from None
 
     def score_power(self) -> float:
         """``scoring.power`` (1 when absent: formats 1-3); ContractError when it is not a number > 0."""

@@ -339,6 +339,8 @@ def model_summary(r: FileRun) -> dict[str, Any]:
             out[key] = m.training[key]
     screen = (m.scoring or {}).get("screening") or []
     out["screened_out"] = {c["name"]: c.get("reason", "") for c in screen if not c.get("kept", True)}
+    if "cross_channel" in (m.scoring or {}):
+        out["cross_channel"] = {k: v for k, v in m.scoring["cross_channel"].items()}
     return out
 
 

@@ -411,6 +411,8 @@ def fit_report(res: Any) -> str:
     kept = sum(s.kept for s in res.screen)
     lines.append(f"channels: {kept} of {len(res.screen)} in the score")
     lines.append(format_screen(res.screen))
+    if res.cross is not None:
+        lines.append(res.cross.describe())
     t = res.training.summary()
     lines.append(
         f"trained {t['epochs']} epochs (best {t['best_epoch']}), best val loss {t['best_val_loss']:.5f}, "

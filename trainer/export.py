@@ -119,6 +119,11 @@ class ScoreStats:
     (2 level_t2_ref)`` (clipped at 0) enters as ``channel_error_c = weight_c e_c ** p`` and
     ``score = mean_C(channel_error) ** (1 / p)``: a power mean over the kept channels, so one channel that
     departs is not averaged away by the quiet ones.
+
+    ``residual_proj`` (C, C) and ``residual_coef`` (C,) (optional, p != 1 only; :mod:`trainer.cross_channel`):
+    the cross-channel term ``residual_coef_c * mean_W((M z)_c ** 2)`` added to ``e_c``; None when it is off.
+    ``cross_only`` (C,) 1 for a channel scored by that term alone (screened out of the others for drifting:
+    no reconstruction term, and the level precision has no row for it), else 0.
     """
 
     mean: np.ndarray
@@ -130,6 +135,9 @@ class ScoreStats:
     level_precision: np.ndarray | None = None
     level_t2_ref: float = 1.0
     power: float = 1.0
+    residual_proj: np.ndarray | None = None
+    residual_coef: np.ndarray | None = None
+    cross_only: np.ndarray | None = None
 
     @classmethod
     def identity(cls, mean: np.ndarray, std: np.ndarray) -> ScoreStats:
@@ -152,16 +160,25 @@ class ScoreStats:
         w = np.asarray(self.weight, dtype=np.float64)
         a, q = self.coefficients()
         inv = np.where(w > 0, 1.0 / np.where(w > 0, w, 1.0), 0.0)
+        if self.cross_only is not None:
+            inv = inv * (1.0 - np.asarray(self.cross_only, dtype=np.float64))
         return a * inv, q / w.max()
 
-    def channel_scores(self, mse: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """numpy ``(channel_error (N, C), score (N,))`` from the raw terms ``mse``, ``level`` (N, C): the graph's function."""
+    def channel_scores(self, mse: np.ndarray, level: np.ndarray,
+                       resid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """numpy ``(channel_error (N, C), score (N,))`` from the raw terms ``mse``, ``level`` and, with the
+        cross-channel term on, ``resid`` (N, C) (:func:`trainer.cross_channel.residual_terms`): the graph's function."""
         if self.power == 1:
             a, q = self.coefficients()
             ce = mse * a + level * (level @ q)
             return ce, ce.mean(axis=1)
         a, q = self.relative_coefficients()
-        e = np.maximum(mse * a + level * (level @ q), 0.0)
+        rel = mse * a + level * (level @ q)
+        if self.residual_coef is not None:
+            if resid is None:
+                raise ValueError("the cross-channel term is on: pass its raw term resid")
+            rel = rel + resid * self.residual_coef
+        e = np.maximum(rel, 0.0)
         ce = np.asarray(self.weight, dtype=np.float64) * e**self.power
         return ce, ce.mean(axis=1) ** (1.0 / self.power)
 
@@ -192,7 +209,8 @@ class ScoringGraph(nn.Module):
 
     ``channel_error[c] = weight_c / 2 * mse_c / ae_ref_c + l_c * (Q l)_c`` with ``l = mean_W(z)``: the
     channel's reconstruction error relative to its own normal, plus its share of the window level's
-    Mahalanobis distance (:class:`ScoreStats`; about 1 on normal data, a share may be negative), so
+    Mahalanobis distance (:class:`ScoreStats`; about 1 on normal data, a share may be negative; about 2 with
+    the cross-channel term, whose share is about 1 on its own), so
     channels of any scale or noise compare; ``score = mean_C(channel_error)``. With ``stats.power`` p != 1
     (format 4): ``channel_error[c] = weight_c * relu(e_c) ** p`` of that relative error ``e_c`` (weights apart)
     and ``score = mean_C(channel_error) ** (1 / p)``.
@@ -218,6 +236,11 @@ class ScoringGraph(nn.Module):
         self.register_buffer("inv_std_c", col(1.0 / np.asarray(stats.std, dtype=np.float64)))
         self.register_buffer("ae_coef", col(a).view(1, -1))  # (1, C)
         self.register_buffer("level_q", torch.tensor(b, dtype=torch.float32))  # (C, C) symmetric
+        self.cross_channel = stats.residual_proj is not None and stats.residual_coef is not None and self.power != 1
+        if self.cross_channel:  # the cross-channel term (trainer.cross_channel): M (C, C), 1 / its reference (1, C)
+            self.register_buffer("residual_m", torch.tensor(np.asarray(stats.residual_proj), dtype=torch.float32))
+            self.register_buffer("residual_coef", torch.tensor(np.asarray(stats.residual_coef),
+                                                               dtype=torch.float32).view(1, -1))
 
     def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = (window.transpose(1, 2) - self.mean_c) * self.inv_std_c  # (B, C, W)
@@ -225,6 +248,9 @@ class ScoringGraph(nn.Module):
         d = r - z
         level = torch.mean(z, dim=2)  # (B, C)
         channel_error = torch.mean(d * d, dim=2) * self.ae_coef + level * torch.matmul(level, self.level_q)  # (B, C)
+        if self.cross_channel:
+            u = torch.matmul(self.residual_m, z)  # (B, C, W): what the common factors do not explain
+            channel_error = channel_error + torch.mean(u * u, dim=2) * self.residual_coef
         if self.power == 1:
             score = torch.mean(channel_error, dim=1)  # (B,)
         else:  # a power mean of the kept channels' relative errors (ScoreStats)
@@ -242,13 +268,18 @@ class ScoringGraph(nn.Module):
 
 
 def stats_from_metadata(meta: ModelMetadata) -> ScoreStats:
-    """The :class:`ScoreStats` a format-2, 3 or 4 file's metadata describes (no ``power``: 1)."""
+    """The :class:`ScoreStats` a format-2, 3, 4 or 5 file's metadata describes (no ``power``: 1)."""
     sc = meta.scoring
 
     def vec(key: str) -> np.ndarray | None:
         return np.array(sc[key], dtype=np.float64) if key in sc else None
 
     try:
+        residual: dict[str, Any] = {}
+        if "residual_projection" in sc:  # the cross-channel term (format 5): all three keys or none
+            residual = {"residual_proj": vec("residual_projection"),
+                        "residual_coef": np.array(sc["residual_coef"], dtype=np.float64),
+                        "cross_only": np.array(sc["cross_only"], dtype=np.float64)}
         if "level_precision" in sc:
             level = {"level_scale": None, "level_ref": None, "level_precision": vec("level_precision"),
                      "level_t2_ref": float(sc["level_t2_ref"])}
@@ -262,6 +293,7 @@ def stats_from_metadata(meta: ModelMetadata) -> ScoreStats:
             weight=np.array(sc["weight"], dtype=np.float64),
             power=float(sc.get("power", 1.0)),
             **level,
+            **residual,
         )
     except KeyError as exc:
         raise ExportError(

@@ -68,6 +68,13 @@ def describe_model(path: Path) -> str:
 
         lines.append(f"channels ({sum(bool(s['kept']) for s in screening)} of {len(screening)} in the score):")
         lines.append(format_screen(screening))
+        cc = meta.scoring.get("cross_channel")
+        if cc:
+            from trainer.cross_channel import CrossChannel
+
+            lines.append(CrossChannel(bool(cc["on"]), int(cc["components"]), int(cc["channels"]),
+                                      float(cc["unexplained"])).describe(len(cc.get("scored_by_it_alone", [])),
+                                                                         len(cc.get("left_out", []))))
     else:
         lines.append("channels: no screening recorded (format 1: every channel in the score)")
     lines += describe_health(meta.health)

@@ -20,11 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_runtime.contract import ModelMetadata, Normalisation, Threshold
+from edge_runtime.contract import (
+    CROSS_CHANNEL_FORMAT_VERSION,
+    FORMAT_VERSION,
+    ModelMetadata,
+    Normalisation,
+    Threshold,
+)
 from edge_runtime.pipeline.health import learn_limits
 from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, hysteresis
 from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
 from trainer.covariance import LEVEL_SHRINKAGE, level_precision, mahalanobis
+from trainer.cross_channel import CrossChannel, CrossPlan, plan_cross_channel
 from trainer.data import (
     DataError,
     Series,
@@ -70,6 +77,7 @@ def quiet_quantisation_hints() -> Iterator[None]:
 
 DEFAULT_MARGIN = 3.75  # lognormal threshold margin; chosen by leave-one-fault-kind-out on SKAB (docs/EVALUATION.md)
 DEFAULT_POWER = 3.0  # the score's power mean over channels (trainer.export.ScoreStats); chosen the same way
+RESIDUAL_REF_FLOOR = 1e-4  # normalised units squared: a channel the factors explain exactly
 DEFAULT_BUDGET = 1e-3  # false-alarm budget: windows above the threshold per normal hop-1 window (1 per 1,000)
 MAX_CALIBRATION_WINDOWS = 200_000
 
@@ -124,6 +132,7 @@ class FitResult:
     training: TrainResult
     export: ExportReport
     screen: list[ChannelScreen] = field(default_factory=list)
+    cross: CrossPlan | None = None
     sizes: Sizes | None = None
     false_alarms: dict[str, Any] = field(default_factory=dict)
 
@@ -168,42 +177,60 @@ def iter_normal_windows(series: Sequence[Series], window: int, hop: int = 1, chu
 
 
 @torch.no_grad()
-def window_terms(ae: ConvAutoencoder, windows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(mse (N, C), mean_W(z) (N, C))`` of raw windows (N, W, C): the score's two raw terms."""
+def window_terms(ae: ConvAutoencoder, windows: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                 projection: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-channel ``(mse, mean_W(z), resid)`` (N, C) of raw windows (N, W, C): the score's raw terms; ``resid``
+    (the cross-channel term's, :func:`trainer.cross_channel.residual_terms`) only with a ``projection``."""
     graph = ScoringGraph(ae.eval(), ScoreStats.identity(mean, std)).eval()
     z = (torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).transpose(1, 2) - graph.mean_c) * graph.inv_std_c
     d = ae(z) - z
-    return torch.mean(d * d, dim=2).numpy(), torch.mean(z, dim=2).numpy()
+    resid = None
+    if projection is not None:
+        u = torch.matmul(torch.tensor(projection, dtype=torch.float32), z)
+        resid = torch.mean(u * u, dim=2).numpy()
+    return torch.mean(d * d, dim=2).numpy(), torch.mean(z, dim=2).numpy(), resid
+
+
+@dataclass
+class Terms:
+    """The raw terms of held-out windows (N, C) each (``resid`` None without the cross-channel term)."""
+
+    mse: np.ndarray
+    level: np.ndarray
+    resid: np.ndarray | None
+    sizes: list[int]
 
 
 def terms_of(ae: ConvAutoencoder, chunks: Iterator[np.ndarray], mean: np.ndarray, std: np.ndarray,
-             limit: int = MAX_CALIBRATION_WINDOWS) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """:func:`window_terms` over chunks of windows, at most ``limit`` windows; ``(mse, level, chunk sizes)``."""
-    mse, level, sizes, n = [], [], [], 0
+             limit: int = MAX_CALIBRATION_WINDOWS, projection: np.ndarray | None = None) -> Terms:
+    """:func:`window_terms` over chunks of windows, at most ``limit`` windows, with each chunk's size."""
+    mse, level, resid, sizes, n = [], [], [], [], 0
     for w in chunks:
-        m, lv = window_terms(ae, w[: limit - n], mean, std)
+        m, lv, r = window_terms(ae, w[: limit - n], mean, std, projection)
         mse.append(m)
         level.append(lv)
+        if r is not None:
+            resid.append(r)
         sizes.append(len(m))
         n += len(m)
         if n >= limit:
             break
+    c = len(mean)
     if not mse:
-        c = len(mean)
-        return np.zeros((0, c)), np.zeros((0, c)), []
-    return np.concatenate(mse), np.concatenate(level), sizes
+        return Terms(np.zeros((0, c)), np.zeros((0, c)), None if projection is None else np.zeros((0, c)), [])
+    return Terms(np.concatenate(mse), np.concatenate(level), np.concatenate(resid) if resid else None, sizes)
 
 
-def channel_error_ref(stats: ScoreStats, mse: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """The graph's ``channel_error`` averaged over windows (C,), from their raw terms (N, C)."""
-    if not len(mse):
-        return np.zeros(mse.shape[1])
-    return np.asarray(stats.channel_scores(mse, level)[0].mean(axis=0))
+def channel_error_ref(stats: ScoreStats, t: Terms) -> np.ndarray:
+    """The graph's ``channel_error`` averaged over windows (C,), from their raw terms."""
+    if not len(t.mse):
+        return np.zeros(t.mse.shape[1])
+    return np.asarray(stats.channel_scores(t.mse, t.level, t.resid)[0].mean(axis=0))
 
 
-def scores_of(stats: ScoreStats, mse: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """The graph's ``score`` (N,) from its raw terms (N, C) (numpy; the same function as the graph)."""
-    return stats.channel_scores(mse, level)[1]
+def scores_of(stats: ScoreStats, t: Terms) -> np.ndarray:
+    """The graph's ``score`` (N,) from its raw terms (numpy; the same function as the graph)."""
+    return stats.channel_scores(t.mse, t.level, t.resid)[1]
 
 
 def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], val_s: list[Series],
@@ -288,22 +315,41 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     result = fit(cfg, train_n, normalise(val_sample, mean, std), opts.train, progress=progress)
     ae = result.model
     n_held = min(MAX_CALIBRATION_WINDOWS, count_windows([len(s.values) for s in val_s], w))
+    kept = weight > 0  # the reconstruction and level terms' channels
+    if opts.score_power != 1:
+        plan = plan_cross_channel(kept, np.array([s.reason.startswith("constant") for s in screen]),
+                                  train_arrays, val_arrays, mean, std, opts.drift_limit)
+    else:
+        none = np.zeros_like(kept)
+        plan = CrossPlan(CrossChannel(False, 0, int(kept.sum()), 1.0, note="a score power of 1 (format 3's plain mean)"),
+                         none, none, none, weight)
+    projection = plan.model.projection if plan.on else None
+    for i in np.flatnonzero(plan.cross_only):
+        screen[i].reason += "; scored by the cross-channel term alone (its residual is steady)"
+    for i in np.flatnonzero(plan.left_out if plan.on else []):
+        screen[i].reason += "; its residual drifts: not in the cross-channel term"
     stage(f"scoring {n_held:,} held-out hop-1 windows: per-channel references and the threshold", progress)
     # Per-channel references on held-out normal windows at hop 1: each channel scored against its own normal.
-    mse_v, lvl_v, val_sizes = terms_of(
-        ae, counted(iter_normal_windows(val_s, w, 1), n_held, "scored", progress), mean, std)
+    held = terms_of(ae, counted(iter_normal_windows(val_s, w, 1), n_held, "scored", progress), mean, std,
+                    projection=projection)
+    mse_v, lvl_v, val_sizes = held.mse, held.level, held.sizes
     ae_ref = np.maximum(mse_v.mean(axis=0), 1e-2)
     note_high_error(screen, ae_ref)
-    kept = weight > 0
     precision = level_precision(train_n.mean(axis=1), kept, opts.level_shrinkage)  # (C, C): training windows' levels
     level_t2_ref = max(float(mahalanobis(lvl_v, precision).mean()) / int(kept.sum()), 1.0)
-    stats = ScoreStats(mean=mean, std=std, ae_ref=ae_ref, level_scale=None, level_ref=None, weight=weight,
-                       level_precision=precision, level_t2_ref=level_t2_ref, power=opts.score_power)
-    val_scores = scores_of(stats, mse_v, lvl_v)
+    residual_coef = None
+    if projection is not None and held.resid is not None:  # each channel's residual relative to its own normal
+        residual_coef = np.where(plan.residual, 1.0 / np.maximum(held.resid.mean(axis=0), RESIDUAL_REF_FLOOR), 0.0)
+    stats = ScoreStats(mean=mean, std=std, ae_ref=ae_ref, level_scale=None, level_ref=None, weight=plan.weight,
+                       level_precision=precision, level_t2_ref=level_t2_ref, power=opts.score_power,
+                       residual_proj=projection if residual_coef is not None else None,
+                       residual_coef=residual_coef,
+                       cross_only=plan.cross_only.astype(np.float64) if residual_coef is not None else None)
+    val_scores = scores_of(stats, held)
     if opts.calibrate:
         check_lengths(opts.calibrate, w)
-        mse_c, lvl_c, cal_sizes = terms_of(ae, iter_normal_windows(opts.calibrate, w, 1), mean, std)
-        cal_scores, cal_from = scores_of(stats, mse_c, lvl_c), f"{len(opts.calibrate)} --calibrate file(s)"
+        cal = terms_of(ae, iter_normal_windows(opts.calibrate, w, 1), mean, std, projection=stats.residual_proj)
+        cal_scores, cal_sizes, cal_from = scores_of(stats, cal), cal.sizes, f"{len(opts.calibrate)} --calibrate file(s)"
     else:
         cal_scores, cal_sizes, cal_from = val_scores, val_sizes, "the validation part"
     scale = opts.threshold_scale if opts.threshold_scale is not None else (
@@ -326,19 +372,25 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         scoring={
             "method": "relative: 0.5 * mean_kept(mse / ae_ref) + 0.5 * l^T P l / (n_kept * level_t2_ref), "
                       "l = mean_W(z); channel_error = each channel's share" if opts.score_power == 1 else
-                      "power mean: e_c = max(0, mse_c / (2 ae_ref_c) + l_c (P l)_c / (2 level_t2_ref)), l = mean_W(z); "
-                      "channel_error_c = weight_c e_c^p; score = mean_C(channel_error)^(1/p)",
+                      "power mean: e_c = max(0, mse_c / (2 ae_ref_c) + l_c (P l)_c / (2 level_t2_ref)"
+                      + (" + residual_coef_c mean_W((M z)_c^2)" if residual_coef is not None else "")
+                      + "), l = mean_W(z); channel_error_c = weight_c e_c^p; score = mean_C(channel_error)^(1/p)",
             "power": opts.score_power,
-            "weight": [float(v) for v in weight],
+            "weight": [float(v) for v in plan.weight],
             "ae_ref": [float(v) for v in ae_ref],
             # each channel's mean channel_error on the held-out normal windows: the edge's "normal" of a channel
             # (an alert ranks channels by their excess over it: edge_runtime/pipeline/explain.py)
-            "channel_error_ref": [float(v) for v in channel_error_ref(stats, mse_v, lvl_v)],
+            "channel_error_ref": [float(v) for v in channel_error_ref(stats, held)],
             "level_precision": [[float(v) for v in row] for row in precision],
             "level_t2_ref": level_t2_ref,
             "level_shrinkage": opts.level_shrinkage,
             "drift_limit": opts.drift_limit,
             "screening": [s.to_dict() for s in screen],
+            "cross_channel": plan.to_dict(channels),
+            **({} if stats.residual_coef is None or stats.residual_proj is None or stats.cross_only is None else {
+                "residual_projection": [[float(v) for v in row] for row in stats.residual_proj],
+                "residual_coef": [float(v) for v in stats.residual_coef],
+                "cross_only": [float(v) for v in stats.cross_only]}),
         },
         preprocessing={
             **opts.preprocessing,
@@ -364,6 +416,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         },
         states=None if states is None else states.to_dict(),
         units=dict(opts.units),
+        format_version=FORMAT_VERSION if stats.residual_coef is None else CROSS_CHANNEL_FORMAT_VERSION,
     )
     # with operating states: the settled running stretches (a stopped channel's off level and long flat runs
     # are no sensor's normal; the edge checks health on running samples only)
@@ -375,7 +428,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     stage(f"exporting {out} and checking it against torch with onnxruntime", progress)
     with quiet_quantisation_hints():
         report = export_model(ae, meta, out, holdout, quantize=opts.quantize, fp16=opts.fp16)
-    return FitResult(meta=report.meta, training=result, export=report, screen=screen, sizes=sizes,
+    return FitResult(meta=report.meta, training=result, export=report, screen=screen, sizes=sizes, cross=plan,
                      false_alarms=false_alarms)
 
 

@@ -32,6 +32,7 @@ from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
 from edge_runtime.pipeline.documents import RAISED, Outbound, operating_doc, score_doc, state_doc, to_json
 from edge_runtime.pipeline.drift import drift_doc
 from edge_runtime.pipeline.explain import channel_normals
+from edge_runtime.pipeline.factor_fill import factor_fill, residual_projection
 from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
 from edge_runtime.pipeline.health import renormalised_score
 from edge_runtime.pipeline.states import OUT_OF_DISTRIBUTION, STOPPED, DistributionCheck
@@ -96,6 +97,7 @@ class Scorer:
         self._batch_buf = np.zeros((cfg.max_batch, model.window, model.n_channels), np.float32)
         self._clip_for: EdgeModel | None = None  # the model _clip was computed for
         self._clip: tuple[np.ndarray, np.ndarray] | None = None  # (lo, hi) (C,) float32, or None: clip_z 0
+        self._projection_cache: tuple[EdgeModel, np.ndarray | None] | None = None  # (model, cross-channel M)
         # per-device thresholds: warm-up calibration, feedback raises, drift (service/device_thresholds.py)
         self.thresholds = DeviceThresholds(cfg, model)
         self.evidence: Any = None  # edge_runtime.service.evidence_store.Evidence when alerts.evidence_dir is set
@@ -337,19 +339,31 @@ class Scorer:
         return Outbound(format_topic(self.cfg.drift_topic, device=device), to_json(doc), qos=1)
     def _mask(self, items: list[WindowItem], batch: np.ndarray, model: EdgeModel) -> int:
         """Put the training mean in place of each item's excluded channels (so their level is 0 and adds nothing
-        to the Mahalanobis level term); the number of windows masked."""
+        to the Mahalanobis level term), or with the cross-channel term the common factors' estimate from the
+        healthy channels (edge_runtime.pipeline.factor_fill); the number of windows masked."""
         n, off = 0, 0
         mean: np.ndarray | None = None
+        proj = self._projection(model)
         for it in items:
             if it.excluded is not None:
                 if mean is None:
                     mean = np.asarray(model.metadata.normalisation.mean, dtype=np.float32)
-                batch[off : off + it.n, :, it.excluded] = mean[it.excluded]
+                if proj is None:
+                    batch[off : off + it.n, :, it.excluded] = mean[it.excluded]
+                else:
+                    std = np.asarray(model.metadata.normalisation.std, dtype=np.float32)
+                    factor_fill(batch[off : off + it.n], it.excluded, mean, std, proj)
                 n += it.n
             off += it.n
         if n:
             self.stats.incr("windows_masked", n)
         return n
+
+    def _projection(self, model: EdgeModel) -> np.ndarray | None:
+        """The model's cross-channel projection (None without the term), parsed once per model."""
+        if self._projection_cache is None or self._projection_cache[0] is not model:
+            self._projection_cache = (model, residual_projection(model.metadata.scoring, model.n_channels))
+        return self._projection_cache[1]
 
     def _masked_scores(self, items: list[WindowItem], score: np.ndarray, ce: np.ndarray,
                        model: EdgeModel) -> tuple[np.ndarray, np.ndarray]:

@@ -134,3 +134,41 @@ def test_a_device_past_the_degraded_share_is_not_scored(mosquitto, demo_model_pa
         pub.close()
     assert stats["windows_degraded"] > 0 and stats["samples"] == sent
     assert [a for a in col.alerts() if "score" in a] == []
+
+
+@pytest.mark.slow
+def test_a_faulty_sensor_under_the_cross_channel_term_raises_no_process_alert(mosquitto, tmp_path) -> None:
+    """A model whose channels move together (the cross-channel term on): a frozen or out-of-range channel is
+    filled with what the common factors expect from the healthy ones, so it breaks no pattern."""
+    from edge_runtime.tools.synthetic import channel_names
+    from tests.trainer.test_cross_channel import low_rank
+    from trainer.api import train_and_export
+
+    x, _ = low_rank(2600, 12, noise=0.1, seed=4)
+    path = tmp_path / "cc.onnx"
+    meta = train_and_export(x[:600], channel_names(12), path, seed=0, epochs=40, sample_period_s=1.0)
+    assert meta.scoring["cross_channel"]["on"]
+    test = x[1000:1000 + N].astype(np.float32)
+    frozen, spike = test.copy(), test.copy()
+    frozen[FAULT_AT:, 5] = frozen[FAULT_AT, 5]
+    hi = meta.health["channels"][meta.channels[5]]["max"] + 3 * meta.health["channels"][meta.channels[5]]["margin"] + 1
+    spike[FAULT_AT:, 5] = hi
+    devices = {"frozen": frozen, "spike": spike, "clean": test}
+    with running_daemon(mosquitto.url, path, publish_scores=True) as d:
+        col = Collector(mosquitto.port, ["alerts/#", "scores/#", "health/#"])
+        pub = Publisher(mosquitto.port)
+        sent = sum(_send(pub, dev, v) for dev, v in devices.items())
+        pub.flush()
+        wait_until(lambda: d.stats.counts["messages"] >= sent, 30, "all received")
+        idle(d)
+        wait_until(lambda: d.stats.counts["sensor_alerts_raised"] >= 2, 10, "sensor alerts")
+        stats = d.stats_doc()
+        col.close()
+        pub.close()
+    process = [a for a in col.alerts() if "score" in a]
+    assert process == [], [(a["device"], a["state"], a["top_channels"]) for a in process]
+    raised = {(doc["device"], doc["kind"]) for _, doc in col.docs("health/") if doc.get("state") == "raised"}
+    assert raised == {("frozen", "stuck"), ("spike", "out_of_range")}
+    assert stats["windows_masked"] > 0
+    peak = {dev: max(max(doc["score"]) for _, doc in col.docs(f"scores/{dev}")) for dev in devices}
+    assert max(peak.values()) < meta.threshold.value, peak

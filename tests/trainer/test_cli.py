@@ -295,8 +295,24 @@ def test_fit_defaults_print_sizes_screening_and_false_alarms(runner: CliRunner, 
     assert f"- {syn.channel_names(3)[1]}: constant in training" in r.stdout
     assert "stopped by the epoch cap 3 while still improving" in r.stdout
     assert "false alarms per 1,000 normal hop-1 windows: budget 1," in r.stdout
+    assert "cross-channel term: off (only 2 channels not constant)" in r.stdout
     r = runner.invoke(main, ["inspect", str(out)])
     assert r.exit_code == 0 and "channels (2 of 3 in the score):" in r.stdout and "format_version: 4" in r.stdout
+    assert "cross-channel term: off (only 2 channels not constant)" in r.stdout
+
+
+def test_fit_and_inspect_say_when_the_cross_channel_term_is_on(runner: CliRunner, tmp_path: Path) -> None:
+    from tests.trainer.test_cross_channel import low_rank
+
+    x, _ = low_rank(700, 8, factors=2, noise=0.1, seed=1)  # 8 channels, 2 common causes
+    f = tmp_path / "plant.csv"
+    syn.write_csv(f, x, syn.channel_names(8))
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--epochs", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "cross-channel term: on (" in r.stdout and "limit 10 %" in r.stdout
+    r = runner.invoke(main, ["inspect", str(out)])
+    assert r.exit_code == 0 and "cross-channel term: on (" in r.stdout and "format_version: 5" in r.stdout
 
 
 def test_too_little_data_exits_65_unless_forced(runner: CliRunner, tmp_path: Path) -> None:
