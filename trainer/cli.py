@@ -150,6 +150,9 @@ def main(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from trainer.memory import return_large_buffers
+
+    return_large_buffers()  # before a long recording is read
 
 
 @main.command()

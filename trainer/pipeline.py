@@ -43,6 +43,7 @@ from trainer.data import (
     usage_error,
 )
 from trainer.export import ExportReport, ScoreStats, ScoringGraph, export_model
+from trainer.memory import return_large_buffers
 from trainer.model import AEConfig, ConvAutoencoder
 from trainer.progress import counted, stage
 from trainer.screening import DRIFT_LIMIT, ChannelScreen, note_high_error, screen_channels, weights
@@ -255,6 +256,7 @@ def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], va
 
 def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = False) -> FitResult:
     """Screen channels, train on ``series`` (same channels), calibrate on held-out normal windows, export to ``out``."""
+    return_large_buffers()
     if not series:
         raise DataError("no data")
     if not (math.isfinite(opts.score_power) and 0.5 <= opts.score_power <= 16):

@@ -113,15 +113,31 @@ def _runs_from(flags: npt.NDArray[np.bool_], carry: I64) -> I64:
     return runs
 
 
+LEARN_CHUNK_ROWS = 65536  # learn_limits reads long recordings in blocks of this many rows (bounded memory)
+
+
+def _flat_steps(values: AnyFloat, flat_tol: AnyFloat, chunk: int = LEARN_CHUNK_ROWS) -> tuple[I64, I64]:
+    """``(longest run of flat steps, number of flat steps)`` (C,) each, of ``values`` (n, C), in row blocks
+    (a run carried across them), so a long recording needs no copy of its size."""
+    c = values.shape[1]
+    tol = np.asarray(flat_tol, dtype=np.float64)[None, :]
+    longest, count, run = np.zeros(c, dtype=np.int64), np.zeros(c, dtype=np.int64), np.zeros(c, dtype=np.int64)
+    for lo in range(0, max(values.shape[0] - 1, 0), chunk):
+        x = np.asarray(values[lo : lo + chunk + 1], dtype=np.float64)  # one row of overlap: every step once
+        flat = np.abs(np.diff(x, axis=0)) <= tol
+        runs = _runs_from(flat, run)
+        longest = np.maximum(longest, runs.max(axis=0))
+        count += flat.sum(axis=0)
+        run = runs[-1]
+    return longest, count
+
+
 def longest_flat(values: AnyFloat, flat_tol: AnyFloat) -> I64:
     """The longest run of flat steps (``|diff| <= flat_tol``) of each column of ``values`` (n, C): (C,)."""
-    x = np.asarray(values, dtype=np.float64)
-    c = x.shape[1]
+    x = np.asarray(values)
     if x.shape[0] < 2:
-        return np.zeros(c, dtype=np.int64)
-    flat = np.abs(np.diff(x, axis=0)) <= np.asarray(flat_tol, dtype=np.float64)[None, :]
-    longest: I64 = _runs_from(flat, np.zeros(c, dtype=np.int64)).max(axis=0)
-    return longest
+        return np.zeros(x.shape[1], dtype=np.int64)
+    return _flat_steps(x, flat_tol)[0]
 
 
 def learn_limits(
@@ -134,22 +150,23 @@ def learn_limits(
     Per channel: the physical range seen (``min``/``max``) with ``margin`` x the range on each side; a
     flat tolerance (1e-6 x the channel's scale); the stuck limit ``max_flat_samples`` (1.5 x the longest
     run of flat samples, at least :data:`MIN_FLAT_SAMPLES`; 0, not checked, for a channel flat more than half
-    the time); ``stale_after_s`` from the sample period; the edge fill (ffill up to ``fill_limit`` samples)."""
-    blocks = [np.asarray(values, dtype=np.float64)] if isinstance(values, np.ndarray) else [
-        np.asarray(b, dtype=np.float64) for b in values]
+    the time); ``stale_after_s`` from the sample period; the edge fill (ffill up to ``fill_limit`` samples).
+    Read in row blocks: the memory it needs does not grow with the recording."""
+    blocks = [np.asarray(values)] if isinstance(values, np.ndarray) else [np.asarray(b) for b in values]
     blocks = [b for b in blocks if b.ndim == 2 and b.shape[0]]
     c = len(channels)
     if not blocks or any(b.shape[1] != c for b in blocks):
         raise HealthError(f"learn_limits needs (n, {c}) blocks of values")
-    lo = np.min([np.nanmin(b, axis=0) for b in blocks], axis=0)
-    hi = np.max([np.nanmax(b, axis=0) for b in blocks], axis=0)
+    lo = np.min([np.nanmin(b, axis=0) for b in blocks], axis=0).astype(np.float64)
+    hi = np.max([np.nanmax(b, axis=0) for b in blocks], axis=0).astype(np.float64)
     scale = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), 1.0)
     tol = 1e-6 * scale
     span = hi - lo
     pad = np.where(span > 0, margin * span, margin * scale)
-    longest = np.max([longest_flat(b, tol) for b in blocks], axis=0)
+    stats = [_flat_steps(b, tol) for b in blocks]
+    longest = np.max([s[0] for s in stats], axis=0)
     n_steps = sum(max(b.shape[0] - 1, 0) for b in blocks)
-    flat_steps = np.sum([(np.abs(np.diff(b, axis=0)) <= tol).sum(axis=0) for b in blocks], axis=0)
+    flat_steps = np.sum([s[1] for s in stats], axis=0)
     off = (flat_steps > FLAT_OFF_SHARE * max(n_steps, 1)) | (n_steps == 0)
     limit = np.where(off, 0, np.maximum(MIN_FLAT_SAMPLES, np.ceil(FLAT_FACTOR * longest))).astype(np.int64)
     stale = STALE_PERIODS * sample_period_s if sample_period_s else DEFAULT_STALE_S

@@ -267,3 +267,21 @@ def test_limits_widened_for_one_device_keep_no_tiles() -> None:
     want = [slow.update(x[i:i + 50].copy()) for i in range(0, 300, 50)]
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.zeros_like(w) if g is None else g, w)
+
+
+def test_flat_runs_are_counted_the_same_in_row_blocks_as_in_one_pass() -> None:
+    from edge_runtime.pipeline.health import _flat_steps
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1000, 3))
+    x[100:180, 0] = 2.0  # flat runs that cross block boundaries
+    x[500:507, 1] = -1.0
+    x[::2, 2] = 0.5  # flat every other step: many short runs
+    x[300, 1] = np.nan
+    tol = np.full(3, 1e-9)
+    whole = _flat_steps(x, tol, chunk=10**9)
+    for chunk in (1, 7, 64, 999):
+        got = _flat_steps(x, tol, chunk=chunk)
+        np.testing.assert_array_equal(got[0], whole[0])
+        np.testing.assert_array_equal(got[1], whole[1])
+    assert whole[0].tolist() == [79, 6, 0] and whole[1][0] == 79
