@@ -290,6 +290,39 @@ def transfer(skab_dir: Path | None, report: Path | None, seed: int) -> None:
     _write(rep, report)
 
 
+@benchmark.command("memory")
+@click.option("--rows", default="1000000,2000000", show_default=True, metavar="A,B,...",
+              help="Recording sizes (rows of one CSV); the smallest is the baseline.")
+@click.option("--channels", type=click.IntRange(1, 256), default=12, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), help="Epoch cap of each fit.  [default: fit's]")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@_user_errors
+def memory(rows: str, channels: int, epochs: int | None, report: Path | None) -> None:
+    """Peak memory of fit (a child process each) as the recording grows: bounded memory, measured."""
+    import tempfile
+
+    from trainer.benchmark_memory import run_memory
+
+    try:
+        sizes = [int(v) for v in rows.split(",") if v.strip()]
+    except ValueError:
+        raise click.UsageError(f"--rows: comma-separated integers, got {rows!r}") from None
+    if not sizes or min(sizes) < 1000:
+        raise click.UsageError("--rows: at least one size, each of 1000 rows or more")
+    with tempfile.TemporaryDirectory(prefix="edgewatch-memory-") as tmp:
+        rep = run_memory(sizes, channels, Path(tmp), epochs)
+    for r in rep["sizes"]:
+        if r["rc"]:
+            click.echo(f"{r['rows']:,} rows: fit exited {r['rc']}: {r['error']}")
+            continue
+        vs = (f"; x{r['peak_vs_smallest']:.2f} the smallest's peak for x{r['csv_vs_smallest']:.2f} the data, "
+              f"{r['bytes_per_added_row']:.0f} bytes per added row (the recording itself: "
+              f"{rep['kept_bytes_per_row']})") if "peak_vs_smallest" in r else " (baseline)"
+        click.echo(f"{r['rows']:,} rows x {r['channels']} ({r['csv_mb']:.0f} MB CSV): peak {r['peak_mb']:.0f} MB, "
+                   f"{r['wall_s']:.1f} s{vs}")
+    _write(rep, report)
+
+
 if __name__ == "__main__":
     benchmark()
 
