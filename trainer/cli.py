@@ -320,7 +320,9 @@ def fit(
 
     With no size options, the window, hops and model size are chosen from the data; channels that
     are constant or drift in the training data are screened out of the score (each with its reason).
-    How the files were read (fill, decimal, encoding, time zone, excluded columns) is stored in the
+    When the channels move together (a few common factors leave at most 10 % of their variance), a
+    cross-channel term also scores what the factors leave unexplained; a drifting channel that follows
+    them is scored by that term alone. How the files were read (fill, decimal, encoding, time zone, excluded columns) is stored in the
     model; evaluate and replay reuse it. With --state-column/--running or --running-when, only the settled
     running rows are trained on, and the model carries the stopped signature and settling time for the edge.
     """
