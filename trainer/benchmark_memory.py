@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,17 @@ def write_plant_csv(path: Path, rows: int, channels: int, seed: int = 0) -> int:
 def peak_of_fit(csv: Path, out: Path, extra: list[str] | None = None) -> dict[str, Any]:
     """Run ``fit`` on ``csv`` in a child; ``{"peak_mb", "wall_s", "rc"}`` (peak: the child's max RSS)."""
     cmd = [sys.executable, "-m", "trainer.cli", "fit", str(csv), "--out", str(out), "-q", *(extra or [])]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as errf:  # a file, not a pipe: a child that writes much cannot block on it
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = rc = os.waitstatus_to_exitcode(status)
+        errf.seek(0)
+        err = errf.read().decode(errors="replace").strip()
     per = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return {"peak_mb": usage.ru_maxrss * per / 2**20, "wall_s": wall, "rc": proc.returncode,
-            "error": err.strip().splitlines()[-1] if proc.returncode and err.strip() else None}
+    return {"peak_mb": usage.ru_maxrss * per / 2**20, "wall_s": wall, "rc": rc,
+            "error": err.splitlines()[-1] if rc and err else None}
 
 
 def run_memory(rows: list[int], channels: int, workdir: Path, epochs: int | None = None) -> dict[str, Any]:

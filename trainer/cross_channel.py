@@ -144,6 +144,12 @@ class CrossPlan:
     left_out: np.ndarray
     weight: np.ndarray
 
+    @classmethod
+    def off(cls, model: CrossChannel, kept: np.ndarray, left_out: np.ndarray | None = None) -> CrossPlan:
+        """No term: the score's weights are the ``kept`` (C,) channels' alone."""
+        none = np.zeros(len(kept), dtype=bool)
+        return cls(model, none, none, none if left_out is None else left_out, kept * len(kept) / max(1, int(kept.sum())))
+
     @property
     def on(self) -> bool:
         return self.model.on and bool(self.residual.any())
@@ -169,12 +175,11 @@ def plan_cross_channel(kept: np.ndarray, constant: np.ndarray, train: list[np.nd
     members = ~np.asarray(constant, dtype=bool)
     cov, _ = normal_covariance(train, mean, std)
     means = file_means(train, val, mean, std)
-    none = np.zeros(len(kept), dtype=bool)
-    left_out = none.copy()
+    left_out = np.zeros(len(kept), dtype=bool)
     while True:
         model = fit_cross_channel(cov, members)
         if not model.on or model.projection is None:
-            return CrossPlan(model, none, none, left_out, kept * len(kept) / max(1, int(kept.sum())))
+            return CrossPlan.off(model, kept, left_out)
         drift = np.where(members, residual_drift(model.projection, cov, means), 0.0)
         worst = int(np.argmax(drift))
         if drift[worst] <= drift_limit:

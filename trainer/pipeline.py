@@ -31,7 +31,7 @@ from edge_runtime.pipeline.health import learn_limits
 from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, hysteresis
 from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
 from trainer.covariance import LEVEL_SHRINKAGE, level_precision, mahalanobis
-from trainer.cross_channel import CrossChannel, CrossPlan, plan_cross_channel
+from trainer.cross_channel import CrossChannel, CrossPlan, plan_cross_channel, residual_terms
 from trainer.data import (
     DataError,
     Series,
@@ -185,10 +185,7 @@ def window_terms(ae: ConvAutoencoder, windows: np.ndarray, mean: np.ndarray, std
     graph = ScoringGraph(ae.eval(), ScoreStats.identity(mean, std)).eval()
     z = (torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).transpose(1, 2) - graph.mean_c) * graph.inv_std_c
     d = ae(z) - z
-    resid = None
-    if projection is not None:
-        u = torch.matmul(torch.tensor(projection, dtype=torch.float32), z)
-        resid = torch.mean(u * u, dim=2).numpy()
+    resid = None if projection is None else residual_terms(z.transpose(1, 2).numpy(), projection)
     return torch.mean(d * d, dim=2).numpy(), torch.mean(z, dim=2).numpy(), resid
 
 
@@ -322,9 +319,8 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         plan = plan_cross_channel(kept, np.array([s.reason.startswith("constant") for s in screen]),
                                   train_arrays, val_arrays, mean, std, opts.drift_limit)
     else:
-        none = np.zeros_like(kept)
-        plan = CrossPlan(CrossChannel(False, 0, int(kept.sum()), 1.0, note="a score power of 1 (format 3's plain mean)"),
-                         none, none, none, weight)
+        plan = CrossPlan.off(CrossChannel(False, 0, int(kept.sum()), 1.0, note="a score power of 1 (format 3's plain mean)"),
+                             kept)
     projection = plan.model.projection if plan.on else None
     for i in np.flatnonzero(plan.cross_only):
         screen[i].reason += "; scored by the cross-channel term alone (its residual is steady)"

@@ -342,16 +342,16 @@ class Scorer:
         to the Mahalanobis level term), or with the cross-channel term the common factors' estimate from the
         healthy channels (edge_runtime.pipeline.factor_fill); the number of windows masked."""
         n, off = 0, 0
-        mean: np.ndarray | None = None
+        if all(it.excluded is None for it in items):
+            return 0
+        norm = model.metadata.normalisation
+        mean, std = np.asarray(norm.mean, dtype=np.float32), np.asarray(norm.std, dtype=np.float32)
         proj = self._projection(model)
         for it in items:
             if it.excluded is not None:
-                if mean is None:
-                    mean = np.asarray(model.metadata.normalisation.mean, dtype=np.float32)
                 if proj is None:
                     batch[off : off + it.n, :, it.excluded] = mean[it.excluded]
                 else:
-                    std = np.asarray(model.metadata.normalisation.std, dtype=np.float32)
                     factor_fill(batch[off : off + it.n], it.excluded, mean, std, proj)
                 n += it.n
             off += it.n

@@ -37,6 +37,23 @@ def _send(pub: Publisher, device: str, x: np.ndarray, keyed: list[str] | None = 
     return len(x)
 
 
+def _stream(mosquitto, model_path, devices: dict[str, np.ndarray], sensor_alerts: int,
+            keyed: dict[str, list[str]] | None = None) -> tuple[dict, Collector, int]:
+    """Every device's rows through a real daemon: ``(stats document, collector of alerts/scores/health, samples)``."""
+    with running_daemon(mosquitto.url, model_path, publish_scores=True) as d:
+        col = Collector(mosquitto.port, ["alerts/#", "scores/#", "health/#"])
+        pub = Publisher(mosquitto.port)
+        sent = sum(_send(pub, dev, v, keyed=(keyed or {}).get(dev)) for dev, v in devices.items())
+        pub.flush()
+        wait_until(lambda: d.stats.counts["messages"] >= sent, 30, "all received")
+        idle(d)
+        wait_until(lambda: d.stats.counts["sensor_alerts_raised"] >= sensor_alerts, 10, "sensor alerts")
+        stats = d.stats_doc()
+        col.close()
+        pub.close()
+    return stats, col, sent
+
+
 @pytest.mark.slow
 def test_sensor_faults_are_alerted_apart_and_never_blind_the_device(mosquitto, demo_model_path) -> None:
     meta = _meta(demo_model_path)
@@ -49,17 +66,7 @@ def test_sensor_faults_are_alerted_apart_and_never_blind_the_device(mosquitto, d
     hi = health[names[0]]["max"] + 3 * health[names[0]]["margin"] + 1.0
     spike[FAULT_AT:FAULT_AT + 30, 0] = hi  # out of range for 30 samples
     devices = {"frozen": frozen, "dropout": dropout, "spike": spike, "clean": clean}
-    with running_daemon(mosquitto.url, demo_model_path, publish_scores=True) as d:
-        col = Collector(mosquitto.port, ["alerts/#", "scores/#", "health/#"])
-        pub = Publisher(mosquitto.port)
-        sent = sum(_send(pub, dev, v, keyed=names if dev == "dropout" else None) for dev, v in devices.items())
-        pub.flush()
-        wait_until(lambda: d.stats.counts["messages"] >= sent, 30, "all received")
-        idle(d)
-        wait_until(lambda: d.stats.counts["sensor_alerts_raised"] >= 3, 10, "sensor alerts")
-        stats = d.stats_doc()
-        col.close()
-        pub.close()
+    stats, col, sent = _stream(mosquitto, demo_model_path, devices, 3, keyed={"dropout": names})
 
     assert stats["samples"] == sent and stats["drops"] == {}  # every sample kept, the nulls too
     assert stats["values_missing"] == {"null": 40} and stats["values_filled"] == 40
@@ -154,17 +161,7 @@ def test_a_faulty_sensor_under_the_cross_channel_term_raises_no_process_alert(mo
     hi = meta.health["channels"][meta.channels[5]]["max"] + 3 * meta.health["channels"][meta.channels[5]]["margin"] + 1
     spike[FAULT_AT:, 5] = hi
     devices = {"frozen": frozen, "spike": spike, "clean": test}
-    with running_daemon(mosquitto.url, path, publish_scores=True) as d:
-        col = Collector(mosquitto.port, ["alerts/#", "scores/#", "health/#"])
-        pub = Publisher(mosquitto.port)
-        sent = sum(_send(pub, dev, v) for dev, v in devices.items())
-        pub.flush()
-        wait_until(lambda: d.stats.counts["messages"] >= sent, 30, "all received")
-        idle(d)
-        wait_until(lambda: d.stats.counts["sensor_alerts_raised"] >= 2, 10, "sensor alerts")
-        stats = d.stats_doc()
-        col.close()
-        pub.close()
+    stats, col, _ = _stream(mosquitto, path, devices, 2)
     process = [a for a in col.alerts() if "score" in a]
     assert process == [], [(a["device"], a["state"], a["top_channels"]) for a in process]
     raised = {(doc["device"], doc["kind"]) for _, doc in col.docs("health/") if doc.get("state") == "raised"}
