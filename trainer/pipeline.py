@@ -244,7 +244,7 @@ def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], va
     check_lengths(series, w)
     problem = missing_data([len(s.values) for s in train_s], [len(s.values) for s in val_s], w)
     if problem and not opts.force:
-        raise DataError(problem)
+        raise usage_error(problem)  # exit 2: the remedy is in the call (more rows, a smaller --window, --force)
     if problem:
         log.warning("--force: %s", problem)
         sizes.notes.append(f"forced: {problem}")

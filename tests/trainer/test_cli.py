@@ -315,12 +315,12 @@ def test_fit_and_inspect_say_when_the_cross_channel_term_is_on(runner: CliRunner
     assert r.exit_code == 0 and "cross-channel term: on (" in r.stdout and "format_version: 5" in r.stdout
 
 
-def test_too_little_data_exits_65_unless_forced(runner: CliRunner, tmp_path: Path) -> None:
+def test_too_little_data_exits_2_unless_forced(runner: CliRunner, tmp_path: Path) -> None:
     f = tmp_path / "short.csv"
     syn.write_csv(f, syn.normal_series(150, 2, seed=0), syn.channel_names(2))
     out = tmp_path / "m.onnx"
     r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--epochs", "2", "-q"])
-    assert_user_error(r, "too little normal data for window 8", "hop-1 validation windows", "--force")
+    assert_user_error(r, "too little normal data for window 8", "hop-1 validation windows", "--force", code=EXIT_USAGE)
     r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--epochs", "2", "-q", "--force"])
     assert r.exit_code == 0, r.output
     assert "forced: too little normal data" in r.stdout
