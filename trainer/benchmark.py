@@ -41,6 +41,7 @@ from trainer.baselines import PcaT2Q
 from trainer.data import DataError, Series, no_input, read_csv
 from trainer.evaluate import Outcome, alerts_summary, judge, open_model, pooled, window_scores
 from trainer.metrics import Counts, EventCounts
+from trainer.sensor_view import masked_scores, sensor_view
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ KIND_ORDER = ("valve1", "valve2", "leak", "rotor imbalance", "water level", "cav
 EDGEWATCH = "edgewatch"
 PCA_POINT = "PCA T2+Q (99 % limits, per point)"
 PCA_HYST = "PCA T2+Q + daemon hysteresis"
-DETECTORS = (EDGEWATCH, PCA_POINT, PCA_HYST)
+EDGEWATCH_RANGE = "edgewatch with health.range_excludes"  # the daemon leaving out-of-range channels out of the score
+DETECTORS = (EDGEWATCH, EDGEWATCH_RANGE, PCA_POINT, PCA_HYST)
 POINTWISE = AlertPolicy(raise_after=1, clear_after=1, clear_ratio=1.0)  # a point flagged iff above
 
 
@@ -85,7 +87,9 @@ class Protocol:
 
 @dataclass
 class FileRun:
-    """One file fitted and scored: hop-1 window ``scores`` (T-W+1,), PCA row scores ``pca`` (T,)."""
+    """One file fitted and scored: hop-1 window ``scores`` (T-W+1,) as the daemon scores them with its sensor
+    checks (:mod:`trainer.sensor_view`; ``scored`` the windows it scores at all, None: all), PCA row scores ``pca``
+    (T,); ``range_scores`` / ``range_scored`` the same with ``health.range_excludes`` on."""
 
     name: str
     kind: str
@@ -96,15 +100,21 @@ class FileRun:
     first: int
     period_s: float | None
     fit_s: float
+    scored: np.ndarray | None = None
+    range_scores: np.ndarray | None = None
+    range_scored: np.ndarray | None = None
 
     def judge(self, detector: str, protocol: Protocol, scale: float = 1.0, raise_after: int | None = None) -> Outcome:
         """This file's outcome under ``detector``, threshold x ``scale``, the daemon's rule otherwise."""
         pol = protocol.policy if raise_after is None else AlertPolicy(**{**asdict(protocol.policy), "raise_after": raise_after})
         w = self.meta.window
         common = {"first": self.first, "period_s": self.period_s, "tolerance": w - 1, "vus_buffer": 2 * w}
-        if detector == EDGEWATCH:
+        if detector in (EDGEWATCH, EDGEWATCH_RANGE):
             hop = protocol.hop or self.meta.hop
-            return judge(self.name, self.scores, self.labels, self.meta.threshold.value * scale, w, hop, pol, **common)
+            ranged = detector == EDGEWATCH_RANGE and self.range_scores is not None
+            scores, scored = (self.range_scores, self.range_scored) if ranged else (self.scores, self.scored)
+            return judge(self.name, scores, self.labels, self.meta.threshold.value * scale, w, hop, pol,
+                         scored=scored, **common)
         return judge(self.name, self.pca, self.labels, scale, 1, 1, POINTWISE if detector == PCA_POINT else pol, **common)
 
 
@@ -181,11 +191,13 @@ def run_file(series: Series, name: str, kind: str, protocol: Protocol, workdir: 
     fit_default(series.values[:n], series.channels, model_path, protocol)
     fit_s = time.perf_counter() - t0
     model = open_model(model_path)
-    scores = window_scores(model, series.values)
+    raw = window_scores(model, series.values)
+    views = [sensor_view(model.metadata, series.values, range_excludes=r) for r in (False, True)]
+    (scores, scored), (range_scores, range_scored) = [
+        (raw, None) if v is None else (masked_scores(model, series.values, raw, v), v.scored) for v in views]
     pca = PcaT2Q.fit(series.values[:n]).score(series.values)
-    return FileRun(
-        name, kind, model.metadata, scores, pca, series.labels, n, series.sample_period_s, fit_s
-    )
+    return FileRun(name, kind, model.metadata, scores, pca, series.labels, n, series.sample_period_s, fit_s,
+                   scored, range_scores, range_scored)
 
 
 def run_files(

@@ -138,6 +138,7 @@ class DemoResult:
     run_dir: Path
     outcomes: list[Outcome] = field(default_factory=list)  # process anomalies
     false_alarms: list[dict[str, Any]] = field(default_factory=list)
+    reading_alerts: list[dict[str, Any]] = field(default_factory=list)  # process alerts on an out-of-range reading
     stats: dict[str, Any] = field(default_factory=dict)
     broker: str = ""
     sensor: list[Outcome] = field(default_factory=list)  # sensor faults: alerted as sensor faults or not
@@ -319,6 +320,25 @@ def match_alerts(
     return outcomes, false_alarms
 
 
+def on_out_of_range_readings(truth: list[dict[str, Any]], raised: list[dict[str, Any]], window_s: float,
+                             slack_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split unmatched raises into ``(false alarms, raises on an injected out_of_range reading)``. Pure.
+
+    An out-of-range value stays in the process score (``health.range_excludes`` off, the daemon's default: it may
+    be the process), so a gross one can raise a process alert beside its sensor alert; such a raise is told apart
+    when it is on the fault's device, its window end lies in ``[start_ts, end_ts + window_s + slack_s]`` and its
+    first top channel is the faulty one. Any other unmatched raise is a false alarm."""
+    faults = [g for g in truth if g.get("class") == "sensor" and g["kind"] == "out_of_range"]
+    false_alarms, readings = [], []
+    for a in raised:
+        top = (a.get("top_channels") or [{}])[0].get("name")
+        hit = any(a.get("device") == g["device"] and top in (g.get("channels") or [])
+                  and float(g["start_ts"]) <= float(a["window_end"]) <= float(g["end_ts"]) + window_s + slack_s
+                  for g in faults)
+        (readings if hit else false_alarms).append(a)
+    return false_alarms, readings
+
+
 def match_conditions(truth: list[dict[str, Any]], sensor: list[dict[str, Any]], operating: list[dict[str, Any]],
                      slack_s: float) -> tuple[list[Outcome], list[Outcome]]:
     """Sensor faults against the sensor alerts (the kind and channel, raised from the fault's start to
@@ -364,6 +384,11 @@ def summary_text(res: DemoResult, base: float) -> str:
     lines.append(f"false alarms: {len(res.false_alarms)}"
                  + "".join(f"\n  {a['device']} at t={float(a['window_end']) - base:.1f}s score {float(a['score']):.4g}"
                            for a in res.false_alarms))
+    if res.reading_alerts:
+        lines.append("process alerts on an injected out-of-range reading (the reading stays in the process score; "
+                     f"health.range_excludes leaves it out): {len(res.reading_alerts)}"
+                     + "".join(f"\n  {a['device']} at t={float(a['window_end']) - base:.1f}s, top channel "
+                               f"{a['top_channels'][0]['name']}" for a in res.reading_alerts))
     for title, rows, verb in (("sensor faults (sensor alerts, never anomalies):", res.sensor, "alerted"),
                               ("operating states (not scored while stopped):", res.states, "recognised")):
         if not rows:
@@ -554,8 +579,9 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
             window_s = opts.window / opts.rate
             slack_s = 4 * opts.hop / opts.rate
             truth = ground_truth(plan)
-            res.outcomes, res.false_alarms = match_alerts(
+            res.outcomes, unmatched = match_alerts(
                 [g for g in truth if g.get("class", "process") == "process"], watcher.alerts, window_s, slack_s)
+            res.false_alarms, res.reading_alerts = on_out_of_range_readings(truth, unmatched, window_s, slack_s)
             res.sensor, res.states = match_conditions(truth, watcher.sensor, watcher.operating, 10 * slack_s)
             text = summary_text(res, plan.t0)
             (run_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
@@ -563,7 +589,7 @@ def run_demo(opts: DemoOptions, echo: Any = print) -> DemoResult:
                 "broker": res.broker, "model": str(model), "model_id": meta.model_id,
                 "threshold": meta.threshold.value, "options": {k: str(v) for k, v in asdict(opts).items()},
                 "anomalies": [asdict(o) for o in res.outcomes], "false_alarms": res.false_alarms,
-                "sensor_faults": [asdict(o) for o in res.sensor], "operating_states": [asdict(o) for o in res.states],
+                "out_of_range_reading_alerts": res.reading_alerts, "sensor_faults": [asdict(o) for o in res.sensor], "operating_states": [asdict(o) for o in res.states],
                 "published": sim.messages, "daemon_stats": res.stats,
             }, indent=2) + "\n", encoding="utf-8")
             echo("")

@@ -28,6 +28,7 @@ from edge_runtime.service.model import EdgeModel, ModelError, load_model
 from trainer.data import DataError, Series
 from trainer.decisions import Decisions, causal_point_scores, centred_flags, daemon_decisions
 from trainer.metrics import Counts, EventCounts, event_counts, roc_auc, threshold_free
+from trainer.sensor_view import masked_scores, sensor_view
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,10 @@ def evaluate(
         faults = sensor_faults(meta, s, None if st is None else st[0] == 0)
         if faults:
             sensors[s.name] = faults
+        view = sensor_view(meta, s.values, running=None if st is None else st[0] == 0)
+        if view is not None:  # the daemon's sensor checks: faulty channels left out, degraded devices not scored
+            sc = masked_scores(model, s.values, sc, view)
+            scored = view.scored if scored is None else scored & view.scored
         outcomes.append(
             judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance,
                   scored=scored)
@@ -274,6 +279,8 @@ def evaluate(
             "while raised (known at each window's last sample)",
             "centred_lookahead": "look-ahead rule, for comparison only: >= half the hop-1 windows covering a point above",
             "point_scores": "the hop-1 window ending at the point (causal)",
+            "sensor_checks": "the daemon's defaults: a window is scored without the channels missing or stuck in its "
+            "span, and not at all while the device is degraded or out of distribution (trainer/sensor_view.py)",
         },
         "alerts": alerts_summary(outcomes),
         "per_file": {o.name: o.summary() for o in outcomes},

@@ -39,7 +39,7 @@ TILE_ROWS = 4096  # HealthLimits.tiled: bounds kept as rows up to this block siz
 OK, MISSING, STALE, STUCK, OUT_OF_RANGE = 0, 1, 2, 3, 4
 STATES = ("ok", "missing", "stale", "stuck", "out_of_range")  # index = code
 FAULTS = STATES[1:]
-EXCLUDED = (MISSING, STUCK, OUT_OF_RANGE)  # a channel in one of these is left out of the process score
+EXCLUDED = (MISSING, STUCK, OUT_OF_RANGE)  # left out of the process score (out_of_range: with health.range_excludes)
 
 FILL_METHODS = ("ffill", "interpolate", "zero")  # offline (trainer, replay); the edge carries forward (ffill)
 EDGE_FILL = "ffill"

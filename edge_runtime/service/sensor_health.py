@@ -7,8 +7,9 @@ single-sample path stays numpy-free per message: its rows are checked as one blo
 :attr:`SensorHealth.check_every` samples (:data:`CHECK_EVERY`, fewer when a stuck limit is shorter, so a
 fault is reported within its limit of becoming one; up to twice as many for a quiet device, which cannot get
 stuck sooner than that limit) and whenever a window is cut (:meth:`flush`); a block of
-healthy rows costs a few numpy operations (:meth:`ChannelHealth.check_plain`), a share of a microsecond a sample. A window is handed on with the channels to leave out of the score (missing, stuck or
-out of range within its span) or not at all while the device is ``degraded`` or ``out_of_distribution``.
+healthy rows costs a few numpy operations (:meth:`ChannelHealth.check_plain`), a share of a microsecond a sample. A window is handed on with the channels to leave out of the score (missing or
+stuck within its span; out of range too with ``health.range_excludes``: an out-of-range value is a real reading and
+stays in the process score by default) or not at all while the device is ``degraded`` or ``out_of_distribution``.
 
 Out of distribution: when more than ``health.degraded_share`` of a device's channels (those screened out of the
 score too: they still say where the plant runs) are out of range at once, it is not that many sensors failing together but an operating point far from anything in training
@@ -55,6 +56,7 @@ BACK_IN_WINDOWS = 2  # out_of_distribution ends after this many windows' worth o
 DEGRADED, OOD = "degraded", OUT_OF_DISTRIBUTION  # why a device's windows are not scored
 CHECK_EVERY = 16  # plain single samples checked in blocks of at most this many (or at each window)
 _EXCLUDING = np.isin(np.arange(256), EXCLUDED)  # code -> left out of the score (a lookup, not np.isin per block)
+_EXCLUDING_IN_RANGE = _EXCLUDING & (np.arange(256) != OUT_OF_RANGE)  # health.range_excludes off (the default)
 
 
 class DeviceHealth:
@@ -84,6 +86,7 @@ class SensorHealth:
 
     def __init__(self, cfg: Config, model: EdgeModel, stats: Stats, rl: RateLimitedLog, instance: str) -> None:
         self.cfg = cfg
+        self._excluding = _EXCLUDING if cfg.range_excludes else _EXCLUDING_IN_RANGE
         self.stats = stats
         self.rl = rl
         self.instance = instance
@@ -159,7 +162,7 @@ class SensorHealth:
             checks.flat_runs, checks.miss_runs, checks.out_runs, checks.inside_before)
         if dh.learning:
             codes = self._learn_range(device, dh, ts, values, codes)
-        exc = _EXCLUDING[codes]
+        exc = self._excluding[codes]
         if exc.any():
             n = codes.shape[0]
             last = n - 1 - np.argmax(exc[::-1], axis=0)  # the last excluded sample of each channel
@@ -280,7 +283,8 @@ class SensorHealth:
         # a channel outside its range for fewer than range_hold samples so far is left out of this window too
         # (not counted as a fault): a run that goes on becomes out_of_range, and one that ends soon was a process
         # spike, still inside the next windows' span
-        pending = (dh.checks.out_run > 0) & (not dh.learning)  # no range check while the range is learnt
+        # (health.range_excludes) no range check while the range is learnt
+        pending = (dh.checks.out_run > 0) & (not dh.learning) & self.cfg.range_excludes
         if not np.count_nonzero(excluded):  # not .any(): microseconds on a (C,) array
             if self._degraded(device):
                 self._set_degraded(device, dh, False)

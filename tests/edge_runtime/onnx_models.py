@@ -102,6 +102,15 @@ def write_model(path: Path, meta: ModelMetadata | None = None, **kw) -> Path:
     return path
 
 
+def write_health_model(path: Path, channels: list[str]) -> Path:
+    """W 8, hop 4, 1 s sampling, health limits: range -5..5 (no margin), fill 2 samples, stuck after 6 flat ones."""
+    meta = make_metadata(window=8, hop=4, channels=channels, sample_period_s=1.0)
+    meta.health = {"fill": {"method": "ffill", "limit_samples": 2}, "stale_after_s": 5.0,
+                   "channels": {c: {"min": -5.0, "max": 5.0, "margin": 0.0, "flat_tol": 0.0, "max_flat_samples": 6}
+                                for c in channels}}
+    return write_model(path, meta)
+
+
 def write_foreign_model(path: Path) -> Path:
     """A valid ONNX file that is not an edgewatch model (no metadata, other names)."""
     node = helper.make_node("Relu", ["x"], ["y"])

@@ -46,7 +46,7 @@ def test_an_alert_names_the_faulty_channels_with_measured_expected_and_updates_a
     x = normal_series(n, 4, seed=0, start=20000)
     x[400:800, 1] += 5 * sd[1]  # channel 1 high from sample 400
     # then channel 3 low as well, more so, but inside the range seen in training (about +-7 std here: beyond it the
-    # health checks call the channel out_of_range, a sensor fault, and leave it out of the process score)
+    # health checks also raise an out_of_range sensor alert; the channel stays in the process score by default)
     x[600:800, 3] -= 6 * sd[3]
     with running_daemon(mosquitto.url, unit_model, provider="cpu", update_interval_s=5.0) as d:
         col = Collector(mosquitto.port, ["alerts/+"])

@@ -38,9 +38,9 @@ def _send(pub: Publisher, device: str, x: np.ndarray, keyed: list[str] | None = 
 
 
 def _stream(mosquitto, model_path, devices: dict[str, np.ndarray], sensor_alerts: int,
-            keyed: dict[str, list[str]] | None = None) -> tuple[dict, Collector, int]:
+            keyed: dict[str, list[str]] | None = None, **config: object) -> tuple[dict, Collector, int]:
     """Every device's rows through a real daemon: ``(stats document, collector of alerts/scores/health, samples)``."""
-    with running_daemon(mosquitto.url, model_path, publish_scores=True) as d:
+    with running_daemon(mosquitto.url, model_path, publish_scores=True, **config) as d:
         col = Collector(mosquitto.port, ["alerts/#", "scores/#", "health/#"])
         pub = Publisher(mosquitto.port)
         sent = sum(_send(pub, dev, v, keyed=(keyed or {}).get(dev)) for dev, v in devices.items())
@@ -70,8 +70,11 @@ def test_sensor_faults_are_alerted_apart_and_never_blind_the_device(mosquitto, d
 
     assert stats["samples"] == sent and stats["drops"] == {}  # every sample kept, the nulls too
     assert stats["values_missing"] == {"null": 40} and stats["values_filled"] == 40
+    # an out-of-range value is a reading: it stays in the process score (health.range_excludes off), so the spike
+    # also raises a process alert, which names that channel first; no sensor fault left out raises one
     process = [a for a in col.alerts() if "score" in a]
-    assert process == [], [(a["device"], a["state"], a["top_channels"]) for a in process]
+    assert {a["device"] for a in process} == {"spike"}, [(a["device"], a["state"], a["top_channels"]) for a in process]
+    assert all(a["top_channels"][0]["name"] == names[0] for a in process if a["state"] == "raised")
 
     sensor = [doc for _, doc in col.docs("health/") if "kind" in doc]
     schema = load("sensor_alert.schema.json")
@@ -145,8 +148,9 @@ def test_a_device_past_the_degraded_share_is_not_scored(mosquitto, demo_model_pa
 
 @pytest.mark.slow
 def test_a_faulty_sensor_under_the_cross_channel_term_raises_no_process_alert(mosquitto, tmp_path) -> None:
-    """A model whose channels move together (the cross-channel term on): a frozen or out-of-range channel is
-    filled with what the common factors expect from the healthy ones, so it breaks no pattern."""
+    """A model whose channels move together (the cross-channel term on): a frozen channel (or, with
+    health.range_excludes, an out-of-range one) is filled with what the common factors expect from the healthy
+    ones, so it breaks no pattern."""
     from edge_runtime.tools.synthetic import channel_names
     from tests.trainer.test_cross_channel import low_rank
     from trainer.api import train_and_export
@@ -161,7 +165,7 @@ def test_a_faulty_sensor_under_the_cross_channel_term_raises_no_process_alert(mo
     hi = meta.health["channels"][meta.channels[5]]["max"] + 3 * meta.health["channels"][meta.channels[5]]["margin"] + 1
     spike[FAULT_AT:, 5] = hi
     devices = {"frozen": frozen, "spike": spike, "clean": test}
-    stats, col, _ = _stream(mosquitto, path, devices, 2)
+    stats, col, _ = _stream(mosquitto, path, devices, 2, range_excludes=True)
     process = [a for a in col.alerts() if "score" in a]
     assert process == [], [(a["device"], a["state"], a["top_channels"]) for a in process]
     raised = {(doc["device"], doc["kind"]) for _, doc in col.docs("health/") if doc.get("state") == "raised"}

@@ -13,6 +13,7 @@ from edge_runtime.tools import synthetic as syn
 from trainer import evaluate as ev
 from trainer.data import DataError, Series
 from trainer.decisions import daemon_decisions
+from trainer.sensor_view import masked_scores, sensor_view
 
 
 def test_judge_measures_only_rows_from_first_on() -> None:
@@ -37,8 +38,10 @@ def test_evaluate_labelled_report_and_plot(demo_model_path: Path, tmp_path: Path
     assert rep["decision_hop"] == ev.open_model(demo_model_path).metadata.hop  # the daemon's default
     # the report's decisions are the daemon's, recomputed here from the same scores
     model = ev.open_model(demo_model_path)
-    sc = ev.window_scores(model, x)
-    dec = daemon_decisions(sc, model.threshold, len(x), model.window, rep["decision_hop"], AlertPolicy())
+    view = sensor_view(model.metadata, x)  # with the daemon's sensor checks, as the report
+    assert view is not None
+    sc = masked_scores(model, x, ev.window_scores(model, x), view)
+    dec = daemon_decisions(sc, model.threshold, len(x), model.window, rep["decision_hop"], AlertPolicy(), view.scored)
     assert d["tp"] == int(np.sum(dec.flags & (labels == 1)))
     assert rep["alerts"]["alerts"] == len(dec.raises)
     ev.write_report(rep, tmp_path / "r.json")

@@ -14,7 +14,7 @@ from edge_runtime.config import Config, ConfigError
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.service.ingest import Ingest
 from edge_runtime.service.model import load_model
-from tests.edge_runtime.onnx_models import make_metadata, write_model
+from tests.edge_runtime.onnx_models import write_health_model
 
 T0 = 1_700_000_000.0
 CH = ["a", "b", "c", "d"]
@@ -22,11 +22,7 @@ CH = ["a", "b", "c", "d"]
 
 @pytest.fixture
 def model(tmp_path: Path):
-    meta = make_metadata(window=8, hop=4, channels=CH, sample_period_s=1.0)
-    meta.health = {"fill": {"method": "ffill", "limit_samples": 2}, "stale_after_s": 5.0,
-                   "channels": {c: {"min": -5.0, "max": 5.0, "margin": 0.0, "flat_tol": 0.0, "max_flat_samples": 6}
-                                for c in CH}}
-    return load_model(write_model(tmp_path / "m.onnx", meta), provider="cpu")
+    return load_model(write_health_model(tmp_path / "m.onnx", CH), provider="cpu")
 
 
 def _ingest(model, **cfg) -> tuple[Ingest, list, list]:
@@ -166,19 +162,32 @@ def test_a_spike_shorter_than_the_range_hold_stays_in_the_process_score(model) -
     assert all(it.excluded is None for it in put)  # scored with c, so the process alert can see it
 
 
-def test_a_window_cut_while_a_range_run_is_shorter_than_the_hold_leaves_the_channel_out(model) -> None:
-    """W 8, hop 4: windows end at samples 7, 11, ..., 23, 27. A run out of range that has not yet lasted
-    range_hold (3) samples when a window is cut leaves that channel out of the window: a run that goes on is a
-    sensor fault whose first samples must not raise a process alert, one that ends was a spike, and the next
-    window, which still spans it, is scored with the channel."""
+def test_an_out_of_range_channel_stays_in_the_process_score_by_default(model) -> None:
+    """An out-of-range value is a real reading (a process excursion beyond the training range, or a failed
+    sensor): by default it stays in the process score, so the process alert sees it and names it, and its
+    out_of_range sensor alert is raised all the same."""
     ing, sent, put = _ingest(model)
+    y = _normal(40)
+    y[22:, 2] = 40.0  # out of range for good
+    _feed(ing, "q", y)
+    assert all(it.excluded is None for it in put) and sum(it.n for it in put) == (40 - 8) // 4 + 1
+    assert [json.loads(m.payload)["kind"] for m in sent if m.topic == "health/q/alerts"] == ["out_of_range"]
+    assert ing.stats.counts["windows_degraded"] == 0
+
+
+def test_with_range_excludes_a_range_run_shorter_than_the_hold_leaves_the_channel_out(model) -> None:
+    """health.range_excludes: W 8, hop 4: windows end at samples 7, 11, ..., 23, 27. A run out of range that
+    has not yet lasted range_hold (3) samples when a window is cut leaves that channel out of the window: a run
+    that goes on is a sensor fault whose first samples must not raise a process alert, one that ends was a
+    spike, and the next window, which still spans it, is scored with the channel."""
+    ing, sent, put = _ingest(model, range_excludes=True)
     x = _normal(40)
     x[22:24, 2] = 40.0  # a two-sample spike ending at a window's last sample
     _feed(ing, "p", x)
     masks = {int(it.t_end[0] - T0): None if it.excluded is None else it.excluded.tolist() for it in put}
     assert masks[23] == [False, False, True, False] and masks[19] is None and masks[27] is None
     assert not _topic(sent, "health/p/alerts")  # no sensor fault
-    ing, sent, put = _ingest(model)
+    ing, sent, put = _ingest(model, range_excludes=True)
     y = _normal(40)
     y[22:, 2] = 40.0  # out of range for good: masked from the first window cut during the run on
     _feed(ing, "q", y)
@@ -197,5 +206,5 @@ def test_with_a_warm_up_the_site_range_is_learnt_first_then_checked(model) -> No
     assert ing.stats.counts["ranges_learnt"] == 1 and ing.stats.counts["windows_out_of_distribution"] == 0
     sensor = [(d["state"], d["kind"], d["channel"]) for d in _topic(sent, "health/p/alerts")]
     assert sensor == [("raised", "out_of_range", "d"), ("cleared", "out_of_range", "d")]
-    assert sum(it.n for it in put) == (200 - 8) // 4 + 1  # every window handed on (d masked around its fault)
+    assert sum(it.n for it in put) == (200 - 8) // 4 + 1  # every window handed on (d in the score: range_excludes off)
     assert ing.stats.counts["windows_degraded"] == 0

@@ -1,0 +1,83 @@
+"""The daemon's sensor checks replayed offline (trainer/sensor_view.py) against the daemon's own ingest path
+(edge_runtime.service.ingest.Ingest fed the same samples, message by message): the same channels left out of each
+window, the same windows not scored; and masked scores as the daemon's scorer computes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.config import Config
+from edge_runtime.pipeline.health import renormalised_score
+from edge_runtime.pipeline.stats import Stats
+from edge_runtime.service.ingest import Ingest
+from edge_runtime.service.model import load_model
+from tests.edge_runtime.onnx_models import write_health_model
+from trainer.sensor_view import masked_scores, sensor_view
+
+T0 = 1_700_000_000.0
+CH = ["a", "b", "c", "d"]
+
+
+@pytest.fixture
+def model(tmp_path: Path):
+    return load_model(write_health_model(tmp_path / "m.onnx", CH), provider="cpu")
+
+
+def _faulty(n: int = 160) -> np.ndarray:
+    x = np.random.default_rng(0).normal(0, 1, (n, len(CH))).clip(-4, 4)
+    x[20:50, 0] = 1.5  # a stuck
+    x[60:90, 1] = 40.0  # b out of range for 30 samples
+    x[95:105, 2] = np.nan  # c missing past its fill limit
+    x[110:112, 3] = 9.0  # d: a two-sample excursion (shorter than the hold)
+    x[120:140, 1:] = 50.0  # three of four out of range at once: out of distribution
+    return x
+
+
+def _daemon_masks(model, x: np.ndarray, range_excludes: bool) -> dict[int, list[bool]]:
+    """Window end (sample index) -> the channels the daemon's ingest left out, for each window it handed on."""
+    put: list = []
+    ing = Ingest(Config(range_excludes=range_excludes).validate(), model, Stats())
+    ing.send = lambda msgs: None
+    ing.put = lambda item: put.append(item) or 0
+    for i, row in enumerate(x.tolist()):
+        ing.handle("sensors/p/data", json.dumps({"ts": T0 + i, "values": [None if v != v else v for v in row]}).encode())
+    out = {}
+    for it in put:
+        for k in range(it.n):
+            out[int(round(it.t_end[k] - T0))] = [False] * len(CH) if it.excluded is None else it.excluded.tolist()
+    return out
+
+
+@pytest.mark.parametrize("range_excludes", [False, True])
+def test_the_offline_view_leaves_out_and_skips_what_the_daemon_does(model, range_excludes: bool) -> None:
+    x = _faulty()
+    daemon = _daemon_masks(model, x, range_excludes)
+    view = sensor_view(model.metadata, x, range_excludes=range_excludes)
+    assert view is not None
+    w, hop = model.metadata.window, model.metadata.hop
+    ends = range(w - 1, len(x), hop)  # the windows the daemon cuts
+    offline = {e: view.excluded[e - w + 1].tolist() for e in ends if view.scored[e - w + 1]}
+    assert offline == daemon
+    assert view.out_of_distribution[130 - w + 1] and not view.scored[130 - w + 1]  # the far stretch is not scored
+    assert any(m[0] for m in daemon.values())  # the stuck channel is left out either way
+    assert any(m[1] for m in daemon.values()) == range_excludes  # b out of range: left out only with the option
+
+
+def test_masked_scores_are_the_daemons_renormalised_scores(model) -> None:
+    x = _faulty()
+    view = sensor_view(model.metadata, x)
+    assert view is not None
+    w = model.metadata.window
+    raw = np.array([model.run(x[i : i + w][None].astype(np.float32))[0][0] for i in range(len(x) - w + 1)])
+    got = masked_scores(model, np.nan_to_num(x), raw, view)
+    k = int(np.flatnonzero(view.excluded[:, 0] & view.scored)[0])  # a window without the stuck channel
+    win = np.nan_to_num(x[k : k + w]).astype(np.float32).copy()
+    win[:, 0] = model.metadata.normalisation.mean[0]  # the daemon fills it with the training mean
+    _, ce = model.run(win[None])
+    assert got[k] == pytest.approx(float(renormalised_score(ce, view.excluded[k], None, model.metadata.score_power())[0]))
+    clean = ~view.excluded.any(axis=1)
+    np.testing.assert_array_equal(got[clean], raw[clean])  # windows with every channel healthy keep their score

@@ -1,0 +1,134 @@
+"""The daemon's sensor checks applied offline: what each window leaves out, and which windows are not scored.
+
+The daemon (``health.sensor_checks = true``, its default) checks every channel of every sample
+(:class:`edge_runtime.pipeline.health.ChannelHealth`, the model's learned limits) before windowing. A window is
+then scored without the channels that were missing or stuck within its span (with ``health.range_excludes`` also
+those out of range within it, or outside their range right now, for fewer than ``range_hold`` samples so far;
+off by default: an out-of-range value is a real reading and stays in the score): those channels are filled (the training mean,
+or the cross-channel factors' estimate) and the score renormalised over the healthy ones
+(:func:`edge_runtime.pipeline.health.renormalised_score`). A device is not scored at all while more than
+``degraded_share`` of its scored channels are left out (``degraded``), or while more than that share of all its
+channels is out of range at once, until it is back for two windows' worth of samples (``out_of_distribution``).
+:func:`sensor_view` replays those rules over a recording (the same pure checks, in one block: the same codes as
+sample by sample), :func:`masked_scores` scores its windows as the daemon does; ``evaluate`` and ``benchmark`` feed
+both to the daemon's decisions (:func:`trainer.decisions.daemon_decisions` ``scored``). ``tests/trainer/test_sensor_view.py`` checks the replay
+against the daemon's own ingest path fed the same samples message by message (the same masks, the same windows
+not scored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.pipeline.factor_fill import factor_fill, residual_projection
+from edge_runtime.pipeline.health import (
+    EXCLUDED,
+    OUT_OF_RANGE,
+    ChannelHealth,
+    HealthLimits,
+    renormalised_score,
+)
+from edge_runtime.pipeline.windowing_offline import sliding_windows
+
+DEGRADED_SHARE = 0.5  # the daemon's health.degraded_share default
+BACK_IN_WINDOWS = 2  # edge_runtime.service.sensor_health.BACK_IN_WINDOWS
+SCORE_BATCH = 4096
+
+
+@dataclass
+class SensorView:
+    """Per hop-1 window (N = T-W+1): ``excluded`` (N, C) the channels left out of its score; ``degraded`` and
+    ``out_of_distribution`` (N,) why it is not scored at all; ``scored`` (N,) neither."""
+
+    excluded: np.ndarray
+    degraded: np.ndarray
+    out_of_distribution: np.ndarray
+
+    @property
+    def scored(self) -> np.ndarray:
+        return ~(self.degraded | self.out_of_distribution)
+
+    def summary(self) -> dict[str, Any]:
+        n = max(len(self.scored), 1)
+        return {"windows": int(len(self.scored)),
+                "masked_share": float(self.excluded.any(axis=1).sum() / n),
+                "degraded_share": float(self.degraded.sum() / n),
+                "out_of_distribution_share": float(self.out_of_distribution.sum() / n)}
+
+
+def _ood_rows(far: np.ndarray, window: int) -> np.ndarray:
+    """(T,) bool: out of distribution from the first row with ``far`` until ``BACK_IN_WINDOWS * window`` rows in a
+    row are not ``far`` (the row that completes them is scored again)."""
+    out = np.zeros(len(far), dtype=bool)
+    back = BACK_IN_WINDOWS * window
+    rows = np.flatnonzero(far)
+    if not len(rows):
+        return out
+    breaks = np.flatnonzero(np.diff(rows) > back) + 1  # far rows further apart than that end one stretch
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+        out[rows[a] : min(len(far), rows[b - 1] + back)] = True
+    return out
+
+
+def sensor_view(meta: Any, values: np.ndarray, degraded_share: float = DEGRADED_SHARE,
+                range_excludes: bool = False, running: np.ndarray | None = None) -> SensorView | None:
+    """The daemon's sensor checks over raw ``values`` (T, C) with the model's limits; None when the model has none
+    (the daemon then checks nothing) or the recording is shorter than a window. ``running`` (T,) bool: only those
+    rows are checked (as the daemon checks a running machine only); the others count as ok."""
+    w, c = meta.window, len(meta.channels)
+    t = values.shape[0]
+    if not meta.health or t < w:
+        return None
+    limits = HealthLimits.build(meta.health, meta.channels, meta.normalisation.mean, meta.sample_period_s)
+    checks = ChannelHealth(limits)
+    keep = np.ones(t, dtype=bool) if running is None else np.asarray(running, dtype=bool)
+    codes = np.zeros((t, c), dtype=np.uint8)
+    out_runs = np.zeros((t, c), dtype=np.int64)
+    if keep.any():
+        codes[keep] = checks.update(np.array(values[keep], dtype=np.float32))  # (T, C)
+        out_runs[keep] = checks.out_runs
+    excluding = EXCLUDED if range_excludes else tuple(k for k in EXCLUDED if k != OUT_OF_RANGE)
+    exc = np.isin(codes, excluding)
+    # left out of the window ending at row e when excluded at any row of e-W+1..e (the daemon's clean < W)
+    csum = np.vstack([np.zeros((1, c), np.int64), np.cumsum(exc, axis=0)])
+    in_span = (csum[w:] - csum[:-w]) > 0  # (N, C) for windows ending at rows W-1..T-1
+    excluded = (in_span | (out_runs[w - 1 :] > 0)) if range_excludes else in_span  # outside it right now too
+    weight = np.asarray(meta.scoring.get("weight") or np.ones(c), dtype=np.float64)
+    kept = weight > 0
+    share = (excluded & kept).sum(axis=1) / max(int(kept.sum()), 1)
+    far = (codes == OUT_OF_RANGE).sum(axis=1) > degraded_share * c
+    ood = _ood_rows(far, w)[w - 1 :]
+    return SensorView(excluded, (share > degraded_share) & ~ood, ood)
+
+
+def masked_scores(model: Any, values: np.ndarray, scores: np.ndarray, view: SensorView) -> np.ndarray:
+    """Hop-1 window ``scores`` (N,) with each window that leaves channels out scored as the daemon scores it:
+    those channels filled (the training mean, or the factors' estimate), the score renormalised over the rest."""
+    meta = model.metadata
+    out = np.array(scores, dtype=np.float64, copy=True)
+    rows = np.flatnonzero(view.excluded.any(axis=1) & view.scored)
+    if not len(rows):
+        return out
+    mean = np.asarray(meta.normalisation.mean, dtype=np.float32)
+    std = np.asarray(meta.normalisation.std, dtype=np.float32)
+    proj = residual_projection(meta.scoring, len(meta.channels))
+    weight = meta.scoring.get("weight")
+    w_arr = np.asarray(weight, dtype=np.float64) if weight else None
+    x = np.asarray(values, dtype=np.float32)
+    for lo in range(0, len(rows), SCORE_BATCH):
+        idx = rows[lo : lo + SCORE_BATCH]
+        win = sliding_windows(x[idx[0] : idx[-1] + meta.window], meta.window, 1)[idx - idx[0]]
+        exc = view.excluded[idx]
+        for pattern in np.unique(exc, axis=0):  # the daemon fills each device's windows by its own pattern
+            sel = np.flatnonzero((exc == pattern).all(axis=1))
+            part = win[sel]
+            if proj is None:
+                part[:, :, pattern] = mean[pattern]
+            else:
+                factor_fill(part, pattern, mean, std, proj)
+            _, ce = model.run(np.ascontiguousarray(part))
+            out[idx[sel]] = renormalised_score(np.asarray(ce), pattern, w_arr, meta.score_power())
+    return out
