@@ -138,6 +138,21 @@ class OneLineErrors(click.Group):
         except KeyboardInterrupt:
             raise _OneLine("interrupted", EXIT_INTERRUPTED, ctx.command_path) from None
 
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            with_epilog(cmd)
+        return cmd
+
+
+def with_epilog(cmd: click.Command) -> click.Command:
+    """``cmd`` (and, for a group, its commands) with :data:`EPILOG` as the last paragraph of --help when it has none."""
+    if cmd.epilog is None:
+        cmd.epilog = EPILOG
+    for sub in getattr(cmd, "commands", {}).values():
+        with_epilog(sub)
+    return cmd
+
 
 def _one_line(exc: click.ClickException, fallback: str) -> click.ClickException:
     if isinstance(exc, _OneLine):

@@ -136,6 +136,15 @@ def test_every_help_points_to_the_documented_scheme() -> None:
     for cli in (edge, train, lab):
         out = " ".join(CliRunner().invoke(cli, ["--help"]).output.split())
         assert clierror.DOCS in out and "65 data error" in out, out
+        for name in cli.list_commands(None):  # every subcommand's --help too (and a group's subcommands)
+            cmd = cli.get_command(None, name)
+            if not cmd.add_help_option:  # `edgewatch bench`: only says where the benchmarks moved
+                continue
+            subs = list(getattr(cmd, "commands", {})) or [None]
+            for sub in subs:
+                args = [name, *([sub] if sub else []), "--help"]
+                res = CliRunner().invoke(cli, args)
+                assert res.exit_code == 0 and clierror.DOCS in " ".join(res.output.split()), (args, res.output)
 
 
 def test_the_docs_table_is_the_code_table() -> None:

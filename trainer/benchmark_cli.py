@@ -139,7 +139,7 @@ def skab(
     """SKAB's per-file protocol on every CSV under DIRECTORY, with PCA T2+Q beside edgewatch.
 
     \b
-    Example (the 27 shared files, ~N minutes on 2 cores):
+    Example (the 27 shared files: about 1 minute on 2 cores, 2.5 with --loko-fit score_power=1,2,4):
       edgewatch-train benchmark skab ../shared/data/skab --loko --report skab.json
     """
     from trainer import benchmark as bm

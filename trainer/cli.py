@@ -181,7 +181,8 @@ def main(verbose: bool) -> None:
 )
 @click.option("--mask", default=0.0, show_default=True, help="Denoising: fraction of input points masked.")
 @click.option(
-    "--val-fraction", default=0.2, show_default=True, help="Validation share (last part of each file)."
+    "--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Validation share (last part of each file)."
 )
 @click.option(
     "--split",
@@ -198,7 +199,7 @@ def main(verbose: bool) -> None:
     help="False-alarm budget: normal hop-1 windows above the threshold per 1,000, before --margin.",
 )
 @click.option(
-    "--margin", "--threshold-scale", "margin", type=float,
+    "--margin", "--threshold-scale", "margin", type=click.FloatRange(0, min_open=True),
     help="Multiply the calibrated threshold: headroom for normal data that departs from the calibration period.  "
     "[default: 3.75 for lognormal (chosen by leave-one-fault-kind-out), else 1]",
 )

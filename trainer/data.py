@@ -167,13 +167,13 @@ class ReadOptions:
     def check(self) -> ReadOptions:
         """Self, or DataError naming the bad option."""
         if self.fill is not None and self.fill not in FILL_METHODS:
-            raise DataError(f"--fill must be one of {', '.join(FILL_METHODS)}, got {self.fill!r}")
+            raise usage_error(f"--fill must be one of {', '.join(FILL_METHODS)}, got {self.fill!r}")
         try:
             check_decimal(self.decimal)
             check_encoding(self.encoding)
             zone(self.timezone)
         except TextFileError as exc:
-            raise DataError(str(exc)) from None
+            raise usage_error(str(exc)) from None  # an option: exit 2, as replay
         return self
 
     def preprocessing(self) -> dict[str, Any]:
@@ -618,7 +618,7 @@ def split_series(
 ) -> tuple[list[Series], list[Series]]:
     """Split by time (the last ``val_fraction`` of each file) or by whole files (the last files)."""
     if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+        raise usage_error(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     if by == "file":
         if len(series) < 2:
             raise DataError("--split file needs at least two files")

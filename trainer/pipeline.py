@@ -47,7 +47,7 @@ from trainer.memory import return_large_buffers
 from trainer.model import AEConfig, ConvAutoencoder
 from trainer.progress import counted, stage
 from trainer.screening import DRIFT_LIMIT, ChannelScreen, note_high_error, screen_channels, weights
-from trainer.sizes import Sizes, choose_sizes, count_windows, missing_data
+from trainer.sizes import Sizes, choose_sizes, count_windows, missing_data, more_data_advice
 from trainer.threshold import calibrate, check_calibration, expected_exceedance
 from trainer.train import TrainConfig, TrainResult, evaluate_loss, fit
 
@@ -243,8 +243,8 @@ def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], va
         raise usage_error(f"--hop must be in 1..window ({w}), got {sizes.edge_hop}")
     check_lengths(series, w)
     problem = missing_data([len(s.values) for s in train_s], [len(s.values) for s in val_s], w)
-    if problem and not opts.force:
-        raise usage_error(problem)  # exit 2: the remedy is in the call (more rows, a smaller --window, --force)
+    if problem and not opts.force:  # exit 2: the remedy is in the call (more rows, --val-fraction, --force)
+        raise usage_error(f"{problem}; {more_data_advice(w, opts.val_fraction)}")
     if problem:
         log.warning("--force: %s", problem)
         sizes.notes.append(f"forced: {problem}")
@@ -260,6 +260,8 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         raise DataError(f"score_power must be in 0.5..16, got {opts.score_power}")
     if not 0.0 <= opts.level_shrinkage <= 1.0:
         raise DataError(f"level_shrinkage must be in 0..1, got {opts.level_shrinkage}")
+    if opts.threshold_scale is not None and not (math.isfinite(opts.threshold_scale) and opts.threshold_scale > 0):
+        raise usage_error(f"--margin must be > 0, got {opts.threshold_scale}")  # before training, not after it
     channels = series[0].channels
     train_s, val_s = split_series(series, opts.val_fraction, opts.split)
     states, run = None, None
@@ -283,6 +285,10 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     w = sizes.window
     stage(f"preparing: windows of {w} (training hop {sizes.train_hop}), channel screening, normalisation", progress)
     train_raw = normal_windows(train_s, w, sizes.train_hop)
+    cut = count_windows([len(s.values) for s in train_s], w, sizes.train_hop)
+    if len(train_raw) < cut:  # the windows that hold a labelled row are no normal data
+        sizes.notes.append(f"{cut - len(train_raw):,} of the {cut:,} training windows hold labelled anomalies and are "
+                           f"left out: {len(train_raw):,} trained on")
     if len(train_raw) < 2:
         raise DataError(f"only {len(train_raw)} training windows of {w}: need more data or a smaller window")
     if opts.threshold_method != "lognormal":

@@ -89,5 +89,17 @@ def missing_data(train_rows: Sequence[int], val_rows: Sequence[int], window: int
         problems.append(f"{n_val} hop-1 validation windows (need {MIN_VAL_WINDOWS} to calibrate the threshold)")
     if not problems:
         return None
-    return (f"too little normal data for window {window}: {' and '.join(problems)}; give more rows, a smaller "
-            "--window, or --force to fit anyway")
+    return f"too little normal data for window {window}: {' and '.join(problems)}"
+
+
+def rows_needed(window: int, val_fraction: float) -> int:
+    """Rows one file needs for :data:`MIN_TRAIN_WINDOWS` training and :data:`MIN_VAL_WINDOWS` hop-1 validation
+    windows of ``window`` when its last ``val_fraction`` is the validation part."""
+    return math.ceil(max((MIN_VAL_WINDOWS + window - 1) / val_fraction,
+                         (MIN_TRAIN_WINDOWS + window - 1) / (1 - val_fraction)))
+
+
+def more_data_advice(window: int, val_fraction: float) -> str:
+    """What to do about :func:`missing_data` (one clause)."""
+    return (f"give more rows (about {rows_needed(window, val_fraction):,} in one file at --val-fraction "
+            f"{val_fraction:g} and window {window}), a larger --val-fraction, or --force to fit anyway")

@@ -63,11 +63,12 @@ class ReplayError(SimError):
 @dataclass(frozen=True)
 class Recording:
     """A parsed recording: ``ts`` (n,) float64 epoch s (None when the file has no time column),
-    ``values`` (n, C) float32, ``channels`` (C,) names."""
+    ``values`` (n, C) float32, ``channels`` (C,) names; ``skipped`` the columns left out as not numeric."""
 
     ts: np.ndarray | None
     values: np.ndarray
     channels: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -166,10 +167,12 @@ def read_recording(
                               f"(columns: {', '.join(header)})")
         ch_idx = [textfile.find_column(c, header) or 0 for c in channels]
     else:
-        ch_idx = [
-            i for i, h in enumerate(header)
-            if i != t_idx and h.lower() not in skip and i < len(rows[0]) and _is_number(rows[0][i], decimal)
-        ]
+        cand = [i for i, h in enumerate(header) if i != t_idx and h.lower() not in skip and i < len(rows[0])]
+        ch_idx = [i for i in cand if _is_number(rows[0][i], decimal) or _missing(rows[0][i])]
+        for i in cand:
+            if i not in ch_idx and decimal == "." and textfile.looks_like_decimal_comma(rows[0][i]):
+                raise ReplayError(f"{path}: line {first_line}, column {header[i]!r}: not a number: {rows[0][i]!r} "
+                                  "(a decimal comma: use --decimal ,)")
         if not ch_idx:
             raise ReplayError(f"{path}: no numeric channel columns (columns: {', '.join(header)})")
     values = np.empty((len(rows), len(ch_idx)), dtype=np.float32)
@@ -180,19 +183,20 @@ def read_recording(
             raise ReplayError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
         for j, i in enumerate(ch_idx):
             cell = row[i].strip()
-            if not cell and fill is not None:
+            if _missing(cell) and fill is not None:  # an empty cell or NaN: a missing value, as fit reads it
                 values[n, j] = np.nan
                 continue
             try:
                 v = textfile.number(cell, decimal)
             except ValueError:
                 what = f"missing value (use --fill {'|'.join(REPLAY_FILLS)})" if not cell \
-                    else f"non-numeric value {cell!r}"
+                    else f"non-numeric value {cell!r}"  # (a NaN cell parses: refused as missing below)
                 if decimal == "." and textfile.looks_like_decimal_comma(cell):
                     what += " (a decimal comma: use --decimal ,)"
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: {what}") from None
             if not math.isfinite(v):
-                raise ReplayError(f"{path}: line {line}, column {header[i]!r}: non-finite value {cell!r}")
+                how = f" (a missing value: use --fill {'|'.join(REPLAY_FILLS)})" if _missing(cell) else ""
+                raise ReplayError(f"{path}: line {line}, column {header[i]!r}: non-finite value {cell!r}{how}")
             values[n, j] = v
     if t_idx is not None:
         cells = [row[t_idx] for row in rows]
@@ -211,7 +215,15 @@ def read_recording(
     if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
         bad = int(np.argmax(np.diff(ts) < 0)) + first_line + 1
         raise ReplayError(f"{path}: line {bad}: timestamps go backwards")
-    return Recording(ts, values, tuple(header[i] for i in ch_idx))
+    skipped = () if channels else tuple(h for i, h in enumerate(header)
+                                        if i not in ch_idx and i != t_idx and h.lower() not in skip)
+    return Recording(ts, values, tuple(header[i] for i in ch_idx), skipped)
+
+
+def _missing(cell: str) -> bool:
+    """An empty cell or NaN: no value (``fit`` reads both as missing)."""
+    c = cell.strip()
+    return not c or c.lower() in ("nan", "-nan", "+nan")
 
 
 def pacing_delays(ts: np.ndarray, batch: int, speed: float) -> np.ndarray:
@@ -292,7 +304,9 @@ def publish_recording(
 @broker_options
 @click.option("--speed", type=float, default=1.0, show_default=True,
               help="Time scale (10 = ten times faster than recorded).")
-@click.option("--fast", is_flag=True, help="As fast as possible (timestamps unchanged).")
+@click.option("--fast", is_flag=True, help="As fast as possible (timestamps unchanged). Can outrun the broker's queue "
+              "for a subscriber that falls behind (Mosquitto drops past max_queued_messages, 1000 by default, and "
+              "counts them in $SYS/broker/publish/messages/dropped): --speed N paces it.")
 @click.option("--topic", "topic_template", default="sensors/{device}/data", show_default=True,
               help="Topic template.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="single", show_default=True,
@@ -341,12 +355,15 @@ def replay_command(
             encoding=encoding or stored.get("encoding"), timezone=timezone or stored.get("timezone"),
             fill=fill or (stored.get("fill") if stored.get("fill") in FILL_METHODS else None),
         )
+        if batch < 1 or not (math.isfinite(period) and period > 0):
+            raise ReplayError("--batch must be >= 1 and --period > 0", EXIT_USAGE)
         topic = topic_template.replace("{device}", device)
         client = connect_publisher(broker, f"edgewatch-replay-{device}", username, password_file, ca_file)
         click.echo(
             f"replaying {rec.values.shape[0]} samples x {len(rec.channels)} channels "
             f"({', '.join(rec.channels)}) to {topic} "
-            + ("as fast as possible" if fast else f"at {speed:g}x"),
+            + ("as fast as possible" if fast else f"at {speed:g}x")
+            + (f"; not numeric, left out: {', '.join(rec.skipped)} (--channels picks columns)" if rec.skipped else ""),
             err=True,
         )
         try:

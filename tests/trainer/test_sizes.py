@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.sizes import MAX_TRAIN_WINDOWS, choose_sizes, count_windows, missing_data
+from trainer.sizes import (
+    MAX_TRAIN_WINDOWS,
+    choose_sizes,
+    count_windows,
+    missing_data,
+    more_data_advice,
+    rows_needed,
+)
 
 
 @pytest.mark.parametrize(("rows", "window"), [(160, 8), (320, 16), (400, 16), (1000, 32), (8000, 64), (2_000_000, 64)])
@@ -30,4 +37,7 @@ def test_too_little_data_says_what_is_missing() -> None:
     assert missing_data([320], [80], 16) is None
     msg = missing_data([90], [30], 16)
     assert msg is not None and "75 training windows (need 100)" in msg and "15 hop-1 validation windows" in msg
-    assert "--force" in msg
+    n = rows_needed(16, 0.2)  # enough rows: the check passes
+    assert missing_data([n - round(0.2 * n)], [round(0.2 * n)], 16) is None
+    assert missing_data([n - round(0.2 * n)], [round(0.2 * n) - 1], 16) is not None  # one validation row fewer
+    assert f"about {n:,} in one file" in more_data_advice(16, 0.2) and "--force" in more_data_advice(16, 0.2)

@@ -90,6 +90,19 @@ def test_bad_files_name_line_and_column(tmp_path: Path, text: str, msg: str) -> 
     assert msg in str(err.value) and str(path) in str(err.value)
 
 
+def test_a_nan_cell_is_a_missing_value_as_fit_reads_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "datetime;a;b\n2020-01-01 00:00:00;1;NaN\n2020-01-01 00:00:01;2;3\n")
+    with pytest.raises(ReplayError, match=r"column 'b': non-finite value 'NaN' \(a missing value: use --fill"):
+        read_recording(path)
+    assert np.isnan(read_recording(path, fill="null").values[0, 1])
+    np.testing.assert_array_equal(read_recording(path, fill="ffill").values[:, 1], [3.0, 3.0])  # back-filled start
+
+
+def test_columns_left_out_as_not_numeric_are_named(tmp_path: Path) -> None:
+    rec = read_recording(write(tmp_path, "x,name,y\n1,pump,2\n3,pump,4\n"))
+    assert rec.channels == ("x", "y") and rec.skipped == ("name",)
+
+
 def test_missing_requested_column(tmp_path: Path) -> None:
     with pytest.raises(ReplayError, match="no column 'Temperature'"):
         read_recording(write(tmp_path, SKAB_LIKE), channels=["Temperature"])
@@ -144,12 +157,17 @@ def test_replay_keyed_batches_with_restamp(mosquitto, tmp_path: Path) -> None:
         (["{good}", "--device", "a/b", "--fast"], "--device 'a/b': a device id is one topic level", 2),
         (["{good}", "--device", "x+", "--fast"], "--device 'x+': a device id is one topic level", 2),
         (["{good}", "--device", "", "--fast"], "--device '': a device id is one topic level", 2),
+        (["{good}", "--device", "d", "--fast", "--period", "0"], "--period > 0", 2),  # before connecting
+        (["{good}", "--device", "d", "--fast", "--batch", "0", "--format", "batch"], "--batch must be >= 1", 2),
+        (["{comma}", "--device", "d", "--fast"], "column 'b': not a number: '2,5' (a decimal comma: use --decimal ,)",
+         65),
     ],
 )
 def test_cli_errors_are_one_line_and_their_exit_code(tmp_path: Path, args: list[str], msg: str, code: int) -> None:
     good = write(tmp_path, SKAB_LIKE, "good.csv")
     bad = write(tmp_path, "datetime;a\n2020-01-01 00:00:00;1\n2020-01-01 00:00:01;oops\n", "bad.csv")
-    args = [a.replace("{good}", str(good)).replace("{bad}", str(bad)) for a in args]
+    comma = write(tmp_path, "datetime;a;b\n2020-01-01 00:00:00;1;2,5\n", "comma.csv")  # not dropped silently
+    args = [a.replace("{good}", str(good)).replace("{bad}", str(bad)).replace("{comma}", str(comma)) for a in args]
     res = CliRunner().invoke(replay_command, [*args, "--broker", "mqtt://127.0.0.1:1"])
     assert res.exit_code == code  # edge_runtime/clierror.py: 2 usage, 65 bad file, 66 no file
     last = res.output.strip().splitlines()[-1]
