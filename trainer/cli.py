@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -437,11 +438,18 @@ def fit_report(res: Any) -> str:
     def per_k(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3g}"
 
+    budget, n_val = fa.get("budget_per_1000"), int(fa.get("validation_windows") or 0)
+    resolve = "" if not budget or n_val * budget / 1000 >= 3 else (
+        f"; {n_val} windows cannot resolve {per_k(budget)} in 1,000 (about {math.ceil(3000 / budget):,} would: "
+        "more data, or --calibrate FILE with a separate normal recording)")
+    same = fa.get("calibrated_on") == "the validation part"
     lines.append(
-        f"false alarms per 1,000 normal hop-1 windows: budget {per_k(fa.get('budget_per_1000'))}, expected "
-        f"{per_k(fa.get('expected_per_1000'))} (tail fit, after the margin), measured "
-        f"{per_k(fa.get('validation_per_1000'))} on {fa.get('validation_windows')} held-out validation windows "
-        f"({fa.get('validation_alerts')} alerts under the daemon's hysteresis); calibrated on {fa.get('calibrated_on')}"
+        f"false alarms per 1,000 normal hop-1 windows: budget {per_k(budget)} (the tail fit's threshold for it, then "
+        f"the margin as headroom for normal data that departs from the calibration period), expected "
+        f"{per_k(fa.get('expected_per_1000'))} after the margin under that tail, measured "
+        f"{per_k(fa.get('validation_per_1000'))} on {n_val} held-out validation windows"
+        f" ({'the windows it was calibrated on; ' if same else ''}{fa.get('validation_alerts')} alerts under the "
+        f"daemon's hysteresis); calibrated on {fa.get('calibrated_on')}{resolve}"
     )
     lines += describe_health(res.meta.health)
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in res.export.parity_max_diff.items())

@@ -320,7 +320,8 @@ def format_report(rep: dict[str, Any]) -> str:
     if not d:  # normal data: what the calibration promised
         lines.append(
             f"windows above the threshold: {f(a['windows_above_per_1000'], digits=1)} per 1,000"
-            + ("" if budget is None else f" (the model was calibrated to {1000 * float(budget):g} per 1,000)")
+            + ("" if budget is None else f" (its budget: {1000 * float(budget):g} per 1,000 before the margin; "
+               "more here means this data departs from what it was calibrated on)")
         )
     if d:
         lines += [

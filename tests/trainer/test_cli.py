@@ -294,7 +294,8 @@ def test_fit_defaults_print_sizes_screening_and_false_alarms(runner: CliRunner, 
     assert "window 16: about 1/20 of the shortest training part (480 rows)" in r.stdout
     assert f"- {syn.channel_names(3)[1]}: constant in training" in r.stdout
     assert "stopped by the epoch cap 3 while still improving" in r.stdout
-    assert "false alarms per 1,000 normal hop-1 windows: budget 1," in r.stdout
+    assert "false alarms per 1,000 normal hop-1 windows: budget 1 (the tail fit's threshold for it, then the margin" in r.stdout
+    assert "(the windows it was calibrated on; " in r.stdout and "cannot resolve 1 in 1,000 (about 3,000 would" in r.stdout
     assert "cross-channel term: off (only 2 channels not constant)" in r.stdout
     r = runner.invoke(main, ["inspect", str(out)])
     assert r.exit_code == 0 and "channels (2 of 3 in the score):" in r.stdout and "format_version: 4" in r.stdout
