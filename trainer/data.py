@@ -472,8 +472,14 @@ def _read_rows(
             except TimestampError as exc:
                 log.warning("%s: column %r: %s; the plot uses the sample index", path, header[ts_col], exc)
         if good.size >= 2:
-            step = float(np.median(np.diff(good)))
+            steps = np.diff(good)
+            step = float(np.median(steps))
             period = step if step > 0 else None
+            lo, hi = (float(v) for v in np.percentile(steps, [5, 95]))
+            if period is not None and steps.size >= 10 and (hi > 1.5 * step or lo < step / 1.5):
+                log.warning("%s: irregular sampling: timestamp steps of %.3g to %.3g s (5th to 95th percentile of "
+                            "the first rows), median %.3g s: the model counts windows in samples and takes %.3g s "
+                            "per sample (delays, rates and the stale limit)", path, lo, hi, step, step)
     return Series(
         name=str(path),
         values=values.astype(np.float32),

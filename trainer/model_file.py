@@ -24,6 +24,8 @@ class ExportError(RuntimeError):
 
 def load_onnx(path: Path) -> onnx.ModelProto:
     """The ONNX graph in ``path`` (external data not loaded); a file that is not ONNX is an :class:`ExportError`."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:  # onnx reads an empty file as an empty graph
+        raise ExportError(f"{path}: not a loadable ONNX model: the file is empty")
     try:
         return onnx.load(str(path), load_external_data=False)
     except OSError:

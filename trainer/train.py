@@ -185,10 +185,12 @@ def _fit(
             break
     if not res.converged:
         recent = res.val_loss[-tc.patience - 1] if len(res.val_loss) > tc.patience else res.val_loss[0]
+        n = min(tc.patience, len(res.val_loss) - 1)
         res.stop_reason = (
             f"stopped by the epoch cap {tc.epochs} while still improving (validation loss {recent:.4g} -> "
-            f"{res.val_loss[-1]:.4g} over the last {min(tc.patience, len(res.val_loss) - 1)} epochs): "
-            "raise --epochs"
+            f"{res.val_loss[-1]:.4g} over the last {n} epochs): raise --epochs" if n > 0 else
+            f"stopped by the epoch cap {tc.epochs} before convergence could be judged (validation loss "
+            f"{res.val_loss[-1]:.4g} after {len(res.val_loss)} epoch): raise --epochs"
         )
     log.info("%s", res.stop_reason)
     res.seconds = time.perf_counter() - t0

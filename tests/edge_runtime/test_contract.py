@@ -34,6 +34,25 @@ def test_every_readable_format_version_loads(version: int) -> None:
     assert ModelMetadata.from_dict(doc).format_version == version
 
 
+@pytest.mark.parametrize("version", READABLE_FORMAT_VERSIONS)
+def test_a_model_file_of_every_readable_format_loads_and_scores_at_the_edge(tmp_path, version: int) -> None:
+    """Not only the metadata: an ONNX file written with each readable format version runs in the edge's loader."""
+    import numpy as np
+
+    from edge_runtime.service.model import load_model
+    from tests.edge_runtime.onnx_models import reference_scores, write_model
+
+    meta = make_metadata()
+    meta.format_version = version
+    model = load_model(write_model(tmp_path / f"v{version}.onnx", meta), provider="cpu")
+    assert model.metadata.format_version == version
+    windows = np.random.default_rng(version).normal(0, 1, (5, meta.window, len(meta.channels))).astype(np.float32)
+    score, ce = model.run(windows)
+    want_score, want_ce = reference_scores(windows, meta)
+    np.testing.assert_allclose(score, want_score, rtol=1e-5)
+    np.testing.assert_allclose(ce, want_ce, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"format_version": 99}, "format_version"),
     ({"channels": []}, "channels"),

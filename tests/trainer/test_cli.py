@@ -197,6 +197,8 @@ def test_error_inspect_not_onnx(runner: CliRunner, tmp_path: Path) -> None:
     f = tmp_path / "junk.onnx"
     f.write_bytes(b"not a model")
     assert_user_error(runner.invoke(main, ["inspect", str(f)]), "junk.onnx")
+    f.write_bytes(b"")
+    assert_user_error(runner.invoke(main, ["inspect", str(f)]), "junk.onnx: not a loadable ONNX model: the file is empty")
 
 
 def test_evaluate_without_labels_reports_alerts_per_day(

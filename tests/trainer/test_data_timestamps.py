@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trainer.data import read_csv
@@ -24,3 +26,21 @@ def test_sample_period_from_iso_column(tmp_path: Path) -> None:
     p = tmp_path / "x.csv"
     p.write_text("datetime,x\n" + "\n".join(rows) + "\n")
     assert read_csv(p).sample_period_s == pytest.approx(1.0)
+
+
+def test_irregular_sampling_is_said_once_with_the_period_taken(tmp_path, caplog) -> None:
+    rng = np.random.default_rng(0)
+    t = np.cumsum(rng.choice([0.8, 1.0, 2.5], size=60))
+    f = tmp_path / "irregular.csv"
+    f.write_text("timestamp,x\n" + "".join(f"{1.7e9 + v:.3f},{i % 7}\n" for i, v in enumerate(t)))
+    with caplog.at_level(logging.WARNING, logger="trainer.data"):
+        s = read_csv(f)
+    assert s.sample_period_s == 1.0
+    assert [r.getMessage() for r in caplog.records if "irregular sampling" in r.getMessage()] and \
+        "median 1 s" in caplog.text
+    caplog.clear()
+    g = tmp_path / "regular.csv"
+    g.write_text("timestamp,x\n" + "".join(f"{1.7e9 + i:.3f},{i % 7}\n" for i in range(60)))
+    with caplog.at_level(logging.WARNING, logger="trainer.data"):
+        read_csv(g)
+    assert "irregular" not in caplog.text
