@@ -39,7 +39,8 @@ older models, where the edge checks only the config's limits and fills with its 
                          "flat_tol": t, "max_flat_samples": k,  # stuck: |step| <= t more than k samples in a row
                          "longest_flat_samples": r}}}   # (information) the longest flat run in training
 
-Masked scoring: while channels are missing, stuck or out of range, the edge replaces their samples in the
+Masked scoring: while channels are left out (missing or stuck; out of range when frozen there, or with
+``health.range_excludes``: :func:`edge_runtime.pipeline.health.left_out`), the edge replaces their samples in the
 window by the training mean (``normalisation.mean``) before the model runs, and the process score is
 ``(sum(channel_error[healthy]) / C * n_kept / n_kept_healthy) ** (1 / p)`` (``n_kept``: channels with a
 ``scoring.weight`` > 0, all in format 1), i.e. the mean share of the healthy kept channels, in the units of

@@ -39,9 +39,8 @@ from edge_runtime.contract import ModelMetadata
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from trainer.baselines import PcaT2Q
 from trainer.data import DataError, Series, no_input, read_csv
-from trainer.evaluate import Outcome, alerts_summary, judge, open_model, pooled, window_scores
+from trainer.evaluate import Outcome, alerts_summary, daemon_scores, judge, open_model, pooled
 from trainer.metrics import Counts, EventCounts
-from trainer.sensor_view import masked_scores, sensor_view
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +110,11 @@ class FileRun:
         common = {"first": self.first, "period_s": self.period_s, "tolerance": w - 1, "vus_buffer": 2 * w}
         if detector in (EDGEWATCH, EDGEWATCH_RANGE):
             hop = protocol.hop or self.meta.hop
-            ranged = detector == EDGEWATCH_RANGE and self.range_scores is not None
+            if detector == EDGEWATCH_RANGE and self.range_scores is None:
+                raise ValueError(f"{self.name}: scored without the range_excludes view (use scored_run)")
+            ranged = detector == EDGEWATCH_RANGE
             scores, scored = (self.range_scores, self.range_scored) if ranged else (self.scores, self.scored)
+            assert scores is not None
             return judge(self.name, scores, self.labels, self.meta.threshold.value * scale, w, hop, pol,
                          scored=scored, **common)
         return judge(self.name, self.pca, self.labels, scale, 1, 1, POINTWISE if detector == PCA_POINT else pol, **common)
@@ -191,12 +193,17 @@ def run_file(series: Series, name: str, kind: str, protocol: Protocol, workdir: 
     fit_default(series.values[:n], series.channels, model_path, protocol)
     fit_s = time.perf_counter() - t0
     model = open_model(model_path)
-    raw = window_scores(model, series.values)
-    views = [sensor_view(model.metadata, series.values, range_excludes=r) for r in (False, True)]
-    (scores, scored), (range_scores, range_scored) = [
-        (raw, None) if v is None else (masked_scores(model, series.values, raw, v), v.scored) for v in views]
-    pca = PcaT2Q.fit(series.values[:n]).score(series.values)
-    return FileRun(name, kind, model.metadata, scores, pca, series.labels, n, series.sample_period_s, fit_s,
+    return scored_run(model, series.values, series.labels, name, kind, n, series.sample_period_s, fit_s)
+
+
+def scored_run(model: Any, values: np.ndarray, labels: np.ndarray | None, name: str, kind: str, first: int,
+               period_s: float | None, fit_s: float) -> FileRun:
+    """``values`` scored by ``model`` as the daemon scores them (its sensor checks, with and without
+    ``health.range_excludes``) and by PCA T2+Q fitted on the first ``first`` rows."""
+    scores, scored = daemon_scores(model, values)
+    range_scores, range_scored = daemon_scores(model, values, range_excludes=True)
+    pca = PcaT2Q.fit(values[:first]).score(values)
+    return FileRun(name, kind, model.metadata, scores, pca, labels, first, period_s, fit_s,
                    scored, range_scores, range_scored)
 
 

@@ -9,7 +9,7 @@ machine), publishing into a recording link; verdicts go through :class:`Commands
   on other channels, or on the episode's channel the same way). Run once, one ``false_alarm`` verdict on the
   episode's alert, then the same stream again: does the episode raise anything, and how much later is the
   fault detected? Target: nothing, and at most 10 % more delay. A fault beyond the training range is also
-  (and first) reported by the sensor checks (``out_of_range``, its channels then left out of the score):
+  (and first) reported by the sensor checks (``out_of_range``; its channels stay in the score unless ``health.range_excludes``):
   that delay is reported beside the model alert's.
 - **transfer**: a model fitted on one machine profile scores devices of other profiles
   (``edgewatch simulate --distinct``: seed + i), without and with ``input.warmup``: the fraction of normal

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from trainer.baselines import PcaT2Q
-from trainer.benchmark import DETECTORS, FileRun, Protocol, model_summary, normal_report, run_file
+from trainer.benchmark import DETECTORS, FileRun, Protocol, model_summary, normal_report, run_file, scored_run
 from trainer.data import DataError, Series
-from trainer.evaluate import Outcome, open_model, pooled, window_scores
+from trainer.evaluate import Outcome, open_model, pooled
 
 
 @dataclass
@@ -123,8 +122,7 @@ def run_synthetic(
             for kind in ANOMALY_KINDS:
                 for mag in magnitudes:
                     xt, lab = plant_test(p, x, kind, mag, protocol.seed + 100 * pi)
-                    r = FileRun(f"{p.name}/{kind}/x{mag}", kind, run.meta, window_scores(model, xt),
-                                PcaT2Q.fit(xt[: p.train]).score(xt), lab, p.train, 1.0, run.fit_s)
+                    r = scored_run(model, xt, lab, f"{p.name}/{kind}/x{mag}", kind, p.train, 1.0, run.fit_s)
                     tags = {"plant": p.name, "kind": kind, "magnitude": mag}
                     for det in DETECTORS:
                         o = r.judge(det, proto)

@@ -24,6 +24,7 @@ from edge_runtime.pipeline.health import FILL_METHODS, fill_column
 from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, parse_timestamp
 from edge_runtime.pipeline.windowing_offline import window_labels, windows_from_series
 from edge_runtime.tools.textfile import (
+    MISSING_CELLS,
     TextFileError,
     check_decimal,
     check_encoding,
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz", ".xlsx", ".xlsm", ".parquet")
 TIMESTAMP_NAMES = ("timestamp", "time", "datetime", "date", "ts", "date_time", "time_stamp")
-_MISSING = {"", "nan", "na", "n/a", "null", "none", "-"}
+_MISSING = MISSING_CELLS  # edge_runtime/tools/textfile.py: replay reads the same cells as missing
 DEFAULT_LABEL_COLUMN = "anomaly"
 # Label-ish columns never used as features unless asked for with --channels (as edge_runtime/tools/replay.py):
 # SKAB's `changepoint` beside its `anomaly` labels, and the usual names of label columns.

@@ -128,6 +128,21 @@ def judge(
     return out
 
 
+def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | None = None,
+                  range_excludes: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Hop-1 window scores (T-W+1,) of raw ``values`` as the daemon scores them, and which windows it scores at all
+    (None: every one): only the windows wholly in ``running`` rows (T,) bool (a stopped or settling machine's are
+    not), with its sensor checks (:mod:`trainer.sensor_view`: faulty channels left out, degraded or
+    out-of-distribution windows not scored; ``range_excludes`` as ``health.range_excludes``)."""
+    sc = window_scores(model, values)
+    scored = None if running is None else running_windows(running, model.window)
+    view = sensor_view(model.metadata, values, range_excludes=range_excludes, running=running)
+    if view is not None:
+        sc = masked_scores(model, values, sc, view)
+        scored = view.scored if scored is None else scored & view.scored
+    return sc, scored
+
+
 def running_windows(running: np.ndarray, window: int) -> np.ndarray:
     """(T-W+1,) True for the hop-1 windows wholly in running rows ``running`` (T,): the ones the daemon scores."""
     bad = np.concatenate(([0], np.cumsum(~np.asarray(running, dtype=bool))))
@@ -245,20 +260,14 @@ def evaluate(
             )
         if len(s.values) < meta.window:
             raise DataError(f"{s.name}: {len(s.values)} rows, fewer than one window of {meta.window}")
-        sc = window_scores(model, s.values)
         period = s.sample_period_s or meta.sample_period_s
         st = state_rows(meta, s)
-        scored = None
         if st is not None:
             states[s.name] = st[1]
-            scored = running_windows(st[0] == 0, meta.window)
         faults = sensor_faults(meta, s, None if st is None else st[0] == 0)
         if faults:
             sensors[s.name] = faults
-        view = sensor_view(meta, s.values, running=None if st is None else st[0] == 0)
-        if view is not None:  # the daemon's sensor checks: faulty channels left out, degraded devices not scored
-            sc = masked_scores(model, s.values, sc, view)
-            scored = view.scored if scored is None else scored & view.scored
+        sc, scored = daemon_scores(model, s.values, None if st is None else st[0] == 0)
         outcomes.append(
             judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance,
                   scored=scored)

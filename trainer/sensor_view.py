@@ -25,10 +25,10 @@ import numpy as np
 
 from edge_runtime.pipeline.factor_fill import factor_fill, residual_projection
 from edge_runtime.pipeline.health import (
-    EXCLUDED,
     OUT_OF_RANGE,
     ChannelHealth,
     HealthLimits,
+    left_out,
     renormalised_score,
 )
 from edge_runtime.pipeline.windowing_offline import sliding_windows
@@ -87,20 +87,23 @@ def sensor_view(meta: Any, values: np.ndarray, degraded_share: float = DEGRADED_
     keep = np.ones(t, dtype=bool) if running is None else np.asarray(running, dtype=bool)
     codes = np.zeros((t, c), dtype=np.uint8)
     out_runs = np.zeros((t, c), dtype=np.int64)
+    flat_runs = np.zeros((t, c), dtype=np.int64)
     if keep.any():
         codes[keep] = checks.update(np.array(values[keep], dtype=np.float32))  # (T, C)
-        out_runs[keep] = checks.out_runs
-    excluding = EXCLUDED if range_excludes else tuple(k for k in EXCLUDED if k != OUT_OF_RANGE)
-    exc = np.isin(codes, excluding)
-    # left out of the window ending at row e when excluded at any row of e-W+1..e (the daemon's clean < W)
+        out_runs[keep], flat_runs[keep] = checks.out_runs, checks.flat_runs
+    exc = left_out(codes, flat_runs, limits, range_excludes)  # the daemon's rule, the same function
+    # left out of the window ending at row e when left out at any row of e-W+1..e (the daemon's clean < W)
     csum = np.vstack([np.zeros((1, c), np.int64), np.cumsum(exc, axis=0)])
     in_span = (csum[w:] - csum[:-w]) > 0  # (N, C) for windows ending at rows W-1..T-1
-    excluded = (in_span | (out_runs[w - 1 :] > 0)) if range_excludes else in_span  # outside it right now too
     weight = np.asarray(meta.scoring.get("weight") or np.ones(c), dtype=np.float64)
     kept = weight > 0
-    share = (excluded & kept).sum(axis=1) / max(int(kept.sum()), 1)
+    share = (in_span & kept).sum(axis=1) / max(int(kept.sum()), 1)  # degraded: the faulty ones, not the pending
+    # with range_excludes, a channel outside its range right now (fewer than range_hold samples) is left out too
+    excluded = (in_span | (out_runs[w - 1 :] > 0)) if range_excludes else in_span
     far = (codes == OUT_OF_RANGE).sum(axis=1) > degraded_share * c
-    ood = _ood_rows(far, w)[w - 1 :]
+    ood_rows = np.zeros(t, dtype=bool)
+    ood_rows[keep] = _ood_rows(far[keep], w)  # counted over the running rows, as the daemon checks only those
+    ood = ood_rows[w - 1 :]
     return SensorView(excluded, (share > degraded_share) & ~ood, ood)
 
 

@@ -10,7 +10,8 @@ A channel of a device is, after each sample (codes in :data:`STATES`):
   samples in a row; up to that many its last value is carried forward (``ffill``), afterwards its last
   good value stays in the window (the scorer excludes the channel), or the training mean when it never had one;
 - ``out_of_range``: outside ``[min - margin, max + margin]`` (the range seen in training, or the config's) for
-  ``range_hold`` samples in a row (a brief excursion, a process spike, stays in the process score);
+  ``range_hold`` samples in a row; the channel stays in the process score unless it is frozen there too, or
+  ``health.range_excludes`` (:func:`left_out`);
 - ``stuck``: flat (``|x_t - x_{t-1}| <= flat_tol``) for more than ``max_flat_samples`` samples in a row,
   longer than the channel is ever flat in the normal running data (0: not checked);
 - ``ok`` otherwise. A missing value takes precedence over out_of_range, that over stuck.
@@ -39,7 +40,7 @@ TILE_ROWS = 4096  # HealthLimits.tiled: bounds kept as rows up to this block siz
 OK, MISSING, STALE, STUCK, OUT_OF_RANGE = 0, 1, 2, 3, 4
 STATES = ("ok", "missing", "stale", "stuck", "out_of_range")  # index = code
 FAULTS = STATES[1:]
-EXCLUDED = (MISSING, STUCK, OUT_OF_RANGE)  # left out of the process score (out_of_range: with health.range_excludes)
+EXCLUDED = (MISSING, STUCK, OUT_OF_RANGE)  # the faults; left out of the process score: see left_out
 
 FILL_METHODS = ("ffill", "interpolate", "zero")  # offline (trainer, replay); the edge carries forward (ffill)
 EDGE_FILL = "ffill"
@@ -471,6 +472,23 @@ class ChannelHealth:
 def is_stale(now: float, last_sample: float, limits: HealthLimits) -> bool:
     """True when a device's last sample (``last_sample``, same clock as ``now``) is older than the stale limit."""
     return now - last_sample > limits.stale_after_s
+
+
+def left_out(codes: U8, flat_runs: I64 | None, limits: HealthLimits, range_excludes: bool = False
+             ) -> npt.NDArray[np.bool_]:
+    """(n, C) True where a channel is left out of the process score after each sample: missing or stuck, and out of
+    range only when it is also frozen (flat past its stuck limit: a failed sensor's gross value that stays, which
+    the range check's precedence codes ``out_of_range``) or with ``range_excludes`` (``health.range_excludes``).
+    An out-of-range value that moves is a reading: it stays in the score. ``flat_runs`` (n, C): the checks' own."""
+    out: npt.NDArray[np.bool_] = (codes == MISSING) | (codes == STUCK)
+    oor: npt.NDArray[np.bool_] = codes == OUT_OF_RANGE
+    if range_excludes:
+        out |= oor
+        return out
+    if flat_runs is not None and oor.any():
+        frozen = (flat_runs > limits.max_flat[None, :]) & (limits.max_flat[None, :] > 0)
+        out |= oor & frozen
+    return out
 
 
 def renormalised_score(channel_error: AnyFloat, excluded: npt.NDArray[np.bool_],

@@ -7,7 +7,8 @@ on the fault flag). Each alert names the channel, the fault kind, since when (th
 run; for ``stuck`` the first sample of the flat run, from its length) and the last good value (for ``stuck``
 the value the channel froze at). ``stale`` (the device sends nothing) is a device-wide alert (``channel`` null),
 raised and cleared by :meth:`SensorAlerts.set_stale`. These are never process anomalies: they go to their own
-topic, and the scorer leaves the faulty channels out of the process score.
+topic; the scorer leaves a missing or stuck channel out of the process score (an out-of-range one only when it is
+frozen there, or with ``health.range_excludes``: :func:`edge_runtime.pipeline.health.left_out`).
 """
 
 from __future__ import annotations

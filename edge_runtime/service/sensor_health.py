@@ -15,8 +15,8 @@ Out of distribution: when more than ``health.degraded_share`` of a device's chan
 score too: they still say where the plant runs) are out of range at once, it is not that many sensors failing together but an operating point far from anything in training
 (another site, another product, a recording of another session). The device is then reported once as
 ``out_of_distribution`` (retained, on the operating topic), raises no per-channel ``out_of_range`` alerts (those
-raised are cleared with that reason) and is not scored, until no more than that share is out of range for a
-window's worth of samples in a row (:data:`BACK_IN_WINDOWS` windows). Messages to publish (sensor alerts,
+raised are cleared with that reason) and is not scored, until no more than that share is out of range for
+:data:`BACK_IN_WINDOWS` windows' worth of samples in a row. Messages to publish (sensor alerts,
 retained health and operating documents) collect in :attr:`SensorHealth.outbox`; the ingest sends them outside
 its lock.
 """
@@ -35,12 +35,12 @@ from edge_runtime.pipeline.calibration import parse_warmup
 from edge_runtime.pipeline.documents import RAISED, Outbound, operating_doc, to_json
 from edge_runtime.pipeline.health import (
     DEFAULT_MARGIN,
-    EXCLUDED,
     OK,
     OUT_OF_RANGE,
     ChannelHealth,
     HealthError,
     HealthLimits,
+    left_out,
 )
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from edge_runtime.pipeline.sensor_alerts import SensorAlerts
@@ -55,8 +55,6 @@ log = logging.getLogger(__name__)
 BACK_IN_WINDOWS = 2  # out_of_distribution ends after this many windows' worth of samples mostly in range
 DEGRADED, OOD = "degraded", OUT_OF_DISTRIBUTION  # why a device's windows are not scored
 CHECK_EVERY = 16  # plain single samples checked in blocks of at most this many (or at each window)
-_EXCLUDING = np.isin(np.arange(256), EXCLUDED)  # code -> left out of the score (a lookup, not np.isin per block)
-_EXCLUDING_IN_RANGE = _EXCLUDING & (np.arange(256) != OUT_OF_RANGE)  # health.range_excludes off (the default)
 
 
 class DeviceHealth:
@@ -86,7 +84,6 @@ class SensorHealth:
 
     def __init__(self, cfg: Config, model: EdgeModel, stats: Stats, rl: RateLimitedLog, instance: str) -> None:
         self.cfg = cfg
-        self._excluding = _EXCLUDING if cfg.range_excludes else _EXCLUDING_IN_RANGE
         self.stats = stats
         self.rl = rl
         self.instance = instance
@@ -162,7 +159,7 @@ class SensorHealth:
             checks.flat_runs, checks.miss_runs, checks.out_runs, checks.inside_before)
         if dh.learning:
             codes = self._learn_range(device, dh, ts, values, codes)
-        exc = self._excluding[codes]
+        exc = left_out(codes, flat_runs, checks.limits, self.cfg.range_excludes)
         if exc.any():
             n = codes.shape[0]
             last = n - 1 - np.argmax(exc[::-1], axis=0)  # the last excluded sample of each channel

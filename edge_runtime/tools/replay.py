@@ -167,11 +167,13 @@ def read_recording(
                               f"(columns: {', '.join(header)})")
         ch_idx = [textfile.find_column(c, header) or 0 for c in channels]
     else:
-        cand = [i for i, h in enumerate(header) if i != t_idx and h.lower() not in skip and i < len(rows[0])]
-        ch_idx = [i for i in cand if _is_number(rows[0][i], decimal) or _missing(rows[0][i])]
+        cand = [i for i, h in enumerate(header) if i != t_idx and h.lower() not in skip and h and i < len(rows[0])]
+        seen = {i: next((r[i] for r in rows[:100] if i < len(r) and not _missing(r[i])), None) for i in cand}
+        ch_idx = [i for i in cand if _is_number(seen[i] or "", decimal)]  # told by its first value
         for i in cand:
-            if i not in ch_idx and decimal == "." and textfile.looks_like_decimal_comma(rows[0][i]):
-                raise ReplayError(f"{path}: line {first_line}, column {header[i]!r}: not a number: {rows[0][i]!r} "
+            cell = seen[i]
+            if i not in ch_idx and cell is not None and decimal == "." and textfile.looks_like_decimal_comma(cell):
+                raise ReplayError(f"{path}: column {header[i]!r}: not a number: {cell!r} "
                                   "(a decimal comma: use --decimal ,)")
         if not ch_idx:
             raise ReplayError(f"{path}: no numeric channel columns (columns: {', '.join(header)})")
@@ -183,7 +185,7 @@ def read_recording(
             raise ReplayError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
         for j, i in enumerate(ch_idx):
             cell = row[i].strip()
-            if _missing(cell) and fill is not None:  # an empty cell or NaN: a missing value, as fit reads it
+            if _missing(cell) and fill is not None:  # empty, NaN, NA, ...: a missing value, as fit reads it
                 values[n, j] = np.nan
                 continue
             try:
@@ -221,9 +223,8 @@ def read_recording(
 
 
 def _missing(cell: str) -> bool:
-    """An empty cell or NaN: no value (``fit`` reads both as missing)."""
-    c = cell.strip()
-    return not c or c.lower() in ("nan", "-nan", "+nan")
+    """A cell with no value, as ``fit`` reads it (:func:`textfile.is_missing`)."""
+    return textfile.is_missing(cell)
 
 
 def pacing_delays(ts: np.ndarray, batch: int, speed: float) -> np.ndarray:

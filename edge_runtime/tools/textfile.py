@@ -29,6 +29,14 @@ _BOMS = (
 )
 
 
+MISSING_CELLS = frozenset({"", "nan", "na", "n/a", "null", "none", "-"})  # a cell with no value (lower case)
+
+
+def is_missing(cell: str) -> bool:
+    """A cell with no value: empty, NaN, NA, n/a, null, none or - (any case), as fit and replay read it."""
+    return cell.strip().lower() in MISSING_CELLS
+
+
 class TextFileError(ValueError):
     """An unusable encoding, decimal or time zone option, or a file that does not decode (one line)."""
 

@@ -125,8 +125,12 @@ def test_help_documents_the_exit_codes_and_precedence() -> None:
 
 
 def test_readme_configuration_reference_is_the_generated_table() -> None:
-    assert reference_markdown() in (ROOT / "docs" / "CONFIGURATION.md").read_text(), (
+    text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
+    assert reference_markdown() in text, (
         "regenerate the table in docs/CONFIGURATION.md from edge_runtime.config.reference_markdown()")
+    # the table only: the page's own text around it stays (where the file is read from, the limits, the prefix)
+    assert text.startswith("# Configuration reference") and "## Sensor health limits" in text
+    assert "## One prefix for every topic" in text
 
 
 def test_other_edgewatch_variables_far_from_any_option_are_left_alone() -> None:

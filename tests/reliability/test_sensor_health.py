@@ -55,7 +55,7 @@ def _stream(mosquitto, model_path, devices: dict[str, np.ndarray], sensor_alerts
 
 
 @pytest.mark.slow
-def test_sensor_faults_are_alerted_apart_and_never_blind_the_device(mosquitto, demo_model_path) -> None:
+def test_sensor_faults_are_alerted_apart_and_a_moving_out_of_range_reading_stays_scored(mosquitto, demo_model_path) -> None:
     meta = _meta(demo_model_path)
     health = meta.health["channels"]
     names = meta.channels
@@ -64,7 +64,7 @@ def test_sensor_faults_are_alerted_apart_and_never_blind_the_device(mosquitto, d
     frozen[FAULT_AT:, 1] = frozen[FAULT_AT, 1]  # a transmitter frozen for the rest of the run
     dropout[FAULT_AT:FAULT_AT + 40, 2] = np.nan  # 40 samples of null, then back
     hi = health[names[0]]["max"] + 3 * health[names[0]]["margin"] + 1.0
-    spike[FAULT_AT:FAULT_AT + 30, 0] = hi  # out of range for 30 samples
+    spike[FAULT_AT:FAULT_AT + 30, 0] = hi + np.linspace(0, 1, 30)  # out of range for 30 samples, moving: a reading
     devices = {"frozen": frozen, "dropout": dropout, "spike": spike, "clean": clean}
     stats, col, sent = _stream(mosquitto, demo_model_path, devices, 3, keyed={"dropout": names})
 
@@ -100,7 +100,7 @@ def test_sensor_faults_are_alerted_apart_and_never_blind_the_device(mosquitto, d
     assert missing["last_good_value"] == pytest.approx(float(dropout[FAULT_AT - 1, 2]), rel=1e-6)
     oor = raised[("spike", names[0], "out_of_range")]
     hold = 3  # health.range_hold: out of range after 3 samples in a row outside it, dated back to the first
-    assert oor["at"] == T0 + FAULT_AT + hold - 1 and oor["since"] == T0 + FAULT_AT and oor["value"] == pytest.approx(hi)
+    assert oor["at"] == T0 + FAULT_AT + hold - 1 and oor["since"] == T0 + FAULT_AT and oor["value"] == pytest.approx(hi + (hold - 1) / 29)
     assert oor["last_good_value"] == pytest.approx(float(spike[FAULT_AT - 1, 0]), rel=1e-6)
     cleared = {(a["device"], a["kind"]) for a in sensor if a["state"] == "cleared"}
     assert cleared == {("dropout", "missing"), ("spike", "out_of_range")}  # the frozen one stays frozen
@@ -173,3 +173,35 @@ def test_a_faulty_sensor_under_the_cross_channel_term_raises_no_process_alert(mo
     assert stats["windows_masked"] > 0
     peak = {dev: max(max(doc["score"]) for _, doc in col.docs(f"scores/{dev}")) for dev in devices}
     assert max(peak.values()) < meta.threshold.value, peak
+
+
+@pytest.mark.slow
+def test_the_offline_replay_of_the_sensor_checks_gives_the_daemons_scores(mosquitto, demo_model_path) -> None:
+    """trainer/sensor_view.py (what evaluate and benchmark report) against a real daemon over MQTT: the same
+    faulty stream, every window the daemon published scored the same (masked and renormalised), and the windows
+    it did not score (degraded) not scored offline either."""
+    from edge_runtime.service.model import load_model
+    from trainer.evaluate import window_scores
+    from trainer.sensor_view import masked_scores, sensor_view
+
+    meta = _meta(demo_model_path)
+    names, health = meta.channels, meta.health["channels"]
+    x = normal_series(N, len(names), seed=12, start=60_000)
+    x[FAULT_AT:FAULT_AT + 60, 1] = x[FAULT_AT, 1]  # frozen for 60 samples: stuck after its limit, left out
+    hi = health[names[0]]["max"] + 3 * health[names[0]]["margin"] + 1.0
+    x[FAULT_AT + 100:FAULT_AT + 130, 0] = hi + np.linspace(0, 1, 30)  # out of range and moving: stays in the score
+    x[FAULT_AT + 180:FAULT_AT + 220, 2] = hi  # frozen out of range: a failed sensor's gross value, left out
+    _, col, _ = _stream(mosquitto, demo_model_path, {"mixed": x}, 2)
+    published = {round(t - T0): s for _, doc in col.docs("scores/mixed")
+                 for t, s in zip(doc["window_end"], doc["score"], strict=True)}
+    model = load_model(demo_model_path, provider="cpu")
+    view = sensor_view(model.metadata, x)
+    assert view is not None and view.excluded[:, 1].any() and view.excluded[:, 2].any()
+    assert not view.excluded[:, 0].any()  # the moving out-of-range channel is never left out
+    offline = masked_scores(model, x, window_scores(model, x), view)
+    w, hop = meta.window, meta.hop
+    ends = [e for e in range(w - 1, N, hop) if view.scored[e - w + 1]]
+    assert sorted(published) == ends
+    got = np.array([published[e] for e in ends])
+    want = np.array([offline[e - w + 1] for e in ends])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

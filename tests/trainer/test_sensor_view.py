@@ -1,6 +1,7 @@
 """The daemon's sensor checks replayed offline (trainer/sensor_view.py) against the daemon's own ingest path
 (edge_runtime.service.ingest.Ingest fed the same samples, message by message): the same channels left out of each
-window, the same windows not scored; and masked scores as the daemon's scorer computes them."""
+window, the same windows not scored; and a masked window's score by the contract's rule. The scores against a real
+daemon over MQTT: tests/reliability/test_sensor_health.py."""
 
 from __future__ import annotations
 
@@ -27,13 +28,17 @@ def model(tmp_path: Path):
     return load_model(write_health_model(tmp_path / "m.onnx", CH), provider="cpu")
 
 
-def _faulty(n: int = 160) -> np.ndarray:
-    x = np.random.default_rng(0).normal(0, 1, (n, len(CH))).clip(-4, 4)
-    x[20:50, 0] = 1.5  # a stuck
-    x[60:90, 1] = 40.0  # b out of range for 30 samples
-    x[95:105, 2] = np.nan  # c missing past its fill limit
-    x[110:112, 3] = 9.0  # d: a two-sample excursion (shorter than the hold)
-    x[120:140, 1:] = 50.0  # three of four out of range at once: out of distribution
+def _faulty(n: int = 240) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (n, len(CH))).clip(-4, 4)
+    x[20:50, 0] = 1.5  # a stuck (in range)
+    x[60:90, 1] = 40.0 + rng.normal(0, 1, 30)  # b out of range and moving: a reading
+    x[95:116, 0] = -1.0  # a stuck again ...
+    x[95:110, 2] = np.nan  # ... while c is missing past its fill limit: two of four left out
+    x[106:108, 1] = 9.0  # and b out of range for two samples (fewer than the hold): pending, not faulty
+    x[125:141, 3] = 9.0  # d frozen out of range: a failed sensor's gross value
+    x[150:170, 1:] = 50.0 + rng.normal(0, 1, (20, 3))  # three of four out of range at once: out of distribution
+    x[200:225, 0], x[200:225, 2], x[200:225, 3] = -1.0, np.nan, 9.0  # three of four faulty: degraded
     return x
 
 
@@ -62,9 +67,11 @@ def test_the_offline_view_leaves_out_and_skips_what_the_daemon_does(model, range
     ends = range(w - 1, len(x), hop)  # the windows the daemon cuts
     offline = {e: view.excluded[e - w + 1].tolist() for e in ends if view.scored[e - w + 1]}
     assert offline == daemon
-    assert view.out_of_distribution[130 - w + 1] and not view.scored[130 - w + 1]  # the far stretch is not scored
-    assert any(m[0] for m in daemon.values())  # the stuck channel is left out either way
-    assert any(m[1] for m in daemon.values()) == range_excludes  # b out of range: left out only with the option
+    assert view.out_of_distribution[160 - w + 1] and not view.scored[160 - w + 1]  # the far stretch is not scored
+    assert daemon[47][0] and daemon[139][3]  # stuck a, and d frozen out of range, are left out either way
+    assert daemon[87][1] == range_excludes  # b out of range but moving: left out only with the option
+    assert 107 in daemon and daemon[107][1] == range_excludes  # two of four faulty: not degraded; b pending
+    assert view.degraded[215 - w + 1] and 215 not in daemon  # degraded: not scored, offline and in the daemon
 
 
 def test_masked_scores_are_the_daemons_renormalised_scores(model) -> None:
@@ -79,5 +86,3 @@ def test_masked_scores_are_the_daemons_renormalised_scores(model) -> None:
     win[:, 0] = model.metadata.normalisation.mean[0]  # the daemon fills it with the training mean
     _, ce = model.run(win[None])
     assert got[k] == pytest.approx(float(renormalised_score(ce, view.excluded[k], None, model.metadata.score_power())[0]))
-    clean = ~view.excluded.any(axis=1)
-    np.testing.assert_array_equal(got[clean], raw[clean])  # windows with every channel healthy keep their score

@@ -168,11 +168,17 @@ def test_an_out_of_range_channel_stays_in_the_process_score_by_default(model) ->
     out_of_range sensor alert is raised all the same."""
     ing, sent, put = _ingest(model)
     y = _normal(40)
-    y[22:, 2] = 40.0  # out of range for good
+    y[22:, 2] = 40.0 + np.arange(18) * 0.5  # out of range for good, and moving
     _feed(ing, "q", y)
     assert all(it.excluded is None for it in put) and sum(it.n for it in put) == (40 - 8) // 4 + 1
     assert [json.loads(m.payload)["kind"] for m in sent if m.topic == "health/q/alerts"] == ["out_of_range"]
     assert ing.stats.counts["windows_degraded"] == 0
+    # frozen out there (a failed sensor's gross value): left out once it is flat past its stuck limit (6 here)
+    ing, sent, put = _ingest(model)
+    y[22:, 2] = 40.0
+    _feed(ing, "r", y)
+    masks = {int(it.t_end[0] - T0): None if it.excluded is None else it.excluded.tolist() for it in put}
+    assert masks[27] is None and all(masks[t] == [False, False, True, False] for t in (31, 35, 39)), masks
 
 
 def test_with_range_excludes_a_range_run_shorter_than_the_hold_leaves_the_channel_out(model) -> None:

@@ -101,6 +101,12 @@ def test_a_nan_cell_is_a_missing_value_as_fit_reads_it(tmp_path: Path) -> None:
 def test_columns_left_out_as_not_numeric_are_named(tmp_path: Path) -> None:
     rec = read_recording(write(tmp_path, "x,name,y\n1,pump,2\n3,pump,4\n"))
     assert rec.channels == ("x", "y") and rec.skipped == ("name",)
+    # a trailing delimiter (an unnamed empty column), a sparse text column, a numeric one starting empty
+    rec = read_recording(write(tmp_path, "x;note;y;\n1;;;\n3;valve opened;4;\n5;;6;\n"), fill="null")
+    assert rec.channels == ("x", "y") and rec.skipped == ("note", "")
+    assert np.isnan(rec.values[0, 1]) and rec.values[1, 1] == 4.0
+    rec = read_recording(write(tmp_path, "x,y\n1,NA\n2,n/a\n3,4\n"), fill="null")  # fit's missing cells too
+    assert rec.channels == ("x", "y") and np.isnan(rec.values[:2, 1]).all()
 
 
 def test_missing_requested_column(tmp_path: Path) -> None:
