@@ -102,6 +102,7 @@ class FileRun:
     scored: np.ndarray | None = None
     range_scores: np.ndarray | None = None
     range_scored: np.ndarray | None = None
+    sensor_checks: dict[str, Any] = field(default_factory=dict)  # per view: shares of windows masked / not scored
 
     def judge(self, detector: str, protocol: Protocol, scale: float = 1.0, raise_after: int | None = None) -> Outcome:
         """This file's outcome under ``detector``, threshold x ``scale``, the daemon's rule otherwise."""
@@ -200,11 +201,12 @@ def scored_run(model: Any, values: np.ndarray, labels: np.ndarray | None, name: 
                period_s: float | None, fit_s: float) -> FileRun:
     """``values`` scored by ``model`` as the daemon scores them (its sensor checks, with and without
     ``health.range_excludes``) and by PCA T2+Q fitted on the first ``first`` rows."""
-    scores, scored = daemon_scores(model, values)
-    range_scores, range_scored = daemon_scores(model, values, range_excludes=True)
+    checks: dict[str, Any] = {"default": {}, "range_excludes": {}}
+    scores, scored = daemon_scores(model, values, info=checks["default"])
+    range_scores, range_scored = daemon_scores(model, values, range_excludes=True, info=checks["range_excludes"])
     pca = PcaT2Q.fit(values[:first]).score(values)
     return FileRun(name, kind, model.metadata, scores, pca, labels, first, period_s, fit_s,
-                   scored, range_scores, range_scored)
+                   scored, range_scores, range_scored, checks)
 
 
 def run_files(
@@ -360,6 +362,8 @@ def model_summary(r: FileRun) -> dict[str, Any]:
     out["screened_out"] = {c["name"]: c.get("reason", "") for c in screen if not c.get("kept", True)}
     if "cross_channel" in (m.scoring or {}):
         out["cross_channel"] = {k: v for k, v in m.scoring["cross_channel"].items()}
+    if r.sensor_checks:  # the daemon's sensor checks replayed: windows masked, degraded, out of distribution
+        out["sensor_checks"] = r.sensor_checks
     return out
 
 

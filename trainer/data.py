@@ -477,7 +477,7 @@ def _read_rows(
             step = float(np.median(steps))
             period = step if step > 0 else None
             lo, hi = (float(v) for v in np.percentile(steps, [5, 95]))
-            if period is not None and steps.size >= 10 and (hi > 1.5 * step or lo < step / 1.5):
+            if period is not None and steps.size >= 10 and (hi > 2 * step or lo < step / 2):
                 log.warning("%s: irregular sampling: timestamp steps of %.3g to %.3g s (5th to 95th percentile of "
                             "the first rows), median %.3g s: the model counts windows in samples and takes %.3g s "
                             "per sample (delays, rates and the stale limit)", path, lo, hi, step, step)

@@ -129,17 +129,21 @@ def judge(
 
 
 def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | None = None,
-                  range_excludes: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                  range_excludes: bool = False, info: dict[str, Any] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """Hop-1 window scores (T-W+1,) of raw ``values`` as the daemon scores them, and which windows it scores at all
     (None: every one): only the windows wholly in ``running`` rows (T,) bool (a stopped or settling machine's are
     not), with its sensor checks (:mod:`trainer.sensor_view`: faulty channels left out, degraded or
-    out-of-distribution windows not scored; ``range_excludes`` as ``health.range_excludes``)."""
+    out-of-distribution windows not scored; ``range_excludes`` as ``health.range_excludes``). ``info``: filled
+    with the checks' shares of windows masked, degraded and out of distribution (:meth:`SensorView.summary`)."""
     sc = window_scores(model, values)
     scored = None if running is None else running_windows(running, model.window)
     view = sensor_view(model.metadata, values, range_excludes=range_excludes, running=running)
     if view is not None:
         sc = masked_scores(model, values, sc, view)
         scored = view.scored if scored is None else scored & view.scored
+        if info is not None:
+            info.update(view.summary())
     return sc, scored
 
 

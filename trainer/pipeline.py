@@ -47,7 +47,15 @@ from trainer.memory import return_large_buffers
 from trainer.model import AEConfig, ConvAutoencoder
 from trainer.progress import counted, stage
 from trainer.screening import DRIFT_LIMIT, ChannelScreen, note_high_error, screen_channels, weights
-from trainer.sizes import Sizes, choose_sizes, count_windows, missing_data, more_data_advice
+from trainer.sizes import (
+    MIN_TRAIN_WINDOWS,
+    MIN_VAL_WINDOWS,
+    Sizes,
+    choose_sizes,
+    count_windows,
+    missing_data,
+    more_data_advice,
+)
 from trainer.threshold import calibrate, check_calibration, expected_exceedance
 from trainer.train import TrainConfig, TrainResult, evaluate_loss, fit
 
@@ -242,9 +250,11 @@ def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], va
     if not 1 <= sizes.edge_hop <= w:
         raise usage_error(f"--hop must be in 1..window ({w}), got {sizes.edge_hop}")
     check_lengths(series, w)
-    problem = missing_data([len(s.values) for s in train_s], [len(s.values) for s in val_s], w)
+    tr_rows, va_rows = [len(s.values) for s in train_s], [len(s.values) for s in val_s]
+    problem = missing_data(tr_rows, va_rows, w)
     if problem and not opts.force:  # exit 2: the remedy is in the call (more rows, --val-fraction, --force)
-        raise usage_error(f"{problem}; {more_data_advice(w, opts.val_fraction)}")
+        short = (count_windows(tr_rows, w) < MIN_TRAIN_WINDOWS, count_windows(va_rows, w) < MIN_VAL_WINDOWS)
+        raise usage_error(f"{problem}; {more_data_advice(w, opts.val_fraction, *short)}")
     if problem:
         log.warning("--force: %s", problem)
         sizes.notes.append(f"forced: {problem}")

@@ -99,7 +99,10 @@ def rows_needed(window: int, val_fraction: float) -> int:
                          (MIN_TRAIN_WINDOWS + window - 1) / (1 - val_fraction)))
 
 
-def more_data_advice(window: int, val_fraction: float) -> str:
-    """What to do about :func:`missing_data` (one clause)."""
+def more_data_advice(window: int, val_fraction: float, train_short: bool = True, val_short: bool = True) -> str:
+    """What to do about :func:`missing_data` (one clause): a larger --val-fraction only helps when only the
+    validation part is short, a smaller one when only the training part is."""
+    shift = (", a larger --val-fraction" if val_short and not train_short else
+             ", a smaller --val-fraction" if train_short and not val_short else "")
     return (f"give more rows (about {rows_needed(window, val_fraction):,} in one file at --val-fraction "
-            f"{val_fraction:g} and window {window}), a larger --val-fraction, or --force to fit anyway")
+            f"{val_fraction:g} and window {window}){shift}, or --force to fit anyway")

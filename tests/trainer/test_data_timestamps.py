@@ -40,7 +40,8 @@ def test_irregular_sampling_is_said_once_with_the_period_taken(tmp_path, caplog)
         "median 1 s" in caplog.text
     caplog.clear()
     g = tmp_path / "regular.csv"
-    g.write_text("timestamp,x\n" + "".join(f"{1.7e9 + i:.3f},{i % 7}\n" for i in range(60)))
+    jitter = np.cumsum(np.where(np.arange(60) % 9 == 0, 2.0, 1.0))  # 1 s stamps, now and then 2 s (as SKAB's)
+    g.write_text("timestamp,x\n" + "".join(f"{1.7e9 + v:.3f},{i % 7}\n" for i, v in enumerate(jitter)))
     with caplog.at_level(logging.WARNING, logger="trainer.data"):
         read_csv(g)
     assert "irregular" not in caplog.text

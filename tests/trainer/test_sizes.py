@@ -41,3 +41,6 @@ def test_too_little_data_says_what_is_missing() -> None:
     assert missing_data([n - round(0.2 * n)], [round(0.2 * n)], 16) is None
     assert missing_data([n - round(0.2 * n)], [round(0.2 * n) - 1], 16) is not None  # one validation row fewer
     assert f"about {n:,} in one file" in more_data_advice(16, 0.2) and "--force" in more_data_advice(16, 0.2)
+    assert "a larger --val-fraction" in more_data_advice(16, 0.2, train_short=False, val_short=True)
+    assert "a smaller --val-fraction" in more_data_advice(16, 0.2, train_short=True, val_short=False)
+    assert "val-fraction," not in more_data_advice(16, 0.2)  # both short: only more rows help
