@@ -195,6 +195,8 @@ def run(config_file: str | None, **flags: Any) -> None:
 @click.option("--config", "config_file", type=click.Path(),
               help="Take broker, TLS, auth and topics from this config; flags override it.")
 @click.option("--alert-topic", default=None, help="Alert topic template (default alerts/{device}).")
+@click.option("--topic-prefix", default=None, help="The daemons' topics.prefix (site-1: site-1/alerts/{device}); "
+              "put in front of the alert topic as `edgewatch run --topic-prefix` does.")
 @click.option("--states/--no-states", "--state/--no-state", "state", default=False, show_default=True,
               help="Also show the per-device state documents (retained; rows marked 'state').")
 @click.option("--format", "fmt", type=click.Choice(["auto", "table", "json"]), default="auto", show_default=True,
@@ -203,12 +205,13 @@ def run(config_file: str | None, **flags: Any) -> None:
               help="Colour raised/cleared in the table.  [default: on a terminal]")
 @click.option("--count", type=int, default=0, help="Exit after printing this many rows (0: run until Ctrl-C).")
 @click.option("--timeout", type=float, default=0.0, help="Exit after this many seconds (0: never).")
-def alerts(broker: str | None, config_file: str | None, alert_topic: str | None, state: bool, fmt: str,
-           colour: bool | None, count: int, timeout: float) -> None:
+def alerts(broker: str | None, config_file: str | None, alert_topic: str | None, topic_prefix: str | None,
+           state: bool, fmt: str, colour: bool | None, count: int, timeout: float) -> None:
     """Show alerts live as they are published: one row per alert, stream and receive time in UTC."""
     from edge_runtime.tools.watch import HEADER, WatchError, format_row, json_line, watch_alerts
 
-    cfg = config_from_flags(config_file, {"broker": broker, "alert_topic": alert_topic})  # None: not given
+    cfg = config_from_flags(config_file, {"broker": broker, "alert_topic": alert_topic,  # None: not given
+                                          "prefix": topic_prefix})
     tty = sys.stdout.isatty()
     table = fmt == "table" or (fmt == "auto" and tty)
     colour = tty if colour is None else colour

@@ -158,3 +158,14 @@ def test_a_version_2_alert_row_shows_its_summary_and_an_update_says_so() -> None
     row = format_row(doc, "alert", 1.9e9)
     assert row.endswith("Pressure low: 3.1 bar, expected 4.6") and " update " in row
     assert "Pressure 75%" in format_row(ALERT, "alert", 1.9e9)  # a version 1 alert: its shares, as before
+
+
+def test_the_topic_prefix_is_put_in_front_of_the_alert_topic_as_run_does(mosquitto) -> None:
+    pub = Publisher(mosquitto.port)
+    pub.client.publish("site-1/alerts/pump-1/state", json.dumps(STATE), qos=1, retain=True).wait_for_publish(5)
+    pub.client.publish("alerts/pump-2/state", json.dumps({**STATE, "device": "pump-2"}), qos=1,
+                       retain=True).wait_for_publish(5)
+    pub.close()
+    res = _alerts_cli(mosquitto.url, "--timeout", "1.5", "--states", "--topic-prefix", "site-1")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(line)["topic"] for line in res.stdout.splitlines()] == ["site-1/alerts/pump-1/state"]
