@@ -31,7 +31,6 @@ from edge_runtime.pipeline.health import (
     left_out,
     renormalised_score,
 )
-from edge_runtime.pipeline.windowing_offline import sliding_windows
 
 DEGRADED_SHARE = 0.5  # the daemon's health.degraded_share default
 BACK_IN_WINDOWS = 2  # edge_runtime.service.sensor_health.BACK_IN_WINDOWS
@@ -121,9 +120,10 @@ def masked_scores(model: Any, values: np.ndarray, scores: np.ndarray, view: Sens
     weight = meta.scoring.get("weight")
     w_arr = np.asarray(weight, dtype=np.float64) if weight else None
     x = np.asarray(values, dtype=np.float32)
+    view_w = np.lib.stride_tricks.sliding_window_view(x, meta.window, axis=0)  # (N, C, W), no copy
     for lo in range(0, len(rows), SCORE_BATCH):
         idx = rows[lo : lo + SCORE_BATCH]
-        win = sliding_windows(x[idx[0] : idx[-1] + meta.window], meta.window, 1)[idx - idx[0]]
+        win = np.ascontiguousarray(view_w[idx].transpose(0, 2, 1))  # only these windows (masked ones can be far apart)
         exc = view.excluded[idx]
         for pattern in np.unique(exc, axis=0):  # the daemon fills each device's windows by its own pattern
             sel = np.flatnonzero((exc == pattern).all(axis=1))

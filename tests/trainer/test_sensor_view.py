@@ -86,3 +86,22 @@ def test_masked_scores_are_the_daemons_renormalised_scores(model) -> None:
     win[:, 0] = model.metadata.normalisation.mean[0]  # the daemon fills it with the training mean
     _, ce = model.run(win[None])
     assert got[k] == pytest.approx(float(renormalised_score(ce, view.excluded[k], None, model.metadata.score_power())[0]))
+
+
+def test_masked_windows_far_apart_are_scored_without_copying_the_stretch_between(model) -> None:
+    import tracemalloc
+
+    from trainer.sensor_view import SensorView
+
+    t, w = 1_000_000, model.metadata.window
+    x = np.zeros((t, len(CH)), dtype=np.float32)
+    n = t - w + 1
+    excluded = np.zeros((n, len(CH)), dtype=bool)
+    excluded[:2, 0] = excluded[-2:, 0] = True  # one masked window pair at each end of a long recording
+    view = SensorView(excluded, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
+    tracemalloc.start()
+    out = masked_scores(model, x, np.zeros(n), view)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.count_nonzero(out) <= 4
+    assert peak < 40e6, peak  # the windows between (1 M x 8 x 4 float32 = 128 MB) are never copied
