@@ -35,6 +35,7 @@ from edge_runtime.pipeline.health import (
 DEGRADED_SHARE = 0.5  # the daemon's health.degraded_share default
 BACK_IN_WINDOWS = 2  # edge_runtime.service.sensor_health.BACK_IN_WINDOWS
 SCORE_BATCH = 4096
+BLOCK_ROWS = 65_536  # rows checked at a time: the replay's memory is bounded by this, not by the recording
 
 
 @dataclass
@@ -82,28 +83,43 @@ def sensor_view(meta: Any, values: np.ndarray, degraded_share: float = DEGRADED_
     if not meta.health or t < w:
         return None
     limits = HealthLimits.build(meta.health, meta.channels, meta.normalisation.mean, meta.sample_period_s)
-    checks = ChannelHealth(limits)
+    checks = ChannelHealth(limits)  # incremental: fed in blocks of rows, as the daemon is fed messages
     keep = np.ones(t, dtype=bool) if running is None else np.asarray(running, dtype=bool)
-    codes = np.zeros((t, c), dtype=np.uint8)
-    out_runs = np.zeros((t, c), dtype=np.int64)
-    flat_runs = np.zeros((t, c), dtype=np.int64)
-    if keep.any():
-        codes[keep] = checks.update(np.array(values[keep], dtype=np.float32))  # (T, C)
-        out_runs[keep], flat_runs[keep] = checks.out_runs, checks.flat_runs
-    exc = left_out(codes, flat_runs, limits, range_excludes)  # the daemon's rule, the same function
-    # left out of the window ending at row e when left out at any row of e-W+1..e (the daemon's clean < W)
-    csum = np.vstack([np.zeros((1, c), np.int64), np.cumsum(exc, axis=0)])
-    in_span = (csum[w:] - csum[:-w]) > 0  # (N, C) for windows ending at rows W-1..T-1
     weight = np.asarray(meta.scoring.get("weight") or np.ones(c), dtype=np.float64)
     kept = weight > 0
-    share = (in_span & kept).sum(axis=1) / max(int(kept.sum()), 1)  # degraded: the faulty ones, not the pending
-    # with range_excludes, a channel outside its range right now (fewer than range_hold samples) is left out too
-    excluded = (in_span | (out_runs[w - 1 :] > 0)) if range_excludes else in_span
-    far = (codes == OUT_OF_RANGE).sum(axis=1) > degraded_share * c
+    n = t - w + 1
+    excluded = np.zeros((n, c), dtype=bool)
+    degraded = np.zeros(n, dtype=bool)
+    far = np.zeros(t, dtype=bool)
+    carry = np.zeros((0, c), dtype=bool)  # the last W-1 rows' left-out flags of the block before
+    for r0 in range(0, t, BLOCK_ROWS):
+        r1 = min(t, r0 + BLOCK_ROWS)
+        k = keep[r0:r1]
+        codes = np.zeros((r1 - r0, c), dtype=np.uint8)
+        out_runs = np.zeros((r1 - r0, c), dtype=np.int64)
+        flat_runs = np.zeros((r1 - r0, c), dtype=np.int64)
+        if k.any():
+            codes[k] = checks.update(np.array(values[r0:r1][k], dtype=np.float32))
+            out_runs[k], flat_runs[k] = checks.out_runs, checks.flat_runs
+        exc = left_out(codes, flat_runs, limits, range_excludes)  # the daemon's rule, the same function
+        far[r0:r1] = (codes == OUT_OF_RANGE).sum(axis=1) > degraded_share * c
+        # left out of the window ending at row e when left out at any row of e-W+1..e (the daemon's clean < W)
+        ext = np.concatenate([carry, exc])
+        csum = np.vstack([np.zeros((1, c), np.int64), np.cumsum(ext, axis=0)])
+        first = max(r0, w - 1)  # the first row of this block that ends a window
+        if first < r1:
+            e = np.arange(first, r1) - r0 + len(carry)  # rows of ext ending a window
+            in_span = (csum[e + 1] - csum[e + 1 - w]) > 0
+            sl = slice(first - w + 1, r1 - w + 1)
+            share = (in_span & kept).sum(axis=1) / max(int(kept.sum()), 1)  # the faulty ones, not the pending
+            degraded[sl] = share > degraded_share
+            # with range_excludes, a channel outside its range right now (fewer than range_hold samples) too
+            excluded[sl] = (in_span | (out_runs[first - r0 :] > 0)) if range_excludes else in_span
+        carry = ext[-(w - 1):] if w > 1 else ext[:0]
     ood_rows = np.zeros(t, dtype=bool)
     ood_rows[keep] = _ood_rows(far[keep], w)  # counted over the running rows, as the daemon checks only those
     ood = ood_rows[w - 1 :]
-    return SensorView(excluded, (share > degraded_share) & ~ood, ood)
+    return SensorView(excluded, degraded & ~ood, ood)
 
 
 def masked_scores(model: Any, values: np.ndarray, scores: np.ndarray, view: SensorView) -> np.ndarray:

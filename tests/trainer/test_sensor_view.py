@@ -105,3 +105,22 @@ def test_masked_windows_far_apart_are_scored_without_copying_the_stretch_between
     tracemalloc.stop()
     assert np.count_nonzero(out) <= 4
     assert peak < 40e6, peak  # the windows between (1 M x 8 x 4 float32 = 128 MB) are never copied
+
+
+@pytest.mark.parametrize("block", [5, 7, 13, 64])
+def test_checked_in_blocks_the_replay_is_the_same(model, monkeypatch, block: int) -> None:
+    """The replay feeds the checks in blocks of rows (bounded memory on long recordings): any block size, the same
+    masks and the same windows not scored, with operating states (a stop mid-recording) too."""
+    import trainer.sensor_view as sv
+
+    x = _faulty()
+    running = np.ones(len(x), dtype=bool)
+    running[112:118] = False
+    for kw in ({}, {"range_excludes": True}, {"running": running}):
+        whole = sensor_view(model.metadata, x, **kw)
+        monkeypatch.setattr(sv, "BLOCK_ROWS", block)
+        parts = sensor_view(model.metadata, x, **kw)
+        monkeypatch.setattr(sv, "BLOCK_ROWS", 65_536)
+        assert whole is not None and parts is not None
+        for name in ("excluded", "degraded", "out_of_distribution"):
+            np.testing.assert_array_equal(getattr(parts, name), getattr(whole, name), err_msg=f"{kw} {name}")
