@@ -39,7 +39,7 @@ from edge_runtime.contract import ModelMetadata
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from trainer.baselines import PcaT2Q
 from trainer.data import DataError, Series, no_input, read_csv
-from trainer.evaluate import Outcome, alerts_summary, daemon_scores, judge, open_model, pooled
+from trainer.evaluate import Outcome, alerts_summary, daemon_scores, judge, open_model, pooled, window_scores
 from trainer.metrics import Counts, EventCounts
 
 log = logging.getLogger(__name__)
@@ -111,11 +111,10 @@ class FileRun:
         common = {"first": self.first, "period_s": self.period_s, "tolerance": w - 1, "vus_buffer": 2 * w}
         if detector in (EDGEWATCH, EDGEWATCH_RANGE):
             hop = protocol.hop or self.meta.hop
-            if detector == EDGEWATCH_RANGE and self.range_scores is None:
+            scores, scored = (self.range_scores, self.range_scored) if detector == EDGEWATCH_RANGE else (
+                self.scores, self.scored)
+            if scores is None:
                 raise ValueError(f"{self.name}: scored without the range_excludes view (use scored_run)")
-            ranged = detector == EDGEWATCH_RANGE
-            scores, scored = (self.range_scores, self.range_scored) if ranged else (self.scores, self.scored)
-            assert scores is not None
             return judge(self.name, scores, self.labels, self.meta.threshold.value * scale, w, hop, pol,
                          scored=scored, **common)
         return judge(self.name, self.pca, self.labels, scale, 1, 1, POINTWISE if detector == PCA_POINT else pol, **common)
@@ -202,8 +201,10 @@ def scored_run(model: Any, values: np.ndarray, labels: np.ndarray | None, name: 
     """``values`` scored by ``model`` as the daemon scores them (its sensor checks, with and without
     ``health.range_excludes``) and by PCA T2+Q fitted on the first ``first`` rows."""
     checks: dict[str, Any] = {"default": {}, "range_excludes": {}}
-    scores, scored = daemon_scores(model, values, info=checks["default"])
-    range_scores, range_scored = daemon_scores(model, values, range_excludes=True, info=checks["range_excludes"])
+    raw = window_scores(model, values)  # once: each view masks its own windows
+    scores, scored = daemon_scores(model, values, info=checks["default"], raw=raw)
+    range_scores, range_scored = daemon_scores(model, values, range_excludes=True, info=checks["range_excludes"],
+                                               raw=raw)
     pca = PcaT2Q.fit(values[:first]).score(values)
     return FileRun(name, kind, model.metadata, scores, pca, labels, first, period_s, fit_s,
                    scored, range_scores, range_scored, checks)

@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz", ".xlsx", ".xlsm", ".parquet")
 TIMESTAMP_NAMES = ("timestamp", "time", "datetime", "date", "ts", "date_time", "time_stamp")
-_MISSING = MISSING_CELLS  # edge_runtime/tools/textfile.py: replay reads the same cells as missing
 DEFAULT_LABEL_COLUMN = "anomaly"
 # Label-ish columns never used as features unless asked for with --channels (as edge_runtime/tools/replay.py):
 # SKAB's `changepoint` beside its `anomaly` labels, and the usual names of label columns.
@@ -317,7 +316,7 @@ def _cell_value(cell: str, path: Path, lineno: int, column: str, opts: ReadOptio
         pass
     text = cell.strip()
     at = f"{path}: {where} {lineno}, column {column!r}"
-    if text.lower() in _MISSING:
+    if text.lower() in MISSING_CELLS:  # replay reads the same cells as missing
         if opts.fill is None:
             raise DataError(f"{at}: missing value (use --fill {'|'.join(FILL_METHODS)})")
         return math.nan

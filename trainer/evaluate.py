@@ -129,14 +129,15 @@ def judge(
 
 
 def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | None = None,
-                  range_excludes: bool = False, info: dict[str, Any] | None = None
+                  range_excludes: bool = False, info: dict[str, Any] | None = None, raw: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """Hop-1 window scores (T-W+1,) of raw ``values`` as the daemon scores them, and which windows it scores at all
     (None: every one): only the windows wholly in ``running`` rows (T,) bool (a stopped or settling machine's are
     not), with its sensor checks (:mod:`trainer.sensor_view`: faulty channels left out, degraded or
     out-of-distribution windows not scored; ``range_excludes`` as ``health.range_excludes``). ``info``: filled
-    with the checks' shares of windows masked, degraded and out of distribution (:meth:`SensorView.summary`)."""
-    sc = window_scores(model, values)
+    with the checks' shares of windows masked, degraded and out of distribution (:meth:`SensorView.summary`).
+    ``raw``: the unmasked :func:`window_scores` when the caller has them already (not modified)."""
+    sc = window_scores(model, values) if raw is None else raw
     scored = None if running is None else running_windows(running, model.window)
     view = sensor_view(model.metadata, values, range_excludes=range_excludes, running=running)
     if view is not None:

@@ -9,8 +9,8 @@ or the cross-channel factors' estimate) and the score renormalised over the heal
 (:func:`edge_runtime.pipeline.health.renormalised_score`). A device is not scored at all while more than
 ``degraded_share`` of its scored channels are left out (``degraded``), or while more than that share of all its
 channels is out of range at once, until it is back for two windows' worth of samples (``out_of_distribution``).
-:func:`sensor_view` replays those rules over a recording (the same pure checks, in one block: the same codes as
-sample by sample), :func:`masked_scores` scores its windows as the daemon does; ``evaluate`` and ``benchmark`` feed
+:func:`sensor_view` replays those rules over a recording (the same pure checks, in blocks of rows: the same codes
+as sample by sample), :func:`masked_scores` scores its windows as the daemon does; ``evaluate`` and ``benchmark`` feed
 both to the daemon's decisions (:func:`trainer.decisions.daemon_decisions` ``scored``). ``tests/trainer/test_sensor_view.py`` checks the replay
 against the daemon's own ingest path fed the same samples message by message (the same masks, the same windows
 not scored).
@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.pipeline.factor_fill import factor_fill, residual_projection
+from edge_runtime.config import Config
+from edge_runtime.pipeline.factor_fill import fill_excluded, residual_projection
 from edge_runtime.pipeline.health import (
     OUT_OF_RANGE,
     ChannelHealth,
@@ -31,9 +32,9 @@ from edge_runtime.pipeline.health import (
     left_out,
     renormalised_score,
 )
+from edge_runtime.service.sensor_health import BACK_IN_WINDOWS
 
-DEGRADED_SHARE = 0.5  # the daemon's health.degraded_share default
-BACK_IN_WINDOWS = 2  # edge_runtime.service.sensor_health.BACK_IN_WINDOWS
+DEGRADED_SHARE = Config().degraded_share  # the daemon's default
 SCORE_BATCH = 4096
 BLOCK_ROWS = 65_536  # rows checked at a time: the replay's memory is bounded by this, not by the recording
 
@@ -144,10 +145,7 @@ def masked_scores(model: Any, values: np.ndarray, scores: np.ndarray, view: Sens
         for pattern in np.unique(exc, axis=0):  # the daemon fills each device's windows by its own pattern
             sel = np.flatnonzero((exc == pattern).all(axis=1))
             part = win[sel]
-            if proj is None:
-                part[:, :, pattern] = mean[pattern]
-            else:
-                factor_fill(part, pattern, mean, std, proj)
+            fill_excluded(part, pattern, mean, std, proj)  # as the daemon's scorer fills them
             _, ce = model.run(np.ascontiguousarray(part))
             out[idx[sel]] = renormalised_score(np.asarray(ce), pattern, w_arr, meta.score_power())
     return out

@@ -34,6 +34,17 @@ def residual_projection(scoring: Any, n_channels: int) -> npt.NDArray[np.float64
     return m
 
 
+def fill_excluded(windows: npt.NDArray[np.float32], excluded: npt.NDArray[np.bool_], mean: npt.NDArray[np.float32],
+                  std: npt.NDArray[np.float32], projection: npt.NDArray[np.float64] | None) -> None:
+    """Overwrite the ``excluded`` (C,) channels of raw ``windows`` (n, W, C) in place, as the scorer masks them: the
+    training ``mean`` (its level adds nothing to the level term), or with the cross-channel term's ``projection``
+    the factors' estimate from the healthy channels (:func:`factor_fill`)."""
+    if projection is None:
+        windows[:, :, excluded] = mean[excluded]
+    else:
+        factor_fill(windows, excluded, mean, std, projection)
+
+
 def factor_fill(windows: npt.NDArray[np.float32], excluded: npt.NDArray[np.bool_], mean: npt.NDArray[np.float32],
                 std: npt.NDArray[np.float32], projection: npt.NDArray[np.float64]) -> None:
     """Overwrite the ``excluded`` (C,) channels of raw ``windows`` (n, W, C) in place with the factors' fill."""

@@ -32,7 +32,7 @@ from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
 from edge_runtime.pipeline.documents import RAISED, Outbound, operating_doc, score_doc, state_doc, to_json
 from edge_runtime.pipeline.drift import drift_doc
 from edge_runtime.pipeline.explain import channel_normals
-from edge_runtime.pipeline.factor_fill import factor_fill, residual_projection
+from edge_runtime.pipeline.factor_fill import fill_excluded, residual_projection
 from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
 from edge_runtime.pipeline.health import renormalised_score
 from edge_runtime.pipeline.states import OUT_OF_DISTRIBUTION, STOPPED, DistributionCheck
@@ -349,10 +349,7 @@ class Scorer:
         proj = self._projection(model)
         for it in items:
             if it.excluded is not None:
-                if proj is None:
-                    batch[off : off + it.n, :, it.excluded] = mean[it.excluded]
-                else:
-                    factor_fill(batch[off : off + it.n], it.excluded, mean, std, proj)
+                fill_excluded(batch[off : off + it.n], it.excluded, mean, std, proj)
                 n += it.n
             off += it.n
         if n:

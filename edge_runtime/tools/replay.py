@@ -168,7 +168,7 @@ def read_recording(
         ch_idx = [textfile.find_column(c, header) or 0 for c in channels]
     else:
         cand = [i for i, h in enumerate(header) if i != t_idx and h.lower() not in skip and h and i < len(rows[0])]
-        seen = {i: next((r[i] for r in rows[:100] if i < len(r) and not _missing(r[i])), None) for i in cand}
+        seen = {i: next((r[i] for r in rows[:100] if i < len(r) and not textfile.is_missing(r[i])), None) for i in cand}
         ch_idx = [i for i in cand if _is_number(seen[i] or "", decimal)]  # told by its first value
         for i in cand:
             cell = seen[i]
@@ -185,7 +185,7 @@ def read_recording(
             raise ReplayError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
         for j, i in enumerate(ch_idx):
             cell = row[i].strip()
-            if _missing(cell) and fill is not None:  # empty, NaN, NA, ...: a missing value, as fit reads it
+            if textfile.is_missing(cell) and fill is not None:  # empty, NaN, NA, ...: a missing value, as fit reads it
                 values[n, j] = np.nan
                 continue
             try:
@@ -197,7 +197,7 @@ def read_recording(
                     what += " (a decimal comma: use --decimal ,)"
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: {what}") from None
             if not math.isfinite(v):
-                how = f" (a missing value: use --fill {'|'.join(REPLAY_FILLS)})" if _missing(cell) else ""
+                how = f" (a missing value: use --fill {'|'.join(REPLAY_FILLS)})" if textfile.is_missing(cell) else ""
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: non-finite value {cell!r}{how}")
             values[n, j] = v
     if t_idx is not None:
@@ -220,11 +220,6 @@ def read_recording(
     skipped = () if channels else tuple(h for i, h in enumerate(header)
                                         if i not in ch_idx and i != t_idx and h.lower() not in skip)
     return Recording(ts, values, tuple(header[i] for i in ch_idx), skipped)
-
-
-def _missing(cell: str) -> bool:
-    """A cell with no value, as ``fit`` reads it (:func:`textfile.is_missing`)."""
-    return textfile.is_missing(cell)
 
 
 def pacing_delays(ts: np.ndarray, batch: int, speed: float) -> np.ndarray:
