@@ -30,10 +30,12 @@ from edge_runtime.tools.textfile import (
     check_encoding,
     decode_error,
     did_you_mean,
+    field_count_error,
     find_column,
     looks_like_decimal_comma,
     number,
     open_text,
+    sniff_separator,
     zone,
 )
 from edge_runtime.tools.units_row import UnitsRowError, units_row
@@ -120,15 +122,6 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     return list(first.values())
 
 
-def _sniff_delimiter(header: str, path: Path) -> str:
-    counts = {d: header.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    if counts[best] == 0:
-        # A single-column file: no delimiter at all.
-        return ","
-    return best
-
-
 def _parse_time(text: str) -> float | None:
     """Epoch seconds of one timestamp cell (edge_runtime.pipeline.timestamps), None when it is not one."""
     try:
@@ -182,13 +175,26 @@ class ReadOptions:
 
 
 def read_options(stored: dict[str, Any], **given: Any) -> ReadOptions:
-    """Options from a model's stored ``preprocessing``, each overridden by a ``given`` one that is not None."""
+    """Options from a model's stored ``preprocessing``, each overridden by a ``given`` one that is not None.
+
+    A bad given option is a usage error (exit 2); a bad stored one that no given option overrides (a model
+    edited by hand, a time zone this machine does not know) is a data error naming the model's stored value.
+    """
     keys = ("fill", "decimal", "encoding", "timezone", "state_column")
+    chosen = {k: v for k, v in given.items() if v is not None}
+    ReadOptions(**_no_none_fill(chosen)).check()
     base = {k: stored[k] for k in keys if stored.get(k) is not None}
-    base.update({k: v for k, v in given.items() if v is not None})
-    if base.get("fill") == "none":
-        base["fill"] = None
-    return ReadOptions(**base).check()
+    base.update(chosen)
+    try:
+        return ReadOptions(**_no_none_fill(base)).check()
+    except DataError as exc:
+        raise DataError(f"the model's stored reading options (its preprocessing metadata) do not work here: {exc}; "
+                        "give that option to read with another value") from None
+
+
+def _no_none_fill(options: dict[str, Any]) -> dict[str, Any]:
+    """``fill = "none"`` (a stored or given "no fill") as None."""
+    return {**options, "fill": None} if options.get("fill") == "none" else options
 
 
 def read_csv(
@@ -222,14 +228,14 @@ def read_csv(
             first_line = fh.readline()
             if not first_line.strip():
                 raise DataError(f"{path}: line 1: empty file or missing header row")
-            delim = _sniff_delimiter(first_line, path)
+            delim = sniff_separator(first_line)
             header = next(csv.reader([first_line], delimiter=delim))
             reader = csv.reader(fh, delimiter=delim)
             rows = ((reader.line_num + 1, r) for r in reader)
             total = path.stat().st_size
             raw = fh.buffer
             return _read_rows(path, header, rows, lambda: (raw.tell(), total), label_column, exclude, channels,
-                              opts, "line")
+                              opts, "line", separator=delim)
     except UnicodeDecodeError as exc:
         raise DataError(str(decode_error(path, codec, exc))) from None
 
@@ -339,6 +345,7 @@ def _column(name: str, header: list[str], path: Path, what: str) -> int:
 def _read_rows(
     path: Path, header: list[str], rows: Iterator[tuple[int, list[str]]], position: Callable[[], tuple[int, int]],
     label_column: str | None, exclude: Sequence[str], channels: Sequence[str] | None, opts: ReadOptions, where: str,
+    separator: str | None = None,
 ) -> Series:
     """A header and ``(line, cells)`` rows -> :class:`Series`, row by row: memory ~8 bytes per value
     (2 M x 12 -> ~0.2 GB). ``position()``: ``(done, total)`` bytes (CSV) or rows, for the progress line."""
@@ -398,7 +405,7 @@ def _read_rows(
 
     def take(r: list[str], lineno: int) -> None:
         if len(r) != len(header):
-            raise DataError(f"{path}: {where} {lineno}: {len(r)} fields, the header has {len(header)}")
+            raise DataError(f"{path}: {where} {lineno}: {field_count_error(r, len(header), separator)}")
         flat.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(feature_idx))
         if lab_col is not None:
             cell = r[lab_col].strip()

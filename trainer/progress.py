@@ -1,4 +1,8 @@
-"""Progress lines on stderr for long reads and training: rates, sizes and what is left. Formatting is pure."""
+"""Progress lines on stderr for long reads and training: rates, sizes and what is left. Formatting is pure.
+
+On a terminal a progress line is rewritten in place; on a file or a pipe (a CI log, ``2> fit.log``) each update is
+a line of its own, at most one every ``LOG_EVERY_S`` seconds, so a log stays readable.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,55 @@ from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 import numpy as np
+
+LOG_EVERY_S = 15.0
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (progress rewritten in place) rather than a file or a pipe."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class LiveLine:
+    """One progress line: rewritten in place on a terminal, a new line at most every ``LOG_EVERY_S`` s elsewhere.
+
+    ``due`` says whether the last write is at least ``every_s`` old, ``show`` writes, ``end`` finishes the line
+    with a last text or without one.
+    """
+
+    def __init__(self, stream: TextIO | None = None, every_s: float = 1.0, terminal: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.terminal = is_terminal(self.stream) if terminal is None else terminal
+        self.every_s = every_s if self.terminal else max(every_s, LOG_EVERY_S)
+        self.last = -float("inf")  # the first update shows at once
+        self.width = 0  # the length of the text now on a terminal line (a shorter one is padded over it)
+
+    def due(self) -> bool:
+        """Whether it is time for the next update."""
+        return time.perf_counter() - self.last >= self.every_s
+
+    def show(self, text: str) -> None:
+        """Write ``text`` as the line's state now."""
+        self.last = time.perf_counter()
+        if self.terminal:
+            self.stream.write("\r" + text.ljust(self.width))
+            self.width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def end(self, text: str | None = None) -> None:
+        """Finish the line: ``text`` as its last state, or only a newline where a line is open on a terminal."""
+        if text is not None:
+            self.last = time.perf_counter()
+            self.stream.write(("\r" + text.ljust(self.width) if self.terminal else text) + "\n")
+        elif self.terminal and self.width:
+            self.stream.write("\n")
+        self.width = 0
+        self.stream.flush()
 
 
 def duration(seconds: float) -> str:
@@ -36,26 +89,21 @@ def read_line(name: str, rows: int, seconds: float, done: int, total: int, unit:
 
 
 class ReadProgress:
-    """At most one progress line a second while a file is read (rewritten in place), a last one when done."""
+    """At most one progress line a second while a file is read (see ``LiveLine``), a last one when done."""
 
-    def __init__(self, name: str, unit: str, stream: TextIO | None = None, every_s: float = 1.0) -> None:
-        self.name, self.unit, self.every_s = name, unit, every_s
-        self.stream = stream or sys.stderr
+    def __init__(self, name: str, unit: str, stream: TextIO | None = None, every_s: float = 1.0,
+                 terminal: bool | None = None) -> None:
+        self.name, self.unit = name, unit
+        self.line = LiveLine(stream, every_s, terminal)
         self.t0 = time.perf_counter()
-        self.last = self.t0 - every_s  # the first update shows at once
 
     def update(self, rows: int, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - self.last >= self.every_s:
-            self.last = now
-            self.stream.write("\r" + read_line(self.name, rows, now - self.t0, done, total, self.unit))
-            self.stream.flush()
+        if self.line.due():
+            self.line.show(read_line(self.name, rows, time.perf_counter() - self.t0, done, total, self.unit))
 
     def done(self, rows: int, done: int, total: int) -> None:
         seconds = time.perf_counter() - self.t0
-        self.stream.write("\r" + read_line(self.name, rows, seconds, total, total, self.unit)
-                          + f" in {duration(seconds)}\n")
-        self.stream.flush()
+        self.line.end(read_line(self.name, rows, seconds, total, total, self.unit) + f" in {duration(seconds)}")
 
 
 def stage(text: str, on: bool, stream: TextIO | None = None) -> None:
@@ -65,25 +113,23 @@ def stage(text: str, on: bool, stream: TextIO | None = None) -> None:
 
 
 def counted(chunks: Iterable[np.ndarray], total: int, what: str, on: bool,
-            stream: TextIO | None = None, every_s: float = 1.0) -> Iterator[np.ndarray]:
+            stream: TextIO | None = None, every_s: float = 1.0, terminal: bool | None = None) -> Iterator[np.ndarray]:
     """``chunks`` (arrays of n windows each) passed through, with at most one ``what: n of total`` line a
-    second and the time left (when ``on``); a final newline when any line was written."""
-    out = stream or sys.stderr
-    t0 = last = time.perf_counter()
+    second and the time left (when ``on``; see ``LiveLine``), and a last line with the count when any was written."""
+    line = LiveLine(stream, every_s, terminal)
+    t0 = time.perf_counter()
     n, wrote = 0, False
     try:
         for c in chunks:
             yield c  # the consumer may stop early (a window limit): the finally still ends the line
             n += len(c)
-            now = time.perf_counter()
-            if on and now - last >= every_s:
-                last, wrote = now, True
-                left = duration((now - t0) * max(total - n, 0) / n) if n else "?"
-                out.write(f"\r{what}: {min(n, total):,} of {total:,} windows, {left} left")
-                out.flush()
+            if on and line.due():
+                left = duration((time.perf_counter() - t0) * max(total - n, 0) / n) if n else "?"
+                line.show(f"{what}: {min(n, total):,} of {total:,} windows, {left} left")
+                wrote = True
     finally:
         if wrote:
-            out.write("\n")
+            line.end(f"{what}: {min(n, total):,} of {total:,} windows in {duration(time.perf_counter() - t0)}")
 
 
 def epoch_line(epoch: int, epochs: int, done: int, total: int, loss: float, epoch_s: float, mean_epoch_s: float,

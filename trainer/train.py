@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from trainer.model import AEConfig, ConvAutoencoder, count_parameters
-from trainer.progress import epoch_line
+from trainer.progress import LiveLine, epoch_line
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +142,15 @@ def _fit(
     n_batches = -(-per_epoch // tc.batch_size)
     t0 = time.perf_counter()
     seen = 0
+    line = LiveLine(every_s=0.0)  # a terminal: the bar every 10 batches; a log: one line an epoch, more if slow
+
+    def status(epoch: int, b: int, running: float, t_epoch: float, bad_epochs: int) -> str:
+        done_n = min(per_epoch, (b + 1) * tc.batch_size)
+        now = time.perf_counter()
+        return epoch_line(epoch, tc.epochs, done_n, per_epoch, running / done_n, now - t_epoch,
+                          (t_epoch - t0) / (epoch - 1) if epoch > 1 else now - t_epoch,
+                          max(0, tc.patience - bad_epochs - 1))
+
     for epoch in range(1, tc.epochs + 1):
         model.train()
         t_epoch = time.perf_counter()
@@ -158,18 +166,14 @@ def _fit(
             opt.step()
             running += loss.item() * len(idx)
             seen += len(idx)
-            if progress and (b % 10 == 0 or b == n_batches - 1):
-                done_n = min(per_epoch, (b + 1) * tc.batch_size)
-                now = time.perf_counter()
-                sys.stderr.write("\r" + epoch_line(
-                    epoch, tc.epochs, done_n, per_epoch, running / done_n, now - t_epoch,
-                    (t_epoch - t0) / (epoch - 1) if epoch > 1 else now - t_epoch, max(0, tc.patience - bad_epochs - 1)))
+            if progress and b % 10 == 0 and b < n_batches - 1 and line.due():
+                line.show(status(epoch, b, running, t_epoch, bad_epochs))
         train_loss = running / per_epoch
         val_loss = evaluate_loss(model, val, device=str(device))
         res.train_loss.append(train_loss)
         res.val_loss.append(val_loss)
         if progress:
-            sys.stderr.write(f"  val {val_loss:.5f}\n")
+            line.end(status(epoch, n_batches - 1, running, t_epoch, bad_epochs) + f"  val {val_loss:.5f}")
         log.debug("epoch %d train %.6f val %.6f", epoch, train_loss, val_loss)
         improved = val_loss < res.best_val_loss * (1.0 - tc.min_delta)
         if val_loss < res.best_val_loss:

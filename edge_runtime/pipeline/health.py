@@ -231,8 +231,10 @@ def describe(health: Mapping[str, Any]) -> list[str]:
         k = int(lim.get("max_flat_samples", 0))
         stuck = f"stuck after {k} flat samples (longest in training {lim.get('longest_flat_samples', '?')})" if k \
             else "stuck not checked (flat most of the time in training)"
-        lines.append(f"  {name}: range {lim.get('min', -math.inf):.6g} .. {lim.get('max', math.inf):.6g} "
-                     f"+- {lim.get('margin', 0.0):.3g}; {stuck}")
+        lo, hi, pad = lim.get("min", -math.inf), lim.get("max", math.inf), lim.get("margin", 0.0)
+        seen = f"constant {lo:.6g}" if lo == hi else f"{lo:.6g} .. {hi:.6g}"
+        lines.append(f"  {name}: in range {lo - pad:.6g} .. {hi + pad:.6g} (training {seen}, widened by {pad:.3g} on "
+                     f"each side); {stuck}")
     return lines
 
 

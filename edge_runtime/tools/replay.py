@@ -71,12 +71,6 @@ class Recording:
     skipped: tuple[str, ...] = ()
 
 
-def _sniff_delimiter(header: str) -> str:
-    counts = {d: header.count(d) for d in (";", ",", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
 def _is_number(cell: str, decimal: str = ".") -> bool:
     try:
         return math.isfinite(textfile.number(cell, decimal))
@@ -131,7 +125,8 @@ def read_recording(
     first = text.split("\n", 1)[0]
     if not first.strip():
         raise ReplayError(f"{path}: empty file or empty header line")
-    reader = csv.reader(io.StringIO(text), delimiter=_sniff_delimiter(first))
+    separator = textfile.sniff_separator(first)
+    reader = csv.reader(io.StringIO(text), delimiter=separator)
     header = [h.strip() for h in next(reader)]
     rows = [r for r in reader if any(c.strip() for c in r)]
     if not rows:
@@ -182,7 +177,7 @@ def read_recording(
     for n, row in enumerate(rows):
         line = n + first_line
         if len(row) != len(header):
-            raise ReplayError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
+            raise ReplayError(f"{path}: line {line}: {textfile.field_count_error(row, len(header), separator, 'cells')}")
         for j, i in enumerate(ch_idx):
             cell = row[i].strip()
             if textfile.is_missing(cell) and fill is not None:  # empty, NaN, NA, ...: a missing value, as fit reads it

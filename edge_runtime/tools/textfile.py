@@ -120,6 +120,30 @@ def open_text(path: Path, encoding: str | None = None) -> tuple[TextIO, str]:
     return io.TextIOWrapper(raw, encoding=codec, newline=""), codec
 
 
+SEPARATORS = (",", ";", "\t")
+_SEPARATOR_NAMES = {",": "','", ";": "';'", "\t": "tabs"}
+
+
+def sniff_separator(header: str) -> str:
+    """The separator of a CSV header line: the most frequent of ``SEPARATORS`` (ties: first), ``,`` for none."""
+    counts = {d: header.count(d) for d in SEPARATORS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def field_count_error(cells: list[str], expected: int, separator: str | None, word: str = "fields") -> str:
+    """``"1 fields, the header has 3"``, naming another separator when the line splits into ``expected`` by it."""
+    text = f"{len(cells)} {word}, the header has {expected}"
+    if separator is None:
+        return text
+    line = separator.join(cells)
+    other = next((d for d in SEPARATORS if d != separator and len(line.split(d)) == expected), None)
+    if other is not None:
+        text += (f": this line is separated by {_SEPARATOR_NAMES[other]} where the header uses "
+                 f"{_SEPARATOR_NAMES[separator]} (one separator throughout the file)")
+    return text
+
+
 def number(cell: str, decimal: str = ".") -> float:
     """A cell as a float with ``decimal`` as the decimal mark (``"37,51"`` with ``,``); raises ValueError."""
     return float(cell.replace(",", ".") if decimal == "," else cell)

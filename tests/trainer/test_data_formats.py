@@ -176,6 +176,19 @@ def test_stored_read_options_are_reused_and_overridable() -> None:
                                                 "state_column": None}
 
 
+def test_a_bad_stored_read_option_is_the_models_not_the_users() -> None:
+    """A stored time zone this machine does not know: a data error naming the stored value (not exit 2 for an
+    option the user never gave); the user's own option overrides it; a bad given option stays a usage error."""
+    stored = {"timezone": "Mars/Olympus_Mons"}
+    with pytest.raises(DataError, match=r"the model's stored reading options .* --timezone 'Mars/Olympus_Mons'") as err:
+        read_options(stored)
+    assert err.value.exit_code == 65
+    assert read_options(stored, timezone="UTC").timezone == "UTC"
+    with pytest.raises(DataError) as given:
+        read_options({}, timezone="Mars/Olympus_Mons")
+    assert given.value.exit_code == 2 and "stored" not in str(given.value)
+
+
 @pytest.mark.parametrize(
     ("timezone", "hint"),
     [("Europe/Berlin", "are the times in Europe/Berlin? (a time inside its DST gap does not exist there)"),

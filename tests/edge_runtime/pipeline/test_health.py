@@ -187,6 +187,10 @@ def test_describe_lists_every_channel() -> None:
     lines = describe(learn_limits(_normal(), 10.0, CH))
     assert lines[0].startswith("sensor health: fill ffill up to 5") and len(lines) == 4
     assert "no limits stored" in describe({})[0]
+    x = _normal()
+    x[:, 1] = 7.0  # a constant channel: its accepted range is 7 +- 7, said so
+    line = describe(learn_limits(x, 10.0, CH))[2]
+    assert f"  {CH[1]}: in range 0 .. 14 (training constant 7, widened by 7 on each side)" in line
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 9, 10, 50, 500, 5000])
