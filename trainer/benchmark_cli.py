@@ -295,13 +295,16 @@ def transfer(skab_dir: Path | None, report: Path | None, seed: int) -> None:
               help="Recording sizes (rows of one CSV); the smallest is the baseline.")
 @click.option("--channels", type=click.IntRange(1, 256), default=12, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), help="Epoch cap of each fit.  [default: fit's]")
+@click.option("--limit-mb", type=click.IntRange(64), metavar="MB",
+              help="Run each fit in a fresh memory cgroup of this hard limit (Linux, root): the kernel reclaims a "
+                   "mapped recording's pages at the limit and kills a fit whose own memory does not fit.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
 @_user_errors
-def memory(rows: str, channels: int, epochs: int | None, report: Path | None) -> None:
+def memory(rows: str, channels: int, epochs: int | None, limit_mb: int | None, report: Path | None) -> None:
     """Peak memory of fit (a child process each) as the recording grows: bounded memory, measured."""
     import tempfile
 
-    from trainer.benchmark_memory import run_memory
+    from trainer.benchmark_memory import CgroupError, MemoryCgroup, run_memory
 
     try:
         sizes = [int(v) for v in rows.split(",") if v.strip()]
@@ -309,8 +312,14 @@ def memory(rows: str, channels: int, epochs: int | None, report: Path | None) ->
         raise click.UsageError(f"--rows: comma-separated integers, got {rows!r}") from None
     if not sizes or min(sizes) < 1000:
         raise click.UsageError("--rows: at least one size, each of 1000 rows or more")
+    if limit_mb:
+        try:
+            with MemoryCgroup(limit_mb):
+                pass  # made and removed: the limit can be applied here
+        except CgroupError as exc:
+            raise click.UsageError(f"--limit-mb: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="edgewatch-memory-") as tmp:
-        rep = run_memory(sizes, channels, Path(tmp), epochs)
+        rep = run_memory(sizes, channels, Path(tmp), epochs, limit_mb)
     for r in rep["sizes"]:
         if r["rc"]:
             click.echo(f"{r['rows']:,} rows: fit exited {r['rc']}: {r['error']}")
@@ -318,8 +327,13 @@ def memory(rows: str, channels: int, epochs: int | None, report: Path | None) ->
         vs = (f"; x{r['peak_vs_smallest']:.2f} the smallest's peak for x{r['csv_vs_smallest']:.2f} the data, "
               f"{r['bytes_per_added_row']:.0f} bytes per added row (the recording itself: "
               f"{rep['kept_bytes_per_row']})") if "peak_vs_smallest" in r else " (baseline)"
-        click.echo(f"{r['rows']:,} rows x {r['channels']} ({r['csv_mb']:.0f} MB CSV): peak {r['peak_mb']:.0f} MB, "
-                   f"{r['wall_s']:.1f} s{vs}")
+        if "anon_bytes_per_added_row" in r:
+            vs += f", {r['anon_bytes_per_added_row']:.0f} of them anonymous"
+        anon = "" if r["peak_anon_mb"] is None else f" ({r['peak_anon_mb']:.0f} MB anonymous)"
+        if r.get("limit_mb") and r.get("cgroup_peak_mb") is not None:
+            anon += f", under a {r['limit_mb']} MB limit (charged at most {r['cgroup_peak_mb']:.0f} MB)"
+        click.echo(f"{r['rows']:,} rows x {r['channels']} ({r['csv_mb']:.0f} MB CSV): peak {r['peak_mb']:.0f} MB"
+                   f"{anon}, {r['wall_s']:.1f} s{vs}")
     _write(rep, report)
 
 

@@ -39,7 +39,9 @@ from edge_runtime.tools.textfile import (
     zone,
 )
 from edge_runtime.tools.units_row import UnitsRowError, units_row
+from trainer import row_spool
 from trainer.progress import ReadProgress
+from trainer.row_spool import RowSpool
 from trainer.time_order import BadTimestampError, TimeOrder, TimeOrderError
 
 log = logging.getLogger(__name__)
@@ -347,8 +349,9 @@ def _read_rows(
     label_column: str | None, exclude: Sequence[str], channels: Sequence[str] | None, opts: ReadOptions, where: str,
     separator: str | None = None,
 ) -> Series:
-    """A header and ``(line, cells)`` rows -> :class:`Series`, row by row: memory ~8 bytes per value
-    (2 M x 12 -> ~0.2 GB). ``position()``: ``(done, total)`` bytes (CSV) or rows, for the progress line."""
+    """A header and ``(line, cells)`` rows -> :class:`Series`, row by row, the values kept as float32 by a
+    :class:`RowSpool` (in memory up to 64 MiB, beyond that mapped from a nameless temporary file).
+    ``position()``: ``(done, total)`` bytes (CSV) or rows, for the progress line."""
     header = [h.strip() for h in header]
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
@@ -395,7 +398,7 @@ def _read_rows(
             f"{path}: no feature columns left after removing timestamp, label and excluded columns"
         )
 
-    flat = array("d")
+    spool = RowSpool(len(feature_idx))
     labs = array("b")
     ts_cells: list[str] = []
     st_cells: list[str] = []
@@ -406,7 +409,7 @@ def _read_rows(
     def take(r: list[str], lineno: int) -> None:
         if len(r) != len(header):
             raise DataError(f"{path}: {where} {lineno}: {field_count_error(r, len(header), separator)}")
-        flat.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(feature_idx))
+        spool.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(feature_idx))
         if lab_col is not None:
             cell = r[lab_col].strip()
             try:
@@ -456,10 +459,11 @@ def _read_rows(
     if order is not None and order.duplicates:
         log.warning("%s: %d row(s) repeat the timestamp of the row before (first at %s %d); the edge drops such "
                     "samples as duplicate", path, order.duplicates, where, order.first_duplicate)
-    values = np.frombuffer(flat, dtype=np.float64).reshape(-1, len(feature_idx))
+    values = spool.finish()  # float32, in memory or mapped from a nameless temporary file (trainer/row_spool.py)
     if opts.fill is not None:
-        values = values.copy()
         for j, name in enumerate(names):
+            if not np.isnan(values[:, j]).any():
+                continue  # nothing to fill: a mapped column's pages are not written again
             try:
                 values[:, j] = fill_column(values[:, j], opts.fill)
             except ValueError as exc:
@@ -489,7 +493,7 @@ def _read_rows(
                             "per sample (delays, rates and the stale limit)", path, lo, hi, step, step)
     return Series(
         name=str(path),
-        values=values.astype(np.float32),
+        values=values,
         channels=list(channels) if channels else names,
         labels=labels,
         sample_period_s=period,
@@ -508,12 +512,15 @@ def _from_array(path: Path, arr: np.ndarray, what: str) -> np.ndarray:
         raise DataError(f"{path}: {what} must be 1-D or 2-D (T, C), got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"{path}: {what} has non-numeric dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    bad = np.argwhere(~np.isfinite(arr))
-    if bad.size:
-        r, c = bad[0]
-        raise DataError(f"{path}: row {r}, column {c}: missing or non-finite value")
-    return arr.astype(np.float32)
+    spool = RowSpool(arr.shape[1])  # in blocks: a mapped .npy is never copied whole, not even as float32
+    for lo in range(0, arr.shape[0], row_spool.BLOCK_ROWS):
+        block = np.asarray(arr[lo : lo + row_spool.BLOCK_ROWS], dtype=np.float64)
+        bad = np.argwhere(~np.isfinite(block))
+        if bad.size:
+            r, c = bad[0]
+            raise DataError(f"{path}: row {lo + r}, column {c}: missing or non-finite value")
+        spool.extend_rows(block)
+    return spool.finish()
 
 
 def read_numpy(
@@ -526,7 +533,7 @@ def read_numpy(
         if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # numpy calls any other file "pickled data"
             kind = ".npz archive (a zip)" if path.suffix.lower() == ".npz" else ".npy file"
             raise DataError(f"{path}: not a {kind}: it does not start with numpy's header")
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r")  # a .npy is mapped, read in blocks below
     except DataError:
         raise
     except (ValueError, OSError) as exc:

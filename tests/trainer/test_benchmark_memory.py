@@ -41,3 +41,32 @@ def test_bad_sizes_are_one_line_usage_errors() -> None:
     assert r.exit_code == 2 and "--rows" in r.output
     r = CliRunner().invoke(main, ["benchmark", "memory", "--rows", "500"])
     assert r.exit_code == 2 and "1000 rows or more" in r.output
+
+
+def _cgroups_or_skip() -> None:
+    from trainer.benchmark_memory import CgroupError, MemoryCgroup
+
+    try:
+        with MemoryCgroup(512):
+            pass
+    except CgroupError as exc:
+        pytest.skip(f"no memory cgroup here: {exc}")
+
+
+@pytest.mark.slow
+def test_under_a_memory_limit_a_fit_that_fits_passes_and_one_that_does_not_is_killed(tmp_path: Path) -> None:
+    """The limit is the kernel's, in a real cgroup: 64 MB cannot hold the libraries (killed, said so), 1.5 GB can."""
+    _cgroups_or_skip()
+    report = tmp_path / "mem.json"
+    small = ["benchmark", "memory", "--rows", "6000,8000", "--channels", "3", "--epochs", "1", "--report", str(report)]
+    r = CliRunner().invoke(main, [*small, "--limit-mb", "64"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(report.read_text())["sizes"]
+    assert all(s["killed"] and s["rc"] == -9 for s in rows)
+    assert "fit exited -9: killed (SIGKILL): out of memory under the 64 MB limit" in r.output
+    r = CliRunner().invoke(main, [*small, "--limit-mb", "1536"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(report.read_text())["sizes"]
+    assert all(s["rc"] == 0 and not s["killed"] and 100 < s["cgroup_peak_mb"] <= 1536 for s in rows)
+    assert all(s["peak_anon_mb"] is not None and s["peak_anon_mb"] <= s["peak_mb"] for s in rows)
+    assert "under a 1536 MB limit (charged at most" in r.output
