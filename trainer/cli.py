@@ -566,6 +566,7 @@ def _named(exc: ContractError, path: Path) -> ContractError:
     help="PNG plot to write.",
 )
 @click.option("--no-plot", is_flag=True, help="Skip the plot.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines (reading, scoring).")
 @data_options("evaluate")
 @_user_errors
 def evaluate(
@@ -579,6 +580,7 @@ def evaluate(
     report: Path,
     png: Path,
     no_plot: bool,
+    quiet: bool,
     label_column: str,
     exclude: tuple[str, ...],
     channels: str | None,
@@ -604,10 +606,10 @@ def evaluate(
     except ContractError as exc:
         raise _named(exc, model_path) from None
     reading = read_options(meta.preprocessing, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
-                           keep_time=not no_plot)
+                           keep_time=not no_plot, progress=not quiet)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)
     policy = AlertPolicy(raise_after=raise_after, clear_after=clear_after, clear_ratio=clear_ratio)
-    rep = ev.evaluate(model_path, series, hop, policy, tolerance)
+    rep = ev.evaluate(model_path, series, hop, policy, tolerance, progress=not quiet)
     ev.write_report(rep, report)
     if not no_plot:
         ev.plot(model_path, series, png, rep)

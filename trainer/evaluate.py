@@ -28,7 +28,8 @@ from edge_runtime.service.model import EdgeModel, ModelError, load_model
 from trainer.data import DataError, Series
 from trainer.decisions import Decisions, causal_point_scores, centred_flags, daemon_decisions
 from trainer.metrics import Counts, EventCounts, event_counts, roc_auc, threshold_free
-from trainer.sensor_view import masked_scores, sensor_view
+from trainer.progress import counted, stage
+from trainer.sensor_view import BLOCK_ROWS, masked_scores, sensor_view
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,16 @@ def open_model(path: Path) -> EdgeModel:
         raise DataError(str(exc)) from None
 
 
-def window_scores(model: EdgeModel, values: np.ndarray) -> np.ndarray:
-    """Scores (T-W+1,) of every hop-1 window of raw ``values`` (T, C), in batches."""
+def window_scores(model: EdgeModel, values: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Scores (T-W+1,) of every hop-1 window of raw ``values`` (T, C), in batches (``progress``: a line on stderr)."""
     w = model.window
     x = np.asarray(values, dtype=np.float32)
     n = max(0, x.shape[0] - w + 1)
     out = np.empty(n, dtype=np.float64)
-    for lo in range(0, n, SCORE_BATCH):
-        hi = min(n, lo + SCORE_BATCH)
-        out[lo:hi] = model.run(sliding_windows(x[lo : hi + w - 1], w, 1))[0]
+    starts = range(0, n, SCORE_BATCH)
+    batches = (sliding_windows(x[lo : min(n, lo + SCORE_BATCH) + w - 1], w, 1) for lo in starts)
+    for lo, batch in zip(starts, counted(batches, n, "scored", progress), strict=True):
+        out[lo : lo + len(batch)] = model.run(batch)[0]
     return out
 
 
@@ -71,6 +73,7 @@ class Outcome:
     events: EventCounts = field(default_factory=EventCounts)
     scores_free: dict[str, Any] = field(default_factory=dict)
     window_roc_auc: float | None = None
+    scored: np.ndarray | None = None  # (T-W+1,) the windows the daemon scores at all (None: every one)
 
     def alerts(self) -> int:
         """Raises at or after the first scored row."""
@@ -112,7 +115,7 @@ def judge(
     """
     n_steps = scores.shape[0] + window - 1
     dec = daemon_decisions(scores, threshold, n_steps, window, hop, policy, scored)
-    out = Outcome(name, first, scores, dec, labels, period_s, threshold)
+    out = Outcome(name, first, scores, dec, labels, period_s, threshold, scored=scored)
     if labels is None:
         return out
     y = np.asarray(labels)[first:]
@@ -129,15 +132,16 @@ def judge(
 
 
 def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | None = None,
-                  range_excludes: bool = False, info: dict[str, Any] | None = None, raw: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
+                  range_excludes: bool = False, info: dict[str, Any] | None = None, raw: np.ndarray | None = None,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Hop-1 window scores (T-W+1,) of raw ``values`` as the daemon scores them, and which windows it scores at all
     (None: every one): only the windows wholly in ``running`` rows (T,) bool (a stopped or settling machine's are
     not), with its sensor checks (:mod:`trainer.sensor_view`: faulty channels left out, degraded or
     out-of-distribution windows not scored; ``range_excludes`` as ``health.range_excludes``). ``info``: filled
     with the checks' shares of windows masked, degraded and out of distribution (:meth:`SensorView.summary`).
-    ``raw``: the unmasked :func:`window_scores` when the caller has them already (not modified)."""
-    sc = window_scores(model, values) if raw is None else raw
+    ``raw``: the unmasked :func:`window_scores` when the caller has them already (not modified); ``progress``: a
+    progress line while scoring."""
+    sc = window_scores(model, values, progress) if raw is None else raw
     scored = None if running is None else running_windows(running, model.window)
     view = sensor_view(model.metadata, values, range_excludes=range_excludes, running=running)
     if view is not None:
@@ -184,11 +188,15 @@ def sensor_faults(meta: Any, s: Series, running: np.ndarray | None = None) -> di
     from edge_runtime.pipeline.states import runs
 
     limits = HealthLimits.build(meta.health or {}, meta.channels, meta.normalisation.mean, meta.sample_period_s)
-    values = np.array(s.values, dtype=np.float32)
-    keep = np.ones(len(values), dtype=bool) if running is None else np.asarray(running, dtype=bool)
-    codes = np.zeros(values.shape, dtype=np.uint8)  # (T, C)
-    if keep.any():
-        codes[keep] = ChannelHealth(limits).update(values[keep])
+    checks = ChannelHealth(limits)  # incremental: fed in blocks of rows (bounded memory), the same codes
+    t = len(s.values)
+    keep = np.ones(t, dtype=bool) if running is None else np.asarray(running, dtype=bool)
+    codes = np.zeros(s.values.shape, dtype=np.uint8)  # (T, C): 1 byte a value
+    for r0 in range(0, t, BLOCK_ROWS):
+        k = keep[r0 : r0 + BLOCK_ROWS]
+        if k.any():
+            block = codes[r0 : r0 + BLOCK_ROWS]
+            block[k] = checks.update(np.array(s.values[r0 : r0 + BLOCK_ROWS][k], dtype=np.float32))
     out: dict[str, Any] = {}
     for kind in FAULTS:
         k = STATES.index(kind)
@@ -228,7 +236,9 @@ def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     points = sum(len(o.decisions.flags) - o.first for o in outcomes)
     secs = [(len(o.decisions.flags) - o.first) * o.period_s for o in outcomes if o.period_s]
     days = sum(secs) / 86400 if len(secs) == len(outcomes) and secs else None
-    above = [o.scores[o.first :] > o.threshold for o in outcomes]  # hop-1 windows wholly in the scored rows
+    # hop-1 windows wholly in the scored rows that the daemon scores at all (not stopped, settling or degraded)
+    above = [(o.scores > o.threshold)[o.first :] if o.scored is None else (o.scores > o.threshold)[o.first :][
+        o.scored[o.first :]] for o in outcomes]
     n_windows = sum(a.size for a in above)
     return {
         "alerts": alerts,
@@ -240,6 +250,7 @@ def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         if points
         else None,
         "windows_above_per_1000": 1000 * sum(int(a.sum()) for a in above) / n_windows if n_windows else None,
+        "scored_windows": n_windows,
     }
 
 
@@ -249,11 +260,14 @@ def evaluate(
     hop: int | None = None,
     policy: AlertPolicy | None = None,
     tolerance: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Decisions and metrics of the model on ``series`` (labelled or not), as a JSON-ready dict."""
+    """Decisions and metrics of the model on ``series`` (labelled or not), as a JSON-ready dict. ``hop``: the
+    daemon's scoring hop (None: the model's), capped at the window as the daemon caps it."""
     model = open_model(model_path)
     meta = model.metadata
-    hop = hop or meta.hop
+    asked = hop or meta.hop
+    hop = min(asked, meta.window)
     policy = policy or AlertPolicy()
     outcomes = []
     states: dict[str, Any] = {}  # file -> rows and stretches per operating state
@@ -272,7 +286,9 @@ def evaluate(
         faults = sensor_faults(meta, s, None if st is None else st[0] == 0)
         if faults:
             sensors[s.name] = faults
-        sc, scored = daemon_scores(model, s.values, None if st is None else st[0] == 0)
+        stage(f"scoring {len(s.values) - meta.window + 1:,} windows of {Path(s.name).name} as the daemon does",
+              progress)
+        sc, scored = daemon_scores(model, s.values, None if st is None else st[0] == 0, progress=progress)
         outcomes.append(
             judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance,
                   scored=scored)
@@ -284,6 +300,7 @@ def evaluate(
         "threshold": {"value": meta.threshold.value, "method": meta.threshold.method, "params": meta.threshold.params},
         "window": meta.window,
         "decision_hop": hop,
+        "decision_hop_asked": asked,
         "policy": asdict(policy),
         "event_tolerance": meta.window - 1 if tolerance is None else tolerance,
         "files": [s.name for s in series],
@@ -323,17 +340,21 @@ def format_report(rep: dict[str, Any]) -> str:
     a = rep["alerts"]
     budget = rep["threshold"]["params"].get("budget")
     lines = [
-        f"decisions as the daemon makes them: hop {rep['decision_hop']}, raise after {rep['policy']['raise_after']}, "
+        f"decisions as the daemon makes them: hop {rep['decision_hop']}"
+        + (f" (--hop {rep['decision_hop_asked']} capped at the window, as the daemon caps it)"
+           if rep.get("decision_hop_asked", rep["decision_hop"]) != rep["decision_hop"] else "")
+        + f", raise after {rep['policy']['raise_after']}, "
         f"clear after {rep['policy']['clear_after']} below {rep['policy']['clear_ratio']} x threshold "
         f"{rep['threshold']['value']:.4g}",
-        f"alerts: {a['alerts']} over {a['scored_points']} points"
+        f"alerts: {a['alerts']} over {a['scored_points']:,} points"
         + (f" ({a['hours']:.1f} h): {a['alerts_per_day']:.2f} per day" if a["alerts_per_day"] is not None else "")
         + f", raised {f(a['raised_fraction'], True)} of the time",
     ]
     d = rep.get("daemon")
     if not d:  # normal data: what the calibration promised
         lines.append(
-            f"windows above the threshold: {f(a['windows_above_per_1000'], digits=1)} per 1,000"
+            f"windows above the threshold: {f(a['windows_above_per_1000'], digits=1)} per 1,000 of the "
+            f"{a.get('scored_windows', 0):,} it scores"
             + ("" if budget is None else f" (its budget: {1000 * float(budget):g} per 1,000 before the margin; "
                "more here means this data departs from what it was calibrated on)")
         )
@@ -342,9 +363,10 @@ def format_report(rep: dict[str, Any]) -> str:
             f"point:  F1 {f(d['f1'])} (flag-all F1 {f(d['flag_all_f1'])}) precision {f(d['precision'])} "
             f"recall {f(d['recall'])} FAR {f(d['far'], True)} MAR {f(d['mar'], True)}",
             f"events: {d['detected']}/{d['events']} detected, {d['true_alerts']}/{d['alerts']} alerts true, "
-            f"delay median {f(d['delay_median_s'], digits=0)} s p90 {f(d['delay_p90_s'], digits=0)} s "
-            f"({f(d['delay_median'], digits=0)} / {f(d['delay_p90'], digits=0)} samples), "
-            f"false alarms/day {f(d['false_alarms_per_day'], digits=1)}",
+            + (f"delay median {f(d['delay_median_s'], digits=0)} s p90 {f(d['delay_p90_s'], digits=0)} s "
+               f"({f(d['delay_median'], digits=0)} / {f(d['delay_p90'], digits=0)} samples)"
+               if d.get("delay_median") is not None else "no delay (no event detected)")
+            + f", false alarms/day {f(d['false_alarms_per_day'], digits=1)}",
             f"scores: ROC-AUC {f(d['roc_auc_mean'])} PR-AUC {f(d['pr_auc_mean'])} VUS-PR {f(d['vus_pr_mean'])} "
             f"window ROC-AUC {f(d['window_roc_auc_mean'])} (worst {f(d['window_roc_auc_worst'])})",
             f"look-ahead (centred, not what the edge can do): F1 {f(d['centred_lookahead']['f1'])} "

@@ -104,15 +104,16 @@ def fmt_value(v: float) -> str:
 
 
 def raise_summary(tops: list[dict[str, Any]], severity: str) -> str:
-    """``discharge_p_bar low: 3.1 bar, expected 4.6``: the first top channel, measured against expected (its
-    excess share when the values are missing), then the other top channels with at least 10 % of the excess;
-    ``critical:`` in front of a critical alert."""
+    """``discharge_p_bar low: mean 3.1 bar, expected 4.6``: the first top channel, its window mean against the
+    expected one (its excess share when the values are missing), then the other top channels with at least 10 % of
+    the excess; ``critical:`` in front of a critical alert."""
     if not tops:
         return f"{severity}: anomalous"
     t = tops[0]
     unit = f" {t['unit']}" if t.get("unit") else ""
     if "measured" in t:
-        text = f"{t['name']} {t['direction']}: {fmt_value(t['measured'])}{unit}, expected {fmt_value(t['expected'])}"
+        text = (f"{t['name']} {t['direction']}: mean {fmt_value(t['measured'])}{unit}, "  # the window's mean
+                f"expected {fmt_value(t['expected'])}")
     else:
         share = t.get("excess_share", t.get("share", 0.0))
         text = f"{t['name']}: {100 * float(share):.0f}% of the excess error"

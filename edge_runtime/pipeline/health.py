@@ -225,8 +225,11 @@ def describe(health: Mapping[str, Any]) -> list[str]:
     if not health:
         return ["sensor health: no limits stored (an older model): the edge checks only the config's limits"]
     fill = health.get("fill", {})
-    lines = [f"sensor health: fill {fill.get('method', EDGE_FILL)} up to {fill.get('limit_samples', DEFAULT_FILL_LIMIT)}"
-             f" samples, stale after {health.get('stale_after_s', DEFAULT_STALE_S):g} s"]
+    method, limit = fill.get("method", EDGE_FILL), fill.get("limit_samples", DEFAULT_FILL_LIMIT)
+    how = "a missing sample is not filled" if method == "none" else \
+        f"a gap of up to {limit} missing samples is filled ({method})"
+    lines = [f"sensor health (checked by the edge as it runs): {how}, a channel is stale after "
+             f"{health.get('stale_after_s', DEFAULT_STALE_S):g} s without data"]
     for name, lim in health.get("channels", {}).items():
         k = int(lim.get("max_flat_samples", 0))
         stuck = f"stuck after {k} flat samples (longest in training {lim.get('longest_flat_samples', '?')})" if k \

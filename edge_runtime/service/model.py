@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnxruntime as ort
@@ -250,6 +251,20 @@ def _check_io(sess: ort.InferenceSession, meta: ModelMetadata) -> None:
             raise ModelError(f"the model has no '{name}' output")
 
 
+def _read_at_most(fh: BinaryIO, limit: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes of ``fh``, read a MiB at a time (``fh.read(limit)`` would allocate ``limit`` bytes
+    first: 256 MiB on every model load and hot reload, whatever the model's size)."""
+    parts: list[bytes] = []
+    n = 0
+    while n < limit:
+        part = fh.read(min(chunk, limit - n))
+        if not part:
+            break
+        parts.append(part)
+        n += len(part)
+    return b"".join(parts)
+
+
 def load_model(
     path: str | os.PathLike,
     provider: str = "auto",
@@ -266,7 +281,7 @@ def load_model(
         raise ModelError(f"model file {p} is {sig.size} bytes, more than max_model_bytes {max_bytes}")
     try:
         with open(p, "rb") as fh:  # at most max_bytes + 1: a file growing after the stat cannot slip past
-            data = fh.read(max_bytes + 1)
+            data = _read_at_most(fh, max_bytes + 1)
     except OSError as exc:
         raise ModelFileError(f"cannot read model file {p}: {exc.strerror or exc}") from None
     if len(data) > max_bytes:

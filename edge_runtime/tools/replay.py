@@ -153,7 +153,9 @@ def read_recording(
         except UnitsRowError as exc:
             raise ReplayError(f"{path}: line 2: {exc}") from None
         below = rows[1] if len(rows) > 1 and len(rows[1]) == len(header) else None
-        if found and below is not None and any(_is_number(below[header.index(c)], decimal) for c in found):
+        if found and below is not None and any(  # numbers below (decimal commas too: refused with their hint below)
+                _is_number(cell, decimal) or (decimal == "." and textfile.looks_like_decimal_comma(cell))
+                for cell in (below[header.index(c)] for c in found)):
             rows, first_line = rows[1:], 3  # (channels are told by the first row's numbers: a text column is none)
     if channels:
         missing = [c for c in channels if textfile.find_column(c, header) is None]
@@ -264,7 +266,7 @@ def publish_recording(
         ts = rec.ts - rec.ts[0] + stream_start(now, float(rec.ts[-1] - rec.ts[0]), 0.0 if fast else speed) \
             if restamp else rec.ts
     due = pacing_delays(ts, batch, speed)
-    res = SimResult(qos=qos)
+    res = SimResult(qos=qos, paced=not fast)
     inflight = InFlight(res, max_inflight, stop)
     began = time.monotonic()
     for k in range(due.shape[0]):

@@ -542,15 +542,21 @@ class SimResult:
     qos: int = 1
     acknowledged: int = 0
     max_unacknowledged: int = 0
+    paced: bool = True  # False: published as fast as possible (--fast)
 
     def summary(self) -> str:
         """The final line: what was published and what the broker acknowledged."""
-        line = f"published {self.messages} messages ({self.samples} samples) in {self.elapsed_s:.1f} s"
+        line = f"published {self.messages:,} messages ({self.samples:,} samples) in {self.elapsed_s:.1f} s"
         if not self.qos:
-            return line + "; QoS 0: the broker acknowledges nothing, losses are not known here"
-        missing = self.messages - self.acknowledged
-        line += f"; {self.acknowledged} acknowledged by the broker"
-        return line + (f", {missing} NOT acknowledged" if missing else "")
+            line += "; QoS 0: the broker acknowledges nothing, losses are not known here"
+        else:
+            missing = self.messages - self.acknowledged
+            line += f"; {self.acknowledged:,} acknowledged by the broker" + (
+                f", {missing:,} NOT acknowledged" if missing else "")
+        if not self.paced:
+            line += ("; as fast as possible: the broker drops what a subscriber that falls behind cannot take (its "
+                     "queue limit), so compare with the daemon's messages count (a gap it logs may be such a loss)")
+        return line
 
 
 class InFlight:
@@ -613,7 +619,7 @@ def publish_plan(
     sources = [StreamSource(d, plan.n_channels, plan.channels) for d in plan.devices]
     topics = [topic_template.replace("{device}", d.name) for d in plan.devices]
     tick = batch / (plan.rate * speed)
-    result = SimResult(qos=qos)
+    result = SimResult(qos=qos, paced=realtime)
     inflight = InFlight(result, max_inflight, stop)
     began = time.monotonic()
     chunk = max(batch, 1024 // batch * batch)  # generate in chunks, publish in ticks

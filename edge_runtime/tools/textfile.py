@@ -137,7 +137,8 @@ def field_count_error(cells: list[str], expected: int, separator: str | None, wo
     if separator is None:
         return text
     line = separator.join(cells)
-    other = next((d for d in SEPARATORS if d != separator and len(line.split(d)) == expected), None)
+    # a comma last: it is a decimal mark too ("1,5\t2,5" is two fields by tab, not three by comma)
+    other = next((d for d in ("\t", ";", ",") if d != separator and len(line.split(d)) == expected), None)
     if other is not None:
         text += (f": this line is separated by {_SEPARATOR_NAMES[other]} where the header uses "
                  f"{_SEPARATOR_NAMES[separator]} (one separator throughout the file)")

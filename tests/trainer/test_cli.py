@@ -45,10 +45,10 @@ def test_fit_inspect_export_evaluate(runner: CliRunner, csvs, tmp_path: Path) ->
     r = runner.invoke(main, ["fit", str(csvs["normal"]), "--out", str(out), "--checkpoint", str(ck), *FAST])
     assert r.exit_code == 0, r.output
     assert "best val loss" in r.stdout and "parameters" in r.stdout and "windows/s" in r.stdout
-    assert "sensor health: fill ffill up to 5 samples" in r.stdout and "flat samples" in r.stdout
+    assert "a gap of up to 5 missing samples is filled (ffill)" in r.stdout and "flat samples" in r.stdout
     r = runner.invoke(main, ["inspect", str(out)])
     assert r.exit_code == 0 and "window: float [batch, 16, 3]" in r.stdout and '"window": 16' in r.stdout
-    assert "sensor health: fill ffill" in r.stdout and '"max_flat_samples"' in r.stdout
+    assert "sensor health (checked by the edge as it runs)" in r.stdout and '"max_flat_samples"' in r.stdout
     r = runner.invoke(main, ["export", str(ck), "--out", str(tmp_path / "again.onnx")])
     assert r.exit_code == 0, r.output
     report = tmp_path / "eval.json"

@@ -97,6 +97,9 @@ def test_ragged_row_and_unknown_columns(tmp_path: Path) -> None:
     tabs = write(tmp_path / "t.csv", "a,b\n1,2\n3\t4\n")
     with pytest.raises(DataError, match="separated by tabs where the header uses ','"):
         load_paths([tabs])
+    commas = write(tmp_path / "c.csv", "a;b;c\n1,5;2,5;3,5\n1,5\t2,5\t3,5\n")  # decimal commas, then tabs
+    with pytest.raises(DataError, match="separated by tabs where the header uses ';'"):
+        load_paths([commas], opts=ReadOptions(decimal=","))
     g = write(tmp_path / "g.csv", "a,b\n1,2\n")
     with pytest.raises(DataError, match="column 'c' not found"):
         load_paths([g], channels=["c"])

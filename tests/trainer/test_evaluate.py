@@ -64,6 +64,20 @@ def test_evaluate_unlabelled_normal_data_reports_alerts_per_day(demo_model_path:
     assert "per day" in ev.format_report(rep)
 
 
+def test_a_hop_past_the_window_is_capped_as_the_daemon_caps_it(demo_model_path: Path) -> None:
+    """The daemon scores at least one window per window of samples (input.hop capped at W): evaluate's numbers are
+    its numbers, not those of a hop that skips samples."""
+    an = syn.random_anomalies(3000, 4, 4, seed=3, min_len=40, max_len=80)
+    x, labels = syn.labelled_series(3000, 4, an, seed=1)
+    series = [Series("synthetic", x, syn.channel_names(4), labels, sample_period_s=1.0)]
+    w = ev.open_model(demo_model_path).window
+    capped, at_w = ev.evaluate(demo_model_path, series, hop=10 * w), ev.evaluate(demo_model_path, series, hop=w)
+    assert capped["decision_hop"] == w and capped["decision_hop_asked"] == 10 * w
+    assert capped["daemon"] == at_w["daemon"]
+    assert f"hop {w} (--hop {10 * w} capped at the window, as the daemon caps it)" in ev.format_report(capped)
+    assert "capped" not in ev.format_report(at_w)
+
+
 def test_window_scores_in_batches_equal_one_call(demo_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = ev.open_model(demo_model_path)
     x = syn.normal_series(300, 4, seed=1)

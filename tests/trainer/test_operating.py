@@ -110,3 +110,7 @@ def test_evaluate_reports_states_and_sensor_faults_apart_and_scores_no_stop(plan
     assert sf["stuck"]["current"]["stretches"] == 1
     # as the daemon, only running rows are checked: the stops (channels at their off level, flat) are no fault
     assert sf == {"stuck": {"current": sf["stuck"]["current"]}}, sf
+    # the windows-above rate counts only the windows the daemon scores: none in a stop or while settling
+    a = rep["alerts"]
+    assert 0 < a["scored_windows"] <= 3400 - 16 + 1 - st["stopped"]["rows"] - st["settling"]["rows"]
+    assert f"per 1,000 of the {a['scored_windows']:,} it scores" in r.stdout

@@ -207,7 +207,7 @@ def test_raise_has_measured_expected_unit_direction_severity_and_summary() -> No
                                     "expected": 4.6, "direction": "low", "unit": "bar"}
     assert a["top_channels"][1]["direction"] == "high" and "unit" not in a["top_channels"][1]
     assert a["severity"] == "critical" and a["score_ratio"] == 4.0
-    assert a["summary"] == "critical: b low: 3.1 bar, expected 4.6 (also c)"
+    assert a["summary"] == "critical: b low: mean 3.1 bar, expected 4.6 (also c)"
     assert a["anomalous_since"] == 9.0 and a["anomalous_since_iso"] == "1970-01-01T00:00:09.000Z"
     assert a["time_iso"] == "2027-01-15T08:00:00.000Z" and a["window_end_iso"] == "1970-01-01T00:00:10.000Z"
     assert a["peak_score"] == 4.0

@@ -35,7 +35,7 @@ def test_top_channels_without_excess_have_zero_excess_share(ce, want) -> None:
 
 def test_summaries() -> None:
     t = {"name": "discharge_p_bar", "direction": "low", "measured": 3.1, "expected": 4.6, "unit": "bar"}
-    assert raise_summary([t], "warning") == "discharge_p_bar low: 3.1 bar, expected 4.6"
+    assert raise_summary([t], "warning") == "discharge_p_bar low: mean 3.1 bar, expected 4.6"
     assert raise_summary([{"name": "x", "share": 0.5, "excess_share": 0.91}], "warning") == "x: 91% of the excess error"
     assert raise_summary([], "critical") == "critical: anomalous"
     assert clear_summary(252, 2.3, 1.0) == "back to normal after 4m 12s (peak 2.3x threshold)"

@@ -185,7 +185,7 @@ def test_renormalised_score_with_a_power_mean_takes_the_root_of_the_healthy_mean
 
 def test_describe_lists_every_channel() -> None:
     lines = describe(learn_limits(_normal(), 10.0, CH))
-    assert lines[0].startswith("sensor health: fill ffill up to 5") and len(lines) == 4
+    assert lines[0].startswith("sensor health (checked by the edge as it runs): a gap of up to 5 missing samples is filled (ffill)") and len(lines) == 4
     assert "no limits stored" in describe({})[0]
     x = _normal()
     x[:, 1] = 7.0  # a constant channel: its accepted range is 7 +- 7, said so

@@ -83,6 +83,27 @@ def test_size_limit(tmp_path: Path) -> None:
         load_model(p, max_bytes=100)
 
 
+def test_a_model_is_read_without_allocating_the_size_limit(tmp_path: Path) -> None:
+    """Reading is bounded by max_bytes without allocating it (a one-shot read(max_bytes + 1) allocated 256 MiB on
+    every load and hot reload); a file growing past the limit while read is still refused."""
+    import io
+    import tracemalloc
+
+    from edge_runtime.service.model import _read_at_most
+
+    p = write_model(tmp_path / "m.onnx")
+    tracemalloc.start()
+    try:
+        load_model(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, peak
+    data = bytes(range(256)) * 20_000  # 5 MB
+    assert _read_at_most(io.BytesIO(data), 10**9, chunk=4096) == data
+    assert _read_at_most(io.BytesIO(data), 1001, chunk=100) == data[:1001]
+
+
 @pytest.mark.skipif(not CPU_ONLY, reason="needs the CPU-only onnxruntime build")
 def test_auto_falls_back_to_cpu_and_says_why(tmp_path: Path) -> None:
     m = load_model(write_model(tmp_path / "m.onnx"), provider="auto")

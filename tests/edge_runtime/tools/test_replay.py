@@ -251,3 +251,14 @@ def test_a_units_row_under_the_header_is_skipped(tmp_path: Path) -> None:
     f.write_text("timestamp,pressure,temp\n,bar,the temperature in the tank\n1700000000,3.1,60.5\n")
     with pytest.raises(ReplayError, match="line 2: a units row"):
         read_recording(f)
+
+
+def test_a_units_row_above_decimal_commas_gets_the_decimal_comma_hint(tmp_path: Path) -> None:
+    """A units row, then numbers written with decimal commas and no --decimal: the hint, not 'no numeric channel'."""
+    f = tmp_path / "de.csv"
+    f.write_text("zeit;druck;temp\n;bar;°C\n2024-03-30 12:00:00;4,702;59,6\n2024-03-30 12:00:01;4,711;59,7\n",
+                 encoding="utf-8")
+    with pytest.raises(ReplayError, match=r"column 'druck': not a number: '4,702' \(a decimal comma: use --decimal ,\)"):
+        read_recording(f)
+    rec = read_recording(f, decimal=",")
+    assert rec.channels == ("druck", "temp") and np.allclose(rec.values[0], [4.702, 59.6])

@@ -325,3 +325,15 @@ def test_plans_without_sensor_faults_keep_their_draws() -> None:
     plan = make_plan(2, 10.0, 600.0, random_count=8, seed=3, t0=0.0)
     for d in plan.devices:
         assert StreamSource(d, 4)._seeds == [d.seed + k for k in range(len(d.anomalies))]
+
+
+def test_the_final_line_says_what_the_broker_acknowledged_and_warns_after_fast() -> None:
+    from edge_runtime.tools.simulate import SimResult
+
+    paced = SimResult(messages=3500, samples=3500, elapsed_s=2.0, qos=1, acknowledged=3499)
+    assert paced.summary() == ("published 3,500 messages (3,500 samples) in 2.0 s; 3,499 acknowledged by the broker, "
+                               "1 NOT acknowledged")
+    fast = SimResult(messages=3500, samples=3500, elapsed_s=0.5, qos=1, acknowledged=3500, paced=False)
+    assert "3,500 acknowledged by the broker; as fast as possible: the broker drops" in fast.summary()
+    assert "compare with the daemon's messages count" in fast.summary()
+    assert "losses are not known here" in SimResult(messages=1, samples=1, qos=0).summary()

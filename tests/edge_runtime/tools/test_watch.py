@@ -154,9 +154,9 @@ def test_on_a_terminal_the_table_is_coloured_by_default(mosquitto) -> None:
 
 
 def test_a_version_2_alert_row_shows_its_summary_and_an_update_says_so() -> None:
-    doc = {**ALERT, "schema_version": 2, "event": "update", "summary": "Pressure low: 3.1 bar, expected 4.6"}
+    doc = {**ALERT, "schema_version": 2, "event": "update", "summary": "Pressure low: mean 3.1 bar, expected 4.6"}
     row = format_row(doc, "alert", 1.9e9)
-    assert row.endswith("Pressure low: 3.1 bar, expected 4.6") and " update " in row
+    assert row.endswith("Pressure low: mean 3.1 bar, expected 4.6") and " update " in row
     assert "Pressure 75%" in format_row(ALERT, "alert", 1.9e9)  # a version 1 alert: its shares, as before
 
 
