@@ -117,8 +117,7 @@ def peak_of_fit(csv: Path, out: Path, extra: list[str] | None = None, every_s: f
     are in memory, though the OS can drop them); ``peak_anon_mb``: the largest ``RssAnon`` seen, sampled every
     ``every_s`` (None off Linux). ``limit_mb``: the child runs in a :class:`MemoryCgroup` of that limit (rc -9:
     killed for memory; ``cgroup_peak_mb``: what the cgroup was charged at most)."""
-    with contextlib.ExitStack() as stack:
-        group = stack.enter_context(MemoryCgroup(limit_mb)) if limit_mb else None
+    with MemoryCgroup(limit_mb) if limit_mb else contextlib.nullcontext() as group:
         r = _run_fit(csv, out, extra, every_s, group)
         if group is not None:
             r.update(limit_mb=limit_mb, cgroup_peak_mb=group.peak_mb(), killed=r["rc"] == -9)

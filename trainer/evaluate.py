@@ -29,7 +29,7 @@ from trainer.data import DataError, Series
 from trainer.decisions import Decisions, causal_point_scores, centred_flags, daemon_decisions
 from trainer.metrics import Counts, EventCounts, event_counts, roc_auc, threshold_free
 from trainer.progress import counted, stage
-from trainer.sensor_view import BLOCK_ROWS, masked_scores, sensor_view
+from trainer.sensor_view import checked_blocks, masked_scores, sensor_view
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +188,10 @@ def sensor_faults(meta: Any, s: Series, running: np.ndarray | None = None) -> di
     from edge_runtime.pipeline.states import runs
 
     limits = HealthLimits.build(meta.health or {}, meta.channels, meta.normalisation.mean, meta.sample_period_s)
-    checks = ChannelHealth(limits)  # incremental: fed in blocks of rows (bounded memory), the same codes
-    t = len(s.values)
-    keep = np.ones(t, dtype=bool) if running is None else np.asarray(running, dtype=bool)
+    keep = np.ones(len(s.values), dtype=bool) if running is None else np.asarray(running, dtype=bool)
     codes = np.zeros(s.values.shape, dtype=np.uint8)  # (T, C): 1 byte a value
-    for r0 in range(0, t, BLOCK_ROWS):
-        k = keep[r0 : r0 + BLOCK_ROWS]
-        if k.any():
-            block = codes[r0 : r0 + BLOCK_ROWS]
-            block[k] = checks.update(np.array(s.values[r0 : r0 + BLOCK_ROWS][k], dtype=np.float32))
+    for blk in checked_blocks(ChannelHealth(limits), s.values, keep):  # bounded memory, the same codes
+        codes[blk.r0 : blk.r1] = blk.codes
     out: dict[str, Any] = {}
     for kind in FAULTS:
         k = STATES.index(kind)
@@ -229,6 +224,13 @@ def pooled(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return out
 
 
+def _scored_above(o: Outcome) -> np.ndarray:
+    """Above the threshold or not, for the hop-1 windows wholly in the scored rows that the daemon scores at all
+    (not in a stop, settling or a degraded device)."""
+    above = (o.scores > o.threshold)[o.first :]
+    return above if o.scored is None else above[o.scored[o.first :]]
+
+
 def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Alerts per day (and per 1,000 scored points) over every outcome, labelled or not, and the
     hop-1 windows above the threshold per 1,000 (what a per-window false-alarm budget promises)."""
@@ -236,9 +238,7 @@ def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     points = sum(len(o.decisions.flags) - o.first for o in outcomes)
     secs = [(len(o.decisions.flags) - o.first) * o.period_s for o in outcomes if o.period_s]
     days = sum(secs) / 86400 if len(secs) == len(outcomes) and secs else None
-    # hop-1 windows wholly in the scored rows that the daemon scores at all (not stopped, settling or degraded)
-    above = [(o.scores > o.threshold)[o.first :] if o.scored is None else (o.scores > o.threshold)[o.first :][
-        o.scored[o.first :]] for o in outcomes]
+    above = [_scored_above(o) for o in outcomes]
     n_windows = sum(a.size for a in above)
     return {
         "alerts": alerts,

@@ -18,6 +18,7 @@ not scored).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,34 @@ def _ood_rows(far: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+@dataclass
+class CheckedBlock:
+    """Rows ``r0..r1`` of a recording through the checks: ``codes`` (n, C) each value's health state, and the
+    checks' ``out_runs`` / ``flat_runs`` after each row; the rows not in ``keep`` are ok (0) and not fed."""
+
+    r0: int
+    r1: int
+    codes: np.ndarray
+    out_runs: np.ndarray
+    flat_runs: np.ndarray
+
+
+def checked_blocks(checks: ChannelHealth, values: np.ndarray, keep: np.ndarray) -> Iterator[CheckedBlock]:
+    """``values`` (T, C) fed to the incremental ``checks`` in blocks of ``BLOCK_ROWS`` (the kept rows only, in
+    order: the same codes as row by row, in memory bounded by the block)."""
+    t, c = values.shape
+    for r0 in range(0, t, BLOCK_ROWS):
+        r1 = min(t, r0 + BLOCK_ROWS)
+        k = keep[r0:r1]
+        codes = np.zeros((r1 - r0, c), dtype=np.uint8)
+        out_runs = np.zeros((r1 - r0, c), dtype=np.int64)
+        flat_runs = np.zeros((r1 - r0, c), dtype=np.int64)
+        if k.any():
+            codes[k] = checks.update(np.array(values[r0:r1][k], dtype=np.float32))
+            out_runs[k], flat_runs[k] = checks.out_runs, checks.flat_runs
+        yield CheckedBlock(r0, r1, codes, out_runs, flat_runs)
+
+
 def sensor_view(meta: Any, values: np.ndarray, degraded_share: float = DEGRADED_SHARE,
                 range_excludes: bool = False, running: np.ndarray | None = None) -> SensorView | None:
     """The daemon's sensor checks over raw ``values`` (T, C) with the model's limits; None when the model has none
@@ -93,16 +122,9 @@ def sensor_view(meta: Any, values: np.ndarray, degraded_share: float = DEGRADED_
     degraded = np.zeros(n, dtype=bool)
     far = np.zeros(t, dtype=bool)
     carry = np.zeros((0, c), dtype=bool)  # the last W-1 rows' left-out flags of the block before
-    for r0 in range(0, t, BLOCK_ROWS):
-        r1 = min(t, r0 + BLOCK_ROWS)
-        k = keep[r0:r1]
-        codes = np.zeros((r1 - r0, c), dtype=np.uint8)
-        out_runs = np.zeros((r1 - r0, c), dtype=np.int64)
-        flat_runs = np.zeros((r1 - r0, c), dtype=np.int64)
-        if k.any():
-            codes[k] = checks.update(np.array(values[r0:r1][k], dtype=np.float32))
-            out_runs[k], flat_runs[k] = checks.out_runs, checks.flat_runs
-        exc = left_out(codes, flat_runs, limits, range_excludes)  # the daemon's rule, the same function
+    for blk in checked_blocks(checks, values, keep):
+        r0, r1, codes, out_runs = blk.r0, blk.r1, blk.codes, blk.out_runs
+        exc = left_out(codes, blk.flat_runs, limits, range_excludes)  # the daemon's rule, the same function
         far[r0:r1] = (codes == OUT_OF_RANGE).sum(axis=1) > degraded_share * c
         # left out of the window ending at row e when left out at any row of e-W+1..e (the daemon's clean < W)
         ext = np.concatenate([carry, exc])
