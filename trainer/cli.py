@@ -102,6 +102,11 @@ _data_options = [
         "--timezone", metavar="ZONE",
         help="IANA time zone of naive timestamps, e.g. Europe/Berlin (DST as replay reads it).  [default: UTC]",
     ),
+    click.option(
+        "--time-format", metavar="FORMAT",
+        help="How text timestamps are written, as strptime codes, e.g. '%d.%m.%Y %H:%M:%S' for "
+        "20.10.2024 02:00:00 (replay and evaluate reuse it from the model).  [default: ISO 8601 or epoch numbers]",
+    ),
 ]
 
 
@@ -317,6 +322,7 @@ def fit(
     decimal: str | None,
     encoding: str | None,
     timezone: str | None,
+    time_format: str | None,
 ) -> None:
     """Train on DATA (CSV/.xlsx/.parquet/.npy/.npz files or folders), calibrate the threshold, export one ONNX model.
 
@@ -350,7 +356,8 @@ def fit(
         raise ValueError("--mask must be in [0, 1) and --noise >= 0")
     if not 0 < false_alarms < 1000:
         raise ValueError(f"--false-alarms must be in (0, 1000) per 1,000 windows, got {false_alarms}")
-    reading = replace(read_options({}, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone),
+    reading = replace(read_options({}, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
+                                    time_format=time_format),
                       progress=not quiet, state_column=state_column, require_state=bool(state_column))
     series = load_paths(data, label_column, exclude, _csv_list(channels), opts=reading)
     for s in series if state_column else ():
@@ -588,6 +595,7 @@ def evaluate(
     decimal: str | None,
     encoding: str | None,
     timezone: str | None,
+    time_format: str | None,
 ) -> None:
     """Score data through the edge's model loader; decide as the daemon does; report what an operator sees.
 
@@ -606,6 +614,7 @@ def evaluate(
     except ContractError as exc:
         raise _named(exc, model_path) from None
     reading = read_options(meta.preprocessing, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
+                           time_format=time_format,
                            keep_time=not no_plot, progress=not quiet)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)
     policy = AlertPolicy(raise_after=raise_after, clear_after=clear_after, clear_ratio=clear_ratio)

@@ -21,7 +21,14 @@ import numpy as np
 
 from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE
 from edge_runtime.pipeline.health import FILL_METHODS, fill_column
-from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, parse_timestamp
+from edge_runtime.pipeline.timestamps import (
+    TimestampError,
+    check_time_format,
+    in_dst_gap,
+    local_column_seconds,
+    parse_local,
+    time_format_hint,
+)
 from edge_runtime.pipeline.windowing_offline import window_labels, windows_from_series
 from edge_runtime.tools.textfile import (
     MISSING_CELLS,
@@ -124,10 +131,11 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     return list(first.values())
 
 
-def _parse_time(text: str) -> float | None:
-    """Epoch seconds of one timestamp cell (edge_runtime.pipeline.timestamps), None when it is not one."""
+def _parse_time(text: str, time_format: str | None = None) -> float | None:
+    """Epoch seconds of one timestamp cell (edge_runtime.pipeline.timestamps; naive read as UTC), None when it is
+    not one."""
     try:
-        return parse_timestamp(text)
+        return parse_local(text, None, time_format)
     except TimestampError:
         return None
 
@@ -143,7 +151,8 @@ def _is_number(text: str) -> bool:
 @dataclass(frozen=True)
 class ReadOptions:
     """How to read a file: ``decimal`` mark, ``encoding`` (None: UTF-8 or the BOM's), ``timezone`` of naive
-    timestamps (None: UTC), ``fill`` for missing values; ``progress``: rows/s and bytes on stderr;
+    timestamps (None: UTC), ``time_format`` of text timestamps (a ``strptime`` format; None: ISO 8601),
+    ``fill`` for missing values; ``progress``: rows/s and bytes on stderr;
     ``keep_time``: keep every row's timestamp (``Series.ts``; the plot's time axis); ``state_column``: a text
     column of operating states (``RUN``/``STOP``), read as text beside the features (``Series.states``).
 
@@ -154,6 +163,7 @@ class ReadOptions:
     decimal: str = "."
     encoding: str | None = None
     timezone: str | None = None
+    time_format: str | None = None
     progress: bool = False
     keep_time: bool = False
     state_column: str | None = None
@@ -167,13 +177,15 @@ class ReadOptions:
             check_decimal(self.decimal)
             check_encoding(self.encoding)
             zone(self.timezone)
-        except TextFileError as exc:
+            if self.time_format is not None:
+                check_time_format(self.time_format)
+        except (TextFileError, TimestampError) as exc:
             raise usage_error(str(exc)) from None  # an option: exit 2, as replay
         return self
 
     def preprocessing(self) -> dict[str, Any]:
         return {"fill": self.fill, "decimal": self.decimal, "encoding": self.encoding, "timezone": self.timezone,
-                "state_column": self.state_column}
+                "time_format": self.time_format, "state_column": self.state_column}
 
 
 def read_options(stored: dict[str, Any], **given: Any) -> ReadOptions:
@@ -182,7 +194,7 @@ def read_options(stored: dict[str, Any], **given: Any) -> ReadOptions:
     A bad given option is a usage error (exit 2); a bad stored one that no given option overrides (a model
     edited by hand, a time zone this machine does not know) is a data error naming the model's stored value.
     """
-    keys = ("fill", "decimal", "encoding", "timezone", "state_column")
+    keys = ("fill", "decimal", "encoding", "timezone", "time_format", "state_column")
     chosen = {k: v for k, v in given.items() if v is not None}
     ReadOptions(**_no_none_fill(chosen)).check()
     base = {k: stored[k] for k in keys if stored.get(k) is not None}
@@ -332,6 +344,8 @@ def _cell_value(cell: str, path: Path, lineno: int, column: str, opts: ReadOptio
         raise DataError(f"{at}: not a finite number: {text!r}")
     if opts.decimal == "." and looks_like_decimal_comma(text):
         hint = " (a decimal comma: use --decimal ,)"
+    elif time_format_hint([text]):
+        hint = time_format_hint([text])
     else:  # a text column (a status, a comment): say how to keep it out
         hint = f" (a text column? keep it out with --exclude {column}, or --state-column {column} for a machine state)"
     raise DataError(f"{at}: not a number: {text!r}{hint}")
@@ -382,7 +396,7 @@ def _read_rows(
     if ts_col is None and first_row:
         # An unnamed timestamp: a first column whose first value is a date, not a number.
         first = first_row[0].strip()
-        if not _is_number(first) and _parse_time(first) is not None:
+        if (opts.time_format is not None or not _is_number(first)) and _parse_time(first, opts.time_format) is not None:
             ts_col = 0
     if opts.state_column and st_col is None and opts.require_state:
         raise DataError(f"{path}: --state-column {opts.state_column!r} not found{did_you_mean(opts.state_column, header)}"
@@ -404,7 +418,7 @@ def _read_rows(
     st_cells: list[str] = []
     names = [header[i] for i in feature_idx]
     meter = ReadProgress(path.name, where) if opts.progress else None
-    order = TimeOrder(zone(opts.timezone)) if ts_col is not None else None
+    order = TimeOrder(zone(opts.timezone), opts.time_format) if ts_col is not None else None
 
     def take(r: list[str], lineno: int) -> None:
         if len(r) != len(header):
@@ -437,16 +451,21 @@ def _read_rows(
         if order is not None:
             order.finish()
     except BadTimestampError as exc:
-        raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: bad timestamp: {exc.reason}: "
-                        "fix or delete the row (`edgewatch replay` refuses it too; the edge drops such a sample)"
+        hint = time_format_hint(ts_cells[:50] or [exc.cell])
+        fix = hint or ": fix or delete the row (`edgewatch replay` refuses it too; the edge drops such a sample)"
+        raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: bad timestamp: {exc.reason}{fix}"
                         ) from None
     except TimeOrderError as exc:
-        local = "" if _is_number(exc.cell) else (
-            f"; are the times in {opts.timezone}? (a time inside its DST gap does not exist there)" if opts.timezone
-            else "; naive local times across a DST change: --timezone")
+        tz = zone(opts.timezone)
+        gap = next((c for c in (exc.before, exc.cell) if in_dst_gap(c, tz, opts.time_format)), None)
+        fix = f"{gap.strip()!r} does not exist in {opts.timezone} (the clocks skip that hour when DST starts): are " \
+            "the times in another zone, or in UTC?" if gap is not None else "sort the rows by time" + (
+                "" if _is_number(exc.cell) and not opts.time_format
+                else f"; are the times in {opts.timezone}?" if opts.timezone
+                else "; naive local times across a DST change: --timezone")
         raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: timestamps go backwards "
                         f"({exc.cell.strip()!r} after {exc.before.strip()!r}; the edge drops such samples as "
-                        f"out_of_order): sort the rows by time{local}") from None
+                        f"out_of_order): {fix}") from None
     except DataError as exc:
         # a mistyped --exclude leaves its (text) column in: say so beside the cell that failed
         unmatched = [e for e in exclude if find_column(e, header) is None and did_you_mean(e, header)]
@@ -475,11 +494,11 @@ def _read_rows(
         # one unit for the whole column, from its magnitude (an epoch-ms column is not read as seconds);
         # naive date-times in --timezone, across DST as replay reads them
         tz = zone(opts.timezone)
-        cells = [c for c in ts_cells[:1000] if _parse_time(c) is not None]
-        good = local_column_seconds(cells, tz)
+        cells = [c for c in ts_cells[:1000] if _parse_time(c, opts.time_format) is not None]
+        good = local_column_seconds(cells, tz, opts.time_format)
         if opts.keep_time:
             try:
-                ts = local_column_seconds(ts_cells, tz)
+                ts = local_column_seconds(ts_cells, tz, opts.time_format)
             except TimestampError as exc:
                 log.warning("%s: column %r: %s; the plot uses the sample index", path, header[ts_col], exc)
         if good.size >= 2:

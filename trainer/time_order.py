@@ -43,8 +43,8 @@ class TimeOrder:
     timestamp raises :class:`BadTimestampError`.
     """
 
-    def __init__(self, tz: tzinfo | None) -> None:
-        self.tz = tz
+    def __init__(self, tz: tzinfo | None, time_format: str | None = None) -> None:
+        self.tz, self.time_format = tz, time_format
         self.cells: list[str] = []
         self.lines: list[int] = []
         self.duplicates = 0
@@ -67,12 +67,14 @@ class TimeOrder:
         if not self.cells:
             return
         try:  # epoch numbers: their order is that of the numbers, whatever the unit (the fast path)
+            if self.time_format is not None:
+                raise ValueError("a time format reads every cell, numbers too (%Y%m%d%H%M%S)")
             ts = np.asarray(self.cells, dtype=np.float64)
             if not (np.isfinite(ts).all() and (ts >= 0).all()):
                 raise ValueError("nan, inf or negative: refused (and named) below")
         except ValueError:
             try:
-                ts = local_column_seconds(self.cells, self.tz)
+                ts = local_column_seconds(self.cells, self.tz, self.time_format)
             except TimestampError as exc:
                 i = exc.index or 0
                 raise BadTimestampError(self.lines[i], self.cells[i], exc.reason) from None

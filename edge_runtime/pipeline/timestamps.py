@@ -123,30 +123,103 @@ def column_seconds(cells: Sequence[object]) -> FloatArray:
     return out
 
 
-def local_column_seconds(cells: Sequence[object], tz: tzinfo | None) -> FloatArray:
-    """:func:`column_seconds` with naive ISO date-times read as wall-clock time in ``tz`` (None: UTC).
+def local_column_seconds(cells: Sequence[object], tz: tzinfo | None, time_format: str | None = None) -> FloatArray:
+    """:func:`column_seconds` with naive date-times read as wall-clock time in ``tz`` (None: UTC), and text cells
+    read with ``time_format`` (a ``strptime`` format such as ``%d.%m.%Y %H:%M:%S``; None: ISO 8601).
 
     Across a DST fall-back the repeated hour is read as its first occurrence until the column would go
     backwards, then as its second (``fold=1``); a wall-clock time inside a spring-forward gap is read
     with the offset before the gap (``zoneinfo``'s ``fold=0``). The trainer and replay both use this.
+    With ``time_format`` every cell is read by it (``%Y%m%d%H%M%S`` looks like a number but is not one).
     """
-    if tz is None:
+    if tz is None and time_format is None:
         return column_seconds(cells)
     aware: list[object] = []
     prev = -math.inf
-    for c in cells:
+    for i, c in enumerate(cells):
         s = c.strip() if isinstance(c, str) else None
-        if s is None or _number(s) is not None or len(s) > MAX_TEXT:
+        if s is None or len(s) > MAX_TEXT or (time_format is None and _number(s) is not None):
             aware.append(c)
             continue
         try:
-            d = datetime.fromisoformat(s)
+            d = datetime.strptime(s, time_format) if time_format else datetime.fromisoformat(s)
         except ValueError:
+            if time_format:
+                err = TimestampError(f"index {i}: {s[:40]!r} does not match --time-format {time_format!r}", i)
+                err.reason = f"{s[:40]!r} does not match --time-format {time_format!r}"
+                raise err from None
             aware.append(c)  # column_seconds names it
             continue
         if d.tzinfo is None:
-            first = d.replace(tzinfo=tz)
+            first = d.replace(tzinfo=tz or timezone.utc)
             d = first.replace(fold=1) if first.timestamp() < prev < first.replace(fold=1).timestamp() + 1 else first
         prev = d.timestamp()
         aware.append(d.isoformat())
     return column_seconds(aware)
+
+
+def parse_local(text: str, tz: tzinfo | None, time_format: str | None = None) -> float:
+    """One cell as :func:`local_column_seconds` reads a column of one."""
+    return float(local_column_seconds([text], tz, time_format)[0])
+
+
+def in_dst_gap(text: str, tz: tzinfo | None, time_format: str | None = None) -> bool:
+    """Is ``text`` a naive wall-clock time that does not exist in ``tz`` (inside a spring-forward gap)?"""
+    if tz is None:
+        return False
+    try:
+        d = datetime.strptime(text.strip(), time_format) if time_format else datetime.fromisoformat(text.strip())
+    except ValueError:
+        return False
+    if d.tzinfo is not None:
+        return False
+    there = d.replace(tzinfo=tz)
+    return there.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None) != d
+
+
+# -- time formats ----------------------------------------------------------------------------------------
+_DATES = ("%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d-%m-%Y", "%m-%d-%Y", "%Y.%m.%d", "%d.%m.%y",
+          "%d/%m/%y", "%m/%d/%y")
+_TIMES = (" %H:%M:%S", " %H:%M:%S.%f", " %H:%M", " %I:%M:%S %p", " %I:%M %p", ", %H:%M:%S", ", %H:%M")
+COMMON_FORMATS = tuple(d + t for d in _DATES for t in _TIMES) + _DATES
+_PROBE = datetime(2024, 10, 20, 13, 5, 7)
+
+
+def check_time_format(fmt: str) -> str:
+    """``fmt`` when it is a ``strptime`` format that reads back what it writes; else TimestampError saying why."""
+    if "%" not in fmt:
+        raise TimestampError(f"--time-format {fmt!r} has no % directive (e.g. '%d.%m.%Y %H:%M:%S')")
+    try:
+        datetime.strptime(_PROBE.strftime(fmt), fmt)
+    except ValueError as exc:
+        raise TimestampError(f"--time-format {fmt!r} is no strptime format that reads back: {exc}") from None
+    return fmt
+
+
+def guess_time_formats(cells: Sequence[str]) -> list[str]:
+    """The :data:`COMMON_FORMATS` that read every one of ``cells`` (up to 50 looked at), for a hint; more than
+    one when the cells allow both (``03/04/2024``: day or month first): the user chooses, nothing is guessed."""
+    sample = [c.strip() for c in cells[:50] if isinstance(c, str) and c.strip()]
+    if not sample or all(_number(c) is not None for c in sample):
+        return []
+    found = []
+    for fmt in COMMON_FORMATS:
+        try:
+            for c in sample:
+                datetime.strptime(c, fmt)
+        except ValueError:
+            continue
+        found.append(fmt)
+    return found
+
+
+def time_format_hint(cells: Sequence[str]) -> str:
+    """`` (times in '%d.%m.%Y %H:%M'? give --time-format '%d.%m.%Y %H:%M')`` for cells a common format reads,
+    naming every format that does when they are ambiguous; '' when none does."""
+    found = guess_time_formats(cells)
+    if not found:
+        return ""
+    if len(found) == 1:
+        return f" (times? give --time-format '{found[0]}')"
+    return " (times? give one of --time-format " + ", ".join(f"'{f}'" for f in found[:3]) + \
+        ": these cells fit more than one)"

@@ -29,7 +29,14 @@ import numpy as np
 
 from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE, InputPath
 from edge_runtime.pipeline.health import FILL_METHODS, fill_block
-from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, parse_timestamp
+from edge_runtime.pipeline.timestamps import (
+    TimestampError,
+    check_time_format,
+    in_dst_gap,
+    local_column_seconds,
+    parse_local,
+    time_format_hint,
+)
 from edge_runtime.tools import textfile
 from edge_runtime.tools.simulate import (
     FORMATS,
@@ -78,12 +85,12 @@ def _is_number(cell: str, decimal: str = ".") -> bool:
         return False
 
 
-def _is_date(cell: str, decimal: str) -> bool:
-    """A cell that is a date-time, not a number."""
-    if _is_number(cell, decimal):
+def _is_date(cell: str, decimal: str, time_format: str | None = None) -> bool:
+    """A cell that is a date-time (read by ``time_format``, else ISO 8601), not a number."""
+    if time_format is None and _is_number(cell, decimal):
         return False
     try:
-        parse_timestamp(cell.strip())
+        parse_local(cell, None, time_format)
     except TimestampError:
         return False
     return True
@@ -99,11 +106,13 @@ def read_recording(
     decimal: str = ".",
     encoding: str | None = None,
     timezone: str | None = None,
+    time_format: str | None = None,
     fill: str | None = None,
 ) -> Recording:
     """Parse ``path``; ``channels`` picks and orders columns (default: every numeric column left), matched
     ignoring case when the exact name is absent. ``decimal``, ``encoding`` (None: UTF-8 or the BOM's) and
-    ``timezone`` of naive timestamps (None: UTC) are read as the trainer reads them (:mod:`.textfile`);
+    ``timezone`` of naive timestamps (None: UTC) and ``time_format`` of text ones (``strptime``; None: ISO 8601)
+    are read as the trainer reads them (:mod:`.textfile`);
     ``fill`` (:data:`REPLAY_FILLS`, None: refuse) what a missing cell becomes."""
     if fill is not None and fill not in REPLAY_FILLS:
         raise ReplayError(f"--fill must be one of {', '.join(REPLAY_FILLS)}, got {fill!r}", EXIT_USAGE)
@@ -113,6 +122,8 @@ def read_recording(
     try:
         textfile.check_decimal(decimal)
         tz = textfile.zone(timezone)
+        if time_format is not None:
+            check_time_format(time_format)
         fh, codec = textfile.open_text(path, textfile.check_encoding(encoding))
         with fh:
             text = fh.read()
@@ -120,6 +131,8 @@ def read_recording(
         raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}", EXIT_NOINPUT) from None
     except textfile.TextFileError as exc:
         raise ReplayError(str(exc), exc.exit_code) from None
+    except TimestampError as exc:
+        raise ReplayError(str(exc), EXIT_USAGE) from None
     except UnicodeDecodeError as exc:
         raise ReplayError(str(textfile.decode_error(path, codec, exc))) from None
     first = text.split("\n", 1)[0]
@@ -141,9 +154,20 @@ def read_recording(
                               f"(columns: {', '.join(header)})")
     else:
         t_idx = next((lower.index(n) for n in TIME_COLUMNS if n in lower), None)
-        if t_idx is None and _is_date(next((r[0] for r in rows[:2] if r and r[0].strip()), ""), decimal):
+        first_cell = next((r[0] for r in rows[:2] if r and r[0].strip()), "")
+        if t_idx is None and _is_date(first_cell, decimal, time_format):
             t_idx = 0  # an unnamed timestamp (Zeitstempel, horodatage): a first column of dates, as fit reads it
     skip = {h.lower() for h in (*label_columns, *exclude)}
+    if t_idx is None and header[0].lower() not in skip:
+        # times in a form not read by default (or not by the format given) would be re-timed at --period: refuse
+        if time_format is not None and first_cell and not _is_number(first_cell, decimal):
+            raise ReplayError(f"{path}: --time-format {time_format!r} does not read the first column {header[0]!r} "
+                              f"({first_cell.strip()!r}){time_format_hint([first_cell])}", EXIT_USAGE)
+        hint = time_format_hint([r[0] for r in rows[:50] if r]) if time_format is None else ""
+        if hint:
+            raise ReplayError(f"{path}: column {header[0]!r} looks like times ({first_cell.strip()!r}) in a form "
+                              f"replay reads only with their format{hint}; or --exclude {header[0]} to replay at "
+                              "--period", EXIT_USAGE)
     first_line = 2
     if len(rows[0]) == len(header):  # a units row under the header (bar, degC, [mm/s]): not data
         cand = [textfile.find_column(c, header) for c in channels] if channels else [
@@ -200,11 +224,12 @@ def read_recording(
     if t_idx is not None:
         cells = [row[t_idx] for row in rows]
         try:
-            ts = local_column_seconds(cells, tz)
+            ts = local_column_seconds(cells, tz, time_format)
         except TimestampError as exc:
             n = exc.index or 0
-            raise ReplayError(f"{path}: line {n + first_line}, column {header[t_idx]!r}: bad timestamp: {exc.reason}: "
-                              "fix or delete the row (`edgewatch-train fit` refuses it too)") from None
+            hint = "" if time_format else time_format_hint(cells[:50])
+            raise ReplayError(f"{path}: line {n + first_line}, column {header[t_idx]!r}: bad timestamp: {exc.reason}"
+                              + (hint or ": fix or delete the row (`edgewatch-train fit` refuses it too)")) from None
     if fill in FILL_METHODS and np.isnan(values).any():
         try:
             values = fill_block(values, fill).astype(np.float32)
@@ -212,8 +237,13 @@ def read_recording(
             j = int(str(exc).split()[1].rstrip(":"))
             raise ReplayError(f"{path}: column {header[ch_idx[j]]!r}: no values at all to fill from") from None
     if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
-        bad = int(np.argmax(np.diff(ts) < 0)) + first_line + 1
-        raise ReplayError(f"{path}: line {bad}: timestamps go backwards")
+        i = int(np.argmax(np.diff(ts) < 0)) + 1
+        assert t_idx is not None
+        cell, before = rows[i][t_idx].strip(), rows[i - 1][t_idx].strip()
+        gap = next((c for c in (before, cell) if in_dst_gap(c, tz, time_format)), None)
+        why = f"; {gap!r} does not exist in {timezone} (the clocks skip that hour when DST starts): are the times " \
+            "in another zone, or in UTC?" if gap is not None else ""
+        raise ReplayError(f"{path}: line {i + first_line}: timestamps go backwards ({cell!r} after {before!r}){why}")
     skipped = () if channels else tuple(h for i, h in enumerate(header)
                                         if i not in ch_idx and i != t_idx and h.lower() not in skip)
     return Recording(ts, values, tuple(header[i] for i in ch_idx), skipped)
@@ -323,6 +353,8 @@ def publish_recording(
               "UTF-8 or what a byte-order mark says]")
 @click.option("--timezone", metavar="ZONE", help="IANA time zone of naive timestamps, e.g. Europe/Berlin.  "
               "[default: the --model's, else UTC]")
+@click.option("--time-format", metavar="FORMAT", help="How text timestamps are written, as strptime codes, e.g. "
+              "'%d.%m.%Y %H:%M:%S'.  [default: the --model's, else ISO 8601 or epoch numbers]")
 @click.option("--fill", type=click.Choice(REPLAY_FILLS), help="What a missing cell becomes: ffill (the last value), "
               "interpolate, zero (as the trainer fills), or null (sent as null: the daemon carries the last value "
               "forward and reports the channel missing past its limit).  [default: the --model's fill, else a "
@@ -331,7 +363,7 @@ def replay_command(
     file: Path, device: str, broker: str, speed: float, fast: bool, topic_template: str, fmt: str,
     batch: int, qos: int, time_column: str | None, labels: tuple[str, ...], exclude: tuple[str, ...],
     channels: str | None, model: Path | None, period: float, restamp: bool, decimal: str | None,
-    encoding: str | None, timezone: str | None, fill: str | None, username: str, password_file: str, ca_file: str,
+    encoding: str | None, timezone: str | None, time_format: str | None, fill: str | None, username: str, password_file: str, ca_file: str,
 ) -> None:
     """Replay a CSV recording (e.g. a SKAB file) to sensors/DEVICE/data."""
     try:
@@ -346,6 +378,7 @@ def replay_command(
             file, time_column=time_column, label_columns=labels or DEFAULT_LABELS, exclude=exclude,
             channels=picked, decimal=decimal or stored.get("decimal") or ".",
             encoding=encoding or stored.get("encoding"), timezone=timezone or stored.get("timezone"),
+            time_format=time_format or stored.get("time_format"),
             fill=fill or (stored.get("fill") if stored.get("fill") in FILL_METHODS else None),
         )
         if batch < 1 or not (math.isfinite(period) and period > 0):

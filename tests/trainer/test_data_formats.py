@@ -133,6 +133,51 @@ def test_trainer_and_replay_read_dst_the_same_way(tmp_path: Path) -> None:
     np.testing.assert_allclose(s.values[:, 0], rec.values[:, 0])
 
 
+GERMAN = "Zeit;Druck\n" + "".join(f"20.10.2024 00:{m:02d}:00;{m},5\n" for m in range(5))
+
+
+def test_a_time_format_is_read_by_fit_and_replay_alike_and_stored_in_the_model(tmp_path: Path) -> None:
+    """Times as a German export writes them: refused naming the format, read with it, and reused from the model."""
+    f = write(tmp_path / "de.csv", GERMAN)
+    hint = r"\(times\? give --time-format '%d\.%m\.%Y %H:%M:%S'\)"
+    with pytest.raises(DataError, match=r"column 'Zeit': not a number: '20\.10\.2024 00:00:00' " + hint):
+        load_paths([f], opts=ReadOptions(decimal=","))
+    with pytest.raises(ReplayError, match=r"column 'Zeit' looks like times .*" + hint + r"; or --exclude Zeit"):
+        read_recording(f, decimal=",")  # never replayed at --period, silently re-timed
+    fmt = "%d.%m.%Y %H:%M:%S"
+    (s,) = load_paths([f], opts=ReadOptions(decimal=",", time_format=fmt))
+    rec = read_recording(f, decimal=",", time_format=fmt)
+    assert s.channels == ["Druck"] and s.sample_period_s == pytest.approx(60.0) and rec.channels == ("Druck",)
+    assert rec.ts[0] == datetime(2024, 10, 20, tzinfo=ZoneInfo("UTC")).timestamp()
+    stored = ReadOptions(decimal=",", time_format=fmt).preprocessing()
+    assert stored["time_format"] == fmt and read_options(stored).time_format == fmt
+    with pytest.raises(ReplayError, match=r"--time-format '%Y' does not read the first column 'Zeit'"):
+        read_recording(f, decimal=",", time_format="%Y")
+
+
+def test_a_bad_time_format_is_a_usage_error_and_a_named_time_column_gets_the_hint(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"--time-format 'dd\.mm\.yyyy' has no % directive") as exc:
+        read_options({}, time_format="dd.mm.yyyy")
+    assert exc.value.exit_code == 2
+    f = write(tmp_path / "t.csv", "timestamp;x\n" + "".join(f"10/2{i}/2024 2:05 PM;{i}\n" for i in range(3)))
+    with pytest.raises(DataError, match=r"line 2, column 'timestamp': bad timestamp: not a number or ISO 8601 time: "
+                       r"'10/20/2024 2:05 PM' \(times\? give --time-format '%m/%d/%Y %I:%M %p'\)"):
+        load_paths([f])
+    (s,) = load_paths([f], opts=ReadOptions(time_format="%m/%d/%Y %I:%M %p"))
+    assert s.sample_period_s == pytest.approx(86400.0)
+
+
+def test_a_time_in_the_spring_gap_is_named_when_the_column_goes_backwards(tmp_path: Path) -> None:
+    """2024-03-31 in Europe/Berlin: 02:00-02:59 does not exist; a logger on UTC+1 all year writes it."""
+    f = write(tmp_path / "gap.csv", "time;x\n31.03.2024 01:30;1\n31.03.2024 02:30;2\n31.03.2024 03:10;3\n")
+    said = r"'31\.03\.2024 02:30' does not exist in Europe/Berlin \(the clocks skip that hour when DST starts\)"
+    opts = {"timezone": "Europe/Berlin", "time_format": "%d.%m.%Y %H:%M"}
+    with pytest.raises(DataError, match=r"line 4, column 'time': timestamps go backwards .*" + said):
+        load_paths([f], opts=ReadOptions(**opts))
+    with pytest.raises(ReplayError, match=r"line 4: timestamps go backwards .*" + said):
+        read_recording(f, **opts)
+
+
 def test_replay_hints_at_encoding_and_decimal(tmp_path: Path) -> None:
     f = write(tmp_path / "w.csv", "time;T °C\n0;20,5\n", encoding="cp1252")
     with pytest.raises(ReplayError, match=r"not utf-8 text .*--encoding cp1252"):
@@ -173,7 +218,7 @@ def test_stored_read_options_are_reused_and_overridable() -> None:
     assert read_options(stored, decimal=".", fill="none") == ReadOptions(
         decimal=".", encoding="cp1252", timezone="Europe/Berlin")
     assert read_options({}).preprocessing() == {"fill": None, "decimal": ".", "encoding": None, "timezone": None,
-                                                "state_column": None}
+                                                "time_format": None, "state_column": None}
 
 
 def test_a_bad_stored_read_option_is_the_models_not_the_users() -> None:
@@ -191,8 +236,9 @@ def test_a_bad_stored_read_option_is_the_models_not_the_users() -> None:
 
 @pytest.mark.parametrize(
     ("timezone", "hint"),
-    [("Europe/Berlin", "are the times in Europe/Berlin? (a time inside its DST gap does not exist there)"),
-     (None, "naive local times across a DST change: --timezone")],
+    [("Europe/Berlin", "'2026-03-29 02:59' does not exist in Europe/Berlin (the clocks skip that hour when DST "
+                       "starts): are the times in another zone, or in UTC?"),
+     (None, "sort the rows by time; naive local times across a DST change: --timezone")],
 )
 def test_times_going_backwards_say_what_to_check(tmp_path: Path, timezone: str | None, hint: str) -> None:
     # 2026-03-29 02:xx does not exist in Berlin (clocks jump 02:00 -> 03:00): read there, 03:00 is before 02:59
@@ -201,7 +247,7 @@ def test_times_going_backwards_say_what_to_check(tmp_path: Path, timezone: str |
     with pytest.raises(DataError) as exc:
         load_paths([f], opts=ReadOptions(timezone=timezone))
     assert "t.csv: line 4, column 'time': timestamps go backwards" in str(exc.value)
-    assert str(exc.value).endswith("sort the rows by time; " + hint)
+    assert str(exc.value).endswith("out_of_order): " + hint)
 
 
 @pytest.mark.parametrize("name", ["fake.npy", "fake.npz"])

@@ -1,13 +1,24 @@
-"""edge_runtime.pipeline.timestamps: epoch numbers in s/ms/us/ns by magnitude, ISO 8601, refusals."""
+"""edge_runtime.pipeline.timestamps: epoch numbers in s/ms/us/ns by magnitude, ISO 8601, --time-format, refusals."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
-from edge_runtime.pipeline.timestamps import TimestampError, column_seconds, epoch_seconds, parse_timestamp
+from edge_runtime.pipeline.timestamps import (
+    TimestampError,
+    check_time_format,
+    column_seconds,
+    epoch_seconds,
+    guess_time_formats,
+    in_dst_gap,
+    local_column_seconds,
+    parse_timestamp,
+    time_format_hint,
+)
 
 T = 1_700_000_000.123456  # the oracle: one instant, written below in every unit
 ISO = datetime.fromtimestamp(1_704_067_200, tz=timezone.utc)  # 2024-01-01T00:00:00Z
@@ -71,3 +82,49 @@ def test_column_seconds_mixes_iso_and_names_the_bad_index() -> None:
     with pytest.raises(TimestampError, match="index 2") as err:
         column_seconds(["1", "2", "1_0"])
     assert err.value.index == 2
+
+
+# -- time formats (--time-format) --------------------------------------------------------------------------
+BERLIN_TZ = "Europe/Berlin"
+
+
+def test_a_time_format_reads_every_cell_and_names_the_first_that_does_not_match() -> None:
+    got = local_column_seconds(["20.10.2024 00:00:00", "20.10.2024 00:00:10"], None, "%d.%m.%Y %H:%M:%S")
+    np.testing.assert_array_equal(got, [1729382400.0, 1729382410.0])  # naive: UTC
+    # digits only, read as the format says, not as an epoch number
+    assert local_column_seconds(["20241020000000"], None, "%Y%m%d%H%M%S")[0] == 1729382400.0
+    with pytest.raises(TimestampError) as exc:
+        local_column_seconds(["20.10.2024 00:00:00", "2024-10-20 00:00:10"], None, "%d.%m.%Y %H:%M:%S")
+    assert exc.value.index == 1 and exc.value.reason == \
+        "'2024-10-20 00:00:10' does not match --time-format '%d.%m.%Y %H:%M:%S'"
+
+
+def test_a_time_format_in_a_time_zone_reads_the_autumn_hour_twice_as_iso_does() -> None:
+    tz = ZoneInfo(BERLIN_TZ)
+    iso = ["2026-10-25T02:30:00", "2026-10-25T02:00:00", "2026-10-25T02:30:00", "2026-10-25T03:00:00"]
+    fmt = ["25.10.2026 02:30", "25.10.2026 02:00", "25.10.2026 02:30", "25.10.2026 03:00"]
+    np.testing.assert_array_equal(local_column_seconds(fmt, tz, "%d.%m.%Y %H:%M"), local_column_seconds(iso, tz))
+    assert np.all(np.diff(local_column_seconds(fmt, tz, "%d.%m.%Y %H:%M")) > 0)
+
+
+def test_a_common_format_is_named_and_an_ambiguous_one_is_not_guessed() -> None:
+    assert guess_time_formats(["20.10.2024 00:00:00", "20.10.2024 00:00:10"]) == ["%d.%m.%Y %H:%M:%S"]
+    assert time_format_hint(["10/20/2024 2:05 PM"]) == " (times? give --time-format '%m/%d/%Y %I:%M %p')"
+    both = guess_time_formats(["03/04/2024 10:00"])
+    assert "%d/%m/%Y %H:%M" in both and "%m/%d/%Y %H:%M" in both
+    assert "more than one" in time_format_hint(["03/04/2024 10:00"])
+    assert guess_time_formats(["1700000000", "12.5"]) == [] and time_format_hint(["RUN", "STOP"]) == ""
+
+
+@pytest.mark.parametrize(("fmt", "why"), [("dd.mm.yyyy", "no % directive"), ("%Q", "bad directive")])
+def test_a_bad_time_format_is_refused_saying_why(fmt: str, why: str) -> None:
+    assert check_time_format("%d.%m.%Y %H:%M") == "%d.%m.%Y %H:%M"
+    with pytest.raises(TimestampError, match=why):
+        check_time_format(fmt)
+
+
+def test_a_wall_clock_time_inside_the_spring_gap_is_told() -> None:
+    tz = ZoneInfo(BERLIN_TZ)
+    assert in_dst_gap("2024-03-31T02:30:00", tz) and in_dst_gap("31.03.2024 02:30", tz, "%d.%m.%Y %H:%M")
+    assert not in_dst_gap("2024-03-31T03:30:00", tz) and not in_dst_gap("2024-03-31T02:30:00", None)
+    assert not in_dst_gap("2024-03-31T02:30:00+00:00", tz) and not in_dst_gap("garbage", tz)

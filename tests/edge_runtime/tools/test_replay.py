@@ -169,6 +169,7 @@ def test_replay_keyed_batches_with_restamp(mosquitto, tmp_path: Path) -> None:
         (["{good}", "--device", "d", "--fast", "--batch", "0", "--format", "batch"], "--batch must be >= 1", 2),
         (["{comma}", "--device", "d", "--fast"], "column 'b': not a number: '2,5' (a decimal comma: use --decimal ,)",
          65),
+        (["{good}", "--device", "d", "--fast", "--time-format", "%Q"], "--time-format '%Q' is no strptime format", 2),
     ],
 )
 def test_cli_errors_are_one_line_and_their_exit_code(tmp_path: Path, args: list[str], msg: str, code: int) -> None:
