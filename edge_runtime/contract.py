@@ -37,7 +37,8 @@ older models, where the edge checks only the config's limits and fills with its 
      "stale_after_s": S,                                 # the device sends nothing this long: stale
      "channels": {NAME: {"min": a, "max": b, "margin": m,  # out_of_range outside [a - m, b + m]
                          "flat_tol": t, "max_flat_samples": k,  # stuck: |step| <= t more than k samples in a row
-                         "longest_flat_samples": r}}}   # (information) the longest flat run in training
+                         "longest_flat_samples": r,     # (information) the longest flat run in training
+                         "flat_samples": f}}}           # (information) flat steps in training, all runs
 
 Masked scoring: while channels are left out (missing or stuck; out of range when frozen there, or with
 ``health.range_excludes``: :func:`edge_runtime.pipeline.health.left_out`), the edge replaces their samples in the

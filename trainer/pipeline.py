@@ -27,7 +27,7 @@ from edge_runtime.contract import (
     Normalisation,
     Threshold,
 )
-from edge_runtime.pipeline.health import learn_limits
+from edge_runtime.pipeline.health import frozen_in_training, learn_limits
 from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, hysteresis
 from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
 from trainer.covariance import LEVEL_SHRINKAGE, level_precision, mahalanobis
@@ -436,6 +436,8 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     # are no sensor's normal; the edge checks health on running samples only)
     segments = normal_segments([*train_s, *val_s] if states is not None else series)
     meta.health = learn_limits(segments, meta.sample_period_s, channels) if segments else {}
+    for warning in frozen_in_training(meta.health, meta.sample_period_s):
+        log.warning("%s", warning)
     holdout = val_sample[:512]
     if opts.checkpoint is not None:
         save_checkpoint(opts.checkpoint, ae, meta, holdout)

@@ -50,6 +50,8 @@ DEFAULT_MARGIN = 1.0  # x the training range, on each side: a process excursion 
 MIN_FLAT_SAMPLES = 10  # the shortest stuck limit learned
 FLAT_FACTOR = 1.5  # the stuck limit is this times the longest flat run seen in training
 FLAT_OFF_SHARE = 0.5  # a channel flat for more than this share of training (a set point) is not checked
+LONE_FLAT_MIN = 30  # a flat run this long or longer that holds ...
+LONE_FLAT_SHARE = 0.5  # ... at least this share of a channel's flat samples looks like a sensor frozen in training
 STALE_PERIODS = 10.0  # stale after this many sample periods without data
 DEFAULT_STALE_S = 60.0  # ... or this when the model has no sample period
 
@@ -177,7 +179,7 @@ def learn_limits(
         "channels": {
             str(name): {"min": float(lo[j]), "max": float(hi[j]), "margin": float(pad[j]),
                         "flat_tol": float(tol[j]), "max_flat_samples": int(limit[j]),
-                        "longest_flat_samples": int(longest[j])}
+                        "longest_flat_samples": int(longest[j]), "flat_samples": int(flat_steps[j])}
             for j, name in enumerate(channels)
         },
     }
@@ -220,6 +222,29 @@ def check_document(health: Mapping[str, Any], channels: Sequence[str]) -> None:
             raise HealthError(f"health.channels.{name}.max_flat_samples: must be an integer >= 0")
 
 
+def lone_flat_stretch(lim: Mapping[str, Any]) -> bool:
+    """Did one flat stretch of :data:`LONE_FLAT_MIN` samples or more hold most of a checked channel's flat samples
+    in training? A quantised or slow channel is flat in many short runs; one long one is more likely a sensor
+    that froze while the training data was recorded, and its stuck limit (1.5 x that run) is loosened by it."""
+    k, longest, flat = (int(lim.get(key, 0)) for key in ("max_flat_samples", "longest_flat_samples", "flat_samples"))
+    return k > 0 and longest >= LONE_FLAT_MIN and longest >= LONE_FLAT_SHARE * flat
+
+
+def frozen_in_training(health: Mapping[str, Any], sample_period_s: float | None = None) -> list[str]:
+    """One warning per channel with a :func:`lone_flat_stretch`, saying what it costs and what to do."""
+    out = []
+    for name, lim in health.get("channels", {}).items():
+        if not lone_flat_stretch(lim):
+            continue
+        r, k = int(lim["longest_flat_samples"]), int(lim["max_flat_samples"])
+        dur = f" ({r * sample_period_s:.3g} s)" if sample_period_s else ""
+        out.append(f"channel {name!r} was flat for {r} samples in a row in training{dur}, most of its flat samples "
+                   f"in one stretch: a sensor frozen while the data was recorded? Its stuck limit follows that "
+                   f"stretch ({k} samples), so the edge will report it stuck only after that long. Cut those rows "
+                   f"and fit again, or set [health.channel_limits.{name}] max_flat_samples in the daemon's config")
+    return out
+
+
 def describe(health: Mapping[str, Any]) -> list[str]:
     """Lines for ``fit`` and ``inspect``: the fill, the stale limit and each channel's range and stuck limit."""
     if not health:
@@ -232,8 +257,9 @@ def describe(health: Mapping[str, Any]) -> list[str]:
              f"{health.get('stale_after_s', DEFAULT_STALE_S):g} s without data"]
     for name, lim in health.get("channels", {}).items():
         k = int(lim.get("max_flat_samples", 0))
-        stuck = f"stuck after {k} flat samples (longest in training {lim.get('longest_flat_samples', '?')})" if k \
-            else "stuck not checked (flat most of the time in training)"
+        lone = ", one stretch: a sensor frozen in training?" if lone_flat_stretch(lim) else ""
+        stuck = f"stuck after {k} flat samples (longest in training {lim.get('longest_flat_samples', '?')}{lone})" \
+            if k else "stuck not checked (flat most of the time in training)"
         lo, hi, pad = lim.get("min", -math.inf), lim.get("max", math.inf), lim.get("margin", 0.0)
         seen = f"constant {lo:.6g}" if lo == hi else f"{lo:.6g} .. {hi:.6g}"
         lines.append(f"  {name}: in range {lo - pad:.6g} .. {hi + pad:.6g} (training {seen}, widened by {pad:.3g} on "

@@ -17,6 +17,7 @@ from edge_runtime.pipeline.health import (
     describe,
     fill_block,
     fill_column,
+    frozen_in_training,
     is_stale,
     learn_limits,
     longest_flat,
@@ -62,6 +63,29 @@ def test_learn_limits_range_margin_flat_and_stale() -> None:
     assert a["longest_flat_samples"] == 4 and a["max_flat_samples"] == 10  # 1.5 x 4 < the minimum 10
     assert h["stale_after_s"] == 100.0 and h["fill"] == {"method": "ffill", "limit_samples": 5}
     check_document(h, CH)
+
+
+def test_one_long_flat_stretch_in_training_is_warned_of_and_many_short_ones_are_not() -> None:
+    """A sensor frozen for 100 samples while training was recorded loosens its stuck limit to 150: said, with
+    the fix; a channel flat in many such stretches is not a frozen one."""
+    x = _normal(2000)
+    x[700:801, 1] = x[700, 1]  # b: frozen for 100 steps
+    for k in range(0, 2000, 100):  # c: a valve that rests: flat in 20 stretches of 30, under half the time
+        x[k : k + 31, 2] = x[k, 2]
+    h = learn_limits(x, 2.0, CH)
+    b, c = h["channels"]["b"], h["channels"]["c"]
+    assert (b["longest_flat_samples"], b["flat_samples"], b["max_flat_samples"]) == (100, 100, 150)
+    assert (c["longest_flat_samples"], c["flat_samples"], c["max_flat_samples"]) == (30, 600, 45)
+    (warning,) = frozen_in_training(h, 2.0)
+    assert warning.startswith("channel 'b' was flat for 100 samples in a row in training (200 s)")
+    assert "(150 samples)" in warning and "[health.channel_limits.b] max_flat_samples" in warning
+    lines = describe(h)
+    assert "longest in training 100, one stretch: a sensor frozen in training?" in lines[2]
+    assert "frozen" not in lines[1] + lines[3]
+    x[700:720, 1] = x[700:720, 0]  # a stretch of 80 with noise before it: still most of b's flat samples
+    assert frozen_in_training(learn_limits(x, None, CH))[0].startswith("channel 'b' was flat for 80 samples in a "
+                                                                        "row in training, most")
+    assert frozen_in_training(learn_limits(_normal(2000), 2.0, CH)) == []
 
 
 def test_learn_limits_turns_stuck_off_for_a_set_point_and_does_not_join_blocks() -> None:
