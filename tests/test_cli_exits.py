@@ -72,7 +72,7 @@ CASES = [
     ("inspect-missing", "edgewatch-train", ["inspect", "{d}/missing.onnx"], EXIT_NOINPUT, "missing.onnx"),
     ("evaluate-missing-model", "edgewatch-train", ["evaluate", "-m", "{d}/no.onnx", "-d", "{d}/good.csv"],
      EXIT_NOINPUT, "no.onnx"),
-    ("keygen-no-folder", "edgewatch-train", ["keygen", "{d}/no/such/k"], EXIT_IOERR, "k.key"),
+    ("keygen-under-a-file", "edgewatch-train", ["keygen", "{d}/good.csv/k"], EXIT_IOERR, "good.csv"),
     ("lab-unknown-flag", "edgewatch-lab", ["--bogus"], EXIT_USAGE, "--bogus"),
     ("lab-missing-model", "edgewatch-lab", ["bench", "inference", "--model", "{d}/no.onnx"], EXIT_NOINPUT, "no.onnx"),
     ("lab-report-not-json", "edgewatch-lab", ["bench", "report", "{d}/results.json", "--out", "{d}/r.md"],

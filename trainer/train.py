@@ -148,7 +148,7 @@ def _fit(
         done_n = min(per_epoch, (b + 1) * tc.batch_size)
         now = time.perf_counter()
         return epoch_line(epoch, tc.epochs, done_n, per_epoch, running / done_n, now - t_epoch,
-                          (t_epoch - t0) / (epoch - 1) if epoch > 1 else now - t_epoch,
+                          (t_epoch - t0) / (epoch - 1) if epoch > 1 else (now - t_epoch) * per_epoch / done_n,
                           max(0, tc.patience - bad_epochs - 1))
 
     for epoch in range(1, tc.epochs + 1):
@@ -166,7 +166,7 @@ def _fit(
             opt.step()
             running += loss.item() * len(idx)
             seen += len(idx)
-            if progress and b % 10 == 0 and b < n_batches - 1 and line.due():
+            if progress and b % 10 == 0 and 0 < b < n_batches - 1 and line.due():  # not the first (warm-up) batch
                 line.show(status(epoch, b, running, t_epoch, bad_epochs))
         train_loss = running / per_epoch
         val_loss = evaluate_loss(model, val, device=str(device))

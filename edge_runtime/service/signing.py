@@ -36,7 +36,8 @@ def _serialization() -> Any:
 
 
 def generate_keypair(private_path: Path, public_path: Path) -> str:
-    """Write a new key pair (the private key mode 0600, never overwriting a file); return its key id."""
+    """Write a new key pair (the private key mode 0600, never overwriting a file; a missing folder is made, 0700,
+    as ``fit -o`` makes one); return its key id."""
     ed = _ed25519()
     ser = _serialization()
     key = ed.Ed25519PrivateKey.generate()
@@ -45,6 +46,8 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
     for path in (private_path, public_path):
         if path.exists():
             raise SigningError(f"{path} exists: not overwritten (remove it first)")
+    private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    public_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(priv)

@@ -48,3 +48,15 @@ def test_user_errors_are_one_line() -> None:
     assert out.exit_code == 2 and "MODEL_ID" in out.output
     out = r.invoke(main, ["rollback", "--broker", "mqtt://127.0.0.1:9", "--target", "x"])
     assert out.exit_code == 69 and out.output.count("\n") == 1 and "edgewatch-train: error: cannot connect" in out.output
+
+
+def test_keygen_makes_a_missing_folder_private_and_never_overwrites(tmp_path: Path) -> None:
+    """As `fit -o` makes its folder; the folder of a private key is 0700, the key 0600."""
+    r = CliRunner()
+    out = r.invoke(main, ["keygen", str(tmp_path / "keys" / "site1" / "ws")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "keys" / "site1" / "ws.pub").is_file()
+    assert (tmp_path / "keys" / "site1").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "keys" / "site1" / "ws.key").stat().st_mode & 0o777 == 0o600
+    again = r.invoke(main, ["keygen", str(tmp_path / "keys" / "site1" / "ws")])
+    assert again.exit_code != 0 and "exists: not overwritten" in again.output

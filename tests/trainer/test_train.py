@@ -85,3 +85,12 @@ def test_epochs_see_at_most_max_windows() -> None:
     tr, va = windows()
     res = fit(CFG, tr, va, TrainConfig(epochs=1, batch_size=8, max_windows_per_epoch=16))
     assert res.summary()["epochs"] == 1 and res.windows_per_s > 0
+
+
+def test_progress_shows_no_line_from_the_first_batch(capsys) -> None:
+    """The first batch (warm-up) made a 0 % line with a run estimate of one batch's time; the first line now
+    comes after 10 batches, and epoch 1's run estimate extrapolates the whole epoch."""
+    tr, va = windows()
+    fit(CFG, tr[:280], va, TrainConfig(epochs=1, batch_size=7, max_windows_per_epoch=280), progress=True)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("epoch")]
+    assert lines and all("[#" in ln for ln in lines), lines  # 11 of 40 batches done at the first: not empty
