@@ -55,6 +55,18 @@ def error_line(message: str, prog: str) -> str:
     return f"{prog}: error: {' '.join(str(message).split())}"
 
 
+def command_path(prog: str, top: str = "main") -> str:
+    """``prog`` and the names of the running click commands below the top group ``top`` (``edgewatch-train fit``,
+    ``edgewatch-train benchmark skab``), however the group was invoked; ``prog`` outside a command."""
+    ctx = click.get_current_context(silent=True)
+    names: list[str] = []
+    while ctx is not None:
+        if ctx.command.name and not (ctx.parent is None and ctx.command.name == top):
+            names.append(ctx.command.name)
+        ctx = ctx.parent
+    return " ".join([prog.split()[0], *reversed(names)])
+
+
 def fail(message: str, code: int = EXIT_USAGE, prog: str = "edgewatch") -> NoReturn:
     """Print :func:`error_line` on stderr and exit with ``code`` (no traceback)."""
     click.echo(error_line(message, prog), err=True)

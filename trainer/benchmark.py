@@ -141,7 +141,7 @@ def find_csvs(root: Path, label_column: str = "anomaly") -> tuple[list[Path], li
     """All CSVs under ``root`` (recursive, natural order) split into ``(labelled, unlabelled)``."""
     root = Path(root)
     if not root.is_dir():
-        raise no_input(f"{root}: not a directory")
+        raise no_input(f"{root}: not a folder")
     labelled, unlabelled = [], []
     for p in sorted(root.rglob("*.csv"), key=_natural_key):
         (labelled if label_column in _header(p) else unlabelled).append(p)

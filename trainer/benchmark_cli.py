@@ -30,7 +30,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
             if not isinstance(exc, (DataError, ContractError, ExportError, ValueError, OSError)):
                 raise
-            clierror.fail_on(exc, "edgewatch-train benchmark")
+            clierror.fail_on(exc, clierror.command_path("edgewatch-train benchmark"))
 
     return wrapper
 

@@ -1,7 +1,8 @@
 """``edgewatch-train``: fit, export, inspect, evaluate, demo-data, demo, benchmark, and fleet rollout (keygen,
 publish, promote, rollback). Thin: parse, call, print.
 
-Every error a user can cause prints one line ``edgewatch-train: error: ...`` on stderr and exits with the code of
+Every error a user can cause prints one line ``edgewatch-train COMMAND: error: ...`` on stderr (as click prints a
+usage error) and exits with the code of
 edge_runtime/clierror.py (docs/TOOLS.md#exit-codes): 2 usage, 65 bad data or model, 66 no such input, ...
 """
 
@@ -32,19 +33,20 @@ USER_ERRORS = (("trainer.model_file", "ExportError"),)
 
 
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the known user-caused errors into one stderr line and their exit code (clierror.code_of)."""
+    """Turn the known user-caused errors into one stderr line, named by the command as click names a usage error
+    (``edgewatch-train fit: error: ...``), and their exit code (clierror.code_of)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (ContractError, ValueError, OSError) as exc:  # DataError, ThresholdError, ... are ValueErrors
-            clierror.fail_on(exc, "edgewatch-train")
+            clierror.fail_on(exc, clierror.command_path("edgewatch-train"))
         except Exception as exc:
             known = [getattr(sys.modules.get(m), name, None) for m, name in USER_ERRORS]
             if not any(isinstance(k, type) and isinstance(exc, k) for k in known):
                 raise
-            clierror.fail_on(exc, "edgewatch-train")
+            clierror.fail_on(exc, clierror.command_path("edgewatch-train"))
 
     return wrapper
 
@@ -103,6 +105,11 @@ _data_options = [
         help="IANA time zone of naive timestamps, e.g. Europe/Berlin (DST as replay reads it).  [default: UTC]",
     ),
     click.option(
+        "--rows", metavar="START:END",
+        help="Only these data rows of each file, counted from 0 after the header, END excluded: 400 or :400 the "
+        "first 400, 400: the rest (SKAB's protocol: fit --rows 400, evaluate --rows 400:).  [default: all]",
+    ),
+    click.option(
         "--time-format", metavar="FORMAT",
         help="How text timestamps are written, as strptime codes, e.g. '%d.%m.%Y %H:%M:%S' for "
         "20.10.2024 02:00:00 (replay and evaluate reuse it from the model).  [default: ISO 8601 or epoch numbers]",
@@ -141,6 +148,18 @@ class _TrainGroup(clierror.OneLineErrors):
                  clierror.EXIT_UNAVAILABLE, prog="edgewatch-train")
 
 
+class _UserFormatter(logging.Formatter):
+    """``PROG: warning: MESSAGE``, as :func:`edge_runtime.clierror.error_line` writes an error."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__()
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{self.prog}: {record.levelname.lower()}: {record.getMessage()}"
+        return text + "\n" + self.formatException(record.exc_info) if record.exc_info else text
+
+
 @click.group(cls=_TrainGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=clierror.EPILOG)
 @click.version_option(__version__, prog_name="edgewatch-train")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
@@ -153,9 +172,12 @@ def main(verbose: bool) -> None:
       edgewatch-train inspect model.onnx
       edgewatch-train evaluate --model model.onnx --data labelled.csv
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    sub = click.get_current_context().invoked_subcommand
+    # a warning reads as the error line does (edgewatch-train fit: warning: ...); -v adds the logger and debug lines
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose else
+                         _UserFormatter(f"edgewatch-train {sub}" if sub else "edgewatch-train"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     from trainer.memory import return_large_buffers
 
     return_large_buffers()  # before a long recording is read
@@ -323,6 +345,7 @@ def fit(
     encoding: str | None,
     timezone: str | None,
     time_format: str | None,
+    rows: str | None,
 ) -> None:
     """Train on DATA (CSV/.xlsx/.parquet/.npy/.npz files or folders), calibrate the threshold, export one ONNX model.
 
@@ -348,7 +371,7 @@ def fit(
 
     from dataclasses import replace
 
-    from trainer.data import file_units, load_paths, read_options
+    from trainer.data import file_units, format_rows, load_paths, parse_rows, read_options
 
     if epochs < 1 or batch_size < 1 or patience < 1:
         raise ValueError("--epochs, --batch-size and --patience must be >= 1")
@@ -357,13 +380,14 @@ def fit(
     if not 0 < false_alarms < 1000:
         raise ValueError(f"--false-alarms must be in (0, 1000) per 1,000 windows, got {false_alarms}")
     reading = replace(read_options({}, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
-                                    time_format=time_format),
+                                    time_format=time_format, rows=parse_rows(rows)),
                       progress=not quiet, state_column=state_column, require_state=bool(state_column))
     series = load_paths(data, label_column, exclude, _csv_list(channels), opts=reading)
     for s in series if state_column else ():
         if s.states is None:
             raise ValueError(f"{s.name}: --state-column {state_column!r} not found; columns: {', '.join(s.columns)}")
-    cal = load_paths(calibrate_paths, label_column, exclude, series[0].channels, opts=reading) if calibrate_paths else []
+    cal = load_paths(calibrate_paths, label_column, exclude, series[0].channels, opts=replace(reading, rows=None)) \
+        if calibrate_paths else []  # --rows picks from the DATA files; a calibration recording is read whole
     given = parse_units(units, series[0].channels)
     from_rows = file_units(series)
     unit_map = {c: given.get(c) or from_rows[c] for c in series[0].channels if c in given or c in from_rows}
@@ -390,7 +414,8 @@ def fit(
         calibrate=cal,
         force=force,
         fill=reading.fill,
-        preprocessing={**reading.preprocessing(), "exclude": list(exclude), "label_column": label_column},
+        preprocessing={**reading.preprocessing(), "exclude": list(exclude), "label_column": label_column,
+                       **({"rows": format_rows(reading.rows)} if reading.rows else {})},
         quantize=quantize,
         fp16=fp16,
         checkpoint=checkpoint,
@@ -430,7 +455,7 @@ def fit_report(res: Any) -> str:
     t = res.training.summary()
     lines.append(
         f"trained {t['epochs']} epochs (best {t['best_epoch']}), best val loss {t['best_val_loss']:.5f}, "
-        f"{t['seconds']:.1f} s, {t['parameters']} parameters, {t['windows_per_s']:.0f} windows/s on {t['device']}"
+        f"{t['seconds']:.1f} s, {t['parameters']:,} parameters, {t['windows_per_s']:.0f} windows/s on {t['device']}"
     )
     lines.append(f"  {t['stop_reason']}")
     thr = res.meta.threshold
@@ -447,18 +472,18 @@ def fit_report(res: Any) -> str:
 
     budget, n_val = fa.get("budget_per_1000"), int(fa.get("validation_windows") or 0)
     resolve = "" if not budget or n_val * budget / 1000 >= 3 else (
-        f"; {n_val} windows cannot resolve {per_k(budget)} in 1,000 (about {math.ceil(3000 / budget):,} would: "
+        f"; {n_val:,} windows cannot resolve {per_k(budget)} in 1,000 (about {math.ceil(3000 / budget):,} would: "
         "more data, or --calibrate FILE with a separate normal recording)")
     same = fa.get("calibrated_on") == "the validation part"
     lines.append(
         f"false alarms per 1,000 normal hop-1 windows: budget {per_k(budget)} (the tail fit's threshold for it, then "
         f"the margin as headroom for normal data that departs from the calibration period), expected "
         f"{per_k(fa.get('expected_per_1000'))} after the margin under that tail, measured "
-        f"{per_k(fa.get('validation_per_1000'))} on {n_val} held-out validation windows"
+        f"{per_k(fa.get('validation_per_1000'))} on {n_val:,} held-out validation windows"
         f" ({'the windows it was calibrated on; ' if same else ''}{fa.get('validation_alerts')} alerts under the "
         f"daemon's hysteresis); calibrated on {fa.get('calibrated_on')}{resolve}"
     )
-    lines += describe_health(res.meta.health)
+    lines += describe_health(res.meta.health, res.meta.channels)
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in res.export.parity_max_diff.items())
     lines.append(
         f"wrote {res.export.path} ({res.export.size_bytes} bytes, model_id {res.meta.model_id}); "
@@ -596,6 +621,7 @@ def evaluate(
     encoding: str | None,
     timezone: str | None,
     time_format: str | None,
+    rows: str | None,
 ) -> None:
     """Score data through the edge's model loader; decide as the daemon does; report what an operator sees.
 
@@ -606,7 +632,7 @@ def evaluate(
     alerts per day.
     """
     from trainer import evaluate as ev
-    from trainer.data import load_paths, read_options
+    from trainer.data import load_paths, parse_rows, read_options
     from trainer.model_file import read_metadata
 
     try:
@@ -614,7 +640,7 @@ def evaluate(
     except ContractError as exc:
         raise _named(exc, model_path) from None
     reading = read_options(meta.preprocessing, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
-                           time_format=time_format,
+                           time_format=time_format, rows=parse_rows(rows),
                            keep_time=not no_plot, progress=not quiet)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)
     policy = AlertPolicy(raise_after=raise_after, clear_after=clear_after, clear_ratio=clear_ratio)

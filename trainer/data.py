@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import itertools
 import logging
 import math
 from array import array
@@ -168,6 +169,7 @@ class ReadOptions:
     keep_time: bool = False
     state_column: str | None = None
     require_state: bool = False  # a file without the state column is an error (fit), else its states are None
+    rows: tuple[int, int | None] | None = None  # --rows: only data rows start..stop-1 of each file (0-based)
 
     def check(self) -> ReadOptions:
         """Self, or DataError naming the bad option."""
@@ -186,6 +188,32 @@ class ReadOptions:
     def preprocessing(self) -> dict[str, Any]:
         return {"fill": self.fill, "decimal": self.decimal, "encoding": self.encoding, "timezone": self.timezone,
                 "time_format": self.time_format, "state_column": self.state_column}
+
+
+def parse_rows(spec: str | None) -> tuple[int, int | None] | None:
+    """``--rows``: ``N`` (the first N data rows), ``A:B``, ``A:`` or ``:B`` (0-based, B excluded) as ``(A, B)``;
+    a usage error for anything else."""
+    if spec is None:
+        return None
+    text = spec.strip()
+    lo, colon, hi = text.partition(":")
+    try:
+        start = int(lo) if lo.strip() else 0
+        stop = (int(hi) if hi.strip() else None) if colon else start
+        if not colon:
+            start = 0
+    except ValueError:
+        raise usage_error(f"--rows {spec!r}: give N (the first N rows), START:END, START: or :END") from None
+    if start < 0 or (stop is not None and stop <= start):
+        raise usage_error(f"--rows {spec!r}: needs 0 <= START < END")
+    return start, stop
+
+
+def format_rows(rows: tuple[int, int | None] | None) -> str:
+    """``(0, 400)`` as ``0:400``, ``(400, None)`` as ``400:``."""
+    if rows is None:
+        return "all"
+    return f"{rows[0]}:{'' if rows[1] is None else rows[1]}"
 
 
 def read_options(stored: dict[str, Any], **given: Any) -> ReadOptions:
@@ -439,15 +467,15 @@ def _read_rows(
         if order is not None:
             order.add(r[ts_col], lineno)
 
-    n = 1
+    n = 0
+    start, stop = opts.rows or (0, None)
     try:
-        take(first_row, first_line)
-        for lineno, r in rows:
-            if any(c.strip() for c in r):
-                take(r, lineno)
-                n += 1
-                if meter is not None and n % 8192 == 0:
-                    meter.update(n, *position())
+        data = itertools.chain([(first_line, first_row)], ((ln, r) for ln, r in rows if any(c.strip() for c in r)))
+        for lineno, r in itertools.islice(data, start, stop):  # --rows: the reading stops at its end
+            take(r, lineno)
+            n += 1
+            if meter is not None and n % 8192 == 0:
+                meter.update(n, *position())
         if order is not None:
             order.finish()
     except BadTimestampError as exc:
@@ -475,6 +503,9 @@ def _read_rows(
                         f"{did_you_mean(unmatched[0], header)}") from None
     if meter is not None:
         meter.done(n, *position())
+    if n == 0:
+        raise DataError(f"{path}: --rows {format_rows(opts.rows)} holds no data rows: the file ends before data row "
+                        f"{start}")
     if order is not None and order.duplicates:
         log.warning("%s: %d row(s) repeat the timestamp of the row before (first at %s %d); the edge drops such "
                     "samples as duplicate", path, order.duplicates, where, order.first_duplicate)
@@ -543,9 +574,12 @@ def _from_array(path: Path, arr: np.ndarray, what: str) -> np.ndarray:
 
 
 def read_numpy(
-    path: Path, label_column: str | None = "anomaly", channels: Sequence[str] | None = None
+    path: Path, label_column: str | None = "anomaly", channels: Sequence[str] | None = None,
+    rows: tuple[int, int | None] | None = None,
 ) -> Series:
-    """Read ``.npy`` (T, C) or ``.npz`` with ``values`` (or ``x``/``data``), optional ``labels``/``channels``."""
+    """Read ``.npy`` (T, C) or ``.npz`` with ``values`` (or ``x``/``data``), optional ``labels``/``channels``;
+    ``rows`` (start, stop): only those rows."""
+    part = slice(*(rows or (0, None)))
     try:
         with open(path, "rb") as fh:
             magic = fh.read(6)
@@ -561,17 +595,17 @@ def read_numpy(
     names: list[str] | None = None
     keys: list[str] = []
     if isinstance(loaded, np.ndarray):
-        values = _from_array(path, loaded, "array")
+        values = _from_array(path, loaded[part], "array")
     else:
         with loaded:
             keys = list(loaded.keys())
             key = next((k for k in ("values", "x", "data") if k in keys), keys[0] if len(keys) == 1 else None)
             if key is None:
                 raise DataError(f"{path}: npz needs a 'values' array; found {', '.join(keys)}")
-            values = _from_array(path, loaded[key], f"array {key!r}")
+            values = _from_array(path, loaded[key][part], f"array {key!r}")
             for lk in ("labels", label_column or "anomaly"):
                 if lk in keys:
-                    labels = (np.asarray(loaded[lk]).reshape(-1) != 0).astype(np.int8)
+                    labels = (np.asarray(loaded[lk]).reshape(-1)[part] != 0).astype(np.int8)
                     if labels.size != values.shape[0]:
                         raise DataError(
                             f"{path}: {lk!r} has {labels.size} entries, values have {values.shape[0]} rows"
@@ -613,7 +647,10 @@ def load_paths(
     out: list[Series] = []
     for p in files:
         if p.suffix.lower() in (".npy", ".npz"):
-            s = read_numpy(p, label_column, channels)
+            s = read_numpy(p, label_column, channels, opts.rows)
+            if not s.values.shape[0]:
+                raise DataError(f"{p}: --rows {format_rows(opts.rows)} holds no rows: the array ends before row "
+                                f"{(opts.rows or (0, None))[0]}")
         else:
             s = read_csv(p, label_column, exclude, channels, opts=opts)
         if out and s.channels != out[0].channels:

@@ -28,7 +28,8 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (ValueError, OSError, ModelError, MqttConnectError) as exc:
             message = clierror.os_message(exc) if isinstance(exc, OSError) else str(exc)
-            fail(message.splitlines()[0][:300] if message else type(exc).__name__, clierror.code_of(exc), prog=PROG)
+            fail(message.splitlines()[0][:300] if message else type(exc).__name__, clierror.code_of(exc),
+                 prog=clierror.command_path(PROG))
 
     return wrapper
 

@@ -79,7 +79,7 @@ def describe_model(path: Path) -> str:
                                                                          len(cc.get("left_out", []))))
     else:
         lines.append("channels: no screening recorded (format 1: every channel in the score)")
-    lines += describe_health(meta.health)
+    lines += describe_health(meta.health, meta.channels)
     if meta.states:
         from trainer.operating import describe_states
 

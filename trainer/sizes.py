@@ -58,14 +58,14 @@ def choose_sizes(
     shortest = min(train_rows) if train_rows else 0
     if window is None:
         window = int(min(64, max(8, 2 ** math.floor(math.log2(max(shortest, 1) / ROWS_PER_WINDOW + 1e-9)))))
-        notes.append(f"window {window}: about 1/{ROWS_PER_WINDOW} of the shortest training part ({shortest} rows), "
+        notes.append(f"window {window}: about 1/{ROWS_PER_WINDOW} of the shortest training part ({shortest:,} rows), "
                      "a power of two in 8..64")
     if hop is None:
         total = count_windows(train_rows, window)
         train_hop = max(1, math.ceil(total / MAX_TRAIN_WINDOWS))
         edge_hop = max(1, window // 4)
-        notes.append(f"training hop {train_hop} ({count_windows(train_rows, window, train_hop)} training windows"
-                     f"{'' if train_hop == 1 else f', at most {MAX_TRAIN_WINDOWS}'}); edge hop {edge_hop} (W/4)")
+        notes.append(f"training hop {train_hop} ({count_windows(train_rows, window, train_hop):,} training windows"
+                     f"{'' if train_hop == 1 else f', at most {MAX_TRAIN_WINDOWS:,}'}); edge hop {edge_hop} (W/4)")
     else:
         train_hop = edge_hop = hop
     if depth is None:
@@ -84,9 +84,9 @@ def missing_data(train_rows: Sequence[int], val_rows: Sequence[int], window: int
     n_train, n_val = count_windows(train_rows, window), count_windows(val_rows, window)
     problems = []
     if n_train < MIN_TRAIN_WINDOWS:
-        problems.append(f"{n_train} training windows (need {MIN_TRAIN_WINDOWS})")
+        problems.append(f"{n_train:,} training windows (need {MIN_TRAIN_WINDOWS:,})")
     if n_val < MIN_VAL_WINDOWS:
-        problems.append(f"{n_val} hop-1 validation windows (need {MIN_VAL_WINDOWS} to calibrate the threshold)")
+        problems.append(f"{n_val:,} hop-1 validation windows (need {MIN_VAL_WINDOWS:,} to calibrate the threshold)")
     if not problems:
         return None
     return f"too little normal data for window {window}: {' and '.join(problems)}"

@@ -245,8 +245,9 @@ def frozen_in_training(health: Mapping[str, Any], sample_period_s: float | None 
     return out
 
 
-def describe(health: Mapping[str, Any]) -> list[str]:
-    """Lines for ``fit`` and ``inspect``: the fill, the stale limit and each channel's range and stuck limit."""
+def describe(health: Mapping[str, Any], channels: Sequence[str] = ()) -> list[str]:
+    """Lines for ``fit`` and ``inspect``: the fill, the stale limit and each channel's range and stuck limit, in the
+    model's ``channels`` order (the stored document's keys are sorted)."""
     if not health:
         return ["sensor health: no limits stored (an older model): the edge checks only the config's limits"]
     fill = health.get("fill", {})
@@ -255,7 +256,10 @@ def describe(health: Mapping[str, Any]) -> list[str]:
         f"a gap of up to {limit} missing samples is filled ({method})"
     lines = [f"sensor health (checked by the edge as it runs): {how}, a channel is stale after "
              f"{health.get('stale_after_s', DEFAULT_STALE_S):g} s without data"]
-    for name, lim in health.get("channels", {}).items():
+    per = health.get("channels", {})
+    order = [c for c in channels if c in per] + sorted(set(per) - set(channels))
+    for name in order:
+        lim = per[name]
         k = int(lim.get("max_flat_samples", 0))
         lone = ", one stretch: a sensor frozen in training?" if lone_flat_stretch(lim) else ""
         stuck = f"stuck after {k} flat samples (longest in training {lim.get('longest_flat_samples', '?')}{lone})" \

@@ -34,6 +34,7 @@ from edge_runtime.contract import (
     metadata_from_props,
 )
 from edge_runtime.pipeline.pin import Pin, model_family, pin_mismatch
+from edge_runtime.service.ort_errors import ort_reason
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +203,7 @@ def _create(model_bytes: bytes, providers: list[str], threads: int, quiet: bool)
             model_bytes, sess_options=_session_options(threads, quiet), providers=providers
         )
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise NotOnnxError(f"not a loadable ONNX model: {msg}") from None
+        raise NotOnnxError(f"not a loadable ONNX model: {ort_reason(exc)}") from None
 
 
 def open_session(

@@ -9,6 +9,7 @@ PEM files: the private key PKCS#8 (mode 0600), the public key SubjectPublicKeyIn
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -46,6 +47,9 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
     for path in (private_path, public_path):
         if path.exists():
             raise SigningError(f"{path} exists: not overwritten (remove it first)")
+    for folder in (private_path.parent, public_path.parent):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
     private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     public_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

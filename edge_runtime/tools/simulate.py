@@ -714,7 +714,9 @@ def model_metadata(model: Path) -> ModelMetadata:
     except ContractError as exc:
         raise SimError(f"{model}: {exc}", EXIT_DATAERR) from None
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-        raise SimError(f"{model}: cannot load the model: {exc}", EXIT_DATAERR) from None
+        from edge_runtime.service.ort_errors import ort_reason
+
+        raise SimError(f"{model}: not a loadable ONNX model: {ort_reason(exc)}", EXIT_DATAERR) from None
 
 
 @click.command("simulate")

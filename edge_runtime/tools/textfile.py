@@ -132,8 +132,9 @@ def sniff_separator(header: str) -> str:
 
 
 def field_count_error(cells: list[str], expected: int, separator: str | None, word: str = "fields") -> str:
-    """``"1 fields, the header has 3"``, naming another separator when the line splits into ``expected`` by it."""
-    text = f"{len(cells)} {word}, the header has {expected}"
+    """``"1 field, the header has 3"`` (``word`` plural, its singular for one), naming another separator when the
+    line splits into ``expected`` by it."""
+    text = f"{len(cells)} {word[:-1] if len(cells) == 1 and word.endswith('s') else word}, the header has {expected}"
     if separator is None:
         return text
     line = separator.join(cells)

@@ -67,7 +67,7 @@ def test_cli_without_labelled_files_exits_65_with_one_line(tmp_path: Path) -> No
     _write(tmp_path / "free.csv", "x;y", 3)
     res = CliRunner().invoke(benchmark, ["skab", str(tmp_path)])
     assert res.exit_code == 65  # EX_DATAERR
-    assert res.output.strip().startswith("edgewatch-train benchmark: error:") and "anomaly" in res.output
+    assert res.output.strip().startswith("edgewatch-train benchmark skab: error:") and "anomaly" in res.output
     assert len(res.output.strip().splitlines()) == 1
 
 

@@ -52,4 +52,4 @@ def test_a_tiny_suite_runs_end_to_end(tmp_path: Path) -> None:
 
 def test_cli_rejects_bad_magnitudes_in_one_line() -> None:
     res = CliRunner().invoke(benchmark, ["synthetic", "--magnitudes", "a,b"])
-    assert res.exit_code == 2 and res.output.startswith("edgewatch-train benchmark: error:") and len(res.output.strip().splitlines()) == 1
+    assert res.exit_code == 2 and res.output.startswith("edgewatch-train benchmark synthetic: error:") and len(res.output.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def assert_user_error(result, *fragments: str, code: int = EXIT_DATAERR) -> None
     assert result.exit_code == code, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("edgewatch-train: error: ")
+    assert re.match(r"edgewatch-train [a-z-]+(?: [a-z-]+)?: error: ", lines[0]), lines[0]
     assert "Traceback" not in result.output
     for f in fragments:
         assert f in lines[0]
@@ -392,3 +393,38 @@ def test_inspect_and_evaluate_run_without_importing_torch(command: str, demo_mod
             "print(r.exit_code, 'torch' in sys.modules); print(r.output[-1500:], file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.split() == ["0", "False"], out.stderr[-2000:]
+
+
+def test_warnings_and_errors_read_alike_and_v_names_the_logger(tmp_path: Path) -> None:
+    """A warning was ``WARNING trainer.data: ...`` beside ``edgewatch-train fit: error: ...``; both now name the
+    command, and -v keeps the logger's name for a developer."""
+    import subprocess
+    import sys
+
+    f = tmp_path / "dup.csv"
+    f.write_text("timestamp,a\n" + "".join(f"{1.7e9 + i - (i == 5)},{i % 3}\n" for i in range(30)))
+    run = [sys.executable, "-m", "trainer.cli"]
+    quiet = subprocess.run([*run, "fit", str(f), "-o", str(tmp_path / "m.onnx")], capture_output=True, text=True,
+                           timeout=120)
+    lines = quiet.stderr.splitlines()
+    warned = [ln for ln in lines if "repeat the timestamp" in ln]
+    assert quiet.returncode == 2 and len(warned) == 1 and warned[0].startswith("edgewatch-train fit: warning: ")
+    assert lines[-1].startswith("edgewatch-train fit: error: too little normal data")
+    loud = subprocess.run([*run, "-v", "fit", str(f), "-o", str(tmp_path / "m.onnx")], capture_output=True,
+                          text=True, timeout=120)
+    assert any(ln.startswith("WARNING trainer.data: ") for ln in loud.stderr.splitlines()), loud.stderr
+
+
+def test_rows_fit_on_the_first_part_and_evaluate_the_rest(runner: CliRunner, csvs, tmp_path: Path) -> None:
+    """SKAB's per-file protocol by hand: fit --rows 400, evaluate --rows 400: (the model records its rows)."""
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(main, ["fit", str(csvs["labelled"]), "--rows", "400", "--out", str(out), "--force", *FAST])
+    assert r.exit_code == 0, r.output
+    from trainer.model_file import read_metadata
+
+    assert read_metadata(out).preprocessing["rows"] == "0:400"
+    report = tmp_path / "e.json"
+    r = runner.invoke(main, ["evaluate", "-m", str(out), "-d", str(csvs["labelled"]), "--rows", "400:",
+                             "--report", str(report), "--no-plot", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "over 200 points" in r.stdout, r.stdout

@@ -68,4 +68,4 @@ def test_device_cuda_without_cuda_fails_before_reading(tmp_path: Path) -> None:
                                   "--device", "cuda"])
     assert r.exit_code == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert lines == ["edgewatch-train: error: --device cuda: no CUDA device is available to torch"]
+    assert lines == ["edgewatch-train fit: error: --device cuda: no CUDA device is available to torch"]

@@ -13,7 +13,7 @@ import pytest
 
 from edge_runtime.pipeline.timestamps import local_column_seconds
 from edge_runtime.tools.replay import ReplayError, read_recording
-from trainer.data import DataError, ReadOptions, fit_normalisation, load_paths, read_options
+from trainer.data import DataError, ReadOptions, fit_normalisation, load_paths, parse_rows, read_options
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -270,3 +270,36 @@ def test_a_file_given_twice_is_read_once_with_a_warning(tmp_path: Path, caplog: 
         series = load_paths([a, d, str(a)])
     assert [Path(s.name).name for s in series] == ["a.csv", "b.csv"]
     assert caplog.text.count("given twice: read once") == 2
+
+
+@pytest.mark.parametrize(("spec", "rows"), [("400", (0, 400)), (":400", (0, 400)), ("400:", (400, None)),
+                                            ("10:20", (10, 20)), (None, None)])
+def test_rows_spec(spec: str | None, rows: tuple[int, int | None] | None) -> None:
+    assert parse_rows(spec) == rows
+
+
+@pytest.mark.parametrize(("spec", "why"), [("abc", "give N"), ("5:5", "START < END"), ("-3:", "START < END"),
+                                           ("0", "START < END")])
+def test_rows_spec_refused_as_a_usage_error(spec: str, why: str) -> None:
+    with pytest.raises(DataError, match=why) as exc:
+        parse_rows(spec)
+    assert exc.value.exit_code == 2
+
+
+def test_rows_take_the_same_rows_from_csv_and_numpy_and_say_when_none_are_left(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "timestamp,a,b,anomaly\n\n" + "".join(
+        f"{1.7e9 + i},{i},{-i},{int(i >= 7)}\n" for i in range(10)))  # a blank line is no data row
+    (whole,) = load_paths([f])
+    for part in ((0, 4), (3, 8), (6, None)):
+        (s,) = load_paths([f], opts=ReadOptions(rows=part))
+        np.testing.assert_array_equal(s.values, whole.values[slice(*part)])
+        np.testing.assert_array_equal(s.labels, whole.labels[slice(*part)])
+    np.savez(tmp_path / "r.npz", values=whole.values, labels=whole.labels)
+    np.save(tmp_path / "r.npy", whole.values)
+    for name in ("r.npz", "r.npy"):
+        (s,) = load_paths([tmp_path / name], opts=ReadOptions(rows=(3, 8)))
+        np.testing.assert_array_equal(s.values, whole.values[3:8])
+    with pytest.raises(DataError, match=r"r\.csv: --rows 12: holds no data rows: the file ends before data row 12"):
+        load_paths([f], opts=ReadOptions(rows=(12, None)))
+    with pytest.raises(DataError, match=r"r\.npy: --rows 12:20 holds no rows"):
+        load_paths([tmp_path / "r.npy"], opts=ReadOptions(rows=(12, 20)))

@@ -47,7 +47,7 @@ def test_user_errors_are_one_line() -> None:
     out = r.invoke(main, ["promote", "--broker", "mqtt://127.0.0.1:9", "--target", "x"])
     assert out.exit_code == 2 and "MODEL_ID" in out.output
     out = r.invoke(main, ["rollback", "--broker", "mqtt://127.0.0.1:9", "--target", "x"])
-    assert out.exit_code == 69 and out.output.count("\n") == 1 and "edgewatch-train: error: cannot connect" in out.output
+    assert out.exit_code == 69 and out.output.count("\n") == 1 and "edgewatch-train rollback: error: cannot connect" in out.output
 
 
 def test_keygen_makes_a_missing_folder_private_and_never_overwrites(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_state_option_errors_are_one_line(plant: Path, tmp_path: Path, args: lis
     r = CliRunner().invoke(main, ["fit", str(plant), "--out", str(tmp_path / "m.onnx"), *args, *FAST])
     assert r.exit_code == code, r.output
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("edgewatch-train: error: ") and fragment in lines[0], r.stderr
+    assert len(lines) == 1 and lines[0].startswith("edgewatch-train fit: error: ") and fragment in lines[0], r.stderr
 
 
 def test_evaluate_reports_states_and_sensor_faults_apart_and_scores_no_stop(plant: Path, tmp_path: Path):

@@ -313,3 +313,10 @@ def test_flat_runs_are_counted_the_same_in_row_blocks_as_in_one_pass() -> None:
         np.testing.assert_array_equal(got[0], whole[0])
         np.testing.assert_array_equal(got[1], whole[1])
     assert whole[0].tolist() == [79, 6, 0] and whole[1][0] == 79
+
+
+def test_describe_lists_channels_in_the_models_order_not_the_stored_sorted_one() -> None:
+    h = learn_limits(_normal(), 1.0, CH)
+    h["channels"] = dict(sorted(h["channels"].items(), reverse=True))  # as a document read back may hold them
+    assert [ln.split(":")[0].strip() for ln in describe(h, ["b", "c", "a"])[1:]] == ["b", "c", "a"]
+    assert [ln.split(":")[0].strip() for ln in describe(h)[1:]] == ["a", "b", "c"]

@@ -79,7 +79,7 @@ def test_exclude_and_no_time_column(tmp_path: Path) -> None:
         ("datetime;a\nyesterday;1\n", "line 2, column 'datetime': bad timestamp"),
         ("datetime;a;b\n2020-01-01 00:00:00;1\n", "line 2: 2 cells, the header has 3"),
         ("datetime;a;b\n2020-01-01 00:00:00;1;2\n2020-01-01 00:00:01,3,4\n",
-         "line 3: 1 cells, the header has 3: this line is separated by ',' where the header uses ';'"),
+         "line 3: 1 cell, the header has 3: this line is separated by ',' where the header uses ';'"),
         ("datetime;a\n", "no data rows"),
         ("", "empty file"),
         ("datetime;name\n2020-01-01 00:00:00;pump\n", "no numeric channel columns"),
