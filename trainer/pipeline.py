@@ -249,7 +249,12 @@ def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], va
         raise usage_error(f"--window must be >= 2, got {w}")
     if not 1 <= sizes.edge_hop <= w:
         raise usage_error(f"--hop must be in 1..window ({w}), got {sizes.edge_hop}")
-    check_lengths(series, w)
+    short = next((s for s in series if len(s.values) < w), None)
+    if short is not None:  # exit 2, as too little data: the remedy is in the call
+        n = len(short.values)
+        raise usage_error(f"{short.name}: {n:,} rows, fewer than one window of {w:,}: "
+                          + (f"give a --window under {n:,} (or leave it out: fit chooses one from the data)"
+                             if opts.window else "give more rows"))
     tr_rows, va_rows = [len(s.values) for s in train_s], [len(s.values) for s in val_s]
     problem = missing_data(tr_rows, va_rows, w)
     if problem and not opts.force:  # exit 2: the remedy is in the call (more rows, --val-fraction, --force)
@@ -300,7 +305,8 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         sizes.notes.append(f"{cut - len(train_raw):,} of the {cut:,} training windows hold labelled anomalies and are "
                            f"left out: {len(train_raw):,} trained on")
     if len(train_raw) < 2:
-        raise DataError(f"only {len(train_raw)} training windows of {w}: need more data or a smaller window")
+        raise usage_error(f"only {len(train_raw)} training windows of {w:,} (even with --force): more rows, a shorter "
+                          "--window, or fewer labelled rows in the training part")
     if opts.threshold_method != "lognormal":
         warning = check_calibration(
             sum(max(0, len(s.values) - w + 1) for s in (opts.calibrate or val_s)),
@@ -326,7 +332,8 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     n_val = count_windows([len(s.values) for s in val_s], w)
     val_sample = normal_windows(val_s, w, max(1, math.ceil(n_val / opts.train.max_windows_per_epoch)))
     if not len(val_sample):
-        raise DataError(f"no validation windows of {w}: the last {opts.val_fraction:.0%} of each file is too short")
+        raise usage_error(f"no validation windows of {w:,}: the last {opts.val_fraction:.0%} of each file is too "
+                          "short (even with --force): a larger --val-fraction or a shorter --window")
     result = fit(cfg, train_n, normalise(val_sample, mean, std), opts.train, progress=progress)
     ae = result.model
     n_held = min(MAX_CALIBRATION_WINDOWS, count_windows([len(s.values) for s in val_s], w))

@@ -145,8 +145,9 @@ def edge_only_venv(dist: Path, tmp_path: Path) -> Path:
     if dist not in _VENVS:
         venv = dist / "venv-cpu"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a source tree there: "already installed"
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
                         f"{only(dist, 'edgewatch-*-py3-none-any.whl')}[cpu]"], check=True, capture_output=True,
-                       timeout=600)
+                       timeout=600, env=env)
         _VENVS[dist] = venv
     return _VENVS[dist]

@@ -428,3 +428,19 @@ def test_rows_fit_on_the_first_part_and_evaluate_the_rest(runner: CliRunner, csv
                              "--report", str(report), "--no-plot", "-q"])
     assert r.exit_code == 0, r.output
     assert "over 200 points" in r.stdout, r.stdout
+
+
+def test_a_window_longer_than_the_file_is_a_usage_error_saying_what_to_give(runner: CliRunner, csvs,
+                                                                            tmp_path: Path) -> None:
+    """It exited 65 (bad data) where too little data for a chosen window exits 2: the remedy is in the call."""
+    r = runner.invoke(main, ["fit", str(csvs["normal"]), "--window", "1000", "-o", str(tmp_path / "m.onnx"), "-q"])
+    assert_user_error(r, "800 rows, fewer than one window of 1,000: give a --window under 800 (or leave it out",
+                      code=EXIT_USAGE)
+    r = runner.invoke(main, ["fit", str(csvs["normal"]), "--window", "700", "--force", "-o", str(tmp_path / "m.onnx"),
+                             "-q"])
+    assert_user_error(r, "only 0 training windows of 700 (even with --force): more rows, a shorter --window",
+                      code=EXIT_USAGE)
+    r = runner.invoke(main, ["fit", str(csvs["normal"]), "--window", "600", "--force", "--val-fraction", "0.1",
+                             "-o", str(tmp_path / "m.onnx"), "-q"])
+    assert_user_error(r, "no validation windows of 600", "a larger --val-fraction or a shorter --window",
+                      code=EXIT_USAGE)
