@@ -446,7 +446,7 @@ def _read_rows(
     st_cells: list[str] = []
     names = [header[i] for i in feature_idx]
     meter = ReadProgress(path.name, where) if opts.progress else None
-    order = TimeOrder(zone(opts.timezone), opts.time_format) if ts_col is not None else None
+    order = TimeOrder(zone(opts.timezone), opts.time_format, keep=opts.keep_time) if ts_col is not None else None
 
     def take(r: list[str], lineno: int) -> None:
         if len(r) != len(header):
@@ -462,7 +462,7 @@ def _read_rows(
                 ) from None
         if st_col is not None:
             st_cells.append(r[st_col].strip())
-        if ts_col is not None and (opts.keep_time or len(ts_cells) < 1000):
+        if ts_col is not None and len(ts_cells) < 1000:  # the sample period; every row's time: order.seconds()
             ts_cells.append(r[ts_col])
         if order is not None:
             order.add(r[ts_col], lineno)
@@ -527,11 +527,8 @@ def _read_rows(
         tz = zone(opts.timezone)
         cells = [c for c in ts_cells[:1000] if _parse_time(c, opts.time_format) is not None]
         good = local_column_seconds(cells, tz, opts.time_format)
-        if opts.keep_time:
-            try:
-                ts = local_column_seconds(ts_cells, tz, opts.time_format)
-            except TimestampError as exc:
-                log.warning("%s: column %r: %s; the plot uses the sample index", path, header[ts_col], exc)
+        if opts.keep_time and order is not None:
+            ts = order.seconds()
         if good.size >= 2:
             steps = np.diff(good)
             step = float(np.median(steps))

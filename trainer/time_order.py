@@ -10,11 +10,12 @@ would join two stretches the edge sees apart): :class:`BadTimestampError`, namin
 
 from __future__ import annotations
 
+import math
 from datetime import tzinfo
 
 import numpy as np
 
-from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds
+from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, unit_scale
 
 CHUNK = 65_536
 
@@ -39,16 +40,20 @@ class TimeOrder:
     """Feed ``(cell, line)`` per row with :meth:`add`, then :meth:`finish`.
 
     The column is read in chunks as :func:`local_column_seconds` reads it (one chunk's last cell opens the
-    next, so a DST fall-back across a chunk boundary reads as it does in one piece). A cell that is no
-    timestamp raises :class:`BadTimestampError`.
+    next, and its time is the next chunk's ``prev``, so a DST fall-back across a chunk boundary reads as it does
+    in one piece). A cell that is no timestamp raises :class:`BadTimestampError`. With ``keep`` the times are
+    kept as float64 (8 bytes a row, not the cells' text): :meth:`seconds`.
     """
 
-    def __init__(self, tz: tzinfo | None, time_format: str | None = None) -> None:
-        self.tz, self.time_format = tz, time_format
+    def __init__(self, tz: tzinfo | None, time_format: str | None = None, keep: bool = False) -> None:
+        self.tz, self.time_format, self.keep = tz, time_format, keep
         self.cells: list[str] = []
         self.lines: list[int] = []
         self.duplicates = 0
         self.first_duplicate: int | None = None
+        self._prev = -math.inf  # the last time of the chunk before (a carried cell's own): fold as read whole
+        self._carried = False  # the chunk opens with the last cell of the one before (checked, kept already)
+        self._kept: list[tuple[np.ndarray, bool]] = []  # (times, raw epoch numbers not yet in one unit)
 
     def add(self, cell: str, line: int) -> None:
         self.cells.append(cell)
@@ -63,9 +68,17 @@ class TimeOrder:
         self._check()
         self.cells, self.lines = [], []
 
+    def seconds(self) -> np.ndarray:
+        """With ``keep``, after :meth:`finish`: every row's time, epoch seconds (n,) float64, as
+        :func:`local_column_seconds` reads the whole column (epoch numbers in one unit, from the largest)."""
+        scale = unit_scale(max((float(t.max()) for t, raw in self._kept if raw and t.size), default=0.0))
+        parts = [t * scale if raw else t for t, raw in self._kept]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+
     def _check(self) -> None:
         if not self.cells:
             return
+        raw = True
         try:  # epoch numbers: their order is that of the numbers, whatever the unit (the fast path)
             if self.time_format is not None:
                 raise ValueError("a time format reads every cell, numbers too (%Y%m%d%H%M%S)")
@@ -73,17 +86,22 @@ class TimeOrder:
             if not (np.isfinite(ts).all() and (ts >= 0).all()):
                 raise ValueError("nan, inf or negative: refused (and named) below")
         except ValueError:
+            raw = False
             try:
-                ts = local_column_seconds(self.cells, self.tz, self.time_format)
+                ts = local_column_seconds(self.cells, self.tz, self.time_format, self._prev)
             except TimestampError as exc:
                 i = exc.index or 0
                 raise BadTimestampError(self.lines[i], self.cells[i], exc.reason) from None
+        self._prev = -math.inf if raw else float(ts[-1])
+        if self.keep:
+            self._kept.append((ts[1:] if self._carried else ts, raw))
+        self._carried = True
         step = np.diff(ts)  # (n - 1,)
         back = np.flatnonzero(step < 0)
         if back.size:
             i = int(back[0]) + 1
             raise TimeOrderError(self.lines[i], self.cells[i], self.cells[i - 1])
-        same = np.flatnonzero(step == 0)
+        same = np.flatnonzero(step == 0)  # (a carried cell: its step was checked in the chunk before)
         if same.size:
             self.duplicates += int(same.size)
             if self.first_duplicate is None:

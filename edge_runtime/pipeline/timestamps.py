@@ -123,7 +123,9 @@ def column_seconds(cells: Sequence[object]) -> FloatArray:
     return out
 
 
-def local_column_seconds(cells: Sequence[object], tz: tzinfo | None, time_format: str | None = None) -> FloatArray:
+def local_column_seconds(
+    cells: Sequence[object], tz: tzinfo | None, time_format: str | None = None, prev: float = -math.inf,
+) -> FloatArray:
     """:func:`column_seconds` with naive date-times read as wall-clock time in ``tz`` (None: UTC), and text cells
     read with ``time_format`` (a ``strptime`` format such as ``%d.%m.%Y %H:%M:%S``; None: ISO 8601).
 
@@ -131,11 +133,11 @@ def local_column_seconds(cells: Sequence[object], tz: tzinfo | None, time_format
     backwards, then as its second (``fold=1``); a wall-clock time inside a spring-forward gap is read
     with the offset before the gap (``zoneinfo``'s ``fold=0``). The trainer and replay both use this.
     With ``time_format`` every cell is read by it (``%Y%m%d%H%M%S`` looks like a number but is not one).
+    ``prev``: the epoch seconds of the cell before ``cells`` (a column read in chunks reads as it does whole).
     """
     if tz is None and time_format is None:
         return column_seconds(cells)
     aware: list[object] = []
-    prev = -math.inf
     for i, c in enumerate(cells):
         s = c.strip() if isinstance(c, str) else None
         if s is None or len(s) > MAX_TEXT or (time_format is None and _number(s) is not None):

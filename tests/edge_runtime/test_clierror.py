@@ -24,7 +24,7 @@ def test_fail_exits_with_its_code(capsys):
     [
         (edgewatch, ["check-model", "/nonexistent/model.onnx"], "edgewatch"),
         (edgewatch, ["replay", "/nonexistent.csv", "--device", "d", "--broker", "mqtt://127.0.0.1:1"], "edgewatch replay"),
-        (edgewatch_train, ["inspect", "README.md"], "edgewatch-train"),
+        (edgewatch_train, ["inspect", "README.md"], "edgewatch-train inspect"),
     ],
 )
 def test_commands_share_the_shape(cli, args, prog):

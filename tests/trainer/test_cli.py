@@ -177,7 +177,7 @@ def test_error_too_few_rows(runner: CliRunner, tmp_path: Path) -> None:
     f = tmp_path / "short.csv"
     f.write_text("a\n" + "1\n" * 5)
     r = runner.invoke(main, ["fit", str(f), "--out", str(tmp_path / "m.onnx"), *FAST])
-    assert_user_error(r, "short.csv", "5 rows", "window of 16")
+    assert_user_error(r, "short.csv", "5 rows", "window of 16", code=EXIT_USAGE)
 
 
 def test_error_channel_mismatch(runner: CliRunner, csvs, tmp_path: Path) -> None:

@@ -303,3 +303,23 @@ def test_rows_take_the_same_rows_from_csv_and_numpy_and_say_when_none_are_left(t
         load_paths([f], opts=ReadOptions(rows=(12, None)))
     with pytest.raises(DataError, match=r"r\.npy: --rows 12:20 holds no rows"):
         load_paths([tmp_path / "r.npy"], opts=ReadOptions(rows=(12, 20)))
+
+
+@pytest.mark.parametrize("chunk", [2, 3, 4, 65_536])
+@pytest.mark.parametrize(("cells", "opts"), [
+    ([f"{(1_700_000_000 + i) * 1000}" for i in range(9)], {}),  # epoch ms: one unit for the column
+    (FALL_BACK + ["2026-10-25 03:30:00"], {"timezone": "Europe/Berlin"}),  # the repeated hour across chunk edges
+    ([f"25.10.2026 {c[11:16]}" for c in FALL_BACK], {"timezone": "Europe/Berlin", "time_format": "%d.%m.%Y %H:%M"}),
+])
+def test_kept_times_are_the_whole_column_read_in_chunks(tmp_path: Path, monkeypatch, chunk: int, cells: list[str],
+                                                        opts: dict) -> None:
+    """The plot's time axis was every cell's text (~60 bytes a row) read at the end; it is now the order check's
+    own times, 8 bytes a row, and the same as reading the column whole."""
+    import trainer.time_order
+
+    monkeypatch.setattr(trainer.time_order, "CHUNK", chunk)
+    f = write(tmp_path / "t.csv", "time;x\n" + "".join(f"{c};{i}\n" for i, c in enumerate(cells)))
+    (s,) = load_paths([f], opts=ReadOptions(keep_time=True, **opts))
+    tz = ZoneInfo(opts["timezone"]) if "timezone" in opts else None
+    np.testing.assert_array_equal(s.ts, local_column_seconds(cells, tz, opts.get("time_format")))
+    assert np.all(np.diff(s.ts) > 0)
