@@ -102,12 +102,45 @@ def parse_timestamp(t: object) -> float:
     return v * unit_scale(v) if is_number else v
 
 
+_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])  # YYYY-MM-DD?hh:mm:ss: the digits' places
+
+
+def _naive_iso_at_once(cells: Sequence[object]) -> FloatArray | None:
+    """Cells that are all naive ISO 8601 date-times of one shape (``YYYY-MM-DDThh:mm:ss`` or with a space, with or
+    without 1-6 digits of fraction) as epoch seconds (UTC), parsed by numpy in one call (a file's time column:
+    ~10x the per-cell :func:`datetime.fromisoformat`, the same values); None for any other column, which the
+    per-cell path reads or refuses with its reason."""
+    if len(cells) < 64 or not all(type(c) is str for c in cells):
+        return None
+    a = np.asarray(cells)
+    if a.dtype.kind != "U" or a.dtype.itemsize // 4 < 19:
+        return None
+    code = a.view(np.uint32).reshape(len(a), -1)  # one code point per column, 0-padded to the longest
+    n = int(np.count_nonzero(code[0]))
+    if not (n == 19 or 21 <= n <= 26) or (code.shape[1] > n and code[:, n].any()) or not code[:, n - 1].all():
+        return None  # not one length (or longer than the fraction allows)
+    digits = code[:, _DIGITS if n == 19 else np.concatenate([_DIGITS, np.arange(20, n)])]
+    ok = ((digits >= 48) & (digits <= 57)).all() and (code[:, [4, 7]] == 45).all() and (code[:, [13, 16]] == 58).all()
+    ok = ok and ((code[:, 10] == 84) | (code[:, 10] == 32)).all() and (n == 19 or (code[:, 19] == 46).all())
+    if not ok:
+        return None
+    try:
+        us = a.astype("datetime64[us]").astype(np.int64)  # numpy refuses day 30 of February as fromisoformat does
+    except ValueError:
+        return None
+    out = us / 1e6
+    return out if (out >= 0).all() else None
+
+
 def column_seconds(cells: Sequence[object]) -> FloatArray:
     """A column of n timestamps -> (n,) float64 epoch seconds, numbers in ONE unit for the whole column
     (from the magnitude of its largest number), so a column in ms is never part read as seconds.
 
     Raises TimestampError naming (and with ``index``) the 0-based index of the first bad cell.
     """
+    fast = _naive_iso_at_once(cells)
+    if fast is not None:
+        return fast
     out = np.empty(len(cells), dtype=np.float64)
     numeric = np.zeros(len(cells), dtype=bool)
     for i, c in enumerate(cells):

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
+from edge_runtime.pipeline import timestamps
 from edge_runtime.pipeline.timestamps import (
     TimestampError,
     check_time_format,
@@ -128,3 +129,29 @@ def test_a_wall_clock_time_inside_the_spring_gap_is_told() -> None:
     assert in_dst_gap("2024-03-31T02:30:00", tz) and in_dst_gap("31.03.2024 02:30", tz, "%d.%m.%Y %H:%M")
     assert not in_dst_gap("2024-03-31T03:30:00", tz) and not in_dst_gap("2024-03-31T02:30:00", None)
     assert not in_dst_gap("2024-03-31T02:30:00+00:00", tz) and not in_dst_gap("garbage", tz)
+
+
+@pytest.mark.parametrize("shape", ["T", " ", "T.1", " .123", "T.123456"])
+def test_a_column_of_naive_iso_times_read_at_once_equals_the_cell_by_cell_reading(shape: str) -> None:
+    """numpy parses a file's time column in one call (~10x); the values are those of datetime.fromisoformat."""
+    rng = np.random.default_rng(0)
+    t = np.datetime64("1970-01-01T00:00:00") + rng.integers(0, 2 * 10**15, 500).astype("timedelta64[us]")
+    frac = len(shape) - 2 if "." in shape else -1  # digits of fraction, or none (and no point)
+    cells = [str(v).replace("T", shape[0])[: 20 + frac] for v in t]
+    one_by_one = np.array([parse_timestamp(c) for c in cells])
+    np.testing.assert_array_equal(column_seconds(cells), one_by_one)
+    assert timestamps._naive_iso_at_once(cells) is not None  # the one-call path, not the fallback
+
+
+@pytest.mark.parametrize(("bad", "why"), [("2024-02-30T00:00:00", "not a number or ISO 8601 time"),
+                                          ("1969-12-31T23:59:59", "not a finite epoch >= 0"),
+                                          ("2024-01-01T00:00:0x", "not a number or ISO 8601 time")])
+def test_a_long_column_with_one_bad_cell_is_refused_naming_it_as_before(bad: str, why: str) -> None:
+    cells = [f"2024-01-01T00:00:{i % 60:02d}" for i in range(200)]
+    cells[150] = bad
+    with pytest.raises(TimestampError, match=why) as exc:
+        column_seconds(cells)
+    assert exc.value.index == 150
+    # offsets and Z keep their per-cell meaning
+    np.testing.assert_array_equal(column_seconds([c + "+01:00" for c in cells[:100]]),
+                                  [parse_timestamp(c + "+01:00") for c in cells[:100]])
