@@ -227,7 +227,7 @@ def read_recording(
             ts = local_column_seconds(cells, tz, time_format)
         except TimestampError as exc:
             n = exc.index or 0
-            hint = "" if time_format else time_format_hint(cells[:50])
+            hint = time_format_hint(cells[:50])
             raise ReplayError(f"{path}: line {n + first_line}, column {header[t_idx]!r}: bad timestamp: {exc.reason}"
                               + (hint or ": fix or delete the row (`edgewatch-train fit` refuses it too)")) from None
     if fill in FILL_METHODS and np.isnan(values).any():
@@ -238,8 +238,7 @@ def read_recording(
             raise ReplayError(f"{path}: column {header[ch_idx[j]]!r}: no values at all to fill from") from None
     if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
         i = int(np.argmax(np.diff(ts) < 0)) + 1
-        assert t_idx is not None
-        cell, before = rows[i][t_idx].strip(), rows[i - 1][t_idx].strip()
+        cell, before = cells[i].strip(), cells[i - 1].strip()
         gap = next((c for c in (before, cell) if in_dst_gap(c, tz, time_format)), None)
         why = f"; {gap!r} does not exist in {timezone} (the clocks skip that hour when DST starts): are the times " \
             "in another zone, or in UTC?" if gap is not None else ""
@@ -363,7 +362,8 @@ def replay_command(
     file: Path, device: str, broker: str, speed: float, fast: bool, topic_template: str, fmt: str,
     batch: int, qos: int, time_column: str | None, labels: tuple[str, ...], exclude: tuple[str, ...],
     channels: str | None, model: Path | None, period: float, restamp: bool, decimal: str | None,
-    encoding: str | None, timezone: str | None, time_format: str | None, fill: str | None, username: str, password_file: str, ca_file: str,
+    encoding: str | None, timezone: str | None, time_format: str | None, fill: str | None, username: str,
+    password_file: str, ca_file: str,
 ) -> None:
     """Replay a CSV recording (e.g. a SKAB file) to sensors/DEVICE/data."""
     try:
