@@ -6,6 +6,8 @@ One parser for every reader of time (payload decoding, ``edgewatch replay``, the
   (1e11 s is the year 5138; 1e11 ms is 1973), per value in :func:`epoch_seconds` and
   :func:`parse_timestamp`, and once per column in :func:`column_seconds` (a file's column has one unit);
 - a string is a number as above, or an ISO 8601 date-time (naive means UTC, ``Z`` accepted);
+- a file's column may be read instead with a ``strptime`` format (``--time-format``) and as wall-clock time in a
+  time zone (:func:`local_column_seconds`); a column in a common other form is named by :func:`time_format_hint`;
 - booleans, Python's digit underscores (``"1_7e9"``), non-finite and negative values are refused.
 
 Every refusal raises :class:`TimestampError` (a ``ValueError``) with a one-line reason.
