@@ -79,49 +79,58 @@ _LABEL_HELP = {
     "features. A name other than the default must exist in at least one file.",
 }
 
-_data_options = [
-    click.option(
-        "--exclude",
-        multiple=True,
-        metavar="NAME",
-        help="Column to keep out of the features (repeatable; it must exist in at least one file). "
-        "anomaly, changepoint, label and labels never are features unless named in --channels.",
-    ),
-    click.option(
-        "--channels", metavar="A,B,...", help="Use only these columns, in this order (comma-separated)."
-    ),
-    click.option(
-        "--fill",
-        type=click.Choice(["ffill", "interpolate", "zero", "none"]),
-        help="Fill missing values instead of refusing them (none: refuse).",
-    ),
-    click.option("--decimal", type=click.Choice([".", ","]), help="Decimal mark of the numbers (, for 37,5).  [default: .]"),
-    click.option(
-        "--encoding", metavar="CODEC",
-        help="Text encoding, e.g. cp1252 or latin-1.  [default: UTF-8, or what a byte-order mark says]",
-    ),
-    click.option(
-        "--timezone", metavar="ZONE",
-        help="IANA time zone of naive timestamps, e.g. Europe/Berlin (DST as replay reads it).  [default: UTC]",
-    ),
-    click.option(
-        "--rows", metavar="START:END",
-        help="Only these data rows of each file, counted from 0 after the header, END excluded: 400 or :400 the "
-        "first 400, 400: the rest (SKAB's protocol: fit --rows 400, evaluate --rows 400:).  [default: all]",
-    ),
-    click.option(
-        "--time-format", metavar="FORMAT",
-        help="How text timestamps are written, as strptime codes, e.g. '%d.%m.%Y %H:%M:%S' for "
-        "20.10.2024 02:00:00 (replay and evaluate reuse it from the model).  [default: ISO 8601 or epoch numbers]",
-    ),
-]
+def _data_options(command: str) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """The data-loading options; ``evaluate``'s reading options default to how the model's files were read."""
+    stored = command == "evaluate"
+
+    def default(plain: str) -> str:
+        return f"  [default: the model's, else {plain}]" if stored else f"  [default: {plain}]"
+
+    return [
+        click.option(
+            "--exclude",
+            multiple=True,
+            metavar="NAME",
+            help="Column to keep out of the features (repeatable; it must exist in at least one file). "
+            "anomaly, changepoint, label and labels never are features unless named in --channels.",
+        ),
+        click.option(
+            "--channels", metavar="A,B,...", help="Use only these columns, in this order (comma-separated)."
+        ),
+        click.option(
+            "--fill",
+            type=click.Choice(["ffill", "interpolate", "zero", "none"]),
+            help="Fill missing values instead of refusing them (none: refuse)." + default("none"),
+        ),
+        click.option("--decimal", type=click.Choice([".", ","]),
+                     help="Decimal mark of the numbers (, for 37,5; then 6.173,50 is 6173.5)." + default(".")),
+        click.option(
+            "--encoding", metavar="CODEC",
+            help="Text encoding, e.g. cp1252 or latin-1." + default("UTF-8, or what a byte-order mark says"),
+        ),
+        click.option(
+            "--timezone", metavar="ZONE",
+            help="IANA time zone of naive timestamps, e.g. Europe/Berlin (DST as replay reads it)." + default("UTC"),
+        ),
+        click.option(
+            "--rows", metavar="START:END",
+            help="Only these data rows of each file, counted from 0 after the header, END excluded: 400 or :400 "
+            "the first 400, 400: the rest (SKAB's protocol: fit --rows 400, evaluate --rows 400:).  [default: all]",
+        ),
+        click.option(
+            "--time-format", metavar="FORMAT",
+            help="How text timestamps are written, as strptime codes, e.g. '%d.%m.%Y %H:%M:%S' for "
+            "20.10.2024 02:00:00 (replay and evaluate reuse it from the model)."
+            + default("ISO 8601 or epoch numbers"),
+        ),
+    ]
 
 
 def data_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The data-loading options shared by ``command`` (``fit`` or ``evaluate``), with its own label help."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for opt in reversed(_data_options):
+        for opt in reversed(_data_options(command)):
             fn = opt(fn)
         return click.option(
             "--label-column", default="anomaly", show_default=True, help=_LABEL_HELP[command]
@@ -353,7 +362,7 @@ def fit(
     are constant or drift in the training data are screened out of the score (each with its reason).
     When the channels move together (a few common factors leave at most 10 % of their variance), a
     cross-channel term also scores what the factors leave unexplained; a drifting channel that follows
-    them is scored by that term alone. How the files were read (fill, decimal, encoding, time zone, excluded columns) is stored in the
+    them is scored by that term alone. How the files were read (fill, decimal, encoding, time zone, time format, excluded columns) is stored in the
     model; evaluate and replay reuse it. With --state-column/--running or --running-when, only the settled
     running rows are trained on, and the model carries the stopped signature and settling time for the edge.
     """
@@ -435,10 +444,23 @@ def fit(
         ),
     )
     res = run_fit(series, out, opts, progress=not quiet)
+    click.echo(time_line(series, res.meta.sample_period_s, reading.time_format))
     click.echo(fit_report(res))
     if unit_map:
         click.echo("units: " + ", ".join(
             f"{c} {u} ({'--units' if c in given else 'units row'})" for c, u in unit_map.items()))
+
+
+def time_line(series: list[Any], period_s: float | None, time_format: str | None) -> str:
+    """``time: column 'Zeitstempel' (--time-format ...), a sample every 10 s (...)``, or what its absence means."""
+    names = list(dict.fromkeys(s.time_column for s in series if s.time_column))
+    if not names:
+        return ("time: no time column (timestamp, time, datetime, ... or a first column of dates): delays and rates "
+                "are counted in samples, and the edge's stale limit is its default")
+    how = f" (--time-format '{time_format}')" if time_format else ""
+    every = f"a sample every {period_s:g} s (the median step; the model's sample period)" if period_s else \
+        "no regular step found (the sample period is unknown)"
+    return f"time: column {', '.join(repr(n) for n in names)}{how}, {every}"
 
 
 def fit_report(res: Any) -> str:
@@ -625,7 +647,7 @@ def evaluate(
 ) -> None:
     """Score data through the edge's model loader; decide as the daemon does; report what an operator sees.
 
-    How files are read (fill, decimal, encoding, time zone) comes from the model unless given here.
+    How files are read (fill, decimal, encoding, time zone, time format) comes from the model unless given here.
 
     Labelled data: point-wise F1 (beside the flag-every-point F1), FAR, MAR, event recall and
     precision, detection delay, false alarms per day, ROC-AUC, PR-AUC, VUS-PR. Unlabelled data:

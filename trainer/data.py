@@ -33,6 +33,7 @@ from edge_runtime.pipeline.timestamps import (
 from edge_runtime.pipeline.windowing_offline import window_labels, windows_from_series
 from edge_runtime.tools.textfile import (
     MISSING_CELLS,
+    TIME_COLUMNS,
     TextFileError,
     check_decimal,
     check_encoding,
@@ -55,7 +56,7 @@ from trainer.time_order import BadTimestampError, TimeOrder, TimeOrderError
 log = logging.getLogger(__name__)
 
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz", ".xlsx", ".xlsm", ".parquet")
-TIMESTAMP_NAMES = ("timestamp", "time", "datetime", "date", "ts", "date_time", "time_stamp")
+TIMESTAMP_NAMES = TIME_COLUMNS  # the names of a time column (replay finds it by the same)
 DEFAULT_LABEL_COLUMN = "anomaly"
 # Label-ish columns never used as features unless asked for with --channels (as edge_runtime/tools/replay.py):
 # SKAB's `changepoint` beside its `anomaly` labels, and the usual names of label columns.
@@ -104,6 +105,7 @@ class Series:
     ts: np.ndarray | None = None
     states: np.ndarray | None = None  # (T,) str: the --state-column's cells, when it was read
     units: dict[str, str] = field(default_factory=dict)
+    time_column: str | None = None  # the column read as time, when there was one
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -426,12 +428,25 @@ def _read_rows(
         first = first_row[0].strip()
         if (opts.time_format is not None or not _is_number(first)) and _parse_time(first, opts.time_format) is not None:
             ts_col = 0
+        elif opts.time_format is not None and not _is_number(first) and time_format_hint([first]):
+            raise DataError(f"{path}: {where} {first_line}, column {header[0]!r}: --time-format {opts.time_format!r} "
+                            f"does not read {first!r}{time_format_hint([first])}")
     if opts.state_column and st_col is None and opts.require_state:
         raise DataError(f"{path}: --state-column {opts.state_column!r} not found{did_you_mean(opts.state_column, header)}"
                         f"; columns: {', '.join(header)}")
+    # a header cell with no name: over empty cells a trailing separator (left out, and checked empty on every row);
+    # over values a column nobody named (a pandas index?): refused unless --exclude ''
+    blank = [i for i, h in enumerate(header) if not h and "" not in excluded and i not in (ts_col, lab_col, st_col)]
+    named_by_nobody = [i for i in blank if i < len(first_row) and first_row[i].strip()]
+    if named_by_nobody and not channels:
+        i = named_by_nobody[0]
+        raise DataError(f"{path}: {where} 1: column {i + 1} has no name in the header (its first value "
+                        f"{first_row[i].strip()!r}): name it, or keep it out with --exclude ''"
+                        + (" (a pandas index? write the file with index=False)" if i == 0 else ""))
     feature_idx = [
         i for i, h in enumerate(header)
         if i not in (ts_col, lab_col, st_col) and h.lower() not in excluded and h.lower() not in LABEL_LIKE_COLUMNS
+        and i not in blank
     ]
     if channels:
         feature_idx = [_column(c, header, path, "column") for c in channels]
@@ -451,6 +466,10 @@ def _read_rows(
     def take(r: list[str], lineno: int) -> None:
         if len(r) != len(header):
             raise DataError(f"{path}: {where} {lineno}: {field_count_error(r, len(header), separator)}")
+        for i in blank:
+            if r[i].strip():
+                raise DataError(f"{path}: {where} {lineno}: {r[i].strip()!r} in column {i + 1}, which has no name in "
+                                "the header (empty above, as after a trailing separator): name it, or --exclude ''")
         spool.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(feature_idx))
         if lab_col is not None:
             cell = r[lab_col].strip()
@@ -506,6 +525,9 @@ def _read_rows(
     if n == 0:
         raise DataError(f"{path}: --rows {format_rows(opts.rows)} holds no data rows: the file ends before data row "
                         f"{start}")
+    if stop is not None and n < stop - start:
+        log.warning("%s: --rows %s reaches past the end of the file: %s data rows read (rows %d..%d)", path,
+                    format_rows(opts.rows), f"{n:,}", start, start + n - 1)
     if order is not None and order.duplicates:
         log.warning("%s: %d row(s) repeat the timestamp of the row before (first at %s %d); the edge drops such "
                     "samples as duplicate", path, order.duplicates, where, order.first_duplicate)
@@ -544,6 +566,7 @@ def _read_rows(
         channels=list(channels) if channels else names,
         labels=labels,
         sample_period_s=period,
+        time_column=header[ts_col] if ts_col is not None else None,
         columns=header,
         ts=ts,
         states=np.asarray(st_cells, dtype=str) if st_col is not None else None,

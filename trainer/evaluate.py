@@ -278,7 +278,8 @@ def evaluate(
                 f"{s.name}: channels [{', '.join(s.channels)}] differ from the model's [{', '.join(meta.channels)}]"
             )
         if len(s.values) < meta.window:
-            raise DataError(f"{s.name}: {len(s.values)} rows, fewer than one window of {meta.window}")
+            raise DataError(f"{s.name}: {len(s.values):,} rows, fewer than one window of {meta.window} (the model's): "
+                            f"evaluate needs at least {meta.window} rows in each file")
         period = s.sample_period_s or meta.sample_period_s
         st = state_rows(meta, s)
         if st is not None:

@@ -304,6 +304,9 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     if len(train_raw) < cut:  # the windows that hold a labelled row are no normal data
         sizes.notes.append(f"{cut - len(train_raw):,} of the {cut:,} training windows hold labelled anomalies and are "
                            f"left out: {len(train_raw):,} trained on")
+    if len(train_raw) < 2 and cut >= 2:
+        raise usage_error(f"only {len(train_raw)} normal training window(s) of {w:,}: the other {cut - len(train_raw):,} "
+                          "hold labelled anomalies: fit on normal rows (--rows, or files without anomalies)")
     if len(train_raw) < 2:
         raise usage_error(f"only {len(train_raw)} training windows of {w:,} (even with --force): more rows, a shorter "
                           "--window, or fewer labelled rows in the training part")
@@ -331,6 +334,10 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     # Early stopping watches at most max_windows_per_epoch validation windows, spread over every file.
     n_val = count_windows([len(s.values) for s in val_s], w)
     val_sample = normal_windows(val_s, w, max(1, math.ceil(n_val / opts.train.max_windows_per_epoch)))
+    if not len(val_sample) and n_val:  # windows there, each touching a labelled row
+        raise usage_error(f"no normal validation window of {w:,}: each of the {n_val:,} in the last "
+                          f"{opts.val_fraction:.0%} of each file holds labelled anomalies (rows labelled 1): fit on "
+                          "normal rows (--rows ending before the anomaly, or a larger --val-fraction)")
     if not len(val_sample):
         raise usage_error(f"no validation windows of {w:,}: the last {opts.val_fraction:.0%} of each file is too "
                           "short (even with --force): a larger --val-fraction or a shorter --window")

@@ -84,9 +84,9 @@ def missing_data(train_rows: Sequence[int], val_rows: Sequence[int], window: int
     n_train, n_val = count_windows(train_rows, window), count_windows(val_rows, window)
     problems = []
     if n_train < MIN_TRAIN_WINDOWS:
-        problems.append(f"{n_train:,} training windows (need {MIN_TRAIN_WINDOWS:,})")
+        problems.append(f"{n_train:,} training window{'' if n_train == 1 else 's'} (need {MIN_TRAIN_WINDOWS:,})")
     if n_val < MIN_VAL_WINDOWS:
-        problems.append(f"{n_val:,} hop-1 validation windows (need {MIN_VAL_WINDOWS:,} to calibrate the threshold)")
+        problems.append(f"{n_val:,} hop-1 validation window{'' if n_val == 1 else 's'} (need {MIN_VAL_WINDOWS:,} to calibrate the threshold)")
     if not problems:
         return None
     return f"too little normal data for window {window}: {' and '.join(problems)}"

@@ -139,4 +139,5 @@ def clear_summary(duration_s: float, peak_score: float, threshold: float, reason
     """``back to normal after 4m 12s (peak 2.3x threshold)``; with ``reason``: why the daemon let it go."""
     why = f"no longer tracked ({reason})" if reason else "back to normal"
     ratio = peak_score / threshold if threshold > 0 else 0.0
-    return f"{why} after {fmt_duration(duration_s)} (peak {ratio:.2g}x threshold)"
+    peak = f"{ratio:.2g}" if ratio < 10 else f"{ratio:.0f}"  # 2.3x, 12x, 100x (not 1e+02x)
+    return f"{why} after {fmt_duration(duration_s)} (peak {peak}x threshold)"

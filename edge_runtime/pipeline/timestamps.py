@@ -217,9 +217,10 @@ def in_dst_gap(text: str, tz: tzinfo | None, time_format: str | None = None) -> 
 # -- time formats ----------------------------------------------------------------------------------------
 _DATES = ("%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d-%m-%Y", "%m-%d-%Y", "%Y.%m.%d", "%d.%m.%y",
           "%d/%m/%y", "%m/%d/%y")
-_TIMES = (" %H:%M:%S", " %H:%M:%S.%f", " %H:%M", " %I:%M:%S %p", " %I:%M %p", ", %H:%M:%S", ", %H:%M")
+_TIMES = (" %H:%M:%S", " %H:%M:%S.%f", " %H:%M", " %I:%M:%S %p", " %I:%M %p", ", %H:%M:%S", ", %H:%M",
+          " %H:%M:%S %z", " %H:%M %z")
 COMMON_FORMATS = tuple(d + t for d in _DATES for t in _TIMES) + _DATES
-_PROBE = datetime(2024, 10, 20, 13, 5, 7)
+_PROBE = datetime(2024, 10, 20, 13, 5, 7, tzinfo=timezone.utc)  # aware: %z and %Z write something to read back
 
 
 def check_time_format(fmt: str) -> str:
@@ -229,7 +230,8 @@ def check_time_format(fmt: str) -> str:
     try:
         datetime.strptime(_PROBE.strftime(fmt), fmt)
     except ValueError as exc:
-        raise TimestampError(f"--time-format {fmt!r} is no strptime format that reads back: {exc}") from None
+        why = str(exc) if "directive" in str(exc) else "it cannot read back a time it writes itself"
+        raise TimestampError(f"--time-format {fmt!r} is no strptime format that reads back: {why}") from None
     return fmt
 
 

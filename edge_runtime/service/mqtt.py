@@ -98,6 +98,8 @@ def describe_connect_error(exc: BaseException | None) -> str:
         return f"TLS handshake failed ({reason}); check mqtt.cert_file / key_file and their validity"
     if exc is None:
         return "connection failed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: is a broker listening there? (check the broker address and port)"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -55,7 +55,6 @@ from edge_runtime.tools.simulate import (
 )
 from edge_runtime.tools.units_row import UnitsRowError, units_row
 
-TIME_COLUMNS = ("datetime", "timestamp", "time", "ts", "date")
 REPLAY_FILLS = (*FILL_METHODS, "null")  # null: publish a missing value as null, for the edge to fill
 DEFAULT_LABELS = ("anomaly", "changepoint", "label", "labels")
 
@@ -153,7 +152,7 @@ def read_recording(
             raise ReplayError(f"{path}: no time column {time_column!r}{textfile.did_you_mean(time_column, header)} "
                               f"(columns: {', '.join(header)})")
     else:
-        t_idx = next((lower.index(n) for n in TIME_COLUMNS if n in lower), None)
+        t_idx = next((i for i, h in enumerate(lower) if h in textfile.TIME_COLUMNS), None)  # as fit finds it
         first_cell = next((r[0] for r in rows[:2] if r and r[0].strip()), "")
         if t_idx is None and _is_date(first_cell, decimal, time_format):
             t_idx = 0  # an unnamed timestamp (Zeitstempel, horodatage): a first column of dates, as fit reads it
@@ -162,12 +161,12 @@ def read_recording(
         # times in a form not read by default (or not by the format given) would be re-timed at --period: refuse
         if time_format is not None and first_cell and not _is_number(first_cell, decimal):
             raise ReplayError(f"{path}: --time-format {time_format!r} does not read the first column {header[0]!r} "
-                              f"({first_cell.strip()!r}){time_format_hint([first_cell])}", EXIT_USAGE)
+                              f"({first_cell.strip()!r}){time_format_hint([first_cell])}", EXIT_DATAERR)
         hint = time_format_hint([r[0] for r in rows[:50] if r]) if time_format is None else ""
         if hint:
             raise ReplayError(f"{path}: column {header[0]!r} looks like times ({first_cell.strip()!r}) in a form "
                               f"replay reads only with their format{hint}; or --exclude {header[0]} to replay at "
-                              "--period", EXIT_USAGE)
+                              "--period", EXIT_DATAERR)  # 65, as fit: the data needs an option, as a decimal comma
     first_line = 2
     if len(rows[0]) == len(header):  # a units row under the header (bar, degC, [mm/s]): not data
         cand = [textfile.find_column(c, header) for c in channels] if channels else [
@@ -243,8 +242,9 @@ def read_recording(
         why = f"; {gap!r} does not exist in {timezone} (the clocks skip that hour when DST starts): are the times " \
             "in another zone, or in UTC?" if gap is not None else ""
         raise ReplayError(f"{path}: line {i + first_line}: timestamps go backwards ({cell!r} after {before!r}){why}")
-    skipped = () if channels else tuple(h for i, h in enumerate(header)
-                                        if i not in ch_idx and i != t_idx and h.lower() not in skip)
+    skipped = () if channels else tuple(h or f"(column {i + 1}, unnamed)" for i, h in enumerate(header)
+                                        if i not in ch_idx and i != t_idx and h.lower() not in skip
+                                        and (h or any(r[i].strip() for r in rows[:100] if i < len(r))))
     return Recording(ts, values, tuple(header[i] for i in ch_idx), skipped)
 
 
@@ -335,7 +335,8 @@ def publish_recording(
               help="Payload format.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Samples per message for batch/csv.")
 @click.option("--qos", type=click.IntRange(0, 2), default=1, show_default=True, help="MQTT QoS.")
-@click.option("--time-column", help="Name of the time column (default: datetime/timestamp/time/ts).")
+@click.option("--time-column", help="Name of the time column.  [default: the first named timestamp, time, datetime, date, ts, date_time or "
+              "time_stamp, as fit finds it; else a first column of dates]")
 @click.option("--label-column", "labels", multiple=True, help="Label column(s) kept out of the channels "
               "(default: anomaly, changepoint, label).")
 @click.option("--exclude", multiple=True, help="More columns kept out of the channels. Repeatable.")
@@ -389,7 +390,9 @@ def replay_command(
             f"replaying {rec.values.shape[0]} samples x {len(rec.channels)} channels "
             f"({', '.join(rec.channels)}) to {topic} "
             + ("as fast as possible" if fast else f"at {speed:g}x")
-            + (f"; not numeric, left out: {', '.join(rec.skipped)} (--channels picks columns)" if rec.skipped else ""),
+            + (f"; not numeric, left out: {', '.join(rec.skipped)} (--channels picks columns)" if rec.skipped else "")
+            + ("" if rec.ts is not None else f"; no time column: stamped now, one sample every --period {period:g} s "
+               "(--time-column names one)"),
             err=True,
         )
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import io
+import re
 from datetime import tzinfo
 from pathlib import Path
 from typing import TextIO
@@ -27,6 +28,9 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+
+TIME_COLUMNS = ("timestamp", "time", "datetime", "date", "ts", "date_time", "time_stamp")  # fit's and replay's
+
 
 
 MISSING_CELLS = frozenset({"", "nan", "na", "n/a", "null", "none", "-"})  # a cell with no value (lower case)
@@ -143,12 +147,22 @@ def field_count_error(cells: list[str], expected: int, separator: str | None, wo
     if other is not None:
         text += (f": this line is separated by {_SEPARATOR_NAMES[other]} where the header uses "
                  f"{_SEPARATOR_NAMES[separator]} (one separator throughout the file)")
+    elif len(cells) == 1 and expected > 1:
+        text += " (a comment or footer line? delete it)"
     return text
 
 
+_THOUSANDS_DOTS = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d*)?")  # 6.173,50 and 1.234.567 (dots every 3 digits)
+
+
 def number(cell: str, decimal: str = ".") -> float:
-    """A cell as a float with ``decimal`` as the decimal mark (``"37,51"`` with ``,``); raises ValueError."""
-    return float(cell.replace(",", ".") if decimal == "," else cell)
+    """A cell as a float with ``decimal`` as the decimal mark (``"37,51"`` with ``,``; there, dots every three
+    digits are thousands marks: ``"6.173,50"``, as a German export writes them); raises ValueError."""
+    if decimal != ",":
+        return float(cell)
+    if "." in cell and _THOUSANDS_DOTS.fullmatch(cell.strip()):
+        cell = cell.strip().replace(".", "")
+    return float(cell.replace(",", "."))
 
 
 def looks_like_decimal_comma(cell: str) -> bool:

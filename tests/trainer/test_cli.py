@@ -444,3 +444,18 @@ def test_a_window_longer_than_the_file_is_a_usage_error_saying_what_to_give(runn
                              "-o", str(tmp_path / "m.onnx"), "-q"])
     assert_user_error(r, "no validation windows of 600", "a larger --val-fraction or a shorter --window",
                       code=EXIT_USAGE)
+
+
+def test_fit_says_which_column_it_read_as_time_and_a_fully_labelled_validation_part(runner: CliRunner,
+                                                                                      tmp_path: Path) -> None:
+    rows = "".join(f"20.10.2024 00:{i // 60:02d}:{i % 60:02d};{(i * 7) % 11};{int(i >= 640)}\n" for i in range(800))
+    f = tmp_path / "z.csv"
+    f.write_text("Zeitstempel;x;anomaly\n" + rows)
+    r = runner.invoke(main, ["fit", str(f), "--time-format", "%d.%m.%Y %H:%M:%S", "-o", str(tmp_path / "m.onnx"),
+                             "--force", *FAST])
+    assert_user_error(r, "no normal validation window of 16", "holds labelled anomalies", "--rows ending before",
+                      code=EXIT_USAGE)
+    r = runner.invoke(main, ["fit", str(f), "--time-format", "%d.%m.%Y %H:%M:%S", "--rows", "600",
+                             "-o", str(tmp_path / "m.onnx"), "--force", *FAST])
+    assert r.exit_code == 0, r.output
+    assert "time: column 'Zeitstempel' (--time-format '%d.%m.%Y %H:%M:%S'), a sample every 1 s" in r.stdout

@@ -323,3 +323,51 @@ def test_kept_times_are_the_whole_column_read_in_chunks(tmp_path: Path, monkeypa
     tz = ZoneInfo(opts["timezone"]) if "timezone" in opts else None
     np.testing.assert_array_equal(s.ts, local_column_seconds(cells, tz, opts.get("time_format")))
     assert np.all(np.diff(s.ts) > 0)
+
+
+def test_fit_and_replay_find_the_same_time_column(tmp_path: Path) -> None:
+    """replay knew fewer names than fit (date_time, time_stamp): it stamped such a file now, 1 s apart."""
+    for name in ("date_time", "time_stamp", "Timestamp"):
+        f = write(tmp_path / f"{name}.csv", f"a,{name}\n" + "".join(f"{i},{1.7e9 + 10 * i}\n" for i in range(5)))
+        (s,) = load_paths([f])
+        rec = read_recording(f)
+        assert s.time_column == name and s.sample_period_s == 10.0 and s.channels == ["a"]
+        assert rec.ts is not None and np.diff(rec.ts).tolist() == [10.0] * 4 and rec.channels == ("a",)
+
+
+def test_a_time_format_with_an_offset_is_accepted_and_hinted(tmp_path: Path) -> None:
+    f = write(tmp_path / "o.csv", "timestamp;x\n" + "".join(f"20.10.2024 00:00:0{i} +0200;{i}\n" for i in range(5)))
+    with pytest.raises(DataError, match=r"\(times\? give --time-format '%d\.%m\.%Y %H:%M:%S %z'\)"):
+        load_paths([f])
+    (s,) = load_paths([f], opts=ReadOptions(time_format="%d.%m.%Y %H:%M:%S %z", keep_time=True))
+    assert s.ts[0] == datetime(2024, 10, 19, 22, tzinfo=ZoneInfo("UTC")).timestamp()  # +02:00 applied
+
+
+def test_a_trailing_separator_is_no_column_and_an_unnamed_one_with_values_is_named(tmp_path: Path) -> None:
+    f = write(tmp_path / "t.csv", "a;b;\n" + "".join(f"{i};{i * 2};\n" for i in range(5)))
+    (s,) = load_paths([f])
+    assert s.channels == ["a", "b"]
+    g = write(tmp_path / "late.csv", "a;b;\n1;2;\n3;4;oops\n")
+    with pytest.raises(DataError, match=r"line 3: 'oops' in column 3, which has no name in the header"):
+        load_paths([g])
+    h = write(tmp_path / "pandas.csv", ",a,b\n0,1.5,2\n1,1.6,2.1\n")
+    with pytest.raises(DataError, match=r"column 1 has no name in the header \(its first value '0'\): name it, or "
+                       r"keep it out with --exclude '' \(a pandas index\? write the file with index=False\)"):
+        load_paths([h])
+    (s,) = load_paths([h], exclude=[""])
+    assert s.channels == ["a", "b"]
+
+
+def test_thousands_dots_under_a_decimal_comma(tmp_path: Path) -> None:
+    f = write(tmp_path / "k.csv", "a;b\n6.173,50;1\n1.234;2\n-1.000.000,25;3\n12,5;4\n")
+    (s,) = load_paths([f], opts=ReadOptions(decimal=","))
+    np.testing.assert_allclose(s.values[:, 0], [6173.5, 1234.0, -1000000.25, 12.5])
+    assert read_recording(f, decimal=",").values[0, 0] == pytest.approx(6173.5)
+
+
+def test_rows_past_the_end_warn(tmp_path: Path, caplog) -> None:
+    f = write(tmp_path / "r.csv", "a\n" + "".join(f"{i}\n" for i in range(10)))
+    with caplog.at_level(logging.WARNING, logger="trainer.data"):
+        (s,) = load_paths([f], opts=ReadOptions(rows=(4, 400)))
+    assert len(s.values) == 6 and "--rows 4:400 reaches past the end of the file: 6 data rows read (rows 4..9)" \
+        in caplog.text

@@ -40,4 +40,6 @@ def test_summaries() -> None:
     assert raise_summary([], "critical") == "critical: anomalous"
     assert clear_summary(252, 2.3, 1.0) == "back to normal after 4m 12s (peak 2.3x threshold)"
     assert clear_summary(5, 2.0, 1.0, "expired") == "no longer tracked (expired) after 5s (peak 2x threshold)"
+    assert clear_summary(60, 793.7, 7.92) == "back to normal after 1m 00s (peak 100x threshold)"  # was 1e+02x
+    assert clear_summary(60, 12.4, 1.0).endswith("(peak 12x threshold)")
     assert [fmt_duration(s) for s in (0, 59.6, 3600 * 2 + 300, 86400 * 3 + 3600 * 4)] == ["0s", "1m 00s", "2h 05m", "3d 4h"]

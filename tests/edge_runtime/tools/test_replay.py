@@ -105,8 +105,10 @@ def test_columns_left_out_as_not_numeric_are_named(tmp_path: Path) -> None:
     assert rec.channels == ("x", "y") and rec.skipped == ("name",)
     # a trailing delimiter (an unnamed empty column), a sparse text column, a numeric one starting empty
     rec = read_recording(write(tmp_path, "x;note;y;\n1;;;\n3;valve opened;4;\n5;;6;\n"), fill="null")
-    assert rec.channels == ("x", "y") and rec.skipped == ("note", "")
+    assert rec.channels == ("x", "y") and rec.skipped == ("note",)  # the empty trailing column is no loss: not named
     assert np.isnan(rec.values[0, 1]) and rec.values[1, 1] == 4.0
+    rec = read_recording(write(tmp_path, "x;;y\n1;a;2\n3;b;4\n"))
+    assert rec.skipped == ("(column 2, unnamed)",)  # one with text in it is
     rec = read_recording(write(tmp_path, "x,y\n1,NA\n2,n/a\n3,4\n"), fill="null")  # fit's missing cells too
     assert rec.channels == ("x", "y") and np.isnan(rec.values[:2, 1]).all()
 
