@@ -199,6 +199,9 @@ def run(config_file: str | None, **flags: Any) -> None:
               "put in front of the alert topic as `edgewatch run --topic-prefix` does.")
 @click.option("--states/--no-states", "--state/--no-state", "state", default=False, show_default=True,
               help="Also show the per-device state documents (retained; rows marked 'state').")
+@click.option("--sensors/--no-sensors", default=False, show_default=True,
+              help="Also show sensor faults (a channel missing, stuck or out of range, a device stale; health.sensor_topic; "
+              "rows marked 'sensor'), which are kept apart from process alerts.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "table", "json"]), default="auto", show_default=True,
               help="auto: a table on a terminal, JSON lines when piped.")
 @click.option("--color/--no-color", "colour", default=None,
@@ -206,7 +209,7 @@ def run(config_file: str | None, **flags: Any) -> None:
 @click.option("--count", type=int, default=0, help="Exit after printing this many rows (0: run until Ctrl-C).")
 @click.option("--timeout", type=float, default=0.0, help="Exit after this many seconds (0: never).")
 def alerts(broker: str | None, config_file: str | None, alert_topic: str | None, topic_prefix: str | None,
-           state: bool, fmt: str, colour: bool | None, count: int, timeout: float) -> None:
+           state: bool, sensors: bool, fmt: str, colour: bool | None, count: int, timeout: float) -> None:
     """Show alerts live as they are published: one row per alert, stream and receive time in UTC."""
     from edge_runtime.tools.watch import HEADER, WatchError, format_row, json_line, watch_alerts
 
@@ -228,7 +231,8 @@ def alerts(broker: str | None, config_file: str | None, alert_topic: str | None,
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            watch_alerts(cfg, emit, include_state=state, count=count, timeout=timeout, notify=notify)
+            watch_alerts(cfg, emit, include_state=state, include_sensors=sensors, count=count, timeout=timeout,
+                         notify=notify)
     except (WatchError, ConfigError) as exc:
         fail(str(exc), exc.exit_code)
 

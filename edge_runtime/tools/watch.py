@@ -1,7 +1,9 @@
 """``edgewatch alerts``: subscribe to alert topics and show them (table on a tty, JSON lines when piped).
 
 One row per alert document. The retained per-device state documents (``alerts/{device}/state``) repeat what
-the alerts say, so they are shown only with ``--states``, and then marked ``state`` in the first column.
+the alerts say, so they are shown only with ``--states``, and then marked ``state`` in the first column. Sensor
+faults (``health/{device}/alerts``: a channel missing, stuck or out of range, a device stale) are kept apart from
+process alerts, and shown with ``--sensors``, marked ``sensor``.
 Columns: ``stream time`` is the alert's ``window_end`` (the sensor clock; a state has none), ``received``
 the watcher's own clock when the message arrived, both UTC. :class:`Subscription` (one client, its filters,
 reconnect notices, a quiet close) is shared with the dashboard (``edge_runtime.integrations.dashboard``).
@@ -36,7 +38,7 @@ from edge_runtime.service.mqtt import (
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
-ALERT, STATE = "alert", "state"
+ALERT, STATE, SENSOR = "alert", "state", "sensor"
 # ANSI colours of the state cell on a terminal
 COLOURS = {RAISED: "\x1b[31;1m", CLEARED: "\x1b[32m", "update": "\x1b[33m"}
 RESET = "\x1b[0m"
@@ -77,7 +79,13 @@ def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool =
     cell = f"{state:<8}"
     if color and state in COLOURS:
         cell = f"{COLOURS[state]}{cell}{RESET}"
-    if kind == ALERT:
+    if kind == SENSOR:  # a sensor fault: which channel, what kind, the value it was seen at
+        stream, score, thr = doc.get("since"), "-", "-"
+        value = "" if doc.get("value") is None else f" at {_num(doc.get('value'))}"
+        tail = str(doc.get("reason") or "") or f"{doc.get('channel', '?')} {doc.get('kind', '?')}{value}"
+        if doc.get("reason"):
+            tail = f"{doc.get('channel', '?')} {doc.get('kind', '?')}: {tail}"
+    elif kind == ALERT:
         stream, score, thr = doc.get("window_end"), _num(doc.get("score")), _num(doc.get("threshold"))
         tops = doc.get("top_channels")
         summary = doc.get("summary")
@@ -206,14 +214,16 @@ def watch_alerts(
     cfg: Config,
     emit: Callable[[str, dict[str, Any], str, float, bool], None],
     include_state: bool = False,
+    include_sensors: bool = False,
     count: int = 0,
     timeout: float = 0.0,
     notify: Callable[[str], None] | None = None,
 ) -> int:
-    """Subscribe to ``cfg.alert_topic`` (and with ``include_state`` the state topic); show each document.
+    """Subscribe to ``cfg.alert_topic`` (with ``include_state`` the state topic, with ``include_sensors`` the
+    sensor-fault topic ``cfg.sensor_topic``); show each document.
 
-    ``emit(topic, doc, kind, received, retained)`` is called once per shown document (``kind``: "alert" or
-    "state", ``received`` epoch s). Returns after ``count`` shown documents (0: no limit) or ``timeout``
+    ``emit(topic, doc, kind, received, retained)`` is called once per shown document (``kind``: "alert",
+    "state" or "sensor", ``received`` epoch s). Returns after ``count`` shown documents (0: no limit) or ``timeout``
     seconds (0: none) with the number shown. Malformed messages are skipped, counted and noted through
     ``notify(line)`` (default: a log warning), as are later disconnects (retried with backoff).
     Raises :class:`WatchError` when the first connection fails (refused, unreachable, bad login, TLS,
@@ -225,21 +235,34 @@ def watch_alerts(
     state_filter = cfg.state_topic.replace("{device}", "+")
     if include_state:
         filters.append((state_filter, 1))
+    sensor_filter = cfg.sensor_topic.replace("{device}", "+")
+    if include_sensors:
+        filters.append((sensor_filter, 1))
     sub = Subscription(cfg, filters, lambda t, p, r: inbox.put((t, p, r, time.time())), notify).start()
     skips = SkipLog(notify)
+    kind_of = _kind_of(cfg.alert_topic, state_filter, sensor_filter if include_sensors else None)
     try:
-        return _consume(inbox, emit, count, timeout, _kind_of(cfg.alert_topic, state_filter), skips)
+        return _consume(inbox, emit, count, timeout, kind_of, skips)
     finally:
         sub.close()
         if skips.count:
             notify(f"{skips.count} malformed message(s) skipped in all")
 
 
-def _kind_of(alert_template: str, state_filter: str) -> Callable[[str], str]:
-    """``topic -> "state" | "alert"`` by the number of levels and the literal levels of the state filter."""
+def _matches(topic: str, filt: str) -> bool:
+    """Does ``topic`` match the one-level-wildcard filter ``filt``?"""
+    parts, levels = topic.split("/"), filt.split("/")
+    return len(parts) == len(levels) and all(lv in ("+", p) for p, lv in zip(parts, levels, strict=True))
+
+
+def _kind_of(alert_template: str, state_filter: str, sensor_filter: str | None = None) -> Callable[[str], str]:
+    """``topic -> "sensor" | "state" | "alert"``: the sensor filter's topics first, then the state filter's by the
+    number of levels and its literal levels."""
     levels = state_filter.split("/")
 
     def kind(topic: str) -> str:
+        if sensor_filter is not None and _matches(topic, sensor_filter):
+            return SENSOR
         parts = topic.split("/")
         if len(parts) == len(levels) and all(lv in ("+", p) for p, lv in zip(parts, levels, strict=True)) \
                 and len(levels) != len(alert_template.split("/")):

@@ -169,3 +169,28 @@ def test_the_topic_prefix_is_put_in_front_of_the_alert_topic_as_run_does(mosquit
     res = _alerts_cli(mosquitto.url, "--timeout", "1.5", "--states", "--topic-prefix", "site-1")
     assert res.returncode == 0, res.stderr
     assert [json.loads(line)["topic"] for line in res.stdout.splitlines()] == ["site-1/alerts/pump-1/state"]
+
+
+SENSOR = {"schema_version": 1, "alert_id": "s1", "raised_alert_id": "s1", "device": "pump-1", "channel": "Pressure",
+          "kind": "stuck", "state": "raised", "seq": 1, "since": 1.7e9, "at": 1.7e9 + 60, "value": 4.2,
+          "last_good_value": 4.2, "last_good_time": 1.7e9, "model_id": "m", "instance": "gw", "time": 1.8e9}
+
+
+def test_sensor_faults_only_with_sensors_marked_and_named_by_channel(mosquitto) -> None:
+    """An operator watching `edgewatch alerts` never saw a frozen sensor: it is kept off alerts/ by design."""
+    for include in (False, True):
+        t, got, seen, _ = _watch(mosquitto.url, include_sensors=include, count=2 if include else 1, timeout=15)
+        time.sleep(0.5)  # subscribed
+        pub = Publisher(mosquitto.port)
+        pub.send("health/pump-1/alerts", json.dumps(SENSOR))
+        pub.send("health/pump-1", json.dumps({"device": "pump-1", "channels": {}}))  # the health document: never
+        pub.send("alerts/pump-1", json.dumps(ALERT))
+        pub.close()
+        t.join(15)
+        kinds = [(topic, kind) for topic, _, kind, _, _ in got]
+        assert kinds == ([("health/pump-1/alerts", "sensor"), ("alerts/pump-1", "alert")] if include
+                         else [("alerts/pump-1", "alert")])
+    row = format_row(SENSOR, "sensor", 1.8e9)
+    assert row.startswith("sensor  2023-11-14 22:13:20") and row.endswith("Pressure stuck at 4.2")
+    cli = _alerts_cli(mosquitto.url, "--sensors", "--timeout", "1")
+    assert cli.returncode == 0, cli.stderr
