@@ -411,10 +411,13 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for section, body in doc.items():
         if section not in SECTIONS or not isinstance(body, dict):
-            raise ConfigError(f"{section}: unknown section (expected one of {', '.join(SECTIONS)})")
+            raise ConfigError(f"{section}: unknown section in {path} (expected one of {', '.join(SECTIONS)})")
         for key, value in body.items():
             if (section, key) not in by_section:
-                raise ConfigError(f"{section}.{key}: unknown key")
+                known = [k for sec, k in by_section if sec == section]
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else f" (keys of [{section}]: {', '.join(sorted(known))})"
+                raise ConfigError(f"{section}.{key}: unknown key in {path}{hint}")
             flat[key] = value
     return flat
 

@@ -389,14 +389,19 @@ def conditions_lines(rep: dict[str, Any]) -> list[str]:
                      f"stopped {tot['stopped']} rows in {stops} stops, settling {tot['settling']} rows"
                      + (f"; agrees with the state column on {100 * float(np.mean(agree)):.1f}% of rows" if agree else ""))
     sf = rep.get("sensor_faults") or {}
-    if sf:
-        by_kind: dict[str, list[str]] = {}
+    if sf:  # per fault kind and channel, summed over the files (and in how many of them)
+        by_kind: dict[str, dict[str, list[int]]] = {}
         for per in sf.values():
             for kind, chans in per.items():
                 for ch, v in chans.items():
-                    by_kind.setdefault(kind, []).append(f"{ch} {v['stretches']}x/{v['rows']} rows")
-        lines.append("sensor faults (the edge's health checks; not anomalies): "
-                     + "; ".join(f"{k}: {', '.join(v)}" for k, v in by_kind.items()))
+                    tot = by_kind.setdefault(kind, {}).setdefault(ch, [0, 0, 0])
+                    tot[0], tot[1], tot[2] = tot[0] + v["stretches"], tot[1] + v["rows"], tot[2] + 1
+        n_files = len(rep.get("files") or sf)
+        many = n_files > 1
+        lines.append("sensor faults (the edge's health checks; not anomalies): " + "; ".join(
+            f"{k}: " + ", ".join(f"{ch} {n}x/{rows:,} rows" + (f" in {files} of {n_files} files" if many else "")
+                                 for ch, (n, rows, files) in chans.items())
+            for k, chans in by_kind.items()))
     else:
         lines.append("sensor faults (the edge's health checks): none")
     return lines

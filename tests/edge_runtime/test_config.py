@@ -115,3 +115,16 @@ def test_max_device_id_len_minimum_leaves_room_for_the_hash() -> None:
     with pytest.raises(ConfigError, match=r"input.max_device_id_len: must be >= 16, got 8"):
         build_config(None, {"max_device_id_len": 8})
     assert build_config(None, {"max_device_id_len": 16}).max_device_id_len == 16
+
+
+@pytest.mark.parametrize(("toml", "said"), [
+    ("[mqtt]\nbrokr = 'x'\n", "mqtt.brokr: unknown key in {f} (did you mean 'broker'?)"),
+    ("[mqtt]\nzzz = 1\n", "mqtt.zzz: unknown key in {f} (keys of [mqtt]: broker, ca_file,"),
+    ("[mqt]\nbroker = 'x'\n", "mqt: unknown section in {f} (expected one of model, mqtt,"),
+])
+def test_an_unknown_key_names_the_file_and_the_nearest_key(tmp_path: Path, toml: str, said: str) -> None:
+    f = tmp_path / "edgewatch.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_toml(f)
+    assert str(exc.value).startswith(said.format(f=f))

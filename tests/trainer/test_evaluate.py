@@ -92,3 +92,16 @@ def test_a_file_the_edge_refuses_is_one_data_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not onnx")
     with pytest.raises(DataError, match="not a loadable ONNX model"):
         ev.open_model(bad)
+
+
+def test_sensor_faults_over_many_files_are_summed_per_channel_with_their_files() -> None:
+    """Over a folder the line named each file's channels again (the same names 30 times, no file named)."""
+    from trainer.evaluate import conditions_lines
+
+    per = {"stuck": {"P": {"stretches": 1, "rows": 20}}, "out_of_range": {"T": {"stretches": 2, "rows": 1500}}}
+    rep = {"files": ["a.csv", "b.csv", "c.csv"], "sensor_faults": {"a.csv": per, "b.csv": {"stuck": per["stuck"]}}}
+    (line,) = [ln for ln in conditions_lines(rep) if ln.startswith("sensor faults")]
+    assert line == ("sensor faults (the edge's health checks; not anomalies): stuck: P 2x/40 rows in 2 of 3 files; "
+                    "out_of_range: T 2x/1,500 rows in 1 of 3 files")
+    rep = {"files": ["a.csv"], "sensor_faults": {"a.csv": per}}
+    assert "stuck: P 1x/20 rows; out_of_range: T 2x/1,500 rows" in conditions_lines(rep)[-1]
