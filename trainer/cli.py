@@ -120,7 +120,7 @@ def _data_options(command: str) -> list[Callable[[Callable[..., Any]], Callable[
         click.option(
             "--time-format", metavar="FORMAT",
             help="How text timestamps are written, as strptime codes, e.g. '%d.%m.%Y %H:%M:%S' for "
-            "20.10.2024 02:00:00 (replay and evaluate reuse it from the model)."
+            "20.10.2024 02:00:00 (replay and evaluate reuse it from the model; iso: ISO 8601 or epoch numbers)."
             + default("ISO 8601 or epoch numbers"),
         ),
     ]
@@ -158,14 +158,11 @@ class _TrainGroup(clierror.OneLineErrors):
 
 
 class _UserFormatter(logging.Formatter):
-    """``PROG: warning: MESSAGE``, as :func:`edge_runtime.clierror.error_line` writes an error."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__()
-        self.prog = prog
+    """``edgewatch-train fit: warning: MESSAGE``, as :func:`edge_runtime.clierror.error_line` writes an error (the
+    command read when the record is written: ``benchmark skab`` too)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{self.prog}: {record.levelname.lower()}: {record.getMessage()}"
+        text = f"{clierror.command_path('edgewatch-train')}: {record.levelname.lower()}: {record.getMessage()}"
         return text + "\n" + self.formatException(record.exc_info) if record.exc_info else text
 
 
@@ -181,11 +178,9 @@ def main(verbose: bool) -> None:
       edgewatch-train inspect model.onnx
       edgewatch-train evaluate --model model.onnx --data labelled.csv
     """
-    sub = click.get_current_context().invoked_subcommand
     # a warning reads as the error line does (edgewatch-train fit: warning: ...); -v adds the logger and debug lines
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose else
-                         _UserFormatter(f"edgewatch-train {sub}" if sub else "edgewatch-train"))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose else _UserFormatter())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     from trainer.memory import return_large_buffers
 

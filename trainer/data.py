@@ -192,6 +192,9 @@ class ReadOptions:
                 "time_format": self.time_format, "state_column": self.state_column}
 
 
+ISO_TIMES = "iso"  # --time-format iso: ISO 8601 or epoch numbers, over a model's stored format
+
+
 def parse_rows(spec: str | None) -> tuple[int, int | None] | None:
     """``--rows``: ``N`` (the first N data rows), ``A:B``, ``A:`` or ``:B`` (0-based, B excluded) as ``(A, B)``;
     a usage error for anything else."""
@@ -237,8 +240,12 @@ def read_options(stored: dict[str, Any], **given: Any) -> ReadOptions:
 
 
 def _no_none_fill(options: dict[str, Any]) -> dict[str, Any]:
-    """``fill = "none"`` (a stored or given "no fill") as None."""
-    return {**options, "fill": None} if options.get("fill") == "none" else options
+    """``fill = "none"`` (a stored or given "no fill") and ``time_format = "iso"`` (the default, given over a
+    model's stored format) as None."""
+    out = {**options, "fill": None} if options.get("fill") == "none" else dict(options)
+    if out.get("time_format") == ISO_TIMES:
+        out["time_format"] = None
+    return out
 
 
 def read_csv(
@@ -374,8 +381,8 @@ def _cell_value(cell: str, path: Path, lineno: int, column: str, opts: ReadOptio
         raise DataError(f"{at}: not a finite number: {text!r}")
     if opts.decimal == "." and looks_like_decimal_comma(text):
         hint = " (a decimal comma: use --decimal ,)"
-    elif time_format_hint([text]):
-        hint = time_format_hint([text])
+    elif times := time_format_hint([text]):
+        hint = times
     else:  # a text column (a status, a comment): say how to keep it out
         hint = f" (a text column? keep it out with --exclude {column}, or --state-column {column} for a machine state)"
     raise DataError(f"{at}: not a number: {text!r}{hint}")
@@ -397,8 +404,9 @@ def _read_rows(
     :class:`RowSpool` (in memory up to 64 MiB, beyond that mapped from a nameless temporary file).
     ``position()``: ``(done, total)`` bytes (CSV) or rows, for the progress line."""
     header = [h.strip() for h in header]
-    if len(set(header)) != len(header):
-        dup = next(h for h in header if header.count(h) > 1)
+    named = [h for h in header if h]  # unnamed cells (trailing separators) are told apart below
+    if len(set(named)) != len(named):
+        dup = next(h for h in named if named.count(h) > 1)
         raise DataError(f"{path}: {where} 1: duplicate column name {dup!r}")
     first_line, first_row = next(((n, r) for n, r in rows if any(c.strip() for c in r)), (0, None))
     if first_row is None:
@@ -436,9 +444,10 @@ def _read_rows(
                         f"; columns: {', '.join(header)}")
     # a header cell with no name: over empty cells a trailing separator (left out, and checked empty on every row);
     # over values a column nobody named (a pandas index?): refused unless --exclude ''
-    blank = [i for i, h in enumerate(header) if not h and "" not in excluded and i not in (ts_col, lab_col, st_col)]
-    named_by_nobody = [i for i in blank if i < len(first_row) and first_row[i].strip()]
-    if named_by_nobody and not channels:
+    unnamed = [i for i, h in enumerate(header) if not h and "" not in excluded and i not in (ts_col, lab_col, st_col)]
+    named_by_nobody = [i for i in unnamed if i < len(first_row) and first_row[i].strip()]
+    blank = [i for i in unnamed if i not in named_by_nobody]  # trailing separators: checked empty on every row
+    if named_by_nobody and not channels:  # (with --channels, as evaluate reads, the columns picked are the features)
         i = named_by_nobody[0]
         raise DataError(f"{path}: {where} 1: column {i + 1} has no name in the header (its first value "
                         f"{first_row[i].strip()!r}): name it, or keep it out with --exclude ''"
@@ -446,7 +455,7 @@ def _read_rows(
     feature_idx = [
         i for i, h in enumerate(header)
         if i not in (ts_col, lab_col, st_col) and h.lower() not in excluded and h.lower() not in LABEL_LIKE_COLUMNS
-        and i not in blank
+        and i not in unnamed
     ]
     if channels:
         feature_idx = [_column(c, header, path, "column") for c in channels]
@@ -498,7 +507,7 @@ def _read_rows(
         if order is not None:
             order.finish()
     except BadTimestampError as exc:
-        hint = time_format_hint(ts_cells[:50] or [exc.cell])
+        hint = "" if opts.time_format else time_format_hint([exc.cell])  # (a format given: the cell fits it not)
         fix = hint or ": fix or delete the row (`edgewatch replay` refuses it too; the edge drops such a sample)"
         raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: bad timestamp: {exc.reason}{fix}"
                         ) from None
@@ -668,9 +677,12 @@ def load_paths(
     for p in files:
         if p.suffix.lower() in (".npy", ".npz"):
             s = read_numpy(p, label_column, channels, opts.rows)
+            start, stop = opts.rows or (0, None)
             if not s.values.shape[0]:
-                raise DataError(f"{p}: --rows {format_rows(opts.rows)} holds no rows: the array ends before row "
-                                f"{(opts.rows or (0, None))[0]}")
+                raise DataError(f"{p}: --rows {format_rows(opts.rows)} holds no rows: the array ends before row {start}")
+            if stop is not None and len(s.values) < stop - start:
+                log.warning("%s: --rows %s reaches past the end of the array: %s rows read", p, format_rows(opts.rows),
+                            f"{len(s.values):,}")
         else:
             s = read_csv(p, label_column, exclude, channels, opts=opts)
         if out and s.channels != out[0].channels:

@@ -226,6 +226,8 @@ def lone_flat_stretch(lim: Mapping[str, Any]) -> bool:
     """Did one flat stretch of :data:`LONE_FLAT_MIN` samples or more hold most of a checked channel's flat samples
     in training? A quantised or slow channel is flat in many short runs; one long one is more likely a sensor
     that froze while the training data was recorded, and its stuck limit (1.5 x that run) is loosened by it."""
+    if "flat_samples" not in lim:  # a model from before it was stored: not told
+        return False
     k, longest, flat = (int(lim.get(key, 0)) for key in ("max_flat_samples", "longest_flat_samples", "flat_samples"))
     return k > 0 and longest >= LONE_FLAT_MIN and longest >= LONE_FLAT_SHARE * flat
 

@@ -112,8 +112,8 @@ def _naive_iso_at_once(cells: Sequence[object]) -> FloatArray | None:
     without 1-6 digits of fraction) as epoch seconds (UTC), parsed by numpy in one call (a file's time column:
     ~10x the per-cell :func:`datetime.fromisoformat`, the same values); None for any other column, which the
     per-cell path reads or refuses with its reason."""
-    if len(cells) < 64 or not all(type(c) is str for c in cells):
-        return None
+    if len(cells) < 64 or not all(isinstance(c, str) and len(c) <= 26 for c in cells):
+        return None  # (a long cell would make numpy's fixed-width array that wide for every row)
     a = np.asarray(cells)
     if a.dtype.kind != "U" or a.dtype.itemsize // 4 < 19:
         return None
@@ -227,6 +227,9 @@ def check_time_format(fmt: str) -> str:
     """``fmt`` when it is a ``strptime`` format that reads back what it writes; else TimestampError saying why."""
     if "%" not in fmt:
         raise TimestampError(f"--time-format {fmt!r} has no % directive (e.g. '%d.%m.%Y %H:%M:%S')")
+    if "%Z" in fmt:  # strptime reads a zone name but leaves the time naive: it would be read in --timezone
+        raise TimestampError(f"--time-format {fmt!r}: %Z (a zone name) is not applied by strptime; use %z for an "
+                             "offset (+0200), or --timezone for the zone of naive times")
     try:
         datetime.strptime(_PROBE.strftime(fmt), fmt)
     except ValueError as exc:

@@ -144,7 +144,8 @@ def read_recording(
     if not rows:
         raise ReplayError(f"{path}: no data rows after the header")
     lower = [h.lower() for h in header]
-    if len(set(header)) != len(header):
+    named = [h for h in header if h]  # unnamed cells (trailing separators) are no names
+    if len(set(named)) != len(named):
         raise ReplayError(f"{path}: duplicate column names in the header")
     if time_column is not None:
         t_idx: int | None = textfile.find_column(time_column, header)
@@ -226,7 +227,7 @@ def read_recording(
             ts = local_column_seconds(cells, tz, time_format)
         except TimestampError as exc:
             n = exc.index or 0
-            hint = time_format_hint(cells[:50])
+            hint = "" if time_format else time_format_hint([cells[n]])
             raise ReplayError(f"{path}: line {n + first_line}, column {header[t_idx]!r}: bad timestamp: {exc.reason}"
                               + (hint or ": fix or delete the row (`edgewatch-train fit` refuses it too)")) from None
     if fill in FILL_METHODS and np.isnan(values).any():
@@ -354,7 +355,7 @@ def publish_recording(
 @click.option("--timezone", metavar="ZONE", help="IANA time zone of naive timestamps, e.g. Europe/Berlin.  "
               "[default: the --model's, else UTC]")
 @click.option("--time-format", metavar="FORMAT", help="How text timestamps are written, as strptime codes, e.g. "
-              "'%d.%m.%Y %H:%M:%S'.  [default: the --model's, else ISO 8601 or epoch numbers]")
+              "'%d.%m.%Y %H:%M:%S'; iso: ISO 8601 or epoch numbers.  [default: the --model's, else iso]")
 @click.option("--fill", type=click.Choice(REPLAY_FILLS), help="What a missing cell becomes: ffill (the last value), "
               "interpolate, zero (as the trainer fills), or null (sent as null: the daemon carries the last value "
               "forward and reports the channel missing past its limit).  [default: the --model's fill, else a "
@@ -379,7 +380,7 @@ def replay_command(
             file, time_column=time_column, label_columns=labels or DEFAULT_LABELS, exclude=exclude,
             channels=picked, decimal=decimal or stored.get("decimal") or ".",
             encoding=encoding or stored.get("encoding"), timezone=timezone or stored.get("timezone"),
-            time_format=time_format or stored.get("time_format"),
+            time_format=None if time_format == "iso" else time_format or stored.get("time_format"),
             fill=fill or (stored.get("fill") if stored.get("fill") in FILL_METHODS else None),
         )
         if batch < 1 or not (math.isfinite(period) and period > 0):
@@ -390,7 +391,8 @@ def replay_command(
             f"replaying {rec.values.shape[0]} samples x {len(rec.channels)} channels "
             f"({', '.join(rec.channels)}) to {topic} "
             + ("as fast as possible" if fast else f"at {speed:g}x")
-            + (f"; not numeric, left out: {', '.join(rec.skipped)} (--channels picks columns)" if rec.skipped else "")
+            + (f"; left out (not numeric, or no name in the header): {', '.join(rec.skipped)} (--channels picks "
+               "columns)" if rec.skipped else "")
             + ("" if rec.ts is not None else f"; no time column: stamped now, one sample every --period {period:g} s "
                "(--time-column names one)"),
             err=True,

@@ -152,7 +152,7 @@ def field_count_error(cells: list[str], expected: int, separator: str | None, wo
     return text
 
 
-_THOUSANDS_DOTS = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d*)?")  # 6.173,50 and 1.234.567 (dots every 3 digits)
+_THOUSANDS_DOTS = re.compile(r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d*)?")  # 6.173,50 and 1.234.567 (dots every 3 digits)
 
 
 def number(cell: str, decimal: str = ".") -> float:

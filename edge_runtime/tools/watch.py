@@ -50,7 +50,7 @@ class WatchError(Exception):
     exit_code = EXIT_UNAVAILABLE
 
 
-HEADER = (f"{'kind':<5}  {'stream time (UTC)':<19}  {'received (UTC)':<19}  {'device':<20} {'state':<8} "
+HEADER = (f"{'kind':<6}  {'stream time (UTC)':<19}  {'received (UTC)':<19}  {'device':<20} {'state':<8} "
           f"{'score':>9} {'thresh':>9} {'seq':>4}  summary (or top channels)")
 
 
@@ -82,9 +82,8 @@ def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool =
     if kind == SENSOR:  # a sensor fault: which channel, what kind, the value it was seen at
         stream, score, thr = doc.get("since"), "-", "-"
         value = "" if doc.get("value") is None else f" at {_num(doc.get('value'))}"
-        tail = str(doc.get("reason") or "") or f"{doc.get('channel', '?')} {doc.get('kind', '?')}{value}"
-        if doc.get("reason"):
-            tail = f"{doc.get('channel', '?')} {doc.get('kind', '?')}: {tail}"
+        what = f"{doc.get('channel') or 'device'} {doc.get('kind', '?')}"  # a stale device has no channel
+        tail = f"{what}: {doc['reason']}" if doc.get("reason") else f"{what}{value}"
     elif kind == ALERT:
         stream, score, thr = doc.get("window_end"), _num(doc.get("score")), _num(doc.get("threshold"))
         tops = doc.get("top_channels")
@@ -97,7 +96,7 @@ def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool =
     else:
         stream, score, thr = None, "-", "-"
         tail = ("retained, " if retained else "") + f"since {fmt_time(doc.get('since'))} (daemon clock)"
-    return (f"{kind:<5}  {fmt_time(stream):<19}  {fmt_time(received):<19}  {str(doc.get('device', '?'))[:20]:<20} "
+    return (f"{kind:<6}  {fmt_time(stream):<19}  {fmt_time(received):<19}  {str(doc.get('device', '?'))[:20]:<20} "
             f"{cell} {score:>9} {thr:>9} {doc.get('seq', '')!s:>4}  {tail}")
 
 

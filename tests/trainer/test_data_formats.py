@@ -371,3 +371,35 @@ def test_rows_past_the_end_warn(tmp_path: Path, caplog) -> None:
         (s,) = load_paths([f], opts=ReadOptions(rows=(4, 400)))
     assert len(s.values) == 6 and "--rows 4:400 reaches past the end of the file: 6 data rows read (rows 4..9)" \
         in caplog.text
+
+
+def test_review_fixes_reading(tmp_path: Path) -> None:
+    """A second read of the reading changes: each of these was wrong in the first version."""
+    # a pandas index read with --channels (as evaluate reads with the model's): the columns picked, as before
+    f = write(tmp_path / "p.csv", ",timestamp,a,b\n" + "".join(f"{i},{1.7e9 + i},{i % 3},{i % 5}\n" for i in range(9)))
+    (s,) = load_paths([f], channels=["a", "b"])
+    assert s.channels == ["a", "b"] and len(s.values) == 9
+    # two trailing separators are no duplicate name
+    (s,) = load_paths([write(tmp_path / "t.csv", "a;b;;\n1;2;;\n3;4;;\n")])
+    assert s.channels == ["a", "b"]
+    # a bad cell under a format given: no hint to give that format, the fix instead
+    g = write(tmp_path / "g.csv", "timestamp;x\n20.10.2024 00:00:00;1\ngarbage;2\n")
+    with pytest.raises(DataError, match=r"'garbage' does not match --time-format '%d\.%m\.%Y %H:%M:%S': fix or "
+                       r"delete the row") as exc:
+        load_paths([g], opts=ReadOptions(time_format="%d.%m.%Y %H:%M:%S"))
+    assert "times?" not in str(exc.value)
+    with pytest.raises(ReplayError, match=r"does not match --time-format .*: fix or delete the row"):
+        read_recording(g, time_format="%d.%m.%Y %H:%M:%S")
+    # a leading zero is no thousands group: 0.123 under --decimal , stays 0.123
+    (s,) = load_paths([write(tmp_path / "z.csv", "a;b\n0.123;1\n-0.001;2\n1.000,5;3\n")], opts=ReadOptions(decimal=","))
+    np.testing.assert_allclose(s.values[:, 0], [0.123, -0.001, 1000.5], rtol=1e-6)
+    # --time-format iso over a model's stored format
+    stored = ReadOptions(time_format="%d.%m.%Y").preprocessing()
+    assert read_options(stored, time_format="iso").time_format is None
+    assert read_options(stored).time_format == "%d.%m.%Y"
+
+
+def test_a_zone_name_format_is_refused_saying_why() -> None:
+    with pytest.raises(DataError, match=r"%Z \(a zone name\) is not applied by strptime; use %z") as exc:
+        read_options({}, time_format="%d.%m.%Y %H:%M:%S %Z")
+    assert exc.value.exit_code == 2

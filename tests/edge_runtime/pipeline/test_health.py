@@ -320,3 +320,10 @@ def test_describe_lists_channels_in_the_models_order_not_the_stored_sorted_one()
     h["channels"] = dict(sorted(h["channels"].items(), reverse=True))  # as a document read back may hold them
     assert [ln.split(":")[0].strip() for ln in describe(h, ["b", "c", "a"])[1:]] == ["b", "c", "a"]
     assert [ln.split(":")[0].strip() for ln in describe(h)[1:]] == ["a", "b", "c"]
+
+
+def test_an_older_model_without_flat_samples_is_not_marked_frozen() -> None:
+    from edge_runtime.pipeline.health import lone_flat_stretch
+
+    assert not lone_flat_stretch({"max_flat_samples": 60, "longest_flat_samples": 40})
+    assert lone_flat_stretch({"max_flat_samples": 60, "longest_flat_samples": 40, "flat_samples": 40})

@@ -155,3 +155,12 @@ def test_a_long_column_with_one_bad_cell_is_refused_naming_it_as_before(bad: str
     # offsets and Z keep their per-cell meaning
     np.testing.assert_array_equal(column_seconds([c + "+01:00" for c in cells[:100]]),
                                   [parse_timestamp(c + "+01:00") for c in cells[:100]])
+
+
+def test_a_very_long_cell_goes_the_per_cell_way_and_is_refused_as_before() -> None:
+    cells = [f"2024-01-01T00:00:{i % 60:02d}" for i in range(100)]
+    cells[50] = "x" * 2000  # numpy's fixed-width array would be 2000 wide for every row
+    assert timestamps._naive_iso_at_once(cells) is None
+    with pytest.raises(TimestampError, match="too long") as exc:
+        column_seconds(cells)
+    assert exc.value.index == 50

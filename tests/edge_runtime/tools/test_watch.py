@@ -192,5 +192,8 @@ def test_sensor_faults_only_with_sensors_marked_and_named_by_channel(mosquitto) 
                          else [("alerts/pump-1", "alert")])
     row = format_row(SENSOR, "sensor", 1.8e9)
     assert row.startswith("sensor  2023-11-14 22:13:20") and row.endswith("Pressure stuck at 4.2")
+    assert row.index("2023") == HEADER.index("stream time")  # in the column under its header
+    stale = format_row({**SENSOR, "channel": None, "kind": "stale", "value": None}, "sensor", 1.8e9)
+    assert stale.endswith("device stale") and "None" not in stale
     cli = _alerts_cli(mosquitto.url, "--sensors", "--timeout", "1")
     assert cli.returncode == 0, cli.stderr
