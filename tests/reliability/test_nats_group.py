@@ -88,15 +88,21 @@ class Flood:
         assert self.error is None, f"flood failed: {self.error!r}"
 
 
+def _stamp(text: str) -> float:
+    return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def takeover_s(dead: DaemonProcess, survivors: list[DaemonProcess], since: float) -> float:
-    """Seconds from ``since`` (wall clock) until the last partition of ``dead`` was taken over by a survivor
-    (the workers' log lines), inf when one was not."""
-    owned = re.findall(r"partitions \[([\d, ]*)\] of", dead.log())
-    mine = {int(x) for x in owned[-1].split(",") if x.strip()} if owned else set()
+    """Seconds from ``since`` (wall clock) until the last partition ``dead`` held at ``since`` was taken over by a
+    survivor (the workers' log lines), inf when one was not. (Its last ownership line overall can be a later view:
+    resumed alone while the survivors' heartbeats were late on a loaded machine, it logged every partition.)"""
+    owned = [(_stamp(t), p) for t, p in re.findall(r"^(\S+ \S+) .*partitions \[([\d, ]*)\] of", dead.log(), re.M)]
+    held = [p for t, p in owned if t < since]
+    mine = {int(x) for x in held[-1].split(",") if x.strip()} if held else set()
     first: dict[int, float] = {}
     for w in survivors:
         for stamp, k in re.findall(r"^(\S+ \S+) \S+\s+\S+ partition (\d+) taken over", w.log(), re.M):
-            t = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            t = _stamp(stamp)
             if t >= since and int(k) in mine:
                 first[int(k)] = min(first.get(int(k), t), t)
     return max((first.get(k, math.inf) - since for k in mine), default=math.inf)
