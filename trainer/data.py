@@ -25,7 +25,7 @@ from edge_runtime.pipeline.health import FILL_METHODS, fill_column
 from edge_runtime.pipeline.timestamps import (
     TimestampError,
     check_time_format,
-    in_dst_gap,
+    dst_gap_note,
     local_column_seconds,
     parse_local,
     time_format_hint,
@@ -512,13 +512,11 @@ def _read_rows(
         raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: bad timestamp: {exc.reason}{fix}"
                         ) from None
     except TimeOrderError as exc:
-        tz = zone(opts.timezone)
-        gap = next((c for c in (exc.before, exc.cell) if in_dst_gap(c, tz, opts.time_format)), None)
-        fix = f"{gap.strip()!r} does not exist in {opts.timezone} (the clocks skip that hour when DST starts): are " \
-            "the times in another zone, or in UTC?" if gap is not None else "sort the rows by time" + (
-                "" if _is_number(exc.cell) and not opts.time_format
-                else f"; are the times in {opts.timezone}?" if opts.timezone
-                else "; naive local times across a DST change: --timezone")
+        local = "" if _is_number(exc.cell) and not opts.time_format else (
+            f"; are the times in {opts.timezone}?" if opts.timezone else "; naive local times across a DST change: "
+            "--timezone")
+        fix = dst_gap_note(exc.before, exc.cell, zone(opts.timezone), opts.timezone, opts.time_format) or \
+            f"sort the rows by time{local}"
         raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: timestamps go backwards "
                         f"({exc.cell.strip()!r} after {exc.before.strip()!r}; the edge drops such samples as "
                         f"out_of_order): {fix}") from None

@@ -214,6 +214,17 @@ def in_dst_gap(text: str, tz: tzinfo | None, time_format: str | None = None) -> 
     return there.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None) != d
 
 
+def dst_gap_note(before: str, cell: str, tz: tzinfo | None, zone_name: str | None,
+                 time_format: str | None = None) -> str:
+    """Why a column went backwards from ``before`` to ``cell`` when one of them is inside ``tz``'s spring-forward
+    gap (the message fit and replay give); '' when neither is."""
+    gap = next((c.strip() for c in (before, cell) if in_dst_gap(c, tz, time_format)), None)
+    if gap is None:
+        return ""
+    return (f"{gap!r} does not exist in {zone_name} (the clocks skip that hour when DST starts): are the times in "
+            "another zone, or in UTC?")
+
+
 # -- time formats ----------------------------------------------------------------------------------------
 _DATES = ("%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d-%m-%Y", "%m-%d-%Y", "%Y.%m.%d", "%d.%m.%y",
           "%d/%m/%y", "%m/%d/%y")

@@ -32,7 +32,7 @@ from edge_runtime.pipeline.health import FILL_METHODS, fill_block
 from edge_runtime.pipeline.timestamps import (
     TimestampError,
     check_time_format,
-    in_dst_gap,
+    dst_gap_note,
     local_column_seconds,
     parse_local,
     time_format_hint,
@@ -239,10 +239,9 @@ def read_recording(
     if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
         i = int(np.argmax(np.diff(ts) < 0)) + 1
         cell, before = cells[i].strip(), cells[i - 1].strip()
-        gap = next((c for c in (before, cell) if in_dst_gap(c, tz, time_format)), None)
-        why = f"; {gap!r} does not exist in {timezone} (the clocks skip that hour when DST starts): are the times " \
-            "in another zone, or in UTC?" if gap is not None else ""
-        raise ReplayError(f"{path}: line {i + first_line}: timestamps go backwards ({cell!r} after {before!r}){why}")
+        why = dst_gap_note(before, cell, tz, timezone, time_format)
+        raise ReplayError(f"{path}: line {i + first_line}: timestamps go backwards ({cell!r} after {before!r})"
+                          + (f"; {why}" if why else ""))
     skipped = () if channels else tuple(h or f"(column {i + 1}, unnamed)" for i, h in enumerate(header)
                                         if i not in ch_idx and i != t_idx and h.lower() not in skip
                                         and (h or any(r[i].strip() for r in rows[:100] if i < len(r))))
