@@ -39,8 +39,10 @@ MAX_SEQ = 2**53  # a retained seq at or above this is refused (JSON integers bey
 WARNING, CRITICAL = "warning", "critical"
 EV_RAISE, EV_UPDATE, EV_CLEAR = "raise", "update", "clear"
 
-# window index -> (measured (C,), expected (C,)) window means in raw units, for the windows that raise/update
-Detail = Callable[[int], "tuple[np.ndarray, np.ndarray] | None"]
+# window index -> (measured (C,), expected (C,)) window means in raw units, then optionally each channel's sample
+# that departs most from the expected curve (peak measured (C,), peak expected (C,)); asked for the windows that
+# raise/update
+Detail = Callable[[int], "tuple[np.ndarray, ...] | None"]
 
 
 class StateError(ValueError):
@@ -123,7 +125,8 @@ class AlertTracker:
 
         ``normal`` (C,): each channel's normal ``channel_error`` (excess shares; see
         :mod:`edge_runtime.pipeline.explain`); ``units``: channel -> unit; ``detail(i)``: the measured and
-        expected window means (C,) of window ``i``, asked only for the windows that raise or update;
+        expected window means (C,) of window ``i`` (then, optionally, the peak sample's; see ``Detail``), asked only
+        for the windows that raise or update;
         ``excluded``: channels left out of these scores (sensor faults), named in the alerts."""
         st = self.devices.get(device)
         if st is None:
@@ -224,7 +227,8 @@ class AlertTracker:
         else:
             measured = ctx.detail(i) if ctx.detail is not None else None
             if measured is not None:
-                tops = doc["top_channels"] = describe_channels(tops, ctx.channels, *measured, ctx.units)
+                tops = doc["top_channels"] = describe_channels(tops, ctx.channels, measured[0], measured[1],
+                                                               ctx.units, *measured[2:4])
             doc["severity"] = sev
             doc["summary"] = raise_summary(tops, sev)
             st.published_t, st.published_key = float(t1), (_names(tops), sev)

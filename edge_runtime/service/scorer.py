@@ -31,7 +31,7 @@ from edge_runtime.pipeline.alerts import AlertTracker, StateError
 from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
 from edge_runtime.pipeline.documents import RAISED, Outbound, operating_doc, score_doc, state_doc, to_json
 from edge_runtime.pipeline.drift import drift_doc
-from edge_runtime.pipeline.explain import channel_normals
+from edge_runtime.pipeline.explain import channel_normals, peak_departure
 from edge_runtime.pipeline.factor_fill import fill_excluded, residual_projection
 from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
 from edge_runtime.pipeline.health import renormalised_score
@@ -55,7 +55,8 @@ ALERT_COUNTERS = {"raise": "alerts_raised", "update": "alerts_updated", "clear":
 class _Detail:
     """Window ``i`` of an item at ``off`` in ``batch`` (B, W, C, as scored: clipped, the device's warm-up offsets
     subtracted): its measured mean over the window from ``raw`` (k, W, C, the device's own values) and the
-    model's expected one (its reconstruction's mean, the offsets added back), (C,) each; None when the model
+    model's expected one (its reconstruction's mean, the offsets added back), then both at each channel's sample
+    that departs most from the expected curve (:func:`~edge_runtime.pipeline.explain.peak_departure`), (C,) each; None when the model
     exports no reconstruction. Asked only for the windows that raise or update an alert; each one's whole
     reconstruction (W, C, offsets added back) is kept in ``curves`` (window index -> curve) for the evidence."""
 
@@ -66,7 +67,7 @@ class _Detail:
         self.model, self.batch, self.off, self.raw, self.offset = model, batch, off, raw, offset
         self.curves: dict[int, np.ndarray] = {}
 
-    def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def __call__(self, i: int) -> tuple[np.ndarray, ...] | None:
         w = self.batch[self.off + i : self.off + i + 1]  # (1, W, C)
         recon = self.model.reconstruct(w)
         if recon is None or recon.shape != w.shape:
@@ -77,7 +78,8 @@ class _Detail:
             expected = expected + np.asarray(self.offset, np.float64)
             curve += np.asarray(self.offset, np.float32)
         self.curves[i] = curve
-        return self.raw[i].mean(axis=0, dtype=np.float64), expected
+        peak_measured, peak_expected = peak_departure(self.raw[i], curve)
+        return self.raw[i].mean(axis=0, dtype=np.float64), expected, peak_measured, peak_expected
 
 
 class Scorer:

@@ -213,6 +213,21 @@ def test_raise_has_measured_expected_unit_direction_severity_and_summary() -> No
     assert a["peak_score"] == 4.0
 
 
+def test_a_step_in_the_windows_last_samples_is_quoted_at_its_peak_not_its_mean() -> None:
+    """The window mean of a late step reads close to normal; the summary quotes the sample that departs most."""
+    t = v2_tracker()
+
+    def detail(i: int):  # means, then the peak samples: b 1.5 bar down at the end, c as its mean
+        return (np.array([0.0, 4.62, 7.0]), np.array([0.0, 4.72, 5.0]),
+                np.array([0.0, 3.2, 7.5]), np.array([0.0, 4.7, 5.0]))
+
+    (a,) = v2_feed(t, [1.5, 4.0, 4.0], np.tile([[1.0, 5.0, 2.0]], (3, 1)), detail=detail)
+    b = a["top_channels"][0]
+    assert (b["measured"], b["expected"], b["peak_measured"], b["peak_expected"]) == (4.62, 4.72, 3.2, 4.7)
+    assert a["summary"] == "critical: b low: 3.2 bar, expected 4.7 (window mean 4.62) (also c)"
+
+
+
 def test_anomalous_since_spans_calls_and_clear_reports_duration_and_peak() -> None:
     t = v2_tracker(k=3, interval=0)
     ce = np.tile([[1.0, 5.0, 1.0]], (2, 1))

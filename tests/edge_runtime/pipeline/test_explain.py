@@ -8,8 +8,10 @@ import pytest
 from edge_runtime.pipeline.explain import (
     channel_normals,
     clear_summary,
+    describe_channels,
     excess,
     fmt_duration,
+    peak_departure,
     raise_summary,
     top_channels,
 )
@@ -36,6 +38,13 @@ def test_top_channels_without_excess_have_zero_excess_share(ce, want) -> None:
 def test_summaries() -> None:
     t = {"name": "discharge_p_bar", "direction": "low", "measured": 3.1, "expected": 4.6, "unit": "bar"}
     assert raise_summary([t], "warning") == "discharge_p_bar low: mean 3.1 bar, expected 4.6"
+    # a level shift over the whole window: its peak sample departs less than twice the mean's: the mean is quoted
+    level = {**t, "peak_measured": 2.5, "peak_expected": 4.6}
+    assert raise_summary([level], "warning") == "discharge_p_bar low: mean 3.1 bar, expected 4.6"
+    # a short spike up: the peak, in its own direction, with the window mean beside it
+    spike = {**t, "measured": 4.7, "peak_measured": 9.0, "peak_expected": 4.6}
+    assert raise_summary([spike], "warning") == "discharge_p_bar high: 9 bar, expected 4.6 (window mean 4.7)"
+    assert raise_summary([{**t, "peak_measured": 4.6, "peak_expected": 4.6}], "warning").endswith("mean 3.1 bar, expected 4.6")
     assert raise_summary([{"name": "x", "share": 0.5, "excess_share": 0.91}], "warning") == "x: 91% of the excess error"
     assert raise_summary([], "critical") == "critical: anomalous"
     assert clear_summary(252, 2.3, 1.0) == "back to normal after 4m 12s (peak 2.3x threshold)"
@@ -43,3 +52,18 @@ def test_summaries() -> None:
     assert clear_summary(60, 793.7, 7.92) == "back to normal after 1m 00s (peak 100x threshold)"  # was 1e+02x
     assert clear_summary(60, 12.4, 1.0).endswith("(peak 12x threshold)")
     assert [fmt_duration(s) for s in (0, 59.6, 3600 * 2 + 300, 86400 * 3 + 3600 * 4)] == ["0s", "1m 00s", "2h 05m", "3d 4h"]
+
+
+def test_peak_departure_is_each_channels_sample_furthest_from_the_expected_curve() -> None:
+    measured = np.array([[1.0, 5.0], [1.0, 5.0], [1.0, 2.0], [4.0, 5.0]])  # a: a step up at the end; b: a dip
+    curve = np.array([[1.0, 5.0], [1.1, 5.0], [1.2, 5.0], [1.3, 4.9]])
+    pm, pe = peak_departure(measured, curve)
+    assert pm.tolist() == [4.0, 2.0] and pe.tolist() == [1.3, 5.0]
+
+
+def test_describe_channels_adds_the_peaks_only_when_given_and_finite() -> None:
+    tops = [{"name": "a", "share": 0.9}, {"name": "b", "share": 0.1}]
+    out = describe_channels(tops, ["a", "b"], [1.0, 2.0], [1.5, 2.0], {}, [0.2, float("nan")], [1.4, 2.0])
+    assert out[0]["peak_measured"] == 0.2 and out[0]["peak_expected"] == 1.4
+    assert "peak_measured" not in out[1] and out[1]["measured"] == 2.0
+    assert "peak_measured" not in describe_channels(tops, ["a", "b"], [1.0, 2.0], [1.5, 2.0], {})[0]

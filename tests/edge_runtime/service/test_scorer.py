@@ -230,10 +230,15 @@ def test_the_alert_detail_is_in_the_devices_own_units_with_warm_up_offsets(tmp_p
     recon = model.reconstruct(scored)
     assert recon is not None
     detail = _Detail(model, scored, 0, raw, offset)
-    measured, expected = detail(0)
+    measured, expected, peak_measured, peak_expected = detail(0)
     np.testing.assert_allclose(measured, raw[0].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(expected, recon[0].mean(axis=0) + 5.0, rtol=1e-5)
+    # the peak: per channel the sample furthest from the shifted reconstruction, both in the device's units
+    gap = np.abs(raw[0] - (recon[0] + 5.0))
+    j = gap.argmax(axis=0)
+    np.testing.assert_allclose(peak_measured, raw[0][j, np.arange(raw.shape[2])], rtol=1e-6)
+    np.testing.assert_allclose(peak_expected, recon[0][j, np.arange(raw.shape[2])] + 5.0, rtol=1e-5)
     assert list(detail.curves) == [0] and detail.curves[0].dtype == np.float32
     np.testing.assert_allclose(detail.curves[0], recon[0] + 5.0, rtol=1e-6)
-    m0, e0 = _Detail(model, raw, 0, raw, None)(0)  # no offsets: both from the same window
+    m0, e0, _, _ = _Detail(model, raw, 0, raw, None)(0)  # no offsets: both from the same window
     np.testing.assert_allclose(m0, measured, rtol=1e-6)
