@@ -27,7 +27,7 @@ from typing import Any
 import click
 import numpy as np
 
-from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE, InputPath
+from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, InputPath
 from edge_runtime.pipeline.health import FILL_METHODS, fill_block
 from edge_runtime.pipeline.timestamps import (
     TimestampError,
@@ -408,3 +408,6 @@ def replay_command(
         fail("replay", str(exc), exc.exit_code)
         return
     click.echo(res.summary(), err=True)
+    lost = res.unacknowledged()
+    if lost:
+        fail("replay", lost, EXIT_UNAVAILABLE)

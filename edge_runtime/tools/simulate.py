@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 import click
 import numpy as np
 
-from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE, InputPath, code_of
+from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, InputPath, code_of
 from edge_runtime.clierror import fail as _fail
 from edge_runtime.config import PASSWORD_ENV, ConfigError
 from edge_runtime.contract import ModelMetadata
@@ -544,6 +544,15 @@ class SimResult:
     max_unacknowledged: int = 0
     paced: bool = True  # False: published as fast as possible (--fast)
 
+    def unacknowledged(self) -> str | None:
+        """The error when QoS 1/2 messages were published that the broker never acknowledged (they may be lost),
+        else None."""
+        missing = self.messages - self.acknowledged if self.qos else 0
+        if missing <= 0:
+            return None
+        return (f"{missing:,} of {self.messages:,} messages were not acknowledged by the broker: they may be lost "
+                "(the connection dropped, or the broker refused them: check its log and this client's permissions)")
+
     def summary(self) -> str:
         """The final line: what was published and what the broker acknowledged."""
         line = f"published {self.messages:,} messages ({self.samples:,} samples) in {self.elapsed_s:.1f} s"
@@ -797,3 +806,6 @@ def simulate_command(
         res.summary() + (f"; ground truth in {ground_truth}" if ground_truth else ""),
         err=True,
     )
+    lost = res.unacknowledged()
+    if lost:
+        fail("simulate", lost, EXIT_UNAVAILABLE)

@@ -337,3 +337,13 @@ def test_the_final_line_says_what_the_broker_acknowledged_and_warns_after_fast()
     assert "3,500 acknowledged by the broker; as fast as possible: the broker drops" in fast.summary()
     assert "compare with the daemon's messages count" in fast.summary()
     assert "losses are not known here" in SimResult(messages=1, samples=1, qos=0).summary()
+
+
+def test_messages_the_broker_never_acknowledged_are_an_error_not_a_line_among_others() -> None:
+    """replay and simulate exit 69 (unavailable) with this line when QoS 1/2 messages went unacknowledged."""
+    from edge_runtime.tools.simulate import SimResult
+
+    lost = SimResult(messages=1200, samples=1200, qos=1, acknowledged=900).unacknowledged()
+    assert lost is not None and lost.startswith("300 of 1,200 messages were not acknowledged by the broker")
+    assert SimResult(messages=1200, samples=1200, qos=1, acknowledged=1200).unacknowledged() is None
+    assert SimResult(messages=1200, samples=1200, qos=0).unacknowledged() is None  # QoS 0: nothing to know
