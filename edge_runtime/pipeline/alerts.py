@@ -227,8 +227,7 @@ class AlertTracker:
         else:
             measured = ctx.detail(i) if ctx.detail is not None else None
             if measured is not None:
-                tops = doc["top_channels"] = describe_channels(tops, ctx.channels, measured[0], measured[1],
-                                                               ctx.units, *measured[2:4])
+                tops = doc["top_channels"] = describe_channels(tops, ctx.channels, ctx.units, *measured)
             doc["severity"] = sev
             doc["summary"] = raise_summary(tops, sev)
             st.published_t, st.published_key = float(t1), (_names(tops), sev)

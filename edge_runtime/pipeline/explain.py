@@ -75,8 +75,8 @@ def top_channels(channel_error: npt.ArrayLike, names: Sequence[str], k: int,
     return out
 
 
-def describe_channels(tops: list[dict[str, Any]], names: Sequence[str], measured: npt.ArrayLike,
-                      expected: npt.ArrayLike, units: Mapping[str, str], peak_measured: npt.ArrayLike | None = None,
+def describe_channels(tops: list[dict[str, Any]], names: Sequence[str], units: Mapping[str, str],
+                      measured: npt.ArrayLike, expected: npt.ArrayLike, peak_measured: npt.ArrayLike | None = None,
                       peak_expected: npt.ArrayLike | None = None) -> list[dict[str, Any]]:
     """``tops`` with ``measured``, ``expected`` (window means, raw units: (C,) each), ``direction``, with the
     peaks ``peak_measured`` / ``peak_expected`` (the sample that departs most, (C,) each) and the channel's

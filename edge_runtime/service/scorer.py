@@ -56,8 +56,8 @@ class _Detail:
     """Window ``i`` of an item at ``off`` in ``batch`` (B, W, C, as scored: clipped, the device's warm-up offsets
     subtracted): its measured mean over the window from ``raw`` (k, W, C, the device's own values) and the
     model's expected one (its reconstruction's mean, the offsets added back), then both at each channel's sample
-    that departs most from the expected curve (:func:`~edge_runtime.pipeline.explain.peak_departure`), (C,) each; None when the model
-    exports no reconstruction. Asked only for the windows that raise or update an alert; each one's whole
+    that departs most from the expected curve (:func:`~edge_runtime.pipeline.explain.peak_departure`), (C,) each;
+    None when the model exports no reconstruction. Asked only for the windows that raise or update an alert; each one's whole
     reconstruction (W, C, offsets added back) is kept in ``curves`` (window index -> curve) for the evidence."""
 
     __slots__ = ("model", "batch", "off", "raw", "offset", "curves")

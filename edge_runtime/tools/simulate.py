@@ -544,11 +544,15 @@ class SimResult:
     max_unacknowledged: int = 0
     paced: bool = True  # False: published as fast as possible (--fast)
 
+    @property
+    def missing(self) -> int:
+        """QoS 1/2 messages published that the broker never acknowledged (0 at QoS 0: nothing is known)."""
+        return max(0, self.messages - self.acknowledged) if self.qos else 0
+
     def unacknowledged(self) -> str | None:
-        """The error when QoS 1/2 messages were published that the broker never acknowledged (they may be lost),
-        else None."""
-        missing = self.messages - self.acknowledged if self.qos else 0
-        if missing <= 0:
+        """The error when :attr:`missing` is not 0 (those messages may be lost), else None."""
+        missing = self.missing
+        if not missing:
             return None
         return (f"{missing:,} of {self.messages:,} messages were not acknowledged by the broker: they may be lost "
                 "(the connection dropped, or the broker refused them: check its log and this client's permissions)")
@@ -559,9 +563,8 @@ class SimResult:
         if not self.qos:
             line += "; QoS 0: the broker acknowledges nothing, losses are not known here"
         else:
-            missing = self.messages - self.acknowledged
             line += f"; {self.acknowledged:,} acknowledged by the broker" + (
-                f", {missing:,} NOT acknowledged" if missing else "")
+                f", {self.missing:,} NOT acknowledged" if self.missing else "")
         if not self.paced:
             line += ("; as fast as possible: the broker drops what a subscriber that falls behind cannot take (its "
                      "queue limit), so compare with the daemon's messages count (a gap it logs may be such a loss)")

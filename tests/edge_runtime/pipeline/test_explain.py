@@ -63,7 +63,7 @@ def test_peak_departure_is_each_channels_sample_furthest_from_the_expected_curve
 
 def test_describe_channels_adds_the_peaks_only_when_given_and_finite() -> None:
     tops = [{"name": "a", "share": 0.9}, {"name": "b", "share": 0.1}]
-    out = describe_channels(tops, ["a", "b"], [1.0, 2.0], [1.5, 2.0], {}, [0.2, float("nan")], [1.4, 2.0])
+    out = describe_channels(tops, ["a", "b"], {}, [1.0, 2.0], [1.5, 2.0], [0.2, float("nan")], [1.4, 2.0])
     assert out[0]["peak_measured"] == 0.2 and out[0]["peak_expected"] == 1.4
     assert "peak_measured" not in out[1] and out[1]["measured"] == 2.0
-    assert "peak_measured" not in describe_channels(tops, ["a", "b"], [1.0, 2.0], [1.5, 2.0], {})[0]
+    assert "peak_measured" not in describe_channels(tops, ["a", "b"], {}, [1.0, 2.0], [1.5, 2.0])[0]
