@@ -198,7 +198,8 @@ def run(config_file: str | None, **flags: Any) -> None:
 @click.option("--topic-prefix", default=None, help="The daemons' topics.prefix (site-1: site-1/alerts/{device}); "
               "put in front of the alert topic as `edgewatch run --topic-prefix` does.")
 @click.option("--states/--no-states", "--state/--no-state", "state", default=False, show_default=True,
-              help="Also show the per-device state documents (retained; rows marked 'state').")
+              help="Also show the per-device state documents (retained): in alarm or not (rows marked 'state') "
+              "and the operating state, running, stopped, settling or out_of_distribution (rows marked 'operating').")
 @click.option("--sensors/--no-sensors", default=False, show_default=True,
               help="Also show sensor faults (a channel missing, stuck or out of range, a device stale; health.sensor_topic; "
               "rows marked 'sensor'), which are kept apart from process alerts.")

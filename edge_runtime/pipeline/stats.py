@@ -57,6 +57,7 @@ COUNTERS = (
     "samples_settling",  # samples in the settling time after a start: not windowed
     "state_changes",  # operating state changes published (running, stopped, settling, out_of_distribution)
     "out_of_distribution",  # devices reported out_of_distribution (most channels out of range; alerts.ood_windows)
+    "range_excursions",  # most channels out of range at once on a device that had run in range: scored, no range alerts
     "windows_out_of_distribution",  # windows not scored, or scored without alerts, while out of distribution
     "ranges_learnt",  # devices whose normal range was learnt on site over their warm-up (input.warmup)
     "partitions_taken",  # NATS group: partitions this worker was pinned to (after a start, a failover or a rebalance)

@@ -12,11 +12,17 @@ stuck within its span; out of range too with ``health.range_excludes``: an out-o
 stays in the process score by default) or not at all while the device is ``degraded`` or ``out_of_distribution``.
 
 Out of distribution: when more than ``health.degraded_share`` of a device's channels (those screened out of the
-score too: they still say where the plant runs) are out of range at once, it is not that many sensors failing together but an operating point far from anything in training
-(another site, another product, a recording of another session). The device is then reported once as
-``out_of_distribution`` (retained, on the operating topic), raises no per-channel ``out_of_range`` alerts (those
-raised are cleared with that reason) and is not scored, until no more than that share is out of range for
-:data:`BACK_IN_WINDOWS` windows' worth of samples in a row. Messages to publish (sensor alerts,
+score too: they still say where the plant runs) are out of range at once, it is not that many sensors failing
+together. Before the device has run inside the range (:data:`BACK_IN_WINDOWS` windows' worth of samples in a row
+with no more than that share out) since it started (first seen by this daemon, or running again after a stop), it is
+an operating point far from anything in training (another site, another product, a recording of another session):
+the device is reported once as ``out_of_distribution`` (retained, on the operating topic), raises no per-channel
+``out_of_range`` alerts (those raised are cleared with that reason) and is not scored, until no more than that share
+is out of range for :data:`BACK_IN_WINDOWS` windows' worth of samples in a row. A device that had run in range and
+then leaves it on most channels at once is a *process excursion* (a trip, a burst line, a fault that moves the whole
+plant): it stays scored, so the process alert raises and names the channels, and it raises no per-channel
+``out_of_range`` alerts either (those raised are cleared with reason ``process_excursion``; counted
+``range_excursions``, a warning logged) until it is back in range as above. Messages to publish (sensor alerts,
 retained health and operating documents) collect in :attr:`SensorHealth.outbox`; the ingest sends them outside
 its lock.
 """
@@ -54,14 +60,15 @@ log = logging.getLogger(__name__)
 
 BACK_IN_WINDOWS = 2  # out_of_distribution ends after this many windows' worth of samples mostly in range
 DEGRADED, OOD = "degraded", OUT_OF_DISTRIBUTION  # why a device's windows are not scored
+EXCURSION = "process_excursion"  # most channels out of range on a device that had run in range: scored
 CHECK_EVERY = 16  # plain single samples checked in blocks of at most this many (or at each window)
 
 
 class DeviceHealth:
     """One device's checks and how long ago each channel was last excluded (for the window's mask)."""
 
-    __slots__ = ("base", "checks", "clean", "last_t", "calm", "ood", "back", "back_since", "learning", "seen_lo",
-                 "seen_hi", "seen_n", "seen_t0")
+    __slots__ = ("base", "checks", "clean", "last_t", "calm", "ood", "excursion", "back", "back_since", "in_range",
+                 "learning", "seen_lo", "seen_hi", "seen_n", "seen_t0")
 
     def __init__(self, limits: HealthLimits, window: int, learning: bool = False) -> None:
         self.base = limits  # the model's limits this device was set up for (a reload replaces them)
@@ -74,7 +81,11 @@ class DeviceHealth:
         self.clean = np.full(limits.n_channels, window, dtype=np.int64)  # (C,) samples since last excluded
         self.last_t = float("nan")  # the last sample time checked
         self.calm = False  # all ok, nothing raised, excluded, degraded or stale, its document says so
-        self.ood = False  # out_of_distribution: most scored channels out of range at once
+        self.ood = False  # out_of_distribution: most channels out of range at once, since the device started
+        self.excursion = False  # most channels out of range at once after running in range: still scored
+        # samples in a row with no more than degraded_share out of range since the device started, up to
+        # BACK_IN_WINDOWS windows: then it has run in distribution, and leaving the range is a process excursion
+        self.in_range = 0
         self.back = 0  # while ood: samples in a row with no more than degraded_share out of range
         self.back_since = float("nan")  # the first of them
 
@@ -127,7 +138,10 @@ class SensorHealth:
     def _device(self, ring: RingWindow) -> DeviceHealth:
         dh = ring.health
         if not isinstance(dh, DeviceHealth) or dh.base is not self.limits:  # new, or made for the old model
+            old = dh
             dh = ring.health = DeviceHealth(self.limits, self.window, self.warmup.on)
+            if isinstance(old, DeviceHealth):  # a reload: a device that ran in range still did
+                dh.in_range = old.in_range
         return dh
 
     # -- checks ------------------------------------------------------------------------------------------
@@ -153,30 +167,32 @@ class SensorHealth:
         ring.check_every = self.quiet_every if checks.quiet else self.check_every
         if dh.calm and (got is None or (checks.settled and not got.any())):  # the common case: nothing to say
             dh.last_t = float(ts[-1])
+            self._ran_in_range(dh, len(ts))
             return
         codes = np.zeros(values.shape, np.uint8) if got is None else got
         flat_runs, miss_runs, out_runs, inside = (None, None, None, None) if got is None else (
             checks.flat_runs, checks.miss_runs, checks.out_runs, checks.inside_before)
         if dh.learning:
             codes = self._learn_range(device, dh, ts, values, codes)
-        exc = left_out(codes, flat_runs, checks.limits, self.cfg.range_excludes)
-        if exc.any():
-            n = codes.shape[0]
-            last = n - 1 - np.argmax(exc[::-1], axis=0)  # the last excluded sample of each channel
-            dh.clean = np.where(exc.any(axis=0), n - 1 - last, dh.clean + n)
-        else:
-            dh.clean += codes.shape[0]
         st = self.alerts.devices.get(device)
         if st is not None and st.stale:
             self._out_alerts(self.alerts.set_stale(device, False, float(ts[0]), self.model_id))
         period = self.period_s or self._spacing(dh, ts)
         dh.last_t = float(ts[-1])
         alerting = self._distribution(device, dh, ts, codes)
+        # left out of the score: by the codes alerted on (a channel out of range with most others is no fault)
+        exc = left_out(alerting, flat_runs, checks.limits, self.cfg.range_excludes)
+        if exc.any():
+            n = codes.shape[0]
+            last = n - 1 - np.argmax(exc[::-1], axis=0)  # the last excluded sample of each channel
+            dh.clean = np.where(exc.any(axis=0), n - 1 - last, dh.clean + n)
+        else:
+            dh.clean += codes.shape[0]
         self._out_alerts(self.alerts.update(device, ts, alerting, values, self.model_id, flat_runs, miss_runs,
                                             period, out_runs, inside))
         self._out_health(device, dh)
         st = self.alerts.devices[device]
-        dh.calm = not (codes[-1].any() or st.stale or st.degraded or dh.ood or dh.learning or not checks.settled
+        dh.calm = not (codes[-1].any() or st.stale or st.degraded or dh.ood or dh.excursion or dh.learning or not checks.settled
                        or any(r.raised or r.above for r in st.runs) or (dh.clean < self.window).any())
 
     def _learn_range(self, device: str, dh: DeviceHealth, ts: np.ndarray, values: np.ndarray,
@@ -205,27 +221,45 @@ class SensorHealth:
         masked: np.ndarray = np.where(codes == OUT_OF_RANGE, np.uint8(OK), codes)
         return masked
 
+    def _ran_in_range(self, dh: DeviceHealth, n: int) -> None:
+        """``n`` more samples with no more than ``degraded_share`` of the channels out of range."""
+        if dh.in_range < BACK_IN_WINDOWS * self.window:
+            dh.in_range += n
+
     def _distribution(self, device: str, dh: DeviceHealth, ts: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Enter or leave ``out_of_distribution`` over this block (codes (n, C)); the codes to alert on (its
-        ``out_of_range`` left out while the device is, or was in this block, out of distribution)."""
-        if not (dh.ood or (codes == OUT_OF_RANGE).any()):
+        """Enter or leave ``out_of_distribution`` or a process excursion over this block (codes (n, C)); the codes
+        to alert on (its ``out_of_range`` left out while the device is, or was in this block, in either)."""
+        if not (dh.ood or dh.excursion or (codes == OUT_OF_RANGE).any()):
+            self._ran_in_range(dh, len(ts))
             return codes
         out_now = codes == OUT_OF_RANGE  # every channel: one screened out of the score still says where the plant runs
         far = out_now.sum(axis=1) > self.cfg.degraded_share * codes.shape[1]
-        was = dh.ood
-        if not was:
+        if not (dh.ood or dh.excursion):
             if not far.any():
+                self._ran_in_range(dh, len(ts))
                 return codes
             i = int(np.argmax(far))
-            dh.ood, dh.back = True, 0
+            self._ran_in_range(dh, i)
+            dh.back = 0
             out = [self.channels[j] for j in np.flatnonzero(out_now[i]).tolist()]
-            reason = (f"{len(out)} of {len(self.channels)} channels outside the range seen in training at once "
-                      f"({', '.join(out)}): an operating point far from training, not failing sensors; not scored "
-                      f"and no out_of_range sensor alerts until no more than {self.cfg.degraded_share:g} of them are "
-                      f"out of range for {BACK_IN_WINDOWS * self.window} samples in a row")
-            self.stats.incr("out_of_distribution")
-            self._operating(device, OOD, float(ts[i]), reason)
-            self._out_alerts(self.alerts.clear_kind(device, "out_of_range", float(ts[i]), OOD, self.model_id))
+            what = f"{len(out)} of {len(self.channels)} channels outside the range seen in training at once " \
+                   f"({', '.join(out)})"
+            until = (f"until no more than {self.cfg.degraded_share:g} of them are out of range for "
+                     f"{BACK_IN_WINDOWS * self.window} samples in a row")
+            if dh.in_range >= BACK_IN_WINDOWS * self.window:  # it ran in range: the process moved, not the site
+                dh.excursion = True
+                self.stats.incr("range_excursions")
+                self.rl.log(logging.WARNING, "range_excursion", "device %s: %s after running in range: a process "
+                            "excursion, still scored (its process alert names the channels); no out_of_range "
+                            "sensor alerts %s", device, what, until)
+                reason = EXCURSION
+            else:
+                dh.ood = True
+                self.stats.incr("out_of_distribution")
+                self._operating(device, OOD, float(ts[i]), f"{what}: an operating point far from training, not "
+                                f"failing sensors; not scored and no out_of_range sensor alerts {until}")
+                reason = OOD
+            self._out_alerts(self.alerts.clear_kind(device, "out_of_range", float(ts[i]), reason, self.model_id))
             far[:i] = True  # the run back in range counts from the entry on
         if far.any():
             last = int(len(far) - 1 - np.argmax(far[::-1]))
@@ -237,9 +271,14 @@ class SensorHealth:
                 dh.back_since = float(ts[0])
             dh.back += len(far)
         if dh.back >= BACK_IN_WINDOWS * self.window:
-            dh.ood = False
-            self._operating(device, RUNNING, dh.back_since, f"back within the range seen in training for "
-                            f"{dh.back} samples: scored again")
+            if dh.ood:
+                self._operating(device, RUNNING, dh.back_since, f"back within the range seen in training for "
+                                f"{dh.back} samples: scored again")
+            else:
+                self.rl.log(logging.INFO, "range_excursion_end", "device %s: back within the range seen in "
+                            "training for %d samples (the process excursion is over)", device, dh.back)
+            dh.ood = dh.excursion = False
+            dh.in_range = BACK_IN_WINDOWS * self.window
         masked: np.ndarray = np.where(codes == OUT_OF_RANGE, np.uint8(OK), codes)
         return masked
 
@@ -253,10 +292,14 @@ class SensorHealth:
 
     def state_changed(self, device: str, state: str, since: float, ring: RingWindow | None) -> None:
         """The operating-state gate reported ``state`` for ``device`` from ``since``: a device that runs again
-        while still out of distribution is reported so again (after the gate's ``running``)."""
-        if state == RUNNING and ring is not None:
-            dh = self._device(ring)
-            if dh.ood:
+        while still out of distribution is reported so again (after the gate's ``running``); one that stopped must
+        run in range again before leaving the range is a process excursion."""
+        if ring is None:
+            return
+        dh = self._device(ring)
+        if state != RUNNING:  # stopped or settling: when it runs again it may run at another operating point
+            dh.in_range = 0
+        elif dh.ood:
                 self._operating(device, OOD, since, "runs again, still out of distribution (its channels were "
                                 "out of range when it stopped)")
 
@@ -281,7 +324,7 @@ class SensorHealth:
         # (not counted as a fault): a run that goes on becomes out_of_range, and one that ends soon was a process
         # spike, still inside the next windows' span
         # (health.range_excludes) no range check while the range is learnt
-        pending = (dh.checks.out_run > 0) & (not dh.learning) & self.cfg.range_excludes
+        pending = (dh.checks.out_run > 0) & (not (dh.learning or dh.excursion)) & self.cfg.range_excludes
         if not np.count_nonzero(excluded):  # not .any(): microseconds on a (C,) array
             if self._degraded(device):
                 self._set_degraded(device, dh, False)

@@ -1,7 +1,9 @@
 """``edgewatch alerts``: subscribe to alert topics and show them (table on a tty, JSON lines when piped).
 
 One row per alert document. The retained per-device state documents (``alerts/{device}/state``) repeat what
-the alerts say, so they are shown only with ``--states``, and then marked ``state`` in the first column. Sensor
+the alerts say, so they are shown only with ``--states``, and then marked ``state`` in the first column; so are
+the operating states (``alerts/{device}/operating``: running, stopped, settling, out_of_distribution), marked
+``operating``. Sensor
 faults (``health/{device}/alerts``: a channel missing, stuck or out of range, a device stale) are kept apart from
 process alerts, and shown with ``--sensors``, marked ``sensor``.
 Columns: ``stream time`` is the alert's ``window_end`` (the sensor clock; a state has none), ``received``
@@ -38,9 +40,10 @@ from edge_runtime.service.mqtt import (
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
-ALERT, STATE, SENSOR = "alert", "state", "sensor"
+ALERT, STATE, SENSOR, OPERATING = "alert", "state", "sensor", "operating"
+OOD_CELL = "ood"  # out_of_distribution, in the 8-character state cell (the row's summary spells it out)
 # ANSI colours of the state cell on a terminal
-COLOURS = {RAISED: "\x1b[31;1m", CLEARED: "\x1b[32m", "update": "\x1b[33m"}
+COLOURS = {RAISED: "\x1b[31;1m", CLEARED: "\x1b[32m", "update": "\x1b[33m", OOD_CELL: "\x1b[31;1m"}
 RESET = "\x1b[0m"
 
 
@@ -50,7 +53,7 @@ class WatchError(Exception):
     exit_code = EXIT_UNAVAILABLE
 
 
-HEADER = (f"{'kind':<6}  {'stream time (UTC)':<19}  {'received (UTC)':<19}  {'device':<20} {'state':<8} "
+HEADER = (f"{'kind':<9}  {'stream time (UTC)':<19}  {'received (UTC)':<19}  {'device':<20} {'state':<8} "
           f"{'score':>9} {'thresh':>9} {'seq':>4}  summary (or top channels)")
 
 
@@ -72,10 +75,13 @@ def _num(v: Any) -> str:
 
 
 def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool = False, color: bool = False) -> str:
-    """One alert (``kind`` "alert") or state ("state") document as a table row under :data:`HEADER`."""
+    """One alert (``kind`` "alert"), state ("state"), operating state ("operating") or sensor fault ("sensor")
+    document as a table row under :data:`HEADER`."""
     state = str(doc.get("state", "?"))[:8]
     if kind == ALERT and doc.get("event") == "update":
         state = "update"  # schema 2: a raised alert whose top channels or severity changed
+    elif kind == OPERATING and doc.get("state") == "out_of_distribution":
+        state = OOD_CELL
     cell = f"{state:<8}"
     if color and state in COLOURS:
         cell = f"{COLOURS[state]}{cell}{RESET}"
@@ -84,6 +90,10 @@ def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool =
         value = "" if doc.get("value") is None else f" at {_num(doc.get('value'))}"
         what = f"{doc.get('channel') or 'device'} {doc.get('kind', '?')}"  # a stale device has no channel
         tail = f"{what}: {doc['reason']}" if doc.get("reason") else f"{what}{value}"
+    elif kind == OPERATING:  # since: the device time the state began at
+        stream, score, thr = doc.get("since"), "-", "-"
+        tail = f"{doc.get('state', '?')}" + (f": {doc['reason']}" if doc.get("reason") else "")
+        tail = ("retained, " if retained else "") + tail.replace("\n", " ")[:200]
     elif kind == ALERT:
         stream, score, thr = doc.get("window_end"), _num(doc.get("score")), _num(doc.get("threshold"))
         tops = doc.get("top_channels")
@@ -96,7 +106,7 @@ def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool =
     else:
         stream, score, thr = None, "-", "-"
         tail = ("retained, " if retained else "") + f"since {fmt_time(doc.get('since'))} (daemon clock)"
-    return (f"{kind:<6}  {fmt_time(stream):<19}  {fmt_time(received):<19}  {str(doc.get('device', '?'))[:20]:<20} "
+    return (f"{kind:<9}  {fmt_time(stream):<19}  {fmt_time(received):<19}  {str(doc.get('device', '?'))[:20]:<20} "
             f"{cell} {score:>9} {thr:>9} {doc.get('seq', '')!s:>4}  {tail}")
 
 
@@ -218,11 +228,11 @@ def watch_alerts(
     timeout: float = 0.0,
     notify: Callable[[str], None] | None = None,
 ) -> int:
-    """Subscribe to ``cfg.alert_topic`` (with ``include_state`` the state topic, with ``include_sensors`` the
-    sensor-fault topic ``cfg.sensor_topic``); show each document.
+    """Subscribe to ``cfg.alert_topic`` (with ``include_state`` the state and operating topics, with
+    ``include_sensors`` the sensor-fault topic ``cfg.sensor_topic``); show each document.
 
     ``emit(topic, doc, kind, received, retained)`` is called once per shown document (``kind``: "alert",
-    "state" or "sensor", ``received`` epoch s). Returns after ``count`` shown documents (0: no limit) or ``timeout``
+    "state", "operating" or "sensor", ``received`` epoch s). Returns after ``count`` shown documents (0: no limit) or ``timeout``
     seconds (0: none) with the number shown. Malformed messages are skipped, counted and noted through
     ``notify(line)`` (default: a log warning), as are later disconnects (retried with backoff).
     Raises :class:`WatchError` when the first connection fails (refused, unreachable, bad login, TLS,
@@ -232,14 +242,16 @@ def watch_alerts(
     inbox: queue.Queue[tuple[str, bytes, bool, float]] = queue.Queue()
     filters = [(cfg.alert_topic.replace("{device}", "+"), 1)]
     state_filter = cfg.state_topic.replace("{device}", "+")
+    operating_filter = cfg.operating_topic.replace("{device}", "+")
     if include_state:
-        filters.append((state_filter, 1))
+        filters += [(state_filter, 1), (operating_filter, 1)]
     sensor_filter = cfg.sensor_topic.replace("{device}", "+")
     if include_sensors:
         filters.append((sensor_filter, 1))
     sub = Subscription(cfg, filters, lambda t, p, r: inbox.put((t, p, r, time.time())), notify).start()
     skips = SkipLog(notify)
-    kind_of = _kind_of(cfg.alert_topic, state_filter, sensor_filter if include_sensors else None)
+    kind_of = _kind_of(cfg.alert_topic, state_filter, sensor_filter if include_sensors else None,
+                       operating_filter if include_state else None)
     try:
         return _consume(inbox, emit, count, timeout, kind_of, skips)
     finally:
@@ -254,14 +266,17 @@ def _matches(topic: str, filt: str) -> bool:
     return len(parts) == len(levels) and all(lv in ("+", p) for p, lv in zip(parts, levels, strict=True))
 
 
-def _kind_of(alert_template: str, state_filter: str, sensor_filter: str | None = None) -> Callable[[str], str]:
-    """``topic -> "sensor" | "state" | "alert"``: the sensor filter's topics first, then the state filter's by the
-    number of levels and its literal levels."""
+def _kind_of(alert_template: str, state_filter: str, sensor_filter: str | None = None,
+             operating_filter: str | None = None) -> Callable[[str], str]:
+    """``topic -> "sensor" | "operating" | "state" | "alert"``: the sensor and operating filters' topics first,
+    then the state filter's by the number of levels and its literal levels."""
     levels = state_filter.split("/")
 
     def kind(topic: str) -> str:
         if sensor_filter is not None and _matches(topic, sensor_filter):
             return SENSOR
+        if operating_filter is not None and _matches(topic, operating_filter):
+            return OPERATING
         parts = topic.split("/")
         if len(parts) == len(levels) and all(lv in ("+", p) for p, lv in zip(parts, levels, strict=True)) \
                 and len(levels) != len(alert_template.split("/")):

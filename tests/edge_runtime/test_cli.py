@@ -116,7 +116,7 @@ def test_help_lists_registered_commands_and_hides_no_password_flag() -> None:
 
 def test_format_row_is_a_readable_table_line() -> None:
     row = format_row(ALERT, "alert", 1.7e9)
-    assert row.startswith("alert   2023-11-14 22:13:35") and "pump-1" in row and "raised" in row
+    assert row.startswith("alert      2023-11-14 22:13:35") and "pump-1" in row and "raised" in row
     assert "1.234" in row and "Pressure 80%" in row
     assert len(HEADER.split()) >= 6
 

@@ -15,6 +15,7 @@ from edge_runtime.pipeline.stats import Stats
 from edge_runtime.service.ingest import Ingest
 from edge_runtime.service.model import load_model
 from tests.edge_runtime.onnx_models import write_health_model
+from tests.edge_runtime.schema_check import errors, load
 
 T0 = 1_700_000_000.0
 CH = ["a", "b", "c", "d"]
@@ -145,12 +146,53 @@ def test_most_channels_out_of_range_at_once_is_one_out_of_distribution_report_no
 def test_a_channel_raised_out_of_range_is_cleared_when_the_device_turns_out_of_distribution(model) -> None:
     ing, sent, _ = _ingest(model)
     x = _normal(60)
-    x[10:, 0] += 20.0  # a first, alone: a sensor fault
-    x[30:, 1:3] += 20.0  # then b and c too: the plant is elsewhere
+    x[6:, 0] += 20.0  # a first, alone, before the device ran in range for two windows (16 samples): a sensor fault
+    x[12:, 1:3] += 20.0  # then b and c too: the plant is elsewhere
     _feed(ing, "p", x)
     sensor = [(d["state"], d["channel"], d.get("reason", "")) for d in _topic(sent, "health/p/alerts")]
     assert sensor == [("raised", "a", ""), ("cleared", "a", "out_of_distribution")]
     assert [d["state"] for d in _topic(sent, "alerts/p/operating")] == ["out_of_distribution"]
+    assert [errors(d, load("sensor_alert.schema.json")) for d in _topic(sent, "health/p/alerts")] == [[], []]
+
+
+@pytest.mark.parametrize("range_excludes", [False, True])
+def test_a_device_that_ran_in_range_and_leaves_it_on_most_channels_is_scored_as_a_process_excursion(
+        model, range_excludes: bool) -> None:
+    """Not an unknown operating point: the process moved (a trip, a burst line). The windows stay scored, whole,
+    so the process alert raises and names the channels; the channels are not reported as failing sensors."""
+    ing, sent, put = _ingest(model, range_excludes=range_excludes)
+    x = _normal(140)
+    x[30:, 0] += 20.0  # a alone, after 30 samples in range: a sensor fault
+    x[40:90, 1:3] += 20.0  # then b and c too, for 50 samples: the process left the range
+    x[90:, 0] -= 20.0
+    x[120:, 3] = 30.0  # back in range for 30 samples (> 16), then d alone: a sensor fault again
+    _feed(ing, "p", x)
+    sensor = [(d["state"], d["channel"], d.get("reason", "")) for d in _topic(sent, "health/p/alerts")]
+    assert sensor == [("raised", "a", ""), ("cleared", "a", "process_excursion"), ("raised", "d", "")]
+    assert [errors(d, load("sensor_alert.schema.json")) for d in _topic(sent, "health/p/alerts")] == [[], [], []]
+    assert _topic(sent, "alerts/p/operating") == []  # the device runs: no operating state changes
+    assert ing.stats.counts["range_excursions"] == 1 and ing.stats.counts["out_of_distribution"] == 0
+    assert ing.stats.counts["windows_out_of_distribution"] == 0 and ing.stats.counts["windows_degraded"] == 0
+    assert sum(it.n for it in put) == (140 - 8) // 4 + 1  # every window scored
+    inside = [it for it in put if it.t_end[0] >= T0 + 48 and it.t_end[-1] <= T0 + 89]  # a left out before 40
+    assert inside and all(it.excluded is None or not it.excluded.any() for it in inside)  # with a, b and c
+    assert all(h["out_of_distribution"] is False for h in _topic(sent, "health/p"))
+
+
+def test_a_device_that_stopped_must_run_in_range_again_before_an_excursion(model) -> None:
+    """After a stop the machine may start at another operating point: far out from its restart is
+    out_of_distribution again, not an excursion."""
+    ing, sent, _ = _ingest(model)
+    x = _normal(40)
+    _feed(ing, "p", x)
+    assert ing.health is not None
+    ing.health.state_changed("p", "stopped", T0 + 40, ing.store.devices["p"])
+    ing.health.state_changed("p", "running", T0 + 50, ing.store.devices["p"])
+    y = _normal(40, seed=3)
+    y[:, :3] += 20.0
+    _feed(ing, "p", y, start=50)
+    assert [d["state"] for d in _topic(sent, "alerts/p/operating")] == ["out_of_distribution"]
+    assert ing.stats.counts["range_excursions"] == 0
 
 
 def test_a_spike_shorter_than_the_range_hold_stays_in_the_process_score(model) -> None:

@@ -114,6 +114,36 @@ def test_rows_put_stream_and_receive_time_in_their_own_columns() -> None:
     assert "\x1b[" not in alert and format_row(ALERT, "alert", 1.9e9, color=True).count(RESET) == 1
 
 
+OPERATING = {"schema_version": 1, "device": "pump-1", "state": "out_of_distribution", "since": 1.7e9,
+             "reason": "5 of 8 channels outside the range seen in training at once", "scored": False,
+             "instance": "gw", "model_id": "m", "time": 1.8e9}
+
+
+def test_states_show_the_operating_state_too_marked_operating(mosquitto) -> None:
+    """An out_of_distribution device is not scored: with --states the operator sees why."""
+    pub = Publisher(mosquitto.port)
+    pub.client.publish("alerts/pump-1/operating", json.dumps(OPERATING), qos=1, retain=True).wait_for_publish(5)
+    pub.close()
+    try:
+        t, got, seen, _ = _watch(mosquitto.url, count=1, timeout=3)
+        t.join(10)
+        assert seen == [0]  # not without include_state
+        t, got, seen, _ = _watch(mosquitto.url, include_state=True, count=1, timeout=15)
+        t.join(15)
+        assert seen == [1]
+        topic, doc, kind, _, retained = got[0]
+        assert (topic, kind, retained, doc["state"]) == ("alerts/pump-1/operating", "operating", True,
+                                                          "out_of_distribution")
+    finally:
+        pub = Publisher(mosquitto.port)
+        pub.client.publish("alerts/pump-1/operating", b"", qos=1, retain=True).wait_for_publish(5)
+        pub.close()
+    row = format_row(OPERATING, "operating", 1.9e9, retained=True, color=True)
+    col = HEADER.index("stream time")
+    assert row.startswith("operating") and row[col:col + 19] == "2023-11-14 22:13:20"  # since, device time
+    assert "\x1b[31;1mood" in row and "retained, out_of_distribution: 5 of 8 channels outside" in row
+
+
 @pytest.mark.slow  # three runs of the command, 1.5 s each plus start-up
 def test_the_command_piped_prints_json_lines_and_exits_cleanly_on_timeout(mosquitto) -> None:
     pub = Publisher(mosquitto.port)
@@ -191,7 +221,7 @@ def test_sensor_faults_only_with_sensors_marked_and_named_by_channel(mosquitto) 
         assert kinds == ([("health/pump-1/alerts", "sensor"), ("alerts/pump-1", "alert")] if include
                          else [("alerts/pump-1", "alert")])
     row = format_row(SENSOR, "sensor", 1.8e9)
-    assert row.startswith("sensor  2023-11-14 22:13:20") and row.endswith("Pressure stuck at 4.2")
+    assert row.startswith("sensor     2023-11-14 22:13:20") and row.endswith("Pressure stuck at 4.2")
     assert row.index("2023") == HEADER.index("stream time")  # in the column under its header
     stale = format_row({**SENSOR, "channel": None, "kind": "stale", "value": None}, "sensor", 1.8e9)
     assert stale.endswith("device stale") and "None" not in stale
