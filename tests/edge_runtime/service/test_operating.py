@@ -141,3 +141,22 @@ def test_a_device_out_of_range_on_most_channels_is_out_of_distribution_across_a_
     assert not [t for t, *_ in link.sent if t == "health/d1/alerts"]  # and no out_of_range sensor alert
     assert stats.counts["windows_out_of_distribution"] > 0 and stats.counts["windows_degraded"] == 0
     assert stats.counts["windows_scored"] > 0  # scored again at the end
+
+
+def test_a_running_device_that_leaves_the_range_on_most_channels_raises_its_process_alert(tmp_path: Path) -> None:
+    """The trial's case: a device scored normally, then three of its four channels far out of range at once (a
+    trip). It stays scored, so the process alert raises and names them; no operating state, no range alerts."""
+    ranges = {"fill": {"method": "ffill", "limit_samples": 2}, "channels": {
+        c: {"min": -2.0, "max": 2.0, "margin": 0.0} for c in make_metadata().channels}}
+    stats, ingest, inline, link = make_parts(tmp_path, states=False, health=ranges)
+    x = series(160)
+    x[80:, [0, 2, 3]] = 8.0 + 5.0 * x[80:, [0, 2, 3]]  # after 80 samples in range: far out, and wilder
+    feed(ingest, x)
+    inline.drain()
+    assert operating(link) == []
+    raised = [doc for t, doc, *_ in link.sent if t == "alerts/d1" and doc["event"] == "raise"]
+    assert len(raised) == 1 and raised[0]["window_end"] >= 1_700_000_000.0 + 80
+    named = {c["name"] for c in raised[0]["top_channels"]}
+    assert named and named <= {make_metadata().channels[i] for i in (0, 2, 3)}
+    assert not [t for t, *_ in link.sent if t == "health/d1/alerts"]
+    assert stats.counts["range_excursions"] == 1 and stats.counts["windows_out_of_distribution"] == 0
