@@ -42,6 +42,7 @@ COUNTERS = (
     "pin_refused",  # models refused because they break the pin (model.channels / window / family): kept serving the old one
     "devices_evicted",  # removed to keep max_devices
     "devices_expired",  # removed after device_idle_s without data
+    "stale_checks_paused",  # input link outages with devices known: stale checks and idle expiry paused, then a grace
     "gaps",  # window restarts after a time gap
     "instance_conflicts",  # online statuses of this instance name from another daemon (a clone)
     "clock_resets",  # devices whose clock jumped back for good (clock_reset_after samples): window restarted

@@ -134,7 +134,8 @@ class Daemon:
         self.housekeeping = Housekeeping(cfg, self.scorer, self.batching, self.publisher, self.stats_doc,
                                          self._status_message, self._stop,
                                          stats_topic=format_topic(cfg.stats_topic, instance=self.instance),
-                                         link_alive=self.link.network_alive, on_fatal=self._fatal)
+                                         link_alive=self.link.network_alive, on_fatal=self._fatal,
+                                         link_up=self.link.connected.is_set)
         if cfg.rollout:
             self.rollout = self._make_rollout(configured)
         self._rl = RateLimitedLog(log, 10.0)

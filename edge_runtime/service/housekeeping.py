@@ -1,5 +1,10 @@
 """The housekeeping thread: the stats tick, idle-device expiry, the model file watch and reload, the inline sweep.
 
+While the input link is down (the broker unreachable), no device can be heard: the stale checks and idle expiry
+pause, and after the reconnect each device gets the stale limit (expiry: at least :data:`EXPIRY_GRACE_S`) to send
+again before it is ``stale`` or expired, so a broker outage raises no ``stale`` sensor alert for devices that
+carry on (``stale_checks_paused`` counts the outages).
+
 A model reload (SIGHUP or a changed file) loads and validates the new file first (contract, test run, the
 pin) and keeps the old model on any error (counted, logged, reported in the status document's
 ``last_refused``); windows are kept when W and C are unchanged, else every device restarts (a raised
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_S = 5.0  # the per-device thresholds file is written at most this often (and at stop)
 STALE_CHECK_S = 1.0  # how often devices are checked for staleness (health.stale_after_s)
+EXPIRY_GRACE_S = 60.0  # after the link is back, idle expiry waits at least this long (devices resend first)
 
 
 class Batching(Protocol):
@@ -61,6 +67,7 @@ class Housekeeping:
     link_alive: Callable[[], bool] | None = None
     on_fatal: Callable[[str], None] | None = None
     rollout_tick: Callable[[float], None] | None = None  # fleet rollout's work (edge_runtime/service/rollout.py)
+    link_up: Callable[[], bool] | None = None  # is the input link connected now? (None: always)
 
     def __post_init__(self) -> None:
         self.ingest: Ingest = self.scorer.ingest
@@ -70,6 +77,8 @@ class Housekeeping:
         self._watch_sig: FileSignature | None = (
             self.scorer.model.signature if self._watched_path == self.scorer.model.path else self._stat_watched())
         self.last_refused: dict[str, Any] | None = None  # the last model refused: what, reason, time
+        self._down_at: float | None = None  # when the input link went down (monotonic), None while up
+        self._stale_from = self._expire_from = 0.0  # no stale check / expiry before these (after a reconnect)
 
     def run(self) -> None:
         cfg = self.cfg
@@ -86,6 +95,7 @@ class Housekeeping:
                     self.on_fatal("the MQTT network thread has ended: no more input or reconnects")
                 return
             self.batching.sweep(now)
+            up = self._link_watch(now)
             self.publisher.pace()  # retry held alerts/states, send paced discovery
             self.publisher.send(self.scorer.discovery_event("sweep", now))  # Home Assistant: stale -> unavailable
             if self.rollout_tick is not None:
@@ -98,16 +108,36 @@ class Housekeeping:
                 self.check_file()
             if now >= next_stale:  # sensor health: devices quiet for the stale limit
                 next_stale = now + STALE_CHECK_S
-                self.ingest.check_stale(now)
+                if up and now >= self._stale_from:
+                    self.ingest.check_stale(now)
             if now >= next_expire:
                 next_expire = now + min(60.0, cfg.device_idle_s)
-                self.expire_idle(now)
+                if up and now >= self._expire_from:
+                    self.expire_idle(now)
             if now >= next_stats:
                 next_stats = now + cfg.stats_interval_s
                 self.publish_stats()
             if now >= next_save:  # per-device calibrations and feedback raises, when changed
                 next_save = now + SAVE_INTERVAL_S
                 self.scorer.thresholds.save()
+
+    def _link_watch(self, now: float) -> bool:
+        """Is the input link up? On its way down the stale checks and expiry pause; once it is back they wait for
+        the stale limit (expiry: at least :data:`EXPIRY_GRACE_S`) so that devices can be heard again."""
+        up = self.link_up is None or self.link_up()
+        if not up and self._down_at is None:
+            self._down_at = now
+            if self.ingest.store.devices:
+                self.stats.incr("stale_checks_paused")
+                log.warning("input link down: stale checks and idle expiry paused until it is back")
+        elif up and self._down_at is not None:
+            grace = self.ingest.stale_limit_s()
+            self._stale_from, self._expire_from = now + grace, now + max(grace, EXPIRY_GRACE_S)
+            if self.ingest.store.devices:
+                log.info("input link back after %.1f s: devices have %.0f s to send again before they are stale",
+                         now - self._down_at, grace)
+            self._down_at = None
+        return up
 
     def _rollout(self, now: float) -> None:
         assert self.rollout_tick is not None

@@ -258,6 +258,10 @@ class Ingest:
             self.health.check_stale(now, self.store)
         self._send_health()
 
+    def stale_limit_s(self) -> float:
+        """How long a device may be quiet before it is ``stale`` (0 with the sensor checks off)."""
+        return self.health.limits.stale_after_s if self.health is not None else 0.0
+
     def forget_health(self, device: str, reason: str) -> list[Outbound]:
         """A device left: its raised sensor alerts cleared (``reason``); the messages to send."""
         if self.health is None:

@@ -28,6 +28,7 @@ from tests.edge_runtime.onnx_models import (
     reference_scores,
     series,
     sliding_windows,
+    write_health_model,
     write_model,
 )
 
@@ -242,6 +243,33 @@ def test_broker_restart_reconnects_and_carries_on(mosquitto, tmp_path: Path) -> 
         assert first == (100 - W) // HOP + 1
         assert d.stats.counts["windows_scored"] == (200 - W) // HOP + 1  # the window carried across
         assert d.stats.drops == {}
+
+
+def test_a_broker_outage_longer_than_the_stale_limit_makes_no_device_stale(mosquitto, tmp_path: Path) -> None:
+    """No device can be heard while the broker is down: the stale checks pause, and after the reconnect each
+    device has the stale limit to send again. One that does is never stale; one that does not is, once."""
+    model = write_health_model(tmp_path / "m.onnx", CHANNELS4)
+    x = series(50, seed=3)
+    with running_daemon(mosquitto.url, model, stale_after_s=1.5) as d:
+        pub = Publisher(mosquitto.port)
+        for i in range(20):
+            for dev in ("a", "b"):
+                pub.send(f"sensors/{dev}/data", json.dumps({"ts": T0 + i, "values": x[i].tolist()}))
+        pub.close()
+        wait_until(lambda: d.stats.counts["messages"] >= 40, 10, "first samples")
+        mosquitto.restart(down_s=3.5)  # more than twice the stale limit
+        wait_until(lambda: d.link.connected.is_set(), 15, "reconnect")
+        col = Collector(mosquitto.port, ["health/+/alerts"])
+        pub = Publisher(mosquitto.port)
+        for i in range(20, 50):  # a carries on at once, for 4.5 s; b never comes back
+            pub.send("sensors/a/data", json.dumps({"ts": T0 + i, "values": x[i].tolist()}))
+            time.sleep(0.15)
+        pub.close()
+        stale = [(doc["device"], doc["state"], doc["since"]) for _, doc in col.docs("health/")
+                 if doc["kind"] == "stale"]
+        col.close()
+        assert stale == [("b", "raised", T0 + 19)]  # dated at b's last sample
+        assert d.stats.sensor_faults == {"stale": 1} and d.stats.counts["stale_checks_paused"] == 1
 
 
 def test_hot_reload_good_and_bad(mosquitto, tmp_path: Path, caplog) -> None:
