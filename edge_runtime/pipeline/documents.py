@@ -135,9 +135,10 @@ def _num_or_none(v: float) -> float | None:
 
 def sensor_alert_doc(device: str, channel: str | None, kind: str, state: str, alert_id: str, raised_alert_id: str,
                      seq: int, since: float, at: float, value: float, last_good: float, last_good_time: float,
-                     now: float, model_id: str, instance: str, reason: str = "") -> dict[str, Any]:
-    """A sensor-fault alert: ``channel`` (None: the whole device, ``stale``) in fault ``kind`` since ``since``
-    was ``raised`` or ``cleared`` at the sample stamped ``at``; NaN numbers are ``null``."""
+                     now: float, model_id: str, instance: str, reason: str = "", detail: str = "") -> dict[str, Any]:
+    """A sensor-fault alert: ``channel`` (None: the whole device, ``stale`` or ``rejected``) in fault ``kind``
+    since ``since`` was ``raised`` or ``cleared`` at the sample stamped ``at``; NaN numbers are ``null``;
+    ``detail``: what is wrong, in words (a ``rejected`` raise)."""
     doc: dict[str, Any] = {
         "schema_version": SENSOR_SCHEMA_VERSION, "alert_id": alert_id, "raised_alert_id": raised_alert_id,
         "device": device, "channel": channel, "kind": kind, "state": state, "seq": seq,
@@ -146,6 +147,8 @@ def sensor_alert_doc(device: str, channel: str | None, kind: str, state: str, al
     }
     if reason:
         doc["reason"] = reason
+    if detail:
+        doc["detail"] = detail
     return doc
 
 

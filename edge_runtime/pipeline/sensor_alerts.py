@@ -28,6 +28,7 @@ from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, Run, hysteresis
 
 F64 = npt.NDArray[np.float64]
 STALE = "stale"
+REJECTED = "rejected"  # device-wide: its last messages were all dropped (wrong channels, not JSON, ...)
 
 
 @dataclass
@@ -46,6 +47,9 @@ class DeviceSensors:
     stale: bool = False
     stale_id: str = ""
     stale_since: float = float("nan")
+    rejected: bool = False
+    rejected_id: str = ""
+    rejected_since: float = float("nan")
     degraded: bool = False
     published: tuple[Any, ...] = field(default_factory=tuple)  # what the last health document said
 
@@ -172,12 +176,33 @@ class SensorAlerts:
         return [self._doc(device, None, STALE, CLEARED, self._id(), st.stale_id, st, st.stale_since, since,
                           float("nan"), float("nan"), float("nan"), now, model_id)]
 
+    def set_rejected(self, device: str, rejected: bool, at: float, model_id: str, detail: str = "",
+                     reason: str = "") -> list[dict[str, Any]]:
+        """The device's messages are all dropped (``rejected``: since ``at``, why in ``detail``) or it sent one
+        that decodes again (at ``at``), daemon clock: the device-wide alert."""
+        st = self._state(device)
+        if st.rejected == rejected:
+            return []
+        st.rejected = rejected
+        now = self._clock()
+        nan = float("nan")
+        if rejected:
+            st.rejected_id, st.rejected_since = self._id(), at
+            return [self._doc(device, None, REJECTED, RAISED, st.rejected_id, st.rejected_id, st, at, at, nan, nan,
+                              nan, now, model_id, detail=detail)]
+        return [self._doc(device, None, REJECTED, CLEARED, self._id(), st.rejected_id, st, st.rejected_since, at,
+                          nan, nan, nan, now, model_id, reason)]
+
+    def rejected_devices(self) -> list[str]:
+        """The devices with a raised ``rejected`` alert."""
+        return [d for d, st in self.devices.items() if st.rejected]
+
     def _doc(self, device: str, channel: str | None, kind: str, state: str, alert_id: str, raised_id: str,
              st: DeviceSensors, since: float, at: float, value: float, good: float, good_t: float, now: float,
-             model_id: str, reason: str = "") -> dict[str, Any]:
+             model_id: str, reason: str = "", detail: str = "") -> dict[str, Any]:
         st.seq += 1
         return sensor_alert_doc(device, channel, kind, state, alert_id, raised_id, st.seq, since, at, value, good,
-                                good_t, now, model_id, self.instance, reason)
+                                good_t, now, model_id, self.instance, reason, detail)
 
     def faults(self, device: str) -> list[dict[str, Any]]:
         """The raised sensor alerts of ``device``: channel (None: stale), kind, since, last good value."""
@@ -187,6 +212,8 @@ class SensorAlerts:
         out: list[dict[str, Any]] = []
         if st.stale:
             out.append({"channel": None, "kind": STALE, "since": _finite(st.stale_since), "last_good_value": None})
+        if st.rejected:
+            out.append({"channel": None, "kind": REJECTED, "since": _finite(st.rejected_since), "last_good_value": None})
         for j, kind in enumerate(st.kind):
             if kind:
                 out.append({"channel": self.channels[j], "kind": kind, "since": _finite(st.fault_since[j]),
@@ -208,6 +235,12 @@ class SensorAlerts:
         st.published = key
         return health_doc(device, self.channels, states, faults, excluded, degraded, st.stale, self._clock(),
                           model_id, self.instance, out_of_distribution)
+
+    def health_as_published(self, device: str, model_id: str) -> dict[str, Any] | None:
+        """:meth:`health_if_changed` after a device-wide fault changed: exclusions and flags as last published."""
+        st = self._state(device)
+        excluded, ood = (list(st.published[2]), bool(st.published[5])) if st.published else ([], False)
+        return self.health_if_changed(device, excluded, st.degraded, model_id, ood)
 
     def clear_kind(self, device: str, kind: str, at: float, reason: str, model_id: str) -> list[dict[str, Any]]:
         """Clear ``device``'s raised alerts of ``kind`` with ``reason`` (the sample at ``at``), their runs reset."""
@@ -233,6 +266,9 @@ class SensorAlerts:
         out = []
         if st.stale:
             out.append(self._doc(device, None, STALE, CLEARED, self._id(), st.stale_id, st, st.stale_since,
+                                 float("nan"), float("nan"), float("nan"), float("nan"), now, model_id, reason))
+        if st.rejected:
+            out.append(self._doc(device, None, REJECTED, CLEARED, self._id(), st.rejected_id, st, st.rejected_since,
                                  float("nan"), float("nan"), float("nan"), float("nan"), now, model_id, reason))
         for j, kind in enumerate(st.kind):
             if kind:

@@ -122,6 +122,8 @@ class Ingest:
             if self.health is not None:  # plain rows are checked in blocks of this many (after a reload too)
                 self.store.check_every = self.health.check_every
             self.states = state_gate(cfg, model, self.store.max_devices)
+        if self.health is not None and self.health.outbox:  # a reload cleared devices rejected by the old model
+            self._send_health()
 
 
     def device_cap(self, model: EdgeModel) -> int:
@@ -154,26 +156,37 @@ class Ingest:
         if not self.accepting:
             st.drop("shutdown")
             return
+        health = self.health
         with self.lock:
             try:
                 samples = self.decoder.decode(payload, time.time() if arrival is None else arrival)
             except DecodeError as exc:
                 st.drop(exc.reason)
                 self.rl.log(logging.WARNING, exc.reason, "device %s: %s", device, exc.detail)
-                return
-            store = self.store
-            gate = self.states
-            if gate is None:
-                res = self._push(device, samples, time.monotonic())
-            else:
-                res = self._gated(gate, device, samples, time.monotonic())
-            if res is store.one_accepted:  # the common case: one sample in, nothing else to count
-                st.counts["samples"] += 1
-                return
-            if self.health is not None and samples.row is not None and res.accepted and device in store.devices:
-                self.health.flush(device, store.devices[device])  # check_every plain rows wait: check them
-            if res.windows.shape[0]:  # under the lock: a reload's clear of the buffer cannot interleave
-                self._put(device, res.windows, res.t_start, res.t_end)
+                if health is None:
+                    return
+                health.rejected(device, exc.reason, exc.detail)
+                samples = None
+            if samples is not None:
+                # a device whose last messages were all dropped sends one that decodes: its rejected alert clears
+                cleared = bool(health is not None and health.rejects and health.input_accepted(device))
+                store = self.store
+                gate = self.states
+                if gate is None:
+                    res = self._push(device, samples, time.monotonic())
+                else:
+                    res = self._gated(gate, device, samples, time.monotonic())
+                if res is store.one_accepted and not cleared:  # the common case: one sample in, nothing to count
+                    st.counts["samples"] += 1
+                    return
+                if health is not None and samples.row is not None and res.accepted and device in store.devices:
+                    health.flush(device, store.devices[device])  # check_every plain rows wait: check them
+                if res.windows.shape[0]:  # under the lock: a reload's clear of the buffer cannot interleave
+                    self._put(device, res.windows, res.t_start, res.t_end)
+        if samples is None:  # dropped whole: the rejected alert, if it was raised now
+            if health is not None and health.outbox:
+                self._send_health()
+            return
         self._after(device, res)
 
     def _after(self, device: str, res: PushResult) -> None:

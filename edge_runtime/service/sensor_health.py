@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,6 +63,7 @@ BACK_IN_WINDOWS = 2  # out_of_distribution ends after this many windows' worth o
 DEGRADED, OOD = "degraded", OUT_OF_DISTRIBUTION  # why a device's windows are not scored
 EXCURSION = "process_excursion"  # most channels out of range on a device that had run in range: scored
 CHECK_EVERY = 16  # plain single samples checked in blocks of at most this many (or at each window)
+REJECTED_AFTER = 5  # a device whose messages are dropped this many times in a row (none decodes) is ``rejected``
 
 
 class DeviceHealth:
@@ -99,6 +101,9 @@ class SensorHealth:
         self.rl = rl
         self.instance = instance
         self.outbox: list[Outbound] = []
+        # devices whose last messages were all dropped: (how many in a row, the first one's time, wall clock),
+        # least recently rejected first, at most input.max_devices of them
+        self.rejects: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self.configure(model, strict=True)
 
     def configure(self, model: EdgeModel, strict: bool = False) -> None:
@@ -132,6 +137,10 @@ class SensorHealth:
             else np.ones(len(self.channels), dtype=bool)
         old = getattr(self, "alerts", None)
         if old is None or old.channels != self.channels:  # a reload with the same channels keeps raised alerts
+            if old is not None:  # devices rejected under the old model's channels may fit the new one
+                for device in old.rejected_devices():
+                    self._out_alerts(old.set_rejected(device, False, time.time(), self.model_id, reason="reload"))
+                self.rejects.clear()
             self.alerts = SensorAlerts(AlertPolicy(cfg.sensor_raise_after, cfg.sensor_clear_after), self.instance,
                                        self.channels)
 
@@ -143,6 +152,40 @@ class SensorHealth:
             if isinstance(old, DeviceHealth):  # a reload: a device that ran in range still did
                 dh.in_range = old.in_range
         return dh
+
+    # -- input that does not decode ---------------------------------------------------------------------
+    def rejected(self, device: str, reason: str, detail: str) -> None:
+        """A message of ``device`` was dropped (``reason``, ``detail``: the decoder's): :data:`REJECTED_AFTER` in a
+        row raise its device-wide ``rejected`` sensor alert, so a device that is never scored is seen as one."""
+        now = time.time()
+        n, first = self.rejects.pop(device, (0, now))
+        self.rejects[device] = (n + 1, first)
+        while len(self.rejects) > self.cfg.max_devices:
+            self.rejects.popitem(last=False)
+        if n + 1 == REJECTED_AFTER and len(self.alerts.devices) < 2 * self.cfg.max_devices:
+            self.rl.log(logging.WARNING, "device_rejected", "device %s: its last %d messages were all dropped "
+                        "(%s: %s): not scored until one decodes", device, REJECTED_AFTER, reason, detail)
+            self._out_alerts(self.alerts.set_rejected(device, True, first, self.model_id,
+                                                      f"{reason}: {detail}"[:300]))
+            self._out_rejected_health(device)
+
+    def input_accepted(self, device: str) -> bool:
+        """A message of ``device`` decoded (only called while :attr:`rejects` is not empty): its run of drops
+        ends, and a raised ``rejected`` alert clears. True when there is a message to send."""
+        if self.rejects.pop(device, None) is None:
+            return False
+        docs = self.alerts.set_rejected(device, False, time.time(), self.model_id)
+        self._out_alerts(docs)
+        if docs:
+            self._out_rejected_health(device)
+        return bool(docs)
+
+    def _out_rejected_health(self, device: str) -> None:
+        """The health document of a device whose ``rejected`` alert changed (it may have no window yet)."""
+        doc = self.alerts.health_as_published(device, self.model_id)
+        if doc is not None:
+            self.outbox.append(Outbound(format_topic(self.cfg.health_topic, device=device), to_json(doc), qos=1,
+                                        retain=True, bulk=True))
 
     # -- checks ------------------------------------------------------------------------------------------
     def check_block(self, device: str, ring: RingWindow, ts: np.ndarray, values: np.ndarray,

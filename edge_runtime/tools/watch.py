@@ -89,7 +89,8 @@ def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool =
         stream, score, thr = doc.get("since"), "-", "-"
         value = "" if doc.get("value") is None else f" at {_num(doc.get('value'))}"
         what = f"{doc.get('channel') or 'device'} {doc.get('kind', '?')}"  # a stale device has no channel
-        tail = f"{what}: {doc['reason']}" if doc.get("reason") else f"{what}{value}"
+        why = doc.get("reason") or doc.get("detail")  # why it cleared; what a rejected device sends wrong
+        tail = f"{what}: {why}" if why else f"{what}{value}"
     elif kind == OPERATING:  # since: the device time the state began at
         stream, score, thr = doc.get("since"), "-", "-"
         tail = f"{doc.get('state', '?')}" + (f": {doc['reason']}" if doc.get("reason") else "")

@@ -256,3 +256,45 @@ def test_with_a_warm_up_the_site_range_is_learnt_first_then_checked(model) -> No
     assert sensor == [("raised", "out_of_range", "d"), ("cleared", "out_of_range", "d")]
     assert sum(it.n for it in put) == (200 - 8) // 4 + 1  # every window handed on (d in the score: range_excludes off)
     assert ing.stats.counts["windows_degraded"] == 0
+
+
+def test_a_device_whose_messages_are_all_dropped_is_one_rejected_alert_until_one_decodes(model) -> None:
+    """Wrong channels (a firmware update, a wrong model): the drops are counted as before, and the device is
+    also seen as a fault of its own on health/{device}/alerts, not only in counters and the log."""
+    ing, sent, put = _ingest(model)
+    for i in range(8):
+        ing.handle("sensors/w/data", json.dumps({"ts": T0 + i, "values": [1.0, 2.0, 3.0]}).encode())
+        if i == 3:
+            assert _topic(sent, "health/w/alerts") == []  # four in a row: not yet
+    _feed(ing, "ok", _normal(10))  # another device carries on
+    (raised,) = _topic(sent, "health/w/alerts")
+    assert (raised["kind"], raised["state"], raised["channel"]) == ("rejected", "raised", None)
+    assert raised["detail"] == "wrong_channels: expected 4 values per sample, got 3"
+    assert ing.stats.drops == {"wrong_channels": 8} and ing.stats.sensor_faults == {"rejected": 1}
+    health = _topic(sent, "health/w")  # retained: the dashboard's health column shows it
+    assert health[-1]["state"] == "fault" and health[-1]["faults"][0]["kind"] == "rejected"
+    _feed(ing, "w", _normal(3), start=8)  # fixed
+    docs = _topic(sent, "health/w/alerts")
+    assert [(d["kind"], d["state"]) for d in docs] == [("rejected", "raised"), ("rejected", "cleared")]
+    assert docs[1]["raised_alert_id"] == raised["alert_id"] and docs[1]["seq"] > raised["seq"]
+    assert [errors(d, load("sensor_alert.schema.json")) for d in docs] == [[], []]
+    assert _topic(sent, "health/w")[-1]["state"] == "ok"
+    assert all(errors(h, load("health.schema.json")) == [] for h in _topic(sent, "health/w"))
+    assert not _topic(sent, "health/ok/alerts") and sum(it.n for it in put) == (10 - 8) // 4 + 1
+    ing.handle("sensors/w/data", b"not json")  # one bad message after good ones: counted, no alert
+    assert sum(ing.stats.drops.values()) == 9 and len(_topic(sent, "health/w/alerts")) == 2
+    assert ing.health is not None and ing.health.alerts.faults("w") == []
+
+
+def test_rejected_devices_are_bounded_and_cleared_by_a_reload_that_changes_the_channels(model, tmp_path: Path) -> None:
+    ing, sent, _ = _ingest(model, max_devices=3)
+    for d in range(10):
+        for i in range(5):
+            ing.handle(f"sensors/r{d}/data", json.dumps({"ts": T0 + i, "values": [1.0]}).encode())
+    assert ing.health is not None and len(ing.health.rejects) == 3  # the 3 most recently rejected
+    raised = {json.loads(m.payload)["device"] for m in sent if m.topic.endswith("/alerts")}
+    assert raised == {f"r{d}" for d in range(6)}  # the alert state stays within 2 x max_devices
+    other = load_model(write_health_model(tmp_path / "m5.onnx", CH + ["e"]), provider="cpu")
+    ing.configure(other, keep_windows=False)
+    cleared = [json.loads(m.payload) for m in sent if m.topic.endswith("/alerts")][6:]
+    assert {(d["state"], d.get("reason")) for d in cleared} == {("cleared", "reload")} and len(cleared) == 6

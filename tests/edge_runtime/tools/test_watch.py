@@ -227,3 +227,10 @@ def test_sensor_faults_only_with_sensors_marked_and_named_by_channel(mosquitto) 
     assert stale.endswith("device stale") and "None" not in stale
     cli = _alerts_cli(mosquitto.url, "--sensors", "--timeout", "1")
     assert cli.returncode == 0, cli.stderr
+
+
+def test_a_rejected_device_row_says_what_it_sends_wrong() -> None:
+    doc = {"device": "pump-9", "channel": None, "kind": "rejected", "state": "raised", "seq": 1, "since": 1.7e9,
+           "detail": "wrong_channels: expected 8 values per sample, got 5"}
+    row = format_row(doc, "sensor", 1.9e9)
+    assert row.endswith("device rejected: wrong_channels: expected 8 values per sample, got 5")
