@@ -16,6 +16,16 @@ one (same test) takes the larger factor; one unlike every earlier one is kept be
 every window. ``confirmed`` and ``ack`` change no threshold; every verdict is recorded
 (service/feedback_store.py) and exported as labelled data.
 
+**The last verdict on an alert wins** (:func:`standing`): an alert's raise, updates and clear are one episode,
+and its *judgement* is the last ``false_alarm`` or ``confirmed`` sent on any of them; ``ack`` (seen) leaves it
+as it was. A ``confirmed`` after a ``false_alarm`` withdraws that alert's raise: the device's raises are kept as
+the fold (:func:`apply_false_alarms`) of its standing :class:`FalseAlarm` s over what was settled before them,
+so a withdrawal gives exactly the raises the device would have without that verdict. A verdict the alert
+already has is a repeat (:func:`is_repeat`): accepted, it changes nothing. The feedback export labels data by
+the same rule (:func:`standing_verdicts`). A false alarm whose peak needs more than ``max_factor`` x the base
+(:func:`needed_factor`) is *capped*: windows like it that score above the capped threshold still alert, and
+only a retrained model (the episode's data as normal) can let them pass.
+
 Commands arrive as JSON on ``runtime.command_topic`` (only an operator account may write it: the broker's
 ACL, deploy/mosquitto/acl); each gets a reply on ``runtime.reply_topic``
 (edge_runtime/schemas/command.schema.json, reply.schema.json).
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +45,7 @@ import numpy.typing as npt
 from edge_runtime.pipeline.explain import excess
 
 VERDICTS = ("false_alarm", "confirmed", "ack")
+JUDGEMENTS = ("false_alarm", "confirmed")  # what an alert was; ack (seen) is neither
 COMMANDS = ("feedback", "recalibrate")
 REPLY_SCHEMA_VERSION = 1
 ACCEPTED, REFUSED = "accepted", "refused"
@@ -151,11 +163,17 @@ def current_factor(rule: FeedbackRule, r: ThresholdRaise | None, now: float) -> 
     return min(rule.max_factor, 1.0 + (r.factor - 1.0) * decay)
 
 
+def needed_factor(rule: FeedbackRule, base: float, peak: float) -> float:
+    """The factor over ``base`` that would let a false alarm peaking at ``peak`` pass (uncapped: above
+    ``rule.max_factor`` the raise is capped and windows like it still alert)."""
+    return peak * (1.0 + rule.margin) / base
+
+
 def after_false_alarm(rule: FeedbackRule, r: ThresholdRaise | None, base: float, peak: float,
                       now: float, signature: tuple[float, ...] = (), label: str = "") -> ThresholdRaise:
     """The raise after a false alarm that peaked at ``peak`` on a device of base threshold ``base`` (``r``:
     the earlier raise it is like, whose signature it keeps)."""
-    wanted = min(rule.max_factor, max(1.0, peak * (1.0 + rule.margin) / base))
+    wanted = min(rule.max_factor, max(1.0, needed_factor(rule, base, peak)))
     factor = max(wanted, current_factor(rule, r, now))
     if r is not None:
         signature, label = r.signature, r.label
@@ -183,6 +201,52 @@ def record_false_alarm(rule: FeedbackRule, raises: list[ThresholdRaise], base: f
     while len(out) > MAX_RAISES:
         out.pop(min(range(len(out) - 1), key=lambda j: current_factor(rule, out[j], now)))
     return out, len(out) - 1
+
+
+@dataclass(frozen=True)
+class FalseAlarm:
+    """A standing false-alarm verdict as the rule applied it: its alert (the episode's raise id), the device's
+    base threshold and the episode's peak then, when (epoch s), and its signature and label."""
+
+    alert_id: str
+    base: float
+    peak: float
+    time: float
+    signature: tuple[float, ...] = ()
+    label: str = ""
+
+
+def apply_false_alarms(rule: FeedbackRule, raises: list[ThresholdRaise], false_alarms: list[FalseAlarm],
+                       ) -> tuple[list[ThresholdRaise], int]:
+    """``raises`` after each of ``false_alarms`` in turn (:func:`record_false_alarm` at its own time, so the
+    fold without one of them is the raises as if it had never been sent). Returns the raises and the index of
+    the one the last false alarm set (-1: none)."""
+    out, i = list(raises), -1
+    for fa in false_alarms:
+        out, i = record_false_alarm(rule, out, fa.base, fa.peak, fa.time, fa.signature, fa.label)
+    return out, i
+
+
+def standing(previous: str, verdict: str) -> str:
+    """An alert's judgement after ``verdict`` when ``previous`` stood (``""``: none): the last ``false_alarm``
+    or ``confirmed`` wins; ``ack`` leaves it as it was."""
+    return verdict if verdict in JUDGEMENTS else previous
+
+
+def is_repeat(previous: str, acked: bool, verdict: str) -> bool:
+    """Whether ``verdict`` is one the alert already has (its judgement ``previous``; ``acked``: an ack was
+    sent): accepted, it changes nothing."""
+    return verdict == previous if verdict in JUDGEMENTS else acked
+
+
+def standing_verdicts(records: Iterable[dict[str, Any]], device: str = "") -> dict[str, dict[str, Any]]:
+    """Alert id -> the record of its judgement (:func:`standing` over the feedback log in its order; ``device``:
+    only its records); alerts with no ``false_alarm`` or ``confirmed`` are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("verdict") in JUDGEMENTS and (not device or r.get("device") == device):
+            out[str(r.get("alert_id"))] = r
+    return out
 
 
 def global_factor(rule: FeedbackRule, raises: list[ThresholdRaise], now: float) -> float:

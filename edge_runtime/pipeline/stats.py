@@ -49,9 +49,12 @@ COUNTERS = (
     "calibrations",  # devices whose warm-up set their own threshold (input.warmup)
     "calibrations_refused",  # warm-ups refused as anomalous against the model (the model's threshold kept)
     "drift_notices",  # drift notices published (a sustained shift of a device's scores; no threshold changed)
-    "feedback_false_alarms",  # false-alarm verdicts (each raised its device's threshold within the bounds)
+    "feedback_false_alarms",  # false-alarm verdicts applied (each raised its device's threshold within the bounds)
     "feedback_confirmed",  # confirmed-alarm verdicts
     "feedback_acks",  # acknowledgements
+    "feedback_withdrawn",  # false alarms withdrawn by a later confirmed on the same alert (its raise taken back)
+    "feedback_repeated",  # verdicts an alert already had: accepted, nothing changed (not counted above, not logged)
+    "feedback_capped",  # false alarms whose peak needs more than alerts.feedback_max_factor: windows like it still alert
     "commands_accepted",  # operator commands carried out (runtime.commands)
     "commands_refused",  # malformed or inapplicable commands, refused with a reply saying why
     "samples_stopped",  # samples of a stopped machine (the model's operating states): not windowed

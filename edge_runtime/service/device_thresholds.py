@@ -2,8 +2,8 @@
 
 :class:`DeviceThresholds` owns, for every device, its :class:`~edge_runtime.pipeline.calibration.Calibration`,
 its feedback :class:`~edge_runtime.pipeline.feedback.ThresholdRaise` s, its drift tracker and its recent alert
-episodes (alert id -> peak score and signature, so a false-alarm verdict knows how far to raise, and for
-which windows). The rules are pure
+episodes (alert id -> peak score, signature and verdict, so a false-alarm verdict knows how far to raise, and for
+which windows, and a later verdict on the same alert replaces it: :meth:`DeviceThresholds.verdict`). The rules are pure
 (pipeline/calibration.py, feedback.py, drift.py); this class holds the state behind one lock (the scorer
 and the command handler run on different threads) and persists the finished calibrations and raises:
 to ``runtime.state_dir``/devices.json when set (written by the housekeeping thread when changed), and in
@@ -38,14 +38,18 @@ from edge_runtime.pipeline.calibration import (
 from edge_runtime.pipeline.drift import DriftPolicy, DriftState, observe_scores, reference_quantile
 from edge_runtime.pipeline.explain import channel_normals
 from edge_runtime.pipeline.feedback import (
+    FalseAlarm,
     FeedbackRule,
     ThresholdRaise,
+    apply_false_alarms,
     current_factor,
     describe_signature,
     global_factor,
+    is_repeat,
+    needed_factor,
     profiles,
-    record_false_alarm,
     signature_of,
+    standing,
     window_factors,
 )
 from edge_runtime.service.ingest import scoring_hop
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "devices.json"
 STATE_FORMAT = 1
 EPISODES_KEPT = 8  # recent alerts per device a verdict can name
+STANDING_KEPT = 2 * EPISODES_KEPT  # false alarms per device a later confirmed can still withdraw
 DRIFT_Q = 0.9
 
 
@@ -71,12 +76,34 @@ class Episode:
     threshold: float
     cleared_at: float | None = None
     profile: np.ndarray | None = None  # (2C,) the sum of its windows' profiles (pipeline/feedback.py)
+    verdict: str = ""  # its judgement: the last false_alarm or confirmed on it ("": none)
+    acked: bool = False
+    adopted: bool = False  # raised by an earlier run (its verdicts so far are in the feedback log: recall)
+
+
+@dataclass(frozen=True)
+class VerdictOutcome:
+    """What a verdict did: the threshold of the windows like its episode (``applies``) ``before`` and
+    ``after``; ``change``: ``raised`` (a false alarm applied), ``withdrawn`` (a confirmed took an earlier false
+    alarm's raise back), ``kept`` (that raise is folded into the settled ones: it stays and decays), ``repeated``
+    (the alert had this verdict: nothing changed) or ``recorded`` (nothing to change); ``previous``: the
+    episode's judgement before; a false alarm's ``needed`` factor over the base, ``capped`` above max_factor."""
+
+    before: float
+    after: float
+    applies: str
+    change: str
+    previous: str = ""
+    needed: float = 0.0
+    capped: bool = False
 
 
 @dataclass
 class DeviceEntry:
     cal: Calibration
-    raises: list[ThresholdRaise] = field(default_factory=list)
+    raises: list[ThresholdRaise] = field(default_factory=list)  # apply_false_alarms(settled, standing)
+    settled: list[ThresholdRaise] = field(default_factory=list)  # the raises no verdict can withdraw any more
+    standing: list[FalseAlarm] = field(default_factory=list)  # the latest false alarms, in order (STANDING_KEPT)
     drift: DriftState = field(default_factory=DriftState)
     drift_reference: float = 0.0
     episodes: OrderedDict[str, Episode] = field(default_factory=OrderedDict)
@@ -169,6 +196,7 @@ class DeviceThresholds:
             ThresholdRaise.from_doc(fb)]  # an older daemon's: one raise, for every window
         dims = 2 * len(self.train_mean)
         e.raises = [r for r in found if r is not None and r.factor > 1 and len(r.signature) in (0, dims)]
+        e.settled, e.standing = list(e.raises), []
 
     def base(self, e: DeviceEntry) -> float:
         return e.cal.threshold if e.cal.phase == CALIBRATED and e.cal.threshold else self.model_threshold
@@ -319,7 +347,14 @@ class DeviceThresholds:
             if alert_id not in e.episodes:
                 thr = self.base(e) * global_factor(self.rule, e.raises, now)
                 self._open(e, {"alert_id": alert_id, "window_start": anomalous_since,
-                               "window_end": anomalous_since, "score": peak}, now, thr)
+                               "window_end": anomalous_since, "score": peak}, now, thr).adopted = True
+
+    def recall(self, ep: Episode, judgement: str, acked: bool) -> None:
+        """An adopted episode's verdicts from before the restart (the feedback log's): its ``judgement`` and
+        whether it was acked, so a verdict on it is a repeat or a change as it would have been."""
+        with self.lock:
+            if not (ep.verdict or ep.acked):
+                ep.verdict, ep.acked = judgement, acked
 
     # -- feedback ------------------------------------------------------------------------
     def find(self, alert_id: str, device: str) -> tuple[str, Episode] | None:
@@ -336,22 +371,51 @@ class DeviceThresholds:
                 return None
             return device, next(reversed(e.episodes.values()))
 
-    def false_alarm(self, device: str, ep: Episode, now: float) -> tuple[float, float, str]:
-        """Raise ``device``'s threshold above ``ep``'s peak (bounded) for the windows like ``ep``: (their
-        threshold before, after, which windows: ``"every window"`` or the channels of its signature)."""
+    def verdict(self, device: str, ep: Episode, verdict: str, now: float) -> VerdictOutcome:
+        """Carry out ``verdict`` on ``device``'s episode ``ep`` by the last-verdict-wins rule
+        (pipeline/feedback.py): a ``false_alarm`` raises the threshold above its peak (bounded) for the windows
+        like it, a ``confirmed`` after one withdraws that raise, a verdict the alert already has changes nothing."""
         sig = signature_of(ep.profile) if ep.profile is not None else ()
         label = describe_signature(sig, self.channels) if sig else ""
+        if self.rule.similarity <= 0:
+            sig, label = (), ""
         with self.lock:
             e = self._entry(device)
             base = self.base(e)
-            g = global_factor(self.rule, e.raises, now)
-            old = e.raises
-            e.raises, i = record_false_alarm(self.rule, old, base, ep.peak, now, sig, label)
-            r = e.raises[i]
+            previous = ep.verdict
+            before = base * self._factor_like(e.raises, sig, now)
+            applies = f"windows like it ({label})" if sig else "every window"
+            needed = needed_factor(self.rule, base, ep.peak) if verdict == "false_alarm" else 0.0
+            capped = needed > self.rule.max_factor
+            if is_repeat(previous, ep.acked, verdict):
+                return VerdictOutcome(before, before, applies, "repeated", previous, needed, capped)
+            ep.verdict, ep.acked = standing(previous, verdict), ep.acked or verdict == "ack"
+            if verdict == "false_alarm":
+                e.standing = [fa for fa in e.standing if fa.alert_id != ep.alert_id]
+                e.standing.append(FalseAlarm(ep.alert_id, base, ep.peak, now, sig, label))
+                while len(e.standing) > STANDING_KEPT:
+                    e.settled, _ = apply_false_alarms(self.rule, e.settled, [e.standing.pop(0)])
+                e.raises, i = apply_false_alarms(self.rule, e.settled, e.standing)
+                r = e.raises[i]
+                change, applies = "raised", (f"windows like it ({r.label})" if r.signature else "every window")
+            elif verdict == "confirmed" and previous == "false_alarm":
+                kept = [fa for fa in e.standing if fa.alert_id != ep.alert_id]
+                if len(kept) == len(e.standing):
+                    return VerdictOutcome(before, before, applies, "kept", previous)
+                e.standing = kept
+                e.raises, _ = apply_false_alarms(self.rule, e.settled, e.standing)
+                change = "withdrawn"
+            else:
+                return VerdictOutcome(before, before, applies, "recorded", previous)
             self.dirty = True
-            before = base * max(g, current_factor(self.rule, old[i], now) if i < len(old) else 1.0)
-            after = base * max(g, current_factor(self.rule, r, now))
-            return before, after, (f"windows like it ({r.label})" if r.signature else "every window")
+            after = base * self._factor_like(e.raises, sig, now)
+            return VerdictOutcome(before, after, applies, change, previous, needed, capped)
+
+    def _factor_like(self, raises: list[ThresholdRaise], sig: tuple[float, ...], now: float) -> float:
+        """The factor a window of profile ``sig`` (an episode's signature; (): none) gets from ``raises``."""
+        if sig:
+            return float(window_factors(self.rule, raises, np.asarray([sig]), now)[0])
+        return global_factor(self.rule, raises, now)
 
     def recalibrate(self, device: str) -> bool:
         """Start ``device``'s warm-up again (its feedback raise is kept); False when warm-ups are off."""

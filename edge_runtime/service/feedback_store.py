@@ -2,7 +2,8 @@
 
 ``runtime.state_dir``/feedback.jsonl (beside the per-device thresholds file). When it passes ``max_bytes``
 it is renamed to feedback.jsonl.1 (the one before is dropped), so the log never holds more than twice that.
-Without a state folder the last ``memory_records`` verdicts are kept in memory only. A write that fails (a
+Without a state folder the last ``memory_records`` verdicts are kept in memory only. An alert adopted from
+an earlier run (left raised at a restart) gets its verdicts so far read back from here (:meth:`FeedbackStore.judgement`). A write that fails (a
 full disk) is logged and counted (``feedback_log_error``); the verdict still takes effect.
 """
 
@@ -16,6 +17,8 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from edge_runtime.pipeline.feedback import standing_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,15 @@ class FeedbackStore:
                             self.path, exc)
                 return False
         return True
+
+    def judgement(self, device: str, alert_id: str) -> tuple[str, bool]:
+        """``alert_id``'s standing judgement in the log (``""``: none; pipeline/feedback.standing) and whether it
+        was acked: read back for an alert adopted from an earlier run."""
+        with self._lock:
+            records = list(self.memory) if self.path is None else list(read_records(self.path.parent))
+        mine = [r for r in records if r.get("alert_id") == alert_id and r.get("device") == device]
+        found = standing_verdicts(mine).get(alert_id)
+        return (str(found["verdict"]) if found else ""), any(r.get("verdict") == "ack" for r in mine)
 
 
 def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -10,7 +10,8 @@
 The command goes to ``runtime.command_topic`` of the daemon named by ``--instance`` (default: this host's
 daemon, as ``runtime.instance``) with the account of ``--username`` / ``--password-file`` (or the config's):
 the broker lets only operator accounts write it (deploy/mosquitto/acl). Exit 0 when the daemon accepted it,
-1 when it refused (the reason printed), 2 when there was no reply.
+1 when it refused (the reason printed), 2 on a wrong command line, 69 when the broker cannot be reached or no
+reply came in time (retry later; docs/TOOLS.md#exit-codes).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from edge_runtime import clierror
 from edge_runtime.config import Config, ConfigError
+from edge_runtime.pipeline.feedback import standing_verdicts
 from edge_runtime.pipeline.topics import format_topic
 from edge_runtime.service.feedback_store import read_records
 from edge_runtime.service.mqtt import (
@@ -66,11 +68,9 @@ def send_command(cfg: Config, doc: dict[str, Any], instance: str, timeout: float
 
 def label_rows(times: Iterable[float], records: Iterable[dict[str, Any]], device: str = "") -> list[int | None]:
     """Per row time: 1 inside a confirmed alert's episode, 0 inside a false alarm's, None elsewhere (the
-    latest verdict on an alert wins; ``device`` keeps only its verdicts)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.get("verdict") in ("confirmed", "false_alarm") and (not device or r.get("device") == device):
-            latest[str(r.get("alert_id"))] = r
+    daemon's rule: the last false_alarm or confirmed on an alert wins, ack changes nothing,
+    pipeline/feedback.standing_verdicts; ``device`` keeps only its verdicts)."""
+    latest = standing_verdicts(records, device)
     spans = [(float(r["window_start"]), float(r["window_end"]), 1 if r["verdict"] == "confirmed" else 0)
              for r in latest.values() if isinstance(r.get("window_start"), (int, float))
              and isinstance(r.get("window_end"), (int, float))]
@@ -121,7 +121,7 @@ def export_labelled(log_path: Path, data: list[Path], out_dir: Path, device: str
 
 
 def export_evidence(log_path: Path, evidence_dir: Path, out_dir: Path, device: str = "") -> dict[str, int]:
-    """For each alert with a confirmed or false-alarm verdict (its latest) whose evidence the daemon kept
+    """For each alert with a confirmed or false-alarm verdict (the one that stands: :func:`label_rows`) whose evidence the daemon kept
     (``alerts.evidence_dir``): its raw samples as ``out_dir``/<alert id>.csv with an ``anomaly`` column (a
     confirmed alert's rows from ``anomalous_since`` to its clear 1, the margins 0; a false alarm's rows all 0),
     and the verdicts to verdicts.jsonl. Counts."""
@@ -130,10 +130,7 @@ def export_evidence(log_path: Path, evidence_dir: Path, out_dir: Path, device: s
     records = [r for r in read_records(log_path) if not device or r.get("device") == device]
     if not records:
         raise click.UsageError(f"no verdicts in {log_path}")
-    latest: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.get("verdict") in ("confirmed", "false_alarm"):
-            latest[str(r.get("alert_id"))] = r
+    latest = standing_verdicts(records)
     store = EvidenceStore(evidence_dir, max_bytes=1 << 62, max_age_s=0)  # reading: no eviction
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "verdicts.jsonl").open("w", encoding="utf-8") as fh:
@@ -189,7 +186,9 @@ def feedback_command() -> None:
 
     A false alarm raises that device's threshold just above the alert's peak for the windows like it (same
     channels, same way: alerts.feedback_*, at most feedback_max_factor x its base, decaying back); the daemon
-    replies with the new threshold and which windows it applies to.
+    replies with the new threshold and which windows it applies to. The last verdict on an alert wins
+    (any of its messages' ids names it): --confirmed after --false-alarm withdraws that raise; the same
+    verdict again is "already recorded" and changes nothing.
     The verdict's options (account, broker, instance, timeout): `edgewatch feedback ALERT_ID --help`.
     """
 

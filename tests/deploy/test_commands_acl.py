@@ -76,7 +76,10 @@ def test_only_an_operator_may_command_and_every_command_is_answered(broker_port:
                                    "note": "cleaning", "source": "test"}, "test")
         assert reply["status"] == "accepted" and reply["device"] == "pump1" and reply["threshold_before"] == 1.0
         assert reply["threshold"] == pytest.approx(found[1].peak * 1.05)
-        assert d.stats.counts["commands_accepted"] == 1 and d.stats.counts["feedback_false_alarms"] == 1
+        again = send_command(cfg, {"command": "feedback", "alert_id": alert_id, "verdict": "false_alarm"}, "test")
+        assert again["status"] == "accepted" and "already recorded" in again["reason"]  # the same verdict: no change
+        assert again["threshold"] == pytest.approx(reply["threshold"])
+        assert d.stats.counts["commands_accepted"] == 2 and d.stats.counts["feedback_false_alarms"] == 1
         assert d.stats.counts["commands_refused"] == 0  # the forged one never arrived
 
         op = _client(broker_port, "operator")  # a raw client: a payload that is not JSON

@@ -11,12 +11,16 @@ from edge_runtime.pipeline.feedback import (
     DIRECTION_WEIGHT,
     MAX_RAISES,
     CommandError,
+    FalseAlarm,
     FeedbackRule,
     ThresholdRaise,
     after_false_alarm,
+    apply_false_alarms,
     current_factor,
     describe_signature,
     global_factor,
+    is_repeat,
+    needed_factor,
     parse_command,
     profiles,
     record_false_alarm,
@@ -24,6 +28,8 @@ from edge_runtime.pipeline.feedback import (
     request_id_of,
     signature_of,
     similarity,
+    standing,
+    standing_verdicts,
     window_factors,
 )
 from tests.edge_runtime.schema_check import errors, load
@@ -53,6 +59,41 @@ def test_a_second_false_alarm_keeps_the_larger_raise() -> None:
     r = after_false_alarm(RULE, None, 1.0, 2.0, 0.0)
     r2 = after_false_alarm(RULE, r, 1.0, 1.2, 1.0)
     assert current_factor(RULE, r2, 1.0) == pytest.approx(current_factor(RULE, r, 1.0)) and r2.false_alarms == 2
+
+
+@pytest.mark.parametrize(("verdicts", "judgement"), [
+    (["false_alarm", "confirmed"], "confirmed"), (["confirmed", "false_alarm"], "false_alarm"),
+    (["false_alarm", "ack"], "false_alarm"), (["ack"], ""), (["false_alarm", "confirmed", "false_alarm"], "false_alarm"),
+])
+def test_the_last_verdict_on_an_alert_wins_and_an_ack_changes_nothing(verdicts: list[str], judgement: str) -> None:
+    now = ""
+    for v in verdicts:
+        now = standing(now, v)
+    assert now == judgement
+    records = [{"alert_id": "a", "device": "d", "verdict": v} for v in verdicts]
+    assert standing_verdicts(records).get("a", {}).get("verdict", "") == judgement
+    assert standing_verdicts(records, device="other") == {}
+
+
+def test_a_verdict_the_alert_has_is_a_repeat() -> None:
+    assert is_repeat("false_alarm", False, "false_alarm") and not is_repeat("confirmed", False, "false_alarm")
+    assert is_repeat("", True, "ack") and not is_repeat("false_alarm", False, "ack")
+    assert not is_repeat("", False, "confirmed")
+
+
+def test_false_alarms_fold_into_raises_and_one_left_out_is_as_if_never_sent() -> None:
+    a = FalseAlarm("a", 1.0, 1.6, 0.0, (1.0, 0.0), "x")
+    b = FalseAlarm("b", 1.0, 2.0, DAY, (0.0, 1.0), "y")
+    c = FalseAlarm("c", 1.0, 1.2, 2 * DAY, (1.0, 0.0), "x")
+    both, i = apply_false_alarms(RULE, [], [a, b, c])
+    assert len(both) == 2 and i == 0 and both[0].false_alarms == 2
+    without_a, _ = apply_false_alarms(RULE, [], [b, c])
+    assert without_a == apply_false_alarms(RULE, [], [b])[0] + apply_false_alarms(RULE, [], [c])[0]
+    assert apply_false_alarms(RULE, both, []) == (both, -1)
+
+
+def test_the_needed_factor_is_uncapped() -> None:
+    assert needed_factor(RULE, 1.0, 4.0) == pytest.approx(4.2) and needed_factor(RULE, 2.0, 2.0) == pytest.approx(1.05)
 
 
 def test_a_peak_below_the_base_changes_nothing() -> None:

@@ -122,7 +122,8 @@ def _false_alarm_on_channels_0_1(tmp_path: Path, **over):
     assert [a["state"] for a in raised] == ["raised", "cleared"]
     found = scorer.thresholds.find(raised[0]["alert_id"], "")
     assert found is not None and found[0] == "d1"
-    return scorer, stats, link, feed, normal, episode, scorer.thresholds.false_alarm(*found, time.time())
+    out = scorer.thresholds.verdict(*found, "false_alarm", time.time())
+    return scorer, stats, link, feed, normal, episode, (out.before, out.after, out.applies)
 
 
 def test_a_false_alarm_raises_the_threshold_above_its_peak_and_the_episode_replayed_raises_nothing(
