@@ -82,6 +82,15 @@ def test_feedback_with_no_daemon_says_so(mosquitto) -> None:
     assert r.exit_code == 69 and "no reply on edgewatch/nobody/reply" in r.output  # EX_UNAVAILABLE: retry
 
 
+def test_operator_md_states_the_exit_codes_feedback_uses() -> None:
+    from edge_runtime.tools import feedback
+
+    text = " ".join((Path(__file__).resolve().parents[3] / "docs" / "OPERATOR.md").read_text().split())
+    assert f"0 accepted, {feedback.EXIT_REFUSED} refused" in text
+    assert f"{feedback.EXIT_NO_REPLY} the broker cannot be reached or no reply came in time" in text
+    assert feedback.EXIT_NO_REPLY == 69  # EX_UNAVAILABLE, as every edge tool (docs/TOOLS.md#exit-codes)
+
+
 def test_record_writes_what_the_device_sent(mosquitto, tmp_path: Path) -> None:
     cfg = build_config(None, {"broker": mosquitto.url})
     out = tmp_path / "normal.csv"
