@@ -771,6 +771,20 @@ def normal_windows(series: Sequence[Series], window: int, hop: int) -> np.ndarra
     return np.concatenate(parts, axis=0)
 
 
+def count_normal_windows(series: Sequence[Series], window: int, hop: int = 1) -> tuple[int, int]:
+    """``(normal, all)``: the windows of ``window`` at ``hop`` of each series cut separately, and how many of
+    them touch no labelled point (those :func:`normal_windows` keeps), without cutting them."""
+    normal = total = 0
+    for s in series:
+        t = s.values.shape[0]
+        if t < window:
+            continue
+        n = (t - window) // hop + 1
+        total += n
+        normal += n if s.labels is None else int(n - window_labels(s.labels, window, hop).sum())
+    return normal, total
+
+
 def column_stats(series: Sequence[np.ndarray], chunk: int = 65_536) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(n, mean, std, min, max)`` per channel (C,) float64 over arrays (T, C), in row chunks (bounded memory)."""
     arrays = [np.asarray(a) for a in series if len(a)]

@@ -36,6 +36,7 @@ from trainer.data import (
     DataError,
     Series,
     check_lengths,
+    count_normal_windows,
     fit_normalisation,
     normal_windows,
     normalise,
@@ -239,9 +240,30 @@ def scores_of(stats: ScoreStats, t: Terms) -> np.ndarray:
     return stats.channel_scores(t.mse, t.level, t.resid)[1]
 
 
+def _left_out(opts: FitOptions, parts: Sequence[Series], counts: tuple[int, int, int, int], stopped: str) -> str:
+    """What was left out before ``counts`` (normal and all training windows, normal and all validation windows)
+    were counted, one clause for :func:`trainer.sizes.missing_data`: the windows that touch a labelled row of
+    ``parts``, and the ``stopped`` rows (a clause of their own: the parts no longer hold them)."""
+    tr, tr_all, va, va_all = counts
+    why = []
+    if tr < tr_all or va < va_all:
+        labelled = sum(int(np.count_nonzero(s.labels)) for s in parts if s.labels is not None)
+        column = opts.preprocessing.get("label_column") or "anomaly"
+        why.append(f"the {tr_all - tr:,} of {tr_all:,} training and {va_all - va:,} of {va_all:,} validation windows "
+                   f"that touch one of the {labelled:,} row{'' if labelled == 1 else 's'} labelled anomalous "
+                   f"(column {column!r} not 0)")
+    if stopped:
+        why.append(f"the {stopped}")
+    return f"after leaving out {' and '.join(why)}" if why else ""
+
+
 def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], val_s: list[Series],
-               size_rows: tuple[list[int], list[int]] | None = None) -> Sizes:
-    """Sizes from the parts' rows (``size_rows``: the rows to size by instead, e.g. running rows per part)."""
+               size_rows: tuple[list[int], list[int]] | None = None, stopped: str = "") -> Sizes:
+    """Sizes from the parts' rows (``size_rows``: the rows to size by instead, e.g. running rows per part).
+
+    The minimum is checked on the windows trained and calibrated on: the training part's normal windows at the
+    training hop, the validation part's normal hop-1 windows (and the ``--calibrate`` recordings' ones), where
+    normal means touching no labelled row; ``stopped`` says which rows the parts no longer hold (a clause)."""
     tr, va = size_rows or ([len(s.values) for s in train_s], [len(s.values) for s in val_s])
     sizes = choose_sizes(tr, va, len(series[0].channels), opts.window, opts.hop, opts.depth, opts.width, opts.latent)
     w = sizes.window
@@ -255,11 +277,14 @@ def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], va
         raise usage_error(f"{short.name}: {n:,} rows, fewer than one window of {w:,}: "
                           + (f"give a --window under {n:,} (or leave it out: fit chooses one from the data)"
                              if opts.window else "give more rows"))
-    tr_rows, va_rows = [len(s.values) for s in train_s], [len(s.values) for s in val_s]
-    problem = missing_data(tr_rows, va_rows, w)
+    n_train, all_train = count_normal_windows(train_s, w, sizes.train_hop)
+    n_val, all_val = count_normal_windows(val_s, w)
+    n_cal = count_normal_windows(opts.calibrate, w)[0] if opts.calibrate else None
+    left_out = _left_out(opts, [*train_s, *val_s], (n_train, all_train, n_val, all_val), stopped)
+    problem = missing_data(n_train, n_val, w, sizes.train_hop, n_cal, left_out)
     if problem and not opts.force:  # exit 2: the remedy is in the call (more rows, --val-fraction, --force)
-        short = (count_windows(tr_rows, w) < MIN_TRAIN_WINDOWS, count_windows(va_rows, w) < MIN_VAL_WINDOWS)
-        raise usage_error(f"{problem}; {more_data_advice(w, opts.val_fraction, *short)}")
+        short_parts = (n_train < MIN_TRAIN_WINDOWS, n_val < MIN_VAL_WINDOWS)
+        raise usage_error(f"{problem}; {more_data_advice(w, opts.val_fraction, *short_parts, sizes.train_hop, bool(left_out))}")
     if problem:
         log.warning("--force: %s", problem)
         sizes.notes.append(f"forced: {problem}")
@@ -286,9 +311,13 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         part_rows = ([len(s.values) for s in train_s], [len(s.values) for s in val_s])
         run = running_data(opts.states, series, train_s, val_s)
         states, train_s, val_s = run.model, run.train, run.val
+        kept_rows = sum(len(t.values) for t in (*train_s, *val_s))
+        all_rows = sum(part_rows[0]) + sum(part_rows[1])
         sizes = _fit_sizes(series, opts, train_s, val_s, (
             [sum(len(t.values) for t in train_s) // max(1, len(part_rows[0]))] * len(part_rows[0]),
-            [sum(len(t.values) for t in val_s) // max(1, len(part_rows[1]))] * len(part_rows[1])))
+            [sum(len(t.values) for t in val_s) // max(1, len(part_rows[1]))] * len(part_rows[1])),
+            stopped=f"{all_rows - kept_rows:,} of {all_rows:,} rows stopped or settling ({opts.states.source()})"
+            if kept_rows < all_rows else "")
         w = sizes.window
         train_s = [t for t in train_s if len(t.values) >= w]
         val_s = [t for t in val_s if len(t.values) >= w]

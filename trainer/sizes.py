@@ -9,8 +9,9 @@
 - model: depth 2 (1 for W < 16), width 16, latent ``clamp(W * C / 16, 4, 16)`` (one code value per
   16 inputs, as the demo model's 64 x 4 -> 16).
 
-Too little data to calibrate honestly (fewer than :data:`MIN_TRAIN_WINDOWS` training or
-:data:`MIN_VAL_WINDOWS` hop-1 validation windows) is an error unless forced.
+Too little data to calibrate honestly (fewer than :data:`MIN_TRAIN_WINDOWS` training windows at the
+training hop or :data:`MIN_VAL_WINDOWS` hop-1 validation windows, counted as trained and calibrated on:
+without the windows that touch a labelled or stopped row) is an error unless forced.
 """
 
 from __future__ import annotations
@@ -79,30 +80,43 @@ def choose_sizes(
     return Sizes(window, train_hop, edge_hop, depth, width, latent, notes)
 
 
-def missing_data(train_rows: Sequence[int], val_rows: Sequence[int], window: int) -> str | None:
-    """Why these parts are too small to train and calibrate honestly at ``window`` (one line), or None."""
-    n_train, n_val = count_windows(train_rows, window), count_windows(val_rows, window)
+def missing_data(n_train: int, n_val: int, window: int, train_hop: int = 1, n_cal: int | None = None,
+                 left_out: str = "") -> str | None:
+    """Why ``n_train`` training windows (at ``train_hop``) and ``n_val`` hop-1 validation windows are too few
+    to train and calibrate honestly at ``window`` (one line), or None. The counts are the windows trained and
+    calibrated on: after the labelled or stopped rows are left out, which ``left_out`` says (a clause).
+    ``n_cal``: the hop-1 windows of the ``--calibrate`` recordings, when the threshold is calibrated on them."""
     problems = []
     if n_train < MIN_TRAIN_WINDOWS:
-        problems.append(f"{n_train:,} training window{'' if n_train == 1 else 's'} (need {MIN_TRAIN_WINDOWS:,})")
+        at = "" if train_hop == 1 else f" at training hop {train_hop}"
+        problems.append(f"{n_train:,} training window{'' if n_train == 1 else 's'}{at} (need {MIN_TRAIN_WINDOWS:,})")
+    use = "to calibrate the threshold" if n_cal is None else "for the per-channel references"
     if n_val < MIN_VAL_WINDOWS:
-        problems.append(f"{n_val:,} hop-1 validation window{'' if n_val == 1 else 's'} (need {MIN_VAL_WINDOWS:,} to calibrate the threshold)")
+        problems.append(f"{n_val:,} hop-1 validation window{'' if n_val == 1 else 's'} (need {MIN_VAL_WINDOWS:,} {use})")
+    if n_cal is not None and n_cal < MIN_VAL_WINDOWS:
+        problems.append(f"{n_cal:,} hop-1 window{'' if n_cal == 1 else 's'} in the --calibrate recording(s) "
+                        f"(need {MIN_VAL_WINDOWS:,} to calibrate the threshold)")
     if not problems:
         return None
-    return f"too little normal data for window {window}: {' and '.join(problems)}"
+    return f"too little normal data for window {window}: {' and '.join(problems)}{f', {left_out}' if left_out else ''}"
 
 
-def rows_needed(window: int, val_fraction: float) -> int:
-    """Rows one file needs for :data:`MIN_TRAIN_WINDOWS` training and :data:`MIN_VAL_WINDOWS` hop-1 validation
-    windows of ``window`` when its last ``val_fraction`` is the validation part."""
+def rows_needed(window: int, val_fraction: float, train_hop: int = 1) -> int:
+    """Rows one file needs for :data:`MIN_TRAIN_WINDOWS` training windows at ``train_hop`` and
+    :data:`MIN_VAL_WINDOWS` hop-1 validation windows of ``window`` when its last ``val_fraction`` is the
+    validation part."""
     return math.ceil(max((MIN_VAL_WINDOWS + window - 1) / val_fraction,
-                         (MIN_TRAIN_WINDOWS + window - 1) / (1 - val_fraction)))
+                         ((MIN_TRAIN_WINDOWS - 1) * train_hop + window) / (1 - val_fraction)))
 
 
-def more_data_advice(window: int, val_fraction: float, train_short: bool = True, val_short: bool = True) -> str:
+def more_data_advice(window: int, val_fraction: float, train_short: bool = True, val_short: bool = True,
+                     train_hop: int = 1, normal: bool = False) -> str:
     """What to do about :func:`missing_data` (one clause): a larger --val-fraction only helps when only the
-    validation part is short, a smaller one when only the training part is."""
+    validation part is short, a smaller one when only the training part is; a smaller --hop when the training
+    part is short at a training hop above 1. ``normal``: rows were left out, so the rows asked for are normal ones."""
     shift = (", a larger --val-fraction" if val_short and not train_short else
              ", a smaller --val-fraction" if train_short and not val_short else "")
-    return (f"give more rows (about {rows_needed(window, val_fraction):,} in one file at --val-fraction "
-            f"{val_fraction:g} and window {window}){shift}, or --force to fit anyway")
+    if train_short and train_hop > 1:
+        shift += f", a --hop under {train_hop}"
+    return (f"give more {'normal ' if normal else ''}rows (about {rows_needed(window, val_fraction, train_hop):,} "
+            f"in one file at --val-fraction {val_fraction:g} and window {window}){shift}, or --force to fit anyway")

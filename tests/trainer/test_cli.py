@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -328,6 +329,71 @@ def test_too_little_data_exits_2_unless_forced(runner: CliRunner, tmp_path: Path
     r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--epochs", "2", "-q", "--force"])
     assert r.exit_code == 0, r.output
     assert "forced: too little normal data" in r.stdout
+
+
+def test_too_little_data_counts_the_windows_left_after_the_labelled_rows(runner: CliRunner, tmp_path: Path) -> None:
+    """A trial fit 48 windows and exited 0: the minimum counted every window of the parts, the labelled ones too."""
+    labels = np.zeros(400, np.int8)
+    labels[60:300] = 1  # 240 of 400 rows labelled: 50 of the 305 training windows (W 16) touch none
+    f = tmp_path / "labelled.csv"
+    syn.write_csv(f, syn.normal_series(400, 3, seed=0), syn.channel_names(3), labels)
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--epochs", "2", "-q"])
+    assert_user_error(r, "too little normal data for window 16: 50 training windows (need 100), after leaving out "
+                      "the 255 of 305 training and 0 of 65 validation windows that touch one of the 240 rows labelled "
+                      "anomalous (column 'anomaly' not 0); give more normal rows", "--force", code=EXIT_USAGE)
+    assert not out.exists()
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--epochs", "2", "-q", "--force"])
+    assert r.exit_code == 0, r.output
+    assert "forced: too little normal data for window 16: 50 training windows" in r.stdout
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    (["--hop", "8"], "39 training windows at training hop 8 (need 100)"),  # 305 at hop 1
+    (["--calibrate", "cal.csv"], "25 hop-1 windows in the --calibrate recording(s) (need 50 to calibrate"),
+])
+def test_too_little_data_counts_the_windows_trained_and_calibrated_on(runner: CliRunner, tmp_path: Path,
+                                                                      extra: list[str], fragment: str) -> None:
+    f = tmp_path / "normal.csv"
+    syn.write_csv(f, syn.normal_series(400, 3, seed=0), syn.channel_names(3))
+    syn.write_csv(tmp_path / "cal.csv", syn.normal_series(40, 3, seed=4), syn.channel_names(3))
+    args = [str(tmp_path / a) if a == "cal.csv" else a for a in extra]
+    r = runner.invoke(main, ["fit", str(f), "--out", str(tmp_path / "m.onnx"), "--window", "16", "--epochs", "2",
+                             "-q", *args])
+    assert_user_error(r, "too little normal data for window 16: " + fragment, "--force", code=EXIT_USAGE)
+    assert "leaving out" not in r.stderr  # nothing was
+
+
+def test_fit_on_a_feedback_evidence_export_counts_its_normal_windows(runner: CliRunner, tmp_path: Path) -> None:
+    """`edgewatch feedback export --evidence` writes one short CSV per judged alert, a confirmed one's rows
+    labelled: fit must count what is left of them."""
+    from edge_runtime.cli import main as edge_main
+    from edge_runtime.service.evidence_store import EvidenceStore
+    from edge_runtime.service.feedback_store import FeedbackStore
+
+    store, log = EvidenceStore(tmp_path / "evidence"), FeedbackStore(tmp_path / "state")
+    ts = 1000.0 + np.arange(160, dtype=np.float64)
+    for k in range(3):  # rows 30..138 of each labelled: 23 of 121 training and 14 of 25 validation windows (W 8) left
+        aid = f"pump.1:{k}"
+        assert store.write({"alert_id": aid, "device": "pump.1", "channels": syn.channel_names(2),
+                            "anomalous_since": 1030.0, "cleared_end": 1138.0, "complete": True},
+                           {"ts": ts, "values": syn.normal_series(160, 2, seed=k), "win_end": ts[::10],
+                            "win_score": np.ones(16), "win_error": np.ones((16, 2), np.float32)})
+        log.append({"alert_id": aid, "verdict": "confirmed", "device": "pump.1", "window_start": 1030.0,
+                    "window_end": 1138.0})
+    labelled = tmp_path / "labelled"
+    r = runner.invoke(edge_main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
+                                  str(tmp_path / "evidence"), "--labelled", str(labelled)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(main, ["fit", str(labelled), "--out", str(out), "--epochs", "2", "-q"])
+    assert_user_error(r, "too little normal data for window 8: 69 training windows (need 100) and 42 hop-1 "
+                      "validation windows (need 50 to calibrate the threshold), after leaving out the 294 of 363 "
+                      "training and 33 of 75 validation windows that touch one of the 327 rows labelled anomalous",
+                      code=EXIT_USAGE)
+    r = runner.invoke(main, ["fit", str(labelled), "--out", str(out), "--epochs", "2", "-q", "--force"])
+    assert r.exit_code == 0, r.output
+    assert "294 of the 363 training windows hold labelled anomalies and are left out: 69 trained on" in r.stdout
 
 
 def test_calibrate_on_separate_recordings(runner: CliRunner, csvs, tmp_path: Path) -> None:

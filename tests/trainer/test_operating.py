@@ -18,11 +18,12 @@ FAST = ["--window", "16", "--hop", "4", "--epochs", "2", "--width", "4", "--late
 STOPS = [(700, 1000), (1700, 1900), (2600, 2900)]
 
 
-def plant_csv(path: Path, rows: int = 3400, status: bool = True) -> np.ndarray:
+def plant_csv(path: Path, rows: int = 3400, status: bool = True,
+              stops: list[tuple[int, int]] = STOPS) -> np.ndarray:
     names = syn.channel_names(4)
-    x = syn.apply_stops(syn.normal_series(rows, 4, seed=3), names, STOPS, settle=20)
+    x = syn.apply_stops(syn.normal_series(rows, 4, seed=3), names, stops, settle=20)
     running = np.ones(rows, bool)
-    for a, b in STOPS:
+    for a, b in stops:
         running[a:b] = False
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -67,6 +68,17 @@ def test_fit_running_when_uses_the_condition(tmp_path: Path):
     st = read_metadata(out).state_model()
     assert st.condition == "current>6"
     assert json.loads(read_metadata(out).to_json())["states"]["source"] == "condition current>6"
+
+
+def test_too_little_running_data_counts_the_running_windows_and_says_what_was_left_out(tmp_path: Path):
+    """The minimum is of the windows trained on: those of the running stretches, not of the whole training part."""
+    p = tmp_path / "mostly_stopped.csv"
+    plant_csv(p, rows=700, stops=[(60, 500)])  # 545 hop-1 windows in the training part, 81 in its running rows
+    r = CliRunner().invoke(main, ["fit", str(p), "--out", str(tmp_path / "m.onnx"), "--state-column", "status",
+                                  "--running", "RUN", "--window", "16", "--epochs", "2", "-q"])
+    assert r.exit_code == 2, r.output
+    assert ("too little normal data for window 16: 81 training windows (need 100), after leaving out the 449 of 700 "
+            "rows stopped or settling (column status in RUN); give more normal rows") in r.stderr
 
 
 @pytest.mark.parametrize("args, fragment, code", [  # 2: the options alone are wrong; 65: the data does not fit them

@@ -34,13 +34,28 @@ def test_given_sizes_are_kept() -> None:
 
 
 def test_too_little_data_says_what_is_missing() -> None:
-    assert missing_data([320], [80], 16) is None
-    msg = missing_data([90], [30], 16)
+    assert missing_data(305, 65, 16) is None
+    msg = missing_data(75, 15, 16)
     assert msg is not None and "75 training windows (need 100)" in msg and "15 hop-1 validation windows" in msg
     n = rows_needed(16, 0.2)  # enough rows: the check passes
-    assert missing_data([n - round(0.2 * n)], [round(0.2 * n)], 16) is None
-    assert missing_data([n - round(0.2 * n)], [round(0.2 * n) - 1], 16) is not None  # one validation row fewer
+    tr, va = n - round(0.2 * n), round(0.2 * n)
+    assert missing_data(count_windows([tr], 16), count_windows([va], 16), 16) is None
+    assert missing_data(count_windows([tr], 16), count_windows([va - 1], 16), 16) is not None  # one row fewer
     assert f"about {n:,} in one file" in more_data_advice(16, 0.2) and "--force" in more_data_advice(16, 0.2)
     assert "a larger --val-fraction" in more_data_advice(16, 0.2, train_short=False, val_short=True)
     assert "a smaller --val-fraction" in more_data_advice(16, 0.2, train_short=True, val_short=False)
     assert "val-fraction," not in more_data_advice(16, 0.2)  # both short: only more rows help
+
+
+def test_the_minimum_is_of_windows_at_the_training_hop_and_says_what_was_left_out() -> None:
+    msg = missing_data(39, 65, 16, train_hop=8, left_out="after leaving out X")
+    assert msg is not None and "39 training windows at training hop 8 (need 100)" in msg
+    assert msg.endswith(", after leaving out X") and "validation" not in msg
+    n = rows_needed(16, 0.2, train_hop=8)  # rows for 100 windows at hop 8 in the training part
+    assert count_windows([n - round(0.2 * n)], 16, 8) >= 100 > count_windows([n - 40 - round(0.2 * n)], 16, 8)
+    assert "a --hop under 8" in more_data_advice(16, 0.2, True, False, train_hop=8)
+    assert "--hop" not in more_data_advice(16, 0.2, False, True, train_hop=8)  # only the validation part is short
+    assert "give more normal rows" in more_data_advice(16, 0.2, normal=True)
+    cal = missing_data(305, 65, 16, n_cal=25)
+    assert cal is not None and "25 hop-1 windows in the --calibrate recording(s) (need 50 to calibrate" in cal
+    assert "for the per-channel references" in (missing_data(305, 10, 16, n_cal=60) or "")
