@@ -499,15 +499,29 @@ PREFIXED_TOPICS = ("alert_topic", "state_topic", "score_topic", "status_topic", 
                    "evidence_request_topic", "evidence_reply_topic", "sensor_topic", "health_topic")
 
 
+def topic_prefix(prefix: str, option: str = "topics.prefix") -> str:
+    """``prefix`` without its outer '/', to go in front of a topic with one '/' ('' for none); a
+    :class:`ConfigError` naming ``option`` for one that is no topic level (or levels) or holds a wildcard. The
+    one rule for the daemon's ``topics.prefix`` and the tools' ``--topic-prefix`` (simulate, replay)."""
+    p = prefix.strip("/")
+    if prefix and (not p or any(c in p for c in "+#")):
+        raise ConfigError(f"{option}: {prefix!r} must be a topic level (or levels) without wildcards")
+    return p
+
+
+def prefixed(prefix: str, topic: str) -> str:
+    """``topic`` under a :func:`topic_prefix` ``prefix`` ('site-1', 'sensors/{device}/data' ->
+    'site-1/sensors/{device}/data'); unchanged for ''."""
+    return f"{prefix}/{topic}" if prefix else topic
+
+
 def with_topic_prefix(cfg: Config) -> Config:
     """``cfg`` with ``topics.prefix`` put in front of every topic; the result's prefix is empty (applied once)."""
-    p = cfg.prefix.strip("/")
-    if not cfg.prefix:
+    p = topic_prefix(cfg.prefix)
+    if not p:
         return cfg
-    if not p or any(c in p for c in "+#"):
-        raise ConfigError(f"topics.prefix: {cfg.prefix!r} must be a topic level (or levels) without wildcards")
-    changed: dict[str, Any] = {k: f"{p}/{getattr(cfg, k)}" for k in PREFIXED_TOPICS}
-    changed["topics"] = [f"{p}/{t}" for t in cfg.topics]
+    changed: dict[str, Any] = {k: prefixed(p, getattr(cfg, k)) for k in PREFIXED_TOPICS}
+    changed["topics"] = [prefixed(p, t) for t in cfg.topics]
     return dataclasses.replace(cfg, prefix="", **changed).validate()
 
 

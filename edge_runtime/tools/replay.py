@@ -52,6 +52,7 @@ from edge_runtime.tools.simulate import (
     fail,
     model_metadata,
     stream_start,
+    topic_prefix_option,
 )
 from edge_runtime.tools.units_row import UnitsRowError, units_row
 
@@ -331,6 +332,7 @@ def publish_recording(
               "counts them in $SYS/broker/publish/messages/dropped): --speed N paces it.")
 @click.option("--topic", "topic_template", default="sensors/{device}/data", show_default=True,
               help="Topic template.")
+@topic_prefix_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="single", show_default=True,
               help="Payload format.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Samples per message for batch/csv.")
@@ -360,15 +362,15 @@ def publish_recording(
               "forward and reports the channel missing past its limit).  [default: the --model's fill, else a "
               "missing cell is an error]")
 def replay_command(
-    file: Path, device: str, broker: str, speed: float, fast: bool, topic_template: str, fmt: str,
+    file: Path, device: str, broker: str, speed: float, fast: bool, topic_template: str, topic_prefix: str, fmt: str,
     batch: int, qos: int, time_column: str | None, labels: tuple[str, ...], exclude: tuple[str, ...],
     channels: str | None, model: Path | None, period: float, restamp: bool, decimal: str | None,
     encoding: str | None, timezone: str | None, time_format: str | None, fill: str | None, username: str,
     password_file: str, ca_file: str,
 ) -> None:
-    """Replay a CSV recording (e.g. a SKAB file) to sensors/DEVICE/data."""
+    """Replay a CSV recording (e.g. a SKAB file) to sensors/DEVICE/data (under --topic-prefix, if given)."""
     try:
-        check_publish_options(broker, topic_template, speed)
+        topic_template = check_publish_options(broker, topic_template, speed, topic_prefix)
         check_device_id("--device", device)
         meta = model_metadata(model) if model else None
         picked = meta.channels if meta else (

@@ -39,7 +39,7 @@ import numpy as np
 
 from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, InputPath, code_of
 from edge_runtime.clierror import fail as _fail
-from edge_runtime.config import PASSWORD_ENV, ConfigError
+from edge_runtime.config import PASSWORD_ENV, ConfigError, prefixed, topic_prefix
 from edge_runtime.contract import ModelMetadata
 from edge_runtime.pipeline.topics import device_level_problem
 from edge_runtime.service.mqtt import (
@@ -486,13 +486,27 @@ def broker_address(url: str) -> BrokerAddress:
         raise SimError(str(exc), code_of(exc)) from None
 
 
-def check_publish_options(broker: str, topic_template: str, speed: float) -> None:
-    """The options simulate and replay share, checked before any work starts (:class:`SimError`)."""
+def topic_prefix_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--topic-prefix`` (simulate, replay): the daemon's ``topics.prefix``, with the same meaning."""
+    return click.option(
+        "--topic-prefix", default="", metavar="PREFIX",
+        help="The daemon's topics.prefix (`edgewatch run --topic-prefix`): prepended with a '/' to the topic "
+        "published to, as the daemon prepends it to the topics it reads: site-1 sends to "
+        "site-1/sensors/{device}/data.  [default: none]")(fn)
+
+
+def check_publish_options(broker: str, topic_template: str, speed: float, prefix: str = "") -> str:
+    """The options simulate and replay share, checked before any work starts (:class:`SimError`); the topic
+    template to publish to: ``topic_template`` under ``prefix`` (``--topic-prefix``) as the daemon puts it."""
     broker_address(broker)
     if "{device}" not in topic_template:
         raise SimError("--topic must contain {device}")
     if not speed > 0:
         raise SimError("--speed must be > 0")
+    try:
+        return prefixed(topic_prefix(prefix, "--topic-prefix"), topic_template)
+    except ConfigError as exc:
+        raise SimError(str(exc)) from None
 
 
 def check_device_id(option: str, device: str) -> None:
@@ -761,7 +775,8 @@ def model_metadata(model: Path) -> ModelMetadata:
 @click.option("--qos", type=click.IntRange(0, 2), default=1, show_default=True, help="MQTT QoS.")
 @click.option("--topic", "topic_template", default="sensors/{device}/data", show_default=True,
               help="Topic template.")
-@click.option("--prefix", default="sim", show_default=True, help="Device name prefix.")
+@topic_prefix_option
+@click.option("--prefix", default="sim", show_default=True, help="Device name prefix (sim: sim-0, sim-1, ...).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Profile seed.")
 @click.option("--distinct", is_flag=True, help="Give each device its own machine profile (seed + i).")
 @click.option("--fast", is_flag=True, help="Publish as fast as possible (the stream then ends about now: its "
@@ -774,13 +789,13 @@ def model_metadata(model: Path) -> ModelMetadata:
 def simulate_command(
     broker: str, n_devices: int, rate: float, duration: float, n_channels: int, model: Path | None,
     anomalies: tuple[str, ...], stop_cycle: str | None, random_count: int, kinds: str, min_len: float, max_len: float,
-    warmup: float, gap: float | None, fmt: str, batch: int, qos: int, topic_template: str, prefix: str, seed: int,
-    distinct: bool, fast: bool, speed: float, ground_truth: Path | None, username: str, password_file: str,
-    ca_file: str,
+    warmup: float, gap: float | None, fmt: str, batch: int, qos: int, topic_template: str, topic_prefix: str,
+    prefix: str, seed: int, distinct: bool, fast: bool, speed: float, ground_truth: Path | None, username: str,
+    password_file: str, ca_file: str,
 ) -> None:
     """Publish synthetic sensor streams for N devices, with anomalies, and write the ground truth."""
     try:
-        check_publish_options(broker, topic_template, speed)
+        topic_template = check_publish_options(broker, topic_template, speed, topic_prefix)
         check_device_id("--prefix", prefix)
         names = model_channels(model) if model else None
         plan = make_plan(

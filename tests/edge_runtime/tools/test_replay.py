@@ -141,6 +141,21 @@ def test_replay_fast_publishes_every_row_in_order(mosquitto, tmp_path: Path) -> 
         col.close()
 
 
+def test_replay_topic_prefix_publishes_under_it_as_the_daemon_reads(mosquitto, tmp_path: Path) -> None:
+    """A daemon run with topics.prefix site-1 reads site-1/sensors/{device}/data: replay --topic-prefix sends there."""
+    path = write(tmp_path, SKAB_LIKE)
+    col = Collector(mosquitto.port, ["#"])
+    try:
+        res = CliRunner().invoke(replay_command, [str(path), "--device", "valve1", "--broker", mosquitto.url, "--fast",
+                                                  "--topic-prefix", "/site-1/"])
+        assert res.exit_code == 0, res.output
+        assert "to site-1/sensors/valve1/data" in res.output
+        wait_until(lambda: len(col.messages) >= 3, 10, "3 messages")
+        assert {t for t, _, _ in col.messages} == {"site-1/sensors/valve1/data"}
+    finally:
+        col.close()
+
+
 def test_replay_keyed_batches_with_restamp(mosquitto, tmp_path: Path) -> None:
     path = write(tmp_path, SKAB_LIKE)
     col = Collector(mosquitto.port, ["sensors/+/data"])
@@ -172,6 +187,8 @@ def test_replay_keyed_batches_with_restamp(mosquitto, tmp_path: Path) -> None:
         (["{comma}", "--device", "d", "--fast"], "column 'b': not a number: '2,5' (a decimal comma: use --decimal ,)",
          65),
         (["{good}", "--device", "d", "--fast", "--time-format", "%Q"], "--time-format '%Q' is no strptime format", 2),
+        (["{good}", "--device", "d", "--fast", "--topic-prefix", "site/+"],
+         "--topic-prefix: 'site/+' must be a topic level (or levels) without wildcards", 2),
     ],
 )
 def test_cli_errors_are_one_line_and_their_exit_code(tmp_path: Path, args: list[str], msg: str, code: int) -> None:

@@ -216,6 +216,8 @@ def test_cli_publishes_and_writes_ground_truth(mosquitto, tmp_path: Path) -> Non
         (["--broker", "mqtt://127.0.0.1:1"], "cannot connect", 69),
         (["--prefix", "line/a"], "--prefix 'line/a': a device id is one topic level", 2),
         (["--prefix", "#"], "--prefix '#': a device id is one topic level", 2),
+        (["--topic-prefix", "#"], "--topic-prefix: '#' must be a topic level (or levels) without wildcards", 2),
+        (["--topic-prefix", "/"], "--topic-prefix: '/' must be a topic level", 2),
     ],
 )
 def test_cli_errors_are_one_line_and_their_exit_code(args: list[str], msg: str, code: int) -> None:
@@ -240,6 +242,27 @@ def test_cli_takes_channel_names_from_a_model(mosquitto, demo_model_path: Path) 
         doc = json.loads(col.messages[0][1])
         assert list(doc) == ["ts", *names]
         assert Decoder(names, max_future_s=0).decode(col.messages[0][1], 0.0).values.shape == (1, len(names))
+    finally:
+        col.close()
+
+
+def test_a_daemon_with_a_topic_prefix_raises_on_simulate_with_the_same_prefix(mosquitto, demo_model_path: Path) -> None:
+    """simulate --topic-prefix means what the daemon's topics.prefix (--topic-prefix) means: it feeds that daemon."""
+    from tests.edge_runtime.mqtt_helpers import idle, running_daemon
+
+    col = Collector(mosquitto.port, ["#"])
+    try:
+        with running_daemon(mosquitto.url, demo_model_path, prefix="site-9") as d:
+            res = CliRunner().invoke(simulate_command, [
+                "--broker", mosquitto.url, "--devices", "1", "--rate", "1", "--duration", "400", "--fast",
+                "--model", str(demo_model_path), "--anomaly", "sim-0:level_shift:200:120", "--topic-prefix", "site-9"])
+            assert res.exit_code == 0, res.output
+            wait_until(lambda: d.stats.counts["messages"] >= 400, 20, "the daemon read every sample")
+            idle(d)
+            wait_until(lambda: any(t == "site-9/alerts/sim-0" for t, _, _ in col.messages), 10, "an alert")
+        raised = [json.loads(p) for t, p, _ in col.messages if t == "site-9/alerts/sim-0"]
+        assert raised[0]["state"] == "raised"
+        assert {t for t, _, _ in col.messages if "/data" in t} == {"site-9/sensors/sim-0/data"}
     finally:
         col.close()
 
