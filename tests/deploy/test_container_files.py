@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 try:
     import tomllib
@@ -140,3 +142,154 @@ def test_dockerfile_check_catches_a_broken_file(change, problem: str) -> None:
                                   "*\n!pyproject.toml\n!README.md\n"])
 def test_dockerignore_check_catches_a_broken_file(text: str) -> None:
     assert dockerignore_problems(text)
+
+
+# -- the run examples: a broker the daemon can reach, and no restart loop on a config error ---------------------
+
+COMPOSE = CONTAINER / "compose.yaml"
+RUN_EXAMPLES = [ROOT / "docs" / "DEPLOY.md", ROOT / "docs" / "readme" / "50-deploy.md", ROOT / "README.md",
+                *DOCKERFILES.values()]
+MAX_RESTARTS = 10
+
+
+def restart_problems(policy: str, where: str) -> list[str]:
+    """Why a docker restart policy restarts a configuration error (exit 78) for ever (empty: it does not).
+    Docker has no RestartPreventExitStatus: only ``no`` or ``on-failure:N`` with a small N stop."""
+    name, _, count = policy.partition(":")
+    if name == "no" or (name == "on-failure" and count.isdigit() and 1 <= int(count) <= MAX_RESTARTS):
+        return []
+    return [f"{where}: restart {policy!r} restarts a config error (exit 78) for ever: on-failure:N, N <= {MAX_RESTARTS}"]
+
+
+def compose_problems(doc: dict) -> list[str]:
+    """Why compose.yaml's daemon cannot reach its broker or loops on a config error (empty: neither)."""
+    services = doc.get("services") or {}
+    ew = services.get("edgewatch")
+    if not isinstance(ew, dict):
+        return ["no edgewatch service"]
+    problems = restart_problems(str(ew.get("restart", "no")), "edgewatch service")
+    env = ew.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.partition("=")[::2] for e in env)
+    broker = env.get("EDGEWATCH_MQTT_BROKER") or "mqtt://127.0.0.1:1883"  # the daemon's default
+    host = urlsplit(broker).hostname
+    if ew.get("network_mode") == "host":
+        return problems
+    if host not in services:
+        problems.append(f"the daemon's broker {broker!r} is no service of the file, and no network_mode: host "
+                        "(127.0.0.1 in a container is the container itself)")
+    elif host not in (ew.get("depends_on") or []):
+        problems.append(f"the edgewatch service does not depend on its broker service {host!r}")
+    return problems
+
+
+def docker_runs(text: str) -> list[list[str]]:
+    """The ``docker run`` commands of a text (Markdown or a Dockerfile's comments), continuation lines joined."""
+    lines = [ln.lstrip("# ").rstrip() for ln in text.splitlines()]
+    joined, buf = [], ""
+    for ln in lines:
+        buf += ln
+        if buf.endswith("\\"):
+            buf = buf[:-1] + " "
+            continue
+        joined.append(buf)
+        buf = ""
+    return [shlex.split(ln[ln.index("docker run"):].split("#")[0]) for ln in joined if "docker run" in ln]
+
+
+def docker_run_problems(argv: list[str], where: str) -> list[str]:
+    """Why a detached daemon ``docker run`` loops on a config error or cannot reach a broker on the gateway."""
+    if "-d" not in argv:  # a one-off command (check-model, ...): no restart, no broker
+        return []
+    opts = {a.split("=", 1)[0]: (a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else ""))
+            for i, a in enumerate(argv) if a.startswith("--")}
+    problems = restart_problems(opts.get("--restart", "no"), where)
+    if opts.get("--network") != "host" and not any(a.startswith("EDGEWATCH_MQTT_BROKER=") for a in argv):
+        problems.append(f"{where}: no --network host and no EDGEWATCH_MQTT_BROKER: the default broker 127.0.0.1 "
+                        "is the container itself")
+    return problems
+
+
+def test_compose_runs_the_daemon_beside_its_broker_without_a_restart_loop() -> None:
+    doc = yaml.safe_load(COMPOSE.read_text())
+    assert compose_problems(doc) == []
+    assert doc["services"]["mosquitto"]["image"].startswith("eclipse-mosquitto:")
+    ew = doc["services"]["edgewatch"]
+    assert ew["build"]["dockerfile"] == "deploy/container/Dockerfile.cpu" and ew["read_only"] is True
+    assert "EDGEWATCH_MQTT_PASSWORD" in ew["environment"]  # passed on, never written in the file
+
+
+@pytest.mark.parametrize("path", RUN_EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_docker_run_examples_reach_the_broker_and_stop_on_a_config_error(path: Path) -> None:
+    runs = docker_runs(path.read_text())
+    assert [r for r in runs if "-d" in r], f"{path}: no daemon `docker run -d` example"
+    assert [p for r in runs for p in docker_run_problems(r, str(path.relative_to(ROOT)))] == []
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda d: d["services"]["edgewatch"].update(restart="on-failure"), "for ever"),
+    (lambda d: d["services"]["edgewatch"].update(restart="unless-stopped"), "for ever"),
+    (lambda d: d["services"]["edgewatch"].update(restart="on-failure:100"), "for ever"),
+    (lambda d: d["services"].pop("mosquitto"), "no service of the file"),
+    (lambda d: d["services"]["edgewatch"].pop("environment"), "no service of the file"),
+    (lambda d: d["services"]["edgewatch"].pop("depends_on"), "does not depend on"),
+])
+def test_compose_check_catches_a_broken_file(change, problem: str) -> None:
+    doc = yaml.safe_load(COMPOSE.read_text())
+    change(doc)
+    assert any(problem in p for p in compose_problems(doc)), compose_problems(doc)
+
+
+def test_compose_check_accepts_a_broker_on_the_gateway_over_the_host_network() -> None:
+    doc = yaml.safe_load(COMPOSE.read_text())
+    doc["services"].pop("mosquitto")
+    doc["services"]["edgewatch"].pop("depends_on")
+    doc["services"]["edgewatch"].update(network_mode="host", environment=["EDGEWATCH_MQTT_BROKER=mqtt://127.0.0.1:1883"])
+    assert compose_problems(doc) == []
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("docker run -d --network host --restart on-failure --read-only edgewatch:cpu", "for ever"),
+    ("docker run -d --network host --restart always edgewatch:cpu", "for ever"),
+    ("docker run -d --restart on-failure:5 -v /etc/edgewatch:/etc/edgewatch:ro edgewatch:cpu", "no --network host"),
+])
+def test_docker_run_check_catches_a_broken_example(line: str, problem: str) -> None:
+    assert any(problem in p for p in docker_run_problems(docker_runs(line)[0], "x"))
+    assert docker_run_problems(docker_runs("docker run --rm edgewatch:cpu check-model m.onnx")[0], "x") == []
+
+
+def test_the_compose_mosquitto_config_runs_on_a_real_mosquitto(tmp_path: Path) -> None:
+    """deploy/container/mosquitto.conf as shipped, its listener moved to a free loopback port: it starts and
+    passes a message (a typo in it would stop the compose broker)."""
+    import subprocess
+    import time
+
+    from edge_runtime.tools.localbroker import free_port
+    from tests.edge_runtime.mqtt_helpers import Collector, Publisher, wait_until
+
+    port = free_port()
+    text = (CONTAINER / "mosquitto.conf").read_text()
+    assert re.search(r"^listener 1883$", text, re.M)
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(re.sub(r"^listener 1883$", f"listener {port} 127.0.0.1", text, flags=re.M))
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        col = None
+        while col is None:
+            try:
+                col = Collector(port, ["sensors/#"])
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out = proc.stdout.read().decode() if proc.stdout else ""
+                    pytest.fail(f"mosquitto did not start with the compose config: {out[-1000:]}")
+                time.sleep(0.1)
+        pub = Publisher(port)
+        pub.send("sensors/d1/data", '{"ts": 1, "values": [1]}')
+        pub.flush()
+        wait_until(lambda: len(col.messages) >= 1, 10, "the message through the compose broker")
+        pub.close()
+        col.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

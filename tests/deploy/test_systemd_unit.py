@@ -151,6 +151,18 @@ def test_restart_prevention_matches_the_cli_exit_codes() -> None:
     assert prevented == {EXIT_USAGE, EXIT_CONFIG, EXIT_DATAERR, EXIT_NOINPUT}  # each needs an operator; a crash (1) restarts
 
 
+@pytest.mark.parametrize("unit", sorted((ROOT / "deploy").rglob("*.service")), ids=lambda p: p.name)
+def test_every_restarting_unit_in_deploy_stops_on_a_config_error(unit: Path) -> None:
+    """Each shipped unit that restarts (the NATS workers' too) leaves a config or model error failed, not looping."""
+    from edge_runtime.clierror import EXIT_CONFIG, EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE
+
+    service = parse_unit(unit.read_text())["Service"]
+    if service.get("Restart", ["no"])[-1] == "no":
+        return
+    prevented = {int(c) for c in service.get("RestartPreventExitStatus", [""])[-1].split()}
+    assert {EXIT_USAGE, EXIT_CONFIG, EXIT_DATAERR, EXIT_NOINPUT} <= prevented, unit
+
+
 def test_gpu_dropin_opens_only_nvidia_devices() -> None:
     svc = parse_unit(GPU_DROPIN.read_text())["Service"]
     assert svc["PrivateDevices"] == ["no"]
