@@ -8,7 +8,9 @@ off by default: an out-of-range value is a real reading and stays in the score):
 or the cross-channel factors' estimate) and the score renormalised over the healthy ones
 (:func:`edge_runtime.pipeline.health.renormalised_score`). A device is not scored at all while more than
 ``degraded_share`` of its scored channels are left out (``degraded``), or while more than that share of all its
-channels is out of range at once, until it is back for two windows' worth of samples (``out_of_distribution``).
+channels is out of range at once, until it is back for two windows' worth of samples (``out_of_distribution``),
+when that happens before the device ran two windows' worth in range since its start or a stop (after, it is a
+process excursion and stays scored).
 :func:`sensor_view` replays those rules over a recording (the same pure checks, in blocks of rows: the same codes
 as sample by sample), :func:`masked_scores` scores its windows as the daemon does; ``evaluate`` and ``benchmark`` feed
 both to the daemon's decisions (:func:`trainer.decisions.daemon_decisions` ``scored``). ``tests/trainer/test_sensor_view.py`` checks the replay
@@ -61,17 +63,25 @@ class SensorView:
                 "out_of_distribution_share": float(self.out_of_distribution.sum() / n)}
 
 
-def _ood_rows(far: np.ndarray, window: int) -> np.ndarray:
+def _ood_rows(far: np.ndarray, window: int, restarts: np.ndarray | None = None) -> np.ndarray:
     """(T,) bool: out of distribution from the first row with ``far`` until ``BACK_IN_WINDOWS * window`` rows in a
-    row are not ``far`` (the row that completes them is scored again)."""
+    row are not ``far`` (the row that completes them is scored again), for a stretch the device enters before it
+    has run that many rows in range since it started (row 0, or a row of ``restarts``: running again after a stop)
+    or since a stretch before it ended; a later one is a process excursion, scored (the daemon's rule)."""
     out = np.zeros(len(far), dtype=bool)
     back = BACK_IN_WINDOWS * window
     rows = np.flatnonzero(far)
     if not len(rows):
         return out
+    starts = np.r_[0, np.sort(restarts)] if restarts is not None and len(restarts) else np.zeros(1, dtype=np.int64)
     breaks = np.flatnonzero(np.diff(rows) > back) + 1  # far rows further apart than that end one stretch
+    ended = -1  # where the last stretch ended: the device has run in range from there
     for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
-        out[rows[a] : min(len(far), rows[b - 1] + back)] = True
+        first = int(rows[a])
+        since = int(starts[starts <= first][-1])  # its latest start
+        if not (ended >= since or first - since >= back):
+            out[first : min(len(far), rows[b - 1] + back)] = True
+        ended = int(rows[b - 1]) + back
     return out
 
 
@@ -140,7 +150,9 @@ def sensor_view(meta: Any, values: np.ndarray, degraded_share: float = DEGRADED_
             excluded[sl] = (in_span | (out_runs[first - r0 :] > 0)) if range_excludes else in_span
         carry = ext[-(w - 1):] if w > 1 else ext[:0]
     ood_rows = np.zeros(t, dtype=bool)
-    ood_rows[keep] = _ood_rows(far[keep], w)  # counted over the running rows, as the daemon checks only those
+    pos = np.cumsum(keep) - 1  # each row's place among the running rows
+    restarts = pos[1:][keep[1:] & ~keep[:-1]]  # where it runs again after a stop (the daemon starts it over)
+    ood_rows[keep] = _ood_rows(far[keep], w, restarts)  # over the running rows, as the daemon checks only those
     ood = ood_rows[w - 1 :]
     return SensorView(excluded, degraded & ~ood, ood)
 

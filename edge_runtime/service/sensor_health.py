@@ -20,8 +20,9 @@ the device is reported once as ``out_of_distribution`` (retained, on the operati
 ``out_of_range`` alerts (those raised are cleared with that reason) and is not scored, until no more than that share
 is out of range for :data:`BACK_IN_WINDOWS` windows' worth of samples in a row. A device that had run in range and
 then leaves it on most channels at once is a *process excursion* (a trip, a burst line, a fault that moves the whole
-plant): it stays scored, so the process alert raises and names the channels, and it raises no per-channel
-``out_of_range`` alerts either (those raised are cleared with reason ``process_excursion``; counted
+plant): it stays scored, so the process alert raises and names the channels (with ``health.range_excludes``
+its out-of-range channels are left out as that option says, so it is ``degraded`` instead), and it raises no
+per-channel ``out_of_range`` alerts either (those raised are cleared with reason ``process_excursion``; counted
 ``range_excursions``, a warning logged) until it is back in range as above. Messages to publish (sensor alerts,
 retained health and operating documents) collect in :attr:`SensorHealth.outbox`; the ingest sends them outside
 its lock.
@@ -223,8 +224,7 @@ class SensorHealth:
         period = self.period_s or self._spacing(dh, ts)
         dh.last_t = float(ts[-1])
         alerting = self._distribution(device, dh, ts, codes)
-        # left out of the score: by the codes alerted on (a channel out of range with most others is no fault)
-        exc = left_out(alerting, flat_runs, checks.limits, self.cfg.range_excludes)
+        exc = left_out(codes, flat_runs, checks.limits, self.cfg.range_excludes)
         if exc.any():
             n = codes.shape[0]
             last = n - 1 - np.argmax(exc[::-1], axis=0)  # the last excluded sample of each channel
@@ -367,7 +367,7 @@ class SensorHealth:
         # (not counted as a fault): a run that goes on becomes out_of_range, and one that ends soon was a process
         # spike, still inside the next windows' span
         # (health.range_excludes) no range check while the range is learnt
-        pending = (dh.checks.out_run > 0) & (not (dh.learning or dh.excursion)) & self.cfg.range_excludes
+        pending = (dh.checks.out_run > 0) & (not dh.learning) & self.cfg.range_excludes
         if not np.count_nonzero(excluded):  # not .any(): microseconds on a (C,) array
             if self._degraded(device):
                 self._set_degraded(device, dh, False)

@@ -17,7 +17,7 @@ from edge_runtime.pipeline.stats import Stats
 from edge_runtime.service.ingest import Ingest
 from edge_runtime.service.model import load_model
 from tests.edge_runtime.onnx_models import write_health_model
-from trainer.sensor_view import masked_scores, sensor_view
+from trainer.sensor_view import _ood_rows, masked_scores, sensor_view
 
 T0 = 1_700_000_000.0
 CH = ["a", "b", "c", "d"]
@@ -67,11 +67,40 @@ def test_the_offline_view_leaves_out_and_skips_what_the_daemon_does(model, range
     ends = range(w - 1, len(x), hop)  # the windows the daemon cuts
     offline = {e: view.excluded[e - w + 1].tolist() for e in ends if view.scored[e - w + 1]}
     assert offline == daemon
-    assert view.out_of_distribution[160 - w + 1] and not view.scored[160 - w + 1]  # the far stretch is not scored
+    # three of four far out after running in range: a process excursion, scored as the daemon scores it (with
+    # range_excludes those three are left out: degraded)
+    i = 160 - w + 1
+    assert not view.out_of_distribution[i] and view.scored[i] != range_excludes and view.degraded[i] == range_excludes
     assert daemon[47][0] and daemon[139][3]  # stuck a, and d frozen out of range, are left out either way
     assert daemon[87][1] == range_excludes  # b out of range but moving: left out only with the option
     assert 107 in daemon and daemon[107][1] == range_excludes  # two of four faulty: not degraded; b pending
     assert view.degraded[215 - w + 1] and 215 not in daemon  # degraded: not scored, offline and in the daemon
+
+
+@pytest.mark.parametrize("range_excludes", [False, True])
+def test_far_out_from_the_start_is_out_of_distribution_offline_as_in_the_daemon(model, range_excludes: bool) -> None:
+    x = _faulty()
+    x[:30, 1:] = 50.0 + np.random.default_rng(5).normal(0, 1, (30, 3))  # an operating point far from training
+    daemon = _daemon_masks(model, x, range_excludes)
+    view = sensor_view(model.metadata, x, range_excludes=range_excludes)
+    assert view is not None
+    w, hop = model.metadata.window, model.metadata.hop
+    offline = {e: view.excluded[e - w + 1].tolist() for e in range(w - 1, len(x), hop) if view.scored[e - w + 1]}
+    assert offline == daemon
+    assert view.out_of_distribution[0] and 20 not in daemon  # not scored, offline and in the daemon
+    i = 160 - w + 1  # the later stretch: the device had run in range, an excursion (range_excludes: degraded)
+    assert not view.out_of_distribution[i] and view.scored[i] != range_excludes
+
+
+def test_a_stretch_after_a_restart_is_out_of_distribution_until_the_device_ran_in_range() -> None:
+    far = np.zeros(200, dtype=bool)
+    far[[50, 51, 52]] = True  # 50 rows in range before: an excursion (window 8: 16 rows suffice)
+    far[[110, 111]] = True  # 10 rows after a restart at 100: out of distribution
+    far[[150]] = True  # after that stretch ended: an excursion again
+    ood = _ood_rows(far, 8, np.array([100]))
+    assert not ood[50:70].any() and ood[110:127].all() and not ood[127] and not ood[150:].any()
+    assert _ood_rows(far, 8).sum() == 0  # no restart: every stretch comes after 16 rows in range
+    assert _ood_rows(far, 8, np.array([40])).sum() == 3 + 15  # 10 rows after the restart at 40
 
 
 def test_masked_scores_are_the_daemons_renormalised_scores(model) -> None:
