@@ -162,13 +162,15 @@ class Housekeeping:
     def publish_stats(self) -> None:
         doc = self.stats_doc()
         log.info(
-            "stats: messages=%d samples=%d windows=%d alerts=%d/%d drops=%s devices=%d batch=%.1f p50=%s ms p99=%s ms provider=%s",
+            "stats: messages=%d samples=%d windows=%d alerts_raised=%d alerts_cleared=%d drops=%s devices=%d "
+            "batch=%.1f p50=%s ms p99=%s ms provider=%s",
             doc["messages"], doc["samples"], doc["windows_scored"], doc["alerts_raised"], doc["alerts_cleared"],
             doc["drops"] or "{}", doc["devices_active"], doc["batch_size_mean"],
             "-" if doc["inference_ms_p50"] is None else doc["inference_ms_p50"],
             "-" if doc["inference_ms_p99"] is None else doc["inference_ms_p99"], doc["provider"],
         )
-        self.publisher.send([Outbound(self.stats_topic, to_json(doc), qos=0, bulk=True)])
+        # retained: a fleet view that connects between two intervals sees the last one at once
+        self.publisher.send([Outbound(self.stats_topic, to_json(doc), qos=0, retain=True, bulk=True)])
 
     def _stat_watched(self) -> FileSignature | None:
         try:

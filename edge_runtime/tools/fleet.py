@@ -1,7 +1,8 @@
 """``edgewatch fleet status``: one view of every gateway from its retained status and its periodic stats.
 
-Subscribes to the status, stats and shadow topics of every instance (the configured templates with
-``{instance}`` as ``+``) and keeps one :class:`Gateway` row per instance: online/offline and since when,
+Subscribes to the status, stats (retained, so the last one arrives at once) and shadow topics of every
+instance (the configured templates with ``{instance}`` as ``+``; with ``any_prefix`` also under every one-level
+topic prefix, the row then named ``prefix/instance``) and keeps one :class:`Gateway` row per instance: online/offline and since when,
 the live and shadow model, devices seen and their last samples, drops by reason, alerts raised in the last
 hour, sensor faults. :func:`table` and :func:`as_json` format the rows (pure); :func:`fleet_command` is the
 CLI: a table refreshed in place on a terminal, or one JSON document with ``--json``.
@@ -65,31 +66,35 @@ class Gateway:
 class FleetView:
     """Rows by instance, fed from the network thread (:meth:`on_message`)."""
 
-    def __init__(self, status_topic: str, stats_topic: str, shadow_topic: str) -> None:
-        self._templates = {"status": status_topic.split("/"), "stats": stats_topic.split("/"),
-                           "shadow": shadow_topic.split("/")}
+    def __init__(self, status_topic: str, stats_topic: str, shadow_topic: str, any_prefix: bool = False) -> None:
+        plain = {"status": status_topic.split("/"), "stats": stats_topic.split("/"), "shadow": shadow_topic.split("/")}
+        self._templates = list(plain.items())
+        if any_prefix:  # site-1/edgewatch/{instance}/status ... beside the unprefixed ones
+            self._templates += [(kind, ["{prefix}", *levels]) for kind, levels in plain.items()]
         self.gateways: dict[str, Gateway] = {}
         self.skipped = 0
         self._lock = threading.Lock()
 
     @property
     def filters(self) -> list[tuple[str, int]]:
-        return [("/".join("+" if lv == "{instance}" else lv for lv in t), 1) for t in self._templates.values()]
+        return [("/".join("+" if lv in ("{instance}", "{prefix}") else lv for lv in t), 1) for _, t in self._templates]
 
     def _match(self, topic: str) -> tuple[str, str]:
         parts = topic.split("/")
-        for kind, levels in self._templates.items():
+        for kind, levels in self._templates:
             if len(parts) != len(levels):
                 continue
-            inst = ""
+            inst, prefix = "", ""
             for p, lv in zip(parts, levels, strict=True):
                 if lv == "{instance}":
                     inst = p
+                elif lv == "{prefix}":
+                    prefix = p
                 elif lv != p:
                     break
             else:
                 if inst:
-                    return kind, inst
+                    return kind, f"{prefix}/{inst}" if prefix else inst
         return "", ""
 
     def on_message(self, topic: str, payload: bytes, retained: bool, received: float | None = None) -> None:
@@ -105,8 +110,10 @@ class FleetView:
             gw = self.gateways.setdefault(inst, Gateway(inst))
             if kind == "status":
                 gw.status, gw.status_received = doc, now
-            elif kind == "stats":
-                gw.stats, gw.stats_received = doc, now
+            elif kind == "stats":  # a retained one (the last before we connected) is as old as it says
+                t = doc.get("time")
+                gw.stats, gw.stats_received = doc, min(now, float(t)) if retained and isinstance(t, (int, float)) \
+                    else now
             else:
                 gw.shadow = doc
 
@@ -150,9 +157,9 @@ def as_json(rows: list[dict[str, Any]], now: float) -> str:
     return json.dumps({"time": now, "gateways": rows})
 
 
-def collect(cfg: Config, wait_s: float, notify: Any = None) -> tuple[FleetView, Subscription]:
-    """Subscribe and gather for ``wait_s`` seconds (retained statuses arrive at once, stats as published)."""
-    view = FleetView(cfg.status_topic, cfg.stats_topic, cfg.shadow_topic)
+def collect(cfg: Config, wait_s: float, notify: Any = None, any_prefix: bool = False) -> tuple[FleetView, Subscription]:
+    """Subscribe and gather for ``wait_s`` seconds (retained statuses and the last stats arrive at once)."""
+    view = FleetView(cfg.status_topic, cfg.stats_topic, cfg.shadow_topic, any_prefix)
     sub = Subscription(cfg, view.filters, view.on_message, notify or (lambda line: None), "edgewatch-fleet").start()
     time.sleep(wait_s)
     return view, sub
@@ -168,23 +175,27 @@ def fleet_command() -> None:
 @click.option("--config", "config_file", type=click.Path(),
               help="Take broker, TLS, auth and the status/stats topics (and topics.prefix) from this config.")
 @click.option("--json", "as_json_flag", is_flag=True, help="Print one JSON document of every gateway and exit.")
+@click.option("--topic-prefix", default=None,
+              help="The gateways' topics.prefix (site-1: site-1/edgewatch/+/status); '+' for every one-level prefix "
+              "and none at once, each gateway named prefix/instance: one view of several sites.")
 @click.option("--wait", "wait_s", type=float, default=3.0, show_default=True,
-              help="Seconds to listen before the first view (statuses are retained; stats come every interval).")
+              help="Seconds to listen before the first view (statuses and the last stats are retained).")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Refresh the table this often.")
 @click.option("--once", is_flag=True, help="Print the table once and exit (default on a terminal: refresh until Ctrl-C).")
 @click.option("--stats-interval", type=float, default=60.0, show_default=True,
               help="The gateways' runtime.stats_interval_s: no stats for 3 of them shows a gateway as stale.")
-def status(broker: str | None, config_file: str | None, as_json_flag: bool, wait_s: float, interval: float,
-           once: bool, stats_interval: float) -> None:
+def status(broker: str | None, config_file: str | None, topic_prefix: str | None, as_json_flag: bool, wait_s: float,
+           interval: float, once: bool, stats_interval: float) -> None:
     """Every gateway: online/offline and since when, live and shadow model, devices and their last sample,
     drops by reason, alerts raised in the last hour, sensor faults."""
     from edge_runtime.cli import config_from_flags
 
     if wait_s < 0 or interval <= 0 or stats_interval <= 0:
         fail("--wait must be >= 0, --interval and --stats-interval > 0", prog="edgewatch")
-    cfg = config_from_flags(config_file, {"broker": broker})
+    any_prefix = topic_prefix == "+"
+    cfg = config_from_flags(config_file, {"broker": broker, "prefix": None if any_prefix else topic_prefix})
     try:
-        view, sub = collect(cfg, wait_s, lambda line: click.echo(f"edgewatch fleet: {line}", err=True))
+        view, sub = collect(cfg, wait_s, lambda line: click.echo(f"edgewatch fleet: {line}", err=True), any_prefix)
     except (WatchError, ConfigError) as exc:
         fail(str(exc), exc.exit_code, prog="edgewatch")
     try:

@@ -312,6 +312,8 @@ class FleetView:
 
     def _on_stats(self, key: str, doc: dict[str, Any], retained: bool, received: float) -> str:
         gw = self.gateways.setdefault(key, {"instance": key})
+        if retained and isinstance(doc.get("time"), (int, float)):  # the last one kept by the broker: its own age
+            received = min(received, float(doc["time"]))
         gw["stats"] = {**_pick(doc, STATS_FIELDS), "received": received}
         self.gateway_v[key] = self.version
         return ""

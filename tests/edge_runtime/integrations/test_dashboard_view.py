@@ -128,3 +128,12 @@ def test_health_topics_from_the_config_and_malformed_health_is_skipped() -> None
         v.ingest("site-1/health/pump-1", payload, True, 1.0)
     v.ingest("site-1/health/pump-1/alerts", _j({"state": "raised"}), False, 1.0)  # no kind
     assert v.skipped == 5 and len(skipped) == 5 and v.delta(0, 1.0)["devices"] == []
+
+
+def test_retained_stats_are_as_old_as_they_say() -> None:
+    """The daemon retains its stats: the last one arrives at connect, and must not look fresh."""
+    v = FleetView()
+    v.ingest("edgewatch/gw/stats", _j({"instance": "gw", "devices_active": 3, "time": 900.0}), True, 1000.0)
+    v.ingest("edgewatch/gw2/stats", _j({"instance": "gw2", "devices_active": 1, "time": 990.0}), False, 1000.0)
+    gws = {g["instance"]: g for g in v.delta(0, 1000.0)["gateways"]}
+    assert gws["gw"]["stats"]["received"] == 900.0 and gws["gw2"]["stats"]["received"] == 1000.0

@@ -107,3 +107,56 @@ def test_view_ignores_malformed_and_foreign_topics() -> None:
     assert v.skipped == 1 and list(v.gateways) == ["b"]
     row = v.rows(time.time())[0]
     assert row["drops"] == {} and row["state"] == "unknown"
+
+
+def test_once_shows_the_last_stats_of_a_daemon_that_published_before_the_view_connected(mosquitto,
+                                                                                        tmp_path: Path) -> None:
+    """The stats are retained: `--once` a minute after the last interval still has devices, drops, alerts."""
+    model = write_model(tmp_path / "m.onnx", make_metadata(model_id="real-v1"))
+    try:
+        with running_daemon(mosquitto.url, model, instance="gw-ret") as d:
+            pub = Publisher(mosquitto.port)
+            x = series(20, seed=2)
+            for i in range(20):
+                pub.send("sensors/pump-1/data", json.dumps({"ts": T0 + i, "values": x[i].tolist()}))
+            pub.send("sensors/pump-1/data", b"1,2")  # a CSV line short of values
+            pub.close()
+            wait_until(lambda: d.stats.counts["samples"] == 20 and sum(d.stats.drops.values()) == 1, 10, "samples")
+            d.housekeeping.publish_stats()
+            time.sleep(0.3)
+            r = CliRunner().invoke(main, ["fleet", "status", "--broker", mosquitto.url, "--json", "--wait", "0.5"])
+        assert r.exit_code == 0, r.output
+        (row,) = [g for g in json.loads(r.output)["gateways"] if g["gateway"] == "gw-ret"]
+        assert row["devices"] == 1 and row["drops"] == {"wrong_channels": 1} and row["alerts_1h"] == 0
+        assert row["stats_age_s"] is not None and row["stats_age_s"] >= 0.3  # its own age, not the receive time
+    finally:
+        pub = Publisher(mosquitto.port)
+        for t in ("edgewatch/gw-ret/stats", "edgewatch/gw-ret/status"):
+            pub.send(t, b"", qos=1, retain=True)
+        pub.close()
+
+
+def test_every_prefix_at_once_names_each_gateway_by_its_site(mosquitto) -> None:
+    pub = Publisher(mosquitto.port)
+    topics = []
+    for prefix, name in (("site-1", "gw-a"), ("site-2", "gw-a"), ("", "gw-c")):
+        topic = f"{prefix + '/' if prefix else ''}edgewatch/{name}/status"
+        doc = online_doc(name, "1.0", "m", "CPUExecutionProvider", "", ["a"], 16, 0.5, T0)
+        pub.send(topic, to_json(doc), qos=1, retain=True)
+        topics.append(topic)
+    pub.close()
+    try:
+        r = CliRunner().invoke(main, ["fleet", "status", "--broker", mosquitto.url, "--json", "--wait", "0.5",
+                                      "--topic-prefix", "+"])
+        assert r.exit_code == 0, r.output
+        names = {g["gateway"] for g in json.loads(r.output)["gateways"]}
+        assert {"site-1/gw-a", "site-2/gw-a", "gw-c"} <= names
+        r = CliRunner().invoke(main, ["fleet", "status", "--broker", mosquitto.url, "--json", "--wait", "0.5",
+                                      "--topic-prefix", "site-2"])
+        assert r.exit_code == 0, r.output
+        assert [g["gateway"] for g in json.loads(r.output)["gateways"]] == ["gw-a"]
+    finally:
+        pub = Publisher(mosquitto.port)
+        for t in topics:
+            pub.send(t, b"", qos=1, retain=True)
+        pub.close()
