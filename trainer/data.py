@@ -395,23 +395,40 @@ def _column(name: str, header: list[str], path: Path, what: str) -> int:
     return i
 
 
-def _read_rows(
-    path: Path, header: list[str], rows: Iterator[tuple[int, list[str]]], position: Callable[[], tuple[int, int]],
-    label_column: str | None, exclude: Sequence[str], channels: Sequence[str] | None, opts: ReadOptions, where: str,
-    separator: str | None = None,
-) -> Series:
-    """A header and ``(line, cells)`` rows -> :class:`Series`, row by row, the values kept as float32 by a
-    :class:`RowSpool` (in memory up to 64 MiB, beyond that mapped from a nameless temporary file).
-    ``position()``: ``(done, total)`` bytes (CSV) or rows, for the progress line."""
-    header = [h.strip() for h in header]
+@dataclass
+class _Layout:
+    """Which cells of a file's rows hold what (from its header and first rows), and the first data row."""
+
+    header: list[str]
+    ts_col: int | None
+    lab_col: int | None
+    st_col: int | None
+    feature_idx: list[int]
+    blank: list[int]  # unnamed columns over empty cells (trailing separators): checked empty on every row
+    units: dict[int, str]  # a units row's units by column
+    first_line: int
+    first_row: list[str]
+
+    @property
+    def names(self) -> list[str]:
+        return [self.header[i] for i in self.feature_idx]
+
+
+def _next_data_row(rows: Iterator[tuple[int, list[str]]]) -> tuple[int, list[str] | None]:
+    return next(((n, r) for n, r in rows if any(c.strip() for c in r)), (0, None))
+
+
+def _layout(path: Path, header: list[str], rows: Iterator[tuple[int, list[str]]], label_column: str | None,
+            exclude: Sequence[str], channels: Sequence[str] | None, opts: ReadOptions, where: str) -> _Layout:
+    """The columns of ``header`` (stripped): timestamp, label, state and features; a units row under the header is
+    read (and the first data row taken after it); the first data row tells an unnamed timestamp column."""
     named = [h for h in header if h]  # unnamed cells (trailing separators) are told apart below
     if len(set(named)) != len(named):
         dup = next(h for h in named if named.count(h) > 1)
         raise DataError(f"{path}: {where} 1: duplicate column name {dup!r}")
-    first_line, first_row = next(((n, r) for n, r in rows if any(c.strip() for c in r)), (0, None))
+    first_line, first_row = _next_data_row(rows)
     if first_row is None:
         raise DataError(f"{path}: no data rows after the header")
-
     lower = [h.lower() for h in header]
     ts_col: int | None = next((i for i, h in enumerate(lower) if h in TIMESTAMP_NAMES), None)
     lab_col = find_column(label_column, header) if label_column else None
@@ -428,7 +445,7 @@ def _read_rows(
             raise DataError(f"{path}: {where} {first_line}: {exc}") from None
         if found is not None:
             units = {header.index(c): u for c, u in found.items()}
-            first_line, first_row = next(((n, r) for n, r in rows if any(c.strip() for c in r)), (0, None))
+            first_line, first_row = _next_data_row(rows)
             if first_row is None:
                 raise DataError(f"{path}: no data rows after the header and its units row")
     if ts_col is None and first_row:
@@ -446,118 +463,132 @@ def _read_rows(
     # over values a column nobody named (a pandas index?): refused unless --exclude ''
     unnamed = [i for i, h in enumerate(header) if not h and "" not in excluded and i not in (ts_col, lab_col, st_col)]
     named_by_nobody = [i for i in unnamed if i < len(first_row) and first_row[i].strip()]
-    blank = [i for i in unnamed if i not in named_by_nobody]  # trailing separators: checked empty on every row
     if named_by_nobody and not channels:  # (with --channels, as evaluate reads, the columns picked are the features)
         i = named_by_nobody[0]
         raise DataError(f"{path}: {where} 1: column {i + 1} has no name in the header (its first value "
                         f"{first_row[i].strip()!r}): name it, or keep it out with --exclude ''"
                         + (" (a pandas index? write the file with index=False)" if i == 0 else ""))
-    feature_idx = [
+    feature_idx = [_column(c, header, path, "column") for c in channels] if channels else [
         i for i, h in enumerate(header)
         if i not in (ts_col, lab_col, st_col) and h.lower() not in excluded and h.lower() not in LABEL_LIKE_COLUMNS
         and i not in unnamed
     ]
-    if channels:
-        feature_idx = [_column(c, header, path, "column") for c in channels]
     if not feature_idx:
-        raise DataError(
-            f"{path}: no feature columns left after removing timestamp, label and excluded columns"
-        )
+        raise DataError(f"{path}: no feature columns left after removing timestamp, label and excluded columns")
+    return _Layout(header, ts_col, lab_col, st_col, feature_idx, [i for i in unnamed if i not in named_by_nobody],
+                   units, first_line, first_row)
 
-    spool = RowSpool(len(feature_idx))
-    labs = array("b")
-    ts_cells: list[str] = []
-    st_cells: list[str] = []
-    names = [header[i] for i in feature_idx]
-    meter = ReadProgress(path.name, where) if opts.progress else None
-    order = TimeOrder(zone(opts.timezone), opts.time_format, keep=opts.keep_time) if ts_col is not None else None
 
-    def take(r: list[str], lineno: int) -> None:
-        if len(r) != len(header):
-            raise DataError(f"{path}: {where} {lineno}: {field_count_error(r, len(header), separator)}")
-        for i in blank:
+class _RowReader:
+    """Takes the rows of one file by its :class:`_Layout`: the features into a :class:`RowSpool` (float32), the
+    labels, states and the first timestamps (the sample period), every timestamp into a :class:`TimeOrder`."""
+
+    def __init__(self, path: Path, lay: _Layout, opts: ReadOptions, where: str, separator: str | None) -> None:
+        self.path, self.lay, self.opts, self.where, self.separator = path, lay, opts, where, separator
+        self.names = lay.names
+        self.spool = RowSpool(len(lay.feature_idx))
+        self.labs = array("b")
+        self.ts_cells: list[str] = []
+        self.st_cells: list[str] = []
+        self.order = TimeOrder(zone(opts.timezone), opts.time_format, keep=opts.keep_time) \
+            if lay.ts_col is not None else None
+
+    def take(self, r: list[str], lineno: int) -> None:
+        lay, path, where = self.lay, self.path, self.where
+        if len(r) != len(lay.header):
+            raise DataError(f"{path}: {where} {lineno}: {field_count_error(r, len(lay.header), self.separator)}")
+        for i in lay.blank:
             if r[i].strip():
                 raise DataError(f"{path}: {where} {lineno}: {r[i].strip()!r} in column {i + 1}, which has no name in "
                                 "the header (empty above, as after a trailing separator): name it, or --exclude ''")
-        spool.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(feature_idx))
-        if lab_col is not None:
-            cell = r[lab_col].strip()
+        names, opts = self.names, self.opts
+        self.spool.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(lay.feature_idx))
+        if lay.lab_col is not None:
+            cell = r[lay.lab_col].strip()
             try:
-                labs.append(1 if float(cell) != 0 else 0)
+                self.labs.append(1 if float(cell) != 0 else 0)
             except ValueError:
-                raise DataError(
-                    f"{path}: {where} {lineno}, column {header[lab_col]!r}: label must be 0/1, got {cell!r}"
-                ) from None
-        if st_col is not None:
-            st_cells.append(r[st_col].strip())
-        if ts_col is not None and len(ts_cells) < 1000:  # the sample period; every row's time: order.seconds()
-            ts_cells.append(r[ts_col])
-        if order is not None:
-            order.add(r[ts_col], lineno)
+                raise DataError(f"{path}: {where} {lineno}, column {lay.header[lay.lab_col]!r}: label must be 0/1, "
+                                f"got {cell!r}") from None
+        if lay.st_col is not None:
+            self.st_cells.append(r[lay.st_col].strip())
+        if lay.ts_col is not None:
+            if len(self.ts_cells) < 1000:  # the sample period; every row's time: order.seconds()
+                self.ts_cells.append(r[lay.ts_col])
+            if self.order is not None:
+                self.order.add(r[lay.ts_col], lineno)
 
-    n = 0
-    start, stop = opts.rows or (0, None)
-    try:
-        data = itertools.chain([(first_line, first_row)], ((ln, r) for ln, r in rows if any(c.strip() for c in r)))
-        for lineno, r in itertools.islice(data, start, stop):  # --rows: the reading stops at its end
-            take(r, lineno)
-            n += 1
-            if meter is not None and n % 8192 == 0:
-                meter.update(n, *position())
-        if order is not None:
-            order.finish()
-    except BadTimestampError as exc:
-        hint = "" if opts.time_format else time_format_hint([exc.cell])  # (a format given: the cell fits it not)
-        fix = hint or ": fix or delete the row (`edgewatch replay` refuses it too; the edge drops such a sample)"
-        raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: bad timestamp: {exc.reason}{fix}"
-                        ) from None
-    except TimeOrderError as exc:
-        local = "" if _is_number(exc.cell) and not opts.time_format else (
-            f"; are the times in {opts.timezone}?" if opts.timezone else "; naive local times across a DST change: "
-            "--timezone")
-        fix = dst_gap_note(exc.before, exc.cell, zone(opts.timezone), opts.timezone, opts.time_format) or \
-            f"sort the rows by time{local}"
-        raise DataError(f"{path}: {where} {exc.line}, column {header[ts_col]!r}: timestamps go backwards "
-                        f"({exc.cell.strip()!r} after {exc.before.strip()!r}; the edge drops such samples as "
-                        f"out_of_order): {fix}") from None
-    except DataError as exc:
-        # a mistyped --exclude leaves its (text) column in: say so beside the cell that failed
-        unmatched = [e for e in exclude if find_column(e, header) is None and did_you_mean(e, header)]
-        if not unmatched:
-            raise
-        raise DataError(f"{exc}; --exclude {unmatched[0]!r} matches no column here"
-                        f"{did_you_mean(unmatched[0], header)}") from None
-    if meter is not None:
-        meter.done(n, *position())
-    if n == 0:
-        raise DataError(f"{path}: --rows {format_rows(opts.rows)} holds no data rows: the file ends before data row "
-                        f"{start}")
-    if stop is not None and n < stop - start:
-        log.warning("%s: --rows %s reaches past the end of the file: %s data rows read (rows %d..%d)", path,
-                    format_rows(opts.rows), f"{n:,}", start, start + n - 1)
-    if order is not None and order.duplicates:
-        log.warning("%s: %d row(s) repeat the timestamp of the row before (first at %s %d); the edge drops such "
-                    "samples as duplicate", path, order.duplicates, where, order.first_duplicate)
-    values = spool.finish()  # float32, in memory or mapped from a nameless temporary file (trainer/row_spool.py)
-    if opts.fill is not None:
-        for j, name in enumerate(names):
-            if not np.isnan(values[:, j]).any():
-                continue  # nothing to fill: a mapped column's pages are not written again
-            try:
-                values[:, j] = fill_column(values[:, j], opts.fill)
-            except ValueError as exc:
-                raise DataError(f"{path}: column {name!r}: {exc}") from None
-    labels = np.frombuffer(labs, dtype=np.int8).copy() if lab_col is not None else None
+    def take_all(self, rows: Iterator[tuple[int, list[str]]], position: Callable[[], tuple[int, int]],
+                 exclude: Sequence[str]) -> int:
+        """Every data row (``--rows``: those in its range) taken; how many. A bad timestamp, time order or cell is
+        a :class:`DataError` that says how to fix it."""
+        lay, opts, path, where = self.lay, self.opts, self.path, self.where
+        meter = ReadProgress(path.name, where) if opts.progress else None
+        n = 0
+        start, stop = opts.rows or (0, None)
+        try:
+            data = itertools.chain([(lay.first_line, lay.first_row)],
+                                   ((ln, r) for ln, r in rows if any(c.strip() for c in r)))
+            for lineno, r in itertools.islice(data, start, stop):  # --rows: the reading stops at its end
+                self.take(r, lineno)
+                n += 1
+                if meter is not None and n % 8192 == 0:
+                    meter.update(n, *position())
+            if self.order is not None:
+                self.order.finish()
+        except BadTimestampError as exc:
+            hint = "" if opts.time_format else time_format_hint([exc.cell])  # (a format given: the cell fits it not)
+            fix = hint or ": fix or delete the row (`edgewatch replay` refuses it too; the edge drops such a sample)"
+            raise DataError(f"{path}: {where} {exc.line}, column {self._ts_name}: bad timestamp: {exc.reason}{fix}"
+                            ) from None
+        except TimeOrderError as exc:
+            local = "" if _is_number(exc.cell) and not opts.time_format else (
+                f"; are the times in {opts.timezone}?" if opts.timezone else "; naive local times across a DST "
+                "change: --timezone")
+            fix = dst_gap_note(exc.before, exc.cell, zone(opts.timezone), opts.timezone, opts.time_format) or \
+                f"sort the rows by time{local}"
+            raise DataError(f"{path}: {where} {exc.line}, column {self._ts_name}: timestamps go backwards "
+                            f"({exc.cell.strip()!r} after {exc.before.strip()!r}; the edge drops such samples as "
+                            f"out_of_order): {fix}") from None
+        except DataError as exc:
+            # a mistyped --exclude leaves its (text) column in: say so beside the cell that failed
+            unmatched = [e for e in exclude if find_column(e, lay.header) is None and did_you_mean(e, lay.header)]
+            if not unmatched:
+                raise
+            raise DataError(f"{exc}; --exclude {unmatched[0]!r} matches no column here"
+                            f"{did_you_mean(unmatched[0], lay.header)}") from None
+        if meter is not None:
+            meter.done(n, *position())
+        return n
 
-    period, ts = None, None
-    if ts_col is not None:
-        # one unit for the whole column, from its magnitude (an epoch-ms column is not read as seconds);
-        # naive date-times in --timezone, across DST as replay reads them
-        tz = zone(opts.timezone)
-        cells = [c for c in ts_cells[:1000] if _parse_time(c, opts.time_format) is not None]
-        good = local_column_seconds(cells, tz, opts.time_format)
-        if opts.keep_time and order is not None:
-            ts = order.seconds()
+    @property
+    def _ts_name(self) -> str:
+        return repr(self.lay.header[self.lay.ts_col]) if self.lay.ts_col is not None else "?"
+
+    def values(self) -> np.ndarray:
+        """The features (n, C) float32, in memory or mapped from a nameless temporary file, ``--fill`` applied."""
+        values = self.spool.finish()
+        if self.opts.fill is not None:
+            for j, name in enumerate(self.names):
+                if not np.isnan(values[:, j]).any():
+                    continue  # nothing to fill: a mapped column's pages are not written again
+                try:
+                    values[:, j] = fill_column(values[:, j], self.opts.fill)
+                except ValueError as exc:
+                    raise DataError(f"{self.path}: column {name!r}: {exc}") from None
+        return values
+
+    def times(self) -> tuple[float | None, np.ndarray | None]:
+        """(the sample period from the first rows' timestamps, every row's time with ``keep_time``), or Nones.
+        One unit for the whole column, from its magnitude (an epoch-ms column is not read as seconds); naive
+        date-times in ``--timezone``, across DST as replay reads them; irregular sampling is warned about."""
+        opts = self.opts
+        if self.lay.ts_col is None:
+            return None, None
+        cells = [c for c in self.ts_cells[:1000] if _parse_time(c, opts.time_format) is not None]
+        good = local_column_seconds(cells, zone(opts.timezone), opts.time_format)
+        ts = self.order.seconds() if opts.keep_time and self.order is not None else None
+        period = None
         if good.size >= 2:
             steps = np.diff(good)
             step = float(np.median(steps))
@@ -566,19 +597,45 @@ def _read_rows(
             if period is not None and steps.size >= 10 and (hi > 2 * step or lo < step / 2):
                 log.warning("%s: irregular sampling: timestamp steps of %.3g to %.3g s (5th to 95th percentile of "
                             "the first rows), median %.3g s: the model counts windows in samples and takes %.3g s "
-                            "per sample (delays, rates and the stale limit)", path, lo, hi, step, step)
+                            "per sample (delays, rates and the stale limit)", self.path, lo, hi, step, step)
+        return period, ts
+
+
+def _read_rows(
+    path: Path, header: list[str], rows: Iterator[tuple[int, list[str]]], position: Callable[[], tuple[int, int]],
+    label_column: str | None, exclude: Sequence[str], channels: Sequence[str] | None, opts: ReadOptions, where: str,
+    separator: str | None = None,
+) -> Series:
+    """A header and ``(line, cells)`` rows -> :class:`Series`, row by row, the values kept as float32 by a
+    :class:`RowSpool` (in memory up to 64 MiB, beyond that mapped from a nameless temporary file).
+    ``position()``: ``(done, total)`` bytes (CSV) or rows, for the progress line."""
+    lay = _layout(path, [h.strip() for h in header], rows, label_column, exclude, channels, opts, where)
+    reader = _RowReader(path, lay, opts, where, separator)
+    n = reader.take_all(rows, position, exclude)
+    start, stop = opts.rows or (0, None)
+    if n == 0:
+        raise DataError(f"{path}: --rows {format_rows(opts.rows)} holds no data rows: the file ends before data row "
+                        f"{start}")
+    if stop is not None and n < stop - start:
+        log.warning("%s: --rows %s reaches past the end of the file: %s data rows read (rows %d..%d)", path,
+                    format_rows(opts.rows), f"{n:,}", start, start + n - 1)
+    if reader.order is not None and reader.order.duplicates:
+        log.warning("%s: %d row(s) repeat the timestamp of the row before (first at %s %d); the edge drops such "
+                    "samples as duplicate", path, reader.order.duplicates, where, reader.order.first_duplicate)
+    values = reader.values()
+    period, ts = reader.times()
+    names = list(channels) if channels else lay.names
     return Series(
         name=str(path),
         values=values,
-        channels=list(channels) if channels else names,
-        labels=labels,
+        channels=names,
+        labels=np.frombuffer(reader.labs, dtype=np.int8).copy() if lay.lab_col is not None else None,
         sample_period_s=period,
-        time_column=header[ts_col] if ts_col is not None else None,
-        columns=header,
+        time_column=lay.header[lay.ts_col] if lay.ts_col is not None else None,
+        columns=lay.header,
         ts=ts,
-        states=np.asarray(st_cells, dtype=str) if st_col is not None else None,
-        units={c: units[i] for c, i in zip(list(channels) if channels else names, feature_idx, strict=True)
-               if units.get(i)},
+        states=np.asarray(reader.st_cells, dtype=str) if lay.st_col is not None else None,
+        units={c: lay.units[i] for c, i in zip(names, lay.feature_idx, strict=True) if lay.units.get(i)},
     )
 
 
