@@ -193,10 +193,6 @@ class SensorAlerts:
         return [self._doc(device, None, REJECTED, CLEARED, self._id(), st.rejected_id, st, st.rejected_since, at,
                           nan, nan, nan, now, model_id, reason)]
 
-    def rejected_devices(self) -> list[str]:
-        """The devices with a raised ``rejected`` alert."""
-        return [d for d, st in self.devices.items() if st.rejected]
-
     def _doc(self, device: str, channel: str | None, kind: str, state: str, alert_id: str, raised_id: str,
              st: DeviceSensors, since: float, at: float, value: float, good: float, good_t: float, now: float,
              model_id: str, reason: str = "", detail: str = "") -> dict[str, Any]:

@@ -11,7 +11,8 @@ discarded, so no window is ever stitched across a gap). Unstamped samples
 (arrival time) skip the ordering check but not the gap check. A device whose
 samples stay behind its latest one for ``clock_reset_after`` samples in a row
 (a clock that restarted) is reset: its window restarts on the new clock.
-A device's ``last_seen`` (idle expiry, LRU eviction) moves only when a sample is accepted.
+A device's ``last_seen`` (idle expiry, LRU eviction) moves only when a sample is accepted (or, while its
+messages are all rejected, when one arrives: :meth:`WindowStore.heard`).
 
 Sensor health (:mod:`edge_runtime.pipeline.health`) rides along: a ring keeps the per-device ``health`` state
 its owner gives it and counts the plain rows pushed since the owner last checked them (``unchecked``; the
@@ -312,6 +313,12 @@ class WindowStore:
             ring.last_seen = now
             self.devices[device] = ring
         return ring, evicted
+
+    def heard(self, device: str, now: float) -> None:
+        """``device`` sends, though nothing it sends decodes (a raised ``rejected`` alert): not idle, not stale."""
+        ring = self.devices.get(device)
+        if ring is not None:
+            self._seen(device, ring, now)
 
     def _seen(self, device: str, ring: RingWindow, now: float) -> None:
         """A sample of ``device`` was accepted: it is the most recently seen (dropped ones do not count)."""

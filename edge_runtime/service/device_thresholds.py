@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "devices.json"
 STATE_FORMAT = 1
 EPISODES_KEPT = 8  # recent alerts per device a verdict can name
-STANDING_KEPT = 2 * EPISODES_KEPT  # false alarms per device a later confirmed can still withdraw
+STANDING_KEPT = EPISODES_KEPT  # false alarms per device a later confirmed can still withdraw (as many as named)
 DRIFT_Q = 0.9
 
 

@@ -165,11 +165,14 @@ class Ingest:
                 self.rl.log(logging.WARNING, exc.reason, "device %s: %s", device, exc.detail)
                 if health is None:
                     return
-                health.rejected(device, exc.reason, exc.detail)
+                health.rejected(device, exc.reason, exc.detail, self.store.devices)
+                if device in health.rejected_raised:  # it sends: neither stale nor idle, its alert says why
+                    self.store.heard(device, time.monotonic())
                 samples = None
             if samples is not None:
                 # a device whose last messages were all dropped sends one that decodes: its rejected alert clears
-                cleared = bool(health is not None and health.rejects and health.input_accepted(device))
+                cleared = bool(health is not None and (health.rejects or health.rejected_raised)
+                               and health.input_accepted(device))
                 store = self.store
                 gate = self.states
                 if gate is None:
@@ -304,6 +307,8 @@ class Ingest:
         if samples.row is not None:  # one plain sample: no arrays
             keep, change = gate.gate_row(device, samples.row)
             if change is not None:
+                if self.health is not None and device in store.devices:  # its rows so far belong before the change
+                    self.health.flush(device, store.devices[device])
                 self._state_changed(device, change, samples.t)
             if keep:
                 return store.push_samples(device, samples, now)
@@ -313,9 +318,9 @@ class Ingest:
             return store.hold(device, 1, samples.t, samples.stamped, now)
         ts, values = samples.ts, samples.values
         code, changes = gate.gate(device, values)
-        for i, state in changes:
-            self._state_changed(device, state, float(ts[i]))
         if not code.any():
+            for i, state in changes:
+                self._state_changed(device, state, float(ts[i]))
             return self._push(device, samples, now)
         self._count_missing(device, samples)
         if self.health is not None and device in store.devices:
@@ -325,10 +330,17 @@ class Ingest:
         self.stats.counts["samples_settling"] += int(counts[2])
         keep = code == 0
         parts = sorted([(a, b, True) for a, b in runs(keep)] + [(a, b, False) for a, b in runs(~keep)])
-        return merge_results([
-            self._push_block(device, ts[a:b], values[a:b], samples.stamped, now, samples.missing is None) if kept  # sensor health: running only
-            else store.hold(device, b - a, float(ts[b - 1]), samples.stamped, now)
-            for a, b, kept in parts])
+        results, pending = [], list(changes)
+        for a, b, kept in parts:  # each state change reported where it happens: the rows before it checked first
+            while pending and pending[0][0] <= a:
+                i, state = pending.pop(0)
+                self._state_changed(device, state, float(ts[i]))
+            results.append(self._push_block(device, ts[a:b], values[a:b], samples.stamped, now,
+                                            samples.missing is None) if kept  # sensor health: running only
+                           else store.hold(device, b - a, float(ts[b - 1]), samples.stamped, now))
+        for i, state in pending:
+            self._state_changed(device, state, float(ts[i]))
+        return merge_results(results)
 
     def _state_changed(self, device: str, state: str, since: float) -> None:
         self.stats.counts["state_changes"] += 1

@@ -9,7 +9,8 @@ Two classes of traffic share the link's bounded outgoing queue (``max_outgoing``
 - bulk (:attr:`Outbound.bulk`: Home Assistant discovery, scores, stats): may fill only half the queue
   (the link refuses the rest), so it never takes an alert's place. Retained bulk messages (discovery) are
   paced: held here and sent by :meth:`pace` as the queue has room (at most ``bulk_per_pace`` a tick);
-  beyond ``max_paced`` held the oldest is dropped (``discovery_dropped``).
+  beyond ``max_paced`` held the oldest is dropped (``discovery_dropped``). The retained stats are not paced
+  (:attr:`Outbound.paced` False: one a stats interval, and the last must go out before a stop).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Publisher:
         sent = 0
         for m in messages:
             if m.bulk:
-                if m.retain:
+                if m.retain and m.paced:
                     self._hold_paced(m)
                 else:
                     sent += link.publish(m.topic, m.payload, m.qos, m.retain, bulk=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,7 @@ class SensorHealth:
         # devices whose last messages were all dropped: (how many in a row, the first one's time, wall clock),
         # least recently rejected first, at most input.max_devices of them
         self.rejects: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self.rejected_raised: set[str] = set()  # the devices whose rejected alert is raised
         self.configure(model, strict=True)
 
     def configure(self, model: EdgeModel, strict: bool = False) -> None:
@@ -139,9 +140,10 @@ class SensorHealth:
         old = getattr(self, "alerts", None)
         if old is None or old.channels != self.channels:  # a reload with the same channels keeps raised alerts
             if old is not None:  # devices rejected under the old model's channels may fit the new one
-                for device in old.rejected_devices():
+                for device in sorted(self.rejected_raised):
                     self._out_alerts(old.set_rejected(device, False, time.time(), self.model_id, reason="reload"))
                 self.rejects.clear()
+                self.rejected_raised.clear()
             self.alerts = SensorAlerts(AlertPolicy(cfg.sensor_raise_after, cfg.sensor_clear_after), self.instance,
                                        self.channels)
 
@@ -150,20 +152,27 @@ class SensorHealth:
         if not isinstance(dh, DeviceHealth) or dh.base is not self.limits:  # new, or made for the old model
             old = dh
             dh = ring.health = DeviceHealth(self.limits, self.window, self.warmup.on)
-            if isinstance(old, DeviceHealth):  # a reload: a device that ran in range still did
-                dh.in_range = old.in_range
+            if isinstance(old, DeviceHealth):  # a reload: where the device runs has not changed
+                dh.in_range, dh.ood, dh.excursion, dh.back, dh.back_since = (
+                    old.in_range, old.ood, old.excursion, old.back, old.back_since)
         return dh
 
     # -- input that does not decode ---------------------------------------------------------------------
-    def rejected(self, device: str, reason: str, detail: str) -> None:
+    def rejected(self, device: str, reason: str, detail: str, windowed: Container[str]) -> None:
         """A message of ``device`` was dropped (``reason``, ``detail``: the decoder's): :data:`REJECTED_AFTER` in a
-        row raise its device-wide ``rejected`` sensor alert, so a device that is never scored is seen as one."""
+        row raise its device-wide ``rejected`` sensor alert, so a device that is never scored is seen as one.
+        ``windowed``: the devices with a window (the others never decoded: let go when no longer followed)."""
         now = time.time()
         n, first = self.rejects.pop(device, (0, now))
         self.rejects[device] = (n + 1, first)
         while len(self.rejects) > self.cfg.max_devices:
-            self.rejects.popitem(last=False)
-        if n + 1 == REJECTED_AFTER and len(self.alerts.devices) < 2 * self.cfg.max_devices:
+            old, _ = self.rejects.popitem(last=False)
+            if old in self.rejected_raised and old not in windowed:  # never decoded, and followed no more
+                self.rejected_raised.discard(old)
+                self._out_alerts(self.alerts.forget(old, "evicted", self.model_id))
+        if n + 1 >= REJECTED_AFTER and device not in self.rejected_raised \
+                and len(self.alerts.devices) < 2 * self.cfg.max_devices:
+            self.rejected_raised.add(device)
             self.rl.log(logging.WARNING, "device_rejected", "device %s: its last %d messages were all dropped "
                         "(%s: %s): not scored until one decodes", device, REJECTED_AFTER, reason, detail)
             self._out_alerts(self.alerts.set_rejected(device, True, first, self.model_id,
@@ -171,10 +180,13 @@ class SensorHealth:
             self._out_rejected_health(device)
 
     def input_accepted(self, device: str) -> bool:
-        """A message of ``device`` decoded (only called while :attr:`rejects` is not empty): its run of drops
-        ends, and a raised ``rejected`` alert clears. True when there is a message to send."""
-        if self.rejects.pop(device, None) is None:
+        """A message of ``device`` decoded (only called while :attr:`rejects` or :attr:`rejected_raised` is not
+        empty): its run of drops ends, and a raised ``rejected`` alert clears. True when there is a message to
+        send."""
+        self.rejects.pop(device, None)
+        if device not in self.rejected_raised:
             return False
+        self.rejected_raised.discard(device)
         docs = self.alerts.set_rejected(device, False, time.time(), self.model_id)
         self._out_alerts(docs)
         if docs:
@@ -410,6 +422,8 @@ class SensorHealth:
 
     def forget(self, device: str, reason: str) -> list[Outbound]:
         """A device left: its raised sensor alerts cleared with ``reason``."""
+        self.rejects.pop(device, None)
+        self.rejected_raised.discard(device)
         self._out_alerts(self.alerts.forget(device, reason, self.model_id))
         out, self.outbox = self.outbox, []
         return out

@@ -193,7 +193,8 @@ def status(broker: str | None, config_file: str | None, topic_prefix: str | None
     if wait_s < 0 or interval <= 0 or stats_interval <= 0:
         fail("--wait must be >= 0, --interval and --stats-interval > 0", prog="edgewatch")
     any_prefix = topic_prefix == "+"
-    cfg = config_from_flags(config_file, {"broker": broker, "prefix": None if any_prefix else topic_prefix})
+    # '+': the unprefixed templates, each under any one-level prefix too (a configured prefix does not apply)
+    cfg = config_from_flags(config_file, {"broker": broker, "prefix": "" if any_prefix else topic_prefix})
     try:
         view, sub = collect(cfg, wait_s, lambda line: click.echo(f"edgewatch fleet: {line}", err=True), any_prefix)
     except (WatchError, ConfigError) as exc:

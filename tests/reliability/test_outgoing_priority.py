@@ -77,3 +77,15 @@ def test_an_alert_that_finds_the_queue_full_is_retried_in_order() -> None:
     p.pace()
     assert link.sent == ["alerts/a", "alerts/a/state", "alerts/b"]  # the newer state replaced the older
     assert stats.counts["publish_retried"] == 3 and not stats.drops
+
+
+def test_retained_stats_go_out_at_once_where_retained_discovery_waits_for_the_tick() -> None:
+    """The last stats document before a stop must not sit in the paced queue when the link closes."""
+    link, stats = FullLink(), Stats()
+    link.open = True
+    p = OutboundPublisher(link, stats)
+    p.send([Outbound("homeassistant/x/config", "{}", retain=True, bulk=True),
+            Outbound("edgewatch/gw/stats", "{}", qos=0, retain=True, bulk=True, paced=False)])
+    assert link.sent == ["edgewatch/gw/stats"] and len(p) == 1
+    p.pace()
+    assert link.sent == ["edgewatch/gw/stats", "homeassistant/x/config"]

@@ -160,3 +160,20 @@ def test_a_running_device_that_leaves_the_range_on_most_channels_raises_its_proc
     assert named and named <= {make_metadata().channels[i] for i in (0, 2, 3)}
     assert not [t for t, *_ in link.sent if t == "health/d1/alerts"]
     assert stats.counts["range_excursions"] == 1 and stats.counts["windows_out_of_distribution"] == 0
+
+
+@pytest.mark.parametrize("batch", [1, 16, 100])
+def test_far_out_right_after_a_restart_is_out_of_distribution_however_the_samples_are_batched(
+        tmp_path: Path, batch: int) -> None:
+    """It ran in range before its stop; after the restart it may run at another operating point: each state change
+    counts where it happens in the block, so the rows before the stop do not count as running in range after it."""
+    ranges = {"fill": {"method": "ffill", "limit_samples": 2}, "channels": {
+        c: {"min": -2.0, "max": 2.0, "margin": 0.0} for c in make_metadata().channels}}
+    stats, ingest, inline, link = make_parts(tmp_path, health=ranges)
+    x = plant((60, 90), n=200)
+    x[90 + SETTLE:, [0, 2, 3]] += 5.0  # far out on three of four from the restart on
+    feed(ingest, x, batch)
+    inline.drain()
+    states = [d["state"] for d in operating(link)]
+    assert states[:4] == ["running", "stopped", "settling", "running"] and "out_of_distribution" in states
+    assert stats.counts["out_of_distribution"] == 1 and stats.counts["range_excursions"] == 0

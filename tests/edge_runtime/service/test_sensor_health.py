@@ -4,6 +4,7 @@ degraded devices, config overrides checked against the model, a reload that keep
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -293,10 +294,47 @@ def test_rejected_devices_are_bounded_and_cleared_by_a_reload_that_changes_the_c
     for d in range(10):
         for i in range(5):
             ing.handle(f"sensors/r{d}/data", json.dumps({"ts": T0 + i, "values": [1.0]}).encode())
-    assert ing.health is not None and len(ing.health.rejects) == 3  # the 3 most recently rejected
-    raised = {json.loads(m.payload)["device"] for m in sent if m.topic.endswith("/alerts")}
-    assert raised == {f"r{d}" for d in range(6)}  # the alert state stays within 2 x max_devices
+    assert ing.health is not None and list(ing.health.rejects) == ["r7", "r8", "r9"]  # the most recent ones
+    docs = [json.loads(m.payload) for m in sent if m.topic.endswith("/alerts")]
+    assert {d["device"] for d in docs if d["state"] == "raised"} == {f"r{d}" for d in range(10)}
+    # those that never decoded and are followed no more are let go (the alert state stays bounded)
+    assert [(d["device"], d.get("reason")) for d in docs if d["state"] == "cleared"] == [
+        (f"r{d}", "evicted") for d in range(7)]
+    assert ing.health.rejected_raised == {"r7", "r8", "r9"} and len(ing.health.alerts.devices) == 3
     other = load_model(write_health_model(tmp_path / "m5.onnx", CH + ["e"]), provider="cpu")
     ing.configure(other, keep_windows=False)
-    cleared = [json.loads(m.payload) for m in sent if m.topic.endswith("/alerts")][6:]
-    assert {(d["state"], d.get("reason")) for d in cleared} == {("cleared", "reload")} and len(cleared) == 6
+    cleared = [json.loads(m.payload) for m in sent if m.topic.endswith("/alerts")][len(docs):]
+    assert [(d["device"], d["state"], d.get("reason")) for d in cleared] == [
+        (f"r{d}", "cleared", "reload") for d in (7, 8, 9)]
+
+
+def test_a_rejected_device_pushed_out_by_others_still_clears_with_its_first_good_message(model) -> None:
+    ing, sent, _ = _ingest(model, max_devices=3)
+    _feed(ing, "w", _normal(10))
+    for i in range(5):
+        ing.handle("sensors/w/data", json.dumps({"ts": T0 + 10 + i, "values": [1.0]}).encode())
+    for d in ("x", "y", "z"):  # three other devices send a bad message each: w is followed no more
+        ing.handle(f"sensors/{d}/data", b"[1]")
+    assert ing.health is not None and "w" not in ing.health.rejects
+    _feed(ing, "w", _normal(3, seed=4), start=15)
+    assert [(d["kind"], d["state"]) for d in _topic(sent, "health/w/alerts")] == [
+        ("rejected", "raised"), ("rejected", "cleared")]
+
+
+def test_a_rejected_device_is_heard_so_neither_stale_nor_idle_and_raised_again_after_it_was_forgotten(model) -> None:
+    ing, sent, _ = _ingest(model)
+    _feed(ing, "w", _normal(10))
+    ring = ing.store.devices["w"]
+    ring.last_seen -= 100.0  # its last good sample came 100 s ago (the stale limit is 5 s) ...
+    for i in range(5):  # ... since then only garbage
+        ing.handle("sensors/w/data", json.dumps({"ts": T0 + 10 + i, "values": [1.0]}).encode())
+    now = time.monotonic()
+    assert ring.last_seen >= now - 1.0  # it sends: heard, not idle
+    ing.check_stale(now + 1.0)
+    assert [d["kind"] for d in _topic(sent, "health/w/alerts")] == ["rejected"]
+    assert ing.health is not None
+    ing.send(ing.health.forget("w", "expired"))
+    for i in range(5):  # it goes on sending garbage: raised again
+        ing.handle("sensors/w/data", json.dumps({"ts": T0 + 20 + i, "values": [1.0]}).encode())
+    assert [(d["state"], d.get("reason")) for d in _topic(sent, "health/w/alerts")] == [
+        ("raised", None), ("cleared", "expired"), ("raised", None)]

@@ -152,6 +152,10 @@ def test_every_prefix_at_once_names_each_gateway_by_its_site(mosquitto) -> None:
         names = {g["gateway"] for g in json.loads(r.output)["gateways"]}
         assert {"site-1/gw-a", "site-2/gw-a", "gw-c"} <= names
         r = CliRunner().invoke(main, ["fleet", "status", "--broker", mosquitto.url, "--json", "--wait", "0.5",
+                                      "--topic-prefix", "+"], env={"EDGEWATCH_TOPICS_PREFIX": "site-1"})
+        assert r.exit_code == 0, r.output  # a configured prefix does not narrow '+'
+        assert {"site-1/gw-a", "site-2/gw-a", "gw-c"} <= {g["gateway"] for g in json.loads(r.output)["gateways"]}
+        r = CliRunner().invoke(main, ["fleet", "status", "--broker", mosquitto.url, "--json", "--wait", "0.5",
                                       "--topic-prefix", "site-2"])
         assert r.exit_code == 0, r.output
         assert [g["gateway"] for g in json.loads(r.output)["gateways"]] == ["gw-a"]
