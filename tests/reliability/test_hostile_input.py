@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -325,7 +326,7 @@ def test_mqtt_callback_counts_every_message(link_and_stats, topic: bytes, payloa
         assert list(msg_level.values()) == [1] and d_samples == 0, (delta, d_samples)
         assert set(msg_level) <= {*REASONS, "unknown_topic", "bad_topic"}
     else:
-        n = ingest.decoder.decode(payload, 0.0).ts.shape[0]  # it decoded: re-decode to know n
+        n = ingest.decoder.decode(payload, time.time()).ts.shape[0]  # it decoded: re-decode (arrival now) to know n
         assert d_samples + delta.get("duplicate", 0) + delta.get("out_of_order", 0) == n
 
 
