@@ -53,6 +53,7 @@ class Outbound:
     retain: bool = False
     bulk: bool = False  # lower priority (discovery, scores, stats): never takes an alert's place in the queue
     paced: bool = True  # a retained bulk message waits for the housekeeping tick (False: sent at once, as stats)
+    reassert: bool = True  # retained: published again when the broker lost it (False: discovery, stats)
 
 
 def state_doc(device: str, raised: bool, raised_alert_id: str, seq: int, since: float, instance: str,

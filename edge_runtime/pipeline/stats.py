@@ -36,6 +36,7 @@ COUNTERS = (
     "evidence_requests_refused",
     "published",  # messages handed to the MQTT client
     "publish_retried",  # critical messages (alerts, states) sent on a retry after the outgoing queue was full
+    "retained_reasserted",  # retained documents published again after a broker that lost them (no session)
     "reconnects",
     "reloads",
     "reloads_refused",

@@ -80,7 +80,7 @@ class Daemon:
         )
         self.scorer = Scorer(cfg, model, self.ingest, self.tracker, self.stats,
                              self._make_discovery(model) if cfg.homeassistant_discovery else None)
-        self.publisher = Publisher(stats=self.stats, max_retry=cfg.max_outgoing)
+        self.publisher = Publisher(stats=self.stats, max_retry=cfg.max_outgoing, max_remembered=8 * cfg.max_devices)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         inline = cfg.batching == "inline" and (self.nats or buffering_supported())
@@ -282,6 +282,11 @@ class Daemon:
 
     def _on_connected(self) -> None:
         self.publisher.send(self.scorer.on_connect_messages())
+        if getattr(self.link, "session_lost", False):  # (MQTT) the broker lost our retained documents too
+            n = self.publisher.reassert()
+            if n:
+                log.warning("reconnected to a broker without our session (restarted without persistence?): %d "
+                            "retained state, operating and health documents published again", n)
 
     def _on_status(self, payload: bytes | bytearray) -> None:
         """Our status topic read back (network thread): another daemon's ``online`` means a name clash.

@@ -170,7 +170,8 @@ class Housekeeping:
             "-" if doc["inference_ms_p99"] is None else doc["inference_ms_p99"], doc["provider"],
         )
         # retained: a fleet view that connects between two intervals sees the last one at once
-        self.publisher.send([Outbound(self.stats_topic, to_json(doc), qos=0, retain=True, bulk=True, paced=False)])
+        self.publisher.send([Outbound(self.stats_topic, to_json(doc), qos=0, retain=True, bulk=True, paced=False,
+                                      reassert=False)])
 
     def _stat_watched(self) -> FileSignature | None:
         try:

@@ -11,6 +11,10 @@ Two classes of traffic share the link's bounded outgoing queue (``max_outgoing``
   paced: held here and sent by :meth:`pace` as the queue has room (at most ``bulk_per_pace`` a tick);
   beyond ``max_paced`` held the oldest is dropped (``discovery_dropped``). The retained stats are not paced
   (:attr:`Outbound.paced` False: one a stats interval, and the last must go out before a stop).
+
+The last retained message of each topic (states, operating states, health documents: :attr:`Outbound.reassert`)
+is remembered, at most ``max_remembered`` topics; after a reconnect to a broker that lost them (a restart without
+persistence: no session) :meth:`reassert` sends each again, paced like discovery and always the newest one.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class Publisher:
     bounded queue and the drop counters are there). The daemon attaches the link once it is built."""
 
     def __init__(self, link: Link | None = None, stats: Stats | None = None, max_retry: int = 10_000,
-                 max_paced: int = 100_000, bulk_per_pace: int = 200) -> None:
+                 max_paced: int = 100_000, bulk_per_pace: int = 200, max_remembered: int = 100_000) -> None:
         self.link = link
         self.stats = stats or Stats()
         self.max_retry, self.max_paced, self.bulk_per_pace = max_retry, max_paced, bulk_per_pace
@@ -42,6 +46,9 @@ class Publisher:
         self._retry: OrderedDict[object, Outbound] = OrderedDict()  # topic (retained) or a unique key -> message
         self._paced: deque[Outbound] = deque()
         self._n = 0
+        self.max_remembered = max_remembered
+        self._remembered: OrderedDict[str, Outbound] = OrderedDict()  # topic -> its last retained message
+        self._again: deque[str] = deque()  # topics to publish again (reassert), their newest message each
 
     def __len__(self) -> int:
         """Messages held here (waiting for a retry or paced)."""
@@ -53,6 +60,8 @@ class Publisher:
         assert link is not None, "Publisher.send before the daemon attached its link"
         sent = 0
         for m in messages:
+            if m.retain and m.reassert:
+                self._remember(m)
             if m.bulk:
                 if m.retain and m.paced:
                     self._hold_paced(m)
@@ -83,15 +92,39 @@ class Publisher:
                 del self._retry[key]
                 self.stats.incr("publish_retried")
                 sent += 1
-            for _ in range(self.bulk_per_pace):
-                if not self._paced:
-                    break
+            budget = self.bulk_per_pace
+            while budget and self._paced:
                 m = self._paced[0]
                 if not link.publish(m.topic, m.payload, m.qos, m.retain, bulk=True):
-                    break
+                    return sent
                 self._paced.popleft()
-                sent += 1
+                sent, budget = sent + 1, budget - 1
+            while budget and self._again:
+                m2 = self._remembered.get(self._again[0])
+                if m2 is not None and not link.publish(m2.topic, m2.payload, m2.qos, True, bulk=True):
+                    break
+                self._again.popleft()
+                if m2 is not None:
+                    self.stats.incr("retained_reasserted")
+                    sent, budget = sent + 1, budget - 1
         return sent
+
+    def reassert(self) -> int:
+        """The broker lost its retained messages: each remembered one is published again (paced, newest first
+        come first in topic order); the number queued."""
+        with self._lock:
+            self._again = deque(self._remembered)
+            return len(self._again)
+
+    def _remember(self, m: Outbound) -> None:
+        with self._lock:
+            if not m.payload:  # an empty retained message deletes the topic's
+                self._remembered.pop(m.topic, None)
+                return
+            self._remembered[m.topic] = m
+            self._remembered.move_to_end(m.topic)
+            if len(self._remembered) > self.max_remembered:
+                self._remembered.popitem(last=False)
 
     def _hold_retry(self, m: Outbound) -> None:  # under self._lock
         self._n += 1

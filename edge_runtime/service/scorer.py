@@ -401,7 +401,7 @@ class Scorer:
             return []
         with self._discovery_lock:
             msgs = getattr(self.discovery, what)(*args)
-        return [Outbound(topic, payload, qos=1, retain=True, bulk=True) for topic, payload in msgs]
+        return [Outbound(topic, payload, qos=1, retain=True, bulk=True, reassert=False) for topic, payload in msgs]
 
     def adopt(self, topic: str, payload: bytes | bytearray) -> None:
         """A retained state of this instance from an earlier run (paho thread): see :meth:`AlertTracker.adopt`;

@@ -217,6 +217,13 @@ def test_compose_runs_the_daemon_beside_its_broker_without_a_restart_loop() -> N
     ew = doc["services"]["edgewatch"]
     assert ew["build"]["dockerfile"] == "deploy/container/Dockerfile.cpu" and ew["read_only"] is True
     assert "EDGEWATCH_MQTT_PASSWORD" in ew["environment"]  # passed on, never written in the file
+    # the broker keeps retained states and sessions (queued samples) across its own restarts, on a volume
+    conf = (CONTAINER / "mosquitto.conf").read_text()
+    assert re.search(r"^persistence true$", conf, re.M)
+    location = re.search(r"^persistence_location (\S+)$", conf, re.M)
+    assert location and any(str(v).endswith(":" + location.group(1).rstrip("/"))
+                            for v in doc["services"]["mosquitto"]["volumes"])
+    assert "mosquitto-data" in doc["volumes"]
 
 
 @pytest.mark.parametrize("path", RUN_EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -271,6 +278,7 @@ def test_the_compose_mosquitto_config_runs_on_a_real_mosquitto(tmp_path: Path) -
     text = (CONTAINER / "mosquitto.conf").read_text()
     assert re.search(r"^listener 1883$", text, re.M)
     conf = tmp_path / "mosquitto.conf"
+    text = re.sub(r"^persistence_location .*$", f"persistence_location {tmp_path}/", text, flags=re.M)
     conf.write_text(re.sub(r"^listener 1883$", f"listener {port} 127.0.0.1", text, flags=re.M))
     proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

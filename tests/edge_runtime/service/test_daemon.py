@@ -272,6 +272,38 @@ def test_a_broker_outage_longer_than_the_stale_limit_makes_no_device_stale(mosqu
         assert d.stats.sensor_faults == {"stale": 1} and d.stats.counts["stale_checks_paused"] == 1
 
 
+def _retained(port: int, topics: list[str]) -> dict[str, dict]:
+    """What a subscriber that connects now gets retained on ``topics``."""
+    col = Collector(port, topics)
+    time.sleep(0.5)
+    got = {t: doc for t, doc in col.docs("")}
+    col.close()
+    return got
+
+
+def test_a_broker_restarted_without_persistence_gets_the_retained_documents_again(mosquitto, tmp_path: Path) -> None:
+    """The broker forgets every retained message (no persistence): after the reconnect (no session) the daemon
+    publishes its states and health documents again, so a dashboard that connects later sees a device in alarm."""
+    model = write_health_model(tmp_path / "m.onnx", CHANNELS4)
+    x = series(40, seed=5)
+    x[20:, 1] *= 40.0  # a fault: raised and left raised
+    with running_daemon(mosquitto.url, model, raise_after=1) as d:
+        pub = Publisher(mosquitto.port)
+        for i in range(40):
+            pub.send("sensors/p/data", json.dumps({"ts": T0 + i, "values": x[i].tolist()}))
+        pub.close()
+        wait_until(lambda: d.stats.counts["alerts_raised"] >= 1, 10, "raised")
+        idle(d)
+        topics = ["alerts/p/state", "health/p"]
+        before = _retained(mosquitto.port, topics)
+        assert before["alerts/p/state"]["state"] == "raised" and "health/p" in before
+        mosquitto.restart(down_s=0.3)  # no persistence: nothing retained, no session
+        wait_until(lambda: d.stats.counts["reconnects"] >= 1 and d.link.connected.is_set(), 15, "reconnect")
+        wait_until(lambda: d.stats.counts["retained_reasserted"] >= 2, 10, "published again")
+        after = _retained(mosquitto.port, topics)
+        assert after["alerts/p/state"] == before["alerts/p/state"] and after["health/p"] == before["health/p"]
+
+
 def test_hot_reload_good_and_bad(mosquitto, tmp_path: Path, caplog) -> None:
     path = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR, model_id="v1"))
     x = series(100, seed=9)
