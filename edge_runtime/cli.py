@@ -201,7 +201,8 @@ def run(config_file: str | None, **flags: Any) -> None:
               help="Also show the per-device state documents (retained): in alarm or not (rows marked 'state') "
               "and the operating state, running, stopped, settling or out_of_distribution (rows marked 'operating').")
 @click.option("--sensors/--no-sensors", default=False, show_default=True,
-              help="Also show sensor faults (a channel missing, stuck or out of range, a device stale; health.sensor_topic; "
+              help="Also show sensor faults (a channel missing, stuck or out of range, a device stale or rejected: "
+              "all its messages dropped; health.sensor_topic; "
               "rows marked 'sensor'), which are kept apart from process alerts.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "table", "json"]), default="auto", show_default=True,
               help="auto: a table on a terminal, JSON lines when piped.")

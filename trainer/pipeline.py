@@ -316,7 +316,7 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
         sizes = _fit_sizes(series, opts, train_s, val_s, (
             [sum(len(t.values) for t in train_s) // max(1, len(part_rows[0]))] * len(part_rows[0]),
             [sum(len(t.values) for t in val_s) // max(1, len(part_rows[1]))] * len(part_rows[1])),
-            stopped=f"{all_rows - kept_rows:,} of {all_rows:,} rows stopped or settling ({opts.states.source()})"
+            stopped=f"{all_rows - kept_rows:,} of {all_rows:,} rows stopped or settling (running: {opts.states.source()})"
             if kept_rows < all_rows else "")
         w = sizes.window
         train_s = [t for t in train_s if len(t.values) >= w]

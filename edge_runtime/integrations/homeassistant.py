@@ -261,7 +261,8 @@ HEALTH_ATTRIBUTES = ("{{ {'channels': value_json.faults | map(attribute='channel
 
 
 def sensor_health_component(device: str, s: DiscoverySettings) -> dict[str, Any]:
-    """The "Sensor health" problem binary sensor: on unless ``health/{device}`` says ``ok``."""
+    """The "Sensor health" problem binary sensor: on while ``health/{device}`` has a fault raised, is degraded or
+    stale; off otherwise (``ok``, and ``out_of_distribution``: an operating point, not failing sensors)."""
     topic = format_topic(s.health_topic, device=device)
     return {
         "platform": "binary_sensor",
@@ -269,7 +270,7 @@ def sensor_health_component(device: str, s: DiscoverySettings) -> dict[str, Any]
         "unique_id": f"{device_object_id(device, s)}_sensor_health",
         "device_class": "problem",
         "state_topic": topic,
-        "value_template": "{{ 'OFF' if value_json.state == 'ok' else 'ON' }}",
+        "value_template": "{{ 'ON' if value_json.faults or value_json.degraded or value_json.stale else 'OFF' }}",
         "payload_on": "ON",
         "payload_off": "OFF",
         "json_attributes_topic": topic,  # retained, like the anomaly state

@@ -195,9 +195,9 @@ def feedback_command() -> None:
 
 @feedback_command.command("send", hidden=True)
 @click.argument("alert_id", required=False, default="")
-@click.option("--false-alarm", "verdict", flag_value="false_alarm", help="The alert was wrong: raise the threshold.")
-@click.option("--confirmed", "verdict", flag_value="confirmed", help="The alert was a real fault.")
-@click.option("--ack", "verdict", flag_value="ack", help="Seen, no verdict.")
+@click.option("--false-alarm", "false_alarm", is_flag=True, help="The alert was wrong: raise the threshold.")
+@click.option("--confirmed", is_flag=True, help="The alert was a real fault.")
+@click.option("--ack", is_flag=True, help="Seen, no verdict.")
 @click.option("--recalibrate", "recalibrate", default="", metavar="DEVICE", help="Start DEVICE's warm-up again.")
 @click.option("--device", default="", help="Without ALERT_ID: that device's latest alert.")
 @click.option("--note", default="", help="Free text kept in the feedback log (500 characters).")
@@ -208,11 +208,17 @@ def feedback_command() -> None:
 @click.option("--password-file", default=None, help="File whose first line is its password.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the reply.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
-def send(alert_id: str, verdict: str | None, recalibrate: str, device: str, note: str, instance: str,
-         broker: str | None, config_file: str | None, username: str | None, password_file: str | None,
-         timeout: float, as_json: bool) -> None:
+def send(alert_id: str, false_alarm: bool, confirmed: bool, ack: bool, recalibrate: str, device: str, note: str,
+         instance: str, broker: str | None, config_file: str | None, username: str | None,
+         password_file: str | None, timeout: float, as_json: bool) -> None:
     from edge_runtime.cli import config_from_flags
 
+    given = [v for v, on in (("false_alarm", false_alarm), ("confirmed", confirmed), ("ack", ack)) if on]
+    if len(given) + bool(recalibrate) > 1:  # two verdicts that contradict each other: never pick one silently
+        flags = [f"--{v.replace('_', '-')}" for v in given] + (["--recalibrate"] if recalibrate else [])
+        clierror.fail(f"give one of --false-alarm, --confirmed, --ack or --recalibrate, not {' and '.join(flags)}",
+                      2, prog=PROG)
+    verdict = given[0] if given else None
     if recalibrate:
         doc: dict[str, Any] = {"command": "recalibrate", "device": recalibrate, "source": "cli"}
     elif verdict is None:

@@ -503,6 +503,10 @@ def check_publish_options(broker: str, topic_template: str, speed: float, prefix
         raise SimError("--topic must contain {device}")
     if not speed > 0:
         raise SimError("--speed must be > 0")
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("fast") and ctx.get_parameter_source("speed") not in (
+            None, click.core.ParameterSource.DEFAULT):
+        raise SimError("give --fast or --speed N, not both (--fast publishes as fast as it can, --speed N paces)")
     try:
         return prefixed(topic_prefix(prefix, "--topic-prefix"), topic_template)
     except ConfigError as exc:

@@ -119,8 +119,11 @@ def _share(v: Any) -> str:
 
 
 def json_line(topic: str, doc: dict[str, Any], kind: str, received: float, retained: bool) -> str:
-    """One message as a JSON line: the document with ``topic``, ``kind``, ``received`` and ``retained`` first."""
-    return json.dumps({"topic": topic, "kind": kind, "received": round(received, 3), "retained": retained, **doc})
+    """One message as a JSON line: the document with ``topic``, ``row`` (alert, state, operating or sensor),
+    ``kind`` (the same; a sensor fault's own ``kind``, missing ... rejected, in its place), ``received`` and
+    ``retained`` first."""
+    return json.dumps({"topic": topic, "row": kind, "kind": kind, "received": round(received, 3), "retained": retained,
+                       **doc})
 
 
 class Subscription:

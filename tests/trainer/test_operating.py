@@ -78,7 +78,7 @@ def test_too_little_running_data_counts_the_running_windows_and_says_what_was_le
                                   "--running", "RUN", "--window", "16", "--epochs", "2", "-q"])
     assert r.exit_code == 2, r.output
     assert ("too little normal data for window 16: 81 training windows (need 100), after leaving out the 449 of 700 "
-            "rows stopped or settling (column status in RUN); give more normal rows") in r.stderr
+            "rows stopped or settling (running: column status in RUN); give more normal rows") in r.stderr
 
 
 @pytest.mark.parametrize("args, fragment, code", [  # 2: the options alone are wrong; 65: the data does not fit them

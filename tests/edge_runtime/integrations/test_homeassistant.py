@@ -102,7 +102,10 @@ def test_sensor_health_binary_sensor_names_the_faulty_channels() -> None:
                      1.0, "m", "gw1")
     stale = health_doc("pump-1", ["a", "b"], ["ok", "ok"], [{"channel": None, "kind": "stale", "since": 5.0,
                                                            "last_good_value": None}], [], False, True, 1.0, "m", "gw1")
-    assert render(p["value_template"], ok) == p["payload_off"]
+    ood = health_doc("pump-1", ["a", "b"], ["out_of_range", "out_of_range"], [], [], False, False, 1.0, "m", "gw1",
+                     out_of_distribution=True)  # an operating point far from training: no sensor is failing
+    assert ood["state"] == "out_of_distribution"
+    assert render(p["value_template"], ok) == render(p["value_template"], ood) == p["payload_off"]
     assert render(p["value_template"], bad) == render(p["value_template"], stale) == p["payload_on"]
     attrs = json.loads(render(p["json_attributes_template"], bad))
     assert attrs["channels"] == ["b"] and attrs["faults"][0]["kind"] == "stuck" and attrs["excluded"] == ["b"]

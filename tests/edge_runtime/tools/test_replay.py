@@ -178,6 +178,7 @@ def test_replay_keyed_batches_with_restamp(mosquitto, tmp_path: Path) -> None:
         (["nosuch.csv", "--device", "d"], "cannot read", 66),
         (["{bad}", "--device", "d"], "non-numeric value", 65),
         (["{good}", "--device", "d", "--speed", "0", "--fast"], "--speed must be > 0", 2),
+        (["{good}", "--device", "d", "--speed", "5", "--fast"], "give --fast or --speed N, not both", 2),
         (["{good}", "--device", "d", "--channels", "Nope"], "no column 'Nope'", 65),
         (["{good}", "--device", "a/b", "--fast"], "--device 'a/b': a device id is one topic level", 2),
         (["{good}", "--device", "x+", "--fast"], "--device 'x+': a device id is one topic level", 2),

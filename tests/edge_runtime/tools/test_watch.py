@@ -234,3 +234,11 @@ def test_a_rejected_device_row_says_what_it_sends_wrong() -> None:
            "detail": "wrong_channels: expected 8 values per sample, got 5"}
     row = format_row(doc, "sensor", 1.9e9)
     assert row.endswith("device rejected: wrong_channels: expected 8 values per sample, got 5")
+
+
+def test_json_lines_say_the_row_kind_beside_a_sensor_faults_own_kind() -> None:
+    from edge_runtime.tools.watch import json_line
+
+    sensor = json.loads(json_line("health/p/alerts", {"kind": "stuck", "state": "raised"}, "sensor", 1.0, False))
+    alert = json.loads(json_line("alerts/p", {"state": "raised"}, "alert", 1.0, False))
+    assert (sensor["row"], sensor["kind"]) == ("sensor", "stuck") and (alert["row"], alert["kind"]) == ("alert", "alert")
