@@ -155,20 +155,7 @@ def read_recording(
                               f"(columns: {', '.join(header)})")
     else:
         t_idx = next((i for i, h in enumerate(lower) if h in textfile.TIME_COLUMNS), None)  # as fit finds it
-        first_cell = next((r[0] for r in rows[:2] if r and r[0].strip()), "")
-        if t_idx is None and _is_date(first_cell, decimal, time_format):
-            t_idx = 0  # an unnamed timestamp (Zeitstempel, horodatage): a first column of dates, as fit reads it
     skip = {h.lower() for h in (*label_columns, *exclude)}
-    if t_idx is None and header[0].lower() not in skip:
-        # times in a form not read by default (or not by the format given) would be re-timed at --period: refuse
-        if time_format is not None and first_cell and not _is_number(first_cell, decimal):
-            raise ReplayError(f"{path}: --time-format {time_format!r} does not read the first column {header[0]!r} "
-                              f"({first_cell.strip()!r}){time_format_hint([first_cell])}", EXIT_DATAERR)
-        hint = time_format_hint([r[0] for r in rows[:50] if r]) if time_format is None else ""
-        if hint:
-            raise ReplayError(f"{path}: column {header[0]!r} looks like times ({first_cell.strip()!r}) in a form "
-                              f"replay reads only with their format{hint}; or --exclude {header[0]} to replay at "
-                              "--period", EXIT_DATAERR)  # 65, as fit: the data needs an option, as a decimal comma
     first_line = 2
     if len(rows[0]) == len(header):  # a units row under the header (bar, degC, [mm/s]): not data
         cand = [textfile.find_column(c, header) for c in channels] if channels else [
@@ -182,6 +169,20 @@ def read_recording(
                 _is_number(cell, decimal) or (decimal == "." and textfile.looks_like_decimal_comma(cell))
                 for cell in (below[header.index(c)] for c in found)):
             rows, first_line = rows[1:], 3  # (channels are told by the first row's numbers: a text column is none)
+    # (after the units row: its time cell, '-' or the time format, is no date)
+    first_cell = next((r[0] for r in rows[:2] if r and r[0].strip()), "")
+    if time_column is None and t_idx is None and _is_date(first_cell, decimal, time_format):
+        t_idx = 0  # an unnamed timestamp (Zeitstempel, horodatage): a first column of dates, as fit reads it
+    if t_idx is None and header[0].lower() not in skip:
+        # times in a form not read by default (or not by the format given) would be re-timed at --period: refuse
+        if time_format is not None and first_cell and not _is_number(first_cell, decimal):
+            raise ReplayError(f"{path}: --time-format {time_format!r} does not read the first column {header[0]!r} "
+                              f"({first_cell.strip()!r}){time_format_hint([first_cell])}", EXIT_DATAERR)
+        hint = time_format_hint([r[0] for r in rows[:50] if r]) if time_format is None else ""
+        if hint:
+            raise ReplayError(f"{path}: column {header[0]!r} looks like times ({first_cell.strip()!r}) in a form "
+                              f"replay reads only with their format{hint}; or --exclude {header[0]} to replay at "
+                              "--period", EXIT_DATAERR)  # 65, as fit: the data needs an option, as a decimal comma
     if channels:
         missing = [c for c in channels if textfile.find_column(c, header) is None]
         if missing:

@@ -5,7 +5,8 @@ row is a **units row** when none of its channel cells is a number and at least o
 empty, ``-`` or another "no unit" mark); a unit is a short word such as ``bar``, ``degC``, ``°C``, ``mm/s``,
 ``m³/h``, ``1/min`` or ``%``, optionally in brackets (``[bar]``, ``(bar)``). A row with a number in it is
 data (a text cell there is the reader's "not a number" error, naming line and column); a row of units and
-text that is no unit is neither: :class:`UnitsRowError` names the cell. Used by
+text that is no unit is neither: :class:`UnitsRowError` names the cell. The time column's cell may hold its
+format instead of a unit (``dd.mm.yyyy hh:mm:ss``, ``%Y-%m-%d``, as exports write it): no unit. Used by
 ``edgewatch-train`` (trainer/data.py: stored as the model's units like ``fit --units``) and ``edgewatch replay``
 (skipped).
 """
@@ -21,10 +22,24 @@ NO_UNIT = frozenset({"", "-", "--", "n/a", "na", "nan", "none", "null"})  # also
 MAX_UNIT = 24
 _UNIT = re.compile(r"^(?=.*[A-Za-z%°µμΩ‰])[A-Za-z0-9%°µμΩ‰/·*^._()\-²³ ]+$")
 _BRACKETS = ("[]", "()", "{}")
+_TOKEN = r"(?:d{1,2}|m{1,2}|y{2,4}|h{1,2}|s{1,2}|f+|ms)"
+# a date/time format written in the units row of a time column: dd.mm.yyyy hh:mm:ss, YYYY-MM-DD, %d.%m.%Y %H:%M
+_TIME_FORMAT = re.compile(rf"^(?:{_TOKEN}(?:[ .:/T_,-]+{_TOKEN})+|(?:%[A-Za-z][ .:/T_,-]*){{2,}})$", re.IGNORECASE)
 
 
 class UnitsRowError(ValueError):
     """The row under the header is neither data nor a units row (the message names the cells)."""
+
+
+def is_time_format(text: str) -> bool:
+    """Does ``text`` spell a date/time format (``dd.mm.yyyy hh:mm:ss``, ``YYYY-MM-DD``, ``hh:mm``, ``%d.%m.%Y``),
+    not a unit (``mm/s``, ``h/d``, ``m/d`` are units)?"""
+    if not _TIME_FORMAT.match(text):
+        return False
+    if text.startswith("%") or ":" in text:
+        return True
+    tokens = re.findall(r"[a-z]+", text.lower())
+    return any(t.startswith("y") for t in tokens) or ({"dd", "mm"} <= set(tokens))
 
 
 def unit_of(cell: str) -> str | None:
@@ -32,7 +47,7 @@ def unit_of(cell: str) -> str | None:
     t = cell.strip()
     if len(t) >= 2 and t[0] + t[-1] in _BRACKETS:
         t = t[1:-1].strip()
-    if t.lower() in NO_UNIT:
+    if t.lower() in NO_UNIT or is_time_format(t):  # (a time column's format is no unit either)
         return ""
     if len(t) <= MAX_UNIT and t.count(" ") <= 2 and _UNIT.match(t):
         return t

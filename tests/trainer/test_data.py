@@ -231,6 +231,17 @@ def test_a_units_row_under_the_header_gives_the_units_and_the_data_starts_below(
     assert read_csv(g).units == {}
 
 
+@pytest.mark.parametrize("unit0", ["", "-", "dd.mm.yyyy hh:mm:ss", "%d.%m.%Y %H:%M:%S"])
+def test_the_time_columns_cell_of_a_units_row_may_hold_its_format(tmp_path: Path, unit0: str) -> None:
+    """SCADA and Excel exports write the time column's format where the other columns have units."""
+    f = tmp_path / "de.csv"
+    f.write_text(f"zeit;druck;temp\n{unit0};bar;°C\n01.12.2026 10:00:00;4,702;59,6\n01.12.2026 10:00:01;4,711;59,7\n",
+                 encoding="utf-8")
+    s = read_csv(f, opts=ReadOptions(decimal=",", time_format="%d.%m.%Y %H:%M:%S"))
+    assert s.channels == ["druck", "temp"] and s.units == {"druck": "bar", "temp": "°C"}
+    assert s.time_column == "zeit" and s.sample_period_s == 1.0
+
+
 def test_a_units_row_names_channels_as_they_are_asked_for(tmp_path: Path) -> None:
     f = tmp_path / "u.csv"
     f.write_text("Pressure;Temp\nbar;°C\n3,1;60,5\n3,2;60,7\n", encoding="utf-8")

@@ -263,6 +263,9 @@ def test_missing_value_error_names_the_fill_and_an_empty_column_is_refused(tmp_p
                        channels=["a", "b"], fill="ffill")
 
 
+GERMAN = "zeit;druck;temp\n{unit0};bar;°C\n01.12.2026 10:00:00;4,702;59,6\n01.12.2026 10:00:01;4,711;59,7\n"
+
+
 def test_a_units_row_under_the_header_is_skipped(tmp_path: Path) -> None:
     f = tmp_path / "u.csv"
     f.write_text("timestamp,pressure,temp,anomaly\n,[bar],degC,\n1700000000,3.1,60.5,0\n1700000001,3.2,60.7,0\n")
@@ -272,6 +275,17 @@ def test_a_units_row_under_the_header_is_skipped(tmp_path: Path) -> None:
     f.write_text("timestamp,pressure,temp\n,bar,the temperature in the tank\n1700000000,3.1,60.5\n")
     with pytest.raises(ReplayError, match="line 2: a units row"):
         read_recording(f)
+
+
+@pytest.mark.parametrize("unit0", ["", "-", "dd.mm.yyyy hh:mm:ss"])
+def test_a_units_row_above_an_unnamed_time_column_is_skipped_as_fit_skips_it(tmp_path: Path, unit0: str) -> None:
+    """The time column's cell in the units row: empty, '-', or its format (as exports write it); with the
+    model's --time-format replay read that cell as the first time and refused the file fit had read."""
+    f = tmp_path / "de.csv"
+    f.write_text(GERMAN.format(unit0=unit0), encoding="utf-8")
+    rec = read_recording(f, decimal=",", time_format="%d.%m.%Y %H:%M:%S")
+    assert rec.channels == ("druck", "temp") and np.allclose(rec.values[1], [4.711, 59.7])
+    assert rec.ts is not None and rec.ts[1] - rec.ts[0] == 1.0
 
 
 def test_a_units_row_above_decimal_commas_gets_the_decimal_comma_hint(tmp_path: Path) -> None:
