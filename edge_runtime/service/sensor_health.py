@@ -20,7 +20,7 @@ the device is reported once as ``out_of_distribution`` (retained, on the operati
 ``out_of_range`` alerts (those raised are cleared with that reason) and is not scored, until no more than that share
 is out of range for :data:`BACK_IN_WINDOWS` windows' worth of samples in a row. A device that had run in range and
 then leaves it on most channels at once is a *process excursion* (a trip, a burst line, a fault that moves the whole
-plant): it stays scored, so the process alert raises and names the channels (with ``health.range_excludes``
+plant): it stays scored, so the process alert raises with its top channels (with ``health.range_excludes``
 its out-of-range channels are left out as that option says, so it is ``degraded`` instead), and it raises no
 per-channel ``out_of_range`` alerts either (those raised are cleared with reason ``process_excursion``; counted
 ``range_excursions``, a warning logged) until it is back in range as above. Messages to publish (sensor alerts,

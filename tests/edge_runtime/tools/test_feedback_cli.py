@@ -140,3 +140,15 @@ def test_export_from_the_evidence_store_labels_each_judged_alert(tmp_path: Path)
     assert not (out / "pump.1:12.csv").exists()  # not judged
     r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--labelled", str(out)])
     assert r.exit_code == 2 and "--data" in r.output
+    assert "incomplete" not in r.output
+    meta = {"alert_id": "pump.1:20", "device": "pump.1", "channels": ["a", "b"], "anomalous_since": 1050.0,
+            "cleared_end": None, "complete": False}  # still open: written up to the raise
+    assert store.write(meta, {"ts": ts, "values": np.ones((60, 2), np.float32), "win_end": ts[::10],
+                              "win_score": np.ones(6), "win_error": np.ones((6, 2), np.float32)})
+    log.append(_verdict("pump.1:20", "confirmed", 1050.0, 1059.0, "pump.1"))
+    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"),
+                                  "--evidence", str(tmp_path / "evidence"), "--labelled", str(out)])
+    assert r.exit_code == 0 and "warning: 1 of them incomplete" in r.stderr and "export again later" in r.stderr
+    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
+                                  str(tmp_path / "evidence"), "--data", str(out / "pump.1:3.csv"), "--labelled", str(out)])
+    assert r.exit_code == 2 and "not both" in r.output
