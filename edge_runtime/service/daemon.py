@@ -381,6 +381,7 @@ class Daemon:
         m = self.model
         doc = online_doc(self.instance, __version__, m.model_id, m.provider, m.provider_reason,
                          m.metadata.channels, m.window, self.scorer.threshold, time.time(), self.owner)
+        doc["started"] = round(self.started, 3)  # the status is published again at every connect: "time" moves
         hk = getattr(self, "housekeeping", None)  # None while the link is being built
         if hk is not None and hk.last_refused is not None:
             doc["last_refused"] = hk.last_refused

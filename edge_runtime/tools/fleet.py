@@ -44,7 +44,9 @@ class Gateway:
         state = st.get("state", "unknown")
         if state == "online" and self.stats_received and now - self.stats_received > STALE_AFTER * stats_interval_s:
             state = "stale"
-        since = st.get("time") if isinstance(st.get("time"), (int, float)) else (self.status_received or None)
+        # online: since the daemon started (its status is published again at each reconnect); offline: since then
+        key = "started" if state in ("online", "stale") and isinstance(st.get("started"), (int, float)) else "time"
+        since = st.get(key) if isinstance(st.get(key), (int, float)) else (self.status_received or None)
         models: dict[str, Any] = st["models"] if isinstance(st.get("models"), dict) else {}
         drops = sx.get("drops") if isinstance(sx.get("drops"), dict) else {}
         faults = {k: sx[k] for k in FAULT_KEYS if isinstance(sx.get(k), int) and sx[k]}

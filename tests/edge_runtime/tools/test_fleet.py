@@ -76,6 +76,7 @@ def test_fleet_status_of_50_gateways_and_a_real_daemon(mosquitto, tmp_path: Path
     assert rows["gw-07"]["sensor_faults"] == {"windows_clipped": 1}
     assert rows["gw-02"]["newest_sample"] == T0 + 102 and len(rows["gw-02"]["last_sample"]) == 3
     real = rows["real-gw"]
+    assert real["since"] == round(d.started, 3)  # since the daemon started, not since its last (re)connect
     assert real["model_live"] == "real-v1" and real["devices"] == 1 and real["alerts_1h"] == 0
     assert list(real["last_sample"]) == ["pump-7"] and abs(real["last_sample"]["pump-7"] - time.time()) < 60
     text = table(list(rows.values()))
