@@ -19,6 +19,9 @@ Per monitored device (one Home Assistant *device*, linked ``via_device`` to the 
   fed by the retained ``health/{device}`` document: on while any channel has a raised sensor fault, the device
   is degraded or stale; its attributes name the faulty channels (``channels``), each fault (``faults``: channel,
   kind, since, last good value), the channels left out of the score (``excluded``) and the overall ``state``.
+- ``sensor`` "Operating state" (``device_class: enum``: running, stopped, settling, out_of_distribution), fed by
+  the retained ``alerts/{device}/operating`` document, its ``reason``, ``since`` and ``scored`` as attributes:
+  a device that is not scored (stopped, or far from training) is told apart from one that is normal.
 
 Availability (``availability_mode: all``): the daemon's retained status ``edgewatch/{instance}/status``
 (``value_json.state`` online/offline) *and* the device's own retained availability
@@ -43,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_runtime import __version__
+from edge_runtime.pipeline.states import STATES as OPERATING_STATES
 from edge_runtime.pipeline.topics import format_topic
 
 DEFAULT_PREFIX = "homeassistant"
@@ -94,6 +98,7 @@ class DiscoverySettings:
     sw_version: str = __version__
     stale_s: float = 600.0
     command_topic: str = ""  # runtime.commands on: a feedback select and a threshold sensor per device
+    operating_topic: str = "alerts/{device}/operating"  # the retained operating state (empty: no entity)
 
     @property
     def status(self) -> str:
@@ -193,6 +198,21 @@ def device_config(device: str, s: DiscoverySettings) -> tuple[str, dict[str, Any
             "icon": "mdi:alert-circle-outline",
         },
     }
+    if s.operating_topic:  # running, stopped, settling or out_of_distribution: is the device scored at all?
+        operating = format_topic(s.operating_topic, device=device)
+        components["operating_state"] = {
+            "platform": "sensor",
+            "name": "Operating state",
+            "unique_id": f"{base}_operating_state",
+            "device_class": "enum",
+            "options": list(OPERATING_STATES),
+            "state_topic": operating,
+            "value_template": "{{ value_json.state }}",
+            "json_attributes_topic": operating,  # retained: reason, since, scored
+            "json_attributes_template": "{{ {'reason': value_json.reason, 'since': value_json.since, "
+                                        "'scored': value_json.scored} | tojson }}",
+            "icon": "mdi:state-machine",
+        }
     if s.command_topic:
         components.update(feedback_components(device, base, state, s))
     if s.health_topic:

@@ -168,7 +168,7 @@ class Daemon:
             alert_topic=cfg.alert_topic, score_topic=cfg.score_topic, status_topic=cfg.status_topic,
             model_id=model.model_id, health_topic=cfg.health_topic if cfg.sensor_checks else "",
             stale_s=stale_limit_s(model.metadata.sample_period_s, scoring_hop(cfg, model), cfg.device_idle_s),
-            command_topic=cfg.command_topic if cfg.commands else "",
+            command_topic=cfg.command_topic if cfg.commands else "", operating_topic=cfg.operating_topic,
         ))
 
     def _make_commands(self) -> Commands:

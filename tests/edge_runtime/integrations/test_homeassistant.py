@@ -43,7 +43,8 @@ def test_one_device_based_config_per_device() -> None:
     assert p["origin"] == {"name": "edgewatch", "sw_version": "9.9.9", "support_url": p["origin"]["support_url"]}
     assert {k: c["platform"] for k, c in p["components"].items()} == {"anomaly": "binary_sensor",
                                                                         "anomaly_score": "sensor",
-                                                                        "last_alert": "sensor"}
+                                                                        "last_alert": "sensor",
+                                                                        "operating_state": "sensor"}
     custom = DiscoverySettings(instance="gw1", prefix="custom")
     assert device_config("x", custom)[0].startswith("custom/device/")
 
@@ -84,6 +85,20 @@ def test_anomaly_score_sensor_fields() -> None:
     assert p["state_class"] == "measurement"
     assert p["expire_after"] == 120  # no score for the staleness limit: unavailable
     assert "device_class" not in p and "unit_of_measurement" not in p  # a unitless score
+
+
+def test_operating_state_sensor_tells_a_device_not_scored_from_a_normal_one() -> None:
+    from edge_runtime.pipeline.documents import operating_doc
+
+    c = components()["operating_state"]
+    assert c["platform"] == "sensor" and c["device_class"] == "enum" and "out_of_distribution" in c["options"]
+    assert c["state_topic"] == c["json_attributes_topic"] == "alerts/pump-1/operating"
+    doc = operating_doc("pump-1", "out_of_distribution", 5.0, "5 of 8 channels outside the range", "gw1", "m", 6.0)
+    assert render(c["value_template"], doc) == "out_of_distribution" and render(c["value_template"], doc) in c["options"]
+    attrs = json.loads(render(c["json_attributes_template"], doc))
+    assert attrs == {"reason": "5 of 8 channels outside the range", "since": 5.0, "scored": False}
+    from dataclasses import replace
+    assert "operating_state" not in device_config("pump-1", replace(S, operating_topic=""))[1]["components"]
 
 
 def test_sensor_health_binary_sensor_names_the_faulty_channels() -> None:
