@@ -80,7 +80,8 @@ class Daemon:
         )
         self.scorer = Scorer(cfg, model, self.ingest, self.tracker, self.stats,
                              self._make_discovery(model) if cfg.homeassistant_discovery else None)
-        self.publisher = Publisher(stats=self.stats, max_retry=cfg.max_outgoing, max_remembered=8 * cfg.max_devices)
+        # state, operating and health document of each device (the ingest's device cap may be lower still)
+        self.publisher = Publisher(stats=self.stats, max_retry=cfg.max_outgoing, max_remembered=3 * cfg.max_devices)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         inline = cfg.batching == "inline" and (self.nats or buffering_supported())
@@ -282,11 +283,12 @@ class Daemon:
 
     def _on_connected(self) -> None:
         self.publisher.send(self.scorer.on_connect_messages())
-        if getattr(self.link, "session_lost", False):  # (MQTT) the broker lost our retained documents too
+        if isinstance(self.link, MqttLink) and self.link.reconnected:
+            # the broker may have lost our retained documents (a restart without persistence) or restored an older
+            # snapshot of them (a crash between its autosaves): each topic's newest again, paced
             n = self.publisher.reassert()
             if n:
-                log.warning("reconnected to a broker without our session (restarted without persistence?): %d "
-                            "retained state, operating and health documents published again", n)
+                log.info("reconnected: %d retained state, operating and health documents published again", n)
 
     def _on_status(self, payload: bytes | bytearray) -> None:
         """Our status topic read back (network thread): another daemon's ``online`` means a name clash.
@@ -314,6 +316,7 @@ class Daemon:
 
     def _forget(self, device: str, reason: str) -> None:
         self.publisher.send(self.scorer.forget(device, reason))
+        self.publisher.forget_remembered(self.scorer.device_topics(device))
 
     # -- lifecycle ----------------------------------------------------------------------
     def _log_start(self) -> None:
@@ -390,7 +393,8 @@ class Daemon:
         return doc
 
     def _status_message(self) -> Outbound:
-        return Outbound(self.status_topic, to_json(self._online_doc()), qos=1, retain=True)
+        # not reasserted: the link publishes a fresh one at every connect
+        return Outbound(self.status_topic, to_json(self._online_doc()), qos=1, retain=True, reassert=False)
 
     def _state_counts(self) -> dict[str, int]:
         """Devices per operating state (gauges): stopped, settling (the model's states), out_of_distribution."""

@@ -155,6 +155,7 @@ class Housekeeping:
         for dev in gone:
             self.stats.incr("devices_expired")
             self.publisher.send(self.scorer.forget(dev, "expired"))
+            self.publisher.forget_remembered(self.scorer.device_topics(dev))
         if gone:
             log.info("%d idle device(s) expired after %.0f s without data", len(gone), self.cfg.device_idle_s)
         return gone
@@ -233,6 +234,7 @@ class Housekeeping:
                     self.stats.drop("reload", dropped)
         for dev in dropped_devices:  # their windows are gone: a raised one is cleared (reason "reload")
             self.publisher.send(self.scorer.forget(dev, "reload"))
+            self.publisher.forget_remembered(self.scorer.device_topics(dev))
         if new.path == old.path or new.path == self._watched_path:
             self._watch_sig = new.signature
         self.stats.incr("reloads")

@@ -274,7 +274,7 @@ class MqttLink:
         self.connected = threading.Event()
         self._closing = False
         self._n_connects = 0
-        self.session_lost = False  # the last (re)connect found no session of ours: retained documents lost too
+        self.reconnected = False  # the last connect was not the first
         self._rl = RateLimitedLog(log, cfg.log_interval_s)
         self._on_message = on_message
         self._bulk_limit = max(1, cfg.max_outgoing // 2)  # bulk traffic leaves half the queue to alerts and states
@@ -390,8 +390,7 @@ class MqttLink:
         if self._n_connects > 1:
             self.stats.incr("reconnects")
         log.info("connected to %s:%d (session present: %s)", self.addr.host, self.addr.port, flags.session_present)
-        # a reconnect without our session: the broker restarted without persistence, its retained messages gone
-        self.session_lost = self._n_connects > 1 and not flags.session_present
+        self.reconnected = self._n_connects > 1
         client.subscribe([(f, 1) for f in self.filters] + ([(self.status_topic, 1)] if self._on_status else []))
         if self.state_filter:
             self._adopting = True

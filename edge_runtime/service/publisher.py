@@ -12,9 +12,12 @@ Two classes of traffic share the link's bounded outgoing queue (``max_outgoing``
   beyond ``max_paced`` held the oldest is dropped (``discovery_dropped``). The retained stats are not paced
   (:attr:`Outbound.paced` False: one a stats interval, and the last must go out before a stop).
 
-The last retained message of each topic (states, operating states, health documents: :attr:`Outbound.reassert`)
-is remembered, at most ``max_remembered`` topics; after a reconnect to a broker that lost them (a restart without
-persistence: no session) :meth:`reassert` sends each again, paced like discovery and always the newest one.
+The last retained message of each topic (the devices' states, operating states and health documents:
+:attr:`Outbound.reassert`; not the status, discovery, stats or shadow documents, which are published afresh) is
+remembered, at most ``max_remembered`` topics (a forgotten device's are dropped: :meth:`forget_remembered`);
+after a reconnect, to a broker that may have lost them (a restart without persistence) or restored an older
+snapshot (a crash between its autosaves), :meth:`reassert` sends each again, paced like discovery, each topic's
+newest document.
 """
 
 from __future__ import annotations
@@ -110,11 +113,17 @@ class Publisher:
         return sent
 
     def reassert(self) -> int:
-        """The broker lost its retained messages: each remembered one is published again (paced, newest first
-        come first in topic order); the number queued."""
+        """After a reconnect: each remembered topic's newest retained message published again (paced, the most
+        recently changed first); the number queued."""
         with self._lock:
-            self._again = deque(self._remembered)
+            self._again = deque(reversed(self._remembered))
             return len(self._again)
+
+    def forget_remembered(self, topics: Iterable[str]) -> None:
+        """A device left: its topics are not published again after a reconnect."""
+        with self._lock:
+            for t in topics:
+                self._remembered.pop(t, None)
 
     def _remember(self, m: Outbound) -> None:
         with self._lock:

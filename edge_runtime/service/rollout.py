@@ -433,7 +433,7 @@ class Rollout:
 
     def _publish_comparison(self, final: bool) -> dict[str, Any]:
         doc = self.comparison_doc(final)
-        self.publisher.send([Outbound(self.shadow_topic, to_json(doc), qos=1, retain=True)])
+        self.publisher.send([Outbound(self.shadow_topic, to_json(doc), qos=1, retain=True, reassert=False)])
         return doc
 
     def _end_shadow(self, why: str) -> None:

@@ -16,6 +16,7 @@ Where batches are scored is the daemon's choice (``inference.batching``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -35,7 +36,7 @@ from edge_runtime.pipeline.explain import channel_normals, peak_departure
 from edge_runtime.pipeline.factor_fill import fill_excluded, residual_projection
 from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
 from edge_runtime.pipeline.health import renormalised_score
-from edge_runtime.pipeline.states import OUT_OF_DISTRIBUTION, STOPPED, DistributionCheck
+from edge_runtime.pipeline.states import OUT_OF_DISTRIBUTION, RUNNING, STOPPED, DistributionCheck
 from edge_runtime.pipeline.stats import Stats
 from edge_runtime.pipeline.topics import format_topic, sanitize_id
 from edge_runtime.service.device_thresholds import DRIFT_Q, DeviceThresholds
@@ -214,7 +215,12 @@ class Scorer:
                     if self.evidence is not None:  # under the locks: forget() cannot interleave
                         self.evidence.observe(it.device, it.windows, it.t_start, it.t_end, s, c, alerts,
                                               model.model_id, dthr, channels, meta.units, detail.curves)
-            out += self._discovery("on_device", it.device)  # Home Assistant discovery config, once per device
+            config = self._discovery("on_device", it.device)  # Home Assistant discovery config, once per device
+            if config and self.ingest.states is None:  # its Operating state entity: running (no states to say so),
+                # paced with the discovery config (bulk): a burst of new devices must not take an alert's place
+                first = self.operating_message(it.device, RUNNING, float(it.t_end[0]), "scored", now)
+                config.append(dataclasses.replace(first, bulk=True))
+            out += config
             for a in alerts:
                 # locked: forget() counts alerts_cleared on other threads
                 self.stats.incr(ALERT_COUNTERS[a["event"]])
@@ -453,6 +459,11 @@ class Scorer:
                     del self.adopted[dev]
                     gone.append(dev)
         return gone
+
+    def device_topics(self, device: str) -> list[str]:
+        """The retained topics of ``device``'s own documents: state, operating state, health."""
+        cfg = self.cfg
+        return [format_topic(t, device=device) for t in (cfg.state_topic, cfg.operating_topic, cfg.health_topic)]
 
     def forget(self, device: str, reason: str) -> list[Outbound]:
         """A device left (evicted/expired/reload): drop its alert state; a raised one gets a ``cleared``

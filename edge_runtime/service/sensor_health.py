@@ -139,13 +139,17 @@ class SensorHealth:
             else np.ones(len(self.channels), dtype=bool)
         old = getattr(self, "alerts", None)
         if old is None or old.channels != self.channels:  # a reload with the same channels keeps raised alerts
+            cleared: list[str] = []
             if old is not None:  # devices rejected under the old model's channels may fit the new one
-                for device in sorted(self.rejected_raised):
+                cleared = sorted(self.rejected_raised)
+                for device in cleared:
                     self._out_alerts(old.set_rejected(device, False, time.time(), self.model_id, reason="reload"))
                 self.rejects.clear()
                 self.rejected_raised.clear()
             self.alerts = SensorAlerts(AlertPolicy(cfg.sensor_raise_after, cfg.sensor_clear_after), self.instance,
                                        self.channels)
+            for device in cleared:  # their health documents without the fault
+                self._out_rejected_health(device)
 
     def _device(self, ring: RingWindow) -> DeviceHealth:
         dh = ring.health
@@ -170,6 +174,8 @@ class SensorHealth:
             if old in self.rejected_raised and old not in windowed:  # never decoded, and followed no more
                 self.rejected_raised.discard(old)
                 self._out_alerts(self.alerts.forget(old, "evicted", self.model_id))
+                # its retained health document (a rejected fault) removed: nothing of it is known any more
+                self.outbox.append(Outbound(format_topic(self.cfg.health_topic, device=old), "", qos=1, retain=True))
         if n + 1 >= REJECTED_AFTER and device not in self.rejected_raised \
                 and len(self.alerts.devices) < 2 * self.cfg.max_devices:
             self.rejected_raised.add(device)

@@ -135,7 +135,8 @@ def export_evidence(log_path: Path, evidence_dir: Path, out_dir: Path, device: s
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "verdicts.jsonl").open("w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(rec) + "\n" for rec in records)
-    counts = {"alerts": 0, "missing": 0, "rows": 0, "confirmed_rows": 0, "false_alarm_rows": 0, "incomplete": 0}
+    counts = {"alerts": 0, "missing": 0, "rows": 0, "confirmed_rows": 0, "false_alarm_rows": 0, "open": 0,
+              "ended": 0}
     for alert_id, r in latest.items():
         try:
             meta, arrays = store.read(alert_id)
@@ -143,8 +144,8 @@ def export_evidence(log_path: Path, evidence_dir: Path, out_dir: Path, device: s
             counts["missing"] += 1
             continue
         ts, values = arrays["ts"], arrays["values"]
-        if not meta.get("complete"):  # still open (its end not written yet), or stopped: rows after it missing
-            counts["incomplete"] += 1
+        if not meta.get("complete"):  # still open (its end not written yet), or ended early: rows after it missing
+            counts["ended" if meta.get("reason") else "open"] += 1
         if r["verdict"] == "confirmed":
             start = meta.get("anomalous_since") or r.get("window_start") or -np.inf
             end = meta.get("cleared_end") or r.get("window_end") or np.inf
@@ -269,11 +270,13 @@ def export(log_path: Path, data: tuple[Path, ...], evidence_dir: Path | None, ou
             click.echo(f"{ev['alerts']} alerts' evidence written to {out_dir} ({ev['rows']} rows: "
                        f"{ev['confirmed_rows']} in confirmed alerts, {ev['false_alarm_rows']} of false alarms); "
                        f"{ev['missing']} judged alerts have no evidence kept")
-            if ev["incomplete"]:
-                click.echo(f"{PROG} export: warning: {ev['incomplete']} of them incomplete: the episode was still "
-                           "open (its end and the margin after it are written once the stream has passed them) or "
-                           "the daemon stopped; a confirmed one has few anomalous rows yet: export again later",
-                           err=True)
+            if ev["open"]:
+                click.echo(f"{PROG} export: warning: {ev['open']} of them still open: their end and the margin after "
+                           "it are written once the stream has passed them, so a confirmed one has few anomalous rows "
+                           "yet: export again later", err=True)
+            if ev["ended"]:
+                click.echo(f"{PROG} export: warning: {ev['ended']} of them ended early (the device left, a reload, or "
+                           "the daemon stopped): their rows stop there", err=True)
             return
         counts = export_labelled(log_path, list(data), out_dir, device)
     except click.UsageError as exc:  # a log without verdicts, a recording without epoch timestamps

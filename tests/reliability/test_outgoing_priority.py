@@ -89,3 +89,20 @@ def test_retained_stats_go_out_at_once_where_retained_discovery_waits_for_the_ti
     assert link.sent == ["edgewatch/gw/stats"] and len(p) == 1
     p.pace()
     assert link.sent == ["edgewatch/gw/stats", "homeassistant/x/config"]
+
+
+def test_reassert_sends_each_remembered_topics_newest_and_forgets_a_device_that_left() -> None:
+    link, stats = FullLink(), Stats()
+    link.open = True
+    p = OutboundPublisher(link, stats, max_remembered=3)
+    p.send([Outbound("alerts/a/state", '{"s":1}', retain=True), Outbound("alerts/b/state", '{"s":1}', retain=True),
+            Outbound("edgewatch/gw/status", "{}", retain=True, reassert=False),  # published afresh at connect
+            Outbound("alerts/a/state", '{"s":2}', retain=True), Outbound("health/c", "{}", retain=True, bulk=True)])
+    p.pace()
+    link.sent.clear()
+    p.forget_remembered(["health/c"])  # c left
+    assert p.reassert() == 2
+    p.pace()
+    assert link.sent == ["alerts/a/state", "alerts/b/state"] and stats.counts["retained_reasserted"] == 2
+    p.send([Outbound(f"alerts/x{i}/state", "{}", retain=True) for i in range(3)])  # bounded: the oldest go
+    assert p.reassert() == 3

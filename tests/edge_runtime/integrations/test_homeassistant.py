@@ -328,6 +328,10 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
             hdoc = docs("health/pump-1")[-1]
             assert render(health["value_template"], hdoc) in (health["payload_on"], health["payload_off"])
             assert json.loads(render(health["json_attributes_template"], hdoc))["state"] == hdoc["state"]
+            # a model without operating states: its first window says running, so the entity is not Unknown
+            operating = cfg["components"]["operating_state"]
+            wait_until(lambda: docs("alerts/pump-1/operating"), 10, "the operating state")
+            assert render(operating["value_template"], docs("alerts/pump-1/operating")[0]) == "running"
             daemon_av, device_av = cfg["availability"]
             online = docs("edgewatch/gw1/status")[-1]
             assert render(daemon_av["value_template"], online) == daemon_av["payload_available"]

@@ -301,6 +301,8 @@ def test_rejected_devices_are_bounded_and_cleared_by_a_reload_that_changes_the_c
     assert [(d["device"], d.get("reason")) for d in docs if d["state"] == "cleared"] == [
         (f"r{d}", "evicted") for d in range(7)]
     assert ing.health.rejected_raised == {"r7", "r8", "r9"} and len(ing.health.alerts.devices) == 3
+    gone = [m for m in sent if m.topic in {f"health/r{d}" for d in range(7)} and not m.payload]
+    assert len(gone) == 7 and all(m.retain for m in gone)  # their retained health documents removed too
     other = load_model(write_health_model(tmp_path / "m5.onnx", CH + ["e"]), provider="cpu")
     ing.configure(other, keep_windows=False)
     cleared = [json.loads(m.payload) for m in sent if m.topic.endswith("/alerts")][len(docs):]

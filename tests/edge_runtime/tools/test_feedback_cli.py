@@ -148,7 +148,8 @@ def test_export_from_the_evidence_store_labels_each_judged_alert(tmp_path: Path)
     log.append(_verdict("pump.1:20", "confirmed", 1050.0, 1059.0, "pump.1"))
     r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"),
                                   "--evidence", str(tmp_path / "evidence"), "--labelled", str(out)])
-    assert r.exit_code == 0 and "warning: 1 of them incomplete" in r.stderr and "export again later" in r.stderr
+    assert r.exit_code == 0 and "warning: 1 of them still open" in r.stderr and "export again later" in r.stderr
+    assert "ended early" not in r.stderr
     r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
                                   str(tmp_path / "evidence"), "--data", str(out / "pump.1:3.csv"), "--labelled", str(out)])
     assert r.exit_code == 2 and "not both" in r.output
