@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 _FIGURES: dict[str, dict[str, Any]] = {}
+
+
+@pytest.fixture(autouse=True)
+def stop_leftover_daemons() -> Iterator[None]:
+    """A daemon subprocess its test did not stop (an assertion failed first) must not outlive the test."""
+    from tests.reliability.harness import DaemonProcess
+
+    yield
+    while DaemonProcess.started:
+        DaemonProcess.started.pop().stop()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paho.mqtt.client as paho
 
@@ -102,7 +102,10 @@ class Client:
 
 
 class DaemonProcess:
-    """``edgewatch run`` as a subprocess; stderr goes to a log file the test can read."""
+    """``edgewatch run`` as a subprocess; stderr goes to a log file the test can read. One still running when its
+    test ends (a failed assertion before its stop) is stopped by the ``stop_leftover_daemons`` fixture."""
+
+    started: ClassVar[list[DaemonProcess]] = []
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
@@ -117,6 +120,7 @@ class DaemonProcess:
             cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=self.env,
         )
         fh.close()
+        DaemonProcess.started.append(self)
         return self
 
     def signal(self, sig: int) -> None:
