@@ -196,7 +196,15 @@ def feedback_command() -> None:
     """
 
 
-@feedback_command.command("send", hidden=True)
+class _VerdictCommand(click.Command):
+    """The verdict command, reached as ``edgewatch feedback ALERT_ID ...``: its usage line says so (not "send")."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        path = ctx.parent.command_path if ctx.parent is not None else ctx.command_path
+        formatter.write_usage(path, "[ALERT_ID] [OPTIONS]")
+
+
+@feedback_command.command("send", hidden=True, cls=_VerdictCommand)
 @click.argument("alert_id", required=False, default="")
 @click.option("--false-alarm", "false_alarm", is_flag=True, help="The alert was wrong: raise the threshold.")
 @click.option("--confirmed", is_flag=True, help="The alert was a real fault.")
@@ -214,6 +222,8 @@ def feedback_command() -> None:
 def send(alert_id: str, false_alarm: bool, confirmed: bool, ack: bool, recalibrate: str, device: str, note: str,
          instance: str, broker: str | None, config_file: str | None, username: str | None,
          password_file: str | None, timeout: float, as_json: bool) -> None:
+    """A verdict on one alert (ALERT_ID, or --device's latest), sent to the daemon; its reply is printed (exit 0
+    accepted, 1 refused, 2 a wrong command line, 69 no broker or no reply)."""
     from edge_runtime.cli import config_from_flags
 
     given = [v for v, on in (("false_alarm", false_alarm), ("confirmed", confirmed), ("ack", ack)) if on]

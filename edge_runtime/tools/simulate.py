@@ -508,9 +508,13 @@ def check_publish_options(broker: str, topic_template: str, speed: float, prefix
             None, click.core.ParameterSource.DEFAULT):
         raise SimError("give --fast or --speed N, not both (--fast publishes as fast as it can, --speed N paces)")
     try:
-        return prefixed(topic_prefix(prefix, "--topic-prefix"), topic_template)
+        clean = topic_prefix(prefix, "--topic-prefix")
     except ConfigError as exc:
         raise SimError(str(exc)) from None
+    if clean and topic_template.startswith(clean + "/"):  # the prefix given twice: say where it publishes
+        click.echo(f"warning: --topic {topic_template!r} already starts with --topic-prefix {clean!r}: publishing to "
+                   f"{prefixed(clean, topic_template)!r}", err=True)
+    return prefixed(clean, topic_template)
 
 
 def check_device_id(option: str, device: str) -> None:

@@ -76,6 +76,8 @@ def test_feedback_without_a_verdict_or_a_broker_is_one_line(tmp_path: Path) -> N
     assert r.exit_code == 2 and "not --false-alarm and --confirmed" in r.output
     r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--recalibrate", "pump-1"])
     assert r.exit_code == 2 and "not --ack and --recalibrate" in r.output
+    r = CliRunner().invoke(main, ["feedback", "abc", "--help"])  # the verdict's own options, as it is typed
+    assert r.exit_code == 0 and " feedback [ALERT_ID] [OPTIONS]" in r.output.splitlines()[0]  # not "send"
     r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--broker", "mqtt://127.0.0.1:1", "--timeout", "2"])
     assert r.exit_code == 69 and "cannot connect" in r.output and len(r.output.strip().splitlines()) == 1
 

@@ -172,6 +172,13 @@ def test_replay_keyed_batches_with_restamp(mosquitto, tmp_path: Path) -> None:
         col.close()
 
 
+def test_a_topic_that_already_carries_the_prefix_is_warned_about(tmp_path: Path) -> None:
+    good = write(tmp_path, SKAB_LIKE, "good.csv")
+    res = CliRunner().invoke(replay_command, [str(good), "--device", "d", "--fast", "--topic-prefix", "site-1",
+                                              "--topic", "site-1/sensors/{device}/data", "--broker", "mqtt://127.0.0.1:1"])
+    assert "already starts with --topic-prefix 'site-1': publishing to 'site-1/site-1/sensors/{device}/data'" in res.output
+
+
 @pytest.mark.parametrize(
     ("args", "msg", "code"),
     [
