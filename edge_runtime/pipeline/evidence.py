@@ -375,6 +375,15 @@ class EvidenceRecorder:
             ep.reason, ep.cleared_end = reason, d.last_t
         return ep
 
+    def finish_quiet(self, device: str) -> Episode | None:
+        """``device`` went quiet (stale): its cleared episode, if one waits for the margin after its clear, is
+        finished with what it has (its data ends there: no more is coming); a raised one stays open."""
+        d = self.devices.get(device)
+        if d is None or d.episode is None or not d.episode.cleared_end:
+            return None
+        ep, d.episode = d.episode, None
+        return ep
+
     def open_episodes(self) -> list[Episode]:
         return [d.episode for d in self.devices.values() if d.episode is not None]
 

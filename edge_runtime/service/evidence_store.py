@@ -264,6 +264,13 @@ class Evidence:
         with self._lock:
             self.recorder.resume(device, alert_id, anomalous_since, model_id, threshold, channels, units)
 
+    def finish_quiet(self, devices: list[str]) -> None:
+        """Devices gone quiet: their cleared episodes written now (:meth:`EvidenceRecorder.finish_quiet`)."""
+        with self._lock:
+            snaps = [ep.snapshot() for ep in map(self.recorder.finish_quiet, devices) if ep is not None]
+        for snap in snaps:
+            self._submit(snap)
+
     def forget(self, device: str, reason: str) -> None:
         with self._lock:
             ep = self.recorder.forget(device, reason)

@@ -109,7 +109,9 @@ class Housekeeping:
             if now >= next_stale:  # sensor health: devices quiet for the stale limit
                 next_stale = now + STALE_CHECK_S
                 if up and now >= self._stale_from:
-                    self.ingest.check_stale(now)
+                    quiet = self.ingest.check_stale(now)
+                    if quiet and self.scorer.evidence is not None:  # no margin after a clear is coming from them
+                        self.scorer.evidence.finish_quiet(quiet)
             if now >= next_expire:
                 next_expire = now + min(60.0, cfg.device_idle_s)
                 if up and now >= self._expire_from:

@@ -266,13 +266,15 @@ class Ingest:
             res.evicted = list(evicted) + res.evicted
         return res
 
-    def check_stale(self, now: float) -> None:
-        """Housekeeping: devices that went quiet for the stale limit raise a ``stale`` sensor alert."""
+    def check_stale(self, now: float) -> list[str]:
+        """Housekeeping: devices that went quiet for the stale limit raise a ``stale`` sensor alert; those found
+        stale now."""
         if self.health is None:
-            return
+            return []
         with self.lock:
-            self.health.check_stale(now, self.store)
+            found = self.health.check_stale(now, self.store)
         self._send_health()
+        return found
 
     def stale_limit_s(self) -> float:
         """How long a device may be quiet before it is ``stale`` (0 with the sensor checks off)."""

@@ -408,9 +408,11 @@ class SensorHealth:
                         "until enough are healthy again", device, self.cfg.degraded_share)
         self._out_health(device, dh)
 
-    def check_stale(self, now: float, store: WindowStore) -> None:
-        """Devices that sent nothing for the stale limit (``now``: monotonic, as the rings' ``last_seen``)."""
+    def check_stale(self, now: float, store: WindowStore) -> list[str]:
+        """Devices that sent nothing for the stale limit (``now``: monotonic, as the rings' ``last_seen``); those
+        found stale now."""
         limit = self.limits.stale_after_s
+        found: list[str] = []
         for device, ring in store.devices.items():
             if now - ring.last_seen > limit:
                 st = self.alerts.devices.get(device)
@@ -420,6 +422,8 @@ class SensorHealth:
                     dh = self._device(ring)
                     dh.calm = False
                     self._out_health(device, dh)
+                    found.append(device)
+        return found
 
     def out_of_distribution(self, store: WindowStore) -> set[str]:
         """The devices out of distribution by their ranges now (a gauge; the caller need not hold the lock)."""

@@ -81,6 +81,21 @@ def test_forget_finishes_an_open_episode_with_its_reason() -> None:
     assert r.forget("d", "expired") is None and "d" not in r.devices
 
 
+def test_a_cleared_episode_of_a_device_gone_quiet_is_finished_with_what_it_has() -> None:
+    """The device stopped sending before the margin after the clear passed: no more is coming, so its episode is
+    finished complete (it stayed open until the device expired); a raised one stays open."""
+    x = np.zeros((100, 2), np.float32)
+    r = EvidenceRecorder(margin_s=60.0)
+    feed(r, x, range(0, 10, HOP), [{"event": "raise", "alert_id": "d:1", "window_end": 5.0, "anomalous_since": 4.0}])
+    assert r.finish_quiet("d") is None  # still raised: it stays open
+    _, done = feed(r, x, range(10, 20, HOP), [{"event": "clear", "alert_id": "d:2", "raised_alert_id": "d:1",
+                                               "window_end": 21.0}])
+    assert done == []  # the margin after the clear runs until 81
+    ep = r.finish_quiet("d")
+    assert ep is not None and ep.meta()["complete"] and ep.meta()["cleared_end"] == 21.0
+    assert r.finish_quiet("d") is None and r.devices["d"].episode is None and r.finish_quiet("nobody") is None
+
+
 def curve(k: float) -> np.ndarray:
     return np.full((W, C), k, np.float32) + np.arange(W, dtype=np.float32)[:, None]
 

@@ -109,3 +109,22 @@ def test_the_cli_lists_shows_and_exports(run, tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     res = r.invoke(evidence_command, ["show", "p1:1", "--dir", folder, "--png", str(tmp_path / "q.png")])
     assert res.exit_code == 69 and "--png needs matplotlib" in res.output and "edgewatch[plot]" in res.output
+
+
+def test_a_device_that_stops_after_its_clear_has_its_evidence_finished_when_it_goes_stale(tmp_path: Path) -> None:
+    """The margin after the clear never comes from a device that stopped sending: once it is stale its episode
+    is written complete (it stayed 'open: incomplete' until the device expired)."""
+    from tests.edge_runtime.onnx_models import CHANNELS4, write_health_model
+
+    model = write_health_model(tmp_path / "m.onnx", CHANNELS4)
+    x = series(120, seed=4)
+    x[40:70] *= 20.0  # raised at about 40, cleared at about 75, then the device stops at 120 (margin 60 s)
+    folder = tmp_path / "evidence"
+    with MosquittoBroker(workdir=tmp_path / "broker") as broker:
+        with running_daemon(broker.url, model, evidence_dir=str(folder), evidence_margin_s=60.0, raise_after=2,
+                            clear_after=2, stale_after_s=1.5) as d:
+            stream_and_settle(d, broker.port, "sensors/p2/data", x, T0, 10)
+            wait_until(lambda: d.stats.counts["alerts_cleared"] >= 1, 10, "cleared")
+            wait_until(lambda: d.stats.counts["evidence_written"] >= 2, 10, "finished once p2 went stale")
+            meta, arrays = EvidenceStore(folder).read("p2:1")
+    assert meta["complete"] and meta["cleared_end"] and arrays["ts"][-1] == T0 + 119  # everything it sent
