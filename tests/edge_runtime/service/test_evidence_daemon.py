@@ -120,11 +120,11 @@ def test_a_device_that_stops_after_its_clear_has_its_evidence_finished_when_it_g
     x = series(120, seed=4)
     x[40:70] *= 20.0  # raised at about 40, cleared at about 75, then the device stops at 120 (margin 60 s)
     folder = tmp_path / "evidence"
-    with MosquittoBroker(workdir=tmp_path / "broker") as broker:
-        with running_daemon(broker.url, model, evidence_dir=str(folder), evidence_margin_s=60.0, raise_after=2,
-                            clear_after=2, stale_after_s=1.5) as d:
-            stream_and_settle(d, broker.port, "sensors/p2/data", x, T0, 10)
-            wait_until(lambda: d.stats.counts["alerts_cleared"] >= 1, 10, "cleared")
-            wait_until(lambda: d.stats.counts["evidence_written"] >= 2, 10, "finished once p2 went stale")
-            meta, arrays = EvidenceStore(folder).read("p2:1")
+    broker = MosquittoBroker(workdir=tmp_path / "broker")
+    with broker, running_daemon(broker.url, model, evidence_dir=str(folder), evidence_margin_s=60.0, raise_after=2,
+                                clear_after=2, stale_after_s=1.5) as d:
+        stream_and_settle(d, broker.port, "sensors/p2/data", x, T0, 10)
+        wait_until(lambda: d.stats.counts["alerts_cleared"] >= 1, 10, "cleared")
+        wait_until(lambda: d.stats.counts["evidence_written"] >= 2, 10, "finished once p2 went stale")
+        meta, arrays = EvidenceStore(folder).read("p2:1")
     assert meta["complete"] and meta["cleared_end"] and arrays["ts"][-1] == T0 + 119  # everything it sent
