@@ -176,7 +176,7 @@ def main(verbose: bool) -> None:
     Typical use:
       edgewatch-train fit data/*.csv --out model.onnx
       edgewatch-train inspect model.onnx
-      edgewatch-train evaluate --model model.onnx --data labelled.csv
+      edgewatch-train evaluate model.onnx labelled.csv
     """
     # a warning reads as the error line does (edgewatch-train fit: warning: ...); -v adds the logger and debug lines
     handler = logging.StreamHandler()
@@ -571,17 +571,19 @@ def _named(exc: ContractError, path: Path) -> ContractError:
 
 
 @main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path), metavar="[MODEL] [DATA]...")
 @click.option(
-    "--model", "-m", "model_path", required=True, type=InputPath(dir_okay=False, path_type=Path)
+    "--model", "-m", "model_path", type=InputPath(dir_okay=False, path_type=Path),
+    help="The ONNX model (or give it first, before DATA).",
 )
 @click.option(
     "--data",
     "-d",
     "data",
-    required=True,
     multiple=True,
     type=click.Path(path_type=Path),
-    help="CSV/.npz file or folder (repeatable); labelled, or normal data for its alerts per day.",
+    help="CSV/.npz file or folder (repeatable, or give them after MODEL); labelled, or normal data for its "
+         "alerts per day.",
 )
 @click.option(
     "--hop",
@@ -619,7 +621,8 @@ def _named(exc: ContractError, path: Path) -> ContractError:
 @data_options("evaluate")
 @_user_errors
 def evaluate(
-    model_path: Path,
+    paths: tuple[Path, ...],
+    model_path: Path | None,
     data: tuple[Path, ...],
     hop: int | None,
     raise_after: int,
@@ -642,6 +645,9 @@ def evaluate(
 ) -> None:
     """Score data through the edge's model loader; decide as the daemon does; report what an operator sees.
 
+    MODEL first, then DATA (files or folders), as `evaluate model.onnx labelled.csv`; --model and --data say the
+    same.
+
     How files are read (fill, decimal, encoding, time zone, time format) comes from the model unless given here.
 
     Labelled data: point-wise F1 (beside the flag-every-point F1), FAR, MAR, event recall and
@@ -652,6 +658,7 @@ def evaluate(
     from trainer.data import load_paths, parse_rows, read_options
     from trainer.model_file import read_metadata
 
+    model_path, data = _model_and_data(paths, model_path, data)
     try:
         meta = read_metadata(model_path)
     except ContractError as exc:
@@ -667,6 +674,27 @@ def evaluate(
         ev.plot(model_path, series, png, rep)
     click.echo(ev.format_report(rep))
     click.echo(f"wrote {report}" + ("" if no_plot else f" and {png}"))
+
+
+def _model_and_data(paths: tuple[Path, ...], model: Path | None,
+                    data: tuple[Path, ...]) -> tuple[Path, tuple[Path, ...]]:
+    """``evaluate``'s model and data from ``MODEL DATA...`` and/or ``--model``/``--data`` (usage errors name what
+    is missing)."""
+    rest = list(paths)
+    if model is None:
+        if not rest:
+            raise click.UsageError("give the model and the data: evaluate MODEL DATA... (or --model/--data)")
+        model = rest.pop(0)
+        if model.suffix.lower() != ".onnx" and (model.is_dir() or model.suffix.lower() in {".csv", ".npz", ".npy",
+                                                                                           ".xlsx", ".parquet"}):
+            raise click.UsageError(f"{model} is data, not a model: evaluate MODEL DATA... (or --model FILE)")
+        if not model.is_file():
+            why = "a folder, not a model file" if model.is_dir() else "no such file"
+            raise clierror.with_code(FileNotFoundError(f"model {model}: {why}"), clierror.EXIT_NOINPUT)
+    data = (*data, *rest)
+    if not data:
+        raise click.UsageError(f"no data to score with {model}: evaluate MODEL DATA... (or --data PATH)")
+    return model, data
 
 
 @main.command("demo-data")

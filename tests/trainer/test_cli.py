@@ -226,6 +226,21 @@ def test_evaluate_without_labels_reports_alerts_per_day(
     assert "daemon" not in json.loads((tmp_path / "r.json").read_text())
 
 
+def test_evaluate_takes_model_and_data_as_arguments(
+    runner: CliRunner, demo_model_path: Path, tmp_path: Path
+) -> None:
+    """``evaluate MODEL DATA...`` (as ``fit DATA...``), ``-m MODEL DATA`` and ``--data`` beside arguments all work."""
+    f, g = tmp_path / "a.csv", tmp_path / "b.csv"
+    syn.write_csv(f, syn.normal_series(100, 4), syn.channel_names(4))
+    syn.write_csv(g, syn.normal_series(120, 4, seed=1), syn.channel_names(4))
+    for args in ([str(demo_model_path), str(f), str(g)], ["-m", str(demo_model_path), str(f), str(g)],
+                 [str(demo_model_path), str(f), "-d", str(g)]):
+        rep = tmp_path / "r.json"
+        r = runner.invoke(main, ["evaluate", *args, "--no-plot", "--report", str(rep), "-q"])
+        assert r.exit_code == 0, r.output
+        assert sorted(Path(p).name for p in json.loads(rep.read_text())["files"]) == ["a.csv", "b.csv"], args
+
+
 def test_error_evaluate_wrong_channels(
     runner: CliRunner, csvs, demo_model_path: Path, tmp_path: Path
 ) -> None:
