@@ -166,6 +166,12 @@ def with_epilog(cmd: click.Command) -> click.Command:
     return cmd
 
 
+def usage_line(exc: click.UsageError, prog: str, help_command: str) -> click.ClickException:
+    """``exc`` shown as one line of ``prog`` that points at ``help_command`` (a command reached under another
+    name than its own, as ``edgewatch feedback ALERT_ID``)."""
+    return _OneLine(f"{exc.format_message().rstrip('.')} (see `{help_command}`)", exc.exit_code, prog)
+
+
 def _one_line(exc: click.ClickException, fallback: str) -> click.ClickException:
     if isinstance(exc, _OneLine):
         return exc

@@ -23,6 +23,7 @@ from edge_runtime.integrations.homeassistant import (
 )
 from edge_runtime.pipeline.topics import sanitize_id
 from edge_runtime.service.mqtt import MqttConnectError, client_options, connect, parse_broker_url
+from edge_runtime.tools.prefix_option import daemon_prefix_option
 
 QUIET_S = 0.5  # retained messages arrive right after the subscription: this long without one ends the read
 MAX_READ_S = 5.0
@@ -69,10 +70,10 @@ def homeassistant_command() -> None:
     """Home Assistant discovery: delete devices explicitly, clear orphaned retained configs."""
 
 
-def _session(config_file: str | None, broker: str | None):
+def _session(config_file: str | None, broker: str | None, topic_prefix: str | None):
     from edge_runtime.cli import config_from_flags, fail
 
-    cfg = config_from_flags(config_file, {"broker": broker})
+    cfg = config_from_flags(config_file, {"broker": broker, "prefix": topic_prefix})
     opts = client_options(cfg, f"edgewatch-ha-{uuid.uuid4().hex[:8]}", persistent=False)
     try:
         client = connect(parse_broker_url(cfg.broker), opts)
@@ -90,9 +91,11 @@ _broker = click.option("--broker", default=None, help="Broker URL; overrides the
 @click.argument("devices", nargs=-1, required=True)
 @_config
 @_broker
-def remove_command(devices: tuple[str, ...], config_file: str | None, broker: str | None) -> None:
+@daemon_prefix_option
+def remove_command(devices: tuple[str, ...], config_file: str | None, broker: str | None,
+                   topic_prefix: str | None) -> None:
     """Delete DEVICES (their entities, names, areas) from Home Assistant: empty retained configs."""
-    cfg, client = _session(config_file, broker)
+    cfg, client = _session(config_file, broker, topic_prefix)
     s = settings_of(cfg)
     try:
         topics = []
@@ -109,12 +112,14 @@ def remove_command(devices: tuple[str, ...], config_file: str | None, broker: st
 @homeassistant_command.command("cleanup")
 @_config
 @_broker
+@daemon_prefix_option
 @click.option("--all", "everything", is_flag=True, help="Every device of this instance, not only unavailable ones.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-def cleanup_command(config_file: str | None, broker: str | None, everything: bool, dry_run: bool) -> None:
+def cleanup_command(config_file: str | None, broker: str | None, topic_prefix: str | None, everything: bool,
+                    dry_run: bool) -> None:
     """Clear this instance's orphaned retained configs: the earlier per-entity layout, and devices that are
     not online (idle or gone); the device-based configs kept are sent again for Home Assistant."""
-    cfg, client = _session(config_file, broker)
+    cfg, client = _session(config_file, broker, topic_prefix)
     s = settings_of(cfg)
     try:
         retained = read_retained(client, [f"{s.prefix}/#", f"{s.status}/+"])

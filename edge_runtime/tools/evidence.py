@@ -30,6 +30,7 @@ from edge_runtime.pipeline.explain import fmt_duration
 from edge_runtime.pipeline.topics import format_topic
 from edge_runtime.service.evidence_store import EvidenceError, EvidenceStore, decode
 from edge_runtime.tools.mqtt_request import NoReply, request
+from edge_runtime.tools.prefix_option import daemon_prefix_option
 
 PROG = "edgewatch evidence"
 
@@ -341,16 +342,18 @@ def export_cmd(alert_id: str, out: Path, fmt: str | None, windows: Path | None, 
 @click.option("--instance", default="", help="The daemon's runtime.instance (default: the config's, or this host).")
 @click.option("--broker", default=None, help="Broker URL; overrides the config's.")
 @_CONFIG
+@daemon_prefix_option
 @click.option("--username", default=None, help="An account the ACL lets write the request topic.")
 @click.option("--password-file", default=None, help="File whose first line is its password.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the reply.")
 def fetch_cmd(alert_id: str, out: Path, instance: str, broker: str | None, config_file: str | None,
-              username: str | None, password_file: str | None, timeout: float) -> None:
+              topic_prefix: str | None, username: str | None, password_file: str | None, timeout: float) -> None:
     """Ask a daemon for ALERT_ID's evidence over MQTT (alerts.evidence_requests) and write it to --out."""
     from edge_runtime.cli import config_from_flags
     from edge_runtime.service.mqtt import MqttConnectError
 
-    cfg = config_from_flags(config_file, {"broker": broker, "username": username, "password_file": password_file})
+    cfg = config_from_flags(config_file, {"broker": broker, "prefix": topic_prefix, "username": username,
+                                          "password_file": password_file})
     try:
         data = fetch(cfg, instance or cfg.instance_name, alert_id, timeout)
         decode(data)  # a whole, readable file

@@ -35,6 +35,7 @@ from edge_runtime.service.mqtt import (
     MqttConnectError,
 )
 from edge_runtime.tools.mqtt_request import NoReply, request
+from edge_runtime.tools.prefix_option import daemon_prefix_option
 
 PROG = "edgewatch feedback"
 EXIT_REFUSED, EXIT_NO_REPLY = clierror.EXIT_FAILURE, clierror.EXIT_UNAVAILABLE
@@ -42,6 +43,34 @@ EXIT_REFUSED, EXIT_NO_REPLY = clierror.EXIT_FAILURE, clierror.EXIT_UNAVAILABLE
 
 class CommandTimeout(NoReply):
     """No reply from the daemon in time."""
+
+
+class NothingToExport(LookupError):
+    """The verdicts label nothing that was given (exit 1: found nothing); nothing was written."""
+
+
+def judged_records(log_path: Path, device: str = "") -> list[dict[str, Any]]:
+    """The feedback log's records (``device``: only its); a :class:`click.UsageError` naming what the log holds
+    when none are left."""
+    records = list(read_records(log_path))
+    if not records:
+        raise click.UsageError(f"no verdicts in {log_path}")
+    mine = [r for r in records if not device or r.get("device") == device]
+    if not mine:
+        others = sorted({str(r.get("device")) for r in records})
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise click.UsageError(f"no verdicts for device {device!r} in {log_path} ({len(records)} verdicts, "
+                               f"for {shown})")
+    return mine
+
+
+def _utc_span(times: Iterable[float]) -> str:
+    from datetime import datetime, timezone
+
+    ts = sorted(times)
+    if not ts:
+        return "none"
+    return " to ".join(datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") for t in (ts[0], ts[-1]))
 
 
 def send_command(cfg: Config, doc: dict[str, Any], instance: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -88,26 +117,25 @@ def export_labelled(log_path: Path, data: list[Path], out_dir: Path, device: str
                     time_column: str = "timestamp") -> dict[str, int]:
     """Write each recording of ``data`` to ``out_dir`` with an ``anomaly`` column from the verdicts (rows of a
     confirmed alert 1, all others 0: a false alarm's rows are normal operation), and the verdicts to
-    ``out_dir``/verdicts.jsonl. Counts of rows by label."""
-    records = list(read_records(log_path))
-    if not records:
-        raise click.UsageError(f"no verdicts in {log_path}")
+    ``out_dir``/verdicts.jsonl. Counts of rows by label. :class:`NothingToExport` (nothing written) when no row
+    of the recordings falls inside a judged alert."""
+    records = judged_records(log_path, device)
+    tables = [_read_recording(path, time_column) for path in data]
+    if not standing_verdicts(records, device):
+        raise NothingToExport(f"no alert of {log_path} is judged confirmed or false alarm (acks label nothing)")
+    labelled = [label_rows(times, records, device) for _, _, _, times in tables]
+    if not any(lab is not None for labels in labelled for lab in labels):
+        spans = [t for r in standing_verdicts(records, device).values() for k in ("window_start", "window_end")
+                 if isinstance(t := r.get(k), (int, float))]
+        raise NothingToExport(
+            f"no row of the recordings falls inside a judged alert (confirmed or false alarm): the alerts span "
+            f"{_utc_span(spans)} UTC, the recordings {_utc_span(t for *_, ts in tables for t in ts)} UTC; "
+            "record the device while it alerts (`edgewatch record`), or export --evidence")
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"rows": 0, "confirmed_rows": 0, "false_alarm_rows": 0, "verdicts": len(records)}
     with (out_dir / "verdicts.jsonl").open("w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(rec) + "\n" for rec in records)
-    for path in data:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-        if not rows or time_column not in rows[0]:
-            raise click.UsageError(f"{path}: no {time_column!r} column (a CSV from `edgewatch record`)")
-        header, body = rows[0], rows[1:]
-        ti = header.index(time_column)
-        try:
-            times = [float(r[ti]) for r in body]
-        except (ValueError, IndexError):
-            raise click.UsageError(f"{path}: {time_column!r} must hold epoch seconds") from None
-        labels = label_rows(times, records, device)
+    for (path, header, body, _), labels in zip(tables, labelled, strict=True):
         keep = [i for i, h in enumerate(header) if h != "anomaly"]
         with (out_dir / path.name).open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
@@ -120,18 +148,38 @@ def export_labelled(log_path: Path, data: list[Path], out_dir: Path, device: str
     return counts
 
 
+def _read_recording(path: Path, time_column: str) -> tuple[Path, list[str], list[list[str]], list[float]]:
+    """A recording's header, rows and row times (epoch seconds in ``time_column``)."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or time_column not in rows[0]:
+        raise click.UsageError(f"{path}: no {time_column!r} column (a CSV from `edgewatch record`)")
+    header, body = rows[0], rows[1:]
+    ti = header.index(time_column)
+    try:
+        times = [float(r[ti]) for r in body]
+    except (ValueError, IndexError):
+        raise click.UsageError(f"{path}: {time_column!r} must hold epoch seconds") from None
+    return path, header, body, times
+
+
 def export_evidence(log_path: Path, evidence_dir: Path, out_dir: Path, device: str = "") -> dict[str, int]:
     """For each alert with a confirmed or false-alarm verdict (the one that stands: :func:`label_rows`) whose evidence the daemon kept
     (``alerts.evidence_dir``): its raw samples as ``out_dir``/<alert id>.csv with an ``anomaly`` column (a
     confirmed alert's rows from ``anomalous_since`` to its clear 1, the margins 0; a false alarm's rows all 0),
-    and the verdicts to verdicts.jsonl. Counts."""
+    and the verdicts to verdicts.jsonl. Counts. :class:`NothingToExport` (nothing written) when no judged alert
+    has evidence kept."""
     from edge_runtime.service.evidence_store import SUFFIX, EvidenceError, EvidenceStore, file_name
 
-    records = [r for r in read_records(log_path) if not device or r.get("device") == device]
-    if not records:
-        raise click.UsageError(f"no verdicts in {log_path}")
+    records = judged_records(log_path, device)
     latest = standing_verdicts(records)
     store = EvidenceStore(evidence_dir, max_bytes=1 << 62, max_age_s=0)  # reading: no eviction
+    if not any(alert_id in store.index for alert_id in latest):
+        raise NothingToExport(
+            f"none of the {len(latest)} judged alerts (confirmed or false alarm) has evidence in {evidence_dir} "
+            f"({len(store.index)} alerts' evidence kept there; alerts.evidence_dir, the oldest go past "
+            "evidence_max_mb or evidence_max_age_s)" if latest else
+            f"no alert of {log_path} is judged confirmed or false alarm (acks label nothing)")
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "verdicts.jsonl").open("w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(rec) + "\n" for rec in records)
@@ -203,6 +251,15 @@ class _VerdictCommand(click.Command):
         path = ctx.parent.command_path if ctx.parent is not None else ctx.command_path
         formatter.write_usage(path, "[ALERT_ID] [OPTIONS]")
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        """A wrong command line names ``edgewatch feedback`` and its help, not the hidden "send"."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            path = parent.command_path if parent is not None else PROG
+            raise clierror.usage_line(exc, path, f"{path} ALERT_ID --help") from None
+
 
 @feedback_command.command("send", hidden=True, cls=_VerdictCommand)
 @click.argument("alert_id", required=False, default="")
@@ -215,12 +272,13 @@ class _VerdictCommand(click.Command):
 @click.option("--instance", default="", help="The daemon's runtime.instance (default: the config's, or this host).")
 @click.option("--broker", default=None, help="Broker URL; overrides the config's.")
 @click.option("--config", "config_file", type=click.Path(), help="Broker, TLS, auth and topics from here.")
+@daemon_prefix_option
 @click.option("--username", default=None, help="The operator account (overrides mqtt.username).")
 @click.option("--password-file", default=None, help="File whose first line is its password.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the reply.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
 def send(alert_id: str, false_alarm: bool, confirmed: bool, ack: bool, recalibrate: str, device: str, note: str,
-         instance: str, broker: str | None, config_file: str | None, username: str | None,
+         instance: str, broker: str | None, config_file: str | None, topic_prefix: str | None, username: str | None,
          password_file: str | None, timeout: float, as_json: bool) -> None:
     """A verdict on one alert (ALERT_ID, or --device's latest), sent to the daemon; its reply is printed (exit 0
     accepted, 1 refused, 2 a wrong command line, 69 no broker or no reply)."""
@@ -241,7 +299,8 @@ def send(alert_id: str, false_alarm: bool, confirmed: bool, ack: bool, recalibra
     else:
         doc = {"command": "feedback", "verdict": verdict, "alert_id": alert_id, "device": device, "note": note,
                "source": "cli"}
-    cfg = config_from_flags(config_file, {"broker": broker, "username": username, "password_file": password_file})
+    cfg = config_from_flags(config_file, {"broker": broker, "prefix": topic_prefix, "username": username,
+                                          "password_file": password_file})
     try:
         reply = send_command(cfg, doc, instance or cfg.instance_name, timeout)
     except (MqttConnectError, ConfigError) as exc:
@@ -291,6 +350,8 @@ def export(log_path: Path, data: tuple[Path, ...], evidence_dir: Path | None, ou
         counts = export_labelled(log_path, list(data), out_dir, device)
     except click.UsageError as exc:  # a log without verdicts, a recording without epoch timestamps
         clierror.fail(exc.format_message(), clierror.EXIT_DATAERR, prog=f"{PROG} export")
+    except NothingToExport as exc:
+        clierror.fail(f"{exc}; nothing written", clierror.EXIT_FAILURE, prog=f"{PROG} export")
     click.echo(f"{counts['rows']} rows written to {out_dir}: {counts['confirmed_rows']} in confirmed alerts "
                f"(anomaly=1), {counts['false_alarm_rows']} in false alarms (normal); {counts['verdicts']} verdicts")
 

@@ -27,6 +27,7 @@ from edge_runtime.config import ConfigError
 from edge_runtime.pipeline.calibration import CalibrationError, parse_warmup
 from edge_runtime.pipeline.decode import DecodeError, Decoder
 from edge_runtime.pipeline.topics import TopicTemplate, device_level_problem
+from edge_runtime.tools.prefix_option import daemon_prefix_option
 
 PROG = "edgewatch record"
 
@@ -86,8 +87,9 @@ def record(cfg: Any, device: str, channels: list[str], out: Path, seconds: float
 @click.option("--channels", default="", help="Comma-separated channel names, as in the payloads.")
 @click.option("--broker", default=None, help="Broker URL; overrides the config's.")
 @click.option("--config", "config_file", type=click.Path(), help="Broker, auth, TLS and input topics.")
+@daemon_prefix_option
 def record_command(device: str, duration: str, max_samples: int, out: Path, model_path: str | None, channels: str,
-                   broker: str | None, config_file: str | None) -> None:
+                   broker: str | None, config_file: str | None, topic_prefix: str | None) -> None:
     """Capture a device's data from the broker to a CSV (timestamp + channels) for `edgewatch-train fit`."""
     from edge_runtime.cli import config_from_flags
 
@@ -100,7 +102,7 @@ def record_command(device: str, duration: str, max_samples: int, out: Path, mode
     problem = device_level_problem(device)  # a wildcard would mix devices in one file
     if problem:
         clierror.fail(f"--device {device!r}: {problem}", 2, prog=PROG)
-    cfg = config_from_flags(config_file, {"broker": broker})
+    cfg = config_from_flags(config_file, {"broker": broker, "prefix": topic_prefix})
     names = [c.strip() for c in channels.split(",") if c.strip()]
     if not names:
         path = model_path or cfg.path

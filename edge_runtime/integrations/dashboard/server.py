@@ -26,6 +26,7 @@ import click
 
 from edge_runtime.config import Config
 from edge_runtime.integrations.dashboard.view import FleetView, Topics
+from edge_runtime.tools.prefix_option import daemon_prefix_option
 from edge_runtime.tools.watch import Subscription, WatchError
 
 log = logging.getLogger(__name__)
@@ -186,19 +187,21 @@ class Dashboard:
               "[default: mqtt://127.0.0.1:1883]")
 @click.option("--config", "config_file", type=click.Path(),
               help="Take broker, TLS, auth and topics from this config (the daemon's); flags override it.")
+@daemon_prefix_option
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="HTTP port (0: any free one, printed).")
 @click.option("--bind", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface; the page has no login).")
 @click.option("--history", "history_s", type=click.FloatRange(10, 3600), default=300.0, show_default=True,
               help="Seconds of score history per device (stream time).")
-def dashboard_command(broker: str | None, config_file: str | None, port: int, bind: str, history_s: float) -> None:
+def dashboard_command(broker: str | None, config_file: str | None, topic_prefix: str | None, port: int, bind: str,
+                      history_s: float) -> None:
     """Serve a live, read-only web view of gateways, devices, scores and alerts (reads MQTT)."""
     from edge_runtime.cli import EXIT_UNAVAILABLE, config_from_flags, fail
     from edge_runtime.config import ConfigError
 
     logging.basicConfig(level=logging.WARNING, format="edgewatch dashboard: %(message)s", stream=sys.stderr)
-    cfg = config_from_flags(config_file, {"broker": broker})
+    cfg = config_from_flags(config_file, {"broker": broker, "prefix": topic_prefix})
     try:
         dash = Dashboard(cfg, bind, port, history_s)
     except OSError as exc:

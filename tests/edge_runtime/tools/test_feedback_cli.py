@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from edge_runtime.cli import main
 from edge_runtime.config import build_config
 from edge_runtime.service.feedback_store import FeedbackStore, read_records
-from edge_runtime.tools.feedback import export_labelled, label_rows
+from edge_runtime.tools.feedback import label_rows
 from edge_runtime.tools.record import record
 from edge_runtime.tools.synthetic import channel_names, write_csv
 from tests.edge_runtime.mqtt_helpers import Publisher
@@ -63,8 +63,31 @@ def test_export_labels_a_recording_the_trainer_reads(tmp_path: Path) -> None:
     assert "10 in confirmed alerts" in r.output and "10 in false alarms" in r.output
     series = read_csv(out / "rec.csv")
     assert series.labels is not None and int(series.labels.sum()) == 10 and series.values.shape == (100, 2)
-    assert export_labelled(tmp_path / "state", [tmp_path / "rec.csv"], tmp_path / "o2", device="zz")[
-        "confirmed_rows"] == 0
+
+
+def test_an_export_that_would_label_nothing_says_why_and_writes_nothing(tmp_path: Path) -> None:
+    names = channel_names(2)
+    write_csv(tmp_path / "rec.csv", np.zeros((50, 2), np.float32), names, t0=1000.0)  # 1000..1049
+    store = FeedbackStore(tmp_path / "state")
+    store.append(_verdict("a", "confirmed", 5000.0, 5009.0))  # long after the recording
+    store.append(_verdict("b", "ack", 1010.0, 1019.0))  # an ack labels nothing
+    args = ["feedback", "export", "--log", str(tmp_path / "state"), "--data", str(tmp_path / "rec.csv")]
+    r = CliRunner().invoke(main, [*args, "--labelled", str(tmp_path / "o1")])
+    assert r.exit_code == 1, r.output  # found nothing (docs/TOOLS.md#exit-codes)
+    assert "no row of the recordings falls inside a judged alert" in r.output and "nothing written" in r.output
+    assert "1970-01-01 01:23:20 to 1970-01-01 01:23:29 UTC" in r.output  # the alerts' span, then the recordings'
+    assert not (tmp_path / "o1").exists()
+    r = CliRunner().invoke(main, [*args, "--labelled", str(tmp_path / "o2"), "--device", "pump-9"])
+    assert r.exit_code == 65 and "no verdicts for device 'pump-9'" in r.output and "for d1" in r.output
+    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
+                                  str(tmp_path), "--labelled", str(tmp_path / "o3")])
+    assert r.exit_code == 1 and "none of the 1 judged alerts" in r.output and not (tmp_path / "o3").exists()
+    store.append(_verdict("a", "ack", 5000.0, 5009.0))  # an ack after a verdict: the verdict stands
+    only_acks = FeedbackStore(tmp_path / "acks")
+    only_acks.append(_verdict("b", "ack", 1010.0, 1019.0))
+    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "acks"), "--data",
+                                  str(tmp_path / "rec.csv"), "--labelled", str(tmp_path / "o4")])
+    assert r.exit_code == 1 and "acks label nothing" in r.output
 
 
 def test_feedback_without_a_verdict_or_a_broker_is_one_line(tmp_path: Path) -> None:
@@ -76,6 +99,10 @@ def test_feedback_without_a_verdict_or_a_broker_is_one_line(tmp_path: Path) -> N
     assert r.exit_code == 2 and "not --false-alarm and --confirmed" in r.output
     r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--recalibrate", "pump-1"])
     assert r.exit_code == 2 and "not --ack and --recalibrate" in r.output
+    for bad in (["--bogus"], ["abc", "--ack", "--instance"], ["abc", "--timeout", "x", "--ack"]):
+        r = CliRunner().invoke(main, ["feedback", *bad], prog_name="edgewatch")  # named as typed, not as the hidden "send"
+        assert r.exit_code == 2 and r.output.startswith("edgewatch feedback: error: "), r.output
+        assert r.output.rstrip().endswith("(see `edgewatch feedback ALERT_ID --help`)") and "send" not in r.output
     r = CliRunner().invoke(main, ["feedback", "abc", "--help"])  # the verdict's own options, as it is typed
     assert r.exit_code == 0 and " feedback [ALERT_ID] [OPTIONS]" in r.output.splitlines()[0]  # not "send"
     r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--broker", "mqtt://127.0.0.1:1", "--timeout", "2"])
@@ -86,6 +113,54 @@ def test_feedback_with_no_daemon_says_so(mosquitto) -> None:
     r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--broker", mosquitto.url, "--timeout", "1",
                                   "--instance", "nobody"])
     assert r.exit_code == 69 and "no reply on edgewatch/nobody/reply" in r.output  # EX_UNAVAILABLE: retry
+    r = CliRunner().invoke(main, ["feedback", "abc", "--ack", "--broker", mosquitto.url, "--timeout", "1",
+                                  "--instance", "nobody", "--topic-prefix", "site-1"])
+    assert r.exit_code == 69 and "no reply on site-1/edgewatch/nobody/reply" in r.output
+    r = CliRunner().invoke(main, ["evidence", "fetch", "abc", "--out", "x.npz", "--broker", mosquitto.url,
+                                  "--timeout", "1", "--instance", "nobody", "--topic-prefix", "site-1"])
+    assert r.exit_code == 69 and "site-1/edgewatch/nobody/" in r.output, r.output
+
+
+def test_every_command_that_reaches_a_daemon_takes_its_topic_prefix() -> None:
+    """A command with --broker talks to the daemons' topics, so it takes --topic-prefix as `run` does."""
+    import click
+
+    def walk(cmd: click.Command, path: str):
+        yield path, cmd
+        if isinstance(cmd, click.Group):  # the lazily loaded commands too
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                if sub is not None and sub is not cmd:
+                    yield from walk(sub, f"{path} {name}")
+
+    with_broker = {path: {o for p in cmd.params for o in p.opts} for path, cmd in walk(main, "edgewatch")
+                   if any("--broker" in p.opts for p in cmd.params)}
+    assert {"edgewatch record", "edgewatch dashboard", "edgewatch feedback send", "edgewatch evidence fetch",
+            "edgewatch homeassistant cleanup"} <= set(with_broker)
+    assert [path for path, opts in with_broker.items() if "--topic-prefix" not in opts] == []
+
+
+def test_record_reads_a_prefixed_site(mosquitto, tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    result: dict = {}
+
+    def run() -> None:
+        result["r"] = CliRunner().invoke(main, ["record", "--device", "pump-7", "--channels", "a", "--samples", "3",
+                                                "--duration", "20s", "--out", str(out), "--broker", mosquitto.url,
+                                                "--topic-prefix", "site-1"])
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(1.0)
+    pub = Publisher(mosquitto.port)
+    pub.send("sensors/pump-7/data", json.dumps({"ts": 1.0, "a": 9}))  # another site's (no prefix): not this one
+    for i in range(3):
+        pub.send("site-1/sensors/pump-7/data", json.dumps({"ts": 1000.0 + i, "a": i}))
+    pub.close()
+    t.join(25)
+    assert result["r"].exit_code == 0, result["r"].output
+    assert out.read_text().splitlines()[1:] == ["1000.000,0", "1001.000,1", "1002.000,2"]
 
 
 def test_operator_md_states_the_exit_codes_feedback_uses() -> None:
