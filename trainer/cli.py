@@ -667,6 +667,8 @@ def evaluate(
                            time_format=time_format, rows=parse_rows(rows),
                            keep_time=not no_plot, progress=not quiet)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)
+    for note in unused_label_notes(series, label_column):
+        click.echo(f"edgewatch-train evaluate: note: {note}", err=True)
     policy = AlertPolicy(raise_after=raise_after, clear_after=clear_after, clear_ratio=clear_ratio)
     rep = ev.evaluate(model_path, series, hop, policy, tolerance, progress=not quiet)
     ev.write_report(rep, report)
@@ -674,6 +676,22 @@ def evaluate(
         ev.plot(model_path, series, png, rep)
     click.echo(ev.format_report(rep))
     click.echo(f"wrote {report}" + ("" if no_plot else f" and {png}"))
+
+
+def unused_label_notes(series: list[Any], label_column: str) -> list[str]:
+    """One line per file scored as unlabelled although it has a label-like column (``label``, ``changepoint``...)
+    other than ``label_column``: the user may have meant it (--label-column)."""
+    from trainer.data import LABEL_LIKE_COLUMNS
+
+    notes = []
+    for s in series:
+        if s.labels is not None:
+            continue
+        like = [c for c in s.columns if c.strip().lower() in LABEL_LIKE_COLUMNS and c != label_column]
+        if like:
+            notes.append(f"{s.name}: no {label_column!r} column, so it is scored as unlabelled normal data (alerts "
+                         f"per day); its column {like[0]!r} is not used: --label-column {like[0]} measures against it")
+    return notes
 
 
 def _model_and_data(paths: tuple[Path, ...], model: Path | None,

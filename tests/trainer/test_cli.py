@@ -241,6 +241,22 @@ def test_evaluate_takes_model_and_data_as_arguments(
         assert sorted(Path(p).name for p in json.loads(rep.read_text())["files"]) == ["a.csv", "b.csv"], args
 
 
+def test_evaluate_names_a_label_column_it_does_not_use(runner: CliRunner, demo_model_path: Path,
+                                                       tmp_path: Path) -> None:
+    """A file with ``label`` but no ``anomaly`` is scored as normal data: a note says so and how to use it."""
+    f = tmp_path / "a.csv"
+    x, labels = syn.labelled_series(400, 4, syn.random_anomalies(400, 4, 1, 0), 0)
+    syn.write_csv(f, x, syn.channel_names(4), labels)
+    f.write_text(f.read_text().replace(",anomaly\n", ",label\n", 1))
+    args = ["evaluate", str(demo_model_path), str(f), "--no-plot", "--report", str(tmp_path / "r.json"), "-q"]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "a.csv: no 'anomaly' column, so it is scored as unlabelled normal data" in r.stderr
+    assert "--label-column label measures against it" in r.stderr and "F1" not in r.stdout
+    r = runner.invoke(main, [*args, "--label-column", "label"])
+    assert r.exit_code == 0 and "note:" not in r.stderr and "F1" in r.stdout, r.output
+
+
 def test_error_evaluate_wrong_channels(
     runner: CliRunner, csvs, demo_model_path: Path, tmp_path: Path
 ) -> None:
