@@ -124,7 +124,7 @@ def _flag_kwargs(o: Option) -> dict[str, Any]:
     if o.type is list:
         kw.update(multiple=True, default=())
     elif o.choices:
-        kw["type"] = click.Choice(o.choices)
+        kw["type"] = click.Choice(o.choices, case_sensitive=False)
     elif o.type is not bool:
         kw["type"] = o.type
     return kw

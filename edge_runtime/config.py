@@ -252,7 +252,10 @@ class Config:
             if want is float and not math.isfinite(v):
                 raise ConfigError(f"{name}: must be finite")
             if f.metadata["choices"] and v not in f.metadata["choices"]:
-                raise ConfigError(f"{name}: {shown} is not one of {', '.join(f.metadata['choices'])}")
+                same = [c for c in f.metadata["choices"] if isinstance(v, str) and c.lower() == v.lower()]
+                if not same:
+                    raise ConfigError(f"{name}: {shown} is not one of {', '.join(f.metadata['choices'])}")
+                setattr(self, f.name, same[0])  # `info` for INFO, `CPU` for cpu: the choice as spelt here
             lo = f.metadata["minimum"]
             if lo is not None and v < lo:
                 raise ConfigError(f"{name}: must be >= {lo}, got {shown}")

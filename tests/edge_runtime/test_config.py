@@ -128,3 +128,20 @@ def test_an_unknown_key_names_the_file_and_the_nearest_key(tmp_path: Path, toml:
     with pytest.raises(ConfigError) as exc:
         load_toml(f)
     assert str(exc.value).startswith(said.format(f=f))
+
+
+def test_a_choice_is_taken_in_any_case_and_kept_as_spelt() -> None:
+    """`--log-level info` as INFO, `CPU` as cpu, from a flag, the environment or the file; a wrong one still fails."""
+    cfg = build_config(None, {"log_level": "info", "provider": "CPU"}, {"EDGEWATCH_RUNTIME_LOG_FORMAT": "JSON"})
+    assert (cfg.log_level, cfg.provider, cfg.log_format) == ("INFO", "cpu", "json")
+    with pytest.raises(ConfigError, match=r"runtime.log_level: 'loud' is not one of DEBUG, INFO"):
+        build_config(None, {"log_level": "loud"}, {})
+
+
+def test_run_takes_a_choice_flag_in_any_case() -> None:
+    from click.testing import CliRunner
+
+    from edge_runtime.cli import main
+
+    r = CliRunner().invoke(main, ["run", "--log-level", "info", "--provider", "CPU"], env={"EDGEWATCH_CONFIG": ""})
+    assert r.exit_code == 78 and "model.path: no model given" in r.output, r.output  # past the flags, to the model
