@@ -40,7 +40,7 @@ REASONS = (
     "malformed_json",  # not parseable JSON (or nested too deep)
     "bad_structure",  # valid JSON of a shape that is not a supported payload
     "wrong_channels",  # a sample does not have exactly C values / a named channel is missing
-    "non_numeric",  # a value is not a number (string, bool, null, object)
+    "non_numeric",  # a value is not a number (string, null, object; true/false read as 1/0)
     "non_finite",  # NaN or +-inf (also finite JSON numbers beyond float32 range)
     "bad_timestamp",  # unparseable, non-finite or negative timestamp; ts/values lengths differ
     "future",  # a timestamp more than max_future_s after the arrival time (a wrong clock)
@@ -129,7 +129,7 @@ def _as_values(rows: Any, n_channels: int) -> np.ndarray:
             arr = np.array(rows, dtype=np.float64)
         except OverflowError:
             raise DecodeError("non_finite", "a value beyond float32 range") from None
-    if arr.dtype.kind not in "fiu":
+    if arr.dtype.kind not in "fiub":  # b: JSON true/false, 1/0 as beside numbers (a digital input)
         if arr.dtype.kind == "O" and arr.ndim != 2:
             raise DecodeError("wrong_channels", "samples have different numbers of values")
         raise DecodeError("non_numeric", f"values of kind {arr.dtype.kind!r} (need numbers)")
@@ -172,7 +172,8 @@ def _merged(counts: list[dict[str, int] | None]) -> dict[str, int] | None:
 
 def _lenient_values(rows: list[Any], n_channels: int) -> tuple[F32Array, dict[str, int]]:
     """Like :func:`_as_values`, but a missing value (null, NaN, inf, beyond float32) becomes NaN, counted by
-    reason; anything else that is not a number (a string, a bool, an object) still refuses the message."""
+    reason; true/false are 1/0 (as numpy reads them beside numbers); anything else that is not a number (a
+    string, an object) still refuses the message."""
     out = np.empty((len(rows), n_channels), dtype=np.float32)
     counts: dict[str, int] = {}
     for i, r in enumerate(rows):
@@ -183,8 +184,8 @@ def _lenient_values(rows: list[Any], n_channels: int) -> tuple[F32Array, dict[st
             tv = type(v)
             if v is None:
                 why = "null"
-            elif tv is float or tv is int:
-                fv = float(v) if tv is float or -_INT_EXACT <= v <= _INT_EXACT else float("inf")
+            elif tv is float or tv is int or tv is bool:
+                fv = float(v) if tv is not int or -_INT_EXACT <= v <= _INT_EXACT else float("inf")
                 if -_F32_MAX <= fv <= _F32_MAX:
                     out[i, j] = fv
                     continue
@@ -276,11 +277,26 @@ class Decoder:
     def _values(self, rows: list[Any]) -> tuple[F32Array, dict[str, int] | None]:
         """Rows of numbers -> (n, C) float32; with :attr:`missing`, missing values are NaN and counted."""
         try:
-            return _as_values(rows, self.n_channels), None
+            try:
+                return _as_values(rows, self.n_channels), None
+            except DecodeError as exc:
+                if not self.missing or exc.reason not in ("non_numeric", "non_finite"):
+                    raise
+            return _lenient_values(rows, self.n_channels)
         except DecodeError as exc:
-            if not self.missing or exc.reason not in ("non_numeric", "non_finite"):
-                raise
-        return _lenient_values(rows, self.n_channels)
+            if exc.reason == "non_numeric":
+                raise self._non_numeric_named(rows) or exc from None
+            raise
+
+    def _non_numeric_named(self, rows: list[Any]) -> DecodeError | None:
+        """The first value of ``rows`` that is not a number, named by its channel (the log line says which)."""
+        for r in rows:
+            for j, v in enumerate(r[: self.n_channels] if isinstance(r, list) else ()):
+                if v is None and not self.missing or v is not None and type(v) not in (int, float, bool):
+                    shown = "null" if v is None else repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+                    kind = "" if v is None else f" (a {type(v).__name__})"
+                    return DecodeError("non_numeric", f"channel {self.channels[j]!r}: {shown} is not a number{kind}")
+        return None
 
     @staticmethod
     def _samples(ts: FloatArray, values: F32Array, stamped: bool, missing: dict[str, int] | None) -> Samples:

@@ -74,7 +74,6 @@ def test_missing_ts_uses_arrival_time(dec: Decoder) -> None:
         (b"1,2", "wrong_channels"),
         (b'{"values": [1, "x", 3]}', "non_numeric"),
         (b'{"values": [1, null, 3]}', "non_numeric"),
-        (b'{"values": [true, false, true]}', "non_numeric"),
         (b'{"values": ["1", "2", "3"]}', "non_numeric"),
         (b"1,abc,3", "non_numeric"),
         (b'{"values": [1, NaN, 3]}', "non_finite"),
@@ -246,3 +245,27 @@ def test_what_is_not_a_missing_value_is_still_refused(lenient: Decoder, payload:
 
 def test_a_plain_sample_has_no_missing_values(lenient: Decoder) -> None:
     assert lenient.decode(b'{"values": [1, 2, 3]}', ARRIVAL).missing is None
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_true_and_false_are_one_and_zero_alone_or_beside_numbers(missing: bool) -> None:
+    """A digital input sends true/false: 1/0 in every payload form, with or without missing-value handling."""
+    dec = Decoder(["a", "b", "c"], missing=missing)
+    for payload in (b'{"values": [true, false, true]}', b'{"values": [1.5, true, 0]}',
+                    b'{"values": [[1.5, true, 0], [2, false, 1]]}', b'{"a": 1.5, "b": true, "c": 0}',
+                    b'[{"ts": 1, "a": 1.5, "b": true, "c": 0}]'):
+        v = dec.decode(payload, ARRIVAL).values
+        assert v[0].tolist() in ([1.0, 0.0, 1.0], [1.5, 1.0, 0.0]), payload
+    assert dec.decode(b'{"values": [[1.5, true, 0], [2, false, 1]]}', ARRIVAL).values[1].tolist() == [2, 0, 1]
+
+
+@pytest.mark.parametrize(("payload", "missing", "detail"), [
+    (b'{"a": 1, "b": "high", "c": 2}', False, "channel 'b': 'high' is not a number (a str)"),
+    (b'{"values": [[1, 2, 3], [1, 2, {"x": 1}]]}', True, "channel 'c': {'x': 1} is not a number (a dict)"),
+    (b'{"values": [1, null, 3]}', False, "channel 'b': null is not a number"),
+    (b'{"values": [1, "' + b"x" * 60 + b'", 3]}', False, "channel 'b': 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..."),
+])
+def test_a_value_that_is_not_a_number_is_named_by_its_channel(payload: bytes, missing: bool, detail: str) -> None:
+    with pytest.raises(DecodeError) as err:
+        Decoder(["a", "b", "c"], missing=missing).decode(payload, ARRIVAL)
+    assert err.value.reason == "non_numeric" and err.value.detail.startswith(detail), err.value.detail
