@@ -85,7 +85,7 @@ class Config:
     key_file: str = _opt("", "mqtt", "Client private key (PEM) for mutual TLS.")
     reconnect_min_s: float = _opt(1.0, "mqtt", "First reconnect delay; doubles up to reconnect_max_s.", minimum=0.1)
     reconnect_max_s: float = _opt(30.0, "mqtt", "Longest reconnect delay.", minimum=0.1)
-    max_outgoing: int = _opt(10000, "mqtt", "Outgoing QoS 1 messages held while the broker is away or slow. Alerts and states refused beyond it (outgoing_full) wait in the daemon and are retried in order (publish_retried; up to as many again, then critical_lost); discovery, scores and stats may fill only half of it (discovery is paced, never dropped below 100,000 held).", minimum=1)
+    max_outgoing: int = _opt(10000, "mqtt", "Outgoing QoS 1 messages held while the broker is away or slow. Alerts and states refused beyond it wait in the daemon (publish_deferred) and are retried in order (publish_retried; up to as many again, then publish_lost critical_lost); discovery, scores and stats may fill only half of it (discovery is paced, given up only past 100,000 held); a score or stats message refused is lost (publish_lost).", minimum=1)
     # [input]
     source: str = _opt("mqtt", "input", "Where sensor messages come from: mqtt (the [mqtt] broker, the default) or nats (a JetStream partitioned consumer group, see [nats] and docs/NATS.md; needs edgewatch[nats]). NATS server URLs (nats://host:4222,nats://host2:4222) mean nats with those servers.")
     topics: list = _opt(["sensors/{device}/data"], "input", "Input topic templates; the {device} level names the device and becomes '+' in the subscription.", flag="topic")

@@ -8,7 +8,8 @@ inside :func:`start_metrics_server` / the collectors, so the base edge install w
 Names follow Prometheus conventions (base units, ``_total`` on counters; prefix ``edgewatch_``):
 
 - each counter in :data:`edge_runtime.pipeline.stats.COUNTERS` -> ``edgewatch_<name>_total``
-- ``drops`` by reason -> ``edgewatch_dropped_total{reason="..."}``
+- ``drops`` by reason -> ``edgewatch_dropped_total{reason="..."}`` (input and work dropped); ``publish_lost`` by
+  reason -> ``edgewatch_publish_lost_total{reason="..."}`` (outgoing messages given up)
 - ``values_missing`` by reason -> ``edgewatch_values_missing_total{reason="..."}``; ``sensor_faults`` by fault
   kind -> ``edgewatch_sensor_faults_total{kind="..."}``
 - histograms ``edgewatch_inference_duration_seconds`` (one per ``session.run`` batch) and
@@ -60,7 +61,7 @@ _HISTOGRAM_HELP = {
     "inference_duration_seconds": "Model inference time per batch (one session.run), seconds.",
     "window_latency_seconds": "Per window: seconds from the arrival of the message that completed it to its score.",
 }
-_NOT_GAUGES = {"drops", "dropped_total", "values_missing", "sensor_faults", "time", "device_thresholds",
+_NOT_GAUGES = {"drops", "dropped_total", "publish_lost", "publish_lost_total", "values_missing", "sensor_faults", "time", "device_thresholds",
                "device_thresholds_feedback",
                "inference_ms_p50", "inference_ms_p99", "batch_size_mean"}
 # snapshot key -> label of edgewatch_info ("instance" is Prometheus' own target label: the daemon's name is "name")
@@ -114,8 +115,13 @@ def metric_families(snap: dict[str, Any], histograms: dict[str, HistogramSnapsho
             fams.append(Family(f"{PREFIX}_{name}", "counter", f"Stats counter '{name}'.", [({}, v)]))
     drops = snap.get("drops") or {}
     fams.append(Family(
-        f"{PREFIX}_dropped", "counter", "Items dropped, by reason.",
+        f"{PREFIX}_dropped", "counter", "Input items (messages, samples, windows) and work dropped, by reason.",
         [({"reason": str(r)}, float(n)) for r, n in sorted(drops.items())],
+    ))
+    lost = snap.get("publish_lost") or {}
+    fams.append(Family(
+        f"{PREFIX}_publish_lost", "counter", "Outgoing messages given up (never sent), by reason.",
+        [({"reason": str(r)}, float(n)) for r, n in sorted(lost.items())],
     ))
     for key, label, what in (("values_missing", "reason", "Missing sensor values (kept samples), by reason."),
                              ("sensor_faults", "kind", "Sensor-fault alerts raised, by fault kind.")):

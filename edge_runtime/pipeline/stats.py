@@ -2,7 +2,9 @@
 
 Every counter the daemon publishes on ``edgewatch/{instance}/stats`` lives in
 :class:`Stats`. Counters are plain ints bumped from the thread that owns the
-event; ``drops`` is keyed by reason code (the decoder's and the pipeline's).
+event; ``drops`` is keyed by reason code (the decoder's and the pipeline's: what the daemon dropped of its
+input and its work), ``publish_lost`` by why an outgoing message was given up (the publisher's: see
+:mod:`edge_runtime.service.publisher`). An outgoing message that waits for a retry is lost in neither.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ COUNTERS = (
     "evidence_requests_answered",
     "evidence_requests_refused",
     "published",  # messages handed to the MQTT client
+    "publish_deferred",  # critical messages (alerts, states) held for a retry: the outgoing queue was full, or broker away
     "publish_retried",  # critical messages (alerts, states) sent on a retry after the outgoing queue was full
     "retained_reasserted",  # retained documents published again after a broker that lost them (no session)
     "reconnects",
@@ -84,14 +87,15 @@ COUNTERS = (
 
 
 class Stats:
-    """Counters, drops by reason and a ring of recent inference latencies.
+    """Counters, drops and lost outgoing messages by reason and a ring of recent inference latencies.
 
     ``latency_ms``: the last ``latency_window`` batch inference times, (n,) float64.
     """
 
     def __init__(self, latency_window: int = 2048) -> None:
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        self.drops: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # input and work dropped, by reason
+        self.publish_lost: Counter[str] = Counter()  # outgoing messages given up, by reason
         self.missing: Counter[str] = Counter()  # missing values by reason (decode's MISSING_REASONS)
         self.sensor_faults: Counter[str] = Counter()  # sensor alerts raised by fault kind
         self._lat = np.zeros(latency_window, dtype=np.float64)
@@ -117,6 +121,11 @@ class Stats:
         """Count ``n`` dropped items (messages, samples or windows) for ``reason``."""
         with self._lock:
             self.drops[reason] += n
+
+    def lose(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` outgoing messages given up for ``reason`` (never sent; not input drops)."""
+        with self._lock:
+            self.publish_lost[reason] += n
 
     def count_in(self, counter: Counter[str], reasons: dict[str, int]) -> None:
         """Thread-safe: add ``reasons`` (reason -> n) to ``counter`` (:attr:`missing`, :attr:`sensor_faults`)."""
@@ -148,12 +157,15 @@ class Stats:
         n = min(self._n_lat, self._bs.shape[0])
         with self._lock:
             drops = dict(sorted(self.drops.items()))
+            lost = dict(sorted(self.publish_lost.items()))
             missing = dict(sorted(self.missing.items()))
             faults = dict(sorted(self.sensor_faults.items()))
         out: dict[str, Any] = {
             **self.counts,
             "drops": drops,
             "dropped_total": int(sum(drops.values())),
+            "publish_lost": lost,
+            "publish_lost_total": int(sum(lost.values())),
             "values_missing": missing,
             "sensor_faults": faults,
             "batch_size_mean": round(float(self._bs[:n].mean()), 3) if n else 0.0,

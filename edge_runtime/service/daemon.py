@@ -81,7 +81,8 @@ class Daemon:
         self.scorer = Scorer(cfg, model, self.ingest, self.tracker, self.stats,
                              self._make_discovery(model) if cfg.homeassistant_discovery else None)
         # state, operating and health document of each device (the ingest's device cap may be lower still)
-        self.publisher = Publisher(stats=self.stats, max_retry=cfg.max_outgoing, max_remembered=3 * cfg.max_devices)
+        self.publisher = Publisher(stats=self.stats, max_retry=cfg.max_outgoing, max_remembered=3 * cfg.max_devices,
+                                   log_interval_s=cfg.log_interval_s)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         inline = cfg.batching == "inline" and (self.nats or buffering_supported())

@@ -165,10 +165,10 @@ class Housekeeping:
     def publish_stats(self) -> None:
         doc = self.stats_doc()
         log.info(
-            "stats: messages=%d samples=%d windows=%d alerts_raised=%d alerts_cleared=%d drops=%s devices=%d "
-            "batch=%.1f p50=%s ms p99=%s ms provider=%s",
+            "stats: messages=%d samples=%d windows=%d alerts_raised=%d alerts_cleared=%d drops=%s "
+            "publish_lost=%s devices=%d batch=%.1f p50=%s ms p99=%s ms provider=%s",
             doc["messages"], doc["samples"], doc["windows_scored"], doc["alerts_raised"], doc["alerts_cleared"],
-            doc["drops"] or "{}", doc["devices_active"], doc["batch_size_mean"],
+            doc["drops"] or "{}", doc["publish_lost"] or "{}", doc["devices_active"], doc["batch_size_mean"],
             "-" if doc["inference_ms_p50"] is None else doc["inference_ms_p50"],
             "-" if doc["inference_ms_p99"] is None else doc["inference_ms_p99"], doc["provider"],
         )

@@ -12,7 +12,8 @@ subscribed with QoS 1 on a persistent session (a stable client id,
 ``clean_session``/``clean_start`` false, MQTT 5 session expiry), so the broker
 queues sensor data across short disconnects. paho's network thread reconnects
 with backoff and resends queued QoS 1 publishes; the outgoing queue is bounded
-(``max_outgoing``) and overflow is counted. The password is never logged.
+(``max_outgoing``); what it refuses the publisher
+(:mod:`edge_runtime.service.publisher`) retries or counts. The password is never logged.
 """
 
 from __future__ import annotations
@@ -347,20 +348,13 @@ class MqttLink:
 
     def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False,
                 bulk: bool = False) -> bool:
-        """Queue one message; False when paho's bounded outgoing queue is full, or for ``bulk`` (lower
-        priority: discovery, scores, stats) already half full. The caller (the publisher) retries or counts."""
+        """Queue one message; False when paho's bounded outgoing queue is full, for ``bulk`` (lower
+        priority: discovery, scores, stats) already half full, or for QoS 0 while disconnected (paho queues
+        only QoS 1). The caller (the publisher) retries or counts it lost; nothing is counted here."""
         if bulk and qos and unacknowledged(self.client) >= self._bulk_limit:
             return False
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            if bulk:
-                return False
-            self.stats.drop("outgoing_full")
-            self._rl.log(logging.WARNING, "outgoing_full", "outgoing queue full (%d): a message for %s waits "
-                         "for a retry", self.cfg.max_outgoing, topic)
-            return False
-        if qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
-            self.stats.drop("not_connected_qos0")
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE or (qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN):
             return False
         self.stats.incr("published")
         return True

@@ -2,15 +2,23 @@
 
 Two classes of traffic share the link's bounded outgoing queue (``max_outgoing``):
 
-- critical (alerts, retained states, status): sent at once. One that finds the queue full is kept and
-  retried by :meth:`Publisher.pace` (the housekeeping tick), in order, with a newer retained message
-  replacing an older one for the same topic; while any wait, later critical messages queue behind them.
-  Only past ``max_retry`` waiting messages is the oldest dropped (``critical_lost``).
+- critical (alerts, retained states, status): sent at once. One that finds the queue full (or, QoS 0, the
+  broker away) is kept and retried by :meth:`Publisher.pace` (the housekeeping tick), in order, with a newer
+  retained message replacing an older one for the same topic; while any wait, later critical messages queue
+  behind them. Each held is counted once (``publish_deferred``: not lost), each sent on a retry
+  (``publish_retried``); only past ``max_retry`` waiting messages is the oldest given up
+  (``publish_lost["critical_lost"]``).
 - bulk (:attr:`Outbound.bulk`: Home Assistant discovery, scores, stats): may fill only half the queue
   (the link refuses the rest), so it never takes an alert's place. Retained bulk messages (discovery) are
   paced: held here and sent by :meth:`pace` as the queue has room (at most ``bulk_per_pace`` a tick);
-  beyond ``max_paced`` held the oldest is dropped (``discovery_dropped``). The retained stats are not paced
-  (:attr:`Outbound.paced` False: one a stats interval, and the last must go out before a stop).
+  beyond ``max_paced`` held the oldest is given up (``publish_lost["discovery_dropped"]``). The others (scores,
+  and the retained stats: :attr:`Outbound.paced` False, one a stats interval, and the last must go out before a
+  stop) are sent once: one refused is lost, ``publish_lost["not_connected"]`` while the link is down (QoS 0
+  is not queued), else ``publish_lost["outgoing_full"]``.
+
+Outgoing losses are counted apart from ``drops`` (the daemon's input and work): a stats document lost while
+the broker is away says nothing about the sensor data. Each reason is logged at most once per
+``log_interval_s``.
 
 The last retained message of each topic (the devices' states, operating states and health documents:
 :attr:`Outbound.reassert`; not the status, discovery, stats or shadow documents, which are published afresh) is
@@ -22,13 +30,16 @@ newest document.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Protocol
 
 from edge_runtime.pipeline.documents import Outbound
-from edge_runtime.pipeline.stats import Stats
+from edge_runtime.pipeline.stats import RateLimitedLog, Stats
+
+log = logging.getLogger(__name__)
 
 
 class Link(Protocol):
@@ -37,13 +48,16 @@ class Link(Protocol):
 
 
 class Publisher:
-    """Sends :class:`Outbound` messages through ``link`` (an :class:`~edge_runtime.service.mqtt.MqttLink`; paho's
-    bounded queue and the drop counters are there). The daemon attaches the link once it is built."""
+    """Sends :class:`Outbound` messages through ``link`` (an :class:`~edge_runtime.service.mqtt.MqttLink`, paho's
+    bounded queue behind it, or the NATS link) and counts what waits and what is lost. The daemon attaches the
+    link once it is built; one with a ``connected`` event (both have) tells a lost message's reason."""
 
     def __init__(self, link: Link | None = None, stats: Stats | None = None, max_retry: int = 10_000,
-                 max_paced: int = 100_000, bulk_per_pace: int = 200, max_remembered: int = 100_000) -> None:
+                 max_paced: int = 100_000, bulk_per_pace: int = 200, max_remembered: int = 100_000,
+                 log_interval_s: float = 10.0) -> None:
         self.link = link
         self.stats = stats or Stats()
+        self._rl = RateLimitedLog(log, log_interval_s)
         self.max_retry, self.max_paced, self.bulk_per_pace = max_retry, max_paced, bulk_per_pace
         self._lock = threading.Lock()
         self._retry: OrderedDict[object, Outbound] = OrderedDict()  # topic (retained) or a unique key -> message
@@ -68,14 +82,18 @@ class Publisher:
             if m.bulk:
                 if m.retain and m.paced:
                     self._hold_paced(m)
+                elif link.publish(m.topic, m.payload, m.qos, m.retain, bulk=True):
+                    sent += 1
                 else:
-                    sent += link.publish(m.topic, m.payload, m.qos, m.retain, bulk=True)
+                    self._lost(m, self._refusal(link))
             elif self._retry:
                 with self._lock:
                     self._hold_retry(m)
             elif link.publish(m.topic, m.payload, m.qos, m.retain):
                 sent += 1
             else:
+                self._rl.log(logging.WARNING, "publish_deferred", "outgoing message for %s refused (outgoing queue "
+                             "full or broker away): held for a retry", m.topic[:200])
                 with self._lock:
                     self._hold_retry(m)
         return sent
@@ -139,13 +157,30 @@ class Publisher:
         self._n += 1
         key: object = m.topic if m.retain else self._n
         self._retry[key] = m  # a newer retained message for the topic replaces the older one in its place
+        self.stats.incr("publish_deferred")
         if len(self._retry) > self.max_retry:
-            self._retry.popitem(last=False)
-            self.stats.drop("critical_lost")
+            _, old = self._retry.popitem(last=False)
+            self._lost(old, "critical_lost")
 
     def _hold_paced(self, m: Outbound) -> None:
         with self._lock:
             self._paced.append(m)
             if len(self._paced) > self.max_paced:
-                self._paced.popleft()
-                self.stats.drop("discovery_dropped")
+                self._lost(self._paced.popleft(), "discovery_dropped")
+
+    @staticmethod
+    def _refusal(link: Link) -> str:
+        """Why ``link`` refused a message: ``not_connected`` while it is down, else ``outgoing_full``."""
+        connected = getattr(link, "connected", None)
+        return "not_connected" if isinstance(connected, threading.Event) and not connected.is_set() \
+            else "outgoing_full"
+
+    def _lost(self, m: Outbound, reason: str) -> None:
+        """``m`` is given up: counted by ``reason`` in ``publish_lost`` (not an input drop), logged at a bounded rate."""
+        self.stats.lose(reason)
+        why = {"not_connected": "the broker is away: a score or stats message is not queued",
+               "outgoing_full": "the outgoing queue's share for scores and stats is full",
+               "critical_lost": f"more than {self.max_retry} alerts and states wait for a retry: the oldest given up",
+               "discovery_dropped": f"more than {self.max_paced} discovery messages wait: the oldest given up",
+               }.get(reason, reason)
+        self._rl.log(logging.WARNING, f"publish_lost_{reason}", "outgoing message for %s lost: %s", m.topic[:200], why)

@@ -3,8 +3,8 @@
 Subscribes to the status, stats (retained, so the last one arrives at once) and shadow topics of every
 instance (the configured templates with ``{instance}`` as ``+``; with ``any_prefix`` also under every one-level
 topic prefix, the row then named ``prefix/instance``) and keeps one :class:`Gateway` row per instance: online/offline and since when,
-the live and shadow model, devices seen and their last samples, drops by reason, alerts raised in the last
-hour, sensor faults. :func:`table` and :func:`as_json` format the rows (pure); :func:`fleet_command` is the
+the live and shadow model, devices seen and their last samples, drops by reason (its input), outgoing messages
+lost by reason (``publish_lost``), alerts raised in the last hour, sensor faults. :func:`table` and :func:`as_json` format the rows (pure); :func:`fleet_command` is the
 CLI: a table refreshed in place on a terminal, or one JSON document with ``--json``.
 """
 
@@ -49,6 +49,7 @@ class Gateway:
         since = st.get(key) if isinstance(st.get(key), (int, float)) else (self.status_received or None)
         models: dict[str, Any] = st["models"] if isinstance(st.get("models"), dict) else {}
         drops = sx.get("drops") if isinstance(sx.get("drops"), dict) else {}
+        lost = sx.get("publish_lost") if isinstance(sx.get("publish_lost"), dict) else {}
         faults = {k: sx[k] for k in FAULT_KEYS if isinstance(sx.get(k), int) and sx[k]}
         if isinstance(sx.get("sensor_faults"), dict):  # sensor alerts raised, by kind (sensor health)
             faults.update({str(k): v for k, v in sx["sensor_faults"].items() if isinstance(v, int) and v})
@@ -59,7 +60,7 @@ class Gateway:
             "model_shadow": models.get("shadow"), "model_previous": models.get("previous"),
             "rollout_phase": models.get("phase"), "devices": sx.get("devices_active"),
             "last_sample": last, "newest_sample": max(last.values()) if last else None,
-            "drops": drops, "alerts_1h": sx.get("alerts_raised_1h"), "alerts_total": sx.get("alerts_raised"),
+            "drops": drops, "publish_lost": lost, "alerts_1h": sx.get("alerts_raised_1h"), "alerts_total": sx.get("alerts_raised"),
             "sensor_faults": faults, "last_refused": st.get("last_refused"),
             "stats_age_s": round(now - self.stats_received, 1) if self.stats_received else None,
         }
@@ -125,7 +126,7 @@ class FleetView:
         return [g.row(now, stats_interval_s) for g in gws]
 
 
-HEADER = ("GATEWAY", "STATE", "SINCE", "LIVE", "SHADOW", "DEVICES", "LAST SAMPLE", "ALERTS 1H", "DROPS", "FAULTS")
+HEADER = ("GATEWAY", "STATE", "SINCE", "LIVE", "SHADOW", "DEVICES", "LAST SAMPLE", "ALERTS 1H", "DROPS", "LOST OUT", "FAULTS")
 
 
 def _short(d: dict[str, Any], n: int = 3) -> str:
@@ -144,7 +145,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                       "-" if r["devices"] is None else str(r["devices"]),
                       fmt_time(r["newest_sample"]) if r["newest_sample"] else "-",
                       "-" if r["alerts_1h"] is None else str(r["alerts_1h"]), _short(r["drops"]),
-                      _short(r["sensor_faults"])))
+                      _short(r["publish_lost"]), _short(r["sensor_faults"])))
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 

@@ -156,18 +156,60 @@ def test_broker_down_10s_nothing_lost(protocol: str, mosquitto_factory, tmp_path
 
 
 def test_outgoing_queue_is_bounded_and_counted(tmp_path: Path) -> None:
-    """While the broker is away, alerts wait in paho's queue up to ``max_outgoing``; the rest are
-    dropped and counted (``outgoing_full``), never an unbounded pile-up."""
+    """While the broker is away, alerts wait in paho's queue up to ``max_outgoing`` and the rest in the publisher
+    (``publish_deferred``: retried, not lost), never an unbounded pile-up: past ``max_retry`` held the oldest is
+    given up (``publish_lost["critical_lost"]``). A QoS 0 stats message is not queued: lost as ``not_connected``.
+    None of it is an input drop."""
     from edge_runtime.config import build_config
+    from edge_runtime.pipeline.documents import Outbound
     from edge_runtime.pipeline.stats import Stats
     from edge_runtime.service.mqtt import MqttLink
+    from edge_runtime.service.publisher import Publisher
 
     cfg = build_config(None, {"path": "unused.onnx", "instance": "q", "max_outgoing": 3,
                               "broker": "mqtt://127.0.0.1:1"})
     stats = Stats()
     link = MqttLink(cfg, ["sensors/+/data"], lambda t, p: None, "edgewatch/q/status", dict, stats)
-    results = [link.publish(f"alerts/d{i}", "{}", qos=1) for i in range(5)]
-    assert results == [True, True, True, False, False]
-    assert stats.drops["outgoing_full"] == 2 and stats.counts["published"] == 3
+    assert [link.publish(f"alerts/d{i}", "{}", qos=1) for i in range(4)] == [True, True, True, False]
     assert link.publish("edgewatch/q/stats", "{}", qos=0) is False  # QoS 0 is not queued while away
-    assert stats.drops["not_connected_qos0"] == 1
+    assert stats.counts["published"] == 3 and not stats.drops and not stats.publish_lost  # the link counts no loss
+    pub = Publisher(link, stats, max_retry=3)
+    pub.send([Outbound(f"alerts/e{i}", "{}") for i in range(4)])
+    assert stats.counts["publish_deferred"] == 4 and len(pub) == 3 and stats.publish_lost == {"critical_lost": 1}
+    pub.send([Outbound("edgewatch/q/stats", "{}", qos=0, retain=True, bulk=True, paced=False)])
+    assert stats.publish_lost == {"critical_lost": 1, "not_connected": 1}
+    snap = stats.snapshot()
+    assert snap["drops"] == {} and snap["dropped_total"] == 0 and snap["publish_lost_total"] == 2
+
+
+def test_outgoing_losses_while_the_broker_is_away_are_not_input_drops(mosquitto_factory, tmp_path: Path) -> None:
+    """A real daemon, its Mosquitto stopped: a QoS 0 stats document published meanwhile is counted in
+    ``publish_lost["not_connected"]``; QoS 1 alerts beyond ``max_outgoing`` wait (``publish_deferred``) and
+    all arrive after the restart (``publish_retried``). ``drops`` stays empty: the input was fine. The stats
+    document after the restart says so."""
+    from edge_runtime.pipeline.documents import Outbound
+    from edge_runtime.service.paho_buffered import unacknowledged
+
+    broker = mosquitto_factory(persistence=True, extra_config=RUN_AS_ME).start()
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    col = Client(broker.port, "outgoing-col", ("alerts/#", "edgewatch/+/stats"))
+    try:
+        with running_daemon(broker.url, model, max_outgoing=4, reconnect_min_s=1.0, reconnect_max_s=1.0) as d:
+            wait_until(lambda: unacknowledged(d.link.client) == 0, 10, "status acknowledged")
+            broker.stop()  # ---- outage ----
+            wait_until(lambda: not d.link.connected.is_set(), 10, "daemon disconnected")
+            d.housekeeping.publish_stats()  # QoS 0, retained: not queued while away
+            d.publisher.send([Outbound(f"alerts/x{i}", json.dumps({"n": i})) for i in range(6)])
+            away = d.stats_doc()
+            assert away["publish_lost"] == {"not_connected": 1} and away["publish_lost_total"] == 1
+            assert away["publish_deferred"] == 2 and away["drops"] == {} and away["dropped_total"] == 0
+            broker.start()  # ---- back ----
+            wait_until(lambda: len(col.docs("alerts/x")) == 6, 30, "every alert delivered")
+            assert sorted(doc["n"] for _, doc in col.docs("alerts/x")) == list(range(6))
+            d.housekeeping.publish_stats()
+            wait_until(lambda: col.docs("edgewatch/test/stats"), 10, "stats document")
+        _, doc = col.docs("edgewatch/test/stats")[-1]
+        assert doc["publish_lost"] == {"not_connected": 1} and doc["publish_retried"] == 2
+        assert doc["drops"] == {} and doc["dropped_total"] == 0
+    finally:
+        col.close()

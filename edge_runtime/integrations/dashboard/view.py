@@ -31,8 +31,8 @@ ALERT_FIELDS = ("alert_id", "raised_alert_id", "device", "state", "seq", "score"
                 "event", "severity", "summary", "anomalous_since", "peak_score", "duration_s")
 STATUS_FIELDS = ("state", "instance", "version", "model_id", "provider", "provider_reason", "channels", "window",
                  "threshold", "time", "reason")
-STATS_FIELDS = ("messages", "windows_scored", "dropped_total", "drops", "devices_active", "queue_windows",
-                "connected", "provider", "model_id", "inference_ms_p50", "inference_ms_p99", "uptime_s", "time",
+STATS_FIELDS = ("messages", "windows_scored", "dropped_total", "drops", "publish_lost_total", "publish_lost",
+                "devices_active", "queue_windows", "connected", "provider", "model_id", "inference_ms_p50", "inference_ms_p99", "uptime_s", "time",
                 "alerts_raised", "alerts_cleared")
 HEALTH_STATES = ("ok", "fault", "degraded", "stale")  # edge_runtime/schemas/health.schema.json
 SENSOR_FIELDS = ("alert_id", "raised_alert_id", "channel", "kind", "state", "seq", "since", "at", "value",

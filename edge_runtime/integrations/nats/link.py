@@ -176,9 +176,7 @@ class NatsLink:
                 bulk: bool = False) -> bool:
         """Queue one message for the link's thread; False when ``max_outgoing`` are waiting (half for bulk)."""
         limit = self._max_out // 2 if bulk else self._max_out
-        if len(self._out) >= limit:
-            if not bulk:
-                self.stats.drop("outgoing_full")
+        if len(self._out) >= limit:  # the publisher retries it or counts it lost
             return False
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         headers = self._msg_id(data) if qos and not retain and not bulk else None

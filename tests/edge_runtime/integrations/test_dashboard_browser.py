@@ -101,6 +101,10 @@ def test_an_injected_anomaly_appears_live_with_its_channels(mosquitto, dashboard
         assert cell.split()[0] in ("fault", "degraded"), cell
         gw = _text(page, "#gateways tr[data-instance=gw1]")
         assert "online" in gw and "CPUExecutionProvider" in gw, gw
+        heads = page.execute_script("return [...document.querySelectorAll('#gateways th')].map(h => h.innerText)")
+        cells = page.execute_script("return [...document.querySelectorAll('#gateways tr[data-instance=gw1] td')]"
+                                    ".map(c => c.innerText)")
+        assert cells[heads.index("drops")] == "0" and cells[heads.index("lost out")] == "0", (heads, cells)
         _shot(page, tmp_path, "dashboard-fleet.png")
         page.execute_script("document.querySelector('#devices tr[data-device=\"sim-1\"] a').click()")
         _wait(page, "return !document.querySelector('#device').hidden", 5, "the device page")

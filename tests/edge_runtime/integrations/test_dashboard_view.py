@@ -57,9 +57,11 @@ def test_score_history_is_bucketed_keeps_peaks_and_sends_only_new_points() -> No
 def test_gateways_from_status_and_stats_with_custom_topics() -> None:
     v = FleetView(Topics(status="plant/{instance}/online", stats="plant/{instance}/counters"))
     v.ingest("plant/gw1/online", _j({"state": "online", "instance": "gw1", "model_id": "m1"}), True, 1.0)
-    v.ingest("plant/gw1/counters", _j({"dropped_total": 4, "drops": {"queue_full": 4}, "secret": 1}), False, 2.0)
+    v.ingest("plant/gw1/counters", _j({"dropped_total": 4, "drops": {"queue_full": 4}, "publish_lost_total": 1,
+                                       "publish_lost": {"not_connected": 1}, "secret": 1}), False, 2.0)
     (g,) = v.delta(0, 3.0)["gateways"]
     assert g["status"]["model_id"] == "m1" and g["status"]["retained"] and g["stats"]["dropped_total"] == 4
+    assert g["stats"]["publish_lost_total"] == 1 and g["stats"]["publish_lost"] == {"not_connected": 1}
     assert "secret" not in g["stats"]  # only the known fields are passed on
     assert v.delta(0, 3.0)["broker"]["connected"] is False
 

@@ -26,6 +26,7 @@ def snapshot() -> dict:
     s.incr("samples", 70)
     s.drop("malformed_json", 2)
     s.drop("queue_full", 5)
+    s.lose("not_connected", 3)
     s.record_batch(4, 0.002)
     return s.snapshot(instance="gw1", provider="CPUExecutionProvider", model_id="abc", devices_active=3,
                       queue_windows=0, connected=True, time=1.0)
@@ -48,6 +49,10 @@ def test_drops_by_reason_and_gauges_and_info() -> None:
     assert fams["edgewatch_connected"].samples == [({}, 1.0)]  # a bool as 0/1
     assert "edgewatch_time" not in fams  # a wall-clock stamp is not a metric
     assert "edgewatch_dropped_total" not in fams  # the sum is what Prometheus computes itself
+    # outgoing messages lost are their own family, not drops of the input
+    assert fams["edgewatch_publish_lost"].kind == "counter"
+    assert fams["edgewatch_publish_lost"].samples == [({"reason": "not_connected"}, 3.0)]
+    assert "edgewatch_publish_lost_total" not in fams
     # quantiles and means of recent batches stay in the stats document: Prometheus has the histogram
     assert not [n for n in fams if "_p50" in n or "_p99" in n or n.endswith("_mean") or "_ms" in n]
     assert fams["edgewatch"].samples == [({"name": "gw1", "provider": "CPUExecutionProvider", "model_id": "abc"}, 1.0)]

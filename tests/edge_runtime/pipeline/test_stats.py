@@ -17,8 +17,19 @@ def test_snapshot_counts_drops_and_latency() -> None:
     snap = s.snapshot(provider="CPUExecutionProvider")
     assert snap["messages"] == 3 and snap["batches"] == 6 and snap["windows_scored"] == 12
     assert snap["drops"] == {"non_finite": 1, "oversize": 2} and snap["dropped_total"] == 3
+    assert snap["publish_lost"] == {} and snap["publish_lost_total"] == 0
     assert snap["inference_ms_p50"] == 4.5  # ring keeps the last 4: 3, 4, 5, 6 ms
     assert snap["batch_size_mean"] == 2.0 and snap["provider"] == "CPUExecutionProvider"
+
+
+def test_outgoing_losses_are_counted_apart_from_input_drops() -> None:
+    s = Stats()
+    s.drop("malformed_json")
+    s.lose("not_connected", 2)
+    s.lose("critical_lost")
+    snap = s.snapshot()
+    assert snap["drops"] == {"malformed_json": 1} and snap["dropped_total"] == 1
+    assert snap["publish_lost"] == {"critical_lost": 1, "not_connected": 2} and snap["publish_lost_total"] == 3
 
 
 def test_rate_limited_log_once_per_interval_per_reason(caplog) -> None:

@@ -41,6 +41,8 @@ def _stats(port: int) -> None:
         s = Stats()
         s.counts["alerts_raised"] = i
         s.drops["bad_json"] = i % 4
+        if i == 12:
+            s.lose("not_connected", 2)
         s.counts["windows_clipped"] = 1 if i == 7 else 0
         doc = s.snapshot(instance=f"gw-{i:02d}", devices_active=i + 1, alerts_raised_1h=i % 5,
                          last_sample={f"dev{j}": T0 + 100 + j for j in range(i % 3 + 1)}, time=T0)
@@ -73,6 +75,7 @@ def test_fleet_status_of_50_gateways_and_a_real_daemon(mosquitto, tmp_path: Path
     assert rows["gw-03"]["model_live"] == "model-0" and rows["gw-03"]["model_shadow"] == "model-9"
     assert rows["gw-08"]["since"] == T0 + 8 and rows["gw-08"]["devices"] == 9
     assert rows["gw-11"]["drops"] == {"bad_json": 3} and rows["gw-11"]["alerts_1h"] == 1
+    assert rows["gw-12"]["publish_lost"] == {"not_connected": 2} and rows["gw-11"]["publish_lost"] == {}
     assert rows["gw-07"]["sensor_faults"] == {"windows_clipped": 1}
     assert rows["gw-02"]["newest_sample"] == T0 + 102 and len(rows["gw-02"]["last_sample"]) == 3
     real = rows["real-gw"]
@@ -81,6 +84,8 @@ def test_fleet_status_of_50_gateways_and_a_real_daemon(mosquitto, tmp_path: Path
     assert list(real["last_sample"]) == ["pump-7"] and abs(real["last_sample"]["pump-7"] - time.time()) < 60
     text = table(list(rows.values()))
     assert len(text.splitlines()) == N + 2 and "gw-49" in text
+    assert "LOST OUT" in text.splitlines()[0]
+    assert "not_connected=2" in next(line for line in text.splitlines() if line.startswith("gw-12"))
 
 
 def test_cli_json_and_table(mosquitto) -> None:

@@ -125,13 +125,15 @@ function renderFleet() {
     "No score documents seen: the daemon publishes them with alerts.publish_scores = true (EDGEWATCH_ALERTS_PUBLISH_SCORES=true); until then devices are known from their alerts and states only.";
   fill($("#gateways tbody"), [...S.gateways.values()].map((g) => {
     const st = g.status || {}, sx = g.stats || {};
-    const drops = sx.drops && Object.entries(sx.drops).filter(([, n]) => n).map(([k, n]) => `${k} ${n}`).join(", ");
+    const byReason = (o) => o && Object.entries(o).filter(([, n]) => n).map(([k, n]) => `${k} ${n}`).join(", ");
+    const drops = byReason(sx.drops), lost = byReason(sx.publish_lost);
     const stale = sx.received && now() - sx.received > 60;
     return el("tr", { "data-instance": g.instance }, el("td", { text: g.instance }),
       el("td", {}, badge(st.state || "unknown"), st.reason ? ` ${st.reason}` : null),
       el("td", { text: st.model_id || sx.model_id || "-" }), el("td", { text: st.provider || sx.provider || "-" }),
       el("td", { class: "num", text: sx.devices_active ?? "-" }), el("td", { class: "num", text: sx.windows_scored ?? "-" }),
       el("td", { class: "num", text: sx.dropped_total ?? "-", title: drops || "none" }),
+      el("td", { class: "num", text: sx.publish_lost_total ?? "-", title: lost || "none" }),
       el("td", {}, stale ? badge(age(sx.received), "stale") : age(sx.received)));
   }));
   fill($("#log tbody"), S.log.slice(-100).reverse().map(logRow(true)));
