@@ -23,6 +23,12 @@ Per monitored device (one Home Assistant *device*, linked ``via_device`` to the 
   the retained ``alerts/{device}/operating`` document, its ``reason``, ``since`` and ``scored`` as attributes:
   a device that is not scored (stopped, or far from training) is told apart from one that is normal.
 
+A device is announced when its first window is scored, or, with sensor health on, when its ``rejected`` sensor
+alert is raised (its last messages all dropped: bad JSON, the wrong channels): Home Assistant then shows it with
+*Sensor health* on, its attributes naming the fault (kind ``rejected``) and the decoder's reason, and the
+entities fed by scoring *Unknown* until a message decodes. Such devices are bounded as the daemon bounds its
+rejected devices (``input.max_devices``); one let go there is marked ``offline`` like a forgotten device.
+
 Availability (``availability_mode: all``): the daemon's retained status ``edgewatch/{instance}/status``
 (``value_json.state`` online/offline) *and* the device's own retained availability
 ``<status topic>/<device>`` (``online``/``offline``). The daemon marks a device ``offline`` when it has sent
@@ -332,7 +338,9 @@ def encode(payload: dict[str, Any]) -> bytes:
 class Discovery:
     """Which discovery messages are due, as ``(topic, payload)`` to publish retained.
 
-    :meth:`on_device` (every scored item): a new or stale device's config and ``online``;
+    :meth:`on_device` (every scored item): a new or stale device's config and ``online``; :meth:`on_rejected`
+    (every message of a device whose ``rejected`` sensor alert is raised: it sends, nothing it sends decodes) the
+    same, so a device never scored has its entities too, its *Sensor health* on and saying why;
     :meth:`sweep`: ``offline`` for devices silent past ``stale_s``; :meth:`forget`: ``offline`` (the config
     stays: Home Assistant keeps the entities); :meth:`remove`: the explicit deletion; :meth:`on_connect` and
     :meth:`on_birth` (Home Assistant came online): everything again.
@@ -341,8 +349,9 @@ class Discovery:
     settings: DiscoverySettings
     clock: Callable[[], float] = time.monotonic
     devices: set[str] = field(default_factory=set)
-    last_seen: dict[str, float] = field(default_factory=dict)  # device -> when its last window was scored
+    last_seen: dict[str, float] = field(default_factory=dict)  # device -> when its last window was scored (or rejected)
     stale: set[str] = field(default_factory=set)
+    unscored: set[str] = field(default_factory=set)  # announced by on_rejected, no window scored yet
     _last_full: float = float("-inf")
     _next_sweep: float = float("-inf")
 
@@ -368,9 +377,24 @@ class Discovery:
         return self.on_connect(now)
 
     def on_device(self, device: str, now: float | None = None) -> list[tuple[str, bytes]]:
+        """A window of ``device`` was scored: its config and ``online`` when it is new, stale or was announced
+        unscored (the config again: the daemon's first scored window follows it with the operating state)."""
+        return self._seen(device, now, scored=True)
+
+    def on_rejected(self, device: str, now: float | None = None) -> list[tuple[str, bytes]]:
+        """A message of ``device`` whose ``rejected`` sensor alert is raised (the daemon's cap on those bounds how
+        many): announced like a scored one when new or stale (its retained health document holds the fault), and
+        kept available while it sends."""
+        return self._seen(device, now, scored=False)
+
+    def _seen(self, device: str, now: float | None, scored: bool) -> list[tuple[str, bytes]]:
         self.last_seen[device] = self.clock() if now is None else now
-        if device in self.devices and device not in self.stale:
+        if device in self.devices and device not in self.stale and not (scored and device in self.unscored):
             return []
+        if scored:
+            self.unscored.discard(device)
+        elif device not in self.devices:
+            self.unscored.add(device)
         self.stale.discard(device)
         self.devices.add(device)
         return self._device_msgs(device)
@@ -396,6 +420,7 @@ class Discovery:
         self.devices.discard(device)
         self.last_seen.pop(device, None)
         self.stale.discard(device)
+        self.unscored.discard(device)
         return [(availability_topic(device, self.settings), PAYLOAD_NOT_AVAILABLE.encode())]
 
     def remove(self, device: str) -> list[tuple[str, bytes]]:
@@ -403,6 +428,7 @@ class Discovery:
         self.devices.discard(device)
         self.last_seen.pop(device, None)
         self.stale.discard(device)
+        self.unscored.discard(device)
         return [(device_topic(self.settings.prefix, device_object_id(device, self.settings)), b""),
                 (availability_topic(device, self.settings), b"")]
 

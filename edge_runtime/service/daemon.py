@@ -95,6 +95,8 @@ class Daemon:
         self.ingest.put, self.ingest.policy = self.batching.put, cfg.queue_policy
         self.ingest.settle = self.batching.settle  # back-pressure: wait for room outside the ingest lock
         self.ingest.on_forget = self._forget
+        if self.scorer.discovery is not None:  # a device that only sends rejected data is announced too
+            self.ingest.on_heard = self._heard
         self.ingest.on_state = self._state_changed
         self.ingest.send = self.publisher.send  # sensor alerts and health documents
         self.status_topic = format_topic(cfg.status_topic, instance=self.instance)
@@ -314,6 +316,11 @@ class Daemon:
     def _state_changed(self, device: str, state: str, since: float, reason: str) -> None:
         """A device's operating state changed (network thread): publish its retained operating document."""
         self.publisher.send(self.scorer.state_changed(device, state, since, reason))
+
+    def _heard(self, device: str) -> None:
+        """A message of a device whose ``rejected`` alert is raised (network thread): its Home Assistant device
+        announced when new (its Sensor health entity says why it is not scored), kept available."""
+        self.publisher.send(self.scorer.discovery_event("on_rejected", device))
 
     def _forget(self, device: str, reason: str) -> None:
         self.publisher.send(self.scorer.forget(device, reason))

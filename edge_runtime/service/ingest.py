@@ -88,6 +88,9 @@ class Ingest:
         self.lock = threading.RLock()  # re-entered by reload
         self.accepting = True
         self.on_forget: Callable[[str, str], None] | None = None  # callback(device, reason) for evicted devices
+        # callback(device) for each message of a device whose ``rejected`` sensor alert is raised (outside the lock):
+        # it sends, though nothing decodes (the daemon keeps its Home Assistant device announced and available)
+        self.on_heard: Callable[[str], None] | None = None
         # callback(device, state, since, reason) when a device's operating state changes (under the lock)
         self.on_state: Callable[[str, str, float, str], None] | None = None
         self.states: StateGate | None = None  # the model's operating states (input.operating_states)
@@ -157,6 +160,7 @@ class Ingest:
             st.drop("shutdown")
             return
         health = self.health
+        heard = False
         with self.lock:
             try:
                 samples = self.decoder.decode(payload, time.time() if arrival is None else arrival)
@@ -168,6 +172,7 @@ class Ingest:
                 health.rejected(device, exc.reason, exc.detail, self.store.devices)
                 if device in health.rejected_raised:  # it sends: neither stale nor idle, its alert says why
                     self.store.heard(device, time.monotonic())
+                    heard = True
                 samples = None
             if samples is not None:
                 # a device whose last messages were all dropped sends one that decodes: its rejected alert clears
@@ -189,6 +194,10 @@ class Ingest:
         if samples is None:  # dropped whole: the rejected alert, if it was raised now
             if health is not None and health.outbox:
                 self._send_health()
+            if heard and self.on_heard is not None:
+                self.on_heard(device)
+            if health is not None and health.let_go:
+                self._let_go()
             return
         self._after(device, res)
 
@@ -230,6 +239,16 @@ class Ingest:
         with self.lock:
             for d in devices:
                 self.store.devices.pop(d, None)
+    def _let_go(self) -> None:
+        """Rejected devices without a window that the bound on them let go: forgotten like evicted ones."""
+        if self.health is None:
+            return
+        with self.lock:
+            gone, self.health.let_go = self.health.let_go, []
+        for dev in gone:
+            if self.on_forget is not None:
+                self.on_forget(dev, "evicted")
+
     def _send_health(self) -> None:
         with self.lock:
             out = self.health.take() if self.health is not None else []

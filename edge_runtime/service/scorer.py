@@ -402,7 +402,7 @@ class Scorer:
 
     def discovery_event(self, what: str, *args: Any) -> list[Outbound]:
         """The retained messages of ``Discovery.<what>(*args)`` (edge_runtime/integrations/homeassistant.py:
-        on_device, forget, on_connect, on_birth, sweep); none when Home Assistant discovery is off."""
+        on_device, on_rejected, forget, on_connect, on_birth, sweep); none when Home Assistant discovery is off."""
         if self.discovery is None:
             return []
         with self._discovery_lock:

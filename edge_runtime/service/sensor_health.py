@@ -106,6 +106,7 @@ class SensorHealth:
         # least recently rejected first, at most input.max_devices of them
         self.rejects: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self.rejected_raised: set[str] = set()  # the devices whose rejected alert is raised
+        self.let_go: list[str] = []  # raised rejected devices without a window evicted from rejects: to forget
         self.configure(model, strict=True)
 
     def configure(self, model: EdgeModel, strict: bool = False) -> None:
@@ -173,6 +174,7 @@ class SensorHealth:
             old, _ = self.rejects.popitem(last=False)
             if old in self.rejected_raised and old not in windowed:  # never decoded, and followed no more
                 self.rejected_raised.discard(old)
+                self.let_go.append(old)  # the daemon forgets it too (Home Assistant: unavailable)
                 self._out_alerts(self.alerts.forget(old, "evicted", self.model_id))
                 # its retained health document (a rejected fault) removed: nothing of it is known any more
                 self.outbox.append(Outbound(format_topic(self.cfg.health_topic, device=old), "", qos=1, retain=True))

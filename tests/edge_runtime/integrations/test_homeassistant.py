@@ -233,6 +233,26 @@ def test_a_forgotten_device_is_unavailable_not_deleted_and_removal_is_explicit()
     assert len(d.on_device("a")) == 2
 
 
+def test_a_device_that_only_sends_rejected_data_is_announced_and_kept_available() -> None:
+    clock = Clock()
+    d = Discovery(S, clock=clock)
+    first = d.on_rejected("bad")
+    assert first == d._device_msgs("bad") and first[1] == ("edgewatch/gw1/status/bad", b"online")
+    assert d.on_rejected("bad") == [] and d.unscored == {"bad"}  # announced once
+    for _ in range(3):  # it keeps sending (rejected): not stale
+        clock.t += 60
+        d.on_rejected("bad")
+        assert d.sweep() == []
+    assert d.on_device("bad") == first  # its first scored window: the config again (running follows it)
+    assert d.on_device("bad") == [] and d.on_rejected("bad") == [] and d.unscored == set()
+    d.on_rejected("gone")
+    assert d.forget("gone") == [("edgewatch/gw1/status/gone", b"offline")] and d.unscored == set()
+    clock.t += 121
+    d._next_sweep = float("-inf")
+    assert d.sweep() == [("edgewatch/gw1/status/bad", b"offline")]
+    assert d.on_rejected("bad") == first  # stale, then sending again: available again
+
+
 def test_birth_message_resends_unless_just_sent() -> None:
     clock = Clock()
     d = Discovery(S, clock=clock)
@@ -359,6 +379,77 @@ def test_daemon_publishes_discovery_that_renders_its_own_payloads(mosquitto, dem
             assert {t for t, _, _ in late.messages} >= {gw_topic, dev_topic, "alerts/pump-1/state"}
         finally:
             late.close()
+    finally:
+        pub.close()
+        col.close()
+
+
+def test_a_device_whose_messages_are_all_rejected_gets_its_discovery_config(mosquitto, demo_model_path) -> None:
+    """A device that only ever sends rejected data (the wrong channel count) is announced when its ``rejected``
+    sensor alert is raised: Home Assistant shows its Sensor health on, naming the fault. One bad message each from
+    many unknown ids announces nothing, and the rejected devices announced stay within ``input.max_devices``: those
+    let go are unavailable. Once the device sends data that decodes it is scored as any other."""
+    import numpy as np
+
+    from edge_runtime.service.sensor_health import REJECTED_AFTER
+    from edge_runtime.tools.synthetic import normal_series
+    from tests.edge_runtime.mqtt_helpers import Collector, Publisher, running_daemon, wait_until
+
+    col = Collector(mosquitto.port, ["homeassistant/#", "edgewatch/#", "health/#", "alerts/#"])
+    pub = Publisher(mosquitto.port)
+
+    def docs(topic: str) -> list[dict]:
+        return [json.loads(p) for t, p, _ in list(col.messages) if t == topic and p]
+
+    def raw(topic: str) -> list[bytes]:
+        return [p for t, p, _ in list(col.messages) if t == topic]
+
+    def configs() -> set[str]:
+        return {t for t, p, _ in list(col.messages) if t.startswith("homeassistant/device/edgewatch_gw1_") and p}
+
+    bad = [json.dumps({"ts": 1_700_000_000.0 + i, "values": [1.0, 2.0]}) for i in range(REJECTED_AFTER)]
+    try:
+        with running_daemon(mosquitto.url, demo_model_path, homeassistant_discovery=True, instance="gw1",
+                            max_devices=3, log_interval_s=3600.0) as d:
+            for i in range(50):  # one bad message each: not a device the daemon knows (REJECTED_AFTER in a row)
+                pub.send(f"sensors/junk-{i}/data", b"{not json")
+            for m in bad:
+                pub.send("sensors/bad-1/data", m)
+            pub.flush()
+            dev_topic = "homeassistant/device/edgewatch_gw1_bad-1/config"
+            wait_until(lambda: docs(dev_topic), 10, "the rejected device's discovery config")
+            assert configs() == {dev_topic}  # none for the ids with one bad message each
+            cfg = docs(dev_topic)[-1]
+            health = cfg["components"]["sensor_health"]
+            wait_until(lambda: docs(health["state_topic"]), 10, "its retained health document")
+            hdoc = docs(health["state_topic"])[-1]
+            assert render(health["value_template"], hdoc) == health["payload_on"]
+            attrs = json.loads(render(health["json_attributes_template"], hdoc))
+            assert [f["kind"] for f in attrs["faults"]] == ["rejected"] and attrs["state"] == "fault"
+            device_av = cfg["availability"][1]["topic"]
+            wait_until(lambda: raw(device_av) and raw(device_av)[-1] == b"online", 10, "the device available")
+            assert d.stats.drops["wrong_channels"] == REJECTED_AFTER and d.stats.sensor_faults == {"rejected": 1}
+            # rejected devices beyond max_devices: the oldest let go, unavailable; what discovery holds stays bounded
+            for k in range(2, 8):
+                for m in bad:
+                    pub.send(f"sensors/bad-{k}/data", m)
+            pub.flush()
+            wait_until(lambda: len(configs()) == 7, 10, "each rejected device announced")
+            wait_until(lambda: raw(device_av)[-1] == b"offline", 10, "bad-1 let go: unavailable")
+            assert d.scorer.discovery is not None and len(d.scorer.discovery.devices) <= 3
+            assert raw(dev_topic)[-1] != b""  # the config (and Home Assistant's entities) stay
+            # bad-7 is fixed: it is scored, and its operating state says running (the entity is not Unknown)
+            x = normal_series(400, 4, seed=0)
+            ts = 1_700_000_100.0 + np.arange(400) * 0.1
+            for lo in range(0, 400, 50):
+                pub.send("sensors/bad-7/data", json.dumps({"ts": ts[lo:lo + 50].tolist(),
+                                                           "values": x[lo:lo + 50].tolist()}))
+            pub.flush()
+            wait_until(lambda: docs("alerts/bad-7/operating"), 20, "bad-7's operating state")
+            assert docs("alerts/bad-7/operating")[-1]["state"] == "running"
+            fixed = docs("homeassistant/device/edgewatch_gw1_bad-7/config")[-1]["components"]["sensor_health"]
+            assert render(fixed["value_template"], docs("health/bad-7")[-1]) == fixed["payload_off"]
+            assert d.scorer.discovery.unscored.isdisjoint({"bad-7"})
     finally:
         pub.close()
         col.close()

@@ -291,10 +291,15 @@ def test_a_device_whose_messages_are_all_dropped_is_one_rejected_alert_until_one
 
 def test_rejected_devices_are_bounded_and_cleared_by_a_reload_that_changes_the_channels(model, tmp_path: Path) -> None:
     ing, sent, _ = _ingest(model, max_devices=3)
+    heard: list[str] = []
+    forgotten: list[tuple[str, str]] = []
+    ing.on_heard, ing.on_forget = heard.append, lambda dev, why: forgotten.append((dev, why))
     for d in range(10):
         for i in range(5):
             ing.handle(f"sensors/r{d}/data", json.dumps({"ts": T0 + i, "values": [1.0]}).encode())
     assert ing.health is not None and list(ing.health.rejects) == ["r7", "r8", "r9"]  # the most recent ones
+    assert heard == [f"r{d}" for d in range(10)]  # each from the message that raised its rejected alert
+    assert forgotten == [(f"r{d}", "evicted") for d in range(7)] and ing.health.let_go == []  # the daemon forgets them
     docs = [json.loads(m.payload) for m in sent if m.topic.endswith("/alerts")]
     assert {d["device"] for d in docs if d["state"] == "raised"} == {f"r{d}" for d in range(10)}
     # those that never decoded and are followed no more are let go (the alert state stays bounded)
