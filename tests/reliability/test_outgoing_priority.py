@@ -9,6 +9,8 @@ Real Mosquitto, an in-process daemon, a really exported ONNX file."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +80,20 @@ def test_an_alert_that_finds_the_queue_full_is_retried_in_order() -> None:
     assert link.sent == ["alerts/a", "alerts/a/state", "alerts/b"]  # the newer state replaced the older
     assert stats.counts["publish_retried"] == 3 and not stats.drops and not stats.publish_lost
     assert stats.counts["publish_deferred"] == 4  # each held once; the newer state took the older's place
+
+
+def test_a_score_the_link_refuses_is_lost_by_reason_never_an_input_drop(caplog) -> None:
+    link, stats = FullLink(), Stats()
+    p = OutboundPublisher(link, stats, max_paced=1)
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.service.publisher"):
+        p.send([Outbound("scores/a", "{}", qos=0, bulk=True)] * 2)  # a link without a connected event: queue full
+        link.connected = threading.Event()  # type: ignore[attr-defined]  # now one that says it is down
+        p.send([Outbound("scores/a", "{}", qos=0, bulk=True)])
+        p.send([Outbound(f"homeassistant/{i}/config", "{}", retain=True, bulk=True) for i in range(2)])
+    assert stats.publish_lost == {"outgoing_full": 2, "not_connected": 1, "discovery_dropped": 1}
+    assert not stats.drops and stats.counts["publish_deferred"] == 0 and len(p) == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all(" lost: " in line for line in lines), lines  # one line per reason (rate-limited)
 
 
 def test_retained_stats_go_out_at_once_where_retained_discovery_waits_for_the_tick() -> None:
