@@ -139,7 +139,8 @@ class Daemon:
                                          self._status_message, self._stop,
                                          stats_topic=format_topic(cfg.stats_topic, instance=self.instance),
                                          link_alive=self.link.network_alive, on_fatal=self._fatal,
-                                         link_up=self.link.connected.is_set)
+                                         link_up=self.link.connected.is_set,
+                                         status_owed=getattr(self.link, "take_status_owed", None))
         if cfg.rollout:
             self.rollout = self._make_rollout(configured)
         self._rl = RateLimitedLog(log, 10.0)

@@ -209,7 +209,42 @@ def test_outgoing_losses_while_the_broker_is_away_are_not_input_drops(mosquitto_
             d.housekeeping.publish_stats()
             wait_until(lambda: col.docs("edgewatch/test/stats"), 10, "stats document")
         _, doc = col.docs("edgewatch/test/stats")[-1]
-        assert doc["publish_lost"] == {"not_connected": 1} and doc["publish_retried"] == 2
+        # retried: the 2 alerts held, and the online status the still full queue refused at the reconnect
+        assert doc["publish_lost"] == {"not_connected": 1} and doc["publish_retried"] == 3
         assert doc["drops"] == {} and doc["dropped_total"] == 0
     finally:
         col.close()
+
+
+def test_the_online_status_refused_at_a_reconnect_is_sent_once_the_queue_drains(mosquitto_factory,
+                                                                                 tmp_path: Path) -> None:
+    """At a reconnect the will has said "connection lost"; when paho's queue is still full of the alerts held
+    while away, the link's online status is refused. It is sent again through the publisher, so the retained
+    status says online (it stayed "connection lost" while the daemon ran: `fleet status` showed it offline)."""
+    from edge_runtime.pipeline.documents import Outbound
+    from edge_runtime.service.paho_buffered import unacknowledged
+
+    broker = mosquitto_factory(persistence=True, extra_config=RUN_AS_ME).start()
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    try:
+        with running_daemon(broker.url, model, max_outgoing=4, reconnect_min_s=1.0, reconnect_max_s=1.0) as d:
+            wait_until(lambda: unacknowledged(d.link.client) == 0, 10, "status acknowledged")
+            broker.stop()  # ---- outage: paho's queue fills with held alerts ----
+            wait_until(lambda: not d.link.connected.is_set(), 10, "daemon disconnected")
+            d.publisher.send([Outbound(f"alerts/x{i}", json.dumps({"n": i})) for i in range(6)])
+            broker.start()  # ---- back ----
+            wait_until(d.link.connected.is_set, 20, "daemon reconnected")
+            online = lambda c: [doc for _, doc in c.docs("edgewatch/test/status") if doc.get("state") == "online"]  # noqa: E731
+            live = Client(broker.port, "status-live", ("edgewatch/+/status",), persistent=False)
+            try:
+                wait_until(lambda: online(live), 20, "the online status after the reconnect")
+            finally:
+                live.close()
+            late = Client(broker.port, "status-late", ("edgewatch/+/status",), persistent=False)  # the retained one
+            try:
+                wait_until(lambda: late.docs("edgewatch/test/status", retained=True), 10, "the retained status")
+                assert late.docs("edgewatch/test/status", retained=True)[-1][1]["state"] == "online"
+            finally:
+                late.close()
+    finally:
+        broker.stop()
