@@ -161,6 +161,17 @@ class SensorAlerts:
             a["detected_at"] = float(ts[-1])  # the newest sample checked: when the daemon could tell
         return out
 
+    def count_towards_raise(self, device: str, samples: npt.NDArray[np.int64]) -> None:
+        """``samples`` (C,): faulty samples in a row each channel had before the next :meth:`update` that its run
+        did not count (hidden while the device was out of distribution); a channel not raised counts them, up to
+        one short of ``raise_after``."""
+        st = self._state(device)
+        cap = self.policy.raise_after - 1
+        for j in np.flatnonzero(samples).tolist():
+            r = st.runs[j]
+            if not r.raised:
+                st.runs[j] = Run(False, max(r.above, min(int(samples[j]), cap)), 0)
+
     def set_stale(self, device: str, stale: bool, since: float, model_id: str) -> list[dict[str, Any]]:
         """The device went quiet (``stale``, its last sample at ``since``) or sends again (its first sample
         at ``since``): the device-wide alert."""

@@ -243,7 +243,7 @@ class SensorHealth:
             self._out_alerts(self.alerts.set_stale(device, False, float(ts[0]), self.model_id))
         period = self.period_s or self._spacing(dh, ts)
         dh.last_t = float(ts[-1])
-        alerting = self._distribution(device, dh, ts, codes)
+        alerting, resume = self._distribution(device, dh, ts, codes)
         exc = left_out(codes, flat_runs, checks.limits, self.cfg.range_excludes)
         if exc.any():
             n = codes.shape[0]
@@ -251,8 +251,11 @@ class SensorHealth:
             dh.clean = np.where(exc.any(axis=0), n - 1 - last, dh.clean + n)
         else:
             dh.clean += codes.shape[0]
-        self._out_alerts(self.alerts.update(device, ts, alerting, values, self.model_id, flat_runs, miss_runs,
-                                            period, out_runs, inside))
+        if resume is None:
+            self._out_alerts(self.alerts.update(device, ts, alerting, values, self.model_id, flat_runs, miss_runs,
+                                                period, out_runs, inside))
+        else:
+            self._alert_resumed(device, dh, ts, alerting, values, period, resume)
         self._out_health(device, dh)
         st = self.alerts.devices[device]
         dh.calm = not (codes[-1].any() or st.stale or st.degraded or dh.ood or dh.excursion or dh.learning or not checks.settled
@@ -289,18 +292,20 @@ class SensorHealth:
         if dh.in_range < BACK_IN_WINDOWS * self.window:
             dh.in_range += n
 
-    def _distribution(self, device: str, dh: DeviceHealth, ts: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Enter or leave ``out_of_distribution`` or a process excursion over this block (codes (n, C)); the codes
-        to alert on (its ``out_of_range`` left out while the device is, or was in this block, in either)."""
+    def _distribution(self, device: str, dh: DeviceHealth, ts: np.ndarray, codes: np.ndarray
+                      ) -> tuple[np.ndarray, int | None]:
+        """Enter or leave ``out_of_distribution`` or a process excursion over this block (codes (n, C)): the codes
+        to alert on (its ``out_of_range`` left out while the device is in either) and, when it is back in range
+        within the block with a channel still out of range there, that row (else None)."""
         if not (dh.ood or dh.excursion or (codes == OUT_OF_RANGE).any()):
             self._ran_in_range(dh, len(ts))
-            return codes
+            return codes, None
         out_now = codes == OUT_OF_RANGE  # every channel: one screened out of the score still says where the plant runs
         far = out_now.sum(axis=1) > self.cfg.degraded_share * codes.shape[1]
         if not (dh.ood or dh.excursion):
             if not far.any():
                 self._ran_in_range(dh, len(ts))
-                return codes
+                return codes, None
             i = int(np.argmax(far))
             self._ran_in_range(dh, i)
             dh.back = 0
@@ -333,7 +338,9 @@ class SensorHealth:
             if not dh.back:
                 dh.back_since = float(ts[0])
             dh.back += len(far)
+        back_at = len(far)  # the row from which the device is back in range (its codes from there on alerted on)
         if dh.back >= BACK_IN_WINDOWS * self.window:
+            back_at = len(far) - 1 - (dh.back - BACK_IN_WINDOWS * self.window)
             if dh.ood:
                 self._operating(device, RUNNING, dh.back_since, f"back within the range seen in training for "
                                 f"{dh.back} samples: scored again")
@@ -342,8 +349,33 @@ class SensorHealth:
                             "training for %d samples (the process excursion is over)", device, dh.back)
             dh.ood = dh.excursion = False
             dh.in_range = BACK_IN_WINDOWS * self.window
-        masked: np.ndarray = np.where(codes == OUT_OF_RANGE, np.uint8(OK), codes)
-        return masked
+        masked: np.ndarray = codes.copy()
+        head = masked[:back_at]
+        head[head == OUT_OF_RANGE] = OK
+        resume = back_at if back_at < len(far) and (codes[back_at] == OUT_OF_RANGE).any() else None
+        return masked, resume
+
+    def _alert_resumed(self, device: str, dh: DeviceHealth, ts: np.ndarray, codes: np.ndarray, values: np.ndarray,
+                       period: float | None, at: int) -> None:
+        """The sensor alerts of a block in which the device came back in range at row ``at``, some channel still
+        out of range there (``codes`` (n, C) to alert on, masked before ``at``). That channel's run was hidden
+        while the device was out of distribution (or in an excursion): counted again from nought it would leave
+        the device ``ok`` (its health document says so) until it raised, an ``ok`` between two faulty states. Its
+        samples out of range before ``at`` count towards ``health.sensor_raise_after`` instead, so it raises at
+        once. The rows before ``at`` and from ``at`` on are fed apart (the run is primed between them)."""
+        checks, n = dh.checks, len(ts)
+        flat, miss, out = checks.flat_runs, checks.miss_runs, checks.out_runs  # (n, C) each (miss: None or (n, C))
+        inside = checks.inside_before
+        if at:
+            self._out_alerts(self.alerts.update(device, ts[:at], codes[:at], values[:at], self.model_id, flat[:at],
+                                                None if miss is None else miss[:at], period, out[:at], inside))
+            within = out[:at] == 0  # (at, C) rows inside the range: the last one before ``at`` is its last good value
+            last = at - 1 - np.argmax(within[::-1], axis=0)
+            inside = np.where(within.any(axis=0), values[last, np.arange(values.shape[1])], inside)
+        held = np.maximum(out[at] - checks.limits.range_hold, 0)  # (C,) its rows coded out_of_range before ``at``
+        self.alerts.count_towards_raise(device, np.where(codes[at] == OUT_OF_RANGE, held, 0))
+        self._out_alerts(self.alerts.update(device, ts[at:n], codes[at:], values[at:], self.model_id, flat[at:],
+                                            None if miss is None else miss[at:], period, out[at:], inside))
 
     def _operating(self, device: str, state: str, since: float, reason: str) -> None:
         self.stats.incr("state_changes")

@@ -345,3 +345,34 @@ def test_a_rejected_device_is_heard_so_neither_stale_nor_idle_and_raised_again_a
         ing.handle("sensors/w/data", json.dumps({"ts": T0 + 20 + i, "values": [1.0]}).encode())
     assert [(d["state"], d.get("reason")) for d in _topic(sent, "health/w/alerts")] == [
         ("raised", None), ("cleared", "expired"), ("raised", None)]
+
+
+def _feed_blocks(ing: Ingest, device: str, rows: np.ndarray, block: int, start: int = 0) -> None:
+    for lo in range(0, len(rows), block):
+        part = rows[lo : lo + block]
+        ing.handle(f"sensors/{device}/data", json.dumps(
+            {"ts": [T0 + start + lo + i for i in range(len(part))], "values": part.tolist()}).encode())
+
+
+@pytest.mark.parametrize(("block", "raise_after"), [(1, 1), (16, 1), (1, 4), (7, 4)])
+def test_a_channel_still_out_of_range_when_the_device_leaves_out_of_distribution_is_no_ok_flap(
+        model, block: int, raise_after: int) -> None:
+    """The trial's case: a device out_of_distribution comes back on most channels, one stays out of range. Its
+    health went out_of_distribution -> ok -> fault (the out-of-range run was hidden while out of distribution
+    and counted again from nought), an ``ok`` a subscriber reads as "all good". That channel's fault is there
+    from the moment the device is back: out_of_distribution -> fault, no ``ok`` between."""
+    ing, sent, _ = _ingest(model, sensor_raise_after=raise_after)
+    x = _normal(200)
+    x[:120, :3] += 20.0  # a, b, c far out from the start: out of distribution ...
+    x[:, 3] += 20.0 + 0.1 * np.arange(200)  # ... and d too, moving, never back
+    _feed_blocks(ing, "p", x, block)
+    states = [h["state"] for h in _topic(sent, "health/p")]
+    after = states[states.index("out_of_distribution"):]
+    assert [s for i, s in enumerate(after) if i == 0 or s != after[i - 1]] == ["out_of_distribution", "fault"]
+    operating = _topic(sent, "alerts/p/operating")
+    assert [(d["state"], d["since"] - T0) for d in operating] == [("out_of_distribution", 2), ("running", 120)]
+    (raised,) = _topic(sent, "health/p/alerts")
+    assert (raised["state"], raised["channel"], raised["kind"]) == ("raised", "d", "out_of_range")
+    assert raised["at"] - T0 == 135  # when the device is back in distribution: 16 samples in range from 120
+    assert raised["since"] == T0  # its run out of range, dated from its start
+    assert all(errors(h, load("health.schema.json")) == [] for h in _topic(sent, "health/p"))
