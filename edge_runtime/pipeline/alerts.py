@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.pipeline.documents import CLEARED, RAISED, iso_utc, state_doc
-from edge_runtime.pipeline.explain import clear_summary, describe_channels, raise_summary, top_channels
+from edge_runtime.pipeline.explain import (
+    clear_summary,
+    describe_channels,
+    raise_summary,
+    range_summary,
+    top_channels,
+)
 from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, Run, hysteresis
 
 __all__ = ["AlertTracker", "DeviceState", "StateError", "severity", "top_channels"]
@@ -43,6 +49,8 @@ EV_RAISE, EV_UPDATE, EV_CLEAR = "raise", "update", "clear"
 # that departs most from the expected curve (peak measured (C,), peak expected (C,)); asked for the windows that
 # raise/update
 Detail = Callable[[int], "tuple[np.ndarray, ...] | None"]
+# window index -> the channels of that window outside their checked range (explain.out_of_range), for raise/update
+Ranges = Callable[[int], "list[dict[str, Any]]"]
 
 
 class StateError(ValueError):
@@ -119,6 +127,7 @@ class AlertTracker:
         units: Mapping[str, str] | None = None,
         detail: Detail | None = None,
         excluded: Sequence[str] = (),
+        ranges: Ranges | None = None,
     ) -> list[dict[str, Any]]:
         """Feed one device's windows in time order. ``scores``: (k,), ``channel_error``: (k, C), ``t_*``: (k,);
         ``threshold``: one for all, or each window's (k,) (a feedback raise for the windows like a false alarm).
@@ -127,7 +136,8 @@ class AlertTracker:
         :mod:`edge_runtime.pipeline.explain`); ``units``: channel -> unit; ``detail(i)``: the measured and
         expected window means (C,) of window ``i`` (then, optionally, the peak sample's; see ``Detail``), asked only
         for the windows that raise or update;
-        ``excluded``: channels left out of these scores (sensor faults), named in the alerts."""
+        ``excluded``: channels left out of these scores (sensor faults), named in the alerts; ``ranges(i)``: the
+        channels of window ``i`` outside the range they are checked against (a raise or update's ``out_of_range``)."""
         st = self.devices.get(device)
         if st is None:
             st = self.devices[device] = DeviceState(seq=self.past_seq.pop(device, 0))
@@ -137,7 +147,7 @@ class AlertTracker:
         first = float(threshold) if per_window is None else float(per_window[0]) if n else 0.0
         out: list[dict[str, Any]] = []
         raised_after, events, run = hysteresis(scores, threshold, pol, Run(st.state == RAISED, st.above, st.below))
-        base_ctx = _Context(first, pol.clear_ratio * first, channels, model_id, normal, units or {}, detail)
+        base_ctx = _Context(first, pol.clear_ratio * first, channels, model_id, normal, units or {}, detail, ranges)
         ev = dict(events)
         for i in sorted(set(np.flatnonzero(raised_after).tolist()) | ev.keys()):
             kind = ev.get(i)
@@ -230,6 +240,10 @@ class AlertTracker:
                 tops = doc["top_channels"] = describe_channels(tops, ctx.channels, ctx.units, *measured)
             doc["severity"] = sev
             doc["summary"] = raise_summary(tops, sev)
+            outside = ctx.ranges(i) if ctx.ranges is not None else []
+            if outside:  # named apart: the model may see no error on a channel it reconstructs where it lies
+                doc["out_of_range"] = outside
+                doc["summary"] += f"; {range_summary(outside)}"
             st.published_t, st.published_key = float(t1), (_names(tops), sev)
         doc["score_ratio"] = round(float(score) / ctx.threshold, 4) if ctx.threshold > 0 else 0.0
         if reason:
@@ -342,3 +356,4 @@ class _Context:
     normal: np.ndarray | None
     units: Mapping[str, str]
     detail: Detail | None
+    ranges: Ranges | None = None

@@ -60,7 +60,10 @@ def top_channels(channel_error: npt.ArrayLike, names: Sequence[str], k: int,
     """The ``k`` channels with the largest excess error of one window, largest first. ``channel_error``: (C,).
 
     Each entry: ``name``, ``share`` (``channel_error / sum(channel_error)``, as in schema 1) and, with ``normal``,
-    ``excess_share`` (the channel's part of the window's excess; 0 when no channel exceeds its normal)."""
+    ``excess_share`` (the channel's part of the window's excess; 0 when no channel exceeds its normal). A channel
+    with no part of the error (both shares 0 as published: a screened or excluded channel, one the model expects
+    exactly) is not named: listed, ``share 0.0`` reads "not to blame" beside the channels that are; so fewer
+    than ``k`` may come back."""
     ce = np.clip(np.asarray(channel_error, dtype=np.float64), 0.0, None)
     total = float(ce.sum())
     ex = excess(ce, normal)
@@ -71,8 +74,51 @@ def top_channels(channel_error: npt.ArrayLike, names: Sequence[str], k: int,
         entry: dict[str, Any] = {"name": str(names[i]), "share": round(float(ce[i] / total), 4) if total > 0 else 0.0}
         if normal is not None:
             entry["excess_share"] = round(float(ex[i] / ex_total), 4) if ex_total > 0 else 0.0
+        if entry["share"] == 0 and not entry.get("excess_share"):
+            break  # ranked: every later one has no part of the error either
         out.append(entry)
     return out
+
+
+def out_of_range(window: npt.ArrayLike, lo: npt.ArrayLike, hi: npt.ArrayLike, names: Sequence[str],
+                 units: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The channels of one window (W, C, raw units) outside the range they are checked against, ``lo``..``hi``
+    (C,) each (the range seen in training with its margin: :class:`~edge_runtime.pipeline.health.HealthLimits`),
+    furthest out first (by the distance past the limit over the width of the range): ``name``, ``direction``
+    (``high`` above the range, ``low`` below), ``value`` (the window's sample furthest out), ``limit`` (the bound
+    it crossed), ``beyond`` (how far past it, raw units) and ``unit`` where the model knows it. Whether or not the
+    model sees an error there: a channel the model reconstructs where it lies, far out, is still far out."""
+    w = np.asarray(window, dtype=np.float64)
+    low, high = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        top, bottom = np.nanmax(w, axis=0), np.nanmin(w, axis=0)  # (C,) each
+        above, below = top - high, low - bottom  # > 0: above (below) the range by this much
+    width = np.where(np.isfinite(high - low) & (high > low), high - low, 1.0)
+    found = []
+    for j in np.flatnonzero((above > 0) | (below > 0)).tolist():
+        up = bool(above[j] >= below[j])
+        past = float(above[j] if up else below[j])
+        limit = float(high[j] if up else low[j])
+        entry: dict[str, Any] = {"name": str(names[j]), "direction": "high" if up else "low",
+                                 "value": _round(float(top[j] if up else bottom[j])), "limit": _round(limit),
+                                 "beyond": _round(past)}
+        unit = units.get(str(names[j]))
+        if unit:
+            entry["unit"] = unit
+        found.append((past / float(width[j]), entry))
+    found.sort(key=lambda fe: -fe[0])
+    return [e for _, e in found]
+
+
+def range_summary(outside: list[dict[str, Any]], most: int = 3) -> str:
+    """``outside the range seen in training: Temperature 9 (max 2), Pressure -3 (min 0)``: :func:`out_of_range`'s
+    first ``most`` channels for the alert's summary ("" when none)."""
+    if not outside:
+        return ""
+    parts = [f"{o['name']} {fmt_value(o['value'])}{' ' + o['unit'] if o.get('unit') else ''} "
+             f"({'max' if o['direction'] == 'high' else 'min'} {fmt_value(o['limit'])})" for o in outside[:most]]
+    more = f" and {len(outside) - most} more" if len(outside) > most else ""
+    return f"outside the range seen in training: {', '.join(parts)}{more}"
 
 
 def describe_channels(tops: list[dict[str, Any]], names: Sequence[str], units: Mapping[str, str],

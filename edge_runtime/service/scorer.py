@@ -22,17 +22,17 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from edge_runtime.config import Config
-from edge_runtime.pipeline.alerts import AlertTracker, StateError
+from edge_runtime.pipeline.alerts import AlertTracker, Ranges, StateError
 from edge_runtime.pipeline.batcher import WindowBuffer, WindowItem, stack
 from edge_runtime.pipeline.documents import RAISED, Outbound, operating_doc, score_doc, state_doc, to_json
 from edge_runtime.pipeline.drift import drift_doc
-from edge_runtime.pipeline.explain import channel_normals, peak_departure
+from edge_runtime.pipeline.explain import channel_normals, out_of_range, peak_departure
 from edge_runtime.pipeline.factor_fill import fill_excluded, residual_projection
 from edge_runtime.pipeline.guards import F32_MAX, clip_bounds, clip_windows, saturate_non_finite
 from edge_runtime.pipeline.health import renormalised_score
@@ -207,7 +207,8 @@ class Scorer:
                                      None if src is it.windows else th.offsets(it.device))
                     alerts = self.tracker.update(it.device, s, c, it.t_start, it.t_end, wthr, channels,
                                                  model.model_id, normal=self._normal, units=meta.units,
-                                                 detail=detail, excluded=self._excluded_names(it, channels))
+                                                 detail=detail, excluded=self._excluded_names(it, channels),
+                                                 ranges=self._ranges(it, channels, meta.units))
                     dst = self.tracker.devices.get(it.device)
                     drift = th.scored(it.device, s, it.t_end, alerts, dst is not None and dst.state == RAISED, wthr,
                                       now, c, it.windows)
@@ -385,6 +386,16 @@ class Scorer:
                 score[sl] = renormalised_score(ce[sl], it.excluded, w, model.metadata.score_power())
             off += it.n
         return score, ce
+
+    def _ranges(self, it: WindowItem, channels: list[str], units: Mapping[str, str]) -> Ranges | None:
+        """The channels of each of ``it``'s windows outside the range its device is checked against (sensor checks
+        on; under the ingest lock), for the alerts that raise or update."""
+        health = self.ingest.health
+        limits = health.range_of(self.ingest.store.devices[it.device]) if health is not None else None
+        if limits is None:
+            return None
+        raw, lo, hi = it.windows, limits.lo, limits.hi
+        return lambda i: out_of_range(raw[i], lo, hi, channels, units)
 
     @staticmethod
     def _excluded_names(it: WindowItem, channels: list[str]) -> list[str]:

@@ -459,6 +459,14 @@ class SensorHealth:
                     found.append(device)
         return found
 
+    def range_of(self, ring: RingWindow) -> HealthLimits | None:
+        """The limits a device's values are checked against (the model's under the config's overrides, widened by a
+        range learnt over its warm-up); None while that range is still being learnt (no range checked yet)."""
+        dh = ring.health
+        if not isinstance(dh, DeviceHealth) or dh.base is not self.limits:
+            return self.limits
+        return None if dh.learning else dh.checks.limits
+
     def out_of_distribution(self, store: WindowStore) -> set[str]:
         """The devices out of distribution by their ranges now (a gauge; the caller need not hold the lock)."""
         return {d for d, ring in list(store.devices.items())

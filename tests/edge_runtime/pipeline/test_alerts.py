@@ -61,9 +61,16 @@ def test_reraise_after_clear() -> None:
     assert [a["seq"] for a in out] == [1, 2, 3]
 
 
-@pytest.mark.parametrize(("ce", "want"), [([0, 0, 0], 0.0), ([2, 2, 0], 0.5)])
-def test_top_channels_shares(ce, want) -> None:
-    assert top_channels(np.asarray(ce, np.float32), CH, 1)[0]["share"] == want
+def test_top_channels_shares() -> None:
+    assert top_channels(np.asarray([2, 2, 0], np.float32), CH, 1)[0]["share"] == 0.5
+
+
+def test_a_channel_with_no_part_of_the_error_is_not_a_top_channel() -> None:
+    """Listed with share 0.0 it reads "not to blame" beside those that are (a screened, excluded or exactly
+    expected channel): fewer than k are named, none for a window without error."""
+    assert [t["name"] for t in top_channels(np.asarray([2, 0, 1], np.float32), CH, 3)] == [CH[0], CH[2]]
+    assert top_channels(np.asarray([0, 0, 0], np.float32), CH, 3) == []
+    assert top_channels(np.asarray([1e-9, 0, 1], np.float32), CH, 3) == [{"name": CH[2], "share": 1.0}]
 
 
 def test_forget_clears_a_raised_device_and_keeps_its_seq() -> None:

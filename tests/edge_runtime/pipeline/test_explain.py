@@ -11,8 +11,10 @@ from edge_runtime.pipeline.explain import (
     describe_channels,
     excess,
     fmt_duration,
+    out_of_range,
     peak_departure,
     raise_summary,
+    range_summary,
     top_channels,
 )
 
@@ -29,7 +31,7 @@ def test_excess_is_clipped_at_the_normal() -> None:
     assert excess([3.0, 0.5, -1.0], [1.0, 1.0, 1.0]).tolist() == [2.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize(("ce", "want"), [([0, 0, 0], [0.0, 0.0]), ([3, 3, 1], [0.5, 0.5])])
+@pytest.mark.parametrize(("ce", "want"), [([0, 0, 0], []), ([3, 3, 1], [0.5, 0.5]), ([1, 0.5, 0], [0.0, 0.0])])
 def test_top_channels_without_excess_have_zero_excess_share(ce, want) -> None:
     tops = top_channels(np.asarray(ce, np.float32), ["a", "b", "c"], 2, np.ones(3))
     assert [t["excess_share"] for t in tops] == want
@@ -67,3 +69,14 @@ def test_describe_channels_adds_the_peaks_only_when_given_and_finite() -> None:
     assert out[0]["peak_measured"] == 0.2 and out[0]["peak_expected"] == 1.4
     assert "peak_measured" not in out[1] and out[1]["measured"] == 2.0
     assert "peak_measured" not in describe_channels(tops, ["a", "b"], {}, [1.0, 2.0], [1.5, 2.0])[0]
+
+
+def test_out_of_range_names_each_channel_past_its_limits_furthest_out_first() -> None:
+    w = np.array([[0.0, 5.0, 1.0], [1.0, 7.0, -30.0], [0.5, 6.0, 0.0]])  # (W 3, C 3)
+    got = out_of_range(w, [-1.0, -1.0, -10.0], [1.0, 2.0, 10.0], ["a", "b", "c"], {"b": "bar"})
+    assert got == [  # b is 5 past a range 3 wide, c 20 past one 20 wide: b first
+        {"name": "b", "direction": "high", "value": 7.0, "limit": 2.0, "beyond": 5.0, "unit": "bar"},
+        {"name": "c", "direction": "low", "value": -30.0, "limit": -10.0, "beyond": 20.0}]
+    assert out_of_range(w[:1, :1], [-1.0], [1.0], ["a"], {}) == []  # on the limit is inside
+    assert range_summary(got) == "outside the range seen in training: b 7 bar (max 2), c -30 (min -10)"
+    assert range_summary(got * 2, most=3).endswith("and 1 more") and range_summary([]) == ""

@@ -162,6 +162,39 @@ def test_a_running_device_that_leaves_the_range_on_most_channels_raises_its_proc
     assert stats.counts["range_excursions"] == 1 and stats.counts["windows_out_of_distribution"] == 0
 
 
+def test_a_process_excursion_alert_names_the_channels_that_left_their_range_and_no_zero_share_channel(
+        tmp_path: Path) -> None:
+    """The trial's case: an excursion where two channels jump far out of range and hold there (the model
+    reconstructs a level it is given: no error on them), a third goes wild. The alert listed a channel that left its
+    range as a top channel with share 0.0, which reads "not to blame". A channel with no share of the error is not a
+    top channel; the channels outside their range are named apart, with the limit they crossed and by how much."""
+    ranges = {"fill": {"method": "ffill", "limit_samples": 2}, "channels": {
+        c: {"min": -2.0, "max": 2.0, "margin": 0.0} for c in make_metadata().channels}}
+    stats, ingest, inline, link = make_parts(tmp_path, states=False, health=ranges)
+    x = series(160)
+    x[80:, 0] = 8.0  # Accelerometer1RMS far out, and flat
+    x[80:, 1] = 0.5  # Pressure in range, flat: no error either
+    x[80:, 2] = -9.0  # Temperature far out below
+    x[80:, 3] = 8.0 + 15.0 * x[80:, 3]  # Volume Flow RateRMS far out and wild: the score
+    feed(ingest, x)
+    inline.drain()
+    assert stats.counts["range_excursions"] == 1
+    docs = [doc for t, doc, *_ in link.sent if t == "alerts/d1" and doc["event"] in ("raise", "update")]
+    assert docs and docs[0]["event"] == "raise"
+    for doc in docs:
+        assert errors(doc, load("alert.schema.json")) == []
+        assert [c["name"] for c in doc["top_channels"]] == ["Volume Flow RateRMS"]  # no 0.0-share filler
+        assert all(c["share"] > 0 for c in doc["top_channels"])
+    out = {c["name"]: c for c in docs[0]["out_of_range"]}
+    assert set(out) == {"Accelerometer1RMS", "Temperature", "Volume Flow RateRMS"}
+    assert (out["Accelerometer1RMS"]["direction"], out["Accelerometer1RMS"]["limit"]) == ("high", 2.0)
+    assert out["Accelerometer1RMS"]["value"] == 8.0 and out["Accelerometer1RMS"]["beyond"] == 6.0
+    assert (out["Temperature"]["direction"], out["Temperature"]["limit"], out["Temperature"]["beyond"]) == (
+        "low", -2.0, 7.0)
+    assert "outside the range seen in training" in docs[0]["summary"]
+    assert "Accelerometer1RMS" in docs[0]["summary"] and "Temperature" in docs[0]["summary"]
+
+
 @pytest.mark.parametrize("batch", [1, 16, 100])
 def test_far_out_right_after_a_restart_is_out_of_distribution_however_the_samples_are_batched(
         tmp_path: Path, batch: int) -> None:
