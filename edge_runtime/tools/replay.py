@@ -96,6 +96,13 @@ def _is_date(cell: str, decimal: str, time_format: str | None = None) -> bool:
     return True
 
 
+def _decimal_comma(path: Path, line: int, column: str, cell: str) -> ReplayError:
+    """A cell written with a decimal comma in a file read with ``.``: one wording (``fit``'s) whether the channels
+    were told from the data or given (``--model``, ``--channels``), with the file, line, column and the hint."""
+    return ReplayError(f"{path}: line {line}, column {column!r}: not a number: {cell.strip()!r} "
+                       "(a decimal comma: use --decimal ,)")
+
+
 def read_recording(
     path: Path,
     *,
@@ -191,13 +198,15 @@ def read_recording(
         ch_idx = [textfile.find_column(c, header) or 0 for c in channels]
     else:
         cand = [i for i, h in enumerate(header) if i != t_idx and h.lower() not in skip and h and i < len(rows[0])]
-        seen = {i: next((r[i] for r in rows[:100] if i < len(r) and not textfile.is_missing(r[i])), None) for i in cand}
+        at = {i: next((n for n, r in enumerate(rows[:100]) if i < len(r) and not textfile.is_missing(r[i])), None)
+              for i in cand}  # the row of each column's first value
+        seen = {i: None if n is None else rows[n][i] for i, n in at.items()}
         ch_idx = [i for i in cand if _is_number(seen[i] or "", decimal)]  # told by its first value
         for i in cand:
-            cell = seen[i]
-            if i not in ch_idx and cell is not None and decimal == "." and textfile.looks_like_decimal_comma(cell):
-                raise ReplayError(f"{path}: column {header[i]!r}: not a number: {cell!r} "
-                                  "(a decimal comma: use --decimal ,)")
+            cell, n = seen[i], at[i]
+            if i not in ch_idx and cell is not None and n is not None and decimal == "." \
+                    and textfile.looks_like_decimal_comma(cell):
+                raise _decimal_comma(path, n + first_line, header[i], cell)
         if not ch_idx:
             raise ReplayError(f"{path}: no numeric channel columns (columns: {', '.join(header)})")
     values = np.empty((len(rows), len(ch_idx)), dtype=np.float32)
@@ -214,10 +223,10 @@ def read_recording(
             try:
                 v = textfile.number(cell, decimal)
             except ValueError:
+                if decimal == "." and textfile.looks_like_decimal_comma(cell):
+                    raise _decimal_comma(path, line, header[i], cell) from None
                 what = f"missing value (use --fill {'|'.join(REPLAY_FILLS)})" if not cell \
                     else f"non-numeric value {cell!r}"  # (a NaN cell parses: refused as missing below)
-                if decimal == "." and textfile.looks_like_decimal_comma(cell):
-                    what += " (a decimal comma: use --decimal ,)"
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: {what}") from None
             if not math.isfinite(v):
                 how = f" (a missing value: use --fill {'|'.join(REPLAY_FILLS)})" if textfile.is_missing(cell) else ""

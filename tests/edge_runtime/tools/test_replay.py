@@ -304,3 +304,27 @@ def test_a_units_row_above_decimal_commas_gets_the_decimal_comma_hint(tmp_path: 
         read_recording(f)
     rec = read_recording(f, decimal=",")
     assert rec.channels == ("druck", "temp") and np.allclose(rec.values[0], [4.702, 59.6])
+
+
+@pytest.mark.parametrize("first_bad", [2, 4])  # the first data row, or one further down
+def test_a_decimal_comma_is_one_error_with_file_line_and_hint_with_or_without_the_model(
+        tmp_path: Path, demo_model_path: Path, first_bad: int) -> None:
+    """The trial's case: a ';' file with decimal commas said 'line N, column ...: non-numeric value' with --model
+    (its channels given) but 'column ...: not a number' without a line when the channels were told from the data.
+    One wording, fit's, with the file, the line and the hint, on both paths."""
+    from edge_runtime.tools.simulate import model_channels
+
+    names = model_channels(demo_model_path)
+    rows = [f"2024-03-30 12:00:0{n};" + ";".join(f"{i}.5" for i in range(len(names))) for n in range(4)]
+    k = first_bad - 2
+    rows[k] = rows[k].split(";", 1)[0] + ";" + ";".join(f"{i},5" for i in range(len(names)))
+    f = write(tmp_path, "datetime;" + ";".join(names) + "\n" + "\n".join(rows) + "\n")
+    want = f"{f}: line {first_bad}, column {names[0]!r}: not a number: '0,5' (a decimal comma: use --decimal ,)"
+    for channels in (None, names):  # told from the data / the model's
+        with pytest.raises(ReplayError) as exc:
+            read_recording(f, channels=channels)
+        assert str(exc.value) == want
+    for extra in ([], ["--model", str(demo_model_path)]):
+        res = CliRunner().invoke(replay_command, [str(f), "--device", "d", "--fast", *extra,
+                                                  "--broker", "mqtt://127.0.0.1:1"])
+        assert res.exit_code == 65 and res.output.strip().splitlines()[-1] == f"edgewatch replay: error: {want}"
