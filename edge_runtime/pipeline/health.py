@@ -358,10 +358,15 @@ class HealthLimits:
                 fills[j] = int(lim["fill_limit"])
             if "range_hold" in lim:
                 holds[j] = max(1, int(lim["range_hold"]))
-        default_stale = STALE_PERIODS * sample_period_s if sample_period_s else DEFAULT_STALE_S
-        return cls(lo, hi, tol, max_flat, fills,
-                   float(stale_after_s or health.get("stale_after_s") or default_stale),
+        return cls(lo, hi, tol, max_flat, fills, stale_limit(health, sample_period_s, stale_after_s),
                    np.asarray(neutral, dtype=np.float64).copy(), holds)
+
+
+def stale_limit(health: Mapping[str, Any], sample_period_s: float | None, stale_after_s: float | None = None) -> float:
+    """Seconds without data after which a device is stale: ``stale_after_s`` (the config's), else the model's
+    ``health`` document's, else :data:`STALE_PERIODS` sample periods, else :data:`DEFAULT_STALE_S`."""
+    default = STALE_PERIODS * sample_period_s if sample_period_s else DEFAULT_STALE_S
+    return float(stale_after_s or health.get("stale_after_s") or default)
 
 
 # -- the checks ----------------------------------------------------------------------------------------

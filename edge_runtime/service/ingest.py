@@ -18,6 +18,7 @@ from edge_runtime.config import Config
 from edge_runtime.pipeline.batcher import WindowItem
 from edge_runtime.pipeline.decode import DecodeError, Decoder, Samples
 from edge_runtime.pipeline.documents import Outbound
+from edge_runtime.pipeline.health import stale_limit
 from edge_runtime.pipeline.states import SETTLING, STOPPED, StateGate, runs
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import TopicRouter, sanitize_id
@@ -96,6 +97,8 @@ class Ingest:
         self.states: StateGate | None = None  # the model's operating states (input.operating_states)
         self.send: Callable[[list[Outbound]], object] | None = None  # sensor alerts, health documents (the daemon's)
         self.health: SensorHealth | None = None
+        self._quiet: set[str] = set()  # with the sensor checks off: the devices found quiet at the last check
+        self._stale_s = 0.0
         if cfg.sensor_checks:
             self.health = SensorHealth(cfg, model, stats, self.rl, cfg.instance_name)
         # input topic -> sanitised device id; bounded: cleared when full, topics > MAX_CACHED_TOPIC chars not kept
@@ -124,6 +127,9 @@ class Ingest:
                                          last_ts=carried)
             if self.health is not None:  # plain rows are checked in blocks of this many (after a reload too)
                 self.store.check_every = self.health.check_every
+            # the checks' stale limit, for the quiet devices when the checks are off (health.stale_after_s)
+            self._stale_s = stale_limit(model.metadata.health or {}, model.metadata.sample_period_s,
+                                        cfg.stale_after_s or None)
             self.states = state_gate(cfg, model, self.store.max_devices)
         if self.health is not None and self.health.outbox:  # a reload cleared devices rejected by the old model
             self._send_health()
@@ -287,17 +293,21 @@ class Ingest:
 
     def check_stale(self, now: float) -> list[str]:
         """Housekeeping: devices that went quiet for the stale limit raise a ``stale`` sensor alert; those found
-        stale now."""
+        stale now (with the sensor checks off too, without an alert: what waits for their data, an evidence
+        episode's margin after a clear, must not wait until they expire)."""
         if self.health is None:
-            return []
+            with self.lock:
+                quiet = {d for d, ring in self.store.devices.items() if now - ring.last_seen > self._stale_s}
+                found, self._quiet = [d for d in quiet if d not in self._quiet], quiet
+            return found
         with self.lock:
             found = self.health.check_stale(now, self.store)
         self._send_health()
         return found
 
     def stale_limit_s(self) -> float:
-        """How long a device may be quiet before it is ``stale`` (0 with the sensor checks off)."""
-        return self.health.limits.stale_after_s if self.health is not None else 0.0
+        """How long a device may be quiet before it is ``stale`` (with the sensor checks off, before it is quiet)."""
+        return self.health.limits.stale_after_s if self.health is not None else self._stale_s
 
     def forget_health(self, device: str, reason: str) -> list[Outbound]:
         """A device left: its raised sensor alerts cleared (``reason``); the messages to send."""

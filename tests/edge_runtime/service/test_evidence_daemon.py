@@ -111,9 +111,12 @@ def test_the_cli_lists_shows_and_exports(run, tmp_path: Path, monkeypatch: pytes
     assert res.exit_code == 69 and "--png needs matplotlib" in res.output and "edgewatch[plot]" in res.output
 
 
-def test_a_device_that_stops_after_its_clear_has_its_evidence_finished_when_it_goes_stale(tmp_path: Path) -> None:
+@pytest.mark.parametrize("checks", [True, False])
+def test_a_device_that_stops_after_its_clear_has_its_evidence_finished_when_it_goes_stale(
+        tmp_path: Path, checks: bool) -> None:
     """The margin after the clear never comes from a device that stopped sending: once it is stale its episode
-    is written complete (it stayed 'open: incomplete' until the device expired)."""
+    is written complete (it stayed 'open: incomplete' until the device expired). With the sensor checks off
+    (``health.sensor_checks = false``: no stale alert) after the same stale delay all the same: it stayed open."""
     from tests.edge_runtime.onnx_models import CHANNELS4, write_health_model
 
     model = write_health_model(tmp_path / "m.onnx", CHANNELS4)
@@ -122,7 +125,7 @@ def test_a_device_that_stops_after_its_clear_has_its_evidence_finished_when_it_g
     folder = tmp_path / "evidence"
     broker = MosquittoBroker(workdir=tmp_path / "broker")
     with broker, running_daemon(broker.url, model, evidence_dir=str(folder), evidence_margin_s=60.0, raise_after=2,
-                                clear_after=2, stale_after_s=1.5) as d:
+                                clear_after=2, stale_after_s=1.5, sensor_checks=checks) as d:
         stream_and_settle(d, broker.port, "sensors/p2/data", x, T0, 10)
         wait_until(lambda: d.stats.counts["alerts_cleared"] >= 1, 10, "cleared")
         wait_until(lambda: d.stats.counts["evidence_written"] >= 2, 10, "finished once p2 went stale")

@@ -114,6 +114,23 @@ def test_checks_off_restores_the_old_decoding(model) -> None:
     assert replace(Config(), sensor_checks=False).validate().sensor_checks is False
 
 
+def test_with_checks_off_a_quiet_device_is_still_found_once_after_the_stale_limit(model) -> None:
+    """No stale alert, but the caller (the evidence of a cleared alert waiting for data that will not come) hears
+    of it after the same delay as with the checks on (the model's 5 s here), once until it sends again."""
+    ing, sent, _ = _ingest(model, sensor_checks=False)
+    _feed(ing, "p", _normal(10))
+    seen = ing.store.devices["p"].last_seen
+    assert ing.stale_limit_s() == 5.0
+    assert ing.check_stale(seen + 4.0) == [] and ing.check_stale(seen + 6.0) == ["p"]
+    assert ing.check_stale(seen + 7.0) == []  # once
+    _feed(ing, "p", _normal(10, seed=2), start=10)
+    seen = ing.store.devices["p"].last_seen
+    assert ing.check_stale(seen + 1.0) == [] and ing.check_stale(seen + 6.0) == ["p"]  # quiet again
+    assert sent == []  # and no alert or health document
+    ing, _, _ = _ingest(model, sensor_checks=False, stale_after_s=2.0)
+    assert ing.stale_limit_s() == 2.0
+
+
 def _topic(sent: list, topic: str) -> list[dict]:
     return [json.loads(m.payload) for m in sent if m.topic == topic]
 
