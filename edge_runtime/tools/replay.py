@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -188,7 +189,7 @@ def read_recording(
         hint = time_format_hint([r[0] for r in rows[:50] if r]) if time_format is None else ""
         if hint:
             raise ReplayError(f"{path}: column {header[0]!r} looks like times ({first_cell.strip()!r}) in a form "
-                              f"replay reads only with their format{hint}; or --exclude {header[0]} to replay at "
+                              f"replay reads only with their format{hint}; or --exclude {shlex.quote(header[0])} to replay at "
                               "--period", EXIT_DATAERR)  # 65, as fit: the data needs an option, as a decimal comma
     if channels:
         missing = [c for c in channels if textfile.find_column(c, header) is None]

@@ -144,6 +144,9 @@ def test_a_time_format_is_read_by_fit_and_replay_alike_and_stored_in_the_model(t
         load_paths([f], opts=ReadOptions(decimal=","))
     with pytest.raises(ReplayError, match=r"column 'Zeit' looks like times .*" + hint + r"; or --exclude Zeit"):
         read_recording(f, decimal=",")  # never replayed at --period, silently re-timed
+    spaced = write(tmp_path / "spaced.csv", GERMAN.replace("Zeit;", "Time stamp;", 1))
+    with pytest.raises(ReplayError, match=r"; or --exclude 'Time stamp' to replay"):  # as a shell takes it
+        read_recording(spaced, decimal=",")
     fmt = "%d.%m.%Y %H:%M:%S"
     (s,) = load_paths([f], opts=ReadOptions(decimal=",", time_format=fmt))
     rec = read_recording(f, decimal=",", time_format=fmt)
