@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import math
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -690,7 +691,8 @@ def unused_label_notes(series: list[Any], label_column: str) -> list[str]:
         like = [c for c in s.columns if c.strip().lower() in LABEL_LIKE_COLUMNS and c != label_column]
         if like:
             notes.append(f"{s.name}: no {label_column!r} column, so it is scored as unlabelled normal data (alerts "
-                         f"per day); its column {like[0]!r} is not used: --label-column {like[0]} measures against it")
+                         f"per day); its column {like[0]!r} is not used: "
+                         f"--label-column {shlex.quote(like[0])} measures against it")
     return notes
 
 

@@ -163,7 +163,8 @@ LAST_ALERT_ATTRIBUTES = ("{{ {'alert_id': value_json.raised_alert_id | default(v
                          "'severity': value_json.severity | default(none), 'score': value_json.score, "
                          "'threshold': value_json.threshold, "
                          "'anomalous_since': value_json.anomalous_since_iso | default(none), "
-                         "'top_channels': value_json.top_channels} | tojson }}")
+                         "'top_channels': value_json.top_channels, "
+                         "'out_of_range': value_json.out_of_range | default([])} | tojson }}")
 
 
 def device_config(device: str, s: DiscoverySettings) -> tuple[str, dict[str, Any]]:

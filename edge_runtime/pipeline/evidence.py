@@ -189,7 +189,7 @@ def merge_resumed(old: tuple[Mapping[str, Any], Mapping[str, np.ndarray]],
 
 
 EVENT_FIELDS = ("event", "seq", "alert_id", "score", "severity", "window_start", "window_end", "summary",
-                "top_channels", "time", "duration_s", "peak_score", "reason")
+                "top_channels", "out_of_range", "time", "duration_s", "peak_score", "reason")
 
 
 # a run of a device's raw samples: (time of the first, spacing, rows (n, C)); times materialised only when kept

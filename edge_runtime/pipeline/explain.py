@@ -75,7 +75,7 @@ def top_channels(channel_error: npt.ArrayLike, names: Sequence[str], k: int,
         if normal is not None:
             entry["excess_share"] = round(float(ex[i] / ex_total), 4) if ex_total > 0 else 0.0
         if entry["share"] == 0 and not entry.get("excess_share"):
-            break  # ranked: every later one has no part of the error either
+            continue  # (not break: one with a rounded-off excess may rank before one with a large raw share)
         out.append(entry)
     return out
 

@@ -80,3 +80,10 @@ def test_out_of_range_names_each_channel_past_its_limits_furthest_out_first() ->
     assert out_of_range(w[:1, :1], [-1.0], [1.0], ["a"], {}) == []  # on the limit is inside
     assert range_summary(got) == "outside the range seen in training: b 7 bar (max 2), c -30 (min -10)"
     assert range_summary(got * 2, most=3).endswith("and 1 more") and range_summary([]) == ""
+
+
+def test_a_channel_with_no_part_of_the_error_is_skipped_wherever_it_ranks() -> None:
+    """b's excess (1e-6 over a normal of 1e-9) ranks it before c, but both its shares round to 0: it is left out
+    and c, with a quarter of the raw error, is still named."""
+    tops = top_channels([3, 1e-6, 0.9], ["a", "b", "c"], 3, [1, 1e-9, 1])
+    assert [t["name"] for t in tops] == ["a", "c"] and tops[1]["share"] > 0.2
