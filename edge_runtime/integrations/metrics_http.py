@@ -44,7 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edge_runtime.pipeline.histogram import HistogramSnapshot
-from edge_runtime.pipeline.stats import COUNTERS, Stats
+from edge_runtime.pipeline.stats import COUNTERS, LOST_REASONS, Stats
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def metric_families(snap: dict[str, Any], histograms: dict[str, HistogramSnapsho
         f"{PREFIX}_dropped", "counter", "Input items (messages, samples, windows) and work dropped, by reason.",
         [({"reason": str(r)}, float(n)) for r, n in sorted(drops.items())],
     ))
-    lost = snap.get("publish_lost") or {}
+    lost = {**dict.fromkeys(LOST_REASONS, 0), **(snap.get("publish_lost") or {})}  # the known reasons from 0
     fams.append(Family(
         f"{PREFIX}_publish_lost", "counter", "Outgoing messages given up (never sent), by reason.",
         [({"reason": str(r)}, float(n)) for r, n in sorted(lost.items())],

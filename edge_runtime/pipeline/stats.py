@@ -86,6 +86,11 @@ COUNTERS = (
 )
 
 
+# why an outgoing message is given up (the publisher's and the links'): each exported at 0 from the start, so a
+# rate or an alert rule on one works before the first loss
+LOST_REASONS = ("not_connected", "outgoing_full", "critical_lost", "discovery_dropped")
+
+
 class Stats:
     """Counters, drops and lost outgoing messages by reason and a ring of recent inference latencies.
 

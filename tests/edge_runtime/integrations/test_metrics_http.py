@@ -51,7 +51,11 @@ def test_drops_by_reason_and_gauges_and_info() -> None:
     assert "edgewatch_dropped_total" not in fams  # the sum is what Prometheus computes itself
     # outgoing messages lost are their own family, not drops of the input
     assert fams["edgewatch_publish_lost"].kind == "counter"
-    assert fams["edgewatch_publish_lost"].samples == [({"reason": "not_connected"}, 3.0)]
+    # every known reason from 0 (a rate or an alert rule works before the first loss)
+    assert fams["edgewatch_publish_lost"].samples == [({"reason": "critical_lost"}, 0.0),
+                                                      ({"reason": "discovery_dropped"}, 0.0),
+                                                      ({"reason": "not_connected"}, 3.0),
+                                                      ({"reason": "outgoing_full"}, 0.0)]
     assert "edgewatch_publish_lost_total" not in fams
     # quantiles and means of recent batches stay in the stats document: Prometheus has the histogram
     assert not [n for n in fams if "_p50" in n or "_p99" in n or n.endswith("_mean") or "_ms" in n]
