@@ -140,7 +140,7 @@ class Daemon:
                                          stats_topic=format_topic(cfg.stats_topic, instance=self.instance),
                                          link_alive=self.link.network_alive, on_fatal=self._fatal,
                                          link_up=self.link.connected.is_set,
-                                         status_owed=getattr(self.link, "take_status_owed", None))
+                                         status_owed=getattr(self.link, "status_owed", None))
         if cfg.rollout:
             self.rollout = self._make_rollout(configured)
         self._rl = RateLimitedLog(log, 10.0)

@@ -68,8 +68,9 @@ class Housekeeping:
     on_fatal: Callable[[str], None] | None = None
     rollout_tick: Callable[[float], None] | None = None  # fleet rollout's work (edge_runtime/service/rollout.py)
     link_up: Callable[[], bool] | None = None  # is the input link connected now? (None: always)
-    # True (once) when the link's online status at a connect was refused (its queue full): sent here, retried
-    status_owed: Callable[[], bool] | None = None
+    # set by the link when its online status at a connect was refused (its queue full): sent here, cleared first
+    # (a connect refused again after the clear sets it again: sent once more)
+    status_owed: threading.Event | None = None
 
     def __post_init__(self) -> None:
         self.ingest: Ingest = self.scorer.ingest
@@ -98,7 +99,8 @@ class Housekeeping:
                 return
             self.batching.sweep(now)
             up = self._link_watch(now)
-            if self.status_owed is not None and self.status_owed():
+            if self.status_owed is not None and self.status_owed.is_set():
+                self.status_owed.clear()
                 self.publisher.send([self.status()])  # held for a retry by the publisher if refused again
             self.publisher.pace()  # retry held alerts/states, send paced discovery
             self.publisher.send(self.scorer.discovery_event("sweep", now))  # Home Assistant: stale -> unavailable

@@ -276,7 +276,7 @@ class MqttLink:
         self._closing = False
         self._n_connects = 0
         self.reconnected = False  # the last connect was not the first
-        self._status_owed = threading.Event()  # the online status at the last connect was refused (the queue full)
+        self.status_owed = threading.Event()  # the online status at the last connect was refused (the queue full)
         self._rl = RateLimitedLog(log, cfg.log_interval_s)
         self._on_message = on_message
         self._bulk_limit = max(1, cfg.max_outgoing // 2)  # bulk traffic leaves half the queue to alerts and states
@@ -373,13 +373,6 @@ class MqttLink:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def take_status_owed(self) -> bool:
-        """True once after a connect whose online status the full queue refused (the caller sends it again)."""
-        if not self._status_owed.is_set():
-            return False
-        self._status_owed.clear()  # a connect refused again after this sets it again: sent once more
-        return True
-
     def _pending(self) -> int:
         return unacknowledged(self.client)
 
@@ -399,7 +392,7 @@ class MqttLink:
             self._adopt_mid = client.subscribe(self.state_filter, 1)[1]
         if client.publish(self.status_topic, to_json(self._online_doc()), qos=1,
                           retain=True).rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            self._status_owed.set()  # the will said "connection lost": the housekeeping sends it through the publisher
+            self.status_owed.set()  # the will said "connection lost": the housekeeping sends it through the publisher
             self._rl.log(logging.WARNING, "status_owed", "outgoing queue full (%d) at connect: the online status "
                          "waits for a retry", self.cfg.max_outgoing)
         # paho calls its logger twice per message (received PUBLISH, sent PUBACK); the error lines are only

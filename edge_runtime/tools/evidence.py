@@ -35,7 +35,8 @@ from edge_runtime.tools.prefix_option import daemon_prefix_option
 PROG = "edgewatch evidence"
 
 
-def _utc(t: Any) -> str:
+def utc_text(t: Any) -> str:
+    """An epoch time as ``YYYY-MM-DD HH:MM:SS`` (UTC); ``-`` when it is not a time."""
     try:
         return datetime.fromtimestamp(float(t), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     except (TypeError, ValueError, OverflowError, OSError):
@@ -66,7 +67,7 @@ def list_rows(store: EvidenceStore) -> list[str]:
         since, end = m.get("anomalous_since"), m.get("cleared_end")
         lasted = fmt_duration(float(end) - float(since)) if isinstance(end, (int, float)) and since else "-"
         state = "complete" if m.get("complete") else (str(m.get("reason") or "open"))
-        out.append(f"{e.alert_id:<24} {str(m.get('device'))[:16]:<16} {_utc(since):<21} {lasted:>8} "
+        out.append(f"{e.alert_id:<24} {str(m.get('device'))[:16]:<16} {utc_text(since):<21} {lasted:>8} "
                    f"{float(m.get('peak_score') or 0):>8.4g} {int(m.get('samples') or 0):>7}  {state:<9} {e.size}")
     return out
 
@@ -77,15 +78,15 @@ def show_lines(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[str]
     units = meta.get("units") or {}
     lines = [f"alert {meta['alert_id']} of device {meta.get('device')} (model {meta.get('model_id')}, "
              f"threshold {float(meta.get('threshold') or 0):.4g})",
-             f"anomalous since {_utc(meta.get('anomalous_since'))} UTC; "
-             + (f"cleared at {_utc(meta.get('cleared_end'))} UTC" if meta.get("cleared_end") else "not cleared")
+             f"anomalous since {utc_text(meta.get('anomalous_since'))} UTC; "
+             + (f"cleared at {utc_text(meta.get('cleared_end'))} UTC" if meta.get("cleared_end") else "not cleared")
              + ("" if meta.get("complete") else f" ({meta.get('reason') or 'still open'}: incomplete)"),
-             f"{len(ts)} samples" + (f" from {_utc(ts[0])} to {_utc(ts[-1])} UTC" if len(ts) else "")
+             f"{len(ts)} samples" + (f" from {utc_text(ts[0])} to {utc_text(ts[-1])} UTC" if len(ts) else "")
              + f", {len(arrays['win_end'])} windows scored, peak score {float(meta.get('peak_score') or 0):.4g}"
              + (f"; {meta['samples_dropped']} samples beyond the bound not kept" if meta.get("samples_dropped") else ""),
              _expected_line(meta, arrays)]
     for e in meta.get("events") or []:
-        lines.append(f"  {_utc(e.get('window_end'))}  {str(e.get('event', '?')):<6}  {e.get('summary', '')}")
+        lines.append(f"  {utc_text(e.get('window_end'))}  {str(e.get('event', '?')):<6}  {e.get('summary', '')}")
     if len(ts):
         lines.append("channel          unit      min        mean       max")
         v = arrays["values"]
@@ -201,7 +202,7 @@ def plot_png(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) ->
     ax.plot(arrays["win_end"] - t0, arrays["win_score"], lw=0.8, color="k")
     ax.axhline(float(meta.get("threshold") or 0), color="tab:red", ls="--", lw=0.8)
     ax.set_ylabel("score", fontsize=8)
-    ax.set_xlabel(f"seconds after {_utc(t0)} UTC")
+    ax.set_xlabel(f"seconds after {utc_text(t0)} UTC")
     fig.suptitle(f"{meta['alert_id']}: measured vs expected", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

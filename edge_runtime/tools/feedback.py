@@ -65,12 +65,10 @@ def judged_records(log_path: Path, device: str = "") -> list[dict[str, Any]]:
 
 
 def _utc_span(times: Iterable[float]) -> str:
-    from datetime import datetime, timezone
+    from edge_runtime.tools.evidence import utc_text
 
     ts = sorted(times)
-    if not ts:
-        return "none"
-    return " to ".join(datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") for t in (ts[0], ts[-1]))
+    return " to ".join(utc_text(t) for t in (ts[0], ts[-1])) if ts else "none"
 
 
 def send_command(cfg: Config, doc: dict[str, Any], instance: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -121,11 +119,12 @@ def export_labelled(log_path: Path, data: list[Path], out_dir: Path, device: str
     of the recordings falls inside a judged alert."""
     records = judged_records(log_path, device)
     tables = [_read_recording(path, time_column) for path in data]
-    if not standing_verdicts(records, device):
+    judged = standing_verdicts(records, device)
+    if not judged:
         raise NothingToExport(f"no alert of {log_path} is judged confirmed or false alarm (acks label nothing)")
     labelled = [label_rows(times, records, device) for _, _, _, times in tables]
     if not any(lab is not None for labels in labelled for lab in labels):
-        spans = [t for r in standing_verdicts(records, device).values() for k in ("window_start", "window_end")
+        spans = [t for r in judged.values() for k in ("window_start", "window_end")
                  if isinstance(t := r.get(k), (int, float))]
         raise NothingToExport(
             f"no row of the recordings falls inside a judged alert (confirmed or false alarm): the alerts span "

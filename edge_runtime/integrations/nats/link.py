@@ -145,7 +145,7 @@ class NatsLink:
         self.rebuild_s = rebuild_s
         self._opts = connect_options(cfg, self.worker)
         self.connected = threading.Event()
-        self._status_owed = threading.Event()  # the online status at the connect was refused (the queue full)
+        self.status_owed = threading.Event()  # the online status at the connect was refused (the queue full)
         self.paused = False
         self.failure = ""
         self._rl = RateLimitedLog(log, cfg.log_interval_s)
@@ -172,13 +172,6 @@ class NatsLink:
 
     def detach_after_read(self) -> None:
         self._after_read = None
-
-    def take_status_owed(self) -> bool:
-        """True once after a connect whose online status the full queue refused (the caller sends it again)."""
-        if not self._status_owed.is_set():
-            return False
-        self._status_owed.clear()
-        return True
 
     def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False,
                 bulk: bool = False) -> bool:
@@ -279,7 +272,7 @@ class NatsLink:
         log.info("NATS worker %s of group %s (stream %s, %d partitions) on %s", self.worker, self.group.name,
                  self.group.stream, self.group.partitions, self.nc.connected_url.netloc)
         if not self.publish(self.status_topic, to_json(self._online_doc()), qos=1, retain=True):
-            self._status_owed.set()  # the outgoing queue full: the housekeeping sends it through the publisher
+            self.status_owed.set()  # the outgoing queue full: the housekeeping sends it through the publisher
         if self._on_connected is not None:
             self._on_connected()
         tasks = [asyncio.create_task(t) for t in (self._heartbeats(), self._membership(), self._flusher())]
