@@ -84,7 +84,8 @@ def out_of_range(window: npt.ArrayLike, lo: npt.ArrayLike, hi: npt.ArrayLike, na
                  units: Mapping[str, str]) -> list[dict[str, Any]]:
     """The channels of one window (W, C, raw units) outside the range they are checked against, ``lo``..``hi``
     (C,) each (the range seen in training with its margin: :class:`~edge_runtime.pipeline.health.HealthLimits`),
-    furthest out first (by the distance past the limit over the width of the range): ``name``, ``direction``
+    furthest out first (by the distance past the limit over the width of the range; over the limit's magnitude
+    for a channel limited on one side only, ``health.channel_limits`` with only ``min`` or ``max``): ``name``, ``direction``
     (``high`` above the range, ``low`` below), ``value`` (the window's sample furthest out), ``limit`` (the bound
     it crossed), ``beyond`` (how far past it, raw units) and ``unit`` where the model knows it. Whether or not the
     model sees an error there: a channel the model reconstructs where it lies, far out, is still far out."""
@@ -93,7 +94,10 @@ def out_of_range(window: npt.ArrayLike, lo: npt.ArrayLike, hi: npt.ArrayLike, na
     with np.errstate(invalid="ignore"):
         top, bottom = np.nanmax(w, axis=0), np.nanmin(w, axis=0)  # (C,) each
         above, below = top - high, low - bottom  # > 0: above (below) the range by this much
-    width = np.where(np.isfinite(high - low) & (high > low), high - low, 1.0)
+    span = high - low
+    one_side = np.abs(np.where(np.isfinite(high), high, low))  # the one finite limit's magnitude
+    width = np.where(np.isfinite(span) & (span > 0), span, one_side)
+    width = np.where(np.isfinite(width) & (width > 0), width, 1.0)
     found = []
     for j in np.flatnonzero((above > 0) | (below > 0)).tolist():
         up = bool(above[j] >= below[j])

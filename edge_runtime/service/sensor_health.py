@@ -497,6 +497,13 @@ class SensorHealth:
             self.outbox.append(Outbound(format_topic(self.cfg.sensor_topic, device=a["device"]), to_json(a), qos=1))
 
     def _out_health(self, device: str, dh: DeviceHealth) -> None:
+        """The device's retained health document, when it changed. A device's first one waits while a channel's
+        out-of-range run is shorter than the range hold (until the next check): what the hold decides,
+        ``out_of_distribution`` or a fault, is its first word, not an ``ok`` read as "all good"."""
+        checks = dh.checks
+        if not self.alerts.devices[device].published and not checks.codes.any() and (
+                (checks.out_run > 0) & (checks.out_run < checks.limits.range_hold)).any():
+            return
         excluded = [c for c, e in zip(self.channels, dh.clean < self.window, strict=True) if e]
         doc = self.alerts.health_if_changed(device, excluded, self._degraded(device), self.model_id, dh.ood)
         if doc is not None:

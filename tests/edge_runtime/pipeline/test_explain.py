@@ -82,6 +82,15 @@ def test_out_of_range_names_each_channel_past_its_limits_furthest_out_first() ->
     assert range_summary(got * 2, most=3).endswith("and 1 more") and range_summary([]) == ""
 
 
+def test_a_channel_limited_on_one_side_ranks_by_its_distance_over_the_limit_not_in_raw_units() -> None:
+    """t (only a max of 1000) is 50 past it, 5 % of the limit; a (-1..1) is 1 past a range 2 wide: a first."""
+    w = np.array([[1050.0, 2.0], [990.0, 0.0]])
+    inf = float("inf")
+    got = out_of_range(w, [-inf, -1.0], [1000.0, 1.0], ["t", "a"], {})
+    assert [g["name"] for g in got] == ["a", "t"] and got[1]["beyond"] == 50.0
+    assert [g["name"] for g in out_of_range(w, [-inf, -1.0], [0.0, 1.0], ["t", "a"], {})] == ["t", "a"]  # limit 0
+
+
 def test_a_channel_with_no_part_of_the_error_is_skipped_wherever_it_ranks() -> None:
     """b's excess (1e-6 over a normal of 1e-9) ranks it before c, but both its shares round to 0: it is left out
     and c, with a quarter of the raw error, is still named."""

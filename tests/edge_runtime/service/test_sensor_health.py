@@ -393,3 +393,35 @@ def test_a_channel_still_out_of_range_when_the_device_leaves_out_of_distribution
     assert raised["at"] - T0 == 135  # when the device is back in distribution: 16 samples in range from 120
     assert raised["since"] == T0  # its run out of range, dated from its start
     assert all(errors(h, load("health.schema.json")) == [] for h in _topic(sent, "health/p"))
+
+
+@pytest.mark.parametrize("block", [1, 2])
+def test_a_new_device_far_out_from_its_first_sample_says_out_of_distribution_first_not_ok(model, block: int) -> None:
+    """The range hold (3 samples) decides whether a new device is out of distribution: its first health document
+    waits for it, so a subscriber never reads an ``ok`` that the next check takes back (it did: ``ok`` at the
+    first sample, ``out_of_distribution`` at the next check)."""
+    ing, sent, _ = _ingest(model)
+    x = _normal(40)
+    x[:, :3] += 20.0
+    _feed_blocks(ing, "p", x[:2], block)
+    assert _topic(sent, "health/p") == []  # checked, two samples out of range: the hold is not reached yet
+    _feed_blocks(ing, "p", x[2:], block, start=2)
+    states = [h["state"] for h in _topic(sent, "health/p")]
+    assert states and states[0] == "out_of_distribution" and "ok" not in states
+
+
+def _first_health(ing: Ingest, sent: list, x: np.ndarray) -> tuple[int, str]:
+    for i in range(len(x)):
+        _feed(ing, "p", x[i : i + 1], start=i)
+        if docs := _topic(sent, "health/p"):
+            return i, docs[0]["state"]
+    return -1, ""
+
+
+def test_a_new_device_back_in_range_before_the_hold_gets_its_ok_at_the_next_check(model) -> None:
+    x = _normal(20)
+    x[:2, 0] += 20.0  # a two-sample excursion on one channel at its first samples: shorter than the hold
+    at, state = _first_health(*_ingest(model)[:2], x)
+    assert state == "ok" and 2 <= at < 16  # the next check after it is back (CHECK_EVERY at most)
+    at, state = _first_health(*_ingest(model)[:2], _normal(20))
+    assert (at, state) == (0, "ok")  # a device in range from its first sample: its ok at once, as before
