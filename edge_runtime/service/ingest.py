@@ -378,10 +378,11 @@ class Ingest:
         gate = self.states
         reason = gate_reason(gate, state) if gate is not None else state
         self.rl.log(logging.INFO, "operating_state", "device %s: %s (%s)", device, state, reason)
-        if self.on_state is not None:
+        # a device still out of distribution when it runs again is reported so by the sensor checks, not running
+        replaced = self.health is not None and self.health.state_changed(device, state, since,
+                                                                         self.store.devices.get(device))
+        if self.on_state is not None and not replaced:
             self.on_state(device, state, since, reason)
-        if self.health is not None:
-            self.health.state_changed(device, state, since, self.store.devices.get(device))
 
     def _count(self, device: str, res: PushResult) -> None:
         st = self.stats

@@ -385,18 +385,20 @@ class SensorHealth:
         self.outbox.append(Outbound(format_topic(self.cfg.operating_topic, device=device), to_json(doc), qos=1,
                                     retain=True))
 
-    def state_changed(self, device: str, state: str, since: float, ring: RingWindow | None) -> None:
+    def state_changed(self, device: str, state: str, since: float, ring: RingWindow | None) -> bool:
         """The operating-state gate reported ``state`` for ``device`` from ``since``: a device that runs again
-        while still out of distribution is reported so again (after the gate's ``running``); one that stopped must
-        run in range again before leaving the range is a process excursion."""
+        while still out of distribution is reported so again, in place of the gate's ``running`` (True: not to be
+        published); one that stopped must run in range again before leaving the range is a process excursion."""
         if ring is None:
-            return
+            return False
         dh = self._device(ring)
         if state != RUNNING:  # stopped or settling: when it runs again it may run at another operating point
             dh.in_range = 0
         elif dh.ood:
-                self._operating(device, OOD, since, "runs again, still out of distribution (its channels were "
-                                "out of range when it stopped)")
+            self._operating(device, OOD, since, "runs again, still out of distribution (its channels were "
+                            "out of range when it stopped)")
+            return True
+        return False
 
     @staticmethod
     def _spacing(dh: DeviceHealth, ts: np.ndarray) -> float | None:
