@@ -193,6 +193,10 @@ def main(verbose: bool) -> None:
 @click.option(
     "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write."
 )
+@click.option("--like", "like", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="MODEL",
+              help="Take the window, channels (in order) and units of MODEL, the live model a retrained one is to "
+              "replace: a fleet shadows and promotes only a model of the same window and channels. Options given "
+              "win over it (the hops are chosen as usual).")
 @click.option("--window", "-w", type=int, help="Window length W in samples.  [default: from the data, 8..64]")
 @click.option(
     "--hop", type=int, help="Step between training windows; also the edge's default hop.  [default: from the data; edge W/4]"
@@ -306,6 +310,7 @@ def main(verbose: bool) -> None:
 def fit(
     data: tuple[Path, ...],
     out: Path,
+    like: Path | None,
     window: int | None,
     hop: int | None,
     epochs: int,
@@ -384,6 +389,18 @@ def fit(
         raise ValueError("--mask must be in [0, 1) and --noise >= 0")
     if not 0 < false_alarms < 1000:
         raise ValueError(f"--false-alarms must be in (0, 1000) per 1,000 windows, got {false_alarms}")
+    like_line, like_units = "", {}
+    if like is not None:
+        from trainer.model_file import read_metadata
+
+        live = read_metadata(like)
+        taken = [what for what, mine in (("window", window), ("channels", channels)) if mine is None]
+        taken += ["units"] if live.units else []
+        window = live.window if window is None else window
+        channels = ",".join(live.channels) if channels is None else channels
+        like_units = dict(live.units)
+        like_line = (f"like {like.name} ({live.model_id}): {', '.join(taken) or 'nothing'} taken from it (window "
+                     f"{live.window}, {len(live.channels)} channels)")
     reading = replace(read_options({}, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
                                     time_format=time_format, rows=parse_rows(rows)),
                       progress=not quiet, state_column=state_column, require_state=bool(state_column))
@@ -395,7 +412,8 @@ def fit(
         if calibrate_paths else []  # --rows picks from the DATA files; a calibration recording is read whole
     given = parse_units(units, series[0].channels)
     from_rows = file_units(series)
-    unit_map = {c: given.get(c) or from_rows[c] for c in series[0].channels if c in given or c in from_rows}
+    unit_map = {c: given.get(c) or from_rows.get(c) or like_units[c] for c in series[0].channels
+                if c in given or c in from_rows or c in like_units}
     from trainer.pipeline import FitOptions, run_fit  # torch: imported once the data is known good
     from trainer.train import TrainConfig
 
@@ -440,11 +458,14 @@ def fit(
         ),
     )
     res = run_fit(series, out, opts, progress=not quiet)
+    if like_line:
+        click.echo(like_line)
     click.echo(time_line(series, res.meta.sample_period_s, reading.time_format))
     click.echo(fit_report(res))
     if unit_map:
         click.echo("units: " + ", ".join(
-            f"{c} {u} ({'--units' if c in given else 'units row'})" for c, u in unit_map.items()))
+            f"{c} {u} ({'--units' if c in given else 'units row' if c in from_rows else '--like'})"
+            for c, u in unit_map.items()))
 
 
 def time_line(series: list[Any], period_s: float | None, time_format: str | None) -> str:

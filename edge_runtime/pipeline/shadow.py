@@ -84,8 +84,8 @@ class ShadowComparison:
 
 
 def within_bound(alerts: float, baseline: float, max_ratio: float, max_extra: float) -> bool:
-    """Is ``alerts`` acceptable next to ``baseline`` (the same windows or the same number of them)? At most
-    ``max_extra`` more, and at most ``max_ratio`` x ``baseline`` (the ratio is not applied to a zero baseline)."""
-    if alerts - baseline > max_extra:
-        return False
-    return baseline <= 0 or alerts <= max_ratio * baseline
+    """Is ``alerts`` acceptable next to ``baseline`` (the same windows or the same number of them)? Not when it
+    is both more than ``max_extra`` more and more than ``max_ratio`` x ``baseline``: on small counts the extra
+    alerts decide (one real fault, 1 alert where 0.5 were expected, is no reason to refuse or roll back a
+    model), on large ones the ratio (a zero baseline: the extra alerts alone)."""
+    return not (alerts - baseline > max_extra and alerts > max_ratio * baseline)

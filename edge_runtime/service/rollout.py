@@ -90,6 +90,26 @@ def read_state(staging_dir: str | Path) -> dict[str, Any]:
     return {}
 
 
+def shape_mismatch(channels: list[str], window: int, live_channels: list[str], live_window: int) -> str:
+    """Why a model of ``channels`` and ``window`` cannot be shadowed beside the live one ("" when it can): only
+    what differs, and how to fit one that can."""
+    parts = []
+    if window != live_window:
+        parts.append(f"its window W={window} is not the live model's W={live_window}")
+    if channels != live_channels:
+        if sorted(channels) == sorted(live_channels):
+            parts.append("its channels are the live model's in another order")
+        else:
+            gone, new = sorted(set(live_channels) - set(channels)), sorted(set(channels) - set(live_channels))
+            parts.append("its channels differ from the live model's"
+                         + (f" (missing {', '.join(map(repr, gone[:4]))})" if gone else "")
+                         + (f" (not in it: {', '.join(map(repr, new[:4]))})" if new else ""))
+    if not parts:
+        return ""
+    return (f"{' and '.join(parts)}: it cannot be shadowed on the same windows (fit it with "
+            "`edgewatch-train fit --like LIVE.onnx`, which takes the live model's window, channels and units)")
+
+
 def _load_known(cfg: Config, entry: dict[str, Any]) -> EdgeModel:
     """A model file this gateway verified before; refused unless its SHA-256 is still the verified one."""
     m = load_model(str(entry.get("file", "")), cfg.provider, cfg.intra_op_threads, cfg.max_model_bytes)
@@ -291,9 +311,8 @@ class Rollout:
             why = pin_mismatch(self.cfg.pin, m.channels, m.window, "")
             if why:
                 self.stats.incr("pin_refused")
-        if not why and (list(m.channels) != live.metadata.channels or m.window != live.window):
-            why = (f"W={m.window} and channels {list(m.channels)[:4]} differ from the live model's W={live.window}, "
-                   f"{live.metadata.channels[:4]}: it cannot be shadowed on the same windows")
+        if not why:
+            why = shape_mismatch(list(m.channels), m.window, live.metadata.channels, live.window)
         if not why and m.size > self.cfg.max_model_bytes:
             why = f"{m.size} bytes, more than model.max_model_bytes {self.cfg.max_model_bytes}"
         if why:
@@ -449,7 +468,7 @@ class Rollout:
             return
         live_a, cand_a = doc["live"]["alerts"], doc["candidate"]["alerts"]
         rule = (f"candidate alerts {cand_a} vs live {live_a} on {doc['windows_compared']} windows "
-                f"(at most {self.cfg.promote_max_ratio:g}x and +{self.cfg.promote_max_extra_alerts})")
+                f"(refused above both {self.cfg.promote_max_ratio:g}x and +{self.cfg.promote_max_extra_alerts})")
         if doc["windows_compared"] and within_bound(cand_a, live_a, self.cfg.promote_max_ratio,
                                                     self.cfg.promote_max_extra_alerts):
             self.promote(f"automatic: {rule}")
@@ -509,7 +528,7 @@ class Rollout:
         expected = w["baseline_rate"] * windows
         if not within_bound(alerts, expected, self.cfg.rollback_max_ratio, self.cfg.rollback_max_extra_alerts):
             self.rollback(f"automatic: {alerts} alerts on {windows} windows since the promotion, the previous model "
-                          f"raised {expected:.1f} at its shadow rate (bound {self.cfg.rollback_max_ratio:g}x and "
+                          f"raised {expected:.1f} at its shadow rate (above both {self.cfg.rollback_max_ratio:g}x and "
                           f"+{self.cfg.rollback_max_extra_alerts})")
         elif now - w["since"] >= self.cfg.watch_s:
             self.watch = None

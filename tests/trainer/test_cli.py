@@ -556,3 +556,32 @@ def test_fit_says_which_column_it_read_as_time_and_a_fully_labelled_validation_p
                              "-o", str(tmp_path / "m.onnx"), "--force", *FAST])
     assert r.exit_code == 0, r.output
     assert "time: column 'Zeitstempel' (--time-format '%d.%m.%Y %H:%M:%S'), a sample every 1 s" in r.stdout
+
+
+def test_fit_like_a_live_model_takes_its_window_channels_and_units(runner: CliRunner, tmp_path: Path) -> None:
+    """The retraining loop: a model fitted on other data (here shorter, so fit would choose another window, and
+    with its columns in another order) that a fleet can shadow beside the live one."""
+    from trainer.export import read_metadata
+
+    names = syn.channel_names(3)
+    live_csv, new_csv = tmp_path / "plant.csv", tmp_path / "labelled.csv"
+    syn.write_csv(live_csv, syn.normal_series(1200, 3, seed=0), names)
+    live = tmp_path / "live.onnx"
+    fast = ["--epochs", "2", "--width", "4", "--latent", "4", "-q"]
+    r = runner.invoke(main, ["fit", str(live_csv), "--out", str(live), "--window", "32",
+                             "--units", f"{names[0]}=bar", *fast])
+    assert r.exit_code == 0, r.output
+    x = syn.normal_series(500, 3, seed=1)[:, ::-1]
+    syn.write_csv(new_csv, x, names[::-1])  # its columns reversed
+    out = tmp_path / "v2.onnx"
+    r = runner.invoke(main, ["fit", str(new_csv), "--out", str(out), "--like", str(live), *fast])
+    assert r.exit_code == 0, r.output
+    assert "like live.onnx" in r.stdout and "window, channels, units taken from it" in r.stdout
+    assert f"units: {names[0]} bar (--like)" in r.stdout
+    got, want = read_metadata(out), read_metadata(live)
+    assert (got.window, got.channels, got.units) == (32, want.channels, {names[0]: "bar"})
+    r = runner.invoke(main, ["fit", str(new_csv), "--out", str(out), "--like", str(live), "--window", "16", *fast])
+    assert r.exit_code == 0, r.output
+    assert read_metadata(out).window == 16 and "channels, units taken from it" in r.stdout  # a window given wins
+    r = runner.invoke(main, ["fit", str(new_csv), "--out", str(out), "--like", str(tmp_path / "nope.onnx"), *fast])
+    assert r.exit_code == EXIT_USAGE and "nope.onnx" in r.output

@@ -90,8 +90,16 @@ def test_commands() -> None:
 
 @pytest.mark.parametrize(("alerts", "baseline", "ok"), [
     (0, 0, True), (3, 0, True), (4, 0, False),  # no baseline: only the extra-alert bound
-    (6, 4, True), (7, 4, False),  # 1.5 x 4
-    (30, 28, True), (32, 28, False),  # + 3 at most
+    (2, 1, True), (7, 4, True), (8, 4, False),  # small counts: + 3 at most decides (8 is also above 1.5 x 4)
+    (32, 28, True), (42, 28, True), (43, 28, False),  # large counts: 1.5 x decides (43 is also + 15)
 ])
 def test_promotion_rule(alerts: int, baseline: int, ok: bool) -> None:
     assert within_bound(alerts, baseline, 1.5, 3) is ok
+
+
+@pytest.mark.parametrize(("alerts", "expected", "ok"), [
+    (1, 0.5, True),  # the trial's case: one real fault right after a promotion rolled it back
+    (5, 0.5, True), (6, 0.5, False), (20, 12.0, True), (25, 12.0, False),
+])
+def test_rollback_rule_needs_more_than_2x_and_more_than_5_extra(alerts: int, expected: float, ok: bool) -> None:
+    assert within_bound(alerts, expected, 2.0, 5) is ok

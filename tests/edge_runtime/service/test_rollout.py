@@ -195,3 +195,16 @@ def test_a_newer_model_supersedes_the_staged_one_and_its_file_goes(mosquitto, tm
         assert "not the staged model (v3)" in wait_event(col, "gw-a", "command_refused")["reason"]
         assert d.model.model_id == "v1"
     col.close()
+
+
+def test_a_model_that_cannot_be_shadowed_is_refused_saying_only_what_differs() -> None:
+    from edge_runtime.service.rollout import shape_mismatch
+
+    live = ["Flow", "Pressure", "Temp"]
+    assert shape_mismatch(live, 64, live, 64) == ""
+    why = shape_mismatch(live, 16, live, 64)  # the trial: channels identical, the message said they differed
+    assert why.startswith("its window W=16 is not the live model's W=64: it cannot be shadowed")
+    assert "channels" not in why.split(":")[0] and "fit --like LIVE.onnx" in why
+    assert "in another order" in shape_mismatch(live[::-1], 64, live, 64)
+    why = shape_mismatch(["Flow", "Pressure", "Speed"], 32, live, 64)
+    assert "W=32" in why and "missing 'Temp'" in why and "not in it: 'Speed'" in why
