@@ -144,8 +144,10 @@ class EvidenceStore:
                     what, self.folder, exc.strerror or exc)
 
     def write(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bool:
-        """Write (or replace) one alert's file, then evict past the bounds. False when it could not be written."""
+        """Write (or replace) one alert's file, then evict past the bounds. False when it could not be written. Its
+        ``samples`` and ``windows`` are those of ``arrays`` (an episode's samples after its end are cut there)."""
         alert_id = str(meta["alert_id"])
+        meta = {**meta, "samples": int(len(arrays["ts"])), "windows": int(len(arrays["win_end"]))}
         data = encode(meta, arrays)
         if len(data) > self.max_bytes:
             self.stats.drop("evidence_too_big")

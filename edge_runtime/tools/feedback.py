@@ -4,7 +4,7 @@
     edgewatch feedback ALERT_ID --false-alarm [--note TEXT]      # or --confirmed, --ack
     edgewatch feedback --device pump-7 --false-alarm             # that device's latest alert
     edgewatch feedback --recalibrate pump-7                      # start its warm-up again
-    edgewatch feedback export --log /var/lib/edgewatch --data normal.csv --labelled DIR
+    edgewatch feedback export --log /var/lib/edgewatch --device pump-7 --data normal.csv --labelled DIR
     edgewatch feedback export --log /var/lib/edgewatch --evidence /var/lib/edgewatch/evidence --labelled DIR
 
 The command goes to ``runtime.command_topic`` of the daemon named by ``--instance`` (default: this host's
@@ -57,11 +57,15 @@ def judged_records(log_path: Path, device: str = "") -> list[dict[str, Any]]:
         raise click.UsageError(f"no verdicts in {log_path}")
     mine = [r for r in records if not device or r.get("device") == device]
     if not mine:
-        others = sorted({str(r.get("device")) for r in records})
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise click.UsageError(f"no verdicts for device {device!r} in {log_path} ({len(records)} verdicts, "
-                               f"for {shown})")
+                               f"for {devices_text(records)})")
     return mine
+
+
+def devices_text(records: Iterable[dict[str, Any]]) -> str:
+    """``pump-2, pump-7 and 3 more``: the devices of ``records``, sorted."""
+    names = sorted({str(r.get("device")) for r in records})
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") or "none"
 
 
 def _utc_span(times: Iterable[float]) -> str:
@@ -111,12 +115,15 @@ def label_rows(times: Iterable[float], records: Iterable[dict[str, Any]], device
     return out
 
 
-def export_labelled(log_path: Path, data: list[Path], out_dir: Path, device: str = "",
+def export_labelled(log_path: Path, data: list[Path], out_dir: Path, device: str,
                     time_column: str = "timestamp") -> dict[str, int]:
-    """Write each recording of ``data`` to ``out_dir`` with an ``anomaly`` column from the verdicts (rows of a
+    """Write each recording of ``data`` (of ``device``: a recording has no device column, so only its verdicts
+    may label it) to ``out_dir`` with an ``anomaly`` column from the verdicts (rows of a
     confirmed alert 1, all others 0: a false alarm's rows are normal operation), and the verdicts to
     ``out_dir``/verdicts.jsonl. Counts of rows by label. :class:`NothingToExport` (nothing written) when no row
     of the recordings falls inside a judged alert."""
+    if not device:
+        raise ValueError("export_labelled needs the device the recordings are of")
     records = judged_records(log_path, device)
     tables = [_read_recording(path, time_column) for path in data]
     judged = standing_verdicts(records, device)
@@ -165,7 +172,7 @@ def _read_recording(path: Path, time_column: str) -> tuple[Path, list[str], list
 def export_evidence(log_path: Path, evidence_dir: Path, out_dir: Path, device: str = "") -> dict[str, int]:
     """For each alert with a confirmed or false-alarm verdict (the one that stands: :func:`label_rows`) whose evidence the daemon kept
     (``alerts.evidence_dir``): its raw samples as ``out_dir``/<alert id>.csv with an ``anomaly`` column (a
-    confirmed alert's rows from ``anomalous_since`` to its clear 1, the margins 0; a false alarm's rows all 0),
+    confirmed alert's rows from its raising window's start to its clear 1, the margins 0; a false alarm's rows all 0),
     and the verdicts to verdicts.jsonl. Counts. :class:`NothingToExport` (nothing written) when no judged alert
     has evidence kept."""
     from edge_runtime.service.evidence_store import SUFFIX, EvidenceError, EvidenceStore, file_name
@@ -194,7 +201,11 @@ def export_evidence(log_path: Path, evidence_dir: Path, out_dir: Path, device: s
         if not meta.get("complete"):  # still open (its end not written yet), or ended early: rows after it missing
             counts["ended" if meta.get("reason") else "open"] += 1
         if r["verdict"] == "confirmed":
-            start = meta.get("anomalous_since") or r.get("window_start") or -np.inf
+            # from the raising window's first sample (the onset lies in it; anomalous_since is that window's end):
+            # rows of the fault labelled normal would teach the next model its onset as normal
+            starts = [float(t) for t in (meta.get("anomalous_since"), r.get("window_start"))
+                      if isinstance(t, (int, float))]
+            start = min(starts) if starts else -np.inf
             end = meta.get("cleared_end") or r.get("window_end") or np.inf
             labels = (ts >= float(start)) & (ts <= float(end))
         else:
@@ -232,7 +243,7 @@ def feedback_command() -> None:
       edgewatch feedback ALERT_ID --false-alarm --note "pump was being cleaned"
       edgewatch feedback --device pump-7 --confirmed
       edgewatch feedback --recalibrate pump-7
-      edgewatch feedback export --log /var/lib/edgewatch --data normal.csv --labelled labelled/
+      edgewatch feedback export --log /var/lib/edgewatch --device pump-7 --data normal.csv --labelled labelled/
 
     A false alarm raises that device's threshold just above the alert's peak for the windows like it (same
     channels, same way: alerts.feedback_*, at most feedback_max_factor x its base, decaying back); the daemon
@@ -324,7 +335,8 @@ def send(alert_id: str, false_alarm: bool, confirmed: bool, ack: bool, recalibra
               "own samples, one CSV per alert.")
 @click.option("--labelled", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the labelled CSVs (an `anomaly` column) and verdicts.jsonl.")
-@click.option("--device", default="", help="Only this device's verdicts.")
+@click.option("--device", default="", help="Only this device's verdicts; needed with --data: the device the "
+              "recordings are of.")
 def export(log_path: Path, data: tuple[Path, ...], evidence_dir: Path | None, out_dir: Path, device: str) -> None:
     """Label recordings with the verdicts: rows of confirmed alerts anomaly=1, every other row 0 (a false
     alarm's rows are normal operation): `edgewatch-train fit DIR` trains on the normal rows (the false
@@ -346,6 +358,11 @@ def export(log_path: Path, data: tuple[Path, ...], evidence_dir: Path | None, ou
                 click.echo(f"{PROG} export: warning: {ev['ended']} of them ended early (the device left, a reload, or "
                            "the daemon stopped): their rows stop there", err=True)
             return
+        if not device:
+            clierror.fail("--data needs --device D, the device the recordings are of (`edgewatch record --device D`): "
+                          "a recording has no device column, so only D's verdicts may label its rows (the log has "
+                          f"verdicts for {devices_text(read_records(log_path))})", clierror.EXIT_USAGE,
+                          prog=f"{PROG} export")
         counts = export_labelled(log_path, list(data), out_dir, device)
     except click.UsageError as exc:  # a log without verdicts, a recording without epoch timestamps
         clierror.fail(exc.format_message(), clierror.EXIT_DATAERR, prog=f"{PROG} export")

@@ -69,6 +69,10 @@ def test_the_alerts_file_holds_the_samples_from_before_the_raise_to_after_the_cl
     assert np.all(np.diff(ts) == 1.0)
     assert arrays["win_error"].shape == (len(arrays["win_end"]), 4) and arrays["win_score"].max() > 1.0
     assert [e["event"] for e in meta["events"]] == [a["event"] for a in run["alerts"]]  # raise, updates, clear
+    # what `evidence list` shows is what the file holds (the samples after the margin were counted too: off by a hop)
+    assert (meta["samples"], meta["windows"]) == (len(ts), len(arrays["win_end"]))
+    listed = EvidenceStore(run["folder"]).index[raised["alert_id"]].meta
+    assert (listed["samples"], listed["windows"]) == (len(ts), len(arrays["win_end"]))
 
 
 def test_the_evidence_comes_back_over_mqtt_in_chunks(run) -> None:

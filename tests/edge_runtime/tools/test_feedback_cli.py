@@ -58,11 +58,29 @@ def test_export_labels_a_recording_the_trainer_reads(tmp_path: Path) -> None:
     store.append(_verdict("b", "false_alarm", 1050.0, 1059.0))
     out = tmp_path / "labelled"
     r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--data",
-                                  str(tmp_path / "rec.csv"), "--labelled", str(out)])
+                                  str(tmp_path / "rec.csv"), "--labelled", str(out), "--device", "d1"])
     assert r.exit_code == 0, r.output
     assert "10 in confirmed alerts" in r.output and "10 in false alarms" in r.output
     series = read_csv(out / "rec.csv")
     assert series.labels is not None and int(series.labels.sum()) == 10 and series.values.shape == (100, 2)
+
+
+def test_a_recording_is_labelled_only_by_the_verdicts_of_the_device_named(tmp_path: Path) -> None:
+    """The trial: a recording of pump-9 exported without --device took pump-2's confirmed alert, whose time it
+    overlapped, as its own: 383 normal rows labelled a fault. A recording has no device column: --device is needed."""
+    names = channel_names(2)
+    write_csv(tmp_path / "rec9.csv", np.zeros((100, 2), np.float32), names, t0=1000.0)
+    store = FeedbackStore(tmp_path / "state")
+    store.append(_verdict("pump-2:1", "confirmed", 1010.0, 1049.0, "pump-2"))
+    args = ["feedback", "export", "--log", str(tmp_path / "state"), "--data", str(tmp_path / "rec9.csv"),
+            "--labelled", str(tmp_path / "out")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "--data needs --device D" in r.output and "verdicts for pump-2" in r.output
+    assert not (tmp_path / "out").exists()
+    r = CliRunner().invoke(main, [*args, "--device", "pump-9"])
+    assert r.exit_code == 65 and "no verdicts for device 'pump-9'" in r.output and not (tmp_path / "out").exists()
+    r = CliRunner().invoke(main, [*args, "--device", "pump-2"])  # the operator says it is pump-2's: labelled
+    assert r.exit_code == 0 and "40 in confirmed alerts" in r.output
 
 
 def test_an_export_that_would_label_nothing_says_why_and_writes_nothing(tmp_path: Path) -> None:
@@ -72,7 +90,7 @@ def test_an_export_that_would_label_nothing_says_why_and_writes_nothing(tmp_path
     store.append(_verdict("a", "confirmed", 5000.0, 5009.0))  # long after the recording
     store.append(_verdict("b", "ack", 1010.0, 1019.0))  # an ack labels nothing
     args = ["feedback", "export", "--log", str(tmp_path / "state"), "--data", str(tmp_path / "rec.csv")]
-    r = CliRunner().invoke(main, [*args, "--labelled", str(tmp_path / "o1")])
+    r = CliRunner().invoke(main, [*args, "--labelled", str(tmp_path / "o1"), "--device", "d1"])
     assert r.exit_code == 1, r.output  # found nothing (docs/TOOLS.md#exit-codes)
     assert "no row of the recordings falls inside a judged alert" in r.output and "nothing written" in r.output
     assert "1970-01-01 01:23:20 to 1970-01-01 01:23:29 UTC" in r.output  # the alerts' span, then the recordings'
@@ -86,7 +104,7 @@ def test_an_export_that_would_label_nothing_says_why_and_writes_nothing(tmp_path
     only_acks = FeedbackStore(tmp_path / "acks")
     only_acks.append(_verdict("b", "ack", 1010.0, 1019.0))
     r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "acks"), "--data",
-                                  str(tmp_path / "rec.csv"), "--labelled", str(tmp_path / "o4")])
+                                  str(tmp_path / "rec.csv"), "--labelled", str(tmp_path / "o4"), "--device", "d1"])
     assert r.exit_code == 1 and "acks label nothing" in r.output
 
 
@@ -214,6 +232,13 @@ def test_export_from_the_evidence_store_labels_each_judged_alert(tmp_path: Path)
     assert "2 alerts' evidence" in r.output and "1 judged alerts have no evidence" in r.output
     confirmed, false_alarm = read_csv(out / "pump.1:3.csv"), read_csv(out / "pump.1:9.csv")
     assert int(confirmed.labels.sum()) == 20 and int(false_alarm.labels.sum()) == 0
+    # the raising window started before anomalous_since (its end): its rows, the onset's, are labelled too
+    log.append(_verdict("pump.1:3", "confirmed", 1012.0, 1039.0, "pump.1"))
+    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
+                                  str(tmp_path / "evidence"), "--labelled", str(out)])
+    assert r.exit_code == 0, r.output
+    labels = read_csv(out / "pump.1:3.csv").labels
+    assert int(labels.sum()) == 28 and labels[12] == 1 and labels[11] == 0
     assert not (out / "pump.1:12.csv").exists()  # not judged
     r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--labelled", str(out)])
     assert r.exit_code == 2 and "--data" in r.output
