@@ -53,7 +53,7 @@ class WatchError(Exception):
     exit_code = EXIT_UNAVAILABLE
 
 
-HEADER = (f"{'kind':<9}  {'stream time (UTC)':<19}  {'received (UTC)':<19}  {'device':<20} {'state':<8} "
+HEADER = (f"{'kind':<9}  {'stream time (UTC)':<19}  {'received (UTC)':<19}  {'device':<20} {'gateway':<14} {'state':<8} "
           f"{'score':>9} {'thresh':>9} {'seq':>4}  summary (or top channels)")
 
 
@@ -107,8 +107,9 @@ def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool =
     else:
         stream, score, thr = None, "-", "-"
         tail = ("retained, " if retained else "") + f"since {fmt_time(doc.get('since'))} (daemon clock)"
+    gateway = str(doc.get("instance") or "-")[:14]  # the daemon: `feedback` and `evidence fetch` take it (--instance)
     return (f"{kind:<9}  {fmt_time(stream):<19}  {fmt_time(received):<19}  {str(doc.get('device', '?'))[:20]:<20} "
-            f"{cell} {score:>9} {thr:>9} {doc.get('seq', '')!s:>4}  {tail}")
+            f"{gateway:<14} {cell} {score:>9} {thr:>9} {doc.get('seq', '')!s:>4}  {tail}")
 
 
 def _share(v: Any) -> str:

@@ -119,6 +119,9 @@ def test_format_row_is_a_readable_table_line() -> None:
     assert row.startswith("alert      2023-11-14 22:13:35") and "pump-1" in row and "raised" in row
     assert "1.234" in row and "Pressure 80%" in row
     assert len(HEADER.split()) >= 6
+    # two gateways on one broker: their rows told apart by the daemon feedback needs (--instance)
+    assert row[HEADER.index("gateway"):].startswith("gw ") and "gateway" in HEADER
+    assert format_row({**ALERT, "instance": None}, "alert", 1.7e9)[HEADER.index("gateway"):].startswith("- ")
 
 
 def _publish_alert(port: int, doc: dict = ALERT) -> None:
