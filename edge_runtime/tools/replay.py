@@ -20,7 +20,7 @@ import math
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -285,8 +285,10 @@ def publish_recording(
     restamp: bool = False,
     stop: threading.Event | None = None,
     max_inflight: int = MAX_INFLIGHT,
+    notify: Callable[[str], None] | None = None,
 ) -> SimResult:
-    """Publish ``rec`` to ``topic`` (connected paho ``client``), paced by its timestamps / ``speed``.
+    """Publish ``rec`` to ``topic`` (connected paho ``client``), paced by its timestamps / ``speed``; a lost
+    connection is waited for (the client holds what is published meanwhile: :class:`InFlight`, ``notify``).
 
     A file without a time column is stamped ``period_s`` apart from now; ``restamp`` shifts the
     file's timestamps so the first is now (spacing kept). Either way, sent faster than real time the stream
@@ -308,7 +310,7 @@ def publish_recording(
             if restamp else rec.ts
     due = pacing_delays(ts, batch, speed)
     res = SimResult(qos=qos, paced=not fast)
-    inflight = InFlight(res, max_inflight, stop)
+    inflight = InFlight(res, max_inflight, stop, connected=client.is_connected, notify=notify)
     began = time.monotonic()
     for k in range(due.shape[0]):
         if stop is not None and stop.is_set():
@@ -412,7 +414,7 @@ def replay_command(
         try:
             res = publish_recording(
                 client, rec, topic, fmt=fmt, batch=batch, qos=qos, speed=speed, fast=fast,
-                period_s=period, restamp=restamp,
+                period_s=period, restamp=restamp, notify=lambda m: click.echo(f"edgewatch replay: {m}", err=True),
             )
         finally:
             client.disconnect()

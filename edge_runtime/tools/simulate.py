@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 
 import click
 import numpy as np
+from paho.mqtt.enums import MQTTErrorCode
 
 from edge_runtime.clierror import EXIT_DATAERR, EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, InputPath, code_of
 from edge_runtime.clierror import fail as _fail
@@ -551,6 +552,8 @@ def stream_start(now: float, duration_s: float, speed: float) -> float:
 
 
 MAX_INFLIGHT = 100  # QoS 1 messages a simulator or replay keeps unacknowledged at most
+ACK_TIMEOUT_S = 10.0  # how long one message waits for its acknowledgement while the connection is up
+MAX_OUTAGE_S = 300.0  # how long a publisher waits for a lost broker connection to come back
 
 
 @dataclass
@@ -565,6 +568,8 @@ class SimResult:
     acknowledged: int = 0
     max_unacknowledged: int = 0
     paced: bool = True  # False: published as fast as possible (--fast)
+    outages: int = 0  # broker connections lost while publishing (waited for, the messages held by the client)
+    outage_s: float = 0.0  # how long the publisher waited for the broker in all
 
     @property
     def missing(self) -> int:
@@ -587,6 +592,9 @@ class SimResult:
         else:
             line += f"; {self.acknowledged:,} acknowledged by the broker" + (
                 f", {self.missing:,} NOT acknowledged" if self.missing else "")
+        if self.outages:
+            line += (f"; waited {self.outage_s:.0f} s for the broker over {self.outages} lost connection(s) "
+                     "(the messages meanwhile held and sent after the reconnect)")
         if not self.paced:
             line += ("; as fast as possible: the broker drops what a subscriber that falls behind cannot take (its "
                      "queue limit), so compare with the daemon's messages count (a gap it logs may be such a loss)")
@@ -595,11 +603,18 @@ class SimResult:
 
 class InFlight:
     """QoS 1/2 publishes not acknowledged yet, at most ``limit``: a publisher waits for the broker instead of
-    outrunning it, and counts what it acknowledged into ``result``."""
+    outrunning it, and counts what it acknowledged into ``result``. With ``connected`` (the client's
+    ``is_connected``) it also waits out a lost connection, up to ``max_outage_s``: paho holds a QoS 1/2 message
+    published while disconnected and sends it after its reconnect, so nothing is skipped meanwhile; ``notify``
+    is told once per outage."""
 
-    def __init__(self, result: SimResult, limit: int = MAX_INFLIGHT, stop: threading.Event | None = None) -> None:
+    def __init__(self, result: SimResult, limit: int = MAX_INFLIGHT, stop: threading.Event | None = None,
+                 connected: Callable[[], bool] | None = None, max_outage_s: float = MAX_OUTAGE_S,
+                 notify: Callable[[str], None] | None = None) -> None:
         self.result, self.limit, self.stop = result, max(1, limit), stop
+        self.connected, self.max_outage_s, self.notify = connected, max_outage_s, notify
         self.pending: deque[Any] = deque()
+        self._down_since: float | None = None  # monotonic time the current outage was first seen
 
     def add(self, info: Any) -> None:
         self.pending.append(info)
@@ -615,12 +630,45 @@ class InFlight:
 
     def _wait_oldest(self) -> None:
         info = self.pending.popleft()
-        try:
-            info.wait_for_publish(timeout=10)
-        except (RuntimeError, ValueError):  # refused by the client (queue full, not connected)
-            return
-        if info.is_published():
-            self.result.acknowledged += 1
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.connected is not None:
+            # published while disconnected: paho keeps it and sends it after the reconnect (this rc would make
+            # wait_for_publish raise at once, and the message be counted lost although it is on its way)
+            info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        waited = 0.0
+        while True:
+            try:
+                info.wait_for_publish(timeout=0.5)
+            except (RuntimeError, ValueError):  # refused by the client (queue full, not connected)
+                return
+            if info.is_published():
+                self.result.acknowledged += 1
+                self._back()
+                return
+            if self.stop is not None and self.stop.is_set():
+                return
+            if self.connected is None or self.connected():
+                self._back()
+                waited += 0.5
+                if waited >= ACK_TIMEOUT_S:
+                    return
+                continue
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                self.result.outages += 1
+                if self.notify is not None:
+                    self.notify(f"the broker connection is lost: waiting for it (up to {self.max_outage_s:g} s); "
+                                f"{len(self.pending) + 1} messages held, sent after the reconnect")
+            if now - self._down_since >= self.max_outage_s:
+                return
+
+    def _back(self) -> None:
+        """The connection is up (again): an outage seen is over."""
+        if self._down_since is not None:
+            self.result.outage_s += time.monotonic() - self._down_since
+            self._down_since = None
+            if self.notify is not None:
+                self.notify("the broker connection is back: publishing again")
 
 
 def publish_plan(
@@ -636,9 +684,11 @@ def publish_plan(
     stop: threading.Event | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     max_inflight: int = MAX_INFLIGHT,
+    notify: Callable[[str], None] | None = None,
 ) -> SimResult:
     """Publish every device's stream through ``client`` (connected paho client); at most ``max_inflight``
-    QoS 1 messages unacknowledged (the result counts the acknowledged ones).
+    QoS 1 messages unacknowledged (the result counts the acknowledged ones); a lost connection is waited for
+    (:class:`InFlight`; ``notify`` told of it).
 
     Each tick sends ``batch`` samples per device (one message for ``batch``/``csv``, one per sample
     otherwise); ticks are paced at ``batch / (rate * speed)`` s unless ``realtime`` is False.
@@ -654,7 +704,7 @@ def publish_plan(
     topics = [topic_template.replace("{device}", d.name) for d in plan.devices]
     tick = batch / (plan.rate * speed)
     result = SimResult(qos=qos, paced=realtime)
-    inflight = InFlight(result, max_inflight, stop)
+    inflight = InFlight(result, max_inflight, stop, connected=client.is_connected, notify=notify)
     began = time.monotonic()
     chunk = max(batch, 1024 // batch * batch)  # generate in chunks, publish in ticks
     cache: list[tuple[int, np.ndarray]] = [(-1, np.zeros((0, plan.n_channels)))] * len(sources)
@@ -818,6 +868,7 @@ def simulate_command(
         res = simulate(
             plan, broker, ground_truth_path=ground_truth, fmt=fmt, batch=batch, qos=qos,
             topic_template=topic_template, realtime=not fast, speed=speed,
+            notify=lambda m: click.echo(f"edgewatch simulate: {m}", err=True),
             login={"username": username, "password_file": password_file, "ca_file": ca_file},
             on_connected=lambda: click.echo(  # once connected: a failure is then its one line alone
                 f"simulating {len(plan.devices)} devices x {plan.n_steps} samples at {rate:g} Hz "
