@@ -34,7 +34,9 @@ EXIT_CODES: tuple[tuple[int, str, str], ...] = (
     (EXIT_USAGE, "usage", "the command line is wrong: unknown command or flag, missing option, bad or "
      "conflicting value"),
     (EXIT_DATAERR, "data error", "an input file is unusable: not a CSV or ONNX file, not an edgewatch model or "
-     "of an old format, no data rows, a non-numeric cell, a bad timestamp"),
+     "of an old format, no data rows, a non-numeric cell, a bad timestamp; also a model that cannot run as asked "
+     "here: `--provider cuda` where this onnxruntime has no CUDA provider or its libraries do not load (no restart "
+     "helps: the systemd unit does not restart on 65; `--provider auto` falls back to CPU)"),
     (EXIT_NOINPUT, "no input", "an input file or folder does not exist or cannot be read"),
     (EXIT_UNAVAILABLE, "unavailable", "a broker or server cannot be reached, a port cannot be opened, no reply "
      "came in time (retry later), or an optional part is not installed (the line says what to install)"),

@@ -23,6 +23,29 @@ _OTHER_KEYS = ("units", "split", "threshold_params", "threshold_scale", "quantiz
                "false_alarm_budget", "drift_limit", "score_power", "level_shrinkage", "force", "calibrate")
 
 
+# what each option of train_and_export takes (benchmark's --fit-option KEY=VALUE is checked against it)
+_INT, _NUM, _BOOL, _TEXT, _MAP = (int,), (int, float), (bool,), (str,), (dict,)
+OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "window": _INT, "hop": _INT, "epochs": _INT, "threshold_method": _TEXT, "val_fraction": _NUM, "denoise": _NUM,
+    "depth": _INT, "width": _INT, "kernel": _INT, "latent": _INT, "batch_size": _INT, "lr": _NUM, "patience": _INT,
+    "device": _TEXT, "mask": _NUM, "threads": _INT, "min_delta": _NUM, "max_windows_per_epoch": _INT,
+    "units": _MAP, "split": _TEXT, "threshold_params": _MAP, "threshold_scale": _NUM, "quantize": _TEXT,
+    "fp16": _BOOL, "false_alarm_budget": _NUM, "drift_limit": _NUM, "score_power": _NUM, "level_shrinkage": _NUM,
+    "force": _BOOL,
+}
+
+
+def check_option(key: str, value: Any) -> None:
+    """A ValueError naming the options when ``key`` is not one of :data:`OPTION_TYPES`, or ``value`` not its type."""
+    if key not in OPTION_TYPES:
+        raise ValueError(f"unknown option {key!r}; the options: {', '.join(sorted(OPTION_TYPES))}")
+    want = OPTION_TYPES[key]
+    if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+        kind = {_INT: "an integer", _NUM: "a number", _BOOL: "true or false", _TEXT: "text",
+                _MAP: "a JSON object"}[want]
+        raise ValueError(f"{key} takes {kind}, got {value!r}")
+
+
 def train_and_export(
     series: list[np.ndarray] | np.ndarray,
     channels: list[str],

@@ -35,17 +35,40 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _fit_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+def _fit_options(pairs: tuple[str, ...], flag: str = "--fit-option") -> dict[str, Any]:
+    """KEY=VALUE pairs (VALUE read as JSON, else text), each checked against fit's options before any work (a
+    ValueError: exit 2, one line). ``seed`` is the benchmark's own --seed."""
+    from trainer.api import check_option
+
     out: dict[str, Any] = {}
     for p in pairs:
         key, sep, value = p.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--fit-option {p!r}: use KEY=VALUE")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{flag} {p!r}: use KEY=VALUE")
+        if key == "seed":
+            raise ValueError(f"{flag} seed=...: use the benchmark's --seed")
         try:
-            out[key.strip()] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            out[key.strip()] = value
+            parsed = value
+        try:
+            check_option(key, parsed)
+        except ValueError as exc:
+            raise ValueError(f"{flag} {p!r}: {exc}") from None
+        out[key] = parsed
     return out
+
+
+def _loko_grid(pairs: tuple[str, ...]) -> dict[str, list[Any]]:
+    """--loko-fit KEY=V1,V2,...: each value checked as a --fit-option."""
+    grid: dict[str, list[Any]] = {}
+    for p in pairs:
+        key, sep, values = p.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--loko-fit {p!r}: use KEY=VALUE,VALUE,...")
+        grid[key.strip()] = [_fit_options((f"{key.strip()}={v}",), "--loko-fit")[key.strip()] for v in values.split(",")]
+    return grid
 
 
 def _write(report: dict[str, Any], path: Path | None) -> None:
@@ -149,7 +172,7 @@ def skab(
         train_rows=train_rows, label_column=label_column, seed=seed, hop=hop, fit_options=_fit_options(fit_option)
     )
     progress = None if quiet else (lambda line: click.echo(line, err=True))
-    grid = {k: [_fit_options((f"{k}={v}",))[k] for v in str(vals).split(",")] for k, vals in _fit_options(loko_fit).items()}
+    grid = _loko_grid(loko_fit)
     if grid and not loko:
         raise ValueError("--loko-fit needs --loko")
     rep, runs = bm.run_skab(directory, protocol, limit, loko, progress=progress, fit_grid=grid)

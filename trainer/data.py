@@ -34,6 +34,7 @@ from edge_runtime.pipeline.windowing_offline import window_labels, windows_from_
 from edge_runtime.tools.textfile import (
     MISSING_CELLS,
     TIME_COLUMNS,
+    DecimalMarks,
     TextFileError,
     check_decimal,
     check_encoding,
@@ -492,6 +493,7 @@ class _RowReader:
         self.st_cells: list[str] = []
         self.order = TimeOrder(zone(opts.timezone), opts.time_format, keep=opts.keep_time) \
             if lay.ts_col is not None else None
+        self.marks = DecimalMarks() if opts.decimal == "," else None
 
     def take(self, r: list[str], lineno: int) -> None:
         lay, path, where = self.lay, self.path, self.where
@@ -503,6 +505,13 @@ class _RowReader:
                                 "the header (empty above, as after a trailing separator): name it, or --exclude ''")
         names, opts = self.names, self.opts
         self.spool.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(lay.feature_idx))
+        if self.marks is not None:
+            for j, ci in enumerate(lay.feature_idx):
+                if "." in r[ci]:
+                    try:
+                        self.marks.see(j, r[ci], lineno)
+                    except ValueError as exc:
+                        raise DataError(f"{path}: column {names[j]!r} {exc}") from None
         if lay.lab_col is not None:
             cell = r[lay.lab_col].strip()
             try:
@@ -569,13 +578,19 @@ class _RowReader:
         """The features (n, C) float32, in memory or mapped from a nameless temporary file, ``--fill`` applied."""
         values = self.spool.finish()
         if self.opts.fill is not None:
+            filled = []
             for j, name in enumerate(self.names):
-                if not np.isnan(values[:, j]).any():
+                missing = int(np.count_nonzero(np.isnan(values[:, j])))
+                if not missing:
                     continue  # nothing to fill: a mapped column's pages are not written again
                 try:
                     values[:, j] = fill_column(values[:, j], self.opts.fill)
                 except ValueError as exc:
                     raise DataError(f"{self.path}: column {name!r}: {exc}") from None
+                filled.append(f"{name} {missing:,} ({missing / max(1, len(values)):.0%})")
+            if filled:  # what was made up, per channel: a channel mostly filled is mostly --fill, not readings
+                log.warning("%s: --fill %s filled missing cells of %s of %s rows", self.path, self.opts.fill,
+                            ", ".join(filled), f"{len(values):,}")
         return values
 
     def times(self) -> tuple[float | None, np.ndarray | None]:
@@ -857,20 +872,26 @@ def column_stats(series: Sequence[np.ndarray], chunk: int = 65_536) -> tuple[int
     return n, mean, np.sqrt(sq / n), lo, hi
 
 
+def constant_mask(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(C,) bool: channels whose training range ``lo``..``hi`` is at most a millionth of their level (or 1): constant
+    as far as float32, the model's input, can tell. One rule for the screening and the normalisation."""
+    return np.asarray((hi - lo) <= 1e-6 * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi))))
+
+
 def fit_normalisation(
     series: Sequence[np.ndarray], names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (C,) float64 over training arrays (T, C); constant channels get std 1
-    (a warning names them: ``names`` (C,), else their indices)."""
-    _, mean, std, _, _ = column_stats(series)
-    tiny = std <= 1e-6 * np.maximum(1.0, np.abs(mean))
+    """Per-channel mean and std (C,) float64 over training arrays (T, C); a constant channel (:func:`constant_mask`)
+    gets std max(1, its range), so its normalised values stay within +-1 whatever its level (a warning names it:
+    ``names`` (C,), else its index)."""
+    _, mean, std, lo, hi = column_stats(series)
+    tiny = constant_mask(lo, hi)
     if tiny.any():
-        which = [names[i] if names else f"#{i}" for i in np.flatnonzero(tiny)]
-        log.warning(
-            "%s %s constant in the training data; std set to 1",
-            ", ".join(map(repr, which)), "is" if len(which) == 1 else "are",
-        )
-    std = np.where(tiny, 1.0, std)
+        which = [(names[i] if names else f"#{i}", lo[i], hi[i]) for i in np.flatnonzero(tiny)]
+        log.warning("%s constant in the training data; std set to 1", ", ".join(
+            repr(n) if a == b else f"{n!r} (varies only {b - a:.3g} around {a:.7g}: below what float32 resolves at "
+            "that level)" for n, a, b in which) + (" is" if len(which) == 1 else " are"))
+    std = np.where(tiny, np.maximum(1.0, hi - lo), std)
     return mean, std
 
 

@@ -23,6 +23,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import platform
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -554,6 +555,8 @@ def export_model(
 ) -> ExportReport:
     """Export ``ae`` with ``meta``'s normalisation and scoring constants (all 1 when it has none) to ``out``, check it, and write requested variants.
 
+    Nothing is written at ``out`` unless every check passes (the file is made beside it and renamed into place), so
+    a failed export never replaces a good model there (a deploy script or a daemon's hot reload would take it).
     ``holdout``: raw windows (N, W, C) float32 not used for training, for the parity check.
     Variants go next to ``out`` as ``<stem>.int8.onnx`` / ``<stem>.fp16.onnx``.
     ``exporter``: ``auto`` | ``torchscript`` | ``dynamo`` (see :func:`_torch_to_onnx`).
@@ -570,25 +573,41 @@ def export_model(
         meta = replace(meta, scoring={k: [1.0] * c for k in ("weight", "ae_ref", "level_scale", "level_ref")})
     stats = stats_from_metadata(meta)
     graph = ScoringGraph(ae.eval(), stats).eval()
-    tmp = out.with_name(out.name + ".tmp")
-    layout = ScoringGraph(graph.ae, stats, fast=True).eval() if supports_fast_layout(graph.ae) else graph
+    tmp, staged = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".partial")
+    written: list[Path] = []
+    try:
+        report = _export_checked(graph, meta, holdout, exporter, tmp, staged, out, quantize, fp16, written)
+        os.replace(staged, out)
+    except BaseException:
+        for p in (tmp, staged, *written):
+            p.unlink(missing_ok=True)
+        raise
+    return report
+
+
+def _export_checked(graph: ScoringGraph, meta: ModelMetadata, holdout: np.ndarray, exporter: str, tmp: Path,
+                    staged: Path, out: Path, quantize: str | None, fp16: bool, written: list[Path]) -> ExportReport:
+    """:func:`export_model`'s work, the model written to ``staged`` (renamed to ``out`` by the caller once this
+    returns); the variants it writes are listed in ``written``."""
+    layout = ScoringGraph(graph.ae, graph.stats, fast=True).eval() if supports_fast_layout(graph.ae) else graph
     _torch_to_onnx(layout, meta.window, meta.n_channels, tmp, exporter)  # checked against ``graph`` below
     model = onnx.load(str(tmp))
     _fix_output_shapes(model, meta.window, meta.n_channels)
     meta = write_metadata(model, replace(meta, precision="fp32"))
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(out))
+    onnx.save(model, str(staged))
     tmp.unlink()
-    diffs = _parity(graph, out, holdout)
+    diffs = _parity(graph, staged, holdout)
     log.info("exported %s (parity max diff %s)", out, diffs)
-    report = ExportReport(path=out, meta=meta, size_bytes=out.stat().st_size, parity_max_diff=diffs)
-    ref = run_onnx(out, holdout)[OUTPUT_SCORE]
+    report = ExportReport(path=out, meta=meta, size_bytes=staged.stat().st_size, parity_max_diff=diffs)
+    ref = run_onnx(staged, holdout)[OUTPUT_SCORE]
     for kind, enabled, make in (("int8", quantize == "int8", _quantize_int8), ("fp16", fp16, _convert_fp16)):
         if not enabled:
             continue
         vpath = out.with_name(f"{out.stem}.{kind}.onnx")
+        written.append(vpath)
         try:
-            make(out, vpath)
+            make(staged, vpath)
             vmodel = onnx.load(str(vpath))
             vmeta = write_metadata(vmodel, replace(meta, precision=kind, model_id="", created=""))
             onnx.checker.check_model(vmodel)

@@ -284,7 +284,8 @@ def _fit_sizes(series: list[Series], opts: FitOptions, train_s: list[Series], va
     problem = missing_data(n_train, n_val, w, sizes.train_hop, n_cal, left_out)
     if problem and not opts.force:  # exit 2: the remedy is in the call (more rows, --val-fraction, --force)
         short_parts = (n_train < MIN_TRAIN_WINDOWS, n_val < MIN_VAL_WINDOWS)
-        raise usage_error(f"{problem}; {more_data_advice(w, opts.val_fraction, *short_parts, sizes.train_hop, bool(left_out))}")
+        rows = sum(len(s.values) for s in (*train_s, *val_s))
+        raise usage_error(f"{problem}; {more_data_advice(w, opts.val_fraction, *short_parts, sizes.train_hop, bool(left_out), rows)}")
     if problem:
         log.warning("--force: %s", problem)
         sizes.notes.append(f"forced: {problem}")
@@ -333,6 +334,10 @@ def run_fit(series: list[Series], out: Path, opts: FitOptions, progress: bool = 
     if len(train_raw) < cut:  # the windows that hold a labelled row are no normal data
         sizes.notes.append(f"{cut - len(train_raw):,} of the {cut:,} training windows hold labelled anomalies and are "
                            f"left out: {len(train_raw):,} trained on")
+    val_normal, val_all = count_normal_windows(val_s, w)
+    if val_normal < val_all:  # nor for the threshold
+        sizes.notes.append(f"{val_all - val_normal:,} of the {val_all:,} hop-1 validation windows hold labelled "
+                           f"anomalies and are left out: {val_normal:,} kept")
     if len(train_raw) < 2 and cut >= 2:
         raise usage_error(f"only {len(train_raw)} normal training window(s) of {w:,}: the other {cut - len(train_raw):,} "
                           "hold labelled anomalies: fit on normal rows (--rows, or files without anomalies)")

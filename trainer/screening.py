@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.data import column_stats
+from trainer.data import column_stats, constant_mask
 
 DRIFT_LIMIT = 0.6  # training std; chosen by leave-one-fault-kind-out on SKAB (docs/EVALUATION.md)
 HIGH_ERROR_RATIO = 3.0  # a channel's normal error above this many times the median is reported
@@ -44,7 +44,8 @@ def screen_channels(
     the largest is kept. If every non-constant channel drifts, all of them are kept (and say so).
     """
     _, _, std, lo, hi = column_stats(train)
-    constant = (hi - lo) <= 1e-6 * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+    constant = constant_mask(lo, hi)
+    counter = only_rises(train)
     drift = np.zeros(len(channels))
     for a, b in zip(train, val, strict=True):
         if len(a) and len(b):
@@ -57,7 +58,9 @@ def screen_channels(
         elif drift[c] > drift_limit:
             out.append(ChannelScreen(
                 name, False, f"drifts: its level moved {drift[c]:.2f} training std between the training "
-                f"and validation parts (limit {drift_limit})", float(drift[c])))
+                f"and validation parts (limit {drift_limit})" + (
+                    "; it only rises: a counter or a time column? --exclude it (a time column is found by its "
+                    "name: timestamp, time, datetime, date, ts, ...)" if counter[c] else ""), float(drift[c])))
         else:
             out.append(ChannelScreen(name, True, f"kept (level moved {drift[c]:.2f} training std)", float(drift[c])))
     if not any(s.kept for s in out):
@@ -65,6 +68,21 @@ def screen_channels(
             if s.drift > 0:
                 s.kept, s.reason = True, f"kept although it drifts ({s.drift:.2f} std): every channel drifts"
     return out
+
+
+def only_rises(train: Sequence[np.ndarray], chunk: int = 65_536) -> np.ndarray:
+    """(C,) bool: channels that never fall in any training array and rise at least 5 times: a totaliser, a time in
+    epoch units (in float32 a large one rises in steps, flat in between), counted in row chunks (bounded memory)."""
+    arrays = [a for a in train if len(a) > 1]
+    if not arrays:
+        return np.zeros(train[0].shape[1] if len(train) else 0, bool)
+    rises = falls = 0
+    for a in arrays:
+        for i in range(0, len(a) - 1, chunk):
+            d = np.diff(np.asarray(a[i : i + chunk + 1], dtype=np.float64), axis=0)
+            rises = rises + np.count_nonzero(d > 0, axis=0)
+            falls = falls + np.count_nonzero(d < 0, axis=0)
+    return np.asarray((falls == 0) & (rises >= 5))
 
 
 def weights(screen: Sequence[ChannelScreen]) -> np.ndarray:

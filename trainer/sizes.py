@@ -110,10 +110,18 @@ def rows_needed(window: int, val_fraction: float, train_hop: int = 1) -> int:
 
 
 def more_data_advice(window: int, val_fraction: float, train_short: bool = True, val_short: bool = True,
-                     train_hop: int = 1, normal: bool = False) -> str:
+                     train_hop: int = 1, normal: bool = False, rows: int | None = None) -> str:
     """What to do about :func:`missing_data` (one clause): a larger --val-fraction only helps when only the
-    validation part is short, a smaller one when only the training part is; a smaller --hop when the training
-    part is short at a training hop above 1. ``normal``: rows were left out, so the rows asked for are normal ones."""
+    validation part is short, a smaller one when only the training part is, and neither when the ``rows`` there
+    are (training and validation parts together) cannot hold both parts at any split; a smaller --hop when the
+    training part is short at a training hop above 1. ``normal``: rows were left out, so the rows asked for are
+    normal ones."""
+    least = (MIN_TRAIN_WINDOWS - 1) * train_hop + window + MIN_VAL_WINDOWS + window - 1  # both parts, any split
+    if rows is not None and rows < least:
+        return (f"give more {'normal ' if normal else ''}rows: {rows:,} cannot hold {MIN_TRAIN_WINDOWS} training and "
+                f"{MIN_VAL_WINDOWS} validation windows of {window} at any --val-fraction (at least {least:,}; "
+                f"about {rows_needed(window, val_fraction, train_hop):,} in one file at {val_fraction:g}), or --force "
+                "to fit anyway")
     shift = (", a larger --val-fraction" if val_short and not train_short else
              ", a smaller --val-fraction" if train_short and not val_short else "")
     if train_short and train_hop > 1:

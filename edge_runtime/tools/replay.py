@@ -212,6 +212,7 @@ def read_recording(
             raise ReplayError(f"{path}: no numeric channel columns (columns: {', '.join(header)})")
     values = np.empty((len(rows), len(ch_idx)), dtype=np.float32)
     ts: np.ndarray | None = None
+    marks = textfile.DecimalMarks() if decimal == "," else None
     for n, row in enumerate(rows):
         line = n + first_line
         if len(row) != len(header):
@@ -233,6 +234,11 @@ def read_recording(
                 how = f" (a missing value: use --fill {'|'.join(REPLAY_FILLS)})" if textfile.is_missing(cell) else ""
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: non-finite value {cell!r}{how}")
             values[n, j] = v
+            if marks is not None and "." in cell:
+                try:
+                    marks.see(j, cell, line)
+                except ValueError as exc:
+                    raise ReplayError(f"{path}: column {header[i]!r} {exc}") from None
     if t_idx is not None:
         cells = [row[t_idx] for row in rows]
         try:

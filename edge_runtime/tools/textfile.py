@@ -116,10 +116,25 @@ def _first_bad_byte(path: Path, encoding: str) -> tuple[int | None, int | None, 
     return None, None, ""
 
 
+# what a file that is not text starts with, and what it then is
+BINARY_FORMATS = (
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?): name it .xlsx to read its first sheet"),
+    (b"PAR1", "a parquet file: name it .parquet"),
+    (b"\x1f\x8b", "gzip-compressed: gunzip it first"),
+    (b"\x93NUMPY", "a numpy .npy array: name it .npy"),
+)
+
+
 def open_text(path: Path, encoding: str | None = None) -> tuple[TextIO, str]:
     """``(text stream, codec)`` for ``path`` (BOM detected, newline='' for csv); the caller closes it."""
     raw = path.open("rb")
     head = raw.peek(4)[:4]
+    binary = next((what for magic, what in BINARY_FORMATS if head.startswith(magic)), None)
+    if binary is not None:  # a hint to --encoding would lead nowhere
+        raw.close()
+        err = TextFileError(f"{path}: {binary}, not a text (CSV) file despite its name")
+        err.exit_code = EXIT_DATAERR
+        raise err
     codec = detect_encoding(head, encoding)
     return io.TextIOWrapper(raw, encoding=codec, newline=""), codec
 
@@ -163,6 +178,32 @@ def number(cell: str, decimal: str = ".") -> float:
     if "." in cell and _THOUSANDS_DOTS.fullmatch(cell.strip()):
         cell = cell.strip().replace(".", "")
     return float(cell.replace(",", "."))
+
+
+class DecimalMarks:
+    """Under a decimal comma, a column must not hold both a decimal point (``1.5``, ``0.997``: read as written) and
+    dots that read as thousands marks (``1.007``: 1007): one column on two scales. :meth:`see` each cell with a
+    dot; the first conflict is a ValueError naming both lines (the caller adds the file and column)."""
+
+    __slots__ = ("point", "thousands")
+
+    def __init__(self) -> None:
+        self.point: dict[int, tuple[int, str]] = {}  # column -> (line, cell) of its first decimal point
+        self.thousands: dict[int, tuple[int, str]] = {}  # column -> (line, cell) of its first thousands-only dots
+
+    def see(self, column: int, cell: str, line: int) -> None:
+        text = cell.strip()
+        if "," in text:  # 6.173,50: both marks, unambiguous
+            return
+        grouped = bool(_THOUSANDS_DOTS.fullmatch(text))
+        mine, other = (self.thousands, self.point) if grouped else (self.point, self.thousands)
+        mine.setdefault(column, (line, text))
+        if column in other:
+            (pl, pc), (tl, tc) = (self.point[column], self.thousands[column])
+            raise ValueError(
+                f"mixes decimal marks under --decimal ,: line {pl} {pc!r} has a decimal point, line {tl} {tc!r} reads "
+                f"as {number(tc, ','):g} (dots as thousands marks): write every number of the column the same way, "
+                "or read the file with --decimal .")
 
 
 def looks_like_decimal_comma(cell: str) -> bool:

@@ -71,6 +71,21 @@ def test_cli_without_labelled_files_exits_65_with_one_line(tmp_path: Path) -> No
     assert len(res.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["--fit-option", "bogus_key=1"], "unknown option 'bogus_key'; the options: "),
+    (["--fit-option", "seed=3"], "use the benchmark's --seed"),
+    (["--fit-option", "window=abc"], "window takes an integer, got 'abc'"),
+    (["--fit-option", "force=1"], "force takes true or false, got 1"),
+    (["--loko", "--loko-fit", "score_power=1,x"], "--loko-fit 'score_power=x': score_power takes a number"),
+])
+def test_a_wrong_fit_option_is_one_line_exit_2_before_any_work(tmp_path: Path, args: list[str], says: str) -> None:
+    """The trial: each of these ended in a traceback (exit 1) when the first file was fitted."""
+    _write(tmp_path / "valve1" / "0.csv", "x;anomaly", 3)
+    res = CliRunner().invoke(benchmark, ["skab", str(tmp_path), *args])
+    assert res.exit_code == 2, res.output
+    assert says in res.output and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
 def _run(name: str, kind: str, burst: float, noise_peak: float) -> FileRun:
     """A hand-made run: W=4, threshold 1, an anomaly at 100..139 scoring ``burst``, a normal blip at 60..79."""
     t = 200

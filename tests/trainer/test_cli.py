@@ -425,6 +425,7 @@ def test_fit_on_a_feedback_evidence_export_counts_its_normal_windows(runner: Cli
     r = runner.invoke(main, ["fit", str(labelled), "--out", str(out), "--epochs", "2", "-q", "--force"])
     assert r.exit_code == 0, r.output
     assert "294 of the 363 training windows hold labelled anomalies and are left out: 69 trained on" in r.stdout
+    assert "33 of the 75 hop-1 validation windows hold labelled anomalies and are left out: 42 kept" in r.stdout
 
 
 def test_calibrate_on_separate_recordings(runner: CliRunner, csvs, tmp_path: Path) -> None:

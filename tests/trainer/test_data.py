@@ -67,10 +67,12 @@ def test_missing_value_refused_without_fill(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("fill", "expected"), [("ffill", 1.0), ("interpolate", 2.5), ("zero", 0.0)])
-def test_missing_value_filled(tmp_path: Path, fill: str, expected: float) -> None:
+def test_missing_value_filled(tmp_path: Path, fill: str, expected: float, caplog) -> None:
     f = write(tmp_path / "m.csv", "a,b\n1,2\n,3\n4,5\n")
     (s,) = load_paths([f], fill=fill)
     assert s.values[1, 0] == pytest.approx(expected)
+    # what was made up is said, per channel (the trial: 30 % of a channel filled without a word)
+    assert f"m.csv: --fill {fill} filled missing cells of a 1 (33%) of 3 rows" in caplog.text and "b " not in caplog.text
 
 
 def test_leading_gap_ffill_uses_first_value(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ DST, column names in any case, warnings that name columns; trainer and replay re
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -366,6 +367,33 @@ def test_thousands_dots_under_a_decimal_comma(tmp_path: Path) -> None:
     (s,) = load_paths([f], opts=ReadOptions(decimal=","))
     np.testing.assert_allclose(s.values[:, 0], [6173.5, 1234.0, -1000000.25, 12.5])
     assert read_recording(f, decimal=",").values[0, 0] == pytest.approx(6173.5)
+
+
+@pytest.mark.parametrize(("head", "says"), [(b"PK\x03\x04rest", "a zip archive (an Excel .xlsx workbook?): name it .xlsx"),
+                                           (b"PAR1rest", "a parquet file: name it .parquet")])
+def test_a_workbook_or_parquet_file_named_csv_says_what_it_is(tmp_path: Path, head: bytes, says: str) -> None:
+    """The trial: an .xlsx named .csv got 'try --encoding cp1252', which led to a column named 'PK\x03\x04...'."""
+    f = tmp_path / "plant.csv"
+    f.write_bytes(head + bytes(range(256)))
+    for read in (lambda: load_paths([f]), lambda: read_recording(f)):
+        with pytest.raises((DataError, ReplayError, ValueError), match=re.escape(says)) as exc:
+            read()
+        assert "--encoding" not in str(exc.value) and getattr(exc.value, "exit_code", 65) == 65
+
+
+def test_a_column_on_two_scales_under_a_decimal_comma_is_refused(tmp_path: Path) -> None:
+    """The trial: flow written 0.997 and 1.007 in a file read with --decimal ,: 0.997 stayed 0.997 and 1.007 became
+    1007, silently. A column with both a decimal point and thousands-only dots is refused, naming both lines."""
+    f = write(tmp_path / "m.csv", "pressure;flow\n5,01;0.997\n5,02;1.007\n")
+    with pytest.raises(DataError, match=r"column 'flow' mixes decimal marks under --decimal ,: line 2 '0.997' has a "
+                       r"decimal point, line 3 '1.007' reads as 1007"):
+        load_paths([f], opts=ReadOptions(decimal=","))
+    with pytest.raises(ReplayError, match=r"column 'flow' mixes decimal marks"):
+        read_recording(f, decimal=",")
+    # one way per column is fine: points in one (read as written), commas and thousands dots in another
+    g = write(tmp_path / "ok.csv", "a;b\n0.997;1.234\n1.5;6.173,5\n")
+    (s,) = load_paths([g], opts=ReadOptions(decimal=","))
+    np.testing.assert_allclose(s.values, [[0.997, 1234.0], [1.5, 6173.5]], rtol=1e-6)
 
 
 def test_rows_past_the_end_warn(tmp_path: Path, caplog) -> None:

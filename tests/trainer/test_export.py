@@ -128,9 +128,17 @@ def test_parity_failure_is_loud(monkeypatch, exported, tmp_path: Path) -> None:
         out["score"] = out["score"] * 1.01
         return out
 
+    good = tmp_path / "good.onnx"
+    good.write_bytes(rep.path.read_bytes())
     monkeypatch.setattr(ex, "run_onnx", skewed)
     with pytest.raises(ex.ExportError, match=r"disagrees with torch .*score max diff"):
         ex.export_model(ae, replace(rep.meta), tmp_path / "bad.onnx", windows)
+    # nothing is left where a deploy script or a daemon's hot reload would take it, and a good model there stays
+    assert not (tmp_path / "bad.onnx").exists()
+    with pytest.raises(ex.ExportError):
+        ex.export_model(ae, replace(rep.meta), good, windows, fp16=True)
+    assert good.read_bytes() == rep.path.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.onnx"]  # no .tmp, .partial or variant left
 
 
 def test_describe_model_prints_the_contract(exported) -> None:

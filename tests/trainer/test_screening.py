@@ -53,3 +53,31 @@ def test_high_normal_error_is_noted() -> None:
     screen = screen_channels([train], [val], ["a", "b", "c"])
     note_high_error(screen, np.array([0.1, 0.1, 0.9]))
     assert "9.0x the median" in screen[2].reason and "median" not in screen[0].reason
+
+
+def test_a_counter_at_a_large_level_is_normalised_by_its_own_spread_and_named_a_counter(caplog) -> None:
+    """The trial: an energy counter at 1.5e9 (+1 a row) and an epoch-ms time column were called constant, got std 1,
+    and their normalised values (up to +-1500 and +-1.5e6) swamped the autoencoder and switched on the
+    cross-channel term. One rule now: a channel that moves more than a millionth of its level is not constant."""
+    from trainer.data import fit_normalisation
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    x = np.stack([rng.normal(size=n), 1.5e9 + np.arange(n, dtype=np.float64), np.full(n, 2.0e9)], axis=1)
+    train, val = x[:2400].astype(np.float32), x[2400:].astype(np.float32)
+    mean, std = fit_normalisation([train], ["noise", "energy_wh", "fixed"])
+    assert std[1] == pytest.approx(np.std(train[:, 1].astype(np.float64)), rel=0.01)  # not 1
+    assert std[2] == 1.0 and "'fixed' is constant" in caplog.text and "energy_wh" not in caplog.text
+    z = (train - mean.astype(np.float32)) / std.astype(np.float32)
+    assert np.abs(z[:, 1]).max() < 3  # bounded, where std 1 gave +-1200
+    screen = screen_channels([train], [val], ["noise", "energy_wh", "fixed"])
+    assert not screen[1].kept and "it only rises: a counter or a time column? --exclude it" in screen[1].reason
+    assert screen[0].kept and "counter" not in screen[0].reason
+
+
+def test_a_near_constant_channel_at_a_large_level_stays_within_one_after_normalisation(caplog) -> None:
+    from trainer.data import fit_normalisation
+
+    x = np.full((500, 1), 1.0e12) + (np.arange(500) % 2)[:, None] * 5e5  # moves 5e5: under 1e-6 of its level
+    _, std = fit_normalisation([x], ["big"])
+    assert std[0] == 5e5 and "varies only 5e+05 around" in caplog.text

@@ -59,3 +59,12 @@ def test_the_minimum_is_of_windows_at_the_training_hop_and_says_what_was_left_ou
     cal = missing_data(305, 65, 16, n_cal=25)
     assert cal is not None and "25 hop-1 windows in the --calibrate recording(s) (need 50 to calibrate" in cal
     assert "for the per-channel references" in (missing_data(305, 10, 16, n_cal=60) or "")
+
+
+def test_no_val_fraction_advice_when_no_split_can_hold_both_parts() -> None:
+    """The trial: 150 rows at W 8 were told 'a larger --val-fraction', then at 0.4 'a smaller' one. 164 rows are
+    the least any split needs (107 for 100 training windows, 57 for 50 validation windows)."""
+    advice = more_data_advice(8, 0.2, train_short=False, val_short=True, rows=150)
+    assert "val-fraction," not in advice and "a larger" not in advice
+    assert "150 cannot hold 100 training and 50 validation windows of 8 at any --val-fraction (at least 164" in advice
+    assert "a larger --val-fraction" in more_data_advice(8, 0.2, train_short=False, val_short=True, rows=400)
