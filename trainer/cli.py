@@ -381,7 +381,7 @@ def fit(
 
     from dataclasses import replace
 
-    from trainer.data import file_units, format_rows, load_paths, parse_rows, read_options
+    from trainer.data import DataError, file_units, format_rows, load_paths, parse_rows, read_options
 
     if epochs < 1 or batch_size < 1 or patience < 1:
         raise ValueError("--epochs, --batch-size and --patience must be >= 1")
@@ -389,22 +389,31 @@ def fit(
         raise ValueError("--mask must be in [0, 1) and --noise >= 0")
     if not 0 < false_alarms < 1000:
         raise ValueError(f"--false-alarms must be in (0, 1000) per 1,000 windows, got {false_alarms}")
-    like_line, like_units = "", {}
+    like_taken: list[str] = []
+    like_units: dict[str, str] = {}
+    channel_list = _csv_list(channels)
     if like is not None:
         from trainer.model_file import read_metadata
 
         live = read_metadata(like)
-        taken = [what for what, mine in (("window", window), ("channels", channels)) if mine is None]
-        taken += ["units"] if live.units else []
+        like_taken = [what for what, mine in (("window", window), ("channels", channels)) if mine is None]
         window = live.window if window is None else window
-        channels = ",".join(live.channels) if channels is None else channels
+        if channels is None:  # the live model's names as a list: a name may hold a comma
+            clash = sorted({e.lower() for e in exclude} & {c.lower() for c in live.channels})
+            if clash:
+                raise click.UsageError(f"--exclude {clash[0]!r} is a channel of --like {like.name}: a model without it "
+                                       "cannot be shadowed beside the live one (give --channels to choose others)")
+            channel_list = list(live.channels)
         like_units = dict(live.units)
-        like_line = (f"like {like.name} ({live.model_id}): {', '.join(taken) or 'nothing'} taken from it (window "
-                     f"{live.window}, {len(live.channels)} channels)")
     reading = replace(read_options({}, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
                                     time_format=time_format, rows=parse_rows(rows)),
                       progress=not quiet, state_column=state_column, require_state=bool(state_column))
-    series = load_paths(data, label_column, exclude, _csv_list(channels), opts=reading)
+    try:
+        series = load_paths(data, label_column, exclude, channel_list, opts=reading)
+    except DataError as exc:
+        if like is None or "channels" not in like_taken or "not found" not in str(exc):
+            raise
+        raise DataError(f"{exc} (a channel of --like {like.name}, which the new model must have)") from None
     for s in series if state_column else ():
         if s.states is None:
             raise ValueError(f"{s.name}: --state-column {state_column!r} not found; columns: {', '.join(s.columns)}")
@@ -458,8 +467,11 @@ def fit(
         ),
     )
     res = run_fit(series, out, opts, progress=not quiet)
-    if like_line:
-        click.echo(like_line)
+    if like is not None:
+        if any(c not in given and c not in from_rows for c in like_units):
+            like_taken.append("units")
+        click.echo(f"like {like.name} ({live.model_id}): {', '.join(like_taken) or 'nothing'} taken from it (window "
+                   f"{live.window}, {len(live.channels)} channels)")
     click.echo(time_line(series, res.meta.sample_period_s, reading.time_format))
     click.echo(fit_report(res))
     if unit_map:

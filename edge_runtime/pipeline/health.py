@@ -318,6 +318,11 @@ class HealthLimits:
         return int(self.lo.shape[0])
 
     @property
+    def longest_hold(self) -> int:
+        """The largest range hold of any channel (samples)."""
+        return int(self.range_hold.max()) if self.range_hold.size else 0
+
+    @property
     def shortest_flat(self) -> int:
         """The smallest stuck limit checked (a large number when none is)."""
         on = self.max_flat[self.max_flat > 0]

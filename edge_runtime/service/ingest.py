@@ -374,14 +374,15 @@ class Ingest:
         return merge_results(results)
 
     def _state_changed(self, device: str, state: str, since: float) -> None:
+        # a device still out of distribution when it runs again is reported so by the sensor checks (counted and
+        # logged there), not as running
+        if self.health is not None and self.health.state_changed(device, state, since, self.store.devices.get(device)):
+            return
         self.stats.counts["state_changes"] += 1
         gate = self.states
         reason = gate_reason(gate, state) if gate is not None else state
         self.rl.log(logging.INFO, "operating_state", "device %s: %s (%s)", device, state, reason)
-        # a device still out of distribution when it runs again is reported so by the sensor checks, not running
-        replaced = self.health is not None and self.health.state_changed(device, state, since,
-                                                                         self.store.devices.get(device))
-        if self.on_state is not None and not replaced:
+        if self.on_state is not None:
             self.on_state(device, state, since, reason)
 
     def _count(self, device: str, res: PushResult) -> None:

@@ -71,7 +71,7 @@ class DeviceHealth:
     """One device's checks and how long ago each channel was last excluded (for the window's mask)."""
 
     __slots__ = ("base", "checks", "clean", "last_t", "calm", "ood", "excursion", "back", "back_since", "in_range",
-                 "learning", "seen_lo", "seen_hi", "seen_n", "seen_t0")
+                 "learning", "seen_lo", "seen_hi", "seen_n", "seen_t0", "checked")
 
     def __init__(self, limits: HealthLimits, window: int, learning: bool = False) -> None:
         self.base = limits  # the model's limits this device was set up for (a reload replaces them)
@@ -91,6 +91,7 @@ class DeviceHealth:
         self.in_range = 0
         self.back = 0  # while ood: samples in a row with no more than degraded_share out of range
         self.back_since = float("nan")  # the first of them
+        self.checked = 0  # samples checked, counted up to the range hold (a new device's first health document)
 
 
 class SensorHealth:
@@ -227,6 +228,8 @@ class SensorHealth:
     def _check(self, device: str, ring: RingWindow, ts: np.ndarray, values: np.ndarray, plain: bool = False) -> None:
         dh = self._device(ring)
         checks = dh.checks
+        if dh.checked < checks.limits.longest_hold:
+            dh.checked += len(values)
         got = checks.check_plain(values) if plain else checks.update(values)  # (n, C), None: all ok
         ring.check_every = self.quiet_every if checks.quiet else self.check_every
         if dh.calm and (got is None or (checks.settled and not got.any())):  # the common case: nothing to say
@@ -499,12 +502,14 @@ class SensorHealth:
             self.outbox.append(Outbound(format_topic(self.cfg.sensor_topic, device=a["device"]), to_json(a), qos=1))
 
     def _out_health(self, device: str, dh: DeviceHealth) -> None:
-        """The device's retained health document, when it changed. A device's first one waits while a channel's
-        out-of-range run is shorter than the range hold (until the next check): what the hold decides,
-        ``out_of_distribution`` or a fault, is its first word, not an ``ok`` read as "all good"."""
-        checks = dh.checks
-        if not self.alerts.devices[device].published and not checks.codes.any() and (
-                (checks.out_run > 0) & (checks.out_run < checks.limits.range_hold)).any():
+        """The device's retained health document, when it changed. A new device's first one waits while it has sent
+        fewer samples than the range hold and a channel is out of range (until the next check): what the hold
+        decides, ``out_of_distribution`` or a fault, is its first word, not an ``ok`` read as "all good". Nothing
+        waits once the device is stale, rejected, degraded or out of distribution."""
+        checks, st = dh.checks, self.alerts.devices[device]
+        if (not st.published and dh.checked <= checks.limits.longest_hold and not checks.codes.any()
+                and not (st.stale or st.degraded or dh.ood or device in self.rejected_raised)
+                and ((checks.out_run > 0) & (checks.out_run < checks.limits.range_hold)).any()):
             return
         excluded = [c for c, e in zip(self.channels, dh.clean < self.window, strict=True) if e]
         doc = self.alerts.health_if_changed(device, excluded, self._degraded(device), self.model_id, dh.ood)

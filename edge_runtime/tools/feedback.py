@@ -203,7 +203,10 @@ def export_evidence(log_path: Path, evidence_dir: Path, out_dir: Path, device: s
         if r["verdict"] == "confirmed":
             # from the raising window's first sample (the onset lies in it; anomalous_since is that window's end):
             # rows of the fault labelled normal would teach the next model its onset as normal
-            starts = [float(t) for t in (meta.get("anomalous_since"), r.get("window_start"))
+            # (an alert adopted after a restart has the raise's window only in its raise event)
+            raised = [e.get("window_start") for e in meta.get("events") or [] if isinstance(e, dict)
+                      and e.get("event") == "raise"]
+            starts = [float(t) for t in (meta.get("anomalous_since"), r.get("window_start"), *raised)
                       if isinstance(t, (int, float))]
             start = min(starts) if starts else -np.inf
             end = meta.get("cleared_end") or r.get("window_end") or np.inf

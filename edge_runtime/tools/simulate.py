@@ -570,17 +570,23 @@ class SimResult:
     paced: bool = True  # False: published as fast as possible (--fast)
     outages: int = 0  # broker connections lost while publishing (waited for, the messages held by the client)
     outage_s: float = 0.0  # how long the publisher waited for the broker in all
+    reconnects: int = 0  # outages that ended with the connection back
+    not_sent: int = 0  # QoS 0 messages published while disconnected: the client drops them
 
     @property
     def missing(self) -> int:
-        """QoS 1/2 messages published that the broker never acknowledged (0 at QoS 0: nothing is known)."""
-        return max(0, self.messages - self.acknowledged) if self.qos else 0
+        """QoS 1/2 messages published that the broker never acknowledged; at QoS 0 those the client could not send
+        (disconnected: nothing else is known at QoS 0)."""
+        return max(0, self.messages - self.acknowledged) if self.qos else self.not_sent
 
     def unacknowledged(self) -> str | None:
         """The error when :attr:`missing` is not 0 (those messages may be lost), else None."""
         missing = self.missing
         if not missing:
             return None
+        if not self.qos:
+            return (f"{missing:,} of {self.messages:,} messages were published while the broker connection was "
+                    "down and dropped by the client (QoS 0 holds nothing for a reconnect: --qos 1 does)")
         return (f"{missing:,} of {self.messages:,} messages were not acknowledged by the broker: they may be lost "
                 "(the connection dropped, or the broker refused them: check its log and this client's permissions)")
 
@@ -588,13 +594,14 @@ class SimResult:
         """The final line: what was published and what the broker acknowledged."""
         line = f"published {self.messages:,} messages ({self.samples:,} samples) in {self.elapsed_s:.1f} s"
         if not self.qos:
-            line += "; QoS 0: the broker acknowledges nothing, losses are not known here"
+            line += "; QoS 0: the broker acknowledges nothing, losses are not known here" + (
+                f" ({self.not_sent:,} dropped by the client while disconnected)" if self.not_sent else "")
         else:
             line += f"; {self.acknowledged:,} acknowledged by the broker" + (
                 f", {self.missing:,} NOT acknowledged" if self.missing else "")
         if self.outages:
-            line += (f"; waited {self.outage_s:.0f} s for the broker over {self.outages} lost connection(s) "
-                     "(the messages meanwhile held and sent after the reconnect)")
+            line += (f"; waited {self.outage_s:.0f} s for the broker over {self.outages} lost connection(s)"
+                     + (" (the messages meanwhile held and sent after the reconnect)" if self.reconnects else ""))
         if not self.paced:
             line += ("; as fast as possible: the broker drops what a subscriber that falls behind cannot take (its "
                      "queue limit), so compare with the daemon's messages count (a gap it logs may be such a loss)")
@@ -617,6 +624,10 @@ class InFlight:
         self._down_since: float | None = None  # monotonic time the current outage was first seen
 
     def add(self, info: Any) -> None:
+        if not self.result.qos:  # nothing to wait for; a message published while disconnected is dropped by paho
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.result.not_sent += 1
+            return
         self.pending.append(info)
         if len(self.pending) > self.result.max_unacknowledged:
             self.result.max_unacknowledged = len(self.pending)
@@ -660,12 +671,17 @@ class InFlight:
                     self.notify(f"the broker connection is lost: waiting for it (up to {self.max_outage_s:g} s); "
                                 f"{len(self.pending) + 1} messages held, sent after the reconnect")
             if now - self._down_since >= self.max_outage_s:
-                return
+                self.result.outage_s += now - self._down_since
+                raise SimError(
+                    f"the broker connection did not come back within {self.max_outage_s:g} s: "
+                    f"{self.result.acknowledged:,} of {self.result.messages:,} messages acknowledged before, the rest "
+                    "not sent", EXIT_UNAVAILABLE)
 
     def _back(self) -> None:
         """The connection is up (again): an outage seen is over."""
         if self._down_since is not None:
             self.result.outage_s += time.monotonic() - self._down_since
+            self.result.reconnects += 1
             self._down_since = None
             if self.notify is not None:
                 self.notify("the broker connection is back: publishing again")
@@ -730,8 +746,7 @@ def publish_plan(
             for payload in encode_payload(fmt, sent_ts, vals, plan.channels):
                 info = client.publish(topics[i], payload, qos=qos)
                 result.messages += 1
-                if qos:
-                    inflight.add(info)  # waits while max_inflight are unacknowledged
+                inflight.add(info)  # waits while max_inflight are unacknowledged (QoS 0: counts what paho dropped)
             result.samples += len(sent_ts)
         k += n
         n_ticks += 1

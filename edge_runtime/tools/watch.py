@@ -107,7 +107,7 @@ def format_row(doc: dict[str, Any], kind: str, received: float, retained: bool =
     else:
         stream, score, thr = None, "-", "-"
         tail = ("retained, " if retained else "") + f"since {fmt_time(doc.get('since'))} (daemon clock)"
-    gateway = str(doc.get("instance") or "-")[:14]  # the daemon: `feedback` and `evidence fetch` take it (--instance)
+    gateway = str(doc.get("instance") or "-")  # whole (a longer one shifts the row): `feedback --instance` takes it
     return (f"{kind:<9}  {fmt_time(stream):<19}  {fmt_time(received):<19}  {str(doc.get('device', '?'))[:20]:<20} "
             f"{gateway:<14} {cell} {score:>9} {thr:>9} {doc.get('seq', '')!s:>4}  {tail}")
 

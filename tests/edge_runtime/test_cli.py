@@ -122,6 +122,8 @@ def test_format_row_is_a_readable_table_line() -> None:
     # two gateways on one broker: their rows told apart by the daemon feedback needs (--instance)
     assert row[HEADER.index("gateway"):].startswith("gw ") and "gateway" in HEADER
     assert format_row({**ALERT, "instance": None}, "alert", 1.7e9)[HEADER.index("gateway"):].startswith("- ")
+    long = "gw-berlin-hall-7-line-2"  # a hostname: kept whole, it is what --instance needs
+    assert f" {long} " in format_row({**ALERT, "instance": long}, "alert", 1.7e9)
 
 
 def _publish_alert(port: int, doc: dict = ALERT) -> None:

@@ -586,3 +586,27 @@ def test_fit_like_a_live_model_takes_its_window_channels_and_units(runner: CliRu
     assert read_metadata(out).window == 16 and "channels, units taken from it" in r.stdout  # a window given wins
     r = runner.invoke(main, ["fit", str(new_csv), "--out", str(out), "--like", str(tmp_path / "nope.onnx"), *fast])
     assert r.exit_code == EXIT_USAGE and "nope.onnx" in r.output
+    # second read: --exclude of a live channel was ignored without a word; a live channel missing names --like
+    r = runner.invoke(main, ["fit", str(new_csv), "--out", str(out), "--like", str(live), "--exclude", names[1], *fast])
+    assert r.exit_code == EXIT_USAGE and f"--exclude {names[1].lower()!r} is a channel of --like live.onnx" in r.output
+    short = tmp_path / "short.csv"
+    syn.write_csv(short, syn.normal_series(500, 2, seed=1), names[:2])
+    r = runner.invoke(main, ["fit", str(short), "--out", str(out), "--like", str(live), *fast])
+    assert r.exit_code == EXIT_DATAERR and "(a channel of --like live.onnx, which the new model must have)" in r.output
+    r = runner.invoke(main, ["fit", str(new_csv), "--out", str(out), "--like", str(live), "--units",
+                             f"{names[0]}=psi", *fast])  # every unit given: none taken from it
+    assert r.exit_code == 0 and "window, channels taken from it" in r.stdout, r.output
+
+
+def test_fit_like_keeps_a_channel_name_with_a_comma(runner: CliRunner, tmp_path: Path) -> None:
+    from trainer.export import read_metadata
+
+    f = tmp_path / "c.csv"
+    x = syn.normal_series(600, 2, seed=0)
+    f.write_text('"Temp, inlet",Flow\n' + "".join(f"{a},{b}\n" for a, b in x))
+    live, out = tmp_path / "live.onnx", tmp_path / "v2.onnx"
+    fast = ["--epochs", "2", "--width", "4", "--latent", "4", "-q", "--window", "16"]
+    assert runner.invoke(main, ["fit", str(f), "--out", str(live), *fast]).exit_code == 0
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--like", str(live), *fast])
+    assert r.exit_code == 0, r.output
+    assert read_metadata(out).channels == ["Temp, inlet", "Flow"]

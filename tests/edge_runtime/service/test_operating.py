@@ -137,6 +137,7 @@ def test_a_device_out_of_range_on_most_channels_is_out_of_distribution_across_a_
     # when it runs again still out of distribution it says so, not running first (a subscriber read "running")
     assert docs == [("running", 0), ("out_of_distribution", 2), ("stopped", 60), ("settling", 90),
                     ("out_of_distribution", 90 + SETTLE), ("running", back)]
+    assert stats.counts["state_changes"] == len(docs)  # each published once (the replaced running not counted)
     assert stats.counts["out_of_distribution"] == 1  # one episode, reported again when it runs again
     assert not [t for t, *_ in link.sent if t == "alerts/d1"]  # no process alert
     assert not [t for t, *_ in link.sent if t == "health/d1/alerts"]  # and no out_of_range sensor alert

@@ -425,3 +425,26 @@ def test_a_new_device_back_in_range_before_the_hold_gets_its_ok_at_the_next_chec
     assert state == "ok" and 2 <= at < 16  # the next check after it is back (CHECK_EVERY at most)
     at, state = _first_health(*_ingest(model)[:2], _normal(20))
     assert (at, state) == (0, "ok")  # a device in range from its first sample: its ok at once, as before
+
+
+def test_a_new_device_that_goes_quiet_inside_the_hold_still_gets_its_health_document(model) -> None:
+    """Second read: two samples with a channel out of range (the hold is 3), then silence. The stale alert was
+    raised but the first health document held back for good: Home Assistant's Sensor health showed nothing."""
+    ing, sent, _ = _ingest(model)
+    x = _normal(2)
+    x[:, 0] += 20.0
+    _feed(ing, "p", x)
+    ing.check_stale(ing.store.devices["p"].last_seen + 60.0)
+    assert [(a["kind"], a["state"]) for a in _topic(sent, "health/p/alerts")] == [("stale", "raised")]
+    assert [h["state"] for h in _topic(sent, "health/p")] == ["stale"]
+
+
+@pytest.mark.parametrize("block", [2, 4, 8])
+def test_a_device_whose_blocks_end_out_of_range_gets_its_health_document(model, block: int) -> None:
+    """Second read: each message's last sample briefly out of range: the hold applied at every check, and the
+    device never got a health document in 400 samples. It waits only while the device is new."""
+    ing, sent, _ = _ingest(model)
+    x = _normal(400)
+    x[block - 1 :: block, 0] += 20.0
+    _feed_blocks(ing, "p", x, block)
+    assert _topic(sent, "health/p")

@@ -239,6 +239,17 @@ def test_export_from_the_evidence_store_labels_each_judged_alert(tmp_path: Path)
     assert r.exit_code == 0, r.output
     labels = read_csv(out / "pump.1:3.csv").labels
     assert int(labels.sum()) == 28 and labels[12] == 1 and labels[11] == 0
+    # an alert adopted after a restart: its episode starts at anomalous_since, the raise event has the window
+    meta = {"alert_id": "pump.1:30", "device": "pump.1", "channels": ["a", "b"], "anomalous_since": 1020.0,
+            "cleared_end": 1039.0, "complete": True, "events": [{"event": "raise", "window_start": 1008.0}]}
+    assert store.write(meta, {"ts": ts, "values": np.ones((60, 2), np.float32), "win_end": ts[::10],
+                              "win_score": np.ones(6), "win_error": np.ones((6, 2), np.float32)})
+    log.append(_verdict("pump.1:30", "confirmed", 1020.0, 1039.0, "pump.1"))
+    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
+                                  str(tmp_path / "evidence"), "--labelled", str(out)])
+    assert r.exit_code == 0, r.output
+    labels = read_csv(out / "pump.1:30.csv").labels
+    assert int(labels.sum()) == 32 and labels[8] == 1 and labels[7] == 0
     assert not (out / "pump.1:12.csv").exists()  # not judged
     r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--labelled", str(out)])
     assert r.exit_code == 2 and "--data" in r.output

@@ -370,3 +370,49 @@ def test_messages_the_broker_never_acknowledged_are_an_error_not_a_line_among_ot
     assert lost is not None and lost.startswith("300 of 1,200 messages were not acknowledged by the broker")
     assert SimResult(messages=1200, samples=1200, qos=1, acknowledged=1200).unacknowledged() is None
     assert SimResult(messages=1200, samples=1200, qos=0).unacknowledged() is None  # QoS 0: nothing to know
+
+
+def test_a_broker_that_does_not_come_back_ends_the_publish_with_exit_69() -> None:
+    """Second read: past the outage limit each later message waited 0.5 s and was dropped, the publish went on into
+    paho's unbounded queue (a 100k-message replay: hours), and the summary claimed the messages were sent."""
+    import time
+
+    from paho.mqtt.client import MQTTMessageInfo
+    from paho.mqtt.enums import MQTTErrorCode
+
+    from edge_runtime.tools.simulate import InFlight, SimError, SimResult
+
+    def held(mid: int) -> MQTTMessageInfo:  # what paho returns for a QoS 1 publish while disconnected
+        info = MQTTMessageInfo(mid)
+        info.rc = MQTTErrorCode.MQTT_ERR_NO_CONN
+        return info
+
+    res = SimResult(qos=1)
+    notes: list[str] = []
+    inflight = InFlight(res, limit=3, connected=lambda: False, max_outage_s=1.0, notify=notes.append)
+    began = time.monotonic()
+    with pytest.raises(SimError, match=r"did not come back within 1 s: 0 of 3 messages acknowledged") as exc:
+        for mid in range(1, 100):
+            res.messages += 1
+            inflight.add(held(mid))
+    assert exc.value.exit_code == 69 and time.monotonic() - began < 5 and res.messages == 3
+    assert res.outages == 1 and res.outage_s >= 1.0 and res.reconnects == 0 and len(notes) == 1
+    assert "sent after the reconnect" not in res.summary()
+
+
+def test_qos0_messages_published_while_disconnected_are_counted_as_dropped() -> None:
+    from paho.mqtt.client import MQTTMessageInfo
+    from paho.mqtt.enums import MQTTErrorCode
+
+    from edge_runtime.tools.simulate import InFlight, SimResult
+
+    res = SimResult(qos=0)
+    inflight = InFlight(res, connected=lambda: False)
+    for mid, rc in enumerate([MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN] * 3):
+        info = MQTTMessageInfo(mid)
+        info.rc = rc
+        res.messages += 1
+        inflight.add(info)
+    inflight.finish()
+    assert res.not_sent == 3 and res.missing == 3 and "3 dropped by the client while disconnected" in res.summary()
+    assert "QoS 0 holds nothing for a reconnect: --qos 1 does" in (res.unacknowledged() or "")
