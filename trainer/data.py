@@ -13,7 +13,7 @@ import logging
 import math
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from edge_runtime.pipeline.timestamps import (
     time_format_hint,
 )
 from edge_runtime.pipeline.windowing_offline import window_labels, windows_from_series
+from edge_runtime.pipeline.windows import GAP_PERIODS
 from edge_runtime.tools.textfile import (
     MISSING_CELLS,
     TIME_COLUMNS,
@@ -107,6 +108,7 @@ class Series:
     states: np.ndarray | None = None  # (T,) str: the --state-column's cells, when it was read
     units: dict[str, str] = field(default_factory=dict)
     time_column: str | None = None  # the column read as time, when there was one
+    gaps: list[int] = field(default_factory=list)  # rows that begin a stretch after a time gap (:func:`at_gaps`)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -639,6 +641,7 @@ def _read_rows(
                     "samples as duplicate", path, reader.order.duplicates, where, reader.order.first_duplicate)
     values = reader.values()
     period, ts = reader.times()
+    gaps = reader.order.gaps(GAP_PERIODS * period) if reader.order is not None and period else []
     names = list(channels) if channels else lay.names
     return Series(
         name=str(path),
@@ -651,6 +654,7 @@ def _read_rows(
         ts=ts,
         states=np.asarray(reader.st_cells, dtype=str) if lay.st_col is not None else None,
         units={c: lay.units[i] for c, i in zip(names, lay.feature_idx, strict=True) if lay.units.get(i)},
+        gaps=gaps,
     )
 
 
@@ -759,7 +763,7 @@ def load_paths(
             raise DataError(
                 f"{p}: channels [{', '.join(s.channels)}] differ from {out[0].name} [{', '.join(out[0].channels)}]"
             )
-        out.append(s)
+        out.extend(at_gaps(s))
     file_units(out)
     seen = list(dict.fromkeys(c for s in out for c in s.columns))
     where = files[0] if len(files) == 1 else f"{len(files)} files"
@@ -776,6 +780,29 @@ def load_paths(
             f"columns: {', '.join(out[0].columns)}"
         )
     return out
+
+
+def at_gaps(s: Series) -> list[Series]:
+    """``s`` cut at its time gaps (steps longer than :data:`GAP_PERIODS` sample periods, where the daemon restarts
+    a device's window: ``input.gap_s``), one part per stretch, so no window of fit or evaluate spans a gap; a
+    warning says where. Views, not copies: a mapped recording stays mapped."""
+    if not s.gaps:
+        return [s]
+    cuts = [0, *s.gaps, len(s.values)]
+    parts = [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+    period = s.sample_period_s or 0.0
+    log.warning("%s: %d time gap(s) longer than %g sample periods (%g s: the daemon restarts its window there): "
+                "read as %d parts, each windowed alone (fit and evaluate: no window across a gap; it begins at data "
+                "row(s) %s)", s.name, len(s.gaps),
+                GAP_PERIODS, GAP_PERIODS * period, len(parts), ", ".join(str(g) for g in s.gaps[:5])
+                + (" ..." if len(s.gaps) > 5 else ""))
+
+    def cut(x: np.ndarray | None, a: int, b: int) -> np.ndarray | None:
+        return None if x is None else x[a:b]
+
+    return [replace(s, name=f"{s.name} (part {k + 1} of {len(parts)}, data rows {a}..{b - 1})", values=s.values[a:b],
+                    labels=cut(s.labels, a, b), ts=cut(s.ts, a, b), states=cut(s.states, a, b), gaps=[])
+            for k, (a, b) in enumerate(parts)]
 
 
 def file_units(series: Sequence[Series]) -> dict[str, str]:

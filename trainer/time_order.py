@@ -18,6 +18,7 @@ import numpy as np
 from edge_runtime.pipeline.timestamps import TimestampError, local_column_seconds, unit_scale
 
 CHUNK = 65_536
+MAX_GAPS = 100_000  # large steps kept (row, step) at most: an irregular recording is warned about, not split finely
 
 
 class TimeOrderError(ValueError):
@@ -54,6 +55,9 @@ class TimeOrder:
         self._prev = -math.inf  # the last time of the chunk before (a carried cell's own): fold as read whole
         self._carried = False  # the chunk opens with the last cell of the one before (checked, kept already)
         self._kept: list[tuple[np.ndarray, bool]] = []  # (times, raw epoch numbers not yet in one unit)
+        self._next = 0  # the row index of the next new cell
+        self._big: list[tuple[int, float, bool]] = []  # (row after a large step, the step, in raw epoch numbers?)
+        self._max_raw = 0.0  # the largest raw epoch number (its unit)
 
     def add(self, cell: str, line: int) -> None:
         self.cells.append(cell)
@@ -67,6 +71,11 @@ class TimeOrder:
         at the first cell that is no timestamp."""
         self._check()
         self.cells, self.lines = [], []
+
+    def gaps(self, longer_than_s: float) -> list[int]:
+        """After :meth:`finish`: the rows that begin a new stretch after a time step longer than ``longer_than_s``."""
+        scale = unit_scale(self._max_raw)
+        return [row for row, step, raw in self._big if (step * scale if raw else step) > longer_than_s]
 
     def seconds(self) -> np.ndarray:
         """With ``keep``, after :meth:`finish`: every row's time, epoch seconds (n,) float64, as
@@ -95,12 +104,20 @@ class TimeOrder:
         self._prev = -math.inf if raw else float(ts[-1])
         if self.keep:
             self._kept.append((ts[1:] if self._carried else ts, raw))
+        base = self._next - 1 if self._carried else self._next  # the row index of cells[0]
+        self._next = base + len(self.cells)
         self._carried = True
         step = np.diff(ts)  # (n - 1,)
         back = np.flatnonzero(step < 0)
         if back.size:
             i = int(back[0]) + 1
             raise TimeOrderError(self.lines[i], self.cells[i], self.cells[i - 1])
+        moved = step[step > 0]
+        if moved.size and len(self._big) < MAX_GAPS:  # steps far above the chunk's own: candidate time gaps
+            far = np.flatnonzero(step > 5.0 * float(np.median(moved)))
+            self._big.extend((base + int(j) + 1, float(step[j]), raw) for j in far[: MAX_GAPS - len(self._big)])
+        if raw and ts.size:
+            self._max_raw = max(self._max_raw, float(ts.max()))
         same = np.flatnonzero(step == 0)  # (a carried cell: its step was checked in the chunk before)
         if same.size:
             self.duplicates += int(same.size)

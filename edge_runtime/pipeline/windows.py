@@ -38,6 +38,9 @@ _NO_EVICTIONS: list[str] = []  # shared, never mutated: what push_row returns wh
 ACCEPTED, WINDOW, GAP, OUT_OF_ORDER, DUPLICATE, CLOCK_RESET = 1, 2, 4, 8, 16, 32
 
 
+GAP_PERIODS = 10.0  # input.gap_s 0: a time step longer than this many sample periods restarts a window
+
+
 @dataclass
 class PushResult:
     """Windows cut by one push. ``windows``: (k, W, C) float32; ``t_start``/``t_end``: (k,) float64 epoch s."""

@@ -22,7 +22,14 @@ from edge_runtime.pipeline.health import stale_limit
 from edge_runtime.pipeline.states import SETTLING, STOPPED, StateGate, runs
 from edge_runtime.pipeline.stats import RateLimitedLog, Stats
 from edge_runtime.pipeline.topics import TopicRouter, sanitize_id
-from edge_runtime.pipeline.windows import PushResult, WindowStore, device_bytes, devices_within, merge_results
+from edge_runtime.pipeline.windows import (
+    GAP_PERIODS,
+    PushResult,
+    WindowStore,
+    device_bytes,
+    devices_within,
+    merge_results,
+)
 from edge_runtime.service.model import EdgeModel
 from edge_runtime.service.sensor_health import SensorHealth
 
@@ -32,11 +39,11 @@ MAX_CACHED_TOPIC = 256  # longer input topics are routed per message, not cached
 
 
 def gap_tolerance(cfg: Config, model: EdgeModel) -> float:
-    """``input.gap_s``, or 10 x the model's sample period, or 60 s."""
+    """``input.gap_s``, or :data:`GAP_PERIODS` (10) x the model's sample period, or 60 s."""
     if cfg.gap_s > 0:
         return cfg.gap_s
     sp = model.metadata.sample_period_s
-    return 10.0 * sp if sp else 60.0
+    return GAP_PERIODS * sp if sp else 60.0
 
 
 def scoring_hop(cfg: Config, model: EdgeModel) -> int:

@@ -71,12 +71,16 @@ class ReplayError(SimError):
 @dataclass(frozen=True)
 class Recording:
     """A parsed recording: ``ts`` (n,) float64 epoch s (None when the file has no time column),
-    ``values`` (n, C) float32, ``channels`` (C,) names; ``skipped`` the columns left out as not numeric."""
+    ``values`` (n, C) float32, ``channels`` (C,) names; ``skipped`` the columns left out as not numeric;
+    ``duplicates`` rows that repeat the timestamp before them (the daemon drops them), the first at ``first_duplicate``
+    (its line)."""
 
     ts: np.ndarray | None
     values: np.ndarray
     channels: tuple[str, ...]
     skipped: tuple[str, ...] = ()
+    duplicates: int = 0
+    first_duplicate: int = 0
 
 
 def _is_number(cell: str, decimal: str = ".") -> bool:
@@ -258,12 +262,15 @@ def read_recording(
         i = int(np.argmax(np.diff(ts) < 0)) + 1
         cell, before = cells[i].strip(), cells[i - 1].strip()
         why = dst_gap_note(before, cell, tz, timezone, time_format)
-        raise ReplayError(f"{path}: line {i + first_line}: timestamps go backwards ({cell!r} after {before!r})"
-                          + (f"; {why}" if why else ""))
+        raise ReplayError(f"{path}: line {i + first_line}, column {header[t_idx]!r}: timestamps go backwards ({cell!r} "
+                          f"after {before!r})" + (f"; {why}" if why else "; sort the rows by time (the daemon drops "
+                                                   "such samples as out_of_order; `edgewatch-train fit` refuses the file)"))
+    same = np.flatnonzero(np.diff(ts) == 0) if ts is not None and ts.size > 1 else np.zeros(0, np.int64)
     skipped = () if channels else tuple(h or f"(column {i + 1}, unnamed)" for i, h in enumerate(header)
                                         if i not in ch_idx and i != t_idx and h.lower() not in skip
                                         and (h or any(r[i].strip() for r in rows[:100] if i < len(r))))
-    return Recording(ts, values, tuple(header[i] for i in ch_idx), skipped)
+    return Recording(ts, values, tuple(header[i] for i in ch_idx), skipped, int(same.size),
+                     int(same[0]) + 1 + first_line if same.size else 0)
 
 
 def pacing_delays(ts: np.ndarray, batch: int, speed: float) -> np.ndarray:
@@ -416,6 +423,9 @@ def replay_command(
                "(--time-column names one)"),
             err=True,
         )
+        if rec.duplicates:
+            click.echo(f"edgewatch replay: warning: {file}: {rec.duplicates:,} row(s) repeat the timestamp of the row "
+                       f"before (first at line {rec.first_duplicate}): the daemon drops them as duplicate", err=True)
         try:
             res = publish_recording(
                 client, rec, topic, fmt=fmt, batch=batch, qos=qos, speed=speed, fast=fast,

@@ -178,7 +178,7 @@ def test_a_time_in_the_spring_gap_is_named_when_the_column_goes_backwards(tmp_pa
     opts = {"timezone": "Europe/Berlin", "time_format": "%d.%m.%Y %H:%M"}
     with pytest.raises(DataError, match=r"line 4, column 'time': timestamps go backwards .*" + said):
         load_paths([f], opts=ReadOptions(**opts))
-    with pytest.raises(ReplayError, match=r"line 4: timestamps go backwards .*" + said):
+    with pytest.raises(ReplayError, match=r"line 4, column 'time': timestamps go backwards .*" + said):
         read_recording(f, **opts)
 
 

@@ -75,7 +75,9 @@ def test_exclude_and_no_time_column(tmp_path: Path) -> None:
     [
         ("datetime;a;b\n2020-01-01 00:00:00;1;2\n2020-01-01 00:00:01;x;2\n", "line 3, column 'a': non-numeric value 'x'"),
         ("datetime;a;b\n2020-01-01 00:00:00;1;2\n2020-01-01 00:00:01;;2\n", "line 3, column 'a': missing value"),
-        ("datetime;a\n2020-01-01 00:00:01;1\n2020-01-01 00:00:00;2\n", "line 3: timestamps go backwards"),
+        ("datetime;a\n2020-01-01 00:00:01;1\n2020-01-01 00:00:00;2\n",
+         "line 3, column 'datetime': timestamps go backwards ('2020-01-01 00:00:00' after '2020-01-01 00:00:01'); "
+         "sort the rows by time"),
         ("datetime;a\nyesterday;1\n", "line 2, column 'datetime': bad timestamp"),
         ("datetime;a;b\n2020-01-01 00:00:00;1\n", "line 2: 2 cells, the header has 3"),
         ("datetime;a;b\n2020-01-01 00:00:00;1;2\n2020-01-01 00:00:01,3,4\n",
@@ -328,6 +330,17 @@ def test_a_decimal_comma_is_one_error_with_file_line_and_hint_with_or_without_th
         res = CliRunner().invoke(replay_command, [str(f), "--device", "d", "--fast", *extra,
                                                   "--broker", "mqtt://127.0.0.1:1"])
         assert res.exit_code == 65 and res.output.strip().splitlines()[-1] == f"edgewatch replay: error: {want}"
+
+
+def test_repeated_timestamps_are_warned_about(tmp_path: Path, mosquitto) -> None:
+    """The trial: fit warns that the edge drops repeated timestamps as duplicate; replay sent them without a word."""
+    f = write(tmp_path, "ts,a\n1000,1\n1001,2\n1001,3\n1002,4\n1002,5\n")
+    rec = read_recording(f)
+    assert (rec.duplicates, rec.first_duplicate) == (2, 4)
+    assert read_recording(write(tmp_path, "ts,a\n1000,1\n1001,2\n", name="ok.csv")).duplicates == 0
+    r = CliRunner().invoke(replay_command, [str(f), "--device", "d", "--fast", "--broker", mosquitto.url])
+    assert r.exit_code == 0, r.output
+    assert "2 row(s) repeat the timestamp of the row before (first at line 4): the daemon drops them" in r.stderr
 
 
 def test_a_broker_outage_is_waited_out_and_every_message_acknowledged(mosquitto, tmp_path: Path) -> None:
