@@ -262,7 +262,7 @@ def read_recording(
         i = int(np.argmax(np.diff(ts) < 0)) + 1
         cell, before = cells[i].strip(), cells[i - 1].strip()
         why = dst_gap_note(before, cell, tz, timezone, time_format)
-        raise ReplayError(f"{path}: line {i + first_line}, column {header[t_idx]!r}: timestamps go backwards ({cell!r} "
+        raise ReplayError(f"{path}: line {i + first_line}, column {header[t_idx or 0]!r}: timestamps go backwards ({cell!r} "
                           f"after {before!r})" + (f"; {why}" if why else "; sort the rows by time (the daemon drops "
                                                    "such samples as out_of_order; `edgewatch-train fit` refuses the file)"))
     same = np.flatnonzero(np.diff(ts) == 0) if ts is not None and ts.size > 1 else np.zeros(0, np.int64)
