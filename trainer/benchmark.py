@@ -175,8 +175,9 @@ def kind_of(name: str) -> str:
 # --------------------------------------------------------------------------- runner
 
 
-def fit_default(values: np.ndarray, channels: list[str], out: Path, protocol: Protocol) -> ModelMetadata:
-    """``fit`` with its defaults (plus ``protocol.fit_options``) on raw ``values`` (T, C)."""
+def fit_default(values: np.ndarray | list[np.ndarray], channels: list[str], out: Path,
+                protocol: Protocol) -> ModelMetadata:
+    """``fit`` with its defaults (plus ``protocol.fit_options``) on raw ``values`` (T, C), or its stretches."""
     from trainer.api import train_and_export  # torch is imported only when a model is trained
 
     return train_and_export(values, channels, out, seed=protocol.seed, **protocol.fit_options)
@@ -190,21 +191,25 @@ def run_file(series: Series, name: str, kind: str, protocol: Protocol, workdir: 
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / f"model-{index}.onnx"
     t0 = time.perf_counter()
-    fit_default(series.values[:n], series.channels, model_path, protocol)
+    inside = [g for g in series.gaps if 0 < g < n]  # the training rows' stretches, as fit reads a file with gaps
+    fit_default(np.split(series.values[:n], inside) if inside else series.values[:n], series.channels, model_path,
+                protocol)
     fit_s = time.perf_counter() - t0
     model = open_model(model_path)
-    return scored_run(model, series.values, series.labels, name, kind, n, series.sample_period_s, fit_s)
+    return scored_run(model, series.values, series.labels, name, kind, n, series.sample_period_s, fit_s,
+                      series.gaps)
 
 
 def scored_run(model: Any, values: np.ndarray, labels: np.ndarray | None, name: str, kind: str, first: int,
-               period_s: float | None, fit_s: float) -> FileRun:
+               period_s: float | None, fit_s: float, gaps: Sequence[int] = ()) -> FileRun:
     """``values`` scored by ``model`` as the daemon scores them (its sensor checks, with and without
-    ``health.range_excludes``) and by PCA T2+Q fitted on the first ``first`` rows."""
+    ``health.range_excludes``; no window across a time gap, ``gaps``) and by PCA T2+Q fitted on the first
+    ``first`` rows."""
     checks: dict[str, Any] = {"default": {}, "range_excludes": {}}
     raw = window_scores(model, values)  # once: each view masks its own windows
-    scores, scored = daemon_scores(model, values, info=checks["default"], raw=raw)
+    scores, scored = daemon_scores(model, values, info=checks["default"], raw=raw, gaps=gaps)
     range_scores, range_scored = daemon_scores(model, values, range_excludes=True, info=checks["range_excludes"],
-                                               raw=raw)
+                                               raw=raw, gaps=gaps)
     pca = PcaT2Q.fit(values[:first]).score(values)
     return FileRun(name, kind, model.metadata, scores, pca, labels, first, period_s, fit_s,
                    scored, range_scores, range_scored, checks)

@@ -133,16 +133,20 @@ def judge(
 
 def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | None = None,
                   range_excludes: bool = False, info: dict[str, Any] | None = None, raw: np.ndarray | None = None,
-                  progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                  progress: bool = False, gaps: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray | None]:
     """Hop-1 window scores (T-W+1,) of raw ``values`` as the daemon scores them, and which windows it scores at all
     (None: every one): only the windows wholly in ``running`` rows (T,) bool (a stopped or settling machine's are
     not), with its sensor checks (:mod:`trainer.sensor_view`: faulty channels left out, degraded or
     out-of-distribution windows not scored; ``range_excludes`` as ``health.range_excludes``). ``info``: filled
     with the checks' shares of windows masked, degraded and out of distribution (:meth:`SensorView.summary`).
     ``raw``: the unmasked :func:`window_scores` when the caller has them already (not modified); ``progress``: a
-    progress line while scoring."""
+    progress line while scoring; ``gaps``: rows that begin a stretch after a time gap (``Series.gaps``): the
+    windows across one are not scored (the daemon restarts its window there)."""
     sc = window_scores(model, values, progress) if raw is None else raw
     scored = None if running is None else running_windows(running, model.window)
+    if len(gaps):
+        across = gap_free_windows(len(values), model.window, gaps)
+        scored = across if scored is None else scored & across
     view = sensor_view(model.metadata, values, range_excludes=range_excludes, running=running)
     if view is not None:
         sc = masked_scores(model, values, sc, view)
@@ -150,6 +154,15 @@ def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | No
         if info is not None:
             info.update(view.summary())
     return sc, scored
+
+
+def gap_free_windows(n: int, window: int, gaps: Sequence[int]) -> np.ndarray:
+    """(n-W+1,) True for the hop-1 windows of ``n`` rows that hold no time gap (a row of ``gaps`` begins a stretch:
+    the window ending at row t spans it when t-W+1 < g <= t)."""
+    ok = np.ones(max(0, n - window + 1), dtype=bool)
+    for g in gaps:
+        ok[max(0, g - window + 1) : max(0, min(len(ok), g))] = False
+    return ok
 
 
 def running_windows(running: np.ndarray, window: int) -> np.ndarray:

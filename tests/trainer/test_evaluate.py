@@ -105,3 +105,12 @@ def test_sensor_faults_over_many_files_are_summed_per_channel_with_their_files()
                     "out_of_range: T 2x/1,500 rows in 1 of 3 files")
     rep = {"files": ["a.csv"], "sensor_faults": {"a.csv": per}}
     assert "stuck: P 1x/20 rows; out_of_range: T 2x/1,500 rows" in conditions_lines(rep)[-1]
+
+
+def test_windows_across_a_time_gap_are_not_scored() -> None:
+    """As the daemon restarts a device's window at a gap: the benchmark scores a file with gaps the same way."""
+    from trainer.evaluate import gap_free_windows
+
+    ok = gap_free_windows(20, 4, [8, 15])  # windows k cover rows k..k+3
+    assert ok.tolist() == [k + 3 < 8 or (k >= 8 and k + 3 < 15) or k >= 15 for k in range(17)]
+    assert gap_free_windows(20, 4, []).all() and gap_free_windows(3, 4, [1]).size == 0
