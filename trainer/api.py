@@ -35,10 +35,19 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "threshold_method": ("lognormal", "quantile", "pot"), "split": ("time", "file"), "quantize": ("int8",),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
 def check_option(key: str, value: Any) -> None:
-    """A ValueError naming the options when ``key`` is not one of :data:`OPTION_TYPES`, or ``value`` not its type."""
+    """A ValueError naming the options when ``key`` is not one of :data:`OPTION_TYPES`, or ``value`` not its type
+    (or not one of its :data:`OPTION_CHOICES`)."""
     if key not in OPTION_TYPES:
         raise ValueError(f"unknown option {key!r}; the options: {', '.join(sorted(OPTION_TYPES))}")
+    if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
+        raise ValueError(f"{key} takes one of {', '.join(OPTION_CHOICES[key])}, got {value!r}")
     want = OPTION_TYPES[key]
     if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
         kind = {_INT: "an integer", _NUM: "a number", _BOOL: "true or false", _TEXT: "text",

@@ -175,9 +175,8 @@ def kind_of(name: str) -> str:
 # --------------------------------------------------------------------------- runner
 
 
-def fit_default(values: np.ndarray | list[np.ndarray], channels: list[str], out: Path,
-                protocol: Protocol) -> ModelMetadata:
-    """``fit`` with its defaults (plus ``protocol.fit_options``) on raw ``values`` (T, C), or its stretches."""
+def fit_default(values: np.ndarray, channels: list[str], out: Path, protocol: Protocol) -> ModelMetadata:
+    """``fit`` with its defaults (plus ``protocol.fit_options``) on raw ``values`` (T, C)."""
     from trainer.api import train_and_export  # torch is imported only when a model is trained
 
     return train_and_export(values, channels, out, seed=protocol.seed, **protocol.fit_options)
@@ -191,9 +190,8 @@ def run_file(series: Series, name: str, kind: str, protocol: Protocol, workdir: 
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / f"model-{index}.onnx"
     t0 = time.perf_counter()
-    inside = [g for g in series.gaps if 0 < g < n]  # the training rows' stretches, as fit reads a file with gaps
-    fit_default(np.split(series.values[:n], inside) if inside else series.values[:n], series.channels, model_path,
-                protocol)
+    # (a gap in the training rows would be windowed across: no SKAB file has one, docs/EVALUATION.md)
+    fit_default(series.values[:n], series.channels, model_path, protocol)
     fit_s = time.perf_counter() - t0
     model = open_model(model_path)
     return scored_run(model, series.values, series.labels, name, kind, n, series.sample_period_s, fit_s,

@@ -13,7 +13,7 @@ import logging
 import math
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from edge_runtime.tools.units_row import UnitsRowError, units_row
 from trainer import row_spool
 from trainer.progress import ReadProgress
 from trainer.row_spool import RowSpool
-from trainer.time_order import BadTimestampError, TimeOrder, TimeOrderError
+from trainer.time_order import MAX_GAPS, BadTimestampError, TimeOrder, TimeOrderError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Series:
     states: np.ndarray | None = None  # (T,) str: the --state-column's cells, when it was read
     units: dict[str, str] = field(default_factory=dict)
     time_column: str | None = None  # the column read as time, when there was one
-    gaps: list[int] = field(default_factory=list)  # rows that begin a stretch after a time gap (:func:`at_gaps`)
+    gaps: list[int] = field(default_factory=list)  # rows that begin a stretch after a time gap (:func:`gap_windows`)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -642,6 +642,9 @@ def _read_rows(
     values = reader.values()
     period, ts = reader.times()
     gaps = reader.order.gaps(GAP_PERIODS * period) if reader.order is not None and period else []
+    if reader.order is not None and reader.order.gaps_capped:
+        log.warning("%s: more than %s steps of over 5 sample periods: the time gaps after them were not looked for "
+                    "(a very irregular recording)", path, f"{MAX_GAPS:,}")
     names = list(channels) if channels else lay.names
     return Series(
         name=str(path),
@@ -763,7 +766,8 @@ def load_paths(
             raise DataError(
                 f"{p}: channels [{', '.join(s.channels)}] differ from {out[0].name} [{', '.join(out[0].channels)}]"
             )
-        out.extend(at_gaps(s))
+        note_gaps(s, (opts.rows or (0, None))[0])
+        out.append(s)
     file_units(out)
     seen = list(dict.fromkeys(c for s in out for c in s.columns))
     where = files[0] if len(files) == 1 else f"{len(files)} files"
@@ -782,27 +786,34 @@ def load_paths(
     return out
 
 
-def at_gaps(s: Series) -> list[Series]:
-    """``s`` cut at its time gaps (steps longer than :data:`GAP_PERIODS` sample periods, where the daemon restarts
-    a device's window: ``input.gap_s``), one part per stretch, so no window of fit or evaluate spans a gap; a
-    warning says where. Views, not copies: a mapped recording stays mapped."""
-    if not s.gaps:
-        return [s]
-    cuts = [0, *s.gaps, len(s.values)]
-    parts = [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
-    period = s.sample_period_s or 0.0
-    log.warning("%s: %d time gap(s) longer than %g sample periods (%g s: the daemon restarts its window there): "
-                "read as %d parts, each windowed alone (fit and evaluate: no window across a gap; it begins at data "
-                "row(s) %s)", s.name, len(s.gaps),
-                GAP_PERIODS, GAP_PERIODS * period, len(parts), ", ".join(str(g) for g in s.gaps[:5])
-                + (" ..." if len(s.gaps) > 5 else ""))
+def note_gaps(s: Series, first_row: int = 0) -> None:
+    """A warning naming ``s``'s time gaps (steps longer than :data:`GAP_PERIODS` sample periods, where the daemon
+    restarts a device's window: ``input.gap_s``); no window across one is trained on, calibrated on or scored
+    (:func:`gap_windows`). ``first_row``: the ``--rows`` start (the rows are named as the file counts them)."""
+    if s.gaps:
+        log.warning("%s: %d time gap(s) longer than %g sample periods (%g s: the daemon restarts its window there), "
+                    "at data row(s) %s: no window across a gap is trained on, calibrated on or scored", s.name,
+                    len(s.gaps), GAP_PERIODS, GAP_PERIODS * (s.sample_period_s or 0.0),
+                    ", ".join(str(g + first_row) for g in s.gaps[:5]) + (" ..." if len(s.gaps) > 5 else ""))
 
-    def cut(x: np.ndarray | None, a: int, b: int) -> np.ndarray | None:
-        return None if x is None else x[a:b]
 
-    return [replace(s, name=f"{s.name} (part {k + 1} of {len(parts)}, data rows {a}..{b - 1})", values=s.values[a:b],
-                    labels=cut(s.labels, a, b), ts=cut(s.ts, a, b), states=cut(s.states, a, b), gaps=[])
-            for k, (a, b) in enumerate(parts)]
+def gap_windows(gaps: Sequence[int], n_rows: int, window: int, hop: int = 1, lo: int = 0) -> np.ndarray:
+    """(k,) bool: the windows of ``window`` at ``hop`` over rows ``lo``..``n_rows - 1`` (the first starting at
+    ``lo``) that span a time gap (a row of ``gaps`` begins a stretch: the window starting at row r spans it when
+    r < g <= r + W - 1)."""
+    k = max(0, (n_rows - lo - window) // hop + 1)
+    out = np.zeros(k, dtype=bool)
+    for g in gaps:
+        first = max(0, -(-(g - window + 1 - lo) // hop))  # ceil((g - W + 1 - lo) / hop)
+        last = min(k - 1, (g - 1 - lo) // hop)
+        if last >= first:
+            out[first : last + 1] = True
+    return out
+
+
+def gaps_within(gaps: Sequence[int], lo: int, hi: int) -> list[int]:
+    """The gaps of rows ``lo``..``hi - 1``, counted from ``lo`` (one at ``lo`` itself begins the part: none)."""
+    return [g - lo for g in gaps if lo < g < hi]
 
 
 def file_units(series: Sequence[Series]) -> dict[str, str]:
@@ -843,6 +854,7 @@ def split_series(
                     labels=None if s.labels is None else s.labels[lo:hi],
                     sample_period_s=s.sample_period_s,
                     states=None if s.states is None else s.states[lo:hi],
+                    gaps=gaps_within(s.gaps, lo, hi),
                 )
             )
     return train, val
@@ -856,15 +868,17 @@ def check_lengths(series: Sequence[Series], window: int) -> None:
 
 
 def normal_windows(series: Sequence[Series], window: int, hop: int) -> np.ndarray:
-    """Windows (N, W, C) of each series cut separately; windows touching a labelled point are dropped."""
+    """Windows (N, W, C) of each series cut separately; windows touching a labelled point or spanning a time gap
+    are dropped."""
     parts = []
     for s in series:
         if s.values.shape[0] < window:
             continue
         w = windows_from_series([s.values], window, hop)
-        if s.labels is not None:
-            w = w[window_labels(s.labels, window, hop) == 0]
-        parts.append(w)
+        keep = np.ones(len(w), dtype=bool) if s.labels is None else window_labels(s.labels, window, hop) == 0
+        if s.gaps:
+            keep &= ~gap_windows(s.gaps, len(s.values), window, hop)
+        parts.append(w if keep.all() else w[keep])
     if not parts:
         return np.zeros((0, window, series[0].values.shape[1] if series else 0), dtype=np.float32)
     return np.concatenate(parts, axis=0)
@@ -872,7 +886,7 @@ def normal_windows(series: Sequence[Series], window: int, hop: int) -> np.ndarra
 
 def count_normal_windows(series: Sequence[Series], window: int, hop: int = 1) -> tuple[int, int]:
     """``(normal, all)``: the windows of ``window`` at ``hop`` of each series cut separately, and how many of
-    them touch no labelled point (those :func:`normal_windows` keeps), without cutting them."""
+    them touch no labelled point and span no time gap (those :func:`normal_windows` keeps), without cutting them."""
     normal = total = 0
     for s in series:
         t = s.values.shape[0]
@@ -880,7 +894,10 @@ def count_normal_windows(series: Sequence[Series], window: int, hop: int = 1) ->
             continue
         n = (t - window) // hop + 1
         total += n
-        normal += n if s.labels is None else int(n - window_labels(s.labels, window, hop).sum())
+        bad = np.zeros(n, dtype=bool) if s.labels is None else window_labels(s.labels, window, hop) != 0
+        if s.gaps:
+            bad |= gap_windows(s.gaps, t, window, hop)
+        normal += int(n - bad.sum())
     return normal, total
 
 
@@ -908,11 +925,12 @@ def constant_mask(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 def fit_normalisation(
     series: Sequence[np.ndarray], names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (C,) float64 over training arrays (T, C); a constant channel (:func:`constant_mask`)
-    gets std max(1, its range), so its normalised values stay within +-1 whatever its level (a warning names it:
-    ``names`` (C,), else its index)."""
+    """Per-channel mean and std (C,) float64 over training arrays (T, C); a channel whose std is at most a millionth
+    of its level (constant as far as float32 tells, or a rare blip on a flat level) gets std max(1, its range), so
+    its normalised values stay within +-1 whatever its level: a counter at 1.5e9 is not scaled by 1 (a warning names
+    it: ``names`` (C,), else its index)."""
     _, mean, std, lo, hi = column_stats(series)
-    tiny = constant_mask(lo, hi)
+    tiny = std <= 1e-6 * np.maximum(1.0, np.abs(mean))  # a rare blip on a flat level stays "constant", std 1
     if tiny.any():
         which = [(names[i] if names else f"#{i}", lo[i], hi[i]) for i in np.flatnonzero(tiny)]
         log.warning("%s constant in the training data; std set to 1", ", ".join(

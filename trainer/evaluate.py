@@ -25,7 +25,7 @@ import numpy as np
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
 from edge_runtime.service.model import EdgeModel, ModelError, load_model
-from trainer.data import DataError, Series
+from trainer.data import DataError, Series, gap_windows
 from trainer.decisions import Decisions, causal_point_scores, centred_flags, daemon_decisions
 from trainer.metrics import Counts, EventCounts, event_counts, roc_auc, threshold_free
 from trainer.progress import counted, stage
@@ -145,7 +145,7 @@ def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | No
     sc = window_scores(model, values, progress) if raw is None else raw
     scored = None if running is None else running_windows(running, model.window)
     if len(gaps):
-        across = gap_free_windows(len(values), model.window, gaps)
+        across = ~gap_windows(gaps, len(values), model.window)
         scored = across if scored is None else scored & across
     view = sensor_view(model.metadata, values, range_excludes=range_excludes, running=running)
     if view is not None:
@@ -154,15 +154,6 @@ def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | No
         if info is not None:
             info.update(view.summary())
     return sc, scored
-
-
-def gap_free_windows(n: int, window: int, gaps: Sequence[int]) -> np.ndarray:
-    """(n-W+1,) True for the hop-1 windows of ``n`` rows that hold no time gap (a row of ``gaps`` begins a stretch:
-    the window ending at row t spans it when t-W+1 < g <= t)."""
-    ok = np.ones(max(0, n - window + 1), dtype=bool)
-    for g in gaps:
-        ok[max(0, g - window + 1) : max(0, min(len(ok), g))] = False
-    return ok
 
 
 def running_windows(running: np.ndarray, window: int) -> np.ndarray:
@@ -302,7 +293,8 @@ def evaluate(
             sensors[s.name] = faults
         stage(f"scoring {len(s.values) - meta.window + 1:,} windows of {Path(s.name).name} as the daemon does",
               progress)
-        sc, scored = daemon_scores(model, s.values, None if st is None else st[0] == 0, progress=progress)
+        sc, scored = daemon_scores(model, s.values, None if st is None else st[0] == 0, progress=progress,
+                                   gaps=s.gaps)
         outcomes.append(
             judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance,
                   scored=scored)

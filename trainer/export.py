@@ -578,6 +578,9 @@ def export_model(
     try:
         report = _export_checked(graph, meta, holdout, exporter, tmp, staged, out, quantize, fp16, written)
         os.replace(staged, out)
+        for part in written:  # the checked variants into place: <stem>.int8.onnx from <stem>.int8.onnx.partial
+            os.replace(part, part.with_name(part.name[: -len(".partial")]))
+        written.clear()
     except BaseException:
         for p in (tmp, staged, *written):
             p.unlink(missing_ok=True)
@@ -588,7 +591,8 @@ def export_model(
 def _export_checked(graph: ScoringGraph, meta: ModelMetadata, holdout: np.ndarray, exporter: str, tmp: Path,
                     staged: Path, out: Path, quantize: str | None, fp16: bool, written: list[Path]) -> ExportReport:
     """:func:`export_model`'s work, the model written to ``staged`` (renamed to ``out`` by the caller once this
-    returns); the variants it writes are listed in ``written``."""
+    returns); the variants it writes beside it (``<stem>.<kind>.onnx.partial``, renamed by the caller) are listed in
+    ``written``."""
     layout = ScoringGraph(graph.ae, graph.stats, fast=True).eval() if supports_fast_layout(graph.ae) else graph
     _torch_to_onnx(layout, meta.window, meta.n_channels, tmp, exporter)  # checked against ``graph`` below
     model = onnx.load(str(tmp))
@@ -605,21 +609,22 @@ def _export_checked(graph: ScoringGraph, meta: ModelMetadata, holdout: np.ndarra
         if not enabled:
             continue
         vpath = out.with_name(f"{out.stem}.{kind}.onnx")
-        written.append(vpath)
+        part = vpath.with_name(vpath.name + ".partial")  # a variant already there stays until this one passes
+        written.append(part)
         try:
-            make(staged, vpath)
-            vmodel = onnx.load(str(vpath))
+            make(staged, part)
+            vmodel = onnx.load(str(part))
             vmeta = write_metadata(vmodel, replace(meta, precision=kind, model_id="", created=""))
             onnx.checker.check_model(vmodel)
-            onnx.save(vmodel, str(vpath))
-            got = run_onnx(vpath, holdout)[OUTPUT_SCORE]
+            onnx.save(vmodel, str(part))
+            got = run_onnx(part, holdout)[OUTPUT_SCORE]
         except Exception as exc:  # noqa: BLE001 - any failure of an optional variant is reported, not fatal
             raise ExportError(f"{vpath}: {kind} variant failed: {type(exc).__name__}: {exc}") from exc
         drift = score_drift(ref, got, meta.threshold.value)
         report.variants[kind] = {
             "path": str(vpath),
             "model_id": vmeta.model_id,
-            "size_bytes": vpath.stat().st_size,
+            "size_bytes": part.stat().st_size,
             "score_drift": drift,
         }
     return report

@@ -19,7 +19,7 @@ from edge_runtime.pipeline.states import (
     runs,
     settled,
 )
-from trainer.data import DataError, Series, usage_error
+from trainer.data import DataError, Series, gaps_within, usage_error
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ def running_stretches(spec: StateSpec, model: StateModel, parts: Sequence[Series
         for a, b in runs(keep):
             if b - a >= MIN_STRETCH:
                 out.append(Series(f"{s.name}[{a}:{b}]", s.values[a:b], s.channels,
-                                  None if s.labels is None else s.labels[a:b], s.sample_period_s))
+                                  None if s.labels is None else s.labels[a:b], s.sample_period_s,
+                                  gaps=gaps_within(s.gaps, a, b)))
     return out, rows
 
 

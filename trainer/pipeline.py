@@ -38,6 +38,7 @@ from trainer.data import (
     check_lengths,
     count_normal_windows,
     fit_normalisation,
+    gap_windows,
     normal_windows,
     normalise,
     split_series,
@@ -174,14 +175,19 @@ def normal_segments(series: Sequence[Series]) -> list[np.ndarray]:
 
 
 def iter_normal_windows(series: Sequence[Series], window: int, hop: int = 1, chunk: int = 4096) -> Iterator[np.ndarray]:
-    """Windows (n, W, C) of each series in chunks of at most ``chunk``; labelled windows dropped (bounded memory)."""
+    """Windows (n, W, C) of each series in chunks of at most ``chunk``; labelled windows and windows across a time
+    gap dropped (bounded memory)."""
     for s in series:
         n = s.values.shape[0] - window + 1
         for lo in range(0, max(n, 0), chunk * hop):
             hi = min(n, lo + chunk * hop)
             w = sliding_windows(s.values[lo : hi + window - 1], window, hop)
-            if s.labels is not None:
-                w = w[window_labels(s.labels[lo : hi + window - 1], window, hop) == 0]
+            keep = None if s.labels is None else window_labels(s.labels[lo : hi + window - 1], window, hop) == 0
+            if s.gaps:
+                across = gap_windows(s.gaps, hi + window - 1, window, hop, lo)
+                keep = ~across if keep is None else keep & ~across
+            if keep is not None:
+                w = w[keep]
             if len(w):
                 yield w
 

@@ -45,7 +45,8 @@ def screen_channels(
     """
     _, _, std, lo, hi = column_stats(train)
     constant = constant_mask(lo, hi)
-    counter = only_rises(train)
+    # a counter or an epoch time: only rises, by little against its level (a heating ramp 20 -> 30 degC is neither)
+    counter = only_rises(train) & ((hi - lo) < 0.01 * np.maximum(np.abs(lo), np.abs(hi)))
     drift = np.zeros(len(channels))
     for a, b in zip(train, val, strict=True):
         if len(a) and len(b):

@@ -58,6 +58,8 @@ class TimeOrder:
         self._next = 0  # the row index of the next new cell
         self._big: list[tuple[int, float, bool]] = []  # (row after a large step, the step, in raw epoch numbers?)
         self._max_raw = 0.0  # the largest raw epoch number (its unit)
+        self._ref = 0.0  # the first chunk's median step: a step far above it is a candidate gap, in any chunk
+        self.gaps_capped = False  # more than MAX_GAPS candidates: the later ones were not kept
 
     def add(self, cell: str, line: int) -> None:
         self.cells.append(cell)
@@ -113,9 +115,13 @@ class TimeOrder:
             i = int(back[0]) + 1
             raise TimeOrderError(self.lines[i], self.cells[i], self.cells[i - 1])
         moved = step[step > 0]
-        if moved.size and len(self._big) < MAX_GAPS:  # steps far above the chunk's own: candidate time gaps
-            far = np.flatnonzero(step > 5.0 * float(np.median(moved)))
-            self._big.extend((base + int(j) + 1, float(step[j]), raw) for j in far[: MAX_GAPS - len(self._big)])
+        if not self._ref and moved.size:
+            self._ref = float(np.median(moved))
+        if self._ref:  # steps far above the first chunk's: candidate time gaps (the period is known only at the end)
+            far = np.flatnonzero(step > 5.0 * self._ref)
+            room = MAX_GAPS - len(self._big)
+            self.gaps_capped |= len(far) > room
+            self._big.extend((base + int(j) + 1, float(step[j]), raw) for j in far[:room])
         if raw and ts.size:
             self._max_raw = max(self._max_raw, float(ts.max()))
         same = np.flatnonzero(step == 0)  # (a carried cell: its step was checked in the chunk before)

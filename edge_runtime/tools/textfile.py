@@ -128,8 +128,9 @@ BINARY_FORMATS = (
 def open_text(path: Path, encoding: str | None = None) -> tuple[TextIO, str]:
     """``(text stream, codec)`` for ``path`` (BOM detected, newline='' for csv); the caller closes it."""
     raw = path.open("rb")
-    head = raw.peek(4)[:4]
+    head = raw.peek(8)[:8]
     binary = next((what for magic, what in BINARY_FORMATS if head.startswith(magic)), None)
+    head = head[:4]
     if binary is not None:  # a hint to --encoding would lead nowhere
         raw.close()
         err = TextFileError(f"{path}: {binary}, not a text (CSV) file despite its name")

@@ -76,6 +76,7 @@ def test_cli_without_labelled_files_exits_65_with_one_line(tmp_path: Path) -> No
     (["--fit-option", "seed=3"], "use the benchmark's --seed"),
     (["--fit-option", "window=abc"], "window takes an integer, got 'abc'"),
     (["--fit-option", "force=1"], "force takes true or false, got 1"),
+    (["--fit-option", "threshold_method=bogus"], "threshold_method takes one of lognormal, quantile, pot"),
     (["--loko", "--loko-fit", "score_power=1,x"], "--loko-fit 'score_power=x': score_power takes a number"),
 ])
 def test_a_wrong_fit_option_is_one_line_exit_2_before_any_work(tmp_path: Path, args: list[str], says: str) -> None:

@@ -370,7 +370,8 @@ def test_thousands_dots_under_a_decimal_comma(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("head", "says"), [(b"PK\x03\x04rest", "a zip archive (an Excel .xlsx workbook?): name it .xlsx"),
-                                           (b"PAR1rest", "a parquet file: name it .parquet")])
+                                           (b"PAR1rest", "a parquet file: name it .parquet"),
+                                           (b"\x93NUMPY\x01\x00", "a numpy .npy array: name it .npy")])
 def test_a_workbook_or_parquet_file_named_csv_says_what_it_is(tmp_path: Path, head: bytes, says: str) -> None:
     """The trial: an .xlsx named .csv got 'try --encoding cp1252', which led to a column named 'PK\x03\x04...'."""
     f = tmp_path / "plant.csv"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.data import load_paths, read_csv
+from trainer.data import ReadOptions, count_normal_windows, load_paths, normal_windows, read_csv
 
 
 @pytest.mark.parametrize(("scale", "fmt"), [(1, "{:.1f}"), (1000, "{:.0f}"), (1_000_000, "{:.0f}"),
@@ -59,13 +59,42 @@ def test_a_file_with_a_time_gap_is_read_as_parts_no_window_across_it(tmp_path: P
     body = "".join(f"{cell(v)},{i % 7},{i % 5}\n" for i, v in enumerate(t))
     f = tmp_path / "g.csv"
     f.write_text("timestamp,a,b\n" + body)
-    parts = load_paths([f])
-    assert [len(p.values) for p in parts] == [300, 200]
-    assert parts[1].name.endswith("(part 2 of 2, data rows 300..499)") and parts[0].sample_period_s == 1.0
-    np.testing.assert_array_equal(parts[1].values[0], [300 % 7, 300 % 5])
-    assert "1 time gap(s) longer than 10 sample periods" in caplog.text and "data row(s) 300" in caplog.text
+    (s,) = load_paths([f])
+    assert s.gaps == [300] and len(s.values) == 500 and s.sample_period_s == 1.0
+    assert "1 time gap(s) longer than 10 sample periods" in caplog.text and "at data row(s) 300" in caplog.text
+    # no window across it: 300 - 8 + 1 and 200 - 8 + 1 windows of 8, not 500 - 8 + 1
+    assert count_normal_windows([s], 8) == (486, 493) and len(normal_windows([s], 8, 1)) == 486
+    caplog.clear()
+    (t,) = load_paths([f], opts=ReadOptions(rows=(100, None)))  # rows named as the file counts them
+    assert t.gaps == [200] and "at data row(s) 300" in caplog.text
     # a step of a few periods (a lost sample or two) is no gap: one part
     g = tmp_path / "h.csv"
     g.write_text("timestamp,a,b\n" + "".join(f"{1.7e9 + i + (3 if i > 100 else 0):.0f},{i % 7},{i % 5}\n"
                                              for i in range(300)))
-    assert len(load_paths([g])) == 1
+    assert load_paths([g])[0].gaps == []
+
+
+def test_a_short_stretch_between_gaps_is_no_reason_to_refuse_the_file(tmp_path: Path) -> None:
+    """Second read: cut into parts, SKAB other/13's 4- and 6-row stretches between its gaps made fit and evaluate
+    refuse the whole file (fewer than one window). The windows across the gaps are left out instead."""
+    from trainer.data import gap_windows
+
+    t = 1.7e9 + np.r_[np.arange(100.0), 150 + np.arange(4.0), 200 + np.arange(100.0)]
+    f = tmp_path / "s.csv"
+    f.write_text("timestamp,a\n" + "".join(f"{v:.0f},{i % 3}\n" for i, v in enumerate(t)))
+    (s,) = load_paths([f])
+    assert s.gaps == [100, 104]
+    across = gap_windows(s.gaps, len(s.values), 8)
+    assert across.sum() == 11 and not across[:93].any() and not across[104:].any()  # starts 93..103
+
+
+def test_gaps_in_a_second_chunk_are_found_against_the_first_chunks_step(tmp_path: Path) -> None:
+    """Second read: candidates were steps above 5x each chunk's own median, so a short last chunk hid its gap."""
+    from trainer.time_order import CHUNK
+
+    n = CHUNK + 2
+    t = 1.7e9 + np.arange(float(n))
+    t[-2:] += 100.0  # the last two rows after a 100 s pause, in a chunk of their own
+    f = tmp_path / "c.csv"
+    f.write_text("timestamp,a\n" + "".join(f"{v:.0f},{i % 3}\n" for i, v in enumerate(t)))
+    assert load_paths([f])[0].gaps == [n - 2]

@@ -109,8 +109,10 @@ def test_sensor_faults_over_many_files_are_summed_per_channel_with_their_files()
 
 def test_windows_across_a_time_gap_are_not_scored() -> None:
     """As the daemon restarts a device's window at a gap: the benchmark scores a file with gaps the same way."""
-    from trainer.evaluate import gap_free_windows
+    from trainer.data import gap_windows
 
-    ok = gap_free_windows(20, 4, [8, 15])  # windows k cover rows k..k+3
+    ok = ~gap_windows([8, 15], 20, 4)  # windows k cover rows k..k+3
     assert ok.tolist() == [k + 3 < 8 or (k >= 8 and k + 3 < 15) or k >= 15 for k in range(17)]
-    assert gap_free_windows(20, 4, []).all() and gap_free_windows(3, 4, [1]).size == 0
+    assert not gap_windows([], 20, 4).any() and gap_windows([1], 3, 4).size == 0
+    # at hop 3 and from row 6 (a chunk of iter_normal_windows): windows start at 6, 9, 12, 15
+    assert gap_windows([8, 15], 20, 4, 3, 6).tolist() == [True, False, True, False]

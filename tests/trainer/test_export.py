@@ -141,6 +141,25 @@ def test_parity_failure_is_loud(monkeypatch, exported, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.onnx"]  # no .tmp, .partial or variant left
 
 
+def test_a_variant_that_fails_leaves_the_good_model_and_its_variants_as_they_were(monkeypatch, exported,
+                                                                                 tmp_path: Path) -> None:
+    """Second read: variants went straight to their final paths, and a failure unlinked the good ones there."""
+    rep, ae, windows = exported
+    out = tmp_path / "m.onnx"
+    ex.export_model(ae, replace(rep.meta, model_id="", created=""), out, windows, quantize="int8", fp16=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["m.fp16.onnx", "m.int8.onnx", "m.onnx"]
+
+    def broken(src: Path, dst: Path) -> None:
+        raise RuntimeError("no fp16 here")
+
+    monkeypatch.setattr(ex, "_convert_fp16", broken)  # int8 is made and checked first, then fp16 fails
+    with pytest.raises(ex.ExportError, match="fp16 variant failed"):
+        ex.export_model(ae, replace(rep.meta, model_id="", created="", threshold=replace(rep.meta.threshold,
+                        value=rep.meta.threshold.value * 2)), out, windows, quantize="int8", fp16=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_describe_model_prints_the_contract(exported) -> None:
     rep, _, _ = exported
     text = ex.describe_model(rep.path)

@@ -66,13 +66,31 @@ def test_a_counter_at_a_large_level_is_normalised_by_its_own_spread_and_named_a_
     x = np.stack([rng.normal(size=n), 1.5e9 + np.arange(n, dtype=np.float64), np.full(n, 2.0e9)], axis=1)
     train, val = x[:2400].astype(np.float32), x[2400:].astype(np.float32)
     mean, std = fit_normalisation([train], ["noise", "energy_wh", "fixed"])
-    assert std[1] == pytest.approx(np.std(train[:, 1].astype(np.float64)), rel=0.01)  # not 1
-    assert std[2] == 1.0 and "'fixed' is constant" in caplog.text and "energy_wh" not in caplog.text
+    spread = float(train[:, 1].max()) - float(train[:, 1].min())  # its std (693) is under a millionth of its level
+    assert std[1] == pytest.approx(spread)  # at least its range, not 1
+    assert std[2] == 1.0 and "'fixed'" in caplog.text and "'energy_wh' (varies only 2.43e+03 around 1.5e+09" in caplog.text
     z = (train - mean.astype(np.float32)) / std.astype(np.float32)
     assert np.abs(z[:, 1]).max() < 3  # bounded, where std 1 gave +-1200
     screen = screen_channels([train], [val], ["noise", "energy_wh", "fixed"])
     assert not screen[1].kept and "it only rises: a counter or a time column? --exclude it" in screen[1].reason
     assert screen[0].kept and "counter" not in screen[0].reason
+
+
+def test_a_heating_ramp_is_a_drifting_channel_not_a_counter() -> None:
+    """Second read: a temperature rising 20 -> 30 degC (0.1 degC steps) was called a counter or a time column."""
+    ramp = np.round(np.linspace(20.0, 30.0, 500), 1)
+    x = np.stack([np.random.default_rng(0).normal(size=500), ramp], axis=1)
+    screen = screen_channels([x[:400]], [x[400:]], ["noise", "temp"])
+    assert not screen[1].kept and "drifts" in screen[1].reason and "counter" not in screen[1].reason
+
+
+def test_a_blip_on_a_flat_level_keeps_std_1() -> None:
+    """Second read: a pressure at 1013.2 with one row at 1013.3 in 200k would have got std 2e-4 (|z| 447)."""
+    from trainer.data import fit_normalisation
+
+    x = np.full((200_000, 1), 1013.2)
+    x[5] = 1013.3
+    assert fit_normalisation([x], ["p"])[1][0] == 1.0
 
 
 def test_a_near_constant_channel_at_a_large_level_stays_within_one_after_normalisation(caplog) -> None:

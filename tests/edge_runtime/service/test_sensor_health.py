@@ -439,11 +439,12 @@ def test_a_new_device_that_goes_quiet_inside_the_hold_still_gets_its_health_docu
     assert [h["state"] for h in _topic(sent, "health/p")] == ["stale"]
 
 
-@pytest.mark.parametrize("block", [2, 4, 8])
-def test_a_device_whose_blocks_end_out_of_range_gets_its_health_document(model, block: int) -> None:
+@pytest.mark.parametrize(("block", "hold"), [(2, 3), (4, 3), (8, 3), (2, 4), (4, 8), (16, 16)])
+def test_a_device_whose_blocks_end_out_of_range_gets_its_health_document(model, block: int, hold: int) -> None:
     """Second read: each message's last sample briefly out of range: the hold applied at every check, and the
-    device never got a health document in 400 samples. It waits only while the device is new."""
-    ing, sent, _ = _ingest(model)
+    device never got a health document in 400 samples. It waits only while the device is new (a count that
+    stopped at exactly the hold, when the blocks divide it, kept it waiting)."""
+    ing, sent, _ = _ingest(model, range_hold=hold)
     x = _normal(400)
     x[block - 1 :: block, 0] += 20.0
     _feed_blocks(ing, "p", x, block)
