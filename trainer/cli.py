@@ -119,6 +119,12 @@ def _data_options(command: str) -> list[Callable[[Callable[..., Any]], Callable[
             "the first 400, 400: the rest (SKAB's protocol: fit --rows 400, evaluate --rows 400:).  [default: all]",
         ),
         click.option(
+            "--time-column", metavar="NAME",
+            help="The time column, by name (e.g. an epoch-ms column named time_ms); it must be in every file."
+            + default("the first named timestamp, time, datetime, date, ts, date_time or time_stamp, else a first "
+                      "column of dates"),
+        ),
+        click.option(
             "--time-format", metavar="FORMAT",
             help="How text timestamps are written, as strptime codes, e.g. '%d.%m.%Y %H:%M:%S' for "
             "20.10.2024 02:00:00 (replay and evaluate reuse it from the model; iso: ISO 8601 or epoch numbers)."
@@ -355,6 +361,7 @@ def fit(
     encoding: str | None,
     timezone: str | None,
     time_format: str | None,
+    time_column: str | None,
     rows: str | None,
 ) -> None:
     """Train on DATA (CSV/.xlsx/.parquet/.npy/.npz files or folders), calibrate the threshold, export one ONNX model.
@@ -406,7 +413,8 @@ def fit(
             channel_list = list(live.channels)
         like_units = dict(live.units)
     reading = replace(read_options({}, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
-                                    time_format=time_format, rows=parse_rows(rows)),
+                                    time_format=time_format, rows=parse_rows(rows),
+                                    time_column=time_column),
                       progress=not quiet, state_column=state_column, require_state=bool(state_column))
     try:
         series = load_paths(data, label_column, exclude, channel_list, opts=reading)
@@ -484,8 +492,8 @@ def time_line(series: list[Any], period_s: float | None, time_format: str | None
     """``time: column 'Zeitstempel' (--time-format ...), a sample every 10 s (...)``, or what its absence means."""
     names = list(dict.fromkeys(s.time_column for s in series if s.time_column))
     if not names:
-        return ("time: no time column (timestamp, time, datetime, ... or a first column of dates): delays and rates "
-                "are counted in samples, and the edge's stale limit is its default")
+        return ("time: no time column (timestamp, time, datetime, ... or a first column of dates; --time-column names "
+                "another): delays and rates are counted in samples, and the edge's stale limit is its default")
     how = f" (--time-format '{time_format}')" if time_format else ""
     every = f"a sample every {period_s:g} s (the median step; the model's sample period)" if period_s else \
         "no regular step found (the sample period is unknown)"
@@ -675,6 +683,7 @@ def evaluate(
     encoding: str | None,
     timezone: str | None,
     time_format: str | None,
+    time_column: str | None,
     rows: str | None,
 ) -> None:
     """Score data through the edge's model loader; decide as the daemon does; report what an operator sees.
@@ -698,7 +707,7 @@ def evaluate(
     except ContractError as exc:
         raise _named(exc, model_path) from None
     reading = read_options(meta.preprocessing, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
-                           time_format=time_format, rows=parse_rows(rows),
+                           time_format=time_format, rows=parse_rows(rows), time_column=time_column,
                            keep_time=not no_plot, progress=not quiet)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)
     for note in unused_label_notes(series, label_column):

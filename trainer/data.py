@@ -160,7 +160,8 @@ class ReadOptions:
     timestamps (None: UTC), ``time_format`` of text timestamps (a ``strptime`` format; None: ISO 8601),
     ``fill`` for missing values; ``progress``: rows/s and bytes on stderr;
     ``keep_time``: keep every row's timestamp (``Series.ts``; the plot's time axis); ``state_column``: a text
-    column of operating states (``RUN``/``STOP``), read as text beside the features (``Series.states``).
+    column of operating states (``RUN``/``STOP``), read as text beside the features (``Series.states``);
+    ``time_column``: the time column by name (else the first named like one, or a first column of dates).
 
     :meth:`preprocessing` is what ``fit`` stores in the model, and ``evaluate`` and ``replay`` reuse.
     """
@@ -175,6 +176,7 @@ class ReadOptions:
     state_column: str | None = None
     require_state: bool = False  # a file without the state column is an error (fit), else its states are None
     rows: tuple[int, int | None] | None = None  # --rows: only data rows start..stop-1 of each file (0-based)
+    time_column: str | None = None  # --time-column: named, it must be in every file
 
     def check(self) -> ReadOptions:
         """Self, or DataError naming the bad option."""
@@ -192,7 +194,7 @@ class ReadOptions:
 
     def preprocessing(self) -> dict[str, Any]:
         return {"fill": self.fill, "decimal": self.decimal, "encoding": self.encoding, "timezone": self.timezone,
-                "time_format": self.time_format, "state_column": self.state_column}
+                "time_format": self.time_format, "state_column": self.state_column, "time_column": self.time_column}
 
 
 ISO_TIMES = "iso"  # --time-format iso: ISO 8601 or epoch numbers, over a model's stored format
@@ -230,7 +232,7 @@ def read_options(stored: dict[str, Any], **given: Any) -> ReadOptions:
     A bad given option is a usage error (exit 2); a bad stored one that no given option overrides (a model
     edited by hand, a time zone this machine does not know) is a data error naming the model's stored value.
     """
-    keys = ("fill", "decimal", "encoding", "timezone", "time_format", "state_column")
+    keys = ("fill", "decimal", "encoding", "timezone", "time_format", "state_column", "time_column")
     chosen = {k: v for k, v in given.items() if v is not None}
     ReadOptions(**_no_none_fill(chosen)).check()
     base = {k: stored[k] for k in keys if stored.get(k) is not None}
@@ -433,7 +435,8 @@ def _layout(path: Path, header: list[str], rows: Iterator[tuple[int, list[str]]]
     if first_row is None:
         raise DataError(f"{path}: no data rows after the header")
     lower = [h.lower() for h in header]
-    ts_col: int | None = next((i for i, h in enumerate(lower) if h in TIMESTAMP_NAMES), None)
+    ts_col: int | None = _column(opts.time_column, header, path, "--time-column") if opts.time_column else next(
+        (i for i, h in enumerate(lower) if h in TIMESTAMP_NAMES), None)
     lab_col = find_column(label_column, header) if label_column else None
     st_col = find_column(opts.state_column, header) if opts.state_column else None
     excluded = {e.lower() for e in exclude}

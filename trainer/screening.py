@@ -60,8 +60,8 @@ def screen_channels(
             out.append(ChannelScreen(
                 name, False, f"drifts: its level moved {drift[c]:.2f} training std between the training "
                 f"and validation parts (limit {drift_limit})" + (
-                    "; it only rises: a counter or a time column? --exclude it (a time column is found by its "
-                    "name: timestamp, time, datetime, date, ts, ...)" if counter[c] else ""), float(drift[c])))
+                    "; it only rises: a counter or a time column? --exclude it, or --time-column names it"
+                    if counter[c] else ""), float(drift[c])))
         else:
             out.append(ChannelScreen(name, True, f"kept (level moved {drift[c]:.2f} training std)", float(drift[c])))
     if not any(s.kept for s in out):

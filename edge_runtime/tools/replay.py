@@ -403,7 +403,8 @@ def replay_command(
         )
         stored = meta.preprocessing if meta else {}  # how the model's training files were read
         rec = read_recording(
-            file, time_column=time_column, label_columns=labels or DEFAULT_LABELS, exclude=exclude,
+            file, time_column=time_column or stored.get("time_column"), label_columns=labels or DEFAULT_LABELS,
+            exclude=exclude,
             channels=picked, decimal=decimal or stored.get("decimal") or ".",
             encoding=encoding or stored.get("encoding"), timezone=timezone or stored.get("timezone"),
             time_format=None if time_format == "iso" else time_format or stored.get("time_format"),

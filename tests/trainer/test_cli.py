@@ -610,3 +610,28 @@ def test_fit_like_keeps_a_channel_name_with_a_comma(runner: CliRunner, tmp_path:
     r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--like", str(live), *fast])
     assert r.exit_code == 0, r.output
     assert read_metadata(out).channels == ["Temp, inlet", "Flow"]
+
+
+def test_fit_time_column_names_an_epoch_ms_column_that_evaluate_and_replay_reuse(runner: CliRunner,
+                                                                                  tmp_path: Path) -> None:
+    """The trial: an integer epoch-ms column named time_ms was read as a feature (and called constant); fit had
+    no --time-column. Named, it is the time: the model's sample period, and evaluate and replay read it so."""
+    from edge_runtime.tools.replay import read_recording
+    from trainer.export import read_metadata
+
+    names = syn.channel_names(2)
+    x = syn.normal_series(600, 2, seed=0)
+    f = tmp_path / "ms.csv"
+    f.write_text("time_ms," + ",".join(names) + "\n" + "".join(
+        f"{1_700_000_000_000 + 500 * i}," + ",".join(f"{v:.5f}" for v in row) + "\n" for i, row in enumerate(x)))
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--time-column", "time_ms", *FAST])
+    assert r.exit_code == 0, r.output
+    meta = read_metadata(out)
+    assert meta.channels == names and meta.sample_period_s == 0.5 and meta.preprocessing["time_column"] == "time_ms"
+    assert "time: column 'time_ms'" in r.stdout
+    r = runner.invoke(main, ["evaluate", str(out), str(f), "--no-plot", "-q", "--report", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output  # the stored time column: the same channels as the model
+    assert read_recording(f, time_column=meta.preprocessing["time_column"]).ts is not None
+    r = runner.invoke(main, ["fit", str(f), "--out", str(out), "--time-column", "tme_ms", *FAST])
+    assert r.exit_code == EXIT_DATAERR and "--time-column 'tme_ms'" in r.output and "time_ms" in r.output

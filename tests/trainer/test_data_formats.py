@@ -222,7 +222,7 @@ def test_stored_read_options_are_reused_and_overridable() -> None:
     assert read_options(stored, decimal=".", fill="none") == ReadOptions(
         decimal=".", encoding="cp1252", timezone="Europe/Berlin")
     assert read_options({}).preprocessing() == {"fill": None, "decimal": ".", "encoding": None, "timezone": None,
-                                                "time_format": None, "state_column": None}
+                                                "time_format": None, "state_column": None, "time_column": None}
 
 
 def test_a_bad_stored_read_option_is_the_models_not_the_users() -> None:

@@ -72,7 +72,7 @@ def test_a_counter_at_a_large_level_is_normalised_by_its_own_spread_and_named_a_
     z = (train - mean.astype(np.float32)) / std.astype(np.float32)
     assert np.abs(z[:, 1]).max() < 3  # bounded, where std 1 gave +-1200
     screen = screen_channels([train], [val], ["noise", "energy_wh", "fixed"])
-    assert not screen[1].kept and "it only rises: a counter or a time column? --exclude it" in screen[1].reason
+    assert not screen[1].kept and "it only rises: a counter or a time column? --exclude it, or --time-column names it" in screen[1].reason
     assert screen[0].kept and "counter" not in screen[0].reason
 
 
