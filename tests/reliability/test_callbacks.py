@@ -33,9 +33,11 @@ def model(tmp_path: Path) -> Path:
 
 def test_malformed_retained_states_are_refused_and_the_daemon_keeps_reading(mosquitto, model: Path) -> None:
     pub = Publisher(mosquitto.port)
-    for i, payload in enumerate(MALFORMED_STATES):
-        pub.client.publish(f"alerts/x{i}/state", payload, qos=1, retain=True)  # one retained message per topic
-    pub.flush()
+    infos = [pub.client.publish(f"alerts/x{i}/state", payload, qos=1, retain=True)  # one retained message a topic
+             for i, payload in enumerate(MALFORMED_STATES)]
+    for info in infos:  # on the broker before the daemon subscribes (pub.flush waits only for pub.send's)
+        info.wait_for_publish(10)
+        assert info.is_published()
     with running_daemon(mosquitto.url, model, log_interval_s=3600.0) as d:
         wait_until(lambda: d.stats.drops["bad_state"] >= len(MALFORMED_STATES), 30, "states refused")
         x = series(40, seed=3)
