@@ -814,6 +814,17 @@ def gap_windows(gaps: Sequence[int], n_rows: int, window: int, hop: int = 1, lo:
     return out
 
 
+def normal_mask(s: Series, window: int, hop: int = 1, lo: int = 0, stop: int | None = None) -> np.ndarray | None:
+    """(k,) bool: which windows of ``window`` at ``hop`` over rows ``lo``..``stop - 1`` of ``s`` (the first starting
+    at ``lo``) touch no labelled row and span no time gap; None when every one does (no labels, no gaps)."""
+    stop = len(s.values) if stop is None else stop
+    keep = None if s.labels is None else window_labels(s.labels[lo:stop], window, hop) == 0
+    if s.gaps:
+        across = gap_windows(s.gaps, stop, window, hop, lo)
+        keep = ~across if keep is None else keep & ~across
+    return keep
+
+
 def gaps_within(gaps: Sequence[int], lo: int, hi: int) -> list[int]:
     """The gaps of rows ``lo``..``hi - 1``, counted from ``lo`` (one at ``lo`` itself begins the part: none)."""
     return [g - lo for g in gaps if lo < g < hi]
@@ -878,10 +889,8 @@ def normal_windows(series: Sequence[Series], window: int, hop: int) -> np.ndarra
         if s.values.shape[0] < window:
             continue
         w = windows_from_series([s.values], window, hop)
-        keep = np.ones(len(w), dtype=bool) if s.labels is None else window_labels(s.labels, window, hop) == 0
-        if s.gaps:
-            keep &= ~gap_windows(s.gaps, len(s.values), window, hop)
-        parts.append(w if keep.all() else w[keep])
+        keep = normal_mask(s, window, hop)
+        parts.append(w if keep is None else w[keep])
     if not parts:
         return np.zeros((0, window, series[0].values.shape[1] if series else 0), dtype=np.float32)
     return np.concatenate(parts, axis=0)
@@ -897,10 +906,8 @@ def count_normal_windows(series: Sequence[Series], window: int, hop: int = 1) ->
             continue
         n = (t - window) // hop + 1
         total += n
-        bad = np.zeros(n, dtype=bool) if s.labels is None else window_labels(s.labels, window, hop) != 0
-        if s.gaps:
-            bad |= gap_windows(s.gaps, t, window, hop)
-        normal += int(n - bad.sum())
+        keep = normal_mask(s, window, hop)
+        normal += n if keep is None else int(keep.sum())
     return normal, total
 
 
@@ -921,7 +928,8 @@ def column_stats(series: Sequence[np.ndarray], chunk: int = 65_536) -> tuple[int
 
 def constant_mask(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """(C,) bool: channels whose training range ``lo``..``hi`` is at most a millionth of their level (or 1): constant
-    as far as float32, the model's input, can tell. One rule for the screening and the normalisation."""
+    as far as float32, the model's input, can tell (the screening's rule; the normalisation tests the std, so a rare
+    blip on a flat level is constant there too)."""
     return np.asarray((hi - lo) <= 1e-6 * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi))))
 
 
@@ -936,7 +944,7 @@ def fit_normalisation(
     tiny = std <= 1e-6 * np.maximum(1.0, np.abs(mean))  # a rare blip on a flat level stays "constant", std 1
     if tiny.any():
         which = [(names[i] if names else f"#{i}", lo[i], hi[i]) for i in np.flatnonzero(tiny)]
-        log.warning("%s constant in the training data; std set to 1", ", ".join(
+        log.warning("%s constant in the training data; std set to 1 (to its range where it varies)", ", ".join(
             repr(n) if a == b else f"{n!r} (varies only {b - a:.3g} around {a:.7g}: below what float32 resolves at "
             "that level)" for n, a, b in which) + (" is" if len(which) == 1 else " are"))
     std = np.where(tiny, np.maximum(1.0, hi - lo), std)

@@ -29,7 +29,7 @@ from edge_runtime.contract import (
 )
 from edge_runtime.pipeline.health import frozen_in_training, learn_limits
 from edge_runtime.pipeline.hysteresis import RAISE, AlertPolicy, hysteresis
-from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
+from edge_runtime.pipeline.windowing_offline import sliding_windows
 from trainer.covariance import LEVEL_SHRINKAGE, level_precision, mahalanobis
 from trainer.cross_channel import CrossChannel, CrossPlan, plan_cross_channel, residual_terms
 from trainer.data import (
@@ -38,7 +38,7 @@ from trainer.data import (
     check_lengths,
     count_normal_windows,
     fit_normalisation,
-    gap_windows,
+    normal_mask,
     normal_windows,
     normalise,
     split_series,
@@ -182,10 +182,7 @@ def iter_normal_windows(series: Sequence[Series], window: int, hop: int = 1, chu
         for lo in range(0, max(n, 0), chunk * hop):
             hi = min(n, lo + chunk * hop)
             w = sliding_windows(s.values[lo : hi + window - 1], window, hop)
-            keep = None if s.labels is None else window_labels(s.labels[lo : hi + window - 1], window, hop) == 0
-            if s.gaps:
-                across = gap_windows(s.gaps, hi + window - 1, window, hop, lo)
-                keep = ~across if keep is None else keep & ~across
+            keep = normal_mask(s, window, hop, lo, hi + window - 1)
             if keep is not None:
                 w = w[keep]
             if len(w):

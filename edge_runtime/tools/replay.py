@@ -258,14 +258,15 @@ def read_recording(
         except ValueError as exc:  # "column j: column has no values at all"
             j = int(str(exc).split()[1].rstrip(":"))
             raise ReplayError(f"{path}: column {header[ch_idx[j]]!r}: no values at all to fill from") from None
-    if ts is not None and ts.size > 1 and np.any(np.diff(ts) < 0):
-        i = int(np.argmax(np.diff(ts) < 0)) + 1
+    steps = np.diff(ts) if ts is not None else np.zeros(0)
+    if np.any(steps < 0):
+        i = int(np.argmax(steps < 0)) + 1
         cell, before = cells[i].strip(), cells[i - 1].strip()
         why = dst_gap_note(before, cell, tz, timezone, time_format)
         raise ReplayError(f"{path}: line {i + first_line}, column {header[t_idx or 0]!r}: timestamps go backwards ({cell!r} "
                           f"after {before!r})" + (f"; {why}" if why else "; sort the rows by time (the daemon drops "
                                                    "such samples as out_of_order; `edgewatch-train fit` refuses the file)"))
-    same = np.flatnonzero(np.diff(ts) == 0) if ts is not None and ts.size > 1 else np.zeros(0, np.int64)
+    same = np.flatnonzero(steps == 0)
     skipped = () if channels else tuple(h or f"(column {i + 1}, unnamed)" for i, h in enumerate(header)
                                         if i not in ch_idx and i != t_idx and h.lower() not in skip
                                         and (h or any(r[i].strip() for r in rows[:100] if i < len(r))))

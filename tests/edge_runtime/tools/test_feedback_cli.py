@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from edge_runtime.cli import main
 from edge_runtime.config import build_config
@@ -215,54 +215,50 @@ def test_export_from_the_evidence_store_labels_each_judged_alert(tmp_path: Path)
 
     store = EvidenceStore(tmp_path / "evidence")
     ts = 1000.0 + np.arange(60, dtype=np.float64)
+    arrays = {"ts": ts, "values": np.ones((60, 2), np.float32), "win_end": ts[::10],
+              "win_score": np.ones(6), "win_error": np.ones((6, 2), np.float32)}
+    out = tmp_path / "labelled"
+
+    def keep(aid: str, **meta: object) -> None:
+        assert store.write({"alert_id": aid, "device": "pump.1", "channels": ["a", "b"], "anomalous_since": 1020.0,
+                            "cleared_end": 1039.0, "complete": True, **meta}, arrays)
+
+    def export(*more: str) -> Result:
+        return CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), *more,
+                                         "--labelled", str(out)])
+
     for aid in ("pump.1:3", "pump.1:9", "pump.1:12"):
-        meta = {"alert_id": aid, "device": "pump.1", "channels": ["a", "b"], "anomalous_since": 1020.0,
-                "cleared_end": 1039.0, "complete": True}
-        arrays = {"ts": ts, "values": np.ones((60, 2), np.float32), "win_end": ts[::10],
-                  "win_score": np.ones(6), "win_error": np.ones((6, 2), np.float32)}
-        assert store.write(meta, arrays)
+        keep(aid)
     log = FeedbackStore(tmp_path / "state")
     log.append(_verdict("pump.1:3", "confirmed", 1020.0, 1039.0, "pump.1"))
     log.append(_verdict("pump.1:9", "false_alarm", 1020.0, 1039.0, "pump.1"))
     log.append(_verdict("pump.1:77", "confirmed", 0, 1, "pump.1"))  # no evidence kept for it
-    out = tmp_path / "labelled"
-    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
-                                  str(tmp_path / "evidence"), "--labelled", str(out)])
+    r = export("--evidence", str(tmp_path / "evidence"))
     assert r.exit_code == 0, r.output
     assert "2 alerts' evidence" in r.output and "1 judged alerts have no evidence" in r.output
     confirmed, false_alarm = read_csv(out / "pump.1:3.csv"), read_csv(out / "pump.1:9.csv")
     assert int(confirmed.labels.sum()) == 20 and int(false_alarm.labels.sum()) == 0
     # the raising window started before anomalous_since (its end): its rows, the onset's, are labelled too
     log.append(_verdict("pump.1:3", "confirmed", 1012.0, 1039.0, "pump.1"))
-    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
-                                  str(tmp_path / "evidence"), "--labelled", str(out)])
+    r = export("--evidence", str(tmp_path / "evidence"))
     assert r.exit_code == 0, r.output
     labels = read_csv(out / "pump.1:3.csv").labels
     assert int(labels.sum()) == 28 and labels[12] == 1 and labels[11] == 0
     # an alert adopted after a restart: its episode starts at anomalous_since, the raise event has the window
-    meta = {"alert_id": "pump.1:30", "device": "pump.1", "channels": ["a", "b"], "anomalous_since": 1020.0,
-            "cleared_end": 1039.0, "complete": True, "events": [{"event": "raise", "window_start": 1008.0}]}
-    assert store.write(meta, {"ts": ts, "values": np.ones((60, 2), np.float32), "win_end": ts[::10],
-                              "win_score": np.ones(6), "win_error": np.ones((6, 2), np.float32)})
+    keep("pump.1:30", events=[{"event": "raise", "window_start": 1008.0}])
     log.append(_verdict("pump.1:30", "confirmed", 1020.0, 1039.0, "pump.1"))
-    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
-                                  str(tmp_path / "evidence"), "--labelled", str(out)])
+    r = export("--evidence", str(tmp_path / "evidence"))
     assert r.exit_code == 0, r.output
     labels = read_csv(out / "pump.1:30.csv").labels
     assert int(labels.sum()) == 32 and labels[8] == 1 and labels[7] == 0
     assert not (out / "pump.1:12.csv").exists()  # not judged
-    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--labelled", str(out)])
+    r = export()
     assert r.exit_code == 2 and "--data" in r.output
     assert "incomplete" not in r.output
-    meta = {"alert_id": "pump.1:20", "device": "pump.1", "channels": ["a", "b"], "anomalous_since": 1050.0,
-            "cleared_end": None, "complete": False}  # still open: written up to the raise
-    assert store.write(meta, {"ts": ts, "values": np.ones((60, 2), np.float32), "win_end": ts[::10],
-                              "win_score": np.ones(6), "win_error": np.ones((6, 2), np.float32)})
+    keep("pump.1:20", anomalous_since=1050.0, cleared_end=None, complete=False)  # still open: up to the raise
     log.append(_verdict("pump.1:20", "confirmed", 1050.0, 1059.0, "pump.1"))
-    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"),
-                                  "--evidence", str(tmp_path / "evidence"), "--labelled", str(out)])
+    r = export("--evidence", str(tmp_path / "evidence"))
     assert r.exit_code == 0 and "warning: 1 of them still open" in r.stderr and "export again later" in r.stderr
     assert "ended early" not in r.stderr
-    r = CliRunner().invoke(main, ["feedback", "export", "--log", str(tmp_path / "state"), "--evidence",
-                                  str(tmp_path / "evidence"), "--data", str(out / "pump.1:3.csv"), "--labelled", str(out)])
+    r = export("--evidence", str(tmp_path / "evidence"), "--data", str(out / "pump.1:3.csv"))
     assert r.exit_code == 2 and "not both" in r.output
