@@ -381,13 +381,16 @@ class Ingest:
         return merge_results(results)
 
     def _state_changed(self, device: str, state: str, since: float) -> None:
-        # a device still out of distribution when it runs again is reported so by the sensor checks (counted and
-        # logged there), not as running
-        if self.health is not None and self.health.state_changed(device, state, since, self.store.devices.get(device)):
-            return
-        self.stats.counts["state_changes"] += 1
         gate = self.states
         reason = gate_reason(gate, state) if gate is not None else state
+        # a device's running after a start is published by the sensor checks once they can tell it is not out of
+        # distribution (then that is said instead; counted and logged there)
+        if self.health is not None and self.health.state_changed(device, state, since, reason,
+                                                                 self.store.devices.get(device)):
+            return
+        self.stats.counts["state_changes"] += 1
+        if self.health is not None and self.health.outbox:  # a running paid by the checks goes out before this
+            self._send_health()
         self.rl.log(logging.INFO, "operating_state", "device %s: %s (%s)", device, state, reason)
         if self.on_state is not None:
             self.on_state(device, state, since, reason)

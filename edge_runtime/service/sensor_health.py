@@ -108,6 +108,9 @@ class SensorHealth:
         self.rejects: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self.rejected_raised: set[str] = set()  # the devices whose rejected alert is raised
         self.let_go: list[str] = []  # raised rejected devices without a window evicted from rejects: to forget
+        # devices whose ``running`` (since, reason) waits for the range hold: started (or running again after a
+        # stop) and not yet seen in range, so the first word may be ``out_of_distribution`` instead
+        self.running_owed: dict[str, tuple[float, str]] = {}
         self.configure(model, strict=True)
 
     def configure(self, model: EdgeModel, strict: bool = False) -> None:
@@ -235,6 +238,8 @@ class SensorHealth:
         if dh.calm and (got is None or (checks.settled and not got.any())):  # the common case: nothing to say
             dh.last_t = float(ts[-1])
             self._ran_in_range(dh, len(ts))
+            if self.running_owed:
+                self._pay_running(device, dh)
             return
         codes = np.zeros(values.shape, np.uint8) if got is None else got
         flat_runs, miss_runs, out_runs, inside = (None, None, None, None) if got is None else (
@@ -247,6 +252,8 @@ class SensorHealth:
         period = self.period_s or self._spacing(dh, ts)
         dh.last_t = float(ts[-1])
         alerting, resume = self._distribution(device, dh, ts, codes)
+        if self.running_owed:
+            self._pay_running(device, dh)
         exc = left_out(codes, flat_runs, checks.limits, self.cfg.range_excludes)
         if exc.any():
             n = codes.shape[0]
@@ -388,20 +395,41 @@ class SensorHealth:
         self.outbox.append(Outbound(format_topic(self.cfg.operating_topic, device=device), to_json(doc), qos=1,
                                     retain=True))
 
-    def state_changed(self, device: str, state: str, since: float, ring: RingWindow | None) -> bool:
-        """The operating-state gate reported ``state`` for ``device`` from ``since``: a device that runs again
-        while still out of distribution is reported so again, in place of the gate's ``running`` (True: not to be
-        published); one that stopped must run in range again before leaving the range is a process excursion."""
-        if ring is None:
-            return False
-        dh = self._device(ring)
+    def state_changed(self, device: str, state: str, since: float, reason: str, ring: RingWindow | None) -> bool:
+        """The operating-state gate reported ``state`` for ``device`` from ``since`` (True: not to be published by
+        the caller). A device that runs again while still out of distribution is reported so again, in place of
+        the gate's ``running``. A device that starts (or runs again after a stop) has its ``running`` held until its
+        samples so far are past the range hold (:meth:`_pay_running`), so that a device far out from its start
+        says ``out_of_distribution`` first, not ``running``. One that stopped must run in range again before leaving
+        the range is a process excursion."""
         if state != RUNNING:  # stopped or settling: when it runs again it may run at another operating point
-            dh.in_range = 0
-        elif dh.ood:
+            self.running_owed.pop(device, None)
+            if ring is not None:
+                self._device(ring).in_range = 0
+            return False
+        dh = None if ring is None else self._device(ring)
+        if dh is not None and dh.ood:
             self._operating(device, OOD, since, "runs again, still out of distribution (its channels were "
                             "out of range when it stopped)")
             return True
+        if dh is None or dh.in_range < BACK_IN_WINDOWS * self.window:  # not yet seen in range since it started
+            self.running_owed[device] = (since, reason)
+            return True
         return False
+
+    def _pay_running(self, device: str, dh: DeviceHealth) -> None:
+        """Publish the held ``running`` of ``device`` (:meth:`state_changed`) once no more than ``degraded_share``
+        of its channels are on their way through the range hold; dropped if it is out of distribution (said
+        instead)."""
+        owed = self.running_owed.get(device)
+        if owed is None:
+            return
+        if not dh.ood:
+            out_run = dh.checks.out_run
+            if not dh.learning and (out_run > 0).sum() > self.cfg.degraded_share * len(out_run):
+                return  # it may be out of distribution: the hold decides
+            self._operating(device, RUNNING, *owed)
+        del self.running_owed[device]
 
     @staticmethod
     def _spacing(dh: DeviceHealth, ts: np.ndarray) -> float | None:
@@ -458,6 +486,9 @@ class SensorHealth:
                 if st is None or not st.stale:
                     last = float(ring.last_ts) if np.isfinite(ring.last_ts) else float("nan")
                     self._out_alerts(self.alerts.set_stale(device, True, last, self.model_id))
+                    owed = self.running_owed.pop(device, None)
+                    if owed is not None:  # quiet before the range hold could tell: the gate's word stands
+                        self._operating(device, RUNNING, *owed)
                     dh = self._device(ring)
                     dh.calm = False
                     self._out_health(device, dh)
@@ -481,6 +512,7 @@ class SensorHealth:
         """A device left: its raised sensor alerts cleared with ``reason``."""
         self.rejects.pop(device, None)
         self.rejected_raised.discard(device)
+        self.running_owed.pop(device, None)
         self._out_alerts(self.alerts.forget(device, reason, self.model_id))
         out, self.outbox = self.outbox, []
         return out

@@ -134,8 +134,9 @@ def test_a_device_out_of_range_on_most_channels_is_out_of_distribution_across_a_
     inline.drain()
     docs = [(d["state"], d["since"] - 1_700_000_000.0) for d in operating(link)]
     back = 150  # two windows (16 samples) in range from 150 on: reported running from 150
-    # when it runs again still out of distribution it says so, not running first (a subscriber read "running")
-    assert docs == [("running", 0), ("out_of_distribution", 2), ("stopped", 60), ("settling", 90),
+    # far out from its start, and when it runs again still out of distribution, it says so, not running first (a
+    # subscriber read "running": scored)
+    assert docs == [("out_of_distribution", 2), ("stopped", 60), ("settling", 90),
                     ("out_of_distribution", 90 + SETTLE), ("running", back)]
     assert stats.counts["state_changes"] == len(docs)  # each published once (the replaced running not counted)
     assert stats.counts["out_of_distribution"] == 1  # one episode, reported again when it runs again
@@ -210,5 +211,37 @@ def test_far_out_right_after_a_restart_is_out_of_distribution_however_the_sample
     feed(ingest, x, batch)
     inline.drain()
     states = [d["state"] for d in operating(link)]
-    assert states[:4] == ["running", "stopped", "settling", "running"] and "out_of_distribution" in states
+    # far out from the restart: out_of_distribution is its first word after settling, not running
+    assert states[:4] == ["running", "stopped", "settling", "out_of_distribution"]
     assert stats.counts["out_of_distribution"] == 1 and stats.counts["range_excursions"] == 0
+
+
+@pytest.mark.parametrize("batch", [1, 2, 16])
+def test_a_new_device_far_out_from_its_first_sample_never_says_running_first(tmp_path: Path, batch: int) -> None:
+    """Its running waits for the range hold; a device in range is running from its first sample, as before."""
+    ranges = {"fill": {"method": "ffill", "limit_samples": 2}, "channels": {
+        c: {"min": -2.0, "max": 2.0, "margin": 0.0} for c in make_metadata().channels}}
+    stats, ingest, inline, link = make_parts(tmp_path, health=ranges)
+    x = series(40)
+    x[:, [0, 2, 3]] += 5.0
+    feed(ingest, x, batch)
+    feed(ingest, series(40), batch, device="d2", t0=1_700_000_100.0)
+    inline.drain()
+    assert [(d["state"], d["since"] - 1_700_000_000.0) for d in operating(link)] == [("out_of_distribution", 2)]
+    d2 = [(doc["state"], doc["since"] - 1_700_000_000.0) for t, doc, *_ in link.sent if t == "alerts/d2/operating"]
+    assert d2 == [("running", 100)]
+    assert stats.counts["state_changes"] == 2
+
+
+def test_a_new_device_quiet_before_the_range_hold_is_still_said_running(tmp_path: Path) -> None:
+    ranges = {"fill": {"method": "ffill", "limit_samples": 2}, "channels": {
+        c: {"min": -2.0, "max": 2.0, "margin": 0.0} for c in make_metadata().channels}}
+    stats, ingest, inline, link = make_parts(tmp_path, health=ranges)
+    x = series(2)
+    x[:, [0, 2, 3]] += 5.0  # two samples far out, fewer than the range hold: it cannot tell yet
+    feed(ingest, x, batch=2)
+    assert operating(link) == []
+    ingest.check_stale(ingest.store.devices["d1"].last_seen + 1e6)
+    inline.drain()
+    assert [d["state"] for d in operating(link)] == ["running"]
+    assert stats.counts["state_changes"] == 1

@@ -206,8 +206,8 @@ def test_a_device_that_stopped_must_run_in_range_again_before_an_excursion(model
     x = _normal(40)
     _feed(ing, "p", x)
     assert ing.health is not None
-    ing.health.state_changed("p", "stopped", T0 + 40, ing.store.devices["p"])
-    ing.health.state_changed("p", "running", T0 + 50, ing.store.devices["p"])
+    ing.health.state_changed("p", "stopped", T0 + 40, "stopped", ing.store.devices["p"])
+    ing.health.state_changed("p", "running", T0 + 50, "running", ing.store.devices["p"])
     y = _normal(40, seed=3)
     y[:, :3] += 20.0
     _feed(ing, "p", y, start=50)
