@@ -39,7 +39,16 @@ from edge_runtime.contract import ModelMetadata
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from trainer.baselines import PcaT2Q
 from trainer.data import DataError, Series, no_input, read_csv
-from trainer.evaluate import Outcome, alerts_summary, daemon_scores, judge, open_model, pooled, window_scores
+from trainer.evaluate import (
+    Outcome,
+    alerts_summary,
+    daemon_scores,
+    judge,
+    open_model,
+    pooled,
+    window_restarts,
+    window_scores,
+)
 from trainer.metrics import Counts, EventCounts
 
 log = logging.getLogger(__name__)
@@ -103,6 +112,7 @@ class FileRun:
     range_scores: np.ndarray | None = None
     range_scored: np.ndarray | None = None
     sensor_checks: dict[str, Any] = field(default_factory=dict)  # per view: shares of windows masked / not scored
+    restarts: list[int] = field(default_factory=list)  # rows where the daemon's window restarts (time gaps)
 
     def judge(self, detector: str, protocol: Protocol, scale: float = 1.0, raise_after: int | None = None) -> Outcome:
         """This file's outcome under ``detector``, threshold x ``scale``, the daemon's rule otherwise."""
@@ -116,7 +126,7 @@ class FileRun:
             if scores is None:
                 raise ValueError(f"{self.name}: scored without the range_excludes view (use scored_run)")
             return judge(self.name, scores, self.labels, self.meta.threshold.value * scale, w, hop, pol,
-                         scored=scored, **common)
+                         scored=scored, restarts=self.restarts, **common)
         return judge(self.name, self.pca, self.labels, scale, 1, 1, POINTWISE if detector == PCA_POINT else pol, **common)
 
 
@@ -210,7 +220,7 @@ def scored_run(model: Any, values: np.ndarray, labels: np.ndarray | None, name: 
                                                raw=raw, gaps=gaps)
     pca = PcaT2Q.fit(values[:first]).score(values)
     return FileRun(name, kind, model.metadata, scores, pca, labels, first, period_s, fit_s,
-                   scored, range_scores, range_scored, checks)
+                   scored, range_scores, range_scored, checks, window_restarts(gaps))
 
 
 def run_files(

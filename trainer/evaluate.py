@@ -106,15 +106,16 @@ def judge(
     tolerance: int | None = None,
     vus_buffer: int | None = None,
     scored: np.ndarray | None = None,
+    restarts: Sequence[int] = (),
 ) -> Outcome:
     """Decide on hop-1 window ``scores`` like the daemon and measure rows ``first..`` against ``labels`` (T,).
 
     ``tolerance`` (samples after a labelled event in which an alert is still true) defaults to W-1,
     ``vus_buffer`` (VUS's largest buffer) to 2 W; ``scored`` (T-W+1,) bool: the windows the daemon scores (None: all;
-    :func:`running_windows`).
+    :func:`running_windows`); ``restarts``: the rows where the daemon's window restarts (:func:`window_restarts`).
     """
     n_steps = scores.shape[0] + window - 1
-    dec = daemon_decisions(scores, threshold, n_steps, window, hop, policy, scored)
+    dec = daemon_decisions(scores, threshold, n_steps, window, hop, policy, scored, restarts)
     out = Outcome(name, first, scores, dec, labels, period_s, threshold, scored=scored)
     if labels is None:
         return out
@@ -154,6 +155,16 @@ def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | No
         if info is not None:
             info.update(view.summary())
     return sc, scored
+
+
+def window_restarts(gaps: Sequence[int], running: np.ndarray | None = None) -> list[int]:
+    """The rows where the daemon's window restarts, and its scoring hop counts from: each time gap's first row
+    (``Series.gaps``) and each first running row after a stop or the settling time (``running`` (T,) bool)."""
+    out = {int(g) for g in gaps}
+    if running is not None:
+        r = np.asarray(running, dtype=bool)
+        out.update(int(i) + 1 for i in np.flatnonzero(r[1:] & ~r[:-1]))
+    return sorted(out)
 
 
 def running_windows(running: np.ndarray, window: int) -> np.ndarray:
@@ -293,11 +304,11 @@ def evaluate(
             sensors[s.name] = faults
         stage(f"scoring {len(s.values) - meta.window + 1:,} windows of {Path(s.name).name} as the daemon does",
               progress)
-        sc, scored = daemon_scores(model, s.values, None if st is None else st[0] == 0, progress=progress,
-                                   gaps=s.gaps)
+        running = None if st is None else st[0] == 0
+        sc, scored = daemon_scores(model, s.values, running, progress=progress, gaps=s.gaps)
         outcomes.append(
             judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance,
-                  scored=scored)
+                  scored=scored, restarts=window_restarts(s.gaps, running))
         )
     labelled = [o for o in outcomes if o.labels is not None]
     report: dict[str, Any] = {

@@ -21,7 +21,7 @@ import numpy as np
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from trainer.data import Series
 from trainer.decisions import causal_point_scores, daemon_decisions
-from trainer.evaluate import daemon_scores, open_model, state_rows
+from trainer.evaluate import daemon_scores, open_model, state_rows, window_restarts
 from trainer.metrics import segments
 
 MAX_CHANNEL_PANELS = 6
@@ -156,9 +156,10 @@ def plot_evaluation(model_path: Path, series: Sequence[Series], png: Path, rep: 
     out = []
     for s in list(series)[:max_files]:
         st = state_rows(meta, s)  # decided as the report: operating states and the daemon's sensor checks
-        sc, scored = daemon_scores(model, s.values, None if st is None else st[0] == 0)
+        running = None if st is None else st[0] == 0
+        sc, scored = daemon_scores(model, s.values, running, gaps=s.gaps)
         dec = daemon_decisions(sc, meta.threshold.value, len(s.values), meta.window, rep["decision_hop"], policy,
-                               scored)
+                               scored, window_restarts(s.gaps, running))
         out.append(track(s, causal_point_scores(sc, len(s.values), meta.window), mean, std, meta.threshold.value,
                          np.asarray(dec.flags, dtype=bool), dec.raises))
     draw(out, png)
