@@ -67,7 +67,7 @@ def daemon_decisions(
         raise ValueError(f"{s.shape[0]} window scores do not match {n_steps} steps with window {window} (hop 1)")
     if hop < 1:
         raise ValueError(f"hop must be >= 1, got {hop}")
-    starts = hop_starts(s.shape[0], hop, restarts) if restarts and hop > 1 else None
+    starts = hop_starts(s.shape[0], hop, restarts) if len(restarts) and hop > 1 else None
     sub = s[::hop] if starts is None else s[starts]  # the windows the daemon scores
     if scored is not None:
         m = np.asarray(scored, dtype=bool)[::hop] if starts is None else np.asarray(scored, dtype=bool)[starts]

@@ -248,10 +248,14 @@ class Ingest:
                 self.store.push_samples(device, samples, time.monotonic())
 
     def release(self, devices: list[str]) -> None:
-        """Forget ``devices``' windows silently (another worker of the group owns them now)."""
+        """Forget ``devices``' windows and operating states silently (another worker of the group owns them now)."""
         with self.lock:
             for d in devices:
                 self.store.devices.pop(d, None)
+                if self.states is not None:
+                    self.states.forget(d)
+                if self.health is not None:
+                    self.health.running_owed.pop(d, None)
     def _let_go(self) -> None:
         """Rejected devices without a window that the bound on them let go: forgotten like evicted ones."""
         if self.health is None:

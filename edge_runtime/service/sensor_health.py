@@ -418,16 +418,18 @@ class SensorHealth:
         return False
 
     def _pay_running(self, device: str, dh: DeviceHealth) -> None:
-        """Publish the held ``running`` of ``device`` (:meth:`state_changed`) once no more than ``degraded_share``
-        of its channels are on their way through the range hold; dropped if it is out of distribution (said
-        instead)."""
+        """Publish the held ``running`` of ``device`` (:meth:`state_changed`) unless more than ``degraded_share`` of
+        its channels are out of range, some of them still within the range hold (it may be out of distribution:
+        the hold decides); dropped if it is out of distribution (said instead). A process excursion is scored:
+        running."""
         owed = self.running_owed.get(device)
         if owed is None:
             return
         if not dh.ood:
-            out_run = dh.checks.out_run
-            if not dh.learning and (out_run > 0).sum() > self.cfg.degraded_share * len(out_run):
-                return  # it may be out of distribution: the hold decides
+            out_run, hold = dh.checks.out_run, dh.checks.limits.range_hold
+            if not (dh.learning or dh.excursion) and (out_run > 0).sum() > self.cfg.degraded_share * len(out_run) \
+                    and ((out_run > 0) & (out_run < hold)).any():
+                return
             self._operating(device, RUNNING, *owed)
         del self.running_owed[device]
 
@@ -485,10 +487,12 @@ class SensorHealth:
                 st = self.alerts.devices.get(device)
                 if st is None or not st.stale:
                     last = float(ring.last_ts) if np.isfinite(ring.last_ts) else float("nan")
-                    self._out_alerts(self.alerts.set_stale(device, True, last, self.model_id))
+                    if device in self.running_owed:  # the rows waiting for their check may tell
+                        self.flush(device, ring)
                     owed = self.running_owed.pop(device, None)
                     if owed is not None:  # quiet before the range hold could tell: the gate's word stands
                         self._operating(device, RUNNING, *owed)
+                    self._out_alerts(self.alerts.set_stale(device, True, last, self.model_id))
                     dh = self._device(ring)
                     dh.calm = False
                     self._out_health(device, dh)

@@ -79,6 +79,8 @@ def test_the_hop_counts_again_from_a_restart_as_the_daemons_window_does() -> Non
     scores = np.array([0, 0, 0, 0, 0, 9, 0, 0], dtype=float)  # window 5 (rows 5-6): the first after the restart
     d = daemon_decisions(scores, 1.0, 9, 2, 2, pol, scored, restarts=[5])
     assert d.raises.tolist() == [6] and d.flags.astype(int).tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 0]
+    same = daemon_decisions(scores, 1.0, 9, 2, 2, pol, scored, restarts=np.array([5]))  # an array as well
+    assert same.raises.tolist() == [6]
 
 
 def test_window_restarts_are_the_gaps_and_each_run_after_a_stop() -> None:

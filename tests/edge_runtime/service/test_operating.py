@@ -245,3 +245,58 @@ def test_a_new_device_quiet_before_the_range_hold_is_still_said_running(tmp_path
     inline.drain()
     assert [d["state"] for d in operating(link)] == ["running"]
     assert stats.counts["state_changes"] == 1
+
+
+RANGES = {"fill": {"method": "ffill", "limit_samples": 2}, "channels": {
+    c: {"min": -2.0, "max": 2.0, "margin": 0.0} for c in make_metadata().channels}}
+
+
+def _states(link: FakeLink) -> list[tuple[str, float]]:
+    return [(d["state"], d["since"] - 1_700_000_000.0) for d in operating(link)]
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_a_process_excursion_across_a_stop_is_said_running_when_it_runs_again(tmp_path: Path, batch: int) -> None:
+    """Scored through its excursion: its running after the restart is not held until the excursion ends."""
+    stats, ingest, inline, link = make_parts(tmp_path, health=RANGES)
+    x = plant((100, 130), n=240)
+    x[60:, [0, 2, 3]] += 5.0  # after 60 samples in range: out on three of four, across the stop
+    feed(ingest, x, batch)
+    inline.drain()
+    assert _states(link) == [("running", 0), ("stopped", 100), ("settling", 130), ("running", 130 + SETTLE)]
+    assert stats.counts["range_excursions"] == 1 and stats.counts["out_of_distribution"] == 0
+
+
+def test_a_new_device_that_leaves_the_range_after_running_in_it_is_said_running(tmp_path: Path) -> None:
+    stats, ingest, inline, link = make_parts(tmp_path, health=RANGES)
+    x = series(100)
+    x[50:, [0, 2, 3]] += 5.0  # in range for 50 samples (past two windows), then an excursion: one message
+    feed(ingest, x, batch=100)
+    inline.drain()
+    assert stats.counts["range_excursions"] == 1 and stats.counts["windows_scored"] > 0
+    assert _states(link) == [("running", 0)]
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_a_quiet_device_is_checked_before_its_held_running_is_paid(tmp_path: Path, batch: int) -> None:
+    """Single samples wait for their check (every 16, or at a window): the stale check checks them first, so
+    seven samples far out say the same sent one by one as in one message."""
+    stats, ingest, inline, link = make_parts(tmp_path, health=RANGES)
+    x = series(7)
+    x[:, [0, 2, 3]] += 5.0
+    feed(ingest, x, batch)
+    ingest.check_stale(ingest.store.devices["d1"].last_seen + 1e6)
+    inline.drain()
+    assert _states(link) == [("out_of_distribution", 2)]
+
+
+def test_a_device_handed_to_another_worker_starts_afresh_when_it_comes_back(tmp_path: Path) -> None:
+    stats, ingest, inline, link = make_parts(tmp_path, health=RANGES)
+    x = series(2)
+    x[:, [0, 2, 3]] += 5.0
+    feed(ingest, x)  # its running held: the hold has not told yet
+    ingest.release(["d1"])  # a NATS partition taken by another worker
+    assert ingest.health is not None and ingest.health.running_owed == {}
+    feed(ingest, series(20), t0=1_700_050_000.0)  # back here much later, in range
+    inline.drain()
+    assert _states(link) == [("running", 50_000)]
