@@ -16,8 +16,9 @@ One thread runs an asyncio loop with the nats-py connection and these tasks:
 - every batch: decode and window each message (the daemon's :meth:`Ingest.handle`), score (``after_read``),
   send what scoring produced, then acknowledge the batch's last message (ack policy ``all``).
 
-Outputs go to NATS subjects (topic ``/`` -> ``.``): alerts with a ``Nats-Msg-Id`` of device and ``seq``
-(a stream on the alert subjects drops a duplicate), scores and stats as core messages; retained messages
+Outputs go to NATS subjects (topic ``/`` -> ``.``): alerts with a ``Nats-Msg-Id`` of subject and ``seq``
+(published through JetStream where a stream keeps their subject, which drops a duplicate; core messages
+elsewhere), scores and stats as core messages; retained messages
 (alert states, the status) are put in the group's retained KV bucket and published as well.
 """
 
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 MEMBERSHIP_POLL_S = 1.0
 SHUTDOWN_S = 5.0  # the most close() spends unpinning, sending the offline status and draining (then it closes)
 DRAIN_S = 2.0  # nats-py's drain_timeout (its default 30 s)
+STREAM_RECHECK_S = 60.0  # whether a stream keeps an alert subject is asked again after this long
+STREAM_CACHE = 4096  # subjects remembered (one per device and alert kind)
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -161,6 +164,7 @@ class NatsLink:
         self.group: GroupConfig | None = None
         self.nc: Any = None
         self._offline: dict[str, Any] | None = None
+        self._streams: dict[str, tuple[bool, float]] = {}  # subject -> (a stream keeps it, until when that holds)
 
     # -- the Source interface (daemon threads) ------------------------------------------
     def start(self) -> None:
@@ -180,8 +184,9 @@ class NatsLink:
         if len(self._out) >= limit:  # the publisher retries it or counts it lost
             return False
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
-        headers = self._msg_id(data) if qos and not retain and not bulk else None
-        self._out.append((topic_to_subject(topic), data, retain, headers))
+        subject = topic_to_subject(topic)
+        headers = self._msg_id(subject, data) if qos and not retain and not bulk else None
+        self._out.append((subject, data, retain, headers))
         self.stats.incr("published")
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and threading.current_thread() is not self._thread:
@@ -526,15 +531,36 @@ class NatsLink:
             self.stats.incr("messages_acked", len(batch))
 
     # -- outputs ------------------------------------------------------------------------
-    def _msg_id(self, data: bytes) -> dict[str, str] | None:
-        """An alert's ``Nats-Msg-Id`` (instance, device, seq): the same alert sent twice is stored once."""
+    def _msg_id(self, subject: str, data: bytes) -> dict[str, str] | None:
+        """An alert's ``Nats-Msg-Id`` (instance, subject, seq; a process alert and a sensor alert of one device
+        have their own seq): the same alert sent twice is stored once by a stream that keeps its subject."""
         try:
             doc = json.loads(data)
         except ValueError:
             return None
         if isinstance(doc, dict) and "seq" in doc and "device" in doc and "state" in doc:
-            return {"Nats-Msg-Id": f"{self.instance}:{doc['device']}:{doc['seq']}"}
+            return {"Nats-Msg-Id": f"{self.instance}:{subject}:{doc['seq']}"}
         return None
+
+    async def _kept(self, subject: str) -> bool:
+        """Does a stream keep ``subject``? Asked of JetStream once a minute per subject (a stream made later is
+        found): an alert no stream keeps is a core message, never a JetStream request that nothing answers (or
+        that a plain subscriber takes without answering: sent again for ever)."""
+        now = time.monotonic()
+        hit = self._streams.get(subject)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            await self._js.find_stream_name_by_subject(subject)
+            kept = True
+        except Exception as exc:
+            if type(exc).__name__ != "NotFoundError":
+                raise  # JetStream did not answer: the message waits for the next try
+            kept = False
+        if len(self._streams) >= STREAM_CACHE:
+            self._streams.clear()
+        self._streams[subject] = (kept, now + STREAM_RECHECK_S)
+        return kept
 
     async def _flusher(self) -> None:
         assert self._wake is not None
@@ -564,19 +590,19 @@ class NatsLink:
                     subject, data, retain, headers = item
                     if retain:
                         await self._retained.put(kv_key(subject), data)
-                    if headers is not None and self._alert_stream is not False:
+                    if headers is not None and await self._kept(subject):
                         if sent:  # in order: what came before is confirmed first
                             sent = await self._confirm(sent)
                         try:
                             await self._js.publish(subject, data, timeout=2, headers=headers)
-                            self._alert_stream = True
                             if out and out[0] is item:
                                 out.popleft()
                             continue
                         except Exception as exc:
-                            if type(exc).__name__ != "NoRespondersError" or self._alert_stream:
+                            if type(exc).__name__ not in ("NoRespondersError", "NoStreamResponseError"):
                                 raise
-                            self._alert_stream = False  # no stream keeps alerts: plain messages
+                            self._streams.pop(subject, None)  # the stream went away: asked again next time
+                            raise
                     await self.nc.publish(subject, data, headers=headers)
                     sent.append(item)
                 if sent:
@@ -598,5 +624,4 @@ class NatsLink:
             out.popleft()
         return []
 
-    _alert_stream: bool | None = None  # does a stream keep the alerts? (None: not known yet)
 

@@ -24,13 +24,14 @@ VALUES = [0.1, 0.2, 0.3, 0.4]
 
 
 def create_group(urls: list[str] | str, name: str = "g1", partitions: int = 8, replicas: int = 1,
-                 **kw: Any) -> GroupConfig:
+                 alert_subject: str = "alerts.*", **kw: Any) -> GroupConfig:
+    """The group (and, unless ``alert_subject`` is empty, its alert stream)."""
     cfg = GroupConfig(name, f"EW_{name}", "sensors.*.data", partitions=partitions, replicas=replicas, **kw)
 
     async def go() -> None:
         nc = await nats.connect(servers=urls)
         try:
-            await admin.create_group(nc, cfg, "alerts.*")
+            await admin.create_group(nc, cfg, alert_subject)
         finally:
             await nc.close()
 
@@ -53,6 +54,7 @@ class Watcher:
         self.urls = urls
         self.window_ends: dict[str, list[float]] = defaultdict(list)
         self.alerts: list[dict[str, Any]] = []
+        self.sensor_alerts: list[dict[str, Any]] = []  # on health.<device>.alerts (no stream keeps them)
         self.stats: dict[str, dict[str, Any]] = {}  # worker -> its latest stats document
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -78,7 +80,11 @@ class Watcher:
             self.alerts.append(json.loads(m.data))
 
         await nc.subscribe("scores.*", cb=score, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        async def sensor_alert(m: Any) -> None:
+            self.sensor_alerts.append(json.loads(m.data))
+
         await nc.subscribe("alerts.*", cb=alert, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        await nc.subscribe("health.*.alerts", cb=sensor_alert, pending_msgs_limit=-1, pending_bytes_limit=-1)
         await nc.subscribe("edgewatch.*.stats", cb=stats, pending_msgs_limit=-1, pending_bytes_limit=-1)
         await nc.flush()
         # on a cluster, also one score subscriber on each server: a score published while the server of the

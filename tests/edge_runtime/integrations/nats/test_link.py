@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import nats
@@ -13,7 +14,7 @@ from edge_runtime.integrations.nats import admin
 from edge_runtime.service.daemon import Daemon
 from edge_runtime.tools.localnats import NatsServer
 from tests.edge_runtime.integrations.nats.natsgroup import Watcher, create_group, publish, stream_alerts
-from tests.edge_runtime.onnx_models import make_metadata, write_model
+from tests.edge_runtime.onnx_models import make_metadata, write_health_model, write_model
 from tests.reliability.harness import wait_until
 
 W = 16
@@ -92,3 +93,48 @@ def test_next_owner_rebuilds_windows_and_carries_the_alert_state_on(nats_server:
     assert watch.alerts[0]["instance"] == watch.alerts[1]["instance"] == "handover"
     kept = asyncio.run(stream_alerts(nats_server.url, "EW_handover_ALERTS"))
     assert [(x["state"], x["seq"]) for x in kept] == [("raised", 1), ("cleared", 2)]
+
+
+@pytest.mark.slow
+def test_sensor_alerts_no_stream_keeps_go_out_and_the_worker_goes_on(nats_server: NatsServer, tmp_path: Path) -> None:
+    """A sensor alert has a device, a state and a seq, but no stream keeps health.<device>.alerts: it is a core
+    message (it was sent as a JetStream request that nothing answered, and the worker stopped for good)."""
+    create_group(nats_server.url, "sensors", partitions=2)
+    model = write_health_model(tmp_path / "h.onnx", ["a", "b", "c", "d"])
+    watch = Watcher(nats_server.url)
+    d = worker(nats_server, model, "sensors", "w1")
+    try:
+        n = publish(nats_server.url, ["d0"], 0, 30)  # constant values: every channel stuck after 6 samples
+        wait_until(lambda: len(watch.sensor_alerts) >= 4, 15, "the stuck alerts")
+        n += publish(nats_server.url, ["d1"], 0, 30)  # a second device afterwards: read and acknowledged too
+        wait_until(lambda: d.stats.counts["messages_acked"] >= n, 15, "every message acknowledged")
+        wait_until(lambda: consumer_backlog(nats_server, "sensors") == (0, 0), 10, "no backlog, nothing unacked")
+        assert {(x["device"], x["channel"], x["kind"]) for x in watch.sensor_alerts} >= {
+            ("d0", c, "stuck") for c in "abcd"}
+        seen = [(x["device"], x["channel"], x["seq"]) for x in watch.sensor_alerts]
+        assert len(seen) == len(set(seen))  # each once
+    finally:
+        d.stop()
+        watch.close()
+
+
+@pytest.mark.slow
+def test_without_an_alert_stream_an_alert_is_sent_once_and_the_worker_goes_on(nats_server: NatsServer,
+                                                                              model: Path) -> None:
+    """``group create --alert-subject -``: the alerts are core messages. A plain subscriber on alerts.* must
+    not take a JetStream request for one (no answer: sent again and again, the worker stuck behind it)."""
+    create_group(nats_server.url, "nostream", partitions=2, alert_subject="")
+    watch = Watcher(nats_server.url)
+    d = worker(nats_server, model, "nostream", "w1")
+    try:
+        n = publish(nats_server.url, ["d0"], 0, 30)
+        n += publish(nats_server.url, ["d0"], 30, 50, value="alt")
+        n += publish(nats_server.url, ["d1"], 0, 30)
+        wait_until(lambda: d.stats.counts["messages_acked"] >= n, 20, "every message acknowledged")
+        wait_until(lambda: len(watch.alerts) >= 1, 5, "the alert")
+        time.sleep(1.0)
+        assert [(x["device"], x["state"], x["seq"]) for x in watch.alerts] == [("d0", "raised", 1)]
+        assert d.stats.counts["windows_scored"] == 2 * (30 - W + 1) + 20
+    finally:
+        d.stop()
+        watch.close()
