@@ -353,6 +353,7 @@ class Discovery:
     last_seen: dict[str, float] = field(default_factory=dict)  # device -> when its last window was scored (or rejected)
     stale: set[str] = field(default_factory=set)
     unscored: set[str] = field(default_factory=set)  # announced by on_rejected, no window scored yet
+    earlier: set[str] = field(default_factory=set)  # said online by an earlier run, not heard from in this one
     _last_full: float = float("-inf")
     _next_sweep: float = float("-inf")
 
@@ -388,7 +389,18 @@ class Discovery:
         kept available while it sends."""
         return self._seen(device, now, scored=False)
 
+    def on_earlier(self, device: str, payload: bytes, now: float | None = None) -> list[tuple[str, bytes]]:
+        """A retained availability of this instance read back at connect: a device an earlier run left ``online``
+        (a crash, a kill) and that this run has not heard from is said ``offline`` by :meth:`sweep` after
+        ``stale_s``, unless it sends (then it is announced as any new device). Nothing to send now."""
+        if bytes(payload).strip() != PAYLOAD_AVAILABLE.encode() or device in self.last_seen or not device:
+            return []
+        self.last_seen[device] = self.clock() if now is None else now
+        self.earlier.add(device)
+        return []
+
     def _seen(self, device: str, now: float | None, scored: bool) -> list[tuple[str, bytes]]:
+        self.earlier.discard(device)
         self.last_seen[device] = self.clock() if now is None else now
         if device in self.devices and device not in self.stale and not (scored and device in self.unscored):
             return []
@@ -408,10 +420,14 @@ class Discovery:
         limit = self.settings.stale_s
         self._next_sweep = now + max(0.5, limit / 10)
         out = []
-        for d, t in self.last_seen.items():
+        for d, t in list(self.last_seen.items()):
             if d not in self.stale and now - t >= limit:
-                self.stale.add(d)
                 out.append((availability_topic(d, self.settings), PAYLOAD_NOT_AVAILABLE.encode()))
+                if d in self.earlier:  # an earlier run's device: nothing more of it to follow
+                    self.earlier.discard(d)
+                    del self.last_seen[d]
+                else:
+                    self.stale.add(d)
         return out
 
     def forget(self, device: str) -> list[tuple[str, bytes]]:

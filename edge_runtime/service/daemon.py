@@ -129,8 +129,8 @@ class Daemon:
             filters, on_message = [*filters, *self.sparkplug.filters], self.sparkplug.route(on_message)
         self.link: Source = self._make_nats_link() if self.nats else MqttLink(
             cfg, filters, on_message, self.status_topic, self._online_doc, self.stats,
-            on_connected=self._on_connected, state_filter=format_topic(cfg.state_topic, device="+"),
-            on_state=self.scorer.adopt, after_read=self.batching.drain if inline else None,
+            on_connected=self._on_connected, state_filter=self._retained_filters(),
+            on_state=self._retained, after_read=self.batching.drain if inline else None,
             on_status=self._on_status)
         self.publisher.link = self.link
         if inline and isinstance(self.link, MqttLink) and isinstance(self.batching, InlineScoring):
@@ -163,6 +163,25 @@ class Daemon:
         except OSError as exc:
             raise ConfigError(f"runtime.metrics_port: cannot listen on {self.cfg.metrics_addr}:"
                               f"{self.cfg.metrics_port}: {exc.strerror or exc}") from None
+
+    def _retained_filters(self) -> list[str]:
+        """What is read back of an earlier run at each connect: the alert states (raised alerts adopted) and,
+        with Home Assistant discovery, the devices' availability (those left online are said offline if quiet)."""
+        out = [format_topic(self.cfg.state_topic, device="+")]
+        if self.scorer.discovery is not None:
+            out.append(f"{self.scorer.discovery.settings.status}/+")
+        return out
+
+    def _retained(self, topic: str, payload: bytes | bytearray) -> None:
+        """A retained document of an earlier run (network thread): an alert state, or a device's availability."""
+        discovery = self.scorer.discovery
+        if discovery is not None:
+            prefix = f"{discovery.settings.status}/"
+            if topic.startswith(prefix):
+                self.publisher.send(self.scorer.discovery_event("on_earlier", topic[len(prefix):], bytes(payload)))
+                return
+        if self.scorer.adopt(topic, payload) is not None:  # raised by it: its state is this run's to keep
+            self.publisher.remember(topic, payload)
 
     def _make_discovery(self, model: EdgeModel) -> Any:
         from edge_runtime.integrations.homeassistant import Discovery, DiscoverySettings, stale_limit_s

@@ -24,7 +24,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -253,7 +253,7 @@ class MqttLink:
         online_doc: Callable[[], dict[str, Any]],
         stats: Stats,
         on_connected: Callable[[], None] | None = None,
-        state_filter: str | None = None,
+        state_filter: str | Sequence[str] | None = None,
         on_state: Callable[[str, bytes | bytearray], None] | None = None,
         after_read: Callable[[], None] | None = None,
         on_status: Callable[[bytes | bytearray], None] | None = None,
@@ -263,11 +263,12 @@ class MqttLink:
         self.filters = filters
         # Retained alert states of earlier runs: subscribed on connect, unsubscribed at SUBACK,
         # so only the retained copies (sent between the two) reach ``on_state``.
-        self.state_filter = state_filter if on_state is not None else None
+        self.state_filters = ([state_filter] if isinstance(state_filter, str) else list(state_filter or [])) \
+            if on_state is not None else []
         self._on_state = on_state
         self._adopt_mid: int | None = None
         self._adopting = False
-        self._state_topics: dict[str, bool] = {}  # topic -> matches state_filter (see _is_state_topic)
+        self._state_topics: dict[str, bool] = {}  # topic -> matches a state filter (see _is_state_topic)
         self.status_topic = status_topic
         self._online_doc = online_doc
         self.stats = stats
@@ -387,9 +388,9 @@ class MqttLink:
         log.info("connected to %s:%d (session present: %s)", self.addr.host, self.addr.port, flags.session_present)
         self.reconnected = self._n_connects > 1
         client.subscribe([(f, 1) for f in self.filters] + ([(self.status_topic, 1)] if self._on_status else []))
-        if self.state_filter:
+        if self.state_filters:
             self._adopting = True
-            self._adopt_mid = client.subscribe(self.state_filter, 1)[1]
+            self._adopt_mid = client.subscribe([(f, 1) for f in self.state_filters])[1]
         if client.publish(self.status_topic, to_json(self._online_doc()), qos=1,
                           retain=True).rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             self.status_owed.set()  # the will said "connection lost": the housekeeping sends it through the publisher
@@ -419,10 +420,12 @@ class MqttLink:
     def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if mid != self._adopt_mid:
             return
-        if any(rc.is_failure for rc in reason_codes):
-            log.warning("cannot read retained alert states on %s (%s; ACL?): devices left raised by an earlier "
-                        "run are not re-adopted", self.state_filter, reason_codes[0])
-        client.unsubscribe(self.state_filter)
+        for f, rc in zip(self.state_filters, reason_codes, strict=False):
+            if rc.is_failure:
+                log.warning("cannot read the retained documents of an earlier run on %s (%s; ACL?): %s", f, rc,
+                            "devices left raised by it are not re-adopted" if f == self.state_filters[0] else
+                            "devices it left online in Home Assistant stay so until they send")
+        client.unsubscribe(self.state_filters)
 
     def _handle_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         self._adopting = False
@@ -440,7 +443,7 @@ class MqttLink:
         if hit is None:
             if len(self._state_topics) >= 100_000:
                 self._state_topics.clear()
-            hit = self._state_topics[topic] = paho.topic_matches_sub(self.state_filter or "", topic)
+            hit = self._state_topics[topic] = any(paho.topic_matches_sub(f, topic) for f in self.state_filters)
         return hit
 
     def _handle_message(self, client, userdata, msg: paho.MQTTMessage) -> None:

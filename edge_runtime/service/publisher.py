@@ -137,6 +137,11 @@ class Publisher:
             self._again = deque(reversed(self._remembered))
             return len(self._again)
 
+    def remember(self, topic: str, payload: bytes | bytearray) -> None:
+        """A retained document an earlier run published and this one carries on (a raised alert's state): kept
+        as this run's own, so a broker that lost it gets it again after a reconnect."""
+        self._remember(Outbound(topic, bytes(payload).decode("utf-8", "replace"), qos=1, retain=True))
+
     def forget_remembered(self, topics: Iterable[str]) -> None:
         """A device left: its topics are not published again after a reconnect."""
         with self._lock:

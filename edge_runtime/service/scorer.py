@@ -420,8 +420,9 @@ class Scorer:
             msgs = getattr(self.discovery, what)(*args)
         return [Outbound(topic, payload, qos=1, retain=True, bulk=True, reassert=False) for topic, payload in msgs]
 
-    def adopt(self, topic: str, payload: bytes | bytearray) -> None:
+    def adopt(self, topic: str, payload: bytes | bytearray) -> str | None:
         """A retained state of this instance from an earlier run (paho thread): see :meth:`AlertTracker.adopt`;
+        the device adopted raised, or None;
         an adopted raised device that never sends data again is expired after ``device_idle_s``. A raised one
         carries on with its peak (from the state), an episode a verdict can name, and its evidence (continued
         in the same file, or started here when the store has none)."""
@@ -441,10 +442,11 @@ class Scorer:
             self.stats.drop("bad_state")
             self.ingest.rl.log(logging.WARNING, "bad_state", "retained state on %r refused: %s", topic[:200],
                                str(exc)[:120] if isinstance(exc, StateError) else f"not JSON ({type(exc).__name__})")
-            return
+            return None
         if device is not None:
             log.info("device %s was left raised by an earlier run: tracked as raised until it clears or expires",
                      sanitize_id(device, self.cfg.max_device_id_len))
+        return device
 
     def _adopt_alert(self, device: str) -> None:
         model, now = self.model, time.time()

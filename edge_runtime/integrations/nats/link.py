@@ -129,7 +129,7 @@ class NatsLink:
 
     def __init__(self, cfg: Config, on_message: Callable[..., None], status_topic: str,
                  online_doc: Callable[[], dict[str, Any]], stats: Stats, *,
-                 after_read: Callable[[], None] | None, on_state: Callable[[str, bytes], None],
+                 after_read: Callable[[], None] | None, on_state: Callable[[str, bytes], object],
                  prime: Callable[[str, bytes, float], None], release: Callable[[list[str]], None],
                  device_of: Callable[[str], str | None], instance: str,
                  on_connected: Callable[[], None] | None = None, rebuild_s: float = 300.0) -> None:

@@ -224,6 +224,24 @@ def test_a_silent_device_becomes_unavailable_and_comes_back() -> None:
     assert back[1] == ("edgewatch/gw1/status/a", b"online") and back[0][0].endswith("edgewatch_gw1_a/config")
 
 
+def test_a_device_an_earlier_run_left_online_is_said_offline_when_it_stays_quiet() -> None:
+    clock = Clock()
+    d = Discovery(S, clock=clock)
+    assert d.on_earlier("old", b"online") == [] and d.on_earlier("gone", b"offline") == []
+    assert d.on_earlier("back", b"online") == []
+    clock.t += 60
+    assert d.sweep() == []  # 60 s of 120
+    back = d.on_device("back")  # it sends: announced as any new device (this run's model in its config)
+    assert [t for t, _ in back] == ["homeassistant/device/edgewatch_gw1_back/config", "edgewatch/gw1/status/back"]
+    clock.t += 61
+    assert d.sweep() == [("edgewatch/gw1/status/old", b"offline")]  # never gone, never heard from: not online
+    clock.t += 200
+    assert d.sweep() == [("edgewatch/gw1/status/back", b"offline")]  # this run's device, quiet in its turn
+    assert "old" not in d.last_seen and d.earlier == set()  # nothing more of it to follow
+    assert d.on_earlier("back", b"online") == []  # (this run knows it: not an earlier run's)
+    assert d.earlier == set()
+
+
 def test_a_forgotten_device_is_unavailable_not_deleted_and_removal_is_explicit() -> None:
     d = Discovery(S, clock=Clock())
     d.on_device("a")
@@ -451,6 +469,37 @@ def test_a_device_whose_messages_are_all_rejected_gets_its_discovery_config(mosq
             assert render(fixed["value_template"], docs("health/bad-7")[-1]) == fixed["payload_off"]
             assert d.scorer.discovery.unscored.isdisjoint({"bad-7"})
     finally:
+        pub.close()
+        col.close()
+
+
+def test_a_daemon_restarted_after_a_crash_says_the_quiet_devices_it_left_online_offline(mosquitto,
+                                                                                       demo_model_path) -> None:
+    """A killed daemon leaves its devices' retained availability online (its Last Will covers its own status
+    only): the next run reads them back at connect and says offline those that stay quiet, so Home Assistant
+    shows them unavailable and ``homeassistant cleanup`` takes them as orphaned."""
+    from tests.edge_runtime.mqtt_helpers import Collector, Publisher, running_daemon, wait_until
+
+    col = Collector(mosquitto.port, ["edgewatch/#"])
+    pub = Publisher(mosquitto.port)
+    try:
+        pub.send("edgewatch/gw1/status/x1", b"online", retain=True)  # as the crashed run left them
+        pub.send("edgewatch/gw1/status/x2", b"online", retain=True)
+        pub.send("edgewatch/other/status/x3", b"online", retain=True)  # another gateway's: not this daemon's
+        pub.flush()
+        with running_daemon(mosquitto.url, demo_model_path, homeassistant_discovery=True, instance="gw1",
+                            device_idle_s=2.0):
+            def last(topic: str) -> bytes | None:
+                got = [p for t, p, _ in list(col.messages) if t == topic]
+                return got[-1] if got else None
+
+            wait_until(lambda: last("edgewatch/gw1/status/x1") == last("edgewatch/gw1/status/x2") == b"offline",
+                       15, "the earlier run's quiet devices offline")
+        assert last("edgewatch/other/status/x3") == b"online"
+    finally:
+        for t in ("edgewatch/gw1/status/x1", "edgewatch/gw1/status/x2", "edgewatch/other/status/x3"):
+            pub.send(t, b"", retain=True)
+        pub.flush()
         pub.close()
         col.close()
 

@@ -281,6 +281,16 @@ def _retained(port: int, topics: list[str]) -> dict[str, dict]:
     return got
 
 
+def _raise(d: Daemon, port: int, device: str, x: np.ndarray) -> None:
+    """Send ``x`` (an anomaly in it) as ``device`` and wait until its alert is raised and everything scored."""
+    pub = Publisher(port)
+    for i in range(len(x)):
+        pub.send(f"sensors/{device}/data", json.dumps({"ts": T0 + i, "values": x[i].tolist()}))
+    pub.close()
+    wait_until(lambda: d.stats.counts["alerts_raised"] >= 1, 10, "raised")
+    idle(d)
+
+
 def test_a_broker_restarted_without_persistence_gets_the_retained_documents_again(mosquitto, tmp_path: Path) -> None:
     """The broker forgets every retained message (no persistence): after the reconnect (no session) the daemon
     publishes its states and health documents again, so a dashboard that connects later sees a device in alarm."""
@@ -288,12 +298,7 @@ def test_a_broker_restarted_without_persistence_gets_the_retained_documents_agai
     x = series(40, seed=5)
     x[20:, 1] *= 40.0  # a fault: raised and left raised
     with running_daemon(mosquitto.url, model, raise_after=1) as d:
-        pub = Publisher(mosquitto.port)
-        for i in range(40):
-            pub.send("sensors/p/data", json.dumps({"ts": T0 + i, "values": x[i].tolist()}))
-        pub.close()
-        wait_until(lambda: d.stats.counts["alerts_raised"] >= 1, 10, "raised")
-        idle(d)
+        _raise(d, mosquitto.port, "p", x)
         topics = ["alerts/p/state", "health/p"]
         before = _retained(mosquitto.port, topics)
         assert before["alerts/p/state"]["state"] == "raised" and "health/p" in before
@@ -302,6 +307,24 @@ def test_a_broker_restarted_without_persistence_gets_the_retained_documents_agai
         wait_until(lambda: d.stats.counts["retained_reasserted"] >= 2, 10, "published again")
         after = _retained(mosquitto.port, topics)
         assert after["alerts/p/state"] == before["alerts/p/state"] and after["health/p"] == before["health/p"]
+
+
+def test_an_adopted_raised_state_is_published_again_after_the_broker_lost_it(mosquitto, tmp_path: Path) -> None:
+    """An alert left raised by an earlier run and adopted by this one (no data since): a broker restarted without
+    persistence gets its retained state again from this run, as it gets this run's own."""
+    model = write_model(tmp_path / "m.onnx", make_metadata(window=W, hop=HOP, threshold=THR))
+    x = series(40, seed=5)
+    x[20:] *= 40.0
+    with running_daemon(mosquitto.url, model, raise_after=1) as d:
+        _raise(d, mosquitto.port, "q", x)
+    before = _retained(mosquitto.port, ["alerts/q/state"])["alerts/q/state"]
+    assert before["state"] == "raised"
+    with running_daemon(mosquitto.url, model, raise_after=1) as d2:
+        wait_until(lambda: "q" in d2.tracker.devices, 10, "the raised state adopted")
+        mosquitto.restart(down_s=0.3)  # no persistence: nothing retained
+        wait_until(lambda: d2.stats.counts["reconnects"] >= 1 and d2.link.connected.is_set(), 15, "reconnect")
+        wait_until(lambda: "alerts/q/state" in _retained(mosquitto.port, ["alerts/q/state"]), 10, "published again")
+        assert _retained(mosquitto.port, ["alerts/q/state"])["alerts/q/state"] == before
 
 
 def test_hot_reload_good_and_bad(mosquitto, tmp_path: Path, caplog) -> None:
