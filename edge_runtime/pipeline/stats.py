@@ -48,6 +48,7 @@ COUNTERS = (
     "devices_expired",  # removed after device_idle_s without data
     "stale_checks_paused",  # input link outages with devices known: stale checks and idle expiry paused, then a grace
     "gaps",  # window restarts after a time gap
+    "sparkplug_seq_gaps",  # Sparkplug B: a node's seq skipped (its messages lost on the way): a rebirth asked for
     "instance_conflicts",  # online statuses of this instance name from another daemon (a clone)
     "clock_resets",  # devices whose clock jumped back for good (clock_reset_after samples): window restarted
     "calibrations",  # devices whose warm-up set their own threshold (input.warmup)

@@ -11,7 +11,13 @@ Sparkplug B protobuf ``Payload`` (``sparkplug_b_pb2``, generated from ``sparkplu
 - DDATA for a device without a DBIRTH, or with an alias its DBIRTH did not announce, asks for a rebirth:
   an NCMD ``Node Control/Rebirth`` = true to its edge node (at most one per node per ``rebirth_interval_s``).
 - DDEATH (the device) and NDEATH (every device of the node) mean offline: the device's state is dropped.
-- NBIRTH resets the node's devices (their DBIRTHs follow).
+  An NDEATH whose ``bdSeq`` is not the one of the node's current NBIRTH is a late death certificate of an
+  earlier session (the broker sends a Will after the node has connected again): ignored
+  (``sparkplug_stale_death``).
+- NBIRTH resets the node's devices (their DBIRTHs follow) and starts its ``seq`` (0, then +1 mod 256 with
+  every NDATA, DBIRTH, DDATA and DDEATH of the node). A message whose ``seq`` is not the next one means a
+  message of the node was lost on the way (a report-by-exception value missed, a channel left at an old
+  value): a ``seq_gap`` event, and a rebirth is asked for, which sends every current value again.
 
 The daemon's device id is ``{group}:{edge_node}:{device}``. Every refusal is a :class:`Event` with a reason
 (``sparkplug_malformed``, ``sparkplug_unknown_device``, ``sparkplug_unknown_alias``, ``sparkplug_bad_value``,
@@ -34,7 +40,8 @@ from edge_runtime.pipeline.decode import Samples
 
 NAMESPACE = "spBv1.0"
 REBIRTH_METRIC = "Node Control/Rebirth"
-KINDS = ("NBIRTH", "NDEATH", "DBIRTH", "DDATA", "DDEATH")
+KINDS = ("NBIRTH", "NDEATH", "NDATA", "DBIRTH", "DDATA", "DDEATH")
+BDSEQ_METRIC = "bdSeq"
 _F32_MAX = float(np.finfo(np.float32).max)
 Payload: Any = pb.Payload  # type: ignore[attr-defined]  # generated code: no stubs
 # Sparkplug datatypes (sparkplug_b.proto DataType)
@@ -70,7 +77,8 @@ def parse_topic(topic: str) -> SparkplugTopic | None:
 @dataclass
 class Event:
     """What one message meant: ``kind`` is ``data`` (``device``, ``samples``), ``offline`` (``devices``),
-    ``rebirth`` (publish ``payload`` to ``topic``) or ``drop`` (``reason``, ``n`` items, ``detail``)."""
+    ``rebirth`` (publish ``payload`` to ``topic``), ``seq_gap`` (``n`` messages of the node missed, ``detail``)
+    or ``drop`` (``reason``, ``n`` items, ``detail``)."""
 
     kind: str
     device: str = ""
@@ -88,6 +96,22 @@ class _Device:
     aliases: dict[int, str]  # alias -> metric name (every metric the DBIRTH announced)
     datatypes: dict[str, int]  # metric name -> datatype
     values: list[float | None]  # per channel: the last value
+
+
+@dataclass
+class _Node:
+    bdseq: int | None = None  # the current NBIRTH's bdSeq (None: not seen, or the birth had none)
+    next_seq: int | None = None  # the seq the node's next message should carry (None: not known yet)
+
+
+def _bdseq(p: Any) -> int | None:
+    """The ``bdSeq`` metric of an NBIRTH or NDEATH payload, or None."""
+    for m in p.metrics:
+        if m.name == BDSEQ_METRIC:
+            which = m.WhichOneof("value")
+            if which in ("long_value", "int_value"):
+                return int(getattr(m, which))
+    return None
 
 
 def metric_value(m: Any, datatype: int) -> float | None:
@@ -142,6 +166,7 @@ class SparkplugDecoder:
         self.max_devices = max_devices
         self.rebirth_interval_s = rebirth_interval_s
         self.devices: OrderedDict[str, _Device] = OrderedDict()
+        self.nodes: OrderedDict[str, _Node] = OrderedDict()  # group:node -> its session (bdSeq, seq)
         self._rebirth_at: dict[str, float] = {}  # ncmd topic -> when one was last asked for
 
     def set_channels(self, channels: list[str]) -> None:
@@ -164,18 +189,50 @@ class SparkplugDecoder:
             p = Payload.FromString(bytes(payload))
         except (ProtobufDecodeError, RecursionError, ValueError) as exc:
             return [Event("drop", reason="sparkplug_malformed", detail=f"{t.kind} on {topic[:200]}: {exc}")]
-        if t.kind == "NDEATH" or t.kind == "NBIRTH":
-            prefix = f"{t.group}:{t.edge_node}:"
-            gone = [d for d in self.devices if d.startswith(prefix)]
-            for d in gone:
-                del self.devices[d]
-            return [Event("offline", devices=gone)] if gone and t.kind == "NDEATH" else []
+        key = f"{t.group}:{t.edge_node}"
+        if t.kind == "NDEATH":
+            node = self.nodes.get(key)
+            bd = _bdseq(p)
+            if node is not None and node.bdseq is not None and bd is not None and bd != node.bdseq:
+                return [Event("drop", reason="sparkplug_stale_death", detail=f"NDEATH of {key} with bdSeq {bd}, "
+                              f"its current NBIRTH's is {node.bdseq}: a death certificate of an earlier session")]
+            self.nodes.pop(key, None)
+            return self._node_gone(key, offline=True)
+        if t.kind == "NBIRTH":
+            self.nodes.pop(key, None)
+            while len(self.nodes) >= self.max_devices:
+                self.nodes.popitem(last=False)
+            self.nodes[key] = _Node(_bdseq(p), (p.seq + 1) % 256 if p.HasField("seq") else None)
+            return self._node_gone(key, offline=False)
+        events = self._sequence(t, key, p, now)
+        if t.kind == "NDATA":  # node metrics: no channels (devices only); its seq counts
+            return events
         dev = self.device_id(t)
         if t.kind == "DDEATH":
-            return [Event("offline", devices=[dev])] if self.devices.pop(dev, None) is not None else []
+            return events + ([Event("offline", devices=[dev])] if self.devices.pop(dev, None) is not None else [])
         if t.kind == "DBIRTH":
-            return self._birth(t, dev, p, now)
-        return self._data(t, dev, p, now)
+            return events + self._birth(t, dev, p, now)
+        return events + self._data(t, dev, p, now)
+
+    def _node_gone(self, key: str, offline: bool) -> list[Event]:
+        """The node's devices dropped (an NBIRTH: their DBIRTHs follow; an NDEATH: offline)."""
+        prefix = f"{key}:"
+        gone = [d for d in self.devices if d.startswith(prefix)]
+        for d in gone:
+            del self.devices[d]
+        return [Event("offline", devices=gone)] if gone and offline else []
+
+    def _sequence(self, t: SparkplugTopic, key: str, p: Any, now: float) -> list[Event]:
+        """The node's ``seq`` checked and moved on; a gap: a ``seq_gap`` event and a rebirth request."""
+        node = self.nodes.get(key)
+        if node is None or not p.HasField("seq"):
+            return []
+        seq, want = p.seq % 256, node.next_seq
+        node.next_seq = (seq + 1) % 256
+        if want is None or seq == want:
+            return []
+        return [Event("seq_gap", n=(seq - want) % 256, detail=f"{key}: seq {seq} where {want} was next: "
+                      f"{(seq - want) % 256} message(s) of the node lost on the way"), *self._rebirth(t, now)]
 
     def _birth(self, t: SparkplugTopic, dev: str, p: Any, now: float) -> list[Event]:
         state = _Device({}, {}, [None] * len(self.channels))

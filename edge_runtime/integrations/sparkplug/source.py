@@ -53,11 +53,12 @@ class SparkplugSource:
 
     @property
     def filters(self) -> list[str]:
-        """Subscriptions: births, data and deaths of every node and device of each group."""
+        """Subscriptions: births, data and deaths of every node and device of each group (node data only for
+        its ``seq``)."""
         out = []
         for g in self.groups:
             out += [f"{self.namespace}{g}/{k}/+/+" for k in ("DBIRTH", "DDATA", "DDEATH")]
-            out += [f"{self.namespace}{g}/{k}/+" for k in ("NBIRTH", "NDEATH")]
+            out += [f"{self.namespace}{g}/{k}/+" for k in ("NBIRTH", "NDEATH", "NDATA")]  # NDATA: its seq
         return out
 
     def route(self, handle: Handler) -> Handler:
@@ -96,6 +97,9 @@ class SparkplugSource:
             elif ev.kind == "rebirth":
                 log.info("asking for a Sparkplug rebirth on %s", ev.topic)
                 self.send([Outbound(ev.topic, ev.payload, qos=0)])  # type: ignore[arg-type]  # bytes payload
+            elif ev.kind == "seq_gap":
+                st.incr("sparkplug_seq_gaps")
+                self.rl.log(logging.WARNING, "sparkplug_seq_gap", "%s: asking for a rebirth", ev.detail)
             elif ev.kind == "drop":
                 st.drop(ev.reason, ev.n)
                 self.rl.log(logging.WARNING, ev.reason, "%s", ev.detail)

@@ -131,6 +131,47 @@ def test_death_means_offline() -> None:
     assert [e.kind for e in d.handle(TOPIC.format("DDATA"), data(T0, {1: 1.0}), 50.0)] == ["drop", "rebirth"]
 
 
+def nbirth(bd: int, seq: int = 0) -> bytes:
+    return spb.NBirth(timestamp=T0, seq=seq, metrics=(
+        spb.Metric(timestamp=T0, name="bdSeq", datatype=DT.INT64, value=bd),)).encode()
+
+
+def test_a_late_death_certificate_of_an_earlier_session_is_ignored() -> None:
+    """Sparkplug B 3.0: a host matches an NDEATH's bdSeq against the node's current NBIRTH (a Will the broker sends
+    after the node has connected again belongs to the session before)."""
+    d = SparkplugDecoder(CH, max_future_s=0)
+    node = "spBv1.0/plant/{}/node1"
+    assert d.handle(node.format("NBIRTH"), nbirth(bd=1), 0.0) == []
+    d.handle(TOPIC.format("DBIRTH"), birth(seq=1), 0.0)
+    old = spb.NDeath(timestamp=T0, bd_seq_metric=spb.Metric(timestamp=T0, name="bdSeq", datatype=DT.INT64, value=0))
+    (ev,) = d.handle(node.format("NDEATH"), old.encode(), 0.0)
+    assert (ev.kind, ev.reason) == ("drop", "sparkplug_stale_death") and "bdSeq 0" in ev.detail
+    assert "plant:node1:pump" in d.devices
+    now = spb.NDeath(timestamp=T0, bd_seq_metric=spb.Metric(timestamp=T0, name="bdSeq", datatype=DT.INT64, value=1))
+    (ev,) = d.handle(node.format("NDEATH"), now.encode(), 0.0)
+    assert (ev.kind, ev.devices) == ("offline", ["plant:node1:pump"])
+
+
+def test_a_skipped_seq_asks_for_a_rebirth_and_node_data_and_the_wrap_count() -> None:
+    d = SparkplugDecoder(CH, rebirth_interval_s=0, max_future_s=0)
+    node = "spBv1.0/plant/{}/node1"
+    d.handle(node.format("NBIRTH"), nbirth(bd=0), 0.0)
+    d.handle(TOPIC.format("DBIRTH"), birth(seq=1), 0.0)
+    ndata = spb.NData(timestamp=T0, seq=2, metrics=(spb.Metric(timestamp=T0, name="cpu", datatype=DT.DOUBLE,
+                                                                 value=0.5),)).encode()
+    assert d.handle(node.format("NDATA"), ndata, 0.0) == []  # node metrics: no channel, but its seq counts
+    assert [e.kind for e in d.handle(TOPIC.format("DDATA"), data(T0 + 1, {1: 4.0}, seq=3), 0.0)] == ["data"]
+    evs = d.handle(TOPIC.format("DDATA"), data(T0 + 2, {1: 5.0}, seq=6), 1.0)  # seq 4 and 5 lost on the way
+    assert [e.kind for e in evs] == ["seq_gap", "rebirth", "data"] and evs[0].n == 2
+    assert evs[1].topic == "spBv1.0/plant/NCMD/node1"
+    assert evs[2].samples.values.tolist() == [[5.0, 2.0, 3.0]]  # its values are still read
+    for i, seq in enumerate([7, *range(8, 256), 0, 1]):  # on from the gap, wrapping at 256: no gap
+        assert [e.kind for e in d.handle(TOPIC.format("DDATA"), data(T0 + 3 + i, {1: 1.0}, seq=seq), 2.0)] == [
+            "data"], seq
+    d.handle(node.format("NBIRTH"), nbirth(bd=1), 3.0)  # a new session starts its seq at 0 again
+    assert [e.kind for e in d.handle(TOPIC.format("DBIRTH"), birth(seq=1), 3.0)] == ["data"]
+
+
 @pytest.mark.parametrize(("dt", "value", "want"), [
     (DT.INT8, -5, -5.0), (DT.INT16, -300, -300.0), (DT.INT32, -(2 ** 31), -(2.0 ** 31)), (DT.UINT32, 2 ** 32 - 1, 2.0 ** 32 - 1),
     (DT.INT64, -(2 ** 40), -(2.0 ** 40)), (DT.UINT64, 2 ** 40, 2.0 ** 40), (DT.FLOAT, 0.5, 0.5),
@@ -240,16 +281,23 @@ def test_daemon_reads_sparkplug_raises_asks_rebirth_and_goes_offline(mosquitto, 
             wait_until(lambda: [a for a in col.alerts() if a["device"] == device and a["state"] == "raised"], 10,
                        "an alert from Sparkplug data")
             # an alias its DBIRTH did not announce: counted, and the node is asked for a rebirth
+            assert d.stats.counts["sparkplug_seq_gaps"] == 0  # every seq in turn (wrapping at 256)
             unknown = spb.Metric(timestamp=int(ts[-1]) + 100, name=None, alias=777, datatype=DT.FLOAT, value=1.0)
-            send(dev.format("DDATA"), spb.DData(timestamp=int(ts[-1]) + 100, seq=2, metrics=(unknown,)).encode())
+            send(dev.format("DDATA"), spb.DData(timestamp=int(ts[-1]) + 100, seq=401 % 256, metrics=(unknown,)).encode())
             pub.flush()
             wait_until(lambda: [m for m in col.messages if m[0] == "spBv1.0/plant/NCMD/node1"], 10, "NCMD rebirth")
             ncmd = spb.NCmd.decode(next(p for t, p, _ in col.messages if t == "spBv1.0/plant/NCMD/node1"))
             assert [(m.name, m.value) for m in ncmd.metrics] == [(REBIRTH_METRIC, True)]
             assert d.stats.drops["sparkplug_unknown_alias"] == 1
             send(dev.format("DDATA"), b"\x0a\xff\xff")  # garbage: counted, the daemon keeps going
+            # a late Will of an earlier session of the node (another bdSeq): not this session's death
+            stale = spb.Metric(timestamp=T0, name="bdSeq", datatype=DT.INT64, value=7)
+            send(node.format("NDEATH"), spb.NDeath(timestamp=T0, bd_seq_metric=stale).encode())
+            pub.flush()
+            wait_until(lambda: d.stats.drops["sparkplug_stale_death"] == 1, 10, "the stale death counted")
+            assert device in d.ingest.store.devices
             # the device dies: offline, its raised alert cleared with reason "offline"
-            send(dev.format("DDEATH"), spb.DDeath(timestamp=int(ts[-1]) + 200, seq=3).encode())
+            send(dev.format("DDEATH"), spb.DDeath(timestamp=int(ts[-1]) + 200, seq=402 % 256).encode())
             pub.flush()
             wait_until(lambda: [a for a in col.alerts() if a["device"] == device and a.get("reason") == "offline"],
                        10, "cleared as offline")
