@@ -377,8 +377,12 @@ class Decoder:
 
     def _keyed_values(self, doc: dict[str, Any]) -> tuple[F32Array, dict[str, int] | None]:
         absent = [c for c in self.channels if c not in doc]
+        if absent:  # names as fit reads them: case and surrounding blanks do not matter
+            doc, absent = self._folded(doc, absent)
         if absent and (not self.missing or len(absent) == self.n_channels):
-            raise DecodeError("wrong_channels", f"missing channel {absent[0][:40]!r}")
+            unknown = [k for k in doc if k != "ts" and k not in self._channel_set]
+            named = f" (unknown key(s): {', '.join(repr(k[:40]) for k in unknown[:3])})" if unknown else ""
+            raise DecodeError("wrong_channels", f"missing channel {absent[0][:40]!r}{named}")
         row = [doc.get(c) for c in self.channels]
         if not absent and _is_plain_row(row, self.n_channels):
             return np.array((row,), dtype=np.float32), None
@@ -389,6 +393,19 @@ class Decoder:
             if not missing["null"]:
                 del missing["null"]
         return values, missing
+
+    def _folded(self, doc: dict[str, Any], absent: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """``doc`` with each absent channel taken from the one key that matches it but for case and surrounding
+        blanks (``"Pressure "`` for ``pressure``), and the channels still absent."""
+        keys: dict[str, list[str]] = {}
+        for k in doc:
+            if isinstance(k, str) and k != "ts":
+                keys.setdefault(k.strip().casefold(), []).append(k)
+        found = {c: keys[f][0] for c in absent if len(keys.get(f := c.strip().casefold(), ())) == 1}
+        if not found:
+            return doc, absent
+        doc = {**{k: v for k, v in doc.items() if k not in found.values()}, **{c: doc[k] for c, k in found.items()}}
+        return doc, [c for c in absent if c not in found]
 
     def _keyed(self, doc: dict[str, Any], arrival: float) -> Samples:
         values, missing = self._keyed_values(doc)

@@ -34,6 +34,20 @@ def test_keyed_by_channel_name_ignores_other_keys(dec: Decoder) -> None:
     assert s.ts[0] == 1704067200.0
 
 
+def test_keyed_names_match_as_fit_reads_them_but_for_case_and_blanks() -> None:
+    dec = Decoder(["pressure", "Flow Rate", "temp"])
+    s = dec.decode(b'{"ts": 1700000000, "Pressure": 1, "flow rate ": 2, "TEMP": 3}', ARRIVAL)
+    np.testing.assert_array_equal(s.values, [[1, 2, 3]])
+    with pytest.raises(DecodeError) as e:  # two keys that fold alike: neither is taken
+        dec.decode(b'{"ts": 1700000000, "PRESSURE": 1, "pressure ": 9, "Flow Rate": 2, "temp": 3}', ARRIVAL)
+    assert e.value.reason == "wrong_channels" and "'pressure'" in e.value.detail
+    with pytest.raises(DecodeError) as e:  # a misspelt one is named
+        dec.decode(b'{"ts": 1700000000, "pressure": 1, "Flow Rate": 2, "temperatur": 3}', ARRIVAL)
+    assert e.value.detail == "missing channel 'temp' (unknown key(s): 'temperatur')"
+    s = Decoder(["pressure", "temp"], missing=True).decode(b'{"Pressure": 1, "temperatur": 3}', ARRIVAL)
+    assert s.values[0, 0] == 1 and np.isnan(s.values[0, 1]) and s.missing == {"absent": 1}
+
+
 def test_json_batch_and_list_of_samples_agree(dec: Decoder) -> None:
     vals = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     ts = [1700000000000, 1700000001000, 1700000002000]  # ms
