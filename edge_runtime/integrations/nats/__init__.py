@@ -18,9 +18,9 @@ class NatsUnavailable(RuntimeError):
     """``nats-py`` is not installed (``pip install 'edgewatch[nats]'``)."""
 
 
-def require_nats() -> None:
-    """Raise :class:`NatsUnavailable` with the install hint when ``nats-py`` is missing."""
+def require_nats(what: str = "input.source = nats") -> None:
+    """Raise :class:`NatsUnavailable` with the install hint when ``nats-py`` is missing (``what`` needs it)."""
     try:
         import nats  # noqa: F401
     except ImportError:
-        raise NatsUnavailable("input.source = nats needs the NATS client: pip install 'edgewatch[nats]'") from None
+        raise NatsUnavailable(f"{what} needs the NATS client: pip install 'edgewatch[nats]'") from None

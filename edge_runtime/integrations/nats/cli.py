@@ -36,7 +36,7 @@ def _run(cfg: Config, job: Callable[[Any], Awaitable[T]]) -> T:
     from edge_runtime.integrations.nats import NatsUnavailable, require_nats
 
     try:
-        require_nats()
+        require_nats("edgewatch group")
     except NatsUnavailable as exc:
         _fail(str(exc), clierror.EXIT_UNAVAILABLE)
     import nats

@@ -226,7 +226,8 @@ class NatsLink:
 
         async def disconnected() -> None:
             self.connected.clear()
-            self._rl.log(logging.WARNING, "nats_disconnected", "disconnected from NATS; reconnecting")
+            if self._offline is None:  # (closing: the stop's own disconnect is no trouble)
+                self._rl.log(logging.WARNING, "nats_disconnected", "disconnected from NATS; reconnecting")
 
         async def reconnected() -> None:
             self.connected.set()
