@@ -4,7 +4,8 @@ Topics ``spBv1.0/{group}/{NBIRTH|NDEATH|DBIRTH|DDATA|DDEATH}/{edge_node}[/{devic
 Sparkplug B protobuf ``Payload`` (``sparkplug_b_pb2``, generated from ``sparkplug_b.proto`` beside it).
 
 - DBIRTH announces a device's metrics: names, aliases, datatypes and current values. The metrics whose
-  name is one of the model's channels are its channels; the rest are ignored.
+  name is one of the model's channels are its channels; the rest are ignored. An NBIRTH whose own metrics name
+  channels makes the edge node a device too (``{group}:{edge_node}``), its NDATA read as DDATA.
 - DDATA carries changes (Sparkplug reports by exception), by alias or by name: the device's last value of
   every channel is kept, and each distinct metric timestamp gives one sample (C values) once every channel
   has had a value. DBIRTH's values count as the first sample.
@@ -19,7 +20,7 @@ Sparkplug B protobuf ``Payload`` (``sparkplug_b_pb2``, generated from ``sparkplu
   message of the node was lost on the way (a report-by-exception value missed, a channel left at an old
   value): a ``seq_gap`` event, and a rebirth is asked for, which sends every current value again.
 
-The daemon's device id is ``{group}:{edge_node}:{device}``. Every refusal is a :class:`Event` with a reason
+The daemon's device id is ``{group}:{edge_node}:{device}`` (``{group}:{edge_node}`` for the node's own metrics). Every refusal is a :class:`Event` with a reason
 (``sparkplug_malformed``, ``sparkplug_unknown_device``, ``sparkplug_unknown_alias``, ``sparkplug_bad_value``,
 ``future``),
 for the daemon's drop counters.
@@ -203,10 +204,15 @@ class SparkplugDecoder:
             while len(self.nodes) >= self.max_devices:
                 self.nodes.popitem(last=False)
             self.nodes[key] = _Node(_bdseq(p), (p.seq + 1) % 256 if p.HasField("seq") else None)
-            return self._node_gone(key, offline=False)
+            self._node_gone(key, offline=False)
+            if any(m.name in self._index for m in p.metrics):  # the node's own metrics are channels: a device
+                return self._birth(t, key, p, now)
+            return []
         events = self._sequence(t, key, p, now)
-        if t.kind == "NDATA":  # node metrics: no channels (devices only); its seq counts
-            return events
+        if t.kind == "NDATA":  # the node's own metrics: channels when its NBIRTH named some; its seq counts
+            if key in self.devices:
+                return events + self._data(t, key, p, now)
+            return events if key in self.nodes else [*events, *self._rebirth(t, now)]  # joined late: a birth
         dev = self.device_id(t)
         if t.kind == "DDEATH":
             return events + ([Event("offline", devices=[dev])] if self.devices.pop(dev, None) is not None else [])
@@ -215,9 +221,10 @@ class SparkplugDecoder:
         return events + self._data(t, dev, p, now)
 
     def _node_gone(self, key: str, offline: bool) -> list[Event]:
-        """The node's devices dropped (an NBIRTH: their DBIRTHs follow; an NDEATH: offline)."""
+        """The node's devices (and the node itself as one) dropped (an NBIRTH: their DBIRTHs follow; an NDEATH:
+        offline)."""
         prefix = f"{key}:"
-        gone = [d for d in self.devices if d.startswith(prefix)]
+        gone = [d for d in self.devices if d.startswith(prefix) or d == key]
         for d in gone:
             del self.devices[d]
         return [Event("offline", devices=gone)] if gone and offline else []

@@ -172,6 +172,29 @@ def test_a_skipped_seq_asks_for_a_rebirth_and_node_data_and_the_wrap_count() -> 
     assert [e.kind for e in d.handle(TOPIC.format("DBIRTH"), birth(seq=1), 3.0)] == ["data"]
 
 
+def test_a_node_whose_own_metrics_are_channels_is_a_device_too() -> None:
+    """An edge node without devices (its sensors as node metrics): NBIRTH and NDATA read as DBIRTH and DDATA, the
+    device ``group:node``; NDEATH takes it offline. A node that names no channel is no device."""
+    d = SparkplugDecoder(CH, rebirth_interval_s=0, max_future_s=0)
+    node = "spBv1.0/plant/{}/node1"
+    ms = (spb.Metric(timestamp=T0, name="bdSeq", datatype=DT.INT64, value=3),
+          *(spb.Metric(timestamp=T0, name=n, alias=i + 1, datatype=DT.DOUBLE, value=float(i)) for i, n in enumerate(CH)))
+    (ev,) = d.handle(node.format("NBIRTH"), spb.NBirth(timestamp=T0, seq=0, metrics=ms).encode(), 0.0)
+    assert (ev.kind, ev.device, ev.samples.values.tolist()) == ("data", "plant:node1", [[0.0, 1.0, 2.0]])
+    nd = spb.NData(timestamp=T0 + 1, seq=1, metrics=(spb.Metric(timestamp=T0 + 1, name=None, alias=2,
+                                                                datatype=DT.DOUBLE, value=7.0),)).encode()
+    (ev,) = d.handle(node.format("NDATA"), nd, 0.0)
+    assert (ev.device, ev.samples.values.tolist()) == ("plant:node1", [[0.0, 7.0, 2.0]])
+    d.handle(TOPIC.format("DBIRTH"), birth(seq=2), 0.0)  # and a device of it beside
+    death = spb.NDeath(timestamp=T0, bd_seq_metric=spb.Metric(timestamp=T0, name="bdSeq", datatype=DT.INT64, value=3))
+    (ev,) = d.handle(node.format("NDEATH"), death.encode(), 0.0)
+    assert ev.kind == "offline" and sorted(ev.devices) == ["plant:node1", "plant:node1:pump"]
+    assert d.handle(node.format("NBIRTH"), nbirth(bd=4), 0.0) == []  # no channel among its metrics: no device
+    assert d.handle(node.format("NDATA"), nd, 0.0) == [] and "plant:node1" not in d.devices
+    evs = d.handle("spBv1.0/plant/NDATA/node9", nd, 0.0)  # a node whose NBIRTH came before the daemon: a rebirth
+    assert [e.kind for e in evs] == ["rebirth"] and evs[0].topic == "spBv1.0/plant/NCMD/node9"
+
+
 @pytest.mark.parametrize(("dt", "value", "want"), [
     (DT.INT8, -5, -5.0), (DT.INT16, -300, -300.0), (DT.INT32, -(2 ** 31), -(2.0 ** 31)), (DT.UINT32, 2 ** 32 - 1, 2.0 ** 32 - 1),
     (DT.INT64, -(2 ** 40), -(2.0 ** 40)), (DT.UINT64, 2 ** 40, 2.0 ** 40), (DT.FLOAT, 0.5, 0.5),
