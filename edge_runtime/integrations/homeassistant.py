@@ -442,6 +442,7 @@ class Discovery:
 
     def remove(self, device: str) -> list[tuple[str, bytes]]:
         """The explicit deletion: empty retained config and availability (Home Assistant drops the device)."""
+        self.earlier.discard(device)
         self.devices.discard(device)
         self.last_seen.pop(device, None)
         self.stale.discard(device)

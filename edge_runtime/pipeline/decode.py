@@ -24,6 +24,7 @@ infinite or beyond-float32 value, an empty CSV cell or a channel absent from a k
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -230,6 +231,7 @@ class Decoder:
         self.max_payload_bytes = max_payload_bytes
         self.max_samples = max_samples
         self._channel_set = frozenset(self.channels)
+        self._folds = Counter(c.strip().casefold() for c in self.channels)  # channels per name but for case
         # (str, index) -> (object, end index): the C scanner (``scan_once`` is not in the typeshed stubs)
         self._scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
@@ -398,10 +400,11 @@ class Decoder:
         """``doc`` with each absent channel taken from the one key that matches it but for case and surrounding
         blanks (``"Pressure "`` for ``pressure``), and the channels still absent."""
         keys: dict[str, list[str]] = {}
-        for k in doc:
-            if isinstance(k, str) and k != "ts":
+        for k in doc:  # (a key naming a channel exactly is that channel's, never another's)
+            if isinstance(k, str) and k != "ts" and k not in self._channel_set:
                 keys.setdefault(k.strip().casefold(), []).append(k)
-        found = {c: keys[f][0] for c in absent if len(keys.get(f := c.strip().casefold(), ())) == 1}
+        found = {c: keys[f][0] for c in absent if len(keys.get(f := c.strip().casefold(), ())) == 1
+                 and self._folds[f] == 1}  # (channels "a" and "A": neither is matched but for case)
         if not found:
             return doc, absent
         doc = {**{k: v for k, v in doc.items() if k not in found.values()}, **{c: doc[k] for c, k in found.items()}}

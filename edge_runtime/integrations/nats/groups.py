@@ -109,6 +109,17 @@ def stored_to_topic(subject: str) -> tuple[int, str]:
     return int(parts[1]), parts[2].replace(".", "/")
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Does NATS subject ``pattern`` (``*`` one token, ``>`` the rest) match ``subject``?"""
+    pat, sub = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(pat):
+        if tok == ">":
+            return len(sub) > i
+        if i >= len(sub) or (tok != "*" and tok != sub[i]):
+            return False
+    return len(pat) == len(sub)
+
+
 def kv_key(subject: str) -> str:
     """A subject as a KV key (characters KV keys refuse become ``=hh``)."""
     return _KEY_BAD.sub(lambda m: "".join(f"={b:02x}" for b in m.group().encode()), subject)

@@ -44,6 +44,7 @@ from edge_runtime.integrations.nats.groups import (
     GroupError,
     assign,
     kv_key,
+    subject_matches,
     topic_to_subject,
 )
 from edge_runtime.integrations.nats.pull import Puller, StoredMsg
@@ -56,8 +57,7 @@ log = logging.getLogger(__name__)
 MEMBERSHIP_POLL_S = 1.0
 SHUTDOWN_S = 5.0  # the most close() spends unpinning, sending the offline status and draining (then it closes)
 DRAIN_S = 2.0  # nats-py's drain_timeout (its default 30 s)
-STREAM_RECHECK_S = 60.0  # whether a stream keeps an alert subject is asked again after this long
-STREAM_CACHE = 4096  # subjects remembered (one per device and alert kind)
+STREAM_RECHECK_S = 60.0  # the streams' subjects (which alert subjects a stream keeps) are listed again after this
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -164,7 +164,8 @@ class NatsLink:
         self.group: GroupConfig | None = None
         self.nc: Any = None
         self._offline: dict[str, Any] | None = None
-        self._streams: dict[str, tuple[bool, float]] = {}  # subject -> (a stream keeps it, until when that holds)
+        self._stream_subjects: list[str] | None = None  # every stream's subjects (None: to be listed)
+        self._streams_until = 0.0  # when they are listed again
 
     # -- the Source interface (daemon threads) ------------------------------------------
     def start(self) -> None:
@@ -544,24 +545,22 @@ class NatsLink:
         return None
 
     async def _kept(self, subject: str) -> bool:
-        """Does a stream keep ``subject``? Asked of JetStream once a minute per subject (a stream made later is
-        found): an alert no stream keeps is a core message, never a JetStream request that nothing answers (or
-        that a plain subscriber takes without answering: sent again for ever)."""
+        """Does a stream keep ``subject``? The streams' subjects are listed from JetStream once a minute (a stream
+        made later is found) and matched here: an alert no stream keeps is a core message, never a JetStream
+        request that nothing answers (or that a plain subscriber takes without answering: sent again for ever).
+        JetStream not answering raises: the message waits for the next try."""
         now = time.monotonic()
-        hit = self._streams.get(subject)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        try:
-            await self._js.find_stream_name_by_subject(subject)
-            kept = True
-        except Exception as exc:
-            if type(exc).__name__ != "NotFoundError":
-                raise  # JetStream did not answer: the message waits for the next try
-            kept = False
-        if len(self._streams) >= STREAM_CACHE:
-            self._streams.clear()
-        self._streams[subject] = (kept, now + STREAM_RECHECK_S)
-        return kept
+        if self._stream_subjects is None or now >= self._streams_until:
+            subjects: list[str] = []
+            offset = 0
+            while True:
+                page = await self._js.streams_info_iterator(offset)
+                subjects += [sub for info in page for sub in (info.config.subjects or [])]
+                offset += len(page.streams)
+                if not page.streams or offset >= page.total:
+                    break
+            self._stream_subjects, self._streams_until = subjects, now + STREAM_RECHECK_S
+        return any(subject_matches(pat, subject) for pat in self._stream_subjects)
 
     async def _flusher(self) -> None:
         assert self._wake is not None
@@ -591,19 +590,19 @@ class NatsLink:
                     subject, data, retain, headers = item
                     if retain:
                         await self._retained.put(kv_key(subject), data)
-                    if headers is not None and await self._kept(subject):
-                        if sent:  # in order: what came before is confirmed first
+                    if headers is not None:
+                        if sent:  # in order: what came before is confirmed first (and never sent again)
                             sent = await self._confirm(sent)
-                        try:
-                            await self._js.publish(subject, data, timeout=2, headers=headers)
+                        if await self._kept(subject):
+                            try:
+                                await self._js.publish(subject, data, timeout=2, headers=headers)
+                            except Exception as exc:
+                                if type(exc).__name__ in ("NoRespondersError", "NoStreamResponseError"):
+                                    self._stream_subjects = None  # the stream went away: listed again next time
+                                raise
                             if out and out[0] is item:
                                 out.popleft()
                             continue
-                        except Exception as exc:
-                            if type(exc).__name__ not in ("NoRespondersError", "NoStreamResponseError"):
-                                raise
-                            self._streams.pop(subject, None)  # the stream went away: asked again next time
-                            raise
                     await self.nc.publish(subject, data, headers=headers)
                     sent.append(item)
                 if sent:

@@ -234,7 +234,10 @@ class SparkplugDecoder:
         node = self.nodes.get(key)
         if node is None or not p.HasField("seq"):
             return []
+        self.nodes.move_to_end(key)  # (the least recently heard node is the one dropped past the bound)
         seq, want = p.seq % 256, node.next_seq
+        if want is not None and (want - seq) % 256 in (1, 2, 3):  # just behind: a message sent again (QoS 1 DUP)
+            return []
         node.next_seq = (seq + 1) % 256
         if want is None or seq == want:
             return []

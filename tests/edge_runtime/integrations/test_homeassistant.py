@@ -240,6 +240,9 @@ def test_a_device_an_earlier_run_left_online_is_said_offline_when_it_stays_quiet
     assert "old" not in d.last_seen and d.earlier == set()  # nothing more of it to follow
     assert d.on_earlier("back", b"online") == []  # (this run knows it: not an earlier run's)
     assert d.earlier == set()
+    d.on_earlier("removed", b"online")
+    d.remove("removed")
+    assert d.earlier == set() and "removed" not in d.last_seen
 
 
 def test_a_forgotten_device_is_unavailable_not_deleted_and_removal_is_explicit() -> None:

