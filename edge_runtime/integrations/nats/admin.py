@@ -68,6 +68,10 @@ async def create_group(nc: Any, cfg: GroupConfig, alert_subject: str = "") -> No
     except Exception as exc:  # KeyNotFoundError: a new group
         if type(exc).__name__ not in ("KeyNotFoundError", "NotFoundError", "KeyDeletedError"):
             raise
+    owner = await _stream_owner(groups, cfg.stream)
+    if owner is not None:  # its consumers beside the other's: both groups would score every message
+        raise GroupError(f"stream {cfg.stream!r} belongs to group {owner!r}: give group {cfg.name!r} its own "
+                         f"(--stream EDGEWATCH_{cfg.name.upper()}, on sensor subjects of its own: --subject)")
     await api(nc, f"STREAM.CREATE.{cfg.stream}", {
         "name": cfg.stream, "subjects": [cfg.subject], "subject_transform": cfg.transform(),
         "retention": "limits", "storage": "file", "num_replicas": cfg.replicas,
@@ -86,6 +90,24 @@ async def create_group(nc: Any, cfg: GroupConfig, alert_subject: str = "") -> No
             "num_replicas": cfg.replicas, "max_age": int(cfg.max_age_s * NS), "duplicate_window": 120 * NS,
         })
     await groups.put(cfg.name, cfg.to_json())
+
+
+async def _stream_owner(groups: Any, stream: str) -> str | None:
+    """The group (in the ``edgewatch_groups`` bucket ``groups``) whose stream is ``stream``, or None."""
+    try:
+        names = await groups.keys()
+    except Exception as exc:  # an empty bucket: no keys
+        if type(exc).__name__ not in ("NoKeysError", "NotFoundError"):
+            raise
+        return None
+    for name in names:
+        entry = await groups.get(name)
+        try:
+            if entry.value and GroupConfig.from_json(entry.value).stream == stream:
+                return str(name)
+        except (GroupError, ValueError, KeyError, TypeError):
+            continue  # (another tool's key)
+    return None
 
 
 async def load_group(nc: Any, name: str) -> GroupConfig:

@@ -73,3 +73,21 @@ def test_partition_of_matches_the_servers_transform(nats_server: NatsServer) -> 
         return out
 
     assert asyncio.run(go()) == {d: partition_of(d, 7) for d in devices}
+
+
+def test_a_second_group_on_another_groups_stream_is_refused(nats_server: NatsServer) -> None:
+    """Its consumers beside the first group's would make both score every message (and share the alert stream)."""
+    from edge_runtime.integrations.nats import admin
+
+    first = create_group(nats_server.url, "one", partitions=2)
+
+    async def go(cfg: GroupConfig) -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await admin.create_group(nc, cfg)
+        finally:
+            await nc.close()
+
+    with pytest.raises(GroupError, match="stream 'EW_one' belongs to group 'one': give group 'two' its own"):
+        asyncio.run(go(GroupConfig("two", first.stream, "sensors.*.data", partitions=2)))
+    asyncio.run(go(GroupConfig("two", "EW_two", "site2.*.data", partitions=2)))  # its own stream: created
