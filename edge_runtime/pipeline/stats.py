@@ -41,6 +41,7 @@ COUNTERS = (
     "publish_retried",  # critical messages (alerts, states) sent on a retry after the outgoing queue was full
     "retained_reasserted",  # retained documents published again after a broker that lost them (no session)
     "reconnects",
+    "subscriptions_refused",  # input subscriptions the broker refused at a connect (an ACL without read on them)
     "reloads",
     "reloads_refused",
     "pin_refused",  # models refused because they break the pin (model.channels / window / family): kept serving the old one

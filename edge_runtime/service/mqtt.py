@@ -267,6 +267,8 @@ class MqttLink:
             if on_state is not None else []
         self._on_state = on_state
         self._adopt_mid: int | None = None
+        self._input_mid: int | None = None  # the subscription to the input filters (and our status topic)
+        self._input_subs: list[str] = []
         self._adopting = False
         self._state_topics: dict[str, bool] = {}  # topic -> matches a state filter (see _is_state_topic)
         self.status_topic = status_topic
@@ -387,7 +389,8 @@ class MqttLink:
             self.stats.incr("reconnects")
         log.info("connected to %s:%d (session present: %s)", self.addr.host, self.addr.port, flags.session_present)
         self.reconnected = self._n_connects > 1
-        client.subscribe([(f, 1) for f in self.filters] + ([(self.status_topic, 1)] if self._on_status else []))
+        self._input_subs = [*self.filters, *([self.status_topic] if self._on_status else [])]
+        self._input_mid = client.subscribe([(f, 1) for f in self._input_subs])[1]
         if self.state_filters:
             self._adopting = True
             self._adopt_mid = client.subscribe([(f, 1) for f in self.state_filters])[1]
@@ -418,6 +421,14 @@ class MqttLink:
         self._paho_errors.last = ""
 
     def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid == self._input_mid:
+            refused = [f"{f} ({rc})" for f, rc in zip(self._input_subs, reason_codes, strict=False) if rc.is_failure]
+            if refused:  # an ACL that denies it: nothing comes on it, which would look like quiet devices
+                self.stats.incr("subscriptions_refused", len(refused))
+                self._rl.log(logging.ERROR, "subscription_refused", "the broker refused the subscription to %s "
+                             "(ACL? the broker user needs read on it): nothing is received there",
+                             ", ".join(refused))
+            return
         if mid != self._adopt_mid:
             return
         for f, rc in zip(self.state_filters, reason_codes, strict=False):

@@ -130,3 +130,37 @@ def test_the_daemon_refuses_credentials_in_the_url(tmp_path: Path) -> None:
                           CREDENTIALS_URL], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "credentials" in out.stderr and "secret" not in out.stderr and "Traceback" not in out.stderr
+
+
+DYNSEC = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+
+
+def test_a_subscription_the_broker_refuses_is_said_and_counted(mosquitto_factory, demo_model_path, tmp_path,
+                                                                caplog) -> None:
+    """A broker user without read on an input topic: Mosquitto's dynamic security refuses that subscription (0x87;
+    nothing ever comes there, which would look like quiet devices); the daemon says which, at ERROR, and counts
+    it. (Mosquitto's acl_file grants such a subscription and filters at delivery: no refusal to see.)"""
+    import json
+    import logging
+    import shutil
+
+    from tests.edge_runtime.mqtt_helpers import running_daemon, wait_until
+
+    if not DYNSEC.exists() or shutil.which("mosquitto_ctrl") is None:
+        pytest.skip("no Mosquitto dynamic security plugin or mosquitto_ctrl here")
+    conf = tmp_path / "dynsec.json"
+    subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(conf), "gw", "gw-secret"], check=True,
+                   capture_output=True)
+    doc = json.loads(conf.read_text())
+    doc["roles"][0]["acls"].append({"acltype": "subscribePattern", "topic": "plant/#", "allow": False,
+                                    "priority": 10})
+    conf.write_text(json.dumps(doc))
+    broker = mosquitto_factory(listener_config=None, extra_config=f"plugin {DYNSEC}\nplugin_opt_config_file {conf}")
+    broker.start()
+    (tmp_path / "pw").write_text("gw-secret\n")
+    with caplog.at_level(logging.ERROR), running_daemon(broker.url, demo_model_path, username="gw",
+                                                         password_file=str(tmp_path / "pw"),
+                                                         topics=["sensors/{device}/data", "plant/{device}/data"]) as d:
+        wait_until(lambda: d.stats.counts["subscriptions_refused"] == 1, 10, "the refusal counted")
+    lines = [r.getMessage() for r in caplog.records if "refused the subscription" in r.getMessage()]
+    assert lines and "plant/+/data" in lines[0] and "sensors/+/data" not in lines[0]
