@@ -112,6 +112,8 @@ def stored_to_topic(subject: str) -> tuple[int, str]:
 def subject_matches(pattern: str, subject: str) -> bool:
     """Does NATS subject ``pattern`` (``*`` one token, ``>`` the rest) match ``subject``?"""
     pat, sub = pattern.split("."), subject.split(".")
+    if "" in sub:  # not a subject a stream stores (an empty token): none matches it
+        return False
     for i, tok in enumerate(pat):
         if tok == ">":
             return len(sub) > i

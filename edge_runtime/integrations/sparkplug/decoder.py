@@ -103,6 +103,7 @@ class _Device:
 class _Node:
     bdseq: int | None = None  # the current NBIRTH's bdSeq (None: not seen, or the birth had none)
     next_seq: int | None = None  # the seq the node's next message should carry (None: not known yet)
+    is_device: bool = False  # its NBIRTH named channels: the node is a device (``group:node``) too
 
 
 def _bdseq(p: Any) -> int | None:
@@ -203,16 +204,22 @@ class SparkplugDecoder:
             self.nodes.pop(key, None)
             while len(self.nodes) >= self.max_devices:
                 self.nodes.popitem(last=False)
-            self.nodes[key] = _Node(_bdseq(p), (p.seq + 1) % 256 if p.HasField("seq") else None)
+            is_device = any(m.name in self._index for m in p.metrics)  # its own metrics are channels
+            self.nodes[key] = _Node(_bdseq(p), (p.seq + 1) % 256 if p.HasField("seq") else None, is_device)
             self._node_gone(key, offline=False)
-            if any(m.name in self._index for m in p.metrics):  # the node's own metrics are channels: a device
-                return self._birth(t, key, p, now)
-            return []
+            return self._birth(t, key, p, now) if is_device else []
         events = self._sequence(t, key, p, now)
+        if events and events[0].kind == "drop":  # a message sent again: its values are older than those read
+            return events
         if t.kind == "NDATA":  # the node's own metrics: channels when its NBIRTH named some; its seq counts
             if key in self.devices:
                 return events + self._data(t, key, p, now)
-            return events if key in self.nodes else [*events, *self._rebirth(t, now)]  # joined late: a birth
+            node = self.nodes.get(key)
+            if node is not None and not node.is_device:
+                return events
+            # joined late (no NBIRTH seen), or its state dropped past the bound: a birth again
+            return [*events, Event("drop", reason="sparkplug_unknown_device", n=len(p.metrics),
+                                   detail=f"NDATA from {key} before its NBIRTH"), *self._rebirth(t, now)]
         dev = self.device_id(t)
         if t.kind == "DDEATH":
             return events + ([Event("offline", devices=[dev])] if self.devices.pop(dev, None) is not None else [])
@@ -237,7 +244,8 @@ class SparkplugDecoder:
         self.nodes.move_to_end(key)  # (the least recently heard node is the one dropped past the bound)
         seq, want = p.seq % 256, node.next_seq
         if want is not None and (want - seq) % 256 in (1, 2, 3):  # just behind: a message sent again (QoS 1 DUP)
-            return []
+            return [Event("drop", reason="sparkplug_resent", n=1, detail=f"{key}: seq {seq} again (the next is "
+                          f"{want}): a message sent again, its values older than those read")]
         node.next_seq = (seq + 1) % 256
         if want is None or seq == want:
             return []

@@ -165,8 +165,9 @@ def test_a_skipped_seq_asks_for_a_rebirth_and_node_data_and_the_wrap_count() -> 
     assert [e.kind for e in evs] == ["seq_gap", "rebirth", "data"] and evs[0].n == 2
     assert evs[1].topic == "spBv1.0/plant/NCMD/node1"
     assert evs[2].samples.values.tolist() == [[5.0, 2.0, 3.0]]  # its values are still read
-    again = d.handle(TOPIC.format("DDATA"), data(T0 + 2, {1: 5.0}, seq=6), 1.5)  # sent again (QoS 1 DUP)
-    assert [e.kind for e in again] == ["data"]  # no gap of 255
+    again = d.handle(TOPIC.format("DDATA"), data(T0 + 2, {1: 9.0}, seq=6), 1.5)  # sent again (QoS 1 DUP)
+    assert [(e.kind, e.reason) for e in again] == [("drop", "sparkplug_resent")]  # no gap of 255, values not read
+    assert d.devices["plant:node1:pump"].values[0] == 5.0
     for i, seq in enumerate([7, *range(8, 256), 0, 1]):  # on from the gap, wrapping at 256: no gap
         assert [e.kind for e in d.handle(TOPIC.format("DDATA"), data(T0 + 3 + i, {1: 1.0}, seq=seq), 2.0)] == [
             "data"], seq
@@ -194,7 +195,15 @@ def test_a_node_whose_own_metrics_are_channels_is_a_device_too() -> None:
     assert d.handle(node.format("NBIRTH"), nbirth(bd=4), 0.0) == []  # no channel among its metrics: no device
     assert d.handle(node.format("NDATA"), nd, 0.0) == [] and "plant:node1" not in d.devices
     evs = d.handle("spBv1.0/plant/NDATA/node9", nd, 0.0)  # a node whose NBIRTH came before the daemon: a rebirth
-    assert [e.kind for e in evs] == ["rebirth"] and evs[0].topic == "spBv1.0/plant/NCMD/node9"
+    assert [e.kind for e in evs] == ["drop", "rebirth"] and evs[1].topic == "spBv1.0/plant/NCMD/node9"
+    assert evs[0].reason == "sparkplug_unknown_device"
+    # a node-device dropped past the device bound asks for its birth again, as a device does
+    small = SparkplugDecoder(CH, max_devices=2, rebirth_interval_s=0, max_future_s=0)
+    small.handle(node.format("NBIRTH"), spb.NBirth(timestamp=T0, seq=0, metrics=ms).encode(), 0.0)
+    small.handle("spBv1.0/plant/DBIRTH/node2/a", birth(), 0.0)
+    small.handle("spBv1.0/plant/DBIRTH/node2/b", birth(), 0.0)
+    assert "plant:node1" not in small.devices
+    assert [e.kind for e in small.handle(node.format("NDATA"), nd, 0.0)] == ["drop", "rebirth"]
 
 
 @pytest.mark.parametrize(("dt", "value", "want"), [

@@ -75,6 +75,15 @@ def test_partition_of_matches_the_servers_transform(nats_server: NatsServer) -> 
     assert asyncio.run(go()) == {d: partition_of(d, 7) for d in devices}
 
 
+def test_subject_matching_follows_the_servers_wildcards() -> None:
+    from edge_runtime.integrations.nats.groups import subject_matches
+
+    assert subject_matches("alerts.*", "alerts.d0") and not subject_matches("alerts.*", "alerts.d0.x")
+    assert subject_matches("health.>", "health.d0.alerts") and not subject_matches("health.>", "health")
+    assert subject_matches("a.*.c", "a.b.c") and not subject_matches("a.b*", "a.bc")
+    assert not subject_matches("edgewatch.alerts.*", "edgewatch.alerts.")  # an empty token: no stream stores it
+
+
 def test_a_second_group_on_another_groups_stream_is_refused(nats_server: NatsServer) -> None:
     """Its consumers beside the first group's would make both score every message (and share the alert stream)."""
     from edge_runtime.integrations.nats import admin
