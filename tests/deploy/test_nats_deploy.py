@@ -111,7 +111,7 @@ def test_sensor_on_a_gateway_to_a_worker_of_the_core_cluster(deployed: dict) -> 
                                       stats_interval_s=0))
     daemon = Daemon(cfg).start()
     scores: list[dict] = []
-    refused: list[str] = []
+    alerts: list[tuple[str, dict]] = []
 
     async def reader() -> None:
         nc = await nats.connect(f"nats://reader:{SECRETS['EW_READER_PASSWORD']}@127.0.0.1:{ports[1]}")
@@ -120,7 +120,7 @@ def test_sensor_on_a_gateway_to_a_worker_of_the_core_cluster(deployed: dict) -> 
             scores.append(json.loads(m.data))
 
         async def alert(m):
-            refused.append(m.subject)
+            alerts.append((m.subject, json.loads(m.data)))
 
         async def ignore(e: Exception) -> None:
             pass
@@ -137,24 +137,28 @@ def test_sensor_on_a_gateway_to_a_worker_of_the_core_cluster(deployed: dict) -> 
         client.username_pw_set("sensor", SECRETS["EW_SENSOR_PASSWORD"])
         client.connect("127.0.0.1", deployed["leaf_mqtt"])
         client.loop_start()
-        for i in range(12):
-            client.publish("sensors/pump-7/data", json.dumps({"ts": 1.7e9 + i, "values": [0.1, 0.2, 0.3, 0.4]}),
+        for i in range(24):  # 12 normal samples, then 12 far out: an alert, through the alert stream
+            values = [0.1, 0.2, 0.3, 0.4] if i < 12 else [2.0 if i % 2 else -2.0] * 4
+            client.publish("sensors/pump-7/data", json.dumps({"ts": 1.7e9 + i, "values": values}),
                            qos=1).wait_for_publish(5)
         client.loop_stop()
         client.disconnect()
         t0 = time.monotonic()
-        while sum(len(s["window_end"]) for s in scores) < 12 - 8 + 1 and time.monotonic() - t0 < 30:
+        while (sum(len(s["window_end"]) for s in scores) < 24 - 8 + 1 or not alerts) and time.monotonic() - t0 < 30:
             await asyncio.sleep(0.1)
         await nc.close()
 
     try:
         asyncio.run(reader())
-        wait_until(lambda: daemon.stats.counts["messages_acked"] >= 12, 10, "the worker acknowledged the data")
+        wait_until(lambda: daemon.stats.counts["messages_acked"] >= 24, 10, "the worker acknowledged the data")
     finally:
         daemon.stop()
-    assert sum(len(s["window_end"]) for s in scores) == 12 - 8 + 1
+    assert sum(len(s["window_end"]) for s in scores) == 24 - 8 + 1
     assert {s["device"] for s in scores} == {"pump-7"}
-    assert refused == []  # the sensor's alert never reached anyone
+    # the worker's alert reached the reader (its permissions let it list the streams and publish it); the
+    # sensor's forged one never reached anyone
+    assert [(subject, a["state"]) for subject, a in alerts] == [("alerts.pump-7", "raised")]
+    assert daemon.stats.counts["alerts_raised"] == 1
 
     async def worker_publishes_sensor_data() -> bool:
         errors: list[Exception] = []
