@@ -425,9 +425,11 @@ class MqttLink:
             refused = [f"{f} ({rc})" for f, rc in zip(self._input_subs, reason_codes, strict=False) if rc.is_failure]
             if refused:  # an ACL that denies it: nothing comes on it, which would look like quiet devices
                 self.stats.incr("subscriptions_refused", len(refused))
+                ours = any(r.startswith(f"{self.status_topic} (") for r in refused)
                 self._rl.log(logging.ERROR, "subscription_refused", "the broker refused the subscription to %s "
-                             "(ACL? the broker user needs read on it): nothing is received there",
-                             ", ".join(refused))
+                             "(ACL? the broker user needs read on it): nothing is received there%s",
+                             ", ".join(refused), " (on our own status topic: another daemon under this instance "
+                             "name is not noticed)" if ours else "")
             return
         if mid != self._adopt_mid:
             return
