@@ -97,6 +97,7 @@ class _Device:
     aliases: dict[int, str]  # alias -> metric name (every metric the DBIRTH announced)
     datatypes: dict[str, int]  # metric name -> datatype
     values: list[float | None]  # per channel: the last value
+    node: str = ""  # its edge node (``group:node``): an NBIRTH or NDEATH of that node drops it
 
 
 @dataclass
@@ -230,8 +231,7 @@ class SparkplugDecoder:
     def _node_gone(self, key: str, offline: bool) -> list[Event]:
         """The node's devices (and the node itself as one) dropped (an NBIRTH: their DBIRTHs follow; an NDEATH:
         offline)."""
-        prefix = f"{key}:"
-        gone = [d for d in self.devices if d.startswith(prefix) or d == key]
+        gone = [d for d, st in self.devices.items() if st.node == key]  # (not by prefix: node ids may hold ":")
         for d in gone:
             del self.devices[d]
         return [Event("offline", devices=gone)] if gone and offline else []
@@ -253,7 +253,7 @@ class SparkplugDecoder:
                       f"{(seq - want) % 256} message(s) of the node lost on the way"), *self._rebirth(t, now)]
 
     def _birth(self, t: SparkplugTopic, dev: str, p: Any, now: float) -> list[Event]:
-        state = _Device({}, {}, [None] * len(self.channels))
+        state = _Device({}, {}, [None] * len(self.channels), f"{t.group}:{t.edge_node}")
         for m in p.metrics:
             if m.name:
                 state.datatypes[m.name] = m.datatype

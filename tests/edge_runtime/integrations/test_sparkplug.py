@@ -206,6 +206,18 @@ def test_a_node_whose_own_metrics_are_channels_is_a_device_too() -> None:
     assert [e.kind for e in small.handle(node.format("NDATA"), nd, 0.0)] == ["drop", "rebirth"]
 
 
+def test_a_nodes_birth_and_death_drop_its_own_devices_only_whatever_the_ids_hold() -> None:
+    """Sparkplug ids may hold ":": node ``b`` and node ``b:x`` of group ``a`` share the prefix ``a:b:``."""
+    d = SparkplugDecoder(CH, max_future_s=0)
+    d.handle("spBv1.0/a/DBIRTH/b/pump", birth(), 0.0)
+    d.handle("spBv1.0/a/DBIRTH/b:x/fan", birth(), 0.0)
+    assert d.handle("spBv1.0/a/NBIRTH/b", nbirth(bd=1), 0.0) == []
+    assert list(d.devices) == ["a:b:x:fan"]  # node b's pump waits for its DBIRTH; b:x's fan is untouched
+    death = spb.NDeath(timestamp=T0, bd_seq_metric=spb.Metric(timestamp=T0, name="bdSeq", datatype=DT.INT64, value=7))
+    (ev,) = d.handle("spBv1.0/a/NDEATH/b:x", death.encode(), 0.0)
+    assert ev.devices == ["a:b:x:fan"] and d.devices == {}
+
+
 @pytest.mark.parametrize(("dt", "value", "want"), [
     (DT.INT8, -5, -5.0), (DT.INT16, -300, -300.0), (DT.INT32, -(2 ** 31), -(2.0 ** 31)), (DT.UINT32, 2 ** 32 - 1, 2.0 ** 32 - 1),
     (DT.INT64, -(2 ** 40), -(2.0 ** 40)), (DT.UINT64, 2 ** 40, 2.0 ** 40), (DT.FLOAT, 0.5, 0.5),
