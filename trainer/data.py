@@ -511,8 +511,9 @@ class _RowReader:
         names, opts = self.names, self.opts
         self.spool.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(lay.feature_idx))
         if self.marks is not None:
+            marks = self.marks
             for j, ci in enumerate(lay.feature_idx):
-                if "." in r[ci]:
+                if "." in r[ci] or ("," in r[ci] and marks.watches_commas(j)):
                     try:
                         self.marks.see(j, r[ci], lineno)
                     except ValueError as exc:
@@ -550,6 +551,11 @@ class _RowReader:
                     meter.update(n, *position())
             if self.order is not None:
                 self.order.finish()
+            if self.marks is not None:
+                try:
+                    self.marks.finish(self.names)
+                except ValueError as exc:
+                    raise DataError(f"{path}: {exc}") from None
         except BadTimestampError as exc:
             hint = "" if opts.time_format else time_format_hint([exc.cell])  # (a format given: the cell fits it not)
             fix = hint or ": fix or delete the row (`edgewatch replay` refuses it too; the edge drops such a sample)"

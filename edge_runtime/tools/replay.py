@@ -238,11 +238,16 @@ def read_recording(
                 how = f" (a missing value: use --fill {'|'.join(REPLAY_FILLS)})" if textfile.is_missing(cell) else ""
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: non-finite value {cell!r}{how}")
             values[n, j] = v
-            if marks is not None and "." in cell:
+            if marks is not None and ("." in cell or ("," in cell and marks.watches_commas(j))):
                 try:
                     marks.see(j, cell, line)
                 except ValueError as exc:
                     raise ReplayError(f"{path}: column {header[i]!r} {exc}") from None
+    if marks is not None:
+        try:
+            marks.finish([header[i] for i in ch_idx])
+        except ValueError as exc:
+            raise ReplayError(f"{path}: {exc}") from None
     if t_idx is not None:
         cells = [row[t_idx] for row in rows]
         try:

@@ -13,6 +13,7 @@ import codecs
 import difflib
 import io
 import re
+from collections.abc import Sequence
 from datetime import tzinfo
 from pathlib import Path
 from typing import TextIO
@@ -182,19 +183,28 @@ def number(cell: str, decimal: str = ".") -> float:
 
 
 class DecimalMarks:
-    """Under a decimal comma, a column must not hold both a decimal point (``1.5``, ``0.997``: read as written) and
-    dots that read as thousands marks (``1.007``: 1007): one column on two scales. :meth:`see` each cell with a
-    dot; the first conflict is a ValueError naming both lines (the caller adds the file and column)."""
+    """Under a decimal comma, numbers must be written one way. A column must not hold both a decimal point (``1.5``,
+    ``0.997``: read as written) and dots that read as thousands marks (``1.007``: 1007): one column on two scales.
+    Nor may a column read its dots as thousands marks when it never shows a decimal comma while another column writes
+    decimal points (``12.425`` beside ``39.74``: the file's dots are decimal points). :meth:`see` each cell with a
+    dot, and a cell with a comma while :meth:`watches_commas` says so (the first conflict in a column is a ValueError
+    naming both lines); :meth:`finish` at the end (the caller adds the file and column)."""
 
-    __slots__ = ("point", "thousands")
+    __slots__ = ("point", "thousands", "comma")
 
     def __init__(self) -> None:
         self.point: dict[int, tuple[int, str]] = {}  # column -> (line, cell) of its first decimal point
         self.thousands: dict[int, tuple[int, str]] = {}  # column -> (line, cell) of its first thousands-only dots
+        self.comma: set[int] = set()  # the columns that wrote a comma
+
+    def watches_commas(self, column: int) -> bool:
+        """Whether a cell of ``column`` with a comma still needs :meth:`see` (until the column's first)."""
+        return column not in self.comma
 
     def see(self, column: int, cell: str, line: int) -> None:
         text = cell.strip()
-        if "," in text:  # 6.173,50: both marks, unambiguous
+        if "," in text:  # 6.173,50 or 37,5: the column writes a decimal comma
+            self.comma.add(column)
             return
         grouped = bool(_THOUSANDS_DOTS.fullmatch(text))
         mine, other = (self.thousands, self.point) if grouped else (self.point, self.thousands)
@@ -205,6 +215,21 @@ class DecimalMarks:
                 f"mixes decimal marks under --decimal ,: line {pl} {pc!r} has a decimal point, line {tl} {tc!r} reads "
                 f"as {number(tc, ','):g} (dots as thousands marks): write every number of the column the same way, "
                 "or read the file with --decimal .")
+
+    def finish(self, names: Sequence[str]) -> None:
+        """Raise when a column read its dots as thousands marks and never wrote a comma while another column wrote
+        decimal points, naming both (``names``: the columns :meth:`see` was given, by index)."""
+        alone = [k for k in self.thousands if k not in self.comma]
+        if not alone or not self.point:
+            return
+        c = min(alone, key=lambda k: self.thousands[k][0])
+        o = min(self.point, key=lambda k: self.point[k][0])
+        (tl, tc), (pl, pc) = self.thousands[c], self.point[o]
+        raise ValueError(
+            f"column {names[c]!r} reads line {tl} {tc!r} as {number(tc, ','):g} under --decimal , (dots as thousands "
+            f"marks; the column writes no decimal comma), while column {names[o]!r} writes a decimal point (line "
+            f"{pl} {pc!r}): the file writes its numbers two ways. Write every number the same way (a file whose "
+            "numbers all use a decimal point reads with --decimal .)")
 
 
 def looks_like_decimal_comma(cell: str) -> bool:

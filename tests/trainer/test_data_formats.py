@@ -397,6 +397,27 @@ def test_a_column_on_two_scales_under_a_decimal_comma_is_refused(tmp_path: Path)
     np.testing.assert_allclose(s.values, [[0.997, 1234.0], [1.5, 6173.5]], rtol=1e-6)
 
 
+def test_thousands_dots_beside_decimal_points_in_another_column_are_refused(tmp_path: Path) -> None:
+    """A new user's messy export read with --decimal ,: flow written 12.425 (every cell three digits after the dot)
+    became 12425 while the temperature beside it, 39.74, stayed 39.74, silently. A column that reads its dots as
+    thousands marks and never writes a comma, in a file where another column writes decimal points, is refused."""
+    f = write(tmp_path / "m.csv", "pressure;temp;flow\n5,01;39.74;12.425\n5,02;39.81;12.431\n")
+    says = (r"column 'flow' reads line 2 '12.425' as 12425 under --decimal , \(dots as thousands marks; the column "
+            r"writes no decimal comma\), while column 'temp' writes a decimal point \(line 2 '39.74'\)")
+    with pytest.raises(DataError, match=says) as exc:
+        load_paths([f], opts=ReadOptions(decimal=","))
+    assert exc.value.exit_code == 65
+    with pytest.raises(ReplayError, match=says):
+        read_recording(f, decimal=",")
+    # thousands dots are fine where the column also writes a comma, or where no column writes a decimal point
+    for text, want in (("a;b\n0.5;1.234\n1.5;6.173,5\n", [[0.5, 1234.0], [1.5, 6173.5]]),
+                       ("a;b\n5,5;1.234\n6,5;2.345\n", [[5.5, 1234.0], [6.5, 2345.0]])):
+        g = write(tmp_path / "ok.csv", text)
+        (s,) = load_paths([g], opts=ReadOptions(decimal=","))
+        np.testing.assert_allclose(s.values, want, rtol=1e-6)
+        np.testing.assert_allclose(read_recording(g, decimal=",").values, want, rtol=1e-6)
+
+
 def test_rows_past_the_end_warn(tmp_path: Path, caplog) -> None:
     f = write(tmp_path / "r.csv", "a\n" + "".join(f"{i}\n" for i in range(10)))
     with caplog.at_level(logging.WARNING, logger="trainer.data"):
