@@ -708,7 +708,7 @@ def evaluate(
         raise _named(exc, model_path) from None
     reading = read_options(meta.preprocessing, fill=fill, decimal=decimal, encoding=encoding, timezone=timezone,
                            time_format=time_format, rows=parse_rows(rows), time_column=time_column,
-                           keep_time=not no_plot, progress=not quiet)
+                           keep_time=True, progress=not quiet)  # the alert list's times (and the plot's)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)
     for note in unused_label_notes(series, label_column):
         click.echo(f"edgewatch-train evaluate: note: {note}", err=True)

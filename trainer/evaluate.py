@@ -25,11 +25,12 @@ import numpy as np
 from edge_runtime.pipeline.hysteresis import AlertPolicy
 from edge_runtime.pipeline.windowing_offline import sliding_windows, window_labels
 from edge_runtime.service.model import EdgeModel, ModelError, load_model
+from trainer.alert_list import ListedAlert, alert_lines, list_alerts
 from trainer.data import DataError, Series, gap_windows
 from trainer.decisions import Decisions, causal_point_scores, centred_flags, daemon_decisions
 from trainer.metrics import Counts, EventCounts, event_counts, roc_auc, threshold_free
 from trainer.progress import counted, stage
-from trainer.sensor_view import checked_blocks, masked_scores, sensor_view
+from trainer.sensor_view import SensorView, checked_blocks, masked_scores, sensor_view
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ def judge(
 
 def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | None = None,
                   range_excludes: bool = False, info: dict[str, Any] | None = None, raw: np.ndarray | None = None,
-                  progress: bool = False, gaps: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray | None]:
+                  progress: bool = False, gaps: Sequence[int] = (),
+                  views: list[SensorView | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Hop-1 window scores (T-W+1,) of raw ``values`` as the daemon scores them, and which windows it scores at all
     (None: every one): only the windows wholly in ``running`` rows (T,) bool (a stopped or settling machine's are
     not), with its sensor checks (:mod:`trainer.sensor_view`: faulty channels left out, degraded or
@@ -142,13 +144,16 @@ def daemon_scores(model: EdgeModel, values: np.ndarray, running: np.ndarray | No
     with the checks' shares of windows masked, degraded and out of distribution (:meth:`SensorView.summary`).
     ``raw``: the unmasked :func:`window_scores` when the caller has them already (not modified); ``progress``: a
     progress line while scoring; ``gaps``: rows that begin a stretch after a time gap (``Series.gaps``): the
-    windows across one are not scored (the daemon restarts its window there)."""
+    windows across one are not scored (the daemon restarts its window there); ``views``: the sensor checks'
+    :class:`SensorView` (None without checks) is appended to it."""
     sc = window_scores(model, values, progress) if raw is None else raw
     scored = None if running is None else running_windows(running, model.window)
     if len(gaps):
         across = ~gap_windows(gaps, len(values), model.window)
         scored = across if scored is None else scored & across
     view = sensor_view(model.metadata, values, range_excludes=range_excludes, running=running)
+    if views is not None:
+        views.append(view)
     if view is not None:
         sc = masked_scores(model, values, sc, view)
         scored = view.scored if scored is None else scored & view.scored
@@ -287,6 +292,7 @@ def evaluate(
     outcomes = []
     states: dict[str, Any] = {}  # file -> rows and stretches per operating state
     sensors: dict[str, Any] = {}  # file -> sensor faults per kind and channel
+    listed: list[ListedAlert] = []  # every alert, in file order
     for s in series:
         if s.channels != meta.channels:
             raise DataError(
@@ -305,11 +311,14 @@ def evaluate(
         stage(f"scoring {len(s.values) - meta.window + 1:,} windows of {Path(s.name).name} as the daemon does",
               progress)
         running = None if st is None else st[0] == 0
-        sc, scored = daemon_scores(model, s.values, running, progress=progress, gaps=s.gaps)
-        outcomes.append(
-            judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance,
-                  scored=scored, restarts=window_restarts(s.gaps, running))
-        )
+        views: list[SensorView | None] = []
+        sc, scored = daemon_scores(model, s.values, running, progress=progress, gaps=s.gaps, views=views)
+        restarts = window_restarts(s.gaps, running)
+        o = judge(s.name, sc, s.labels, meta.threshold.value, meta.window, hop, policy, 0, period, tolerance,
+                  scored=scored, restarts=restarts)
+        outcomes.append(o)
+        listed += list_alerts(model, s.name, s.values, o.decisions.flags, sc, scored, hop, restarts, policy,
+                              views[0], s.ts, period, s.labels, meta.window - 1 if tolerance is None else tolerance)
     labelled = [o for o in outcomes if o.labels is not None]
     report: dict[str, Any] = {
         "model": str(model_path),
@@ -331,6 +340,7 @@ def evaluate(
             "span, and not at all while the device is degraded or out of distribution (trainer/sensor_view.py)",
         },
         "alerts": alerts_summary(outcomes),
+        "alert_list": [a.to_dict() for a in listed],
         "per_file": {o.name: o.summary() for o in outcomes},
         "operating_states": states,
         "sensor_faults": sensors,
@@ -389,6 +399,10 @@ def format_report(rep: dict[str, Any]) -> str:
             f"look-ahead (centred, not what the edge can do): F1 {f(d['centred_lookahead']['f1'])} "
             f"FAR {f(d['centred_lookahead']['far'], True)} MAR {f(d['centred_lookahead']['mar'], True)}",
         ]
+    listed = rep.get("alert_list") or []
+    if listed:
+        lines.append("each alert (rows where the daemon raises and clears; what its alert says of the raising window):")
+        lines += alert_lines(listed, len(rep.get("files") or []) > 1)
     lines += conditions_lines(rep)
     return "\n".join(lines)
 

@@ -116,3 +116,45 @@ def test_windows_across_a_time_gap_are_not_scored() -> None:
     assert not gap_windows([], 20, 4).any() and gap_windows([1], 3, 4).size == 0
     # at hop 3 and from row 6 (a chunk of iter_normal_windows): windows start at 6, 9, 12, 15
     assert gap_windows([8, 15], 20, 4, 3, 6).tolist() == [True, False, True, False]
+
+
+def test_each_alert_is_listed_with_its_rows_times_peak_and_the_channel_that_departs(demo_model_path: Path) -> None:
+    """A new user's evaluate on their own recording said "alerts: 1" and no more: not when, nor what to look at.
+    Each alert is listed with the rows and times where the daemon raises and clears it, its peak, and the summary
+    its alert document would carry (the daemon's explain functions); a channel the sensor checks leave out of the
+    raising window (here frozen) is not named."""
+    x = syn.normal_series(3000, 4, seed=7).astype(np.float64)
+    sd = x[:1500].std(axis=0)
+    x[2000:2150, 2] += 6 * sd[2]  # channel 2 departs high
+    x[1990:2200, 0] = x[1990, 0]  # channel 0 frozen over the same span: a failed sensor, left out
+    labels = np.zeros(3000, np.int8)
+    labels[2000:2150] = 1
+    ts = 1_764_489_600.0 + 2.0 * np.arange(3000)  # 2025-11-30 08:00:00 UTC, every 2 s
+    names = syn.channel_names(4)
+    series = [Series("plant.csv", x.astype(np.float32), names, labels, sample_period_s=2.0, ts=ts)]
+    rep = ev.evaluate(demo_model_path, series)
+    listed = rep["alert_list"]
+    assert len(listed) == rep["alerts"]["alerts"] >= 1
+    model = ev.open_model(demo_model_path)
+    w, thr = model.window, model.threshold
+    view = sensor_view(model.metadata, x.astype(np.float32))
+    assert view is not None
+    sc = masked_scores(model, x.astype(np.float32), ev.window_scores(model, x.astype(np.float32)), view)
+    dec = daemon_decisions(sc, thr, len(x), w, rep["decision_hop"], AlertPolicy(), view.scored)
+    assert [a["raised_row"] for a in listed] == dec.raises.tolist()  # the daemon's raises, row for row
+    (hit,) = [a for a in listed if 2000 <= a["raised_row"] < 2150]
+    assert sc[hit["raised_row"] - w + 1] > thr  # the window ending at the first flagged row raised it
+    assert hit["cleared_row"] is not None and hit["cleared_row"] > 2150 - 1
+    assert not dec.flags[hit["cleared_row"]] and dec.flags[hit["cleared_row"] - 1]
+    minutes, seconds = divmod(2 * hit["raised_row"], 60)
+    assert hit["raised_at"] == f"2025-11-30T{8 + minutes // 60:02d}:{minutes % 60:02d}:{seconds:02d}.000Z"
+    assert hit["duration_s"] == pytest.approx(2.0 * (hit["cleared_row"] - hit["raised_row"]))
+    assert hit["true"] is True and hit["peak_ratio"] > 1
+    top = [t["name"] for t in hit["top_channels"]]
+    assert top[0] == names[2] and hit["top_channels"][0]["direction"] == "high", hit
+    assert view.excluded[hit["raised_row"] - w + 1, 0]  # the checks left the frozen channel out of that window
+    assert names[0] not in top  # so it is not named, as the daemon does not name it
+    assert hit["summary"].split(" ")[:2] in ([names[2], "high:"], ["critical:", names[2]])
+    text = ev.format_report(rep)
+    assert "each alert" in text and f"rows {hit['raised_row']:,}-{hit['cleared_row']:,}, 2025-11-30 " in text
+    assert "[true]" in text
