@@ -272,9 +272,9 @@ def read_csv(
     opts = opts or ReadOptions(fill=fill)
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
-        return _read_rows(path, *_xlsx_rows(path), label_column, exclude, channels, opts, "row")
+        return _read_rows(path, *_xlsx_rows(path, opts.decimal), label_column, exclude, channels, opts, "row")
     if suffix == ".parquet":
-        return _read_rows(path, *_parquet_rows(path), label_column, exclude, channels, opts, "row")
+        return _read_rows(path, *_parquet_rows(path, opts.decimal), label_column, exclude, channels, opts, "row")
     try:
         fh, codec = open_text(path, opts.encoding)
     except OSError as exc:
@@ -296,14 +296,17 @@ def read_csv(
         raise DataError(str(decode_error(path, codec, exc))) from None
 
 
-def _cell_text(v: object) -> str:
-    """A spreadsheet or parquet cell as the text a CSV would hold (dates ISO 8601, None empty)."""
+def _cell_text(v: object, decimal: str = ".") -> str:
+    """A spreadsheet or parquet cell as the text a CSV would hold (dates ISO 8601, None empty); a typed number is
+    written with the ``decimal`` mark read back (under ``,``: ``39,74``, never a text that reads as thousands marks)."""
     if v is None:
         return ""
     if isinstance(v, bool):
         return str(int(v))
     if isinstance(v, (datetime, date)):
         return v.isoformat()
+    if isinstance(v, float) and decimal == ",":
+        return repr(v).replace(".", ",")
     return str(v)
 
 
@@ -320,8 +323,9 @@ def _need(module: str, extra: str, path: Path) -> Any:
 RowSource = tuple[list[str], Iterator[tuple[int, list[str]]], Callable[[], tuple[int, int]]]
 
 
-def _xlsx_rows(path: Path) -> RowSource:
-    """The first sheet's header and rows (as text) through openpyxl (read-only: streamed)."""
+def _xlsx_rows(path: Path, decimal: str = ".") -> RowSource:
+    """The first sheet's header and rows (as text, typed numbers with the ``decimal`` mark) through openpyxl
+    (read-only: streamed)."""
     openpyxl = _need("openpyxl", "xlsx", path)
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
@@ -337,15 +341,16 @@ def _xlsx_rows(path: Path) -> RowSource:
         try:
             for i, r in enumerate(it, start=2):
                 done[0] = i
-                yield i, [_cell_text(v) for v in r[: len(header)]]
+                yield i, [_cell_text(v, decimal) for v in r[: len(header)]]
         finally:
             wb.close()
 
     return header, rows(), lambda: (done[0], total)
 
 
-def _parquet_rows(path: Path) -> RowSource:
-    """A parquet file's columns and rows (as text) through pyarrow, one record batch at a time."""
+def _parquet_rows(path: Path, decimal: str = ".") -> RowSource:
+    """A parquet file's columns and rows (as text, typed numbers with the ``decimal`` mark) through pyarrow, one
+    record batch at a time."""
     _need("pyarrow", "parquet", path)
     import pyarrow.parquet as pq
 
@@ -363,7 +368,7 @@ def _parquet_rows(path: Path) -> RowSource:
             cols = [c.to_pylist() for c in batch.columns]
             for r in zip(*cols, strict=True):
                 n += 1
-                yield n, [_cell_text(v) for v in r]
+                yield n, [_cell_text(v, decimal) for v in r]
             done[0] = n - 1
     return header, rows(), lambda: (done[0], total)
 
@@ -511,9 +516,9 @@ class _RowReader:
         names, opts = self.names, self.opts
         self.spool.extend(_cell_value(r[ci], path, lineno, names[j], opts, where) for j, ci in enumerate(lay.feature_idx))
         if self.marks is not None:
-            marks = self.marks
+            comma = self.marks.comma  # the columns that wrote a comma: their comma cells need no more looks
             for j, ci in enumerate(lay.feature_idx):
-                if "." in r[ci] or ("," in r[ci] and marks.watches_commas(j)):
+                if "." in r[ci] or ("," in r[ci] and j not in comma):
                     try:
                         self.marks.see(j, r[ci], lineno)
                     except ValueError as exc:

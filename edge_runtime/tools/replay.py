@@ -238,7 +238,7 @@ def read_recording(
                 how = f" (a missing value: use --fill {'|'.join(REPLAY_FILLS)})" if textfile.is_missing(cell) else ""
                 raise ReplayError(f"{path}: line {line}, column {header[i]!r}: non-finite value {cell!r}{how}")
             values[n, j] = v
-            if marks is not None and ("." in cell or ("," in cell and marks.watches_commas(j))):
+            if marks is not None and ("." in cell or ("," in cell and j not in marks.comma)):
                 try:
                     marks.see(j, cell, line)
                 except ValueError as exc:

@@ -187,7 +187,7 @@ class DecimalMarks:
     ``0.997``: read as written) and dots that read as thousands marks (``1.007``: 1007): one column on two scales.
     Nor may a column read its dots as thousands marks when it never shows a decimal comma while another column writes
     decimal points (``12.425`` beside ``39.74``: the file's dots are decimal points). :meth:`see` each cell with a
-    dot, and a cell with a comma while :meth:`watches_commas` says so (the first conflict in a column is a ValueError
+    dot, and a cell with a comma of a column not yet in :attr:`comma` (the first conflict in a column is a ValueError
     naming both lines); :meth:`finish` at the end (the caller adds the file and column)."""
 
     __slots__ = ("point", "thousands", "comma")
@@ -196,10 +196,6 @@ class DecimalMarks:
         self.point: dict[int, tuple[int, str]] = {}  # column -> (line, cell) of its first decimal point
         self.thousands: dict[int, tuple[int, str]] = {}  # column -> (line, cell) of its first thousands-only dots
         self.comma: set[int] = set()  # the columns that wrote a comma
-
-    def watches_commas(self, column: int) -> bool:
-        """Whether a cell of ``column`` with a comma still needs :meth:`see` (until the column's first)."""
-        return column not in self.comma
 
     def see(self, column: int, cell: str, line: int) -> None:
         text = cell.strip()

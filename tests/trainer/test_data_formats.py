@@ -93,6 +93,28 @@ def test_parquet_read_through_pyarrow(tmp_path: Path) -> None:
     assert s.channels == ["a"] and s.labels.tolist() == [0, 0, 1, 0] and s.sample_period_s == pytest.approx(2.0)
 
 
+def test_typed_numbers_of_a_workbook_or_parquet_file_read_as_numbers_under_a_decimal_comma(tmp_path: Path) -> None:
+    """A second read: under --decimal , (evaluate takes it from a model fitted on a German CSV) a workbook's typed
+    number 39.74 became the text '39.74' and counted as a decimal point beside a text cell '1.234' (refused), and a
+    parquet float 12.425 read as 12425. Typed numbers are numbers; text cells are read as the CSV reads them."""
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["temp", "counter", "flow"])
+    ws.append([39.74, "1.234", 12.425])
+    ws.append([39.81, "2.345", 12.431])
+    f = tmp_path / "g.xlsx"
+    wb.save(f)
+    (s,) = load_paths([f], opts=ReadOptions(decimal=","))
+    np.testing.assert_allclose(s.values, [[39.74, 1234, 12.425], [39.81, 2345, 12.431]], rtol=1e-6)
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    g = tmp_path / "g.parquet"
+    pq.write_table(pa.table({"flow": [12.425, 12.431], "n": [3, 4]}), g)
+    (s,) = load_paths([g], opts=ReadOptions(decimal=","))
+    np.testing.assert_allclose(s.values, [[12.425, 3], [12.431, 4]], rtol=1e-6)
+
+
 def test_missing_extra_is_refused_with_the_extra_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
