@@ -219,7 +219,8 @@ def synthetic(
     fit_option: tuple[str, ...],
     quiet: bool,
 ) -> None:
-    """Generated plants (base, drifting normal, stuck channel, 50 channels) x six anomaly kinds x magnitudes."""
+    """Generated plants (base, drifting normal, stuck channel, 50 channels, a 52-channel process plant) x six
+    anomaly kinds x magnitudes."""
     from trainer import benchmark as bm
     from trainer import benchmark_report as tables
     from trainer import benchmark_synthetic as syn

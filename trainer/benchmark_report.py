@@ -141,6 +141,6 @@ def format_synthetic(rep: dict[str, Any]) -> str:
             lines += [table_row(v, m) for v, m in values.items()]
             if g == GROUPS[-1]:
                 lines.append(table_row("OVERALL", rep["overall"][det]))
-    lines.append("\nnormal test rows of each plant (no anomaly, 1 s sampling):")
+    lines.append("\nnormal test rows of each plant (no anomaly):")
     lines.append(format_normal(rep["normal_recordings"]))
     return "\n".join(lines)

@@ -368,8 +368,9 @@ def fit(
 
     With no size options, the window, hops and model size are chosen from the data; channels that
     are constant or drift in the training data are screened out of the score (each with its reason).
-    When the channels move together (a few common factors leave at most 10 % of their variance), a
-    cross-channel term also scores what the factors leave unexplained; a drifting channel that follows
+    When the channels move together (a few common factors leave at most 10 % of their variance) or there
+    are 20 or more of them, a cross-channel term also scores what the factors leave unexplained; a drifting
+    channel that follows
     them is scored by that term alone. How the files were read (fill, decimal, encoding, time zone, time format, excluded columns) is stored in the
     model; evaluate and replay reuse it. With --state-column/--running or --running-when, only the settled
     running rows are trained on, and the model carries the stopped signature and settling time for the edge.

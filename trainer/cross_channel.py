@@ -7,9 +7,12 @@ error. A textbook PCA residual sees it at once. Learned from the training part's
 - the member channels (every channel not constant in training: the kept ones and those screened out for
   drifting) give their correlation matrix from the normalised rows ``z``; its **common factors** are the
   principal components whose eigenvalue is above the mean eigenvalue (Kaiser's rule);
-- the term is **on** only when those factors leave at most :data:`UNEXPLAINED_LIMIT` of the training variance
-  unexplained (the channels really move together); otherwise (SKAB's 8 channels: 27-50 % left) it is off
-  and the score is the autoencoder's alone;
+- the term is **on** when those factors leave at most :data:`UNEXPLAINED_LIMIT` of the training variance
+  unexplained (the channels really move together), and whatever they leave when there are
+  :data:`MANY_CHANNELS` or more members: there one channel's fault is a small part of the autoencoder's
+  score (a power mean over many channels), and a process plant's measurement noise leaves 25-40 % of the
+  variance to the residual however strongly its channels share causes; otherwise (SKAB's 8 channels: 27-50 %
+  left) it is off and the score is the autoencoder's alone;
 - when on, each window gets per channel ``mean_W((M z)_c^2)`` with ``M = I - P P^T`` (P: the factors), the
   channel's share of the PCA residual (Q, SPE), divided by its mean on the held-out validation windows. A
   channel whose level drifts together with the factors (a shared slow cycle seen for one period) leaves
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 
 UNEXPLAINED_LIMIT = 0.10  # the term is on when the common factors leave at most this share of the variance
+MANY_CHANNELS = 20  # or when at least this many channels are members, whatever the share (docs/TRAINING.md)
 MIN_CHANNELS = 3  # fewer member channels: no term (one or two channels have no structure to break)
 
 
@@ -53,14 +57,19 @@ class CrossChannel:
         if self.on:
             extra = (f"; {cross_only} drifting channel(s) scored by it alone" if cross_only else "") + (
                 f"; {drifting} left out of it (their residual drifts too)" if drifting else "")
-            return f"cross-channel term: on ({share}; limit {100 * UNEXPLAINED_LIMIT:.0f} %{extra})"
-        return f"cross-channel term: off ({first}{share}, above the {100 * UNEXPLAINED_LIMIT:.0f} % limit: " \
-               "the channels do not move together)"
+            why = f"limit {100 * UNEXPLAINED_LIMIT:.0f} %" if self.unexplained <= UNEXPLAINED_LIMIT else \
+                f"on at {MANY_CHANNELS} or more channels whatever the share: one channel's fault is a small part of " \
+                "the autoencoder's score"
+            return f"cross-channel term: on ({share}; {why}{extra})"
+        if self.components >= self.channels:
+            return f"cross-channel term: off ({first}{share}: no residual left)"
+        return f"cross-channel term: off ({first}{share}, above the {100 * UNEXPLAINED_LIMIT:.0f} % limit for fewer " \
+               f"than {MANY_CHANNELS} channels: the channels do not move together)"
 
     def to_dict(self) -> dict[str, Any]:
         """Metadata (``scoring.cross_channel``), without the projection (stored beside it when on)."""
         return {"on": self.on, "components": self.components, "channels": self.channels,
-                "unexplained": self.unexplained, "limit": UNEXPLAINED_LIMIT}
+                "unexplained": self.unexplained, "limit": UNEXPLAINED_LIMIT, "many_channels": MANY_CHANNELS}
 
 
 def normal_covariance(arrays: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
@@ -94,7 +103,7 @@ def fit_cross_channel(cov: np.ndarray, members: np.ndarray) -> CrossChannel:
         return CrossChannel(False, 0, n_kept, 1.0)
     k = int((vals > vals.mean()).sum())
     unexplained = float(vals[k:].sum() / total)
-    if k >= n_kept or unexplained > UNEXPLAINED_LIMIT:
+    if k >= n_kept or (unexplained > UNEXPLAINED_LIMIT and n_kept < MANY_CHANNELS):
         return CrossChannel(False, k, n_kept, unexplained)
     p = vecs[:, :k]
     proj = np.zeros((len(kept), len(kept)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -72,11 +73,7 @@ def describe_model(path: Path) -> str:
         lines.append(format_screen(screening))
         cc = meta.scoring.get("cross_channel")
         if cc:
-            from trainer.cross_channel import CrossChannel
-
-            lines.append(CrossChannel(bool(cc["on"]), int(cc["components"]), int(cc["channels"]),
-                                      float(cc["unexplained"])).describe(len(cc.get("scored_by_it_alone", [])),
-                                                                         len(cc.get("left_out", []))))
+            lines.append(cross_channel_line(cc))
     else:
         lines.append("channels: no screening recorded (format 1: every channel in the score)")
     lines += describe_health(meta.health, meta.channels)
@@ -87,3 +84,17 @@ def describe_model(path: Path) -> str:
     lines.append(f"metadata ({METADATA_KEY}):")
     lines.append(json.dumps(json.loads(meta.to_json()), indent=2, sort_keys=True))
     return "\n".join(lines)
+
+
+def cross_channel_line(cc: dict[str, Any]) -> str:
+    """``inspect``'s line for a model's ``scoring.cross_channel``; of a model fitted before the term was on at
+    :data:`~trainer.cross_channel.MANY_CHANNELS` channels, with that many and the term off, that a new fit turns it on."""
+    from trainer.cross_channel import MANY_CHANNELS, CrossChannel
+
+    n, k = int(cc["channels"]), int(cc["components"])
+    line = CrossChannel(bool(cc["on"]), k, n, float(cc["unexplained"])).describe(
+        len(cc.get("scored_by_it_alone", [])), len(cc.get("left_out", [])))
+    if not cc["on"] and "many_channels" not in cc and n >= MANY_CHANNELS and k < n:
+        line = (line.replace(f" for fewer than {MANY_CHANNELS} channels", "")[:-1]
+                + f"; fitted before the term was on at {MANY_CHANNELS} or more channels: fit again to have it)")
+    return line

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from trainer.benchmark import DETECTORS, EDGEWATCH
 from trainer.benchmark_cli import benchmark
-from trainer.benchmark_synthetic import Plant, plant_normal, plant_test, run_synthetic
+from trainer.benchmark_synthetic import PLANTS, Plant, plant_normal, plant_test, process_plant, run_synthetic
 
 
 def test_plants_drift_and_stick_as_described() -> None:
@@ -21,6 +22,24 @@ def test_plants_drift_and_stick_as_described() -> None:
     base = plant_normal(Plant("q", channels=4, train=500, test=1500), 0)
     rise = (x[:, 1] - base[:, 1])[-1] / base[:, 1].std()
     assert 3.5 < rise < 4.5
+
+
+def test_the_process_plant_holds_its_analysers_and_keeps_its_set_points_constant_and_unfaulted() -> None:
+    """The Tennessee-Eastman-like plant: 52 channels in their own units, analysers held between samples (2 and 5
+    rows), three constant set points that no injected fault touches."""
+    p = next(q for q in PLANTS if q.factors)
+    assert (p.channels, p.train, p.test, p.period_s) == (52, 500, 960, 180.0)
+    x = plant_normal(p, 0)
+    assert x.shape == (1460, 52)
+    assert np.all(np.ptp(x[:, -3:], axis=0) == 0) and np.all(np.ptp(x[:, :-3], axis=0) > 0)
+    flat = (np.diff(x, axis=0) == 0).mean(axis=0)  # share of steps with no change
+    assert np.all(flat[:20] < 0.01) and np.all(flat[20:41] > 0.45)  # continuous channels (float32); analysers held
+    assert np.ptp(x.std(axis=0)[:-3]) > 10  # very different scales
+    for kind in ("level_shift", "stuck", "spike"):
+        xt, lab = plant_test(p, x, kind, 2.0, 0)
+        assert lab.sum() > 0 and np.array_equal(xt[:, -3:], x[:, -3:])
+    with pytest.raises(ValueError, match="at least 8 channels"):
+        process_plant(100, 4, 2, 0)
 
 
 def test_anomalies_go_in_the_test_rows_scaled_by_the_magnitude() -> None:

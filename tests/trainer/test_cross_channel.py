@@ -13,7 +13,13 @@ from edge_runtime.pipeline.windowing_offline import sliding_windows
 from edge_runtime.tools.synthetic import channel_names, normal_series
 from trainer import export as ex
 from trainer.api import score_windows, train_and_export
-from trainer.cross_channel import UNEXPLAINED_LIMIT, fit_cross_channel, normal_covariance, residual_terms
+from trainer.cross_channel import (
+    MANY_CHANNELS,
+    UNEXPLAINED_LIMIT,
+    fit_cross_channel,
+    normal_covariance,
+    residual_terms,
+)
 from trainer.model import AEConfig, ConvAutoencoder
 
 from .test_export import _raw_terms, make_meta
@@ -60,6 +66,27 @@ def test_independent_channels_or_too_few_of_them_keep_the_term_off() -> None:
     x, _ = low_rank(500, 6)
     two = fit_cross_channel(_z_cov(x), np.array([1, 1, 0, 0, 0, 0], dtype=bool))
     assert not two.on and "only 2 channels" in two.describe()
+
+
+def test_many_channels_with_common_causes_and_measurement_noise_turn_the_term_on_a_few_do_not() -> None:
+    """A process plant (52 channels, 6 causes, measurement noise: about 30 % of the variance left to the residual)
+    had the term off, and its autoencoder score missed most single-channel faults (16 of 108 events in the
+    synthetic suite's process plant, 41 with the term). From MANY_CHANNELS members on it is on whatever the share;
+    the same noise on fewer channels keeps it off as before (SKAB's 8)."""
+    from trainer.benchmark_synthetic import process_plant
+
+    x = process_plant(500, 52, 6, seed=3)
+    members = np.ptp(x, axis=0) > 0  # the three constant set points are no members
+    many = fit_cross_channel(_z_cov(x[:, members]), np.ones(int(members.sum()), dtype=bool))
+    assert many.channels == 49 >= MANY_CHANNELS and many.unexplained > UNEXPLAINED_LIMIT
+    assert many.on and 6 <= many.components <= 8 and many.projection is not None  # the 6 causes (the held analysers add one)
+    assert f"on at {MANY_CHANNELS} or more channels whatever the share" in many.describe()
+    few = x[:, : MANY_CHANNELS - 1]
+    off = fit_cross_channel(_z_cov(few), np.ones(few.shape[1], dtype=bool))
+    assert not off.on and off.unexplained > UNEXPLAINED_LIMIT
+    assert f"above the 10 % limit for fewer than {MANY_CHANNELS} channels" in off.describe()
+    # the model records the rule, and inspect says of an older model with many channels that a refit turns it on
+    assert many.to_dict()["many_channels"] == MANY_CHANNELS
 
 
 def test_the_covariance_is_streamed_in_chunks_and_equals_the_whole() -> None:
@@ -179,3 +206,18 @@ def test_a_drifting_channel_that_follows_the_factors_is_scored_by_the_term_and_o
     assert plan.left_out.tolist() == [i == 9 for i in range(10)]
     np.testing.assert_allclose(plan.weight, np.where(np.arange(10) == 9, 0.0, 10 / 9))
     assert "1 drifting channel(s) scored by it alone; 1 left out of it" in plan.describe()
+
+
+def test_inspect_says_of_an_older_many_channel_model_with_the_term_off_that_a_new_fit_turns_it_on() -> None:
+    from trainer.model_file import cross_channel_line
+
+    old = {"on": False, "components": 6, "channels": 49, "unexplained": 0.3, "limit": 0.1}
+    assert cross_channel_line(old) == (
+        "cross-channel term: off (6 common factor(s) leave 30.0 % of the 49 channels' training variance unexplained, "
+        "above the 10 % limit: the channels do not move together; fitted before the term was on at 20 or more "
+        "channels: fit again to have it)")
+    few = {**old, "channels": 8, "components": 3, "many_channels": MANY_CHANNELS}
+    assert cross_channel_line(few).endswith("above the 10 % limit for fewer than 20 channels: the channels do not "
+                                            "move together)")
+    on = {**old, "on": True, "many_channels": MANY_CHANNELS}
+    assert "on at 20 or more channels whatever the share" in cross_channel_line(on)
