@@ -244,11 +244,16 @@ def pooled(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return out
 
 
+def _scored_ratios(o: Outcome) -> np.ndarray:
+    """Score / threshold of the hop-1 windows wholly in the scored rows that the daemon scores at all (not in a
+    stop, settling or a degraded device)."""
+    ratio = (o.scores / o.threshold)[o.first :] if o.threshold > 0 else np.zeros(max(0, len(o.scores) - o.first))
+    return ratio if o.scored is None else ratio[o.scored[o.first :]]
+
+
 def _scored_above(o: Outcome) -> np.ndarray:
-    """Above the threshold or not, for the hop-1 windows wholly in the scored rows that the daemon scores at all
-    (not in a stop, settling or a degraded device)."""
-    above = (o.scores > o.threshold)[o.first :]
-    return above if o.scored is None else above[o.scored[o.first :]]
+    """Above the threshold or not, for the windows of :func:`_scored_ratios`."""
+    return _scored_ratios(o) > 1.0
 
 
 def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
@@ -271,7 +276,17 @@ def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         else None,
         "windows_above_per_1000": 1000 * sum(int(a.sum()) for a in above) / n_windows if n_windows else None,
         "scored_windows": n_windows,
+        **_headroom([_scored_ratios(o) for o in outcomes]),
     }
+
+
+def _headroom(ratios: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The highest and the 99th-percentile window score as a multiple of the threshold (None without windows)."""
+    r = np.concatenate([np.asarray(x, dtype=np.float64) for x in ratios]) if ratios else np.zeros(0)
+    r = r[np.isfinite(r)]
+    if not r.size:
+        return {"max_score_ratio": None, "p99_score_ratio": None}
+    return {"max_score_ratio": float(r.max()), "p99_score_ratio": float(np.quantile(r, 0.99))}
 
 
 def evaluate(
@@ -385,6 +400,11 @@ def format_report(rep: dict[str, Any]) -> str:
             + ("" if budget is None else f" (its budget: {1000 * float(budget):g} per 1,000 before the margin; "
                "more here means this data departs from what it was calibrated on)")
         )
+        if a.get("max_score_ratio") is not None:
+            lines.append(f"headroom: the highest window scores {a['max_score_ratio']:.2g} x the threshold, the 99th "
+                         f"percentile {a['p99_score_ratio']:.2g} x"
+                         + (" (on normal data like this a lower --margin would still raise nothing: fit again with "
+                            "it, and evaluate on another normal recording)" if a["max_score_ratio"] < 0.5 else ""))
     if d:
         lines += [
             f"point:  F1 {f(d['f1'])} (flag-all F1 {f(d['flag_all_f1'])}) precision {f(d['precision'])} "

@@ -62,6 +62,18 @@ def test_evaluate_unlabelled_normal_data_reports_alerts_per_day(demo_model_path:
     assert a["hours"] == pytest.approx(4000 * 2 / 3600)
     assert a["alerts_per_day"] == pytest.approx(a["alerts"] / (4000 * 2 / 86400))
     assert "per day" in ev.format_report(rep)
+    # the headroom a user may judge a lower --margin by: the window scores against the threshold
+    model = ev.open_model(demo_model_path)
+    view = sensor_view(model.metadata, x)
+    sc = ev.window_scores(model, x) if view is None else masked_scores(model, x, ev.window_scores(model, x), view)
+    ok = np.ones(len(sc), bool) if view is None else view.scored
+    assert a["max_score_ratio"] == pytest.approx(sc[ok].max() / model.threshold)
+    assert a["p99_score_ratio"] == pytest.approx(np.quantile(sc[ok], 0.99) / model.threshold)
+    assert f"headroom: the highest window scores {a['max_score_ratio']:.2g} x the threshold" in ev.format_report(rep)
+    low = {**rep, "alerts": {**a, "max_score_ratio": 0.3, "p99_score_ratio": 0.25}}
+    assert "a lower --margin would still raise nothing" in ev.format_report(low)
+    high = {**rep, "alerts": {**a, "max_score_ratio": 0.9, "p99_score_ratio": 0.5}}
+    assert "--margin" not in ev.format_report(high)
 
 
 def test_a_hop_past_the_window_is_capped_as_the_daemon_caps_it(demo_model_path: Path) -> None:
