@@ -54,13 +54,13 @@ MAGNITUDES = (0.5, 1.0, 2.0)
 
 def process_plant(n: int, channels: int, factors: int, seed: int) -> np.ndarray:
     """A continuous process of ``channels`` measurements (n, C) float64, in the way of the Tennessee Eastman
-    benchmark (52 channels, 3-min sampling): ``factors`` common causes (AR(1), phi 0.8) seen through fixed
-    loadings with measurement noise (0.6 of a cause's innovation scale), two of them wandering slowly (a random
-    walk), every channel in its own units and level; about a third of the channels are analysers that hold
-    their value between samples (every 2nd or 5th row: 6 and 15 min), and the last three are set points held
-    constant. Needs ``channels`` >= 8."""
-    if channels < 8:
-        raise ValueError(f"a process plant needs at least 8 channels, got {channels}")
+    benchmark (52 channels, 3-min sampling): ``factors`` common causes (AR(1), phi 0.8, innovation sd 0.3) seen
+    through fixed loadings with measurement noise (sd 0.6), two of them wandering slowly (a random walk), every
+    channel in its own units and level; the channels from 2/5 to 4/5 of the count are analysers that hold their
+    value between samples (every 4th of them 5 rows, the others 2: 15 and 6 min; 16 and 5 of 52), and the last
+    three are set points held constant. Needs ``channels`` >= 15 (the analysers end before the set points)."""
+    if channels < 15:
+        raise ValueError(f"a process plant needs at least 15 channels, got {channels}")
     g = np.random.default_rng([seed, 29])
     loadings = g.normal(0, 1, (channels, factors))
     scale, level = g.uniform(0.1, 50, channels), g.uniform(-100, 3000, channels)

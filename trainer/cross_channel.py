@@ -11,8 +11,9 @@ error. A textbook PCA residual sees it at once. Learned from the training part's
   unexplained (the channels really move together), and whatever they leave when there are
   :data:`MANY_CHANNELS` or more members: there one channel's fault is a small part of the autoencoder's
   score (a power mean over many channels), and a process plant's measurement noise leaves 25-40 % of the
-  variance to the residual however strongly its channels share causes; otherwise (SKAB's 8 channels: 27-50 %
-  left) it is off and the score is the autoencoder's alone;
+  variance to the residual however strongly its channels share causes (the members are counted before any whose
+  residual drifts is left out, below); otherwise (SKAB's 8 channels: 27-50 % left) it is off and the score is the
+  autoencoder's alone;
 - when on, each window gets per channel ``mean_W((M z)_c^2)`` with ``M = I - P P^T`` (P: the factors), the
   channel's share of the PCA residual (Q, SPE), divided by its mean on the held-out validation windows. A
   channel whose level drifts together with the factors (a shared slow cycle seen for one period) leaves
@@ -58,9 +59,12 @@ class CrossChannel:
             extra = (f"; {cross_only} drifting channel(s) scored by it alone" if cross_only else "") + (
                 f"; {drifting} left out of it (their residual drifts too)" if drifting else "")
             why = f"limit {100 * UNEXPLAINED_LIMIT:.0f} %" if self.unexplained <= UNEXPLAINED_LIMIT else \
-                f"on at {MANY_CHANNELS} or more channels whatever the share: one channel's fault is a small part of " \
-                "the autoencoder's score"
+                f"on at {MANY_CHANNELS} or more channels whatever the share" + (
+                    " (counted before those whose residual drifts were left out)" if self.channels < MANY_CHANNELS
+                    else "") + ": one channel's fault is a small part of the autoencoder's score"
             return f"cross-channel term: on ({share}; {why}{extra})"
+        if self.components == 0:
+            return f"cross-channel term: off ({first}no common factor: every component explains as much as another)"
         if self.components >= self.channels:
             return f"cross-channel term: off ({first}{share}: no residual left)"
         return f"cross-channel term: off ({first}{share}, above the {100 * UNEXPLAINED_LIMIT:.0f} % limit for fewer " \
@@ -89,10 +93,12 @@ def normal_covariance(arrays: list[np.ndarray], mean: np.ndarray, std: np.ndarra
     return (s2 - n * np.outer(mu, mu)) / (n - 1), n
 
 
-def fit_cross_channel(cov: np.ndarray, members: np.ndarray) -> CrossChannel:
-    """The residual model from the normalised training rows' covariance ``cov`` (C, C) over the ``members`` (C,)."""
+def fit_cross_channel(cov: np.ndarray, members: np.ndarray, many: bool | None = None) -> CrossChannel:
+    """The residual model from the normalised training rows' covariance ``cov`` (C, C) over the ``members`` (C,).
+    ``many``: whether the :data:`MANY_CHANNELS` rule applies (None: from these members' count)."""
     kept = np.asarray(members, dtype=bool)
     n_kept = int(kept.sum())
+    many = n_kept >= MANY_CHANNELS if many is None else many
     if n_kept < MIN_CHANNELS:
         return CrossChannel(False, 0, n_kept, 1.0)
     sub = np.asarray(cov, dtype=np.float64)[np.ix_(kept, kept)]
@@ -103,7 +109,7 @@ def fit_cross_channel(cov: np.ndarray, members: np.ndarray) -> CrossChannel:
         return CrossChannel(False, 0, n_kept, 1.0)
     k = int((vals > vals.mean()).sum())
     unexplained = float(vals[k:].sum() / total)
-    if k >= n_kept or (unexplained > UNEXPLAINED_LIMIT and n_kept < MANY_CHANNELS):
+    if k == 0 or k >= n_kept or (unexplained > UNEXPLAINED_LIMIT and not many):
         return CrossChannel(False, k, n_kept, unexplained)
     p = vecs[:, :k]
     proj = np.zeros((len(kept), len(kept)))
@@ -182,11 +188,12 @@ def plan_cross_channel(kept: np.ndarray, constant: np.ndarray, train: list[np.nd
     the worst drifter is left out and the factors refitted, until every member's residual is steady."""
     kept = np.asarray(kept, dtype=bool)
     members = ~np.asarray(constant, dtype=bool)
+    many = int(members.sum()) >= MANY_CHANNELS  # counted before any drifter is left out: one leaves the rule as it was
     cov, _ = normal_covariance(train, mean, std)
     means = file_means(train, val, mean, std)
     left_out = np.zeros(len(kept), dtype=bool)
     while True:
-        model = fit_cross_channel(cov, members)
+        model = fit_cross_channel(cov, members, many)
         if not model.on or model.projection is None:
             return CrossPlan.off(model, kept, left_out)
         drift = np.where(members, residual_drift(model.projection, cov, means), 0.0)

@@ -38,8 +38,9 @@ def test_the_process_plant_holds_its_analysers_and_keeps_its_set_points_constant
     for kind in ("level_shift", "stuck", "spike"):
         xt, lab = plant_test(p, x, kind, 2.0, 0)
         assert lab.sum() > 0 and np.array_equal(xt[:, -3:], x[:, -3:])
-    with pytest.raises(ValueError, match="at least 8 channels"):
-        process_plant(100, 4, 2, 0)
+    with pytest.raises(ValueError, match="at least 15 channels"):
+        process_plant(100, 14, 2, 0)
+    assert int((flat[20:41] > 0.7).sum()) == 5  # 5 analysers hold 5 rows (flat 4 steps in 5), 16 hold 2
 
 
 def test_anomalies_go_in_the_test_rows_scaled_by_the_magnitude() -> None:

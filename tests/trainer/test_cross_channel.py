@@ -70,8 +70,8 @@ def test_independent_channels_or_too_few_of_them_keep_the_term_off() -> None:
 
 def test_many_channels_with_common_causes_and_measurement_noise_turn_the_term_on_a_few_do_not() -> None:
     """A process plant (52 channels, 6 causes, measurement noise: about 30 % of the variance left to the residual)
-    had the term off, and its autoencoder score missed most single-channel faults (16 of 108 events in the
-    synthetic suite's process plant, 41 with the term). From MANY_CHANNELS members on it is on whatever the share;
+    had the term off, and its autoencoder score missed most single-channel faults (15 of 108 events in the
+    synthetic suite's process plant, 45 with the term). From MANY_CHANNELS members on it is on whatever the share;
     the same noise on fewer channels keeps it off as before (SKAB's 8)."""
     from trainer.benchmark_synthetic import process_plant
 
@@ -221,3 +221,24 @@ def test_inspect_says_of_an_older_many_channel_model_with_the_term_off_that_a_ne
                                             "move together)")
     on = {**old, "on": True, "many_channels": MANY_CHANNELS}
     assert "on at 20 or more channels whatever the share" in cross_channel_line(on)
+    power_one = {**old, "note": "a score power of 1 (format 3's plain mean)", "channels": 25}
+    assert cross_channel_line(power_one) == "cross-channel term: off (a score power of 1 (format 3's plain mean))"
+
+
+def test_the_many_channel_rule_counts_the_members_before_a_drifter_is_left_out_and_needs_a_factor() -> None:
+    """A second read: with 20 members one channel whose residual drifts was left out, the factors refitted over 19,
+    and the rule no longer held: the term went off for the 19 that move together. The count is the first one; and
+    with no common factor at all (every component alike) the term stays off."""
+    from trainer.benchmark_synthetic import process_plant
+    from trainer.cross_channel import plan_cross_channel
+
+    x = process_plant(600, 23, 4, seed=5)[:, :20]  # 20 varying channels, no set point
+    x[450:, 3] += 3 * x[:450, 3].std()  # channel 3's level moves in the validation part: its residual drifts
+    train, val = [x[:450]], [x[450:]]
+    mean, std = x[:450].mean(axis=0), x[:450].std(axis=0)
+    plan = plan_cross_channel(np.ones(20, bool), np.zeros(20, bool), train, val, mean, std, 0.6)
+    assert plan.left_out[3] and plan.model.channels <= 19
+    assert plan.on and plan.model.unexplained > UNEXPLAINED_LIMIT
+    assert "counted before those whose residual drifts were left out" in plan.describe()
+    flat = fit_cross_channel(np.eye(25), np.ones(25, dtype=bool))
+    assert not flat.on and "no common factor" in flat.describe()
