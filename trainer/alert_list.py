@@ -61,10 +61,12 @@ class ListedAlert:
 def list_alerts(model: Any, name: str, values: np.ndarray, flags: np.ndarray, scores: np.ndarray,
                 scored: np.ndarray | None, hop: int, restarts: Sequence[int], policy: AlertPolicy,
                 view: SensorView | None = None, ts: np.ndarray | None = None, period_s: float | None = None,
-                labels: np.ndarray | None = None, tolerance: int = 0, first: int = 0) -> list[ListedAlert]:
+                labels: np.ndarray | None = None, tolerance: int = 0, first: int = 0,
+                row_offset: int = 0) -> list[ListedAlert]:
     """The alerts of one file from its daemon decisions ``flags`` (T,) and hop-1 window ``scores`` (T-W+1,) as the
     daemon scores them (``scored``: the windows it scores at all); ``ts`` (T,) epoch seconds when the file has
-    times; only alerts raised at or after row ``first``."""
+    times; only alerts raised at or after row ``first``. The listed rows are the file's data rows: the series' own
+    plus ``row_offset`` (where ``--rows`` started it)."""
     meta = model.metadata
     w, thr = meta.window, float(meta.threshold.value)
     n_win = len(scores)
@@ -94,7 +96,8 @@ def list_alerts(model: Any, name: str, values: np.ndarray, flags: np.ndarray, sc
             at = [None, None]
             duration = None if cleared is None or not period_s else (cleared - a) * period_s
         out.append(ListedAlert(
-            file=name, raised_row=a, cleared_row=cleared, raised_at=at[0], cleared_at=at[1], duration_s=duration,
+            file=name, raised_row=a + row_offset, cleared_row=None if cleared is None else cleared + row_offset,
+            raised_at=at[0], cleared_at=at[1], duration_s=duration,
             peak_ratio=round(peak / thr, 3) if thr > 0 else 0.0, severity=severity(peak, thr, policy.critical_ratio),
             summary=raise_summary(tops, sev_raise), top_channels=tops,
             true=None if y is None else bool(y[max(0, a - tolerance) : b].any())))

@@ -714,7 +714,8 @@ def evaluate(
     for note in unused_label_notes(series, label_column):
         click.echo(f"edgewatch-train evaluate: note: {note}", err=True)
     policy = AlertPolicy(raise_after=raise_after, clear_after=clear_after, clear_ratio=clear_ratio)
-    rep = ev.evaluate(model_path, series, hop, policy, tolerance, progress=not quiet)
+    rep = ev.evaluate(model_path, series, hop, policy, tolerance, progress=not quiet,
+                      row_offset=(reading.rows or (0, None))[0])
     ev.write_report(rep, report)
     if not no_plot:
         ev.plot(model_path, series, png, rep)

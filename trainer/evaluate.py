@@ -296,9 +296,11 @@ def evaluate(
     policy: AlertPolicy | None = None,
     tolerance: int | None = None,
     progress: bool = False,
+    row_offset: int = 0,
 ) -> dict[str, Any]:
     """Decisions and metrics of the model on ``series`` (labelled or not), as a JSON-ready dict. ``hop``: the
-    daemon's scoring hop (None: the model's), capped at the window as the daemon caps it."""
+    daemon's scoring hop (None: the model's), capped at the window as the daemon caps it; ``row_offset``: the
+    file's data row of each series' first row (``--rows A:``), for the alert list's rows."""
     model = open_model(model_path)
     meta = model.metadata
     asked = hop or meta.hop
@@ -333,7 +335,8 @@ def evaluate(
                   scored=scored, restarts=restarts)
         outcomes.append(o)
         listed += list_alerts(model, s.name, s.values, o.decisions.flags, sc, scored, hop, restarts, policy,
-                              views[0], s.ts, period, s.labels, meta.window - 1 if tolerance is None else tolerance)
+                              views[0], s.ts, period, s.labels, meta.window - 1 if tolerance is None else tolerance,
+                              row_offset=row_offset)
     labelled = [o for o in outcomes if o.labels is not None]
     report: dict[str, Any] = {
         "model": str(model_path),
@@ -421,7 +424,8 @@ def format_report(rep: dict[str, Any]) -> str:
         ]
     listed = rep.get("alert_list") or []
     if listed:
-        lines.append("each alert (rows where the daemon raises and clears; what its alert says of the raising window):")
+        lines.append("each alert (the data rows, from 0 after the header, where the daemon raises and clears it; what "
+                     "its alert says of the raising window):")
         lines += alert_lines(listed, len(rep.get("files") or []) > 1)
     lines += conditions_lines(rep)
     return "\n".join(lines)

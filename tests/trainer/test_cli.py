@@ -226,6 +226,23 @@ def test_evaluate_without_labels_reports_alerts_per_day(
     assert "daemon" not in json.loads((tmp_path / "r.json").read_text())
 
 
+def test_evaluate_lists_each_alert_at_the_files_own_rows_under_rows(
+    runner: CliRunner, demo_model_path: Path, tmp_path: Path
+) -> None:
+    """With ``--rows 1000:`` the alert list counted rows from the slice (an alert at file row 2003 said 1003)."""
+    x = syn.normal_series(3000, 4, seed=7).astype(np.float64)
+    x[2000:2150, 2] += 6 * x[:1500, 2].std()
+    f = tmp_path / "plant.csv"
+    syn.write_csv(f, x.astype(np.float32), syn.channel_names(4))
+    rep = tmp_path / "r.json"
+    r = runner.invoke(main, ["evaluate", str(demo_model_path), str(f), "--rows", "1000:", "--no-plot", "--report",
+                             str(rep), "-q"])
+    assert r.exit_code == 0, r.output
+    listed = json.loads(rep.read_text())["alert_list"]
+    (hit,) = [a for a in listed if 2000 <= a["raised_row"] < 2150]
+    assert f"rows {hit['raised_row']:,}-" in r.stdout and "each alert" in r.stdout
+
+
 def test_evaluate_takes_model_and_data_as_arguments(
     runner: CliRunner, demo_model_path: Path, tmp_path: Path
 ) -> None:
