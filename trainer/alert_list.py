@@ -53,6 +53,7 @@ class ListedAlert:
     summary: str
     top_channels: list[dict[str, Any]] = field(default_factory=list)
     true: bool | None = None
+    after_event: bool = False  # true only by the tolerance: raised after a labelled anomaly ended, overlapping none
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,7 +101,8 @@ def list_alerts(model: Any, name: str, values: np.ndarray, flags: np.ndarray, sc
             raised_at=at[0], cleared_at=at[1], duration_s=duration,
             peak_ratio=round(peak / thr, 3) if thr > 0 else 0.0, severity=severity(peak, thr, policy.critical_ratio),
             summary=raise_summary(tops, sev_raise), top_channels=tops,
-            true=None if y is None else bool(y[max(0, a - tolerance) : b].any())))
+            true=None if y is None else bool(y[max(0, a - tolerance) : b].any()),
+            after_event=y is not None and not y[a:b].any() and bool(y[max(0, a - tolerance) : a].any())))
     return out
 
 
@@ -139,8 +141,10 @@ def alert_lines(alerts: Sequence[dict[str, Any]], many_files: bool, most: int = 
         rows = f"rows {a['raised_row']:,}-" + ("end" if a["cleared_row"] is None else f"{a['cleared_row']:,}")
         when = f", {_span(a['raised_at'], a['cleared_at'])}" if a["raised_at"] else ""
         length = "" if a["duration_s"] is None else f", {fmt_duration(a['duration_s'])}"
-        truth = "" if a["true"] is None else ("  [true]" if a["true"] else "  [false alarm]")
-        lines.append(f"  {n}. {where}{rows}{when}{length}: peak {a['peak_ratio']:.2g}x threshold; "
+        truth = "" if a["true"] is None else "  [false alarm]" if not a["true"] else (
+            "  [true: raised after the labelled anomaly ended, within --tolerance; the anomaly itself counts as missed]"
+            if a.get("after_event") else "  [true]")
+        lines.append(f"  {n}. {where}{rows}{when}{length}: peak {a['peak_ratio']:.2g}x threshold ({a['severity']}); "
                      f"{a['summary']}{truth}")
     if len(alerts) > most:
         lines.append(f"  ... and {len(alerts) - most:,} more (the report's alert_list)")

@@ -271,10 +271,15 @@ def read_csv(
     """
     opts = opts or ReadOptions(fill=fill)
     suffix = path.suffix.lower()
+    if suffix == ".onnx":  # (read as text it is "not utf-8 text ... try --encoding cp1252")
+        raise usage_error(f"{path}: an ONNX model, not data: give the recordings (CSV, .xlsx, .parquet, .npy, "
+                          ".npz); `edgewatch-train inspect` or `evaluate MODEL DATA...` take a model")
     if suffix in (".xlsx", ".xlsm"):
-        return _read_rows(path, *_xlsx_rows(path, opts.decimal), label_column, exclude, channels, opts, "row")
+        return _read_rows(path, *_xlsx_rows(path, opts.decimal, opts.time_format), label_column, exclude, channels,
+                          opts, "row")
     if suffix == ".parquet":
-        return _read_rows(path, *_parquet_rows(path, opts.decimal), label_column, exclude, channels, opts, "row")
+        return _read_rows(path, *_parquet_rows(path, opts.decimal, opts.time_format), label_column, exclude,
+                          channels, opts, "row")
     try:
         fh, codec = open_text(path, opts.encoding)
     except OSError as exc:
@@ -296,14 +301,19 @@ def read_csv(
         raise DataError(str(decode_error(path, codec, exc))) from None
 
 
-def _cell_text(v: object, decimal: str = ".") -> str:
-    """A spreadsheet or parquet cell as the text a CSV would hold (dates ISO 8601, None empty); a typed number is
-    written with the ``decimal`` mark read back (under ``,``: ``39,74``, never a text that reads as thousands marks)."""
+def _cell_text(v: object, decimal: str = ".", time_format: str | None = None) -> str:
+    """A spreadsheet or parquet cell as the text a CSV would hold (None empty); a typed number is written with the
+    ``decimal`` mark read back (under ``,``: ``39,74``, never a text that reads as thousands marks); a typed date in
+    ``time_format`` when one is given (``--time-format``, or the model's, written for a CSV export of the same
+    plant) and the date has no time zone, else in ISO 8601: a date cell is a date whatever the format says."""
     if v is None:
         return ""
     if isinstance(v, bool):
         return str(int(v))
     if isinstance(v, (datetime, date)):
+        naive = not isinstance(v, datetime) or v.tzinfo is None
+        if time_format and time_format.lower() != "iso" and naive:
+            return v.strftime(time_format)
         return v.isoformat()
     if isinstance(v, float) and decimal == ",":
         return repr(v).replace(".", ",")
@@ -323,7 +333,7 @@ def _need(module: str, extra: str, path: Path) -> Any:
 RowSource = tuple[list[str], Iterator[tuple[int, list[str]]], Callable[[], tuple[int, int]]]
 
 
-def _xlsx_rows(path: Path, decimal: str = ".") -> RowSource:
+def _xlsx_rows(path: Path, decimal: str = ".", time_format: str | None = None) -> RowSource:
     """The first sheet's header and rows (as text, typed numbers with the ``decimal`` mark) through openpyxl
     (read-only: streamed)."""
     openpyxl = _need("openpyxl", "xlsx", path)
@@ -341,14 +351,14 @@ def _xlsx_rows(path: Path, decimal: str = ".") -> RowSource:
         try:
             for i, r in enumerate(it, start=2):
                 done[0] = i
-                yield i, [_cell_text(v, decimal) for v in r[: len(header)]]
+                yield i, [_cell_text(v, decimal, time_format) for v in r[: len(header)]]
         finally:
             wb.close()
 
     return header, rows(), lambda: (done[0], total)
 
 
-def _parquet_rows(path: Path, decimal: str = ".") -> RowSource:
+def _parquet_rows(path: Path, decimal: str = ".", time_format: str | None = None) -> RowSource:
     """A parquet file's columns and rows (as text, typed numbers with the ``decimal`` mark) through pyarrow, one
     record batch at a time."""
     _need("pyarrow", "parquet", path)
@@ -368,7 +378,7 @@ def _parquet_rows(path: Path, decimal: str = ".") -> RowSource:
             cols = [c.to_pylist() for c in batch.columns]
             for r in zip(*cols, strict=True):
                 n += 1
-                yield n, [_cell_text(v, decimal) for v in r]
+                yield n, [_cell_text(v, decimal, time_format) for v in r]
             done[0] = n - 1
     return header, rows(), lambda: (done[0], total)
 

@@ -35,6 +35,7 @@ from trainer.sensor_view import SensorView, checked_blocks, masked_scores, senso
 log = logging.getLogger(__name__)
 
 SCORE_BATCH = 4096  # windows per onnxruntime call: bounds the memory of one call to B x W x C floats
+HEADROOM_WINDOWS = 1000  # fewer scored windows of normal data say too little to lower a margin by
 
 
 def open_model(path: Path) -> EdgeModel:
@@ -396,6 +397,10 @@ def format_report(rep: dict[str, Any]) -> str:
         + f", raised {f(a['raised_fraction'], True)} of the time",
     ]
     d = rep.get("daemon")
+    if d and not d.get("events"):  # a label column of zeros only: the data is normal, measured as such
+        lines.append("labels: no row is labelled anomalous, so the point and event metrics say nothing: measured "
+                     "as normal data")
+        d = None
     if not d:  # normal data: what the calibration promised
         lines.append(
             f"windows above the threshold: {f(a['windows_above_per_1000'], digits=1)} per 1,000 of the "
@@ -404,10 +409,12 @@ def format_report(rep: dict[str, Any]) -> str:
                "more here means this data departs from what it was calibrated on)")
         )
         if a.get("max_score_ratio") is not None:
+            few = a.get("scored_windows", 0) < HEADROOM_WINDOWS
             lines.append(f"headroom: the highest window scores {a['max_score_ratio']:.2g} x the threshold, the 99th "
                          f"percentile {a['p99_score_ratio']:.2g} x"
-                         + (" (on normal data like this a lower --margin would still raise nothing: fit again with "
-                            "it, and evaluate on another normal recording)" if a["max_score_ratio"] < 0.5 else ""))
+                         + (f" (from {a.get('scored_windows', 0):,} windows: too few to judge a margin by)" if few
+                            else " (on normal data like this a lower --margin would still raise nothing: fit again "
+                            "with it, and evaluate on another normal recording)" if a["max_score_ratio"] < 0.5 else ""))
     if d:
         lines += [
             f"point:  F1 {f(d['f1'])} (flag-all F1 {f(d['flag_all_f1'])}) precision {f(d['precision'])} "

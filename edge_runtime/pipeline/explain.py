@@ -169,7 +169,10 @@ def _round(v: float) -> float:
 
 
 def fmt_value(v: float) -> str:
-    """A value for a person: 3 significant digits (``3.1``, ``4.62``, ``1.2e+04``)."""
+    """A value for a person: 3 significant digits (``3.1``, ``4.62``, ``1740``, ``12300``), no exponent from 1,000 to
+    a billion (a speed of 1740 rpm read ``1.74e+03``); an exponent only for the very large and the very small."""
+    if math.isfinite(v) and 1e3 <= abs(v) < 1e9:
+        return f"{float(f'{v:.3g}'):.0f}"
     return f"{v:.3g}"
 
 

@@ -243,6 +243,14 @@ def test_evaluate_lists_each_alert_at_the_files_own_rows_under_rows(
     assert f"rows {hit['raised_row']:,}-" in r.stdout and "each alert" in r.stdout
 
 
+def test_fit_given_a_model_says_it_is_a_model_not_data(runner: CliRunner, demo_model_path: Path,
+                                                       tmp_path: Path) -> None:
+    """A trial: ``fit model.onnx`` said "not utf-8 text (line 1, byte 0xe9 ...): try --encoding cp1252"."""
+    r = runner.invoke(main, ["fit", str(demo_model_path), "-o", str(tmp_path / "x.onnx")])
+    assert r.exit_code == EXIT_USAGE, r.output
+    assert "an ONNX model, not data" in r.output and "--encoding" not in r.output
+
+
 def test_evaluate_takes_model_and_data_as_arguments(
     runner: CliRunner, demo_model_path: Path, tmp_path: Path
 ) -> None:

@@ -115,6 +115,24 @@ def test_typed_numbers_of_a_workbook_or_parquet_file_read_as_numbers_under_a_dec
     np.testing.assert_allclose(s.values, [[12.425, 3], [12.431, 4]], rtol=1e-6)
 
 
+def test_date_cells_of_a_workbook_are_dates_whatever_the_time_format_says(tmp_path: Path) -> None:
+    """A trial: a model fitted on a CSV with --time-format '%d.%m.%Y %H:%M:%S' evaluated an .xlsx of real date cells:
+    its times were lost without a word (fit: "not a number: '2024-10-20T08:00:00' (a text column?")."""
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Zeit", "flow"])
+    t0 = datetime(2024, 10, 20, 8, 0, 0)
+    for i in range(5):
+        ws.append([t0 + timedelta(seconds=2 * i), 1.0 + i])
+    f = tmp_path / "d.xlsx"
+    wb.save(f)
+    opts = ReadOptions(time_format="%d.%m.%Y %H:%M:%S", keep_time=True)
+    (s,) = load_paths([f], opts=opts)
+    assert s.channels == ["flow"] and s.sample_period_s == pytest.approx(2.0)
+    assert s.ts is not None and s.ts[0] == pytest.approx(datetime(2024, 10, 20, 8, 0, 0, tzinfo=ZoneInfo("UTC")).timestamp())
+
+
 def test_missing_extra_is_refused_with_the_extra_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 

@@ -71,7 +71,16 @@ def test_evaluate_unlabelled_normal_data_reports_alerts_per_day(demo_model_path:
     assert a["p99_score_ratio"] == pytest.approx(np.quantile(sc[ok], 0.99) / model.threshold)
     assert f"headroom: the highest window scores {a['max_score_ratio']:.2g} x the threshold" in ev.format_report(rep)
     low = {**rep, "alerts": {**a, "max_score_ratio": 0.3, "p99_score_ratio": 0.25}}
+    assert a["scored_windows"] >= ev.HEADROOM_WINDOWS
     assert "a lower --margin would still raise nothing" in ev.format_report(low)
+    few = {**rep, "alerts": {**a, "max_score_ratio": 0.3, "p99_score_ratio": 0.25, "scored_windows": 5}}
+    assert "(from 5 windows: too few to judge a margin by)" in ev.format_report(few)
+    assert "--margin" not in ev.format_report(few)
+    # a label column of zeros only: measured as normal data, not as F1 0 of no event
+    zeros = ev.evaluate(demo_model_path, [Series("normal", x, syn.channel_names(4), np.zeros(4000, np.int8),
+                                                 sample_period_s=2.0)])
+    text = ev.format_report(zeros)
+    assert "no row is labelled anomalous" in text and "headroom:" in text and "point:" not in text
     high = {**rep, "alerts": {**a, "max_score_ratio": 0.9, "p99_score_ratio": 0.5}}
     assert "--margin" not in ev.format_report(high)
 
@@ -170,3 +179,34 @@ def test_each_alert_is_listed_with_its_rows_times_peak_and_the_channel_that_depa
     text = ev.format_report(rep)
     assert "each alert" in text and f"rows {hit['raised_row']:,}-{hit['cleared_row']:,}, 2025-11-30 " in text
     assert "[true]" in text
+
+
+def test_an_alert_true_only_by_the_tolerance_says_so_and_that_its_anomaly_counts_as_missed(
+        demo_model_path: Path) -> None:
+    """A new user's 3-row spike: its alert (raised after the spike, within the tolerance) was [true] while the
+    events line said 0/1 detected. The alert says it is true by the tolerance and that the anomaly counts missed."""
+    from trainer.alert_list import alert_lines, list_alerts
+    from trainer.metrics import event_counts
+
+    model = ev.open_model(demo_model_path)
+    w = model.window
+    n = 3000
+    x = syn.normal_series(n, 4, seed=1)
+    labels = np.zeros(n, np.int8)
+    labels[2000:2003] = 1
+    flags = np.zeros(n, bool)
+    flags[2010:2030] = True  # after the spike, within W - 1 rows
+    flags[1500:1510] = True  # far from it
+    scores = np.full(n - w + 1, 2.0 * model.threshold)
+    listed = list_alerts(model, "f", x, flags, scores, None, 1, [], AlertPolicy(), labels=labels, tolerance=w - 1)
+    (far, late) = listed
+    assert (far.true, far.after_event) == (False, False)
+    assert (late.true, late.after_event) == (True, True)
+    counts = event_counts(labels, flags, tolerance=w - 1)
+    assert (counts.detected, counts.true_alerts) == (0, 1)  # the metric's own rule, which the tags now explain
+    text = "\n".join(alert_lines([a.to_dict() for a in listed], False))
+    assert "[false alarm]" in text and "within --tolerance; the anomaly itself counts as missed]" in text
+    flags[2001:2030] = True  # now one row inside the spike is flagged: plainly true
+    (_, inside) = list_alerts(model, "f", x, flags, scores, None, 1, [], AlertPolicy(), labels=labels,
+                              tolerance=w - 1)
+    assert (inside.true, inside.after_event) == (True, False)

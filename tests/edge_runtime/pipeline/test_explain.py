@@ -96,3 +96,13 @@ def test_a_channel_with_no_part_of_the_error_is_skipped_wherever_it_ranks() -> N
     and c, with a quarter of the raw error, is still named."""
     tops = top_channels([3, 1e-6, 0.9], ["a", "b", "c"], 3, [1, 1e-9, 1])
     assert [t["name"] for t in tops] == ["a", "c"] and tops[1]["share"] > 0.2
+
+
+def test_values_of_thousands_are_written_without_an_exponent() -> None:
+    """A new user's alert read ``Drehzahl high: 1.74e+03 1/min, expected 1.44e+03``."""
+    from edge_runtime.pipeline.explain import fmt_value
+
+    assert [fmt_value(v) for v in (1744.2, 1440.0, 12345.0, 999.4, 3.14159, -2500.0, 4.2e-5, 3.2e9)] == [
+        "1740", "1440", "12300", "999", "3.14", "-2500", "4.2e-05", "3.2e+09"]
+    tops = [{"name": "Drehzahl", "unit": "1/min", "measured": 1744.2, "expected": 1440.0, "direction": "high"}]
+    assert raise_summary(tops, "warning") == "Drehzahl high: mean 1740 1/min, expected 1440"
