@@ -591,13 +591,15 @@ def export(checkpoint: Path, out: Path, quantize: str | None, fp16: bool, export
 
 @main.command()
 @click.argument("model", type=InputPath(dir_okay=False, path_type=Path))
+@click.option("--full", is_flag=True, help="Print every number of the metadata (a many-channel model's matrices run "
+              "to thousands of lines); without it, lists of more than 16 numbers are shown by their shape.")
 @_user_errors
-def inspect(model: Path) -> None:
+def inspect(model: Path, full: bool) -> None:
     """Print a model's contract: inputs, outputs, opset, size and metadata."""
     from trainer.model_file import ExportError, describe_model
 
     try:
-        text = describe_model(model)
+        text = describe_model(model, full=full)
     except ContractError as exc:
         raise _named(exc, model) from None
     except (ExportError, OSError):

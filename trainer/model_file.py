@@ -41,8 +41,28 @@ def read_metadata(path: Path) -> ModelMetadata:
     return metadata_from_props({p.key: p.value for p in model.metadata_props})
 
 
-def describe_model(path: Path) -> str:
-    """Human-readable contract of an ONNX file: inputs, outputs, opset, size, metadata."""
+BRIEF_NUMBERS = 16  # inspect prints a list of more numbers (a 52 x 52 matrix) as its shape unless --full
+
+
+def brief(obj: Any, limit: int = BRIEF_NUMBERS) -> Any:
+    """``obj`` (parsed metadata) with each list of more than ``limit`` numbers, or matrix of them, replaced by its
+    shape: ``"52 x 52 numbers (inspect --full prints them)"``."""
+    if isinstance(obj, dict):
+        return {k: brief(v, limit) for k, v in obj.items()}
+    if isinstance(obj, list):
+        flat = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in obj)
+        rows = obj and all(isinstance(r, list) and all(isinstance(v, (int, float)) for v in r) for r in obj)
+        if flat and len(obj) > limit:
+            return f"{len(obj)} numbers (inspect --full prints them)"
+        if rows and sum(len(r) for r in obj) > limit:
+            return f"{len(obj)} x {len(obj[0])} numbers (inspect --full prints them)"
+        return [brief(v, limit) for v in obj]
+    return obj
+
+
+def describe_model(path: Path, full: bool = False) -> str:
+    """Human-readable contract of an ONNX file: inputs, outputs, opset, size, metadata (``full``: every number of
+    the metadata; else long lists and matrices as their shape)."""
     path = Path(path)
     model = load_onnx(path)
 
@@ -82,7 +102,8 @@ def describe_model(path: Path) -> str:
 
         lines.append(describe_states(meta.states))
     lines.append(f"metadata ({METADATA_KEY}):")
-    lines.append(json.dumps(json.loads(meta.to_json()), indent=2, sort_keys=True))
+    doc = json.loads(meta.to_json())
+    lines.append(json.dumps(doc if full else brief(doc), indent=2, sort_keys=True))
     return "\n".join(lines)
 
 

@@ -376,6 +376,24 @@ def test_fit_and_inspect_say_when_the_cross_channel_term_is_on(runner: CliRunner
     assert r.exit_code == 0 and "cross-channel term: on (" in r.stdout and "format_version: 5" in r.stdout
 
 
+def test_inspect_shows_a_many_channel_models_matrices_by_their_shape_unless_full(runner: CliRunner,
+                                                                                tmp_path: Path) -> None:
+    """A trial: inspect of a 52-channel model printed 7,200 lines, most of them its (C, C) matrices."""
+    from trainer.api import train_and_export
+    from trainer.benchmark_synthetic import process_plant
+
+    x = process_plant(600, 24, 3, seed=2).astype(np.float32)
+    out = tmp_path / "m.onnx"
+    train_and_export(x, [f"c{i}" for i in range(24)], out, seed=0, epochs=2)
+    brief = runner.invoke(main, ["inspect", str(out)])
+    full = runner.invoke(main, ["inspect", str(out), "--full"])
+    assert brief.exit_code == 0 and full.exit_code == 0, brief.output + full.output
+    assert '"level_precision": "24 x 24 numbers (inspect --full prints them)"' in brief.stdout
+    assert '"mean": "24 numbers (inspect --full prints them)"' in brief.stdout
+    assert "numbers (inspect --full" not in full.stdout and len(full.stdout.splitlines()) > 2 * len(brief.stdout.splitlines())
+    assert '"window": ' in brief.stdout and "channels (" in brief.stdout
+
+
 def test_too_little_data_exits_2_unless_forced(runner: CliRunner, tmp_path: Path) -> None:
     f = tmp_path / "short.csv"
     syn.write_csv(f, syn.normal_series(150, 2, seed=0), syn.channel_names(2))
