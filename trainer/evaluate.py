@@ -451,17 +451,23 @@ def conditions_lines(rep: dict[str, Any]) -> list[str]:
                      + (f"; agrees with the state column on {100 * float(np.mean(agree)):.1f}% of rows" if agree else ""))
     sf = rep.get("sensor_faults") or {}
     if sf:  # per fault kind and channel, summed over the files (and in how many of them)
-        by_kind: dict[str, dict[str, list[int]]] = {}
-        for per in sf.values():
+        by_kind: dict[str, dict[str, list[Any]]] = {}
+        for name, per in sf.items():
             for kind, chans in per.items():
                 for ch, v in chans.items():
-                    tot = by_kind.setdefault(kind, {}).setdefault(ch, [0, 0, 0])
-                    tot[0], tot[1], tot[2] = tot[0] + v["stretches"], tot[1] + v["rows"], tot[2] + 1
+                    tot = by_kind.setdefault(kind, {}).setdefault(ch, [0, 0, []])
+                    tot[0], tot[1] = tot[0] + v["stretches"], tot[1] + v["rows"]
+                    tot[2].append(Path(name).name)
         n_files = len(rep.get("files") or sf)
         many = n_files > 1
+
+        def where(files: list[str]) -> str:  # the files by name while they are few
+            if not many:
+                return ""
+            return f" in {', '.join(files)}" if len(files) <= 3 else f" in {len(files)} of {n_files} files"
+
         lines.append("sensor faults (the edge's health checks; not anomalies): " + "; ".join(
-            f"{k}: " + ", ".join(f"{ch} {n}x/{rows:,} rows" + (f" in {files} of {n_files} files" if many else "")
-                                 for ch, (n, rows, files) in chans.items())
+            f"{k}: " + ", ".join(f"{ch} {n}x/{rows:,} rows{where(files)}" for ch, (n, rows, files) in chans.items())
             for k, chans in by_kind.items()))
     else:
         lines.append("sensor faults (the edge's health checks): none")

@@ -122,8 +122,11 @@ def test_sensor_faults_over_many_files_are_summed_per_channel_with_their_files()
     per = {"stuck": {"P": {"stretches": 1, "rows": 20}}, "out_of_range": {"T": {"stretches": 2, "rows": 1500}}}
     rep = {"files": ["a.csv", "b.csv", "c.csv"], "sensor_faults": {"a.csv": per, "b.csv": {"stuck": per["stuck"]}}}
     (line,) = [ln for ln in conditions_lines(rep) if ln.startswith("sensor faults")]
-    assert line == ("sensor faults (the edge's health checks; not anomalies): stuck: P 2x/40 rows in 2 of 3 files; "
-                    "out_of_range: T 2x/1,500 rows in 1 of 3 files")
+    assert line == ("sensor faults (the edge's health checks; not anomalies): stuck: P 2x/40 rows in a.csv, b.csv; "
+                    "out_of_range: T 2x/1,500 rows in a.csv")
+    files = [f"f{i}.csv" for i in range(6)]
+    rep = {"files": files, "sensor_faults": {f: {"stuck": per["stuck"]} for f in files[:4]}}
+    assert "stuck: P 4x/80 rows in 4 of 6 files" in conditions_lines(rep)[-1]  # many: counted, not named
     rep = {"files": ["a.csv"], "sensor_faults": {"a.csv": per}}
     assert "stuck: P 1x/20 rows; out_of_range: T 2x/1,500 rows" in conditions_lines(rep)[-1]
 
