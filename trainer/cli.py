@@ -713,7 +713,8 @@ def evaluate(
                            time_format=time_format, rows=parse_rows(rows), time_column=time_column,
                            keep_time=True, progress=not quiet)  # the alert list's times (and the plot's)
     series = load_paths(data, label_column, exclude, _csv_list(channels) or meta.channels, opts=reading)
-    for note in unused_label_notes(series, label_column):
+    for note in [*unused_label_notes(series, label_column), *unused_column_notes(series, label_column, exclude,
+                                                                                   meta.preprocessing)]:
         click.echo(f"edgewatch-train evaluate: note: {note}", err=True)
     policy = AlertPolicy(raise_after=raise_after, clear_after=clear_after, clear_ratio=clear_ratio)
     rep = ev.evaluate(model_path, series, hop, policy, tolerance, progress=not quiet,
@@ -723,6 +724,25 @@ def evaluate(
         ev.plot(model_path, series, png, rep)
     click.echo(ev.format_report(rep))
     click.echo(f"wrote {report}" + ("" if no_plot else f" and {png}"))
+
+
+def unused_column_notes(series: list[Any], label_column: str, exclude: tuple[str, ...],
+                        preprocessing: dict[str, Any]) -> list[str]:
+    """One line per file with columns the model does not score (not its channels, the time, label or state column,
+    nor excluded here or at fit): they are read past, which the user may not expect."""
+    from trainer.data import LABEL_LIKE_COLUMNS
+
+    skip = {c.strip().lower() for c in (label_column, *exclude, *(preprocessing.get("exclude") or []),
+                                        preprocessing.get("state_column") or "")}
+    notes = []
+    for s in series:
+        known = {c.lower() for c in s.channels} | ({s.time_column.lower()} if s.time_column else set())
+        extra = [c for c in s.columns if c.strip() and c.strip().lower() not in known | skip | set(LABEL_LIKE_COLUMNS)]
+        if extra:
+            shown = ", ".join(repr(c) for c in extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+            notes.append(f"{s.name}: column{'s' if len(extra) > 1 else ''} {shown} not among the model's channels: "
+                         "not scored")
+    return notes
 
 
 def unused_label_notes(series: list[Any], label_column: str) -> list[str]:

@@ -266,6 +266,19 @@ def test_evaluate_takes_model_and_data_as_arguments(
         assert sorted(Path(p).name for p in json.loads(rep.read_text())["files"]) == ["a.csv", "b.csv"], args
 
 
+def test_evaluate_notes_columns_that_are_not_the_models_channels(runner: CliRunner, demo_model_path: Path,
+                                                                 tmp_path: Path) -> None:
+    """A trial: an extra column in the data was read past without a word."""
+    f = tmp_path / "a.csv"
+    syn.write_csv(f, syn.normal_series(300, 5, seed=2), [*syn.channel_names(4), "spare_probe"])
+    args = ["evaluate", str(demo_model_path), str(f), "--no-plot", "--report", str(tmp_path / "r.json"), "-q"]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "a.csv: column 'spare_probe' not among the model's channels: not scored" in r.stderr
+    r = runner.invoke(main, [*args, "--exclude", "spare_probe"])
+    assert r.exit_code == 0 and "not among the model's channels" not in r.stderr, r.output
+
+
 def test_evaluate_names_a_label_column_it_does_not_use(runner: CliRunner, demo_model_path: Path,
                                                        tmp_path: Path) -> None:
     """A file with ``label`` but no ``anomaly`` is scored as normal data: a note says so and how to use it."""
