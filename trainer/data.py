@@ -272,8 +272,8 @@ def read_csv(
     opts = opts or ReadOptions(fill=fill)
     suffix = path.suffix.lower()
     if suffix == ".onnx":  # (read as text it is "not utf-8 text ... try --encoding cp1252")
-        raise usage_error(f"{path}: an ONNX model, not data: give the recordings (CSV, .xlsx, .parquet, .npy, "
-                          ".npz); `edgewatch-train inspect` or `evaluate MODEL DATA...` take a model")
+        raise DataError(f"{path}: an ONNX model, not data: give the recordings (CSV, .xlsx, .parquet, .npy, .npz); "
+                        "`edgewatch-train inspect` or `evaluate MODEL DATA...` take a model")
     if suffix in (".xlsx", ".xlsm"):
         return _read_rows(path, *_xlsx_rows(path, opts.decimal, opts.time_format), label_column, exclude, channels,
                           opts, "row")

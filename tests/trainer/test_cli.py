@@ -247,7 +247,7 @@ def test_fit_given_a_model_says_it_is_a_model_not_data(runner: CliRunner, demo_m
                                                        tmp_path: Path) -> None:
     """A trial: ``fit model.onnx`` said "not utf-8 text (line 1, byte 0xe9 ...): try --encoding cp1252"."""
     r = runner.invoke(main, ["fit", str(demo_model_path), "-o", str(tmp_path / "x.onnx")])
-    assert r.exit_code == EXIT_USAGE, r.output
+    assert r.exit_code == EXIT_DATAERR, r.output  # as every file fit cannot read (tests/test_cli_exits.py)
     assert "an ONNX model, not data" in r.output and "--encoding" not in r.output
 
 
