@@ -62,12 +62,11 @@ class ListedAlert:
 def list_alerts(model: Any, name: str, values: np.ndarray, flags: np.ndarray, scores: np.ndarray,
                 scored: np.ndarray | None, hop: int, restarts: Sequence[int], policy: AlertPolicy,
                 view: SensorView | None = None, ts: np.ndarray | None = None, period_s: float | None = None,
-                labels: np.ndarray | None = None, tolerance: int = 0, first: int = 0,
-                row_offset: int = 0) -> list[ListedAlert]:
+                labels: np.ndarray | None = None, tolerance: int = 0, row_offset: int = 0) -> list[ListedAlert]:
     """The alerts of one file from its daemon decisions ``flags`` (T,) and hop-1 window ``scores`` (T-W+1,) as the
     daemon scores them (``scored``: the windows it scores at all); ``ts`` (T,) epoch seconds when the file has
-    times; only alerts raised at or after row ``first``. The listed rows are the file's data rows: the series' own
-    plus ``row_offset`` (where ``--rows`` started it)."""
+    times. The listed rows are the file's data rows: the series' own plus ``row_offset`` (where ``--rows`` started
+    it)."""
     meta = model.metadata
     w, thr = meta.window, float(meta.threshold.value)
     n_win = len(scores)
@@ -80,7 +79,7 @@ def list_alerts(model: Any, name: str, values: np.ndarray, flags: np.ndarray, sc
     out = []
     for a, b in segments(np.asarray(flags, dtype=bool)):
         a, b = int(a), int(b)
-        if a < first or a < w - 1:
+        if a < w - 1:  # (no window has ended yet: the decisions flag no such row)
             continue
         raised = a - w + 1  # the window ending at the first flagged row raised it
         during = scores[starts[(ends >= a) & (ends < b)]]

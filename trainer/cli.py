@@ -733,11 +733,11 @@ def unused_column_notes(series: list[Any], label_column: str, exclude: tuple[str
     from trainer.data import LABEL_LIKE_COLUMNS
 
     skip = {c.strip().lower() for c in (label_column, *exclude, *(preprocessing.get("exclude") or []),
-                                        preprocessing.get("state_column") or "")}
+                                        preprocessing.get("state_column") or "", *LABEL_LIKE_COLUMNS)}
     notes = []
     for s in series:
-        known = {c.lower() for c in s.channels} | ({s.time_column.lower()} if s.time_column else set())
-        extra = [c for c in s.columns if c.strip() and c.strip().lower() not in known | skip | set(LABEL_LIKE_COLUMNS)]
+        known = skip | {c.lower() for c in s.channels} | ({s.time_column.lower()} if s.time_column else set())
+        extra = [c for c in s.columns if c.strip() and c.strip().lower() not in known]
         if extra:
             shown = ", ".join(repr(c) for c in extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
             notes.append(f"{s.name}: column{'s' if len(extra) > 1 else ''} {shown} not among the model's channels: "

@@ -45,9 +45,10 @@ class CrossChannel:
     projection: np.ndarray | None = None
     note: str = ""
 
-    def describe(self, cross_only: int = 0, drifting: int = 0) -> str:
+    def describe(self, cross_only: int = 0, drifting: int = 0, before_many: bool = False) -> str:
         """One line for ``fit`` and ``inspect`` (``cross_only``: drifting channels scored by the term alone;
-        ``drifting``: channels whose residual drifts, left out of it)."""
+        ``drifting``: channels whose residual drifts, left out of it; ``before_many``: a model fitted before the
+        :data:`MANY_CHANNELS` rule, whose term is off for the 10 % limit alone)."""
         if self.note:
             return f"cross-channel term: off ({self.note})"
         first = f"after leaving out {drifting} channel(s) whose residual drifts: " if drifting and not self.on else ""
@@ -67,6 +68,10 @@ class CrossChannel:
             return f"cross-channel term: off ({first}no common factor: every component explains as much as another)"
         if self.components >= self.channels:
             return f"cross-channel term: off ({first}{share}: no residual left)"
+        if before_many:
+            return f"cross-channel term: off ({first}{share}, above the {100 * UNEXPLAINED_LIMIT:.0f} % limit: the " \
+                   f"channels do not move together; fitted before the term was on at {MANY_CHANNELS} or more " \
+                   "channels: fit again to have it)"
         return f"cross-channel term: off ({first}{share}, above the {100 * UNEXPLAINED_LIMIT:.0f} % limit for fewer " \
                f"than {MANY_CHANNELS} channels: the channels do not move together)"
 

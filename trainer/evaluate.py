@@ -252,11 +252,6 @@ def _scored_ratios(o: Outcome) -> np.ndarray:
     return ratio if o.scored is None else ratio[o.scored[o.first :]]
 
 
-def _scored_above(o: Outcome) -> np.ndarray:
-    """Above the threshold or not, for the windows of :func:`_scored_ratios`."""
-    return _scored_ratios(o) > 1.0
-
-
 def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Alerts per day (and per 1,000 scored points) over every outcome, labelled or not, and the
     hop-1 windows above the threshold per 1,000 (what a per-window false-alarm budget promises)."""
@@ -264,8 +259,8 @@ def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     points = sum(len(o.decisions.flags) - o.first for o in outcomes)
     secs = [(len(o.decisions.flags) - o.first) * o.period_s for o in outcomes if o.period_s]
     days = sum(secs) / 86400 if len(secs) == len(outcomes) and secs else None
-    above = [_scored_above(o) for o in outcomes]
-    n_windows = sum(a.size for a in above)
+    ratios = [_scored_ratios(o) for o in outcomes]
+    n_windows = sum(r.size for r in ratios)
     return {
         "alerts": alerts,
         "scored_points": points,
@@ -275,9 +270,9 @@ def alerts_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "raised_fraction": float(np.mean(np.concatenate([o.decisions.flags[o.first :] for o in outcomes])))
         if points
         else None,
-        "windows_above_per_1000": 1000 * sum(int(a.sum()) for a in above) / n_windows if n_windows else None,
+        "windows_above_per_1000": 1000 * sum(int((r > 1.0).sum()) for r in ratios) / n_windows if n_windows else None,
         "scored_windows": n_windows,
-        **_headroom([_scored_ratios(o) for o in outcomes]),
+        **_headroom(ratios),
     }
 
 

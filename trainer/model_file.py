@@ -113,9 +113,6 @@ def cross_channel_line(cc: dict[str, Any]) -> str:
     from trainer.cross_channel import MANY_CHANNELS, CrossChannel
 
     n, k, note = int(cc["channels"]), int(cc["components"]), str(cc.get("note", ""))
-    line = CrossChannel(bool(cc["on"]), k, n, float(cc["unexplained"]), note=note).describe(
-        len(cc.get("scored_by_it_alone", [])), len(cc.get("left_out", [])))
-    if not cc["on"] and not note and "many_channels" not in cc and n >= MANY_CHANNELS and 0 < k < n:
-        line = (line.replace(f" for fewer than {MANY_CHANNELS} channels", "")[:-1]
-                + f"; fitted before the term was on at {MANY_CHANNELS} or more channels: fit again to have it)")
-    return line
+    before_many = "many_channels" not in cc and n >= MANY_CHANNELS
+    return CrossChannel(bool(cc["on"]), k, n, float(cc["unexplained"]), note=note).describe(
+        len(cc.get("scored_by_it_alone", [])), len(cc.get("left_out", [])), before_many)
